@@ -1,0 +1,58 @@
+// Seeded synthetic generator of Mistral-Nemo-shaped BF16 weights whose exponent statistics are
+// calibrated to the official DFloat11 release of Nemo (model and calibration: synthetic.cpp).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "codec/unit.hpp"
+#include "datasets/nemo.hpp"
+
+namespace df11::synth {
+
+// Magnitude model of one matrix role, a Gaussian scale mixture:
+//   w = sigma_bulk * z * exp(log_scale_sigma * g) * o
+// with z, g ~ N(0,1) and o = outlier_scale with probability outlier_fraction, else 1; sigma_bulk
+// is chosen so that the standard deviation of w is std_mult / sqrt(fan_in). Sign and the 7
+// mantissa bits are uniform.
+struct WeightModel {
+  double std_mult;
+  double log_scale_sigma;
+  double outlier_fraction;
+  double outlier_scale;
+};
+
+// The calibrated model of a role. A role is matched on its last name component, so
+// "self_attn.q_proj", "q_proj" and "model.layers.3.self_attn.q_proj.weight" are the same;
+// lm_head and embed_tokens have their own models; anything else gets a generic default.
+[[nodiscard]] WeightModel weight_model(std::string_view role);
+
+// Exact probabilities of the 256 BF16 exponent values under a model (sum 1; exponent 0 and
+// exponents >= 240 are 0), computed by numerical integration over the scale mixture.
+[[nodiscard]] std::array<double, 256> exponent_probabilities(const WeightModel& model,
+                                                             int64_t fan_in);
+
+// Fills out[] with BF16 bit patterns drawn from the calibrated model of `role` for a matrix with
+// the given fan-in. Deterministic in (seed, stream_id), independent of n_threads (0 = all
+// cores); the first k elements do not depend on out.size(), so a shorter fill is a prefix.
+void fill_weights(std::span<uint16_t> out, std::string_view role, int64_t fan_in, uint64_t seed,
+                  uint64_t stream_id, int n_threads = 0);
+
+// One decoder block as a Unit named "model.layers.<index>" holding the 7 matrices of
+// layer_specs() in official order. row_fraction in (0, 1] keeps ceil(rows * fraction) rows of
+// every matrix (quick runs keep the role mix of the full layer); 1.0 = full shapes.
+[[nodiscard]] df11::Unit make_layer(const ModelShape& shape, int layer_index, uint64_t seed,
+                                    double row_fraction = 1.0, int n_threads = 0);
+[[nodiscard]] df11::Unit make_nemo_layer(int layer_index, uint64_t seed, double row_fraction = 1.0,
+                                         int n_threads = 0);
+
+// A unit of one [rows, cols] matrix (lm_head or embed_tokens style); fan-in = cols.
+[[nodiscard]] df11::Unit make_matrix_unit(const std::string& unit_name,
+                                          const std::string& tensor_name, std::string_view role,
+                                          int64_t rows, int64_t cols, uint64_t seed,
+                                          int n_threads = 0);
+
+}  // namespace df11::synth

@@ -1,0 +1,78 @@
+// df11_bench: Google Benchmark timings of the codec on a synthetic Mistral-Nemo q_proj
+// (4096 x 5120 BF16), single-threaded and on all cores; items_per_second counts weights.
+// BM_memcpy of the same BF16 bytes is the yardstick. Not a test: targets live in the issues.
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+
+#include "codec/common.hpp"
+#include "codec/cpu_decoder.hpp"
+#include "codec/encoder.hpp"
+#include "datasets/synthetic.hpp"
+
+namespace {
+
+const df11::Unit& q_proj() {
+  static const df11::Unit u =
+      df11::synth::make_matrix_unit("q_proj", "self_attn.q_proj", "self_attn.q_proj", 4096, 5120, 1, 0);
+  return u;
+}
+
+df11::Layout layout_arg(int64_t a) { return a == 0 ? df11::Layout::df11() : df11::Layout::canonical(); }
+
+// Arg 0: layout (0 = df11, 1 = canonical 16); arg 1: threads (0 = all cores).
+void BM_encode(benchmark::State& state) {
+  const auto& u = q_proj();
+  const auto layout = layout_arg(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  for (auto _ : state) {
+    auto enc = df11::encode(u.view(), layout, threads);
+    benchmark::DoNotOptimize(enc.encoded_exponent.data());
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(u.n_elements()));
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(2 * u.n_elements()));
+  state.SetLabel(layout.name() + (threads ? " threads=" + std::to_string(threads) : " all threads"));
+}
+
+void BM_decode_cpu(benchmark::State& state) {
+  const auto& u = q_proj();
+  const auto layout = layout_arg(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  const auto enc = df11::encode(u.view(), layout, 0);
+  std::vector<uint16_t> out(u.n_elements());
+  for (auto _ : state) {
+    df11::decode_cpu(enc, out, threads);
+    benchmark::DoNotOptimize(out.data());
+  }
+  if (out != u.tensors[0].data) state.SkipWithError("decode mismatch");
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(u.n_elements()));
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(2 * u.n_elements()));
+  state.SetLabel(layout.name() + (threads ? " threads=" + std::to_string(threads) : " all threads"));
+}
+
+void BM_memcpy(benchmark::State& state) {
+  const auto& u = q_proj();
+  const int threads = static_cast<int>(state.range(0));
+  const auto& src = u.tensors[0].data;
+  std::vector<uint16_t> dst(src.size());
+  const std::size_t n_tasks = 64;
+  const std::size_t per = (src.size() + n_tasks - 1) / n_tasks;
+  for (auto _ : state) {
+    df11::parallel_for(n_tasks, threads, [&](std::size_t t) {
+      const std::size_t b = t * per, e = std::min(src.size(), b + per);
+      if (b < e) std::memcpy(dst.data() + b, src.data() + b, (e - b) * sizeof(uint16_t));
+    });
+    benchmark::DoNotOptimize(dst.data());
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(src.size()));
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(2 * src.size()));
+  state.SetLabel(threads ? "threads=" + std::to_string(threads) : "all threads");
+}
+
+}  // namespace
+
+BENCHMARK(BM_encode)->Args({0, 1})->Args({0, 0})->Args({1, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_decode_cpu)->Args({0, 1})->Args({0, 0})->Args({1, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_memcpy)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK_MAIN();

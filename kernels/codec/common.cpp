@@ -1,0 +1,53 @@
+// Thread helpers of the codec (see common.hpp).
+#include "codec/common.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace df11 {
+
+int resolve_threads(int n_threads) {
+  if (n_threads > 0) return n_threads;
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+void parallel_for(std::size_t n_tasks, int n_threads, const std::function<void(std::size_t)>& fn) {
+  if (n_tasks == 0) return;
+  const std::size_t workers =
+      std::min<std::size_t>(static_cast<std::size_t>(resolve_threads(n_threads)), n_tasks);
+  if (workers <= 1) {
+    for (std::size_t t = 0; t < n_tasks; ++t) fn(t);
+    return;
+  }
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr first_error;
+  std::mutex error_mutex;
+  auto work = [&] {
+    for (;;) {
+      if (failed.load(std::memory_order_relaxed)) return;
+      const std::size_t t = next.fetch_add(1, std::memory_order_relaxed);
+      if (t >= n_tasks) return;
+      try {
+        fn(t);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!first_error) first_error = std::current_exception();
+        failed = true;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(workers - 1);
+  for (std::size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
+  if (first_error) std::rethrow_exception(first_error);
+}
+
+}  // namespace df11

@@ -1,0 +1,438 @@
+// CPU decoder. The hot loop reads a 64-bit big-endian window and looks its top K bits up in a
+// table built for the CPU (not the GPU's): each entry holds up to four whole symbols that the K
+// bits determine, so one lookup usually yields several exponents. Entries that the K bits do
+// not determine (long codes) fall back to the layout's full lookup. Exponents go to a per-block
+// byte buffer and are merged with the sign-mantissa bytes in a vectorizable second loop.
+#include "codec/cpu_decoder.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "codec/bf16.hpp"
+#include "codec/common.hpp"
+#include "codec/huffman.hpp"
+#include "codec/tables.hpp"
+
+namespace df11 {
+namespace {
+
+constexpr int kMultiBits = 12;  // K: 4096 entries x 8 bytes = 32 KiB, the size of L1d
+constexpr int kMaxPerEntry = 4;
+
+inline uint64_t load_be64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return __builtin_bswap64(v);
+}
+
+// The layout's complete lookup of one symbol from the next 32 bits: DF11's chained tables or
+// a canonical code's per-length limits.
+class SymbolLookup {
+ public:
+  SymbolLookup(const EncodedUnit& u, const std::string& ctx) : layout_(u.layout) {
+    if (u.layout.tables == TableScheme::df11_chained) {
+      luts_ = u.luts.data();
+      n_rows_ = static_cast<int>(u.luts.size() / 256);
+      lengths_ = df11_length_row(u.luts);
+    } else {
+      const HuffmanCode code = canonical_code_from_luts(u.luts, u.layout.max_code_length, ctx);
+      lengths_ = code.length;
+      // Canonical decode: codes of length L are the values [first_[L], first_[L] + count_[L]).
+      std::vector<std::pair<int, int>> order;  // (length, symbol)
+      for (int s = 0; s < 256; ++s)
+        if (code.length[s]) order.emplace_back(code.length[s], s);
+      std::sort(order.begin(), order.end());
+      for (auto [len, s] : order) sorted_.push_back(static_cast<uint8_t>(s));
+      int idx = 0;
+      for (int len = 1; len <= 32; ++len) {
+        first_[len] = 0;
+        count_[len] = 0;
+        offset_[len] = idx;
+        for (auto [l, s] : order) {
+          if (l != len) continue;
+          if (count_[len] == 0) first_[len] = code.code[s];
+          ++count_[len];
+          ++idx;
+        }
+      }
+    }
+  }
+  // Returns false when no codeword matches (possible only for incomplete canonical codes).
+  bool lookup(uint32_t window, uint8_t& sym, unsigned& len) const {
+    if (luts_) {
+      const Df11Lookup r = df11_lookup(luts_, n_rows_, window);
+      sym = r.symbol;
+      len = r.length;
+      return true;
+    }
+    for (int l = 1; l <= layout_.max_code_length; ++l) {
+      const uint32_t v = window >> (32 - l);
+      if (count_[l] && v - first_[l] < count_[l]) {
+        sym = sorted_[offset_[l] + (v - first_[l])];
+        len = static_cast<unsigned>(l);
+        return true;
+      }
+    }
+    return false;
+  }
+  // The symbol at the start of `kb` known bits (MSB-aligned in `window`, the rest zero) if
+  // those bits alone determine it, whatever the unknown bits are.
+  bool resolve(uint32_t window, int kb, uint8_t& sym, unsigned& len) const {
+    if (kb <= 0) return false;
+    if (luts_) {
+      int row = 0;
+      for (int depth = 0; depth < 4; ++depth) {
+        const int avail = std::clamp(kb - 8 * depth, 0, 8);
+        const unsigned byte = (window >> (24 - 8 * depth)) & 0xFFu;
+        const uint8_t* t = luts_ + static_cast<std::size_t>(row) * 256;
+        if (avail == 8) {
+          const unsigned v = t[byte];
+          if (v < static_cast<unsigned>(kDf11PointerBase)) {
+            sym = static_cast<uint8_t>(v);
+            len = lengths_[v];
+            return true;
+          }
+          row = 256 - static_cast<int>(v);
+          continue;
+        }
+        // Partly known index: determined only if every possible entry is the same symbol.
+        const unsigned lo = byte & ~((1u << (8 - avail)) - 1u);
+        const unsigned v0 = t[lo];
+        if (v0 >= static_cast<unsigned>(kDf11PointerBase)) return false;
+        for (unsigned i = lo; i < lo + (1u << (8 - avail)); ++i)
+          if (t[i] != v0) return false;
+        sym = static_cast<uint8_t>(v0);
+        len = lengths_[v0];
+        return true;
+      }
+      return false;
+    }
+    if (!lookup(window, sym, len)) return false;
+    return static_cast<int>(len) <= kb;
+  }
+  [[nodiscard]] unsigned length(uint8_t sym) const { return lengths_[sym]; }
+
+ private:
+  Layout layout_;
+  const uint8_t* luts_ = nullptr;
+  int n_rows_ = 0;
+  CodeLengths lengths_{};
+  std::vector<uint8_t> sorted_;
+  uint32_t first_[33] = {};
+  uint32_t count_[33] = {};
+  int offset_[33] = {};
+};
+
+struct alignas(8) MultiEntry {
+  uint8_t sym[kMaxPerEntry];
+  uint8_t n;        // 0: not determined by K bits, use the full lookup
+  uint8_t bits;     // bits consumed by the n symbols (may exceed K for the last one)
+  uint16_t starts;  // start bit of symbols 1..3 in 4-bit fields (15: no such symbol)
+};
+static_assert(kMultiBits < 15, "start offsets must fit 4 bits and stay below the 'none' value");
+
+// Start bit of symbol k (1..3) of an entry; 15 when the entry has fewer symbols.
+inline unsigned entry_start(const MultiEntry& e, unsigned k) { return (e.starts >> (4 * (k - 1))) & 0xFu; }
+
+std::vector<MultiEntry> build_multi_table(const SymbolLookup& lk) {
+  std::vector<MultiEntry> table(std::size_t{1} << kMultiBits);
+  for (uint32_t i = 0; i < table.size(); ++i) {
+    MultiEntry e{};
+    e.starts = 0xFFF;
+    int pos = 0;
+    while (e.n < kMaxPerEntry && pos < kMultiBits) {
+      const int kb = kMultiBits - pos;
+      const uint32_t window = (i << (32 - kMultiBits)) << pos;
+      uint8_t sym;
+      unsigned len;
+      if (!lk.resolve(window, kb, sym, len)) break;
+      if (e.n > 0) {
+        const unsigned shift = 4 * (e.n - 1u);
+        e.starts = static_cast<uint16_t>((e.starts & ~(0xFu << shift)) | (static_cast<unsigned>(pos) << shift));
+      }
+      e.sym[e.n++] = sym;
+      pos += static_cast<int>(len);
+    }
+    e.bits = static_cast<uint8_t>(pos);
+    table[i] = e;
+  }
+  return table;
+}
+
+struct DecodeContext {
+  const EncodedUnit& u;
+  const SymbolLookup& lk;
+  const std::vector<MultiEntry>& multi;
+  std::string ctx;
+};
+
+// Decodes the codes that start in [start_bit, end_bit) of a chunk whose bytes begin at `p`
+// (with at least end_bit/8 + 8 readable bytes). Returns the number of exponents written to
+// `out` (which has room for end_bit + kMaxPerEntry); `*end_pos` gets the bit after the last code.
+uint64_t decode_chunk(const DecodeContext& dc, const uint8_t* p, unsigned start_bit, unsigned end_bit, uint8_t* out,
+                      uint64_t* end_pos, uint64_t chunk_index) {
+  uint64_t pos = start_bit;
+  uint8_t* o = out;
+  const MultiEntry* multi = dc.multi.data();
+  auto full = [&](uint64_t window64) {
+    uint8_t sym;
+    unsigned len;
+    if (!dc.lk.lookup(static_cast<uint32_t>(window64 >> 32), sym, len) || len == 0) {
+      throw Error(fmt::format("{}: invalid code at bit {} of chunk {}", dc.ctx, pos, chunk_index));
+    }
+    *o++ = sym;
+    pos += len;
+  };
+  while (pos + kMultiBits <= end_bit) {
+    const uint64_t window = load_be64(p + (pos >> 3)) << (pos & 7);
+    const MultiEntry& e = multi[window >> (64 - kMultiBits)];
+    if (e.n == 0) {
+      full(window);
+      continue;
+    }
+    std::memcpy(o, e.sym, kMaxPerEntry);
+    o += e.n;
+    pos += e.bits;
+  }
+  // Fewer than K bits left: take only the entry's symbols that start before end_bit.
+  while (pos < end_bit) {
+    const uint64_t window = load_be64(p + (pos >> 3)) << (pos & 7);
+    const MultiEntry& e = multi[window >> (64 - kMultiBits)];
+    if (e.n == 0) {
+      full(window);
+      continue;
+    }
+    const unsigned limit = static_cast<unsigned>(end_bit - pos);  // < K, so never 15
+    const unsigned k = 1u + (entry_start(e, 1) < limit) + (entry_start(e, 2) < limit) + (entry_start(e, 3) < limit);
+    std::memcpy(o, e.sym, kMaxPerEntry);
+    o += k;
+    pos += k == e.n ? e.bits : entry_start(e, k);
+  }
+  *end_pos = pos;
+  return static_cast<uint64_t>(o - out);
+}
+
+// The chunk holding the unit's last code: the code must end inside the stream, in its last
+// byte, and a final chunk in which no code starts must have that end as its gap. Catches a
+// truncated stream whose missing bits the zero padding would otherwise decode.
+void check_stream_end(const DecodeContext& dc, const uint8_t* p, unsigned gap, uint64_t remaining,
+                      uint64_t chunk) {
+  const EncodedUnit& u = dc.u;
+  uint64_t pos = gap;
+  for (uint64_t k = 0; k < remaining; ++k) {
+    const uint64_t window = load_be64(p + (pos >> 3)) << (pos & 7);
+    uint8_t sym;
+    unsigned len;
+    if (!dc.lk.lookup(static_cast<uint32_t>(window >> 32), sym, len) || len == 0) {
+      throw Error(fmt::format("{}: invalid code at bit {} of chunk {}", dc.ctx, pos, chunk));
+    }
+    pos += len;
+  }
+  const uint64_t chunk_bits = static_cast<uint64_t>(u.layout.chunk_bits());
+  const uint64_t end = chunk * chunk_bits + pos;
+  const uint64_t n_bytes = u.encoded_exponent.size();
+  if (end > n_bytes * 8) {
+    throw Error(fmt::format("{}: encoded_exponent is truncated: the last code ends at bit {}, the stream has {} bits",
+                            dc.ctx, end, n_bytes * 8));
+  }
+  if ((end + 7) / 8 != n_bytes) {
+    throw Error(fmt::format("{}: encoded_exponent has {} bytes but its codes end in byte {}", dc.ctx, n_bytes,
+                            (end + 7) / 8));
+  }
+  const uint64_t last = u.n_chunks() - 1;
+  if (last != chunk && end > last * chunk_bits && u.gap(last) != end - last * chunk_bits) {
+    throw Error(fmt::format("{}: gaps: the final chunk {} has gap {}, but the stream ends at its bit {}", dc.ctx, last,
+                            u.gap(last), end - last * chunk_bits));
+  }
+}
+
+}  // namespace
+
+void validate_encoded(const EncodedUnit& u) {
+  const std::string ctx = fmt::format("unit {}", u.name);
+  auto bad = [&](const std::string& what) { throw Error(fmt::format("{}: {}", ctx, what)); };
+  try {
+    u.layout.validate();
+  } catch (const Error& e) {
+    bad(e.what());
+  }
+  const uint64_t n = u.n_elements;
+  if (n > 0xFFFFFFFFull) bad(fmt::format("{} elements exceed the 32-bit positions", n));
+  if (u.sign_mantissa.size() != n) {
+    bad(fmt::format("sign_mantissa has {} bytes, expected one per element ({})", u.sign_mantissa.size(), n));
+  }
+  // Shapes and split positions.
+  if (u.tensor_names.size() != u.tensor_shapes.size()) bad("tensor names and shapes differ in count");
+  if (!u.tensor_shapes.empty()) {
+    uint64_t sum = 0;
+    std::vector<int64_t> expect;
+    for (std::size_t k = 0; k < u.tensor_shapes.size(); ++k) {
+      for (int64_t d : u.tensor_shapes[k])
+        if (d < 0) bad(fmt::format("tensor {} has a negative dimension", u.tensor_names[k]));
+      sum += element_count(u.tensor_shapes[k]);
+      if (k + 1 < u.tensor_shapes.size()) expect.push_back(static_cast<int64_t>(sum));
+    }
+    if (sum != n) bad(fmt::format("tensor shapes hold {} elements, the unit has {}", sum, n));
+    if (u.split_positions != expect) bad("split_positions do not match the tensor shapes");
+  }
+  // Decode tables.
+  if (u.layout.tables == TableScheme::df11_chained) {
+    if (n > 0) {
+      validate_df11_luts(u.luts, ctx);
+    } else if (u.luts.size() % 256 != 0 || u.luts.size() < 512) {
+      bad(fmt::format("luts: {} bytes are not two or more 256-entry rows", u.luts.size()));
+    }
+  } else {
+    (void)canonical_code_from_luts(u.luts, u.layout.max_code_length, ctx);
+  }
+  // Stream, gaps and positions sizes.
+  const uint64_t n_bytes = u.encoded_exponent.size();
+  if (n == 0 && n_bytes != 0) bad("an empty unit has a non-empty encoded_exponent");
+  if (n > 0 && n_bytes == 0) bad("encoded_exponent is empty");
+  if (n_bytes > (n * static_cast<uint64_t>(u.layout.max_code_length) + 7) / 8) {
+    bad(fmt::format("encoded_exponent has {} bytes, more than {} elements of at most {} bits can fill", n_bytes, n,
+                    u.layout.max_code_length));
+  }
+  const uint64_t n_blocks = u.n_blocks();
+  const uint64_t gap_bytes = n_blocks * static_cast<uint64_t>(u.layout.threads_per_block) * u.layout.gap_bits / 8;
+  if (u.gaps.size() != gap_bytes) {
+    bad(fmt::format("gaps has {} bytes; {} blocks of {} threads need {} (truncated or mismatched stream?)",
+                    u.gaps.size(), n_blocks, u.layout.threads_per_block, gap_bytes));
+  }
+  const uint64_t n_pos = u.layout.positions == PositionScheme::thread ? u.n_chunks() : n_blocks;
+  if (u.output_positions.size() != 4 * (n_pos + 1)) {
+    bad(fmt::format("output_positions has {} bytes, expected {} ({} entries + 1)", u.output_positions.size(),
+                    4 * (n_pos + 1), n_pos));
+  }
+  if (u.position(0) != 0) bad(fmt::format("output_positions[0] is {}, expected 0", u.position(0)));
+  for (uint64_t i = 0; i < n_pos; ++i) {
+    if (u.position(i + 1) < u.position(i)) {
+      bad(fmt::format("output_positions decrease at entry {} ({} then {})", i, u.position(i), u.position(i + 1)));
+    }
+  }
+  if (u.position(n_pos) != n) {
+    bad(fmt::format("output_positions end at {}, expected n_elements = {}", u.position(n_pos), n));
+  }
+  if (u.n_chunks() > 0 && u.gap(0) != 0) bad(fmt::format("the first gap is {}, expected 0", u.gap(0)));
+}
+
+void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads) {
+  validate_encoded(u);
+  const std::string ctx = fmt::format("unit {}", u.name);
+  if (out.size() != u.n_elements) {
+    throw Error(fmt::format("{}: output holds {} elements, the unit has {}", ctx, out.size(), u.n_elements));
+  }
+  if (u.n_elements == 0) return;
+  const SymbolLookup lk(u, ctx);
+  const std::vector<MultiEntry> multi = build_multi_table(lk);
+  const DecodeContext dc{u, lk, multi, ctx};
+
+  const Layout& L = u.layout;
+  const uint64_t n = u.n_elements;
+  const uint64_t n_bytes = u.encoded_exponent.size();
+  const uint64_t total_bits = n_bytes * 8;
+  const uint64_t chunk_bits = static_cast<uint64_t>(L.chunk_bits());
+  const uint64_t chunk_bytes = static_cast<uint64_t>(L.bytes_per_thread);
+  const uint64_t n_chunks = u.n_chunks();
+  const uint64_t tpb = static_cast<uint64_t>(L.threads_per_block);
+  const uint64_t n_blocks = u.n_blocks();
+  const bool per_thread = L.positions == PositionScheme::thread;
+  const uint8_t* stream = u.encoded_exponent.data();
+  // Chunks whose look-ahead would run past the stream decode from a zero-padded copy.
+  const uint64_t safe_chunks = n_bytes >= chunk_bytes + 8 ? (n_bytes - 8) / chunk_bytes : 0;
+
+  auto first_index = [&](uint64_t b) -> uint64_t {
+    if (b >= n_blocks) return n;
+    return per_thread ? u.position(b * tpb) : u.position(b);
+  };
+
+  // Blocks are grouped into tasks so each task amortizes its buffer.
+  const uint64_t blocks_per_task = std::max<uint64_t>(1, (uint64_t{1} << 16) / (tpb * chunk_bytes));
+  const uint64_t n_tasks = (n_blocks + blocks_per_task - 1) / blocks_per_task;
+  parallel_for(n_tasks, n_threads, [&](std::size_t task) {
+    std::vector<uint8_t> exps(tpb * chunk_bits + kMaxPerEntry + 8);
+    std::vector<uint8_t> padded(chunk_bytes + 16);
+    const uint64_t b_end = std::min(n_blocks, (task + 1) * blocks_per_task);
+    for (uint64_t b = task * blocks_per_task; b < b_end; ++b) {
+      const uint64_t base = first_index(b);
+      const uint64_t expected = first_index(b + 1) - base;
+      const bool last_block = b + 1 == n_blocks;
+      uint64_t count = 0;
+      const uint64_t c_end = std::min(n_chunks, (b + 1) * tpb);
+      for (uint64_t c = b * tpb; c < c_end; ++c) {
+        if (base + count >= n) break;  // everything after the last element is padding
+        const unsigned gap = u.gap(c);
+        if (gap >= static_cast<unsigned>(L.max_code_length)) {
+          throw Error(fmt::format("{}: gaps: chunk {} has gap {} >= max code length {}", ctx, c, gap,
+                                  L.max_code_length));
+        }
+        const uint64_t chunk_start = c * chunk_bits;
+        const unsigned end_bit = static_cast<unsigned>(std::min(chunk_bits, total_bits - chunk_start));
+        const uint8_t* p = stream + c * chunk_bytes;
+        if (c >= safe_chunks) {
+          std::fill(padded.begin(), padded.end(), 0);
+          std::memcpy(padded.data(), p, std::min<uint64_t>(n_bytes - c * chunk_bytes, padded.size()));
+          p = padded.data();
+        }
+        uint64_t end_pos = 0;
+        const uint64_t got = decode_chunk(dc, p, gap, end_bit, exps.data() + count, &end_pos, c);
+        if (base + count < n && base + count + got >= n) {
+          check_stream_end(dc, p, gap, n - (base + count), c);
+        }
+        if (per_thread && base + count + got < n && c + 1 < n_chunks) {
+          const uint64_t want = u.position(c + 1) - u.position(c);
+          if (got != want) {
+            throw Error(fmt::format("{}: chunk {} decoded {} elements, output_positions say {}", ctx, c, got, want));
+          }
+        }
+        count += got;
+        if (c + 1 < n_chunks && base + count < n) {
+          // Chain check: this chunk's last code must end exactly at the next chunk's gap.
+          const uint64_t next_gap = u.gap(c + 1);
+          if (end_pos != chunk_bits + next_gap) {
+            throw Error(fmt::format(
+                "{}: chunk {} ends at bit {} of the next chunk, whose gap says {} (corrupt gaps or stream)", ctx, c,
+                static_cast<int64_t>(end_pos) - static_cast<int64_t>(chunk_bits), next_gap));
+          }
+        }
+      }
+      if (last_block ? count < expected : count != expected) {
+        throw Error(fmt::format("{}: block {} decoded {} elements, output_positions say {}", ctx, b, count, expected));
+      }
+      merge_bf16(exps.data(), u.sign_mantissa.data() + base, expected, out.data() + base);
+    }
+  });
+}
+
+std::vector<uint16_t> decode_cpu(const EncodedUnit& u, int n_threads) {
+  std::vector<uint16_t> out(u.n_elements);
+  decode_cpu(u, out, n_threads);
+  return out;
+}
+
+std::vector<uint16_t> decode_reference(const EncodedUnit& u) {
+  validate_encoded(u);
+  const std::string ctx = fmt::format("unit {}", u.name);
+  const SymbolLookup lk(u, ctx);
+  std::vector<uint16_t> out(u.n_elements);
+  const auto& s = u.encoded_exponent;
+  auto bit = [&](uint64_t i) -> uint32_t { return i / 8 < s.size() ? (s[i / 8] >> (7 - i % 8)) & 1u : 0u; };
+  uint64_t pos = 0;
+  for (uint64_t i = 0; i < u.n_elements; ++i) {
+    uint32_t window = 0;
+    for (int k = 0; k < 32; ++k) window = (window << 1) | bit(pos + k);
+    uint8_t sym;
+    unsigned len;
+    if (!lk.lookup(window, sym, len) || len == 0) {
+      throw Error(fmt::format("{}: invalid code at bit {} (element {})", ctx, pos, i));
+    }
+    pos += len;
+    if (pos > s.size() * 8) throw Error(fmt::format("{}: stream ends inside element {}", ctx, i));
+    out[i] = merge_bf16(sym, u.sign_mantissa[i]);
+  }
+  return out;
+}
+
+}  // namespace df11

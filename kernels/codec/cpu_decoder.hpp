@@ -1,0 +1,30 @@
+// The CPU decoder: validates an EncodedUnit's metadata, then decodes it following the layout's
+// partition the way the GPU kernels do (thread chunks start at their gaps, blocks at their
+// output positions), on several threads. Also a plain bit-serial reference decoder for tests.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "codec/layout.hpp"
+
+namespace df11 {
+
+// Checks everything that can be checked without decoding: layout, sizes of every tensor,
+// positions monotone from 0 to n_elements, the first gap 0, the decode tables safe to follow,
+// split positions consistent with the shapes. Throws df11::Error naming the unit and tensor.
+void validate_encoded(const EncodedUnit& unit);
+
+// Decodes into out (n_elements BF16 words, host memory). Validates first; while decoding it
+// also checks that each thread's last code ends where the next thread's gap says, and that each
+// block yields exactly the elements its positions promise, so corruption is an error, not
+// garbage. n_threads = 0 uses all cores.
+void decode_cpu(const EncodedUnit& unit, std::span<uint16_t> out, int n_threads = 0);
+[[nodiscard]] std::vector<uint16_t> decode_cpu(const EncodedUnit& unit, int n_threads = 0);
+
+// Oracle for tests: decodes the stream serially from bit 0, symbol by symbol, with the plain
+// table lookup of the layout (no partition, no multi-symbol tables).
+[[nodiscard]] std::vector<uint16_t> decode_reference(const EncodedUnit& unit);
+
+}  // namespace df11

@@ -1,0 +1,155 @@
+// Building and validating decode tables (see tables.hpp).
+#include "codec/tables.hpp"
+
+#include <algorithm>
+#include <map>
+
+#include <fmt/format.h>
+
+namespace df11 {
+
+std::vector<uint8_t> build_df11_luts(const HuffmanCode& code) {
+  // Sub-tables are keyed by (prefix length in bytes, prefix value); std::map orders them by
+  // depth, then value, which fixes the row numbering.
+  std::map<std::pair<int, uint32_t>, int> rows;
+  rows[{0, 0}] = 0;
+  for (int s = 0; s < 256; ++s) {
+    const int len = code.length[s];
+    if (len == 0) continue;
+    if (s >= kDf11PointerBase) {
+      throw Error(fmt::format("DF11 tables cannot hold exponent value {} (values >= 240 are pointers)", s));
+    }
+    const int n_prefix_bytes = (len - 1) / 8;
+    for (int d = 1; d <= n_prefix_bytes; ++d) rows.emplace(std::make_pair(d, code.code[s] >> (len - 8 * d)), 0);
+  }
+  {
+    int next = 0;
+    for (auto& [key, row] : rows) row = next++;
+  }
+  const int n_tables = static_cast<int>(rows.size());
+  if (n_tables > kDf11MaxRows - 1) {
+    throw Error(fmt::format("DF11 tables: this code needs {} sub-tables, the format allows 16", n_tables - 1));
+  }
+  std::vector<uint8_t> luts(static_cast<std::size_t>(n_tables + 1) * 256, 0);
+  std::vector<bool> covered(static_cast<std::size_t>(n_tables) * 256, false);
+  auto put = [&](int row, unsigned idx, uint8_t v) {
+    luts[static_cast<std::size_t>(row) * 256 + idx] = v;
+    covered[static_cast<std::size_t>(row) * 256 + idx] = true;
+  };
+  // Pointers from each sub-table's parent.
+  for (const auto& [key, row] : rows) {
+    const auto [depth, prefix] = key;
+    if (depth == 0) continue;
+    const int parent = rows.at({depth - 1, prefix >> 8});
+    put(parent, prefix & 0xFFu, static_cast<uint8_t>(256 - row));
+  }
+  // Symbols: the last (partial) byte of each code, left-aligned, covering 2^(8-r) entries.
+  for (int s = 0; s < 256; ++s) {
+    const int len = code.length[s];
+    if (len == 0) continue;
+    const int depth = (len - 1) / 8;
+    const int r = len - 8 * depth;
+    const int row = rows.at({depth, depth == 0 ? 0u : code.code[s] >> r});
+    const unsigned key = (code.code[s] & ((1u << r) - 1u)) << (8 - r);
+    for (unsigned i = 0; i < (1u << (8 - r)); ++i) put(row, key + i, static_cast<uint8_t>(s));
+  }
+  // Uncovered entries (incomplete codes) repeat a covered neighbour so they stay decodable.
+  for (int row = 0; row < n_tables; ++row) {
+    int first = -1;
+    for (int i = 0; i < 256 && first < 0; ++i)
+      if (covered[row * 256 + i]) first = i;
+    if (first < 0) continue;  // empty root of an empty code
+    uint8_t carry = luts[row * 256 + first];
+    for (int i = 0; i < 256; ++i) {
+      if (covered[row * 256 + i]) {
+        carry = luts[row * 256 + i];
+      } else {
+        luts[row * 256 + i] = carry;
+      }
+    }
+  }
+  for (int s = 0; s < 256; ++s) luts[static_cast<std::size_t>(n_tables) * 256 + s] = code.length[s];
+  return luts;
+}
+
+void validate_df11_luts(std::span<const uint8_t> luts, std::string_view context) {
+  auto bad = [&](const std::string& what) { throw Error(fmt::format("{}: luts: {}", context, what)); };
+  if (luts.size() % 256 != 0) bad(fmt::format("{} bytes is not a whole number of 256-entry rows", luts.size()));
+  const int n_rows = static_cast<int>(luts.size() / 256);
+  if (n_rows < 2 || n_rows > kDf11MaxRows) bad(fmt::format("{} rows; expected 2..{}", n_rows, kDf11MaxRows));
+  const int n_tables = n_rows - 1;
+  const uint8_t* length_row = luts.data() + static_cast<std::size_t>(n_tables) * 256;
+  // Rows reachable at each depth (a row may be reachable at several: a cycle must still end
+  // at depth 3, where a pointer would send the kernel past 32 bits).
+  std::vector<int> frontier{0};
+  for (int depth = 0; depth < 4 && !frontier.empty(); ++depth) {
+    std::vector<int> next;
+    std::vector<bool> seen(n_tables, false);
+    for (int row : frontier) {
+      for (int i = 0; i < 256; ++i) {
+        const unsigned v = luts[static_cast<std::size_t>(row) * 256 + i];
+        if (v >= static_cast<unsigned>(kDf11PointerBase)) {
+          const int target = 256 - static_cast<int>(v);
+          if (target >= n_tables) {
+            bad(fmt::format("row {} entry {} points to table {}, but there are only {} decode tables", row, i,
+                            target, n_tables));
+          }
+          if (depth == 3) bad(fmt::format("row {} entry {} chains past four tables (codes > 32 bits)", row, i));
+          if (!seen[target]) {
+            seen[target] = true;
+            next.push_back(target);
+          }
+        } else if (length_row[v] == 0 || length_row[v] > 32) {
+          bad(fmt::format("row {} entry {} decodes symbol {} whose code length is {} (must be 1..32)", row, i, v,
+                          length_row[v]));
+        }
+      }
+    }
+    frontier = std::move(next);
+  }
+}
+
+CodeLengths df11_length_row(std::span<const uint8_t> luts) {
+  CodeLengths l{};
+  const std::size_t base = luts.size() - 256;
+  for (int s = 0; s < 256; ++s) l[s] = luts[base + s];
+  return l;
+}
+
+std::vector<uint16_t> build_flat_table(const HuffmanCode& code, int k) {
+  if (k < 1 || k > 16) throw Error(fmt::format("flat table: k = {} is outside 1..16", k));
+  if (code.max_length() > k) {
+    throw Error(fmt::format("flat table: code has {}-bit codewords, table has {} bits", code.max_length(), k));
+  }
+  std::vector<uint16_t> table(std::size_t{1} << k, 0);
+  for (int s = 0; s < 256; ++s) {
+    const int len = code.length[s];
+    if (len == 0) continue;
+    const uint32_t first = code.code[s] << (k - len);
+    const uint32_t count = 1u << (k - len);
+    const uint16_t entry = static_cast<uint16_t>(s | (len << 8));
+    std::fill_n(table.begin() + first, count, entry);
+  }
+  return table;
+}
+
+HuffmanCode canonical_code_from_luts(std::span<const uint8_t> luts, int max_code_length, std::string_view context) {
+  if (luts.size() != 256) {
+    throw Error(fmt::format("{}: luts: a canonical layout stores one 256-byte code-length row, got {} bytes",
+                            context, luts.size()));
+  }
+  CodeLengths l{};
+  for (int s = 0; s < 256; ++s) {
+    if (luts[s] > max_code_length) {
+      throw Error(fmt::format("{}: luts: symbol {} has code length {} > the layout's limit {}", context, s,
+                              luts[s], max_code_length));
+    }
+    l[s] = luts[s];
+  }
+  if (kraft_sum_scaled(l) > (uint64_t{1} << 32)) {
+    throw Error(fmt::format("{}: luts: code lengths are not a prefix code (Kraft sum > 1)", context));
+  }
+  return canonical_code(l);
+}
+
+}  // namespace df11

@@ -1,0 +1,63 @@
+// Decode tables: DF11's chained 256-entry tables with their code-length row (the official
+// luts tensor), the lookup the official kernel performs on them, and a flat 2^k table.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "codec/common.hpp"
+#include "codec/huffman.hpp"
+
+namespace df11 {
+
+// Entries >= this value in a DF11 table are pointers to row (256 - entry).
+inline constexpr int kDf11PointerBase = 240;
+inline constexpr int kDf11MaxRows = 18;  // root + 16 sub-tables + the length row
+
+// Builds the official luts tensor ([rows, 256] bytes, rows = decode tables + 1) for `code`.
+// Rows are built per whole-byte code prefix; inside a row a code's last chunk is left-aligned
+// and fills the entries it covers. Entries no code covers (only for incomplete codes, i.e. a
+// single symbol) repeat the previous covered entry, so every entry decodes to a real symbol.
+// Throws df11::Error for symbols >= 240 or when more than 16 sub-tables would be needed.
+[[nodiscard]] std::vector<uint8_t> build_df11_luts(const HuffmanCode& code);
+
+// The official kernel's lookup: up to four byte-indexed table reads on the next 32 stream bits
+// (MSB-first in `window`); the code length then comes from the last row. `n_rows` counts all
+// rows (decode tables + length row).
+struct Df11Lookup {
+  uint8_t symbol;
+  uint8_t length;
+};
+DF11_HD Df11Lookup df11_lookup(const uint8_t* luts, int n_rows, uint32_t window) {
+  unsigned v = luts[window >> 24];
+  if (v >= 240u) {
+    v = luts[(256u - v) * 256u + ((window >> 16) & 0xFFu)];
+    if (v >= 240u) {
+      v = luts[(256u - v) * 256u + ((window >> 8) & 0xFFu)];
+      if (v >= 240u) v = luts[(256u - v) * 256u + (window & 0xFFu)];
+    }
+  }
+  return {static_cast<uint8_t>(v), luts[(n_rows - 1) * 256 + v]};
+}
+
+// Checks that `luts` can be decoded safely by df11_lookup: a whole number of 256-byte rows,
+// 2..18 rows, every pointer reachable from the root names an existing decode table and no
+// chain is deeper than four tables, and every symbol reachable has a code length in 1..32.
+// Throws df11::Error mentioning `context` (file and tensor) otherwise.
+void validate_df11_luts(std::span<const uint8_t> luts, std::string_view context);
+
+// The code-length row of a DF11 luts tensor.
+[[nodiscard]] CodeLengths df11_length_row(std::span<const uint8_t> luts);
+
+// Flat table of 2^k uint16 entries (symbol | length << 8) for a code whose lengths are all
+// <= k <= 16; entries no codeword covers hold 0 (length 0: invalid).
+[[nodiscard]] std::vector<uint16_t> build_flat_table(const HuffmanCode& code, int k);
+
+// Validates a canonical layout's luts (a 256-byte code-length row): lengths <= max_code_length,
+// Kraft sum <= 1. Returns the canonical code. Throws df11::Error mentioning `context`.
+[[nodiscard]] HuffmanCode canonical_code_from_luts(std::span<const uint8_t> luts, int max_code_length,
+                                                   std::string_view context);
+
+}  // namespace df11

@@ -1,0 +1,57 @@
+// A Unit: a named list of BF16 matrices that share one Huffman code (a transformer block's 7
+// projections, or lm_head alone). Views borrow memory (memory-mapped files); Unit owns it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace df11 {
+
+[[nodiscard]] inline uint64_t element_count(const std::vector<int64_t>& shape) {
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  return n;
+}
+
+// One BF16 tensor, row-major, PyTorch [out, in] for a Linear weight. data holds raw BF16 bit
+// patterns (host memory).
+struct TensorView {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::span<const uint16_t> data;
+};
+
+struct UnitView {
+  std::string name;
+  std::vector<TensorView> tensors;
+
+  [[nodiscard]] uint64_t n_elements() const {
+    uint64_t n = 0;
+    for (const auto& t : tensors) n += t.data.size();
+    return n;
+  }
+};
+
+struct Bf16Tensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<uint16_t> data;
+
+  [[nodiscard]] TensorView view() const { return {name, shape, data}; }
+};
+
+struct Unit {
+  std::string name;
+  std::vector<Bf16Tensor> tensors;
+
+  [[nodiscard]] UnitView view() const {
+    UnitView v{name, {}};
+    for (const auto& t : tensors) v.tensors.push_back(t.view());
+    return v;
+  }
+  [[nodiscard]] uint64_t n_elements() const { return view().n_elements(); }
+};
+
+}  // namespace df11

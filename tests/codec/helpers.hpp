@@ -1,0 +1,51 @@
+// Test helpers: small units from vectors, seeded random BF16 data with chosen exponent mixes.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "codec/bf16.hpp"
+#include "codec/unit.hpp"
+
+namespace df11::test {
+
+inline Unit unit_of(std::vector<uint16_t> data, const std::string& name = "u") {
+  Unit u;
+  u.name = name;
+  const int64_t n = static_cast<int64_t>(data.size());
+  u.tensors.push_back({"w", {n}, std::move(data)});
+  return u;
+}
+
+// BF16 words whose exponent is center + floor(log2 |x|) for x ~ N(0,1) scaled by
+// exp(spread * N(0,1)) (a Gaussian scale mixture, like trained weights), clamped to
+// [0, max_exponent]; sign and mantissa uniform.
+inline std::vector<uint16_t> random_weights(std::size_t n, uint64_t seed, int center = 120, double spread = 0.3,
+                                            int max_exponent = 239) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> nd(0.0, 1.0);
+  std::vector<uint16_t> v(n);
+  for (auto& w : v) {
+    const double m = std::abs(nd(rng)) * std::exp(spread * nd(rng));
+    int e = m > 0 ? center + static_cast<int>(std::floor(std::log2(m))) : 0;
+    e = std::clamp(e, 0, max_exponent);
+    w = merge_bf16(static_cast<uint8_t>(e), static_cast<uint8_t>(rng() & 0xFF));
+  }
+  return v;
+}
+
+// Uniformly random BF16 words whose exponent is one of `exponents` (equal frequency).
+inline std::vector<uint16_t> words_with_exponents(std::size_t n, uint64_t seed, const std::vector<int>& exponents) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint16_t> v(n);
+  for (auto& w : v) {
+    const uint64_t r = rng();
+    w = merge_bf16(static_cast<uint8_t>(exponents[r % exponents.size()]), static_cast<uint8_t>(r >> 56));
+  }
+  return v;
+}
+
+}  // namespace df11::test

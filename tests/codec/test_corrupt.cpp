@@ -1,0 +1,167 @@
+// Corrupted EncodedUnits: every damaged gap, truncated stream, bad position or table is an
+// error (df11::Error with the unit's name), never a crash or silently wrong output. Run under
+// AddressSanitizer and UBSan by scripts/test.
+#include <catch2/catch.hpp>
+
+#include <random>
+
+#include "codec/cpu_decoder.hpp"
+#include "codec/encoder.hpp"
+#include "helpers.hpp"
+
+using namespace df11;
+using df11::test::random_weights;
+using df11::test::unit_of;
+
+namespace {
+
+void set_position(EncodedUnit& e, uint64_t i, uint32_t v) {
+  for (int k = 0; k < 4; ++k) e.output_positions[4 * i + k] = static_cast<uint8_t>(v >> (8 * k));
+}
+
+// Either an error naming the unit, or (only where the damage is provably harmless) the exact
+// original: never anything else.
+void require_error(const EncodedUnit& e) {
+  REQUIRE_THROWS_WITH(decode_cpu(e, 1), Catch::Contains("unit " + e.name));
+}
+
+}  // namespace
+
+TEST_CASE("every flipped gap bit of a real chunk is caught", "[codec][corrupt]") {
+  for (const Layout& l : {Layout::df11(), Layout::canonical(16, 256, 16, PositionScheme::thread)}) {
+    const auto data = random_weights(16000, 21, 120, 0.4);
+    const EncodedUnit good = encode(unit_of(data, "g").view(), l);
+    REQUIRE(decode_cpu(good, 1) == data);
+    const uint64_t n_chunks = good.n_chunks();
+    REQUIRE(n_chunks > 100);
+    int flips = 0;
+    for (uint64_t c = 0; c < n_chunks; ++c) {
+      for (int b = 0; b < l.gap_bits; ++b) {
+        EncodedUnit bad = good;
+        const uint64_t bit = c * l.gap_bits + b;
+        bad.gaps[bit / 8] ^= static_cast<uint8_t>(0x80u >> (bit % 8));
+        INFO(l.name() << " chunk " << c << " bit " << b);
+        require_error(bad);
+        ++flips;
+      }
+    }
+    REQUIRE(flips == static_cast<int>(n_chunks) * l.gap_bits);
+  }
+}
+
+TEST_CASE("truncated or padded streams are caught", "[codec][corrupt]") {
+  const auto data = random_weights(50000, 5, 121, 0.5);
+  const EncodedUnit good = encode(unit_of(data, "t").view(), Layout::df11());
+  for (std::size_t cut : {1, 2, 7, 100, 4096, 5000}) {
+    EncodedUnit bad = good;
+    bad.encoded_exponent.resize(bad.encoded_exponent.size() - cut);
+    INFO("cut " << cut);
+    require_error(bad);
+  }
+  EncodedUnit longer = good;
+  longer.encoded_exponent.push_back(0);
+  require_error(longer);
+  EncodedUnit empty = good;
+  empty.encoded_exponent.clear();
+  require_error(empty);
+}
+
+TEST_CASE("bad positions are caught", "[codec][corrupt]") {
+  const auto data = random_weights(80000, 6, 119, 0.5);
+  const EncodedUnit good = encode(unit_of(data, "p").view(), Layout::df11());
+  const uint64_t nb = good.n_blocks();
+  REQUIRE(nb >= 3);
+  SECTION("non-monotone") {
+    EncodedUnit bad = good;
+    set_position(bad, 1, good.position(2) + 1);
+    REQUIRE_THROWS_WITH(decode_cpu(bad, 1), Catch::Contains("decrease"));
+  }
+  SECTION("shifted by one") {
+    for (uint64_t b = 1; b < nb; ++b) {
+      for (int d : {-1, 1}) {
+        EncodedUnit bad = good;
+        set_position(bad, b, good.position(b) + d);
+        require_error(bad);
+      }
+    }
+  }
+  SECTION("not ending at n_elements") {
+    EncodedUnit bad = good;
+    set_position(bad, nb, good.position(nb) - 1);
+    REQUIRE_THROWS_WITH(decode_cpu(bad, 1), Catch::Contains("n_elements"));
+  }
+  SECTION("not starting at 0") {
+    EncodedUnit bad = good;
+    set_position(bad, 0, 1);
+    require_error(bad);
+  }
+  SECTION("wrong size") {
+    EncodedUnit bad = good;
+    bad.output_positions.resize(bad.output_positions.size() - 4);
+    REQUIRE_THROWS_WITH(decode_cpu(bad, 1), Catch::Contains("output_positions"));
+  }
+  SECTION("gaps of the wrong size") {
+    EncodedUnit bad = good;
+    bad.gaps.pop_back();
+    REQUIRE_THROWS_WITH(decode_cpu(bad, 1), Catch::Contains("gaps"));
+  }
+  SECTION("sign_mantissa of the wrong size") {
+    EncodedUnit bad = good;
+    bad.sign_mantissa.pop_back();
+    REQUIRE_THROWS_WITH(decode_cpu(bad, 1), Catch::Contains("sign_mantissa"));
+  }
+}
+
+TEST_CASE("bad tables are caught", "[codec][corrupt]") {
+  // Long codes so there are sub-tables to point at.
+  std::vector<uint16_t> data = random_weights(40000, 8, 120, 1.5);
+  EncodedUnit good = encode(unit_of(data, "lut").view(), Layout::df11());
+  const int n_rows = static_cast<int>(good.luts.size() / 256);
+  REQUIRE(n_rows >= 3);
+  SECTION("pointer past the decode tables") {
+    EncodedUnit bad = good;
+    bool changed = false;
+    for (int i = 0; i < 256 && !changed; ++i) {
+      if (bad.luts[i] >= 240) {
+        bad.luts[i] = static_cast<uint8_t>(256 - (n_rows - 1));  // the length row is no table
+        changed = true;
+      }
+    }
+    REQUIRE(changed);
+    REQUIRE_THROWS_WITH(decode_cpu(bad, 1), Catch::Contains("points to table"));
+  }
+  SECTION("a row missing") {
+    EncodedUnit bad = good;
+    bad.luts.resize(bad.luts.size() - 256);
+    require_error(bad);
+  }
+  SECTION("canonical code lengths that are no prefix code") {
+    EncodedUnit canon = encode(unit_of(data, "c").view(), Layout::canonical(16));
+    for (auto& l : canon.luts)
+      if (l) l = 1;
+    REQUIRE_THROWS_WITH(decode_cpu(canon, 1), Catch::Contains("Kraft"));
+  }
+}
+
+TEST_CASE("random byte damage anywhere never crashes", "[codec][corrupt]") {
+  // Damage to the stream itself can be undetectable (one codeword becomes another of the same
+  // length); the promise there is memory safety and a result of the right size.
+  const auto data = random_weights(30000, 13, 120, 0.8);
+  for (const Layout& l : {Layout::df11(), Layout::canonical(12, 128, 8, PositionScheme::thread)}) {
+    const EncodedUnit good = encode(unit_of(data, "r").view(), l);
+    std::mt19937_64 rng(99);
+    for (int trial = 0; trial < 300; ++trial) {
+      EncodedUnit bad = good;
+      std::vector<uint8_t>* fields[] = {&bad.encoded_exponent, &bad.gaps, &bad.output_positions, &bad.luts};
+      auto& f = *fields[rng() % 4];
+      if (f.empty()) continue;
+      f[rng() % f.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+      try {
+        const auto out = decode_cpu(bad, 1);
+        REQUIRE(out.size() == data.size());
+      } catch (const Error& e) {
+        REQUIRE(std::string(e.what()).find("unit r") != std::string::npos);
+      }
+    }
+  }
+}
