@@ -287,6 +287,96 @@ void sync_directory_of(const std::filesystem::path& path) {
   ::close(fd);
 }
 
+// The checks every writer makes before accepting a tensor; `who` prefixes the message.
+void check_tensor(const std::string& who, const std::set<std::string, std::less<>>& names,
+                  const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                  std::size_t n_bytes) {
+  if (name == "__metadata__") throw Error(fmt::format("{}: the name is reserved", who));
+  if (names.contains(name)) throw Error(fmt::format("{}: added twice", who));
+  for (const int64_t dim : shape) {
+    if (dim < 0) {
+      throw Error(fmt::format("{}: negative dimension in shape {}", who, shape_text(shape)));
+    }
+  }
+  const ByteSize size = byte_size(shape, dtype_size(dtype));
+  if (size.overflow) {
+    throw Error(fmt::format("{}: shape {} x {} has more bytes than fit in 64 bits", who,
+                            shape_text(shape), dtype_name(dtype)));
+  }
+  if (size.bytes != n_bytes) {
+    throw Error(fmt::format("{}: shape {} x {} needs {} bytes but the data has {}", who,
+                            shape_text(shape), dtype_name(dtype), size.bytes, n_bytes));
+  }
+}
+
+struct HeaderEntry {
+  std::string_view name;
+  DType dtype;
+  std::span<const int64_t> shape;
+  uint64_t size;
+};
+
+// The JSON header of tensors laid out contiguously in the given order, padded with spaces (valid
+// JSON whitespace) so the data section starts 8-aligned, as the reference writer does; aligned
+// data lets readers view small dtypes in place.
+std::string header_text(const std::map<std::string, std::string>& metadata,
+                        std::span<const HeaderEntry> entries) {
+  // ordered_json keeps insertion order, so the header lists tensors as they were added.
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) {
+    nlohmann::ordered_json& meta = header["__metadata__"];
+    meta = nlohmann::ordered_json::object();
+    for (const auto& [key, value] : metadata) meta[key] = value;
+  }
+  uint64_t offset = 0;
+  for (const HeaderEntry& e : entries) {
+    const uint64_t end = offset + e.size;
+    nlohmann::ordered_json entry = nlohmann::ordered_json::object();
+    entry["dtype"] = std::string(dtype_name(e.dtype));
+    entry["shape"] = std::vector<int64_t>(e.shape.begin(), e.shape.end());
+    entry["data_offsets"] = nlohmann::ordered_json::array({offset, end});
+    header[std::string(e.name)] = std::move(entry);
+    offset = end;
+  }
+  std::string text = header.dump();
+  text.resize((text.size() + 7) / 8 * 8, ' ');
+  return text;
+}
+
+std::array<std::byte, kLengthFieldBytes> length_field(uint64_t header_size) {
+  std::array<std::byte, kLengthFieldBytes> length{};
+  for (std::size_t i = 0; i < length.size(); ++i) {
+    length[i] = static_cast<std::byte>((header_size >> (8 * i)) & 0xFF);
+  }
+  return length;
+}
+
+// pwrite of all of [data, data+size) at `offset`, or throws naming `where`.
+void pwrite_all(int fd, const std::byte* data, uint64_t size, uint64_t offset,
+                const std::string& where) {
+  constexpr uint64_t kChunk = uint64_t{1} << 30;
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd, data, static_cast<std::size_t>(std::min(size, kChunk)),
+                               static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string reason = n < 0 ? errno_text(errno) : "write returned 0";
+      throw Error(fmt::format("{}: writing at offset {} failed: {}", where, offset, reason));
+    }
+    data += n;
+    size -= static_cast<uint64_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+}
+
+// The page-aligned range covering [p, p+size) (madvise wants page-aligned starts).
+std::pair<void*, std::size_t> page_range(const std::byte* p, uint64_t size) {
+  static const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<std::uintptr_t>(p) & ~(page - 1);
+  const auto end = reinterpret_cast<std::uintptr_t>(p) + size;
+  return {reinterpret_cast<void*>(begin), static_cast<std::size_t>(end - begin)};
+}
+
 }  // namespace
 
 std::size_t dtype_size(DType dtype) {
@@ -455,6 +545,21 @@ std::span<const std::byte> File::bytes(const TensorInfo& tensor) const {
   return {data_ + tensor.begin, static_cast<std::size_t>(tensor.end - tensor.begin)};
 }
 
+void File::release(const TensorInfo& tensor) const {
+  const std::span<const std::byte> raw = bytes(tensor);
+  if (raw.empty()) return;
+  const auto [start, length] = page_range(raw.data(), raw.size());
+  // Cannot fail for a range inside our own mapping; a failure would only cost memory.
+  (void)::madvise(start, length, MADV_DONTNEED);
+}
+
+void File::prefetch(const TensorInfo& tensor) const {
+  const std::span<const std::byte> raw = bytes(tensor);
+  if (raw.empty()) return;
+  const auto [start, length] = page_range(raw.data(), raw.size());
+  (void)::madvise(start, length, MADV_WILLNEED);
+}
+
 std::span<const std::byte> File::typed_bytes(const TensorInfo& tensor, DType expected,
                                              std::size_t elem_size, std::size_t elem_align) const {
   if (tensor.dtype != expected) {
@@ -482,23 +587,8 @@ std::span<const std::byte> File::typed_bytes(const TensorInfo& tensor, DType exp
 
 void Writer::check_new(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
                        std::size_t n_bytes) const {
-  const std::string who = fmt::format("safetensors writer: tensor '{}'", name);
-  if (name == "__metadata__") throw Error(fmt::format("{}: the name is reserved", who));
-  if (names_.contains(name)) throw Error(fmt::format("{}: added twice", who));
-  for (const int64_t dim : shape) {
-    if (dim < 0) {
-      throw Error(fmt::format("{}: negative dimension in shape {}", who, shape_text(shape)));
-    }
-  }
-  const ByteSize size = byte_size(shape, dtype_size(dtype));
-  if (size.overflow) {
-    throw Error(fmt::format("{}: shape {} x {} has more bytes than fit in 64 bits", who,
-                            shape_text(shape), dtype_name(dtype)));
-  }
-  if (size.bytes != n_bytes) {
-    throw Error(fmt::format("{}: shape {} x {} needs {} bytes but the data has {}", who,
-                            shape_text(shape), dtype_name(dtype), size.bytes, n_bytes));
-  }
+  check_tensor(fmt::format("safetensors writer: tensor '{}'", name), names_, name, dtype, shape,
+               n_bytes);
 }
 
 void Writer::add(std::string name, DType dtype, std::vector<int64_t> shape,
@@ -522,24 +612,10 @@ void Writer::set_metadata(std::string key, std::string value) {
 }
 
 std::string Writer::header_json() const {
-  // ordered_json keeps insertion order, so the header lists tensors as they were added.
-  nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata_.empty()) {
-    nlohmann::ordered_json& meta = header["__metadata__"];
-    meta = nlohmann::ordered_json::object();
-    for (const auto& [key, value] : metadata_) meta[key] = value;
-  }
-  uint64_t offset = 0;
-  for (const Entry& e : entries_) {
-    const uint64_t end = offset + e.view().size();
-    nlohmann::ordered_json entry = nlohmann::ordered_json::object();
-    entry["dtype"] = std::string(dtype_name(e.dtype));
-    entry["shape"] = e.shape;
-    entry["data_offsets"] = nlohmann::ordered_json::array({offset, end});
-    header[e.name] = std::move(entry);
-    offset = end;
-  }
-  return header.dump();
+  std::vector<HeaderEntry> entries;
+  entries.reserve(entries_.size());
+  for (const Entry& e : entries_) entries.push_back({e.name, e.dtype, e.shape, e.view().size()});
+  return header_text(metadata_, entries);
 }
 
 void Writer::write(const std::filesystem::path& path) const {
@@ -551,13 +627,7 @@ void Writer::write(const std::filesystem::path& path) const {
     throw Error(fmt::format("{}: cannot encode the header (names and metadata must be UTF-8): {}",
                             where, e.what()));
   }
-  // Pad with spaces (valid JSON whitespace) so the data section starts 8-aligned, as the
-  // reference writer does; aligned data lets readers view small dtypes in place.
-  header.resize((header.size() + 7) / 8 * 8, ' ');
-  std::array<std::byte, kLengthFieldBytes> length{};
-  for (std::size_t i = 0; i < length.size(); ++i) {
-    length[i] = static_cast<std::byte>((uint64_t{header.size()} >> (8 * i)) & 0xFF);
-  }
+  const std::array<std::byte, kLengthFieldBytes> length = length_field(header.size());
 
   // pid keeps concurrent processes apart, the counter concurrent writes within this one.
   static std::atomic<uint64_t> counter{0};
@@ -592,6 +662,106 @@ void Writer::write(const std::filesystem::path& path) const {
   }
   temp.commit();
   sync_directory_of(path);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PlannedWriter
+
+void sort_like_reference(std::vector<Planned>& tensors) {
+  // The reference orders dtypes by its enum's declaration order, descending.
+  const auto rank = [](DType d) {
+    constexpr std::array<DType, 15> kOrder{DType::BOOL,    DType::U8,  DType::I8,  DType::F8_E5M2,
+                                           DType::F8_E4M3, DType::I16, DType::U16, DType::F16,
+                                           DType::BF16,    DType::I32, DType::U32, DType::F32,
+                                           DType::F64,     DType::I64, DType::U64};
+    return static_cast<int>(std::find(kOrder.begin(), kOrder.end(), d) - kOrder.begin());
+  };
+  std::stable_sort(tensors.begin(), tensors.end(), [&](const Planned& a, const Planned& b) {
+    const int ra = rank(a.dtype), rb = rank(b.dtype);
+    return ra != rb ? ra > rb : a.name < b.name;
+  });
+}
+
+PlannedWriter::PlannedWriter(std::filesystem::path path, std::vector<Planned> tensors,
+                             const std::map<std::string, std::string>& metadata)
+    : path_(std::move(path)) {
+  const std::string where = path_.string();
+  std::set<std::string, std::less<>> names;
+  std::vector<HeaderEntry> entries;
+  entries.reserve(tensors.size());
+  std::vector<uint64_t> sizes;
+  for (const Planned& t : tensors) {
+    const ByteSize size = byte_size(t.shape, dtype_size(t.dtype));
+    check_tensor(fmt::format("{}: tensor '{}'", where, t.name), names, t.name, t.dtype, t.shape,
+                 size.bytes);
+    names.insert(t.name);
+    entries.push_back({t.name, t.dtype, t.shape, size.bytes});
+    sizes.push_back(size.bytes);
+  }
+  std::string header;
+  try {
+    header = header_text(metadata, entries);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: cannot encode the header (names and metadata must be UTF-8): {}",
+                            where, e.what()));
+  }
+  uint64_t offset = kLengthFieldBytes + header.size();
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    index_.emplace(tensors[i].name, Slot{offset, sizes[i], false});
+    offset += sizes[i];
+  }
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error(fmt::format("{}: cannot create: {}", where, errno_text(errno)));
+  const std::array<std::byte, kLengthFieldBytes> length = length_field(header.size());
+  pwrite_all(fd_, length.data(), length.size(), 0, where);
+  pwrite_all(fd_, reinterpret_cast<const std::byte*>(header.data()), header.size(),
+             kLengthFieldBytes, where);
+  // Sets the final size now, so a tensor-free tail or a file of empty tensors is complete too.
+  if (::ftruncate(fd_, static_cast<off_t>(offset)) != 0) {
+    throw Error(
+        fmt::format("{}: cannot size the file to {} bytes: {}", where, offset, errno_text(errno)));
+  }
+}
+
+PlannedWriter::~PlannedWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!finished_) ::unlink(path_.c_str());
+}
+
+void PlannedWriter::write(std::string_view name, std::span<const std::byte> data) {
+  const auto it = index_.find(name);
+  if (it == index_.end()) {
+    throw Error(
+        fmt::format("{}: tensor '{}' is not part of the file's plan", path_.string(), name));
+  }
+  Slot& slot = it->second;
+  if (finished_ || slot.written) {
+    throw Error(fmt::format("{}: tensor '{}' written twice", path_.string(), name));
+  }
+  if (data.size() != slot.size) {
+    throw Error(fmt::format("{}: tensor '{}' has {} bytes but its shape needs {}", path_.string(),
+                            name, data.size(), slot.size));
+  }
+  pwrite_all(fd_, data.data(), data.size(), slot.offset,
+             fmt::format("{}: tensor '{}'", path_.string(), name));
+  slot.written = true;
+}
+
+void PlannedWriter::finish(bool sync) {
+  const std::string where = path_.string();
+  if (finished_ || fd_ < 0) throw Error(fmt::format("{}: finish() called twice", where));
+  for (const auto& [name, slot] : index_) {
+    if (!slot.written) {
+      throw Error(fmt::format("{}: tensor '{}' was planned but never written", where, name));
+    }
+  }
+  if (sync && ::fsync(fd_) != 0) {
+    throw Error(fmt::format("{}: fsync failed: {}", where, errno_text(errno)));
+  }
+  const int rc = ::close(fd_);
+  fd_ = -1;
+  if (rc != 0) throw Error(fmt::format("{}: closing failed: {}", where, errno_text(errno)));
+  finished_ = true;
 }
 
 }  // namespace df11::st

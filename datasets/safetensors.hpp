@@ -85,6 +85,14 @@ class File {
     return {reinterpret_cast<const T*>(raw.data()), raw.size() / sizeof(T)};
   }
   [[nodiscard]] const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Drops this process's resident pages of the tensor's bytes. The page cache keeps them and a
+  // later read faults them back in, so this only bounds memory: a streaming pass over a big
+  // checkpoint calls it after each unit and holds about one unit, not the whole file. Pages
+  // shared with a neighbouring tensor go too (harmless for a read-only mapping).
+  void release(const TensorInfo& tensor) const;
+  // Starts asynchronous read-ahead of the tensor's bytes, so the next unit's pages come off the
+  // disk while this one is encoded. A hint: failures are ignored.
+  void prefetch(const TensorInfo& tensor) const;
   [[nodiscard]] uint64_t file_size() const { return file_size_; }
   // Length N of the JSON header (bytes 8 .. 8+N); the data section starts at 8+N.
   [[nodiscard]] uint64_t header_size() const { return header_size_; }
@@ -149,6 +157,51 @@ class Writer {
   std::set<std::string, std::less<>> names_;
   std::map<std::string, std::string> metadata_;
   uint64_t data_bytes_ = 0;
+};
+
+// A tensor of a file whose layout is fixed before its data exists.
+struct Planned {
+  std::string name;
+  DType dtype = DType::U8;
+  std::vector<int64_t> shape;
+};
+
+// Sorts tensors as the reference writer (safetensors' serialize, used by torch save_file) lays
+// them out: by dtype, widest first in the reference's dtype order, then by name. Files written in
+// this order have the official files' layout, and every tensor is aligned to its element size.
+void sort_like_reference(std::vector<Planned>& tensors);
+
+// Writes one safetensors file whose tensors are known in advance but whose data arrives
+// piecemeal and in any order: the header goes out at once, each write() puts a tensor's bytes at
+// its planned offset, and nothing is buffered. A checkpoint can so be written unit by unit while
+// every file keeps the reference layout (tensors in the given order, contiguous, 8-aligned data).
+class PlannedWriter {
+ public:
+  // Creates `path`, which must not exist, and writes the header. Same checks as Writer::add on
+  // every tensor. The file is removed again unless finish() succeeds.
+  PlannedWriter(std::filesystem::path path, std::vector<Planned> tensors,
+                const std::map<std::string, std::string>& metadata = {});
+  PlannedWriter(const PlannedWriter&) = delete;
+  PlannedWriter& operator=(const PlannedWriter&) = delete;
+  ~PlannedWriter();
+
+  // Writes the planned tensor `name`; data.size() must be its planned byte size, and each tensor
+  // is written once. Throws df11::Error naming the file and the tensor.
+  void write(std::string_view name, std::span<const std::byte> data);
+  // Checks that every tensor was written; with `sync`, fsyncs. The file is complete afterwards.
+  void finish(bool sync);
+
+ private:
+  struct Slot {
+    uint64_t offset;  // file offset of the tensor's first byte
+    uint64_t size;
+    bool written;
+  };
+
+  std::filesystem::path path_;
+  int fd_ = -1;
+  bool finished_ = false;
+  std::map<std::string, Slot, std::less<>> index_;
 };
 
 }  // namespace df11::st

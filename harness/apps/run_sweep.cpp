@@ -1,75 +1,128 @@
-// run_sweep: the main job. For now (issue "Foundation") it compresses a synthetic Nemo layer
-// in the DF11 and our canonical layout, verifies the round trip bit for bit, prints ratio and
-// speed, and writes the numbers as JSON Lines.
+// run_sweep: runs one experiment (experiments/*.toml) on the cuda or cpu backend into a run
+// directory: results.jsonl (docs/RESULTS.md) and a copy of the experiment file.
 #include <chrono>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "codec/common.hpp"
-#include "datasets/synthetic.hpp"
-#include "lib/codec_report.hpp"
+#include "decoder.hpp"
+#include "official_ptx/official_ptx.hpp"
+#include "sweep/backend.hpp"
+#include "sweep/experiment.hpp"
+#include "sweep/sweep.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string utc_compact_now() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"run_sweep: compress a synthetic Mistral-Nemo layer, verify it, and time the codec"};
-  int layer = 1;
-  uint64_t seed = 0;
-  double fraction = 1.0;
-  int threads = 0;
-  int repeats = 3;
+  CLI::App app{
+      "run_sweep: verify and time the methods of an experiment (experiments/*.toml) over its units "
+      "and "
+      "batch sizes; writes RUN_DIR/results.jsonl"};
+  std::string experiment_path;
   std::string out_dir;
-  std::vector<std::string> layouts{"df11", "canonical"};
-  app.add_option("--layer", layer, "Synthetic Nemo layer index");
-  app.add_option("--seed", seed, "Generator seed");
-  app.add_option("--fraction", fraction, "Fraction of each matrix's rows (0, 1]");
-  app.add_option("--threads", threads, "Worker threads (0 = all cores)");
-  app.add_option("--repeats", repeats, "Timed repetitions per direction (median kept)");
-  app.add_option("--layouts", layouts, "Layouts to run: df11, canonical, canonical:L");
-  app.add_option("--out", out_dir, "Directory for results.jsonl");
+  std::string backend_name;
+  bool quick = false;
+  std::string official_ptx;
+  int threads = 0;
+  app.add_option("experiment", experiment_path, "Experiment file (TOML, schema version 1)")
+      ->required();
+  app.add_option(
+      "--out", out_dir,
+      "Run directory (default: reports/runs-local/<UTC time>_<backend>_<experiment name>)");
+  app.add_option("--backend", backend_name,
+                 "auto (cuda when available, else cpu), cpu or cuda (default: the "
+                 "experiment's `backend`, else auto)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_flag("--quick", quick,
+               "First, middle and last batch, 3-5 samples, at most 0.5 s per case, "
+               "a quarter of the rows on cpu");
+  app.add_option("--official-ptx", official_ptx,
+                 "decode.ptx of the dfloat11 wheel, for the official-ptx variant");
+  app.add_option("--threads", threads,
+                 "CPU threads for generation, encoding and the cpu backend (0: all cores)")
+      ->check(CLI::NonNegativeNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+
   try {
-    if (!(fraction > 0.0 && fraction <= 1.0)) throw df11::Error("--fraction must be in (0, 1]");
-    const auto t0 = std::chrono::steady_clock::now();
-    const df11::Unit unit = df11::synth::make_nemo_layer(layer, seed, fraction, threads);
-    const double gen_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    fmt::print("synthetic {}: {} elements ({:.1f} MB BF16), generated in {:.2f} s\n", unit.name, unit.n_elements(),
-               2.0 * static_cast<double>(unit.n_elements()) / 1e6, gen_s);
-    std::ofstream jsonl;
-    if (!out_dir.empty()) {
-      std::filesystem::create_directories(out_dir);
-      jsonl.open(std::filesystem::path(out_dir) / "results.jsonl");
-      if (!jsonl) throw df11::Error(fmt::format("cannot write {}/results.jsonl", out_dir));
+    df11::sweep::Experiment e = df11::sweep::parse_experiment_file(experiment_path);
+    if (quick) df11::sweep::make_quick(e);
+    if (!official_ptx.empty()) {
+      if (!fs::is_regular_file(official_ptx))
+        throw df11::Error(fmt::format("--official-ptx {}: no such file", official_ptx));
+      df11::dec::OfficialPtxDecoder::set_ptx_path(official_ptx);
     }
-    bool all_ok = true;
-    fmt::print("{:<24} {:>8} {:>8} {:>10} {:>12} {:>12}  {}\n", "layout", "ratio", "bound", "bits/w", "encode M/s",
-               "decode M/s", "roundtrip");
-    for (const auto& name : layouts) {
-      const df11::Layout layout = df11::parse_layout(name);
-      const df11::CodecReport r = df11::run_codec_report(unit.view(), layout, threads, repeats);
-      const double n = static_cast<double>(r.stats.n_elements);
-      fmt::print("{:<24} {:>8.4f} {:>8.4f} {:>10.3f} {:>12.0f} {:>12.0f}  {}\n", r.layout, r.stats.ratio,
-                 r.stats.bound_ratio, r.stats.bits_per_weight, n / r.encode_s / 1e6, n / r.decode_s / 1e6,
-                 r.roundtrip_ok ? "bit-exact" : "MISMATCH");
-      all_ok = all_ok && r.roundtrip_ok;
-      if (jsonl) {
-        auto j = df11::to_json(r);
-        j["schema_version"] = 0;
-        j["source"] = {{"synthetic", "nemo-layer"}, {"layer", layer}, {"seed", seed}, {"fraction", fraction}};
-        jsonl << j.dump() << "\n";
-      }
+
+    const std::string wanted = backend_name.empty() ? e.backend : backend_name;
+    std::string kind = wanted;
+    if (wanted == "auto") kind = df11::sweep::cuda_backend_available() ? "cuda" : "cpu";
+    std::unique_ptr<df11::sweep::Backend> backend =
+        kind == "cuda" ? df11::sweep::make_cuda_backend(e) : df11::sweep::make_cpu_backend(threads);
+
+    df11::dec::Registry registry;
+    df11::dec::register_all(registry);
+    // Bad method globs are reported before a run directory appears.
+    (void)df11::sweep::resolve_methods(e, kind, registry);
+
+    const fs::path run_dir = out_dir.empty()
+                                 ? fs::path("reports/runs-local") /
+                                       fmt::format("{}_{}_{}", utc_compact_now(), kind, e.name)
+                                 : fs::path(out_dir);
+    if (fs::exists(run_dir / "results.jsonl")) {
+      throw df11::Error(fmt::format("{}: already exists; choose another --out",
+                                    (run_dir / "results.jsonl").string()));
     }
-    if (!out_dir.empty()) fmt::print("results: {}/results.jsonl\n", out_dir);
-    return all_ok ? 0 : 1;
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "run_sweep: error: {}\n", e.what());
+    fs::create_directories(run_dir);
+    const fs::path copy = run_dir / fs::path(experiment_path).filename();
+    if (!fs::exists(copy)) {
+      std::ofstream(copy, std::ios::binary) << e.source_text;
+    }
+
+    df11::sweep::SweepOptions options;
+    options.results_path = run_dir / "results.jsonl";
+    options.argv.assign(argv, argv + argc);
+    options.threads = threads;
+    options.progress = true;
+    fmt::print("run_sweep: {} on the {} backend ({}{}) -> {}\n", e.name, kind,
+               backend->device_info().value("name", "?"), quick ? ", quick" : "", run_dir.string());
+    std::fflush(stdout);
+
+    df11::sweep::install_sigint_handler();
+    const df11::sweep::SweepReport r = df11::sweep::run_sweep(e, *backend, registry, options);
+    fmt::print("{} cases: {} passed, {} incorrect, {} not supported, {} not run\n", r.lines,
+               r.passed, r.incorrect, r.not_supported, r.not_run);
+    fmt::print("results: {}\n", options.results_path.string());
+    fmt::print("run directory: {}\n", run_dir.string());
+    if (r.interrupted) {
+      fmt::print(stderr,
+                 "run_sweep: interrupted by SIGINT; {} holds the {} lines written (valid JSONL)\n",
+                 options.results_path.string(), r.lines);
+      return 130;
+    }
+    return r.incorrect ? 1 : 0;
+  } catch (const std::exception& err) {
+    fmt::print(stderr, "run_sweep: error: {}\n", err.what());
     return 1;
   }
 }

@@ -1,6 +1,8 @@
 // df11_bench: Google Benchmark timings of the codec on a synthetic Mistral-Nemo q_proj
 // (4096 x 5120 BF16), single-threaded and on all cores; items_per_second counts weights.
-// BM_memcpy of the same BF16 bytes is the yardstick. Not a test: targets live in the issues.
+// BM_memcpy of the same BF16 bytes is the yardstick. BM_cpu_gemm / BM_cpu_df11_gemm: the sweep's
+// cpu backend (bf16 and df11:cpu methods) on the same q_proj at a few batch sizes. Not a test:
+// targets live in the issues.
 #include <benchmark/benchmark.h>
 
 #include <cstring>
@@ -9,6 +11,7 @@
 #include "codec/cpu_decoder.hpp"
 #include "codec/encoder.hpp"
 #include "datasets/synthetic.hpp"
+#include "sweep/backend.hpp"
 
 namespace {
 
@@ -69,8 +72,38 @@ void BM_memcpy(benchmark::State& state) {
   state.SetLabel(threads ? "threads=" + std::to_string(threads) : "all threads");
 }
 
+// The cpu backend holding q_proj and its DF11 encoding, shared by the GEMM benchmarks (Eigen on all
+// cores, the BF16 -> float conversion of the weights included, as in run_sweep).
+df11::sweep::Backend& cpu_backend() {
+  static const std::vector<df11::EncodedUnit> encodings{df11::encode(q_proj().view(), df11::Layout::df11(), 0)};
+  static const std::unique_ptr<df11::sweep::Backend> b = [] {
+    auto backend = df11::sweep::make_cpu_backend(0);
+    backend->load_unit(q_proj(), encodings, 0);
+    return backend;
+  }();
+  return *b;
+}
+
+void run_gemm(benchmark::State& state, const df11::sweep::MethodCase& method) {
+  auto& backend = cpu_backend();
+  const int batch = static_cast<int>(state.range(0));
+  for (auto _ : state) {
+    auto y = backend.run_for_output(method, batch);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double flops = 2.0 * batch * static_cast<double>(q_proj().n_elements());
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(method.label() + " batch=" + std::to_string(batch));
+}
+
+// Arg: batch (tokens). Y [batch, 4096] = X [batch, 5120] * W^T.
+void BM_cpu_gemm(benchmark::State& state) { run_gemm(state, df11::sweep::MethodCase{"bf16", nullptr, ""}); }
+void BM_cpu_df11_gemm(benchmark::State& state) { run_gemm(state, df11::sweep::MethodCase{"df11", nullptr, "cpu"}); }
+
 }  // namespace
 
+BENCHMARK(BM_cpu_gemm)->Arg(1)->Arg(16)->Arg(64)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_cpu_df11_gemm)->Arg(1)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_encode)->Args({0, 1})->Args({0, 0})->Args({1, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_decode_cpu)->Args({0, 1})->Args({0, 0})->Args({1, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_memcpy)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "codec/bf16.hpp"
+#include "codec/canonical.hpp"
 #include "codec/common.hpp"
 #include "codec/huffman.hpp"
 #include "codec/tables.hpp"
@@ -31,32 +32,14 @@ inline uint64_t load_be64(const uint8_t* p) {
 // a canonical code's per-length limits.
 class SymbolLookup {
  public:
-  SymbolLookup(const EncodedUnit& u, const std::string& ctx) : layout_(u.layout) {
+  SymbolLookup(const EncodedUnit& u, const std::string& ctx) {
     if (u.layout.tables == TableScheme::df11_chained) {
       luts_ = u.luts.data();
       n_rows_ = static_cast<int>(u.luts.size() / 256);
       lengths_ = df11_length_row(u.luts);
     } else {
-      const HuffmanCode code = canonical_code_from_luts(u.luts, u.layout.max_code_length, ctx);
-      lengths_ = code.length;
-      // Canonical decode: codes of length L are the values [first_[L], first_[L] + count_[L]).
-      std::vector<std::pair<int, int>> order;  // (length, symbol)
-      for (int s = 0; s < 256; ++s)
-        if (code.length[s]) order.emplace_back(code.length[s], s);
-      std::sort(order.begin(), order.end());
-      for (auto [len, s] : order) sorted_.push_back(static_cast<uint8_t>(s));
-      int idx = 0;
-      for (int len = 1; len <= 32; ++len) {
-        first_[len] = 0;
-        count_[len] = 0;
-        offset_[len] = idx;
-        for (auto [l, s] : order) {
-          if (l != len) continue;
-          if (count_[len] == 0) first_[len] = code.code[s];
-          ++count_[len];
-          ++idx;
-        }
-      }
+      lengths_ = canonical_code_from_luts(u.luts, u.layout.max_code_length, ctx).length;
+      canon_ = make_canonical_table(lengths_);
     }
   }
   // Returns false when no codeword matches (possible only for incomplete canonical codes).
@@ -65,64 +48,25 @@ class SymbolLookup {
       const Df11Lookup r = df11_lookup(luts_, n_rows_, window);
       sym = r.symbol;
       len = r.length;
-      return true;
+      return len != 0;  // 0: the walk ended on a pointer (no valid code)
     }
-    for (int l = 1; l <= layout_.max_code_length; ++l) {
-      const uint32_t v = window >> (32 - l);
-      if (count_[l] && v - first_[l] < count_[l]) {
-        sym = sorted_[offset_[l] + (v - first_[l])];
-        len = static_cast<unsigned>(l);
-        return true;
-      }
-    }
-    return false;
+    canon_.lookup(window, sym, len);
+    return len != 0;
   }
   // The symbol at the start of `kb` known bits (MSB-aligned in `window`, the rest zero) if
   // those bits alone determine it, whatever the unknown bits are.
   bool resolve(uint32_t window, int kb, uint8_t& sym, unsigned& len) const {
     if (kb <= 0) return false;
-    if (luts_) {
-      int row = 0;
-      for (int depth = 0; depth < 4; ++depth) {
-        const int avail = std::clamp(kb - 8 * depth, 0, 8);
-        const unsigned byte = (window >> (24 - 8 * depth)) & 0xFFu;
-        const uint8_t* t = luts_ + static_cast<std::size_t>(row) * 256;
-        if (avail == 8) {
-          const unsigned v = t[byte];
-          if (v < static_cast<unsigned>(kDf11PointerBase)) {
-            sym = static_cast<uint8_t>(v);
-            len = lengths_[v];
-            return true;
-          }
-          row = 256 - static_cast<int>(v);
-          continue;
-        }
-        // Partly known index: determined only if every possible entry is the same symbol.
-        const unsigned lo = byte & ~((1u << (8 - avail)) - 1u);
-        const unsigned v0 = t[lo];
-        if (v0 >= static_cast<unsigned>(kDf11PointerBase)) return false;
-        for (unsigned i = lo; i < lo + (1u << (8 - avail)); ++i)
-          if (t[i] != v0) return false;
-        sym = static_cast<uint8_t>(v0);
-        len = lengths_[v0];
-        return true;
-      }
-      return false;
-    }
+    if (luts_) return resolve_df11(luts_, n_rows_, window, kb, sym, len);
     if (!lookup(window, sym, len)) return false;
     return static_cast<int>(len) <= kb;
   }
-  [[nodiscard]] unsigned length(uint8_t sym) const { return lengths_[sym]; }
 
  private:
-  Layout layout_;
   const uint8_t* luts_ = nullptr;
   int n_rows_ = 0;
   CodeLengths lengths_{};
-  std::vector<uint8_t> sorted_;
-  uint32_t first_[33] = {};
-  uint32_t count_[33] = {};
-  int offset_[33] = {};
+  CanonicalTable canon_{};
 };
 
 struct alignas(8) MultiEntry {
@@ -241,10 +185,15 @@ void check_stream_end(const DecodeContext& dc, const uint8_t* p, unsigned gap, u
     throw Error(fmt::format("{}: encoded_exponent has {} bytes but its codes end in byte {}", dc.ctx, n_bytes,
                             (end + 7) / 8));
   }
+  // A final chunk where no element's code starts holds the offset where the codes end (the
+  // official EOF code starts there) or 0 (codes end on a byte boundary, nothing starts).
   const uint64_t last = u.n_chunks() - 1;
-  if (last != chunk && end > last * chunk_bits && u.gap(last) != end - last * chunk_bits) {
-    throw Error(fmt::format("{}: gaps: the final chunk {} has gap {}, but the stream ends at its bit {}", dc.ctx, last,
-                            u.gap(last), end - last * chunk_bits));
+  if (last != chunk && end > last * chunk_bits) {
+    const uint64_t off = end - last * chunk_bits;
+    if (u.gap(last) != off && !(u.gap(last) == 0 && end % 8 == 0)) {
+      throw Error(fmt::format("{}: gaps: the final chunk {} has gap {}, but the codes end at its bit {}", dc.ctx, last,
+                              u.gap(last), off));
+    }
   }
 }
 

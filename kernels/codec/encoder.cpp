@@ -309,8 +309,9 @@ EncodedUnit encode(const UnitView& unit, const Layout& layout, int n_threads) {
   enc.encoded_exponent.resize(n_bytes);
 
   // A final chunk in which no code starts (the last code spills into it) gets the offset where
-  // the stream ends, so that "a thread's last code ends at the next thread's gap" holds for
-  // every pair of chunks. It fits: that offset is below max_code_length.
+  // the codes end when that is inside the last byte, as the official encoder does (its EOF code
+  // starts there), and 0 when the codes end on a byte boundary (no code starts at all). Either
+  // way a thread decoding from it only decodes padding past n_elements.
   if (n_chunks > 0) {
     const uint64_t last = n_chunks - 1;
     const uint64_t last_start_bit = last * chunk_bits;
@@ -318,7 +319,9 @@ EncodedUnit encode(const UnitView& unit, const Layout& layout, int n_threads) {
     uint16_t last_word = 0;
     seg.for_each(n - 1, n, [&](const uint16_t* p, uint64_t, uint64_t) { last_word = *p; });
     const uint64_t last_code_start = total_bits - code.length[exponent_of(last_word)];
-    if (last_code_start < last_start_bit) chunk_gap[last] = static_cast<uint8_t>(total_bits - last_start_bit);
+    if (last_code_start < last_start_bit) {
+      chunk_gap[last] = total_bits % 8 == 0 ? 0 : static_cast<uint8_t>(total_bits - last_start_bit);
+    }
   }
 
   // Pack gaps: gap_bits per chunk, MSB-first, tpb entries per block (padding entries are 0).

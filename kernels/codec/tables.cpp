@@ -90,11 +90,14 @@ void validate_df11_luts(std::span<const uint8_t> luts, std::string_view context)
         const unsigned v = luts[static_cast<std::size_t>(row) * 256 + i];
         if (v >= static_cast<unsigned>(kDf11PointerBase)) {
           const int target = 256 - static_cast<int>(v);
-          if (target >= n_tables) {
+          if (depth < 3 && target >= n_tables) {
             bad(fmt::format("row {} entry {} points to table {}, but there are only {} decode tables", row, i,
                             target, n_tables));
           }
-          if (depth == 3) bad(fmt::format("row {} entry {} chains past four tables (codes > 32 bits)", row, i));
+          // A pointer read by the fourth lookup is never followed: the walk ends there (the
+          // official files carry such pointers into the EOF code's range, which valid streams
+          // never reach). Decoders treat it as an invalid code.
+          if (depth == 3) continue;
           if (!seen[target]) {
             seen[target] = true;
             next.push_back(target);
@@ -131,6 +134,65 @@ std::vector<uint16_t> build_flat_table(const HuffmanCode& code, int k) {
     std::fill_n(table.begin() + first, count, entry);
   }
   return table;
+}
+
+bool resolve_df11(const uint8_t* luts, int n_rows, uint32_t window, int known_bits, uint8_t& symbol,
+                  unsigned& length) {
+  if (known_bits <= 0) return false;
+  const uint8_t* length_row = luts + static_cast<std::size_t>(n_rows - 1) * 256;
+  int row = 0;
+  for (int depth = 0; depth < 4; ++depth) {
+    const int avail = std::clamp(known_bits - 8 * depth, 0, 8);
+    const unsigned byte = (window >> (24 - 8 * depth)) & 0xFFu;
+    const uint8_t* t = luts + static_cast<std::size_t>(row) * 256;
+    if (avail == 8) {
+      const unsigned v = t[byte];
+      if (v < static_cast<unsigned>(kDf11PointerBase)) {
+        symbol = static_cast<uint8_t>(v);
+        length = length_row[v];
+        return true;
+      }
+      row = 256 - static_cast<int>(v);
+      continue;
+    }
+    // Partly known index: determined only if every entry it may name holds the same symbol.
+    const unsigned lo = byte & ~((1u << (8 - avail)) - 1u);
+    const unsigned v0 = t[lo];
+    if (v0 >= static_cast<unsigned>(kDf11PointerBase)) return false;
+    for (unsigned i = lo; i < lo + (1u << (8 - avail)); ++i)
+      if (t[i] != v0) return false;
+    symbol = static_cast<uint8_t>(v0);
+    length = length_row[v0];
+    return true;
+  }
+  return false;
+}
+
+std::vector<uint16_t> flat_root_from_df11_luts(std::span<const uint8_t> luts, int k) {
+  if (k < 1 || k > 16) throw Error(fmt::format("flat root: k = {} is outside 1..16", k));
+  const int n_rows = static_cast<int>(luts.size() / 256);
+  std::vector<uint16_t> t(std::size_t{1} << k, 0);
+  for (uint32_t i = 0; i < t.size(); ++i) {
+    uint8_t sym;
+    unsigned len;
+    // Only lengths the k bits cover: the decoder advances by the entry's length alone.
+    if (resolve_df11(luts.data(), n_rows, i << (32 - k), k, sym, len) && len >= 1 && static_cast<int>(len) <= k) {
+      t[i] = static_cast<uint16_t>(sym | (len << 8));
+    }
+  }
+  return t;
+}
+
+std::vector<uint16_t> flat_root_from_code(const HuffmanCode& code, int k) {
+  if (k < 1 || k > 16) throw Error(fmt::format("flat root: k = {} is outside 1..16", k));
+  std::vector<uint16_t> t(std::size_t{1} << k, 0);
+  for (int s = 0; s < 256; ++s) {
+    const int len = code.length[s];
+    if (len == 0 || len > k) continue;
+    const uint32_t first = code.code[s] << (k - len);
+    std::fill_n(t.begin() + first, std::size_t{1} << (k - len), static_cast<uint16_t>(s | (len << 8)));
+  }
+  return t;
 }
 
 HuffmanCode canonical_code_from_luts(std::span<const uint8_t> luts, int max_code_length, std::string_view context) {

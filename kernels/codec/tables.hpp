@@ -43,8 +43,11 @@ DF11_HD Df11Lookup df11_lookup(const uint8_t* luts, int n_rows, uint32_t window)
 }
 
 // Checks that `luts` can be decoded safely by df11_lookup: a whole number of 256-byte rows,
-// 2..18 rows, every pointer reachable from the root names an existing decode table and no
-// chain is deeper than four tables, and every symbol reachable has a code length in 1..32.
+// 2..18 rows, every pointer that a lookup follows (in rows reached by the first three lookups)
+// names an existing decode table, and every symbol reachable has a code length in 1..32. A
+// pointer in a fourth-level row is allowed (official files have them where no valid code
+// leads); df11_lookup then returns it as a "symbol" of length 0, which decoders must treat as an
+// invalid code.
 // Throws df11::Error mentioning `context` (file and tensor) otherwise.
 void validate_df11_luts(std::span<const uint8_t> luts, std::string_view context);
 
@@ -54,6 +57,19 @@ void validate_df11_luts(std::span<const uint8_t> luts, std::string_view context)
 // Flat table of 2^k uint16 entries (symbol | length << 8) for a code whose lengths are all
 // <= k <= 16; entries no codeword covers hold 0 (length 0: invalid).
 [[nodiscard]] std::vector<uint16_t> build_flat_table(const HuffmanCode& code, int k);
+
+// Resolves the symbol at the top of `window` when only its top `known_bits` bits are known
+// (the rest zero): true if those bits determine what df11_lookup returns, whatever the unknown
+// bits are. Used to build tables keyed on fewer bits than a full lookup reads.
+bool resolve_df11(const uint8_t* luts, int n_rows, uint32_t window, int known_bits, uint8_t& symbol,
+                  unsigned& length);
+
+// A flat root table of 2^k uint16 entries (symbol | length << 8) for the codes that k bits
+// determine; entry 0 (length 0) means "look further" (a second level: the chained tables, or
+// the canonical limits). From DF11 luts (any prefix code, the official kernel's semantics) or
+// from a code.
+[[nodiscard]] std::vector<uint16_t> flat_root_from_df11_luts(std::span<const uint8_t> luts, int k);
+[[nodiscard]] std::vector<uint16_t> flat_root_from_code(const HuffmanCode& code, int k);
 
 // Validates a canonical layout's luts (a 256-byte code-length row): lengths <= max_code_length,
 // Kraft sum <= 1. Returns the canonical code. Throws df11::Error mentioning `context`.

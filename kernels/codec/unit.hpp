@@ -39,7 +39,7 @@ struct Bf16Tensor {
   std::vector<int64_t> shape;
   std::vector<uint16_t> data;
 
-  [[nodiscard]] TensorView view() const { return {name, shape, data}; }
+  [[nodiscard]] TensorView view() const { return TensorView{name, shape, std::span<const uint16_t>(data)}; }
 };
 
 struct Unit {

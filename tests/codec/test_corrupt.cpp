@@ -41,7 +41,25 @@ TEST_CASE("every flipped gap bit of a real chunk is caught", "[codec][corrupt]")
         const uint64_t bit = c * l.gap_bits + b;
         bad.gaps[bit / 8] ^= static_cast<uint8_t>(0x80u >> (bit % 8));
         INFO(l.name() << " chunk " << c << " bit " << b);
-        require_error(bad);
+        if (c + 1 == n_chunks) {
+          // The final chunk's gap may legitimately be 0 or the offset where the codes end (the
+          // official EOF), and decoding from it only yields padding: the promise there is an
+          // error or the exact data, never anything else.
+          std::vector<uint16_t> out;
+          std::string error;
+          try {
+            out = decode_cpu(bad, 1);
+          } catch (const Error& e) {
+            error = e.what();
+          }
+          if (error.empty()) {
+            REQUIRE(out == data);
+          } else {
+            REQUIRE(error.find("unit g") != std::string::npos);
+          }
+        } else {
+          require_error(bad);
+        }
         ++flips;
       }
     }
@@ -156,11 +174,17 @@ TEST_CASE("random byte damage anywhere never crashes", "[codec][corrupt]") {
       auto& f = *fields[rng() % 4];
       if (f.empty()) continue;
       f[rng() % f.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+      std::vector<uint16_t> out;
+      std::string error;
       try {
-        const auto out = decode_cpu(bad, 1);
-        REQUIRE(out.size() == data.size());
+        out = decode_cpu(bad, 1);
       } catch (const Error& e) {
-        REQUIRE(std::string(e.what()).find("unit r") != std::string::npos);
+        error = e.what();
+      }
+      if (error.empty()) {
+        REQUIRE(out.size() == data.size());
+      } else {
+        REQUIRE(error.find("unit r") != std::string::npos);
       }
     }
   }

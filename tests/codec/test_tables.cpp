@@ -99,11 +99,21 @@ TEST_CASE("DF11 table validation catches unsafe tables", "[codec][tables]") {
     bad[0] = 5;  // exponent 5 has no code
     REQUIRE_THROWS_WITH(validate_df11_luts(bad, "unit x"), Catch::Contains("code length is 0"));
   }
-  SECTION("pointer chain deeper than four tables") {
+  SECTION("a pointer cycle is safe: the walk stops after four lookups") {
+    std::vector<uint8_t> cyc = good;
+    // Entry 255 of every table points to table 1: a cycle, as official files carry in the
+    // EOF code's range. Validation accepts it; the lookup ends on a pointer of length 0.
+    for (int r = 0; r < n_rows - 1; ++r) cyc[r * 256 + 255] = 255;
+    REQUIRE_NOTHROW(validate_df11_luts(cyc, "unit x"));
+    const Df11Lookup hit = df11_lookup(cyc.data(), n_rows, 0xFFFFFFFFu);
+    REQUIRE(hit.symbol >= 240);
+    REQUIRE(hit.length == 0);
+  }
+  SECTION("a pointer out of range in a row the walk follows") {
     std::vector<uint8_t> bad = good;
-    // Make every table point to table 1 from entry 255: a cycle through the rows.
     for (int r = 0; r < n_rows - 1; ++r) bad[r * 256 + 255] = 255;
-    REQUIRE_THROWS_WITH(validate_df11_luts(bad, "unit x"), Catch::Contains("four tables"));
+    bad[1 * 256 + 255] = static_cast<uint8_t>(256 - (n_rows + 3));  // followed at depth 1..2
+    REQUIRE_THROWS_WITH(validate_df11_luts(bad, "unit x"), Catch::Contains("points to table"));
   }
 }
 

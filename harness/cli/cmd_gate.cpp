@@ -1,0 +1,47 @@
+// `df11 gate BASELINE CANDIDATE`: the regression verdict CI runs on kernel changes; the rule
+// lives in harness/lib/gate.hpp.
+#include <iostream>
+#include <memory>
+
+#include "cli/commands.hpp"
+#include "lib/gate.hpp"
+
+namespace df11::cli {
+namespace {
+
+struct GateArgs {
+  std::string baseline;
+  std::string candidate;
+  gate::GateOptions options;
+};
+
+int run_gate_command(const GateArgs& a) {
+  const gate::ResultFile baseline = gate::load_results(a.baseline);
+  const gate::ResultFile candidate = gate::load_results(a.candidate);
+  const gate::GateReport report = gate::run_gate(baseline, candidate, a.options);
+  // A refusal goes to stderr with the summary, so a CI log shows why nothing was compared.
+  gate::print_report(report.refusal ? std::cerr : std::cout, report);
+  return report.exit_code();
+}
+
+}  // namespace
+
+void add_gate(CLI::App& app) {
+  auto args = std::make_shared<GateArgs>();
+  auto* g = app.add_subcommand("gate",
+                               "Compare a candidate results.jsonl with a baseline: "
+                               "SAME/FAST/SLOW/AMBIGUOUS per case (noise-aware), "
+                               "BETTER/WORSE on disposition changes, NEW/MISSING. Exit 1 on SLOW "
+                               "or WORSE, 2 when the devices differ");
+  g->add_option("BASELINE", args->baseline,
+                "Baseline results.jsonl (e.g. reports/baselines/<device>.jsonl)")
+      ->required();
+  g->add_option("CANDIDATE", args->candidate, "Candidate results.jsonl")->required();
+  g->add_option("--threshold", args->options.threshold,
+                "Relative change of the median that counts, in [0, 1] (default 0.03 = 3%)");
+  g->add_flag("--ignore-device", args->options.ignore_device,
+              "Compare even when the two files come from different devices");
+  g->callback([args] { exit_code() = run_gate_command(*args); });
+}
+
+}  // namespace df11::cli

@@ -1,0 +1,272 @@
+// `df11 generate`: greedy generation with the Mistral forward pass on BF16, DF11 or CPU-offloaded
+// weights, with timings, peak memory, an optional bit-for-bit BF16-vs-DF11 check, and a JSON
+// form for benchmark scripts on the GPU machines.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <optional>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.hpp"
+#include "codec/common.hpp"
+#include "e2e/factory.hpp"
+#include "e2e/generate.hpp"
+#include "e2e/tokenizer.hpp"
+
+namespace df11::cli {
+namespace {
+
+struct GenerateArgs {
+  std::string model_dir;
+  std::string synthetic;
+  int64_t layers = 0;  // synthetic only: 0 = the config's
+  int64_t vocab = 0;
+  std::string prompt_ids;
+  int prompt_len = 0;
+  std::string tokenizer;  // tekken.json
+  std::string prompt;     // text, encoded with the tokenizer
+  int max_new = 16;
+  std::string weights = "df11";
+  std::string variant;
+  int batch = 1;
+  std::string backend = "auto";
+  uint64_t seed = 0;
+  bool check = false;
+  bool json = false;
+  int threads = 0;
+};
+
+// The model --check runs beside the selected one: BF16 against DF11 either way round; the
+// CPU-offloaded model is BF16 too, so it is checked against DF11.
+e2e::WeightsKind check_partner(e2e::WeightsKind w) {
+  return w == e2e::WeightsKind::df11 ? e2e::WeightsKind::bf16 : e2e::WeightsKind::df11;
+}
+
+std::string mb(uint64_t bytes) {
+  return fmt::format("{:.1f} MB", static_cast<double>(bytes) / 1e6);
+}
+
+nlohmann::json timing_json(const e2e::Timing& t) {
+  return {{"prefill_tokens", t.prefill_tokens},
+          {"prefill_s", t.prefill_s},
+          {"prefill_tokens_per_s", t.prefill_tokens_per_s()},
+          {"decode_tokens", t.decode_tokens},
+          {"decode_s", t.decode_s},
+          {"decode_tokens_per_s", t.decode_tokens_per_s()}};
+}
+
+int run_generate(const GenerateArgs& a) {
+  const auto t_setup = std::chrono::steady_clock::now();
+  if (a.model_dir.empty() == a.synthetic.empty())
+    throw Error("generate: give exactly one of --model DIR and --synthetic");
+  if ((a.layers || a.vocab) && a.synthetic.empty())
+    throw Error("generate: --layers and --vocab apply to --synthetic only");
+  if (a.layers < 0 || a.vocab < 0) throw Error("generate: --layers and --vocab must be positive");
+  const int n_prompt_sources = (!a.prompt_ids.empty()) + (a.prompt_len > 0) + (!a.prompt.empty());
+  if (n_prompt_sources != 1)
+    throw Error("generate: give exactly one of --prompt-ids, --prompt-len and --prompt");
+  if (!a.prompt.empty() && a.tokenizer.empty())
+    throw Error("generate: --prompt TEXT needs --tokenizer tekken.json");
+  if (a.max_new <= 0)
+    throw Error(fmt::format("--max-new-tokens must be positive, got {}", a.max_new));
+  if (a.batch <= 0) throw Error(fmt::format("--batch must be positive, got {}", a.batch));
+
+  const e2e::Backend backend = e2e::resolve_backend(a.backend);
+  const e2e::WeightsKind weights = e2e::parse_weights(a.weights);
+  if (!a.variant.empty() && weights != e2e::WeightsKind::df11 && !a.check) {
+    throw Error("--variant selects the DF11 decoder: it needs --weights df11 (or --check)");
+  }
+
+  std::unique_ptr<e2e::WeightSource> source;
+  if (!a.synthetic.empty()) {
+    e2e::ModelShape shape = e2e::named_config(a.synthetic);
+    if (a.layers) shape.n_layers = a.layers;
+    if (a.vocab) shape.vocab = a.vocab;
+    source = e2e::synthetic_source(shape, a.seed, a.threads, a.synthetic);
+  } else {
+    source = e2e::open_checkpoint(a.model_dir, a.threads);
+  }
+  const e2e::ModelShape& shape = source->shape();
+
+  std::optional<e2e::TekkenTokenizer> tok;
+  if (!a.tokenizer.empty()) tok = e2e::TekkenTokenizer::load(a.tokenizer);
+  std::vector<int32_t> prompt = !a.prompt.empty() ? tok->encode(a.prompt, true)
+                                : a.prompt_ids.empty()
+                                    ? e2e::random_prompt(a.prompt_len, shape.vocab, a.seed)
+                                    : e2e::parse_ids(a.prompt_ids);
+  for (const int32_t t : prompt) {
+    if (t >= shape.vocab)
+      throw Error(
+          fmt::format("prompt token {} is outside the model's vocabulary [0, {})", t, shape.vocab));
+  }
+  const auto prompts = e2e::batch_prompts(prompt, a.batch, shape.vocab, a.prompt.empty());
+
+  e2e::ModelRequest req;
+  req.backend = backend;
+  req.weights = weights;
+  req.variant = weights == e2e::WeightsKind::df11 ? a.variant : "";
+  req.batch = a.batch;
+  req.max_positions = static_cast<int>(prompt.size()) + a.max_new;
+  req.threads = a.threads;
+  std::vector<e2e::ModelRequest> requests{req};
+  if (a.check) {
+    e2e::ModelRequest ref = req;
+    ref.weights = check_partner(weights);
+    ref.variant = ref.weights == e2e::WeightsKind::df11 ? a.variant : "";
+    requests.push_back(ref);
+  }
+  const bool tty = !a.json && ::isatty(2) == 1;  // a progress line only for a person watching
+  auto models =
+      e2e::build_models(*source, requests, [&](int done, int total, const std::string& name) {
+        if (tty)
+          fmt::print(stderr, "\rgenerate: loading {}/{} units ({})\033[K", done, total, name);
+      });
+  if (tty) fmt::print(stderr, "\r\033[K");
+  const double setup_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_setup).count();
+
+  e2e::Model& model = *models[0];
+  e2e::Model* reference = a.check ? models[1].get() : nullptr;
+  const e2e::GenerationResult res = e2e::generate(model, prompts, a.max_new, reference);
+  const e2e::MemoryStats mem = model.memory();
+  const uint64_t rss = e2e::peak_rss_bytes();
+  const uint64_t device_peak = backend == e2e::Backend::cuda ? e2e::cuda_peak_memory() : 0;
+  const std::string check_state = !a.check ? "not_run" : res.mismatch ? "failed" : "passed";
+
+  if (a.json) {
+    nlohmann::json j = {
+        {"schema", "df11.generate/1"},
+        {"model", source->description()},
+        {"config",
+         {{"layers", shape.n_layers},
+          {"hidden", shape.hidden},
+          {"intermediate", shape.intermediate},
+          {"heads", shape.n_heads},
+          {"kv_heads", shape.n_kv_heads},
+          {"head_dim", shape.head_dim},
+          {"vocab", shape.vocab},
+          {"rope_theta", shape.rope_theta},
+          {"rms_norm_eps", shape.rms_norm_eps}}},
+        {"backend", e2e::to_string(backend)},
+        {"device", backend == e2e::Backend::cuda ? e2e::cuda_device_name() : "cpu"},
+        {"weights", a.weights},
+        {"method", model.describe()},
+        {"batch", a.batch},
+        {"prompt_len", prompt.size()},
+        {"new_tokens", a.max_new},
+        {"seed", a.seed},
+        {"setup_s", setup_s},
+        {"prefill_tokens_per_s", res.timing.prefill_tokens_per_s()},
+        {"decode_tokens_per_s", res.timing.decode_tokens_per_s()},
+        {"timing", timing_json(res.timing)},
+        {"peak_device_bytes", device_peak},
+        {"peak_host_rss_bytes", rss},
+        {"weight_bytes", mem.weight_bytes},
+        {"decode_buffer_bytes", mem.decode_buffer_bytes},
+        {"kv_cache_bytes", mem.kv_cache_bytes},
+        {"check", check_state},
+        {"tokens", res.tokens},
+    };
+    if (tok) {
+      std::vector<std::string> texts;
+      for (const auto& row : res.tokens) texts.push_back(tok->decode(row));
+      j["text"] = texts;
+    }
+    if (a.check) {
+      j["check_reference"] = reference->describe();
+      j["check_steps"] = res.steps_checked;
+      j["reference_timing"] = timing_json(*res.reference_timing);
+      j["mismatch"] = res.mismatch ? nlohmann::json{{"step", res.mismatch->step},
+                                                    {"row", res.mismatch->row},
+                                                    {"index", res.mismatch->index},
+                                                    {"value", res.mismatch->a},
+                                                    {"reference_value", res.mismatch->b}}
+                                   : nlohmann::json(nullptr);
+    }
+    fmt::print("{}\n", j.dump());
+  } else {
+    fmt::print("model: {}: {}\n", source->description(), e2e::describe(shape));
+    fmt::print("method: {} on {}; batch {}, prompt {} tokens, {} new\n", model.describe(),
+               backend == e2e::Backend::cuda ? e2e::cuda_device_name() : "the CPU", a.batch,
+               prompt.size(), a.max_new);
+    if (tok) fmt::print("prompt: {} tokens: {}\n", prompt.size(), fmt::join(prompt, " "));
+    for (std::size_t b = 0; b < res.tokens.size(); ++b) {
+      fmt::print("row {}: {}\n", b, fmt::join(res.tokens[b], " "));
+      if (tok) fmt::print("row {} text: {}\n", b, tok->decode(res.tokens[b]));
+    }
+    fmt::print("prefill: {} tokens in {:.4f} s = {:.1f} tokens/s\n", res.timing.prefill_tokens,
+               res.timing.prefill_s, res.timing.prefill_tokens_per_s());
+    fmt::print("decode: {} tokens in {:.4f} s = {:.1f} tokens/s\n", res.timing.decode_tokens,
+               res.timing.decode_s, res.timing.decode_tokens_per_s());
+    fmt::print("memory: weights {} (decode buffer {}), KV cache {}; peak host RSS {}",
+               mb(mem.weight_bytes), mb(mem.decode_buffer_bytes), mb(mem.kv_cache_bytes), mb(rss));
+    if (backend == e2e::Backend::cuda) fmt::print("; peak device memory {}", mb(device_peak));
+    fmt::print("\nsetup: {:.2f} s\n", setup_s);
+    if (a.check && !res.mismatch) {
+      fmt::print(
+          "check: passed: {} and {} logits bit-identical at all {} steps ({} rows x {} logits), "
+          "same tokens\n",
+          model.describe(), reference->describe(), res.steps_checked, a.batch, shape.vocab);
+    }
+  }
+  if (res.mismatch) {
+    fmt::print(stderr, "df11: check FAILED: {}\n",
+               res.mismatch->describe(model.describe(), reference->describe()));
+    return 2;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_generate(CLI::App& app) {
+  auto a = std::make_shared<GenerateArgs>();
+  auto* cmd = app.add_subcommand("generate",
+                                 "Greedy generation with the Mistral forward pass on BF16, DF11 or "
+                                 "CPU-offloaded weights (--check: BF16 and DF11 bit for bit)");
+  auto* model =
+      cmd->add_option("--model", a->model_dir, "Checkpoint directory: Hugging Face BF16 or DF11");
+  auto* synth = cmd->add_option("--synthetic", a->synthetic,
+                                "Synthetic weights of a named config: tiny or nemo")
+                    ->check(CLI::IsMember({"tiny", "nemo"}));
+  model->excludes(synth);
+  cmd->add_option("--layers", a->layers,
+                  "Synthetic only: number of decoder layers (default: the config's)");
+  cmd->add_option("--vocab", a->vocab, "Synthetic only: vocabulary size (default: the config's)");
+  cmd->add_option("--prompt-ids", a->prompt_ids, "Prompt token ids, comma separated (e.g. 1,2,3)");
+  cmd->add_option("--prompt-len", a->prompt_len,
+                  "A pseudo-random prompt of this many tokens (from --seed)");
+  cmd->add_option("--tokenizer", a->tokenizer,
+                  "Tekken tokenizer (tekken.json): encodes --prompt, decodes the output");
+  cmd->add_option("--prompt", a->prompt, "Prompt text (needs --tokenizer); BOS is prepended");
+  cmd->add_option("--max-new-tokens", a->max_new, "Tokens to generate per row")
+      ->capture_default_str();
+  cmd->add_option("--weights", a->weights,
+                  "How the weights are held: bf16, df11 or cpu-offload (CUDA only)")
+      ->check(CLI::IsMember({"bf16", "df11", "cpu-offload"}))
+      ->capture_default_str();
+  cmd->add_option("--variant", a->variant,
+                  fmt::format("DF11 decoder variant (default: decode_cpu on the CPU, {} on CUDA)",
+                              e2e::kDefaultCudaVariant));
+  cmd->add_option("--batch", a->batch,
+                  "Rows; row b is the prompt with every id shifted by b (a --prompt text: the same "
+                  "in every row)")
+      ->capture_default_str();
+  cmd->add_option("--backend", a->backend, "auto (cuda when a device is available), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Seed of the synthetic weights and of --prompt-len")
+      ->capture_default_str();
+  cmd->add_flag(
+      "--check", a->check,
+      "Run BF16 and DF11 side by side; exit 2 at the first step whose logits differ in any bit");
+  cmd->add_flag("--json", a->json, "Print one JSON object (for benchmark scripts) instead of text");
+  cmd->add_option("--threads", a->threads, "CPU threads (0 = all cores)");
+  cmd->callback([a] { exit_code() = run_generate(*a); });
+}
+
+}  // namespace df11::cli

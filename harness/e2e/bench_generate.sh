@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of `df11 generate` on a GPU machine: synthetic Mistral-Nemo (full size),
+# BF16 vs DF11 vs CPU-offload at batch 1, 8 and 64, plus a 2048-token prefill; one JSON object
+# per run appended to OUT (JSON Lines). The first run also checks DF11 against BF16 bit for bit.
+# Usage: bench_generate.sh DF11_BINARY OUT.jsonl [NEW_TOKENS] [PROMPT_LEN]
+set -uo pipefail
+
+df11=${1:?usage: bench_generate.sh DF11_BINARY OUT.jsonl [NEW_TOKENS] [PROMPT_LEN]}
+out=${2:?usage: bench_generate.sh DF11_BINARY OUT.jsonl [NEW_TOKENS] [PROMPT_LEN]}
+new=${3:-32}
+plen=${4:-128}
+failures=0
+
+run() {
+  echo "+ df11 generate $*" >&2
+  if ! "$df11" generate --synthetic nemo --backend cuda --json "$@" >>"$out"; then
+    echo "FAILED: df11 generate $*" >&2
+    failures=$((failures + 1))
+  fi
+}
+
+# Bit-identity on the real shapes first (two models on the device: BF16 24.5 GB + DF11 ~17 GB).
+run --weights df11 --check --batch 8 --prompt-len "$plen" --max-new-tokens 8
+for batch in 1 8 64; do
+  for w in bf16 df11 cpu-offload; do
+    run --weights "$w" --batch "$batch" --prompt-len "$plen" --max-new-tokens "$new"
+  done
+done
+for w in bf16 df11 cpu-offload; do
+  run --weights "$w" --batch 1 --prompt-len 2048 --max-new-tokens 2
+done
+echo "$failures failed run(s); results in $out" >&2
+exit $((failures > 0))

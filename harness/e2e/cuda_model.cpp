@@ -1,0 +1,541 @@
+// The CUDA forward pass (CUDA builds only). Precision policy: weights BF16; GEMMs are cuBLAS
+// BF16 x BF16 with FP32 accumulation and FP32 output; the residual stream, norms, rotary
+// embeddings, softmax and logits are FP32; GEMM inputs (normed activations, attention output,
+// SwiGLU output) and the KV cache are rounded to BF16, as a BF16 inference runtime holds them.
+// Weight providers: bf16 (all units resident on the device), df11 (DeviceImages of every unit,
+// each decoded by the selected variant into one reused buffer just before it runs), cpu-offload
+// (BF16 in pinned host memory, copied per unit into one reused buffer). Everything runs on one
+// stream, so a unit's decode or copy waits for the GEMMs still reading the buffer.
+// cuBLAS is opened with dlopen when the first CUDA model is built: linked, its libraries cost
+// every run of the df11 tool ~0.2 s and ~200 MB of resident memory at start, GPU or not.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <nvtx3/nvToolsExt.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/cuda_util.hpp"
+#include "decoder.hpp"
+#include "e2e/cuda_kernels.cuh"
+#include "e2e/factory.hpp"
+#include "e2e/rope.hpp"
+
+#define CUBLAS_CHECK(expr)                                                                        \
+  do {                                                                                            \
+    const cublasStatus_t df11_st_ = (expr);                                                       \
+    if (df11_st_ != CUBLAS_STATUS_SUCCESS) {                                                      \
+      throw ::df11::Error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + ": " + #expr + \
+                          " failed: " + cublas().status_string(df11_st_));                        \
+    }                                                                                             \
+  } while (0)
+
+namespace df11::e2e {
+namespace {
+
+// The cuBLAS entry points this model calls, resolved at run time. The library stays loaded for
+// the life of the process (handles may outlive any scope that would unload it).
+struct CublasApi {
+  decltype(&cublasCreate_v2) create = nullptr;
+  decltype(&cublasDestroy_v2) destroy = nullptr;
+  decltype(&cublasSetStream_v2) set_stream = nullptr;
+  // The cublasComputeType_t form (C++ overloads it with an inline cudaDataType shim).
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                            const void*, const void*, cudaDataType, int, const void*, cudaDataType,
+                            int, const void*, void*, cudaDataType, int, cublasComputeType_t,
+                            cublasGemmAlgo_t) = nullptr;
+  decltype(&cublasGetStatusString) status_string = nullptr;
+};
+
+CublasApi load_cublas() {
+  void* lib = nullptr;
+  std::string tried;
+  for (const char* name : {"libcublas.so.13", "libcublas.so"}) {
+    lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (lib) break;
+    tried += fmt::format(" {} ({})", name, dlerror());
+  }
+  if (!lib)
+    throw Error("cannot load cuBLAS:" + tried + "; put the CUDA 13 libraries on LD_LIBRARY_PATH");
+  auto sym = [&](auto& fn, const char* name) {
+    fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
+    if (!fn) throw Error(fmt::format("cuBLAS has no symbol {}", name));
+  };
+  CublasApi api;
+  sym(api.create, "cublasCreate_v2");
+  sym(api.destroy, "cublasDestroy_v2");
+  sym(api.set_stream, "cublasSetStream_v2");
+  sym(api.gemm_ex, "cublasGemmEx");
+  sym(api.status_string, "cublasGetStatusString");
+  return api;
+}
+
+const CublasApi& cublas() {
+  static const CublasApi api = load_cublas();
+  return api;
+}
+
+std::size_t sz(int64_t v) {
+  return static_cast<std::size_t>(v);
+}
+
+class NvtxRange {
+ public:
+  explicit NvtxRange(const char* name) { nvtxRangePushA(name); }
+  NvtxRange(const NvtxRange&) = delete;
+  NvtxRange& operator=(const NvtxRange&) = delete;
+  ~NvtxRange() { nvtxRangePop(); }
+};
+
+// Device memory in use by the process, relative to the first sample (taken before the first
+// model allocates anything, so the CUDA context itself is not counted).
+struct MemoryWatch {
+  bool started = false;
+  uint64_t baseline = 0, peak = 0;
+  void sample() {
+    std::size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    const uint64_t used = total_b - free_b;
+    if (!started) {
+      started = true;
+      baseline = used;
+    }
+    peak = std::max(peak, used > baseline ? used - baseline : 0);
+  }
+};
+
+MemoryWatch& watch() {
+  static MemoryWatch w;
+  return w;
+}
+
+class PinnedBuffer {
+ public:
+  explicit PinnedBuffer(std::size_t bytes) : bytes_(bytes) {
+    if (bytes_) CUDA_CHECK(cudaHostAlloc(&ptr_, bytes_, cudaHostAllocDefault));
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() {
+    if (ptr_) cudaFreeHost(ptr_);
+  }
+  [[nodiscard]] void* get() const { return ptr_; }
+  [[nodiscard]] std::size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+class CublasHandle {
+ public:
+  explicit CublasHandle(cudaStream_t s) {
+    CUBLAS_CHECK(cublas().create(&h_));
+    CUBLAS_CHECK(cublas().set_stream(h_, s));
+  }
+  CublasHandle(const CublasHandle&) = delete;
+  CublasHandle& operator=(const CublasHandle&) = delete;
+  ~CublasHandle() { cublas().destroy(h_); }
+  [[nodiscard]] cublasHandle_t get() const { return h_; }
+
+ private:
+  cublasHandle_t h_{};
+};
+
+// ---- weight providers ------------------------------------------------------------------------
+
+class DeviceProvider {
+ public:
+  virtual ~DeviceProvider() = default;
+  virtual void add(UnitFeed& feed, cudaStream_t s) = 0;
+  // Allocates the reused buffer once every unit is known.
+  virtual void prepare() {}
+  // Device pointer to the unit's BF16 words, ready in stream order on s; valid until the next
+  // acquire (df11, cpu-offload) or for good (bf16).
+  [[nodiscard]] virtual const uint16_t* acquire(int unit, cudaStream_t s) = 0;
+  [[nodiscard]] const UnitMap& map(int unit) const { return maps_.at(sz(unit)); }
+  [[nodiscard]] virtual WeightsKind kind() const = 0;
+  [[nodiscard]] virtual std::string describe() const = 0;
+  [[nodiscard]] virtual uint64_t weight_bytes() const = 0;
+  [[nodiscard]] virtual uint64_t decode_buffer_bytes() const { return 0; }
+
+ protected:
+  void set_map(const UnitFeed& feed) {
+    if (sz(feed.unit()) >= maps_.size()) maps_.resize(sz(feed.unit()) + 1);
+    maps_[sz(feed.unit())] = feed.map();
+    max_elements_ = std::max(max_elements_, feed.map().n_elements);
+  }
+  std::vector<UnitMap> maps_;
+  uint64_t max_elements_ = 0;
+};
+
+class Bf16DeviceProvider final : public DeviceProvider {
+ public:
+  void add(UnitFeed& feed, cudaStream_t s) override {
+    set_map(feed);
+    const std::vector<uint16_t>& w = feed.bf16();
+    if (sz(feed.unit()) >= units_.size()) units_.resize(sz(feed.unit()) + 1);
+    auto& buf = units_[sz(feed.unit())] = cuda::DeviceBuffer<uint16_t>(w.size());
+    CUDA_CHECK(cudaMemcpyAsync(buf.get(), w.data(), w.size() * 2, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));  // the feed's host copy goes away after add
+  }
+  const uint16_t* acquire(int unit, cudaStream_t) override { return units_.at(sz(unit)).get(); }
+  WeightsKind kind() const override { return WeightsKind::bf16; }
+  std::string describe() const override { return "bf16"; }
+  uint64_t weight_bytes() const override {
+    uint64_t b = 0;
+    for (const auto& u : units_) b += u.bytes();
+    return b;
+  }
+
+ private:
+  std::vector<cuda::DeviceBuffer<uint16_t>> units_;
+};
+
+const dec::Decoder* pick_decoder(const dec::Registry& reg, const std::string& variant) {
+  if (!variant.empty()) {
+    const dec::Decoder* d = reg.find(variant);
+    if (!d) throw Error(fmt::format("no decoder variant '{}' (see `df11 variants`)", variant));
+    return d;
+  }
+  if (const dec::Decoder* d = reg.find(kDefaultCudaVariant)) return d;
+  for (const auto& d : reg.all())
+    if (d->layout() == Layout::df11()) return d.get();
+  throw Error("no registered decoder reads the DF11 layout");
+}
+
+class Df11DeviceProvider final : public DeviceProvider {
+ public:
+  explicit Df11DeviceProvider(const std::string& variant) {
+    dec::register_all(registry_);
+    decoder_ = pick_decoder(registry_, variant);
+  }
+  void add(UnitFeed& feed, cudaStream_t s) override {
+    set_map(feed);
+    const EncodedUnit& e = feed.encoded(decoder_->layout());
+    const dec::Status ok = decoder_->can_implement(e);
+    if (!ok.ok) throw Error(fmt::format("{}: {}", decoder_->name(), ok.reason));
+    if (sz(feed.unit()) >= images_.size()) images_.resize(sz(feed.unit()) + 1);
+    images_[sz(feed.unit())] = decoder_->upload(e, s);
+  }
+  // One buffer for every unit, sized for the largest, as the official runtime allocates it.
+  void prepare() override { buffer_ = cuda::DeviceBuffer<uint16_t>(max_elements_); }
+  const uint16_t* acquire(int unit, cudaStream_t s) override {
+    NvtxRange r("e2e.df11_decode");
+    const dec::DeviceImage& img = *images_.at(sz(unit));
+    decoder_->launch(img, buffer_.get(), 0, img.n_elements(), s);
+    return buffer_.get();
+  }
+  WeightsKind kind() const override { return WeightsKind::df11; }
+  std::string describe() const override { return fmt::format("df11 ({})", decoder_->name()); }
+  uint64_t weight_bytes() const override {
+    uint64_t b = buffer_.bytes();
+    for (const auto& i : images_) b += i ? i->device_bytes() : 0;
+    return b;
+  }
+  uint64_t decode_buffer_bytes() const override { return buffer_.bytes(); }
+
+ private:
+  dec::Registry registry_;
+  const dec::Decoder* decoder_ = nullptr;
+  std::vector<std::unique_ptr<dec::DeviceImage>> images_;
+  cuda::DeviceBuffer<uint16_t> buffer_;
+};
+
+class OffloadProvider final : public DeviceProvider {
+ public:
+  void add(UnitFeed& feed, cudaStream_t) override {
+    set_map(feed);
+    const std::vector<uint16_t>& w = feed.bf16();
+    if (sz(feed.unit()) >= pinned_.size()) pinned_.resize(sz(feed.unit()) + 1);
+    pinned_[sz(feed.unit())] = std::make_unique<PinnedBuffer>(w.size() * 2);
+    std::memcpy(pinned_[sz(feed.unit())]->get(), w.data(), w.size() * 2);
+  }
+  void prepare() override { buffer_ = cuda::DeviceBuffer<uint16_t>(max_elements_); }
+  const uint16_t* acquire(int unit, cudaStream_t s) override {
+    NvtxRange r("e2e.offload_copy");
+    const PinnedBuffer& p = *pinned_.at(sz(unit));
+    CUDA_CHECK(cudaMemcpyAsync(buffer_.get(), p.get(), p.bytes(), cudaMemcpyHostToDevice, s));
+    return buffer_.get();
+  }
+  WeightsKind kind() const override { return WeightsKind::cpu_offload; }
+  std::string describe() const override {
+    return "cpu-offload (pinned host BF16, copied per unit)";
+  }
+  // Device bytes: only the buffer; the weights live in host memory.
+  uint64_t weight_bytes() const override { return buffer_.bytes(); }
+  uint64_t decode_buffer_bytes() const override { return buffer_.bytes(); }
+
+ private:
+  std::vector<std::unique_ptr<PinnedBuffer>> pinned_;
+  cuda::DeviceBuffer<uint16_t> buffer_;
+};
+
+// ---- the model -------------------------------------------------------------------------------
+
+class CudaModel final : public Model {
+ public:
+  // Rows of activations one pass holds at most; longer prefills run in chunks of positions.
+  static constexpr int kMaxRowsPerPass = 4096;
+
+  CudaModel(const ModelShape& s, const Norms& norms, std::unique_ptr<DeviceProvider> provider,
+            std::unique_ptr<cuda::Stream> stream, int batch, int max_positions)
+      : s_(s),
+        provider_(std::move(provider)),
+        stream_(std::move(stream)),
+        blas_(stream_->get()),
+        batch_(batch),
+        max_positions_(max_positions) {
+    const cudaStream_t st = stream_->get();
+    if (max_positions > gpu::attention_max_positions(static_cast<int>(s.head_dim))) {
+      throw Error(fmt::format(
+          "cuda model: {} positions exceed what the attention kernel holds in shared memory ({})",
+          max_positions, gpu::attention_max_positions(static_cast<int>(s.head_dim))));
+    }
+    for (int64_t d :
+         {s.hidden, s.intermediate * 2, s.vocab, (s.n_heads + 2 * s.n_kv_heads) * s.head_dim}) {
+      if (d > INT_MAX / 2) throw Error("cuda model: a dimension exceeds what cuBLAS takes as int");
+    }
+    auto upload = [&](const std::vector<uint16_t>& w) {
+      auto b = cuda::DeviceBuffer<uint16_t>::from(w, st);
+      return b;
+    };
+    for (std::size_t l = 0; l < sz(s.n_layers); ++l) {
+      norm_in_.push_back(upload(norms.input.at(l)));
+      norm_post_.push_back(upload(norms.post.at(l)));
+    }
+    norm_final_ = upload(norms.final_norm);
+    rope_ = cuda::DeviceBuffer<float>::from(rope_table(s, max_positions), st);
+    const std::size_t cache = sz(batch) * sz(s.n_kv_heads) * sz(max_positions) * sz(s.head_dim);
+    for (int64_t l = 0; l < s.n_layers; ++l) {
+      kc_.emplace_back(cache);
+      vc_.emplace_back(cache);
+    }
+    rows_cap_ = std::max(kMaxRowsPerPass, batch);
+    const auto rows = sz(rows_cap_);
+    const int64_t nq = s.n_heads * s.head_dim, nqkv = nq + 2 * s.n_kv_heads * s.head_dim;
+    tokens_ = cuda::DeviceBuffer<int32_t>(rows);
+    h_ = cuda::DeviceBuffer<float>(rows * sz(s.hidden));
+    xb_ = cuda::DeviceBuffer<uint16_t>(rows * sz(s.hidden));
+    qkv_ = cuda::DeviceBuffer<float>(rows * sz(nqkv));
+    att_ = cuda::DeviceBuffer<uint16_t>(rows * sz(nq));
+    gu_ = cuda::DeviceBuffer<float>(rows * sz(2 * s.intermediate));
+    act_ = cuda::DeviceBuffer<uint16_t>(rows * sz(s.intermediate));
+    xf_ = cuda::DeviceBuffer<uint16_t>(sz(batch) * sz(s.hidden));
+    logits_ = cuda::DeviceBuffer<float>(sz(batch) * sz(s.vocab));
+    next_ = cuda::DeviceBuffer<int32_t>(sz(batch));
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    watch().sample();
+  }
+
+  const ModelShape& shape() const override { return s_; }
+  int batch() const override { return batch_; }
+  int max_positions() const override { return max_positions_; }
+  int position() const override { return position_; }
+  Backend backend() const override { return Backend::cuda; }
+  WeightsKind weights() const override { return provider_->kind(); }
+  std::string describe() const override { return "cuda " + provider_->describe(); }
+  void reset() override { position_ = 0; }
+
+  void forward(std::span<const int32_t> tokens, int n_new) override {
+    NvtxRange r("e2e.forward");
+    if (n_new <= 0 || tokens.size() != sz(batch_) * sz(n_new)) {
+      throw Error(fmt::format("forward: {} tokens for a batch of {} x {} new positions",
+                              tokens.size(), batch_, n_new));
+    }
+    for (const int32_t t : tokens) {
+      if (t < 0 || t >= s_.vocab)
+        throw Error(fmt::format("token id {} is outside the vocabulary [0, {})", t, s_.vocab));
+    }
+    if (position_ + n_new > max_positions_) {
+      throw Error(fmt::format("forward: {} + {} positions exceed the KV cache of {}", position_,
+                              n_new, max_positions_));
+    }
+    const int chunk = std::max(1, rows_cap_ / batch_);
+    for (int t0 = 0; t0 < n_new; t0 += chunk) {
+      const int tn = std::min(chunk, n_new - t0);
+      part_.resize(sz(batch_) * sz(tn));
+      for (int b = 0; b < batch_; ++b) {
+        std::copy_n(tokens.data() + sz(b) * sz(n_new) + sz(t0), tn, part_.data() + sz(b) * sz(tn));
+      }
+      // Pageable source: the call returns once the bytes are staged, so part_ may change after.
+      CUDA_CHECK(cudaMemcpyAsync(tokens_.get(), part_.data(), part_.size() * sizeof(int32_t),
+                                 cudaMemcpyHostToDevice, stream_->get()));
+      pass(tn);
+    }
+  }
+
+  void logits(std::vector<float>& out) override {
+    out.resize(sz(batch_) * sz(s_.vocab));
+    CUDA_CHECK(cudaMemcpyAsync(out.data(), logits_.get(), out.size() * sizeof(float),
+                               cudaMemcpyDeviceToHost, stream_->get()));
+    CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
+    watch().sample();
+  }
+
+  void argmax(std::vector<int32_t>& out) override {
+    gpu::argmax(logits_.get(), batch_, s_.vocab, next_.get(), stream_->get());
+    out.resize(sz(batch_));
+    CUDA_CHECK(cudaMemcpyAsync(out.data(), next_.get(), out.size() * sizeof(int32_t),
+                               cudaMemcpyDeviceToHost, stream_->get()));
+    CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
+    watch().sample();
+  }
+
+  MemoryStats memory() const override {
+    MemoryStats m;
+    m.weight_bytes = provider_->weight_bytes();
+    m.decode_buffer_bytes = provider_->decode_buffer_bytes();
+    m.kv_cache_bytes = kc_.empty() ? 0 : 2 * kc_.size() * kc_[0].bytes();
+    m.device_peak_bytes = watch().peak;
+    return m;
+  }
+
+ private:
+  // y[m][n] (+)= x[m][k] . w[n][k]^T: BF16 inputs, FP32 accumulation and output. cuBLAS is
+  // column-major, so it computes y^T = w^T(op T on the [k, n] view) x x^T.
+  void gemm(const uint16_t* x, int64_t m, int64_t k, const uint16_t* w, int64_t n, float* y,
+            int64_t ldy, bool accumulate) {
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    CUBLAS_CHECK(cublas().gemm_ex(blas_.get(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                                  static_cast<int>(m), static_cast<int>(k), &alpha, w, CUDA_R_16BF,
+                                  static_cast<int>(k), x, CUDA_R_16BF, static_cast<int>(k), &beta,
+                                  y, CUDA_R_32F, static_cast<int>(ldy), CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+  }
+
+  void pass(int t_new) {
+    const ModelShape& s = s_;
+    const cudaStream_t st = stream_->get();
+    const int64_t rows = int64_t{batch_} * t_new, H = s.hidden, D = s.head_dim, I = s.intermediate;
+    const int64_t nq = s.n_heads * D, nkv = s.n_kv_heads * D, nqkv = nq + 2 * nkv;
+    const auto eps = static_cast<float>(s.rms_norm_eps);
+    {
+      const uint16_t* E =
+          provider_->acquire(embed_unit(s), st) + provider_->map(embed_unit(s)).slices[0].offset;
+      gpu::embed(tokens_.get(), rows, E, H, h_.get(), st);
+    }
+    for (int64_t l = 0; l < s.n_layers; ++l) {
+      NvtxRange r("e2e.layer");
+      const uint16_t* W = provider_->acquire(static_cast<int>(l), st);
+      const UnitMap& m = provider_->map(static_cast<int>(l));
+      auto mat = [&](Role role) { return W + m.slices[role].offset; };
+      gpu::rmsnorm(h_.get(), rows, H, norm_in_[sz(l)].get(), H, eps, xb_.get(), st);
+      if (m.qkv_fused()) {
+        gemm(xb_.get(), rows, H, mat(q_proj), nqkv, qkv_.get(), nqkv, false);
+      } else {
+        gemm(xb_.get(), rows, H, mat(q_proj), nq, qkv_.get(), nqkv, false);
+        gemm(xb_.get(), rows, H, mat(k_proj), nkv, qkv_.get() + nq, nqkv, false);
+        gemm(xb_.get(), rows, H, mat(v_proj), nkv, qkv_.get() + nq + nkv, nqkv, false);
+      }
+      gpu::rope_store(qkv_.get(), nqkv, batch_, t_new, position_, static_cast<int>(s.n_heads),
+                      static_cast<int>(s.n_kv_heads), static_cast<int>(D), rope_.get(),
+                      kc_[sz(l)].get(), vc_[sz(l)].get(), max_positions_, st);
+      gpu::attention(qkv_.get(), nqkv, kc_[sz(l)].get(), vc_[sz(l)].get(), batch_, t_new, position_,
+                     static_cast<int>(s.n_heads), static_cast<int>(s.n_kv_heads),
+                     static_cast<int>(D), max_positions_, att_.get(), st);
+      gemm(att_.get(), rows, nq, mat(o_proj), H, h_.get(), H, true);
+      gpu::rmsnorm(h_.get(), rows, H, norm_post_[sz(l)].get(), H, eps, xb_.get(), st);
+      if (m.gate_up_fused()) {
+        gemm(xb_.get(), rows, H, mat(gate_proj), 2 * I, gu_.get(), 2 * I, false);
+      } else {
+        gemm(xb_.get(), rows, H, mat(gate_proj), I, gu_.get(), 2 * I, false);
+        gemm(xb_.get(), rows, H, mat(up_proj), I, gu_.get() + I, 2 * I, false);
+      }
+      gpu::swiglu(gu_.get(), rows, I, act_.get(), st);
+      gemm(act_.get(), rows, I, mat(down_proj), H, h_.get(), H, true);
+    }
+    gpu::rmsnorm(h_.get() + (t_new - 1) * H, batch_, int64_t{t_new} * H, norm_final_.get(), H, eps,
+                 xf_.get(), st);
+    const uint16_t* LM =
+        provider_->acquire(lm_head_unit(s), st) + provider_->map(lm_head_unit(s)).slices[0].offset;
+    gemm(xf_.get(), batch_, H, LM, s.vocab, logits_.get(), s.vocab, false);
+    position_ += t_new;
+  }
+
+  ModelShape s_;
+  std::unique_ptr<DeviceProvider> provider_;
+  std::unique_ptr<cuda::Stream> stream_;
+  CublasHandle blas_;
+  int batch_, max_positions_, position_ = 0, rows_cap_ = 0;
+  std::vector<cuda::DeviceBuffer<uint16_t>> norm_in_, norm_post_;
+  cuda::DeviceBuffer<uint16_t> norm_final_;
+  cuda::DeviceBuffer<float> rope_;
+  std::vector<cuda::DeviceBuffer<uint16_t>> kc_, vc_;
+  cuda::DeviceBuffer<int32_t> tokens_, next_;
+  cuda::DeviceBuffer<float> h_, qkv_, gu_, logits_;
+  cuda::DeviceBuffer<uint16_t> xb_, att_, act_, xf_;
+  std::vector<int32_t> part_;
+};
+
+class CudaBuilder final : public ModelBuilder {
+ public:
+  CudaBuilder(const ModelShape& s, const Norms& norms, const ModelRequest& r)
+      : s_(s), norms_(norms), request_(r) {
+    if (!cuda_available())
+      throw Error("the CUDA backend: no CUDA device is available (no driver or no GPU)");
+    watch().sample();  // the baseline, before this process allocates anything
+    stream_ = std::make_unique<cuda::Stream>();
+    switch (r.weights) {
+      case WeightsKind::bf16:
+        provider_ = std::make_unique<Bf16DeviceProvider>();
+        break;
+      case WeightsKind::df11:
+        provider_ = std::make_unique<Df11DeviceProvider>(r.variant);
+        break;
+      case WeightsKind::cpu_offload:
+        provider_ = std::make_unique<OffloadProvider>();
+        break;
+    }
+  }
+  void add(UnitFeed& feed) override {
+    provider_->add(feed, stream_->get());
+    watch().sample();
+  }
+  std::unique_ptr<Model> finish() override {
+    provider_->prepare();
+    return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
+                                       request_.batch, request_.max_positions);
+  }
+
+ private:
+  ModelShape s_;
+  const Norms& norms_;
+  ModelRequest request_;
+  std::unique_ptr<cuda::Stream> stream_;
+  std::unique_ptr<DeviceProvider> provider_;
+};
+
+}  // namespace
+
+bool cuda_built() {
+  return true;
+}
+bool cuda_available() {
+  return cuda::device_available();
+}
+
+std::string cuda_device_name() {
+  if (!cuda_available()) return "none";
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  cudaDeviceProp p{};
+  CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  return fmt::format("{} (sm_{}{}, {} SMs, {:.1f} GiB)", p.name, p.major, p.minor,
+                     p.multiProcessorCount, static_cast<double>(p.totalGlobalMem) / (1 << 30));
+}
+
+uint64_t cuda_peak_memory() {
+  return watch().started ? watch().peak : 0;
+}
+
+std::unique_ptr<ModelBuilder> make_cuda_builder(const ModelShape& shape, const Norms& norms,
+                                                const ModelRequest& request) {
+  return std::make_unique<CudaBuilder>(shape, norms, request);
+}
+
+}  // namespace df11::e2e

@@ -1,0 +1,25 @@
+// Builds without CUDA: the CUDA backend exists and says why it cannot run.
+#include "codec/common.hpp"
+#include "e2e/factory.hpp"
+
+namespace df11::e2e {
+
+bool cuda_built() {
+  return false;
+}
+bool cuda_available() {
+  return false;
+}
+std::string cuda_device_name() {
+  return "none (built without CUDA)";
+}
+uint64_t cuda_peak_memory() {
+  return 0;
+}
+
+std::unique_ptr<ModelBuilder> make_cuda_builder(const ModelShape&, const Norms&,
+                                                const ModelRequest&) {
+  throw Error("the CUDA backend: this build has no CUDA (nvcc was not found at configure time)");
+}
+
+}  // namespace df11::e2e

@@ -1,0 +1,74 @@
+// Model building for both backends.
+#include "e2e/factory.hpp"
+
+#include <fmt/format.h>
+
+#include "e2e/cpu_model.hpp"
+#include "e2e/host_provider.hpp"
+
+namespace df11::e2e {
+namespace {
+
+class CpuBuilder final : public ModelBuilder {
+ public:
+  CpuBuilder(const ModelShape& shape, const Norms& norms, const ModelRequest& r)
+      : shape_(shape),
+        norms_(norms),
+        request_(r),
+        provider_(make_host_provider(r.weights, shape, r.variant, r.threads)) {}
+  void add(UnitFeed& feed) override { provider_->add(feed); }
+  std::unique_ptr<Model> finish() override {
+    return std::make_unique<CpuModel>(shape_, norms_, std::move(provider_), request_.batch,
+                                      request_.max_positions, request_.threads);
+  }
+
+ private:
+  ModelShape shape_;
+  const Norms& norms_;
+  ModelRequest request_;
+  std::unique_ptr<HostProvider> provider_;
+};
+
+}  // namespace
+
+std::vector<std::unique_ptr<Model>> build_models(const WeightSource& source,
+                                                 const std::vector<ModelRequest>& requests,
+                                                 const BuildProgress& progress) {
+  const ModelShape& s = source.shape();
+  std::vector<std::unique_ptr<ModelBuilder>> builders;
+  for (const ModelRequest& r : requests) {
+    if (r.batch <= 0 || r.max_positions <= 0) {
+      throw Error(fmt::format("model: batch ({}) and positions ({}) must be positive", r.batch,
+                              r.max_positions));
+    }
+    if (r.backend == Backend::cpu) {
+      builders.push_back(std::make_unique<CpuBuilder>(s, source.norms(), r));
+    } else {
+      builders.push_back(make_cuda_builder(s, source.norms(), r));
+    }
+  }
+  const int n = n_units(s);
+  for (int u = 0; u < n; ++u) {
+    UnitFeed feed = source.load(u);
+    for (auto& b : builders) b->add(feed);
+    if (progress) progress(u + 1, n, feed.name());
+  }
+  std::vector<std::unique_ptr<Model>> models;
+  for (auto& b : builders) models.push_back(b->finish());
+  return models;
+}
+
+Backend resolve_backend(const std::string& name) {
+  if (name == "cpu") return Backend::cpu;
+  if (name == "cuda") {
+    if (!cuda_built())
+      throw Error("--backend cuda: this build has no CUDA (nvcc was not found at configure time)");
+    if (!cuda_available())
+      throw Error("--backend cuda: no CUDA device is available (no driver or no GPU)");
+    return Backend::cuda;
+  }
+  if (name == "auto") return cuda_available() ? Backend::cuda : Backend::cpu;
+  throw Error(fmt::format("unknown --backend '{}' (auto, cpu or cuda)", name));
+}
+
+}  // namespace df11::e2e

@@ -1,0 +1,59 @@
+// Builds models from a weight source: every unit is loaded once and handed to each model being
+// built (so `--check` reads a checkpoint once), on the CPU or CUDA backend.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "e2e/model.hpp"
+#include "e2e/weights.hpp"
+
+namespace df11::e2e {
+
+// The decoder variant CUDA models use unless told otherwise.
+inline constexpr const char* kDefaultCudaVariant = "flat12.gap5-warp.smem-out.t512.b8";
+
+struct ModelRequest {
+  Backend backend = Backend::cpu;
+  WeightsKind weights = WeightsKind::bf16;
+  // DF11 decoder variant. Empty: decode_cpu on the CPU, kDefaultCudaVariant (or the first
+  // variant of the DF11 layout) on CUDA. On the CPU a named variant runs its host emulation.
+  std::string variant;
+  int batch = 1;
+  int max_positions = 0;  // KV-cache positions per row
+  int threads = 0;        // CPU worker threads (0 = all cores)
+};
+
+// Takes the units of one model while it is built.
+class ModelBuilder {
+ public:
+  virtual ~ModelBuilder() = default;
+  virtual void add(UnitFeed& feed) = 0;
+  [[nodiscard]] virtual std::unique_ptr<Model> finish() = 0;
+};
+
+// Called after each unit: (units done, units in all, name of the unit).
+using BuildProgress = std::function<void(int, int, const std::string&)>;
+
+[[nodiscard]] std::vector<std::unique_ptr<Model>> build_models(
+    const WeightSource& source, const std::vector<ModelRequest>& requests,
+    const BuildProgress& progress = {});
+
+// "auto" (cuda when a device is available, else cpu), "cpu" or "cuda".
+[[nodiscard]] Backend resolve_backend(const std::string& name);
+
+// ---- CUDA (cuda_model.cpp; in builds without CUDA these say so) ----
+[[nodiscard]] bool cuda_built();
+// A usable device: false without a driver, without a device, or in builds without CUDA.
+[[nodiscard]] bool cuda_available();
+[[nodiscard]] std::string cuda_device_name();
+[[nodiscard]] std::unique_ptr<ModelBuilder> make_cuda_builder(const ModelShape& shape,
+                                                              const Norms& norms,
+                                                              const ModelRequest& request);
+// Device memory in use by this process beyond what it used at the first call (bytes, sampled
+// by the CUDA models after every forward); 0 without CUDA.
+[[nodiscard]] uint64_t cuda_peak_memory();
+
+}  // namespace df11::e2e

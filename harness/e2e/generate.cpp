@@ -1,0 +1,178 @@
+// Greedy generation and the bit-for-bit side-by-side check.
+#include "e2e/generate.hpp"
+
+#include <sys/resource.h>
+
+#include <bit>
+#include <charconv>
+#include <chrono>
+
+#include <fmt/format.h>
+
+#include "codec/common.hpp"
+
+namespace df11::e2e {
+
+std::vector<std::vector<int32_t>> batch_prompts(const std::vector<int32_t>& prompt, int batch,
+                                                int64_t vocab, bool shift) {
+  if (batch <= 0) throw Error(fmt::format("--batch must be positive, got {}", batch));
+  std::vector<std::vector<int32_t>> rows(static_cast<std::size_t>(batch), prompt);
+  for (int b = 0; shift && b < batch; ++b)
+    for (int32_t& t : rows[static_cast<std::size_t>(b)])
+      t = static_cast<int32_t>((t + int64_t{b}) % vocab);
+  return rows;
+}
+
+std::vector<int32_t> random_prompt(int length, int64_t vocab, uint64_t seed) {
+  std::vector<int32_t> p(static_cast<std::size_t>(length));
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+  for (int32_t& t : p) {
+    x ^= x >> 33;
+    x *= 0xFF51AFD7ED558CCDull;
+    x ^= x >> 29;
+    x += 0x9E3779B97F4A7C15ull;
+    t = static_cast<int32_t>(x % static_cast<uint64_t>(vocab));
+  }
+  return p;
+}
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::size_t j = text.find(',', i);
+    if (j == std::string::npos) j = text.size();
+    std::string_view item(text.data() + i, j - i);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    int32_t v = 0;
+    const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (item.empty() || ec != std::errc() || end != item.data() + item.size() || v < 0) {
+      throw Error(fmt::format(
+          "--prompt-ids: '{}' is not a non-negative integer (expected e.g. 1,2,3)", item));
+    }
+    ids.push_back(v);
+    i = j + 1;
+  }
+  if (ids.empty()) throw Error("--prompt-ids: no token ids");
+  return ids;
+}
+
+uint64_t peak_rss_bytes() {
+  rusage u{};
+  if (getrusage(RUSAGE_SELF, &u) != 0) return 0;
+  return static_cast<uint64_t>(u.ru_maxrss) * 1024;  // Linux reports kilobytes
+}
+
+std::string Mismatch::describe(const std::string& name_a, const std::string& name_b) const {
+  return fmt::format(
+      "first mismatch at step {}, batch row {}, vocabulary index {}: {} gives {:.9g} (0x{:08x}), "
+      "{} "
+      "gives {:.9g} (0x{:08x})",
+      step, row, index, name_a, a, bits_a, name_b, b, bits_b);
+}
+
+std::optional<Mismatch> compare_logits(std::span<const float> a, std::span<const float> b, int rows,
+                                       int64_t vocab, int step) {
+  const auto n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(vocab);
+  if (a.size() != n || b.size() != n) {
+    throw Error(fmt::format("compare_logits: {} and {} logits for {} rows of {}", a.size(),
+                            b.size(), rows, vocab));
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto ba = std::bit_cast<uint32_t>(a[i]), bb = std::bit_cast<uint32_t>(b[i]);
+    if (ba != bb) {
+      Mismatch m;
+      m.step = step;
+      m.row = static_cast<int>(i / static_cast<std::size_t>(vocab));
+      m.index = static_cast<int64_t>(i % static_cast<std::size_t>(vocab));
+      m.a = a[i];
+      m.b = b[i];
+      m.bits_a = ba;
+      m.bits_b = bb;
+      return m;
+    }
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+GenerationResult generate(Model& model, const std::vector<std::vector<int32_t>>& prompts,
+                          int max_new, Model* reference) {
+  const int B = model.batch();
+  if (prompts.size() != static_cast<std::size_t>(B)) {
+    throw Error(fmt::format("generate: {} prompts for a batch of {}", prompts.size(), B));
+  }
+  const std::size_t L = prompts.front().size();
+  for (const auto& p : prompts)
+    if (p.size() != L || L == 0)
+      throw Error("generate: every row needs a prompt of the same, non-zero length");
+  if (max_new <= 0) throw Error(fmt::format("--max-new-tokens must be positive, got {}", max_new));
+  if (static_cast<int64_t>(L) + max_new - 1 > model.max_positions()) {
+    throw Error(
+        fmt::format("generate: a prompt of {} plus {} new tokens exceeds the model's {} positions",
+                    L, max_new, model.max_positions()));
+  }
+  if (reference && (reference->batch() != B || reference->shape().vocab != model.shape().vocab)) {
+    throw Error("generate: the reference model has another batch or vocabulary");
+  }
+  const int64_t V = model.shape().vocab;
+
+  GenerationResult res;
+  res.tokens.assign(static_cast<std::size_t>(B), {});
+  res.checked = reference != nullptr;
+  if (reference) res.reference_timing = Timing{};
+  model.reset();
+  if (reference) reference->reset();
+
+  std::vector<int32_t> feed;
+  for (const auto& p : prompts) feed.insert(feed.end(), p.begin(), p.end());
+  int n_new = static_cast<int>(L);
+  std::vector<float> la, lb;
+  std::vector<int32_t> next, next_ref;
+  for (int step = 0; step < max_new; ++step) {
+    const bool prefill = step == 0;
+    // Each model is timed alone (forward + reading its result), so a check costs no speed.
+    auto t0 = std::chrono::steady_clock::now();
+    model.forward(feed, n_new);
+    if (reference) {
+      model.logits(la);
+      argmax_rows(la, B, V, next);
+    } else {
+      model.argmax(next);
+    }
+    (prefill ? res.timing.prefill_s : res.timing.decode_s) += seconds_since(t0);
+    (prefill ? res.timing.prefill_tokens : res.timing.decode_tokens) += int64_t{B} * n_new;
+
+    if (reference) {
+      t0 = std::chrono::steady_clock::now();
+      reference->forward(feed, n_new);
+      reference->logits(lb);
+      Timing& rt = *res.reference_timing;
+      (prefill ? rt.prefill_s : rt.decode_s) += seconds_since(t0);
+      (prefill ? rt.prefill_tokens : rt.decode_tokens) += int64_t{B} * n_new;
+      res.mismatch = compare_logits(la, lb, B, V, step);
+      if (res.mismatch) return res;
+      argmax_rows(lb, B, V, next_ref);
+      if (next_ref != next) {  // cannot differ when the logits agree; guards the argmax itself
+        throw Error(fmt::format("generate: step {}: equal logits but different tokens", step));
+      }
+      ++res.steps_checked;
+    }
+    for (int b = 0; b < B; ++b)
+      res.tokens[static_cast<std::size_t>(b)].push_back(next[static_cast<std::size_t>(b)]);
+    feed = next;
+    n_new = 1;
+    if (step + 1 == max_new) break;  // the last token is not fed back
+  }
+  return res;
+}
+
+}  // namespace df11::e2e

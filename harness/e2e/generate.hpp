@@ -1,0 +1,71 @@
+// Greedy generation over a batch, with timing of prefill and decode, and the side-by-side check:
+// two models (BF16 and DF11 weights) fed the same tokens in lockstep, their logits compared bit
+// for bit at every step.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "e2e/model.hpp"
+
+namespace df11::e2e {
+
+// Row b of a batch: the prompt with every id shifted by b (mod vocab), so that rows differ; with
+// shift = false the prompt itself in every row (text prompts, whose shifted ids mean nothing).
+[[nodiscard]] std::vector<std::vector<int32_t>> batch_prompts(const std::vector<int32_t>& prompt,
+                                                              int batch, int64_t vocab,
+                                                              bool shift = true);
+// A deterministic prompt of `length` ids in [0, vocab) for benchmarks.
+[[nodiscard]] std::vector<int32_t> random_prompt(int length, int64_t vocab, uint64_t seed);
+// "1,2,3" -> {1, 2, 3}; throws df11::Error on anything else.
+[[nodiscard]] std::vector<int32_t> parse_ids(const std::string& text);
+// Peak resident set size of this process (bytes; getrusage).
+[[nodiscard]] uint64_t peak_rss_bytes();
+
+// The first difference between two models' logits.
+struct Mismatch {
+  int step = 0;       // 0: the prefill's logits; s: after s generated tokens were fed back
+  int row = 0;        // batch row
+  int64_t index = 0;  // vocabulary index
+  float a = 0, b = 0;
+  uint32_t bits_a = 0, bits_b = 0;
+  [[nodiscard]] std::string describe(const std::string& name_a, const std::string& name_b) const;
+};
+
+// Compares float bit patterns of two [rows][vocab] arrays; the first difference in row-major order.
+[[nodiscard]] std::optional<Mismatch> compare_logits(std::span<const float> a,
+                                                     std::span<const float> b, int rows,
+                                                     int64_t vocab, int step);
+
+struct Timing {
+  int64_t prefill_tokens = 0;  // batch x prompt length
+  int64_t decode_tokens = 0;   // batch x (new tokens - 1): the first comes from the prefill
+  double prefill_s = 0, decode_s = 0;
+  [[nodiscard]] double prefill_tokens_per_s() const {
+    return prefill_s > 0 ? static_cast<double>(prefill_tokens) / prefill_s : 0;
+  }
+  [[nodiscard]] double decode_tokens_per_s() const {
+    return decode_s > 0 ? static_cast<double>(decode_tokens) / decode_s : 0;
+  }
+};
+
+struct GenerationResult {
+  std::vector<std::vector<int32_t>> tokens;  // [batch][generated]
+  Timing timing;                             // of the model
+  std::optional<Timing> reference_timing;    // of the reference, when checking
+  bool checked = false;
+  int steps_checked = 0;  // steps whose logits matched
+  std::optional<Mismatch> mismatch;
+};
+
+// Greedy decoding (argmax, ties to the lowest index) of max_new tokens per row after the prompts
+// (all of one length). With a reference model, both run the same tokens and every step's logits
+// must match bit for bit; generation stops at the first mismatch. Both models are reset first.
+[[nodiscard]] GenerationResult generate(Model& model,
+                                        const std::vector<std::vector<int32_t>>& prompts,
+                                        int max_new, Model* reference = nullptr);
+
+}  // namespace df11::e2e

@@ -1,0 +1,88 @@
+// The CPU worker pool (see pool.hpp).
+#include "e2e/pool.hpp"
+
+#include "codec/common.hpp"
+
+namespace df11::e2e {
+
+Pool::Pool(int n_threads) : n_(resolve_threads(n_threads)) {
+  for (int w = 1; w < n_; ++w) threads_.emplace_back([this, w] { work(w); });
+}
+
+Pool::~Pool() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void Pool::drain(int worker) {
+  for (;;) {
+    std::size_t task;
+    {
+      std::lock_guard lock(mutex_);
+      if (next_ >= n_tasks_ || error_) return;
+      task = next_++;
+    }
+    try {
+      (*fn_)(task, worker);
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+    std::lock_guard lock(mutex_);
+    ++finished_;
+  }
+}
+
+void Pool::work(int worker) {
+  unsigned long seen = 0;
+  for (;;) {
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      ++busy_;
+    }
+    drain(worker);
+    {
+      std::lock_guard lock(mutex_);
+      --busy_;
+    }
+    done_.notify_all();
+  }
+}
+
+void Pool::run(std::size_t n_tasks, const std::function<void(std::size_t, int)>& fn) {
+  if (n_tasks == 0) return;
+  if (n_ == 1 || n_tasks == 1) {
+    for (std::size_t t = 0; t < n_tasks; ++t) fn(t, 0);
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    fn_ = &fn;
+    n_tasks_ = n_tasks;
+    next_ = 0;
+    finished_ = 0;
+    error_ = nullptr;
+    ++generation_;
+  }
+  wake_.notify_all();
+  drain(0);
+  std::exception_ptr error;
+  {
+    std::unique_lock lock(mutex_);
+    // Wait until every task ran (or was abandoned after an error) and no worker still holds fn.
+    done_.wait(lock, [&] { return busy_ == 0 && (finished_ == n_tasks_ || error_); });
+    error = error_;
+    fn_ = nullptr;
+    n_tasks_ = 0;
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace df11::e2e

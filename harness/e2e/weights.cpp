@@ -1,0 +1,368 @@
+// Weight sources of the end-to-end model and the on-demand conversions of a unit between BF16
+// and its encoded forms.
+#include "e2e/weights.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "codec/bf16.hpp"
+#include "codec/cpu_decoder.hpp"
+#include "codec/encoder.hpp"
+#include "datasets/synthetic.hpp"
+
+namespace df11::e2e {
+namespace {
+
+constexpr std::array<std::string_view, kRoles> kRoleNames = {
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+std::string shape_text(const std::vector<int64_t>& s) {
+  return fmt::format("[{}]", fmt::join(s, ", "));
+}
+
+// "model.layers.3.self_attn.q_proj.weight" -> "q_proj"
+std::string_view last_component(std::string_view name) {
+  if (name.ends_with(".weight")) name.remove_suffix(7);
+  const auto dot = name.rfind('.');
+  return dot == std::string_view::npos ? name : name.substr(dot + 1);
+}
+
+std::string layer_name(int i) {
+  return fmt::format("model.layers.{}", i);
+}
+
+}  // namespace
+
+bool UnitMap::qkv_fused() const {
+  if (slices.size() != kRoles) return false;
+  const Slice &q = slices[q_proj], &k = slices[k_proj], &v = slices[v_proj];
+  return k.offset == q.offset + static_cast<uint64_t>(q.rows * q.cols) &&
+         v.offset == k.offset + static_cast<uint64_t>(k.rows * k.cols);
+}
+
+bool UnitMap::gate_up_fused() const {
+  if (slices.size() != kRoles) return false;
+  const Slice &g = slices[gate_proj], &u = slices[up_proj];
+  return u.offset == g.offset + static_cast<uint64_t>(g.rows * g.cols);
+}
+
+UnitMap map_unit(const ModelShape& s, int unit, const std::string& unit_name,
+                 const std::vector<std::string>& names,
+                 const std::vector<std::vector<int64_t>>& shapes) {
+  UnitMap m;
+  if (names.size() != shapes.size())
+    throw Error(fmt::format("unit {}: names and shapes disagree", unit_name));
+  std::vector<std::vector<int64_t>> expected;
+  std::vector<std::string_view> roles;
+  if (unit < s.n_layers) {
+    for (const auto& spec : synth::layer_specs(s)) expected.push_back({spec.rows, spec.cols});
+    roles.assign(kRoleNames.begin(), kRoleNames.end());
+  } else {
+    expected.push_back({s.vocab, s.hidden});
+    roles.push_back({});
+  }
+  m.slices.assign(roles.size(), Slice{});
+  std::vector<bool> seen(roles.size(), false);
+  if (names.size() != roles.size()) {
+    throw Error(fmt::format("unit {}: holds {} tensors ({}), the model needs {}", unit_name,
+                            names.size(), fmt::join(names, ", "), roles.size()));
+  }
+  uint64_t offset = 0;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    std::size_t r = 0;
+    if (roles.size() > 1) {
+      const auto it = std::find(roles.begin(), roles.end(), last_component(names[i]));
+      if (it == roles.end())
+        throw Error(fmt::format("unit {}: tensor '{}' is not a block matrix", unit_name, names[i]));
+      r = static_cast<std::size_t>(it - roles.begin());
+    }
+    if (seen[r])
+      throw Error(fmt::format("unit {}: tensor '{}' appears twice", unit_name, names[i]));
+    seen[r] = true;
+    if (shapes[i] != expected[r]) {
+      throw Error(fmt::format("unit {}: tensor '{}' is {}, the model ({}) needs {}", unit_name,
+                              names[i], shape_text(shapes[i]), describe(s),
+                              shape_text(expected[r])));
+    }
+    m.slices[r] = Slice{offset, shapes[i][0], shapes[i][1]};
+    offset += static_cast<uint64_t>(shapes[i][0] * shapes[i][1]);
+  }
+  m.n_elements = offset;
+  return m;
+}
+
+// ---- UnitFeed --------------------------------------------------------------------------------
+
+UnitFeed::UnitFeed(int unit, UnitMap map, Unit bf16, int threads)
+    : unit_(unit), map_(std::move(map)), threads_(threads), unit_bf16_(std::move(bf16)) {}
+
+UnitFeed::UnitFeed(int unit, UnitMap map, EncodedUnit encoded, int threads)
+    : unit_(unit), map_(std::move(map)), threads_(threads) {
+  encoded_.push_back(std::move(encoded));
+}
+
+const std::string& UnitFeed::name() const {
+  return unit_bf16_ ? unit_bf16_->name : encoded_.front().name;
+}
+
+const std::vector<uint16_t>& UnitFeed::bf16() {
+  if (flat_) return *flat_;
+  if (unit_bf16_) {
+    std::vector<uint16_t> flat;
+    flat.reserve(map_.n_elements);
+    for (const auto& t : unit_bf16_->tensors) flat.insert(flat.end(), t.data.begin(), t.data.end());
+    flat_ = std::move(flat);
+    unit_bf16_->tensors.clear();  // keep names only: the flat copy is the data now
+  } else {
+    flat_ = decode_cpu(encoded_.front(), threads_);
+  }
+  return *flat_;
+}
+
+const EncodedUnit& UnitFeed::encoded(const Layout& layout) {
+  for (const auto& e : encoded_)
+    if (e.layout == layout) return e;
+  const std::vector<uint16_t>& flat = bf16();
+  UnitView view{name(), {}};
+  // Tensor order of the source: the same concatenation the map describes.
+  std::vector<std::pair<uint64_t, std::size_t>> order;
+  for (std::size_t r = 0; r < map_.slices.size(); ++r) order.emplace_back(map_.slices[r].offset, r);
+  std::sort(order.begin(), order.end());
+  const bool block = map_.slices.size() == kRoles;
+  for (const auto& [offset, r] : order) {
+    const Slice& sl = map_.slices[r];
+    const std::string tname = block ? std::string(kRoleNames[r]) : name();
+    view.tensors.push_back(
+        TensorView{tname,
+                   {sl.rows, sl.cols},
+                   std::span<const uint16_t>(flat.data() + sl.offset,
+                                             static_cast<std::size_t>(sl.rows * sl.cols))});
+  }
+  encoded_.push_back(encode(view, layout, threads_));
+  return encoded_.back();
+}
+
+// ---- sources ---------------------------------------------------------------------------------
+
+void synthetic_norm(std::vector<uint16_t>& out, uint64_t seed, const std::string& name) {
+  // splitmix64 keyed by an FNV-1a walk over the name: the recipe `df11 synth` uses, so both agree.
+  uint64_t state = seed ^ 0x9E3779B97F4A7C15ull;
+  for (const char c : name) state = (state ^ static_cast<uint8_t>(c)) * 0x100000001B3ull;
+  for (uint16_t& w : out) {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const double u = static_cast<double>(z >> 11) * 0x1.0p-53 * 2.0 - 1.0;
+    w = float_to_bf16(static_cast<float>(1.0 + 0.1 * u));
+  }
+}
+
+namespace {
+
+class SyntheticSource final : public WeightSource {
+ public:
+  SyntheticSource(const ModelShape& shape, uint64_t seed, int threads, const std::string& name)
+      : seed_(seed), threads_(threads) {
+    validate(shape, "synthetic model");
+    shape_ = shape;
+    description_ = fmt::format("synthetic {}(seed {})", name.empty() ? "" : name + " ", seed);
+    const auto h = static_cast<std::size_t>(shape.hidden);
+    norms_.input.assign(static_cast<std::size_t>(shape.n_layers), std::vector<uint16_t>(h));
+    norms_.post = norms_.input;
+    norms_.final_norm.resize(h);
+    for (int64_t i = 0; i < shape.n_layers; ++i) {
+      synthetic_norm(norms_.input[static_cast<std::size_t>(i)], seed,
+                     fmt::format("model.layers.{}.input_layernorm.weight", i));
+      synthetic_norm(norms_.post[static_cast<std::size_t>(i)], seed,
+                     fmt::format("model.layers.{}.post_attention_layernorm.weight", i));
+    }
+    synthetic_norm(norms_.final_norm, seed, "model.norm.weight");
+  }
+
+  UnitFeed load(int unit) const override {
+    const ModelShape& s = shape_;
+    Unit u;
+    if (unit == lm_head_unit(s)) {
+      u = synth::make_matrix_unit("lm_head", "lm_head", "lm_head", s.vocab, s.hidden, seed_,
+                                  threads_);
+    } else if (unit == embed_unit(s)) {
+      u = synth::make_matrix_unit("model.embed_tokens", "model.embed_tokens", "embed_tokens",
+                                  s.vocab, s.hidden, seed_, threads_);
+    } else if (unit >= 0 && unit < s.n_layers) {
+      u = synth::make_layer(s, unit, seed_, 1.0, threads_);
+    } else {
+      throw Error(fmt::format("synthetic model: no unit {}", unit));
+    }
+    std::vector<std::string> names;
+    std::vector<std::vector<int64_t>> shapes;
+    for (const auto& t : u.tensors) {
+      names.push_back(t.name);
+      shapes.push_back(t.shape);
+    }
+    UnitMap map = map_unit(s, unit, u.name, names, shapes);
+    return UnitFeed(unit, std::move(map), std::move(u), threads_);
+  }
+
+ private:
+  uint64_t seed_;
+  int threads_;
+};
+
+// Reads a [hidden] BF16 norm from a checkpoint's files.
+std::vector<uint16_t> read_norm(const ckpt::ShardSet& shards, const std::string& name,
+                                int64_t hidden) {
+  const ckpt::ShardSet::Ref& ref = shards.at(name);
+  if (ref.info->dtype != st::DType::BF16 || ref.info->shape != std::vector<int64_t>{hidden}) {
+    throw Error(fmt::format("{}: tensor '{}' is {} {}, expected BF16 [{}]",
+                            ref.file->path().string(), name, st::dtype_name(ref.info->dtype),
+                            shape_text(ref.info->shape), hidden));
+  }
+  const auto bytes = shards.bytes(ref);
+  std::vector<uint16_t> out(static_cast<std::size_t>(hidden));
+  std::memcpy(out.data(), bytes.data(), bytes.size());  // safetensors does not align tensors
+  return out;
+}
+
+// Unit specs of a checkpoint indexed like the model's units.
+std::vector<const ckpt::UnitSpec*> index_units(const ModelShape& s, const ckpt::Contents& contents,
+                                               const std::string& where) {
+  std::vector<const ckpt::UnitSpec*> by_unit(static_cast<std::size_t>(n_units(s)), nullptr);
+  for (const auto& u : contents.units) {
+    int idx = -1;
+    if (u.name == "model.embed_tokens") {
+      idx = embed_unit(s);
+    } else if (u.name == "lm_head") {
+      idx = lm_head_unit(s);
+    } else {
+      for (int i = 0; i < s.n_layers; ++i)
+        if (u.name == layer_name(i)) idx = i;
+    }
+    if (idx < 0)
+      throw Error(fmt::format("{}: unit '{}' is not part of the Mistral model", where, u.name));
+    by_unit[static_cast<std::size_t>(idx)] = &u;
+  }
+  // Tied embeddings: the output projection is the embedding matrix.
+  if (!by_unit[static_cast<std::size_t>(lm_head_unit(s))])
+    by_unit[static_cast<std::size_t>(lm_head_unit(s))] =
+        by_unit[static_cast<std::size_t>(embed_unit(s))];
+  for (int i = 0; i < n_units(s); ++i) {
+    if (!by_unit[static_cast<std::size_t>(i)]) {
+      throw Error(fmt::format("{}: no unit {}", where,
+                              i < s.n_layers       ? layer_name(i)
+                              : i == embed_unit(s) ? "model.embed_tokens"
+                                                   : "lm_head"));
+    }
+  }
+  return by_unit;
+}
+
+Norms read_norms(const ModelShape& s, const ckpt::ShardSet& shards) {
+  Norms n;
+  for (int64_t i = 0; i < s.n_layers; ++i) {
+    n.input.push_back(
+        read_norm(shards, fmt::format("model.layers.{}.input_layernorm.weight", i), s.hidden));
+    n.post.push_back(read_norm(
+        shards, fmt::format("model.layers.{}.post_attention_layernorm.weight", i), s.hidden));
+  }
+  n.final_norm = read_norm(shards, "model.norm.weight", s.hidden);
+  return n;
+}
+
+ModelShape checked_shape(const ckpt::ModelConfig& config, const std::filesystem::path& dir) {
+  const std::string where = (dir / "config.json").string();
+  if (!config.arch) throw Error(fmt::format("{}: no model architecture (hidden_size, ...)", where));
+  // Variants of the architecture this forward pass does not implement are refused, not run wrong.
+  const nlohmann::json& j = config.json;
+  auto set = [&](const char* key) {
+    return j.contains(key) && !j[key].is_null() && j[key] != false;
+  };
+  if (set("rope_scaling")) throw Error(fmt::format("{}: rope_scaling is not implemented", where));
+  if (set("attention_bias") || set("mlp_bias"))
+    throw Error(fmt::format("{}: biases are not implemented", where));
+  if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
+    throw Error(fmt::format("{}: hidden_act {} is not implemented (silu is)", where,
+                            j["hidden_act"].dump()));
+  }
+  // sliding_window is accepted: attention is full causal, which equals it below the window.
+  return shape_of(*config.arch, where);
+}
+
+class HfSource final : public WeightSource {
+ public:
+  HfSource(const std::filesystem::path& dir, int threads)
+      : ckpt_(ckpt::HfCheckpoint::open(dir)), threads_(threads) {
+    shape_ = checked_shape(ckpt_.config(), dir);
+    contents_ = ckpt_.contents(ckpt::PatternDict::mistral());
+    units_ = index_units(shape_, contents_, dir.string());
+    norms_ = read_norms(shape_, ckpt_.shards());
+    description_ = fmt::format("HF checkpoint {}", dir.string());
+  }
+
+  UnitFeed load(int unit) const override {
+    const ckpt::UnitSpec& spec = *units_.at(static_cast<std::size_t>(unit));
+    const ckpt::LoadedUnit loaded = ckpt_.load(spec);
+    Unit u;
+    u.name = spec.name;
+    std::vector<std::string> names;
+    std::vector<std::vector<int64_t>> shapes;
+    for (const auto& t : loaded.view.tensors) {
+      u.tensors.push_back(
+          Bf16Tensor{t.name, t.shape, std::vector<uint16_t>(t.data.begin(), t.data.end())});
+      names.push_back(t.name);
+      shapes.push_back(t.shape);
+    }
+    ckpt_.release(spec);
+    UnitMap map = map_unit(shape_, unit, spec.name, names, shapes);
+    return UnitFeed(unit, std::move(map), std::move(u), threads_);
+  }
+
+ private:
+  ckpt::HfCheckpoint ckpt_;
+  ckpt::Contents contents_;
+  std::vector<const ckpt::UnitSpec*> units_;
+  int threads_;
+};
+
+class Df11Source final : public WeightSource {
+ public:
+  Df11Source(const std::filesystem::path& dir, int threads)
+      : ckpt_(ckpt::Df11Checkpoint::open(dir)), threads_(threads) {
+    shape_ = checked_shape(ckpt_.config(), dir);
+    units_ = index_units(shape_, ckpt_.contents(), dir.string());
+    norms_ = read_norms(shape_, ckpt_.shards());
+    description_ = fmt::format("DF11 checkpoint {}", dir.string());
+  }
+
+  UnitFeed load(int unit) const override {
+    const ckpt::UnitSpec& spec = *units_.at(static_cast<std::size_t>(unit));
+    EncodedUnit e = ckpt_.load(spec);
+    ckpt_.release(spec);
+    UnitMap map = map_unit(shape_, unit, spec.name, e.tensor_names, e.tensor_shapes);
+    return UnitFeed(unit, std::move(map), std::move(e), threads_);
+  }
+
+ private:
+  ckpt::Df11Checkpoint ckpt_;
+  std::vector<const ckpt::UnitSpec*> units_;
+  int threads_;
+};
+
+}  // namespace
+
+std::unique_ptr<WeightSource> synthetic_source(const ModelShape& shape, uint64_t seed, int threads,
+                                               const std::string& name) {
+  return std::make_unique<SyntheticSource>(shape, seed, threads, name);
+}
+
+std::unique_ptr<WeightSource> open_checkpoint(const std::filesystem::path& dir, int threads) {
+  if (!std::filesystem::is_directory(dir))
+    throw Error(fmt::format("{}: not a directory", dir.string()));
+  if (ckpt::is_df11_dir(dir)) return std::make_unique<Df11Source>(dir, threads);
+  return std::make_unique<HfSource>(dir, threads);
+}
+
+}  // namespace df11::e2e

@@ -1,0 +1,122 @@
+// Where the model's weights come from (synthetic generator, Hugging Face BF16 directory, DF11
+// directory) and the form a unit travels in on its way to a weight provider: BF16 or encoded,
+// converted on demand (decode_cpu / encode) so every provider gets the form it stores.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "codec/layout.hpp"
+#include "codec/unit.hpp"
+#include "e2e/config.hpp"
+
+namespace df11::e2e {
+
+// Units of a model: 0..n_layers-1 are decoder blocks (7 matrices each), then embed_tokens, then
+// lm_head (with tied embeddings the lm_head unit holds the embedding matrix again).
+[[nodiscard]] inline int n_units(const ModelShape& s) {
+  return static_cast<int>(s.n_layers) + 2;
+}
+[[nodiscard]] inline int embed_unit(const ModelShape& s) {
+  return static_cast<int>(s.n_layers);
+}
+[[nodiscard]] inline int lm_head_unit(const ModelShape& s) {
+  return static_cast<int>(s.n_layers) + 1;
+}
+
+// The 7 matrices of a block, in the official order.
+enum Role : int { q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj };
+inline constexpr int kRoles = 7;
+
+// A matrix inside a unit's concatenated BF16 buffer: element offset, PyTorch [rows, cols].
+struct Slice {
+  uint64_t offset = 0;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+// Where each matrix of a unit lies in its decoded buffer (the order of the unit's tensors, as
+// DF11 concatenates them). A block unit has 7 slices indexed by Role; embed/lm_head have one.
+struct UnitMap {
+  std::vector<Slice> slices;
+  uint64_t n_elements = 0;
+  // True when q, k, v are adjacent in that order (one GEMM can produce all three), and the same
+  // for gate, up.
+  [[nodiscard]] bool qkv_fused() const;
+  [[nodiscard]] bool gate_up_fused() const;
+};
+
+// Builds the map from tensor names and shapes, checking them against the model: every role
+// exactly once (matched on the name's last component, ".weight" dropped) with the right shape.
+[[nodiscard]] UnitMap map_unit(const ModelShape& shape, int unit, const std::string& unit_name,
+                               const std::vector<std::string>& names,
+                               const std::vector<std::vector<int64_t>>& shapes);
+
+// The RMSNorm weights (BF16 patterns): always resident, they are tiny.
+struct Norms {
+  std::vector<std::vector<uint16_t>> input;  // per layer: input_layernorm
+  std::vector<std::vector<uint16_t>> post;   // per layer: post_attention_layernorm
+  std::vector<uint16_t> final_norm;          // model.norm
+};
+
+// One unit on its way from a source to the providers. It arrives BF16 or encoded; the other
+// forms are made once, on first request, and kept until the feed is dropped.
+class UnitFeed {
+ public:
+  UnitFeed(int unit, UnitMap map, Unit bf16, int threads);
+  UnitFeed(int unit, UnitMap map, EncodedUnit encoded, int threads);
+
+  [[nodiscard]] int unit() const { return unit_; }
+  [[nodiscard]] const UnitMap& map() const { return map_; }
+  [[nodiscard]] const std::string& name() const;
+  // The unit's matrices concatenated (n_elements BF16 words): what a decoder produces.
+  [[nodiscard]] const std::vector<uint16_t>& bf16();
+  // The unit encoded in `layout` (encoded here, or decoded and re-encoded when it arrived in
+  // another layout).
+  [[nodiscard]] const EncodedUnit& encoded(const Layout& layout);
+
+ private:
+  int unit_;
+  UnitMap map_;
+  int threads_;
+  std::optional<Unit> unit_bf16_;  // as it arrived (tensor list)
+  std::optional<std::vector<uint16_t>> flat_;
+  std::vector<EncodedUnit> encoded_;  // one per layout asked for
+};
+
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  [[nodiscard]] const ModelShape& shape() const { return shape_; }
+  [[nodiscard]] const Norms& norms() const { return norms_; }
+  // "synthetic tiny (seed 0)", "HF checkpoint DIR", "DF11 checkpoint DIR".
+  [[nodiscard]] const std::string& description() const { return description_; }
+  // Loads one unit (see n_units). Throws df11::Error naming the file and tensor.
+  [[nodiscard]] virtual UnitFeed load(int unit) const = 0;
+
+ protected:
+  ModelShape shape_{};
+  Norms norms_;
+  std::string description_;
+};
+
+// Synthetic weights of df11::synth (calibrated exponent statistics) for any shape, the same
+// bits `df11 synth` writes for that shape and seed (matrices from make_layer / make_matrix_unit,
+// norms 1 + u/10), so a synthesized directory and --synthetic give identical models.
+[[nodiscard]] std::unique_ptr<WeightSource> synthetic_source(const ModelShape& shape, uint64_t seed,
+                                                             int threads = 0,
+                                                             const std::string& name = "");
+// A Hugging Face BF16 directory or a DF11 directory (official or ours), told apart by
+// config.json's dfloat11_config.
+[[nodiscard]] std::unique_ptr<WeightSource> open_checkpoint(const std::filesystem::path& dir,
+                                                            int threads = 0);
+
+// The norm weights `df11 synth` writes for tensor `name` (deterministic in seed and name).
+void synthetic_norm(std::vector<uint16_t>& out, uint64_t seed, const std::string& name);
+
+}  // namespace df11::e2e

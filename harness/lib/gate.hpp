@@ -1,0 +1,149 @@
+// The regression gate behind `df11 gate`: reads two results.jsonl files (docs/RESULTS.md),
+// matches their cases, and gives each pair a noise-aware verdict.
+#pragma once
+
+#include <array>
+#include <compare>
+#include <cstdint>
+#include <iosfwd>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace df11::gate {
+
+// ---- The rule (threshold t, default 0.03) -------------------------------------------------
+//
+// Cases are matched by (experiment, unit, method, variant, batch). For a matched pair:
+//
+// 1. Dispositions first (timings exist only on `passed` rows):
+//    - baseline passed, candidate anything else                      -> WORSE   (fails)
+//    - baseline not passed, candidate passed                         -> BETTER
+//    - neither passed: candidate `incorrect` and baseline not        -> WORSE   (fails: a variant
+//      that was skipped or not run now produces wrong bits)
+//    - neither passed, otherwise                                     -> SAME    (nothing to time)
+//
+// 2. Both passed: with medians mb (baseline), mc (candidate), quartile intervals [q1b, q3b] and
+//    [q1c, q3c], change = (mc - mb) / mb and overlap = (q1c <= q3b && q1b <= q3c):
+//    - |change| <= t                      -> SAME       (even if the intervals are apart: a
+//                                                        real but negligible difference)
+//    - |change| >  t and not overlap      -> SLOW if change > 0 (fails), FAST if change < 0
+//    - |change| >  t and overlap          -> AMBIGUOUS  (does not fail)
+//    AMBIGUOUS means the medians moved by more than the threshold but the runs' middle halves
+//    still overlap: the noise is too large to decide. As each median lies in its own interval,
+//    this needs (q3b - q1b) + (q3c - q1c) >= |mc - mb| > t * mb: together the spreads exceed
+//    the threshold. Rerun with more samples, or on a quieter machine, to get a verdict.
+//
+//    The spirit is nvbench's robust compare (FAST/SLOW only when the intervals are disjoint and
+//    the gap exceeds a threshold), with [q1, q3] instead of [min, q3] and a default threshold
+//    of 3% instead of 0.5%, since our samples are wall/event times of whole forward passes.
+//
+// 3. Cases in only one file: NEW (candidate only) or MISSING (baseline only); not failures.
+//
+// Devices: every row of a file must name the same device (backend + name); the two files'
+// devices must be equal, or the gate refuses (unless ignore_device).
+//
+// Exit code (GateReport::exit_code): 1 if any SLOW or WORSE, 2 if refused, else 0. Malformed
+// input throws df11::Error naming the file and line (the CLI prints it and exits 1).
+
+enum class Disposition { passed, incorrect, not_supported, not_run };
+enum class Verdict { same, fast, slow, ambiguous, better, worse, new_case, missing };
+inline constexpr std::size_t verdict_count = 8;
+
+[[nodiscard]] const char* to_string(Disposition d);
+[[nodiscard]] const char* to_string(Verdict v);  // upper case, as printed: "SLOW", "NEW", ...
+// Throws df11::Error for an unknown name.
+[[nodiscard]] Disposition parse_disposition(const std::string& s);
+
+struct CaseKey {
+  std::string experiment;
+  std::string unit;
+  std::string method;
+  std::optional<std::string> variant;  // null for methods without decoder variants
+  int64_t batch = 0;
+  auto operator<=>(const CaseKey&) const = default;
+};
+// "experiment unit method[variant] b=batch", the case column of the table.
+[[nodiscard]] std::string to_string(const CaseKey& k);
+
+// Seconds per sample (one forward pass of the unit at that batch).
+struct Timing {
+  double median_s = 0;
+  double q1_s = 0;
+  double q3_s = 0;
+};
+
+struct Device {
+  std::string backend;  // "cuda" or "cpu"
+  std::string name;
+  auto operator<=>(const Device&) const = default;
+};
+[[nodiscard]] std::string to_string(const Device& d);  // "cuda: NVIDIA H100 80GB HBM3"
+
+struct ResultRow {
+  CaseKey key;
+  Device device;
+  Disposition disposition = Disposition::passed;
+  std::string reason;
+  std::optional<Timing> timing;  // present exactly when disposition is passed
+  int line = 0;                  // 1-based line in its file, for messages
+};
+
+struct ResultFile {
+  std::string path;  // as given, for messages
+  Device device;     // the one device of every row
+  std::vector<ResultRow> rows;
+};
+
+// Parses results.jsonl text. Blank lines are skipped; anything else must be a complete schema
+// version 1 row. Throws df11::Error "PATH:LINE: ..." on malformed JSON, a wrong
+// schema_version, missing or mistyped fields, implausible timings (non-positive, or not
+// q1 <= median <= q3), a duplicated case, a second device, or no rows at all.
+[[nodiscard]] ResultFile parse_results(std::istream& in, const std::string& path);
+[[nodiscard]] ResultFile load_results(const std::string& path);
+
+// The timing part of the rule (step 2) for two passed rows.
+[[nodiscard]] Verdict compare_timings(const Timing& baseline, const Timing& candidate,
+                                      double threshold);
+
+struct Comparison {
+  CaseKey key;
+  std::optional<ResultRow> baseline;
+  std::optional<ResultRow> candidate;
+  Verdict verdict = Verdict::same;
+  std::optional<double> change;  // (mc - mb) / mb when both passed
+};
+
+struct GateOptions {
+  double threshold = 0.03;  // relative, 0.03 = 3%
+  bool ignore_device = false;
+};
+
+struct GateReport {
+  std::string baseline_path;
+  std::string candidate_path;
+  Device baseline_device;
+  Device candidate_device;
+  GateOptions options;
+  std::optional<std::string> refusal;  // why no comparison was made
+  std::vector<Comparison> rows;        // sorted by key
+  std::array<int, verdict_count> counts{};
+
+  [[nodiscard]] int count(Verdict v) const { return counts[static_cast<std::size_t>(v)]; }
+  [[nodiscard]] bool failed() const {
+    return count(Verdict::slow) > 0 || count(Verdict::worse) > 0;
+  }
+  [[nodiscard]] int exit_code() const { return refusal ? 2 : failed() ? 1 : 0; }
+};
+
+// Applies the rule to every case of both files. Throws df11::Error for a threshold outside
+// [0, 1]; a device mismatch is not an error but a refusal recorded in the report.
+[[nodiscard]] GateReport run_gate(const ResultFile& baseline, const ResultFile& candidate,
+                                  const GateOptions& options);
+
+// The table (case, baseline median, candidate median, change %, verdict) and the summary
+// line; on refusal only the reason.
+void print_report(std::ostream& out, const GateReport& report);
+[[nodiscard]] std::string summary_line(const GateReport& report);
+
+}  // namespace df11::gate

@@ -1,0 +1,62 @@
+// A sweep backend runs the methods of one unit at one batch size on one kind of hardware: the
+// CPU (Eigen GEMMs, the CPU decoder) or CUDA (cuBLASLt, the GPU decoder variants, offload). The
+// sweep (sweep.cpp) verifies each method against bf16 and times it through this interface.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "codec/layout.hpp"
+#include "codec/unit.hpp"
+#include "decoder.hpp"
+#include "sweep/experiment.hpp"
+
+namespace df11::sweep {
+
+// A method resolved for a run: kind plus, for df11 kinds, the decoder: a GPU variant from the
+// registry, or on the cpu backend the CPU decoder (variant_name "cpu", variant null).
+struct MethodCase {
+  std::string kind;  // bf16 | cpu-offload | cpu-offload-sync | copy | df11 | df11-chunked | decode
+  const dec::Decoder* variant = nullptr;
+  std::string variant_name;  // empty for kinds without a decoder
+  [[nodiscard]] std::string label() const { return variant_name.empty() ? kind : kind + ":" + variant_name; }
+  [[nodiscard]] bool needs_gemm() const { return kind != "copy" && kind != "decode"; }
+};
+
+// One timed sample set of a case.
+struct Samples {
+  std::vector<double> total_s;               // one per sample (event pair / wall clock)
+  std::vector<double> decode_s, gemm_s, copy_s;  // per-sample kernel time where measured
+  uint64_t bytes = 0;                        // bytes the case must move (see docs/RESULTS.md)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  [[nodiscard]] virtual std::string kind() const = 0;  // "cpu" | "cuda"
+  // The `device` object of the results (docs/RESULTS.md).
+  [[nodiscard]] virtual nlohmann::json device_info() const = 0;
+  // Takes a unit (host BF16 data + its encodings, one per distinct layout the methods need) and
+  // draws the activations of every matrix for every batch from `seed` (the same for all methods).
+  virtual void load_unit(const Unit& unit, const std::vector<EncodedUnit>& encodings, uint64_t seed) = 0;
+  // Whether the method can run here (e.g. offload on the CPU: no); reason when not.
+  [[nodiscard]] virtual dec::Status supports(const MethodCase& m) const = 0;
+  // Runs the method once at this batch and returns its outputs (all matrices' Y, concatenated,
+  // as BF16 bit patterns) for verification against bf16. Batch 0: decode/copy output instead.
+  [[nodiscard]] virtual std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) = 0;
+  // Warm-up + adaptive sampling under the measurement settings (L2 policy, limits).
+  [[nodiscard]] virtual Samples time(const MethodCase& m, int batch, const Measurement& meas) = 0;
+  virtual void unload_unit() = 0;
+};
+
+[[nodiscard]] std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+// CUDA builds with a device only; otherwise throws df11::Error saying why.
+[[nodiscard]] std::unique_ptr<Backend> make_cuda_backend(const Experiment& e);
+[[nodiscard]] bool cuda_backend_available();
+
+}  // namespace df11::sweep

@@ -1,0 +1,481 @@
+// The CUDA backend of the sweep: cuBLASLt BF16 GEMMs (FP32 accumulate) for every method, the
+// decoder variants (whole unit, per matrix, or L2-sized row slices), host-to-device offload
+// (pinned + copy stream + double buffer, or pageable + synchronous), a device-to-device copy as
+// the bandwidth yardstick. Timing: L2 flushed before every sample, warm-up, one event pair per
+// sample, adaptive stop; CUPTI splits samples into decode, GEMM and copy time; NVTX names phases.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <nvtx3/nvToolsExt.h>
+
+#include <algorithm>
+#include <map>
+#include <cstring>
+#include <random>
+#include <tuple>
+
+#include <fmt/format.h>
+
+#include "codec/bf16.hpp"
+#include "common/cuda_util.hpp"
+#include "sweep/backend.hpp"
+#include "sweep/cupti_timer.hpp"
+
+#define CUBLAS_CHECK(expr)                                                                            \
+  do {                                                                                                \
+    const cublasStatus_t df11_st_ = (expr);                                                           \
+    if (df11_st_ != CUBLAS_STATUS_SUCCESS) {                                                          \
+      throw ::df11::Error(fmt::format("{}:{}: {} failed: cuBLAS status {}", __FILE__, __LINE__, #expr, \
+                                      static_cast<int>(df11_st_)));                                   \
+    }                                                                                                 \
+  } while (0)
+
+namespace df11::sweep {
+namespace {
+
+// RAII NVTX range: names a phase for Nsight Systems.
+class NvtxRange {
+ public:
+  explicit NvtxRange(const std::string& name) { nvtxRangePushA(name.c_str()); }
+  ~NvtxRange() { nvtxRangePop(); }
+  NvtxRange(const NvtxRange&) = delete;
+  NvtxRange& operator=(const NvtxRange&) = delete;
+};
+
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  explicit PinnedBuffer(std::size_t bytes) : bytes_(bytes) {
+    if (bytes_) CUDA_CHECK(cudaMallocHost(&ptr_, bytes_));
+  }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  PinnedBuffer(PinnedBuffer&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    if (this != &o) {
+      if (ptr_) cudaFreeHost(ptr_);
+      ptr_ = std::exchange(o.ptr_, nullptr);
+      bytes_ = std::exchange(o.bytes_, 0);
+    }
+    return *this;
+  }
+  ~PinnedBuffer() {
+    if (ptr_) cudaFreeHost(ptr_);
+  }
+  [[nodiscard]] void* get() const { return ptr_; }
+
+ private:
+  void* ptr_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+struct Matrix {
+  std::string name;
+  int64_t out = 0, in = 0;
+  uint64_t offset = 0;  // first element in the unit
+  [[nodiscard]] uint64_t elements() const { return static_cast<uint64_t>(out) * static_cast<uint64_t>(in); }
+};
+
+// One cuBLASLt GEMM shape: Y[batch, rows] (ld ldc) = X[batch, in] * W[rows, in]^T.
+struct GemmPlan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  GemmPlan() = default;
+  GemmPlan(const GemmPlan&) = delete;
+  GemmPlan& operator=(const GemmPlan&) = delete;
+  ~GemmPlan() {
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+double quartile_spread(std::vector<double> v) {  // (q3 - q1) / median
+  if (v.size() < 4) return 1.0;
+  std::sort(v.begin(), v.end());
+  auto q = [&](double f) {
+    const double pos = f * static_cast<double>(v.size() - 1);
+    const std::size_t i = static_cast<std::size_t>(pos);
+    const double frac = pos - static_cast<double>(i);
+    return i + 1 < v.size() ? v[i] * (1 - frac) + v[i + 1] * frac : v[i];
+  };
+  const double med = q(0.5);
+  return med > 0 ? (q(0.75) - q(0.25)) / med : 1.0;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const Experiment& e) : chunk_bytes_(e.chunk_bytes) {
+    CUDA_CHECK(cudaGetDevice(&device_));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop_, device_));
+    CUBLAS_CHECK(cublasLtCreate(&lt_));
+    workspace_ = cuda::DeviceBuffer<uint8_t>(kWorkspaceBytes);
+    l2_bytes_ = static_cast<uint64_t>(prop_.l2CacheSize);
+    flush_ = cuda::DeviceBuffer<uint8_t>(std::max<uint64_t>(2 * l2_bytes_, 1 << 20));
+    if (chunk_bytes_ == 0) chunk_bytes_ = std::max<uint64_t>(l2_bytes_ / 2, 1 << 20);
+  }
+  ~CudaBackend() override {
+    plans_.clear();
+    if (lt_) cublasLtDestroy(lt_);
+  }
+
+  [[nodiscard]] std::string kind() const override { return "cuda"; }
+
+  [[nodiscard]] nlohmann::json device_info() const override {
+    int clock_khz = 0, mem_khz = 0, bus_bits = 0;
+    cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device_);
+    cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device_);
+    cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device_);
+    // Peak DRAM bandwidth from the spec sheet values the driver reports (double data rate).
+    const double bw_gbps = 2.0 * mem_khz * 1e3 * (bus_bits / 8.0) / 1e9;
+    return {{"backend", "cuda"},
+            {"name", prop_.name},
+            {"sm_version", fmt::format("{}.{}", prop_.major, prop_.minor)},
+            {"sm_count", prop_.multiProcessorCount},
+            {"sm_clock_mhz", clock_khz / 1000},
+            {"memory_bandwidth_gbps", bw_gbps},
+            {"l2_bytes", l2_bytes_},
+            {"memory_bytes", prop_.totalGlobalMem},
+            {"cupti", cupti_.available() ? "on" : cupti_.why_not()},
+            {"cpu_model", nullptr},
+            {"cpu_cores", nullptr}};
+  }
+
+  void load_unit(const Unit& unit, const std::vector<EncodedUnit>& encodings, uint64_t seed) override {
+    NvtxRange r("load_unit " + unit.name);
+    unload_unit();
+    seed_ = seed;
+    uint64_t off = 0, largest = 0;
+    for (const auto& t : unit.tensors) {
+      if (t.shape.size() != 2) throw Error(fmt::format("unit {}: tensor {} is not a matrix", unit.name, t.name));
+      mats_.push_back({t.name, t.shape[0], t.shape[1], off});
+      off += t.data.size();
+      largest = std::max<uint64_t>(largest, t.data.size());
+    }
+    n_ = off;
+    host_w_.resize(n_);
+    for (const auto& m : mats_) {
+      const auto& src = unit.tensors[&m - mats_.data()].data;
+      std::copy(src.begin(), src.end(), host_w_.begin() + static_cast<std::ptrdiff_t>(m.offset));
+    }
+    w_ = cuda::DeviceBuffer<uint16_t>(n_);
+    CUDA_CHECK(cudaMemcpy(w_.get(), host_w_.data(), n_ * 2, cudaMemcpyHostToDevice));
+    decode_buf_ = cuda::DeviceBuffer<uint16_t>(n_);
+    matrix_buf_ = cuda::DeviceBuffer<uint16_t>(largest);
+    slice_buf_ = cuda::DeviceBuffer<uint16_t>(std::max<uint64_t>(chunk_bytes_ / 2, 1));
+    for (auto& b : offload_buf_) b = cuda::DeviceBuffer<uint16_t>(largest);
+    pinned_w_ = PinnedBuffer(n_ * 2);
+    std::memcpy(pinned_w_.get(), host_w_.data(), n_ * 2);
+    encodings_ = &encodings;
+    batch_ = -1;
+  }
+
+  void unload_unit() override {
+    images_.clear();
+    mats_.clear();
+    host_w_ = {};
+    w_ = {};
+    decode_buf_ = {};
+    matrix_buf_ = {};
+    slice_buf_ = {};
+    for (auto& b : offload_buf_) b = {};
+    pinned_w_ = {};
+    x_.clear();
+    y_.clear();
+    batch_ = -1;
+    encodings_ = nullptr;
+  }
+
+  [[nodiscard]] dec::Status supports(const MethodCase& m) const override {
+    if (m.kind == "bf16" || m.kind == "copy" || m.kind == "cpu-offload" || m.kind == "cpu-offload-sync") {
+      return dec::Status::yes();
+    }
+    if (m.kind == "df11" || m.kind == "df11-chunked" || m.kind == "decode") {
+      if (m.variant == nullptr) return dec::Status::no("the cuda backend runs GPU decoder variants, not '" + m.variant_name + "'");
+      const EncodedUnit* e = encoding_for(*m.variant);
+      if (!e) return dec::Status::no("no encoding in layout " + m.variant->layout().name());
+      const dec::Status s = m.variant->can_implement(*e);
+      if (!s.ok) return s;
+      if (m.kind == "df11-chunked" && m.variant->name() == "official-ptx") {
+        return dec::Status::no("the official kernel decodes whole units only");
+      }
+      return dec::Status::yes();
+    }
+    return dec::Status::no("unknown method " + m.kind);
+  }
+
+  [[nodiscard]] std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) override {
+    prepare_batch(batch);
+    run(m);
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
+    std::vector<uint16_t> out;
+    if (!m.needs_gemm()) {
+      out.resize(n_);
+      CUDA_CHECK(cudaMemcpy(out.data(), decode_buf_.get(), n_ * 2, cudaMemcpyDeviceToHost));
+      // The next output check must see this run's writes, not an earlier run's.
+      CUDA_CHECK(cudaMemset(decode_buf_.get(), 0xFF, n_ * 2));
+      return out;
+    }
+    for (std::size_t i = 0; i < mats_.size(); ++i) {
+      const std::size_t cnt = static_cast<std::size_t>(batch) * static_cast<std::size_t>(mats_[i].out);
+      const std::size_t at = out.size();
+      out.resize(at + cnt);
+      CUDA_CHECK(cudaMemcpy(out.data() + at, y_[i].get(), cnt * 2, cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemset(y_[i].get(), 0xFF, cnt * 2));  // poison for the next method
+    }
+    return out;
+  }
+
+  [[nodiscard]] Samples time(const MethodCase& m, int batch, const Measurement& meas) override {
+    if (meas.l2_policy != "flush" && meas.l2_policy != "none") {
+      throw Error("cuda backend: l2_policy '" + meas.l2_policy + "' is not implemented (flush or none)");
+    }
+    NvtxRange r("time " + m.label() + " batch " + std::to_string(batch));
+    prepare_batch(batch);
+    for (int i = 0; i < meas.warmup; ++i) run(m);
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    Samples s;
+    s.bytes = bytes_moved(m, batch);
+    cuda::Event e0, e1;
+    double spent = 0;
+    for (int i = 0; i < meas.max_samples; ++i) {
+      if (meas.l2_policy == "flush") {
+        NvtxRange f("l2 flush");
+        CUDA_CHECK(cudaMemsetAsync(flush_.get(), i & 0xFF, flush_.bytes(), stream_.get()));
+      }
+      cupti_.start();
+      CUDA_CHECK(cudaEventRecord(e0.get(), stream_.get()));
+      run(m);
+      CUDA_CHECK(cudaEventRecord(e1.get(), stream_.get()));
+      CUDA_CHECK(cudaEventSynchronize(e1.get()));
+      float ms = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
+      const KernelSplit k = cupti_.stop();
+      s.total_s.push_back(ms * 1e-3);
+      if (cupti_.available()) {
+        s.decode_s.push_back(k.decode_s);
+        s.gemm_s.push_back(k.gemm_s);
+        s.copy_s.push_back(k.copy_s);
+      }
+      spent += ms * 1e-3;
+      const int n = i + 1;
+      if (spent >= meas.max_time_s) break;
+      if (n >= meas.min_samples && spent >= meas.min_time_s && quartile_spread(s.total_s) <= meas.noise_target) break;
+    }
+    return s;
+  }
+
+ private:
+  static constexpr uint64_t kWorkspaceBytes = 32u << 20;
+
+  const EncodedUnit* encoding_for(const dec::Decoder& d) const {
+    if (!encodings_) return nullptr;
+    for (const auto& e : *encodings_)
+      if (e.layout == d.layout()) return &e;
+    return nullptr;
+  }
+
+  const dec::DeviceImage& image_for(const dec::Decoder& d) {
+    auto it = images_.find(&d);
+    if (it == images_.end()) {
+      const EncodedUnit* e = encoding_for(d);
+      if (!e) throw Error("no encoding for " + d.name());
+      NvtxRange r("upload " + d.name());
+      it = images_.emplace(&d, d.upload(*e, stream_.get())).first;
+      CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    }
+    return *it->second;
+  }
+
+  // Activations of every matrix for this batch (the same for every method), outputs poisoned.
+  void prepare_batch(int batch) {
+    if (batch == batch_) return;
+    x_.clear();
+    y_.clear();
+    batch_ = batch;
+    if (batch == 0) return;
+    std::mt19937_64 rng(seed_ * 1000003u + static_cast<uint64_t>(batch));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (const auto& m : mats_) {
+      std::vector<uint16_t> x(static_cast<std::size_t>(batch) * static_cast<std::size_t>(m.in));
+      for (auto& v : x) v = float_to_bf16(nd(rng));
+      x_.push_back(cuda::DeviceBuffer<uint16_t>::from(x, stream_.get()));
+      cuda::DeviceBuffer<uint16_t> y(static_cast<std::size_t>(batch) * static_cast<std::size_t>(m.out));
+      CUDA_CHECK(cudaMemsetAsync(y.get(), 0xFF, y.bytes(), stream_.get()));
+      y_.push_back(std::move(y));
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+  }
+
+  // Y[batch, rows] at y (leading dimension ldc) = X[batch, in] * W[rows, in]^T, in column-major
+  // terms Y^T[rows, batch] = W_rowmajor * X^T. Plans (and their algorithm) are cached per shape
+  // so that every method runs the identical GEMM.
+  void gemm(const uint16_t* w, int64_t rows, int64_t in, const uint16_t* x, uint16_t* y, int64_t ldc, int batch,
+            cudaStream_t stream) {
+    const auto key = std::make_tuple(rows, in, ldc, batch);
+    auto it = plans_.find(key);
+    if (it == plans_.end()) it = plans_.emplace(key, make_plan(rows, in, ldc, batch)).first;
+    const GemmPlan& p = *it->second;
+    const float alpha = 1.0f, beta = 0.0f;
+    CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo, workspace_.get(),
+                                workspace_.bytes(), stream));
+  }
+
+  std::unique_ptr<GemmPlan> make_plan(int64_t rows, int64_t in, int64_t ldc, int batch) {
+    auto p = std::make_unique<GemmPlan>();
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t trans = CUBLAS_OP_T;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, static_cast<uint64_t>(in), static_cast<uint64_t>(rows), in));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, static_cast<uint64_t>(in), static_cast<uint64_t>(batch), in));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_16BF, static_cast<uint64_t>(rows), static_cast<uint64_t>(batch), ldc));
+    cublasLtMatmulPreference_t pref = nullptr;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = kWorkspaceBytes;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, p->op, p->a, p->b, p->c, p->c, pref, 1, &result, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    CUBLAS_CHECK(st);
+    if (found == 0) throw Error(fmt::format("cuBLASLt has no algorithm for a {}x{} x {} GEMM", rows, in, batch));
+    p->algo = result.algo;
+    return p;
+  }
+
+  void gemms_from(const uint16_t* base) {
+    for (std::size_t i = 0; i < mats_.size(); ++i) {
+      const Matrix& m = mats_[i];
+      gemm(base + m.offset, m.out, m.in, x_[i].get(), y_[i].get(), m.out, batch_, stream_.get());
+    }
+  }
+
+  void run(const MethodCase& mc) {
+    cudaStream_t s = stream_.get();
+    if (mc.kind == "bf16") {
+      NvtxRange r("bf16 gemms");
+      gemms_from(w_.get());
+    } else if (mc.kind == "copy") {
+      NvtxRange r("d2d copy");
+      CUDA_CHECK(cudaMemcpyAsync(decode_buf_.get(), w_.get(), n_ * 2, cudaMemcpyDeviceToDevice, s));
+    } else if (mc.kind == "decode") {
+      NvtxRange r("decode " + mc.variant->name());
+      mc.variant->launch(image_for(*mc.variant), decode_buf_.get(), 0, n_, s);
+    } else if (mc.kind == "df11") {
+      const dec::DeviceImage& img = image_for(*mc.variant);
+      if (mc.variant->traits().granularity == "matrix") {
+        for (std::size_t i = 0; i < mats_.size(); ++i) {
+          const Matrix& m = mats_[i];
+          {
+            NvtxRange r("decode " + m.name);
+            mc.variant->launch(img, matrix_buf_.get(), m.offset, m.offset + m.elements(), s);
+          }
+          NvtxRange r("gemm " + m.name);
+          gemm(matrix_buf_.get(), m.out, m.in, x_[i].get(), y_[i].get(), m.out, batch_, s);
+        }
+      } else {
+        {
+          NvtxRange r("decode unit");
+          mc.variant->launch(img, decode_buf_.get(), 0, n_, s);
+        }
+        NvtxRange r("gemms");
+        gemms_from(decode_buf_.get());
+      }
+    } else if (mc.kind == "df11-chunked") {
+      // Decode a slice of rows small enough to stay in L2, multiply it while it is there, next.
+      const dec::DeviceImage& img = image_for(*mc.variant);
+      for (std::size_t i = 0; i < mats_.size(); ++i) {
+        const Matrix& m = mats_[i];
+        const int64_t rows_per_slice = std::max<int64_t>(1, static_cast<int64_t>(slice_buf_.size()) / m.in);
+        for (int64_t r0 = 0; r0 < m.out; r0 += rows_per_slice) {
+          const int64_t r1 = std::min(m.out, r0 + rows_per_slice);
+          const uint64_t lo = m.offset + static_cast<uint64_t>(r0 * m.in);
+          const uint64_t hi = m.offset + static_cast<uint64_t>(r1 * m.in);
+          mc.variant->launch(img, slice_buf_.get(), lo, hi, s);
+          gemm(slice_buf_.get(), r1 - r0, m.in, x_[i].get(), y_[i].get() + r0, m.out, batch_, s);
+        }
+      }
+    } else if (mc.kind == "cpu-offload") {
+      // Pinned weights, copies on the copy stream into a double buffer: matrix i+1 travels while
+      // matrix i multiplies; a buffer is reused only after the GEMM that read it finished.
+      cuda::Event copied[2], consumed[2];
+      bool used[2] = {false, false};
+      for (std::size_t i = 0; i < mats_.size(); ++i) {
+        const Matrix& m = mats_[i];
+        const int slot = static_cast<int>(i % 2);
+        if (used[slot]) CUDA_CHECK(cudaStreamWaitEvent(copy_stream_.get(), consumed[slot].get()));
+        CUDA_CHECK(cudaMemcpyAsync(offload_buf_[slot].get(), static_cast<uint16_t*>(pinned_w_.get()) + m.offset,
+                                   m.elements() * 2, cudaMemcpyHostToDevice, copy_stream_.get()));
+        CUDA_CHECK(cudaEventRecord(copied[slot].get(), copy_stream_.get()));
+        CUDA_CHECK(cudaStreamWaitEvent(s, copied[slot].get()));
+        gemm(offload_buf_[slot].get(), m.out, m.in, x_[i].get(), y_[i].get(), m.out, batch_, s);
+        CUDA_CHECK(cudaEventRecord(consumed[slot].get(), s));
+        used[slot] = true;
+      }
+    } else if (mc.kind == "cpu-offload-sync") {
+      // What a naive offloading runtime does: pageable memory, a blocking copy per matrix.
+      for (std::size_t i = 0; i < mats_.size(); ++i) {
+        const Matrix& m = mats_[i];
+        CUDA_CHECK(cudaMemcpyAsync(offload_buf_[0].get(), host_w_.data() + m.offset, m.elements() * 2,
+                                   cudaMemcpyHostToDevice, s));
+        CUDA_CHECK(cudaStreamSynchronize(s));
+        gemm(offload_buf_[0].get(), m.out, m.in, x_[i].get(), y_[i].get(), m.out, batch_, s);
+      }
+    } else {
+      throw Error("cuda backend: unknown method " + mc.kind);
+    }
+    CUDA_CHECK(cudaGetLastError());
+  }
+
+  uint64_t bytes_moved(const MethodCase& m, int batch) const {
+    const uint64_t bf16 = n_ * 2;
+    uint64_t act = 0;
+    for (const auto& mm : mats_) act += 2 * static_cast<uint64_t>(batch) * static_cast<uint64_t>(mm.in + mm.out);
+    if (m.kind == "copy") return 2 * bf16;
+    const EncodedUnit* e = m.variant ? encoding_for(*m.variant) : nullptr;
+    const uint64_t enc = e ? e->stored_bytes() : 0;
+    if (m.kind == "decode") return enc + bf16;
+    if (m.kind == "df11") return enc + 2 * bf16 + act;     // read encoded, write BF16, read it back
+    if (m.kind == "df11-chunked") return enc + act;        // slices stay in L2
+    return bf16 + act;                                      // bf16 and offload: weights once
+  }
+
+  int device_ = 0;
+  cudaDeviceProp prop_{};
+  cublasLtHandle_t lt_ = nullptr;
+  cuda::Stream stream_, copy_stream_;
+  cuda::DeviceBuffer<uint8_t> workspace_, flush_;
+  uint64_t l2_bytes_ = 0, chunk_bytes_ = 0;
+  CuptiTimer cupti_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int>, std::unique_ptr<GemmPlan>> plans_;
+  // The unit.
+  std::vector<Matrix> mats_;
+  uint64_t n_ = 0, seed_ = 0;
+  std::vector<uint16_t> host_w_;
+  PinnedBuffer pinned_w_;
+  cuda::DeviceBuffer<uint16_t> w_, decode_buf_, matrix_buf_, slice_buf_, offload_buf_[2];
+  const std::vector<EncodedUnit>* encodings_ = nullptr;
+  std::map<const dec::Decoder*, std::unique_ptr<dec::DeviceImage>> images_;
+  int batch_ = -1;
+  std::vector<cuda::DeviceBuffer<uint16_t>> x_, y_;
+};
+
+}  // namespace
+
+bool cuda_backend_available() { return cuda::device_available(); }
+
+std::unique_ptr<Backend> make_cuda_backend(const Experiment& e) {
+  if (!cuda::device_available()) throw Error("cuda backend: no CUDA device (or no driver) on this machine");
+  return std::make_unique<CudaBackend>(e);
+}
+
+}  // namespace df11::sweep

@@ -1,0 +1,112 @@
+// CUPTI activity collection through dlopen (see cupti_timer.hpp). Kernels whose name names a
+// decoder (our gap_decode_kernel or the official "decode") count as decode, other kernels
+// (cuBLAS) as GEMM, memcpy records as copy; memsets (the L2 flush) are ignored.
+#include "sweep/cupti_timer.hpp"
+
+#include <cupti.h>
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+namespace df11::sweep {
+namespace {
+
+using RegisterCallbacks = CUptiResult (*)(CUpti_BuffersCallbackRequestFunc, CUpti_BuffersCallbackCompleteFunc);
+using Enable = CUptiResult (*)(CUpti_ActivityKind);
+using FlushAll = CUptiResult (*)(uint32_t);
+using GetNextRecord = CUptiResult (*)(uint8_t*, size_t, CUpti_Activity**);
+
+struct Totals {
+  std::mutex m;
+  double decode = 0, gemm = 0, copy = 0;
+};
+Totals g_totals;
+GetNextRecord g_next = nullptr;
+
+void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_records) {
+  constexpr size_t kSize = 1 << 20;
+  *buffer = static_cast<uint8_t*>(std::aligned_alloc(8, kSize));
+  *size = kSize;
+  *max_records = 0;
+}
+
+bool is_decode_kernel(const char* name) {
+  return name && (std::strstr(name, "gap_decode_kernel") != nullptr || std::strcmp(name, "decode") == 0);
+}
+
+void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t valid) {
+  CUpti_Activity* rec = nullptr;
+  double decode = 0, gemm = 0, copy = 0;
+  while (g_next && g_next(buffer, valid, &rec) == CUPTI_SUCCESS) {
+    if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL || rec->kind == CUPTI_ACTIVITY_KIND_KERNEL) {
+      const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
+      const double s = static_cast<double>(k->end - k->start) * 1e-9;
+      (is_decode_kernel(k->name) ? decode : gemm) += s;
+    } else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
+      const auto* c = reinterpret_cast<const CUpti_ActivityMemcpy6*>(rec);
+      copy += static_cast<double>(c->end - c->start) * 1e-9;
+    }
+  }
+  std::free(buffer);
+  std::lock_guard<std::mutex> lock(g_totals.m);
+  g_totals.decode += decode;
+  g_totals.gemm += gemm;
+  g_totals.copy += copy;
+}
+
+}  // namespace
+
+struct CuptiTimer::Impl {
+  void* lib = nullptr;
+  FlushAll flush = nullptr;
+};
+
+CuptiTimer::CuptiTimer() : impl_(std::make_unique<Impl>()) {
+  for (const char* name : {"libcupti.so.13", "/usr/local/cuda/lib64/libcupti.so.13",
+                           "/usr/local/cuda/extras/CUPTI/lib64/libcupti.so.13", "libcupti.so"}) {
+    impl_->lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (impl_->lib) break;
+  }
+  if (!impl_->lib) {
+    why_not_ = "libcupti not found";
+    return;
+  }
+  auto reg = reinterpret_cast<RegisterCallbacks>(dlsym(impl_->lib, "cuptiActivityRegisterCallbacks"));
+  auto enable = reinterpret_cast<Enable>(dlsym(impl_->lib, "cuptiActivityEnable"));
+  impl_->flush = reinterpret_cast<FlushAll>(dlsym(impl_->lib, "cuptiActivityFlushAll"));
+  g_next = reinterpret_cast<GetNextRecord>(dlsym(impl_->lib, "cuptiActivityGetNextRecord"));
+  if (!reg || !enable || !impl_->flush || !g_next) {
+    why_not_ = "libcupti lacks the activity API";
+    return;
+  }
+  if (reg(buffer_requested, buffer_completed) != CUPTI_SUCCESS ||
+      enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS ||
+      enable(CUPTI_ACTIVITY_KIND_MEMCPY) != CUPTI_SUCCESS) {
+    why_not_ = "CUPTI activity could not be enabled";
+    return;
+  }
+  ok_ = true;
+}
+
+CuptiTimer::~CuptiTimer() {
+  if (ok_ && impl_->flush) impl_->flush(0);
+}
+
+void CuptiTimer::start() {
+  if (!ok_) return;
+  impl_->flush(0);
+  std::lock_guard<std::mutex> lock(g_totals.m);
+  g_totals.decode = g_totals.gemm = g_totals.copy = 0;
+}
+
+KernelSplit CuptiTimer::stop() {
+  if (!ok_) return {};
+  impl_->flush(0);
+  std::lock_guard<std::mutex> lock(g_totals.m);
+  return {g_totals.decode, g_totals.gemm, g_totals.copy};
+}
+
+}  // namespace df11::sweep

@@ -1,0 +1,94 @@
+// The results of a sweep as JSON Lines, schema version 1 (docs/RESULTS.md): the statistics of a
+// case's samples, the objects of one line, and a writer that appends whole, flushed lines.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "sweep/backend.hpp"
+
+namespace df11::sweep {
+
+inline constexpr int kResultsSchemaVersion = 1;
+
+// ---- statistics: the one place where medians and quartiles are computed ----------------------
+
+// The q-quantile (q in [0, 1]) by linear interpolation between the closest ranks (numpy's
+// default, so plots and gates that recompute from samples agree). Throws df11::Error when empty.
+[[nodiscard]] double quantile(std::vector<double> values, double q);
+[[nodiscard]] double median(std::vector<double> values);
+
+struct Spread {
+  double min = 0, q1 = 0, median = 0, q3 = 0, max = 0;
+};
+[[nodiscard]] Spread spread(std::vector<double> values);
+// (q3 - q1) / median: the noise measure of the adaptive stop; 0 for fewer than 2 values.
+[[nodiscard]] double relative_iqr(const std::vector<double>& values);
+
+// ---- one line ----------------------------------------------------------------------------------
+
+struct Summary {
+  int samples = 0;
+  double median_s = 0, min_s = 0, q1_s = 0, q3_s = 0;
+  std::optional<double> decode_s, gemm_s, copy_s;  // medians of the phases, where measured
+  uint64_t bytes = 0;
+  std::optional<double> gbps;  // bytes / median_s / 1e9; null when bytes is 0
+};
+// Throws df11::Error when there is no sample.
+[[nodiscard]] Summary summarize(const Samples& s);
+
+struct CaseInfo {
+  std::string experiment;
+  std::string unit;
+  std::string method;                  // bf16 | cpu-offload | ... | decode | copy
+  std::optional<std::string> variant;  // the decoder variant of df11*/decode; else null
+  int batch = 0;                       // 0 for decode and copy
+  uint64_t seed = 0;
+};
+
+enum class Disposition { passed, incorrect, not_supported, not_run };
+[[nodiscard]] std::string to_string(Disposition d);
+
+// The current time, UTC, "2026-11-27T00:00:00Z".
+[[nodiscard]] std::string utc_now_iso8601();
+// `meta`: the build (git SHA and dirty flag as of the build, compiler, build type), argv, and the
+// CUDA runtime and driver versions when the backend is "cuda" (null otherwise).
+// Objects keep the key order of docs/RESULTS.md (ordered_json), so a line reads like the example.
+using Line = nlohmann::ordered_json;
+[[nodiscard]] Line meta_json(const std::vector<std::string>& argv, const std::string& backend_kind,
+                             const std::string& start_time);
+// Backend::device_info() in the documented key order (keys the schema does not list follow).
+[[nodiscard]] Line device_json(const nlohmann::json& device);
+[[nodiscard]] Line case_json(const CaseInfo& c);
+[[nodiscard]] Line summary_json(const Summary& s);
+// A whole line. Only passed rows carry a summary (null otherwise), per the schema.
+[[nodiscard]] Line result_line(const Line& meta, const Line& device, const CaseInfo& c,
+                               Disposition d, const std::optional<Summary>& summary,
+                               const std::string& reason);
+
+// Appends lines to a results file that it creates (refusing to replace an existing one). Each
+// line goes out in one write(2) call (no user-space buffer to lose), so a run stopped at any
+// point between lines leaves a valid JSONL file.
+class ResultsWriter {
+ public:
+  explicit ResultsWriter(const std::filesystem::path& path);
+  ResultsWriter(const ResultsWriter&) = delete;
+  ResultsWriter& operator=(const ResultsWriter&) = delete;
+  ~ResultsWriter();
+
+  void write(const Line& line);
+  [[nodiscard]] std::size_t lines_written() const { return lines_; }
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+  std::size_t lines_ = 0;
+};
+
+}  // namespace df11::sweep

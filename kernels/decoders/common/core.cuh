@@ -1,0 +1,201 @@
+// The per-thread logic of every decoder variant, as __host__ __device__ functions: the bit
+// reader, the table lookups, counting and decoding one thread chunk. Kernels (*.cu) wrap them
+// with thread and block indexing; host emulations (*_host.cpp) call them block by block,
+// thread by thread, so CI checks the real decode logic without a GPU.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "codec/bf16.hpp"
+#include "codec/canonical.hpp"
+#include "codec/common.hpp"
+
+namespace df11::dec {
+
+// Reads 4 bytes big-endian. ReadOnly: global memory through the read-only (texture) cache on
+// the device; otherwise a plain load (shared memory, or the host).
+template <bool ReadOnly>
+DF11_HD uint32_t load_be32(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  const uint32_t v = ReadOnly ? __ldg(reinterpret_cast<const unsigned int*>(p)) : *reinterpret_cast<const uint32_t*>(p);
+  return __byte_perm(v, 0, 0x0123);
+#else
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return __builtin_bswap32(v);
+#endif
+}
+
+template <bool ReadOnly>
+DF11_HD unsigned load_byte(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return ReadOnly ? static_cast<unsigned>(__ldg(p)) : static_cast<unsigned>(*p);
+#else
+  return *p;
+#endif
+}
+
+// MSB-first bit reader over a 4-byte-aligned buffer that has at least 8 readable bytes past
+// the last bit it is asked for (uploads pad the stream). Keeps 33..64 valid bits in `buf`, so
+// peek() always returns the next 32 bits.
+template <bool ReadOnly>
+struct BitReader {
+  uint64_t buf;
+  int nbits;
+  const uint8_t* next;
+
+  DF11_HD void init(const uint8_t* p) {
+    buf = (static_cast<uint64_t>(load_be32<ReadOnly>(p)) << 32) | load_be32<ReadOnly>(p + 4);
+    nbits = 64;
+    next = p + 8;
+  }
+  [[nodiscard]] DF11_HD uint32_t peek() const { return static_cast<uint32_t>(buf >> 32); }
+  DF11_HD void skip(unsigned n) {  // n <= 32
+    buf <<= n;
+    nbits -= static_cast<int>(n);
+    if (nbits <= 32) {
+      buf |= static_cast<uint64_t>(load_be32<ReadOnly>(next)) << (32 - nbits);
+      nbits += 32;
+      next += 4;
+    }
+  }
+};
+
+// ---- Table policies: decode one symbol from the next 32 bits. ----
+
+// DF11's chained 8-bit tables (the official luts), read from global memory through the
+// read-only cache (ReadOnly) or from a shared-memory copy.
+template <bool ReadOnly>
+struct LutTables {
+  const uint8_t* luts;
+  int n_rows;
+  DF11_HD void lookup(uint32_t w, unsigned& sym, unsigned& len) const {
+    unsigned v = load_byte<ReadOnly>(luts + (w >> 24));
+    if (v >= 240u) {
+      v = load_byte<ReadOnly>(luts + (256u - v) * 256u + ((w >> 16) & 0xFFu));
+      if (v >= 240u) {
+        v = load_byte<ReadOnly>(luts + (256u - v) * 256u + ((w >> 8) & 0xFFu));
+        if (v >= 240u) v = load_byte<ReadOnly>(luts + (256u - v) * 256u + (w & 0xFFu));
+      }
+    }
+    sym = v;
+    len = load_byte<ReadOnly>(luts + static_cast<unsigned>(n_rows - 1) * 256u + v);
+  }
+};
+
+// Canonical code by per-length limits (CanonicalTable, ~1 KB, in shared memory on the GPU).
+// A window no codeword matches (only for corrupt streams of incomplete codes) advances by one
+// bit, so a thread always finishes.
+struct CanonTables {
+  const CanonicalTable* t;
+  DF11_HD void lookup(uint32_t w, unsigned& sym, unsigned& len) const {
+    uint8_t s;
+    t->lookup(w, s, len);
+    sym = s;
+    len += (len == 0);
+  }
+};
+
+// Flat root of 2^K (symbol | length << 8) entries (shared memory), with a second level for
+// codes the root cannot resolve (entry 0): the chained tables or the canonical limits.
+template <int K, class Second>
+struct FlatTables {
+  const uint16_t* root;
+  Second second;
+  DF11_HD void lookup(uint32_t w, unsigned& sym, unsigned& len) const {
+    const unsigned e = root[w >> (32 - K)];
+    if (e >> 8) {
+      sym = e & 0xFFu;
+      len = e >> 8;
+    } else {
+      second.lookup(w, sym, len);
+    }
+  }
+};
+
+// ---- Gaps and positions. ----
+
+// Unpacks the gap of thread chunk c from the packed MSB-first array (gap_bits <= 8).
+template <bool ReadOnly>
+DF11_HD unsigned read_gap(const uint8_t* gaps, uint64_t c, int gap_bits) {
+  const uint64_t bit = c * static_cast<uint64_t>(gap_bits);
+  const uint8_t* p = gaps + (bit >> 3);
+  // Gap arrays are padded by one byte on upload, so reading p[1] is always in bounds.
+  const unsigned two = (load_byte<ReadOnly>(p) << 8) | load_byte<ReadOnly>(p + 1);
+  return (two >> (16 - gap_bits - static_cast<unsigned>(bit & 7))) & ((1u << gap_bits) - 1u);
+}
+
+// ---- One thread chunk. ----
+
+// Codes that start in bits [gap, end_bit) of the chunk at `chunk` (4-byte aligned).
+struct ChunkSpan {
+  const uint8_t* chunk;
+  unsigned gap;
+  unsigned end_bit;
+};
+
+// Pass 1 of the two-pass scheme: how many codes start in the chunk.
+template <bool ReadOnly, class Table>
+DF11_HD unsigned count_chunk(const Table& table, const ChunkSpan& s) {
+  BitReader<ReadOnly> br;
+  br.init(s.chunk);
+  br.skip(s.gap);
+  unsigned pos = s.gap, n = 0;
+  while (pos < s.end_bit) {
+    unsigned sym, len;
+    table.lookup(br.peek(), sym, len);
+    br.skip(len);
+    pos += len;
+    ++n;
+  }
+  return n;
+}
+
+// Decodes the chunk's codes; calls emit(k, exponent) for the k-th code of the chunk.
+template <bool ReadOnly, class Table, class Emit>
+DF11_HD unsigned decode_chunk(const Table& table, const ChunkSpan& s, Emit&& emit) {
+  BitReader<ReadOnly> br;
+  br.init(s.chunk);
+  br.skip(s.gap);
+  unsigned pos = s.gap, n = 0;
+  while (pos < s.end_bit) {
+    unsigned sym, len;
+    table.lookup(br.peek(), sym, len);
+    br.skip(len);
+    pos += len;
+    emit(n, sym);
+    ++n;
+  }
+  return n;
+}
+
+// The bits of chunk c that belong to the stream (the final chunk may be shorter).
+DF11_HD unsigned chunk_end_bit(uint64_t c, unsigned chunk_bits, uint64_t n_bytes) {
+  const uint64_t start = c * chunk_bits;
+  const uint64_t total = n_bytes * 8;
+  return static_cast<unsigned>(total - start < chunk_bits ? total - start : chunk_bits);
+}
+
+// What a launch decodes: elements [lo, hi) of the unit into out[0 .. hi-lo), from the blocks
+// [block_begin, block_begin + grid).
+struct LaunchParams {
+  const uint8_t* stream;  // encoded_exponent, padded
+  uint64_t n_bytes;
+  const uint8_t* sign_mantissa;
+  const uint32_t* positions;  // per block or per thread chunk, + n_elements
+  const uint8_t* gaps;        // padded by one byte
+  const uint8_t* luts;        // DF11 luts (global) or null
+  int n_rows;
+  const uint16_t* flat_root;               // global copy of the flat root, or null
+  const CanonicalTable* canon;             // global copy, or null
+  uint16_t* out;
+  uint64_t n_elements;
+  uint64_t n_chunks;
+  uint64_t lo, hi;
+  uint32_t block_begin;
+  uint32_t max_block_elements;  // largest element count of one block (sizes shared memory)
+  int gap_bits;
+};
+
+}  // namespace df11::dec

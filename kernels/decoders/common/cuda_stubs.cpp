@@ -1,0 +1,22 @@
+// Builds without CUDA: the device entry points exist and say why they cannot run.
+#include "codec/common.hpp"
+#include "common/variant_decoder.hpp"
+#include "decoder.hpp"
+#include "official_ptx/official_ptx.hpp"
+
+namespace df11::dec {
+namespace {
+[[noreturn]] void no_cuda(const std::string& who) {
+  throw Error(who + ": this build has no CUDA (nvcc was not found at configure time)");
+}
+}  // namespace
+
+std::unique_ptr<DeviceImage> Decoder::upload(const EncodedUnit&, Stream) const { no_cuda(name()); }
+void Decoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream) const { no_cuda(name()); }
+std::unique_ptr<DeviceImage> VariantDecoder::upload(const EncodedUnit&, Stream) const { no_cuda(name()); }
+void VariantDecoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream) const { no_cuda(name()); }
+std::unique_ptr<DeviceImage> OfficialPtxDecoder::upload(const EncodedUnit&, Stream) const { no_cuda(name()); }
+void OfficialPtxDecoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream) const { no_cuda(name()); }
+bool built_with_cuda() { return false; }
+
+}  // namespace df11::dec

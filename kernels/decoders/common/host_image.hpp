@@ -1,0 +1,41 @@
+// What an upload puts on the device, prepared on the host: the padded stream and gaps, the
+// positions as uint32, and the tables the variant's table scheme needs. The CUDA upload copies
+// it; the host emulation decodes from it directly.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "codec/canonical.hpp"
+#include "common/variant.hpp"
+
+namespace df11::dec {
+
+struct HostImage {
+  std::vector<uint8_t> stream;  // encoded_exponent + zero padding (look-ahead never leaves it)
+  uint64_t n_bytes = 0;
+  std::vector<uint8_t> sign_mantissa;
+  std::vector<uint32_t> positions;
+  std::vector<uint8_t> gaps;  // + one zero byte
+  std::vector<uint8_t> luts;  // DF11 chained luts (lut*, flat_lut)
+  int n_rows = 0;
+  std::vector<uint16_t> flat_root;  // flat_*
+  CanonicalTable canon{};           // canon, flat_canon
+  bool has_canon = false;
+  uint64_t n_elements = 0, n_chunks = 0, n_blocks = 0;
+  uint32_t max_block_elements = 0;
+  int gap_bits = 0;
+};
+
+// Validates the unit (df11::Error on bad metadata, before anything runs) and the variant's
+// fit (can_implement), then builds the image.
+[[nodiscard]] HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit);
+
+// Blocks [first, second) whose elements meet [lo, hi).
+[[nodiscard]] std::pair<uint64_t, uint64_t> block_range(const VariantSpec& spec, const HostImage& img, uint64_t lo,
+                                                        uint64_t hi);
+
+// Whether the spec can decode the unit; the reason when not.
+[[nodiscard]] Status spec_can_implement(const VariantSpec& spec, const EncodedUnit& unit);
+
+}  // namespace df11::dec

@@ -1,0 +1,184 @@
+// Names, traits and layouts of variants; preparing what an upload puts on the device.
+#include "common/variant.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "codec/cpu_decoder.hpp"
+#include "codec/tables.hpp"
+#include "common/host_image.hpp"
+#include "gap_decode/gap_decode.cuh"
+
+namespace df11::dec {
+namespace {
+
+const char* table_name(TableKind t) {
+  switch (t) {
+    case TableKind::lut_global: return "lut8x4";
+    case TableKind::lut_smem: return "lut8x4-smem";
+    case TableKind::flat_lut: return "flat12";
+    case TableKind::flat_canon: return "flat12c";
+    case TableKind::canon: return "canon16";
+  }
+  return "?";
+}
+
+const char* partition_name(Partition p) {
+  switch (p) {
+    case Partition::gap_block: return "block";
+    case Partition::gap_warp: return "warp";
+    case Partition::thread_pos: return "tpos";
+  }
+  return "?";
+}
+
+const char* staging_name(Staging s) {
+  switch (s) {
+    case Staging::smem_out: return "smem-out";
+    case Staging::direct: return "direct";
+    case Staging::keep: return "keep";
+    case Staging::cp_async: return "cp-async";
+  }
+  return "?";
+}
+
+// Shared memory a block may use on the GPUs this project targets (A100: 163 KB opt-in).
+constexpr unsigned kMaxSmem = 160 * 1024;
+
+}  // namespace
+
+Layout VariantSpec::layout() const {
+  if (canonical_layout()) {
+    return Layout::canonical(16, threads_per_block, bytes_per_thread,
+                             partition == Partition::thread_pos ? PositionScheme::thread : PositionScheme::block);
+  }
+  Layout l = Layout::df11();
+  l.threads_per_block = threads_per_block;
+  l.bytes_per_thread = bytes_per_thread;
+  return l;
+}
+
+std::string VariantSpec::name() const {
+  return fmt::format("{}.gap{}-{}.{}.t{}.b{}{}", table_name(table), layout().gap_bits, partition_name(partition),
+                     staging_name(staging), threads_per_block, bytes_per_thread, per_matrix ? ".matrix" : "");
+}
+
+Traits VariantSpec::traits() const {
+  Traits t;
+  switch (table) {
+    case TableKind::lut_global: t.table = "DF11 chained 8-bit tables, global memory via the read-only cache"; break;
+    case TableKind::lut_smem: t.table = "DF11 chained 8-bit tables copied to shared memory"; break;
+    case TableKind::flat_lut: t.table = "flat 2^12 root (shared) + chained tables (global) for longer codes"; break;
+    case TableKind::flat_canon: t.table = "flat 2^12 root (shared) + canonical limits (shared)"; break;
+    case TableKind::canon: t.table = "canonical per-length limits (shared), no large table"; break;
+  }
+  switch (partition) {
+    case Partition::gap_block: t.partition = "gaps + block positions, shared-memory block scan, two passes"; break;
+    case Partition::gap_warp: t.partition = "gaps + block positions, warp-shuffle scan, two passes"; break;
+    case Partition::thread_pos: t.partition = "gaps + per-thread positions, one pass"; break;
+  }
+  switch (staging) {
+    case Staging::smem_out: t.staging = "outputs via shared memory, coalesced stores"; break;
+    case Staging::direct: t.staging = "direct stores"; break;
+    case Staging::keep: t.staging = "symbols kept from pass 1 in shared memory, coalesced stores"; break;
+    case Staging::cp_async: t.staging = "encoded input staged with cp.async; outputs via shared memory"; break;
+  }
+  t.granularity = per_matrix ? "matrix" : "unit";
+  t.threads_per_block = threads_per_block;
+  t.bytes_per_thread = bytes_per_thread;
+  return t;
+}
+
+Status spec_can_implement(const VariantSpec& spec, const EncodedUnit& unit) {
+  const Layout want = spec.layout();
+  if (!(unit.layout == want)) {
+    return Status::no(fmt::format("unit {} is in layout {}; {} reads layout {}", unit.name, unit.layout.name(),
+                                  spec.name(), want.name()));
+  }
+  if (spec.canonical_layout() && unit.layout.max_code_length > 32) return Status::no("codes longer than 32 bits");
+  return Status::yes();
+}
+
+HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
+  const Status st = spec_can_implement(spec, unit);
+  if (!st.ok) throw Error(st.reason);
+  validate_encoded(unit);  // refuses malformed metadata before any launch
+  HostImage img;
+  img.n_elements = unit.n_elements;
+  img.n_bytes = unit.encoded_exponent.size();
+  img.n_chunks = unit.n_chunks();
+  img.n_blocks = unit.n_blocks();
+  img.gap_bits = unit.layout.gap_bits;
+  // Look-ahead reads up to 8 bytes past a chunk's last bit, in 4-byte words; staged copies
+  // read 16 more. 32 zero bytes cover both.
+  // A cp.async block stages tpb*bpt + 16 bytes, also for the last block.
+  const uint64_t staged_end = img.n_blocks * unit.layout.block_bytes() + 16;
+  img.stream.assign(std::max<uint64_t>(((img.n_bytes + 3) / 4) * 4 + 32, staged_end + 32), 0);
+  std::copy(unit.encoded_exponent.begin(), unit.encoded_exponent.end(), img.stream.begin());
+  img.sign_mantissa = unit.sign_mantissa;
+  const uint64_t n_pos = unit.output_positions.size() / 4;
+  img.positions.resize(n_pos);
+  for (uint64_t i = 0; i < n_pos; ++i) img.positions[i] = unit.position(i);
+  img.gaps = unit.gaps;
+  img.gaps.push_back(0);
+  const bool per_thread = spec.partition == Partition::thread_pos;
+  const uint64_t tpb = static_cast<uint64_t>(spec.threads_per_block);
+  for (uint64_t b = 0; b < img.n_blocks; ++b) {
+    const uint64_t first = per_thread ? img.positions[b * tpb] : img.positions[b];
+    const uint64_t end = per_thread ? img.positions[std::min((b + 1) * tpb, img.n_chunks)] : img.positions[b + 1];
+    img.max_block_elements = std::max<uint32_t>(img.max_block_elements, static_cast<uint32_t>(end - first));
+  }
+  if (spec.canonical_layout()) {
+    const HuffmanCode code = canonical_code_from_luts(unit.luts, unit.layout.max_code_length, unit.name);
+    img.canon = make_canonical_table(code.length);
+    img.has_canon = true;
+    if (spec.table == TableKind::flat_canon) img.flat_root = flat_root_from_code(code, VariantSpec::kFlatBits);
+  } else {
+    img.luts = unit.luts;
+    img.n_rows = static_cast<int>(unit.luts.size() / 256);
+    // A walk that ends on a pointer (only in corrupt streams) reads the length row at 240..255;
+    // giving those entries length 1 makes every thread finish. Valid streams never read them.
+    for (int v = kDf11PointerBase; v < 256; ++v) {
+      uint8_t& len = img.luts[static_cast<std::size_t>(img.n_rows - 1) * 256 + v];
+      if (len == 0) len = 1;
+    }
+    if (spec.table == TableKind::flat_lut) img.flat_root = flat_root_from_df11_luts(unit.luts, VariantSpec::kFlatBits);
+  }
+  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements);
+  if (sl.total > kMaxSmem) {
+    throw Error(fmt::format("unit {}: {} needs {} bytes of shared memory per block (a block holds {} elements); "
+                            "the limit is {}",
+                            unit.name, spec.name(), sl.total, img.max_block_elements, kMaxSmem));
+  }
+  return img;
+}
+
+std::pair<uint64_t, uint64_t> block_range(const VariantSpec& spec, const HostImage& img, uint64_t lo, uint64_t hi) {
+  if (lo >= hi || img.n_blocks == 0) return {0, 0};
+  const uint64_t tpb = static_cast<uint64_t>(spec.threads_per_block);
+  auto first_of = [&](uint64_t b) -> uint64_t {
+    if (b >= img.n_blocks) return img.n_elements;
+    return spec.partition == Partition::thread_pos ? img.positions[b * tpb] : img.positions[b];
+  };
+  // First block whose elements reach past lo: the last block starting at or before lo.
+  uint64_t a = 0, z = img.n_blocks;  // binary search on first_of, monotone
+  while (a + 1 < z) {
+    const uint64_t m = (a + z) / 2;
+    if (first_of(m) <= lo) a = m; else z = m;
+  }
+  const uint64_t b0 = a;
+  // One past the last block starting before hi.
+  uint64_t b1 = b0;
+  {
+    uint64_t l = b0, r = img.n_blocks;
+    while (l < r) {
+      const uint64_t m = (l + r) / 2;
+      if (first_of(m) < hi) l = m + 1; else r = m;
+    }
+    b1 = l;
+  }
+  return {b0, std::max(b1, b0 + 1)};
+}
+
+}  // namespace df11::dec

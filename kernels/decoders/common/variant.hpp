@@ -1,0 +1,52 @@
+// A decoder variant as data: the point it takes on each axis of the design space. The kernel
+// templates and the host emulation are instantiated from it; register_all lists the specs.
+#pragma once
+
+#include <string>
+
+#include "codec/layout.hpp"
+#include "decoder.hpp"
+
+namespace df11::dec {
+
+enum class TableKind : uint8_t {
+  lut_global,  // DF11 chained tables in global memory, read through the read-only cache (official)
+  lut_smem,    // the same tables copied into shared memory
+  flat_lut,    // flat 2^12 root (shared) + chained tables (global) for longer codes; any DF11 code
+  flat_canon,  // flat 2^12 root (shared) + canonical limits (shared) for longer codes
+  canon,       // canonical limits only (shared), no large table
+};
+
+enum class Partition : uint8_t {
+  gap_block,   // gaps + per-block positions, block scan in shared memory, two passes (official)
+  gap_warp,    // the same with a warp-shuffle scan
+  thread_pos,  // gaps + per-thread positions: one pass, no scan
+};
+
+enum class Staging : uint8_t {
+  smem_out,  // outputs through a shared-memory buffer, then coalesced stores (official)
+  direct,    // each thread stores its outputs straight to global memory
+  keep,      // pass 1 keeps its symbols in shared memory, pass 2 only scatters them
+  cp_async,  // the block's encoded bytes staged into shared memory with cp.async; smem-out
+};
+
+struct VariantSpec {
+  TableKind table;
+  Partition partition;
+  Staging staging;
+  int threads_per_block;
+  int bytes_per_thread;
+  bool per_matrix = false;  // granularity: the harness launches once per matrix
+
+  static constexpr int kFlatBits = 12;
+
+  [[nodiscard]] std::string name() const;
+  [[nodiscard]] Traits traits() const;
+  [[nodiscard]] Layout layout() const;
+  [[nodiscard]] bool canonical_layout() const { return table == TableKind::flat_canon || table == TableKind::canon; }
+};
+
+// Host emulation of a variant (gap_decode_host.cpp).
+void emulate_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi);
+
+}  // namespace df11::dec

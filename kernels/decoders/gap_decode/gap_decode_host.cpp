@@ -1,0 +1,93 @@
+// Host emulation of the gap-decode family: the same per-thread phases as the kernel, called
+// for every thread of every block in turn, with a host buffer laid out like shared memory and
+// poisoned before each block so a read of anything a phase did not write shows up.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/host_image.hpp"
+#include "common/variants.inc"
+#include "gap_decode/gap_decode.cuh"
+
+namespace df11::dec {
+namespace {
+
+LaunchParams host_params(const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
+  LaunchParams p{};
+  p.stream = img.stream.data();
+  p.n_bytes = img.n_bytes;
+  p.sign_mantissa = img.sign_mantissa.data();
+  p.positions = img.positions.data();
+  p.gaps = img.gaps.data();
+  p.luts = img.luts.empty() ? nullptr : img.luts.data();
+  p.n_rows = img.n_rows;
+  p.flat_root = img.flat_root.empty() ? nullptr : img.flat_root.data();
+  p.canon = img.has_canon ? &img.canon : nullptr;
+  p.out = out;
+  p.n_elements = img.n_elements;
+  p.n_chunks = img.n_chunks;
+  p.lo = lo;
+  p.hi = hi;
+  p.max_block_elements = img.max_block_elements;
+  p.gap_bits = img.gap_bits;
+  return p;
+}
+
+template <TableKind TK, Partition P, Staging S>
+void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
+  const LaunchParams p = host_params(img, out, lo, hi);
+  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements);
+  const unsigned tpb = static_cast<unsigned>(spec.threads_per_block);
+  const unsigned bpt = static_cast<unsigned>(spec.bytes_per_thread);
+  constexpr bool kStaged = S == Staging::cp_async;
+  std::vector<uint8_t> smem(std::max(sl.total, 16u));
+  std::vector<unsigned> counts(tpb);
+  const auto [b0, b1] = block_range(spec, img, lo, hi);
+  for (uint64_t b = b0; b < b1; ++b) {
+    std::fill(smem.begin(), smem.end(), 0xCD);
+    for (unsigned t = 0; t < tpb; ++t) load_tables(spec, p, smem.data(), sl, t, tpb);
+    if constexpr (kStaged) {
+      // The kernel's cp.async copies exactly these bytes (the stream is padded past them).
+      std::memcpy(smem.data() + sl.input, p.stream + b * tpb * bpt, tpb * bpt + 16);
+    }
+    BlockCtx<decltype(make_table<TK>(p, smem.data(), sl))> c{&p,   make_table<TK>(p, smem.data(), sl),
+                                                             b,    0,
+                                                             0,    kStaged ? smem.data() + sl.input : p.stream + b * tpb * bpt,
+                                                             tpb,  bpt,
+                                                             smem.data(), sl};
+    if constexpr (P == Partition::thread_pos) {
+      c.block_first = p.positions[b * tpb];
+      c.block_end = p.positions[std::min<uint64_t>((b + 1) * tpb, p.n_chunks)];
+      for (unsigned t = 0; t < tpb; ++t) {
+        if (chunk_exists(p, b, tpb, t)) pass2<S, !kStaged>(c, t, p.positions[b * tpb + t], 0);
+      }
+    } else {
+      c.block_first = p.positions[b];
+      c.block_end = p.positions[b + 1];
+      for (unsigned t = 0; t < tpb; ++t) counts[t] = pass1<S, !kStaged>(c, t);
+      // The kernel's block or warp scan: an exclusive prefix sum of the counts.
+      uint64_t run = 0;
+      for (unsigned t = 0; t < tpb; ++t) {
+        pass2<S, !kStaged>(c, t, c.block_first + run, counts[t]);
+        run += counts[t];
+      }
+    }
+    for (unsigned t = 0; t < tpb; ++t) copy_out<S>(c, t);
+  }
+}
+
+}  // namespace
+
+void emulate_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi) {
+  const HostImage img = prepare_image(spec, unit);
+#define DF11_EMULATE(T, P, S, TPB, BPT, M)                                                                       \
+  if (spec.table == TableKind::T && spec.partition == Partition::P && spec.staging == Staging::S) {               \
+    emulate<TableKind::T, Partition::P, Staging::S>(spec, img, out, lo, hi);                                       \
+    return;                                                                                                        \
+  }
+  DF11_GAP_VARIANTS(DF11_EMULATE)
+#undef DF11_EMULATE
+  throw Error("emulate_variant: " + spec.name() + " is not in the variant list");
+}
+
+}  // namespace df11::dec

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# End-to-end test of the df11 tool on checkpoint directories: synth -> compress -> verify ->
+# decompress -> byte-compare, then corrupted inputs that must each fail cleanly: non-zero exit,
+# a message naming the file (and tensor), and no output or temporary directory left behind.
+# Usage: test_df11_cli.sh DF11_BINARY SCRATCH_DIR
+set -uo pipefail
+
+df11=$(realpath "${1:?usage: test_df11_cli.sh DF11_BINARY SCRATCH_DIR}")
+scratch=${2:?usage: test_df11_cli.sh DF11_BINARY SCRATCH_DIR}
+[[ -x $df11 ]] || { echo "no df11 binary at $df11"; exit 1; }
+rm -rf "$scratch"
+mkdir -p "$scratch"
+scratch=$(realpath "$scratch")
+cd "$scratch" || exit 1
+
+failures=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+
+# Runs df11 and requires success.
+ok() {
+  if ! "$df11" "$@" >"$scratch/last.out" 2>"$scratch/last.err"; then
+    fail "df11 $* exited non-zero"
+    cat "$scratch/last.out" "$scratch/last.err"
+  fi
+}
+
+# expect_error OUT "needle" ... -- ARGS: df11 ARGS must exit non-zero, its stderr must contain
+# every needle, and neither OUT nor OUT.tmp-* may exist afterwards.
+expect_error() {
+  local out=$1
+  shift
+  local needles=()
+  while [[ $1 != -- ]]; do
+    needles+=("$1")
+    shift
+  done
+  shift
+  if "$df11" "$@" >"$scratch/last.out" 2>"$scratch/last.err"; then
+    fail "df11 $* succeeded but should have failed"
+    return
+  fi
+  local needle
+  for needle in "${needles[@]}"; do
+    if ! grep -qF -- "$needle" "$scratch/last.err"; then
+      fail "df11 $*: message lacks '$needle': $(cat "$scratch/last.err")"
+    fi
+  done
+  if [[ -e $out ]] || compgen -G "$out.tmp*" >/dev/null; then
+    fail "df11 $*: left $out or a temporary directory behind"
+  fi
+  echo "ok (fails cleanly): $(head -c 300 "$scratch/last.err")"
+}
+
+# Header surgery on a safetensors file, in bash: its 8-byte length, its JSON, and a rewrite with
+# a new JSON (data section unchanged).
+header_len() { od -An -tu8 -N8 "$1" | tr -d ' '; }
+header_of() { tail -c +9 "$1" | head -c "$(header_len "$1")"; }
+le64() {
+  local v=$1 i
+  for i in 0 1 2 3 4 5 6 7; do printf "\\$(printf %03o $(((v >> (8 * i)) & 255)))"; done
+}
+set_header() {
+  local f=$1 text=$2 n
+  n=$(header_len "$f")
+  { le64 "${#text}"; printf '%s' "$text"; tail -c +$((9 + n)) "$f"; } >"$f.new" && mv "$f.new" "$f"
+}
+# A fresh copy of the source checkpoint to corrupt.
+fresh() {
+  rm -rf "$scratch/bad"
+  cp -r "$scratch/src" "$scratch/bad"
+}
+
+# ---- the happy path -----------------------------------------------------------------------------
+# A small shard size forces several shards and an index.
+ok synth src --arch tiny --layers 2 --vocab 512 --seed 3 --shard-mb 0.3
+((failures == 0)) || exit 1  # everything below needs the source checkpoint
+[[ -f src/model.safetensors.index.json ]] || fail "synth wrote no index"
+n_shards=$(ls src/model-*-of-*.safetensors 2>/dev/null | wc -l)
+((n_shards > 2)) || fail "synth wrote $n_shards shards, expected several"
+
+ok compress src df11 --threads 2
+for f in config.json lm_head.safetensors model_embed_tokens.safetensors model_layers_0.safetensors \
+  model_layers_1.safetensors model.safetensors; do
+  [[ -f df11/$f ]] || fail "compress wrote no $f"
+done
+grep -q '"dfloat11_config"' df11/config.json || fail "config.json lacks dfloat11_config"
+
+ok verify src df11
+grep -q "verify: PASS" "$scratch/last.out" || fail "verify did not pass: $(cat "$scratch/last.out")"
+grep -q "model.layers.1.mlp.down_proj.weight .* ok" "$scratch/last.out" || fail "verify table lacks a tensor row"
+
+ok stats df11 --json
+grep -q '"exponent_entropy_bits"' "$scratch/last.out" || fail "stats --json lacks the entropy"
+ok stats src
+grep -q "model.layers.0.self_attn.q_proj.weight" "$scratch/last.out" || fail "stats lacks per-tensor rows"
+
+ok decompress df11 back --shard-mb 0.3
+ok verify src back
+grep -q "verify: PASS" "$scratch/last.out" || fail "decompressed checkpoint differs from the source"
+# Both directories are planned the same way, so every file is identical, not only every tensor.
+for f in src/*; do
+  cmp -s "$f" "back/$(basename "$f")" || fail "decompressed $(basename "$f") differs from the source"
+done
+
+# verify notices a changed weight and a missing tensor.
+cp -r back changed
+shard=$(grep -o '"model.layers.0.mlp.up_proj.weight": "[^"]*"' src/model.safetensors.index.json | cut -d'"' -f4)
+size=$(stat -c %s "changed/$shard")
+printf '\x55' | dd of="changed/$shard" bs=1 seek=$((size - 2)) conv=notrunc status=none
+if "$df11" verify changed df11 >"$scratch/last.out" 2>&1; then fail "verify missed a changed weight"; fi
+grep -q "MISMATCH" "$scratch/last.out" || fail "verify did not report the mismatch"
+
+# OUT exists: refused without --force, replaced with it.
+expect_error /nonexistent/none "df11" "already exists" "--force" -- compress src df11
+ok compress src df11 --force
+
+# ---- corrupted inputs ---------------------------------------------------------------------------
+# The shard of layer 0's q_proj, which holds several tensors.
+shard_of() { grep -o "\"$1\": \"[^\"]*\"" src/model.safetensors.index.json | cut -d'"' -f4; }
+victim=$(shard_of model.layers.0.self_attn.q_proj.weight)
+victim_tensor=$(header_of "src/$victim" | grep -o '"model[^"]*"' | head -1 | tr -d '"')
+[[ -n $victim && -n $victim_tensor ]] || fail "cannot find the shard to corrupt"
+
+fresh
+truncate -s -100 "bad/$victim"
+expect_error out "$victim" "truncated" -- compress bad out
+
+fresh
+size=$(stat -c %s "bad/$victim")
+{ le64 $((size + 1000)); tail -c +9 "src/$victim"; } >"bad/$victim"
+expect_error out "$victim" "header length" -- compress bad out
+
+fresh
+# Two tensors overlapping: the second tensor's range moved back by 2 bytes (same size).
+h=$(header_of "src/$victim")
+second=$(printf '%s' "$h" | grep -o '"data_offsets":\[[0-9]*,[0-9]*\]' | sed -n 2p)
+b=$(printf '%s' "$second" | grep -o '[0-9]*' | sed -n 1p)
+e=$(printf '%s' "$second" | grep -o '[0-9]*' | sed -n 2p)
+set_header "bad/$victim" "${h/"$second"/\"data_offsets\":[$((b - 2)),$((e - 2))]}"
+expect_error out "$victim" "overlap" -- compress bad out
+
+fresh
+h=$(header_of "src/$victim")
+set_header "bad/$victim" "${h/\"BF16\"/\"BF17\"}"
+expect_error out "$victim" "$victim_tensor" "unknown dtype 'BF17'" -- compress bad out
+
+fresh
+# A norm's shape that no longer matches its byte range.
+norm_shard=$(shard_of model.layers.1.input_layernorm.weight)
+h=$(header_of "src/$norm_shard")
+norm_entry=$(printf '%s' "$h" | grep -o '"model.layers.1.input_layernorm.weight":{[^}]*}')
+set_header "bad/$norm_shard" "${h/"$norm_entry"/${norm_entry/\[256\]/[255]}}"
+expect_error out "$norm_shard" "model.layers.1.input_layernorm.weight" "needs" -- compress bad out
+
+fresh
+# An Inf weight: DF11 cannot code exponent 255.
+begin=$(header_of "src/$victim" | grep -o "\"$victim_tensor\":{[^}]*}" | grep -o '\[[0-9]*,' | tail -1 | tr -d '[,')
+printf '\x80\x7f' | dd of="bad/$victim" bs=1 seek=$((8 + $(header_len "src/$victim") + begin + 10)) conv=notrunc status=none
+expect_error out "$victim" "$victim_tensor" "exponent 255" -- compress bad out
+
+fresh
+rm "bad/$victim"
+expect_error out "model.safetensors.index.json" "$victim" "does not exist" -- compress bad out
+
+fresh
+head -c 200 src/model.safetensors.index.json >bad/model.safetensors.index.json
+expect_error out "model.safetensors.index.json" "not valid JSON" -- compress bad out
+
+fresh
+sed -i 's/"weight_map": {/"weight_map": {"model.layers.0.ghost.weight": "'"$victim"'",/' bad/model.safetensors.index.json
+expect_error out "model.safetensors.index.json" "model.layers.0.ghost.weight" "$victim" -- compress bad out
+
+expect_error out "not a valid regular expression" 'model\.layers\.(\d+' -- \
+  compress src out --pattern '{"model\\.layers\\.(\\d+": []}'
+echo '{"lm_head": "not a list"}' >bad_pattern.json
+expect_error out "bad_pattern.json" "lm_head" -- compress src out --pattern bad_pattern.json
+
+# A broken DF11 directory fails decompress and verify the same way.
+rm -rf bad_df11
+cp -r df11 bad_df11
+truncate -s -50 bad_df11/model_layers_1.safetensors
+expect_error out "model_layers_1.safetensors" "truncated" -- decompress bad_df11 out
+expect_error out "model_layers_1.safetensors" -- verify src bad_df11
+
+# A missing input directory.
+expect_error out "no_such_dir" -- compress no_such_dir out
+
+if ((failures > 0)); then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "all df11 CLI checks passed"
+rm -rf "$scratch"

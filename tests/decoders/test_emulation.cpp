@@ -1,0 +1,180 @@
+// Host emulation of every registered decoder variant, bit for bit against the input and the CPU
+// decoder: random data, exact thread/block boundary sizes, long codes, a synthetic Nemo layer
+// slice, per-matrix ranges. Runs in CI (no GPU needed).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "codec/bf16.hpp"
+#include "codec/cpu_decoder.hpp"
+#include "codec/encoder.hpp"
+#include "datasets/synthetic.hpp"
+#include "decoder.hpp"
+#include "helpers.hpp"
+
+using namespace df11;
+using df11::test::random_weights;
+using df11::test::unit_of;
+using df11::test::words_with_exponents;
+
+namespace {
+
+const dec::Registry& registry() {
+  static const dec::Registry r = [] {
+    dec::Registry x;
+    dec::register_all(x);
+    return x;
+  }();
+  return r;
+}
+
+std::vector<uint16_t> flatten(const Unit& u) {
+  std::vector<uint16_t> v;
+  for (const auto& t : u.tensors) v.insert(v.end(), t.data.begin(), t.data.end());
+  return v;
+}
+
+// Every variant on the unit, encoded once per distinct layout; also every tensor's range alone.
+void check_all_variants(const Unit& u, bool ranges = true) {
+  const std::vector<uint16_t> expect = flatten(u);
+  std::map<std::string, EncodedUnit> encoded;
+  for (const auto& d : registry().all()) {
+    const Layout l = d->layout();
+    auto it = encoded.find(l.name());
+    if (it == encoded.end()) it = encoded.emplace(l.name(), encode(u.view(), l, 2)).first;
+    const EncodedUnit& enc = it->second;
+    INFO(d->name() << " on " << u.name << " (" << expect.size() << " elements)");
+    // official-ptx needs the PTX file to run on a GPU; its emulation runs regardless.
+    if (d->name() != "official-ptx") REQUIRE(d->can_implement(enc).ok);
+    std::vector<uint16_t> out(expect.size(), 0xFFFF);  // poisoned
+    d->decode_host(enc, out);
+    REQUIRE(out == expect);
+    if (ranges && d->name() != "official-ptx") {
+      uint64_t lo = 0;
+      for (const auto& t : u.tensors) {
+        const uint64_t hi = lo + t.data.size();
+        std::vector<uint16_t> part(hi - lo, 0xFFFF);
+        d->decode_host(enc, part, lo, hi);
+        REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + static_cast<std::ptrdiff_t>(lo)));
+        lo = hi;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the registry holds at least 8 variants covering the design axes", "[decoders]") {
+  const auto& all = registry().all();
+  REQUIRE(all.size() >= 8);
+  std::set<std::string> names, tables, partitions, stagings, granularities;
+  std::set<int> tpbs, bpts;
+  for (const auto& d : all) {
+    REQUIRE(names.insert(d->name()).second);
+    const dec::Traits t = d->traits();
+    tables.insert(t.table);
+    partitions.insert(t.partition);
+    stagings.insert(t.staging);
+    granularities.insert(t.granularity);
+    tpbs.insert(t.threads_per_block);
+    bpts.insert(t.bytes_per_thread);
+  }
+  CHECK(tables.size() >= 5);
+  CHECK(partitions.size() >= 3);
+  CHECK(stagings.size() >= 4);
+  CHECK(granularities == std::set<std::string>{"matrix", "unit"});
+  CHECK(tpbs == std::set<int>{256, 512});
+  CHECK(bpts == std::set<int>{8, 16});
+  REQUIRE(registry().find("lut8x4.gap5-block.smem-out.t512.b8") != nullptr);
+  REQUIRE(registry().find("lut8x4.gap5-block.smem-out.t512.b8")->layout().is_df11());
+  REQUIRE(registry().find("official-ptx") != nullptr);
+}
+
+TEST_CASE("variants are selected by glob", "[decoders]") {
+  CHECK(dec::glob_match("*", "anything"));
+  CHECK(dec::glob_match("lut8x4.*", "lut8x4.gap5-block.smem-out.t512.b8"));
+  CHECK_FALSE(dec::glob_match("lut8x4.*", "flat12.gap5-warp.keep.t512.b8"));
+  CHECK(dec::glob_match("*.t256.b16", "canon16.gap4-warp.smem-out.t256.b16"));
+  CHECK(dec::glob_match("flat12?.*", "flat12c.gap4-tpos.direct.t256.b16"));
+  CHECK(dec::glob_match("*keep*", "flat12.gap5-warp.keep.t512.b8"));
+  CHECK_FALSE(dec::glob_match("*keep", "flat12.gap5-warp.keep.t512.b8"));
+  CHECK(registry().select("lut8x4*").size() >= 4);
+  CHECK(registry().select("*.matrix").size() >= 1);
+  CHECK(registry().select("nothing-matches").empty());
+  CHECK(registry().layouts().size() >= 3);
+}
+
+TEST_CASE("emulation is bit-exact on random weights at edge sizes", "[decoders]") {
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{1000}, std::size_t{123457}}) {
+    check_all_variants(unit_of(random_weights(n, 50 + n, 120, 0.6), "rand" + std::to_string(n)), false);
+  }
+}
+
+TEST_CASE("emulation is bit-exact at sizes around thread and block boundaries", "[decoders]") {
+  // One-bit codes: n elements are n stream bits, so sizes land on boundaries exactly. 4096 and
+  // 32768 bits are the 512 x 8-byte and 256 x 16-byte block sizes; 64 and 128 the chunk sizes.
+  for (uint64_t base : {uint64_t{64}, uint64_t{128}, uint64_t{32768}, uint64_t{65536}}) {
+    for (int64_t d : {-1, 0, 1}) {
+      const uint64_t n = base + d;
+      auto data = words_with_exponents(n, n, {100, 101});
+      data[0] = merge_bf16(100, 3);
+      data[1] = merge_bf16(101, 4);
+      check_all_variants(unit_of(data, "edge" + std::to_string(n)), false);
+    }
+  }
+}
+
+TEST_CASE("emulation decodes long codes through the second-level tables", "[decoders]") {
+  std::vector<uint16_t> data;
+  uint64_t a = 1, b = 1;
+  for (int i = 0; i < 26; ++i) {  // Fibonacci counts: codes up to the 16-bit limit of our layouts
+    for (uint64_t k = 0; k < a; ++k) data.push_back(merge_bf16(static_cast<uint8_t>(80 + i), static_cast<uint8_t>(k)));
+    const uint64_t c = a + b;
+    a = b;
+    b = c;
+  }
+  std::mt19937_64 rng(12);
+  std::shuffle(data.begin(), data.end(), rng);
+  check_all_variants(unit_of(data, "fib"), false);
+}
+
+TEST_CASE("emulation is bit-exact on a synthetic Nemo layer slice, whole and per matrix", "[decoders]") {
+  const Unit layer = synth::make_nemo_layer(2, 7, 0.01, 0);  // 1% of every matrix's rows
+  REQUIRE(layer.tensors.size() == 7);
+  check_all_variants(layer, true);
+}
+
+TEST_CASE("a variant refuses units of another layout and malformed units", "[decoders]") {
+  const Unit u = unit_of(random_weights(5000, 3), "x");
+  const EncodedUnit df11 = encode(u.view(), Layout::df11());
+  const dec::Decoder* canon = registry().find("canon16.gap4-warp.smem-out.t256.b16");
+  REQUIRE(canon != nullptr);
+  const dec::Status st = canon->can_implement(df11);
+  REQUIRE_FALSE(st.ok);
+  REQUIRE_THAT(st.reason, Catch::Contains("layout"));
+  std::vector<uint16_t> out(5000);
+  REQUIRE_THROWS_AS(canon->decode_host(df11, out), Error);
+
+  const dec::Decoder* lut = registry().find("lut8x4.gap5-block.smem-out.t512.b8");
+  EncodedUnit bad = df11;
+  bad.output_positions[4] ^= 0x01;  // the final position no longer says n_elements
+  REQUIRE_THROWS_WITH(lut->decode_host(bad, out), Catch::Contains("unit x"));
+  EncodedUnit bad_luts = df11;
+  for (auto& v : bad_luts.luts)
+    if (v >= 240) v = 241;  // pointers to table 15, which does not exist
+  bad_luts.luts[0] = 241;
+  REQUIRE_THROWS_WITH(lut->decode_host(bad_luts, out), Catch::Contains("points to table"));
+  // Ranges outside the unit.
+  std::vector<uint16_t> small(10);
+  REQUIRE_THROWS_AS(lut->decode_host(df11, small, 4995, 5005), Error);
+}
+
+TEST_CASE("official-ptx is not supported without a PTX file", "[decoders]") {
+  const dec::Decoder* off = registry().find("official-ptx");
+  const EncodedUnit e = encode(unit_of(random_weights(100, 1)).view(), Layout::df11());
+  const dec::Status st = off->can_implement(e);
+  REQUIRE_FALSE(st.ok);
+  REQUIRE_THAT(st.reason, Catch::Contains("--official-ptx"));
+}

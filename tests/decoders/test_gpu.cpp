@@ -1,0 +1,111 @@
+// GPU tests (ctest label `gpu`): every variant uploaded and launched on the device with its
+// output poisoned first, bit for bit against the input; ranges; malformed units refused before
+// any launch. Exits 77 (ctest: skipped) when there is no device.
+#include <cstdio>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <random>
+
+#include "codec/bf16.hpp"
+#include "codec/encoder.hpp"
+#include "common/cuda_util.hpp"
+#include "datasets/synthetic.hpp"
+#include "decoder.hpp"
+#include "helpers.hpp"
+#include "official_ptx/official_ptx.hpp"
+
+using namespace df11;
+
+namespace {
+
+int failures = 0;
+
+void expect(bool ok, const std::string& what) {
+  if (!ok) {
+    ++failures;
+    std::fprintf(stderr, "FAIL: %s\n", what.c_str());
+  }
+}
+
+std::vector<uint16_t> run_on_device(const dec::Decoder& d, const EncodedUnit& enc, uint64_t lo, uint64_t hi) {
+  cuda::Stream s;
+  auto img = d.upload(enc, s.get());
+  cuda::DeviceBuffer<uint16_t> out(std::max<uint64_t>(hi - lo, 1));
+  CUDA_CHECK(cudaMemsetAsync(out.get(), 0xFF, out.bytes(), s.get()));  // poison
+  d.launch(*img, out.get(), lo, hi, s.get());
+  CUDA_CHECK(cudaStreamSynchronize(s.get()));
+  std::vector<uint16_t> host(hi - lo);
+  if (!host.empty()) CUDA_CHECK(cudaMemcpy(host.data(), out.get(), host.size() * 2, cudaMemcpyDeviceToHost));
+  return host;
+}
+
+void check_unit(const dec::Registry& reg, const Unit& u) {
+  std::vector<uint16_t> expect_all;
+  for (const auto& t : u.tensors) expect_all.insert(expect_all.end(), t.data.begin(), t.data.end());
+  std::map<std::string, EncodedUnit> encoded;
+  for (const auto& d : reg.all()) {
+    const Layout l = d->layout();
+    auto it = encoded.find(l.name());
+    if (it == encoded.end()) it = encoded.emplace(l.name(), encode(u.view(), l, 0)).first;
+    if (!d->can_implement(it->second).ok) continue;  // official-ptx without a PTX file
+    const auto got = run_on_device(*d, it->second, 0, expect_all.size());
+    expect(got == expect_all, d->name() + " on " + u.name + ": whole unit");
+    if (d->name() == "official-ptx") continue;
+    uint64_t lo = 0;
+    for (const auto& t : u.tensors) {
+      const uint64_t hi = lo + t.data.size();
+      const auto part = run_on_device(*d, it->second, lo, hi);
+      expect(std::equal(part.begin(), part.end(), expect_all.begin() + static_cast<std::ptrdiff_t>(lo)),
+             d->name() + " on " + u.name + ": tensor " + t.name);
+      lo = hi;
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!cuda::device_available()) {
+    std::puts("no CUDA device: GPU tests skipped");
+    return 77;
+  }
+  // --small: only small units (for compute-sanitizer, which runs kernels ~100x slower).
+  bool small = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--small") {
+      small = true;
+    } else if (a == "--official-ptx" && i + 1 < argc) {
+      dec::OfficialPtxDecoder::set_ptx_path(argv[++i]);
+    }
+  }
+  dec::Registry reg;
+  dec::register_all(reg);
+  try {
+    check_unit(reg, test::unit_of(test::random_weights(1, 1), "one"));
+    check_unit(reg, test::unit_of(test::random_weights(7, 2), "seven"));
+    check_unit(reg, test::unit_of(test::random_weights(small ? 40001 : 300001, 3, 120, 0.8), "rand"));
+    if (!small) check_unit(reg, synth::make_nemo_layer(1, 3, 0.02, 0));
+    // Malformed metadata is refused by upload, before any launch.
+    const EncodedUnit good = encode(test::unit_of(test::random_weights(50000, 4)).view(), Layout::df11());
+    EncodedUnit bad = good;
+    bad.output_positions[4] ^= 0x10;
+    for (const auto* d : reg.select("lut8x4*")) {
+      bool refused = false;
+      try {
+        cuda::Stream s;
+        (void)d->upload(bad, s.get());
+      } catch (const Error&) {
+        refused = true;
+      }
+      expect(refused, d->name() + " accepted a malformed unit");
+    }
+    CUDA_CHECK(cudaDeviceSynchronize());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "FAIL: %s\n", e.what());
+    return 1;
+  }
+  std::printf("%d passed, %d failed\n", failures == 0 ? 1 : 0, failures);
+  return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,568 @@
+// End-to-end tests of the Mistral forward pass on the CPU (tiny config): BF16 and DF11 weights give
+// bit-identical logits and tokens; the model agrees with an independent double-precision scalar
+// forward pass; the KV cache agrees with fresh forwards over the whole prefix; checkpoint
+// directories (ours and the official encoder's) load into the same model.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "codec/bf16.hpp"
+#include "datasets/checkpoint.hpp"
+#include "datasets/synthetic.hpp"
+#include "e2e/cpu_model.hpp"
+#include "e2e/factory.hpp"
+#include "e2e/generate.hpp"
+#include "e2e/tokenizer.hpp"
+
+using namespace df11;
+using namespace df11::e2e;
+namespace fs = std::filesystem;
+
+namespace {
+
+const fs::path kFixtures = fs::path(__FILE__).parent_path() / "../../datasets/fixtures/official";
+
+constexpr int kThreads = 2;
+
+std::vector<std::unique_ptr<Model>> tiny_models(const std::vector<WeightsKind>& kinds, int batch,
+                                                int positions, const std::string& variant = "",
+                                                uint64_t seed = 0) {
+  const auto src = synthetic_source(named_config("tiny"), seed, kThreads, "tiny");
+  std::vector<ModelRequest> reqs;
+  for (WeightsKind k : kinds)
+    reqs.push_back(ModelRequest{Backend::cpu, k, variant, batch, positions, kThreads});
+  return build_models(*src, reqs);
+}
+
+std::vector<int32_t> prompt_of(int n, int64_t vocab, uint64_t seed = 1) {
+  return random_prompt(n, vocab, seed);
+}
+
+// ---- an independent reference: naive loops in double, no cache, whole prefix every time -------
+
+struct RefModel {
+  ModelShape s;
+  Norms norms;
+  std::vector<std::vector<uint16_t>> units;
+  std::vector<UnitMap> maps;
+};
+
+RefModel load_ref(const WeightSource& src) {
+  RefModel r{src.shape(), src.norms(), {}, {}};
+  for (int u = 0; u < n_units(r.s); ++u) {
+    UnitFeed f = src.load(u);
+    r.units.push_back(f.bf16());
+    r.maps.push_back(f.map());
+  }
+  return r;
+}
+
+double wv(const RefModel& m, int unit, Role role, int64_t row, int64_t col) {
+  const Slice& sl = m.maps[static_cast<std::size_t>(unit)].slices[static_cast<std::size_t>(role)];
+  return bf16_to_float(m.units[static_cast<std::size_t>(unit)]
+                              [sl.offset + static_cast<uint64_t>(row * sl.cols + col)]);
+}
+
+// y[n] = sum_k x[k] * W[n][k]
+std::vector<double> linear(const RefModel& m, int unit, Role role, const std::vector<double>& x) {
+  const Slice& sl = m.maps[static_cast<std::size_t>(unit)].slices[static_cast<std::size_t>(role)];
+  std::vector<double> y(static_cast<std::size_t>(sl.rows), 0.0);
+  for (int64_t n = 0; n < sl.rows; ++n) {
+    double acc = 0;
+    for (int64_t k = 0; k < sl.cols; ++k)
+      acc += x[static_cast<std::size_t>(k)] * wv(m, unit, role, n, k);
+    y[static_cast<std::size_t>(n)] = acc;
+  }
+  return y;
+}
+
+std::vector<double> rms(const std::vector<double>& x, const std::vector<uint16_t>& w, double eps) {
+  double ss = 0;
+  for (double v : x) ss += v * v;
+  const double inv = 1.0 / std::sqrt(ss / static_cast<double>(x.size()) + eps);
+  std::vector<double> y(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) y[i] = bf16_to_float(w[i]) * x[i] * inv;
+  return y;
+}
+
+void rotate(std::vector<double>& v, std::size_t head_at, int64_t D, int64_t pos, double theta) {
+  for (int64_t i = 0; i < D / 2; ++i) {
+    const double a = static_cast<double>(pos) *
+                     std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(D));
+    const double x1 = v[head_at + static_cast<std::size_t>(i)],
+                 x2 = v[head_at + static_cast<std::size_t>(i + D / 2)];
+    v[head_at + static_cast<std::size_t>(i)] = x1 * std::cos(a) - x2 * std::sin(a);
+    v[head_at + static_cast<std::size_t>(i + D / 2)] = x2 * std::cos(a) + x1 * std::sin(a);
+  }
+}
+
+// Logits of the last position after the whole sequence.
+std::vector<double> ref_forward(const RefModel& m, const std::vector<int32_t>& seq) {
+  const ModelShape& s = m.s;
+  const auto T = static_cast<int64_t>(seq.size());
+  const int64_t H = s.hidden, D = s.head_dim, Hq = s.n_heads, Hkv = s.n_kv_heads;
+  std::vector<std::vector<double>> h(static_cast<std::size_t>(T),
+                                     std::vector<double>(static_cast<std::size_t>(H)));
+  const int E = embed_unit(s);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < H; ++i)
+      h[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)] =
+          wv(m, E, q_proj, seq[static_cast<std::size_t>(t)], i);
+  for (int l = 0; l < s.n_layers; ++l) {
+    std::vector<std::vector<double>> q(static_cast<std::size_t>(T)), k(static_cast<std::size_t>(T)),
+        v(static_cast<std::size_t>(T));
+    for (int64_t t = 0; t < T; ++t) {
+      const auto x = rms(h[static_cast<std::size_t>(t)], m.norms.input[static_cast<std::size_t>(l)],
+                         s.rms_norm_eps);
+      q[static_cast<std::size_t>(t)] = linear(m, l, q_proj, x);
+      k[static_cast<std::size_t>(t)] = linear(m, l, k_proj, x);
+      v[static_cast<std::size_t>(t)] = linear(m, l, v_proj, x);
+      for (int64_t hd = 0; hd < Hq; ++hd)
+        rotate(q[static_cast<std::size_t>(t)], static_cast<std::size_t>(hd * D), D, t,
+               s.rope_theta);
+      for (int64_t hd = 0; hd < Hkv; ++hd)
+        rotate(k[static_cast<std::size_t>(t)], static_cast<std::size_t>(hd * D), D, t,
+               s.rope_theta);
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<double> att(static_cast<std::size_t>(Hq * D), 0.0);
+      for (int64_t hq = 0; hq < Hq; ++hq) {
+        const int64_t kh = hq / (Hq / Hkv);
+        std::vector<double> p(static_cast<std::size_t>(t + 1));
+        double mx = -1e300;
+        for (int64_t j = 0; j <= t; ++j) {
+          double d = 0;
+          for (int64_t i = 0; i < D; ++i)
+            d += q[static_cast<std::size_t>(t)][static_cast<std::size_t>(hq * D + i)] *
+                 k[static_cast<std::size_t>(j)][static_cast<std::size_t>(kh * D + i)];
+          p[static_cast<std::size_t>(j)] = d / std::sqrt(static_cast<double>(D));
+          mx = std::max(mx, p[static_cast<std::size_t>(j)]);
+        }
+        double sum = 0;
+        for (double& e : p) sum += (e = std::exp(e - mx));
+        for (int64_t j = 0; j <= t; ++j)
+          for (int64_t i = 0; i < D; ++i)
+            att[static_cast<std::size_t>(hq * D + i)] +=
+                p[static_cast<std::size_t>(j)] / sum *
+                v[static_cast<std::size_t>(j)][static_cast<std::size_t>(kh * D + i)];
+      }
+      const auto o = linear(m, l, o_proj, att);
+      for (int64_t i = 0; i < H; ++i)
+        h[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)] +=
+            o[static_cast<std::size_t>(i)];
+      const auto x = rms(h[static_cast<std::size_t>(t)], m.norms.post[static_cast<std::size_t>(l)],
+                         s.rms_norm_eps);
+      const auto g = linear(m, l, gate_proj, x);
+      const auto u = linear(m, l, up_proj, x);
+      std::vector<double> a(g.size());
+      for (std::size_t i = 0; i < g.size(); ++i) a[i] = g[i] / (1.0 + std::exp(-g[i])) * u[i];
+      const auto d = linear(m, l, down_proj, a);
+      for (int64_t i = 0; i < H; ++i)
+        h[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)] +=
+            d[static_cast<std::size_t>(i)];
+    }
+  }
+  const auto x = rms(h.back(), m.norms.final_norm, s.rms_norm_eps);
+  return linear(m, lm_head_unit(s), q_proj, x);
+}
+
+// max |a - b| over max |b|
+double relative_error(std::span<const float> a, std::span<const double> b) {
+  double err = 0, scale = 0;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    err = std::max(err, std::abs(static_cast<double>(a[i]) - b[i]));
+    scale = std::max(scale, std::abs(b[i]));
+  }
+  return err / scale;
+}
+
+double relative_error(std::span<const float> a, std::span<const float> b) {
+  std::vector<double> bd(b.begin(), b.end());
+  return relative_error(a, std::span<const double>(bd));
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("df11_e2e_test_" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+// Logits of every step of a greedy run (model reset first).
+std::vector<std::vector<float>> step_logits(Model& m,
+                                            const std::vector<std::vector<int32_t>>& prompts,
+                                            int steps,
+                                            std::vector<std::vector<int32_t>>* tokens = nullptr) {
+  m.reset();
+  std::vector<int32_t> feed;
+  for (const auto& p : prompts) feed.insert(feed.end(), p.begin(), p.end());
+  int n = static_cast<int>(prompts[0].size());
+  std::vector<std::vector<float>> out;
+  std::vector<int32_t> next;
+  for (int s = 0; s < steps; ++s) {
+    m.forward(feed, n);
+    out.emplace_back();
+    m.logits(out.back());
+    m.argmax(next);
+    if (tokens) tokens->push_back(next);
+    feed = next;
+    n = 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("tiny: BF16 and DF11 give bit-identical logits and tokens over 16 steps", "[e2e]") {
+  const int batch = GENERATE(1, 4);
+  const int steps = 16;
+  const auto prompt = prompt_of(7, 1024);
+  auto models = tiny_models({WeightsKind::df11, WeightsKind::bf16}, batch, 7 + steps);
+  const auto res = generate(*models[0], batch_prompts(prompt, batch, 1024), steps, models[1].get());
+  INFO("batch " << batch << (res.mismatch ? res.mismatch->describe("df11", "bf16") : ""));
+  REQUIRE(res.checked);
+  REQUIRE_FALSE(res.mismatch);
+  REQUIRE(res.steps_checked == steps);
+  REQUIRE(res.tokens.size() == static_cast<std::size_t>(batch));
+  for (const auto& row : res.tokens) REQUIRE(row.size() == static_cast<std::size_t>(steps));
+  // The rows differ (shifted prompts), and greedy output is not degenerate.
+  if (batch > 1) CHECK(res.tokens[0] != res.tokens[1]);
+  std::vector<int32_t> distinct = res.tokens[0];
+  std::sort(distinct.begin(), distinct.end());
+  CHECK(std::unique(distinct.begin(), distinct.end()) - distinct.begin() > 1);
+  // The DF11 model holds compressed units (~70% of BF16) plus one buffer for the largest unit.
+  const MemoryStats df = models[0]->memory(), bf = models[1]->memory();
+  CHECK(df.weight_bytes - df.decode_buffer_bytes < bf.weight_bytes * 3 / 4);
+  CHECK(df.decode_buffer_bytes == 2 * 786'432);  // a tiny block: 7 matrices, 786,432 weights
+
+  // The same run without a reference gives the same tokens (argmax path of the model).
+  const auto plain = generate(*models[0], batch_prompts(prompt, batch, 1024), steps);
+  CHECK(plain.tokens == res.tokens);
+  CHECK_FALSE(plain.checked);
+}
+
+TEST_CASE("tiny: a decoder variant's host emulation gives the same logits as decode_cpu", "[e2e]") {
+  auto models = tiny_models({WeightsKind::df11}, 2, 12, kDefaultCudaVariant);
+  auto ref = tiny_models({WeightsKind::bf16}, 2, 12);
+  const auto res =
+      generate(*models[0], batch_prompts(prompt_of(5, 1024), 2, 1024), 6, ref[0].get());
+  REQUIRE_FALSE(res.mismatch);
+  CHECK(res.steps_checked == 6);
+  CHECK(models[0]->describe().find(kDefaultCudaVariant) != std::string::npos);
+}
+
+TEST_CASE("the check names the first step, row and index that differ", "[e2e]") {
+  // One mantissa bit of lm_head row 7 flipped in the DF11 model's weights: logit 7 must differ at
+  // step 0 in every row, and nothing before it.
+  class Flipped final : public WeightSource {
+   public:
+    explicit Flipped(std::unique_ptr<WeightSource> inner) : inner_(std::move(inner)) {
+      shape_ = inner_->shape();
+      norms_ = inner_->norms();
+      description_ = "flipped";
+    }
+    UnitFeed load(int unit) const override {
+      UnitFeed f = inner_->load(unit);
+      if (unit != lm_head_unit(shape_)) return f;
+      std::vector<uint16_t> w = f.bf16();
+      w[7 * static_cast<std::size_t>(shape_.hidden) + 3] ^= 1;
+      Unit u{"lm_head", {Bf16Tensor{"lm_head", {shape_.vocab, shape_.hidden}, std::move(w)}}};
+      return UnitFeed(unit, f.map(), std::move(u), 1);
+    }
+
+   private:
+    std::unique_ptr<WeightSource> inner_;
+  };
+  const Flipped flipped(synthetic_source(named_config("tiny"), 0, kThreads));
+  auto bad =
+      build_models(flipped, {ModelRequest{Backend::cpu, WeightsKind::df11, "", 3, 16, kThreads}});
+  auto good = tiny_models({WeightsKind::bf16}, 3, 16);
+  const auto res = generate(*bad[0], batch_prompts(prompt_of(4, 1024), 3, 1024), 8, good[0].get());
+  REQUIRE(res.mismatch);
+  CHECK(res.mismatch->step == 0);
+  CHECK(res.mismatch->row == 0);
+  CHECK(res.mismatch->index == 7);
+  CHECK(res.mismatch->bits_a != res.mismatch->bits_b);
+  CHECK(res.steps_checked == 0);
+  const std::string text = res.mismatch->describe("df11", "bf16");
+  CHECK(text.find("step 0, batch row 0, vocabulary index 7") != std::string::npos);
+
+  // compare_logits alone: a difference in the sign of a zero is a difference.
+  std::vector<float> a(6, 0.0f), b(6, 0.0f);
+  CHECK_FALSE(compare_logits(a, b, 2, 3, 5));
+  b[4] = -0.0f;
+  const auto m = compare_logits(a, b, 2, 3, 5);
+  REQUIRE(m);
+  CHECK((m->step == 5 && m->row == 1 && m->index == 1));
+}
+
+TEST_CASE("tiny: the model agrees with a double-precision scalar forward pass", "[e2e]") {
+  // Tolerance: float32 GEMMs with K <= 768 have a worst-case relative error of K * 2^-24 ~ 4.6e-5
+  // of the sum of |terms|; a block chains 4 dependent products (qkv -> attention -> o, gate/up ->
+  // down) and the model 2 blocks + lm_head, ~9 stages, with RMSNorm keeping magnitudes near 1:
+  // ~4e-4 in the worst case, typically sqrt(K) times less. So max |logit error| < 1e-3 * max
+  // |logit|.
+  const auto src = synthetic_source(named_config("tiny"), 0, kThreads, "tiny");
+  const RefModel ref = load_ref(*src);
+  const int batch = 2, steps = 4;
+  const auto prompts = batch_prompts(prompt_of(6, 1024), batch, 1024);
+  auto models =
+      build_models(*src, {ModelRequest{Backend::cpu, WeightsKind::df11, "", batch, 16, kThreads}});
+  std::vector<std::vector<int32_t>> tokens;
+  const auto logits = step_logits(*models[0], prompts, steps, &tokens);
+  double worst = 0;
+  for (int s = 0; s < steps; ++s) {
+    for (int b = 0; b < batch; ++b) {
+      std::vector<int32_t> seq = prompts[static_cast<std::size_t>(b)];
+      for (int p = 0; p < s; ++p)
+        seq.push_back(tokens[static_cast<std::size_t>(p)][static_cast<std::size_t>(b)]);
+      const auto want = ref_forward(ref, seq);
+      const std::span<const float> got(
+          logits[static_cast<std::size_t>(s)].data() + static_cast<std::size_t>(b) * 1024, 1024);
+      const double e = relative_error(got, want);
+      worst = std::max(worst, e);
+      INFO("step " << s << " row " << b << " relative error " << e);
+      CHECK(e < 1e-3);
+      // Greedy choice agrees unless the reference's top two are closer than the tolerance.
+      const auto top = std::max_element(want.begin(), want.end()) - want.begin();
+      const double top_v = want[static_cast<std::size_t>(top)];
+      double second = -1e300;
+      for (std::size_t i = 0; i < want.size(); ++i)
+        if (static_cast<int64_t>(i) != top) second = std::max(second, want[i]);
+      if (top_v - second > 2e-3 * std::abs(top_v))
+        CHECK(tokens[static_cast<std::size_t>(s)][static_cast<std::size_t>(b)] == top);
+    }
+  }
+  WARN("tiny model vs double reference: max relative logit error " << worst);
+}
+
+TEST_CASE("tiny: logits with the KV cache equal a fresh forward over the whole prefix", "[e2e]") {
+  // Not bit-equal: a fresh pass multiplies matrices of other heights, which may sum in another
+  // order; float32 rounding of such reorderings stays ~1e-6 of the logit scale.
+  const int batch = 2, steps = 6, L = 5;
+  auto models = tiny_models({WeightsKind::bf16}, batch, L + steps);
+  const auto prompts = batch_prompts(prompt_of(L, 1024), batch, 1024);
+  std::vector<std::vector<int32_t>> tokens;
+  const auto cached = step_logits(*models[0], prompts, steps, &tokens);
+  for (int s = 0; s < steps; ++s) {
+    std::vector<int32_t> feed;
+    for (int b = 0; b < batch; ++b) {
+      feed.insert(feed.end(), prompts[static_cast<std::size_t>(b)].begin(),
+                  prompts[static_cast<std::size_t>(b)].end());
+      for (int p = 0; p < s; ++p)
+        feed.push_back(tokens[static_cast<std::size_t>(p)][static_cast<std::size_t>(b)]);
+    }
+    models[0]->reset();
+    models[0]->forward(feed, L + s);
+    std::vector<float> fresh;
+    models[0]->logits(fresh);
+    const double e = relative_error(cached[static_cast<std::size_t>(s)], fresh);
+    INFO("step " << s << " relative difference " << e);
+    CHECK(e < 1e-5);
+  }
+}
+
+TEST_CASE("tiny: a chunked prefill equals feeding the prompt one token at a time", "[e2e]") {
+  const int batch = 3, L = 400;  // 3 x 400 rows: passes of 170 positions (kMaxRowsPerPass 512)
+  static_assert(CpuModel::kMaxRowsPerPass < 3 * 400);
+  auto models = tiny_models({WeightsKind::bf16}, batch, L);
+  const auto prompts = batch_prompts(prompt_of(L, 1024), batch, 1024);
+  std::vector<int32_t> feed;
+  for (const auto& p : prompts) feed.insert(feed.end(), p.begin(), p.end());
+  models[0]->forward(feed, L);
+  std::vector<float> chunked, stepped;
+  models[0]->logits(chunked);
+  models[0]->reset();
+  for (int t = 0; t < L; ++t) {
+    std::vector<int32_t> col;
+    for (int b = 0; b < batch; ++b)
+      col.push_back(prompts[static_cast<std::size_t>(b)][static_cast<std::size_t>(t)]);
+    models[0]->forward(col, 1);
+  }
+  models[0]->logits(stepped);
+  CHECK(relative_error(chunked, stepped) < 1e-5);
+  CHECK(models[0]->position() == L);
+  CHECK_THROWS_AS(models[0]->forward(std::vector<int32_t>(batch, 1), 1), Error);  // cache full
+  models[0]->reset();
+  CHECK_THROWS_AS(models[0]->forward(std::vector<int32_t>(batch, 1024), 1),
+                  Error);  // outside the vocabulary
+}
+
+TEST_CASE("checkpoint directories: df11 synth, compress, and the official encoder's files",
+          "[e2e]") {
+  TempDir tmp;
+  const fs::path hf = tmp.path / "hf", df = tmp.path / "df11";
+  ckpt::SynthOptions so;
+  so.shape = named_config("tiny");
+  so.seed = 3;
+  so.threads = kThreads;
+  ckpt::synthesize(hf, so);
+  ckpt::CompressOptions co;
+  co.threads = kThreads;
+  ckpt::compress(hf, df, co);
+
+  const int batch = 2, steps = 5;
+  const auto prompts = batch_prompts(prompt_of(4, 1024), batch, 1024);
+  auto synthetic = tiny_models({WeightsKind::bf16}, batch, 16, "", 3);
+  auto from_hf =
+      build_models(*open_checkpoint(hf, kThreads),
+                   {ModelRequest{Backend::cpu, WeightsKind::bf16, "", batch, 16, kThreads}});
+  auto from_df11 =
+      build_models(*open_checkpoint(df, kThreads),
+                   {ModelRequest{Backend::cpu, WeightsKind::df11, "", batch, 16, kThreads}});
+  // --synthetic and `df11 synth` make the same weights (norms included), so the same model.
+  auto r1 = generate(*from_hf[0], prompts, steps, synthetic[0].get());
+  CHECK_FALSE(r1.mismatch);
+  auto r2 = generate(*from_df11[0], prompts, steps, synthetic[0].get());
+  CHECK_FALSE(r2.mismatch);
+  CHECK(r2.steps_checked == steps);
+
+  // The official DFloat11 encoder's output of a random MistralForCausalLM, against its BF16 source.
+  const fs::path official = kFixtures / "tiny_mistral";
+  const auto bsrc = open_checkpoint(official / "bf16", kThreads);
+  const auto dsrc = open_checkpoint(official / "df11", kThreads);
+  CHECK(bsrc->shape().hidden == 64);
+  CHECK(dsrc->description().find("DF11") != std::string::npos);
+  const int64_t V = bsrc->shape().vocab;
+  auto ob =
+      build_models(*bsrc, {ModelRequest{Backend::cpu, WeightsKind::bf16, "", 4, 24, kThreads}});
+  auto od =
+      build_models(*dsrc, {ModelRequest{Backend::cpu, WeightsKind::df11, "", 4, 24, kThreads}});
+  const auto r3 = generate(*od[0], batch_prompts(prompt_of(8, V), 4, V), 16, ob[0].get());
+  INFO((r3.mismatch ? r3.mismatch->describe("df11", "bf16") : ""));
+  CHECK_FALSE(r3.mismatch);
+  CHECK(r3.steps_checked == 16);
+
+  // A Llama checkpoint (DFloat11 0.2.0 files): the same architecture without sliding window.
+  const fs::path llama = kFixtures / "tiny_llama_v020";
+  const auto lb = open_checkpoint(llama / "bf16", kThreads),
+             ld = open_checkpoint(llama / "df11", kThreads);
+  const int64_t LV = lb->shape().vocab;
+  auto lbm =
+      build_models(*lb, {ModelRequest{Backend::cpu, WeightsKind::bf16, "", 2, 12, kThreads}});
+  auto ldm =
+      build_models(*ld, {ModelRequest{Backend::cpu, WeightsKind::df11, "", 2, 12, kThreads}});
+  const auto r4 = generate(*ldm[0], batch_prompts(prompt_of(4, LV), 2, LV), 8, lbm[0].get());
+  CHECK_FALSE(r4.mismatch);
+  CHECK(r4.steps_checked == 8);
+
+  // Errors name what is wrong.
+  CHECK_THROWS_WITH(open_checkpoint(tmp.path / "missing", 1), Catch::Contains("not a directory"));
+  {
+    const fs::path scaled = tmp.path / "scaled";
+    fs::create_directories(scaled);
+    fs::copy(official / "bf16", scaled, fs::copy_options::recursive);
+    std::ifstream cin(scaled / "config.json");
+    auto cfg = nlohmann::json::parse(cin);
+    cin.close();
+    cfg["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+    std::ofstream(scaled / "config.json") << cfg.dump();
+    CHECK_THROWS_WITH(open_checkpoint(scaled, 1),
+                      Catch::Contains("rope_scaling is not implemented"));
+  }
+}
+
+TEST_CASE("prompt helpers and option parsing", "[e2e]") {
+  CHECK(parse_ids("1,2, 3") == std::vector<int32_t>{1, 2, 3});
+  CHECK_THROWS_AS(parse_ids("1,,2"), Error);
+  CHECK_THROWS_AS(parse_ids("x"), Error);
+  CHECK_THROWS_AS(parse_ids("-1"), Error);
+  const auto rows = batch_prompts({0, 1023}, 3, 1024);
+  CHECK(rows[2] == std::vector<int32_t>{2, 1});
+  CHECK(random_prompt(5, 100, 1) == random_prompt(5, 100, 1));
+  CHECK(parse_weights("cpu-offload") == WeightsKind::cpu_offload);
+  CHECK_THROWS_AS(parse_weights("fp8"), Error);
+  CHECK(resolve_backend("cpu") == Backend::cpu);
+  if (!cuda_available()) CHECK(resolve_backend("auto") == Backend::cpu);
+  CHECK_THROWS_AS(tiny_models({WeightsKind::cpu_offload}, 1, 4), Error);  // a CUDA method
+  std::vector<int32_t> am;
+  argmax_rows(std::vector<float>{1, 3, 3, NAN, 0, 0}, 2, 3, am);
+  CHECK(am == std::vector<int32_t>{1, 1});
+}
+
+namespace {
+
+// Texts and the ids mistral_common's Tekkenizer gives them (harness/e2e/make_tekken_fixture.py).
+void check_tekken_cases(const TekkenTokenizer& tok, const fs::path& cases_file) {
+  std::ifstream in(cases_file);
+  REQUIRE(in);
+  const auto cases = nlohmann::json::parse(in);
+  REQUIRE(cases.size() > 20);
+  int failed = 0;
+  for (const auto& c : cases) {
+    const auto text = c.at("text").get<std::string>();
+    const auto want = c.at("ids").get<std::vector<int32_t>>();
+    const auto got = tok.encode(text, false);
+    if (got != want && ++failed <= 5) {
+      std::string pieces;
+      for (auto p : tok.split(text)) {
+        pieces += '[';
+        pieces += p;
+        pieces += ']';
+      }
+      FAIL_CHECK("encode differs for '" << text << "': pieces " << pieces);
+    }
+    CHECK(tok.decode(got) == text);
+  }
+  CHECK(failed == 0);
+}
+
+}  // namespace
+
+TEST_CASE("tekken: ids equal mistral_common's on the fixture tokenizer", "[e2e][tokenizer]") {
+  const fs::path dir = fs::path(__FILE__).parent_path() / "data";
+  const TekkenTokenizer tok = TekkenTokenizer::load(dir / "tekken_small.json");
+  CHECK(tok.vocab_size() == 4000);
+  CHECK(tok.num_special() == 1000);
+  check_tekken_cases(tok, dir / "tekken_small_cases.json");
+  const auto ids = tok.encode("Hello", true);
+  REQUIRE(ids.size() >= 2);
+  CHECK(ids[0] == tok.bos_id());
+  CHECK(tok.decode(ids) == "Hello");  // BOS is a control token: no text
+  CHECK_THROWS_WITH(tok.encode("bad \xC3(", false), Catch::Contains("not valid UTF-8"));
+  CHECK_THROWS_WITH(tok.decode(std::vector<int32_t>{4000}),
+                    Catch::Contains("outside the vocabulary"));
+  // Pieces of the pre-tokenizer: words keep their leading space, digits stand alone.
+  const auto pieces = tok.split("Hi there 42!\n");
+  CHECK(std::vector<std::string>(pieces.begin(), pieces.end()) ==
+        std::vector<std::string>{"Hi", " there", " ", "4", "2", "!\n"});
+}
+
+TEST_CASE("tekken: a file with another pattern is refused", "[e2e][tokenizer]") {
+  TempDir tmp;
+  const fs::path dir = fs::path(__FILE__).parent_path() / "data";
+  std::ifstream in(dir / "tekken_small.json");
+  auto j = nlohmann::json::parse(in);
+  j["config"]["pattern"] = "\\w+";
+  std::ofstream(tmp.path / "t.json") << j.dump();
+  CHECK_THROWS_WITH(TekkenTokenizer::load(tmp.path / "t.json"),
+                    Catch::Contains("not the Tekken pattern"));
+  CHECK_THROWS_WITH(TekkenTokenizer::load(tmp.path / "missing.json"),
+                    Catch::Contains("cannot open"));
+}
+
+// By hand, with the real file: see harness/e2e/make_tekken_fixture.py (full).
+TEST_CASE("tekken: ids equal mistral_common's on the full Mistral-Nemo tokenizer",
+          "[.tekken-full]") {
+  const char* file = std::getenv("DF11_TEKKEN_FILE");
+  const char* cases = std::getenv("DF11_TEKKEN_CASES");
+  if (!file || !cases) {
+    WARN("set DF11_TEKKEN_FILE and DF11_TEKKEN_CASES");
+    return;
+  }
+  const TekkenTokenizer tok = TekkenTokenizer::load(file);
+  CHECK(tok.vocab_size() == 131072);
+  check_tekken_cases(tok, cases);
+}

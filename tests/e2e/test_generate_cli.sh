@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# `df11 generate` end to end on the tiny synthetic model (CPU): the BF16-vs-DF11 check passes and
+# says so, the JSON form parses with the fields benchmark scripts read, the tokenizer options work,
+# and user errors exit non-zero with a message naming the problem.
+# Usage: test_generate_cli.sh DF11_BINARY
+set -uo pipefail
+
+df11=${1:?usage: test_generate_cli.sh DF11_BINARY}
+data=$(dirname "$(realpath "$0")")/data
+failures=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+
+out=$("$df11" generate --synthetic tiny --prompt-ids 1,2,3 --max-new-tokens 16 --batch 4 --weights df11 --check \
+  --backend cpu --threads 2 2>&1) || fail "generate --check exited $?: $out"
+grep -q "check: passed" <<<"$out" || fail "no 'check: passed' in: $out"
+[[ $(grep -c "^row [0-3]: " <<<"$out") == 4 ]] || fail "expected 4 rows of tokens in: $out"
+grep -q "^prefill: 12 tokens" <<<"$out" || fail "prefill line: $out"
+grep -q "^decode: 60 tokens" <<<"$out" || fail "decode line: $out"
+
+json=$("$df11" generate --synthetic tiny --prompt-len 9 --max-new-tokens 5 --batch 2 --weights bf16 --check \
+  --backend cpu --threads 2 --json 2>/dev/null) || fail "generate --json exited $?"
+python3 - "$json" <<'PY' || fail "JSON output: $json"
+import json, sys
+j = json.loads(sys.argv[1])
+assert j["check"] == "passed" and j["check_steps"] == 5, j
+assert j["batch"] == 2 and j["prompt_len"] == 9 and len(j["tokens"]) == 2 and len(j["tokens"][0]) == 5
+for k in ("prefill_tokens_per_s", "decode_tokens_per_s", "peak_device_bytes", "peak_host_rss_bytes"):
+    assert k in j, k
+assert j["prefill_tokens_per_s"] > 0 and j["decode_tokens_per_s"] > 0
+PY
+
+# Same tokens from the CLI's three weight paths on the CPU (bf16, df11, a decoder variant).
+a=$("$df11" generate --synthetic tiny --prompt-ids 5,6,7 --max-new-tokens 6 --weights bf16 --backend cpu | grep "^row 0")
+b=$("$df11" generate --synthetic tiny --prompt-ids 5,6,7 --max-new-tokens 6 --weights df11 --backend cpu | grep "^row 0")
+c=$("$df11" generate --synthetic tiny --prompt-ids 5,6,7 --max-new-tokens 6 --weights df11 --backend cpu \
+  --variant flat12.gap5-warp.smem-out.t512.b8 | grep "^row 0")
+[[ -n $a && $a == "$b" && $a == "$c" ]] || fail "tokens differ: '$a' '$b' '$c'"
+
+# Tokenizer: text in, text out (the fixture tokenizer has 4000 ids, so the model gets 4000).
+out=$("$df11" generate --synthetic tiny --vocab 4000 --tokenizer "$data/tekken_small.json" --prompt "Hello world" \
+  --max-new-tokens 3 --backend cpu 2>&1) || fail "generate --prompt exited $?: $out"
+grep -q "^prompt: 3 tokens: 1 " <<<"$out" || fail "prompt line: $out"
+grep -q "^row 0 text: " <<<"$out" || fail "no decoded text: $out"
+
+# expect_error "needle" ARGS...: df11 generate ARGS must exit non-zero with needle on stderr.
+expect_error() {
+  local needle=$1
+  shift
+  local err
+  if err=$("$df11" generate "$@" 2>&1 >/dev/null); then
+    fail "generate $* succeeded"
+  elif ! grep -qF -- "$needle" <<<"$err"; then
+    fail "generate $*: no '$needle' in: $err"
+  fi
+}
+expect_error "exactly one of --prompt-ids" --synthetic tiny --max-new-tokens 2
+expect_error "needs --tokenizer" --synthetic tiny --prompt "hi"
+expect_error "needs --backend cuda" --synthetic tiny --prompt-ids 1 --weights cpu-offload --backend cpu
+expect_error "outside the model's vocabulary" --synthetic tiny --prompt-ids 1,5000 --backend cpu
+expect_error "not a non-negative integer" --synthetic tiny --prompt-ids 1,x --backend cpu
+expect_error "no decoder variant 'nope'" --synthetic tiny --prompt-ids 1 --weights df11 --variant nope --backend cpu
+expect_error "not a directory" --model /nonexistent --prompt-ids 1 --backend cpu
+expect_error "not the Tekken pattern" --synthetic tiny --tokenizer "$data/tekken_small_cases.json" --prompt x \
+  --backend cpu
+if ! "$df11" generate --synthetic tiny --prompt-ids 1 --max-new-tokens 1 --backend cuda >/dev/null 2>&1; then
+  expect_error "--backend cuda" --synthetic tiny --prompt-ids 1 --backend cuda
+fi
+
+echo "$failures failure(s)"
+[[ $failures == 0 ]]

@@ -1,0 +1,146 @@
+// Results: the statistics helpers and the JSON Lines schema v1 (docs/RESULTS.md), written by
+// ResultsWriter and parsed back.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "codec/common.hpp"
+#include "result_schema.hpp"
+#include "sweep/results.hpp"
+
+namespace fs = std::filesystem;
+using namespace df11::sweep;
+using json = nlohmann::json;
+using sweep_test::check_line_schema;
+
+TEST_CASE("quantiles interpolate linearly between ranks", "[sweep][stats]") {
+  // numpy.quantile([1, 2, 3, 4], [0, .25, .5, .75, 1]) = [1, 1.75, 2.5, 3.25, 4]
+  const std::vector<double> v{4, 1, 3, 2};  // unsorted on purpose
+  CHECK(quantile(v, 0.0) == 1.0);
+  CHECK(quantile(v, 0.25) == Approx(1.75));
+  CHECK(quantile(v, 0.5) == Approx(2.5));
+  CHECK(quantile(v, 0.75) == Approx(3.25));
+  CHECK(quantile(v, 1.0) == 4.0);
+  CHECK(median({5, 1, 3}) == 3.0);
+  CHECK(median({7}) == 7.0);
+  const Spread s = spread({10, 30, 20, 40, 50});
+  CHECK(s.min == 10);
+  CHECK(s.q1 == 20);
+  CHECK(s.median == 30);
+  CHECK(s.q3 == 40);
+  CHECK(s.max == 50);
+  CHECK(relative_iqr({10, 30, 20, 40, 50}) == Approx(20.0 / 30.0));
+  CHECK(relative_iqr({3}) == 0.0);
+  CHECK_THROWS_AS(median({}), df11::Error);
+  CHECK_THROWS_AS(quantile({1.0}, 1.5), df11::Error);
+}
+
+TEST_CASE("summarize takes medians of the phases and derives GB/s", "[sweep][stats]") {
+  Samples s;
+  s.total_s = {0.004, 0.002, 0.003};
+  s.decode_s = {0.001, 0.003, 0.002};
+  s.gemm_s = {0.0011, 0.0012, 0.0013};
+  s.bytes = 6'000'000;
+  const Summary m = summarize(s);
+  CHECK(m.samples == 3);
+  CHECK(m.median_s == Approx(0.003));
+  CHECK(m.min_s == Approx(0.002));
+  CHECK(m.q1_s == Approx(0.0025));
+  CHECK(m.q3_s == Approx(0.0035));
+  REQUIRE(m.decode_s);
+  CHECK(*m.decode_s == Approx(0.002));
+  REQUIRE(m.gemm_s);
+  CHECK(*m.gemm_s == Approx(0.0012));
+  CHECK_FALSE(m.copy_s);
+  REQUIRE(m.gbps);
+  CHECK(*m.gbps == Approx(2.0));  // 6 MB / 3 ms
+  s.bytes = 0;
+  CHECK_FALSE(summarize(s).gbps);
+  CHECK_THROWS_AS(summarize(Samples{}), df11::Error);
+}
+
+TEST_CASE("device objects are put in the documented key order", "[sweep][results]") {
+  const json shuffled = {{"cpu_cores", 2}, {"extra", "kept"}, {"backend", "cpu"}, {"name", "x"}};
+  const Line d = device_json(shuffled);
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : d.items()) keys.push_back(k);
+  CHECK(keys == std::vector<std::string>{"backend", "name", "sm_version", "sm_count",
+                                         "sm_clock_mhz", "memory_bandwidth_gbps", "l2_bytes",
+                                         "cpu_model", "cpu_cores", "extra"});
+  CHECK(d["sm_count"].is_null());  // missing keys become null, as the schema wants them present
+  CHECK(d["cpu_cores"] == 2);
+}
+
+TEST_CASE("result lines follow schema v1 and parse back", "[sweep][results]") {
+  const fs::path dir = fs::temp_directory_path() / "df11_test_results_schema";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path file = dir / "results.jsonl";
+
+  const Line meta = meta_json({"run_sweep", "x.toml"}, "cpu", utc_now_iso8601());
+  CHECK(meta.at("cuda_runtime").is_null());  // cpu backends record no CUDA versions
+  CHECK(meta.at("cuda_driver").is_null());
+  const std::string sha = meta.at("git_sha");
+  CHECK((sha == "unknown" || std::regex_match(sha, std::regex("[0-9a-f]{40}"))));
+  const Line device = {
+      {"backend", "cpu"},    {"name", "Test CPU"},      {"sm_version", nullptr},
+      {"sm_count", nullptr}, {"sm_clock_mhz", nullptr}, {"memory_bandwidth_gbps", nullptr},
+      {"l2_bytes", 1048576}, {"cpu_model", "Test CPU"}, {"cpu_cores", 2}};
+  Samples s;
+  s.total_s = {0.5, 0.25};
+  s.gemm_s = {0.5, 0.25};
+  s.bytes = 100;
+  {
+    ResultsWriter w(file);
+    w.write(result_line(meta, device, CaseInfo{"exp", "u", "bf16", std::nullopt, 4, 7},
+                        Disposition::passed, summarize(s), ""));
+    w.write(result_line(meta, device, CaseInfo{"exp", "u", "df11", "cpu", 4, 7},
+                        Disposition::incorrect, summarize(s),
+                        "differs"));  // a summary on a failed row is dropped
+    w.write(result_line(meta, device, CaseInfo{"exp", "u", "decode", "cpu", 0, 7},
+                        Disposition::not_supported, std::nullopt, "why"));
+    w.write(result_line(meta, device, CaseInfo{"exp", "u", "copy", std::nullopt, 0, 7},
+                        Disposition::not_run, std::nullopt, "interrupted"));
+    CHECK(w.lines_written() == 4);
+    // Results are never overwritten.
+    CHECK_THROWS_WITH(ResultsWriter(file), Catch::Contains("already exists"));
+  }
+  std::ifstream in(file);
+  std::string line;
+  std::vector<json> rows;
+  std::vector<std::string> texts;
+  while (std::getline(in, line)) {
+    texts.push_back(line);
+    rows.push_back(json::parse(line));
+  }
+  // Keys in the order of docs/RESULTS.md, so a line reads like the documented example.
+  REQUIRE(!texts.empty());
+  CHECK(texts[0].rfind(R"({"schema_version":1,"meta":{"git_sha":)", 0) == 0);
+  const auto pos = [&](const std::string& key) { return texts[0].find("\"" + key + "\":"); };
+  CHECK(pos("meta") < pos("device"));
+  CHECK(pos("device") < pos("case"));
+  CHECK(pos("case") < pos("summary"));
+  CHECK(pos("summary") < pos("disposition"));
+  CHECK(pos("disposition") < pos("reason"));
+  CHECK(pos("experiment") < pos("unit"));
+  CHECK(pos("samples") < pos("median_s"));
+  CHECK(pos("bytes") < pos("gbps"));
+  REQUIRE(rows.size() == 4);
+  for (const json& r : rows) check_line_schema(r);
+  CHECK(rows[0]["case"]["variant"].is_null());
+  CHECK(rows[0]["summary"]["median_s"] == Approx(0.375));
+  CHECK(rows[0]["summary"]["gemm_s"] == Approx(0.375));
+  CHECK(rows[0]["summary"]["decode_s"].is_null());
+  CHECK(rows[1]["case"]["variant"] == "cpu");
+  CHECK(rows[1]["summary"].is_null());
+  CHECK(rows[1]["reason"] == "differs");
+  CHECK(rows[2]["disposition"] == "not_supported");
+  CHECK(rows[3]["disposition"] == "not_run");
+  CHECK(rows[3]["case"]["batch"] == 0);
+  fs::remove_all(dir);
+}

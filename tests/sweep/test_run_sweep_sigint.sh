@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# run_sweep under Ctrl-C: start it in the background on quick_smoke --quick, send SIGINT once the
+# first result line is out, and check that it exits 130 with a message and leaves a valid JSONL
+# file (every line complete, the interrupted cases not_run). Usage: RUN_SWEEP EXPERIMENT SCRATCH
+set -euo pipefail
+bin=$1
+experiment=$2
+scratch=$3
+rm -rf "$scratch"
+mkdir -p "$scratch"
+
+# A run can finish between the first line and the signal on a fast machine; try again then.
+for attempt in 1 2 3 4 5; do
+  out="$scratch/run$attempt"
+  "$bin" "$experiment" --quick --backend cpu --out "$out" >"$scratch/stdout$attempt" 2>"$scratch/stderr$attempt" &
+  pid=$!
+  for _ in $(seq 1 2000); do  # up to 20 s for the first line
+    if [ -s "$out/results.jsonl" ] || ! kill -0 "$pid" 2>/dev/null; then break; fi
+    sleep 0.01
+  done
+  kill -INT "$pid" 2>/dev/null || true
+  rc=0
+  wait "$pid" || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    echo "attempt $attempt: the run finished before SIGINT arrived; again"
+    continue
+  fi
+  if [ "$rc" -ne 130 ]; then
+    echo "FAIL: run_sweep exited $rc after SIGINT (expected 130)"
+    cat "$scratch/stderr$attempt"
+    exit 1
+  fi
+  if ! grep -q "interrupted" "$scratch/stderr$attempt"; then
+    echo "FAIL: no message about the interruption on stderr"
+    cat "$scratch/stderr$attempt"
+    exit 1
+  fi
+  /usr/bin/python3 - "$out/results.jsonl" <<'PY'
+import json, sys
+path = sys.argv[1]
+with open(path, encoding="utf-8") as f:
+    text = f.read()
+if not text.endswith("\n"):
+    sys.exit(f"FAIL: {path} does not end with a complete line")
+rows = []
+for n, line in enumerate(text.splitlines(), 1):
+    try:
+        rows.append(json.loads(line))
+    except json.JSONDecodeError as e:
+        sys.exit(f"FAIL: {path} line {n} is not JSON: {e}")
+for r in rows:
+    assert r["schema_version"] == 1, r
+    assert r["disposition"] in ("passed", "incorrect", "not_supported", "not_run"), r
+    assert (r["summary"] is None) == (r["disposition"] != "passed"), r
+not_run = [r for r in rows if r["disposition"] == "not_run"]
+if not not_run:
+    sys.exit("FAIL: no case is marked not_run after the interrupt")
+if not all("interrupted" in r["reason"] for r in not_run):
+    sys.exit("FAIL: a not_run row does not say it was interrupted")
+if not any(r["disposition"] == "passed" for r in rows):
+    sys.exit("FAIL: no case passed before the interrupt")
+print(f"ok: {len(rows)} complete lines, {len(not_run)} not_run after SIGINT")
+PY
+  exit 0
+done
+echo "FAIL: every attempt finished before SIGINT arrived"
+exit 1

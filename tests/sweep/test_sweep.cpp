@@ -1,0 +1,301 @@
+// The sweep driver end to end on the cpu backend: experiments/quick_smoke.toml into a temp dir,
+// method resolution, verification that catches a wrong bit, interruption, checkpoint units.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "codec/common.hpp"
+#include "decoder.hpp"
+#include "result_schema.hpp"
+#include "sweep/backend.hpp"
+#include "sweep/experiment.hpp"
+#include "sweep/sweep.hpp"
+
+namespace fs = std::filesystem;
+using namespace df11::sweep;
+using json = nlohmann::json;
+namespace dec = df11::dec;
+
+namespace {
+
+const fs::path kRoot = fs::path(__FILE__).parent_path() / "../..";
+
+fs::path fresh_dir(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("df11_test_sweep_" + name);
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+std::vector<json> read_rows(const fs::path& file) {
+  std::ifstream in(file);
+  std::string line;
+  std::vector<json> rows;
+  while (std::getline(in, line)) rows.push_back(json::parse(line));  // throws on a partial line
+  return rows;
+}
+
+// quick_smoke with a measurement short enough for a unit test.
+Experiment smoke() {
+  Experiment e = parse_experiment_file((kRoot / "experiments/quick_smoke.toml").string());
+  e.measurement.warmup = 1;
+  e.measurement.min_samples = 2;
+  e.measurement.max_samples = 3;
+  e.measurement.min_time_s = 0;
+  e.measurement.max_time_s = 0.05;
+  e.measurement.l2_policy = "none";
+  return e;
+}
+
+SweepOptions options_for(const fs::path& dir) {
+  SweepOptions o;
+  o.results_path = dir / "results.jsonl";
+  o.argv = {"test_sweep"};
+  o.threads = 2;
+  o.progress = false;
+  return o;
+}
+
+const dec::Registry& registry() {
+  static const dec::Registry r = [] {
+    dec::Registry x;
+    dec::register_all(x);
+    return x;
+  }();
+  return r;
+}
+
+std::string key_of(const json& r) {
+  const json& c = r["case"];
+  return c["method"].get<std::string>() +
+         (c["variant"].is_null() ? "" : ":" + c["variant"].get<std::string>()) + "@" +
+         std::to_string(c["batch"].get<int>());
+}
+
+// Delegates to the cpu backend, optionally flipping one output bit of a method or raising the
+// interrupt flag while a method is being timed.
+class TamperingBackend final : public Backend {
+ public:
+  std::string corrupt_kind;    // flip bit 0 of element 5 in this kind's output
+  std::string interrupt_kind;  // request_interrupt() when this kind is timed
+
+  [[nodiscard]] std::string kind() const override { return inner_->kind(); }
+  [[nodiscard]] json device_info() const override { return inner_->device_info(); }
+  void load_unit(const df11::Unit& u, const std::vector<df11::EncodedUnit>& enc,
+                 uint64_t seed) override {
+    inner_->load_unit(u, enc, seed);
+  }
+  [[nodiscard]] dec::Status supports(const MethodCase& m) const override {
+    return inner_->supports(m);
+  }
+  [[nodiscard]] std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) override {
+    auto out = inner_->run_for_output(m, batch);
+    if (m.kind == corrupt_kind && out.size() > 5) out[5] ^= 1;
+    return out;
+  }
+  [[nodiscard]] Samples time(const MethodCase& m, int batch, const Measurement& meas) override {
+    if (m.kind == interrupt_kind) request_interrupt();
+    return inner_->time(m, batch, meas);
+  }
+  void unload_unit() override { inner_->unload_unit(); }
+
+ private:
+  std::unique_ptr<Backend> inner_ = make_cpu_backend(2);
+};
+
+}  // namespace
+
+TEST_CASE("quick_smoke runs end to end on the cpu backend", "[sweep][e2e]") {
+  clear_interrupt();
+  const fs::path dir = fresh_dir("smoke");
+  const Experiment e = smoke();
+  auto backend = make_cpu_backend(2);
+  const SweepReport r = run_sweep(e, *backend, registry(), options_for(dir));
+  CHECK_FALSE(r.interrupted);
+
+  const auto rows = read_rows(dir / "results.jsonl");
+  // copy + decode once; bf16, cpu-offload, df11:cpu at each of the 4 batches.
+  REQUIRE(rows.size() == 2 + 3 * e.batches.size());
+  CHECK(r.lines == rows.size());
+  CHECK(r.passed == 2 + 2 * e.batches.size());
+  CHECK(r.not_supported == e.batches.size());
+  CHECK(r.incorrect == 0);
+  std::map<std::string, std::string> disposition;
+  for (const json& row : rows) {
+    sweep_test::check_line_schema(row);
+    CHECK(row["case"]["experiment"] == "quick_smoke");
+    CHECK(row["case"]["unit"] == "smoke");
+    CHECK(row["case"]["seed"] == 7);
+    CHECK(row["device"]["backend"] == "cpu");
+    CHECK(row["meta"]["argv"] == json::array({"test_sweep"}));
+    disposition[key_of(row)] = row["disposition"];
+    if (row["disposition"] == "not_supported")
+      CHECK_THAT(row["reason"].get<std::string>(), Catch::Contains("GPU"));
+  }
+  CHECK(disposition["copy@0"] == "passed");
+  CHECK(disposition["decode:cpu@0"] == "passed");
+  for (int b : e.batches) {
+    INFO("batch " << b);
+    CHECK(disposition["bf16@" + std::to_string(b)] == "passed");
+    CHECK(disposition["df11:cpu@" + std::to_string(b)] == "passed");
+    CHECK(disposition["cpu-offload@" + std::to_string(b)] == "not_supported");
+  }
+  // Phase times where the cpu backend measures them.
+  for (const json& row : rows) {
+    if (row["disposition"] != "passed") continue;
+    const json& s = row["summary"];
+    const std::string m = row["case"]["method"];
+    if (m == "df11") {
+      CHECK(s["decode_s"].is_number());
+      CHECK(s["gemm_s"].is_number());
+    }
+    if (m == "copy") CHECK(s["copy_s"].is_number());
+    CHECK(s["gbps"].is_number());
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a wrong bit makes a case incorrect, naming the element", "[sweep][e2e]") {
+  clear_interrupt();
+  const fs::path dir = fresh_dir("corrupt");
+  Experiment e = smoke();
+  e.batches = {3};
+  TamperingBackend backend;
+  backend.corrupt_kind = "df11";
+  const SweepReport r = run_sweep(e, backend, registry(), options_for(dir));
+  CHECK(r.incorrect == 1);
+  bool seen = false;
+  for (const json& row : read_rows(dir / "results.jsonl")) {
+    if (row["case"]["method"] != "df11") continue;
+    seen = true;
+    CHECK(row["disposition"] == "incorrect");
+    CHECK(row["summary"].is_null());
+    CHECK_THAT(row["reason"].get<std::string>(),
+               Catch::Contains("element 5") && Catch::Contains("bf16"));
+  }
+  CHECK(seen);
+
+  // The decode output is compared with the unit's weights, tensor by tensor.
+  const fs::path dir2 = fresh_dir("corrupt_decode");
+  backend.corrupt_kind = "decode";
+  const SweepReport r2 = run_sweep(e, backend, registry(), options_for(dir2));
+  CHECK(r2.incorrect == 1);
+  for (const json& row : read_rows(dir2 / "results.jsonl")) {
+    if (row["case"]["method"] == "decode") {
+      CHECK(row["disposition"] == "incorrect");
+      CHECK_THAT(row["reason"].get<std::string>(),
+                 Catch::Contains("element 5") && Catch::Contains("self_attn.q_proj element 5"));
+    }
+  }
+  fs::remove_all(dir);
+  fs::remove_all(dir2);
+}
+
+TEST_CASE("an interrupt stops the sweep between lines and marks the rest not_run", "[sweep][e2e]") {
+  clear_interrupt();
+  const fs::path dir = fresh_dir("interrupt");
+  const Experiment e = smoke();
+  TamperingBackend backend;
+  backend.interrupt_kind = "df11";  // first df11 case: batch 1, after bf16 and cpu-offload
+  const SweepReport r = run_sweep(e, backend, registry(), options_for(dir));
+  clear_interrupt();
+  CHECK(r.interrupted);
+  const auto rows = read_rows(dir / "results.jsonl");
+  // Every planned case has one line, the interrupted ones not_run with the reason.
+  REQUIRE(rows.size() == 2 + 3 * e.batches.size());
+  CHECK(r.passed == 3);  // copy, decode, bf16 at batch 1
+  std::size_t not_run = 0;
+  for (const json& row : rows) {
+    sweep_test::check_line_schema(row);
+    if (row["disposition"] == "not_run") {
+      ++not_run;
+      CHECK_THAT(row["reason"].get<std::string>(), Catch::Contains("interrupted"));
+    }
+  }
+  CHECK(not_run == r.not_run);
+  CHECK(not_run == rows.size() - 4);  // - passed - the cpu-offload at batch 1
+  fs::remove_all(dir);
+}
+
+TEST_CASE("methods resolve over the backend's decoders; a glob matching nothing is an error",
+          "[sweep]") {
+  Experiment e = smoke();
+  const auto cpu = resolve_methods(e, "cpu", registry());
+  std::vector<std::string> labels;
+  for (const auto& m : cpu) labels.push_back(m.label());
+  CHECK(labels ==
+        std::vector<std::string>{"bf16", "cpu-offload", "copy", "df11:cpu", "decode:cpu"});
+  CHECK(layouts_needed(cpu) == std::vector<df11::Layout>{df11::Layout::df11()});
+
+  // On cuda the globs expand over the registry (no GPU needed to resolve).
+  const auto cuda = resolve_methods(e, "cuda", registry());
+  std::size_t df11_cases = 0;
+  for (const auto& m : cuda) {
+    if (m.kind == "df11") {
+      ++df11_cases;
+      CHECK(m.variant != nullptr);
+      CHECK(m.variant_name == m.variant->name());
+    }
+  }
+  CHECK(df11_cases == registry().all().size());
+
+  e.methods = {"bf16", "df11:no-such-variant*"};
+  CHECK_THROWS_WITH(resolve_methods(e, "cuda", registry()),
+                    Catch::Contains("quick_smoke.toml") && Catch::Contains("'methods'") &&
+                        Catch::Contains("df11:no-such-variant*"));
+  e.cpu.methods = std::vector<std::string>{"decode:lut*"};
+  CHECK_THROWS_WITH(resolve_methods(e, "cpu", registry()),
+                    Catch::Contains("'cpu.methods'") && Catch::Contains("decode:lut*"));
+  // Duplicates from overlapping globs collapse.
+  e.cpu.methods = std::vector<std::string>{"df11:*", "df11:cpu", "df11:c?u"};
+  CHECK(resolve_methods(e, "cpu", registry()).size() == 1);
+}
+
+TEST_CASE("checkpoint units come from BF16 and DF11 directories", "[sweep][e2e]") {
+  clear_interrupt();
+  const fs::path fixtures = fs::absolute(kRoot / "datasets/fixtures/official/tiny_mistral");
+  const fs::path dir = fresh_dir("checkpoint");
+  const Experiment e = parse_experiment_text(
+      "schema_version = 1\nname = \"ckpt\"\nbatches = [2]\nmethods = [\"bf16\", \"df11:*\", "
+      "\"decode:*\"]\n"
+      "[measurement]\nwarmup = 0\nmin_samples = 1\nmax_samples = 2\nmin_time_s = 0\nmax_time_s = "
+      "0.05\n"
+      "l2_policy = \"none\"\n"
+      "[[units]]\nkind = \"checkpoint\"\npath = \"bf16\"\nunit = \"model.layers.0\"\n"
+      "[[units]]\nkind = \"checkpoint\"\npath = \"df11\"\nunit = \"model.layers.0\"\n",
+      (fixtures / "virtual.toml").string());  // relative paths resolve from the file's folder
+
+  const MaterializedUnit hf = materialize_unit(e.units[0], e, 1.0, 2);
+  const MaterializedUnit d = materialize_unit(e.units[1], e, 1.0, 2);
+  REQUIRE(hf.unit.tensors.size() == 7);
+  REQUIRE(d.unit.tensors.size() == 7);
+  CHECK_FALSE(hf.df11);
+  REQUIRE(d.df11);  // the file's own encoding is kept
+  for (std::size_t i = 0; i < 7; ++i) {
+    CHECK(hf.unit.tensors[i].data == d.unit.tensors[i].data);
+    CHECK(hf.unit.tensors[i].shape == d.unit.tensors[i].shape);
+  }
+  const MaterializedUnit half = materialize_unit(e.units[1], e, 0.5, 2);
+  CHECK_FALSE(half.df11);  // sliced: re-encoded by the sweep
+  CHECK(half.unit.tensors[0].shape[0] == (hf.unit.tensors[0].shape[0] + 1) / 2);
+
+  auto backend = make_cpu_backend(2);
+  const SweepReport r = run_sweep(e, *backend, registry(), options_for(dir));
+  CHECK(r.passed == 6);  // per unit: decode, bf16, df11
+  CHECK(r.incorrect + r.not_run + r.not_supported == 0);
+
+  Experiment missing = e;
+  missing.units[0].name = "model.layers.9";
+  CHECK_THROWS_WITH(materialize_unit(missing.units[0], missing, 1.0, 2),
+                    Catch::Contains("model.layers.9"));
+  missing.units[0].path = "nowhere";
+  CHECK_THROWS_WITH(
+      run_sweep(missing, *backend, registry(), options_for(fresh_dir("checkpoint_missing"))),
+      Catch::Contains("units[0].path") && Catch::Contains("nowhere"));
+  fs::remove_all(dir);
+}
