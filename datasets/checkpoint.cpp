@@ -878,6 +878,14 @@ EncodedUnit Df11Checkpoint::load(const UnitSpec& unit) const {
   e.sign_mantissa = copy_u8(sm);
   e.output_positions = copy_u8(pos);
   e.gaps = copy_u8(gaps);
+  // The official encoder omits the last block's entry when no code starts in that block (the
+  // data ends on a byte boundary and the block holds only the tail of a code that started in
+  // the previous one; see datasets/fixtures/official/README.md). That entry can only be
+  // n_elements, so it is restored here; the official kernel reads it past the end.
+  if (e.output_positions.size() == 4 * e.n_blocks() && e.n_blocks() > 0) {
+    const uint32_t n = static_cast<uint32_t>(e.n_elements);
+    for (int k = 0; k < 4; ++k) e.output_positions.push_back(static_cast<uint8_t>(n >> (8 * k)));
+  }
   try {
     validate_encoded(e);
   } catch (const Error& err) {

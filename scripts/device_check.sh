@@ -45,9 +45,7 @@ step "decode throughput" 150 "$BUILD/bin/run_sweep" experiments/decode_throughpu
   --out "$OUT_DIR/decode" "${ptx_args[@]}"
 step "default experiment" 240 "$BUILD/bin/run_sweep" experiments/nemo_layer.toml --backend cuda \
   --out "$OUT_DIR/sweep" "${ptx_args[@]}"
-if [ -x scripts/device_e2e.sh ]; then
-  step "e2e generation" 240 scripts/device_e2e.sh "$BUILD" "$OUT_DIR/e2e.jsonl"
-fi
+step "e2e generation" 240 harness/e2e/bench_generate.sh "$BUILD/bin/df11" "$OUT_DIR/e2e.jsonl"
 
 # Short table last: decode GB/s per variant against the copy of the same run.
 /usr/bin/env python3 - "$OUT_DIR/decode/results.jsonl" <<'PY' | tee -a "$SUMMARY"
