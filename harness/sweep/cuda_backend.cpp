@@ -19,6 +19,7 @@
 #include "common/cuda_util.hpp"
 #include "sweep/backend.hpp"
 #include "sweep/cupti_timer.hpp"
+#include "sweep/results.hpp"
 
 #define CUBLAS_CHECK(expr)                                                                            \
   do {                                                                                                \
@@ -90,26 +91,6 @@ struct GemmPlan {
     if (op) cublasLtMatmulDescDestroy(op);
   }
 };
-
-double median_of(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const std::size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
-double quartile_spread(std::vector<double> v) {  // (q3 - q1) / median
-  if (v.size() < 4) return 1.0;
-  std::sort(v.begin(), v.end());
-  auto q = [&](double f) {
-    const double pos = f * static_cast<double>(v.size() - 1);
-    const std::size_t i = static_cast<std::size_t>(pos);
-    const double frac = pos - static_cast<double>(i);
-    return i + 1 < v.size() ? v[i] * (1 - frac) + v[i + 1] * frac : v[i];
-  };
-  const double med = q(0.5);
-  return med > 0 ? (q(0.75) - q(0.25)) / med : 1.0;
-}
 
 class CudaBackend final : public Backend {
  public:
@@ -269,7 +250,7 @@ class CudaBackend final : public Backend {
       spent += ms * 1e-3;
       const int n = i + 1;
       if (spent >= meas.max_time_s) break;
-      if (n >= meas.min_samples && spent >= meas.min_time_s && quartile_spread(s.total_s) <= meas.noise_target) break;
+      if (n >= meas.min_samples && spent >= meas.min_time_s && relative_iqr(s.total_s) <= meas.noise_target) break;
     }
     return s;
   }

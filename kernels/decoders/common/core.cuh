@@ -135,23 +135,6 @@ struct ChunkSpan {
   unsigned end_bit;
 };
 
-// Pass 1 of the two-pass scheme: how many codes start in the chunk.
-template <bool ReadOnly, class Table>
-DF11_HD unsigned count_chunk(const Table& table, const ChunkSpan& s) {
-  BitReader<ReadOnly> br;
-  br.init(s.chunk);
-  br.skip(s.gap);
-  unsigned pos = s.gap, n = 0;
-  while (pos < s.end_bit) {
-    unsigned sym, len;
-    table.lookup(br.peek(), sym, len);
-    br.skip(len);
-    pos += len;
-    ++n;
-  }
-  return n;
-}
-
 // Decodes the chunk's codes; calls emit(k, exponent) for the k-th code of the chunk.
 template <bool ReadOnly, class Table, class Emit>
 DF11_HD unsigned decode_chunk(const Table& table, const ChunkSpan& s, Emit&& emit) {
@@ -168,6 +151,13 @@ DF11_HD unsigned decode_chunk(const Table& table, const ChunkSpan& s, Emit&& emi
     ++n;
   }
   return n;
+}
+
+// Pass 1 of the two-pass scheme: how many codes start in the chunk (the decode loop with
+// nothing emitted; the compiler drops the unused symbols).
+template <bool ReadOnly, class Table>
+DF11_HD unsigned count_chunk(const Table& table, const ChunkSpan& s) {
+  return decode_chunk<ReadOnly>(table, s, [](unsigned, unsigned) {});
 }
 
 // The bits of chunk c that belong to the stream (the final chunk may be shorter).

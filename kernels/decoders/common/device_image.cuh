@@ -35,24 +35,15 @@ class GapDeviceImage final : public DeviceImage {
   [[nodiscard]] uint64_t n_elements() const override { return host_.n_elements; }
 
   [[nodiscard]] LaunchParams params(uint16_t* out, uint64_t lo, uint64_t hi) const {
-    LaunchParams p{};
-    p.stream = stream_buf_.get();
-    p.n_bytes = host_.n_bytes;
-    p.sign_mantissa = sm_.get();
-    p.positions = positions_.get();
-    p.gaps = gaps_.get();
-    p.luts = luts_.get();
-    p.n_rows = host_.n_rows;
-    p.flat_root = flat_.get();
-    p.canon = canon_.get();
-    p.out = out;
-    p.n_elements = host_.n_elements;
-    p.n_chunks = host_.n_chunks;
-    p.lo = lo;
-    p.hi = hi;
-    p.max_block_elements = host_.max_block_elements;
-    p.gap_bits = host_.gap_bits;
-    return p;
+    LaunchParams a{};
+    a.stream = stream_buf_.get();
+    a.sign_mantissa = sm_.get();
+    a.positions = positions_.get();
+    a.gaps = gaps_.get();
+    a.luts = luts_.get();
+    a.flat_root = flat_.get();
+    a.canon = canon_.get();
+    return launch_params(host_, a, out, lo, hi);
   }
   [[nodiscard]] const HostImage& host() const { return host_; }
   [[nodiscard]] const VariantSpec& spec() const { return spec_; }

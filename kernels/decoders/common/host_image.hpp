@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "codec/canonical.hpp"
+#include "common/core.cuh"
 #include "common/variant.hpp"
 
 namespace df11::dec {
@@ -34,6 +35,11 @@ struct HostImage {
 // Blocks [first, second) whose elements meet [lo, hi).
 [[nodiscard]] std::pair<uint64_t, uint64_t> block_range(const VariantSpec& spec, const HostImage& img, uint64_t lo,
                                                         uint64_t hi);
+
+// Launch parameters of a decode of [lo, hi) into out: sizes from the image, array pointers from
+// `arrays` (the image's own vectors on the host, device buffers for a kernel).
+[[nodiscard]] LaunchParams launch_params(const HostImage& img, const LaunchParams& arrays, uint16_t* out, uint64_t lo,
+                                         uint64_t hi);
 
 // Whether the spec can decode the unit; the reason when not.
 [[nodiscard]] Status spec_can_implement(const VariantSpec& spec, const EncodedUnit& unit);

@@ -154,6 +154,21 @@ HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
   return img;
 }
 
+LaunchParams launch_params(const HostImage& img, const LaunchParams& arrays, uint16_t* out, uint64_t lo,
+                           uint64_t hi) {
+  LaunchParams p = arrays;
+  p.n_bytes = img.n_bytes;
+  p.n_rows = img.n_rows;
+  p.out = out;
+  p.n_elements = img.n_elements;
+  p.n_chunks = img.n_chunks;
+  p.lo = lo;
+  p.hi = hi;
+  p.max_block_elements = img.max_block_elements;
+  p.gap_bits = img.gap_bits;
+  return p;
+}
+
 std::pair<uint64_t, uint64_t> block_range(const VariantSpec& spec, const HostImage& img, uint64_t lo, uint64_t hi) {
   if (lo >= hi || img.n_blocks == 0) return {0, 0};
   const uint64_t tpb = static_cast<uint64_t>(spec.threads_per_block);

@@ -13,24 +13,15 @@ namespace df11::dec {
 namespace {
 
 LaunchParams host_params(const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
-  LaunchParams p{};
-  p.stream = img.stream.data();
-  p.n_bytes = img.n_bytes;
-  p.sign_mantissa = img.sign_mantissa.data();
-  p.positions = img.positions.data();
-  p.gaps = img.gaps.data();
-  p.luts = img.luts.empty() ? nullptr : img.luts.data();
-  p.n_rows = img.n_rows;
-  p.flat_root = img.flat_root.empty() ? nullptr : img.flat_root.data();
-  p.canon = img.has_canon ? &img.canon : nullptr;
-  p.out = out;
-  p.n_elements = img.n_elements;
-  p.n_chunks = img.n_chunks;
-  p.lo = lo;
-  p.hi = hi;
-  p.max_block_elements = img.max_block_elements;
-  p.gap_bits = img.gap_bits;
-  return p;
+  LaunchParams a{};
+  a.stream = img.stream.data();
+  a.sign_mantissa = img.sign_mantissa.data();
+  a.positions = img.positions.data();
+  a.gaps = img.gaps.data();
+  a.luts = img.luts.empty() ? nullptr : img.luts.data();
+  a.flat_root = img.flat_root.empty() ? nullptr : img.flat_root.data();
+  a.canon = img.has_canon ? &img.canon : nullptr;
+  return launch_params(img, a, out, lo, hi);
 }
 
 template <TableKind TK, Partition P, Staging S>
