@@ -130,19 +130,6 @@ void fsync_path(const fs::path& path, bool directory) {
   }
 }
 
-// Deterministic norm weights near 1.0 (BF16): 1 + u/10, u uniform in [-1, 1), from splitmix64.
-void fill_norm(std::span<uint16_t> out, uint64_t seed, std::string_view name) {
-  uint64_t state = seed ^ 0x9E3779B97F4A7C15ull;
-  for (const char c : name) state = (state ^ static_cast<uint8_t>(c)) * 0x100000001B3ull;
-  for (uint16_t& w : out) {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    const double u = static_cast<double>(z >> 11) * 0x1.0p-53 * 2.0 - 1.0;
-    w = float_to_bf16(static_cast<float>(1.0 + 0.1 * u));
-  }
-}
 
 }  // namespace
 
@@ -1221,7 +1208,7 @@ void synthesize(const fs::path& out, const SynthOptions& o, const ProgressFn& pr
     if (!item.is_unit) {
       const TensorSpec& t = contents.copied[item.index];
       std::vector<uint16_t> words(element_count(t.shape));
-      fill_norm(words, o.seed, t.name);
+      synth::fill_norm(words, o.seed, t.name);
       writer.write(t.name, std::as_bytes(std::span<const uint16_t>(words)));
       tracker.done(t.name, words.size(), false);
       continue;

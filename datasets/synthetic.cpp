@@ -364,4 +364,18 @@ df11::Unit make_matrix_unit(const std::string& unit_name, const std::string& ten
   return unit;
 }
 
+// Deterministic norm weights near 1.0 (BF16): 1 + u/10, u uniform in [-1, 1), from splitmix64.
+void fill_norm(std::span<uint16_t> out, uint64_t seed, std::string_view name) {
+  uint64_t state = seed ^ 0x9E3779B97F4A7C15ull;
+  for (const char c : name) state = (state ^ static_cast<uint8_t>(c)) * 0x100000001B3ull;
+  for (uint16_t& w : out) {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const double u = static_cast<double>(z >> 11) * 0x1.0p-53 * 2.0 - 1.0;
+    w = float_to_bf16(static_cast<float>(1.0 + 0.1 * u));
+  }
+}
+
 }  // namespace df11::synth

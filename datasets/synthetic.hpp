@@ -55,4 +55,8 @@ void fill_weights(std::span<uint16_t> out, std::string_view role, int64_t fan_in
                                           int64_t rows, int64_t cols, uint64_t seed,
                                           int n_threads = 0);
 
+// Deterministic RMSNorm weights near 1.0 (BF16), keyed by seed and tensor name: the one recipe
+// that `df11 synth` checkpoints and synthetic e2e models share, so both hold the same values.
+void fill_norm(std::span<uint16_t> out, uint64_t seed, std::string_view name);
+
 }  // namespace df11::synth

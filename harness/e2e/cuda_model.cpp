@@ -343,18 +343,7 @@ class CudaModel final : public Model {
 
   void forward(std::span<const int32_t> tokens, int n_new) override {
     NvtxRange r("e2e.forward");
-    if (n_new <= 0 || tokens.size() != sz(batch_) * sz(n_new)) {
-      throw Error(fmt::format("forward: {} tokens for a batch of {} x {} new positions",
-                              tokens.size(), batch_, n_new));
-    }
-    for (const int32_t t : tokens) {
-      if (t < 0 || t >= s_.vocab)
-        throw Error(fmt::format("token id {} is outside the vocabulary [0, {})", t, s_.vocab));
-    }
-    if (position_ + n_new > max_positions_) {
-      throw Error(fmt::format("forward: {} + {} positions exceed the KV cache of {}", position_,
-                              n_new, max_positions_));
-    }
+    check_forward_args(*this, tokens, n_new);
     const int chunk = std::max(1, rows_cap_ / batch_);
     for (int t0 = 0; t0 < n_new; t0 += chunk) {
       const int tn = std::min(chunk, n_new - t0);

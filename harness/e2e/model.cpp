@@ -71,4 +71,21 @@ std::vector<float> rope_table(const ModelShape& s, int max_positions) {
   return t;
 }
 
+void check_forward_args(const Model& model, std::span<const int32_t> tokens, int n_new) {
+  const auto rows = static_cast<std::size_t>(model.batch());
+  if (n_new <= 0 || tokens.size() != rows * static_cast<std::size_t>(n_new)) {
+    throw Error(fmt::format("forward: {} tokens for a batch of {} x {} new positions", tokens.size(), model.batch(),
+                            n_new));
+  }
+  for (const int32_t t : tokens) {
+    if (t < 0 || t >= model.shape().vocab) {
+      throw Error(fmt::format("token id {} is outside the vocabulary [0, {})", t, model.shape().vocab));
+    }
+  }
+  if (model.position() + n_new > model.max_positions()) {
+    throw Error(fmt::format("forward: {} + {} positions exceed the KV cache of {}", model.position(), n_new,
+                            model.max_positions()));
+  }
+}
+
 }  // namespace df11::e2e

@@ -52,6 +52,10 @@ class Model {
   [[nodiscard]] virtual MemoryStats memory() const = 0;
 };
 
+// The checks every Model::forward makes first: tokens is [batch][n_new], ids inside the
+// vocabulary, the cache large enough. Throws df11::Error.
+void check_forward_args(const Model& model, std::span<const int32_t> tokens, int n_new);
+
 // Argmax of each row of a [rows][vocab] array; ties and NaN rows resolve to the lowest index.
 void argmax_rows(std::span<const float> logits, int rows, int64_t vocab, std::vector<int32_t>& out);
 

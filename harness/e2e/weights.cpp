@@ -148,17 +148,7 @@ const EncodedUnit& UnitFeed::encoded(const Layout& layout) {
 // ---- sources ---------------------------------------------------------------------------------
 
 void synthetic_norm(std::vector<uint16_t>& out, uint64_t seed, const std::string& name) {
-  // splitmix64 keyed by an FNV-1a walk over the name: the recipe `df11 synth` uses, so both agree.
-  uint64_t state = seed ^ 0x9E3779B97F4A7C15ull;
-  for (const char c : name) state = (state ^ static_cast<uint8_t>(c)) * 0x100000001B3ull;
-  for (uint16_t& w : out) {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    const double u = static_cast<double>(z >> 11) * 0x1.0p-53 * 2.0 - 1.0;
-    w = float_to_bf16(static_cast<float>(1.0 + 0.1 * u));
-  }
+  synth::fill_norm(out, seed, name);  // the recipe `df11 synth` uses, so both agree
 }
 
 namespace {
