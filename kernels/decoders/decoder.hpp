@@ -85,6 +85,8 @@ class Registry {
 
 // Lists every variant; the one place where variants are named.
 void register_all(Registry& registry);
+// A process-wide registry holding every variant (built on first use, never modified).
+[[nodiscard]] const Registry& all_decoders();
 
 [[nodiscard]] bool glob_match(const std::string& pattern, const std::string& text);
 

@@ -91,4 +91,13 @@ void register_all(Registry& r) {
   r.add(std::make_unique<OfficialPtxDecoder>());
 }
 
+const Registry& all_decoders() {
+  static const Registry r = [] {
+    Registry x;
+    register_all(x);
+    return x;
+  }();
+  return r;
+}
+
 }  // namespace df11::dec

@@ -14,6 +14,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/temp_dir.hpp"
+
 #include "codec/cpu_decoder.hpp"
 #include "datasets/checkpoint.hpp"
 #include "datasets/safetensors.hpp"
@@ -26,26 +28,10 @@ using namespace df11::ckpt;
 
 namespace {
 
-// A fresh directory per test case, removed with everything in it when the case ends.
-class TempDir {
+// Each suite's directories carry its own prefix, so leftovers say where they came from.
+class TempDir : public df11::test::TempDir {
  public:
-  TempDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("df11_ckpt_test_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  [[nodiscard]] fs::path operator/(const std::string& name) const { return path_ / name; }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+  TempDir() : df11::test::TempDir("df11_ckpt_test") {}
 };
 
 const fs::path kFixtures = fs::path(__FILE__).parent_path() / "../../datasets/fixtures/official";

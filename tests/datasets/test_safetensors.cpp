@@ -13,6 +13,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/temp_dir.hpp"
+
 #include "datasets/safetensors.hpp"
 
 namespace fs = std::filesystem;
@@ -23,26 +25,10 @@ using df11::st::Writer;
 
 namespace {
 
-// A fresh directory per test case, removed with everything in it when the case ends.
-class TempDir {
+// Each suite's directories carry its own prefix, so leftovers say where they came from.
+class TempDir : public df11::test::TempDir {
  public:
-  TempDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("df11_st_test_" + std::to_string(::getpid()) + "_" + std::to_string(rd()));
-    fs::create_directories(path_);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-  [[nodiscard]] fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
+  TempDir() : df11::test::TempDir("df11_st_test") {}
 };
 
 template <class T>

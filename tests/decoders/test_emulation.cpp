@@ -21,14 +21,7 @@ using df11::test::words_with_exponents;
 
 namespace {
 
-const dec::Registry& registry() {
-  static const dec::Registry r = [] {
-    dec::Registry x;
-    dec::register_all(x);
-    return x;
-  }();
-  return r;
-}
+const dec::Registry& registry() { return dec::all_decoders(); }
 
 std::vector<uint16_t> flatten(const Unit& u) {
   std::vector<uint16_t> v;

@@ -61,14 +61,7 @@ SweepOptions options_for(const fs::path& dir) {
   return o;
 }
 
-const dec::Registry& registry() {
-  static const dec::Registry r = [] {
-    dec::Registry x;
-    dec::register_all(x);
-    return x;
-  }();
-  return r;
-}
+const dec::Registry& registry() { return dec::all_decoders(); }
 
 std::string key_of(const json& r) {
   const json& c = r["case"];
