@@ -58,6 +58,11 @@ class Decoder {
   void decode_host(const EncodedUnit& unit, std::span<uint16_t> out) const {
     decode_host(unit, out, 0, unit.n_elements);
   }
+  // The kernel's own block body run on the host SIMT executor (kernels/simt): a host thread per
+  // CUDA thread, real barriers and warp shuffles, shared memory poisoned per block. Exact but
+  // slow (meant for units of a few blocks). Same contract as decode_host; a decoder without a
+  // host-compilable body (official-ptx) throws df11::Error.
+  virtual void decode_simt(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi) const;
 
   // CUDA builds with a device only; elsewhere these throw df11::Error ("built without CUDA").
   // upload validates the metadata and refuses a malformed unit before anything is launched.

@@ -25,14 +25,29 @@ uint64_t Decoder::workspace_bytes(const EncodedUnit&) const { return 0; }
 
 Status VariantDecoder::can_implement(const EncodedUnit& unit) const { return spec_can_implement(spec_, unit); }
 
-void VariantDecoder::decode_host(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi) const {
+namespace {
+void check_range(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi) {
   if (lo > hi || hi > unit.n_elements) {
     throw Error(fmt::format("unit {}: range [{}, {}) is outside its {} elements", unit.name, lo, hi, unit.n_elements));
   }
   if (out.size() != hi - lo) {
     throw Error(fmt::format("unit {}: output holds {} elements, the range has {}", unit.name, out.size(), hi - lo));
   }
+}
+}  // namespace
+
+void Decoder::decode_simt(const EncodedUnit&, std::span<uint16_t>, uint64_t, uint64_t) const {
+  throw Error(name() + ": no host-compilable kernel body to run on the SIMT executor");
+}
+
+void VariantDecoder::decode_host(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi) const {
+  check_range(unit, out, lo, hi);
   emulate_variant(spec_, unit, out.data(), lo, hi);
+}
+
+void VariantDecoder::decode_simt(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi) const {
+  check_range(unit, out, lo, hi);
+  simt_variant(spec_, unit, out.data(), lo, hi);
 }
 
 void Registry::add(std::unique_ptr<Decoder> d) {

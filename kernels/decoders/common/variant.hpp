@@ -46,7 +46,9 @@ struct VariantSpec {
   [[nodiscard]] bool canonical_layout() const { return table == TableKind::flat_canon || table == TableKind::canon; }
 };
 
-// Host emulation of a variant (gap_decode_host.cpp).
+// Host runs of a variant (gap_decode_host.cpp): the fast phase-by-phase emulation, and the
+// kernel body on the SIMT executor.
 void emulate_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi);
+void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi);
 
 }  // namespace df11::dec

@@ -1,14 +1,17 @@
 // The gap-partitioned decoder family: every variant of table scheme x partition x staging as
-// one template. The per-thread phases are __host__ __device__: the kernel (gap_decode.cu) calls
-// them with threadIdx and __syncthreads between phases; the host emulation
-// (gap_decode_host.cpp) calls them for every thread of a block in turn, with the same shared
-// memory layout in a host buffer.
+// one template. The per-thread phases are __host__ __device__, and so is the whole block body
+// (gap_decode_block, at the end): the kernel (gap_decode.cu) is a one-line wrapper around it,
+// and the host runs the same body two ways (gap_decode_host.cpp): on the SIMT executor
+// (kernels/simt: a thread per CUDA thread, real barriers and shuffles; exact but slow) and as
+// a fast phase-by-phase emulation that calls the per-thread phases for every thread of a block
+// in turn, with a sequential scan in place of the block scan.
 #pragma once
 
 #include <cstdint>
 
 #include "common/core.cuh"
 #include "common/variant.hpp"
+#include "simt/simt.cuh"
 
 namespace df11::dec {
 
@@ -188,6 +191,102 @@ DF11_HD auto make_table(const LaunchParams& p, uint8_t* smem, const SmemLayout& 
         reinterpret_cast<const uint16_t*>(smem + sl.table), {reinterpret_cast<const CanonicalTable*>(smem + sl.canon)}};
   } else {
     return CanonTables{reinterpret_cast<const CanonicalTable*>(smem + sl.canon)};
+  }
+}
+
+// Exclusive scan of one value per thread: Hillis-Steele over a double buffer in shared memory
+// (2 * TPB words), the official kernel's kind of block scan.
+template <int TPB>
+DF11_HD unsigned scan_block_smem(unsigned v, uint32_t* buf) {
+  const unsigned t = simt::tid_x();
+  uint32_t* a = buf;
+  uint32_t* b = buf + TPB;
+  a[t] = v;
+  simt::sync_block();
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int off = 1; off < TPB; off <<= 1) {
+    uint32_t x = a[t];
+    if (t >= static_cast<unsigned>(off)) x += a[t - off];
+    b[t] = x;
+    simt::sync_block();
+    uint32_t* tmp = a;
+    a = b;
+    b = tmp;
+  }
+  return a[t] - v;
+}
+
+// Exclusive scan by warp shuffles: scan in each warp, one shared word per warp, scan of the
+// warp totals by warp 0.
+template <int TPB>
+DF11_HD unsigned scan_block_warp(unsigned v, uint32_t* totals) {
+  static_assert(TPB % 32 == 0 && TPB / 32 <= 32, "whole warps, at most 32 of them");
+  constexpr int kWarps = TPB / 32;
+  const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
+  unsigned x = v;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int off = 1; off < 32; off <<= 1) {
+    const unsigned y = simt::warp_shfl_up(x, static_cast<unsigned>(off));
+    if (lane >= static_cast<unsigned>(off)) x += y;
+  }
+  if (lane == 31) totals[warp] = x;
+  simt::sync_block();
+  if (warp == 0) {
+    unsigned w = lane < kWarps ? totals[lane] : 0u;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int off = 1; off < 32; off <<= 1) {
+      const unsigned y = simt::warp_shfl_up(w, static_cast<unsigned>(off));
+      if (lane >= static_cast<unsigned>(off)) w += y;
+    }
+    if (lane < kWarps) totals[lane] = w;
+  }
+  simt::sync_block();
+  return x - v + (warp > 0 ? totals[warp - 1] : 0u);
+}
+
+// The whole kernel body for one block (block_begin + bid of the launch): tables to shared
+// memory, optional cp.async staging of the encoded bytes, then the per-thread phases separated
+// by the block scan and barriers. smem: the block's dynamic shared memory (sl.total bytes).
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
+DF11_HD void gap_decode_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
+  constexpr VariantSpec spec{TK, P, S, TPB, BPT, false};
+  constexpr bool kStaged = S == Staging::cp_async;
+  const unsigned t = simt::tid_x();
+  const uint64_t b = p.block_begin + simt::bid_x();
+  load_tables(spec, p, smem, sl, t, TPB);
+  if constexpr (kStaged) {
+    const uint8_t* src = p.stream + b * (TPB * BPT);
+    uint8_t* dst = smem + sl.input;
+    simt::cp_async<BPT>(dst + t * BPT, src + t * BPT);
+    if (t == 0) simt::cp_async<16>(dst + TPB * BPT, src + TPB * BPT);
+    simt::cp_async_wait_all();
+  }
+  simt::sync_block();
+  const auto table = make_table<TK>(p, smem, sl);
+  BlockCtx<decltype(table)> c{&p, table, b, 0, 0, kStaged ? smem + sl.input : p.stream + b * (TPB * BPT),
+                              TPB, BPT, smem, sl};
+  if constexpr (P == Partition::thread_pos) {
+    c.block_first = p.positions[b * TPB];
+    const uint64_t last = (b + 1) * TPB < p.n_chunks ? (b + 1) * TPB : p.n_chunks;
+    c.block_end = p.positions[last];
+    if (chunk_exists(p, b, TPB, t)) pass2<S, !kStaged>(c, t, p.positions[b * TPB + t], 0);
+  } else {
+    c.block_first = p.positions[b];
+    c.block_end = p.positions[b + 1];
+    const unsigned count = pass1<S, !kStaged>(c, t);
+    uint32_t* scan = reinterpret_cast<uint32_t*>(smem + sl.scan);
+    const unsigned excl = P == Partition::gap_warp ? scan_block_warp<TPB>(count, scan) : scan_block_smem<TPB>(count, scan);
+    pass2<S, !kStaged>(c, t, c.block_first + excl, count);
+  }
+  if constexpr (S != Staging::direct) {
+    simt::sync_block();
+    copy_out<S>(c, t);
   }
 }
 

@@ -1,6 +1,8 @@
-// Host emulation of the gap-decode family: the same per-thread phases as the kernel, called
-// for every thread of every block in turn, with a host buffer laid out like shared memory and
-// poisoned before each block so a read of anything a phase did not write shows up.
+// Host runs of the gap-decode family. emulate(): the fast emulation, the kernel's per-thread
+// phases called for every thread of every block in turn (a sequential prefix sum in place of
+// the block scan), with a host buffer laid out like shared memory and poisoned before each
+// block so a read of anything a phase did not write shows up. simt(): the kernel body itself,
+// gap_decode_block, on the SIMT executor (kernels/simt).
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -67,7 +69,31 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
   }
 }
 
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
+void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
+  LaunchParams p = host_params(img, out, lo, hi);
+  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements);
+  const auto [b0, b1] = block_range(spec, img, lo, hi);
+  if (b1 <= b0) return;
+  p.block_begin = static_cast<uint32_t>(b0);
+  simt::launch({static_cast<unsigned>(b1 - b0)}, {static_cast<unsigned>(TPB)}, sl.total,
+               [&](uint8_t* smem) { gap_decode_block<TK, P, S, TPB, BPT>(p, sl, smem); });
+}
+
 }  // namespace
+
+void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi) {
+  const HostImage img = prepare_image(spec, unit);
+#define DF11_SIMT(T, P, S, TPB, BPT, M)                                                                          \
+  if (spec.table == TableKind::T && spec.partition == Partition::P && spec.staging == Staging::S &&              \
+      spec.threads_per_block == TPB && spec.bytes_per_thread == BPT) {                                           \
+    simt<TableKind::T, Partition::P, Staging::S, TPB, BPT>(spec, img, out, lo, hi);                              \
+    return;                                                                                                      \
+  }
+  DF11_GAP_VARIANTS(DF11_SIMT)
+#undef DF11_SIMT
+  throw Error("simt_variant: " + spec.name() + " is not in the variant list");
+}
 
 void emulate_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi) {
   const HostImage img = prepare_image(spec, unit);

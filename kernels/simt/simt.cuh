@@ -1,0 +1,84 @@
+// The CUDA built-ins a kernel body uses, written so that one body compiles for the GPU (nvcc,
+// device pass: the real built-ins) and for the host SIMT executor (simt_host.hpp: threads,
+// barriers, warp exchanges). Kernels keep their bodies in DF11_HD functions that call only
+// these for thread/block coordinates, barriers, shuffles and asynchronous copies; the
+// __global__ wrapper passes its shared memory in, the host test launches the same body with
+// simt::launch.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "codec/common.hpp"
+#if !defined(__CUDA_ARCH__)
+#include "simt/simt_host.hpp"
+#endif
+
+namespace df11::simt {
+
+DF11_HD unsigned tid_x() {
+#if defined(__CUDA_ARCH__)
+  return threadIdx.x;
+#else
+  return thread_idx().x;
+#endif
+}
+
+DF11_HD unsigned bid_x() {
+#if defined(__CUDA_ARCH__)
+  return blockIdx.x;
+#else
+  return block_idx().x;
+#endif
+}
+
+DF11_HD void sync_block() {
+#if defined(__CUDA_ARCH__)
+  __syncthreads();
+#else
+  sync_threads();
+#endif
+}
+
+// Lane lane-delta's value (own value for lane < delta); all 32 lanes of the warp take part.
+DF11_HD unsigned warp_shfl_up(unsigned v, unsigned delta) {
+#if defined(__CUDA_ARCH__)
+  return __shfl_up_sync(0xFFFFFFFFu, v, delta);
+#else
+  return shfl_up(0xFFFFFFFFu, v, delta);
+#endif
+}
+
+DF11_HD unsigned warp_shfl_xor(unsigned v, unsigned lane_mask) {
+#if defined(__CUDA_ARCH__)
+  return __shfl_xor_sync(0xFFFFFFFFu, v, lane_mask);
+#else
+  return shfl_xor(0xFFFFFFFFu, v, lane_mask);
+#endif
+}
+
+// Asynchronous global -> shared copy of N bytes (4, 8 or 16; both addresses N-aligned),
+// complete for the issuing thread after cp_async_wait_all(), for the block after a barrier.
+// On the host the copy happens at once.
+template <int N>
+DF11_HD void cp_async(void* smem_dst, const void* gmem_src) {
+  static_assert(N == 4 || N == 8 || N == 16, "cp.async copies 4, 8 or 16 bytes");
+#if defined(__CUDA_ARCH__)
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  if constexpr (N == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(gmem_src));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(dst), "l"(gmem_src), "n"(N));
+  }
+#else
+  std::memcpy(smem_dst, gmem_src, N);
+#endif
+}
+
+DF11_HD void cp_async_wait_all() {
+#if defined(__CUDA_ARCH__)
+  asm volatile("cp.async.wait_all;\n" ::);
+#endif
+}
+
+}  // namespace df11::simt

@@ -1,0 +1,172 @@
+// The host SIMT executor (kernels/simt) and, on it, every decoder variant's own kernel body
+// (gap_decode_block: table loads, cp.async staging, block and warp scans, barriers, smem-out
+// copies) bit for bit against the input. The executor's tests check the CUDA semantics the
+// kernels rely on: coordinates, barriers that publish shared memory, shuffles, exited threads
+// leaving barriers, and that a deadlock or a thread's exception ends the launch with an error.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <stdexcept>
+
+#include "codec/encoder.hpp"
+#include "decoder.hpp"
+#include "helpers.hpp"
+#include "simt/simt.cuh"
+
+using namespace df11;
+using df11::test::random_weights;
+using df11::test::unit_of;
+using df11::test::words_with_exponents;
+
+TEST_CASE("simt: every thread of every block runs once with its coordinates", "[decoders][simt]") {
+  const simt::Dim3 grid{3, 2, 1}, block{8, 4, 2};
+  // Catch2 is not thread-safe: bodies record, the test thread checks.
+  std::vector<std::atomic<int>> seen(grid.count() * block.count());
+  std::atomic<int> bad_dims{0};
+  simt::launch(grid, block, 0, [&](uint8_t*) {
+    const simt::Dim3 t = simt::thread_idx(), b = simt::block_idx();
+    if (simt::block_dim().count() != block.count() || simt::grid_dim().count() != grid.count()) bad_dims.fetch_add(1);
+    const uint64_t tl = t.x + block.x * (t.y + block.y * t.z), bl = b.x + grid.x * (b.y + grid.y * b.z);
+    seen[bl * block.count() + tl].fetch_add(1);
+  });
+  REQUIRE(bad_dims.load() == 0);
+  for (const auto& s : seen) REQUIRE(s.load() == 1);
+}
+
+TEST_CASE("simt: barriers publish shared memory; each block starts poisoned", "[decoders][simt]") {
+  constexpr unsigned n = 100;
+  std::vector<uint32_t> out(4 * n), first(4 * n);
+  simt::launch({4}, {n}, n * 4, [&](uint8_t* smem) {
+    auto* s = reinterpret_cast<uint32_t*>(smem);
+    const unsigned t = simt::tid_x(), b = simt::bid_x();
+    first[b * n + t] = s[t];  // before anyone wrote: the poison of this block
+    simt::sync_block();
+    s[t] = 1000 * b + t;
+    simt::sync_block();
+    out[b * n + t] = s[n - 1 - t];
+  });
+  for (unsigned b = 0; b < 4; ++b) {
+    for (unsigned t = 0; t < n; ++t) {
+      REQUIRE(first[b * n + t] == 0xCDCDCDCDu);
+      REQUIRE(out[b * n + t] == 1000 * b + (n - 1 - t));
+    }
+  }
+}
+
+TEST_CASE("simt: warp shuffles, whole and partial last warps", "[decoders][simt]") {
+  for (unsigned n : {32u, 96u, 48u}) {
+    std::vector<uint32_t> up(n), x(n);
+    simt::launch({1}, {n}, 0, [&](uint8_t*) {
+      const unsigned t = simt::tid_x();
+      up[t] = simt::warp_shfl_up(t * 7 + 1, 3);
+      x[t] = simt::warp_shfl_xor(t * 5 + 2, 16);
+    });
+    for (unsigned t = 0; t < n; ++t) {
+      const unsigned lane = t % 32, warp_base = t - lane, lanes = std::min(32u, n - warp_base);
+      INFO("n " << n << " thread " << t);
+      REQUIRE(up[t] == (lane >= 3 ? (t - 3) * 7 + 1 : t * 7 + 1));
+      const unsigned src = lane ^ 16u;
+      REQUIRE(x[t] == (src < lanes ? (warp_base + src) * 5 + 2 : t * 5 + 2));
+    }
+  }
+}
+
+TEST_CASE("simt: threads that returned do not hold up the others' barriers", "[decoders][simt]") {
+  std::vector<uint32_t> out(64);
+  simt::launch({2}, {64}, 64 * 4, [&](uint8_t* smem) {
+    const unsigned t = simt::tid_x();
+    if (t % 2) return;
+    auto* s = reinterpret_cast<uint32_t*>(smem);
+    s[t] = t;
+    simt::sync_block();
+    out[t] = s[(t + 2) % 64];
+    simt::sync_block();
+  });
+  for (unsigned t = 0; t < 64; t += 2) REQUIRE(out[t] == (t + 2) % 64);
+}
+
+TEST_CASE("simt: a deadlock, an exception or a misuse ends the launch with an error", "[decoders][simt]") {
+  simt::LaunchOptions quick;
+  quick.deadlock_timeout = std::chrono::milliseconds(200);
+  // Only thread 0 reaches the barrier while the others wait in a shuffle: never completes.
+  REQUIRE_THROWS_WITH(simt::launch({1}, {64}, 0,
+                                   [](uint8_t*) {
+                                     if (simt::tid_x() == 0) {
+                                       simt::sync_block();
+                                     } else {
+                                       (void)simt::warp_shfl_up(1, 1);
+                                     }
+                                   },
+                                   quick),
+                      Catch::Contains("deadlock"));
+  REQUIRE_THROWS_WITH(simt::launch({2}, {32}, 0,
+                                   [](uint8_t*) {
+                                     if (simt::bid_x() == 1 && simt::tid_x() == 5) throw std::runtime_error("thread 5 failed");
+                                     simt::sync_block();
+                                   },
+                                   quick),
+                      Catch::Contains("thread 5 failed"));
+  REQUIRE_THROWS_WITH(simt::launch({1}, {32}, 0, [](uint8_t*) { (void)simt::shfl_up(0xFFFFu, 1, 1); }, quick),
+                      Catch::Contains("partial-mask"));
+  REQUIRE_THROWS_AS(simt::launch({1}, {1025}, 0, [](uint8_t*) {}), Error);
+  REQUIRE_THROWS_WITH(simt::sync_threads(), Catch::Contains("outside simt::launch"));
+}
+
+namespace {
+
+// Every variant's kernel body on the SIMT executor: whole unit and ranges that cut blocks.
+void check_simt_all_variants(const Unit& u) {
+  std::vector<uint16_t> expect;
+  for (const auto& t : u.tensors) expect.insert(expect.end(), t.data.begin(), t.data.end());
+  const uint64_t n = expect.size();
+  std::map<std::string, EncodedUnit> encoded;
+  for (const auto& d : dec::all_decoders().all()) {
+    if (d->name() == "official-ptx") {
+      std::vector<uint16_t> out(n);
+      REQUIRE_THROWS_AS(d->decode_simt(encode(u.view(), d->layout(), 2), out, 0, n), Error);
+      continue;
+    }
+    const Layout l = d->layout();
+    auto it = encoded.find(l.name());
+    if (it == encoded.end()) it = encoded.emplace(l.name(), encode(u.view(), l, 2)).first;
+    const EncodedUnit& enc = it->second;
+    INFO(d->name() << " on " << u.name << " (" << n << " elements)");
+    std::vector<uint16_t> out(n, 0xFFFF);
+    d->decode_simt(enc, out, 0, n);
+    REQUIRE(out == expect);
+    for (const auto& [lo, hi] : {std::pair<uint64_t, uint64_t>{n / 3, n / 3 + n / 4}, {n - n / 5, n}, {7, 8}}) {
+      if (hi > n || lo > hi) continue;
+      std::vector<uint16_t> part(hi - lo, 0xFFFF);
+      d->decode_simt(enc, part, lo, hi);
+      REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + static_cast<std::ptrdiff_t>(lo)));
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("simt: every variant's kernel body is bit-exact over several blocks", "[decoders][simt]") {
+  // ~2.6 bits per code: 60000 elements are ~5 blocks of 4 KiB of stream.
+  check_simt_all_variants(unit_of(random_weights(60000, 77, 120, 0.6), "rand60000"));
+}
+
+TEST_CASE("simt: kernel bodies at an exact block boundary and with long codes", "[decoders][simt]") {
+  // One-bit codes: 32768 elements fill exactly one 4 KiB block; one more starts a second.
+  for (uint64_t n : {uint64_t{32768}, uint64_t{32769}}) {
+    auto data = words_with_exponents(n, n, {100, 101});
+    check_simt_all_variants(unit_of(data, "edge" + std::to_string(n)));
+  }
+  std::vector<uint16_t> fib;
+  uint64_t a = 1, b = 1;
+  for (int i = 0; i < 19; ++i) {  // Fibonacci counts: codes up to 18 bits (16 in our layouts)
+    for (uint64_t k = 0; k < a; ++k) fib.push_back(merge_bf16(static_cast<uint8_t>(90 + i), static_cast<uint8_t>(k)));
+    const uint64_t c = a + b;
+    a = b;
+    b = c;
+  }
+  std::mt19937_64 rng(5);
+  std::shuffle(fib.begin(), fib.end(), rng);
+  check_simt_all_variants(unit_of(fib, "fib"));
+}
