@@ -49,6 +49,16 @@ class Backend {
   // Runs the method once at this batch and returns its outputs (all matrices' Y, concatenated,
   // as BF16 bit patterns) for verification against bf16. Batch 0: decode/copy output instead.
   [[nodiscard]] virtual std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) = 0;
+  // When the method's GEMMs are not bf16's (df11-chunked multiplies row slices, and a GEMM
+  // library may pick other kernels, and so round differently, for a slice than for the whole
+  // matrix): the output of those same GEMMs on the resident BF16 weights, so that the sweep can
+  // tell a decode error from a GEMM that rounds differently. nullopt when the method runs
+  // bf16's GEMMs.
+  [[nodiscard]] virtual std::optional<std::vector<uint16_t>> same_gemm_reference(const MethodCase& m, int batch) {
+    (void)m;
+    (void)batch;
+    return std::nullopt;
+  }
   // Warm-up + adaptive sampling under the measurement settings (L2 policy, limits).
   [[nodiscard]] virtual Samples time(const MethodCase& m, int batch, const Measurement& meas) = 0;
   virtual void unload_unit() = 0;

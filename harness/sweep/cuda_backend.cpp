@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <cstring>
 #include <random>
 #include <tuple>
@@ -198,22 +199,26 @@ class CudaBackend final : public Backend {
     run(m);
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
-    std::vector<uint16_t> out;
     if (!m.needs_gemm()) {
-      out.resize(n_);
+      std::vector<uint16_t> out(n_);
       CUDA_CHECK(cudaMemcpy(out.data(), decode_buf_.get(), n_ * 2, cudaMemcpyDeviceToHost));
       // The next output check must see this run's writes, not an earlier run's.
       CUDA_CHECK(cudaMemset(decode_buf_.get(), 0xFF, n_ * 2));
       return out;
     }
-    for (std::size_t i = 0; i < mats_.size(); ++i) {
-      const std::size_t cnt = static_cast<std::size_t>(batch) * static_cast<std::size_t>(mats_[i].out);
-      const std::size_t at = out.size();
-      out.resize(at + cnt);
-      CUDA_CHECK(cudaMemcpy(out.data() + at, y_[i].get(), cnt * 2, cudaMemcpyDeviceToHost));
-      CUDA_CHECK(cudaMemset(y_[i].get(), 0xFF, cnt * 2));  // poison for the next method
-    }
-    return out;
+    return collect_outputs(batch);
+  }
+
+  // df11-chunked multiplies row slices; cuBLASLt may choose other kernels (split-K, other
+  // tiles) for a slice than for the whole matrix, which round differently. Its reference is the
+  // same slices read straight from the resident BF16 weights.
+  [[nodiscard]] std::optional<std::vector<uint16_t>> same_gemm_reference(const MethodCase& m, int batch) override {
+    if (m.kind != "df11-chunked") return std::nullopt;
+    prepare_batch(batch);
+    NvtxRange r("same-gemm reference " + m.label());
+    sliced_gemms(nullptr, stream_.get());
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    return collect_outputs(batch);
   }
 
   [[nodiscard]] Samples time(const MethodCase& m, int batch, const Measurement& meas) override {
@@ -333,6 +338,42 @@ class CudaBackend final : public Backend {
     return p;
   }
 
+  // Every matrix's Y for this batch, concatenated, copied to the host; the device copies are
+  // poisoned again for the next method.
+  std::vector<uint16_t> collect_outputs(int batch) {
+    std::vector<uint16_t> out;
+    for (std::size_t i = 0; i < mats_.size(); ++i) {
+      const std::size_t cnt = static_cast<std::size_t>(batch) * static_cast<std::size_t>(mats_[i].out);
+      const std::size_t at = out.size();
+      out.resize(at + cnt);
+      CUDA_CHECK(cudaMemcpy(out.data() + at, y_[i].get(), cnt * 2, cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemset(y_[i].get(), 0xFF, cnt * 2));
+    }
+    return out;
+  }
+
+  // Every matrix in row slices that fit slice_buf_ (sized for L2): each slice decoded by
+  // `variant` into slice_buf_ and multiplied while it is still in L2 (df11-chunked), or, with
+  // no variant, the same GEMMs reading the slice from the resident BF16 weights.
+  void sliced_gemms(const dec::Decoder* variant, cudaStream_t s) {
+    const dec::DeviceImage* img = variant ? &image_for(*variant) : nullptr;
+    for (std::size_t i = 0; i < mats_.size(); ++i) {
+      const Matrix& m = mats_[i];
+      const int64_t rows_per_slice = std::max<int64_t>(1, static_cast<int64_t>(slice_buf_.size()) / m.in);
+      for (int64_t r0 = 0; r0 < m.out; r0 += rows_per_slice) {
+        const int64_t r1 = std::min(m.out, r0 + rows_per_slice);
+        const uint64_t lo = m.offset + static_cast<uint64_t>(r0 * m.in);
+        const uint64_t hi = m.offset + static_cast<uint64_t>(r1 * m.in);
+        const uint16_t* w = w_.get() + lo;
+        if (variant) {
+          variant->launch(*img, slice_buf_.get(), lo, hi, s);
+          w = slice_buf_.get();
+        }
+        gemm(w, r1 - r0, m.in, x_[i].get(), y_[i].get() + r0, m.out, batch_, s);
+      }
+    }
+  }
+
   void gemms_from(const uint16_t* base) {
     for (std::size_t i = 0; i < mats_.size(); ++i) {
       const Matrix& m = mats_[i];
@@ -373,18 +414,8 @@ class CudaBackend final : public Backend {
       }
     } else if (mc.kind == "df11-chunked") {
       // Decode a slice of rows small enough to stay in L2, multiply it while it is there, next.
-      const dec::DeviceImage& img = image_for(*mc.variant);
-      for (std::size_t i = 0; i < mats_.size(); ++i) {
-        const Matrix& m = mats_[i];
-        const int64_t rows_per_slice = std::max<int64_t>(1, static_cast<int64_t>(slice_buf_.size()) / m.in);
-        for (int64_t r0 = 0; r0 < m.out; r0 += rows_per_slice) {
-          const int64_t r1 = std::min(m.out, r0 + rows_per_slice);
-          const uint64_t lo = m.offset + static_cast<uint64_t>(r0 * m.in);
-          const uint64_t hi = m.offset + static_cast<uint64_t>(r1 * m.in);
-          mc.variant->launch(img, slice_buf_.get(), lo, hi, s);
-          gemm(slice_buf_.get(), r1 - r0, m.in, x_[i].get(), y_[i].get() + r0, m.out, batch_, s);
-        }
-      }
+      NvtxRange r("df11-chunked");
+      sliced_gemms(mc.variant, s);
     } else if (mc.kind == "cpu-offload") {
       // Pinned weights, copies on the copy stream into a double buffer: matrix i+1 travels while
       // matrix i multiplies; a buffer is reused only after the GEMM that read it finished.

@@ -168,7 +168,8 @@ Line summary_json(const Summary& s) {
 }
 
 Line result_line(const Line& meta, const Line& device, const CaseInfo& c, Disposition d,
-                 const std::optional<Summary>& summary, const std::string& reason) {
+                 const std::optional<Summary>& summary, const std::string& reason,
+                 const std::optional<std::string>& verified_against) {
   Line j;
   j["schema_version"] = kResultsSchemaVersion;
   j["meta"] = meta;
@@ -177,6 +178,7 @@ Line result_line(const Line& meta, const Line& device, const CaseInfo& c, Dispos
   j["summary"] = (d == Disposition::passed && summary) ? summary_json(*summary) : Line();
   j["disposition"] = to_string(d);
   j["reason"] = reason;
+  j["verified_against"] = (d == Disposition::passed && verified_against) ? Line(*verified_against) : Line();
   return j;
 }
 

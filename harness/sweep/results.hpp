@@ -67,9 +67,12 @@ using Line = nlohmann::ordered_json;
 [[nodiscard]] Line case_json(const CaseInfo& c);
 [[nodiscard]] Line summary_json(const Summary& s);
 // A whole line. Only passed rows carry a summary (null otherwise), per the schema.
+// verified_against: what a passed row's output was found bit-identical to (docs/RESULTS.md);
+// ignored (null) unless passed.
 [[nodiscard]] Line result_line(const Line& meta, const Line& device, const CaseInfo& c,
                                Disposition d, const std::optional<Summary>& summary,
-                               const std::string& reason);
+                               const std::string& reason,
+                               const std::optional<std::string>& verified_against);
 
 // Appends lines to a results file that it creates (refusing to replace an existing one). Each
 // line goes out in one write(2) call (no user-space buffer to lose), so a run stopped at any

@@ -39,12 +39,16 @@ def noisy(rng, t, spread):
     return [t * (1.0 + abs(rng.gauss(0.0, spread))) for _ in range(SAMPLES)]
 
 
-def row(meta, device, unit, method, variant, batch, disposition="passed", reason="", summary=None):
+def row(meta, device, unit, method, variant, batch, disposition="passed", reason="", summary=None,
+        verified=None):
+    if verified is None and disposition == "passed":
+        verified = "weights" if batch == 0 else ("bf16-rerun" if method == "bf16" else "bf16")
     return {"schema_version": 1, "meta": meta, "device": device,
             "case": {"experiment": EXPERIMENT, "unit": unit, "method": method, "variant": variant,
                      "batch": batch, "seed": 0},
             "summary": summary if disposition == "passed" else None,
-            "disposition": disposition, "reason": reason}
+            "disposition": disposition, "reason": reason,
+            "verified_against": verified if disposition == "passed" else None}
 
 
 def summary_of(rng, t, bytes_, spread=0.015, decode_s=None, gemm_s=None, copy_s=None):
@@ -104,8 +108,13 @@ def generate(seed, scale, device_name, layers):
                                                    decode_s=decode, gemm_s=scale * gemm)))
                 # Chunked: each L2-sized slice is decoded while the previous one is multiplied.
                 chunked = max(decode, scale * gemm) * 1.08 + scale * LAUNCH_S * 3
+                # At batch 1 the slices' GEMMs round differently from the whole matrix's (split-K).
+                same = batch == 1
                 rows.append(row(meta, device, unit, "df11-chunked", variant, batch,
-                                summary=summary_of(rng, chunked, enc_bytes, decode_s=decode, gemm_s=scale * gemm)))
+                                summary=summary_of(rng, chunked, enc_bytes, decode_s=decode, gemm_s=scale * gemm),
+                                verified="bf16-same-gemms" if same else None,
+                                reason="output differs from bf16 at element 17: got 0x3c80, expected 0x3c81 (fake)"
+                                if same else ""))
     rows.append(row(meta, device, "lm_head", "df11-chunked", "flat12.gap5-warp.smem-out.t512.b8", 4096, "not_run",
                     "interrupted (SIGINT)"))
     return rows

@@ -54,6 +54,14 @@ inline void check_line_schema(const json& j) {
   CHECK((d == "passed" || d == "incorrect" || d == "not_supported" || d == "not_run"));
   CHECK(j.at("reason").is_string());
   const json& s = j.at("summary");
+  const json& va = j.at("verified_against");
+  if (d == "passed") {
+    REQUIRE(va.is_string());
+    const std::string v = va;
+    CHECK((v == "bf16" || v == "bf16-rerun" || v == "bf16-same-gemms" || v == "weights"));
+  } else {
+    CHECK(va.is_null());
+  }
   if (d == "passed") {
     REQUIRE(s.is_object());
     CHECK(s.at("samples").is_number_integer());

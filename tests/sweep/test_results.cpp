@@ -98,14 +98,14 @@ TEST_CASE("result lines follow schema v1 and parse back", "[sweep][results]") {
   {
     ResultsWriter w(file);
     w.write(result_line(meta, device, CaseInfo{"exp", "u", "bf16", std::nullopt, 4, 7},
-                        Disposition::passed, summarize(s), ""));
+                        Disposition::passed, summarize(s), "", "bf16-rerun"));
     w.write(result_line(meta, device, CaseInfo{"exp", "u", "df11", "cpu", 4, 7},
                         Disposition::incorrect, summarize(s),
-                        "differs"));  // a summary on a failed row is dropped
+                        "differs", "bf16"));  // a summary (and verified_against) on a failed row is dropped
     w.write(result_line(meta, device, CaseInfo{"exp", "u", "decode", "cpu", 0, 7},
-                        Disposition::not_supported, std::nullopt, "why"));
+                        Disposition::not_supported, std::nullopt, "why", std::nullopt));
     w.write(result_line(meta, device, CaseInfo{"exp", "u", "copy", std::nullopt, 0, 7},
-                        Disposition::not_run, std::nullopt, "interrupted"));
+                        Disposition::not_run, std::nullopt, "interrupted", std::nullopt));
     CHECK(w.lines_written() == 4);
     // Results are never overwritten.
     CHECK_THROWS_WITH(ResultsWriter(file), Catch::Contains("already exists"));

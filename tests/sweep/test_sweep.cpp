@@ -76,6 +76,11 @@ class TamperingBackend final : public Backend {
  public:
   std::string corrupt_kind;    // flip bit 0 of element 5 in this kind's output
   std::string interrupt_kind;  // request_interrupt() when this kind is timed
+  // This kind acts as if its GEMMs rounded differently from bf16's: its output has bit 0 of
+  // element 5 flipped, and its same-GEMM reference is bf16's output with element `ref_flip`
+  // flipped (5: the same GEMMs agree, the case passes; another: a real difference).
+  std::string regemm_kind;
+  std::size_t ref_flip = 5;
 
   [[nodiscard]] std::string kind() const override { return inner_->kind(); }
   [[nodiscard]] json device_info() const override { return inner_->device_info(); }
@@ -88,8 +93,14 @@ class TamperingBackend final : public Backend {
   }
   [[nodiscard]] std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) override {
     auto out = inner_->run_for_output(m, batch);
-    if (m.kind == corrupt_kind && out.size() > 5) out[5] ^= 1;
+    if ((m.kind == corrupt_kind || m.kind == regemm_kind) && out.size() > 5) out[5] ^= 1;
     return out;
+  }
+  [[nodiscard]] std::optional<std::vector<uint16_t>> same_gemm_reference(const MethodCase& m, int batch) override {
+    if (m.kind != regemm_kind) return std::nullopt;
+    auto ref = inner_->run_for_output(MethodCase{"bf16", nullptr, ""}, batch);
+    ref.at(ref_flip) ^= 1;
+    return ref;
   }
   [[nodiscard]] Samples time(const MethodCase& m, int batch, const Measurement& meas) override {
     if (m.kind == interrupt_kind) request_interrupt();
@@ -184,6 +195,46 @@ TEST_CASE("a wrong bit makes a case incorrect, naming the element", "[sweep][e2e
       CHECK_THAT(row["reason"].get<std::string>(),
                  Catch::Contains("element 5") && Catch::Contains("self_attn.q_proj element 5"));
     }
+  }
+  fs::remove_all(dir);
+  fs::remove_all(dir2);
+}
+
+TEST_CASE("a method with other GEMMs passes against the same GEMMs on BF16 weights, and says so",
+          "[sweep][e2e]") {
+  clear_interrupt();
+  Experiment e = smoke();
+  e.batches = {2};
+  TamperingBackend backend;
+  backend.regemm_kind = "df11";
+  const fs::path dir = fresh_dir("regemm");
+  const SweepReport r = run_sweep(e, backend, registry(), options_for(dir));
+  CHECK(r.incorrect == 0);
+  std::map<std::string, json> rows;
+  for (const json& row : read_rows(dir / "results.jsonl")) {
+    sweep_test::check_line_schema(row);
+    rows[key_of(row)] = row;
+  }
+  const json& d = rows.at("df11:cpu@2");
+  CHECK(d["disposition"] == "passed");
+  CHECK(d["verified_against"] == "bf16-same-gemms");
+  CHECK_THAT(d["reason"].get<std::string>(), Catch::Contains("same GEMMs") && Catch::Contains("element 5"));
+  CHECK(rows.at("bf16@2")["verified_against"] == "bf16-rerun");
+  CHECK(rows.at("decode:cpu@0")["verified_against"] == "weights");
+  CHECK(rows.at("copy@0")["verified_against"] == "weights");
+  CHECK(rows.at("cpu-offload@2")["verified_against"].is_null());
+
+  // Its output differs from the same-GEMM reference too: incorrect, both differences named.
+  backend.ref_flip = 9;
+  const fs::path dir2 = fresh_dir("regemm_bad");
+  const SweepReport r2 = run_sweep(e, backend, registry(), options_for(dir2));
+  CHECK(r2.incorrect == 1);
+  for (const json& row : read_rows(dir2 / "results.jsonl")) {
+    if (key_of(row) != "df11:cpu@2") continue;
+    CHECK(row["disposition"] == "incorrect");
+    CHECK(row["verified_against"].is_null());
+    CHECK_THAT(row["reason"].get<std::string>(),
+               Catch::Contains("from bf16 at element 5") && Catch::Contains("same GEMMs at element 5"));
   }
   fs::remove_all(dir);
   fs::remove_all(dir2);
