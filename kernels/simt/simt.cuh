@@ -57,6 +57,22 @@ DF11_HD unsigned warp_shfl_xor(unsigned v, unsigned lane_mask) {
 #endif
 }
 
+// __byte_perm: byte i of the result is byte (selector nibble i & 7) of the 8 bytes y:x (x the
+// low four). The host version follows the PTX prmt definition (default mode), so the selector
+// constants a kernel uses are tested on the host too.
+DF11_HD uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t selector) {
+#if defined(__CUDA_ARCH__)
+  return __byte_perm(x, y, selector);
+#else
+  const uint64_t v = (static_cast<uint64_t>(y) << 32) | x;
+  uint32_t r = 0;
+  for (unsigned i = 0; i < 4; ++i) {
+    r |= static_cast<uint32_t>((v >> (8 * ((selector >> (4 * i)) & 7u))) & 0xFFu) << (8 * i);
+  }
+  return r;
+#endif
+}
+
 // Asynchronous global -> shared copy of N bytes (4, 8 or 16; both addresses N-aligned),
 // complete for the issuing thread after cp_async_wait_all(), for the block after a barrier.
 // On the host the copy happens at once.

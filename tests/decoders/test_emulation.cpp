@@ -12,6 +12,7 @@
 #include "codec/encoder.hpp"
 #include "datasets/synthetic.hpp"
 #include "decoder.hpp"
+#include "gap_decode/gap_decode.cuh"
 #include "helpers.hpp"
 
 using namespace df11;
@@ -137,6 +138,30 @@ TEST_CASE("emulation is bit-exact on a synthetic Nemo layer slice, whole and per
   const Unit layer = synth::make_nemo_layer(2, 7, 0.01, 0);  // 1% of every matrix's rows
   REQUIRE(layer.tensors.size() == 7);
   check_all_variants(layer, true);
+}
+
+TEST_CASE("the 8-wide merge of the vector copy-out equals merge_bf16 for every byte pair", "[decoders]") {
+  // All 65536 (exponent, sign/mantissa) pairs in each of the 8 byte positions, the other
+  // positions filled with a different pair, so that a byte leaking into a neighbour shows.
+  for (unsigned pos = 0; pos < 8; ++pos) {
+    for (unsigned e = 0; e < 256; ++e) {
+      for (unsigned sm = 0; sm < 256; ++sm) {
+        uint64_t e8 = 0, sm8 = 0;
+        for (unsigned k = 0; k < 8; ++k) {
+          const unsigned ek = k == pos ? e : (e + 37 * k + 1) & 0xFF, sk = k == pos ? sm : (sm ^ (0x5A + k)) & 0xFF;
+          e8 |= static_cast<uint64_t>(ek) << (8 * k);
+          sm8 |= static_cast<uint64_t>(sk) << (8 * k);
+        }
+        const dec::Words8 w = dec::merge8(e8, sm8);
+        const uint64_t half = pos < 4 ? w.lo : w.hi;
+        const auto got = static_cast<uint16_t>(half >> (16 * (pos % 4)));
+        if (got != merge_bf16(static_cast<uint8_t>(e), static_cast<uint8_t>(sm))) {
+          FAIL("position " << pos << " exponent " << e << " sign/mantissa " << sm);
+        }
+      }
+    }
+  }
+  SUCCEED();
 }
 
 TEST_CASE("a variant refuses units of another layout and malformed units", "[decoders]") {

@@ -73,6 +73,15 @@ TEST_CASE("simt: warp shuffles, whole and partial last warps", "[decoders][simt]
   }
 }
 
+TEST_CASE("simt: byte_perm follows the PTX prmt selector semantics", "[decoders][simt]") {
+  const uint32_t x = 0x33221100u, y = 0x77665544u;  // byte i of y:x is 0x11 * i
+  CHECK(simt::byte_perm(x, y, 0x3210u) == x);
+  CHECK(simt::byte_perm(x, y, 0x7654u) == y);
+  CHECK(simt::byte_perm(x, y, 0x0123u) == 0x00112233u);  // the byte swap core.cuh uses
+  CHECK(simt::byte_perm(x, y, 0x5140u) == 0x55114400u);  // interleave: x0 y0 x1 y1
+  CHECK(simt::byte_perm(x, y, 0x7362u) == 0x77336622u);  // interleave: x2 y2 x3 y3
+}
+
 TEST_CASE("simt: threads that returned do not hold up the others' barriers", "[decoders][simt]") {
   std::vector<uint32_t> out(64);
   simt::launch({2}, {64}, 64 * 4, [&](uint8_t* smem) {

@@ -39,6 +39,8 @@ const char* staging_name(Staging s) {
     case Staging::direct: return "direct";
     case Staging::keep: return "keep";
     case Staging::cp_async: return "cp-async";
+    case Staging::exp_smem: return "exp-smem-v16";
+    case Staging::keep_vec: return "keep-v16";
   }
   return "?";
 }
@@ -83,6 +85,12 @@ Traits VariantSpec::traits() const {
     case Staging::direct: t.staging = "direct stores"; break;
     case Staging::keep: t.staging = "symbols kept from pass 1 in shared memory, coalesced stores"; break;
     case Staging::cp_async: t.staging = "encoded input staged with cp.async; outputs via shared memory"; break;
+    case Staging::exp_smem:
+      t.staging = "exponents via shared memory, merged with sign/mantissa on the way out, 16-byte stores";
+      break;
+    case Staging::keep_vec:
+      t.staging = "symbols kept from pass 1; exponents merged with sign/mantissa on the way out, 16-byte stores";
+      break;
   }
   t.granularity = per_matrix ? "matrix" : "unit";
   t.threads_per_block = threads_per_block;

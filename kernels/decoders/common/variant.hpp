@@ -28,6 +28,9 @@ enum class Staging : uint8_t {
   direct,    // each thread stores its outputs straight to global memory
   keep,      // pass 1 keeps its symbols in shared memory, pass 2 only scatters them
   cp_async,  // the block's encoded bytes staged into shared memory with cp.async; smem-out
+  exp_smem,  // pass 2 writes exponent bytes to shared memory; the copy-out merges them with the
+             // sign/mantissa bytes 8 at a time (8-byte loads, 16-byte stores)
+  keep_vec,  // keep, with exp_smem's vectorized merge on the way out
 };
 
 struct VariantSpec {

@@ -16,6 +16,13 @@
 namespace df11::dec {
 
 inline constexpr unsigned kAlign = 16;
+
+// Stagings that keep pass 1's symbols per thread, and those that gather exponents (not BF16
+// words) in shared memory for the copy-out to merge.
+DF11_HD constexpr bool keeps_symbols(Staging s) { return s == Staging::keep || s == Staging::keep_vec; }
+DF11_HD constexpr bool exps_in_smem(Staging s) {
+  return s == Staging::keep || s == Staging::keep_vec || s == Staging::exp_smem;
+}
 DF11_HD unsigned align_up(unsigned x) { return (x + kAlign - 1) & ~(kAlign - 1); }
 
 // Shared-memory layout of one block (byte offsets), the same on the device and in emulation.
@@ -53,10 +60,10 @@ DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_bl
   if (table_bytes) take(table_bytes, l.table, l.table_bytes);
   l.canon = s.table == TableKind::flat_canon ? l.table + align_up((1u << VariantSpec::kFlatBits) * 2) : l.table;
   if (s.staging == Staging::smem_out || s.staging == Staging::cp_async) take(max_block_elements * 2, l.out, l.out_bytes);
-  if (s.staging == Staging::keep) {
-    take(tpb * bpt * 8, l.slots, l.slot_bytes);
-    take(max_block_elements, l.exps, l.exps_bytes);
-  }
+  if (keeps_symbols(s.staging)) take(tpb * bpt * 8, l.slots, l.slot_bytes);
+  // Exponents in block order, stored from the 8-aligned element below the block's first (see
+  // exp_base), so that 8 of them at an 8-aligned element index are one aligned 8-byte word.
+  if (exps_in_smem(s.staging)) take(max_block_elements + 8, l.exps, l.exps_bytes);
   if (s.staging == Staging::cp_async) take(tpb * bpt + 16, l.input, l.input_bytes);
   l.total = off;
   return l;
@@ -90,12 +97,20 @@ DF11_HD bool chunk_exists(const LaunchParams& p, uint64_t block, unsigned tpb, u
 
 // Writes element idx (exponent e) the way the staging says; drops what lies outside the block's
 // elements (the final chunk's padding decodes to garbage past n_elements) or outside [lo, hi).
+// Element index whose exponent sits at byte 0 of the shared exponent buffer.
+template <class Table>
+DF11_HD uint64_t exp_base(const BlockCtx<Table>& c) {
+  return c.block_first & ~uint64_t{7};
+}
+
 template <Staging S, class Table>
 DF11_HD void emit_element(const BlockCtx<Table>& c, uint64_t idx, unsigned e) {
   if (idx >= c.block_end) return;
   const LaunchParams& p = *c.p;
   if constexpr (S == Staging::direct) {
     if (idx >= p.lo && idx < p.hi) p.out[idx - p.lo] = merge_bf16(static_cast<uint8_t>(e), p.sign_mantissa[idx]);
+  } else if constexpr (S == Staging::exp_smem) {
+    c.smem[c.sl.exps + (idx - exp_base(c))] = static_cast<uint8_t>(e);
   } else {
     uint16_t* o = reinterpret_cast<uint16_t*>(c.smem + c.sl.out);
     o[idx - c.block_first] = merge_bf16(static_cast<uint8_t>(e), p.sign_mantissa[idx]);
@@ -107,7 +122,7 @@ template <Staging S, bool ReadOnlyInput, class Table>
 DF11_HD unsigned pass1(const BlockCtx<Table>& c, unsigned t) {
   if (!chunk_exists(*c.p, c.block, c.tpb, t)) return 0;
   const ChunkSpan span = chunk_span<ReadOnlyInput>(c, t);
-  if constexpr (S == Staging::keep) {
+  if constexpr (keeps_symbols(S)) {
     uint8_t* slot = c.smem + c.sl.slots + static_cast<uint64_t>(t) * c.bpt * 8;
     const unsigned cap = c.bpt * 8;
     return decode_chunk<ReadOnlyInput>(c.table, span, [&](unsigned k, unsigned e) {
@@ -122,13 +137,14 @@ DF11_HD unsigned pass1(const BlockCtx<Table>& c, unsigned t) {
 template <Staging S, bool ReadOnlyInput, class Table>
 DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigned count) {
   if (!chunk_exists(*c.p, c.block, c.tpb, t)) return;
-  if constexpr (S == Staging::keep) {
+  if constexpr (keeps_symbols(S)) {
     const uint8_t* slot = c.smem + c.sl.slots + static_cast<uint64_t>(t) * c.bpt * 8;
     uint8_t* exps = c.smem + c.sl.exps;
+    const uint64_t base = exp_base(c);
     const unsigned cap = c.bpt * 8;
     for (unsigned k = 0; k < count && k < cap; ++k) {
       const uint64_t idx = first + k;
-      if (idx < c.block_end) exps[idx - c.block_first] = slot[k];
+      if (idx < c.block_end) exps[idx - base] = slot[k];
     }
   } else {
     const ChunkSpan span = chunk_span<ReadOnlyInput>(c, t);
@@ -136,8 +152,41 @@ DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigne
   }
 }
 
-// After the block's barrier: coalesced copy of the block's outputs to global memory, thread t
-// taking every tpb-th element.
+// 8 BF16 words from 8 exponents and 8 sign/mantissa bytes (byte k of each: element k), as
+// two 64-bit halves of a 16-byte store: word k = sign << 15 | exponent << 7 | mantissa.
+struct Words8 {
+  uint64_t lo, hi;
+};
+DF11_HD uint32_t interleave_bytes(uint32_t lo_bytes, uint32_t hi_bytes, bool upper) {
+  // Two 16-bit words from bytes 0,1 (upper: 2,3) of each: [lo0 hi0 lo1 hi1].
+  return simt::byte_perm(lo_bytes, hi_bytes, upper ? 0x7362u : 0x5140u);
+}
+DF11_HD uint64_t merge4(uint32_t e4, uint32_t sm4) {
+  // Per byte: high byte of the word = sign | exponent >> 1, low byte = exponent bit 0 | mantissa.
+  const uint32_t h = (sm4 & 0x80808080u) | ((e4 >> 1) & 0x7F7F7F7Fu);
+  const uint32_t l = (sm4 & 0x7F7F7F7Fu) | ((e4 << 7) & 0x80808080u);
+  return static_cast<uint64_t>(interleave_bytes(l, h, false)) | (static_cast<uint64_t>(interleave_bytes(l, h, true)) << 32);
+}
+DF11_HD Words8 merge8(uint64_t e8, uint64_t sm8) {
+  return {merge4(static_cast<uint32_t>(e8), static_cast<uint32_t>(sm8)),
+          merge4(static_cast<uint32_t>(e8 >> 32), static_cast<uint32_t>(sm8 >> 32))};
+}
+
+DF11_HD uint64_t load8(const uint8_t* p) {  // 8-aligned
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const uint64_t*>(p);
+#else
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+#endif
+}
+
+// After the block's barrier: coalesced copy of the block's outputs to global memory. Scalar
+// stagings: thread t takes every tpb-th element. Vector stagings (exp_smem, keep_vec): thread
+// t takes every tpb-th group of 8 elements at 8-aligned indices (one 8-byte load of sign/
+// mantissa, one of exponents, one 16-byte store), the unaligned head and tail one by one; an
+// output range or pointer that does not allow aligned stores falls back to scalar.
 template <Staging S, class Table>
 DF11_HD void copy_out(const BlockCtx<Table>& c, unsigned t) {
   if constexpr (S == Staging::direct) {
@@ -146,11 +195,31 @@ DF11_HD void copy_out(const BlockCtx<Table>& c, unsigned t) {
     const LaunchParams& p = *c.p;
     const uint64_t from = c.block_first > p.lo ? c.block_first : p.lo;
     const uint64_t to = c.block_end < p.hi ? c.block_end : p.hi;
-    if constexpr (S == Staging::keep) {
+    if constexpr (exps_in_smem(S)) {
       const uint8_t* exps = c.smem + c.sl.exps;
-      for (uint64_t j = from + t; j < to; j += c.tpb) {
-        p.out[j - p.lo] = merge_bf16(exps[j - c.block_first], p.sign_mantissa[j]);
+      const uint64_t base = exp_base(c);
+      uint64_t a = to, z = to;  // the vector range [a, z)
+      if constexpr (S != Staging::keep) {
+        const bool aligned = (p.lo & 7) == 0 && (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 &&
+                             (reinterpret_cast<uintptr_t>(p.sign_mantissa) & 7) == 0;
+        if (aligned) {
+          a = (from + 7) & ~uint64_t{7};
+          z = to & ~uint64_t{7};
+          if (a > z) a = z = to;
+        }
       }
+      for (uint64_t j = from + t; j < a; j += c.tpb) p.out[j - p.lo] = merge_bf16(exps[j - base], p.sign_mantissa[j]);
+      for (uint64_t g = a + 8ull * t; g < z; g += 8ull * c.tpb) {
+        const Words8 w = merge8(load8(exps + (g - base)), load8(p.sign_mantissa + g));
+        uint64_t* o = reinterpret_cast<uint64_t*>(p.out + (g - p.lo));
+#if defined(__CUDA_ARCH__)
+        *reinterpret_cast<ulonglong2*>(o) = make_ulonglong2(w.lo, w.hi);
+#else
+        o[0] = w.lo;
+        o[1] = w.hi;
+#endif
+      }
+      for (uint64_t j = z + t; j < to; j += c.tpb) p.out[j - p.lo] = merge_bf16(exps[j - base], p.sign_mantissa[j]);
     } else {
       const uint16_t* o = reinterpret_cast<const uint16_t*>(c.smem + c.sl.out);
       for (uint64_t j = from + t; j < to; j += c.tpb) p.out[j - p.lo] = o[j - c.block_first];
