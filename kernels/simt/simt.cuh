@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "codec/common.hpp"
 #if !defined(__CUDA_ARCH__)
@@ -32,6 +33,38 @@ DF11_HD unsigned bid_x() {
 #endif
 }
 
+DF11_HD unsigned bid_y() {
+#if defined(__CUDA_ARCH__)
+  return blockIdx.y;
+#else
+  return block_idx().y;
+#endif
+}
+
+DF11_HD unsigned bid_z() {
+#if defined(__CUDA_ARCH__)
+  return blockIdx.z;
+#else
+  return block_idx().z;
+#endif
+}
+
+DF11_HD unsigned bdim_x() {
+#if defined(__CUDA_ARCH__)
+  return blockDim.x;
+#else
+  return block_dim().x;
+#endif
+}
+
+DF11_HD unsigned gdim_x() {
+#if defined(__CUDA_ARCH__)
+  return gridDim.x;
+#else
+  return grid_dim().x;
+#endif
+}
+
 DF11_HD void sync_block() {
 #if defined(__CUDA_ARCH__)
   __syncthreads();
@@ -40,20 +73,39 @@ DF11_HD void sync_block() {
 #endif
 }
 
+#if !defined(__CUDA_ARCH__)
+template <class T>
+uint64_t to_bits(T v) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "shuffles move up to 64 bits");
+  uint64_t b = 0;
+  std::memcpy(&b, &v, sizeof(T));
+  return b;
+}
+template <class T>
+T from_bits(uint64_t b) {
+  T v;
+  std::memcpy(&v, &b, sizeof(T));
+  return v;
+}
+#endif
+
 // Lane lane-delta's value (own value for lane < delta); all 32 lanes of the warp take part.
-DF11_HD unsigned warp_shfl_up(unsigned v, unsigned delta) {
+// T: any 4- or 8-byte type __shfl_*_sync takes (unsigned, int, float, int64_t, ...).
+template <class T>
+DF11_HD T warp_shfl_up(T v, unsigned delta) {
 #if defined(__CUDA_ARCH__)
   return __shfl_up_sync(0xFFFFFFFFu, v, delta);
 #else
-  return shfl_up(0xFFFFFFFFu, v, delta);
+  return from_bits<T>(shfl_up(0xFFFFFFFFu, to_bits(v), delta));
 #endif
 }
 
-DF11_HD unsigned warp_shfl_xor(unsigned v, unsigned lane_mask) {
+template <class T>
+DF11_HD T warp_shfl_xor(T v, unsigned lane_mask) {
 #if defined(__CUDA_ARCH__)
   return __shfl_xor_sync(0xFFFFFFFFu, v, lane_mask);
 #else
-  return shfl_xor(0xFFFFFFFFu, v, lane_mask);
+  return from_bits<T>(shfl_xor(0xFFFFFFFFu, to_bits(v), lane_mask));
 #endif
 }
 

@@ -74,7 +74,7 @@ struct Launch {
   const std::function<void(uint8_t*)>* body = nullptr;
   Barrier start{"the start of a block"}, block_bar{"__syncthreads"};
   std::vector<std::unique_ptr<Barrier>> warp_bar;
-  std::vector<uint32_t> slots;  // one exchange word per thread
+  std::vector<uint64_t> slots;  // one exchange word per thread
   uint64_t current_block = 0;
   std::atomic<bool> aborted{false};
   std::atomic<uint64_t> progress{0};  // barriers released + bodies finished
@@ -268,7 +268,7 @@ class Pool {
   bool shutdown_ = false;
 };
 
-uint32_t exchange(uint32_t mask, uint32_t v, unsigned src_of_lane(unsigned, unsigned), unsigned arg, const char* what) {
+uint64_t exchange(uint32_t mask, uint64_t v, unsigned src_of_lane(unsigned, unsigned), unsigned arg, const char* what) {
   ThreadCtx& c = ctx(what);
   Launch& l = *c.launch;
   const unsigned warp = c.linear / 32, lane = c.linear % 32, lanes = lanes_of_warp(l, warp);
@@ -283,7 +283,7 @@ uint32_t exchange(uint32_t mask, uint32_t v, unsigned src_of_lane(unsigned, unsi
   l.slots[c.linear] = v;
   l.warp_bar[warp]->arrive_and_wait(l);
   const unsigned src = src_of_lane(lane, arg);
-  const uint32_t r = src < lanes ? l.slots[warp * 32 + src] : v;
+  const uint64_t r = src < lanes ? l.slots[warp * 32 + src] : v;
   l.warp_bar[warp]->arrive_and_wait(l);  // nobody overwrites a slot before all have read
   return r;
 }
@@ -325,12 +325,12 @@ void sync_threads() {
   c.launch->block_bar.arrive_and_wait(*c.launch);
 }
 
-uint32_t shfl_up(uint32_t mask, uint32_t v, unsigned delta) {
+uint64_t shfl_up(uint32_t mask, uint64_t v, unsigned delta) {
   return exchange(
       mask, v, [](unsigned lane, unsigned d) { return lane >= d ? lane - d : lane; }, delta, "shfl_up");
 }
 
-uint32_t shfl_xor(uint32_t mask, uint32_t v, unsigned lane_mask) {
+uint64_t shfl_xor(uint32_t mask, uint64_t v, unsigned lane_mask) {
   return exchange(mask, v, [](unsigned lane, unsigned m) { return lane ^ m; }, lane_mask, "shfl_xor");
 }
 

@@ -40,10 +40,10 @@ void launch(Dim3 grid, Dim3 block, std::size_t smem_bytes, const std::function<v
 [[nodiscard]] Dim3 block_dim();
 [[nodiscard]] Dim3 grid_dim();
 void sync_threads();
-// Warp exchanges (every lane of the warp must take part, mask = all of its lanes):
-// shfl_up returns the value of lane - delta (its own value when lane < delta); shfl_xor the
-// value of lane ^ mask_xor.
-[[nodiscard]] uint32_t shfl_up(uint32_t mask, uint32_t v, unsigned delta);
-[[nodiscard]] uint32_t shfl_xor(uint32_t mask, uint32_t v, unsigned lane_mask);
+// Warp exchanges of up to 64 bits (every lane of the warp must take part, mask = all of its
+// lanes): shfl_up returns the value of lane - delta (its own value when lane < delta); shfl_xor
+// the value of lane ^ lane_mask (its own when that lane is past the end of a partial warp).
+[[nodiscard]] uint64_t shfl_up(uint32_t mask, uint64_t v, unsigned delta);
+[[nodiscard]] uint64_t shfl_xor(uint32_t mask, uint64_t v, unsigned lane_mask);
 
 }  // namespace df11::simt
