@@ -15,8 +15,9 @@ namespace {
 using body::kArgmaxThreads;
 using body::kAttnThreads;
 
-__global__ void embed_kernel(const int32_t* tokens, const uint16_t* table, int64_t hidden, float* out) {
-  body::embed(tokens, table, hidden, out);
+__global__ void embed_kernel(const int32_t* tokens, const uint16_t* table, int64_t hidden, float* out, int64_t r0,
+                             int64_t r1) {
+  body::embed(tokens, table, hidden, out, r0, r1);
 }
 
 __global__ void rmsnorm_kernel(const float* x, int64_t x_stride, const uint16_t* w, int64_t hidden, float eps,
@@ -54,9 +55,9 @@ std::size_t attention_smem(int head_dim, int positions) {
 }  // namespace
 
 void embed(const int32_t* tokens, int64_t rows, const uint16_t* table, int64_t hidden, float* out,
-           cudaStream_t s) {
-  if (rows == 0) return;
-  embed_kernel<<<static_cast<unsigned>(rows), 256, 0, s>>>(tokens, table, hidden, out);
+           int64_t r0, int64_t r1, cudaStream_t s) {
+  if (rows == 0 || r1 <= r0) return;
+  embed_kernel<<<static_cast<unsigned>(rows), 256, 0, s>>>(tokens, table, hidden, out, r0, r1);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -10,9 +10,11 @@
 
 namespace df11::e2e::gpu {
 
-// out[r][:] = float(table[tokens[r]][:]); token ids are checked on the host beforehand.
+// out[r][:] = float(table[tokens[r] - r0][:]) for the rows whose token lies in [r0, r1) (table
+// holds those rows of the embedding); other rows are left alone. Token ids are checked on the
+// host beforehand.
 void embed(const int32_t* tokens, int64_t rows, const uint16_t* table, int64_t hidden, float* out,
-           cudaStream_t s);
+           int64_t r0, int64_t r1, cudaStream_t s);
 
 // out[r] = bf16(w * x[r] / sqrt(mean(x[r]^2) + eps)) for rows x + r * x_stride (float).
 void rmsnorm(const float* x, int64_t rows, int64_t x_stride, const uint16_t* w, int64_t hidden,

@@ -54,7 +54,7 @@ struct CublasApi {
 CublasApi load_cublas() {
   void* lib = nullptr;
   std::string tried;
-  for (const char* name : {"libcublas.so.13", "libcublas.so"}) {
+  for (const char* name : {"libcublas.so.13", "/usr/local/cuda/lib64/libcublas.so.13", "libcublas.so"}) {
     lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
     if (lib) break;
     tried += fmt::format(" {} ({})", name, dlerror());
@@ -152,11 +152,19 @@ class DeviceProvider {
  public:
   virtual ~DeviceProvider() = default;
   virtual void add(UnitFeed& feed, cudaStream_t s) = 0;
-  // Allocates the reused buffer once every unit is known.
-  virtual void prepare() {}
-  // Device pointer to the unit's BF16 words, ready in stream order on s; valid until the next
-  // acquire (df11, cpu-offload) or for good (bf16).
-  [[nodiscard]] virtual const uint16_t* acquire(int unit, cudaStream_t s) = 0;
+  // Allocates the reused buffer once every unit is known: as large as the largest decoder block
+  // (the official runtime's one buffer), and no larger; the embedding and lm_head, bigger than a
+  // block at Nemo's vocabulary, are acquired in ranges that fit (CudaModel::pass).
+  virtual void prepare(const ModelShape& s) { buffer_elements_ = reused_buffer_elements(s); }
+  // Device pointer to elements [lo, hi) of the unit as BF16 words, ready in stream order on s;
+  // valid until the next acquire (df11, cpu-offload: they decode or copy into the reused
+  // buffer) or for good (bf16: resident).
+  [[nodiscard]] virtual const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) = 0;
+  [[nodiscard]] const uint16_t* acquire(int unit, cudaStream_t s) { return acquire(unit, 0, map(unit).n_elements, s); }
+  // Whether acquire costs nothing (weights resident as BF16).
+  [[nodiscard]] virtual bool resident() const { return false; }
+  // Elements the reused buffer holds (0 for resident weights).
+  [[nodiscard]] uint64_t buffer_elements() const { return buffer_elements_; }
   [[nodiscard]] const UnitMap& map(int unit) const { return maps_.at(sz(unit)); }
   [[nodiscard]] virtual WeightsKind kind() const = 0;
   [[nodiscard]] virtual std::string describe() const = 0;
@@ -167,10 +175,28 @@ class DeviceProvider {
   void set_map(const UnitFeed& feed) {
     if (sz(feed.unit()) >= maps_.size()) maps_.resize(sz(feed.unit()) + 1);
     maps_[sz(feed.unit())] = feed.map();
-    max_elements_ = std::max(max_elements_, feed.map().n_elements);
   }
+  // The largest block unit, and at least kSliceRows rows of the embedding or lm_head.
+  [[nodiscard]] uint64_t reused_buffer_elements(const ModelShape& s) const {
+    uint64_t n = static_cast<uint64_t>(kSliceRows * s.hidden);
+    for (int u = 0; u < static_cast<int>(s.n_layers) && sz(u) < maps_.size(); ++u) n = std::max(n, maps_[sz(u)].n_elements);
+    return n;
+  }
+  void check_range(int unit, uint64_t lo, uint64_t hi) const {
+    if (lo > hi || hi > map(unit).n_elements || (!resident() && hi - lo > buffer_elements_)) {
+      throw Error(fmt::format("cuda model: range [{}, {}) of unit {} ({} elements) does not fit the {}-element buffer",
+                              lo, hi, unit, map(unit).n_elements, buffer_elements_));
+    }
+  }
+
+ public:
+  // Embedding and lm_head ranges are whole multiples of this many rows (256-byte aligned
+  // GEMM operands and outputs for any hidden size that is a multiple of 2).
+  static constexpr int64_t kSliceRows = 128;
+
+ protected:
   std::vector<UnitMap> maps_;
-  uint64_t max_elements_ = 0;
+  uint64_t buffer_elements_ = 0;
 };
 
 class Bf16DeviceProvider final : public DeviceProvider {
@@ -183,7 +209,12 @@ class Bf16DeviceProvider final : public DeviceProvider {
     CUDA_CHECK(cudaMemcpyAsync(buf.get(), w.data(), w.size() * 2, cudaMemcpyHostToDevice, s));
     CUDA_CHECK(cudaStreamSynchronize(s));  // the feed's host copy goes away after add
   }
-  const uint16_t* acquire(int unit, cudaStream_t) override { return units_.at(sz(unit)).get(); }
+  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t) override {
+    check_range(unit, lo, hi);
+    return units_.at(sz(unit)).get() + lo;
+  }
+  void prepare(const ModelShape&) override { buffer_elements_ = 0; }
+  bool resident() const override { return true; }
   WeightsKind kind() const override { return WeightsKind::bf16; }
   std::string describe() const override { return "bf16"; }
   uint64_t weight_bytes() const override {
@@ -200,6 +231,9 @@ const dec::Decoder* pick_decoder(const dec::Registry& reg, const std::string& va
   if (!variant.empty()) {
     const dec::Decoder* d = reg.find(variant);
     if (!d) throw Error(fmt::format("no decoder variant '{}' (see `df11 variants`)", variant));
+    if (d->name() == "official-ptx") {
+      throw Error("official-ptx decodes whole units only; the model decodes embedding rows and lm_head slices");
+    }
     return d;
   }
   if (const dec::Decoder* d = reg.find(kDefaultCudaVariant)) return d;
@@ -221,13 +255,19 @@ class Df11DeviceProvider final : public DeviceProvider {
     if (!ok.ok) throw Error(fmt::format("{}: {}", decoder_->name(), ok.reason));
     if (sz(feed.unit()) >= images_.size()) images_.resize(sz(feed.unit()) + 1);
     images_[sz(feed.unit())] = decoder_->upload(e, s);
+    if (images_[sz(feed.unit())]->n_elements() != feed.map().n_elements) {
+      throw Error(fmt::format("unit {}: {} encoded elements, its tensors hold {}", feed.name(),
+                              images_[sz(feed.unit())]->n_elements(), feed.map().n_elements));
+    }
   }
-  // One buffer for every unit, sized for the largest, as the official runtime allocates it.
-  void prepare() override { buffer_ = cuda::DeviceBuffer<uint16_t>(max_elements_); }
-  const uint16_t* acquire(int unit, cudaStream_t s) override {
+  void prepare(const ModelShape& s) override {
+    DeviceProvider::prepare(s);
+    buffer_ = cuda::DeviceBuffer<uint16_t>(buffer_elements_);
+  }
+  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) override {
     NvtxRange r("e2e.df11_decode");
-    const dec::DeviceImage& img = *images_.at(sz(unit));
-    decoder_->launch(img, buffer_.get(), 0, img.n_elements(), s);
+    check_range(unit, lo, hi);
+    decoder_->launch(*images_.at(sz(unit)), buffer_.get(), lo, hi, s);
     return buffer_.get();
   }
   WeightsKind kind() const override { return WeightsKind::df11; }
@@ -255,11 +295,15 @@ class OffloadProvider final : public DeviceProvider {
     pinned_[sz(feed.unit())] = std::make_unique<PinnedBuffer>(w.size() * 2);
     std::memcpy(pinned_[sz(feed.unit())]->get(), w.data(), w.size() * 2);
   }
-  void prepare() override { buffer_ = cuda::DeviceBuffer<uint16_t>(max_elements_); }
-  const uint16_t* acquire(int unit, cudaStream_t s) override {
+  void prepare(const ModelShape& s) override {
+    DeviceProvider::prepare(s);
+    buffer_ = cuda::DeviceBuffer<uint16_t>(buffer_elements_);
+  }
+  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) override {
     NvtxRange r("e2e.offload_copy");
-    const PinnedBuffer& p = *pinned_.at(sz(unit));
-    CUDA_CHECK(cudaMemcpyAsync(buffer_.get(), p.get(), p.bytes(), cudaMemcpyHostToDevice, s));
+    check_range(unit, lo, hi);
+    const auto* p = static_cast<const uint16_t*>(pinned_.at(sz(unit))->get());
+    CUDA_CHECK(cudaMemcpyAsync(buffer_.get(), p + lo, (hi - lo) * 2, cudaMemcpyHostToDevice, s));
     return buffer_.get();
   }
   WeightsKind kind() const override { return WeightsKind::cpu_offload; }
@@ -281,6 +325,8 @@ class CudaModel final : public Model {
  public:
   // Rows of activations one pass holds at most; longer prefills run in chunks of positions.
   static constexpr int kMaxRowsPerPass = 4096;
+  // Up to this many distinct tokens in a pass, the embedding rows are acquired one by one.
+  static constexpr std::size_t kRowGatherTokens = 64;
 
   CudaModel(const ModelShape& s, const Norms& norms, std::unique_ptr<DeviceProvider> provider,
             std::unique_ptr<cuda::Stream> stream, int batch, int max_positions)
@@ -295,6 +341,9 @@ class CudaModel final : public Model {
       throw Error(fmt::format(
           "cuda model: {} positions exceed what the attention kernel holds in shared memory ({})",
           max_positions, gpu::attention_max_positions(static_cast<int>(s.head_dim))));
+    }
+    if (batch > 65535 || s.n_heads > 65535) {  // attention's grid: (positions, heads, batch)
+      throw Error(fmt::format("cuda model: batch {} and {} heads must each be at most 65535", batch, s.n_heads));
     }
     for (int64_t d :
          {s.hidden, s.intermediate * 2, s.vocab, (s.n_heads + 2 * s.n_kv_heads) * s.head_dim}) {
@@ -315,7 +364,10 @@ class CudaModel final : public Model {
       kc_.emplace_back(cache);
       vc_.emplace_back(cache);
     }
-    rows_cap_ = std::max(kMaxRowsPerPass, batch);
+    // Rows of one pass: all of a forward's rows up to kMaxRowsPerPass (never more than the
+    // model can ever take at once), so small runs do not hold activations sized for 4096 rows.
+    rows_cap_ = static_cast<int>(
+        std::max<int64_t>(batch, std::min<int64_t>(kMaxRowsPerPass, int64_t{batch} * max_positions)));
     const auto rows = sz(rows_cap_);
     const int64_t nq = s.n_heads * s.head_dim, nqkv = nq + 2 * s.n_kv_heads * s.head_dim;
     tokens_ = cuda::DeviceBuffer<int32_t>(rows);
@@ -327,6 +379,7 @@ class CudaModel final : public Model {
     act_ = cuda::DeviceBuffer<uint16_t>(rows * sz(s.intermediate));
     xf_ = cuda::DeviceBuffer<uint16_t>(sz(batch) * sz(s.hidden));
     logits_ = cuda::DeviceBuffer<float>(sz(batch) * sz(s.vocab));
+    CUDA_CHECK(cudaMemsetAsync(logits_.get(), 0, logits_.bytes(), st));  // as the CPU model: zeros before any forward
     next_ = cuda::DeviceBuffer<int32_t>(sz(batch));
     CUDA_CHECK(cudaStreamSynchronize(st));
     watch().sample();
@@ -403,11 +456,7 @@ class CudaModel final : public Model {
     const int64_t rows = int64_t{batch_} * t_new, H = s.hidden, D = s.head_dim, I = s.intermediate;
     const int64_t nq = s.n_heads * D, nkv = s.n_kv_heads * D, nqkv = nq + 2 * nkv;
     const auto eps = static_cast<float>(s.rms_norm_eps);
-    {
-      const uint16_t* E =
-          provider_->acquire(embed_unit(s), st) + provider_->map(embed_unit(s)).slices[0].offset;
-      gpu::embed(tokens_.get(), rows, E, H, h_.get(), st);
-    }
+    embed_rows(rows);
     for (int64_t l = 0; l < s.n_layers; ++l) {
       NvtxRange r("e2e.layer");
       const uint16_t* W = provider_->acquire(static_cast<int>(l), st);
@@ -440,10 +489,50 @@ class CudaModel final : public Model {
     }
     gpu::rmsnorm(h_.get() + (t_new - 1) * H, batch_, int64_t{t_new} * H, norm_final_.get(), H, eps,
                  xf_.get(), st);
-    const uint16_t* LM =
-        provider_->acquire(lm_head_unit(s), st) + provider_->map(lm_head_unit(s)).slices[0].offset;
-    gemm(xf_.get(), batch_, H, LM, s.vocab, logits_.get(), s.vocab, false);
+    // lm_head in row slices that fit the reused buffer, for every kind of weights alike (the
+    // same GEMMs, so BF16 and DF11 logits stay bit-identical).
+    const int lm = lm_head_unit(s);
+    const uint64_t lm_off = provider_->map(lm).slices[0].offset;
+    const int64_t slice = table_slice_rows();
+    for (int64_t r0 = 0; r0 < s.vocab; r0 += slice) {
+      const int64_t r1 = std::min<int64_t>(s.vocab, r0 + slice);
+      const uint16_t* W = provider_->acquire(lm, lm_off + static_cast<uint64_t>(r0 * H),
+                                             lm_off + static_cast<uint64_t>(r1 * H), st);
+      gemm(xf_.get(), batch_, H, W, r1 - r0, logits_.get() + r0, s.vocab, false);
+    }
     position_ += t_new;
+  }
+
+  // Rows of the embedding or lm_head acquired at once: what the reused buffer holds, in whole
+  // kSliceRows (all of it for resident weights).
+  [[nodiscard]] int64_t table_slice_rows() const {
+    if (provider_->resident()) return s_.vocab;
+    const int64_t fit = static_cast<int64_t>(provider_->buffer_elements()) / s_.hidden;
+    return std::max<int64_t>(DeviceProvider::kSliceRows, fit / DeviceProvider::kSliceRows * DeviceProvider::kSliceRows);
+  }
+
+  // h_[r] = embedding row of token r, for the rows of this pass (tokens in tokens_, and on the
+  // host in part_). Resident weights: one gather. Otherwise the embedding is acquired (decoded
+  // or copied) only where needed: a row per distinct token when there are few, else in slices;
+  // each piece gathers the rows whose token falls in it.
+  void embed_rows(int64_t rows) {
+    const cudaStream_t st = stream_->get();
+    const int e = embed_unit(s_);
+    const uint64_t off = provider_->map(e).slices[0].offset;
+    const auto H = static_cast<uint64_t>(s_.hidden);
+    auto piece = [&](int64_t r0, int64_t r1) {
+      const uint16_t* E = provider_->acquire(e, off + static_cast<uint64_t>(r0) * H, off + static_cast<uint64_t>(r1) * H, st);
+      gpu::embed(tokens_.get(), rows, E, s_.hidden, h_.get(), r0, r1, st);
+    };
+    distinct_.assign(part_.begin(), part_.end());
+    std::sort(distinct_.begin(), distinct_.end());
+    distinct_.erase(std::unique(distinct_.begin(), distinct_.end()), distinct_.end());
+    if (!provider_->resident() && distinct_.size() <= kRowGatherTokens) {
+      for (const int32_t t : distinct_) piece(t, t + 1);
+      return;
+    }
+    const int64_t slice = table_slice_rows();
+    for (int64_t r0 = 0; r0 < s_.vocab; r0 += slice) piece(r0, std::min<int64_t>(s_.vocab, r0 + slice));
   }
 
   ModelShape s_;
@@ -458,7 +547,7 @@ class CudaModel final : public Model {
   cuda::DeviceBuffer<int32_t> tokens_, next_;
   cuda::DeviceBuffer<float> h_, qkv_, gu_, logits_;
   cuda::DeviceBuffer<uint16_t> xb_, att_, act_, xf_;
-  std::vector<int32_t> part_;
+  std::vector<int32_t> part_, distinct_;
 };
 
 class CudaBuilder final : public ModelBuilder {
@@ -486,7 +575,7 @@ class CudaBuilder final : public ModelBuilder {
     watch().sample();
   }
   std::unique_ptr<Model> finish() override {
-    provider_->prepare();
+    provider_->prepare(s_);
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
                                        request_.batch, request_.max_positions);
   }

@@ -93,10 +93,12 @@ DF11_HD float block_reduce(float v, float* red) {
   return r;
 }
 
-// Block r: out[r][:] = float(table[tokens[r]][:]).
-DF11_HD void embed(const int32_t* tokens, const uint16_t* table, int64_t hidden, float* out) {
-  const int64_t r = simt::bid_x();
-  const uint16_t* e = table + static_cast<int64_t>(tokens[r]) * hidden;
+// Block r: out[r][:] = float(table[tokens[r] - r0][:]) when r0 <= tokens[r] < r1 (table holds
+// embedding rows r0..r1-1); otherwise row r is left as it is.
+DF11_HD void embed(const int32_t* tokens, const uint16_t* table, int64_t hidden, float* out, int64_t r0, int64_t r1) {
+  const int64_t r = simt::bid_x(), tok = tokens[r];
+  if (tok < r0 || tok >= r1) return;
+  const uint16_t* e = table + (tok - r0) * hidden;
   for (int64_t d = simt::tid_x(); d < hidden; d += simt::bdim_x()) out[r * hidden + d] = bf2f(e[d]);
 }
 

@@ -149,10 +149,23 @@ class CudaBackend final : public Backend {
       std::copy(src.begin(), src.end(), host_w_.begin() + static_cast<std::ptrdiff_t>(m.offset));
     }
     w_ = cuda::DeviceBuffer<uint16_t>(n_);
-    CUDA_CHECK(cudaMemcpy(w_.get(), host_w_.data(), n_ * 2, cudaMemcpyHostToDevice));
+    // On stream_ (non-blocking, so not ordered after the legacy stream) and waited for.
+    CUDA_CHECK(cudaMemcpyAsync(w_.get(), host_w_.data(), n_ * 2, cudaMemcpyHostToDevice, stream_.get()));
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     decode_buf_ = cuda::DeviceBuffer<uint16_t>(n_);
     matrix_buf_ = cuda::DeviceBuffer<uint16_t>(largest);
-    slice_buf_ = cuda::DeviceBuffer<uint16_t>(std::max<uint64_t>(chunk_bytes_ / 2, 1));
+    // GEMM operands must keep the alignment the plans promise cuBLASLt: the largest power of two
+    // (<= 256 bytes) dividing every matrix's byte offset in the unit; row slices are whole
+    // multiples of kSliceRows rows, so slices keep it too.
+    int64_t max_in = 1;
+    a_align_ = 256;
+    for (const auto& m : mats_) {
+      max_in = std::max(max_in, m.in);
+      while ((m.offset * 2) % a_align_ != 0) a_align_ /= 2;
+    }
+    plans_.clear();  // the alignment is part of every plan
+    slice_buf_ = cuda::DeviceBuffer<uint16_t>(
+        std::max<uint64_t>(chunk_bytes_ / 2, static_cast<uint64_t>(kSliceRows * max_in)));
     for (auto& b : offload_buf_) b = cuda::DeviceBuffer<uint16_t>(largest);
     pinned_w_ = PinnedBuffer(n_ * 2);
     std::memcpy(pinned_w_.get(), host_w_.data(), n_ * 2);
@@ -196,14 +209,14 @@ class CudaBackend final : public Backend {
 
   [[nodiscard]] std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) override {
     prepare_batch(batch);
+    poison();  // an output or buffer the method fails to write cannot hold an earlier run's data
     run(m);
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
     if (!m.needs_gemm()) {
       std::vector<uint16_t> out(n_);
-      CUDA_CHECK(cudaMemcpy(out.data(), decode_buf_.get(), n_ * 2, cudaMemcpyDeviceToHost));
-      // The next output check must see this run's writes, not an earlier run's.
-      CUDA_CHECK(cudaMemset(decode_buf_.get(), 0xFF, n_ * 2));
+      CUDA_CHECK(cudaMemcpyAsync(out.data(), decode_buf_.get(), n_ * 2, cudaMemcpyDeviceToHost, stream_.get()));
+      CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
       return out;
     }
     return collect_outputs(batch);
@@ -215,6 +228,7 @@ class CudaBackend final : public Backend {
   [[nodiscard]] std::optional<std::vector<uint16_t>> same_gemm_reference(const MethodCase& m, int batch) override {
     if (m.kind != "df11-chunked") return std::nullopt;
     prepare_batch(batch);
+    poison();
     NvtxRange r("same-gemm reference " + m.label());
     sliced_gemms(nullptr, stream_.get());
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
@@ -233,35 +247,56 @@ class CudaBackend final : public Backend {
     s.bytes = bytes_moved(m, batch);
     cuda::Event e0, e1;
     double spent = 0;
-    for (int i = 0; i < meas.max_samples; ++i) {
+    auto flush_l2 = [&](int i) {
       if (meas.l2_policy == "flush") {
         NvtxRange f("l2 flush");
         CUDA_CHECK(cudaMemsetAsync(flush_.get(), i & 0xFF, flush_.bytes(), stream_.get()));
       }
-      cupti_.start();
+    };
+    // Timed samples, CUPTI off (its tracing adds time to every kernel).
+    for (int i = 0; i < meas.max_samples; ++i) {
+      flush_l2(i);
       CUDA_CHECK(cudaEventRecord(e0.get(), stream_.get()));
       run(m);
       CUDA_CHECK(cudaEventRecord(e1.get(), stream_.get()));
       CUDA_CHECK(cudaEventSynchronize(e1.get()));
       float ms = 0;
       CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
-      const KernelSplit k = cupti_.stop();
       s.total_s.push_back(ms * 1e-3);
-      if (cupti_.available()) {
-        s.decode_s.push_back(k.decode_s);
-        s.gemm_s.push_back(k.gemm_s);
-        s.copy_s.push_back(k.copy_s);
-      }
       spent += ms * 1e-3;
       const int n = i + 1;
       if (spent >= meas.max_time_s) break;
       if (n >= meas.min_samples && spent >= meas.min_time_s && relative_iqr(s.total_s) <= meas.noise_target) break;
+    }
+    // The split into decode, GEMM and copy kernel time: a few more runs, traced.
+    if (cupti_.available()) {
+      NvtxRange split_range("cupti split");
+      cupti_.enable();
+      const int n_split = std::min<int>(kSplitSamples, static_cast<int>(s.total_s.size()));
+      for (int i = 0; i < n_split && cupti_.available(); ++i) {
+        flush_l2(i);
+        CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+        cupti_.start();
+        run(m);
+        CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+        CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
+        const KernelSplit k = cupti_.stop();
+        s.decode_s.push_back(k.decode_s);
+        s.gemm_s.push_back(k.gemm_s);
+        s.copy_s.push_back(k.copy_s);
+      }
+      cupti_.disable();
     }
     return s;
   }
 
  private:
   static constexpr uint64_t kWorkspaceBytes = 32u << 20;
+  // df11-chunked slices are whole multiples of this many rows: 256 bytes of BF16 output per
+  // batch row, so a slice's Y pointer keeps cuBLASLt's default 256-byte alignment.
+  static constexpr int64_t kSliceRows = 128;
+  // Traced runs per case for the decode/GEMM/copy split (after the untraced timed samples).
+  static constexpr int kSplitSamples = 5;
 
   const EncodedUnit* encoding_for(const dec::Decoder& d) const {
     if (!encodings_) return nullptr;
@@ -328,6 +363,11 @@ class CudaBackend final : public Backend {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const uint64_t ws = kWorkspaceBytes;
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    // W may sit at any matrix offset of the unit (resident, decoded or offloaded): promise only
+    // the alignment every such pointer has (the default promise is 256 bytes).
+    const uint32_t align = a_align_;
+    CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align, sizeof align));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, p->op, p->a, p->b, p->c, p->c, pref, 1, &result, &found);
@@ -338,18 +378,30 @@ class CudaBackend final : public Backend {
     return p;
   }
 
-  // Every matrix's Y for this batch, concatenated, copied to the host; the device copies are
-  // poisoned again for the next method.
+  // Every matrix's Y for this batch, concatenated, copied to the host (after the run, on
+  // stream_).
   std::vector<uint16_t> collect_outputs(int batch) {
     std::vector<uint16_t> out;
     for (std::size_t i = 0; i < mats_.size(); ++i) {
       const std::size_t cnt = static_cast<std::size_t>(batch) * static_cast<std::size_t>(mats_[i].out);
       const std::size_t at = out.size();
       out.resize(at + cnt);
-      CUDA_CHECK(cudaMemcpy(out.data() + at, y_[i].get(), cnt * 2, cudaMemcpyDeviceToHost));
-      CUDA_CHECK(cudaMemset(y_[i].get(), 0xFF, cnt * 2));
+      CUDA_CHECK(cudaMemcpyAsync(out.data() + at, y_[i].get(), cnt * 2, cudaMemcpyDeviceToHost, stream_.get()));
     }
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     return out;
+  }
+
+  // Every output and intermediate buffer set to 0xFFFF (a NaN) on stream_, before a verified run.
+  void poison() {
+    auto fill = [&](auto& b) {
+      if (b.bytes()) CUDA_CHECK(cudaMemsetAsync(b.get(), 0xFF, b.bytes(), stream_.get()));
+    };
+    fill(decode_buf_);
+    fill(matrix_buf_);
+    fill(slice_buf_);
+    for (auto& b : offload_buf_) fill(b);
+    for (auto& y : y_) fill(y);
   }
 
   // Every matrix in row slices that fit slice_buf_ (sized for L2): each slice decoded by
@@ -359,7 +411,8 @@ class CudaBackend final : public Backend {
     const dec::DeviceImage* img = variant ? &image_for(*variant) : nullptr;
     for (std::size_t i = 0; i < mats_.size(); ++i) {
       const Matrix& m = mats_[i];
-      const int64_t rows_per_slice = std::max<int64_t>(1, static_cast<int64_t>(slice_buf_.size()) / m.in);
+      const int64_t fit = static_cast<int64_t>(slice_buf_.size()) / m.in;
+      const int64_t rows_per_slice = std::max<int64_t>(kSliceRows, fit / kSliceRows * kSliceRows);
       for (int64_t r0 = 0; r0 < m.out; r0 += rows_per_slice) {
         const int64_t r1 = std::min(m.out, r0 + rows_per_slice);
         const uint64_t lo = m.offset + static_cast<uint64_t>(r0 * m.in);
@@ -418,8 +471,13 @@ class CudaBackend final : public Backend {
       sliced_gemms(mc.variant, s);
     } else if (mc.kind == "cpu-offload") {
       // Pinned weights, copies on the copy stream into a double buffer: matrix i+1 travels while
-      // matrix i multiplies; a buffer is reused only after the GEMM that read it finished.
-      cuda::Event copied[2], consumed[2];
+      // matrix i multiplies; a buffer is reused only after the GEMM that read it finished. The
+      // copy stream first waits for everything before this run on stream_ (the L2 flush, the
+      // start event, the previous run's GEMMs still reading the buffers).
+      CUDA_CHECK(cudaEventRecord(run_begin_.get(), s));
+      CUDA_CHECK(cudaStreamWaitEvent(copy_stream_.get(), run_begin_.get()));
+      auto& copied = copied_;
+      auto& consumed = consumed_;
       bool used[2] = {false, false};
       for (std::size_t i = 0; i < mats_.size(); ++i) {
         const Matrix& m = mats_[i];
@@ -465,8 +523,12 @@ class CudaBackend final : public Backend {
   cudaDeviceProp prop_{};
   cublasLtHandle_t lt_ = nullptr;
   cuda::Stream stream_, copy_stream_;
+  cuda::Event run_begin_{cudaEventDisableTiming};  // cpu-offload: orders the copy stream after stream_
+  cuda::Event copied_[2]{cuda::Event(cudaEventDisableTiming), cuda::Event(cudaEventDisableTiming)};
+  cuda::Event consumed_[2]{cuda::Event(cudaEventDisableTiming), cuda::Event(cudaEventDisableTiming)};
   cuda::DeviceBuffer<uint8_t> workspace_, flush_;
   uint64_t l2_bytes_ = 0, chunk_bytes_ = 0;
+  uint32_t a_align_ = 256;  // bytes every W pointer of a GEMM is aligned to (see load_unit)
   CuptiTimer cupti_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int>, std::unique_ptr<GemmPlan>> plans_;
   // The unit.

@@ -15,7 +15,7 @@ namespace df11::sweep {
 namespace {
 
 using RegisterCallbacks = CUptiResult (*)(CUpti_BuffersCallbackRequestFunc, CUpti_BuffersCallbackCompleteFunc);
-using Enable = CUptiResult (*)(CUpti_ActivityKind);
+using Enable = CUptiResult (*)(CUpti_ActivityKind);  // also cuptiActivityDisable
 using FlushAll = CUptiResult (*)(uint32_t);
 using GetNextRecord = CUptiResult (*)(uint8_t*, size_t, CUpti_Activity**);
 
@@ -43,10 +43,12 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
   while (g_next && g_next(buffer, valid, &rec) == CUPTI_SUCCESS) {
     if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL || rec->kind == CUPTI_ACTIVITY_KIND_KERNEL) {
       const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
+      if (k->start == 0 || k->end <= k->start) continue;  // incomplete record
       const double s = static_cast<double>(k->end - k->start) * 1e-9;
       (is_decode_kernel(k->name) ? decode : gemm) += s;
     } else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
       const auto* c = reinterpret_cast<const CUpti_ActivityMemcpy6*>(rec);
+      if (c->start == 0 || c->end <= c->start) continue;
       copy += static_cast<double>(c->end - c->start) * 1e-9;
     }
   }
@@ -62,7 +64,14 @@ void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, siz
 struct CuptiTimer::Impl {
   void* lib = nullptr;
   FlushAll flush = nullptr;
+  Enable enable = nullptr, disable = nullptr;
+  bool on = false;
 };
+
+namespace {
+std::once_flag g_registered;  // CUPTI takes one pair of buffer callbacks per process
+CUptiResult g_register_result = CUPTI_SUCCESS;
+}  // namespace
 
 CuptiTimer::CuptiTimer() : impl_(std::make_unique<Impl>()) {
   for (const char* name : {"libcupti.so.13", "/usr/local/cuda/lib64/libcupti.so.13",
@@ -75,36 +84,58 @@ CuptiTimer::CuptiTimer() : impl_(std::make_unique<Impl>()) {
     return;
   }
   auto reg = reinterpret_cast<RegisterCallbacks>(dlsym(impl_->lib, "cuptiActivityRegisterCallbacks"));
-  auto enable = reinterpret_cast<Enable>(dlsym(impl_->lib, "cuptiActivityEnable"));
+  impl_->enable = reinterpret_cast<Enable>(dlsym(impl_->lib, "cuptiActivityEnable"));
+  impl_->disable = reinterpret_cast<Enable>(dlsym(impl_->lib, "cuptiActivityDisable"));
   impl_->flush = reinterpret_cast<FlushAll>(dlsym(impl_->lib, "cuptiActivityFlushAll"));
   g_next = reinterpret_cast<GetNextRecord>(dlsym(impl_->lib, "cuptiActivityGetNextRecord"));
-  if (!reg || !enable || !impl_->flush || !g_next) {
+  if (!reg || !impl_->enable || !impl_->disable || !impl_->flush || !g_next) {
     why_not_ = "libcupti lacks the activity API";
     return;
   }
-  if (reg(buffer_requested, buffer_completed) != CUPTI_SUCCESS ||
-      enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS ||
-      enable(CUPTI_ACTIVITY_KIND_MEMCPY) != CUPTI_SUCCESS) {
-    why_not_ = "CUPTI activity could not be enabled";
+  if (const char* env = std::getenv("DF11_CUPTI"); env && std::strcmp(env, "0") == 0) {
+    why_not_ = "off (DF11_CUPTI=0)";
+    return;
+  }
+  std::call_once(g_registered, [&] { g_register_result = reg(buffer_requested, buffer_completed); });
+  if (g_register_result != CUPTI_SUCCESS) {
+    why_not_ = "CUPTI activity callbacks could not be registered";
     return;
   }
   ok_ = true;
 }
 
-CuptiTimer::~CuptiTimer() {
-  if (ok_ && impl_->flush) impl_->flush(0);
+CuptiTimer::~CuptiTimer() { disable(); }
+
+void CuptiTimer::enable() {
+  if (!ok_ || impl_->on) return;
+  if (impl_->enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS ||
+      impl_->enable(CUPTI_ACTIVITY_KIND_MEMCPY) != CUPTI_SUCCESS) {
+    impl_->disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    ok_ = false;
+    why_not_ = "CUPTI activity could not be enabled";
+    return;
+  }
+  impl_->on = true;
+}
+
+void CuptiTimer::disable() {
+  if (!ok_ || !impl_->on) return;
+  impl_->flush(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+  impl_->disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+  impl_->disable(CUPTI_ACTIVITY_KIND_MEMCPY);
+  impl_->on = false;
 }
 
 void CuptiTimer::start() {
   if (!ok_) return;
-  impl_->flush(0);
+  impl_->flush(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
   std::lock_guard<std::mutex> lock(g_totals.m);
   g_totals.decode = g_totals.gemm = g_totals.copy = 0;
 }
 
 KernelSplit CuptiTimer::stop() {
   if (!ok_) return {};
-  impl_->flush(0);
+  impl_->flush(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
   std::lock_guard<std::mutex> lock(g_totals.m);
   return {g_totals.decode, g_totals.gemm, g_totals.copy};
 }

@@ -4,6 +4,7 @@
 // official encoder's DF11 files run. Exits 77 (ctest: skipped) when there is no device.
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -47,6 +48,15 @@ void check_pair(Model& a, Model& b, const std::vector<std::vector<int32_t>>& pro
          fmt::format("{}: {} vs {}, batch {}: {}", what, a.describe(), b.describe(), prompts.size(),
                      r.mismatch ? r.mismatch->describe("a", "b")
                                 : fmt::format("{} steps bit-identical", steps)));
+}
+
+// A fixture directory of the source tree: $DF11_SOURCE_DIR, else the working directory (the
+// device check runs from the repository root of a copy whose path differs from the build's),
+// else next to this file as it was compiled.
+std::filesystem::path fixture_dir(const std::string& rel) {
+  if (const char* e = std::getenv("DF11_SOURCE_DIR")) return std::filesystem::path(e) / rel;
+  if (std::filesystem::is_directory(std::filesystem::current_path() / rel)) return std::filesystem::current_path() / rel;
+  return std::filesystem::path(__FILE__).parent_path() / "../.." / rel;
 }
 
 void run() {
@@ -113,25 +123,32 @@ void run() {
     }
   }
 
-  // The official encoder's DF11 directory against its BF16 source.
-  const std::filesystem::path fx = std::filesystem::path(__FILE__).parent_path() /
-                                   "../../datasets/fixtures/official/tiny_mistral";
-  const auto bs = open_checkpoint(fx / "bf16"), ds = open_checkpoint(fx / "df11");
-  const int64_t V = bs->shape().vocab;
-  auto ob = build_models(*bs, {request(Backend::cuda, WeightsKind::bf16, 4, 24)});
-  auto od = build_models(*ds, {request(Backend::cuda, WeightsKind::df11, 4, 24)});
-  check_pair(*od[0], *ob[0], batch_prompts(random_prompt(8, V, 3), 4, V), 16,
-             "official tiny_mistral");
-
   // Nemo shapes (one layer, small vocabulary): big matrices through the same paths.
-  ModelShape nemo1 = named_config("nemo");
-  nemo1.n_layers = 1;
-  nemo1.vocab = 4096;
-  const auto ns = synthetic_source(nemo1, 0, 0, "nemo");
-  auto nm = build_models(*ns, {request(Backend::cuda, WeightsKind::df11, 2, 40),
-                               request(Backend::cuda, WeightsKind::bf16, 2, 40)});
-  check_pair(*nm[0], *nm[1], batch_prompts(random_prompt(32, nemo1.vocab, 4), 2, nemo1.vocab), 8,
-             "nemo 1 layer");
+  try {
+    ModelShape nemo1 = named_config("nemo");
+    nemo1.n_layers = 1;
+    nemo1.vocab = 4096;
+    const auto ns = synthetic_source(nemo1, 0, 0, "nemo");
+    auto nm = build_models(*ns, {request(Backend::cuda, WeightsKind::df11, 2, 40),
+                                 request(Backend::cuda, WeightsKind::bf16, 2, 40)});
+    check_pair(*nm[0], *nm[1], batch_prompts(random_prompt(32, nemo1.vocab, 4), 2, nemo1.vocab), 8,
+               "nemo 1 layer");
+  } catch (const std::exception& e) {
+    expect(false, std::string("nemo 1 layer: ") + e.what());
+  }
+
+  // The official encoder's DF11 directory against its BF16 source.
+  try {
+    const std::filesystem::path fx = fixture_dir("datasets/fixtures/official/tiny_mistral");
+    const auto bs = open_checkpoint(fx / "bf16"), ds = open_checkpoint(fx / "df11");
+    const int64_t V = bs->shape().vocab;
+    auto ob = build_models(*bs, {request(Backend::cuda, WeightsKind::bf16, 4, 24)});
+    auto od = build_models(*ds, {request(Backend::cuda, WeightsKind::df11, 4, 24)});
+    check_pair(*od[0], *ob[0], batch_prompts(random_prompt(8, V, 3), 4, V), 16,
+               "official tiny_mistral");
+  } catch (const std::exception& e) {
+    expect(false, std::string("official tiny_mistral: ") + e.what());
+  }
 }
 
 }  // namespace

@@ -44,15 +44,27 @@ std::vector<uint16_t> bf16_normals(std::size_t n, uint64_t seed, float scale = 1
 
 }  // namespace
 
-TEST_CASE("simt e2e: embedding rows are the table's rows", "[e2e][simt]") {
+TEST_CASE("simt e2e: embedding rows are the table's rows, gathered from pieces of the table", "[e2e][simt]") {
   const int64_t hidden = 300, vocab = 50;
   const auto table = bf16_normals(static_cast<std::size_t>(vocab * hidden), 1);
   const std::vector<int32_t> tokens{3, 0, 49, 3, 17};
-  std::vector<float> out(tokens.size() * hidden, -1.0f);
-  simt::launch({static_cast<unsigned>(tokens.size())}, {256}, 0,
-               [&](uint8_t*) { body::embed(tokens.data(), table.data(), hidden, out.data()); });
+  const auto rows = static_cast<unsigned>(tokens.size());
+  auto gather = [&](int64_t r0, int64_t r1, std::vector<float>& out) {  // table rows r0..r1-1 only
+    simt::launch({rows}, {256}, 0, [&](uint8_t*) {
+      body::embed(tokens.data(), table.data() + r0 * hidden, hidden, out.data(), r0, r1);
+    });
+  };
+  std::vector<float> whole(rows * hidden, -1.0f), pieces(rows * hidden, -1.0f), one(rows * hidden, -1.0f);
+  gather(0, vocab, whole);
+  for (int64_t r0 = 0; r0 < vocab; r0 += 16) gather(r0, std::min<int64_t>(vocab, r0 + 16), pieces);  // as in slices
+  gather(3, 4, one);  // as for one distinct token: only its rows change
   for (std::size_t r = 0; r < tokens.size(); ++r)
-    for (int64_t d = 0; d < hidden; ++d) REQUIRE(out[r * hidden + d] == body::bf2f(table[tokens[r] * hidden + d]));
+    for (int64_t d = 0; d < hidden; ++d) {
+      const float want = body::bf2f(table[tokens[r] * hidden + d]);
+      REQUIRE(whole[r * hidden + d] == want);
+      REQUIRE(pieces[r * hidden + d] == want);
+      REQUIRE(one[r * hidden + d] == (tokens[r] == 3 ? want : -1.0f));
+    }
 }
 
 TEST_CASE("simt e2e: RMSNorm of strided rows", "[e2e][simt]") {

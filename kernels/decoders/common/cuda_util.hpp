@@ -81,6 +81,7 @@ class Stream {
 class Event {
  public:
   Event() { CUDA_CHECK(cudaEventCreate(&e_)); }
+  explicit Event(unsigned flags) { CUDA_CHECK(cudaEventCreateWithFlags(&e_, flags)); }  // e.g. cudaEventDisableTiming
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
   ~Event() { cudaEventDestroy(e_); }

@@ -4,6 +4,8 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include <climits>
+#include <cstdint>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -19,7 +21,7 @@ namespace df11::dec {
 
 namespace {
 
-using ModuleLoadData = CUresult (*)(CUmodule*, const void*);
+using ModuleLoadDataEx = CUresult (*)(CUmodule*, const void*, unsigned, CUjit_option*, void**);
 using ModuleGetFunction = CUresult (*)(CUfunction*, CUmodule, const char*);
 using FuncSetAttribute = CUresult (*)(CUfunction, CUfunction_attribute, int);
 using LaunchKernel = CUresult (*)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
@@ -51,7 +53,15 @@ CUfunction official_function(const std::string& path) {
   const std::string ptx = ss.str();
   CUDA_CHECK(cudaFree(nullptr));  // make the runtime's primary context current for the driver calls
   CUmodule mod{};
-  check(driver_fn<ModuleLoadData>("cuModuleLoadData")(&mod, ptx.c_str()), "cuModuleLoadData");
+  // With the JIT's error log, so that a PTX the driver cannot compile says why.
+  char log[8192] = {};
+  CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+  void* vals[] = {log, reinterpret_cast<void*>(static_cast<uintptr_t>(sizeof log))};
+  if (const CUresult r = driver_fn<ModuleLoadDataEx>("cuModuleLoadDataEx")(&mod, ptx.c_str(), 2, opts, vals);
+      r != CUDA_SUCCESS) {
+    throw Error("official-ptx: " + path + ": cuModuleLoadDataEx failed (CUresult " + std::to_string(static_cast<int>(r)) +
+                "): " + log);
+  }
   CUfunction f{};
   check(driver_fn<ModuleGetFunction>("cuModuleGetFunction")(&f, mod, "decode"), "cuModuleGetFunction(decode)");
   cache[path] = f;
@@ -63,6 +73,10 @@ CUfunction official_function(const std::string& path) {
 std::unique_ptr<DeviceImage> OfficialPtxDecoder::upload(const EncodedUnit& unit, Stream stream) const {
   const Status s = can_implement(unit);
   if (!s.ok) throw Error(s.reason);
+  if (unit.n_elements > INT32_MAX || unit.encoded_exponent.size() > INT32_MAX) {
+    throw Error("official-ptx: unit " + unit.name + " is too large for the official kernel's int sizes");
+  }
+  (void)official_function(ptx_path());  // JIT now: a PTX that does not load fails at upload, not mid-timing
   return std::make_unique<GapDeviceImage>(official_algorithm(), prepare_image(official_algorithm(), unit), stream);
 }
 
