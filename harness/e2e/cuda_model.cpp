@@ -163,7 +163,8 @@ class DeviceProvider {
   [[nodiscard]] const uint16_t* acquire(int unit, cudaStream_t s) { return acquire(unit, 0, map(unit).n_elements, s); }
   // Whether acquire costs nothing (weights resident as BF16).
   [[nodiscard]] virtual bool resident() const { return false; }
-  // Elements the reused buffer holds (0 for resident weights).
+  // Elements the reused buffer holds, which sets the lm_head and embedding slices for every kind
+  // of weights (resident weights allocate no buffer but slice the same way).
   [[nodiscard]] uint64_t buffer_elements() const { return buffer_elements_; }
   [[nodiscard]] const UnitMap& map(int unit) const { return maps_.at(sz(unit)); }
   [[nodiscard]] virtual WeightsKind kind() const = 0;
@@ -213,7 +214,6 @@ class Bf16DeviceProvider final : public DeviceProvider {
     check_range(unit, lo, hi);
     return units_.at(sz(unit)).get() + lo;
   }
-  void prepare(const ModelShape&) override { buffer_elements_ = 0; }
   bool resident() const override { return true; }
   WeightsKind kind() const override { return WeightsKind::bf16; }
   std::string describe() const override { return "bf16"; }
@@ -504,9 +504,8 @@ class CudaModel final : public Model {
   }
 
   // Rows of the embedding or lm_head acquired at once: what the reused buffer holds, in whole
-  // kSliceRows (all of it for resident weights).
+  // kSliceRows; the same for every kind of weights, so that the lm_head GEMMs are identical.
   [[nodiscard]] int64_t table_slice_rows() const {
-    if (provider_->resident()) return s_.vocab;
     const int64_t fit = static_cast<int64_t>(provider_->buffer_elements()) / s_.hidden;
     return std::max<int64_t>(DeviceProvider::kSliceRows, fit / DeviceProvider::kSliceRows * DeviceProvider::kSliceRows);
   }
@@ -531,7 +530,7 @@ class CudaModel final : public Model {
       for (const int32_t t : distinct_) piece(t, t + 1);
       return;
     }
-    const int64_t slice = table_slice_rows();
+    const int64_t slice = provider_->resident() ? s_.vocab : table_slice_rows();  // a copy: any pieces do
     for (int64_t r0 = 0; r0 < s_.vocab; r0 += slice) piece(r0, std::min<int64_t>(s_.vocab, r0 + slice));
   }
 

@@ -123,6 +123,36 @@ void run() {
     }
   }
 
+  // A vocabulary larger than the reused buffer holds: the lm_head in several slices (GEMMs into
+  // logits + r0, ldc = vocab) and, with more than 64 distinct tokens, the embedding in slices;
+  // for every kind of weights, against each other and against the CPU model.
+  try {
+    ModelShape wide = tiny;
+    wide.vocab = 8192;
+    const auto ws = synthetic_source(wide, 0, 0, "tiny-wide");
+    auto wm = build_models(*ws, {request(Backend::cuda, WeightsKind::df11, 2, 96),
+                                 request(Backend::cuda, WeightsKind::bf16, 2, 96),
+                                 request(Backend::cuda, WeightsKind::cpu_offload, 2, 96),
+                                 request(Backend::cpu, WeightsKind::bf16, 2, 96)});
+    const auto wp = batch_prompts(random_prompt(80, wide.vocab, 5), 2, wide.vocab);  // > 64 distinct tokens
+    check_pair(*wm[0], *wm[1], wp, 8, "tiny wide vocabulary df11 vs bf16");
+    check_pair(*wm[2], *wm[1], wp, 8, "tiny wide vocabulary cpu-offload vs bf16");
+    // Against the CPU model: a wrong slice offset or ldc would agree across CUDA weight kinds.
+    std::vector<int32_t> feed;
+    for (const auto& p : wp) feed.insert(feed.end(), p.begin(), p.end());
+    std::vector<float> lc, lg;
+    wm[3]->reset();
+    wm[1]->reset();
+    wm[3]->forward(feed, static_cast<int>(wp[0].size()));
+    wm[1]->forward(feed, static_cast<int>(wp[0].size()));
+    wm[3]->logits(lc);
+    wm[1]->logits(lg);
+    const double e = relative_error(lg, lc);
+    expect(e < 5e-2, fmt::format("tiny wide vocabulary: cuda vs cpu logits, relative error {:.2e} (< 5e-2)", e));
+  } catch (const std::exception& e) {
+    expect(false, std::string("tiny wide vocabulary: ") + e.what());
+  }
+
   // Nemo shapes (one layer, small vocabulary): big matrices through the same paths.
   try {
     ModelShape nemo1 = named_config("nemo");
