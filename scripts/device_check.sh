@@ -11,6 +11,7 @@
 #   racecheck   compute-sanitizer racecheck on small cases of every variant
 #   sweep       the default experiment on the cuda backend (experiments/nemo_layer.toml)
 #   e2e         end-to-end generation on synthetic full-size Nemo (harness/e2e/bench_generate.sh)
+#   bench       df11_bench's GPU micro-benchmarks (decoders on a Nemo gate_proj, copy, GEMMs)
 # The whole run keeps to BUDGET_S seconds (default 480): each step gets at most its own limit and
 # what is left of the budget; a step that cannot get MIN_STEP_S (default 30) is skipped and says
 # so. STEPS="gpu_tests decode" runs only those steps. A short table comes last.
@@ -21,7 +22,7 @@ OUT_DIR="${1:-${OUT:-device_out}}"
 BUILD="${BUILD:-build/device-carry}"
 BUDGET_S="${BUDGET_S:-480}"
 MIN_STEP_S="${MIN_STEP_S:-30}"
-STEPS="${STEPS:-facts gpu_tests decode memcheck racecheck sweep e2e}"
+STEPS="${STEPS:-facts gpu_tests decode memcheck racecheck sweep e2e bench}"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/device_check.log"
@@ -82,6 +83,9 @@ fi
 wanted sweep && step "default experiment" 240 "$BUILD/bin/run_sweep" experiments/nemo_layer.toml \
   --backend cuda --out "$OUT_DIR/sweep" "${ptx_args[@]}"
 wanted e2e && step "e2e generation" 300 harness/e2e/bench_generate.sh "$BUILD/bin/df11" "$OUT_DIR/e2e.jsonl"
+wanted bench && [ -x "$BUILD/bin/df11_bench" ] && DF11_OFFICIAL_PTX="${OFFICIAL_PTX:-}" step "gpu micro-benchmarks" 90 \
+  "$BUILD/bin/df11_bench" --benchmark_filter=gpu_ --benchmark_min_time=0.05 \
+  --benchmark_out="$OUT_DIR/gpu_bench.json" --benchmark_out_format=json
 
 # Short table last: decode GB/s per variant against the copy of the same run.
 /usr/bin/env python3 - "$OUT_DIR/decode/results.jsonl" <<'PY' | tee -a "$SUMMARY"

@@ -1,8 +1,9 @@
 // df11_bench: Google Benchmark timings of the codec on a synthetic Mistral-Nemo q_proj
 // (4096 x 5120 BF16), single-threaded and on all cores; items_per_second counts weights.
 // BM_memcpy of the same BF16 bytes is the yardstick. BM_cpu_gemm / BM_cpu_df11_gemm: the sweep's
-// cpu backend (bf16 and df11:cpu methods) on the same q_proj at a few batch sizes. Not a test:
-// targets live in the issues.
+// cpu backend (bf16 and df11:cpu methods) on the same q_proj at a few batch sizes. CUDA builds
+// add gpu_decode/<variant>, gpu_copy and gpu_gemm/<batch> (gpu_bench.cpp; they skip without a
+// device). Not a test: targets live in the issues.
 #include <benchmark/benchmark.h>
 
 #include <cstring>
@@ -12,6 +13,9 @@
 #include "codec/encoder.hpp"
 #include "datasets/synthetic.hpp"
 #include "sweep/backend.hpp"
+#if defined(DF11_HAVE_CUDA)
+#include "bench/gpu_bench.hpp"
+#endif
 
 namespace {
 
@@ -108,4 +112,13 @@ BENCHMARK(BM_encode)->Args({0, 1})->Args({0, 0})->Args({1, 1})->Unit(benchmark::
 BENCHMARK(BM_decode_cpu)->Args({0, 1})->Args({0, 0})->Args({1, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_memcpy)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+#if defined(DF11_HAVE_CUDA)
+  df11::bench::register_gpu_benchmarks();
+#endif
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -3,7 +3,6 @@
 // (pinned + copy stream + double buffer, or pageable + synchronous), a device-to-device copy as
 // the bandwidth yardstick. Timing: L2 flushed before every sample, warm-up, one event pair per
 // sample, adaptive stop; CUPTI splits samples into decode, GEMM and copy time; NVTX names phases.
-#include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <nvtx3/nvToolsExt.h>
 
@@ -20,16 +19,8 @@
 #include "common/cuda_util.hpp"
 #include "sweep/backend.hpp"
 #include "sweep/cupti_timer.hpp"
+#include "sweep/lt_gemm.hpp"
 #include "sweep/results.hpp"
-
-#define CUBLAS_CHECK(expr)                                                                            \
-  do {                                                                                                \
-    const cublasStatus_t df11_st_ = (expr);                                                           \
-    if (df11_st_ != CUBLAS_STATUS_SUCCESS) {                                                          \
-      throw ::df11::Error(fmt::format("{}:{}: {} failed: cuBLAS status {}", __FILE__, __LINE__, #expr, \
-                                      static_cast<int>(df11_st_)));                                   \
-    }                                                                                                 \
-  } while (0)
 
 namespace df11::sweep {
 namespace {
@@ -77,36 +68,16 @@ struct Matrix {
   [[nodiscard]] uint64_t elements() const { return static_cast<uint64_t>(out) * static_cast<uint64_t>(in); }
 };
 
-// One cuBLASLt GEMM shape: Y[batch, rows] (ld ldc) = X[batch, in] * W[rows, in]^T.
-struct GemmPlan {
-  cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  cublasLtMatmulAlgo_t algo{};
-  GemmPlan() = default;
-  GemmPlan(const GemmPlan&) = delete;
-  GemmPlan& operator=(const GemmPlan&) = delete;
-  ~GemmPlan() {
-    if (a) cublasLtMatrixLayoutDestroy(a);
-    if (b) cublasLtMatrixLayoutDestroy(b);
-    if (c) cublasLtMatrixLayoutDestroy(c);
-    if (op) cublasLtMatmulDescDestroy(op);
-  }
-};
-
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const Experiment& e) : chunk_bytes_(e.chunk_bytes) {
     CUDA_CHECK(cudaGetDevice(&device_));
     CUDA_CHECK(cudaGetDeviceProperties(&prop_, device_));
-    CUBLAS_CHECK(cublasLtCreate(&lt_));
-    workspace_ = cuda::DeviceBuffer<uint8_t>(kWorkspaceBytes);
     l2_bytes_ = static_cast<uint64_t>(prop_.l2CacheSize);
     flush_ = cuda::DeviceBuffer<uint8_t>(std::max<uint64_t>(2 * l2_bytes_, 1 << 20));
     if (chunk_bytes_ == 0) chunk_bytes_ = std::max<uint64_t>(l2_bytes_ / 2, 1 << 20);
   }
   ~CudaBackend() override {
-    plans_.clear();
-    if (lt_) cublasLtDestroy(lt_);
   }
 
   [[nodiscard]] std::string kind() const override { return "cuda"; }
@@ -158,12 +129,12 @@ class CudaBackend final : public Backend {
     // (<= 256 bytes) dividing every matrix's byte offset in the unit; row slices are whole
     // multiples of kSliceRows rows, so slices keep it too.
     int64_t max_in = 1;
-    a_align_ = 256;
+    uint32_t w_align = 256;
     for (const auto& m : mats_) {
       max_in = std::max(max_in, m.in);
-      while ((m.offset * 2) % a_align_ != 0) a_align_ /= 2;
+      while ((m.offset * 2) % w_align != 0) w_align /= 2;
     }
-    plans_.clear();  // the alignment is part of every plan
+    gemm_.set_w_alignment(w_align);
     slice_buf_ = cuda::DeviceBuffer<uint16_t>(
         std::max<uint64_t>(chunk_bytes_ / 2, static_cast<uint64_t>(kSliceRows * max_in)));
     for (auto& b : offload_buf_) b = cuda::DeviceBuffer<uint16_t>(largest);
@@ -291,7 +262,6 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  static constexpr uint64_t kWorkspaceBytes = 32u << 20;
   // df11-chunked slices are whole multiples of this many rows: 256 bytes of BF16 output per
   // batch row, so a slice's Y pointer keeps cuBLASLt's default 256-byte alignment.
   static constexpr int64_t kSliceRows = 128;
@@ -335,47 +305,6 @@ class CudaBackend final : public Backend {
       y_.push_back(std::move(y));
     }
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-  }
-
-  // Y[batch, rows] at y (leading dimension ldc) = X[batch, in] * W[rows, in]^T, in column-major
-  // terms Y^T[rows, batch] = W_rowmajor * X^T. Plans (and their algorithm) are cached per shape
-  // so that every method runs the identical GEMM.
-  void gemm(const uint16_t* w, int64_t rows, int64_t in, const uint16_t* x, uint16_t* y, int64_t ldc, int batch,
-            cudaStream_t stream) {
-    const auto key = std::make_tuple(rows, in, ldc, batch);
-    auto it = plans_.find(key);
-    if (it == plans_.end()) it = plans_.emplace(key, make_plan(rows, in, ldc, batch)).first;
-    const GemmPlan& p = *it->second;
-    const float alpha = 1.0f, beta = 0.0f;
-    CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo, workspace_.get(),
-                                workspace_.bytes(), stream));
-  }
-
-  std::unique_ptr<GemmPlan> make_plan(int64_t rows, int64_t in, int64_t ldc, int batch) {
-    auto p = std::make_unique<GemmPlan>();
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t trans = CUBLAS_OP_T;
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, static_cast<uint64_t>(in), static_cast<uint64_t>(rows), in));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, static_cast<uint64_t>(in), static_cast<uint64_t>(batch), in));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_16BF, static_cast<uint64_t>(rows), static_cast<uint64_t>(batch), ldc));
-    cublasLtMatmulPreference_t pref = nullptr;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    const uint64_t ws = kWorkspaceBytes;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    // W may sit at any matrix offset of the unit (resident, decoded or offloaded): promise only
-    // the alignment every such pointer has (the default promise is 256 bytes).
-    const uint32_t align = a_align_;
-    CUBLAS_CHECK(
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align, sizeof align));
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, p->op, p->a, p->b, p->c, p->c, pref, 1, &result, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    CUBLAS_CHECK(st);
-    if (found == 0) throw Error(fmt::format("cuBLASLt has no algorithm for a {}x{} x {} GEMM", rows, in, batch));
-    p->algo = result.algo;
-    return p;
   }
 
   // Every matrix's Y for this batch, concatenated, copied to the host (after the run, on
@@ -425,6 +354,11 @@ class CudaBackend final : public Backend {
         gemm(w, r1 - r0, m.in, x_[i].get(), y_[i].get() + r0, m.out, batch_, s);
       }
     }
+  }
+
+  void gemm(const uint16_t* w, int64_t rows, int64_t in, const uint16_t* x, uint16_t* y, int64_t ldc, int batch,
+            cudaStream_t stream) {
+    gemm_.run(w, rows, in, x, y, ldc, batch, stream);
   }
 
   void gemms_from(const uint16_t* base) {
@@ -521,16 +455,14 @@ class CudaBackend final : public Backend {
 
   int device_ = 0;
   cudaDeviceProp prop_{};
-  cublasLtHandle_t lt_ = nullptr;
   cuda::Stream stream_, copy_stream_;
   cuda::Event run_begin_{cudaEventDisableTiming};  // cpu-offload: orders the copy stream after stream_
   cuda::Event copied_[2]{cuda::Event(cudaEventDisableTiming), cuda::Event(cudaEventDisableTiming)};
   cuda::Event consumed_[2]{cuda::Event(cudaEventDisableTiming), cuda::Event(cudaEventDisableTiming)};
-  cuda::DeviceBuffer<uint8_t> workspace_, flush_;
+  LtGemm gemm_;
+  cuda::DeviceBuffer<uint8_t> flush_;
   uint64_t l2_bytes_ = 0, chunk_bytes_ = 0;
-  uint32_t a_align_ = 256;  // bytes every W pointer of a GEMM is aligned to (see load_unit)
   CuptiTimer cupti_;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int>, std::unique_ptr<GemmPlan>> plans_;
   // The unit.
   std::vector<Matrix> mats_;
   uint64_t n_ = 0, seed_ = 0;

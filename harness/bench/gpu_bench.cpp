@@ -1,0 +1,168 @@
+// GPU micro-benchmarks of df11_bench (CUDA builds): every decoder variant decoding a synthetic
+// Mistral-Nemo gate_proj (14336 x 5120: 147 MB of BF16, about three H100 L2s), a
+// device-to-device copy of the same bytes (the bandwidth yardstick) and cuBLASLt GEMMs on the
+// same matrix at a few batch sizes (sweep::LtGemm, as run_sweep runs them). Manual time: one
+// CUDA event pair per iteration around the work, after an L2 flush outside the pair. Each
+// decoder is checked bit for bit once before it is timed. Without a device every benchmark
+// skips with the reason. bytes_per_second counts encoded bytes read + BF16 bytes written
+// (decode) or read + write (copy), as the sweep's `gbps` does.
+#include "bench/gpu_bench.hpp"
+
+#include <benchmark/benchmark.h>
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "codec/bf16.hpp"
+#include "codec/encoder.hpp"
+#include "common/cuda_util.hpp"
+#include "datasets/synthetic.hpp"
+#include "decoder.hpp"
+#include "official_ptx/official_ptx.hpp"
+#include "sweep/lt_gemm.hpp"
+
+namespace df11::bench {
+namespace {
+
+constexpr int64_t kRows = 14336, kIn = 5120;
+
+// Everything the GPU benchmarks share, made on first use (never at registration).
+struct Gpu {
+  Unit unit = synth::make_matrix_unit("gate_proj", "mlp.gate_proj", "mlp.gate_proj", kRows, kIn, 1, 0);
+  std::map<std::string, EncodedUnit> encodings;  // by layout name
+  cuda::Stream stream;
+  cuda::Event e0, e1;
+  cuda::DeviceBuffer<uint16_t> w, out;
+  cuda::DeviceBuffer<uint8_t> flush;
+
+  Gpu() {
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    int l2 = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, dev));
+    flush = cuda::DeviceBuffer<uint8_t>(std::max<std::size_t>(2 * static_cast<std::size_t>(l2), 1 << 20));
+    w = cuda::DeviceBuffer<uint16_t>::from(unit.tensors[0].data, stream.get());
+    out = cuda::DeviceBuffer<uint16_t>(unit.n_elements());
+    CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+  }
+  const EncodedUnit& encoding(const Layout& l) {
+    auto it = encodings.find(l.name());
+    if (it == encodings.end()) it = encodings.emplace(l.name(), encode(unit.view(), l, 0)).first;
+    return it->second;
+  }
+  // Flushes L2 (outside the timed pair), times work() with one event pair, returns seconds.
+  template <class F>
+  double timed(F&& work) {
+    CUDA_CHECK(cudaMemsetAsync(flush.get(), 0, flush.bytes(), stream.get()));
+    CUDA_CHECK(cudaEventRecord(e0.get(), stream.get()));
+    work();
+    CUDA_CHECK(cudaEventRecord(e1.get(), stream.get()));
+    CUDA_CHECK(cudaEventSynchronize(e1.get()));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
+    return ms * 1e-3;
+  }
+};
+
+// The shared state, or nullptr (and a skip) without a device.
+Gpu* gpu(benchmark::State& state) {
+  if (!cuda::device_available()) {
+    state.SkipWithError("no CUDA device");
+    return nullptr;
+  }
+  static Gpu g;
+  return &g;
+}
+
+void run_decode(benchmark::State& state, const dec::Decoder* d) {
+  Gpu* g = gpu(state);
+  if (!g) return;
+  try {
+    const EncodedUnit& enc = g->encoding(d->layout());
+    if (const dec::Status st = d->can_implement(enc); !st.ok) {
+      state.SkipWithError(st.reason.c_str());
+      return;
+    }
+    const auto image = d->upload(enc, g->stream.get());
+    const uint64_t n = enc.n_elements;
+    CUDA_CHECK(cudaMemsetAsync(g->out.get(), 0xFF, n * 2, g->stream.get()));
+    d->launch(*image, g->out.get(), 0, n, g->stream.get());
+    std::vector<uint16_t> host(n);
+    CUDA_CHECK(cudaMemcpyAsync(host.data(), g->out.get(), n * 2, cudaMemcpyDeviceToHost, g->stream.get()));
+    CUDA_CHECK(cudaStreamSynchronize(g->stream.get()));
+    if (host != g->unit.tensors[0].data) {
+      state.SkipWithError("decoded output differs from the weights");
+      return;
+    }
+    for (auto _ : state) state.SetIterationTime(g->timed([&] { d->launch(*image, g->out.get(), 0, n, g->stream.get()); }));
+    state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(enc.stored_bytes() + 2 * n));
+    state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(n));
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
+void BM_gpu_copy(benchmark::State& state) {
+  Gpu* g = gpu(state);
+  if (!g) return;
+  const uint64_t bytes = g->w.bytes();
+  for (auto _ : state) {
+    state.SetIterationTime(g->timed([&] {
+      CUDA_CHECK(cudaMemcpyAsync(g->out.get(), g->w.get(), bytes, cudaMemcpyDeviceToDevice, g->stream.get()));
+    }));
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(2 * bytes));
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(g->w.size()));
+}
+
+// Arg: batch. Y[batch, 14336] = X[batch, 5120] * W^T with the resident BF16 weights.
+void BM_gpu_gemm(benchmark::State& state) {
+  Gpu* g = gpu(state);
+  if (!g) return;
+  try {
+    const int batch = static_cast<int>(state.range(0));
+    std::mt19937_64 rng(static_cast<uint64_t>(batch));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<uint16_t> x(static_cast<std::size_t>(batch) * kIn);
+    for (auto& v : x) v = float_to_bf16(nd(rng));
+    const auto dx = cuda::DeviceBuffer<uint16_t>::from(x, g->stream.get());
+    cuda::DeviceBuffer<uint16_t> dy(static_cast<std::size_t>(batch) * kRows);
+    sweep::LtGemm gemm;
+    for (auto _ : state) {
+      state.SetIterationTime(
+          g->timed([&] { gemm.run(g->w.get(), kRows, kIn, dx.get(), dy.get(), kRows, batch, g->stream.get()); }));
+    }
+    const double flops = 2.0 * batch * static_cast<double>(kRows * kIn);
+    state.counters["TFLOP/s"] = benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+    state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(g->w.bytes() + 2 * (x.size() + dy.size())));
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
+}  // namespace
+
+void register_gpu_benchmarks() {
+  if (const char* ptx = std::getenv("DF11_OFFICIAL_PTX"); ptx && *ptx) dec::OfficialPtxDecoder::set_ptx_path(ptx);
+  for (const auto& d : dec::all_decoders().all()) {
+    const dec::Decoder* dp = d.get();
+    benchmark::RegisterBenchmark(("gpu_decode/" + d->name()).c_str(),
+                                 [dp](benchmark::State& s) { run_decode(s, dp); })
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+  benchmark::RegisterBenchmark("gpu_copy", BM_gpu_copy)->UseManualTime()->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("gpu_gemm", BM_gpu_gemm)
+      ->Arg(1)
+      ->Arg(16)
+      ->Arg(256)
+      ->Arg(4096)
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace df11::bench

@@ -1,0 +1,10 @@
+// GPU micro-benchmarks of df11_bench (gpu_bench.cpp, CUDA builds only).
+#pragma once
+
+namespace df11::bench {
+
+// Registers gpu_decode/<variant> for every decoder variant (official-ptx when DF11_OFFICIAL_PTX
+// names decode.ptx), gpu_copy and gpu_gemm/<batch>. Touches no device until a benchmark runs.
+void register_gpu_benchmarks();
+
+}  // namespace df11::bench
