@@ -2,11 +2,13 @@
 // decoder variants (whole unit, per matrix, or L2-sized row slices), host-to-device offload
 // (pinned + copy stream + double buffer, or pageable + synchronous), a device-to-device copy as
 // the bandwidth yardstick. Timing: L2 flushed before every sample, warm-up, one event pair per
-// sample, adaptive stop; CUPTI splits samples into decode, GEMM and copy time; NVTX names phases.
+// sample around a replay of the method's CUDA graph (offload methods: eager), adaptive stop; a
+// separate traced pass (CUPTI) splits samples into decode, GEMM and copy time; NVTX names phases.
 #include <cuda_runtime.h>
 #include <nvtx3/nvToolsExt.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <cstring>
@@ -98,6 +100,7 @@ class CudaBackend final : public Backend {
             {"l2_bytes", l2_bytes_},
             {"memory_bytes", prop_.totalGlobalMem},
             {"cupti", cupti_.available() ? "on" : cupti_.why_not()},
+            {"cuda_graphs", graphs_ ? "on (offload methods eager)" : "off (DF11_CUDA_GRAPHS=0)"},
             {"cpu_model", nullptr},
             {"cpu_cores", nullptr}};
   }
@@ -212,7 +215,16 @@ class CudaBackend final : public Backend {
     }
     NvtxRange r("time " + m.label() + " batch " + std::to_string(batch));
     prepare_batch(batch);
-    for (int i = 0; i < meas.warmup; ++i) run(m);
+    GraphExec graph;
+    capture(m, graph);
+    auto go = [&] {
+      if (graph.get()) {
+        CUDA_CHECK(cudaGraphLaunch(graph.get(), stream_.get()));
+      } else {
+        run(m);
+      }
+    };
+    for (int i = 0; i < meas.warmup; ++i) go();
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     Samples s;
     s.bytes = bytes_moved(m, batch);
@@ -228,7 +240,7 @@ class CudaBackend final : public Backend {
     for (int i = 0; i < meas.max_samples; ++i) {
       flush_l2(i);
       CUDA_CHECK(cudaEventRecord(e0.get(), stream_.get()));
-      run(m);
+      go();
       CUDA_CHECK(cudaEventRecord(e1.get(), stream_.get()));
       CUDA_CHECK(cudaEventSynchronize(e1.get()));
       float ms = 0;
@@ -248,7 +260,7 @@ class CudaBackend final : public Backend {
         flush_l2(i);
         CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
         cupti_.start();
-        run(m);
+        go();
         CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
         CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
         const KernelSplit k = cupti_.stop();
@@ -262,6 +274,50 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // A method's launches captured once into a CUDA graph and replayed for every sample, so that
+  // a chunked method's dozens of small launches pay no launch gaps (what a serving runtime does).
+  class GraphExec {
+   public:
+    GraphExec() = default;
+    GraphExec(const GraphExec&) = delete;
+    GraphExec& operator=(const GraphExec&) = delete;
+    ~GraphExec() {
+      if (e_) cudaGraphExecDestroy(e_);
+    }
+    void reset(cudaGraphExec_t e) {
+      if (e_) cudaGraphExecDestroy(e_);
+      e_ = e;
+    }
+    [[nodiscard]] cudaGraphExec_t get() const { return e_; }
+
+   private:
+    cudaGraphExec_t e_ = nullptr;
+  };
+
+  // Captures run(m) into g. Not for the offload methods (their host copies and synchronization
+  // are what they measure) or with DF11_CUDA_GRAPHS=0; a capture that fails leaves g empty and
+  // the samples run eagerly.
+  void capture(const MethodCase& m, GraphExec& g) {
+    if (!graphs_ || m.kind == "cpu-offload" || m.kind == "cpu-offload-sync") return;
+    if (m.variant) (void)image_for(*m.variant);  // uploads (and their syncs) stay out of the capture
+    NvtxRange r("capture " + m.label());
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
+    bool ok = true;
+    try {
+      run(m);
+    } catch (const std::exception&) {
+      ok = false;
+    }
+    const cudaError_t end = cudaStreamEndCapture(stream_.get(), &graph);
+    cudaGraphExec_t exec = nullptr;
+    if (ok && end == cudaSuccess && graph != nullptr && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess) {
+      g.reset(exec);
+    }
+    if (graph) cudaGraphDestroy(graph);
+    (void)cudaGetLastError();  // a failed capture leaves an error behind; eager runs follow
+  }
+
   // df11-chunked slices are whole multiples of this many rows: 256 bytes of BF16 output per
   // batch row, so a slice's Y pointer keeps cuBLASLt's default 256-byte alignment.
   static constexpr int64_t kSliceRows = 128;
@@ -456,6 +512,10 @@ class CudaBackend final : public Backend {
   int device_ = 0;
   cudaDeviceProp prop_{};
   cuda::Stream stream_, copy_stream_;
+  bool graphs_ = [] {  // DF11_CUDA_GRAPHS=0: every sample runs eagerly
+    const char* e = std::getenv("DF11_CUDA_GRAPHS");
+    return !(e && std::strcmp(e, "0") == 0);
+  }();
   cuda::Event run_begin_{cudaEventDisableTiming};  // cpu-offload: orders the copy stream after stream_
   cuda::Event copied_[2]{cuda::Event(cudaEventDisableTiming), cuda::Event(cudaEventDisableTiming)};
   cuda::Event consumed_[2]{cuda::Event(cudaEventDisableTiming), cuda::Event(cudaEventDisableTiming)};
