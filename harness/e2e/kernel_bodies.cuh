@@ -211,6 +211,18 @@ DF11_HD bool argmax_better(float v, int64_t i, float w, int64_t j) {
   return v > w || (v == w && i < j);
 }
 
+// Every lane of the warp ends with the warp's best (value, index) under argmax_better.
+DF11_HD void warp_argmax(float& bv, int64_t& bi) {
+  for (unsigned o = 16; o > 0; o >>= 1) {
+    const float v = simt::warp_shfl_xor(bv, o);
+    const int64_t i = simt::warp_shfl_xor(bi, o);
+    if (!argmax_better(bv, bi, v, i)) {
+      bv = v;
+      bi = i;
+    }
+  }
+}
+
 // Block r: out[r] = index of the largest logits[r][:], ties to the lowest index, NaN never
 // chosen (0 when every value is NaN). best_v, best_i: 32 entries of shared memory each.
 DF11_HD void argmax(const float* logits, int64_t vocab, int32_t* out, float* best_v, int64_t* best_i) {
@@ -224,14 +236,7 @@ DF11_HD void argmax(const float* logits, int64_t vocab, int32_t* out, float* bes
       bi = i;
     }
   }
-  for (unsigned o = 16; o > 0; o >>= 1) {
-    const float v = simt::warp_shfl_xor(bv, o);
-    const int64_t i = simt::warp_shfl_xor(bi, o);
-    if (!argmax_better(bv, bi, v, i)) {
-      bv = v;
-      bi = i;
-    }
-  }
+  warp_argmax(bv, bi);
   const unsigned lane = simt::tid_x() & 31, warp = simt::tid_x() >> 5;
   if (lane == 0) {
     best_v[warp] = bv;
@@ -242,14 +247,7 @@ DF11_HD void argmax(const float* logits, int64_t vocab, int32_t* out, float* bes
     const unsigned n_warps = simt::bdim_x() >> 5;
     bv = lane < n_warps ? best_v[lane] : -FLT_MAX;
     bi = lane < n_warps ? best_i[lane] : -1;
-    for (unsigned o = 16; o > 0; o >>= 1) {
-      const float v = simt::warp_shfl_xor(bv, o);
-      const int64_t i = simt::warp_shfl_xor(bi, o);
-      if (!argmax_better(bv, bi, v, i)) {
-        bv = v;
-        bi = i;
-      }
-    }
+    warp_argmax(bv, bi);
     if (lane == 0) out[simt::bid_x()] = static_cast<int32_t>(bi < 0 ? 0 : bi);
   }
 }

@@ -1,6 +1,7 @@
 // Test helpers: small units from vectors, seeded random BF16 data with chosen exponent mixes.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -46,6 +47,25 @@ inline std::vector<uint16_t> words_with_exponents(std::size_t n, uint64_t seed, 
     w = merge_bf16(static_cast<uint8_t>(exponents[r % exponents.size()]), static_cast<uint8_t>(r >> 56));
   }
   return v;
+}
+
+// Exponent first + i appearing fib(i) times (1, 1, 2, 3, 5, ...) for i < n_terms, mantissas
+// counting up, shuffled with `seed`: a histogram whose unlimited Huffman code is a chain n_terms
+// deep, so length limits and second-level tables are exercised everywhere in the stream.
+inline std::vector<uint16_t> fibonacci_words(int n_terms, int first, uint64_t seed) {
+  std::vector<uint16_t> data;
+  uint64_t a = 1, b = 1;
+  for (int i = 0; i < n_terms; ++i) {
+    for (uint64_t k = 0; k < a; ++k) {
+      data.push_back(merge_bf16(static_cast<uint8_t>(first + i), static_cast<uint8_t>(k)));
+    }
+    const uint64_t c = a + b;
+    a = b;
+    b = c;
+  }
+  std::mt19937_64 rng(seed);
+  std::shuffle(data.begin(), data.end(), rng);
+  return data;
 }
 
 }  // namespace df11::test

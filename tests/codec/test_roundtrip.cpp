@@ -122,17 +122,7 @@ TEST_CASE("random weights at 0, 1, 7 and many sizes, every layout", "[codec][rou
 
 TEST_CASE("long codes: Fibonacci exponent counts drive codes to the length limit", "[codec][roundtrip]") {
   // Exponent 90+i appears fib(i) times: the unlimited code would be a chain 30 deep.
-  std::vector<uint16_t> data;
-  uint64_t a = 1, b = 1;
-  for (int i = 0; i < 30; ++i) {
-    for (uint64_t k = 0; k < a; ++k) data.push_back(merge_bf16(static_cast<uint8_t>(90 + i), static_cast<uint8_t>(k)));
-    const uint64_t c = a + b;
-    a = b;
-    b = c;
-  }
-  // Interleave deterministically so long codes fall everywhere in the stream.
-  std::mt19937_64 rng(4);
-  std::shuffle(data.begin(), data.end(), rng);
+  const std::vector<uint16_t> data = df11::test::fibonacci_words(30, 90, 4);
   for (const Layout& l : {Layout::df11(), Layout::canonical(16), Layout::canonical(12, 64, 4, PositionScheme::thread),
                           Layout::canonical(24)}) {
     INFO(l.name());

@@ -121,17 +121,8 @@ TEST_CASE("emulation is bit-exact at sizes around thread and block boundaries", 
 }
 
 TEST_CASE("emulation decodes long codes through the second-level tables", "[decoders]") {
-  std::vector<uint16_t> data;
-  uint64_t a = 1, b = 1;
-  for (int i = 0; i < 26; ++i) {  // Fibonacci counts: codes up to the 16-bit limit of our layouts
-    for (uint64_t k = 0; k < a; ++k) data.push_back(merge_bf16(static_cast<uint8_t>(80 + i), static_cast<uint8_t>(k)));
-    const uint64_t c = a + b;
-    a = b;
-    b = c;
-  }
-  std::mt19937_64 rng(12);
-  std::shuffle(data.begin(), data.end(), rng);
-  check_all_variants(unit_of(data, "fib"), false);
+  // Fibonacci counts: codes up to the 16-bit limit of our layouts.
+  check_all_variants(unit_of(df11::test::fibonacci_words(26, 80, 12), "fib"), false);
 }
 
 TEST_CASE("emulation is bit-exact on a synthetic Nemo layer slice, whole and per matrix", "[decoders]") {

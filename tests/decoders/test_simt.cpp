@@ -167,15 +167,6 @@ TEST_CASE("simt: kernel bodies at an exact block boundary and with long codes", 
     auto data = words_with_exponents(n, n, {100, 101});
     check_simt_all_variants(unit_of(data, "edge" + std::to_string(n)));
   }
-  std::vector<uint16_t> fib;
-  uint64_t a = 1, b = 1;
-  for (int i = 0; i < 19; ++i) {  // Fibonacci counts: codes up to 18 bits (16 in our layouts)
-    for (uint64_t k = 0; k < a; ++k) fib.push_back(merge_bf16(static_cast<uint8_t>(90 + i), static_cast<uint8_t>(k)));
-    const uint64_t c = a + b;
-    a = b;
-    b = c;
-  }
-  std::mt19937_64 rng(5);
-  std::shuffle(fib.begin(), fib.end(), rng);
-  check_simt_all_variants(unit_of(fib, "fib"));
+  // Fibonacci counts: codes up to 18 bits (16 in our layouts).
+  check_simt_all_variants(unit_of(df11::test::fibonacci_words(19, 90, 5), "fib"));
 }
