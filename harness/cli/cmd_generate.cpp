@@ -38,6 +38,7 @@ struct GenerateArgs {
   bool check = false;
   bool json = false;
   int threads = 0;
+  uint64_t chunk_bytes = 0;
 };
 
 // The model --check runs beside the selected one: BF16 against DF11 either way round; the
@@ -112,6 +113,7 @@ int run_generate(const GenerateArgs& a) {
   req.batch = a.batch;
   req.max_positions = static_cast<int>(prompt.size()) + a.max_new;
   req.threads = a.threads;
+  req.chunk_bytes = a.chunk_bytes;  // --check's partner slices the same way (same GEMMs)
   std::vector<e2e::ModelRequest> requests{req};
   if (a.check) {
     e2e::ModelRequest ref = req;
@@ -156,6 +158,7 @@ int run_generate(const GenerateArgs& a) {
         {"weights", a.weights},
         {"method", model.describe()},
         {"batch", a.batch},
+        {"chunk_bytes", a.chunk_bytes},
         {"prompt_len", prompt.size()},
         {"new_tokens", a.max_new},
         {"seed", a.seed},
@@ -266,6 +269,10 @@ void add_generate(CLI::App& app) {
       "Run BF16 and DF11 side by side; exit 2 at the first step whose logits differ in any bit");
   cmd->add_flag("--json", a->json, "Print one JSON object (for benchmark scripts) instead of text");
   cmd->add_option("--threads", a->threads, "CPU threads (0 = all cores)");
+  cmd->add_option("--chunk-bytes", a->chunk_bytes,
+                  "CUDA: run every block GEMM in row slices of about N bytes of weights, each decoded "
+                  "(or copied) just before its GEMM while it is in L2 (e.g. 25000000 on an H100); "
+                  "--check's partner slices the same way");
   cmd->callback([a] { exit_code() = run_generate(*a); });
 }
 

@@ -329,13 +329,14 @@ class CudaModel final : public Model {
   static constexpr std::size_t kRowGatherTokens = 64;
 
   CudaModel(const ModelShape& s, const Norms& norms, std::unique_ptr<DeviceProvider> provider,
-            std::unique_ptr<cuda::Stream> stream, int batch, int max_positions)
+            std::unique_ptr<cuda::Stream> stream, int batch, int max_positions, uint64_t chunk_bytes)
       : s_(s),
         provider_(std::move(provider)),
         stream_(std::move(stream)),
         blas_(stream_->get()),
         batch_(batch),
-        max_positions_(max_positions) {
+        max_positions_(max_positions),
+        chunk_bytes_(chunk_bytes) {
     const cudaStream_t st = stream_->get();
     if (max_positions > gpu::attention_max_positions(static_cast<int>(s.head_dim))) {
       throw Error(fmt::format(
@@ -391,7 +392,10 @@ class CudaModel final : public Model {
   int position() const override { return position_; }
   Backend backend() const override { return Backend::cuda; }
   WeightsKind weights() const override { return provider_->kind(); }
-  std::string describe() const override { return "cuda " + provider_->describe(); }
+  std::string describe() const override {
+    return "cuda " + provider_->describe() +
+           (chunk_bytes_ ? fmt::format(", chunked GEMMs ({} B slices)", chunk_bytes_) : std::string());
+  }
   void reset() override { position_ = 0; }
 
   void forward(std::span<const int32_t> tokens, int n_new) override {
@@ -459,16 +463,33 @@ class CudaModel final : public Model {
     embed_rows(rows);
     for (int64_t l = 0; l < s.n_layers; ++l) {
       NvtxRange r("e2e.layer");
-      const uint16_t* W = provider_->acquire(static_cast<int>(l), st);
-      const UnitMap& m = provider_->map(static_cast<int>(l));
-      auto mat = [&](Role role) { return W + m.slices[role].offset; };
+      const int unit = static_cast<int>(l);
+      // Whole blocks: the block is acquired once, before its first GEMM. Chunked: each GEMM
+      // acquires its weights slice by slice (layer_gemm).
+      const uint16_t* W = chunk_bytes_ ? nullptr : provider_->acquire(unit, st);
+      const UnitMap& m = provider_->map(unit);
+      // y[rows][n] (+)= x[rows][k] . (the n x k matrix of the block starting at `role`)^T
+      auto wgemm = [&](const uint16_t* x, int64_t k, Role role, int64_t n, float* y, int64_t ldy, bool acc) {
+        const uint64_t off = m.slices[role].offset;
+        if (W != nullptr) {
+          gemm(x, rows, k, W + off, n, y, ldy, acc);
+          return;
+        }
+        const int64_t slice = chunk_rows(k);
+        for (int64_t r0 = 0; r0 < n; r0 += slice) {
+          const int64_t r1 = std::min(n, r0 + slice);
+          const uint16_t* w = provider_->acquire(unit, off + static_cast<uint64_t>(r0 * k),
+                                                 off + static_cast<uint64_t>(r1 * k), st);
+          gemm(x, rows, k, w, r1 - r0, y + r0, ldy, acc);
+        }
+      };
       gpu::rmsnorm(h_.get(), rows, H, norm_in_[sz(l)].get(), H, eps, xb_.get(), st);
       if (m.qkv_fused()) {
-        gemm(xb_.get(), rows, H, mat(q_proj), nqkv, qkv_.get(), nqkv, false);
+        wgemm(xb_.get(), H, q_proj, nqkv, qkv_.get(), nqkv, false);
       } else {
-        gemm(xb_.get(), rows, H, mat(q_proj), nq, qkv_.get(), nqkv, false);
-        gemm(xb_.get(), rows, H, mat(k_proj), nkv, qkv_.get() + nq, nqkv, false);
-        gemm(xb_.get(), rows, H, mat(v_proj), nkv, qkv_.get() + nq + nkv, nqkv, false);
+        wgemm(xb_.get(), H, q_proj, nq, qkv_.get(), nqkv, false);
+        wgemm(xb_.get(), H, k_proj, nkv, qkv_.get() + nq, nqkv, false);
+        wgemm(xb_.get(), H, v_proj, nkv, qkv_.get() + nq + nkv, nqkv, false);
       }
       gpu::rope_store(qkv_.get(), nqkv, batch_, t_new, position_, static_cast<int>(s.n_heads),
                       static_cast<int>(s.n_kv_heads), static_cast<int>(D), rope_.get(),
@@ -476,16 +497,16 @@ class CudaModel final : public Model {
       gpu::attention(qkv_.get(), nqkv, kc_[sz(l)].get(), vc_[sz(l)].get(), batch_, t_new, position_,
                      static_cast<int>(s.n_heads), static_cast<int>(s.n_kv_heads),
                      static_cast<int>(D), max_positions_, att_.get(), st);
-      gemm(att_.get(), rows, nq, mat(o_proj), H, h_.get(), H, true);
+      wgemm(att_.get(), nq, o_proj, H, h_.get(), H, true);
       gpu::rmsnorm(h_.get(), rows, H, norm_post_[sz(l)].get(), H, eps, xb_.get(), st);
       if (m.gate_up_fused()) {
-        gemm(xb_.get(), rows, H, mat(gate_proj), 2 * I, gu_.get(), 2 * I, false);
+        wgemm(xb_.get(), H, gate_proj, 2 * I, gu_.get(), 2 * I, false);
       } else {
-        gemm(xb_.get(), rows, H, mat(gate_proj), I, gu_.get(), 2 * I, false);
-        gemm(xb_.get(), rows, H, mat(up_proj), I, gu_.get() + I, 2 * I, false);
+        wgemm(xb_.get(), H, gate_proj, I, gu_.get(), 2 * I, false);
+        wgemm(xb_.get(), H, up_proj, I, gu_.get() + I, 2 * I, false);
       }
       gpu::swiglu(gu_.get(), rows, I, act_.get(), st);
-      gemm(act_.get(), rows, I, mat(down_proj), H, h_.get(), H, true);
+      wgemm(act_.get(), I, down_proj, H, h_.get(), H, true);
     }
     gpu::rmsnorm(h_.get() + (t_new - 1) * H, batch_, int64_t{t_new} * H, norm_final_.get(), H, eps,
                  xf_.get(), st);
@@ -501,6 +522,15 @@ class CudaModel final : public Model {
       gemm(xf_.get(), batch_, H, W, r1 - r0, logits_.get() + r0, s.vocab, false);
     }
     position_ += t_new;
+  }
+
+  // Rows of a chunked GEMM's weight slice for rows of k elements: about chunk_bytes_ of BF16,
+  // whole kSliceRows, and never more than the reused buffer holds.
+  [[nodiscard]] int64_t chunk_rows(int64_t k) const {
+    const int64_t want = static_cast<int64_t>(chunk_bytes_ / 2) / k;
+    const int64_t fit = static_cast<int64_t>(provider_->buffer_elements()) / k;
+    const int64_t rows = std::min(want, fit) / DeviceProvider::kSliceRows * DeviceProvider::kSliceRows;
+    return std::max<int64_t>(DeviceProvider::kSliceRows, rows);
   }
 
   // Rows of the embedding or lm_head acquired at once: what the reused buffer holds, in whole
@@ -539,6 +569,7 @@ class CudaModel final : public Model {
   std::unique_ptr<cuda::Stream> stream_;
   CublasHandle blas_;
   int batch_, max_positions_, position_ = 0, rows_cap_ = 0;
+  uint64_t chunk_bytes_ = 0;
   std::vector<cuda::DeviceBuffer<uint16_t>> norm_in_, norm_post_;
   cuda::DeviceBuffer<uint16_t> norm_final_;
   cuda::DeviceBuffer<float> rope_;
@@ -576,7 +607,7 @@ class CudaBuilder final : public ModelBuilder {
   std::unique_ptr<Model> finish() override {
     provider_->prepare(s_);
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
-                                       request_.batch, request_.max_positions);
+                                       request_.batch, request_.max_positions, request_.chunk_bytes);
   }
 
  private:

@@ -24,6 +24,11 @@ struct ModelRequest {
   int batch = 1;
   int max_positions = 0;  // KV-cache positions per row
   int threads = 0;        // CPU worker threads (0 = all cores)
+  // CUDA only: > 0 runs every decoder-block GEMM in row slices of about this many bytes of BF16
+  // weights, each slice acquired (decoded, copied) just before its GEMM so that it is still in
+  // L2 ("chunked"); the same slices for every kind of weights, so models with the same value
+  // stay bit-identical. 0: a block is acquired whole before it runs.
+  uint64_t chunk_bytes = 0;
 };
 
 // Takes the units of one model while it is built.

@@ -123,6 +123,35 @@ void run() {
     }
   }
 
+  // Chunked GEMMs (each block GEMM in row slices acquired just before it): DF11 and CPU offload
+  // against BF16 sliced the same way, bit for bit, and BF16 sliced against whole-block BF16
+  // within rounding (the slices' GEMMs may round differently, never by more).
+  try {
+    auto chunked = [&](WeightsKind w) {
+      ModelRequest r = request(Backend::cuda, w, 2, 16);
+      r.chunk_bytes = 64 * 1024;  // a few 128-row slices per tiny matrix
+      return r;
+    };
+    auto cm = build_models(*src, {chunked(WeightsKind::df11), chunked(WeightsKind::bf16),
+                                  chunked(WeightsKind::cpu_offload), request(Backend::cuda, WeightsKind::bf16, 2, 16)});
+    const auto cp = batch_prompts(random_prompt(6, tiny.vocab, 6), 2, tiny.vocab);
+    check_pair(*cm[0], *cm[1], cp, 8, "tiny chunked df11 vs chunked bf16");
+    check_pair(*cm[2], *cm[1], cp, 8, "tiny chunked cpu-offload vs chunked bf16");
+    std::vector<int32_t> feed;
+    for (const auto& p : cp) feed.insert(feed.end(), p.begin(), p.end());
+    std::vector<float> lc, lw;
+    cm[1]->reset();
+    cm[3]->reset();
+    cm[1]->forward(feed, static_cast<int>(cp[0].size()));
+    cm[3]->forward(feed, static_cast<int>(cp[0].size()));
+    cm[1]->logits(lc);
+    cm[3]->logits(lw);
+    const double e = relative_error(lc, lw);
+    expect(e < 2e-2, fmt::format("tiny chunked bf16 vs whole-block bf16 logits, relative error {:.2e} (< 2e-2)", e));
+  } catch (const std::exception& e) {
+    expect(false, std::string("tiny chunked: ") + e.what());
+  }
+
   // A vocabulary larger than the reused buffer holds: the lm_head in several slices (GEMMs into
   // logits + r0, ldc = vocab) and, with more than 64 distinct tokens, the embedding in slices;
   // for every kind of weights, against each other and against the CPU model.

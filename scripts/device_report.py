@@ -1,0 +1,277 @@
+#!/usr/bin/python3
+"""Turns what scripts/device_check.sh left in its output folder (the device tool's files_at
+copy of $OUT) into committed report directories, and checks the issues' GPU targets.
+
+Usage: scripts/device_report.py DEVICE_OUT [--reports DIR] [--date YYYY-MM-DD] [--force]
+
+Writes, with SLUG the device slug of scripts/promote_baseline ("h100-80gb-hbm3"):
+  reports/<date>_<SLUG>_nemo_layer/          the default experiment (sweep/), with plots
+  reports/<date>_<SLUG>_decode_throughput/   the decoders alone (decode/), with plots
+  reports/<date>_<SLUG>_device_check/        summary.txt, device_check.log, e2e.jsonl,
+                                             gpu_bench.json, and README.md: the step verdicts
+                                             and a table of every GPU target of issues 4, 5
+                                             and 7 with the measured value and PASS / FAIL /
+                                             not measured.
+Run directories stay separate so that scripts/ci_gate finds each by its dated name. Nothing
+is invented: a target whose rows are missing says "not measured" and why.
+"""
+import argparse
+import json
+import pathlib
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def slug_of(device_name):
+    s = device_name.lower()
+    if s.startswith("nvidia "):
+        s = s[len("nvidia "):]
+    return re.sub(r"[^a-z0-9]+", "-", s).strip("-") or "unknown"
+
+
+def read_jsonl(path):
+    rows = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line cut by the step's time limit
+    return rows
+
+
+def passed(rows):
+    return [r for r in rows if r.get("disposition") == "passed" and r.get("summary")]
+
+
+def median(r):
+    return r["summary"]["median_s"]
+
+
+class Targets:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, issue, target, value, ok, note=""):
+        verdict = "not measured" if ok is None else ("PASS" if ok else "FAIL")
+        self.rows.append((issue, target, value, verdict, note))
+
+    def markdown(self):
+        out = ["| issue | target | measured | verdict | note |", "|---|---|---|---|---|"]
+        for r in self.rows:
+            out.append("| " + " | ".join(str(x).replace("|", "/") for x in r) + " |")
+        return "\n".join(out)
+
+
+def decode_targets(t, rows):
+    decodes = [r for r in passed(rows) if r["case"]["method"] == "decode"]
+    copies = [r for r in passed(rows) if r["case"]["method"] == "copy"]
+    ours = [r for r in decodes if r["case"]["variant"] != "official-ptx"]
+    official = [r for r in decodes if r["case"]["variant"] == "official-ptx"]
+    if not ours:
+        t.add(4, "best variant >= 3x official-ptx", "-", None, "no passed decode row")
+        t.add(4, "best variant >= 60% of the copy bound", "-", None, "no passed decode row")
+        return
+    best = max(ours, key=lambda r: r["summary"]["gbps"])
+    name, gbps = best["case"]["variant"], best["summary"]["gbps"]
+    if official:
+        o = official[0]["summary"]["gbps"]
+        t.add(4, "best variant >= 3x official-ptx", f"{gbps / o:.2f}x ({name} {gbps:.0f} GB/s vs {o:.0f})",
+              gbps / o >= 3.0)
+    else:
+        t.add(4, "best variant >= 3x official-ptx", f"best {name} {gbps:.0f} GB/s", None,
+              "no official-ptx row (run with OFFICIAL_PTX=decode.ptx)")
+    if copies:
+        c = copies[0]["summary"]["gbps"]
+        t.add(4, "best variant >= 60% of the copy bound", f"{gbps / c * 100:.0f}% ({gbps:.0f} of {c:.0f} GB/s)",
+              gbps / c >= 0.6)
+    else:
+        t.add(4, "best variant >= 60% of the copy bound", f"{gbps:.0f} GB/s", None, "no passed copy row")
+
+
+def sweep_targets(t, rows, unit="model.layers.1"):
+    ok_rows = [r for r in passed(rows) if r["case"]["unit"] == unit]
+    by = {}
+    for r in ok_rows:
+        by.setdefault((r["case"]["method"], r["case"]["batch"]), []).append(r)
+    bf16 = {b: median(rs[0]) for (m, b), rs in by.items() if m == "bf16"}
+
+    def best(method, batch):
+        rs = by.get((method, batch), [])
+        return min(rs, key=median) if rs else None
+
+    for method, batch, limit in [("df11", 1, 2.9), ("df11", 2048, 1.3), ("df11", 4096, 1.15),
+                                 ("df11-chunked", 1, 2.0)]:
+        label = f"best {method} <= {limit}x bf16 at batch {batch}"
+        b = best(method, batch)
+        if b is None or batch not in bf16:
+            t.add(5, label, "-", None, f"no passed {method} or bf16 row at batch {batch} for {unit}")
+            continue
+        ratio = median(b) / bf16[batch]
+        t.add(5, label, f"{ratio:.2f}x ({b['case']['variant']})", ratio <= limit)
+    # Every df11 method faster than cpu-offload at every batch size.
+    offload = {b: median(rs[0]) for (m, b), rs in by.items() if m == "cpu-offload"}
+    df11_rows = [r for r in ok_rows if r["case"]["method"] in ("df11", "df11-chunked")]
+    if not offload or not df11_rows:
+        t.add(5, "every df11 method faster than cpu-offload", "-", None, "no passed df11 or cpu-offload rows")
+    else:
+        slower = [r for r in df11_rows if r["case"]["batch"] in offload and median(r) >= offload[r["case"]["batch"]]]
+        compared = sum(1 for r in df11_rows if r["case"]["batch"] in offload)
+        t.add(5, "every df11 method faster than cpu-offload", f"{compared - len(slower)} of {compared} rows faster",
+              not slower and compared > 0,
+              "; ".join(f"{r['case']['method']}:{r['case']['variant']}@{r['case']['batch']}" for r in slower[:5]))
+    not_passed = [r for r in rows if r.get("disposition") in ("incorrect",)]
+    if not_passed:
+        t.add(5, "every verified method bit-identical", f"{len(not_passed)} incorrect row(s)", False,
+              not_passed[0].get("reason", "")[:160])
+
+
+def e2e_targets(t, runs):
+    ok = [r for r in runs if "decode_tokens_per_s" in r]
+
+    def find(weights, batch, prompt_len=None, chunked=False):
+        for r in ok:
+            if r.get("weights") == weights and r.get("batch") == batch and \
+                    bool(r.get("chunk_bytes")) == chunked and r.get("check", "not_run") == "not_run" and \
+                    (prompt_len is None or r.get("prompt_len") == prompt_len):
+                return r
+        return None
+
+    checks = [r for r in ok if r.get("check") != "not_run"]
+    if checks:
+        failed = [r for r in checks if r.get("check") != "passed"]
+        t.add(7, "identical tokens, bit-identical logits (--check)",
+              f"{len(checks) - len(failed)} of {len(checks)} checks passed", not failed)
+    else:
+        t.add(7, "identical tokens, bit-identical logits (--check)", "-", None, "no --check run finished")
+    prompt_lens = sorted({r.get("prompt_len") for r in ok if r.get("prompt_len") is not None})
+    short = prompt_lens[0] if prompt_lens else None
+    b16, d11, off = find("bf16", 1, short), find("df11", 1, short), find("cpu-offload", 1, short)
+    if b16 and d11:
+        peak = d11["peak_device_bytes"] / b16["peak_device_bytes"] if b16["peak_device_bytes"] else None
+        t.add(7, "DF11 peak device memory <= 72% of BF16", f"{peak * 100:.1f}%" if peak else "-",
+              peak <= 0.72 if peak else None)
+        ratio = d11["decode_tokens_per_s"] / b16["decode_tokens_per_s"]
+        t.add(7, "DF11 decode tokens/s >= 0.35x BF16 at batch 1", f"{ratio:.2f}x", ratio >= 0.35)
+    else:
+        t.add(7, "DF11 peak device memory <= 72% of BF16", "-", None, "no bf16 and df11 runs at batch 1")
+        t.add(7, "DF11 decode tokens/s >= 0.35x BF16 at batch 1", "-", None, "no bf16 and df11 runs at batch 1")
+    dch = find("df11", 1, short, chunked=True)
+    if b16 and dch:
+        ratio = dch["decode_tokens_per_s"] / b16["decode_tokens_per_s"]
+        t.add(7, "DF11 chunked decode tokens/s >= 0.5x BF16 at batch 1", f"{ratio:.2f}x "
+              f"({dch['chunk_bytes']} B slices)", ratio >= 0.5)
+    else:
+        t.add(7, "DF11 chunked decode tokens/s >= 0.5x BF16 at batch 1", "-", None,
+              "no bf16 and chunked df11 runs at batch 1")
+    p16, p11 = find("bf16", 1, 2048), find("df11", 1, 2048)
+    if p16 and p11:
+        ratio = p11["prefill_tokens_per_s"] / p16["prefill_tokens_per_s"]
+        t.add(7, "prefill of 2048 tokens >= 0.8x BF16", f"{ratio:.2f}x", ratio >= 0.8)
+    else:
+        t.add(7, "prefill of 2048 tokens >= 0.8x BF16", "-", None, "no 2048-token bf16 and df11 runs")
+    if d11 and off:
+        ratio = d11["decode_tokens_per_s"] / off["decode_tokens_per_s"]
+        t.add(7, "DF11 >= 10x cpu-offload tokens/s at batch 1", f"{ratio:.1f}x", ratio >= 10)
+    else:
+        t.add(7, "DF11 >= 10x cpu-offload tokens/s at batch 1", "-", None, "no df11 and cpu-offload runs at batch 1")
+
+
+def e2e_table(runs):
+    ok = [r for r in runs if "decode_tokens_per_s" in r]
+    if not ok:
+        return "No end-to-end run finished."
+    out = ["| weights | chunk bytes | batch | prompt | new | prefill tok/s | decode tok/s | peak device GB | check |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in ok:
+        out.append(f"| {r['weights']} | {r.get('chunk_bytes') or '-'} | {r['batch']} | {r['prompt_len']} | {r['new_tokens']} | "
+                   f"{r['prefill_tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.2f} | "
+                   f"{r['peak_device_bytes'] / 1e9:.2f} | {r['check']} |")
+    return "\n".join(out)
+
+
+def copy_run(src, dst, force):
+    if dst.exists():
+        if not force:
+            sys.exit(f"device_report: {dst} exists (use --force to replace it)")
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    subprocess.run([sys.executable, str(HERE / "plot_sweep.py"), str(dst)], check=False)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("device_out", type=pathlib.Path)
+    ap.add_argument("--reports", type=pathlib.Path, default=HERE.parent / "reports")
+    ap.add_argument("--date", help="YYYY-MM-DD of the run (default: from the results' start_time)")
+    ap.add_argument("--force", action="store_true", help="replace existing report directories")
+    a = ap.parse_args()
+    src = a.device_out
+    if not src.is_dir():
+        sys.exit(f"device_report: {src} is not a directory")
+    sweep = read_jsonl(src / "sweep" / "results.jsonl")
+    decode = read_jsonl(src / "decode" / "results.jsonl")
+    e2e = read_jsonl(src / "e2e.jsonl")
+    any_row = next((r for r in sweep + decode if "device" in r), None)
+    if any_row is not None:
+        device_name = any_row["device"].get("name") or "unknown"
+        start = any_row.get("meta", {}).get("start_time", "")
+    else:
+        device_name = next((r.get("device") for r in e2e if r.get("device")), "unknown")
+        start = ""
+    device_name = re.sub(r" \(sm_.*$", "", device_name)  # the e2e form carries SMs and memory
+    date = a.date or (start[:10] if re.match(r"\d{4}-\d{2}-\d{2}", start) else None)
+    if not date:
+        sys.exit("device_report: no start_time in the results; give --date YYYY-MM-DD")
+    slug = slug_of(device_name)
+    a.reports.mkdir(parents=True, exist_ok=True)
+
+    written = []
+    for sub, experiment in (("sweep", "nemo_layer"), ("decode", "decode_throughput")):
+        if (src / sub / "results.jsonl").is_file():
+            dst = a.reports / f"{date}_{slug}_{experiment}"
+            copy_run(src / sub, dst, a.force)
+            written.append(dst)
+    check_dir = a.reports / f"{date}_{slug}_device_check"
+    if check_dir.exists():
+        if not a.force:
+            sys.exit(f"device_report: {check_dir} exists (use --force to replace it)")
+        shutil.rmtree(check_dir)
+    check_dir.mkdir(parents=True)
+    for name in ("summary.txt", "device_check.log", "e2e.jsonl", "gpu_bench.json"):
+        if (src / name).is_file():
+            shutil.copy2(src / name, check_dir / name)
+
+    t = Targets()
+    decode_targets(t, decode)
+    sweep_targets(t, sweep)
+    e2e_targets(t, e2e)
+    summary = (src / "summary.txt").read_text(encoding="utf-8", errors="replace") if (src / "summary.txt").is_file() \
+        else "(no summary.txt)"
+    sha = (any_row or {}).get("meta", {}).get("git_sha", "unknown")
+    readme = [f"# Device check: {device_name}, {date}", "",
+              f"Measured by `scripts/device_check.sh` on {device_name} (git {sha}); this directory was "
+              f"written by `scripts/device_report.py` from the check's output. Every number below "
+              f"comes from the files next to it or from the run directories listed.", "",
+              "## Steps", "", "```", summary.rstrip(), "```", "",
+              "## Targets of the issues", "", t.markdown(), "",
+              "## End-to-end runs (e2e.jsonl)", "", e2e_table(e2e), "",
+              "## Run directories", ""]
+    readme += [f"- `{p.relative_to(a.reports)}/` (report.md, figures)" for p in written] or ["- none"]
+    (check_dir / "README.md").write_text("\n".join(readme) + "\n", encoding="utf-8")
+    print(f"device_report: wrote {check_dir}" + "".join(f", {p}" for p in written))
+    for r in t.rows:
+        print(f"  issue {r[0]}: {r[1]}: {r[2]} -> {r[3]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# scripts/device_report.py on a fake device-check output folder (fake sweep rows from
+# make_fake_results.py, the decode rows of the same, crafted e2e rows): the three report
+# directories appear, the README's target table has a verdict for every target of issues 4, 5
+# and 7, and "not measured" where the rows are missing; an existing report is not overwritten.
+# Usage: test_device_report.sh SOURCE_DIR SCRATCH_DIR
+set -uo pipefail
+src=${1:?usage: test_device_report.sh SOURCE_DIR SCRATCH_DIR}
+scratch=${2:?usage: test_device_report.sh SOURCE_DIR SCRATCH_DIR}
+py=/usr/bin/python3
+rm -rf "$scratch" && mkdir -p "$scratch/out/sweep" "$scratch/out/decode"
+failures=0
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+
+"$py" "$src/tests/gate/make_fake_results.py" "$scratch/out/sweep" --layers 1 || exit 1
+"$py" - "$scratch/out" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+rows = [json.loads(l) for l in (out / "sweep/results.jsonl").read_text().splitlines() if l.strip()]
+dec = [r for r in rows if r["case"]["method"] in ("decode", "copy") and r["case"]["unit"] == "model.layers.1"]
+off = json.loads(json.dumps(next(r for r in dec if r["case"]["method"] == "decode")))
+off["case"]["variant"] = "official-ptx"
+off["summary"]["gbps"] = 200.0
+dec.append(off)
+(out / "decode/results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dec))
+def run(weights, batch, prompt, tps, peak, check="not_run", prefill=1000.0):
+    return {"schema": "df11.generate/1", "device": "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)",
+            "weights": weights, "batch": batch, "prompt_len": prompt, "new_tokens": 32,
+            "prefill_tokens_per_s": prefill, "decode_tokens_per_s": tps, "peak_device_bytes": peak, "check": check}
+e2e = [run("df11", 8, 128, 100.0, 42e9, "passed"), run("bf16", 1, 128, 110.0, 25.4e9),
+       run("df11", 1, 128, 40.0, 17.8e9), run("cpu-offload", 1, 128, 2.0, 1.5e9),
+       run("bf16", 1, 2048, 1.0, 26e9, prefill=9000.0)]
+chunked = run("df11", 1, 128, 60.0, 17.8e9)
+chunked["chunk_bytes"] = 25000000
+e2e.append(chunked)
+(out / "e2e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in e2e) + '{"cut off')
+(out / "summary.txt").write_text("gpu tests              ok                 12s\n")
+PY
+
+reports=$scratch/reports
+"$py" "$src/scripts/device_report.py" "$scratch/out" --reports "$reports" >"$scratch/log" 2>&1 ||
+  { cat "$scratch/log"; fail "device_report.py exited non-zero"; }
+check=$reports/2026-11-27_h100-80gb-hbm3_device_check
+for d in "$check" "$reports/2026-11-27_h100-80gb-hbm3_nemo_layer" "$reports/2026-11-27_h100-80gb-hbm3_decode_throughput"; do
+  [[ -d $d ]] || fail "missing $d"
+done
+[[ -s $reports/2026-11-27_h100-80gb-hbm3_nemo_layer/report.md ]] || fail "no report.md for the sweep"
+readme=$check/README.md
+for needle in "| 4 | best variant >= 3x official-ptx |" "| 4 | best variant >= 60% of the copy bound |" \
+  "| 5 | best df11 <= 2.9x bf16 at batch 1 |" "| 5 | best df11 <= 1.3x bf16 at batch 2048 | - | not measured" \
+  "| 5 | every df11 method faster than cpu-offload |" "| 7 | identical tokens, bit-identical logits (--check) | 1 of 1 checks passed | PASS" \
+  "| 7 | DF11 peak device memory <= 72% of BF16 | 70.1% | PASS" "| 7 | DF11 decode tokens/s >= 0.35x BF16 at batch 1 | 0.36x | PASS" \
+  "| 7 | prefill of 2048 tokens >= 0.8x BF16 | - | not measured" \
+  "| 7 | DF11 chunked decode tokens/s >= 0.5x BF16 at batch 1 | 0.55x (25000000 B slices) | PASS" "| 7 | DF11 >= 10x cpu-offload tokens/s at batch 1 | 20.0x | PASS" \
+  "gpu tests              ok"; do
+  grep -qF -- "$needle" "$readme" || fail "README.md lacks '$needle'"
+done
+# The official row is at 200 GB/s, the best fake variant at 1040 GB/s of output: 5.2x or so.
+grep -E '^\| 4 \| best variant >= 3x official-ptx \| [0-9.]+x .*\| PASS' "$readme" >/dev/null || fail "official ratio verdict"
+if "$py" "$src/scripts/device_report.py" "$scratch/out" --reports "$reports" >/dev/null 2>&1; then
+  fail "an existing report was overwritten without --force"
+fi
+if ((failures)); then
+  echo "$failures failure(s)"
+  exit 1
+fi
+echo "device_report: report directories and target verdicts ok"
