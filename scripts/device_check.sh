@@ -15,7 +15,8 @@
 # The whole run keeps to BUDGET_S seconds (default 480): each step gets at most its own limit and
 # what is left of the budget; a step that cannot get MIN_STEP_S (default 30) is skipped and says
 # so. STEPS="gpu_tests decode" runs only those steps. A short table comes last.
-# Optional: OFFICIAL_PTX=path/to/decode.ptx (from the dfloat11 wheel) adds the official kernel.
+# The official kernel (official-ptx) runs when OFFICIAL_PTX names decode.ptx; by default the one
+# scripts/device_build put in the carry folder ($BUILD/decode.ptx), if it is there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-${OUT:-device_out}}"
@@ -30,6 +31,7 @@ SUMMARY="$OUT_DIR/summary.txt"
 : >"$LOG"
 : >"$SUMMARY"
 ptx_args=()
+[ -z "${OFFICIAL_PTX:-}" ] && [ -f "$BUILD/decode.ptx" ] && OFFICIAL_PTX="$BUILD/decode.ptx"
 [ -n "${OFFICIAL_PTX:-}" ] && ptx_args=(--official-ptx "$OFFICIAL_PTX")
 start=$SECONDS
 failed=0

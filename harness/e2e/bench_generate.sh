@@ -21,16 +21,20 @@ run() {
 
 # Runs in order of importance, each appended as it finishes, so a run cut short by the device
 # check's budget still leaves the first answers. Bit-identity on the real shapes first (two
-# models on the device: BF16 24.5 GB + DF11 ~17 GB), whole blocks and chunked, then chunked
-# DF11 at batch 1, then per batch (1, the 2048-token prefill, 8, 64) BF16, DF11 and CPU
-# offload. CPU offload moves all 24.5 GB over PCIe per token: a few tokens suffice.
+# models on the device: BF16 24.5 GB + DF11 ~17 GB), then batch 1 (BF16, DF11, chunked DF11,
+# the chunked check), then per batch (1, the 2048-token prefill, 8, 64) what is left of BF16,
+# DF11 and CPU offload. CPU offload moves all 24.5 GB over PCIe per token: a few tokens suffice.
 run --weights df11 --check --batch 8 --prompt-len "$plen" --max-new-tokens 8
-# Chunked: each block GEMM in L2-sized row slices decoded just before it (half an H100 L2).
+# Batch 1, whole blocks and chunked (each block GEMM in L2-sized row slices decoded just before
+# it: half an H100 L2), then the chunked bit-identity check.
 chunk=${CHUNK_BYTES:-25000000}
-run --weights df11 --check --chunk-bytes "$chunk" --batch 1 --prompt-len "$plen" --max-new-tokens 4
+run --weights bf16 --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
+run --weights df11 --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
 run --weights df11 --chunk-bytes "$chunk" --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
+run --weights df11 --check --chunk-bytes "$chunk" --batch 1 --prompt-len "$plen" --max-new-tokens 4
 for batch in 1 prefill 8 64; do
   for w in bf16 df11 cpu-offload; do
+    [ "$batch" = 1 ] && [ "$w" != cpu-offload ] && continue  # done above
     n=$new
     [ "$w" = cpu-offload ] && n=4
     if [ "$batch" = prefill ]; then

@@ -196,6 +196,15 @@ class DeviceProvider {
   static constexpr int64_t kSliceRows = 128;
 
  protected:
+  // Where a range starting at element lo goes in a reused buffer: at the same alignment modulo
+  // 256 bytes as element lo of a resident unit (whose base cudaMalloc aligns), so that cuBLAS,
+  // which may choose kernels by pointer alignment, sees the same alignment for every kind of
+  // weights. Buffers hold kAlignElements more than buffer_elements_ for it.
+  static constexpr uint64_t kAlignElements = 128;
+  static uint16_t* slot_for(const cuda::DeviceBuffer<uint16_t>& buffer, uint64_t lo) {
+    return buffer.get() + lo % kAlignElements;
+  }
+
   std::vector<UnitMap> maps_;
   uint64_t buffer_elements_ = 0;
 };
@@ -262,13 +271,14 @@ class Df11DeviceProvider final : public DeviceProvider {
   }
   void prepare(const ModelShape& s) override {
     DeviceProvider::prepare(s);
-    buffer_ = cuda::DeviceBuffer<uint16_t>(buffer_elements_);
+    buffer_ = cuda::DeviceBuffer<uint16_t>(buffer_elements_ + kAlignElements);
   }
   const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) override {
     NvtxRange r("e2e.df11_decode");
     check_range(unit, lo, hi);
-    decoder_->launch(*images_.at(sz(unit)), buffer_.get(), lo, hi, s);
-    return buffer_.get();
+    uint16_t* dst = slot_for(buffer_, lo);
+    decoder_->launch(*images_.at(sz(unit)), dst, lo, hi, s);
+    return dst;
   }
   WeightsKind kind() const override { return WeightsKind::df11; }
   std::string describe() const override { return fmt::format("df11 ({})", decoder_->name()); }
@@ -297,14 +307,15 @@ class OffloadProvider final : public DeviceProvider {
   }
   void prepare(const ModelShape& s) override {
     DeviceProvider::prepare(s);
-    buffer_ = cuda::DeviceBuffer<uint16_t>(buffer_elements_);
+    buffer_ = cuda::DeviceBuffer<uint16_t>(buffer_elements_ + kAlignElements);
   }
   const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) override {
     NvtxRange r("e2e.offload_copy");
     check_range(unit, lo, hi);
     const auto* p = static_cast<const uint16_t*>(pinned_.at(sz(unit))->get());
-    CUDA_CHECK(cudaMemcpyAsync(buffer_.get(), p + lo, (hi - lo) * 2, cudaMemcpyHostToDevice, s));
-    return buffer_.get();
+    uint16_t* dst = slot_for(buffer_, lo);
+    CUDA_CHECK(cudaMemcpyAsync(dst, p + lo, (hi - lo) * 2, cudaMemcpyHostToDevice, s));
+    return dst;
   }
   WeightsKind kind() const override { return WeightsKind::cpu_offload; }
   std::string describe() const override {

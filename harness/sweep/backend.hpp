@@ -33,6 +33,7 @@ struct Samples {
   std::vector<double> total_s;               // one per sample (event pair / wall clock)
   std::vector<double> decode_s, gemm_s, copy_s;  // per-sample kernel time where measured
   uint64_t bytes = 0;                        // bytes the case must move (see docs/RESULTS.md)
+  std::optional<bool> cuda_graph;            // cuda: samples replayed a CUDA graph (else eager); cpu: none
 };
 
 class Backend {

@@ -228,6 +228,7 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     Samples s;
     s.bytes = bytes_moved(m, batch);
+    s.cuda_graph = graph.get() != nullptr;
     cuda::Event e0, e1;
     double spent = 0;
     auto flush_l2 = [&](int i) {
@@ -303,19 +304,32 @@ class CudaBackend final : public Backend {
     NvtxRange r("capture " + m.label());
     cudaGraph_t graph = nullptr;
     CUDA_CHECK(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
-    bool ok = true;
+    std::string why;
     try {
       run(m);
-    } catch (const std::exception&) {
-      ok = false;
+    } catch (const std::exception& e) {
+      why = e.what();
     }
     const cudaError_t end = cudaStreamEndCapture(stream_.get(), &graph);
+    if (why.empty() && end != cudaSuccess) why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
     cudaGraphExec_t exec = nullptr;
-    if (ok && end == cudaSuccess && graph != nullptr && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess) {
-      g.reset(exec);
+    if (why.empty() && graph != nullptr) {
+      if (const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0); e != cudaSuccess) {
+        why = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(e);
+        exec = nullptr;
+      }
     }
     if (graph) cudaGraphDestroy(graph);
     (void)cudaGetLastError();  // a failed capture leaves an error behind; eager runs follow
+    if (exec != nullptr) {
+      g.reset(exec);
+      // The first launch of a graph uploads it: do that now, not in a timed sample.
+      CUDA_CHECK(cudaGraphUpload(exec, stream_.get()));
+      CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    } else {
+      fmt::print(stderr, "\ncuda backend: capture of {} failed ({}); timing it eagerly\n", m.label(),
+                 why.empty() ? "no graph" : why);
+    }
   }
 
   // df11-chunked slices are whole multiples of this many rows: 256 bytes of BF16 output per

@@ -63,6 +63,7 @@ Summary summarize(const Samples& s) {
   if (!s.copy_s.empty()) out.copy_s = median(s.copy_s);
   out.bytes = s.bytes;
   if (s.bytes > 0 && sp.median > 0) out.gbps = static_cast<double>(s.bytes) / sp.median / 1e9;
+  out.cuda_graph = s.cuda_graph;
   return out;
 }
 
@@ -164,7 +165,8 @@ Line summary_json(const Summary& s) {
               {"gemm_s", optional_number(s.gemm_s)},
               {"copy_s", optional_number(s.copy_s)},
               {"bytes", s.bytes},
-              {"gbps", optional_number(s.gbps)}};
+              {"gbps", optional_number(s.gbps)},
+              {"cuda_graph", s.cuda_graph ? Line(*s.cuda_graph) : Line()}};
 }
 
 Line result_line(const Line& meta, const Line& device, const CaseInfo& c, Disposition d,

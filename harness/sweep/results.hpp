@@ -38,6 +38,7 @@ struct Summary {
   std::optional<double> decode_s, gemm_s, copy_s;  // medians of the phases, where measured
   uint64_t bytes = 0;
   std::optional<double> gbps;  // bytes / median_s / 1e9; null when bytes is 0
+  std::optional<bool> cuda_graph;  // cuda: samples replayed a CUDA graph (false: eager); cpu: null
 };
 // Throws df11::Error when there is no sample.
 [[nodiscard]] Summary summarize(const Samples& s);

@@ -134,6 +134,7 @@ void run() {
     };
     auto cm = build_models(*src, {chunked(WeightsKind::df11), chunked(WeightsKind::bf16),
                                   chunked(WeightsKind::cpu_offload), request(Backend::cuda, WeightsKind::bf16, 2, 16)});
+    expect(cm[0]->describe().find("chunked GEMMs") != std::string::npos, "chunked model says so: " + cm[0]->describe());
     const auto cp = batch_prompts(random_prompt(6, tiny.vocab, 6), 2, tiny.vocab);
     check_pair(*cm[0], *cm[1], cp, 8, "tiny chunked df11 vs chunked bf16");
     check_pair(*cm[2], *cm[1], cp, 8, "tiny chunked cpu-offload vs chunked bf16");

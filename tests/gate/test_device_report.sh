@@ -23,7 +23,9 @@ rows = [json.loads(l) for l in (out / "sweep/results.jsonl").read_text().splitli
 dec = [r for r in rows if r["case"]["method"] in ("decode", "copy") and r["case"]["unit"] == "model.layers.1"]
 off = json.loads(json.dumps(next(r for r in dec if r["case"]["method"] == "decode")))
 off["case"]["variant"] = "official-ptx"
-off["summary"]["gbps"] = 200.0
+for k in ("median_s", "min_s", "q1_s", "q3_s"):
+    off["summary"][k] *= 5.0  # the official kernel five times slower than that variant
+off["summary"]["gbps"] /= 5.0
 dec.append(off)
 (out / "decode/results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dec))
 def run(weights, batch, prompt, tps, peak, check="not_run", prefill=1000.0):
@@ -58,7 +60,7 @@ for needle in "| 4 | best variant >= 3x official-ptx |" "| 4 | best variant >= 6
   "gpu tests              ok"; do
   grep -qF -- "$needle" "$readme" || fail "README.md lacks '$needle'"
 done
-# The official row is at 200 GB/s, the best fake variant at 1040 GB/s of output: 5.2x or so.
+# The official row takes 5x the time of the slowest fake variant: the fastest is >= 3x faster.
 grep -E '^\| 4 \| best variant >= 3x official-ptx \| [0-9.]+x .*\| PASS' "$readme" >/dev/null || fail "official ratio verdict"
 if "$py" "$src/scripts/device_report.py" "$scratch/out" --reports "$reports" >/dev/null 2>&1; then
   fail "an existing report was overwritten without --force"

@@ -71,6 +71,7 @@ inline void check_line_schema(const json& j) {
       CHECK(s.at(k).get<double>() > 0);
     }
     for (const char* k : {"decode_s", "gemm_s", "copy_s", "gbps"}) check_number_or_null(s, k);
+    CHECK((s.at("cuda_graph").is_boolean() || s.at("cuda_graph").is_null()));
     CHECK(s.at("bytes").is_number_unsigned());
   } else {
     CHECK(s.is_null());
