@@ -19,8 +19,9 @@ trap 'rm -rf "$work"' EXIT
 trap 'exit 143' TERM INT  # the device check's time limit: still remove the 16.6 GB
 source_args=(--synthetic nemo)
 mkdir -p "$work"
-echo "+ df11 synth --arch mistral-nemo, df11 compress (once)" >&2
-if "$df11" synth --arch mistral-nemo "$work/bf16" >&2 && "$df11" compress "$work/bf16" "$work/df11" >&2; then
+echo "+ df11 synth ${E2E_SYNTH_ARGS:---arch mistral-nemo}, df11 compress (once)" >&2
+# E2E_SYNTH_ARGS / E2E_BACKEND: a small dry run elsewhere (e.g. "--arch tiny" and cpu).
+if "$df11" synth ${E2E_SYNTH_ARGS:---arch mistral-nemo} "$work/bf16" >&2 && "$df11" compress "$work/bf16" "$work/df11" >&2; then
   source_args=(--model "$work/df11")
 else
   echo "synth/compress failed: every run synthesizes the model in memory" >&2
@@ -29,7 +30,7 @@ rm -rf "$work/bf16"
 
 run() {
   echo "+ df11 generate ${source_args[*]} $*" >&2
-  if ! "$df11" generate "${source_args[@]}" --backend cuda --json "$@" >>"$out"; then
+  if ! "$df11" generate "${source_args[@]}" --backend "${E2E_BACKEND:-cuda}" --json "$@" >>"$out"; then
     echo "FAILED: df11 generate $*" >&2
     failures=$((failures + 1))
   fi
