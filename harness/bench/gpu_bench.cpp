@@ -1,7 +1,8 @@
 // GPU micro-benchmarks of df11_bench (CUDA builds): every decoder variant decoding a synthetic
 // Mistral-Nemo gate_proj (14336 x 5120: 147 MB of BF16, about three H100 L2s), a
-// device-to-device copy of the same bytes (the bandwidth yardstick) and cuBLASLt GEMMs on the
-// same matrix at a few batch sizes (sweep::LtGemm, as run_sweep runs them). Manual time: one
+// device-to-device copy of the same bytes (the bandwidth yardstick), cuBLASLt GEMMs on the
+// same matrix at a few batch sizes (sweep::LtGemm, as run_sweep runs them), and the fused
+// decode + GEMV (gpu_fused_gemv/<batch>/<0: DF11, 1: the same kernels on BF16>). Manual time: one
 // CUDA event pair per iteration around the work, after an L2 flush outside the pair. Each
 // decoder is checked bit for bit once before it is timed. Without a device every benchmark
 // skips with the reason. bytes_per_second counts encoded bytes read + BF16 bytes written
@@ -22,6 +23,7 @@
 #include "common/cuda_util.hpp"
 #include "datasets/synthetic.hpp"
 #include "decoder.hpp"
+#include "fused/fused_gemv.hpp"
 #include "official_ptx/official_ptx.hpp"
 #include "sweep/lt_gemm.hpp"
 
@@ -144,6 +146,48 @@ void BM_gpu_gemm(benchmark::State& state) {
   }
 }
 
+// Args: batch, source (0: decode the DF11 encoding, 1: the same kernels on the BF16 weights).
+// Fused decode + GEMV (kernels/decoders/fused) on the same matrix; verified once: decoding gives
+// the reference's bits.
+void BM_gpu_fused_gemv(benchmark::State& state) {
+  Gpu* g = gpu(state);
+  if (!g) return;
+  try {
+    const int batch = static_cast<int>(state.range(0));
+    const bool from_bf16 = state.range(1) != 0;
+    const EncodedUnit& enc = g->encoding(Layout::df11());
+    const std::vector<dec::GemvMatrix> mats{{0, kRows, kIn}};
+    dec::FusedGemvDevice dev(enc, mats, batch, g->stream.get());
+    std::mt19937_64 rng(static_cast<uint64_t>(batch));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<uint16_t> x(static_cast<std::size_t>(batch) * kIn);
+    for (auto& v : x) v = float_to_bf16(nd(rng));
+    const auto dx = cuda::DeviceBuffer<uint16_t>::from(x, g->stream.get());
+    cuda::DeviceBuffer<uint16_t> dy(static_cast<std::size_t>(batch) * kRows), dr(static_cast<std::size_t>(batch) * kRows);
+    dev.run({dx.get()}, {dy.get()}, batch, g->stream.get());
+    dev.run({dx.get()}, {dr.get()}, batch, g->stream.get(), g->w.get());
+    std::vector<uint16_t> a(dy.size()), b(dr.size());
+    CUDA_CHECK(cudaMemcpyAsync(a.data(), dy.get(), dy.bytes(), cudaMemcpyDeviceToHost, g->stream.get()));
+    CUDA_CHECK(cudaMemcpyAsync(b.data(), dr.get(), dr.bytes(), cudaMemcpyDeviceToHost, g->stream.get()));
+    CUDA_CHECK(cudaStreamSynchronize(g->stream.get()));
+    if (a != b) {
+      state.SkipWithError("fused decode differs from the same kernels on BF16 weights");
+      return;
+    }
+    const uint16_t* w = from_bf16 ? g->w.get() : nullptr;
+    for (auto _ : state) {
+      state.SetIterationTime(g->timed([&] { dev.run({dx.get()}, {dy.get()}, batch, g->stream.get(), w); }));
+    }
+    const double flops = 2.0 * batch * static_cast<double>(kRows * kIn);
+    state.counters["TFLOP/s"] = benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+    const uint64_t weight_bytes = from_bf16 ? g->w.bytes() : enc.stored_bytes();
+    state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(weight_bytes + 2 * (x.size() + dy.size())));
+    state.SetLabel(from_bf16 ? "BF16 weights, same kernels" : "decoded from DF11");
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
 }  // namespace
 
 void register_gpu_benchmarks() {
@@ -156,6 +200,10 @@ void register_gpu_benchmarks() {
         ->Unit(benchmark::kMicrosecond);
   }
   benchmark::RegisterBenchmark("gpu_copy", BM_gpu_copy)->UseManualTime()->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("gpu_fused_gemv", BM_gpu_fused_gemv)
+      ->ArgsProduct({{1, 4, 16}, {0, 1}})
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("gpu_gemm", BM_gpu_gemm)
       ->Arg(1)
       ->Arg(16)

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <map>
 #include <random>
 
@@ -12,6 +13,7 @@
 #include "common/cuda_util.hpp"
 #include "datasets/synthetic.hpp"
 #include "decoder.hpp"
+#include "fused/fused_gemv.hpp"
 #include "helpers.hpp"
 #include "official_ptx/official_ptx.hpp"
 
@@ -38,6 +40,73 @@ std::vector<uint16_t> run_on_device(const dec::Decoder& d, const EncodedUnit& en
   std::vector<uint16_t> host(hi - lo);
   if (!host.empty()) CUDA_CHECK(cudaMemcpy(host.data(), out.get(), host.size() * 2, cudaMemcpyDeviceToHost));
   return host;
+}
+
+// Fused decode + GEMV on the device: decoding gives bit for bit what the same kernels give on the
+// BF16 weights, and both are within rounding of a double reference.
+void check_fused(const Unit& u, int batch) {
+  const EncodedUnit enc = encode(u.view(), Layout::df11(), 0);
+  std::vector<dec::GemvMatrix> mats;
+  std::vector<uint16_t> flat;
+  uint64_t off = 0;
+  for (const auto& t : u.tensors) {
+    mats.push_back({off, t.shape[0], t.shape[1]});
+    off += t.data.size();
+    flat.insert(flat.end(), t.data.begin(), t.data.end());
+  }
+  const std::string what = "fused gemv on " + u.name + " batch " + std::to_string(batch);
+  try {
+    cuda::Stream s;
+    dec::FusedGemvDevice dev(enc, mats, batch, s.get());
+    const auto w = cuda::DeviceBuffer<uint16_t>::from(flat, s.get());
+    std::mt19937_64 rng(static_cast<uint64_t>(batch));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<std::vector<uint16_t>> xh;
+    std::vector<cuda::DeviceBuffer<uint16_t>> xd, yd, yr;
+    std::vector<const uint16_t*> xp;
+    std::vector<uint16_t*> ydp, yrp;
+    for (const auto& m : mats) {
+      std::vector<uint16_t> x(static_cast<std::size_t>(batch * m.in));
+      for (auto& v : x) v = float_to_bf16(nd(rng));
+      xd.push_back(cuda::DeviceBuffer<uint16_t>::from(x, s.get()));
+      xh.push_back(std::move(x));
+      yd.emplace_back(static_cast<std::size_t>(batch * m.out));
+      yr.emplace_back(static_cast<std::size_t>(batch * m.out));
+      CUDA_CHECK(cudaMemsetAsync(yd.back().get(), 0xFF, yd.back().bytes(), s.get()));
+      CUDA_CHECK(cudaMemsetAsync(yr.back().get(), 0xFF, yr.back().bytes(), s.get()));
+      xp.push_back(xd.back().get());
+      ydp.push_back(yd.back().get());
+      yrp.push_back(yr.back().get());
+    }
+    dev.run(xp, ydp, batch, s.get());
+    dev.run(xp, yrp, batch, s.get(), w.get());
+    CUDA_CHECK(cudaStreamSynchronize(s.get()));
+    for (std::size_t i = 0; i < mats.size(); ++i) {
+      const auto& m = mats[i];
+      std::vector<uint16_t> got(yd[i].size()), ref(yr[i].size());
+      CUDA_CHECK(cudaMemcpy(got.data(), yd[i].get(), yd[i].bytes(), cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(ref.data(), yr[i].get(), yr[i].bytes(), cudaMemcpyDeviceToHost));
+      expect(got == ref, what + ": matrix " + std::to_string(i) + " decoded vs BF16 through the same kernels");
+      int bad = 0;
+      for (int b = 0; b < batch; ++b) {
+        for (int64_t r = 0; r < m.out; ++r) {
+          double acc = 0, mag = 0;
+          for (int64_t k = 0; k < m.in; ++k) {
+            const double p = static_cast<double>(bf16_to_float(flat[m.offset + static_cast<uint64_t>(r * m.in + k)])) *
+                             bf16_to_float(xh[i][static_cast<std::size_t>(b * m.in + k)]);
+            acc += p;
+            mag += std::abs(p);
+          }
+          const double y = bf16_to_float(got[static_cast<std::size_t>(b * m.out + r)]);
+          if (std::abs(y - acc) > std::abs(acc) / 256.0 + mag * 1e-5) ++bad;
+        }
+      }
+      expect(bad == 0, what + ": matrix " + std::to_string(i) + ": " + std::to_string(bad) +
+                           " outputs outside rounding of the double reference");
+    }
+  } catch (const std::exception& e) {
+    expect(false, what + ": " + e.what());
+  }
 }
 
 void check_unit(const dec::Registry& reg, const Unit& u) {
@@ -100,6 +169,10 @@ int main(int argc, char** argv) {
     check_unit(reg, test::unit_of(test::random_weights(7, 2), "seven"));
     check_unit(reg, test::unit_of(test::random_weights(small ? 40001 : 300001, 3, 120, 0.8), "rand"));
     if (!small) check_unit(reg, synth::make_nemo_layer(1, 3, 0.02, 0));
+    // Fused decode + GEMV: a few matrices of a Nemo layer's shapes (rows of 5120, 4096 and
+    // 14336), at batch 1, 5 and 16.
+    const Unit layer = synth::make_nemo_layer(1, 3, small ? 0.002 : 0.01, 0);
+    for (const int batch : {1, 5, 16}) check_fused(layer, batch);
     // Malformed metadata is refused by upload, before any launch.
     const EncodedUnit good = encode(test::unit_of(test::random_weights(50000, 4)).view(), Layout::df11());
     // (An inner position that is merely wrong passes validation: the kernels clamp every write

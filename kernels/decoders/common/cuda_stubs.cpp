@@ -2,6 +2,7 @@
 #include "codec/common.hpp"
 #include "common/variant_decoder.hpp"
 #include "decoder.hpp"
+#include "fused/fused_gemv.hpp"
 #include "official_ptx/official_ptx.hpp"
 
 namespace df11::dec {
@@ -18,5 +19,16 @@ void VariantDecoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, S
 std::unique_ptr<DeviceImage> OfficialPtxDecoder::upload(const EncodedUnit&, Stream) const { no_cuda(name()); }
 void OfficialPtxDecoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream) const { no_cuda(name()); }
 bool built_with_cuda() { return false; }
+
+struct FusedGemvDevice::Impl {};
+FusedGemvDevice::FusedGemvDevice(const EncodedUnit&, const std::vector<GemvMatrix>&, int, Stream) {
+  no_cuda("fused gemv");
+}
+FusedGemvDevice::~FusedGemvDevice() = default;
+void FusedGemvDevice::run(const std::vector<const uint16_t*>&, const std::vector<uint16_t*>&, int, Stream,
+                          const uint16_t*) const {
+  no_cuda("fused gemv");
+}
+uint64_t FusedGemvDevice::device_bytes() const { return 0; }
 
 }  // namespace df11::dec

@@ -319,11 +319,13 @@ DF11_HD unsigned scan_block_warp(unsigned v, uint32_t* totals) {
   return x - v + (warp > 0 ? totals[warp - 1] : 0u);
 }
 
-// The whole kernel body for one block (block_begin + bid of the launch): tables to shared
-// memory, optional cp.async staging of the encoded bytes, then the per-thread phases separated
-// by the block scan and barriers. smem: the block's dynamic shared memory (sl.total bytes).
+// The decode of one block (block_begin + bid of the launch), up to the copy-out: tables to
+// shared memory, optional cp.async staging of the encoded bytes, then the per-thread phases
+// separated by the block scan and barriers. Returns the block's context; what pass 2 left in
+// shared memory (smem-out, exponents) is complete after the next barrier. smem: the block's
+// dynamic shared memory (sl.total bytes).
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
-DF11_HD void gap_decode_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
+DF11_HD auto gap_decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   constexpr VariantSpec spec{TK, P, S, TPB, BPT, false};
   constexpr bool kStaged = S == Staging::cp_async;
   const unsigned t = simt::tid_x();
@@ -353,9 +355,17 @@ DF11_HD void gap_decode_block(const LaunchParams& p, const SmemLayout& sl, uint8
     const unsigned excl = P == Partition::gap_warp ? scan_block_warp<TPB>(count, scan) : scan_block_smem<TPB>(count, scan);
     pass2<S, !kStaged>(c, t, c.block_first + excl, count);
   }
+  return c;
+}
+
+// The whole kernel body for one block: the decode, then (but for direct stores) a barrier and
+// the coalesced copy-out.
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
+DF11_HD void gap_decode_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
+  const auto c = gap_decode_phases<TK, P, S, TPB, BPT>(p, sl, smem);
   if constexpr (S != Staging::direct) {
     simt::sync_block();
-    copy_out<S>(c, t);
+    copy_out<S>(c, simt::tid_x());
   }
 }
 

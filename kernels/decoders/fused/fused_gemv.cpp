@@ -1,0 +1,145 @@
+// Fused decode + GEMV, host side: the plan and the run on the SIMT executor.
+#include "fused/fused_gemv.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "codec/cpu_decoder.hpp"
+
+#include "common/host_image.hpp"
+#include "fused/fused_gemv.cuh"
+
+namespace df11::dec {
+
+Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int batch) {
+  const Layout want = fused::kSpec.layout();
+  if (!(unit.layout == want)) {
+    return Status::no(fmt::format("unit {} is in layout {}; the fused kernels read {}", unit.name, unit.layout.name(),
+                                  want.name()));
+  }
+  if (batch < 1 || batch > kFusedMaxBatch) {
+    return Status::no(fmt::format("the fused kernels take batches 1..{}, not {}", kFusedMaxBatch, batch));
+  }
+  if (mats.empty() || mats.size() > static_cast<std::size_t>(fused::kMaxMatrices)) {
+    return Status::no(fmt::format("unit {}: {} matrices (1..{})", unit.name, mats.size(), fused::kMaxMatrices));
+  }
+  uint64_t at = 0;
+  for (const auto& m : mats) {
+    if (m.offset != at || m.out <= 0 || m.in <= 0) {
+      return Status::no(fmt::format("unit {}: the matrices do not tile the unit at element {}", unit.name, at));
+    }
+    at += static_cast<uint64_t>(m.out) * static_cast<uint64_t>(m.in);
+  }
+  if (at != unit.n_elements) {
+    return Status::no(fmt::format("unit {}: the matrices hold {} elements, the unit {}", unit.name, at, unit.n_elements));
+  }
+  return Status::yes();
+}
+
+FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats) {
+  if (const Status st = fused_can_implement(unit, mats, 1); !st.ok) throw Error(st.reason);
+  validate_encoded(unit);
+  FusedPlan plan;
+  plan.mats = mats;
+  // Global row index of element e: rows of earlier matrices + e's row in its matrix.
+  std::vector<uint64_t> row_base(mats.size());
+  for (std::size_t i = 0; i < mats.size(); ++i) {
+    row_base[i] = plan.n_rows;
+    plan.n_rows += static_cast<uint64_t>(mats[i].out);
+  }
+  auto row_of = [&](uint64_t e, std::size_t& m) {
+    while (e >= mats[m].offset + static_cast<uint64_t>(mats[m].out * mats[m].in)) ++m;
+    return row_base[m] + (e - mats[m].offset) / static_cast<uint64_t>(mats[m].in);
+  };
+  const uint64_t n_blocks = unit.n_blocks();
+  std::vector<uint32_t> pos(n_blocks + 1);
+  for (uint64_t b = 0; b <= n_blocks; ++b) pos[b] = unit.position(b);
+  std::vector<std::vector<uint32_t>> pairs_of_row(plan.n_rows);
+  plan.pair_base.assign(n_blocks + 1, 0);
+  uint64_t pair = 0;
+  std::size_t m = 0;
+  for (uint64_t b = 0; b < n_blocks; ++b) {
+    plan.pair_base[b] = static_cast<uint32_t>(pair);
+    const uint64_t first = pos[b], end = pos[b + 1];
+    if (first < end) {
+      const uint64_t r0 = row_of(first, m);
+      std::size_t m_end = m;
+      const uint64_t r1 = row_of(end - 1, m_end);
+      for (uint64_t r = r0; r <= r1; ++r) pairs_of_row[r].push_back(static_cast<uint32_t>(pair++));
+    }
+    if (pair > UINT32_MAX) throw Error(fmt::format("unit {}: too many (block, row) pairs", unit.name));
+  }
+  plan.pair_base[n_blocks] = static_cast<uint32_t>(pair);
+  plan.row_ptr.assign(plan.n_rows + 1, 0);
+  for (uint64_t r = 0; r < plan.n_rows; ++r) {
+    plan.row_ptr[r + 1] = plan.row_ptr[r] + static_cast<uint32_t>(pairs_of_row[r].size());
+    plan.row_pairs.insert(plan.row_pairs.end(), pairs_of_row[r].begin(), pairs_of_row[r].end());
+  }
+  return plan;
+}
+
+namespace {
+
+fused::GemvParams gemv_params(const FusedPlan& plan, const std::vector<const uint16_t*>& x,
+                              const std::vector<uint16_t*>& y, int batch) {
+  if (x.size() != plan.mats.size() || y.size() != plan.mats.size()) {
+    throw Error(fmt::format("fused gemv: {} matrices, {} inputs and {} outputs given", plan.mats.size(), x.size(),
+                            y.size()));
+  }
+  if (batch < 1 || batch > kFusedMaxBatch) throw Error(fmt::format("fused gemv: batch {} (1..{})", batch, kFusedMaxBatch));
+  fused::GemvParams g;
+  g.n_mats = static_cast<int>(plan.mats.size());
+  for (int i = 0; i < g.n_mats; ++i) {
+    g.offset[i] = plan.mats[static_cast<std::size_t>(i)].offset;
+    g.out[i] = plan.mats[static_cast<std::size_t>(i)].out;
+    g.in[i] = plan.mats[static_cast<std::size_t>(i)].in;
+    g.x[i] = x[static_cast<std::size_t>(i)];
+    g.y[i] = y[static_cast<std::size_t>(i)];
+  }
+  g.batch = batch;
+  g.n_rows = plan.n_rows;
+  return g;
+}
+
+template <int B>
+void simt_blocks(const LaunchParams& p, const SmemLayout& sl, const fused::GemvParams& g, uint64_t n_blocks) {
+  simt::launch({static_cast<unsigned>(n_blocks)}, {fused::kThreads}, fused::smem_bytes(sl),
+               [&](uint8_t* smem) { fused::gemv_block<B>(p, sl, smem, g); });
+}
+
+}  // namespace
+
+void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint16_t* weights,
+                     const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch) {
+  const HostImage img = prepare_image(fused::kSpec, unit);
+  LaunchParams a{};
+  a.stream = img.stream.data();
+  a.sign_mantissa = img.sign_mantissa.data();
+  a.positions = img.positions.data();
+  a.gaps = img.gaps.data();
+  a.luts = img.luts.empty() ? nullptr : img.luts.data();
+  a.flat_root = img.flat_root.empty() ? nullptr : img.flat_root.data();
+  const LaunchParams p = launch_params(img, a, nullptr, 0, img.n_elements);
+  const SmemLayout sl = smem_layout(fused::kSpec, img.n_rows, img.max_block_elements);
+  fused::GemvParams g = gemv_params(plan, x, y, batch);
+  g.weights = weights;
+  g.pair_base = plan.pair_base.data();
+  g.row_ptr = plan.row_ptr.data();
+  g.row_pairs = plan.row_pairs.data();
+  std::vector<float> partials(std::max<uint64_t>(plan.n_pairs(), 1) * static_cast<uint64_t>(batch), -1e30f);
+  g.partials = partials.data();
+  if (img.n_blocks > 0) {
+    if (batch == 1) {
+      simt_blocks<1>(p, sl, g, img.n_blocks);
+    } else if (batch <= 4) {
+      simt_blocks<4>(p, sl, g, img.n_blocks);
+    } else {
+      simt_blocks<16>(p, sl, g, img.n_blocks);
+    }
+  }
+  const uint64_t n_out = plan.n_rows * static_cast<uint64_t>(batch);
+  for (uint64_t i = 0; i < n_out; ++i) fused::gemv_finish(g, i);
+}
+
+}  // namespace df11::dec

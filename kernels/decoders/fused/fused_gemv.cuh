@@ -1,0 +1,148 @@
+// Fused decode + GEMV for small batches: Y_m[b, r] = sum_k W_m[r, k] * X_m[b, k] for every
+// matrix m of a DF11 unit, straight from the encoding, without writing the decoded weights to
+// global memory. The BF16 words exist only in shared memory (as exponent bytes) and registers.
+//
+// Kernel 1, one block per DF11 gap block: decode the block's exponents into shared memory (the
+// flat12.gap5-warp.exp-smem-v16.t512.b8 decoder's phases), then for every row the block's
+// elements touch, multiply its part of the row by X and reduce over the block in a fixed order
+// into one partial sum per (block, row, batch row). Kernel 2: per output, the partials of the
+// blocks that touch its row, in block order, rounded to BF16 once.
+//
+// Every sum runs in an order fixed by the partition alone, so the same kernels reading BF16
+// weights instead of decoding them (`weights` non-null) give bit-identical outputs: that is
+// the reference a fused method is verified against (not cuBLAS, whose order differs). The
+// bodies are __host__ __device__ on simt.cuh: the host SIMT executor runs them in CI.
+#pragma once
+
+#include <cstdint>
+
+#include "gap_decode/gap_decode.cuh"
+
+namespace df11::dec::fused {
+
+inline constexpr int kMaxMatrices = 8;
+inline constexpr int kMaxBatch = 16;
+inline constexpr int kThreads = 512;  // the decoder's threads per block (t512.b8)
+inline constexpr int kBytesPerThread = 8;
+inline constexpr int kWarps = kThreads / 32;
+inline constexpr VariantSpec kSpec{TableKind::flat_lut, Partition::gap_warp, Staging::exp_smem, kThreads,
+                                   kBytesPerThread, false};
+
+// The matrices of the unit, in element order, and the batch's activations and outputs.
+struct GemvParams {
+  int n_mats = 0;
+  uint64_t offset[kMaxMatrices] = {};  // first element of matrix m in the unit
+  int64_t out[kMaxMatrices] = {};      // rows
+  int64_t in[kMaxMatrices] = {};       // columns (row length)
+  const uint16_t* x[kMaxMatrices] = {};  // X_m: [batch][in] BF16
+  uint16_t* y[kMaxMatrices] = {};        // Y_m: [batch][out] BF16 (ld out)
+  int batch = 1;
+  const uint16_t* weights = nullptr;  // BF16 weights of the unit: the reference; null: decode
+  const uint32_t* pair_base = nullptr;  // per block: index of its first (block, row) pair
+  const uint32_t* row_ptr = nullptr;    // per global row: CSR into row_pairs (+1 entry)
+  const uint32_t* row_pairs = nullptr;  // the row's pairs, in block order
+  float* partials = nullptr;            // [pair][batch]
+  uint64_t n_rows = 0;                  // rows of all matrices together
+};
+
+DF11_HD float bf16_to_float(uint16_t h) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(static_cast<uint32_t>(h) << 16);
+#else
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+
+DF11_HD uint16_t float_to_bf16_rne(float f) {  // round to nearest even, NaN kept quiet
+#if defined(__CUDA_ARCH__)
+  uint32_t u = __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+#endif
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// Shared memory of kernel 1: the decoder's layout, then kWarps x kMaxBatch floats for the
+// block reduction.
+DF11_HD unsigned reduce_offset(const SmemLayout& sl) { return align_up(sl.total); }
+DF11_HD unsigned smem_bytes(const SmemLayout& sl) { return reduce_offset(sl) + kWarps * kMaxBatch * 4; }
+
+// Kernel 1 for one block. B: the batch rounded up to a compiled size (rows b >= g.batch are
+// skipped).
+template <int B>
+DF11_HD void gemv_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
+  const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
+  const uint64_t blk = p.block_begin + simt::bid_x();
+  uint64_t first = 0, end = 0, base = 0;
+  const uint8_t* exps = smem + sl.exps;
+  if (g.weights == nullptr) {
+    const auto c = gap_decode_phases<kSpec.table, kSpec.partition, kSpec.staging, kThreads, kBytesPerThread>(p, sl, smem);
+    first = c.block_first;
+    end = c.block_end;
+    base = exp_base(c);
+  } else {
+    first = p.positions[blk];
+    end = p.positions[blk + 1];
+  }
+  simt::sync_block();  // exponents complete
+  float* red = reinterpret_cast<float*>(smem + reduce_offset(sl));
+  uint32_t pair = g.pair_base[blk];
+  int m = 0;
+  for (uint64_t row_start = first; row_start < end; ++pair) {
+    while (row_start >= g.offset[m] + static_cast<uint64_t>(g.out[m] * g.in[m])) ++m;
+    const uint64_t in = static_cast<uint64_t>(g.in[m]);
+    const uint64_t rel = row_start - g.offset[m];
+    const uint64_t row_end = g.offset[m] + (rel / in + 1) * in;
+    const uint64_t seg_end = row_end < end ? row_end : end;
+    const uint64_t k0 = rel % in;
+    const uint16_t* x = g.x[m];
+    float acc[B];
+    for (int b = 0; b < B; ++b) acc[b] = 0.0f;
+    for (uint64_t idx = row_start + t; idx < seg_end; idx += kThreads) {
+      const uint16_t word = g.weights ? g.weights[idx]
+                                      : merge_bf16(exps[idx - base], p.sign_mantissa[idx]);
+      const float w = bf16_to_float(word);
+      const uint64_t k = k0 + (idx - row_start);
+      for (int b = 0; b < B; ++b) {
+        if (b < g.batch) acc[b] += w * bf16_to_float(x[static_cast<uint64_t>(b) * in + k]);
+      }
+    }
+    // Fixed-order reduction: butterfly in each warp, then the warps in order.
+    for (int b = 0; b < B; ++b) {
+      float v = acc[b];
+      for (unsigned o = 16; o > 0; o >>= 1) v += simt::warp_shfl_xor(v, o);
+      if (lane == 0) red[warp * kMaxBatch + b] = v;
+    }
+    simt::sync_block();
+    if (t < static_cast<unsigned>(g.batch)) {
+      float s = 0.0f;
+      for (int w = 0; w < kWarps; ++w) s += red[w * kMaxBatch + t];
+      g.partials[static_cast<uint64_t>(pair) * g.batch + t] = s;
+    }
+    simt::sync_block();  // red is reused by the next row
+    row_start = seg_end;
+  }
+}
+
+// Kernel 2: output i = (global row, batch row); the row's partials in block order.
+DF11_HD void gemv_finish(const GemvParams& g, uint64_t i) {
+  if (i >= g.n_rows * static_cast<uint64_t>(g.batch)) return;
+  const uint64_t row = i / static_cast<uint64_t>(g.batch);
+  const int b = static_cast<int>(i % static_cast<uint64_t>(g.batch));
+  float s = 0.0f;
+  for (uint32_t q = g.row_ptr[row]; q < g.row_ptr[row + 1]; ++q) {
+    s += g.partials[static_cast<uint64_t>(g.row_pairs[q]) * g.batch + b];
+  }
+  int m = 0;
+  uint64_t r = row;
+  while (r >= static_cast<uint64_t>(g.out[m])) r -= static_cast<uint64_t>(g.out[m++]);
+  g.y[m][static_cast<uint64_t>(b) * static_cast<uint64_t>(g.out[m]) + r] = float_to_bf16_rne(s);
+}
+
+}  // namespace df11::dec::fused

@@ -1,0 +1,63 @@
+// Fused decode + GEMV on DF11 units (fused_gemv.cuh has the algorithm): the host plan, a run on
+// the host SIMT executor (tests), and the device path (CUDA builds; elsewhere it throws).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "codec/layout.hpp"
+#include "decoder.hpp"
+
+namespace df11::dec {
+
+// A matrix of the unit: elements [offset, offset + out * in), row-major [out][in].
+struct GemvMatrix {
+  uint64_t offset = 0;
+  int64_t out = 0, in = 0;
+};
+
+// Which (block, row) pairs the unit's DF11 blocks produce and which pairs make each output row.
+struct FusedPlan {
+  std::vector<GemvMatrix> mats;
+  std::vector<uint32_t> pair_base;  // per block, + the total
+  std::vector<uint32_t> row_ptr;    // per global row (matrices in order), + 1
+  std::vector<uint32_t> row_pairs;  // CSR: each row's pairs in block order
+  uint64_t n_rows = 0;
+  [[nodiscard]] uint64_t n_pairs() const { return pair_base.empty() ? 0 : pair_base.back(); }
+};
+
+inline constexpr int kFusedMaxBatch = 16;
+
+// Whether the fused kernels can run this unit at this batch: the DF11 layout of the t512.b8
+// decoder, at most 8 matrices that tile the unit, batch 1..16. The reason when not.
+[[nodiscard]] Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int batch);
+
+// The plan (throws df11::Error naming the unit when fused_can_implement says no, batch aside).
+[[nodiscard]] FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats);
+
+// Y_m = X_m W_m^T for every matrix, on the host SIMT executor: the kernels themselves, decoding
+// the unit, or (weights non-null: the unit's BF16 words) reading BF16 with the same arithmetic.
+// x[m]: [batch][in_m] BF16; y[m]: [batch][out_m] BF16.
+void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint16_t* weights,
+                     const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch);
+
+// The device side: the unit's image, the plan and a partials buffer on the GPU.
+class FusedGemvDevice {
+ public:
+  FusedGemvDevice(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int max_batch, Stream stream);
+  ~FusedGemvDevice();
+  FusedGemvDevice(const FusedGemvDevice&) = delete;
+  FusedGemvDevice& operator=(const FusedGemvDevice&) = delete;
+  // Device pointers: x[m] [batch][in_m], y[m] [batch][out_m]; weights: the unit's BF16 words on
+  // the device for the reference run, or null to decode.
+  void run(const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch, Stream stream,
+           const uint16_t* weights = nullptr) const;
+  [[nodiscard]] uint64_t device_bytes() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace df11::dec
