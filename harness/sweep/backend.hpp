@@ -47,6 +47,12 @@ class Backend {
   virtual void load_unit(const Unit& unit, const std::vector<EncodedUnit>& encodings, uint64_t seed) = 0;
   // Whether the method can run here (e.g. offload on the CPU: no); reason when not.
   [[nodiscard]] virtual dec::Status supports(const MethodCase& m) const = 0;
+  // Whether the method runs at this batch size (e.g. df11-fused: batches up to 16).
+  [[nodiscard]] virtual dec::Status supports_batch(const MethodCase& m, int batch) const {
+    (void)m;
+    (void)batch;
+    return dec::Status::yes();
+  }
   // Runs the method once at this batch and returns its outputs (all matrices' Y, concatenated,
   // as BF16 bit patterns) for verification against bf16. Batch 0: decode/copy output instead.
   [[nodiscard]] virtual std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) = 0;

@@ -199,6 +199,9 @@ class CpuBackend final : public Backend {
       return dec::Status::no(
           "df11-chunked decodes L2-sized slices between GEMMs on the GPU; not on the cpu backend");
     }
+    if (m.kind == "df11-fused") {
+      return dec::Status::no("df11-fused is a GPU kernel (fused decode + GEMV); not on the cpu backend");
+    }
     if (m.kind == "df11" || m.kind == "decode") {
       if (m.variant != nullptr || m.variant_name != "cpu") {
         return dec::Status::no(

@@ -19,6 +19,7 @@
 
 #include "codec/bf16.hpp"
 #include "common/cuda_util.hpp"
+#include "fused/fused_gemv.hpp"
 #include "sweep/backend.hpp"
 #include "sweep/cupti_timer.hpp"
 #include "sweep/lt_gemm.hpp"
@@ -149,6 +150,7 @@ class CudaBackend final : public Backend {
 
   void unload_unit() override {
     images_.clear();
+    fused_.reset();
     mats_.clear();
     host_w_ = {};
     w_ = {};
@@ -167,6 +169,11 @@ class CudaBackend final : public Backend {
     if (m.kind == "bf16" || m.kind == "copy" || m.kind == "cpu-offload" || m.kind == "cpu-offload-sync") {
       return dec::Status::yes();
     }
+    if (m.kind == "df11-fused") {
+      const EncodedUnit* e = df11_encoding();
+      if (!e) return dec::Status::no("no encoding in the DF11 layout");
+      return dec::fused_can_implement(*e, gemv_matrices(), 1);
+    }
     if (m.kind == "df11" || m.kind == "df11-chunked" || m.kind == "decode") {
       if (m.variant == nullptr) return dec::Status::no("the cuda backend runs GPU decoder variants, not '" + m.variant_name + "'");
       const EncodedUnit* e = encoding_for(*m.variant);
@@ -179,6 +186,13 @@ class CudaBackend final : public Backend {
       return dec::Status::yes();
     }
     return dec::Status::no("unknown method " + m.kind);
+  }
+
+  [[nodiscard]] dec::Status supports_batch(const MethodCase& m, int batch) const override {
+    if (m.kind == "df11-fused" && batch > dec::kFusedMaxBatch) {
+      return dec::Status::no(fmt::format("df11-fused runs batches 1..{} (a GEMV kernel)", dec::kFusedMaxBatch));
+    }
+    return dec::Status::yes();
   }
 
   [[nodiscard]] std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) override {
@@ -200,6 +214,14 @@ class CudaBackend final : public Backend {
   // tiles) for a slice than for the whole matrix, which round differently. Its reference is the
   // same slices read straight from the resident BF16 weights.
   [[nodiscard]] std::optional<std::vector<uint16_t>> same_gemm_reference(const MethodCase& m, int batch) override {
+    if (m.kind == "df11-fused") {  // the fused kernels reading the resident BF16 weights
+      prepare_batch(batch);
+      poison();
+      NvtxRange r("same-gemm reference df11-fused");
+      fused().run(x_ptrs(), y_ptrs(), batch_, stream_.get(), w_.get());
+      CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+      return collect_outputs(batch);
+    }
     if (m.kind != "df11-chunked") return std::nullopt;
     prepare_batch(batch);
     poison();
@@ -301,6 +323,7 @@ class CudaBackend final : public Backend {
   void capture(const MethodCase& m, GraphExec& g) {
     if (!graphs_ || m.kind == "cpu-offload" || m.kind == "cpu-offload-sync") return;
     if (m.variant) (void)image_for(*m.variant);  // uploads (and their syncs) stay out of the capture
+    if (m.kind == "df11-fused") (void)fused();
     NvtxRange r("capture " + m.label());
     cudaGraph_t graph = nullptr;
     CUDA_CHECK(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
@@ -343,6 +366,40 @@ class CudaBackend final : public Backend {
     for (const auto& e : *encodings_)
       if (e.layout == d.layout()) return &e;
     return nullptr;
+  }
+
+  const EncodedUnit* df11_encoding() const {
+    if (!encodings_) return nullptr;
+    for (const auto& e : *encodings_)
+      if (e.layout == Layout::df11()) return &e;
+    return nullptr;
+  }
+
+  std::vector<dec::GemvMatrix> gemv_matrices() const {
+    std::vector<dec::GemvMatrix> out;
+    for (const auto& m : mats_) out.push_back({m.offset, m.out, m.in});
+    return out;
+  }
+
+  // The unit's fused decode + GEMV kernels and plan, made on first use.
+  const dec::FusedGemvDevice& fused() {
+    if (!fused_) {
+      const EncodedUnit* e = df11_encoding();
+      if (!e) throw Error("df11-fused: no encoding in the DF11 layout");
+      NvtxRange r("upload df11-fused");
+      fused_ = std::make_unique<dec::FusedGemvDevice>(*e, gemv_matrices(), dec::kFusedMaxBatch, stream_.get());
+    }
+    return *fused_;
+  }
+  std::vector<const uint16_t*> x_ptrs() const {
+    std::vector<const uint16_t*> p;
+    for (const auto& x : x_) p.push_back(x.get());
+    return p;
+  }
+  std::vector<uint16_t*> y_ptrs() const {
+    std::vector<uint16_t*> p;
+    for (const auto& y : y_) p.push_back(y.get());
+    return p;
   }
 
   const dec::DeviceImage& image_for(const dec::Decoder& d) {
@@ -469,6 +526,9 @@ class CudaBackend final : public Backend {
         NvtxRange r("gemms");
         gemms_from(decode_buf_.get());
       }
+    } else if (mc.kind == "df11-fused") {
+      NvtxRange r("df11-fused");
+      fused().run(x_ptrs(), y_ptrs(), batch_, s);
     } else if (mc.kind == "df11-chunked") {
       // Decode a slice of rows small enough to stay in L2, multiply it while it is there, next.
       NvtxRange r("df11-chunked");
@@ -520,6 +580,10 @@ class CudaBackend final : public Backend {
     if (m.kind == "decode") return enc + bf16;
     if (m.kind == "df11") return enc + 2 * bf16 + act;     // read encoded, write BF16, read it back
     if (m.kind == "df11-chunked") return enc + act;        // slices stay in L2
+    if (m.kind == "df11-fused") {                          // encoded weights only
+      const EncodedUnit* d = df11_encoding();
+      return (d ? d->stored_bytes() : 0) + act;
+    }
     return bf16 + act;                                      // bf16 and offload: weights once
   }
 
@@ -545,6 +609,7 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<uint16_t> w_, decode_buf_, matrix_buf_, slice_buf_, offload_buf_[2];
   const std::vector<EncodedUnit>* encodings_ = nullptr;
   std::map<const dec::Decoder*, std::unique_ptr<dec::DeviceImage>> images_;
+  std::unique_ptr<dec::FusedGemvDevice> fused_;
   int batch_ = -1;
   std::vector<cuda::DeviceBuffer<uint16_t>> x_, y_;
 };

@@ -121,7 +121,7 @@ std::vector<MethodCase> resolve_methods(const Experiment& e, const std::string& 
 std::vector<Layout> layouts_needed(const std::vector<MethodCase>& methods) {
   std::vector<Layout> out;
   for (const auto& m : methods) {
-    if (m.variant_name.empty()) continue;
+    if (m.variant_name.empty() && m.kind != "df11-fused") continue;  // df11-fused reads the DF11 layout
     const Layout l = m.variant ? m.variant->layout() : Layout::df11();
     if (std::find(out.begin(), out.end(), l) == out.end()) out.push_back(l);
   }
@@ -512,6 +512,9 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
       if (interrupt_requested())
         return write(ci, Disposition::not_run, std::nullopt, interrupted_reason);
       if (const dec::Status st = unit_status(m); !st.ok) {
+        return write(ci, Disposition::not_supported, std::nullopt, st.reason);
+      }
+      if (const dec::Status st = backend.supports_batch(m, batch); !st.ok) {
         return write(ci, Disposition::not_supported, std::nullopt, st.reason);
       }
       if (!reference) return write(ci, Disposition::not_run, std::nullopt, no_reference);

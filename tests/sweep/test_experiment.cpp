@@ -67,7 +67,7 @@ seed = 42
 backend = "cpu"
 batches = [8, 1]
 row_fraction = 0.5
-methods = ["bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11:lut*", "df11-chunked:*", "decode:?x*"]
+methods = ["bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11:lut*", "df11-chunked:*", "decode:?x*", "df11-fused"]
 chunk_bytes = 1048576
 [measurement]
 warmup = 0
@@ -100,7 +100,7 @@ batches = [4096]
   CHECK(e.backend == "cpu");
   CHECK(e.batches == std::vector<int>{8, 1});
   CHECK(e.row_fraction == 0.5);
-  CHECK(e.methods.size() == 7);
+  CHECK(e.methods.size() == 8);
   CHECK(e.chunk_bytes == 1048576);
   CHECK(e.measurement.warmup == 0);
   CHECK(e.measurement.min_samples == 2);
@@ -201,6 +201,7 @@ TEST_CASE("impossible values are errors naming the key", "[sweep][experiment]") 
   CHECK_THAT(error_of(methods("[\"decode\"]")),
              Catch::Contains("'methods[0]'") && Catch::Contains("glob"));
   CHECK_THAT(error_of(methods("[\"bf16:x\"]")), Catch::Contains("takes no decoder glob"));
+  CHECK_THAT(error_of(methods("[\"df11-fused:*\"]")), Catch::Contains("takes no decoder glob"));
   CHECK_THAT(error_of(methods("[]")), Catch::Contains("'methods'"));
   CHECK_THAT(error_of(kMinimal + "[measurement]\nl2_policy = \"cold\"\n"),
              Catch::Contains("'measurement.l2_policy'") && Catch::Contains("cold"));

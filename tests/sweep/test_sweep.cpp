@@ -81,6 +81,7 @@ class TamperingBackend final : public Backend {
   // flipped (5: the same GEMMs agree, the case passes; another: a real difference).
   std::string regemm_kind;
   std::size_t ref_flip = 5;
+  int max_df11_batch = 0;  // > 0: df11 is not supported above this batch
 
   [[nodiscard]] std::string kind() const override { return inner_->kind(); }
   [[nodiscard]] json device_info() const override { return inner_->device_info(); }
@@ -95,6 +96,10 @@ class TamperingBackend final : public Backend {
     auto out = inner_->run_for_output(m, batch);
     if ((m.kind == corrupt_kind || m.kind == regemm_kind) && out.size() > 5) out[5] ^= 1;
     return out;
+  }
+  [[nodiscard]] dec::Status supports_batch(const MethodCase& m, int batch) const override {
+    if (m.kind == "df11" && max_df11_batch > 0 && batch > max_df11_batch) return dec::Status::no("batch too large here");
+    return dec::Status::yes();
   }
   [[nodiscard]] std::optional<std::vector<uint16_t>> same_gemm_reference(const MethodCase& m, int batch) override {
     if (m.kind != regemm_kind) return std::nullopt;
@@ -238,6 +243,23 @@ TEST_CASE("a method with other GEMMs passes against the same GEMMs on BF16 weigh
   }
   fs::remove_all(dir);
   fs::remove_all(dir2);
+}
+
+TEST_CASE("a method the backend runs only at some batch sizes is not_supported at the others", "[sweep][e2e]") {
+  clear_interrupt();
+  Experiment e = smoke();
+  e.batches = {1, 4};
+  TamperingBackend backend;
+  backend.max_df11_batch = 2;
+  const fs::path dir = fresh_dir("batch_support");
+  (void)run_sweep(e, backend, registry(), options_for(dir));
+  std::map<std::string, json> rows;
+  for (const json& row : read_rows(dir / "results.jsonl")) rows[key_of(row)] = row;
+  CHECK(rows.at("df11:cpu@1")["disposition"] == "passed");
+  CHECK(rows.at("df11:cpu@4")["disposition"] == "not_supported");
+  CHECK(rows.at("df11:cpu@4")["reason"] == "batch too large here");
+  CHECK(rows.at("bf16@4")["disposition"] == "passed");
+  fs::remove_all(dir);
 }
 
 TEST_CASE("an interrupt stops the sweep between lines and marks the rest not_run", "[sweep][e2e]") {
