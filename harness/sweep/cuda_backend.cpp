@@ -220,7 +220,9 @@ class CudaBackend final : public Backend {
       NvtxRange r("same-gemm reference df11-fused");
       fused().run(x_ptrs(), y_ptrs(), batch_, stream_.get(), w_.get());
       CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-      return collect_outputs(batch);
+      std::vector<uint16_t> ref = collect_outputs(batch);
+      check_fused_against_double(ref, batch);
+      return ref;
     }
     if (m.kind != "df11-chunked") return std::nullopt;
     prepare_batch(batch);
@@ -368,6 +370,35 @@ class CudaBackend final : public Backend {
     return nullptr;
   }
 
+  // The fused reference is the fused kernels themselves on BF16 weights; an error common to both
+  // paths (indexing, the reduction) would pass that comparison. So up to 64 rows of every matrix
+  // are checked against a double-precision dot product, within BF16 output rounding plus float
+  // accumulation (the tolerance of test_gpu and test_fused).
+  void check_fused_against_double(const std::vector<uint16_t>& y, int batch) const {
+    std::size_t at = 0;
+    for (std::size_t i = 0; i < mats_.size(); ++i) {
+      const Matrix& m = mats_[i];
+      const int64_t step = std::max<int64_t>(1, m.out / 64);
+      for (int b = 0; b < batch; ++b) {
+        for (int64_t r = 0; r < m.out; r += step) {
+          double acc = 0, mag = 0;
+          for (int64_t k = 0; k < m.in; ++k) {
+            const double p = static_cast<double>(bf16_to_float(host_w_[m.offset + static_cast<uint64_t>(r * m.in + k)])) *
+                             bf16_to_float(host_x_[i][static_cast<std::size_t>(b * m.in + k)]);
+            acc += p;
+            mag += std::abs(p);
+          }
+          const double got = bf16_to_float(y[at + static_cast<std::size_t>(b * m.out + r)]);
+          if (std::abs(got - acc) > std::abs(acc) / 256.0 + mag * 1e-5) {
+            throw Error(fmt::format("df11-fused: {} row {} batch row {}: the fused kernels give {}, a double dot product {}",
+                                    m.name, r, b, got, acc));
+          }
+        }
+      }
+      at += static_cast<std::size_t>(batch) * static_cast<std::size_t>(m.out);
+    }
+  }
+
   const EncodedUnit* df11_encoding() const {
     if (!encodings_) return nullptr;
     for (const auto& e : *encodings_)
@@ -419,6 +450,7 @@ class CudaBackend final : public Backend {
     if (batch == batch_) return;
     x_.clear();
     y_.clear();
+    host_x_.clear();
     batch_ = batch;
     if (batch == 0) return;
     std::mt19937_64 rng(seed_ * 1000003u + static_cast<uint64_t>(batch));
@@ -427,6 +459,7 @@ class CudaBackend final : public Backend {
       std::vector<uint16_t> x(static_cast<std::size_t>(batch) * static_cast<std::size_t>(m.in));
       for (auto& v : x) v = float_to_bf16(nd(rng));
       x_.push_back(cuda::DeviceBuffer<uint16_t>::from(x, stream_.get()));
+      host_x_.push_back(std::move(x));
       cuda::DeviceBuffer<uint16_t> y(static_cast<std::size_t>(batch) * static_cast<std::size_t>(m.out));
       CUDA_CHECK(cudaMemsetAsync(y.get(), 0xFF, y.bytes(), stream_.get()));
       y_.push_back(std::move(y));
@@ -612,6 +645,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<dec::FusedGemvDevice> fused_;
   int batch_ = -1;
   std::vector<cuda::DeviceBuffer<uint16_t>> x_, y_;
+  std::vector<std::vector<uint16_t>> host_x_;  // the activations, for the fused check
 };
 
 }  // namespace

@@ -481,7 +481,7 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
 
     // Whether a method can run on this unit at all: backend support, an encoding it can read.
     auto unit_status = [&](const MethodCase& m) -> dec::Status {
-      if (!m.variant_name.empty()) {
+      if (!m.variant_name.empty() || m.kind == "df11-fused") {
         const Layout l = m.variant ? m.variant->layout() : Layout::df11();
         if (auto it = encode_errors.find(l.name()); it != encode_errors.end()) {
           return dec::Status::no(

@@ -129,6 +129,7 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint1
   g.row_pairs = plan.row_pairs.data();
   std::vector<float> partials(std::max<uint64_t>(plan.n_pairs(), 1) * static_cast<uint64_t>(batch), -1e30f);
   g.partials = partials.data();
+  fused::choose_vector_paths(g, p.sign_mantissa);
   if (img.n_blocks > 0) {
     if (batch == 1) {
       simt_blocks<1>(p, sl, g, img.n_blocks);

@@ -68,6 +68,7 @@ uint64_t FusedGemvDevice::device_bytes() const {
          impl_->partials.bytes();
 }
 
+// One partials buffer: runs on different streams at the same time would race; callers use one.
 void FusedGemvDevice::run(const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch,
                           Stream stream, const uint16_t* weights) const {
   const Impl& d = *impl_;
@@ -96,6 +97,7 @@ void FusedGemvDevice::run(const std::vector<const uint16_t*>& x, const std::vect
   g.n_rows = d.plan.n_rows;
   const HostImage& h = d.image->host();
   const LaunchParams p = d.image->params(nullptr, 0, h.n_elements);
+  fused::choose_vector_paths(g, p.sign_mantissa);
   const SmemLayout sl = smem_layout(fused::kSpec, h.n_rows, h.max_block_elements);
   if (h.n_blocks > 0) {
     if (batch == 1) {

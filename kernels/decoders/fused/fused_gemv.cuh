@@ -14,6 +14,7 @@
 // bodies are __host__ __device__ on simt.cuh: the host SIMT executor runs them in CI.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "gap_decode/gap_decode.cuh"
@@ -35,6 +36,7 @@ struct GemvParams {
   int64_t out[kMaxMatrices] = {};      // rows
   int64_t in[kMaxMatrices] = {};       // columns (row length)
   const uint16_t* x[kMaxMatrices] = {};  // X_m: [batch][in] BF16
+  bool vec[kMaxMatrices] = {};  // matrix m may take 8 elements per step (offset, in and pointers 8-aligned)
   uint16_t* y[kMaxMatrices] = {};        // Y_m: [batch][out] BF16 (ld out)
   int batch = 1;
   const uint16_t* weights = nullptr;  // BF16 weights of the unit: the reference; null: decode
@@ -66,6 +68,26 @@ DF11_HD uint16_t float_to_bf16_rne(float f) {  // round to nearest even, NaN kep
   if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
   u += 0x7FFFu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
+}
+
+// Which matrices take the 8-wide path: offsets and row lengths multiples of 8, X (and the BF16
+// weights, sign/mantissa) aligned for 16- and 8-byte loads. Set after x, weights are.
+inline void choose_vector_paths(GemvParams& g, const uint8_t* sign_mantissa) {
+  auto aligned = [](const void* ptr, uintptr_t n) { return (reinterpret_cast<uintptr_t>(ptr) & (n - 1)) == 0; };
+  for (int m = 0; m < g.n_mats; ++m) {
+    g.vec[m] = g.offset[m] % 8 == 0 && g.in[m] % 8 == 0 && aligned(g.x[m], 16) &&
+               (g.weights == nullptr || aligned(g.weights, 16)) && aligned(sign_mantissa, 8);
+  }
+}
+
+// acc + w * x rounded once (an explicit FMA, so that no compiler choice can make the decoded
+// and the BF16 paths differ).
+DF11_HD float fma_rn(float w, float x, float acc) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(w, x, acc);
+#else
+  return std::fma(w, x, acc);
+#endif
 }
 
 // Shared memory of kernel 1: the decoder's layout, then kWarps x kMaxBatch floats for the
@@ -102,19 +124,58 @@ DF11_HD void gemv_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* sm
     const uint64_t seg_end = row_end < end ? row_end : end;
     const uint64_t k0 = rel % in;
     const uint16_t* x = g.x[m];
+    const int nb = g.batch < B ? g.batch : B;
     float acc[B];
     for (int b = 0; b < B; ++b) acc[b] = 0.0f;
-    for (uint64_t idx = row_start + t; idx < seg_end; idx += kThreads) {
-      const uint16_t word = g.weights ? g.weights[idx]
-                                      : merge_bf16(exps[idx - base], p.sign_mantissa[idx]);
+    // Element idx of the row: its weight times X[b][k] into acc[b].
+    auto scalar = [&](uint64_t idx) {
+      const uint16_t word = g.weights ? g.weights[idx] : merge_bf16(exps[idx - base], p.sign_mantissa[idx]);
       const float w = bf16_to_float(word);
       const uint64_t k = k0 + (idx - row_start);
       for (int b = 0; b < B; ++b) {
-        if (b < g.batch) acc[b] += w * bf16_to_float(x[static_cast<uint64_t>(b) * in + k]);
+        if (b < nb) acc[b] = fma_rn(w, bf16_to_float(x[static_cast<uint64_t>(b) * in + k]), acc[b]);
+      }
+    };
+    // 8 elements per step where they are 8-aligned in the unit and in X (8-byte loads of
+    // exponents and sign/mantissa, 16-byte loads of weights and X); a scalar head and tail.
+    uint64_t a = seg_end, z = seg_end;
+    if (g.vec[m]) {
+      a = (row_start + 7) & ~uint64_t{7};
+      z = seg_end & ~uint64_t{7};
+      if (a > z) a = z = seg_end;
+    }
+    for (uint64_t idx = row_start + t; idx < a; idx += kThreads) scalar(idx);
+    for (uint64_t gi = a + 8ull * t; gi < z; gi += 8ull * kThreads) {
+      uint16_t words[8];
+      if (g.weights) {
+        const uint64_t lo = load8(reinterpret_cast<const uint8_t*>(g.weights + gi));
+        const uint64_t hi = load8(reinterpret_cast<const uint8_t*>(g.weights + gi + 4));
+        for (int j = 0; j < 4; ++j) {
+          words[j] = static_cast<uint16_t>(lo >> (16 * j));
+          words[4 + j] = static_cast<uint16_t>(hi >> (16 * j));
+        }
+      } else {
+        const Words8 w8 = merge8(load8(exps + (gi - base)), load8(p.sign_mantissa + gi));
+        for (int j = 0; j < 4; ++j) {
+          words[j] = static_cast<uint16_t>(w8.lo >> (16 * j));
+          words[4 + j] = static_cast<uint16_t>(w8.hi >> (16 * j));
+        }
+      }
+      const uint64_t k = k0 + (gi - row_start);
+      for (int b = 0; b < B; ++b) {
+        if (b >= nb) continue;
+        const uint8_t* xb = reinterpret_cast<const uint8_t*>(x + static_cast<uint64_t>(b) * in + k);
+        const uint64_t x_lo = load8(xb), x_hi = load8(xb + 8);
+        for (int j = 0; j < 8; ++j) {
+          const uint16_t xv = static_cast<uint16_t>((j < 4 ? x_lo : x_hi) >> (16 * (j & 3)));
+          acc[b] = fma_rn(bf16_to_float(words[j]), bf16_to_float(xv), acc[b]);
+        }
       }
     }
+    for (uint64_t idx = z + t; idx < seg_end; idx += kThreads) scalar(idx);
     // Fixed-order reduction: butterfly in each warp, then the warps in order.
     for (int b = 0; b < B; ++b) {
+      if (b >= nb) break;
       float v = acc[b];
       for (unsigned o = 16; o > 0; o >>= 1) v += simt::warp_shfl_xor(v, o);
       if (lane == 0) red[warp * kMaxBatch + b] = v;
