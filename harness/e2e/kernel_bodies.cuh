@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "codec/bf16.hpp"
 #include "codec/common.hpp"
 #include "simt/simt.cuh"
 
@@ -21,29 +22,9 @@ namespace df11::e2e::body {
 inline constexpr int kAttnThreads = 128;
 inline constexpr int kArgmaxThreads = 1024;
 
-DF11_HD float bf2f(uint16_t h) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(static_cast<uint32_t>(h) << 16);
-#else
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-#endif
-}
-
-// Round to nearest even, NaN kept quiet (as df11::float_to_bf16 on the host).
-DF11_HD uint16_t f2bf(float f) {
-#if defined(__CUDA_ARCH__)
-  uint32_t u = __float_as_uint(f);
-#else
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-#endif
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
+// BF16 <-> float as the host model does it (codec/bf16.hpp).
+DF11_HD float bf2f(uint16_t h) { return bf16_to_float(h); }
+DF11_HD uint16_t f2bf(float f) { return float_to_bf16(f); }
 
 DF11_HD float rsqrt_f(float x) {
 #if defined(__CUDA_ARCH__)

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "codec/common.hpp"
 
@@ -23,8 +24,30 @@ DF11_HD uint16_t merge_bf16(uint8_t exponent, uint8_t sign_mantissa) {
 void split_bf16(const uint16_t* words, std::size_t n, uint8_t* exponents, uint8_t* sign_mantissa);
 void merge_bf16(const uint8_t* exponents, const uint8_t* sign_mantissa, std::size_t n, uint16_t* words);
 
-// BF16 pattern -> float (exact) and float -> BF16 (round to nearest even; NaN stays NaN).
-[[nodiscard]] float bf16_to_float(uint16_t w);
-[[nodiscard]] uint16_t float_to_bf16(float f);
+// BF16 pattern -> float (exact) and float -> BF16 (round to nearest even; a NaN stays a quiet
+// NaN with its sign). Host and device (kernels use them too).
+[[nodiscard]] DF11_HD float bf16_to_float(uint16_t w) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(static_cast<uint32_t>(w) << 16);
+#else
+  const uint32_t bits = static_cast<uint32_t>(w) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+#endif
+}
+[[nodiscard]] DF11_HD uint16_t float_to_bf16(float f) {
+#if defined(__CUDA_ARCH__)
+  const uint32_t bits = __float_as_uint(f);
+#else
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+#endif
+  if ((bits & 0x7F800000u) == 0x7F800000u && (bits & 0x007FFFFFu) != 0) {
+    return static_cast<uint16_t>((bits >> 16) | 0x0040u);  // quiet NaN, keep the sign
+  }
+  const uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>((bits + rounding) >> 16);
+}
 
 }  // namespace df11

@@ -41,6 +41,9 @@ struct HostImage {
 [[nodiscard]] LaunchParams launch_params(const HostImage& img, const LaunchParams& arrays, uint16_t* out, uint64_t lo,
                                          uint64_t hi);
 
+// launch_params over the image's own host vectors: what a host run of a kernel body reads.
+[[nodiscard]] LaunchParams host_launch_params(const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi);
+
 // Whether the spec can decode the unit; the reason when not.
 [[nodiscard]] Status spec_can_implement(const VariantSpec& spec, const EncodedUnit& unit);
 

@@ -204,4 +204,16 @@ std::pair<uint64_t, uint64_t> block_range(const VariantSpec& spec, const HostIma
   return {b0, std::max(b1, b0 + 1)};
 }
 
+LaunchParams host_launch_params(const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
+  LaunchParams a{};
+  a.stream = img.stream.data();
+  a.sign_mantissa = img.sign_mantissa.data();
+  a.positions = img.positions.data();
+  a.gaps = img.gaps.data();
+  a.luts = img.luts.empty() ? nullptr : img.luts.data();
+  a.flat_root = img.flat_root.empty() ? nullptr : img.flat_root.data();
+  a.canon = img.has_canon ? &img.canon : nullptr;
+  return launch_params(img, a, out, lo, hi);
+}
+
 }  // namespace df11::dec

@@ -113,14 +113,7 @@ void simt_blocks(const LaunchParams& p, const SmemLayout& sl, const fused::GemvP
 void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint16_t* weights,
                      const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch) {
   const HostImage img = prepare_image(fused::kSpec, unit);
-  LaunchParams a{};
-  a.stream = img.stream.data();
-  a.sign_mantissa = img.sign_mantissa.data();
-  a.positions = img.positions.data();
-  a.gaps = img.gaps.data();
-  a.luts = img.luts.empty() ? nullptr : img.luts.data();
-  a.flat_root = img.flat_root.empty() ? nullptr : img.flat_root.data();
-  const LaunchParams p = launch_params(img, a, nullptr, 0, img.n_elements);
+  const LaunchParams p = host_launch_params(img, nullptr, 0, img.n_elements);
   const SmemLayout sl = smem_layout(fused::kSpec, img.n_rows, img.max_block_elements);
   fused::GemvParams g = gemv_params(plan, x, y, batch);
   g.weights = weights;

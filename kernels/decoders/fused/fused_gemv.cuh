@@ -47,29 +47,6 @@ struct GemvParams {
   uint64_t n_rows = 0;                  // rows of all matrices together
 };
 
-DF11_HD float bf16_to_float(uint16_t h) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(static_cast<uint32_t>(h) << 16);
-#else
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-#endif
-}
-
-DF11_HD uint16_t float_to_bf16_rne(float f) {  // round to nearest even, NaN kept quiet
-#if defined(__CUDA_ARCH__)
-  uint32_t u = __float_as_uint(f);
-#else
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-#endif
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
 // Which matrices take the 8-wide path: offsets and row lengths multiples of 8, X (and the BF16
 // weights, sign/mantissa) aligned for 16- and 8-byte loads. Set after x, weights are.
 inline void choose_vector_paths(GemvParams& g, const uint8_t* sign_mantissa) {
@@ -203,7 +180,7 @@ DF11_HD void gemv_finish(const GemvParams& g, uint64_t i) {
   int m = 0;
   uint64_t r = row;
   while (r >= static_cast<uint64_t>(g.out[m])) r -= static_cast<uint64_t>(g.out[m++]);
-  g.y[m][static_cast<uint64_t>(b) * static_cast<uint64_t>(g.out[m]) + r] = float_to_bf16_rne(s);
+  g.y[m][static_cast<uint64_t>(b) * static_cast<uint64_t>(g.out[m]) + r] = float_to_bf16(s);
 }
 
 }  // namespace df11::dec::fused

@@ -14,21 +14,9 @@
 namespace df11::dec {
 namespace {
 
-LaunchParams host_params(const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
-  LaunchParams a{};
-  a.stream = img.stream.data();
-  a.sign_mantissa = img.sign_mantissa.data();
-  a.positions = img.positions.data();
-  a.gaps = img.gaps.data();
-  a.luts = img.luts.empty() ? nullptr : img.luts.data();
-  a.flat_root = img.flat_root.empty() ? nullptr : img.flat_root.data();
-  a.canon = img.has_canon ? &img.canon : nullptr;
-  return launch_params(img, a, out, lo, hi);
-}
-
 template <TableKind TK, Partition P, Staging S>
 void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
-  const LaunchParams p = host_params(img, out, lo, hi);
+  const LaunchParams p = host_launch_params(img, out, lo, hi);
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements);
   const unsigned tpb = static_cast<unsigned>(spec.threads_per_block);
   const unsigned bpt = static_cast<unsigned>(spec.bytes_per_thread);
@@ -71,7 +59,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
 
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
 void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
-  LaunchParams p = host_params(img, out, lo, hi);
+  LaunchParams p = host_launch_params(img, out, lo, hi);
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements);
   const auto [b0, b1] = block_range(spec, img, lo, hi);
   if (b1 <= b0) return;
