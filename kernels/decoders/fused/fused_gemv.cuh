@@ -168,11 +168,12 @@ DF11_HD void gemv_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* sm
   }
 }
 
-// Kernel 2: output i = (global row, batch row); the row's partials in block order.
+// Kernel 2: output i = (batch row, global row), rows fastest so that neighbouring threads store
+// neighbouring outputs; the row's partials in block order.
 DF11_HD void gemv_finish(const GemvParams& g, uint64_t i) {
   if (i >= g.n_rows * static_cast<uint64_t>(g.batch)) return;
-  const uint64_t row = i / static_cast<uint64_t>(g.batch);
-  const int b = static_cast<int>(i % static_cast<uint64_t>(g.batch));
+  const uint64_t row = i % g.n_rows;
+  const int b = static_cast<int>(i / g.n_rows);
   float s = 0.0f;
   for (uint32_t q = g.row_ptr[row]; q < g.row_ptr[row + 1]; ++q) {
     s += g.partials[static_cast<uint64_t>(g.row_pairs[q]) * g.batch + b];
