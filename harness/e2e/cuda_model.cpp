@@ -196,15 +196,6 @@ class DeviceProvider {
   static constexpr int64_t kSliceRows = 128;
 
  protected:
-  // Where a range starting at element lo goes in a reused buffer: at the same alignment modulo
-  // 256 bytes as element lo of a resident unit (whose base cudaMalloc aligns), so that cuBLAS,
-  // which may choose kernels by pointer alignment, sees the same alignment for every kind of
-  // weights. Buffers hold kAlignElements more than buffer_elements_ for it.
-  static constexpr uint64_t kAlignElements = 128;
-  static uint16_t* slot_for(const cuda::DeviceBuffer<uint16_t>& buffer, uint64_t lo) {
-    return buffer.get() + lo % kAlignElements;
-  }
-
   std::vector<UnitMap> maps_;
   uint64_t buffer_elements_ = 0;
 };
@@ -251,7 +242,27 @@ const dec::Decoder* pick_decoder(const dec::Registry& reg, const std::string& va
   throw Error("no registered decoder reads the DF11 layout");
 }
 
-class Df11DeviceProvider final : public DeviceProvider {
+// A provider that brings ranges of units into one reused device buffer (decoded or copied).
+class ReusedBufferProvider : public DeviceProvider {
+ public:
+  void prepare(const ModelShape& s) override {
+    DeviceProvider::prepare(s);
+    buffer_ = cuda::DeviceBuffer<uint16_t>(buffer_elements_ + kAlignElements);
+  }
+  uint64_t decode_buffer_bytes() const override { return buffer_.bytes(); }
+
+ protected:
+  // Where a range starting at element lo goes: at the same alignment modulo 256 bytes as
+  // element lo of a resident unit (whose base cudaMalloc aligns), so that cuBLAS, which may
+  // choose kernels by pointer alignment, sees the same alignment for every kind of weights.
+  // The buffer holds kAlignElements more than buffer_elements_ for it.
+  static constexpr uint64_t kAlignElements = 128;
+  [[nodiscard]] uint16_t* slot(uint64_t lo) const { return buffer_.get() + lo % kAlignElements; }
+
+  cuda::DeviceBuffer<uint16_t> buffer_;
+};
+
+class Df11DeviceProvider final : public ReusedBufferProvider {
  public:
   explicit Df11DeviceProvider(const std::string& variant) {
     dec::register_all(registry_);
@@ -269,14 +280,10 @@ class Df11DeviceProvider final : public DeviceProvider {
                               images_[sz(feed.unit())]->n_elements(), feed.map().n_elements));
     }
   }
-  void prepare(const ModelShape& s) override {
-    DeviceProvider::prepare(s);
-    buffer_ = cuda::DeviceBuffer<uint16_t>(buffer_elements_ + kAlignElements);
-  }
   const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) override {
     NvtxRange r("e2e.df11_decode");
     check_range(unit, lo, hi);
-    uint16_t* dst = slot_for(buffer_, lo);
+    uint16_t* dst = slot(lo);
     decoder_->launch(*images_.at(sz(unit)), dst, lo, hi, s);
     return dst;
   }
@@ -287,16 +294,14 @@ class Df11DeviceProvider final : public DeviceProvider {
     for (const auto& i : images_) b += i ? i->device_bytes() : 0;
     return b;
   }
-  uint64_t decode_buffer_bytes() const override { return buffer_.bytes(); }
 
  private:
   dec::Registry registry_;
   const dec::Decoder* decoder_ = nullptr;
   std::vector<std::unique_ptr<dec::DeviceImage>> images_;
-  cuda::DeviceBuffer<uint16_t> buffer_;
 };
 
-class OffloadProvider final : public DeviceProvider {
+class OffloadProvider final : public ReusedBufferProvider {
  public:
   void add(UnitFeed& feed, cudaStream_t) override {
     set_map(feed);
@@ -305,15 +310,11 @@ class OffloadProvider final : public DeviceProvider {
     pinned_[sz(feed.unit())] = std::make_unique<PinnedBuffer>(w.size() * 2);
     std::memcpy(pinned_[sz(feed.unit())]->get(), w.data(), w.size() * 2);
   }
-  void prepare(const ModelShape& s) override {
-    DeviceProvider::prepare(s);
-    buffer_ = cuda::DeviceBuffer<uint16_t>(buffer_elements_ + kAlignElements);
-  }
   const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) override {
     NvtxRange r("e2e.offload_copy");
     check_range(unit, lo, hi);
     const auto* p = static_cast<const uint16_t*>(pinned_.at(sz(unit))->get());
-    uint16_t* dst = slot_for(buffer_, lo);
+    uint16_t* dst = slot(lo);
     CUDA_CHECK(cudaMemcpyAsync(dst, p + lo, (hi - lo) * 2, cudaMemcpyHostToDevice, s));
     return dst;
   }
@@ -323,11 +324,9 @@ class OffloadProvider final : public DeviceProvider {
   }
   // Device bytes: only the buffer; the weights live in host memory.
   uint64_t weight_bytes() const override { return buffer_.bytes(); }
-  uint64_t decode_buffer_bytes() const override { return buffer_.bytes(); }
 
  private:
   std::vector<std::unique_ptr<PinnedBuffer>> pinned_;
-  cuda::DeviceBuffer<uint16_t> buffer_;
 };
 
 // ---- the model -------------------------------------------------------------------------------

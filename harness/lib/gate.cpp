@@ -145,20 +145,6 @@ std::string median_cell(const std::optional<ResultRow>& r) {
 
 }  // namespace
 
-const char* to_string(Disposition d) {
-  switch (d) {
-    case Disposition::passed:
-      return "passed";
-    case Disposition::incorrect:
-      return "incorrect";
-    case Disposition::not_supported:
-      return "not_supported";
-    case Disposition::not_run:
-      return "not_run";
-  }
-  return "?";
-}
-
 const char* to_string(Verdict v) {
   switch (v) {
     case Verdict::same:
@@ -179,15 +165,6 @@ const char* to_string(Verdict v) {
       return "MISSING";
   }
   return "?";
-}
-
-Disposition parse_disposition(const std::string& s) {
-  for (const Disposition d : {Disposition::passed, Disposition::incorrect,
-                              Disposition::not_supported, Disposition::not_run}) {
-    if (s == to_string(d)) return d;
-  }
-  throw Error(
-      fmt::format("unknown disposition '{}' (passed, incorrect, not_supported, not_run)", s));
 }
 
 std::string to_string(const CaseKey& k) {

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "lib/disposition.hpp"
+
 namespace df11::gate {
 
 // ---- The rule (threshold t, default 0.03) -------------------------------------------------
@@ -46,14 +48,13 @@ namespace df11::gate {
 // Exit code (GateReport::exit_code): 1 if any SLOW or WORSE, 2 if refused, else 0. Malformed
 // input throws df11::Error naming the file and line (the CLI prints it and exits 1).
 
-enum class Disposition { passed, incorrect, not_supported, not_run };
+using df11::Disposition;
+using df11::parse_disposition;
+using df11::to_string;
 enum class Verdict { same, fast, slow, ambiguous, better, worse, new_case, missing };
 inline constexpr std::size_t verdict_count = 8;
 
-[[nodiscard]] const char* to_string(Disposition d);
 [[nodiscard]] const char* to_string(Verdict v);  // upper case, as printed: "SLOW", "NEW", ...
-// Throws df11::Error for an unknown name.
-[[nodiscard]] Disposition parse_disposition(const std::string& s);
 
 struct CaseKey {
   std::string experiment;

@@ -170,7 +170,7 @@ class CudaBackend final : public Backend {
       return dec::Status::yes();
     }
     if (m.kind == "df11-fused") {
-      const EncodedUnit* e = df11_encoding();
+      const EncodedUnit* e = encoding_in(Layout::df11());
       if (!e) return dec::Status::no("no encoding in the DF11 layout");
       return dec::fused_can_implement(*e, gemv_matrices(), 1);
     }
@@ -363,17 +363,18 @@ class CudaBackend final : public Backend {
   // Traced runs per case for the decode/GEMM/copy split (after the untraced timed samples).
   static constexpr int kSplitSamples = 5;
 
-  const EncodedUnit* encoding_for(const dec::Decoder& d) const {
+  // The unit's encoding in a layout (the one a decoder reads; DF11 for df11-fused), if made.
+  const EncodedUnit* encoding_in(const Layout& l) const {
     if (!encodings_) return nullptr;
     for (const auto& e : *encodings_)
-      if (e.layout == d.layout()) return &e;
+      if (e.layout == l) return &e;
     return nullptr;
   }
+  const EncodedUnit* encoding_for(const dec::Decoder& d) const { return encoding_in(d.layout()); }
 
   // The fused reference is the fused kernels themselves on BF16 weights; an error common to both
   // paths (indexing, the reduction) would pass that comparison. So up to 64 rows of every matrix
-  // are checked against a double-precision dot product, within BF16 output rounding plus float
-  // accumulation (the tolerance of test_gpu and test_fused).
+  // are checked against a double-precision dot product (dec::fused_output_close).
   void check_fused_against_double(const std::vector<uint16_t>& y, int batch) const {
     std::size_t at = 0;
     for (std::size_t i = 0; i < mats_.size(); ++i) {
@@ -381,29 +382,17 @@ class CudaBackend final : public Backend {
       const int64_t step = std::max<int64_t>(1, m.out / 64);
       for (int b = 0; b < batch; ++b) {
         for (int64_t r = 0; r < m.out; r += step) {
-          double acc = 0, mag = 0;
-          for (int64_t k = 0; k < m.in; ++k) {
-            const double p = static_cast<double>(bf16_to_float(host_w_[m.offset + static_cast<uint64_t>(r * m.in + k)])) *
-                             bf16_to_float(host_x_[i][static_cast<std::size_t>(b * m.in + k)]);
-            acc += p;
-            mag += std::abs(p);
-          }
-          const double got = bf16_to_float(y[at + static_cast<std::size_t>(b * m.out + r)]);
-          if (std::abs(got - acc) > std::abs(acc) / 256.0 + mag * 1e-5) {
+          const uint16_t got = y[at + static_cast<std::size_t>(b * m.out + r)];
+          double ref = 0;
+          if (!dec::fused_output_close(host_w_.data() + m.offset + static_cast<uint64_t>(r * m.in),
+                                       host_x_[i].data() + b * m.in, m.in, got, &ref)) {
             throw Error(fmt::format("df11-fused: {} row {} batch row {}: the fused kernels give {}, a double dot product {}",
-                                    m.name, r, b, got, acc));
+                                    m.name, r, b, bf16_to_float(got), ref));
           }
         }
       }
       at += static_cast<std::size_t>(batch) * static_cast<std::size_t>(m.out);
     }
-  }
-
-  const EncodedUnit* df11_encoding() const {
-    if (!encodings_) return nullptr;
-    for (const auto& e : *encodings_)
-      if (e.layout == Layout::df11()) return &e;
-    return nullptr;
   }
 
   std::vector<dec::GemvMatrix> gemv_matrices() const {
@@ -415,7 +404,7 @@ class CudaBackend final : public Backend {
   // The unit's fused decode + GEMV kernels and plan, made on first use.
   const dec::FusedGemvDevice& fused() {
     if (!fused_) {
-      const EncodedUnit* e = df11_encoding();
+      const EncodedUnit* e = encoding_in(Layout::df11());
       if (!e) throw Error("df11-fused: no encoding in the DF11 layout");
       NvtxRange r("upload df11-fused");
       fused_ = std::make_unique<dec::FusedGemvDevice>(*e, gemv_matrices(), dec::kFusedMaxBatch, stream_.get());
@@ -614,7 +603,7 @@ class CudaBackend final : public Backend {
     if (m.kind == "df11") return enc + 2 * bf16 + act;     // read encoded, write BF16, read it back
     if (m.kind == "df11-chunked") return enc + act;        // slices stay in L2
     if (m.kind == "df11-fused") {                          // encoded weights only
-      const EncodedUnit* d = df11_encoding();
+      const EncodedUnit* d = encoding_in(Layout::df11());
       return (d ? d->stored_bytes() : 0) + act;
     }
     return bf16 + act;                                      // bf16 and offload: weights once

@@ -67,20 +67,6 @@ Summary summarize(const Samples& s) {
   return out;
 }
 
-std::string to_string(Disposition d) {
-  switch (d) {
-    case Disposition::passed:
-      return "passed";
-    case Disposition::incorrect:
-      return "incorrect";
-    case Disposition::not_supported:
-      return "not_supported";
-    case Disposition::not_run:
-      return "not_run";
-  }
-  return "not_run";
-}
-
 std::string utc_now_iso8601() {
   const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   std::tm tm{};

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lib/disposition.hpp"
 #include "sweep/backend.hpp"
 
 namespace df11::sweep {
@@ -52,8 +53,8 @@ struct CaseInfo {
   uint64_t seed = 0;
 };
 
-enum class Disposition { passed, incorrect, not_supported, not_run };
-[[nodiscard]] std::string to_string(Disposition d);
+using df11::Disposition;
+using df11::to_string;
 
 // The current time, UTC, "2026-11-27T00:00:00Z".
 [[nodiscard]] std::string utc_now_iso8601();

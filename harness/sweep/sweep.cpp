@@ -121,9 +121,8 @@ std::vector<MethodCase> resolve_methods(const Experiment& e, const std::string& 
 std::vector<Layout> layouts_needed(const std::vector<MethodCase>& methods) {
   std::vector<Layout> out;
   for (const auto& m : methods) {
-    if (m.variant_name.empty() && m.kind != "df11-fused") continue;  // df11-fused reads the DF11 layout
-    const Layout l = m.variant ? m.variant->layout() : Layout::df11();
-    if (std::find(out.begin(), out.end(), l) == out.end()) out.push_back(l);
+    const std::optional<Layout> l = m.layout();
+    if (l && std::find(out.begin(), out.end(), *l) == out.end()) out.push_back(*l);
   }
   return out;
 }
@@ -481,8 +480,8 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
 
     // Whether a method can run on this unit at all: backend support, an encoding it can read.
     auto unit_status = [&](const MethodCase& m) -> dec::Status {
-      if (!m.variant_name.empty() || m.kind == "df11-fused") {
-        const Layout l = m.variant ? m.variant->layout() : Layout::df11();
+      if (const std::optional<Layout> layout = m.layout()) {
+        const Layout& l = *layout;
         if (auto it = encode_errors.find(l.name()); it != encode_errors.end()) {
           return dec::Status::no(
               fmt::format("encoding in layout {} failed: {}", l.name(), it->second));

@@ -25,6 +25,16 @@ void require_error(const EncodedUnit& e) {
   REQUIRE_THROWS_WITH(decode_cpu(e, 1), Catch::Contains("unit " + e.name));
 }
 
+// Decodes into out; the error message, or empty when the decode succeeded.
+std::string decode_error(const EncodedUnit& e, std::vector<uint16_t>& out) {
+  try {
+    out = decode_cpu(e, 1);
+  } catch (const Error& err) {
+    return err.what();
+  }
+  return {};
+}
+
 }  // namespace
 
 TEST_CASE("every flipped gap bit of a real chunk is caught", "[codec][corrupt]") {
@@ -46,12 +56,7 @@ TEST_CASE("every flipped gap bit of a real chunk is caught", "[codec][corrupt]")
           // official EOF), and decoding from it only yields padding: the promise there is an
           // error or the exact data, never anything else.
           std::vector<uint16_t> out;
-          std::string error;
-          try {
-            out = decode_cpu(bad, 1);
-          } catch (const Error& e) {
-            error = e.what();
-          }
+          const std::string error = decode_error(bad, out);
           if (error.empty()) {
             REQUIRE(out == data);
           } else {
@@ -175,12 +180,7 @@ TEST_CASE("random byte damage anywhere never crashes", "[codec][corrupt]") {
       if (f.empty()) continue;
       f[rng() % f.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
       std::vector<uint16_t> out;
-      std::string error;
-      try {
-        out = decode_cpu(bad, 1);
-      } catch (const Error& e) {
-        error = e.what();
-      }
+      const std::string error = decode_error(bad, out);
       if (error.empty()) {
         REQUIRE(out.size() == data.size());
       } else {

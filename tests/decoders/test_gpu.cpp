@@ -90,15 +90,10 @@ void check_fused(const Unit& u, int batch) {
       int bad = 0;
       for (int b = 0; b < batch; ++b) {
         for (int64_t r = 0; r < m.out; ++r) {
-          double acc = 0, mag = 0;
-          for (int64_t k = 0; k < m.in; ++k) {
-            const double p = static_cast<double>(bf16_to_float(flat[m.offset + static_cast<uint64_t>(r * m.in + k)])) *
-                             bf16_to_float(xh[i][static_cast<std::size_t>(b * m.in + k)]);
-            acc += p;
-            mag += std::abs(p);
+          if (!dec::fused_output_close(flat.data() + m.offset + static_cast<uint64_t>(r * m.in),
+                                       xh[i].data() + b * m.in, m.in, got[static_cast<std::size_t>(b * m.out + r)])) {
+            ++bad;
           }
-          const double y = bf16_to_float(got[static_cast<std::size_t>(b * m.out + r)]);
-          if (std::abs(y - acc) > std::abs(acc) / 256.0 + mag * 1e-5) ++bad;
         }
       }
       expect(bad == 0, what + ": matrix " + std::to_string(i) + ": " + std::to_string(bad) +

@@ -41,6 +41,21 @@ double relative_error(const std::vector<float>& a, const std::vector<float>& b) 
   return err / scale;
 }
 
+// Relative error of a's logits against ref's after both prefill the same prompts (from position 0).
+double prefill_logit_error(Model& a, Model& ref, const std::vector<std::vector<int32_t>>& prompts) {
+  std::vector<int32_t> feed;
+  for (const auto& p : prompts) feed.insert(feed.end(), p.begin(), p.end());
+  const int n = static_cast<int>(prompts.at(0).size());
+  std::vector<float> la, lr;
+  a.reset();
+  ref.reset();
+  a.forward(feed, n);
+  ref.forward(feed, n);
+  a.logits(la);
+  ref.logits(lr);
+  return relative_error(la, lr);
+}
+
 void check_pair(Model& a, Model& b, const std::vector<std::vector<int32_t>>& prompts, int steps,
                 const std::string& what) {
   const GenerationResult r = generate(a, prompts, steps, &b);
@@ -74,16 +89,7 @@ void run() {
 
     // CUDA vs CPU: the CUDA path rounds GEMM inputs and the KV cache to BF16 (relative error
     // 2^-9 each); over ~9 dependent stages that stays within a few percent of the logit scale.
-    std::vector<float> lc, lg;
-    m[3]->reset();
-    m[1]->reset();
-    std::vector<int32_t> feed;
-    for (const auto& p : prompts) feed.insert(feed.end(), p.begin(), p.end());
-    m[3]->forward(feed, 7);
-    m[1]->forward(feed, 7);
-    m[3]->logits(lc);
-    m[1]->logits(lg);
-    const double e = relative_error(lg, lc);
+    const double e = prefill_logit_error(*m[1], *m[3], prompts);
     expect(
         e < 5e-2,
         fmt::format("tiny batch {}: cuda vs cpu logits, relative error {:.2e} (< 5e-2)", batch, e));
@@ -138,16 +144,7 @@ void run() {
     const auto cp = batch_prompts(random_prompt(6, tiny.vocab, 6), 2, tiny.vocab);
     check_pair(*cm[0], *cm[1], cp, 8, "tiny chunked df11 vs chunked bf16");
     check_pair(*cm[2], *cm[1], cp, 8, "tiny chunked cpu-offload vs chunked bf16");
-    std::vector<int32_t> feed;
-    for (const auto& p : cp) feed.insert(feed.end(), p.begin(), p.end());
-    std::vector<float> lc, lw;
-    cm[1]->reset();
-    cm[3]->reset();
-    cm[1]->forward(feed, static_cast<int>(cp[0].size()));
-    cm[3]->forward(feed, static_cast<int>(cp[0].size()));
-    cm[1]->logits(lc);
-    cm[3]->logits(lw);
-    const double e = relative_error(lc, lw);
+    const double e = prefill_logit_error(*cm[1], *cm[3], cp);
     expect(e < 2e-2, fmt::format("tiny chunked bf16 vs whole-block bf16 logits, relative error {:.2e} (< 2e-2)", e));
   } catch (const std::exception& e) {
     expect(false, std::string("tiny chunked: ") + e.what());
@@ -168,16 +165,7 @@ void run() {
     check_pair(*wm[0], *wm[1], wp, 8, "tiny wide vocabulary df11 vs bf16");
     check_pair(*wm[2], *wm[1], wp, 8, "tiny wide vocabulary cpu-offload vs bf16");
     // Against the CPU model: a wrong slice offset or ldc would agree across CUDA weight kinds.
-    std::vector<int32_t> feed;
-    for (const auto& p : wp) feed.insert(feed.end(), p.begin(), p.end());
-    std::vector<float> lc, lg;
-    wm[3]->reset();
-    wm[1]->reset();
-    wm[3]->forward(feed, static_cast<int>(wp[0].size()));
-    wm[1]->forward(feed, static_cast<int>(wp[0].size()));
-    wm[3]->logits(lc);
-    wm[1]->logits(lg);
-    const double e = relative_error(lg, lc);
+    const double e = prefill_logit_error(*wm[1], *wm[3], wp);
     expect(e < 5e-2, fmt::format("tiny wide vocabulary: cuda vs cpu logits, relative error {:.2e} (< 5e-2)", e));
   } catch (const std::exception& e) {
     expect(false, std::string("tiny wide vocabulary: ") + e.what());

@@ -2,6 +2,7 @@
 #include "fused/fused_gemv.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -11,6 +12,17 @@
 #include "fused/fused_gemv.cuh"
 
 namespace df11::dec {
+
+bool fused_output_close(const uint16_t* w_row, const uint16_t* x_row, int64_t n, uint16_t y, double* reference) {
+  double acc = 0, mag = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const double p = static_cast<double>(bf16_to_float(w_row[k])) * bf16_to_float(x_row[k]);
+    acc += p;
+    mag += std::abs(p);
+  }
+  if (reference) *reference = acc;
+  return std::abs(bf16_to_float(y) - acc) <= std::abs(acc) / 256.0 + mag * 1e-5;
+}
 
 Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int batch) {
   const Layout want = fused::kSpec.layout();
@@ -79,44 +91,13 @@ FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mat
   return plan;
 }
 
-namespace {
-
-fused::GemvParams gemv_params(const FusedPlan& plan, const std::vector<const uint16_t*>& x,
-                              const std::vector<uint16_t*>& y, int batch) {
-  if (x.size() != plan.mats.size() || y.size() != plan.mats.size()) {
-    throw Error(fmt::format("fused gemv: {} matrices, {} inputs and {} outputs given", plan.mats.size(), x.size(),
-                            y.size()));
-  }
-  if (batch < 1 || batch > kFusedMaxBatch) throw Error(fmt::format("fused gemv: batch {} (1..{})", batch, kFusedMaxBatch));
-  fused::GemvParams g;
-  g.n_mats = static_cast<int>(plan.mats.size());
-  for (int i = 0; i < g.n_mats; ++i) {
-    g.offset[i] = plan.mats[static_cast<std::size_t>(i)].offset;
-    g.out[i] = plan.mats[static_cast<std::size_t>(i)].out;
-    g.in[i] = plan.mats[static_cast<std::size_t>(i)].in;
-    g.x[i] = x[static_cast<std::size_t>(i)];
-    g.y[i] = y[static_cast<std::size_t>(i)];
-  }
-  g.batch = batch;
-  g.n_rows = plan.n_rows;
-  return g;
-}
-
-template <int B>
-void simt_blocks(const LaunchParams& p, const SmemLayout& sl, const fused::GemvParams& g, uint64_t n_blocks) {
-  simt::launch({static_cast<unsigned>(n_blocks)}, {fused::kThreads}, fused::smem_bytes(sl),
-               [&](uint8_t* smem) { fused::gemv_block<B>(p, sl, smem, g); });
-}
-
-}  // namespace
 
 void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint16_t* weights,
                      const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch) {
   const HostImage img = prepare_image(fused::kSpec, unit);
   const LaunchParams p = host_launch_params(img, nullptr, 0, img.n_elements);
   const SmemLayout sl = smem_layout(fused::kSpec, img.n_rows, img.max_block_elements);
-  fused::GemvParams g = gemv_params(plan, x, y, batch);
-  g.weights = weights;
+  fused::GemvParams g = fused::gemv_params(plan, x, y, batch, weights);
   g.pair_base = plan.pair_base.data();
   g.row_ptr = plan.row_ptr.data();
   g.row_pairs = plan.row_pairs.data();
@@ -124,13 +105,10 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint1
   g.partials = partials.data();
   fused::choose_vector_paths(g, p.sign_mantissa);
   if (img.n_blocks > 0) {
-    if (batch == 1) {
-      simt_blocks<1>(p, sl, g, img.n_blocks);
-    } else if (batch <= 4) {
-      simt_blocks<4>(p, sl, g, img.n_blocks);
-    } else {
-      simt_blocks<16>(p, sl, g, img.n_blocks);
-    }
+    fused::with_batch_size(batch, [&](auto b) {
+      simt::launch({static_cast<unsigned>(img.n_blocks)}, {fused::kThreads}, fused::smem_bytes(sl),
+                   [&](uint8_t* smem) { fused::gemv_block<decltype(b)::value>(p, sl, smem, g); });
+    });
   }
   const uint64_t n_out = plan.n_rows * static_cast<uint64_t>(batch);
   for (uint64_t i = 0; i < n_out; ++i) fused::gemv_finish(g, i);

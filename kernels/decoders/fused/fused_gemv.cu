@@ -75,38 +75,17 @@ void FusedGemvDevice::run(const std::vector<const uint16_t*>& x, const std::vect
   if (batch < 1 || batch > d.max_batch) {
     throw Error("fused gemv: batch " + std::to_string(batch) + " outside 1.." + std::to_string(d.max_batch));
   }
-  if (x.size() != d.plan.mats.size() || y.size() != d.plan.mats.size()) {
-    throw Error("fused gemv: one input and one output per matrix");
-  }
-  fused::GemvParams g;
-  g.n_mats = static_cast<int>(d.plan.mats.size());
-  for (int i = 0; i < g.n_mats; ++i) {
-    const auto& m = d.plan.mats[static_cast<std::size_t>(i)];
-    g.offset[i] = m.offset;
-    g.out[i] = m.out;
-    g.in[i] = m.in;
-    g.x[i] = x[static_cast<std::size_t>(i)];
-    g.y[i] = y[static_cast<std::size_t>(i)];
-  }
-  g.batch = batch;
-  g.weights = weights;
+  fused::GemvParams g = fused::gemv_params(d.plan, x, y, batch, weights);
   g.pair_base = d.pair_base.get();
   g.row_ptr = d.row_ptr.get();
   g.row_pairs = d.row_pairs.get();
   g.partials = d.partials.get();
-  g.n_rows = d.plan.n_rows;
   const HostImage& h = d.image->host();
   const LaunchParams p = d.image->params(nullptr, 0, h.n_elements);
   fused::choose_vector_paths(g, p.sign_mantissa);
   const SmemLayout sl = smem_layout(fused::kSpec, h.n_rows, h.max_block_elements);
   if (h.n_blocks > 0) {
-    if (batch == 1) {
-      launch_blocks<1>(p, sl, g, h.n_blocks, stream);
-    } else if (batch <= 4) {
-      launch_blocks<4>(p, sl, g, h.n_blocks, stream);
-    } else {
-      launch_blocks<16>(p, sl, g, h.n_blocks, stream);
-    }
+    fused::with_batch_size(batch, [&](auto b) { launch_blocks<decltype(b)::value>(p, sl, g, h.n_blocks, stream); });
   }
   const uint64_t n_out = d.plan.n_rows * static_cast<uint64_t>(batch);
   const unsigned threads = 256;

@@ -16,13 +16,17 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
 
+#include "fused/fused_gemv.hpp"
 #include "gap_decode/gap_decode.cuh"
 
 namespace df11::dec::fused {
 
 inline constexpr int kMaxMatrices = 8;
-inline constexpr int kMaxBatch = 16;
+inline constexpr int kMaxBatch = kFusedMaxBatch;  // fused_gemv.hpp
 inline constexpr int kThreads = 512;  // the decoder's threads per block (t512.b8)
 inline constexpr int kBytesPerThread = 8;
 inline constexpr int kWarps = kThreads / 32;
@@ -46,6 +50,44 @@ struct GemvParams {
   float* partials = nullptr;            // [pair][batch]
   uint64_t n_rows = 0;                  // rows of all matrices together
 };
+
+// The parameters of a run over the plan's matrices (host; the caller adds the plan's arrays
+// and the partials, then choose_vector_paths). Checks the counts and the batch.
+inline GemvParams gemv_params(const FusedPlan& plan, const std::vector<const uint16_t*>& x,
+                              const std::vector<uint16_t*>& y, int batch, const uint16_t* weights) {
+  if (x.size() != plan.mats.size() || y.size() != plan.mats.size()) {
+    throw Error("fused gemv: " + std::to_string(plan.mats.size()) + " matrices, " + std::to_string(x.size()) +
+                " inputs and " + std::to_string(y.size()) + " outputs given");
+  }
+  if (batch < 1 || batch > kMaxBatch) {
+    throw Error("fused gemv: batch " + std::to_string(batch) + " (1.." + std::to_string(kMaxBatch) + ")");
+  }
+  GemvParams g;
+  g.n_mats = static_cast<int>(plan.mats.size());
+  for (int i = 0; i < g.n_mats; ++i) {
+    g.offset[i] = plan.mats[static_cast<std::size_t>(i)].offset;
+    g.out[i] = plan.mats[static_cast<std::size_t>(i)].out;
+    g.in[i] = plan.mats[static_cast<std::size_t>(i)].in;
+    g.x[i] = x[static_cast<std::size_t>(i)];
+    g.y[i] = y[static_cast<std::size_t>(i)];
+  }
+  g.batch = batch;
+  g.weights = weights;
+  g.n_rows = plan.n_rows;
+  return g;
+}
+
+// Calls f(std::integral_constant<int, B>{}) with the compiled batch size B that serves batch.
+template <class F>
+void with_batch_size(int batch, F&& f) {
+  if (batch == 1) {
+    f(std::integral_constant<int, 1>{});
+  } else if (batch <= 4) {
+    f(std::integral_constant<int, 4>{});
+  } else {
+    f(std::integral_constant<int, 16>{});
+  }
+}
 
 // Which matrices take the 8-wide path: offsets and row lengths multiples of 8, X (and the BF16
 // weights, sign/mantissa) aligned for 16- and 8-byte loads. Set after x, weights are.

@@ -42,6 +42,13 @@ inline constexpr int kFusedMaxBatch = 16;
 void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint16_t* weights,
                      const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch);
 
+// Whether y, one BF16 output of a fused run, lies within rounding of the double-precision dot
+// product of a weight row and an activation row (n BF16 elements each): BF16 output rounding
+// plus float accumulation over n terms. The double result goes to *reference when given. The
+// one tolerance of every check of the fused kernels (tests, the sweep).
+[[nodiscard]] bool fused_output_close(const uint16_t* w_row, const uint16_t* x_row, int64_t n, uint16_t y,
+                                      double* reference = nullptr);
+
 // The device side: the unit's image, the plan and a partials buffer on the GPU.
 class FusedGemvDevice {
  public:
