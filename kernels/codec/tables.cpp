@@ -195,6 +195,45 @@ std::vector<uint16_t> flat_root_from_code(const HuffmanCode& code, int k) {
   return t;
 }
 
+std::vector<uint32_t> multi_root_from_flat(std::span<const uint16_t> flat_root, int k) {
+  if (k < 1 || k > 15) throw Error(fmt::format("multi-symbol root: k = {} is outside 1..15", k));
+  if (flat_root.size() != (std::size_t{1} << k)) {
+    throw Error(fmt::format("multi-symbol root: the flat root has {} entries, not 2^{}", flat_root.size(), k));
+  }
+  // uniform[p][x]: whether the flat root holds one value over all windows whose top p bits are
+  // x. A code read after `used` bits of a window sees only k - used real bits; its entry is
+  // known only if every fill of the remaining bits gives the same one (always so for the root
+  // of a prefix code, whose short codes repeat over every suffix; checked for any table).
+  std::vector<std::vector<uint8_t>> uniform(static_cast<std::size_t>(k) + 1);
+  uniform[k].assign(flat_root.size(), 1);
+  for (int p = k - 1; p >= 0; --p) {
+    uniform[p].assign(std::size_t{1} << p, 0);
+    const int below = k - p - 1;  // bits under the child's prefix
+    for (uint32_t x = 0; x < (uint32_t{1} << p); ++x) {
+      const uint32_t c0 = x << 1, c1 = c0 | 1u;
+      uniform[p][x] = uniform[p + 1][c0] && uniform[p + 1][c1] &&
+                      flat_root[c0 << below] == flat_root[c1 << below];
+    }
+  }
+  const uint32_t mask = (uint32_t{1} << k) - 1;
+  std::vector<uint32_t> t(flat_root.size(), 0);
+  for (uint32_t w = 0; w <= mask; ++w) {
+    uint32_t symbols = 0;
+    unsigned used = 0, count = 0;
+    while (count < kMultiMaxCodes && used < static_cast<unsigned>(k)) {
+      const unsigned real = static_cast<unsigned>(k) - used;  // bits of w still unread
+      const uint16_t e = flat_root[(w << used) & mask];
+      const unsigned len = e >> 8;
+      if (len == 0 || len > real || !uniform[real][w & ((uint32_t{1} << real) - 1)]) break;
+      symbols |= static_cast<uint32_t>(e & 0xFFu) << (8 * count);
+      used += len;
+      ++count;
+    }
+    t[w] = count == 0 ? 0u : symbols | (used << 24) | (count << 28);
+  }
+  return t;
+}
+
 HuffmanCode canonical_code_from_luts(std::span<const uint8_t> luts, int max_code_length, std::string_view context) {
   if (luts.size() != 256) {
     throw Error(fmt::format("{}: luts: a canonical layout stores one 256-byte code-length row, got {} bytes",

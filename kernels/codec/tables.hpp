@@ -71,6 +71,15 @@ bool resolve_df11(const uint8_t* luts, int n_rows, uint32_t window, int known_bi
 [[nodiscard]] std::vector<uint16_t> flat_root_from_df11_luts(std::span<const uint8_t> luts, int k);
 [[nodiscard]] std::vector<uint16_t> flat_root_from_code(const HuffmanCode& code, int k);
 
+// A multi-symbol root of 2^k uint32 entries (k <= 15) built from a flat root of the same k: for
+// each k-bit window, the codes that lie whole inside it, as the flat root decodes them one after
+// another, at most kMultiMaxCodes of them: symbol i in bits 8i..8i+7, their total length in bits
+// 24..27, their count in bits 28..29. Count 0: the window's first code is longer than k bits (or
+// the flat entry is 0), so the decoder asks the single-symbol tables. A decoder that takes an
+// entry gets exactly the symbols and lengths the flat root would have given it in turn.
+inline constexpr unsigned kMultiMaxCodes = 3;
+[[nodiscard]] std::vector<uint32_t> multi_root_from_flat(std::span<const uint16_t> flat_root, int k);
+
 // Validates a canonical layout's luts (a 256-byte code-length row): lengths <= max_code_length,
 // Kraft sum <= 1. Returns the canonical code. Throws df11::Error mentioning `context`.
 [[nodiscard]] HuffmanCode canonical_code_from_luts(std::span<const uint8_t> luts, int max_code_length,

@@ -13,6 +13,23 @@
 
 namespace df11::test {
 
+// "" when the words are equal, else where they first differ and how many differ: what a failed
+// bit-exactness check prints (Catch would print both vectors, millions of words).
+inline std::string word_diff(const std::vector<uint16_t>& got, const std::vector<uint16_t>& want) {
+  if (got.size() != want.size()) {
+    return "size " + std::to_string(got.size()) + ", expected " + std::to_string(want.size());
+  }
+  std::size_t first = got.size(), n = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (got[i] != want[i]) {
+      if (n++ == 0) first = i;
+    }
+  }
+  if (n == 0) return "";
+  return std::to_string(n) + " of " + std::to_string(got.size()) + " words differ; first at " +
+         std::to_string(first) + ": " + std::to_string(got[first]) + ", expected " + std::to_string(want[first]);
+}
+
 inline Unit unit_of(std::vector<uint16_t> data, const std::string& name = "u") {
   Unit u;
   u.name = name;

@@ -144,3 +144,106 @@ TEST_CASE("canonical luts validation", "[codec][tables]") {
   REQUIRE_THROWS_WITH(canonical_code_from_luts(row, 16, "unit c"), Catch::Contains("limit"));
   REQUIRE_THROWS_AS(canonical_code_from_luts(std::vector<uint8_t>(255), 16, "c"), Error);
 }
+
+namespace {
+
+// What a decoder gets from taking a multi-symbol entry: the codes the flat root decodes one
+// after another from the 32-bit window w, as long as each lies whole in the first k bits.
+struct Run {
+  std::vector<unsigned> symbols, lengths;
+};
+Run flat_run(const std::vector<uint16_t>& flat, int k, uint32_t w) {
+  Run r;
+  unsigned used = 0;
+  while (r.symbols.size() < kMultiMaxCodes) {
+    const uint16_t e = flat[(static_cast<uint64_t>(w) << used & 0xFFFFFFFFu) >> (32 - k)];
+    const unsigned len = e >> 8;
+    if (len == 0 || used + len > static_cast<unsigned>(k)) break;
+    r.symbols.push_back(e & 0xFFu);
+    r.lengths.push_back(len);
+    used += len;
+  }
+  return r;
+}
+
+// Checks every entry of the multi root against the flat root's own decode of its window, with
+// several random fills of the bits after the window: an entry may only hold codes every fill
+// decodes the same way, and must hold all of them (up to three).
+// exhaustive: every fill of the k bits that can matter (small k), else a dozen fills, enough
+// where the root is a prefix code's (fills 0 and all-ones already tell a code that crosses the
+// window's end).
+void check_multi_root(const std::vector<uint16_t>& flat, int k, std::mt19937_64& rng, bool exhaustive) {
+  const std::vector<uint32_t> multi = multi_root_from_flat(flat, k);
+  REQUIRE(multi.size() == flat.size());
+  for (uint32_t x = 0; x < multi.size(); ++x) {
+    const uint32_t e = multi[x];
+    const unsigned count = e >> 28, total = (e >> 24) & 0xFu;
+    REQUIRE((e & 0xC0000000u) == 0);
+    std::vector<Run> runs;
+    const uint32_t n_fills = exhaustive ? (uint32_t{1} << k) : 12u;
+    for (uint32_t fill = 0; fill < n_fills; ++fill) {
+      const uint32_t rest = exhaustive ? fill << (32 - k)
+                            : fill == 0 ? 0u
+                            : fill == 1 ? 0xFFFFFFFFu
+                                        : static_cast<uint32_t>(rng());
+      const uint32_t w = (x << (32 - k)) | (rest >> k);
+      runs.push_back(flat_run(flat, k, w));
+    }
+    INFO("k " << k << " window " << x << " entry " << std::hex << e);
+    // The longest run all fills agree on.
+    std::size_t agree = runs[0].symbols.size();
+    for (const Run& r : runs) {
+      std::size_t i = 0;
+      while (i < agree && i < r.symbols.size() && r.symbols[i] == runs[0].symbols[i] && r.lengths[i] == runs[0].lengths[i]) ++i;
+      agree = i;
+    }
+    REQUIRE(count <= agree);
+    unsigned sum = 0;
+    for (unsigned i = 0; i < count; ++i) {
+      REQUIRE(((e >> (8 * i)) & 0xFFu) == runs[0].symbols[i]);
+      sum += runs[0].lengths[i];
+    }
+    REQUIRE(total == sum);
+    if (count == 0) REQUIRE(e == 0);
+    // Nothing left out that is certain: with a prefix code's root, every code whose bits are
+    // all inside the window is taken (up to three).
+    if (count < kMultiMaxCodes && count < agree) FAIL("entry stops before a code every fill decodes alike");
+  }
+}
+
+}  // namespace
+
+TEST_CASE("multi-symbol roots hold exactly the codes the flat root decodes in turn", "[codec][tables]") {
+  std::mt19937_64 rng(11);
+  for (int k : {4, 8, 12}) {
+    for (int limit : {8, 12, 16, 32}) {
+      const HuffmanCode code = build_code(fibonacci_histogram(45, 60), limit);
+      check_multi_root(flat_root_from_code(code, k), k, rng, false);
+      check_multi_root(flat_root_from_df11_luts(build_df11_luts(code), k), k, rng, k <= 8);
+    }
+  }
+  // A skewed code like real exponents': most windows of 12 bits hold three codes.
+  Histogram h{};
+  for (int s = 0; s < 40; ++s) h[100 + s] = uint64_t{1} << (40 - s);
+  const std::vector<uint32_t> multi = multi_root_from_flat(flat_root_from_code(build_code(h, 16), 12), 12);
+  std::size_t three = 0;
+  for (uint32_t e : multi) three += (e >> 28) == 3;
+  CHECK(three > multi.size() / 2);
+}
+
+TEST_CASE("multi-symbol roots of arbitrary flat roots take only codes every fill agrees on", "[codec][tables]") {
+  // Roots that are no prefix code's (what corrupt DF11 tables can give): the entries must still
+  // be exactly what the flat root decodes, whatever bits follow.
+  std::mt19937_64 rng(5);
+  for (int trial = 0; trial < 40; ++trial) {
+    const int k = 3 + static_cast<int>(rng() % 6);
+    std::vector<uint16_t> flat(std::size_t{1} << k);
+    for (auto& e : flat) {
+      const unsigned len = rng() % 3 == 0 ? 0u : 1u + static_cast<unsigned>(rng() % k);
+      e = static_cast<uint16_t>((rng() % 4) | (len << 8));
+    }
+    check_multi_root(flat, k, rng, true);
+  }
+  CHECK_THROWS_AS(multi_root_from_flat(std::vector<uint16_t>(8), 4), Error);
+  CHECK_THROWS_AS(multi_root_from_flat(std::vector<uint16_t>(std::size_t{1} << 16), 16), Error);
+}

@@ -114,6 +114,30 @@ struct FlatTables {
   }
 };
 
+// Multi-symbol root of 2^K uint32 entries (shared memory; multi_root_from_flat): the codes
+// that lie whole in the next K bits, up to three per lookup, with their total length; Single
+// (the flat root and its second level) decodes one code where an entry has none, and the
+// chunk's last codes, whose run may cross the chunk's end. Whether an entry or Single is used,
+// the symbols and lengths are those Single gives code by code.
+template <int K, class Single>
+struct MultiTables {
+  static_assert(K >= 1 && K <= 15, "total length must fit 4 bits");
+  static constexpr bool kMulti = true;
+  const uint32_t* multi;
+  Single single;
+  [[nodiscard]] DF11_HD uint32_t entry(uint32_t w) const { return multi[w >> (32 - K)]; }
+  DF11_HD void lookup(uint32_t w, unsigned& sym, unsigned& len) const { single.lookup(w, sym, len); }
+};
+
+template <class Table>
+DF11_HD constexpr bool is_multi_table() {
+  if constexpr (requires { Table::kMulti; }) {
+    return Table::kMulti;
+  } else {
+    return false;
+  }
+}
+
 // ---- Gaps and positions. ----
 
 // Unpacks the gap of thread chunk c from the packed MSB-first array (gap_bits <= 8).
@@ -143,6 +167,21 @@ DF11_HD unsigned decode_chunk(const Table& table, const ChunkSpan& s, Emit&& emi
   br.skip(s.gap);
   unsigned pos = s.gap, n = 0;
   while (pos < s.end_bit) {
+    if constexpr (is_multi_table<Table>()) {
+      // Up to three codes at once while all of them start inside the chunk (they do when the
+      // last one ends by end_bit); else one code through the single-symbol tables.
+      const uint32_t e = table.entry(br.peek());
+      const unsigned count = e >> 28, total = (e >> 24) & 0xFu;
+      if (count != 0 && pos + total <= s.end_bit) {
+        emit(n, e & 0xFFu);
+        if (count > 1) emit(n + 1, (e >> 8) & 0xFFu);
+        if (count > 2) emit(n + 2, (e >> 16) & 0xFFu);
+        n += count;
+        pos += total;
+        br.skip(total);
+        continue;
+      }
+    }
     unsigned sym, len;
     table.lookup(br.peek(), sym, len);
     br.skip(len);
@@ -178,6 +217,7 @@ struct LaunchParams {
   const uint8_t* luts;        // DF11 luts (global) or null
   int n_rows;
   const uint16_t* flat_root;               // global copy of the flat root, or null
+  const uint32_t* multi_root;              // global copy of the multi-symbol root, or null
   const CanonicalTable* canon;             // global copy, or null
   uint16_t* out;
   uint64_t n_elements;

@@ -19,7 +19,8 @@ class GapDeviceImage final : public DeviceImage {
         positions_(cuda::DeviceBuffer<uint32_t>::from(host.positions, stream)),
         gaps_(cuda::DeviceBuffer<uint8_t>::from(host.gaps, stream)),
         luts_(cuda::DeviceBuffer<uint8_t>::from(host.luts, stream)),
-        flat_(cuda::DeviceBuffer<uint16_t>::from(host.flat_root, stream)) {
+        flat_(cuda::DeviceBuffer<uint16_t>::from(host.flat_root, stream)),
+        multi_(cuda::DeviceBuffer<uint32_t>::from(host.multi_root, stream)) {
     if (host.has_canon) canon_ = cuda::DeviceBuffer<CanonicalTable>::from({host.canon}, stream);
     // The host copies were only staging; the launch needs sizes and positions.
     CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -30,7 +31,7 @@ class GapDeviceImage final : public DeviceImage {
   }
   [[nodiscard]] uint64_t device_bytes() const override {
     return stream_buf_.bytes() + sm_.bytes() + positions_.bytes() + gaps_.bytes() + luts_.bytes() + flat_.bytes() +
-           canon_.bytes();
+           multi_.bytes() + canon_.bytes();
   }
   [[nodiscard]] uint64_t n_elements() const override { return host_.n_elements; }
 
@@ -42,6 +43,7 @@ class GapDeviceImage final : public DeviceImage {
     a.gaps = gaps_.get();
     a.luts = luts_.get();
     a.flat_root = flat_.get();
+    a.multi_root = multi_.get();
     a.canon = canon_.get();
     return launch_params(host_, a, out, lo, hi);
   }
@@ -55,6 +57,7 @@ class GapDeviceImage final : public DeviceImage {
   cuda::DeviceBuffer<uint32_t> positions_;
   cuda::DeviceBuffer<uint8_t> gaps_, luts_;
   cuda::DeviceBuffer<uint16_t> flat_;
+  cuda::DeviceBuffer<uint32_t> multi_;
   cuda::DeviceBuffer<CanonicalTable> canon_;
 };
 

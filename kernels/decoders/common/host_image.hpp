@@ -20,8 +20,9 @@ struct HostImage {
   std::vector<uint8_t> gaps;  // + one zero byte
   std::vector<uint8_t> luts;  // DF11 chained luts (lut*, flat_lut)
   int n_rows = 0;
-  std::vector<uint16_t> flat_root;  // flat_*
-  CanonicalTable canon{};           // canon, flat_canon
+  std::vector<uint16_t> flat_root;  // flat_*, multi_*
+  std::vector<uint32_t> multi_root;  // multi_*
+  CanonicalTable canon{};           // canon, flat_canon, multi_canon
   bool has_canon = false;
   uint64_t n_elements = 0, n_chunks = 0, n_blocks = 0;
   uint32_t max_block_elements = 0;

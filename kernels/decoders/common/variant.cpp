@@ -20,6 +20,8 @@ const char* table_name(TableKind t) {
     case TableKind::flat_lut: return "flat12";
     case TableKind::flat_canon: return "flat12c";
     case TableKind::canon: return "canon16";
+    case TableKind::multi_lut: return "multi12";
+    case TableKind::multi_canon: return "multi12c";
   }
   return "?";
 }
@@ -74,6 +76,12 @@ Traits VariantSpec::traits() const {
     case TableKind::flat_lut: t.table = "flat 2^12 root (shared) + chained tables (global) for longer codes"; break;
     case TableKind::flat_canon: t.table = "flat 2^12 root (shared) + canonical limits (shared)"; break;
     case TableKind::canon: t.table = "canonical per-length limits (shared), no large table"; break;
+    case TableKind::multi_lut:
+      t.table = "multi-symbol 2^12 root, up to 3 codes per lookup (shared) + flat12 (chained tables for longer codes)";
+      break;
+    case TableKind::multi_canon:
+      t.table = "multi-symbol 2^12 root, up to 3 codes per lookup (shared) + flat12c (canonical limits)";
+      break;
   }
   switch (partition) {
     case Partition::gap_block: t.partition = "gaps + block positions, shared-memory block scan, two passes"; break;
@@ -141,7 +149,7 @@ HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
     const HuffmanCode code = canonical_code_from_luts(unit.luts, unit.layout.max_code_length, unit.name);
     img.canon = make_canonical_table(code.length);
     img.has_canon = true;
-    if (spec.table == TableKind::flat_canon) img.flat_root = flat_root_from_code(code, VariantSpec::kFlatBits);
+    if (spec.has_flat_root()) img.flat_root = flat_root_from_code(code, VariantSpec::kFlatBits);
   } else {
     img.luts = unit.luts;
     img.n_rows = static_cast<int>(unit.luts.size() / 256);
@@ -151,8 +159,9 @@ HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
       uint8_t& len = img.luts[static_cast<std::size_t>(img.n_rows - 1) * 256 + v];
       if (len == 0) len = 1;
     }
-    if (spec.table == TableKind::flat_lut) img.flat_root = flat_root_from_df11_luts(unit.luts, VariantSpec::kFlatBits);
+    if (spec.has_flat_root()) img.flat_root = flat_root_from_df11_luts(unit.luts, VariantSpec::kFlatBits);
   }
+  if (spec.has_multi_root()) img.multi_root = multi_root_from_flat(img.flat_root, VariantSpec::kFlatBits);
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements);
   if (sl.total > kMaxSmem) {
     throw Error(fmt::format("unit {}: {} needs {} bytes of shared memory per block (a block holds {} elements); "
@@ -212,6 +221,7 @@ LaunchParams host_launch_params(const HostImage& img, uint16_t* out, uint64_t lo
   a.gaps = img.gaps.data();
   a.luts = img.luts.empty() ? nullptr : img.luts.data();
   a.flat_root = img.flat_root.empty() ? nullptr : img.flat_root.data();
+  a.multi_root = img.multi_root.empty() ? nullptr : img.multi_root.data();
   a.canon = img.has_canon ? &img.canon : nullptr;
   return launch_params(img, a, out, lo, hi);
 }

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "codec/common.hpp"
 #include "codec/layout.hpp"
 #include "decoder.hpp"
 
@@ -15,6 +16,10 @@ enum class TableKind : uint8_t {
   flat_lut,    // flat 2^12 root (shared) + chained tables (global) for longer codes; any DF11 code
   flat_canon,  // flat 2^12 root (shared) + canonical limits (shared) for longer codes
   canon,       // canonical limits only (shared), no large table
+  // Multi-symbol roots: 2^12 uint32 entries of up to 3 codes each (shared), over the flat root.
+  // Appended, so the other kinds keep their numbers in kernel names (kernel_resources.json).
+  multi_lut,    // multi root + flat_lut (any DF11 code)
+  multi_canon,  // multi root + flat_canon
 };
 
 enum class Partition : uint8_t {
@@ -46,7 +51,19 @@ struct VariantSpec {
   [[nodiscard]] std::string name() const;
   [[nodiscard]] Traits traits() const;
   [[nodiscard]] Layout layout() const;
-  [[nodiscard]] bool canonical_layout() const { return table == TableKind::flat_canon || table == TableKind::canon; }
+  [[nodiscard]] bool canonical_layout() const {
+    return table == TableKind::flat_canon || table == TableKind::canon || table == TableKind::multi_canon;
+  }
+  // Which tables the variant's kernel reads (what prepare_image builds and uploads).
+  [[nodiscard]] DF11_HD constexpr bool has_multi_root() const {
+    return table == TableKind::multi_lut || table == TableKind::multi_canon;
+  }
+  [[nodiscard]] DF11_HD constexpr bool has_flat_root() const {
+    return table == TableKind::flat_lut || table == TableKind::flat_canon || has_multi_root();
+  }
+  [[nodiscard]] DF11_HD constexpr bool has_canon_table() const {
+    return table == TableKind::flat_canon || table == TableKind::canon || table == TableKind::multi_canon;
+  }
 };
 
 // Host runs of a variant (gap_decode_host.cpp): the fast phase-by-phase emulation, and the

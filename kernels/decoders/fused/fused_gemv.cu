@@ -1,4 +1,4 @@
-// Fused decode + GEMV on the GPU (fused_gemv.cuh): the unit's image (the flat12.gap5-warp
+// Fused decode + GEMV on the GPU (fused_gemv.cuh): the unit's image (the multi12.gap5-warp
 // exp-smem decoder's), the plan and a partials buffer on the device; kernel 1 per DF11 block,
 // kernel 2 per output.
 #include <cuda_runtime.h>

@@ -3,7 +3,8 @@
 // global memory. The BF16 words exist only in shared memory (as exponent bytes) and registers.
 //
 // Kernel 1, one block per DF11 gap block: decode the block's exponents into shared memory (the
-// flat12.gap5-warp.exp-smem-v16.t512.b8 decoder's phases), then for every row the block's
+// multi12.gap5-warp.exp-smem-v16.t512.b8 decoder's phases: up to three codes per table lookup,
+// which the instruction budget of a memory-bound fused GEMV needs), then for every row the block's
 // elements touch, multiply its part of the row by X and reduce over the block in a fixed order
 // into one partial sum per (block, row, batch row). Kernel 2: per output, the partials of the
 // blocks that touch its row, in block order, rounded to BF16 once.
@@ -30,7 +31,7 @@ inline constexpr int kMaxBatch = kFusedMaxBatch;  // fused_gemv.hpp
 inline constexpr int kThreads = 512;  // the decoder's threads per block (t512.b8)
 inline constexpr int kBytesPerThread = 8;
 inline constexpr int kWarps = kThreads / 32;
-inline constexpr VariantSpec kSpec{TableKind::flat_lut, Partition::gap_warp, Staging::exp_smem, kThreads,
+inline constexpr VariantSpec kSpec{TableKind::multi_lut, Partition::gap_warp, Staging::exp_smem, kThreads,
                                    kBytesPerThread, false};
 
 // The matrices of the unit, in element order, and the batch's activations and outputs.

@@ -28,8 +28,8 @@ DF11_HD unsigned align_up(unsigned x) { return (x + kAlign - 1) & ~(kAlign - 1);
 // Shared-memory layout of one block (byte offsets), the same on the device and in emulation.
 struct SmemLayout {
   unsigned scan = 0, scan_bytes = 0;    // block scan (2 x TPB uint32) or warp totals
-  unsigned table = 0, table_bytes = 0;  // luts copy, flat root, canonical table
-  unsigned canon = 0;                   // canonical table inside the table region
+  unsigned table = 0, table_bytes = 0;  // luts copy, multi root, flat root, canonical table
+  unsigned multi = 0, flat = 0, canon = 0;  // the multi root, flat root, canonical table in it
   unsigned out = 0, out_bytes = 0;      // smem-out: BF16 outputs of the block
   unsigned slots = 0, slot_bytes = 0;   // keep: symbols of pass 1, chunk_bits per thread
   unsigned exps = 0, exps_bytes = 0;    // keep: exponents in block order
@@ -49,16 +49,19 @@ DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_bl
   const unsigned bpt = static_cast<unsigned>(s.bytes_per_thread);
   if (s.partition == Partition::gap_block) take(2 * tpb * 4, l.scan, l.scan_bytes);
   if (s.partition == Partition::gap_warp) take((tpb / 32 + 1) * 4, l.scan, l.scan_bytes);
-  unsigned table_bytes = 0;
-  switch (s.table) {
-    case TableKind::lut_global: break;
-    case TableKind::lut_smem: table_bytes = static_cast<unsigned>(n_rows) * 256; break;
-    case TableKind::flat_lut: table_bytes = (1u << VariantSpec::kFlatBits) * 2; break;
-    case TableKind::flat_canon: table_bytes = align_up((1u << VariantSpec::kFlatBits) * 2) + sizeof(CanonicalTable); break;
-    case TableKind::canon: table_bytes = sizeof(CanonicalTable); break;
-  }
+  // The table region: [luts copy] or [multi root][flat root][canonical table], each present
+  // or not as the table kind says.
+  unsigned table_bytes = 0, multi_at = 0, flat_at = 0, canon_at = 0;
+  if (s.table == TableKind::lut_smem) table_bytes = static_cast<unsigned>(n_rows) * 256;
+  if (s.has_multi_root()) table_bytes += align_up((1u << VariantSpec::kFlatBits) * 4);
+  flat_at = table_bytes;
+  if (s.has_flat_root()) table_bytes += align_up((1u << VariantSpec::kFlatBits) * 2);
+  canon_at = table_bytes;
+  if (s.has_canon_table()) table_bytes += sizeof(CanonicalTable);
   if (table_bytes) take(table_bytes, l.table, l.table_bytes);
-  l.canon = s.table == TableKind::flat_canon ? l.table + align_up((1u << VariantSpec::kFlatBits) * 2) : l.table;
+  l.multi = l.table + multi_at;
+  l.flat = l.table + flat_at;
+  l.canon = l.table + canon_at;
   if (s.staging == Staging::smem_out || s.staging == Staging::cp_async) take(max_block_elements * 2, l.out, l.out_bytes);
   if (keeps_symbols(s.staging)) take(tpb * bpt * 8, l.slots, l.slot_bytes);
   // Exponents in block order, stored from the 8-aligned element below the block's first (see
@@ -234,11 +237,17 @@ DF11_HD void load_tables(const VariantSpec& s, const LaunchParams& p, uint8_t* s
     const unsigned n = static_cast<unsigned>(p.n_rows) * 256;
     for (unsigned i = t; i < n; i += tpb) smem[sl.table + i] = load_byte<true>(p.luts + i);
   }
-  if (s.table == TableKind::flat_lut || s.table == TableKind::flat_canon) {
-    uint16_t* root = reinterpret_cast<uint16_t*>(smem + sl.table);
-    for (unsigned i = t; i < (1u << VariantSpec::kFlatBits); i += tpb) root[i] = p.flat_root[i];
+  if (s.has_multi_root()) {
+    uint32_t* multi = reinterpret_cast<uint32_t*>(smem + sl.multi);
+    for (unsigned i = t; i < (1u << VariantSpec::kFlatBits); i += tpb) multi[i] = p.multi_root[i];
   }
-  if (s.table == TableKind::flat_canon || s.table == TableKind::canon) {
+  if (s.has_flat_root()) {
+    // Two entries per 32-bit copy.
+    const uint32_t* src = reinterpret_cast<const uint32_t*>(p.flat_root);
+    uint32_t* dst = reinterpret_cast<uint32_t*>(smem + sl.flat);
+    for (unsigned i = t; i < (1u << VariantSpec::kFlatBits) / 2; i += tpb) dst[i] = src[i];
+  }
+  if (s.has_canon_table()) {
     const uint32_t* src = reinterpret_cast<const uint32_t*>(p.canon);
     uint32_t* dst = reinterpret_cast<uint32_t*>(smem + sl.canon);
     for (unsigned i = t; i < sizeof(CanonicalTable) / 4; i += tpb) dst[i] = src[i];
@@ -253,11 +262,19 @@ DF11_HD auto make_table(const LaunchParams& p, uint8_t* smem, const SmemLayout& 
   } else if constexpr (TK == TableKind::lut_smem) {
     return LutTables<false>{smem + sl.table, p.n_rows};
   } else if constexpr (TK == TableKind::flat_lut) {
-    return FlatTables<VariantSpec::kFlatBits, LutTables<true>>{reinterpret_cast<const uint16_t*>(smem + sl.table),
+    return FlatTables<VariantSpec::kFlatBits, LutTables<true>>{reinterpret_cast<const uint16_t*>(smem + sl.flat),
                                                                {p.luts, p.n_rows}};
   } else if constexpr (TK == TableKind::flat_canon) {
     return FlatTables<VariantSpec::kFlatBits, CanonTables>{
-        reinterpret_cast<const uint16_t*>(smem + sl.table), {reinterpret_cast<const CanonicalTable*>(smem + sl.canon)}};
+        reinterpret_cast<const uint16_t*>(smem + sl.flat), {reinterpret_cast<const CanonicalTable*>(smem + sl.canon)}};
+  } else if constexpr (TK == TableKind::multi_lut) {
+    return MultiTables<VariantSpec::kFlatBits, FlatTables<VariantSpec::kFlatBits, LutTables<true>>>{
+        reinterpret_cast<const uint32_t*>(smem + sl.multi),
+        {reinterpret_cast<const uint16_t*>(smem + sl.flat), {p.luts, p.n_rows}}};
+  } else if constexpr (TK == TableKind::multi_canon) {
+    return MultiTables<VariantSpec::kFlatBits, FlatTables<VariantSpec::kFlatBits, CanonTables>>{
+        reinterpret_cast<const uint32_t*>(smem + sl.multi),
+        {reinterpret_cast<const uint16_t*>(smem + sl.flat), {reinterpret_cast<const CanonicalTable*>(smem + sl.canon)}}};
   } else {
     return CanonTables{reinterpret_cast<const CanonicalTable*>(smem + sl.canon)};
   }
