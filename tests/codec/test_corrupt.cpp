@@ -10,6 +10,7 @@
 #include "helpers.hpp"
 
 using namespace df11;
+using df11::test::fibonacci_words;
 using df11::test::random_weights;
 using df11::test::unit_of;
 
@@ -133,6 +134,19 @@ TEST_CASE("bad positions are caught", "[codec][corrupt]") {
     bad.sign_mantissa.pop_back();
     REQUIRE_THROWS_WITH(decode_cpu(bad, 1), Catch::Contains("sign_mantissa"));
   }
+}
+
+TEST_CASE("per-thread positions: a chunk that overruns to the last element is caught", "[codec][corrupt]") {
+  // Found by fuzz_unit: a flipped stream bit made chunk 0 of 2 decode 54 codes where its
+  // positions say 53, reaching n_elements. The decoder used to stop there and accept, while
+  // the kernels write chunk 0's extra code over chunk 1's element (a race).
+  const auto data = fibonacci_words(8, 1, 0x28000003u);
+  REQUIRE(data.size() == 54);
+  EncodedUnit bad = encode(unit_of(data, "t").view(), Layout::canonical(16, 256, 16, PositionScheme::thread), 1);
+  REQUIRE(bad.n_chunks() == 2);
+  REQUIRE(bad.position(1) == 53);
+  bad.encoded_exponent[5] ^= 0x40;
+  REQUIRE_THROWS_WITH(decode_cpu(bad, 1), Catch::Contains("chunk 0 decoded 54 elements, output_positions say 53"));
 }
 
 TEST_CASE("bad tables are caught", "[codec][corrupt]") {

@@ -1,0 +1,133 @@
+// main() of a fuzz target without libFuzzer: replay inputs, write seeds, or a deterministic
+// mutation run over the seeds (see fuzz.hpp).
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <random>
+#include <string>
+
+#include "fuzz.hpp"
+
+namespace {
+
+using df11::fuzz::Bytes;
+
+Bytes read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + p.string());
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void run(const Bytes& b) { LLVMFuzzerTestOneInput(b.data(), b.size()); }
+
+Bytes mutate(const Bytes& seed, const std::vector<Bytes>& all, std::mt19937_64& rng) {
+  Bytes b = seed;
+  const int edits = 1 + static_cast<int>(rng() % 4);
+  for (int e = 0; e < edits; ++e) {
+    const std::size_t n = b.size();
+    switch (rng() % 6) {
+      case 0:  // flip a bit
+        if (n) b[rng() % n] ^= static_cast<uint8_t>(1u << (rng() % 8));
+        break;
+      case 1:  // overwrite a byte with an interesting value
+        if (n) {
+          static constexpr uint8_t kValues[] = {0x00, 0xFF, 0x7F, 0x80, 0x01, 0xF0, 0x10, 0x20};
+          b[rng() % n] = kValues[rng() % std::size(kValues)];
+        }
+        break;
+      case 2:  // truncate
+        if (n) b.resize(rng() % n);
+        break;
+      case 3:  // insert random bytes
+        {
+          const std::size_t at = n ? rng() % (n + 1) : 0;
+          Bytes ins(1 + rng() % 8);
+          for (auto& x : ins) x = static_cast<uint8_t>(rng());
+          b.insert(b.begin() + static_cast<std::ptrdiff_t>(at), ins.begin(), ins.end());
+        }
+        break;
+      case 4:  // random byte
+        if (n) b[rng() % n] = static_cast<uint8_t>(rng());
+        break;
+      default:  // splice the tail of another seed
+        {
+          const Bytes& o = all[rng() % all.size()];
+          if (!o.empty() && n) {
+            const std::size_t at = rng() % n, from = rng() % o.size();
+            b.resize(at);
+            b.insert(b.end(), o.begin() + static_cast<std::ptrdiff_t>(from), o.end());
+          }
+        }
+        break;
+    }
+  }
+  return b;
+}
+
+int usage() {
+  std::cerr << "usage: fuzz_TARGET [--self-test N [--seed S]] [--write-seeds DIR] [FILE|DIR ...]\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  long self_test = -1;
+  uint64_t seed = 1;
+  std::string seeds_dir;
+  std::vector<std::string> inputs;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--self-test" && i + 1 < argc) {
+      self_test = std::stol(argv[++i]);
+    } else if (a == "--seed" && i + 1 < argc) {
+      seed = std::stoull(argv[++i]);
+    } else if (a == "--write-seeds" && i + 1 < argc) {
+      seeds_dir = argv[++i];
+    } else if (!a.empty() && a[0] == '-') {
+      return usage();
+    } else {
+      inputs.push_back(a);
+    }
+  }
+  if (self_test < 0 && seeds_dir.empty() && inputs.empty()) return usage();
+  const std::vector<Bytes> seeds = df11::fuzz::fuzz_seeds();
+  if (!seeds_dir.empty()) {
+    std::filesystem::create_directories(seeds_dir);
+    for (std::size_t i = 0; i < seeds.size(); ++i) {
+      std::ofstream out(std::filesystem::path(seeds_dir) / ("seed" + std::to_string(i)), std::ios::binary);
+      out.write(reinterpret_cast<const char*>(seeds[i].data()), static_cast<std::streamsize>(seeds[i].size()));
+    }
+    std::cout << "wrote " << seeds.size() << " seeds to " << seeds_dir << "\n";
+  }
+  std::size_t n_run = 0;
+  for (const std::string& in : inputs) {
+    std::vector<std::filesystem::path> files;
+    if (std::filesystem::is_directory(in)) {
+      for (const auto& e : std::filesystem::directory_iterator(in))
+        if (e.is_regular_file()) files.push_back(e.path());
+      std::sort(files.begin(), files.end());
+    } else {
+      files.push_back(in);
+    }
+    for (const auto& f : files) {
+      run(read_file(f));
+      ++n_run;
+    }
+  }
+  if (self_test >= 0) {
+    std::mt19937_64 rng(seed);
+    for (const Bytes& s : seeds) {
+      run(s);
+      ++n_run;
+      for (long m = 0; m < self_test; ++m) {
+        run(mutate(s, seeds, rng));
+        ++n_run;
+      }
+    }
+  }
+  std::cout << "ran " << n_run << " inputs (" << seeds.size() << " seeds), no findings\n";
+  return 0;
+}
