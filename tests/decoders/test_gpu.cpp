@@ -140,6 +140,36 @@ void check_unit(const dec::Registry& reg, const Unit& u) {
   }
 }
 
+// Damaged streams and gaps that validation cannot see (metadata intact): every variant must
+// run to completion without a fault (under compute-sanitizer memcheck: without an access out
+// of bounds). The output is garbage, never a fault; tests/fuzz/fuzz_unit checks the same on
+// the host emulations, and that they agree with the CPU decoder wherever it accepts.
+void check_damaged(const dec::Registry& reg) {
+  const auto words = test::random_weights(40001, 8, 120, 0.8);
+  std::mt19937_64 rng(17);
+  for (const Layout& l : reg.layouts()) {
+    const EncodedUnit good = encode(test::unit_of(words, "dmg").view(), l, 0);
+    for (int trial = 0; trial < 3; ++trial) {
+      EncodedUnit bad = good;
+      for (int k = 0; k < 16; ++k) bad.encoded_exponent[rng() % bad.encoded_exponent.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+      if (trial > 0) bad.gaps[rng() % bad.gaps.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+      for (const auto& d : reg.all()) {
+        if (!(d->layout() == l) || !d->can_implement(bad).ok) continue;
+        const std::string what = d->name() + " on damaged " + l.name() + " #" + std::to_string(trial);
+        std::string refused;
+        try {
+          (void)run_on_device(*d, bad, 0, bad.n_elements);
+        } catch (const Error& e) {
+          refused = e.what();  // fine if upload refused it; not if the launch faulted
+        }
+        const cudaError_t st = cudaDeviceSynchronize();
+        expect(st == cudaSuccess, what + ": " + cudaGetErrorString(st) + (refused.empty() ? "" : " (" + refused + ")"));
+        if (st != cudaSuccess) throw Error(what + ": the device faulted; later checks cannot run");
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -168,6 +198,7 @@ int main(int argc, char** argv) {
     // 14336), at batch 1, 5 and 16.
     const Unit layer = synth::make_nemo_layer(1, 3, small ? 0.002 : 0.01, 0);
     for (const int batch : {1, 5, 16}) check_fused(layer, batch);
+    check_damaged(reg);
     // Malformed metadata is refused by upload, before any launch.
     const EncodedUnit good = encode(test::unit_of(test::random_weights(50000, 4)).view(), Layout::df11());
     // (An inner position that is merely wrong passes validation: the kernels clamp every write
