@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <map>
+#include <memory>
 #include <random>
 
 #include "codec/bf16.hpp"
@@ -144,8 +145,11 @@ void check_unit(const dec::Registry& reg, const Unit& u) {
 // run to completion without a fault (under compute-sanitizer memcheck: without an access out
 // of bounds). The output is garbage, never a fault; tests/fuzz/fuzz_unit checks the same on
 // the host emulations, and that they agree with the CPU decoder wherever it accepts.
-void check_damaged(const dec::Registry& reg) {
-  const auto words = test::random_weights(40001, 8, 120, 0.8);
+// official-ptx is left out: the published kernel bounds its writes by n_elements only, not by
+// its block, so a damaged stream can make it write past its shared memory (a reference, not a
+// hardened decoder).
+void check_damaged(const dec::Registry& reg, bool small) {
+  const auto words = test::random_weights(small ? 12001 : 40001, 8, 120, 0.8);
   std::mt19937_64 rng(17);
   for (const Layout& l : reg.layouts()) {
     const EncodedUnit good = encode(test::unit_of(words, "dmg").view(), l, 0);
@@ -154,16 +158,24 @@ void check_damaged(const dec::Registry& reg) {
       for (int k = 0; k < 16; ++k) bad.encoded_exponent[rng() % bad.encoded_exponent.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
       if (trial > 0) bad.gaps[rng() % bad.gaps.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
       for (const auto& d : reg.all()) {
-        if (!(d->layout() == l) || !d->can_implement(bad).ok) continue;
+        if (!(d->layout() == l) || !d->can_implement(bad).ok || d->name() == "official-ptx") continue;
         const std::string what = d->name() + " on damaged " + l.name() + " #" + std::to_string(trial);
-        std::string refused;
+        cuda::Stream s;
+        std::unique_ptr<dec::DeviceImage> img;
         try {
-          (void)run_on_device(*d, bad, 0, bad.n_elements);
+          img = d->upload(bad, s.get());
+        } catch (const Error&) {
+          continue;  // refused before any launch: what upload is for
+        }
+        try {
+          cuda::DeviceBuffer<uint16_t> out(bad.n_elements);
+          d->launch(*img, out.get(), 0, bad.n_elements, s.get());
+          CUDA_CHECK(cudaStreamSynchronize(s.get()));
         } catch (const Error& e) {
-          refused = e.what();  // fine if upload refused it; not if the launch faulted
+          expect(false, what + ": " + e.what());
         }
         const cudaError_t st = cudaDeviceSynchronize();
-        expect(st == cudaSuccess, what + ": " + cudaGetErrorString(st) + (refused.empty() ? "" : " (" + refused + ")"));
+        expect(st == cudaSuccess, what + ": " + cudaGetErrorString(st));
         if (st != cudaSuccess) throw Error(what + ": the device faulted; later checks cannot run");
       }
     }
@@ -178,8 +190,9 @@ int main(int argc, char** argv) {
     return 77;
   }
   // --small: only small units (for compute-sanitizer, which runs kernels ~100x slower).
-  // --no-damaged: skip check_damaged (for racecheck: damaged per-thread positions make threads
-  // write the same shared-memory slot, a real hazard of garbage input, not of the kernels).
+  // --no-damaged: skip check_damaged (for racecheck: on a damaged stream a thread chunk can
+  // decode more codes than its positions allow and write another chunk's shared-memory slots,
+  // a hazard of garbage input, not of the kernels).
   bool small = false, damaged = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -202,7 +215,7 @@ int main(int argc, char** argv) {
     // 14336), at batch 1, 5 and 16.
     const Unit layer = synth::make_nemo_layer(1, 3, small ? 0.002 : 0.01, 0);
     for (const int batch : {1, 5, 16}) check_fused(layer, batch);
-    if (damaged) check_damaged(reg);
+    if (damaged) check_damaged(reg, small);
     // Malformed metadata is refused by upload, before any launch.
     const EncodedUnit good = encode(test::unit_of(test::random_weights(50000, 4)).view(), Layout::df11());
     // (An inner position that is merely wrong passes validation: the kernels clamp every write
