@@ -2,7 +2,11 @@
 """Turns what scripts/device_check.sh left in its output folder (the device tool's files_at
 copy of $OUT) into committed report directories, and checks the issues' GPU targets.
 
-Usage: scripts/device_report.py DEVICE_OUT [--reports DIR] [--date YYYY-MM-DD] [--force]
+Usage: scripts/device_report.py DEVICE_OUT [DEVICE_OUT ...] [--reports DIR] [--date YYYY-MM-DD] [--force]
+
+Several DEVICE_OUT folders (the runbook's two calls, e.g. the sweep steps, then e2e and bench)
+make one report: a run directory (sweep/, decode/) and gpu_bench.json come from the last folder
+that has one; e2e.jsonl rows, summary.txt and device_check.log are joined in the order given.
 
 Writes, with SLUG the device slug of scripts/promote_baseline ("h100-80gb-hbm3"):
   reports/<date>_<SLUG>_nemo_layer/          the default experiment (sweep/), with plots
@@ -221,17 +225,22 @@ def copy_run(src, dst, force):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("device_out", type=pathlib.Path)
+    ap.add_argument("device_out", type=pathlib.Path, nargs="+")
     ap.add_argument("--reports", type=pathlib.Path, default=HERE.parent / "reports")
     ap.add_argument("--date", help="YYYY-MM-DD of the run (default: from the results' start_time)")
     ap.add_argument("--force", action="store_true", help="replace existing report directories")
     a = ap.parse_args()
-    src = a.device_out
-    if not src.is_dir():
-        sys.exit(f"device_report: {src} is not a directory")
-    sweep = read_jsonl(src / "sweep" / "results.jsonl")
-    decode = read_jsonl(src / "decode" / "results.jsonl")
-    e2e = read_jsonl(src / "e2e.jsonl")
+    for d in a.device_out:
+        if not d.is_dir():
+            sys.exit(f"device_report: {d} is not a directory")
+
+    def last_with(rel):  # the last folder that has rel, or None
+        return next((d for d in reversed(a.device_out) if (d / rel).is_file()), None)
+
+    runs = {sub: last_with(f"{sub}/results.jsonl") for sub in ("sweep", "decode")}
+    sweep = read_jsonl(runs["sweep"] / "sweep" / "results.jsonl") if runs["sweep"] else []
+    decode = read_jsonl(runs["decode"] / "decode" / "results.jsonl") if runs["decode"] else []
+    e2e = [r for d in a.device_out for r in read_jsonl(d / "e2e.jsonl")]
     any_row = next((r for r in sweep + decode if "device" in r), None)
     if any_row is not None:
         device_name = any_row["device"].get("name") or "unknown"
@@ -248,9 +257,9 @@ def main():
 
     written = []
     for sub, experiment in (("sweep", "nemo_layer"), ("decode", "decode_throughput")):
-        if (src / sub / "results.jsonl").is_file():
+        if runs[sub]:
             dst = a.reports / f"{date}_{slug}_{experiment}"
-            copy_run(src / sub, dst, a.force)
+            copy_run(runs[sub] / sub, dst, a.force)
             written.append(dst)
     check_dir = a.reports / f"{date}_{slug}_device_check"
     if check_dir.exists():
@@ -258,16 +267,30 @@ def main():
             sys.exit(f"device_report: {check_dir} exists (use --force to replace it)")
         shutil.rmtree(check_dir)
     check_dir.mkdir(parents=True)
-    for name in ("summary.txt", "device_check.log", "e2e.jsonl", "gpu_bench.json"):
-        if (src / name).is_file():
-            shutil.copy2(src / name, check_dir / name)
+    if last_with("gpu_bench.json"):
+        shutil.copy2(last_with("gpu_bench.json") / "gpu_bench.json", check_dir / "gpu_bench.json")
+    several = len(a.device_out) > 1
+
+    def joined(name):  # the folders' copies of a text file, one after another ("" if none)
+        parts = []
+        for k, d in enumerate(a.device_out, 1):
+            if (d / name).is_file():
+                text = (d / name).read_text(encoding="utf-8", errors="replace")
+                parts.append((f"== call {k} ({d.name})\n" if several else "") + text.rstrip("\n") + "\n")
+        return "".join(parts)
+
+    for name in ("summary.txt", "device_check.log", "e2e.jsonl"):
+        text = joined(name) if name != "e2e.jsonl" else "".join(
+            (d / name).read_text(encoding="utf-8", errors="replace").rstrip("\n") + "\n"
+            for d in a.device_out if (d / name).is_file())
+        if text:
+            (check_dir / name).write_text(text, encoding="utf-8")
 
     t = Targets()
     decode_targets(t, decode)
     sweep_targets(t, sweep)
     e2e_targets(t, e2e)
-    summary = (src / "summary.txt").read_text(encoding="utf-8", errors="replace") if (src / "summary.txt").is_file() \
-        else "(no summary.txt)"
+    summary = joined("summary.txt") or "(no summary.txt)"
     sha = (any_row or {}).get("meta", {}).get("git_sha", "unknown")
     readme = [f"# Device check: {device_name}, {date}", "",
               f"Measured by `scripts/device_check.sh` on {device_name} (git {sha}); this directory was "

@@ -60,6 +60,20 @@ for needle in "| 4 | best variant >= 3x official-ptx |" "| 4 | best variant >= 6
   "gpu tests              ok"; do
   grep -qF -- "$needle" "$readme" || fail "README.md lacks '$needle'"
 done
+# The runbook's two calls (sweep steps, then e2e): two folders make the same report.
+mkdir -p "$scratch/call1" "$scratch/call2"
+cp -r "$scratch/out/sweep" "$scratch/out/decode" "$scratch/out/summary.txt" "$scratch/call1/"
+cp "$scratch/out/e2e.jsonl" "$scratch/call2/"
+printf 'e2e generation         ok                 200s\n' >"$scratch/call2/summary.txt"
+"$py" "$src/scripts/device_report.py" "$scratch/call1" "$scratch/call2" --reports "$scratch/reports2" \
+  >"$scratch/log2" 2>&1 || { cat "$scratch/log2"; fail "device_report.py on two folders exited non-zero"; }
+readme2=$scratch/reports2/2026-11-27_h100-80gb-hbm3_device_check/README.md
+for needle in "| 4 | best variant >= 60% of the copy bound |" "| 5 | best df11 <= 2.9x bf16 at batch 1 |" \
+  "| 7 | DF11 decode tokens/s >= 0.35x BF16 at batch 1 | 0.36x | PASS" "== call 1 (call1)" "== call 2 (call2)" \
+  "gpu tests              ok" "e2e generation         ok"; do
+  grep -qF -- "$needle" "$readme2" || fail "two-folder README.md lacks '$needle'"
+done
+[[ -d $scratch/reports2/2026-11-27_h100-80gb-hbm3_nemo_layer ]] || fail "two folders: no nemo_layer run directory"
 # The official row takes 5x the time of the slowest fake variant: the fastest is >= 3x faster.
 grep -E '^\| 4 \| best variant >= 3x official-ptx \| [0-9.]+x .*\| PASS' "$readme" >/dev/null || fail "official ratio verdict"
 if "$py" "$src/scripts/device_report.py" "$scratch/out" --reports "$reports" >/dev/null 2>&1; then
