@@ -26,8 +26,8 @@ std::filesystem::path default_resources_path() {
 
 // The demangled name ptxas reports for a variant's kernel instance.
 std::string kernel_signature(const dec::VariantSpec& s) {
-  return fmt::format("gap_decode_kernel<(df11::dec::TableKind){}, (df11::dec::Partition){}, (df11::dec::Staging){}, {}, {}>",
-                     static_cast<int>(s.table), static_cast<int>(s.partition), static_cast<int>(s.staging),
+  return fmt::format("{}<(df11::dec::TableKind){}, (df11::dec::Partition){}, (df11::dec::Staging){}, {}, {}>",
+                     s.persistent ? "gap_decode_persistent_kernel" : "gap_decode_kernel", static_cast<int>(s.table), static_cast<int>(s.partition), static_cast<int>(s.staging),
                      s.threads_per_block, s.bytes_per_thread);
 }
 

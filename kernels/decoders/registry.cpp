@@ -99,8 +99,8 @@ bool glob_match(const std::string& pattern, const std::string& text) {
 }
 
 void register_all(Registry& r) {
-#define DF11_REGISTER(T, P, S, TPB, BPT, M) \
-  r.add(std::make_unique<VariantDecoder>(VariantSpec{TableKind::T, Partition::P, Staging::S, TPB, BPT, M}));
+#define DF11_REGISTER(T, P, S, TPB, BPT, M, PS) \
+  r.add(std::make_unique<VariantDecoder>(VariantSpec{TableKind::T, Partition::P, Staging::S, TPB, BPT, M, PS}));
   DF11_GAP_VARIANTS(DF11_REGISTER)
 #undef DF11_REGISTER
   r.add(std::make_unique<OfficialPtxDecoder>());

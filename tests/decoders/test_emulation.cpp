@@ -78,7 +78,7 @@ TEST_CASE("the registry holds at least 8 variants covering the design axes", "[d
   CHECK(tables.size() >= 5);
   CHECK(partitions.size() >= 3);
   CHECK(stagings.size() >= 4);
-  CHECK(granularities == std::set<std::string>{"matrix", "unit"});
+  CHECK(granularities == std::set<std::string>{"matrix", "unit", "unit/persist"});
   CHECK(tpbs == std::set<int>{256, 512});
   CHECK(bpts == std::set<int>{8, 16});
   REQUIRE(registry().find("lut8x4.gap5-block.smem-out.t512.b8") != nullptr);

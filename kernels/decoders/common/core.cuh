@@ -224,6 +224,7 @@ struct LaunchParams {
   uint64_t n_chunks;
   uint64_t lo, hi;
   uint32_t block_begin;
+  uint32_t block_count;         // persistent kernels: DF11 blocks of the launch, from block_begin
   uint32_t max_block_elements;  // largest element count of one block (sizes shared memory)
   int gap_bits;
 };

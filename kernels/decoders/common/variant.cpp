@@ -64,8 +64,9 @@ Layout VariantSpec::layout() const {
 }
 
 std::string VariantSpec::name() const {
-  return fmt::format("{}.gap{}-{}.{}.t{}.b{}{}", table_name(table), layout().gap_bits, partition_name(partition),
-                     staging_name(staging), threads_per_block, bytes_per_thread, per_matrix ? ".matrix" : "");
+  return fmt::format("{}.gap{}-{}.{}.t{}.b{}{}{}", table_name(table), layout().gap_bits, partition_name(partition),
+                     staging_name(staging), threads_per_block, bytes_per_thread, per_matrix ? ".matrix" : "",
+                     persistent ? ".persist" : "");
 }
 
 Traits VariantSpec::traits() const {
@@ -101,6 +102,7 @@ Traits VariantSpec::traits() const {
       break;
   }
   t.granularity = per_matrix ? "matrix" : "unit";
+  if (persistent) t.granularity += "/persist";  // persistent blocks: tables loaded once per CUDA block
   t.threads_per_block = threads_per_block;
   t.bytes_per_thread = bytes_per_thread;
   return t;

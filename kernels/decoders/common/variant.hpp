@@ -45,6 +45,7 @@ struct VariantSpec {
   int threads_per_block;
   int bytes_per_thread;
   bool per_matrix = false;  // granularity: the harness launches once per matrix
+  bool persistent = false;  // about as many CUDA blocks as fit the GPU, each looping over DF11 blocks
 
   static constexpr int kFlatBits = 12;
 

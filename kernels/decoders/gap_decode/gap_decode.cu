@@ -3,6 +3,7 @@
 // variant list (common/variants.inc) says which instances exist.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "common/cuda_util.hpp"
@@ -21,21 +22,51 @@ __global__ void __launch_bounds__(TPB) gap_decode_kernel(const __grid_constant__
 }
 
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
+__global__ void __launch_bounds__(TPB)
+    gap_decode_persistent_kernel(const __grid_constant__ LaunchParams p, const SmemLayout sl) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  gap_decode_persistent<TK, P, S, TPB, BPT>(p, sl, smem);
+}
+
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Persist>
 void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64_t hi, cudaStream_t stream) {
   const VariantSpec& spec = img.spec();
   const auto [b0, b1] = block_range(spec, img.host(), lo, hi);
   if (b1 <= b0) return;
   LaunchParams p = img.params(out, lo, hi);
   p.block_begin = static_cast<uint32_t>(b0);
+  p.block_count = static_cast<uint32_t>(b1 - b0);
   const SmemLayout sl = smem_layout(spec, img.host().n_rows, img.host().max_block_elements);
-  auto kernel = gap_decode_kernel<TK, P, S, TPB, BPT>;
+  const auto kernel = [] {
+    if constexpr (Persist) {
+      return gap_decode_persistent_kernel<TK, P, S, TPB, BPT>;
+    } else {
+      return gap_decode_kernel<TK, P, S, TPB, BPT>;
+    }
+  }();
   // Opt in to more than 48 KiB once per kernel and size (sweeps launch per matrix and slice).
   static thread_local int opted_in = 48 * 1024;
   if (static_cast<int>(sl.total) > opted_in) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sl.total)));
     opted_in = static_cast<int>(sl.total);
   }
-  kernel<<<static_cast<unsigned>(b1 - b0), TPB, sl.total, stream>>>(p, sl);
+  uint64_t grid = b1 - b0;
+  if constexpr (Persist) {
+    // As many CUDA blocks as are resident at once (per shared-memory size, cached: the e2e path
+    // launches per layer), never more than there are DF11 blocks.
+    static thread_local unsigned cached_smem = 0;
+    static thread_local uint64_t cached_grid = 0;
+    if (cached_smem != sl.total || cached_grid == 0) {
+      int per_sm = 0, device = 0, sms = 0;
+      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, TPB, sl.total));
+      CUDA_CHECK(cudaGetDevice(&device));
+      CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+      cached_smem = sl.total;
+      cached_grid = static_cast<uint64_t>(per_sm > 0 ? per_sm : 1) * static_cast<uint64_t>(sms > 0 ? sms : 1);
+    }
+    grid = std::min(grid, cached_grid);
+  }
+  kernel<<<static_cast<unsigned>(grid), TPB, sl.total, stream>>>(p, sl);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -52,7 +83,8 @@ void VariantDecoder::launch(const DeviceImage& image, uint16_t* out_device, uint
   const auto* img = dynamic_cast<const GapDeviceImage*>(&image);
   const auto same_kernel = [&](const VariantSpec& a) {
     return a.table == spec_.table && a.partition == spec_.partition && a.staging == spec_.staging &&
-           a.threads_per_block == spec_.threads_per_block && a.bytes_per_thread == spec_.bytes_per_thread;
+           a.threads_per_block == spec_.threads_per_block && a.bytes_per_thread == spec_.bytes_per_thread &&
+           a.persistent == spec_.persistent;
   };
   if (img == nullptr || !same_kernel(img->spec())) {
     throw Error(name() + ": launch with an image uploaded by another variant");
@@ -61,10 +93,10 @@ void VariantDecoder::launch(const DeviceImage& image, uint16_t* out_device, uint
     throw Error(name() + ": range [" + std::to_string(lo) + ", " + std::to_string(hi) + ") is outside the unit's " +
                 std::to_string(img->n_elements()) + " elements");
   }
-#define DF11_LAUNCH(T, P, S, TPB, BPT, M)                                                                      \
+#define DF11_LAUNCH(T, P, S, TPB, BPT, M, PS)                                                                  \
   if (spec_.table == TableKind::T && spec_.partition == Partition::P && spec_.staging == Staging::S &&         \
-      spec_.threads_per_block == TPB && spec_.bytes_per_thread == BPT) {                                       \
-    launch_kernel<TableKind::T, Partition::P, Staging::S, TPB, BPT>(*img, out_device, lo, hi, stream);          \
+      spec_.threads_per_block == TPB && spec_.bytes_per_thread == BPT && spec_.persistent == PS) {             \
+    launch_kernel<TableKind::T, Partition::P, Staging::S, TPB, BPT, PS>(*img, out_device, lo, hi, stream);      \
     return;                                                                                                    \
   }
   DF11_GAP_VARIANTS(DF11_LAUNCH)

@@ -336,26 +336,14 @@ DF11_HD unsigned scan_block_warp(unsigned v, uint32_t* totals) {
   return x - v + (warp > 0 ? totals[warp - 1] : 0u);
 }
 
-// The decode of one block (block_begin + bid of the launch), up to the copy-out: tables to
-// shared memory, optional cp.async staging of the encoded bytes, then the per-thread phases
-// separated by the block scan and barriers. Returns the block's context; what pass 2 left in
-// shared memory (smem-out, exponents) is complete after the next barrier. smem: the block's
-// dynamic shared memory (sl.total bytes).
+// The per-thread phases of DF11 block b, once the tables (and a cp.async staging of b's
+// encoded bytes) are in shared memory behind a barrier: pass 1, the block scan, pass 2.
+// Returns the block's context; what pass 2 left in shared memory (smem-out, exponents) is
+// complete after the next barrier.
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
-DF11_HD auto gap_decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
-  constexpr VariantSpec spec{TK, P, S, TPB, BPT, false};
+DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, uint64_t b) {
   constexpr bool kStaged = S == Staging::cp_async;
   const unsigned t = simt::tid_x();
-  const uint64_t b = p.block_begin + simt::bid_x();
-  load_tables(spec, p, smem, sl, t, TPB);
-  if constexpr (kStaged) {
-    const uint8_t* src = p.stream + b * (TPB * BPT);
-    uint8_t* dst = smem + sl.input;
-    simt::cp_async<BPT>(dst + t * BPT, src + t * BPT);
-    if (t == 0) simt::cp_async<16>(dst + TPB * BPT, src + TPB * BPT);
-    simt::cp_async_wait_all();
-  }
-  simt::sync_block();
   const auto table = make_table<TK>(p, smem, sl);
   BlockCtx<decltype(table)> c{&p, table, b, 0, 0, kStaged ? smem + sl.input : p.stream + b * (TPB * BPT),
                               TPB, BPT, smem, sl};
@@ -375,6 +363,26 @@ DF11_HD auto gap_decode_phases(const LaunchParams& p, const SmemLayout& sl, uint
   return c;
 }
 
+// The decode of one block (block_begin + bid of the launch), up to the copy-out: tables to
+// shared memory, optional cp.async staging of the encoded bytes, a barrier, then
+// decode_phases. smem: the block's dynamic shared memory (sl.total bytes).
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
+DF11_HD auto gap_decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
+  constexpr VariantSpec spec{TK, P, S, TPB, BPT};
+  const unsigned t = simt::tid_x();
+  const uint64_t b = p.block_begin + simt::bid_x();
+  load_tables(spec, p, smem, sl, t, TPB);
+  if constexpr (S == Staging::cp_async) {
+    const uint8_t* src = p.stream + b * (TPB * BPT);
+    uint8_t* dst = smem + sl.input;
+    simt::cp_async<BPT>(dst + t * BPT, src + t * BPT);
+    if (t == 0) simt::cp_async<16>(dst + TPB * BPT, src + TPB * BPT);
+    simt::cp_async_wait_all();
+  }
+  simt::sync_block();
+  return decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b);
+}
+
 // The whole kernel body for one block: the decode, then (but for direct stores) a barrier and
 // the coalesced copy-out.
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
@@ -383,6 +391,30 @@ DF11_HD void gap_decode_block(const LaunchParams& p, const SmemLayout& sl, uint8
   if constexpr (S != Staging::direct) {
     simt::sync_block();
     copy_out<S>(c, simt::tid_x());
+  }
+}
+
+// The kernel body of persistent blocks: the launch has about as many CUDA blocks as fit on the
+// GPU at once, each loads the tables once and decodes DF11 blocks block_begin + bid,
+// + gridDim, ... below block_begin + block_count. Shared memory is reused from one DF11 block to
+// the next, so every iteration ends with a barrier (the next pass 2 and scan overwrite what
+// this copy-out and scan read). The table load, 8 to 24 KB per DF11 block of 4 KB of stream
+// otherwise, is paid once per CUDA block.
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
+DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
+  static_assert(S != Staging::cp_async, "persistent blocks read the stream in place");
+  constexpr VariantSpec spec{TK, P, S, TPB, BPT};
+  const unsigned t = simt::tid_x();
+  load_tables(spec, p, smem, sl, t, TPB);
+  simt::sync_block();
+  const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
+  for (uint64_t b = p.block_begin + simt::bid_x(); b < end; b += simt::gdim_x()) {
+    const auto c = decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b);
+    if constexpr (S != Staging::direct) {
+      simt::sync_block();
+      copy_out<S>(c, t);
+    }
+    simt::sync_block();
   }
 }
 

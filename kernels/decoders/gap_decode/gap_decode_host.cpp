@@ -14,7 +14,10 @@
 namespace df11::dec {
 namespace {
 
-template <TableKind TK, Partition P, Staging S>
+// Persist: a persistent kernel's CUDA block keeps its tables from one DF11 block to the next, and
+// whatever else the previous block left in shared memory; the emulation loads the tables once
+// and poisons the rest before every block, so a read of a stale value shows up.
+template <TableKind TK, Partition P, Staging S, bool Persist>
 void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   const LaunchParams p = host_launch_params(img, out, lo, hi);
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements);
@@ -25,8 +28,13 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
   std::vector<unsigned> counts(tpb);
   const auto [b0, b1] = block_range(spec, img, lo, hi);
   for (uint64_t b = b0; b < b1; ++b) {
-    std::fill(smem.begin(), smem.end(), 0xCD);
-    for (unsigned t = 0; t < tpb; ++t) load_tables(spec, p, smem.data(), sl, t, tpb);
+    if (Persist && b > b0) {
+      std::fill(smem.begin(), smem.begin() + sl.table, 0xCD);
+      std::fill(smem.begin() + sl.table + sl.table_bytes, smem.end(), 0xCD);
+    } else {
+      std::fill(smem.begin(), smem.end(), 0xCD);
+      for (unsigned t = 0; t < tpb; ++t) load_tables(spec, p, smem.data(), sl, t, tpb);
+    }
     if constexpr (kStaged) {
       // The kernel's cp.async copies exactly these bytes (the stream is padded past them).
       std::memcpy(smem.data() + sl.input, p.stream + b * tpb * bpt, tpb * bpt + 16);
@@ -57,26 +65,39 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
   }
 }
 
-template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
+// A persistent kernel runs on at most kSimtPersistentGrid CUDA blocks, so they loop.
+constexpr uint64_t kSimtPersistentGrid = 3;
+
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Persist>
 void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   LaunchParams p = host_launch_params(img, out, lo, hi);
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements);
   const auto [b0, b1] = block_range(spec, img, lo, hi);
   if (b1 <= b0) return;
   p.block_begin = static_cast<uint32_t>(b0);
-  simt::launch({static_cast<unsigned>(b1 - b0)}, {static_cast<unsigned>(TPB)}, sl.total,
-               [&](uint8_t* smem) { gap_decode_block<TK, P, S, TPB, BPT>(p, sl, smem); });
+  p.block_count = static_cast<uint32_t>(b1 - b0);
+  if constexpr (Persist) {
+    simt::launch({static_cast<unsigned>(std::min(b1 - b0, kSimtPersistentGrid))}, {static_cast<unsigned>(TPB)}, sl.total,
+                 [&](uint8_t* smem) { gap_decode_persistent<TK, P, S, TPB, BPT>(p, sl, smem); });
+  } else {
+    simt::launch({static_cast<unsigned>(b1 - b0)}, {static_cast<unsigned>(TPB)}, sl.total,
+                 [&](uint8_t* smem) { gap_decode_block<TK, P, S, TPB, BPT>(p, sl, smem); });
+  }
+}
+
+bool same_kernel(const VariantSpec& s, TableKind t, Partition p, Staging st, int tpb, int bpt, bool persistent) {
+  return s.table == t && s.partition == p && s.staging == st && s.threads_per_block == tpb &&
+         s.bytes_per_thread == bpt && s.persistent == persistent;
 }
 
 }  // namespace
 
 void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi) {
   const HostImage img = prepare_image(spec, unit);
-#define DF11_SIMT(T, P, S, TPB, BPT, M)                                                                          \
-  if (spec.table == TableKind::T && spec.partition == Partition::P && spec.staging == Staging::S &&              \
-      spec.threads_per_block == TPB && spec.bytes_per_thread == BPT) {                                           \
-    simt<TableKind::T, Partition::P, Staging::S, TPB, BPT>(spec, img, out, lo, hi);                              \
-    return;                                                                                                      \
+#define DF11_SIMT(T, P, S, TPB, BPT, M, PS)                                                     \
+  if (same_kernel(spec, TableKind::T, Partition::P, Staging::S, TPB, BPT, PS)) {                 \
+    simt<TableKind::T, Partition::P, Staging::S, TPB, BPT, PS>(spec, img, out, lo, hi);          \
+    return;                                                                                     \
   }
   DF11_GAP_VARIANTS(DF11_SIMT)
 #undef DF11_SIMT
@@ -85,10 +106,10 @@ void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* ou
 
 void emulate_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi) {
   const HostImage img = prepare_image(spec, unit);
-#define DF11_EMULATE(T, P, S, TPB, BPT, M)                                                                       \
-  if (spec.table == TableKind::T && spec.partition == Partition::P && spec.staging == Staging::S) {               \
-    emulate<TableKind::T, Partition::P, Staging::S>(spec, img, out, lo, hi);                                       \
-    return;                                                                                                        \
+#define DF11_EMULATE(T, P, S, TPB, BPT, M, PS)                                                  \
+  if (same_kernel(spec, TableKind::T, Partition::P, Staging::S, TPB, BPT, PS)) {                 \
+    emulate<TableKind::T, Partition::P, Staging::S, PS>(spec, img, out, lo, hi);                 \
+    return;                                                                                     \
   }
   DF11_GAP_VARIANTS(DF11_EMULATE)
 #undef DF11_EMULATE
