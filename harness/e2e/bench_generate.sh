@@ -5,6 +5,9 @@
 # The model is synthesized and compressed once (`df11 synth`, `df11 compress`: a 16.6 GB DF11
 # directory under E2E_WORK_DIR, default $TMPDIR or /tmp, removed at the end); every run loads
 # it (BF16 runs decode it on the host). If that fails (disk), runs synthesize in memory.
+# E2E_VARIANT names the DF11 decoder variant of every DF11 run (default: df11 generate's own,
+# kDefaultCudaVariant); scripts/device_check.sh sets it to the fastest variant of the official
+# layout its decode step measured.
 # Usage: bench_generate.sh DF11_BINARY OUT.jsonl [NEW_TOKENS] [PROMPT_LEN]
 set -uo pipefail
 
@@ -13,6 +16,8 @@ out=${2:?usage: bench_generate.sh DF11_BINARY OUT.jsonl [NEW_TOKENS] [PROMPT_LEN
 new=${3:-32}
 plen=${4:-128}
 failures=0
+vargs=()
+[ -n "${E2E_VARIANT:-}" ] && vargs=(--variant "$E2E_VARIANT") && echo "+ DF11 runs use variant $E2E_VARIANT" >&2
 
 work=${E2E_WORK_DIR:-${TMPDIR:-/tmp}}/df11_e2e_nemo.$$
 trap 'rm -rf "$work"' EXIT
@@ -41,23 +46,25 @@ run() {
 # models on the device: BF16 24.5 GB + DF11 ~17 GB), then batch 1 (BF16, DF11, chunked DF11,
 # the chunked check), then per batch (1, the 2048-token prefill, 8, 64) what is left of BF16,
 # DF11 and CPU offload. CPU offload moves all 24.5 GB over PCIe per token: a few tokens suffice.
-run --weights df11 --check --batch 8 --prompt-len "$plen" --max-new-tokens 8
+run --weights df11 "${vargs[@]}" --check --batch 8 --prompt-len "$plen" --max-new-tokens 8
 # Batch 1, whole blocks and chunked (each block GEMM in L2-sized row slices decoded just before
 # it: half an H100 L2), then the chunked bit-identity check.
 chunk=${CHUNK_BYTES:-25000000}
 run --weights bf16 --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
-run --weights df11 --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
-run --weights df11 --chunk-bytes "$chunk" --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
-run --weights df11 --check --chunk-bytes "$chunk" --batch 1 --prompt-len "$plen" --max-new-tokens 4
+run --weights df11 "${vargs[@]}" --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
+run --weights df11 "${vargs[@]}" --chunk-bytes "$chunk" --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
+run --weights df11 "${vargs[@]}" --check --chunk-bytes "$chunk" --batch 1 --prompt-len "$plen" --max-new-tokens 4
 for batch in 1 prefill 8 64; do
   for w in bf16 df11 cpu-offload; do
     [ "$batch" = 1 ] && [ "$w" != cpu-offload ] && continue  # done above
     n=$new
     [ "$w" = cpu-offload ] && n=4
+    extra=()
+    [ "$w" = df11 ] && extra=("${vargs[@]}")
     if [ "$batch" = prefill ]; then
-      run --weights "$w" --batch 1 --prompt-len 2048 --max-new-tokens 2
+      run --weights "$w" "${extra[@]}" --batch 1 --prompt-len 2048 --max-new-tokens 2
     else
-      run --weights "$w" --batch "$batch" --prompt-len "$plen" --max-new-tokens "$n"
+      run --weights "$w" "${extra[@]}" --batch "$batch" --prompt-len "$plen" --max-new-tokens "$n"
     fi
   done
 done

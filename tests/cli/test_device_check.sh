@@ -27,4 +27,19 @@ if STEPS="decode" BUILD="$build" "$src/scripts/device_check.sh" "$scratch/c" >/d
 fi
 grep -q "^decode throughput *FAILED" "$scratch/c/summary.txt" || fail "failed step not reported"
 grep -qi "no CUDA device" "$scratch/c/device_check.log" || fail "log does not say why"
+# The e2e step's variant: the fastest passed decode of the official layout in this run's decode
+# results (a faster variant of another layout and a failed one do not count).
+mkdir -p "$scratch/d/decode"
+row() { printf '{"case": {"method": "decode", "variant": "%s"}, "summary": {"median_s": %s}, "disposition": "%s"}\n' "$@"; }
+{
+  row flat12.gap5-warp.smem-out.t512.b8 0.0009 passed
+  row multi12.gap5-warp.exp-smem-v16.t512.b8.persist 0.0004 passed
+  row multi12c.gap4-tpos.exp-smem-v16.t256.b16 0.0002 passed
+  row lut8x4.gap5-block.direct.t512.b8 0.0001 incorrect
+  echo '{"cut off'
+} >"$scratch/d/decode/results.jsonl"
+STEPS="e2e" BUDGET_S=5 MIN_STEP_S=30 BUILD="$build" "$src/scripts/device_check.sh" "$scratch/d" >/dev/null 2>&1 ||
+  fail "an e2e run skipped for budget should exit 0"
+grep -q "^e2e variant: multi12.gap5-warp.exp-smem-v16.t512.b8.persist " "$scratch/d/summary.txt" ||
+  fail "e2e variant not chosen from the decode results: $(cat "$scratch/d/summary.txt")"
 echo "device_check.sh: skip, budget and failure paths ok"
