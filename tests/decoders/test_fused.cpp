@@ -84,7 +84,7 @@ void check_case(const Case& c, int batch) {
 
 }  // namespace
 
-TEST_CASE("fused decode+GEMV equals the same kernels on BF16 weights, bit for bit", "[decoders][simt][fused]") {
+TEST_CASE("simt: fused decode+GEMV equals the same kernels on BF16 weights, bit for bit", "[decoders][simt][fused]") {
   // ~57k elements in ~4-5 blocks: rows of 2048, 1536 and 3000 elements, so rows straddle blocks
   // and a block holds a matrix boundary. (Few rows per block: the executor pays per barrier.)
   const Case c = make_case({{10, 2048}, {12, 1536}, {6, 3004}}, 3);  // 3004: the scalar path

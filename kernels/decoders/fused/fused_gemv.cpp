@@ -95,7 +95,9 @@ FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mat
 void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint16_t* weights,
                      const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch) {
   const HostImage img = prepare_image(fused::kSpec, unit);
-  const LaunchParams p = host_launch_params(img, nullptr, 0, img.n_elements);
+  LaunchParams p = host_launch_params(img, nullptr, 0, img.n_elements);
+  p.block_begin = 0;
+  p.block_count = static_cast<uint32_t>(img.n_blocks);
   const SmemLayout sl = smem_layout(fused::kSpec, img.n_rows, img.max_block_elements);
   fused::GemvParams g = fused::gemv_params(plan, x, y, batch, weights);
   g.pair_base = plan.pair_base.data();
@@ -106,8 +108,10 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint1
   fused::choose_vector_paths(g, p.sign_mantissa);
   if (img.n_blocks > 0) {
     fused::with_batch_size(batch, [&](auto b) {
-      simt::launch({static_cast<unsigned>(img.n_blocks)}, {fused::kThreads}, fused::smem_bytes(sl),
-                   [&](uint8_t* smem) { fused::gemv_block<decltype(b)::value>(p, sl, smem, g); });
+      // A grid of at most 3 persistent blocks, so that they loop as on a GPU.
+      const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(img.n_blocks, 3));
+      simt::launch({grid}, {fused::kThreads}, fused::smem_bytes(sl),
+                   [&](uint8_t* smem) { fused::gemv_blocks<decltype(b)::value>(p, sl, smem, g); });
     });
   }
   const uint64_t n_out = plan.n_rows * static_cast<uint64_t>(batch);

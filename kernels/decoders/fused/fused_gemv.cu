@@ -15,7 +15,7 @@ template <int B>
 __global__ void __launch_bounds__(fused::kThreads)
     fused_gemv_kernel(const __grid_constant__ LaunchParams p, const SmemLayout sl, const __grid_constant__ fused::GemvParams g) {
   extern __shared__ __align__(16) uint8_t smem[];
-  fused::gemv_block<B>(p, sl, smem, g);
+  fused::gemv_blocks<B>(p, sl, smem, g);
 }
 
 __global__ void fused_finish_kernel(const __grid_constant__ fused::GemvParams g) {
@@ -23,7 +23,7 @@ __global__ void fused_finish_kernel(const __grid_constant__ fused::GemvParams g)
 }
 
 template <int B>
-void launch_blocks(const LaunchParams& p, const SmemLayout& sl, const fused::GemvParams& g, uint64_t n_blocks,
+void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams& g, uint64_t n_blocks,
                    cudaStream_t s) {
   auto kernel = fused_gemv_kernel<B>;
   const unsigned smem = fused::smem_bytes(sl);
@@ -32,7 +32,21 @@ void launch_blocks(const LaunchParams& p, const SmemLayout& sl, const fused::Gem
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     opted_in = smem;
   }
-  kernel<<<static_cast<unsigned>(n_blocks), fused::kThreads, smem, s>>>(p, sl, g);
+  // Persistent blocks: as many as are resident at once (cached per shared-memory size).
+  static thread_local unsigned cached_smem = 0;
+  static thread_local uint64_t cached_grid = 0;
+  if (cached_smem != smem || cached_grid == 0) {
+    int per_sm = 0, device = 0, sms = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, fused::kThreads, smem));
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    cached_smem = smem;
+    cached_grid = static_cast<uint64_t>(per_sm > 0 ? per_sm : 1) * static_cast<uint64_t>(sms > 0 ? sms : 1);
+  }
+  p.block_begin = 0;
+  p.block_count = static_cast<uint32_t>(n_blocks);
+  const uint64_t grid = n_blocks < cached_grid ? n_blocks : cached_grid;
+  kernel<<<static_cast<unsigned>(grid), fused::kThreads, smem, s>>>(p, sl, g);
   CUDA_CHECK(cudaGetLastError());
 }
 

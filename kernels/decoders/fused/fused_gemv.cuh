@@ -2,7 +2,7 @@
 // matrix m of a DF11 unit, straight from the encoding, without writing the decoded weights to
 // global memory. The BF16 words exist only in shared memory (as exponent bytes) and registers.
 //
-// Kernel 1, one block per DF11 gap block: decode the block's exponents into shared memory (the
+// Kernel 1, persistent blocks looping over the DF11 blocks: decode a block's exponents into shared memory (the
 // multi12.gap5-warp.exp-smem-v16.t512.b8 decoder's phases: up to three codes per table lookup,
 // which the instruction budget of a memory-bound fused GEMV needs), then for every row the block's
 // elements touch, multiply its part of the row by X and reduce over the block in a fixed order
@@ -115,16 +115,16 @@ DF11_HD float fma_rn(float w, float x, float acc) {
 DF11_HD unsigned reduce_offset(const SmemLayout& sl) { return align_up(sl.total); }
 DF11_HD unsigned smem_bytes(const SmemLayout& sl) { return reduce_offset(sl) + kWarps * kMaxBatch * 4; }
 
-// Kernel 1 for one block. B: the batch rounded up to a compiled size (rows b >= g.batch are
-// skipped).
+// Kernel 1 for DF11 block blk, the tables already in shared memory. B: the batch rounded up to
+// a compiled size (rows b >= g.batch are skipped).
 template <int B>
-DF11_HD void gemv_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
+DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g,
+                            uint64_t blk) {
   const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
-  const uint64_t blk = p.block_begin + simt::bid_x();
   uint64_t first = 0, end = 0, base = 0;
   const uint8_t* exps = smem + sl.exps;
   if (g.weights == nullptr) {
-    const auto c = gap_decode_phases<kSpec.table, kSpec.partition, kSpec.staging, kThreads, kBytesPerThread>(p, sl, smem);
+    const auto c = decode_phases<kSpec.table, kSpec.partition, kSpec.staging, kThreads, kBytesPerThread>(p, sl, smem, blk);
     first = c.block_first;
     end = c.block_end;
     base = exp_base(c);
@@ -208,6 +208,24 @@ DF11_HD void gemv_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* sm
     }
     simt::sync_block();  // red is reused by the next row
     row_start = seg_end;
+  }
+}
+
+// Kernel 1, persistent: about as many CUDA blocks as are resident at once; each loads the
+// decode tables once (24 KB for multi12, against 4 KB of stream per DF11 block) and takes DF11
+// blocks block_begin + bid, + gridDim, ... below block_begin + block_count. Shared memory is
+// reused, so a barrier ends every block.
+template <int B>
+DF11_HD void gemv_blocks(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
+  if (g.weights == nullptr) {
+    constexpr VariantSpec spec = kSpec;  // a local copy: device code may not bind the host constant
+    load_tables(spec, p, smem, sl, simt::tid_x(), kThreads);
+    simt::sync_block();
+  }
+  const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
+  for (uint64_t blk = p.block_begin + simt::bid_x(); blk < end; blk += simt::gdim_x()) {
+    gemv_one_block<B>(p, sl, smem, g, blk);
+    simt::sync_block();
   }
 }
 
