@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,6 +25,18 @@ namespace df11::cuda {
 
 // True when a CUDA device can be used; "no driver" and "no device" are not errors.
 [[nodiscard]] bool device_available();
+
+// Blocks of `kernel` resident on the current device at once with `threads` threads and `smem`
+// bytes of dynamic shared memory each (occupancy x SMs, at least 1): the grid of a persistent
+// kernel. Host calls only; callers cache it per kernel and size.
+template <class Kernel>
+uint64_t resident_blocks(Kernel kernel, int threads, unsigned smem) {
+  int per_sm = 0, device = 0, sms = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return static_cast<uint64_t>(per_sm > 0 ? per_sm : 1) * static_cast<uint64_t>(sms > 0 ? sms : 1);
+}
 
 template <class T>
 class DeviceBuffer {

@@ -36,12 +36,8 @@ void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
   static thread_local unsigned cached_smem = 0;
   static thread_local uint64_t cached_grid = 0;
   if (cached_smem != smem || cached_grid == 0) {
-    int per_sm = 0, device = 0, sms = 0;
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, fused::kThreads, smem));
-    CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    cached_grid = cuda::resident_blocks(kernel, fused::kThreads, smem);
     cached_smem = smem;
-    cached_grid = static_cast<uint64_t>(per_sm > 0 ? per_sm : 1) * static_cast<uint64_t>(sms > 0 ? sms : 1);
   }
   p.block_begin = 0;
   p.block_count = static_cast<uint32_t>(n_blocks);

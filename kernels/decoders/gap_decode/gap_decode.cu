@@ -57,12 +57,8 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
     static thread_local unsigned cached_smem = 0;
     static thread_local uint64_t cached_grid = 0;
     if (cached_smem != sl.total || cached_grid == 0) {
-      int per_sm = 0, device = 0, sms = 0;
-      CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, TPB, sl.total));
-      CUDA_CHECK(cudaGetDevice(&device));
-      CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+      cached_grid = cuda::resident_blocks(kernel, TPB, sl.total);
       cached_smem = sl.total;
-      cached_grid = static_cast<uint64_t>(per_sm > 0 ? per_sm : 1) * static_cast<uint64_t>(sms > 0 ? sms : 1);
     }
     grid = std::min(grid, cached_grid);
   }
