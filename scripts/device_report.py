@@ -271,18 +271,17 @@ def main():
         shutil.copy2(last_with("gpu_bench.json") / "gpu_bench.json", check_dir / "gpu_bench.json")
     several = len(a.device_out) > 1
 
-    def joined(name):  # the folders' copies of a text file, one after another ("" if none)
+    def joined(name, headers=True):  # the folders' copies of a text file in turn ("" if none)
         parts = []
         for k, d in enumerate(a.device_out, 1):
             if (d / name).is_file():
                 text = (d / name).read_text(encoding="utf-8", errors="replace")
-                parts.append((f"== call {k} ({d.name})\n" if several else "") + text.rstrip("\n") + "\n")
+                head = f"== call {k} ({d.name})\n" if headers and several else ""
+                parts.append(head + text.rstrip("\n") + "\n")
         return "".join(parts)
 
-    for name in ("summary.txt", "device_check.log", "e2e.jsonl"):
-        text = joined(name) if name != "e2e.jsonl" else "".join(
-            (d / name).read_text(encoding="utf-8", errors="replace").rstrip("\n") + "\n"
-            for d in a.device_out if (d / name).is_file())
+    for name, headers in (("summary.txt", True), ("device_check.log", True), ("e2e.jsonl", False)):
+        text = joined(name, headers)
         if text:
             (check_dir / name).write_text(text, encoding="utf-8")
 

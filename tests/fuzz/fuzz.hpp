@@ -15,6 +15,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -32,6 +35,23 @@ std::vector<Bytes> fuzz_seeds();
   std::fprintf(stderr, "FUZZ FINDING: %s\n", what.c_str());
   std::fflush(stderr);
   std::abort();
+}
+
+// A file's bytes (empty if it cannot be read).
+inline Bytes read_bytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Writes fuzz_seeds() as DIR/seed0, seed1, ... (a corpus for libFuzzer); returns how many.
+inline std::size_t write_seeds(const std::filesystem::path& dir) {
+  std::filesystem::create_directories(dir);
+  const std::vector<Bytes> seeds = fuzz_seeds();
+  for (std::size_t i = 0; i < seeds.size(); ++i) {
+    std::ofstream out(dir / ("seed" + std::to_string(i)), std::ios::binary);
+    out.write(reinterpret_cast<const char*>(seeds[i].data()), static_cast<std::streamsize>(seeds[i].size()));
+  }
+  return seeds.size();
 }
 
 // An input refused as it should be; printed when DF11_FUZZ_VERBOSE is set (to see what a

@@ -2,9 +2,7 @@
 // mutation run over the seeds (see fuzz.hpp).
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <random>
 #include <string>
 
@@ -13,12 +11,6 @@
 namespace {
 
 using df11::fuzz::Bytes;
-
-Bytes read_file(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + p.string());
-  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 void run(const Bytes& b) { LLVMFuzzerTestOneInput(b.data(), b.size()); }
 
@@ -95,12 +87,7 @@ int main(int argc, char** argv) {
   if (self_test < 0 && seeds_dir.empty() && inputs.empty()) return usage();
   const std::vector<Bytes> seeds = df11::fuzz::fuzz_seeds();
   if (!seeds_dir.empty()) {
-    std::filesystem::create_directories(seeds_dir);
-    for (std::size_t i = 0; i < seeds.size(); ++i) {
-      std::ofstream out(std::filesystem::path(seeds_dir) / ("seed" + std::to_string(i)), std::ios::binary);
-      out.write(reinterpret_cast<const char*>(seeds[i].data()), static_cast<std::streamsize>(seeds[i].size()));
-    }
-    std::cout << "wrote " << seeds.size() << " seeds to " << seeds_dir << "\n";
+    std::cout << "wrote " << df11::fuzz::write_seeds(seeds_dir) << " seeds to " << seeds_dir << "\n";
   }
   std::size_t n_run = 0;
   for (const std::string& in : inputs) {
@@ -113,7 +100,8 @@ int main(int argc, char** argv) {
       files.push_back(in);
     }
     for (const auto& f : files) {
-      run(read_file(f));
+      if (!std::filesystem::is_regular_file(f)) throw std::runtime_error("cannot read " + f.string());
+      run(df11::fuzz::read_bytes(f));
       ++n_run;
     }
   }

@@ -27,13 +27,12 @@ const std::vector<Layout>& layouts() {
   return l;
 }
 
-std::string check_error(const Error& e, const char* who) {
+void check_error(const Error& e, const char* who) {
   const std::string what = e.what();
   if (what.find("unit fz") == std::string::npos && what.find("fz:") == std::string::npos &&
       what.find("fz ") == std::string::npos) {
     fuzz::finding(std::string(who) + " refused without naming the unit: " + what);
   }
-  return what;
 }
 
 std::vector<uint16_t> make_words(fuzz::Reader& r, bool df11_layout) {

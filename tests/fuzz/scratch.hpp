@@ -31,11 +31,6 @@ inline void write_bytes(const std::filesystem::path& p, const uint8_t* data, siz
   if (!out) finding("cannot write scratch file " + p.string());
 }
 
-inline Bytes read_bytes(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 // Removes the scratch directory when the process ends normally.
 struct ScratchCleanup {
   ~ScratchCleanup() {

@@ -52,8 +52,13 @@ struct VariantSpec {
   [[nodiscard]] std::string name() const;
   [[nodiscard]] Traits traits() const;
   [[nodiscard]] Layout layout() const;
-  [[nodiscard]] bool canonical_layout() const {
-    return table == TableKind::flat_canon || table == TableKind::canon || table == TableKind::multi_canon;
+  // Canonical-layout variants are exactly those that read a canonical table.
+  [[nodiscard]] bool canonical_layout() const { return has_canon_table(); }
+  // Whether `o` runs the same kernel instance (.matrix only changes how the harness launches it).
+  [[nodiscard]] bool same_kernel(const VariantSpec& o) const {
+    return table == o.table && partition == o.partition && staging == o.staging &&
+           threads_per_block == o.threads_per_block && bytes_per_thread == o.bytes_per_thread &&
+           persistent == o.persistent;
   }
   // Which tables the variant's kernel reads (what prepare_image builds and uploads).
   [[nodiscard]] DF11_HD constexpr bool has_multi_root() const {

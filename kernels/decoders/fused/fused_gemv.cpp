@@ -108,8 +108,7 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint1
   fused::choose_vector_paths(g, p.sign_mantissa);
   if (img.n_blocks > 0) {
     fused::with_batch_size(batch, [&](auto b) {
-      // A grid of at most 3 persistent blocks, so that they loop as on a GPU.
-      const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(img.n_blocks, 3));
+      const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(img.n_blocks, kSimtPersistentGrid));
       simt::launch({grid}, {fused::kThreads}, fused::smem_bytes(sl),
                    [&](uint8_t* smem) { fused::gemv_blocks<decltype(b)::value>(p, sl, smem, g); });
     });

@@ -77,12 +77,7 @@ void VariantDecoder::launch(const DeviceImage& image, uint16_t* out_device, uint
   // The image must come from this very variant: variants sharing a layout prepare different
   // tables (a flat root, a canonical table) and shared-memory layouts.
   const auto* img = dynamic_cast<const GapDeviceImage*>(&image);
-  const auto same_kernel = [&](const VariantSpec& a) {
-    return a.table == spec_.table && a.partition == spec_.partition && a.staging == spec_.staging &&
-           a.threads_per_block == spec_.threads_per_block && a.bytes_per_thread == spec_.bytes_per_thread &&
-           a.persistent == spec_.persistent;
-  };
-  if (img == nullptr || !same_kernel(img->spec())) {
+  if (img == nullptr || !spec_.same_kernel(img->spec())) {
     throw Error(name() + ": launch with an image uploaded by another variant");
   }
   if (lo > hi || hi > img->n_elements()) {
@@ -90,8 +85,7 @@ void VariantDecoder::launch(const DeviceImage& image, uint16_t* out_device, uint
                 std::to_string(img->n_elements()) + " elements");
   }
 #define DF11_LAUNCH(T, P, S, TPB, BPT, M, PS)                                                                  \
-  if (spec_.table == TableKind::T && spec_.partition == Partition::P && spec_.staging == Staging::S &&         \
-      spec_.threads_per_block == TPB && spec_.bytes_per_thread == BPT && spec_.persistent == PS) {             \
+  if (spec_.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, PS})) {                      \
     launch_kernel<TableKind::T, Partition::P, Staging::S, TPB, BPT, PS>(*img, out_device, lo, hi, stream);      \
     return;                                                                                                    \
   }

@@ -51,7 +51,7 @@ DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_bl
   if (s.partition == Partition::gap_warp) take((tpb / 32 + 1) * 4, l.scan, l.scan_bytes);
   // The table region: [luts copy] or [multi root][flat root][canonical table], each present
   // or not as the table kind says.
-  unsigned table_bytes = 0, multi_at = 0, flat_at = 0, canon_at = 0;
+  unsigned table_bytes = 0, flat_at = 0, canon_at = 0;
   if (s.table == TableKind::lut_smem) table_bytes = static_cast<unsigned>(n_rows) * 256;
   if (s.has_multi_root()) table_bytes += align_up((1u << VariantSpec::kFlatBits) * 4);
   flat_at = table_bytes;
@@ -59,7 +59,7 @@ DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_bl
   canon_at = table_bytes;
   if (s.has_canon_table()) table_bytes += sizeof(CanonicalTable);
   if (table_bytes) take(table_bytes, l.table, l.table_bytes);
-  l.multi = l.table + multi_at;
+  l.multi = l.table;
   l.flat = l.table + flat_at;
   l.canon = l.table + canon_at;
   if (s.staging == Staging::smem_out || s.staging == Staging::cp_async) take(max_block_elements * 2, l.out, l.out_bytes);
@@ -267,14 +267,11 @@ DF11_HD auto make_table(const LaunchParams& p, uint8_t* smem, const SmemLayout& 
   } else if constexpr (TK == TableKind::flat_canon) {
     return FlatTables<VariantSpec::kFlatBits, CanonTables>{
         reinterpret_cast<const uint16_t*>(smem + sl.flat), {reinterpret_cast<const CanonicalTable*>(smem + sl.canon)}};
-  } else if constexpr (TK == TableKind::multi_lut) {
-    return MultiTables<VariantSpec::kFlatBits, FlatTables<VariantSpec::kFlatBits, LutTables<true>>>{
-        reinterpret_cast<const uint32_t*>(smem + sl.multi),
-        {reinterpret_cast<const uint16_t*>(smem + sl.flat), {p.luts, p.n_rows}}};
-  } else if constexpr (TK == TableKind::multi_canon) {
-    return MultiTables<VariantSpec::kFlatBits, FlatTables<VariantSpec::kFlatBits, CanonTables>>{
-        reinterpret_cast<const uint32_t*>(smem + sl.multi),
-        {reinterpret_cast<const uint16_t*>(smem + sl.flat), {reinterpret_cast<const CanonicalTable*>(smem + sl.canon)}}};
+  } else if constexpr (TK == TableKind::multi_lut || TK == TableKind::multi_canon) {
+    // The multi root over the flat tables of the same layout.
+    const auto single = make_table<TK == TableKind::multi_lut ? TableKind::flat_lut : TableKind::flat_canon>(p, smem, sl);
+    return MultiTables<VariantSpec::kFlatBits, decltype(single)>{reinterpret_cast<const uint32_t*>(smem + sl.multi),
+                                                                 single};
   } else {
     return CanonTables{reinterpret_cast<const CanonicalTable*>(smem + sl.canon)};
   }
@@ -393,6 +390,10 @@ DF11_HD void gap_decode_block(const LaunchParams& p, const SmemLayout& sl, uint8
     copy_out<S>(c, simt::tid_x());
   }
 }
+
+// Host runs (SIMT executor) of persistent kernels use at most this many CUDA blocks, so that
+// they loop over DF11 blocks as on a GPU.
+inline constexpr unsigned kSimtPersistentGrid = 3;
 
 // The kernel body of persistent blocks: the launch has about as many CUDA blocks as fit on the
 // GPU at once, each loads the tables once and decodes DF11 blocks block_begin + bid,

@@ -65,9 +65,6 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
   }
 }
 
-// A persistent kernel runs on at most kSimtPersistentGrid CUDA blocks, so they loop.
-constexpr uint64_t kSimtPersistentGrid = 3;
-
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Persist>
 void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   LaunchParams p = host_launch_params(img, out, lo, hi);
@@ -77,7 +74,7 @@ void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
   if constexpr (Persist) {
-    simt::launch({static_cast<unsigned>(std::min(b1 - b0, kSimtPersistentGrid))}, {static_cast<unsigned>(TPB)}, sl.total,
+    simt::launch({static_cast<unsigned>(std::min<uint64_t>(b1 - b0, kSimtPersistentGrid))}, {static_cast<unsigned>(TPB)}, sl.total,
                  [&](uint8_t* smem) { gap_decode_persistent<TK, P, S, TPB, BPT>(p, sl, smem); });
   } else {
     simt::launch({static_cast<unsigned>(b1 - b0)}, {static_cast<unsigned>(TPB)}, sl.total,
@@ -85,17 +82,13 @@ void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t
   }
 }
 
-bool same_kernel(const VariantSpec& s, TableKind t, Partition p, Staging st, int tpb, int bpt, bool persistent) {
-  return s.table == t && s.partition == p && s.staging == st && s.threads_per_block == tpb &&
-         s.bytes_per_thread == bpt && s.persistent == persistent;
-}
 
 }  // namespace
 
 void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi) {
   const HostImage img = prepare_image(spec, unit);
 #define DF11_SIMT(T, P, S, TPB, BPT, M, PS)                                                     \
-  if (same_kernel(spec, TableKind::T, Partition::P, Staging::S, TPB, BPT, PS)) {                 \
+  if (spec.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, PS})) {             \
     simt<TableKind::T, Partition::P, Staging::S, TPB, BPT, PS>(spec, img, out, lo, hi);          \
     return;                                                                                     \
   }
@@ -107,7 +100,7 @@ void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* ou
 void emulate_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi) {
   const HostImage img = prepare_image(spec, unit);
 #define DF11_EMULATE(T, P, S, TPB, BPT, M, PS)                                                  \
-  if (same_kernel(spec, TableKind::T, Partition::P, Staging::S, TPB, BPT, PS)) {                 \
+  if (spec.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, PS})) {             \
     emulate<TableKind::T, Partition::P, Staging::S, PS>(spec, img, out, lo, hi);                 \
     return;                                                                                     \
   }
