@@ -16,6 +16,7 @@
 #include "e2e/factory.hpp"
 #include "e2e/generate.hpp"
 #include "e2e/tokenizer.hpp"
+#include "fused/fused_gemv.hpp"
 
 namespace df11::cli {
 namespace {
@@ -39,6 +40,7 @@ struct GenerateArgs {
   bool json = false;
   int threads = 0;
   uint64_t chunk_bytes = 0;
+  bool fused_gemv = false;
 };
 
 // The model --check runs beside the selected one: BF16 against DF11 either way round; the
@@ -81,6 +83,12 @@ int run_generate(const GenerateArgs& a) {
   if (!a.variant.empty() && weights != e2e::WeightsKind::df11 && !a.check) {
     throw Error("--variant selects the DF11 decoder: it needs --weights df11 (or --check)");
   }
+  if (a.fused_gemv && weights == e2e::WeightsKind::cpu_offload) {
+    throw Error("--fused-gemv: the fused kernels read bf16 or df11 weights, not cpu-offload");
+  }
+  if (a.fused_gemv && backend != e2e::Backend::cuda) {
+    throw Error("--fused-gemv: the fused decode + GEMV kernels run on the CUDA backend only");
+  }
 
   std::unique_ptr<e2e::WeightSource> source;
   if (!a.synthetic.empty()) {
@@ -114,6 +122,7 @@ int run_generate(const GenerateArgs& a) {
   req.max_positions = static_cast<int>(prompt.size()) + a.max_new;
   req.threads = a.threads;
   req.chunk_bytes = a.chunk_bytes;  // --check's partner slices the same way (same GEMMs)
+  req.fused_gemv = a.fused_gemv;    // and runs the same fused kernels (on BF16 words, or decoding)
   std::vector<e2e::ModelRequest> requests{req};
   if (a.check) {
     e2e::ModelRequest ref = req;
@@ -159,6 +168,7 @@ int run_generate(const GenerateArgs& a) {
         {"method", model.describe()},
         {"batch", a.batch},
         {"chunk_bytes", a.chunk_bytes},
+        {"fused_gemv", a.fused_gemv},
         {"prompt_len", prompt.size()},
         {"new_tokens", a.max_new},
         {"seed", a.seed},
@@ -253,8 +263,9 @@ void add_generate(CLI::App& app) {
       ->check(CLI::IsMember({"bf16", "df11", "cpu-offload"}))
       ->capture_default_str();
   cmd->add_option("--variant", a->variant,
-                  fmt::format("DF11 decoder variant (default: decode_cpu on the CPU, {} on CUDA)",
-                              e2e::kDefaultCudaVariant));
+                  fmt::format("DF11 decoder variant (default: decode_cpu on the CPU, {} on CUDA, {} "
+                              "with --fused-gemv)",
+                              e2e::kDefaultCudaVariant, e2e::kDefaultFusedVariant));
   cmd->add_option("--batch", a->batch,
                   "Rows; row b is the prompt with every id shifted by b (a --prompt text: the same "
                   "in every row)")
@@ -273,6 +284,12 @@ void add_generate(CLI::App& app) {
                   "CUDA: run every block GEMM in row slices of about N bytes of weights, each decoded "
                   "(or copied) just before its GEMM while it is in L2 (e.g. 25000000 on an H100); "
                   "--check's partner slices the same way");
+  cmd->add_flag("--fused-gemv", a->fused_gemv,
+                fmt::format("CUDA, bf16 or df11 weights: passes of at most {} rows (decode steps at batch <= {}) "
+                            "run the block GEMMs and the lm_head through the fused decode + GEMV kernels, "
+                            "which read DF11 straight from its encoding (DF11 variant default {}); "
+                            "--check's partner runs the same kernels on BF16 words",
+                            dec::kFusedMaxBatch, dec::kFusedMaxBatch, e2e::kDefaultFusedVariant));
   cmd->callback([a] { exit_code() = run_generate(*a); });
 }
 

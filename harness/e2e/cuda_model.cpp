@@ -5,7 +5,10 @@
 // Weight providers: bf16 (all units resident on the device), df11 (DeviceImages of every unit,
 // each decoded by the selected variant into one reused buffer just before it runs), cpu-offload
 // (BF16 in pinned host memory, copied per unit into one reused buffer). Everything runs on one
-// stream, so a unit's decode or copy waits for the GEMMs still reading the buffer.
+// stream, so a unit's decode or copy waits for the GEMMs still reading the buffer. With
+// fused_gemv, passes of at most 16 rows run the block GEMMs and the lm_head through the fused
+// decode + GEMV kernels instead (df11: straight from the encoding; bf16: the same kernels on the
+// resident words), in groups the data flow allows: q k v; o; gate up; down.
 // cuBLAS is opened with dlopen when the first CUDA model is built: linked, its libraries cost
 // every run of the df11 tool ~0.2 s and ~200 MB of resident memory at start, GPU or not.
 #include <cublas_v2.h>
@@ -22,6 +25,7 @@
 #include "common/cuda_util.hpp"
 #include "decoder.hpp"
 #include "e2e/cuda_kernels.cuh"
+#include "fused/fused_gemv.hpp"
 #include "e2e/factory.hpp"
 #include "e2e/rope.hpp"
 
@@ -155,7 +159,10 @@ class DeviceProvider {
   // Allocates the reused buffer once every unit is known: as large as the largest decoder block
   // (the official runtime's one buffer), and no larger; the embedding and lm_head, bigger than a
   // block at Nemo's vocabulary, are acquired in ranges that fit (CudaModel::pass).
-  virtual void prepare(const ModelShape& s) { buffer_elements_ = reused_buffer_elements(s); }
+  virtual void prepare(const ModelShape& s) {
+    buffer_elements_ = reused_buffer_elements(s);
+    prepare_fused();
+  }
   // Device pointer to elements [lo, hi) of the unit as BF16 words, ready in stream order on s;
   // valid until the next acquire (df11, cpu-offload: they decode or copy into the reused
   // buffer) or for good (bf16: resident).
@@ -172,7 +179,62 @@ class DeviceProvider {
   [[nodiscard]] virtual uint64_t weight_bytes() const = 0;
   [[nodiscard]] virtual uint64_t decode_buffer_bytes() const { return 0; }
 
+  // ---- the fused decode + GEMV kernels (ModelRequest::fused_gemv) ----
+  [[nodiscard]] bool fused() const { return fused_on_; }
+  // The unit's fused kernels (decoder blocks and the lm_head), and where matrix `slice` of the
+  // unit's map is in their plan.
+  [[nodiscard]] const dec::FusedGemvDevice& fused_device(int unit) const {
+    const auto& d = fused_.at(sz(unit));
+    if (!d) throw Error(fmt::format("cuda model: unit {} has no fused kernels", unit));
+    return *d;
+  }
+  [[nodiscard]] std::size_t fused_matrix(int unit, int slice) const { return fused_index_.at(sz(unit)).at(sz(slice)); }
+  // What the fused kernels read: null to decode (df11); the unit's resident BF16 words (bf16).
+  [[nodiscard]] virtual const uint16_t* fused_weights(int) const { return nullptr; }
+  // The partial sums' scratch, shared by every unit (one stream orders the runs).
+  [[nodiscard]] float* fused_partials() const { return partials_.get(); }
+
+  // Called before the first add: units get fused kernels, except the embedding (unit
+  // embed_unit; the model gathers its rows, no GEMV).
+  void enable_fused(int embed_unit) {
+    fused_on_ = true;
+    embed_unit_ = embed_unit;
+  }
+
  protected:
+  // Builds the unit's fused kernels over its matrices in element order. shared: the decoder's
+  // image of the unit, or null (the kernels upload their own).
+  void add_fused(const UnitFeed& feed, const EncodedUnit& encoded, const dec::DeviceImage* shared, cudaStream_t s) {
+    if (!fused_on_ || feed.unit() == embed_unit_) return;
+    const UnitMap& m = feed.map();
+    std::vector<std::size_t> order(m.slices.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return m.slices[a].offset < m.slices[b].offset; });
+    std::vector<dec::GemvMatrix> mats;
+    std::vector<std::size_t> index(m.slices.size());
+    for (const std::size_t i : order) {
+      index[i] = mats.size();
+      mats.push_back({m.slices[i].offset, m.slices[i].rows, m.slices[i].cols});
+    }
+    if (sz(feed.unit()) >= fused_.size()) {
+      fused_.resize(sz(feed.unit()) + 1);
+      fused_index_.resize(sz(feed.unit()) + 1);
+    }
+    fused_[sz(feed.unit())] = std::make_unique<dec::FusedGemvDevice>(encoded, mats, 0, s, shared);
+    fused_index_[sz(feed.unit())] = std::move(index);
+  }
+  // The shared partials, sized for the largest unit at the largest fused batch.
+  void prepare_fused() {
+    uint64_t floats = 0;
+    for (const auto& d : fused_)
+      if (d) floats = std::max(floats, d->partials_floats(dec::kFusedMaxBatch));
+    if (floats > 0) partials_ = cuda::DeviceBuffer<float>(floats);
+  }
+  [[nodiscard]] uint64_t fused_bytes() const {
+    uint64_t b = partials_.bytes();
+    for (const auto& d : fused_) b += d ? d->device_bytes() : 0;
+    return b;
+  }
   void set_map(const UnitFeed& feed) {
     if (sz(feed.unit()) >= maps_.size()) maps_.resize(sz(feed.unit()) + 1);
     maps_[sz(feed.unit())] = feed.map();
@@ -198,6 +260,13 @@ class DeviceProvider {
  protected:
   std::vector<UnitMap> maps_;
   uint64_t buffer_elements_ = 0;
+
+ private:
+  bool fused_on_ = false;
+  int embed_unit_ = -1;
+  std::vector<std::unique_ptr<dec::FusedGemvDevice>> fused_;
+  std::vector<std::vector<std::size_t>> fused_index_;  // per unit: per slice of its map, the plan's matrix
+  cuda::DeviceBuffer<float> partials_;
 };
 
 class Bf16DeviceProvider final : public DeviceProvider {
@@ -209,7 +278,10 @@ class Bf16DeviceProvider final : public DeviceProvider {
     auto& buf = units_[sz(feed.unit())] = cuda::DeviceBuffer<uint16_t>(w.size());
     CUDA_CHECK(cudaMemcpyAsync(buf.get(), w.data(), w.size() * 2, cudaMemcpyHostToDevice, s));
     CUDA_CHECK(cudaStreamSynchronize(s));  // the feed's host copy goes away after add
+    // The fused kernels on BF16 words still follow the DF11 blocks' partition (their own image).
+    if (fused()) add_fused(feed, feed.encoded(Layout::df11()), nullptr, s);
   }
+  const uint16_t* fused_weights(int unit) const override { return units_.at(sz(unit)).get(); }
   const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t) override {
     check_range(unit, lo, hi);
     return units_.at(sz(unit)).get() + lo;
@@ -217,8 +289,10 @@ class Bf16DeviceProvider final : public DeviceProvider {
   bool resident() const override { return true; }
   WeightsKind kind() const override { return WeightsKind::bf16; }
   std::string describe() const override { return "bf16"; }
+  // With fused kernels, also their plans and images (the BF16 reference runs read the DF11
+  // block partition from them): memory that plain BF16 inference would not hold.
   uint64_t weight_bytes() const override {
-    uint64_t b = 0;
+    uint64_t b = fused_bytes();
     for (const auto& u : units_) b += u.bytes();
     return b;
   }
@@ -264,9 +338,9 @@ class ReusedBufferProvider : public DeviceProvider {
 
 class Df11DeviceProvider final : public ReusedBufferProvider {
  public:
-  explicit Df11DeviceProvider(const std::string& variant) {
+  Df11DeviceProvider(const std::string& variant, bool fused) {
     dec::register_all(registry_);
-    decoder_ = pick_decoder(registry_, variant);
+    decoder_ = pick_decoder(registry_, variant.empty() && fused ? std::string(kDefaultFusedVariant) : variant);
   }
   void add(UnitFeed& feed, cudaStream_t s) override {
     set_map(feed);
@@ -279,6 +353,13 @@ class Df11DeviceProvider final : public ReusedBufferProvider {
       throw Error(fmt::format("unit {}: {} encoded elements, its tensors hold {}", feed.name(),
                               images_[sz(feed.unit())]->n_elements(), feed.map().n_elements));
     }
+    if (fused()) {
+      try {  // the fused kernels read the decoder's image: no second copy of the unit
+        add_fused(feed, e, images_[sz(feed.unit())].get(), s);
+      } catch (const Error& err) {
+        throw Error(fmt::format("--fused-gemv with decoder {}: {}", decoder_->name(), err.what()));
+      }
+    }
   }
   const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) override {
     NvtxRange r("e2e.df11_decode");
@@ -290,7 +371,7 @@ class Df11DeviceProvider final : public ReusedBufferProvider {
   WeightsKind kind() const override { return WeightsKind::df11; }
   std::string describe() const override { return fmt::format("df11 ({})", decoder_->name()); }
   uint64_t weight_bytes() const override {
-    uint64_t b = buffer_.bytes();
+    uint64_t b = buffer_.bytes() + fused_bytes();
     for (const auto& i : images_) b += i ? i->device_bytes() : 0;
     return b;
   }
@@ -404,7 +485,8 @@ class CudaModel final : public Model {
   WeightsKind weights() const override { return provider_->kind(); }
   std::string describe() const override {
     return "cuda " + provider_->describe() +
-           (chunk_bytes_ ? fmt::format(", chunked GEMMs ({} B slices)", chunk_bytes_) : std::string());
+           (chunk_bytes_ ? fmt::format(", chunked GEMMs ({} B slices)", chunk_bytes_) : std::string()) +
+           (provider_->fused() ? fmt::format(", fused decode+GEMV up to {} rows", dec::kFusedMaxBatch) : std::string());
   }
   void reset() override { position_ = 0; }
 
@@ -464,6 +546,34 @@ class CudaModel final : public Model {
                                   CUBLAS_GEMM_DEFAULT));
   }
 
+  // One matrix of a fused run: Y[rows][ld] (+)= X[rows][in] . W^T, float output.
+  struct FusedGemv {
+    int slice;  // the matrix: its slice in the unit's map (a Role for blocks, 0 for the lm_head)
+    const uint16_t* x;
+    float* y;
+    int64_t ld;
+    bool accumulate;
+  };
+  // The unit's fused kernels over these matrices: decoding them (df11) or reading the resident
+  // BF16 words (bf16) with the same arithmetic.
+  void fused_run(int unit, int64_t rows, std::initializer_list<FusedGemv> mats) {
+    NvtxRange r("e2e.fused_gemv");
+    const dec::FusedGemvDevice& dev = provider_->fused_device(unit);
+    const std::size_t n = dev.plan().mats.size();
+    dec::GemvRun run;
+    run.x.assign(n, nullptr);
+    run.y.assign(n, {});
+    for (const FusedGemv& g : mats) {
+      const std::size_t i = provider_->fused_matrix(unit, g.slice);
+      run.x[i] = g.x;
+      run.y[i] = dec::GemvOut{nullptr, g.y, g.ld, g.accumulate};
+    }
+    run.batch = static_cast<int>(rows);
+    run.weights = provider_->fused_weights(unit);
+    run.partials = provider_->fused_partials();
+    dev.run(run, stream_->get());
+  }
+
   void pass(int t_new) {
     const ModelShape& s = s_;
     const cudaStream_t st = stream_->get();
@@ -471,12 +581,15 @@ class CudaModel final : public Model {
     const int64_t nq = s.n_heads * D, nkv = s.n_kv_heads * D, nqkv = nq + 2 * nkv;
     const auto eps = static_cast<float>(s.rms_norm_eps);
     embed_rows(rows);
+    // Fused decode + GEMV: passes of at most 16 rows (a model's choice by rows alone, so that
+    // models with the same settings run the same arithmetic).
+    const bool fused = provider_->fused() && rows <= dec::kFusedMaxBatch;
     for (int64_t l = 0; l < s.n_layers; ++l) {
       NvtxRange r("e2e.layer");
       const int unit = static_cast<int>(l);
       // Whole blocks: the block is acquired once, before its first GEMM. Chunked: each GEMM
-      // acquires its weights slice by slice (layer_gemm).
-      const uint16_t* W = chunk_bytes_ ? nullptr : provider_->acquire(unit, st);
+      // acquires its weights slice by slice (layer_gemm). Fused: nothing is acquired.
+      const uint16_t* W = chunk_bytes_ || fused ? nullptr : provider_->acquire(unit, st);
       const UnitMap& m = provider_->map(unit);
       // y[rows][n] (+)= x[rows][k] . (the n x k matrix of the block starting at `role`)^T
       auto wgemm = [&](const uint16_t* x, int64_t k, Role role, int64_t n, float* y, int64_t ldy, bool acc) {
@@ -494,7 +607,11 @@ class CudaModel final : public Model {
         }
       };
       gpu::rmsnorm(h_.get(), rows, H, norm_in_[sz(l)].get(), H, eps, xb_.get(), st);
-      if (m.qkv_fused()) {
+      if (fused) {
+        fused_run(unit, rows, {{q_proj, xb_.get(), qkv_.get(), nqkv, false},
+                               {k_proj, xb_.get(), qkv_.get() + nq, nqkv, false},
+                               {v_proj, xb_.get(), qkv_.get() + nq + nkv, nqkv, false}});
+      } else if (m.qkv_fused()) {
         wgemm(xb_.get(), H, q_proj, nqkv, qkv_.get(), nqkv, false);
       } else {
         wgemm(xb_.get(), H, q_proj, nq, qkv_.get(), nqkv, false);
@@ -507,22 +624,38 @@ class CudaModel final : public Model {
       gpu::attention(qkv_.get(), nqkv, kc_[sz(l)].get(), vc_[sz(l)].get(), batch_, t_new, position_,
                      static_cast<int>(s.n_heads), static_cast<int>(s.n_kv_heads),
                      static_cast<int>(D), max_positions_, att_.get(), st);
-      wgemm(att_.get(), nq, o_proj, H, h_.get(), H, true);
+      if (fused) {
+        fused_run(unit, rows, {{o_proj, att_.get(), h_.get(), H, true}});
+      } else {
+        wgemm(att_.get(), nq, o_proj, H, h_.get(), H, true);
+      }
       gpu::rmsnorm(h_.get(), rows, H, norm_post_[sz(l)].get(), H, eps, xb_.get(), st);
-      if (m.gate_up_fused()) {
+      if (fused) {
+        fused_run(unit, rows, {{gate_proj, xb_.get(), gu_.get(), 2 * I, false},
+                               {up_proj, xb_.get(), gu_.get() + I, 2 * I, false}});
+      } else if (m.gate_up_fused()) {
         wgemm(xb_.get(), H, gate_proj, 2 * I, gu_.get(), 2 * I, false);
       } else {
         wgemm(xb_.get(), H, gate_proj, I, gu_.get(), 2 * I, false);
         wgemm(xb_.get(), H, up_proj, I, gu_.get() + I, 2 * I, false);
       }
       gpu::swiglu(gu_.get(), rows, I, act_.get(), st);
-      wgemm(act_.get(), I, down_proj, H, h_.get(), H, true);
+      if (fused) {
+        fused_run(unit, rows, {{down_proj, act_.get(), h_.get(), H, true}});
+      } else {
+        wgemm(act_.get(), I, down_proj, H, h_.get(), H, true);
+      }
     }
     gpu::rmsnorm(h_.get() + (t_new - 1) * H, batch_, int64_t{t_new} * H, norm_final_.get(), H, eps,
                  xf_.get(), st);
+    const int lm = lm_head_unit(s);
+    if (provider_->fused() && batch_ <= dec::kFusedMaxBatch) {
+      fused_run(lm, batch_, {{0, xf_.get(), logits_.get(), s.vocab, false}});
+      position_ += t_new;
+      return;
+    }
     // lm_head in row slices that fit the reused buffer, for every kind of weights alike (the
     // same GEMMs, so BF16 and DF11 logits stay bit-identical).
-    const int lm = lm_head_unit(s);
     const uint64_t lm_off = provider_->map(lm).slices[0].offset;
     const int64_t slice = table_slice_rows();
     for (int64_t r0 = 0; r0 < s.vocab; r0 += slice) {
@@ -603,12 +736,14 @@ class CudaBuilder final : public ModelBuilder {
         provider_ = std::make_unique<Bf16DeviceProvider>();
         break;
       case WeightsKind::df11:
-        provider_ = std::make_unique<Df11DeviceProvider>(r.variant);
+        provider_ = std::make_unique<Df11DeviceProvider>(r.variant, r.fused_gemv);
         break;
       case WeightsKind::cpu_offload:
+        if (r.fused_gemv) throw Error("--fused-gemv: the fused kernels read bf16 or df11 weights, not cpu-offload");
         provider_ = std::make_unique<OffloadProvider>();
         break;
     }
+    if (r.fused_gemv) provider_->enable_fused(embed_unit(s));
   }
   void add(UnitFeed& feed) override {
     provider_->add(feed, stream_->get());

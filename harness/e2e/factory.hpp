@@ -14,6 +14,9 @@ namespace df11::e2e {
 
 // The decoder variant CUDA models use unless told otherwise.
 inline constexpr const char* kDefaultCudaVariant = "flat12.gap5-warp.smem-out.t512.b8";
+// With fused_gemv, DF11 models decode (prefill, the embedding) with this variant unless told
+// otherwise: the fused kernels read the image it uploads (a multi12.gap5-*.t512.b8 variant's).
+inline constexpr const char* kDefaultFusedVariant = "multi12.gap5-warp.exp-smem-v16.t512.b8";
 
 struct ModelRequest {
   Backend backend = Backend::cpu;
@@ -29,6 +32,12 @@ struct ModelRequest {
   // L2 ("chunked"); the same slices for every kind of weights, so models with the same value
   // stay bit-identical. 0: a block is acquired whole before it runs.
   uint64_t chunk_bytes = 0;
+  // CUDA only, bf16 and df11 weights: a pass of at most dec::kFusedMaxBatch rows (decode steps
+  // at batch <= 16) runs every block GEMM and the lm_head through the fused decode + GEMV kernels
+  // (kernels/decoders/fused), which read DF11 straight from its encoding (bf16: the same kernels
+  // reading the resident BF16 words, the same sums in the same order, so the two stay
+  // bit-identical). Larger passes decode (or read) and run cuBLAS as without it.
+  bool fused_gemv = false;
 };
 
 // Takes the units of one model while it is built.

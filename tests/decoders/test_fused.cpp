@@ -4,7 +4,10 @@
 // reference; matrices whose rows straddle blocks, several matrices per block, batches 1..16.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
+#include <random>
 
 #include "codec/bf16.hpp"
 #include "codec/encoder.hpp"
@@ -110,4 +113,148 @@ TEST_CASE("fused plan: every row's pairs, in block order, cover the unit", "[dec
   gap[1].offset += 1;
   CHECK_FALSE(dec::fused_can_implement(enc, gap, 1).ok);
   REQUIRE_THROWS_AS(dec::plan_fused(enc, gap), Error);
+}
+
+TEST_CASE("fused plan: the blocks of an element range are exactly those that meet it", "[decoders][fused]") {
+  const Case c = make_case({{60, 300}, {70, 256}, {20, 1000}}, 5);
+  const EncodedUnit enc = encode(c.unit.view(), Layout::df11(), 2);
+  const dec::FusedPlan plan = dec::plan_fused(enc, c.mats);
+  REQUIRE(plan.n_blocks() == enc.n_blocks());
+  const uint64_t n = enc.n_elements;
+  std::mt19937_64 rng(11);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges = {{0, n}, {0, 1}, {n - 1, n}, {5, 5}};
+  for (const auto& m : c.mats) ranges.emplace_back(m.offset, m.offset + static_cast<uint64_t>(m.out * m.in));
+  for (int i = 0; i < 200; ++i) {
+    const uint64_t a = rng() % (n + 1), b = rng() % (n + 1);
+    ranges.emplace_back(std::min(a, b), std::max(a, b));
+  }
+  for (const auto& [lo, hi] : ranges) {
+    uint64_t first = plan.n_blocks(), last = 0;
+    for (uint64_t b = 0; b < plan.n_blocks(); ++b) {
+      if (plan.block_pos[b] < hi && plan.block_pos[b + 1] > lo) {
+        first = std::min(first, b);
+        last = b + 1;
+      }
+    }
+    const auto [b0, b1] = plan.blocks(lo, hi);
+    INFO("range [" << lo << ", " << hi << ")");
+    if (lo == hi || last == 0) {
+      REQUIRE(b0 == b1);
+    } else {
+      REQUIRE(b0 == first);
+      REQUIRE(b1 == last);
+    }
+  }
+}
+
+TEST_CASE("fused decode+GEMV runs: matrix subsets, float outputs with strides, accumulation", "[decoders][fused]") {
+  // Four matrices whose boundaries fall inside DF11 blocks, so a run of some of them decodes
+  // blocks that also hold rows of the others.
+  const Case c = make_case({{6, 2048}, {8, 1536}, {5, 3004}, {4, 1000}}, 7);
+  const int batch = 3;
+  const EncodedUnit enc = encode(c.unit.view(), Layout::df11(), 2);
+  const dec::FusedPlan plan = dec::plan_fused(enc, c.mats);
+  int inside = 0;  // matrix boundaries strictly inside a block
+  for (const auto& m : c.mats) {
+    const auto [b0, b1] = plan.blocks(m.offset, m.offset + 1);
+    inside += b1 == b0 + 1 && plan.block_pos[b0] < m.offset;
+  }
+  REQUIRE(inside >= 2);
+  const std::size_t n = c.mats.size();
+  std::vector<std::vector<uint16_t>> xs, full(n);
+  std::vector<const uint16_t*> xp;
+  std::vector<uint16_t*> yp;
+  for (std::size_t i = 0; i < n; ++i) {
+    xs.push_back(activations(static_cast<std::size_t>(batch * c.mats[i].in), 200 + i));
+    full[i].assign(static_cast<std::size_t>(batch * c.mats[i].out), 0xFFFF);
+    xp.push_back(xs[i].data());
+    yp.push_back(full[i].data());
+  }
+  dec::fused_gemv_simt(enc, plan, nullptr, xp, yp, batch);  // every matrix, BF16 outputs
+
+  constexpr uint32_t kPoison = 0x7FC0DEADu;  // a NaN no sum produces
+  auto bits = [](float f) { return std::bit_cast<uint32_t>(f); };
+  auto ld = [&](std::size_t m) { return c.mats[m].out + 3; };  // padded rows: must stay untouched
+  std::vector<std::vector<float>> f(n), fref(n);
+  for (std::size_t m = 0; m < n; ++m) {
+    f[m].assign(static_cast<std::size_t>(batch * ld(m)), std::bit_cast<float>(kPoison));
+    fref[m] = f[m];
+  }
+  auto subset_run = [&](const std::vector<std::size_t>& ms, std::vector<std::vector<float>>& out, const uint16_t* w,
+                        bool accumulate) {
+    dec::GemvRun run;
+    run.x.assign(n, nullptr);
+    run.y.assign(n, {});
+    run.batch = batch;
+    run.weights = w;
+    for (const std::size_t m : ms) {
+      run.x[m] = xs[m].data();
+      run.y[m] = dec::GemvOut{nullptr, out[m].data(), ld(m), accumulate};
+    }
+    dec::fused_gemv_simt(enc, plan, run);
+  };
+
+  // Matrices 0 and 3 first (2 lies between them and must not be computed), then 1, then 2.
+  subset_run({0, 3}, f, nullptr, false);
+  for (std::size_t m : {std::size_t{1}, std::size_t{2}}) {
+    for (float v : f[m]) REQUIRE(bits(v) == kPoison);
+  }
+  subset_run({1}, f, nullptr, false);
+  subset_run({2}, f, nullptr, false);
+  for (std::size_t m = 0; m < n; ++m) {
+    const auto& mt = c.mats[m];
+    for (int b = 0; b < batch; ++b) {
+      for (int64_t r = 0; r < ld(m); ++r) {
+        const float v = f[m][static_cast<std::size_t>(b * ld(m) + r)];
+        INFO("matrix " << m << " batch row " << b << " row " << r);
+        if (r >= mt.out) {
+          REQUIRE(bits(v) == kPoison);  // the stride's padding
+        } else {
+          // The float sum, rounded, is the BF16 output of the run over every matrix.
+          REQUIRE(float_to_bf16(v) == full[m][static_cast<std::size_t>(b * mt.out + r)]);
+        }
+      }
+    }
+  }
+  // The same runs reading BF16 weights: the same floats, bit for bit.
+  subset_run({0, 1}, fref, c.flat.data(), false);
+  subset_run({2, 3}, fref, c.flat.data(), false);
+  for (std::size_t m = 0; m < n; ++m) {
+    INFO("matrix " << m);
+    REQUIRE(fref[m].size() == f[m].size());
+    for (std::size_t i = 0; i < f[m].size(); ++i) REQUIRE(bits(fref[m][i]) == bits(f[m][i]));
+  }
+  // Accumulation: y += sum, onto a residual.
+  std::vector<std::vector<float>> acc(n);
+  std::mt19937_64 rng(3);
+  std::normal_distribution<float> nd(0.0f, 4.0f);
+  for (std::size_t m = 0; m < n; ++m) {
+    acc[m].resize(f[m].size());
+    for (auto& v : acc[m]) v = nd(rng);
+  }
+  const auto before = acc;
+  subset_run({0, 1, 2, 3}, acc, nullptr, true);
+  for (std::size_t m = 0; m < n; ++m) {
+    for (int b = 0; b < batch; ++b) {
+      for (int64_t r = 0; r < ld(m); ++r) {
+        const auto i = static_cast<std::size_t>(b * ld(m) + r);
+        const float want = r < c.mats[m].out ? before[m][i] + f[m][i] : before[m][i];
+        INFO("matrix " << m << " batch row " << b << " row " << r);
+        REQUIRE(bits(acc[m][i]) == bits(want));
+      }
+    }
+  }
+  // Refusals: no matrix, two outputs, a stride shorter than the rows, accumulating BF16.
+  dec::GemvRun bad;
+  bad.x.assign(n, nullptr);
+  bad.y.assign(n, {});
+  REQUIRE_THROWS_AS(dec::fused_gemv_simt(enc, plan, bad), Error);
+  bad.x[0] = xs[0].data();
+  uint16_t y16[64];
+  bad.y[0] = dec::GemvOut{y16, f[0].data(), 0, false};
+  REQUIRE_THROWS_AS(dec::fused_gemv_simt(enc, plan, bad), Error);
+  bad.y[0] = dec::GemvOut{nullptr, f[0].data(), c.mats[0].out - 1, false};
+  REQUIRE_THROWS_AS(dec::fused_gemv_simt(enc, plan, bad), Error);
+  bad.y[0] = dec::GemvOut{y16, nullptr, 0, true};
+  REQUIRE_THROWS_AS(dec::fused_gemv_simt(enc, plan, bad), Error);
 }

@@ -487,6 +487,12 @@ TEST_CASE("prompt helpers and option parsing", "[e2e]") {
   CHECK(resolve_backend("cpu") == Backend::cpu);
   if (!cuda_available()) CHECK(resolve_backend("auto") == Backend::cpu);
   CHECK_THROWS_AS(tiny_models({WeightsKind::cpu_offload}, 1, 4), Error);  // a CUDA method
+  {
+    const auto src = synthetic_source(named_config("tiny"), 0, kThreads, "tiny");
+    ModelRequest fused{Backend::cpu, WeightsKind::df11, "", 1, 4, kThreads};
+    fused.fused_gemv = true;  // a CUDA method too
+    CHECK_THROWS_WITH(build_models(*src, {fused}), Catch::Contains("--fused-gemv"));
+  }
   std::vector<int32_t> am;
   argmax_rows(std::vector<float>{1, 3, 3, NAN, 0, 0}, 2, 3, am);
   CHECK(am == std::vector<int32_t>{1, 1});

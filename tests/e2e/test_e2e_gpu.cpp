@@ -150,6 +150,46 @@ void run() {
     expect(false, std::string("tiny chunked: ") + e.what());
   }
 
+  // Fused decode + GEMV: DF11 decoding in the fused kernels against BF16 read by the same
+  // kernels, bit for bit (batch 1: the 7-token prefill is fused too; batch 4: a 28-row prefill
+  // through cuBLAS, then fused steps; batch 20: more rows than the kernels take, never fused);
+  // against plain BF16 (cuBLAS) within rounding, which a wrong matrix, stride or accumulation
+  // common to both fused models would break; a decoder whose image lacks the multi-symbol
+  // tables is refused by name.
+  try {
+    auto fused = [&](WeightsKind w, int batch, const std::string& variant = "") {
+      ModelRequest r = request(Backend::cuda, w, batch, 7 + steps, variant);
+      r.fused_gemv = true;
+      return r;
+    };
+    for (const int batch : {1, 4, 20}) {
+      const auto fp = batch_prompts(random_prompt(7, tiny.vocab, 1), batch, tiny.vocab);
+      auto fm = build_models(*src, {fused(WeightsKind::df11, batch), fused(WeightsKind::bf16, batch),
+                                    request(Backend::cuda, WeightsKind::bf16, batch, 7 + steps)});
+      expect(fm[0]->describe().find("fused decode+GEMV") != std::string::npos, "fused model says so: " + fm[0]->describe());
+      check_pair(*fm[0], *fm[1], fp, steps, fmt::format("tiny fused batch {}", batch));
+      // Batch 1: the 7-row prefill runs every layer fused; larger batches only the lm_head.
+      const double e = prefill_logit_error(*fm[1], *fm[2], fp);
+      expect(e < 2e-2, fmt::format("tiny fused batch {}: fused vs cuBLAS bf16 logits, relative error {:.2e} (< 2e-2)",
+                                   batch, e));
+    }
+    const auto vp = batch_prompts(random_prompt(7, tiny.vocab, 1), 2, tiny.vocab);
+    for (const auto& d : reg.all()) {
+      if (d->name().rfind("multi12.gap5", 0) != 0) continue;  // the variants whose image the fused kernels read
+      auto vm = build_models(*src, {fused(WeightsKind::df11, 2, d->name()), fused(WeightsKind::bf16, 2)});
+      check_pair(*vm[0], *vm[1], vp, 6, "fused with decoder " + d->name());
+    }
+    bool refused = false;
+    try {
+      (void)build_models(*src, {fused(WeightsKind::df11, 1, "flat12.gap5-warp.smem-out.t512.b8")});
+    } catch (const Error& e) {
+      refused = std::string(e.what()).find("multi12") != std::string::npos;
+    }
+    expect(refused, "fused with a flat12 decoder is refused, naming the multi12 variants");
+  } catch (const std::exception& e) {
+    expect(false, std::string("tiny fused: ") + e.what());
+  }
+
   // A vocabulary larger than the reused buffer holds: the lm_head in several slices (GEMMs into
   // logits + r0, ldc = vocab) and, with more than 64 distinct tokens, the embedding in slices;
   // for every kind of weights, against each other and against the CPU model.

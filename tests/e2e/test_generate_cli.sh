@@ -27,7 +27,7 @@ import json, sys
 j = json.loads(sys.argv[1])
 assert j["check"] == "passed" and j["check_steps"] == 5, j
 assert j["batch"] == 2 and j["prompt_len"] == 9 and len(j["tokens"]) == 2 and len(j["tokens"][0]) == 5
-for k in ("prefill_tokens_per_s", "decode_tokens_per_s", "peak_device_bytes", "peak_host_rss_bytes", "chunk_bytes"):
+for k in ("prefill_tokens_per_s", "decode_tokens_per_s", "peak_device_bytes", "peak_host_rss_bytes", "chunk_bytes", "fused_gemv"):
     assert k in j, k
 assert j["prefill_tokens_per_s"] > 0 and j["decode_tokens_per_s"] > 0
 PY
@@ -65,6 +65,8 @@ expect_error "no decoder variant 'nope'" --synthetic tiny --prompt-ids 1 --weigh
 expect_error "not a directory" --model /nonexistent --prompt-ids 1 --backend cpu
 expect_error "chunked GEMMs (--chunk-bytes) are a CUDA method" --synthetic tiny --prompt-ids 1 --chunk-bytes 4096 \
   --backend cpu
+expect_error "run on the CUDA backend only" --synthetic tiny --prompt-ids 1 --fused-gemv --backend cpu
+expect_error "not cpu-offload" --synthetic tiny --prompt-ids 1 --fused-gemv --weights cpu-offload --backend cpu
 expect_error "not a Tekken tokenizer" --synthetic tiny --tokenizer "$data/tekken_small_cases.json" --prompt x \
   --backend cpu
 if ! "$df11" generate --synthetic tiny --prompt-ids 1 --max-new-tokens 1 --backend cuda >/dev/null 2>&1; then

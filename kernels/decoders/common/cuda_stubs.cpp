@@ -21,7 +21,7 @@ void OfficialPtxDecoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_
 bool built_with_cuda() { return false; }
 
 struct FusedGemvDevice::Impl {};
-FusedGemvDevice::FusedGemvDevice(const EncodedUnit&, const std::vector<GemvMatrix>&, int, Stream) {
+FusedGemvDevice::FusedGemvDevice(const EncodedUnit&, const std::vector<GemvMatrix>&, int, Stream, const DeviceImage*) {
   no_cuda("fused gemv");
 }
 FusedGemvDevice::~FusedGemvDevice() = default;
@@ -29,6 +29,9 @@ void FusedGemvDevice::run(const std::vector<const uint16_t*>&, const std::vector
                           const uint16_t*) const {
   no_cuda("fused gemv");
 }
+void FusedGemvDevice::run(const GemvRun&, Stream) const { no_cuda("fused gemv"); }
+const FusedPlan& FusedGemvDevice::plan() const { no_cuda("fused gemv"); }
+uint64_t FusedGemvDevice::partials_floats(int) const { return 0; }
 uint64_t FusedGemvDevice::device_bytes() const { return 0; }
 
 }  // namespace df11::dec

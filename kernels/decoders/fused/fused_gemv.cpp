@@ -65,7 +65,8 @@ FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mat
     return row_base[m] + (e - mats[m].offset) / static_cast<uint64_t>(mats[m].in);
   };
   const uint64_t n_blocks = unit.n_blocks();
-  std::vector<uint32_t> pos(n_blocks + 1);
+  std::vector<uint64_t>& pos = plan.block_pos;
+  pos.resize(n_blocks + 1);
   for (uint64_t b = 0; b <= n_blocks; ++b) pos[b] = unit.position(b);
   std::vector<std::vector<uint32_t>> pairs_of_row(plan.n_rows);
   plan.pair_base.assign(n_blocks + 1, 0);
@@ -91,29 +92,57 @@ FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mat
   return plan;
 }
 
+std::pair<uint64_t, uint64_t> FusedPlan::blocks(uint64_t lo, uint64_t hi) const {
+  const uint64_t n = n_blocks();
+  if (lo >= hi || n == 0) return {0, 0};
+  // First block whose end passes lo; first block that starts at or after hi.
+  const auto first = std::upper_bound(block_pos.begin() + 1, block_pos.end(), lo) - (block_pos.begin() + 1);
+  const auto last = std::lower_bound(block_pos.begin(), block_pos.end() - 1, hi) - block_pos.begin();
+  return {static_cast<uint64_t>(first), std::max(static_cast<uint64_t>(first), static_cast<uint64_t>(last))};
+}
+
+GemvRun plain_run(const FusedPlan& plan, const uint16_t* weights, const std::vector<const uint16_t*>& x,
+                  const std::vector<uint16_t*>& y, int batch) {
+  if (y.size() != plan.mats.size()) {
+    throw Error(fmt::format("fused gemv: {} matrices, {} outputs given", plan.mats.size(), y.size()));
+  }
+  GemvRun run;
+  run.x = x;
+  for (uint16_t* out : y) run.y.push_back(GemvOut{out, nullptr, 0, false});
+  run.batch = batch;
+  run.weights = weights;
+  return run;
+}
 
 void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint16_t* weights,
                      const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch) {
+  fused_gemv_simt(unit, plan, plain_run(plan, weights, x, y, batch));
+}
+
+void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const GemvRun& run) {
   const HostImage img = prepare_image(fused::kSpec, unit);
+  if (img.n_blocks != plan.n_blocks()) throw Error(fmt::format("fused gemv: unit {} is not the plan's", unit.name));
+  fused::GemvParams g = fused::gemv_params(plan, run);
   LaunchParams p = host_launch_params(img, nullptr, 0, img.n_elements);
-  p.block_begin = 0;
-  p.block_count = static_cast<uint32_t>(img.n_blocks);
+  const auto [b0, b1] = fused::run_blocks(plan, g);
+  p.block_begin = static_cast<uint32_t>(b0);
+  p.block_count = static_cast<uint32_t>(b1 - b0);
   const SmemLayout sl = smem_layout(fused::kSpec, img.n_rows, img.max_block_elements);
-  fused::GemvParams g = fused::gemv_params(plan, x, y, batch, weights);
   g.pair_base = plan.pair_base.data();
   g.row_ptr = plan.row_ptr.data();
   g.row_pairs = plan.row_pairs.data();
-  std::vector<float> partials(std::max<uint64_t>(plan.n_pairs(), 1) * static_cast<uint64_t>(batch), -1e30f);
-  g.partials = partials.data();
+  // Poisoned: a partial kernel 2 reads that kernel 1 did not write shows in the outputs.
+  std::vector<float> partials(std::max<uint64_t>(plan.n_pairs(), 1) * static_cast<uint64_t>(run.batch), -1e30f);
+  g.partials = run.partials != nullptr ? run.partials : partials.data();
   fused::choose_vector_paths(g, p.sign_mantissa);
-  if (img.n_blocks > 0) {
-    fused::with_batch_size(batch, [&](auto b) {
-      const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(img.n_blocks, kSimtPersistentGrid));
+  if (b1 > b0) {
+    fused::with_batch_size(run.batch, [&](auto b) {
+      const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(b1 - b0, kSimtPersistentGrid));
       simt::launch({grid}, {fused::kThreads}, fused::smem_bytes(sl),
                    [&](uint8_t* smem) { fused::gemv_blocks<decltype(b)::value>(p, sl, smem, g); });
     });
   }
-  const uint64_t n_out = plan.n_rows * static_cast<uint64_t>(batch);
+  const uint64_t n_out = g.row_count * static_cast<uint64_t>(run.batch);
   for (uint64_t i = 0; i < n_out; ++i) fused::gemv_finish(g, i);
 }
 

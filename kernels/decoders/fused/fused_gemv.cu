@@ -23,7 +23,7 @@ __global__ void fused_finish_kernel(const __grid_constant__ fused::GemvParams g)
 }
 
 template <int B>
-void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams& g, uint64_t n_blocks,
+void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams& g, uint64_t b0, uint64_t b1,
                    cudaStream_t s) {
   auto kernel = fused_gemv_kernel<B>;
   const unsigned smem = fused::smem_bytes(sl);
@@ -39,9 +39,9 @@ void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
     cached_grid = cuda::resident_blocks(kernel, fused::kThreads, smem);
     cached_smem = smem;
   }
-  p.block_begin = 0;
-  p.block_count = static_cast<uint32_t>(n_blocks);
-  const uint64_t grid = n_blocks < cached_grid ? n_blocks : cached_grid;
+  p.block_begin = static_cast<uint32_t>(b0);
+  p.block_count = static_cast<uint32_t>(b1 - b0);
+  const uint64_t grid = b1 - b0 < cached_grid ? b1 - b0 : cached_grid;
   kernel<<<static_cast<unsigned>(grid), fused::kThreads, smem, s>>>(p, sl, g);
   CUDA_CHECK(cudaGetLastError());
 }
@@ -50,54 +50,78 @@ void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
 
 struct FusedGemvDevice::Impl {
   FusedPlan plan;
-  std::unique_ptr<GapDeviceImage> image;
+  std::unique_ptr<GapDeviceImage> own_image;
+  const GapDeviceImage* image = nullptr;  // own_image, or a decoder's
   cuda::DeviceBuffer<uint32_t> pair_base, row_ptr, row_pairs;
   cuda::DeviceBuffer<float> partials;
-  int max_batch = 1;
+  int max_batch = 0;
 };
 
 FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int max_batch,
-                                 Stream stream)
+                                 Stream stream, const DeviceImage* shared)
     : impl_(std::make_unique<Impl>()) {
-  if (const Status st = fused_can_implement(unit, mats, max_batch); !st.ok) throw Error(st.reason);
+  if (const Status st = fused_can_implement(unit, mats, std::max(max_batch, 1)); !st.ok) throw Error(st.reason);
   impl_->plan = plan_fused(unit, mats);
   impl_->max_batch = max_batch;
-  impl_->image = std::make_unique<GapDeviceImage>(fused::kSpec, prepare_image(fused::kSpec, unit), stream);
+  if (shared != nullptr) {
+    const auto* gap = dynamic_cast<const GapDeviceImage*>(shared);
+    if (gap == nullptr || !gap->spec().has_multi_root() || !(gap->spec().layout() == fused::kSpec.layout()) ||
+        gap->host().n_blocks != impl_->plan.n_blocks()) {
+      throw Error("fused gemv: unit " + unit.name + ": the shared image is not one of this unit with the " +
+                  "multi-symbol tables of layout " + fused::kSpec.layout().name() +
+                  " (a multi12.gap5-*.t512.b8 decoder's image)");
+    }
+    impl_->image = gap;
+  } else {
+    impl_->own_image = std::make_unique<GapDeviceImage>(fused::kSpec, prepare_image(fused::kSpec, unit), stream);
+    impl_->image = impl_->own_image.get();
+  }
   impl_->pair_base = cuda::DeviceBuffer<uint32_t>::from(impl_->plan.pair_base, stream);
   impl_->row_ptr = cuda::DeviceBuffer<uint32_t>::from(impl_->plan.row_ptr, stream);
   impl_->row_pairs = cuda::DeviceBuffer<uint32_t>::from(impl_->plan.row_pairs, stream);
-  impl_->partials =
-      cuda::DeviceBuffer<float>(std::max<uint64_t>(impl_->plan.n_pairs(), 1) * static_cast<uint64_t>(max_batch));
+  if (max_batch > 0) impl_->partials = cuda::DeviceBuffer<float>(partials_floats(max_batch));
   CUDA_CHECK(cudaStreamSynchronize(stream));  // the host vectors the copies read go on living; be explicit
 }
 
 FusedGemvDevice::~FusedGemvDevice() = default;
 
+const FusedPlan& FusedGemvDevice::plan() const { return impl_->plan; }
+
+uint64_t FusedGemvDevice::partials_floats(int batch) const {
+  return std::max<uint64_t>(impl_->plan.n_pairs(), 1) * static_cast<uint64_t>(std::max(batch, 1));
+}
+
 uint64_t FusedGemvDevice::device_bytes() const {
-  return impl_->image->device_bytes() + impl_->pair_base.bytes() + impl_->row_ptr.bytes() + impl_->row_pairs.bytes() +
-         impl_->partials.bytes();
+  return (impl_->own_image ? impl_->own_image->device_bytes() : 0) + impl_->pair_base.bytes() + impl_->row_ptr.bytes() +
+         impl_->row_pairs.bytes() + impl_->partials.bytes();
+}
+
+void FusedGemvDevice::run(const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch,
+                          Stream stream, const uint16_t* weights) const {
+  run(plain_run(impl_->plan, weights, x, y, batch), stream);
 }
 
 // One partials buffer: runs on different streams at the same time would race; callers use one.
-void FusedGemvDevice::run(const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch,
-                          Stream stream, const uint16_t* weights) const {
+void FusedGemvDevice::run(const GemvRun& r, Stream stream) const {
   const Impl& d = *impl_;
-  if (batch < 1 || batch > d.max_batch) {
-    throw Error("fused gemv: batch " + std::to_string(batch) + " outside 1.." + std::to_string(d.max_batch));
+  if (r.partials == nullptr && (r.batch < 1 || r.batch > d.max_batch)) {
+    throw Error("fused gemv: batch " + std::to_string(r.batch) + " outside the device's 1.." +
+                std::to_string(d.max_batch) + " (and no partials buffer given)");
   }
-  fused::GemvParams g = fused::gemv_params(d.plan, x, y, batch, weights);
+  fused::GemvParams g = fused::gemv_params(d.plan, r);
   g.pair_base = d.pair_base.get();
   g.row_ptr = d.row_ptr.get();
   g.row_pairs = d.row_pairs.get();
-  g.partials = d.partials.get();
+  g.partials = r.partials != nullptr ? r.partials : d.partials.get();
   const HostImage& h = d.image->host();
   const LaunchParams p = d.image->params(nullptr, 0, h.n_elements);
   fused::choose_vector_paths(g, p.sign_mantissa);
   const SmemLayout sl = smem_layout(fused::kSpec, h.n_rows, h.max_block_elements);
-  if (h.n_blocks > 0) {
-    fused::with_batch_size(batch, [&](auto b) { launch_blocks<decltype(b)::value>(p, sl, g, h.n_blocks, stream); });
+  const auto [b0, b1] = fused::run_blocks(d.plan, g);
+  if (b1 > b0) {
+    fused::with_batch_size(r.batch, [&](auto b) { launch_blocks<decltype(b)::value>(p, sl, g, b0, b1, stream); });
   }
-  const uint64_t n_out = d.plan.n_rows * static_cast<uint64_t>(batch);
+  const uint64_t n_out = g.row_count * static_cast<uint64_t>(r.batch);
   const unsigned threads = 256;
   if (n_out > 0) {
     fused_finish_kernel<<<static_cast<unsigned>((n_out + threads - 1) / threads), threads, 0, stream>>>(g);

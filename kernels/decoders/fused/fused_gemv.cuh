@@ -34,7 +34,8 @@ inline constexpr int kWarps = kThreads / 32;
 inline constexpr VariantSpec kSpec{TableKind::multi_lut, Partition::gap_warp, Staging::exp_smem, kThreads,
                                    kBytesPerThread, false};
 
-// The matrices of the unit, in element order, and the batch's activations and outputs.
+// The matrices of the unit, in element order, and the batch's activations and outputs. A matrix
+// with a null x is not part of the run: kernel 1 skips its rows, kernel 2 its outputs.
 struct GemvParams {
   int n_mats = 0;
   uint64_t offset[kMaxMatrices] = {};  // first element of matrix m in the unit
@@ -42,40 +43,78 @@ struct GemvParams {
   int64_t in[kMaxMatrices] = {};       // columns (row length)
   const uint16_t* x[kMaxMatrices] = {};  // X_m: [batch][in] BF16
   bool vec[kMaxMatrices] = {};  // matrix m may take 8 elements per step (offset, in and pointers 8-aligned)
-  uint16_t* y[kMaxMatrices] = {};        // Y_m: [batch][out] BF16 (ld out)
+  uint16_t* y[kMaxMatrices] = {};   // Y_m: [batch][ld] BF16, or
+  float* yf[kMaxMatrices] = {};     // Y_m: [batch][ld] float (the sum, not rounded)
+  int64_t ldy[kMaxMatrices] = {};   // elements between batch rows of Y_m
+  bool acc[kMaxMatrices] = {};      // float outputs: y += sum
   int batch = 1;
   const uint16_t* weights = nullptr;  // BF16 weights of the unit: the reference; null: decode
   const uint32_t* pair_base = nullptr;  // per block: index of its first (block, row) pair
   const uint32_t* row_ptr = nullptr;    // per global row: CSR into row_pairs (+1 entry)
   const uint32_t* row_pairs = nullptr;  // the row's pairs, in block order
   float* partials = nullptr;            // [pair][batch]
-  uint64_t n_rows = 0;                  // rows of all matrices together
+  uint64_t row_begin = 0, row_count = 0;  // the global rows of the run's matrices (kernel 2)
 };
 
-// The parameters of a run over the plan's matrices (host; the caller adds the plan's arrays
-// and the partials, then choose_vector_paths). Checks the counts and the batch.
-inline GemvParams gemv_params(const FusedPlan& plan, const std::vector<const uint16_t*>& x,
-                              const std::vector<uint16_t*>& y, int batch, const uint16_t* weights) {
-  if (x.size() != plan.mats.size() || y.size() != plan.mats.size()) {
-    throw Error("fused gemv: " + std::to_string(plan.mats.size()) + " matrices, " + std::to_string(x.size()) +
-                " inputs and " + std::to_string(y.size()) + " outputs given");
+// The parameters of a run (host; the caller adds the plan's arrays and the partials, sets
+// p.block_begin/block_count from run_blocks, then choose_vector_paths). Checks the counts, the
+// batch and the output strides. Throws df11::Error.
+inline GemvParams gemv_params(const FusedPlan& plan, const GemvRun& run) {
+  const std::size_t n = plan.mats.size();
+  if (run.x.size() != n || run.y.size() != n) {
+    throw Error("fused gemv: " + std::to_string(n) + " matrices, " + std::to_string(run.x.size()) + " inputs and " +
+                std::to_string(run.y.size()) + " outputs given");
   }
-  if (batch < 1 || batch > kMaxBatch) {
-    throw Error("fused gemv: batch " + std::to_string(batch) + " (1.." + std::to_string(kMaxBatch) + ")");
+  if (run.batch < 1 || run.batch > kMaxBatch) {
+    throw Error("fused gemv: batch " + std::to_string(run.batch) + " (1.." + std::to_string(kMaxBatch) + ")");
   }
   GemvParams g;
-  g.n_mats = static_cast<int>(plan.mats.size());
+  g.n_mats = static_cast<int>(n);
+  uint64_t row = 0;
+  bool any = false;
   for (int i = 0; i < g.n_mats; ++i) {
-    g.offset[i] = plan.mats[static_cast<std::size_t>(i)].offset;
-    g.out[i] = plan.mats[static_cast<std::size_t>(i)].out;
-    g.in[i] = plan.mats[static_cast<std::size_t>(i)].in;
-    g.x[i] = x[static_cast<std::size_t>(i)];
-    g.y[i] = y[static_cast<std::size_t>(i)];
+    const auto ui = static_cast<std::size_t>(i);
+    const GemvMatrix& m = plan.mats[ui];
+    const GemvOut& o = run.y[ui];
+    g.offset[i] = m.offset;
+    g.out[i] = m.out;
+    g.in[i] = m.in;
+    if (run.x[ui] != nullptr) {
+      if ((o.bf16 == nullptr) == (o.f32 == nullptr)) {
+        throw Error("fused gemv: matrix " + std::to_string(i) + " needs exactly one output (BF16 or float)");
+      }
+      if (o.ld != 0 && o.ld < m.out) {
+        throw Error("fused gemv: matrix " + std::to_string(i) + ": output stride " + std::to_string(o.ld) + " < " +
+                    std::to_string(m.out) + " rows");
+      }
+      if (o.accumulate && o.f32 == nullptr) throw Error("fused gemv: only float outputs accumulate");
+      g.x[i] = run.x[ui];
+      g.y[i] = o.bf16;
+      g.yf[i] = o.f32;
+      g.ldy[i] = o.ld != 0 ? o.ld : m.out;
+      g.acc[i] = o.accumulate;
+      if (!any) g.row_begin = row;
+      any = true;
+      g.row_count = row + static_cast<uint64_t>(m.out) - g.row_begin;
+    }
+    row += static_cast<uint64_t>(m.out);
   }
-  g.batch = batch;
-  g.weights = weights;
-  g.n_rows = plan.n_rows;
+  if (!any) throw Error("fused gemv: a run without matrices (every input is null)");
+  g.batch = run.batch;
+  g.weights = run.weights;
   return g;
+}
+
+// The DF11 blocks a run's matrices touch: [first, second).
+inline std::pair<uint64_t, uint64_t> run_blocks(const FusedPlan& plan, const GemvParams& g) {
+  uint64_t lo = UINT64_MAX, hi = 0;
+  for (int m = 0; m < g.n_mats; ++m) {
+    if (g.x[m] == nullptr) continue;
+    lo = lo < g.offset[m] ? lo : g.offset[m];
+    const uint64_t end = g.offset[m] + static_cast<uint64_t>(g.out[m] * g.in[m]);
+    hi = hi > end ? hi : end;
+  }
+  return plan.blocks(lo, hi);
 }
 
 // Calls f(std::integral_constant<int, B>{}) with the compiled batch size B that serves batch.
@@ -144,6 +183,10 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
     const uint64_t seg_end = row_end < end ? row_end : end;
     const uint64_t k0 = rel % in;
     const uint16_t* x = g.x[m];
+    if (x == nullptr) {  // not in this run (uniform across the block: no barrier is skipped by some threads only)
+      row_start = seg_end;
+      continue;
+    }
     const int nb = g.batch < B ? g.batch : B;
     float acc[B];
     for (int b = 0; b < B; ++b) acc[b] = 0.0f;
@@ -229,20 +272,26 @@ DF11_HD void gemv_blocks(const LaunchParams& p, const SmemLayout& sl, uint8_t* s
   }
 }
 
-// Kernel 2: output i = (batch row, global row), rows fastest so that neighbouring threads store
-// neighbouring outputs; the row's partials in block order.
+// Kernel 2: output i = (batch row, global row of the run), rows fastest so that neighbouring
+// threads store neighbouring outputs; the row's partials in block order.
 DF11_HD void gemv_finish(const GemvParams& g, uint64_t i) {
-  if (i >= g.n_rows * static_cast<uint64_t>(g.batch)) return;
-  const uint64_t row = i % g.n_rows;
-  const int b = static_cast<int>(i / g.n_rows);
+  if (i >= g.row_count * static_cast<uint64_t>(g.batch)) return;
+  const uint64_t row = g.row_begin + i % g.row_count;
+  const int b = static_cast<int>(i / g.row_count);
+  int m = 0;
+  uint64_t r = row;
+  while (r >= static_cast<uint64_t>(g.out[m])) r -= static_cast<uint64_t>(g.out[m++]);
+  if (g.x[m] == nullptr) return;  // a matrix between two of the run's, not in it
   float s = 0.0f;
   for (uint32_t q = g.row_ptr[row]; q < g.row_ptr[row + 1]; ++q) {
     s += g.partials[static_cast<uint64_t>(g.row_pairs[q]) * g.batch + b];
   }
-  int m = 0;
-  uint64_t r = row;
-  while (r >= static_cast<uint64_t>(g.out[m])) r -= static_cast<uint64_t>(g.out[m++]);
-  g.y[m][static_cast<uint64_t>(b) * static_cast<uint64_t>(g.out[m]) + r] = float_to_bf16(s);
+  const uint64_t at = static_cast<uint64_t>(b) * static_cast<uint64_t>(g.ldy[m]) + r;
+  if (g.yf[m] != nullptr) {
+    g.yf[m][at] = g.acc[m] ? g.yf[m][at] + s : s;
+  } else {
+    g.y[m][at] = float_to_bf16(s);
+  }
 }
 
 }  // namespace df11::dec::fused

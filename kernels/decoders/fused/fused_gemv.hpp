@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "codec/layout.hpp"
@@ -17,14 +18,40 @@ struct GemvMatrix {
   int64_t out = 0, in = 0;
 };
 
+// Where a matrix's outputs go in a run: BF16 (rounded once) or float (the sum itself, written or
+// added to what is there); `ld` elements between batch rows (0: the matrix's rows, `out`).
+struct GemvOut {
+  uint16_t* bf16 = nullptr;
+  float* f32 = nullptr;
+  int64_t ld = 0;
+  bool accumulate = false;  // float outputs only: y += sum
+};
+
+// One run of the fused kernels over some of a plan's matrices: those with a non-null x. A model
+// runs a block's matrices in groups as its data flow allows (q, k, v; o; gate, up; down); a run
+// decodes only the DF11 blocks its matrices touch.
+struct GemvRun {
+  std::vector<const uint16_t*> x;  // per matrix of the plan: X_m [batch][in_m] BF16, or null
+  std::vector<GemvOut> y;          // per matrix of the plan (ignored where x is null)
+  int batch = 1;
+  const uint16_t* weights = nullptr;  // the unit's BF16 words: the reference run; null: decode
+  // Device runs: scratch for the partial sums (FusedGemvDevice::partials_floats(batch) floats),
+  // so that a model's units can share one buffer; null: the device's own.
+  float* partials = nullptr;
+};
+
 // Which (block, row) pairs the unit's DF11 blocks produce and which pairs make each output row.
 struct FusedPlan {
   std::vector<GemvMatrix> mats;
   std::vector<uint32_t> pair_base;  // per block, + the total
   std::vector<uint32_t> row_ptr;    // per global row (matrices in order), + 1
   std::vector<uint32_t> row_pairs;  // CSR: each row's pairs in block order
+  std::vector<uint64_t> block_pos;  // per block: its first element, + the unit's elements
   uint64_t n_rows = 0;
   [[nodiscard]] uint64_t n_pairs() const { return pair_base.empty() ? 0 : pair_base.back(); }
+  [[nodiscard]] uint64_t n_blocks() const { return block_pos.empty() ? 0 : block_pos.size() - 1; }
+  // Blocks [first, second) whose elements meet [lo, hi).
+  [[nodiscard]] std::pair<uint64_t, uint64_t> blocks(uint64_t lo, uint64_t hi) const;
 };
 
 inline constexpr int kFusedMaxBatch = 16;
@@ -41,6 +68,11 @@ inline constexpr int kFusedMaxBatch = 16;
 // x[m]: [batch][in_m] BF16; y[m]: [batch][out_m] BF16.
 void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint16_t* weights,
                      const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch);
+// The run of every matrix with BF16 outputs (stride out) that the plain entry points make.
+[[nodiscard]] GemvRun plain_run(const FusedPlan& plan, const uint16_t* weights, const std::vector<const uint16_t*>& x,
+                                const std::vector<uint16_t*>& y, int batch);
+// The general run (matrix subsets, float outputs, strides, accumulation) on the SIMT executor.
+void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const GemvRun& run);
 
 // Whether y, one BF16 output of a fused run, lies within rounding of the double-precision dot
 // product of a weight row and an activation row (n BF16 elements each): BF16 output rounding
@@ -52,7 +84,13 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint1
 // The device side: the unit's image, the plan and a partials buffer on the GPU.
 class FusedGemvDevice {
  public:
-  FusedGemvDevice(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int max_batch, Stream stream);
+  // max_batch: the batches the device's own partials buffer serves (0: none; every run then
+  // brings GemvRun::partials). shared: a device image of this unit that a decoder uploaded, for
+  // the kernels to read instead of uploading their own (it must outlive this object and carry
+  // the multi-symbol tables of the DF11 layout: a multi12.gap5-* .t512.b8 variant's image);
+  // null: the kernels' own image.
+  FusedGemvDevice(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int max_batch, Stream stream,
+                  const DeviceImage* shared = nullptr);
   ~FusedGemvDevice();
   FusedGemvDevice(const FusedGemvDevice&) = delete;
   FusedGemvDevice& operator=(const FusedGemvDevice&) = delete;
@@ -60,6 +98,13 @@ class FusedGemvDevice {
   // the device for the reference run, or null to decode.
   void run(const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch, Stream stream,
            const uint16_t* weights = nullptr) const;
+  // The general run (device pointers throughout). One partials buffer: runs that share one must
+  // be ordered (one stream).
+  void run(const GemvRun& run, Stream stream) const;
+  [[nodiscard]] const FusedPlan& plan() const;
+  // Floats of partial sums a run of this batch needs.
+  [[nodiscard]] uint64_t partials_floats(int batch) const;
+  // Device bytes this object allocated (a shared image not counted).
   [[nodiscard]] uint64_t device_bytes() const;
 
  private:
