@@ -153,10 +153,11 @@ def sweep_targets(t, rows, unit="model.layers.1"):
 def e2e_targets(t, runs):
     ok = [r for r in runs if "decode_tokens_per_s" in r]
 
-    def find(weights, batch, prompt_len=None, chunked=False):
+    def find(weights, batch, prompt_len=None, chunked=False, fused=False):
         for r in ok:
             if r.get("weights") == weights and r.get("batch") == batch and \
-                    bool(r.get("chunk_bytes")) == chunked and r.get("check", "not_run") == "not_run" and \
+                    bool(r.get("chunk_bytes")) == chunked and bool(r.get("fused_gemv")) == fused and \
+                    r.get("check", "not_run") == "not_run" and \
                     (prompt_len is None or r.get("prompt_len") == prompt_len):
                 return r
         return None
@@ -188,6 +189,12 @@ def e2e_targets(t, runs):
     else:
         t.add(7, "DF11 chunked decode tokens/s >= 0.5x BF16 at batch 1", "-", None,
               "no bf16 and chunked df11 runs at batch 1")
+    for batch in (1, 8):  # fused decode + GEMV: no issue sets a target; against plain BF16 (cuBLAS)
+        fb, fd = find("bf16", batch, short), find("df11", batch, short, fused=True)
+        if fb and fd:
+            t.info(f"DF11 fused decode+GEMV decode tokens/s / BF16 at batch {batch}",
+                   f"{fd['decode_tokens_per_s'] / fb['decode_tokens_per_s']:.2f}x",
+                   f"peak device {fd['peak_device_bytes'] / 1e9:.2f} GB")
     p16, p11 = find("bf16", 1, 2048), find("df11", 1, 2048)
     if p16 and p11:
         ratio = p11["prefill_tokens_per_s"] / p16["prefill_tokens_per_s"]
@@ -205,10 +212,11 @@ def e2e_table(runs):
     ok = [r for r in runs if "decode_tokens_per_s" in r]
     if not ok:
         return "No end-to-end run finished."
-    out = ["| weights | chunk bytes | batch | prompt | new | prefill tok/s | decode tok/s | peak device GB | check |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| weights | chunk bytes | fused GEMV | batch | prompt | new | prefill tok/s | decode tok/s | peak device GB | check |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in ok:
-        out.append(f"| {r['weights']} | {r.get('chunk_bytes') or '-'} | {r['batch']} | {r['prompt_len']} | {r['new_tokens']} | "
+        out.append(f"| {r['weights']} | {r.get('chunk_bytes') or '-'} | {'yes' if r.get('fused_gemv') else '-'} | "
+                   f"{r['batch']} | {r['prompt_len']} | {r['new_tokens']} | "
                    f"{r['prefill_tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.2f} | "
                    f"{r['peak_device_bytes'] / 1e9:.2f} | {r['check']} |")
     return "\n".join(out)

@@ -7,7 +7,9 @@
 # it (BF16 runs decode it on the host). If that fails (disk), runs synthesize in memory.
 # E2E_VARIANT names the DF11 decoder variant of every DF11 run (default: df11 generate's own,
 # kDefaultCudaVariant); scripts/device_check.sh sets it to the fastest variant of the official
-# layout its decode step measured.
+# layout its decode step measured. The --fused-gemv runs (fused decode + GEMV at batch <= 16) take
+# it only when it is a multi12.gap5 variant (the fused kernels read that decoder's image), else
+# df11 generate's kDefaultFusedVariant.
 # Usage: bench_generate.sh DF11_BINARY OUT.jsonl [NEW_TOKENS] [PROMPT_LEN]
 set -uo pipefail
 
@@ -18,6 +20,8 @@ plen=${4:-128}
 failures=0
 vargs=()
 [ -n "${E2E_VARIANT:-}" ] && vargs=(--variant "$E2E_VARIANT") && echo "+ DF11 runs use variant $E2E_VARIANT" >&2
+fargs=()
+case "${E2E_VARIANT:-}" in multi12.gap5*) fargs=(--variant "$E2E_VARIANT") ;; esac
 
 work=${E2E_WORK_DIR:-${TMPDIR:-/tmp}}/df11_e2e_nemo.$$
 trap 'rm -rf "$work"' EXIT
@@ -54,6 +58,11 @@ run --weights bf16 --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
 run --weights df11 "${vargs[@]}" --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
 run --weights df11 "${vargs[@]}" --chunk-bytes "$chunk" --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
 run --weights df11 "${vargs[@]}" --check --chunk-bytes "$chunk" --batch 1 --prompt-len "$plen" --max-new-tokens 4
+# Batch 1 with the fused decode + GEMV kernels (no issue sets a target: DF11 read once, never
+# written out as BF16), then its check against the same kernels on BF16 words (BF16 24.5 GB +
+# their DF11 block partition 16.6 GB + the DF11 model ~17 GB on the device).
+run --weights df11 "${fargs[@]}" --fused-gemv --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
+run --weights df11 "${fargs[@]}" --fused-gemv --check --batch 1 --prompt-len "$plen" --max-new-tokens 4
 for batch in 1 prefill 8 64; do
   for w in bf16 df11 cpu-offload; do
     [ "$batch" = 1 ] && [ "$w" != cpu-offload ] && continue  # done above
@@ -67,6 +76,7 @@ for batch in 1 prefill 8 64; do
       run --weights "$w" "${extra[@]}" --batch "$batch" --prompt-len "$plen" --max-new-tokens "$n"
     fi
   done
+  [ "$batch" = 8 ] && run --weights df11 "${fargs[@]}" --fused-gemv --batch 8 --prompt-len "$plen" --max-new-tokens "$new"
 done
 echo "$failures failed run(s); results in $out" >&2
 exit $((failures > 0))
