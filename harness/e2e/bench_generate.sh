@@ -49,7 +49,8 @@ run() {
 # check's budget still leaves the first answers. Bit-identity on the real shapes first (two
 # models on the device: BF16 24.5 GB + DF11 ~17 GB), then batch 1 (BF16, DF11, chunked DF11,
 # the chunked check), then per batch (1, the 2048-token prefill, 8, 64) what is left of BF16,
-# DF11 and CPU offload. CPU offload moves all 24.5 GB over PCIe per token: a few tokens suffice.
+# DF11 and CPU offload, then the fused runs. CPU offload moves all 24.5 GB over PCIe per token:
+# a few tokens suffice.
 run --weights df11 "${vargs[@]}" --check --batch 8 --prompt-len "$plen" --max-new-tokens 8
 # Batch 1, whole blocks and chunked (each block GEMM in L2-sized row slices decoded just before
 # it: half an H100 L2), then the chunked bit-identity check.
@@ -58,11 +59,6 @@ run --weights bf16 --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
 run --weights df11 "${vargs[@]}" --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
 run --weights df11 "${vargs[@]}" --chunk-bytes "$chunk" --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
 run --weights df11 "${vargs[@]}" --check --chunk-bytes "$chunk" --batch 1 --prompt-len "$plen" --max-new-tokens 4
-# Batch 1 with the fused decode + GEMV kernels (no issue sets a target: DF11 read once, never
-# written out as BF16), then its check against the same kernels on BF16 words (BF16 24.5 GB +
-# their DF11 block partition 16.6 GB + the DF11 model ~17 GB on the device).
-run --weights df11 "${fargs[@]}" --fused-gemv --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
-run --weights df11 "${fargs[@]}" --fused-gemv --check --batch 1 --prompt-len "$plen" --max-new-tokens 4
 for batch in 1 prefill 8 64; do
   for w in bf16 df11 cpu-offload; do
     [ "$batch" = 1 ] && [ "$w" != cpu-offload ] && continue  # done above
@@ -76,7 +72,12 @@ for batch in 1 prefill 8 64; do
       run --weights "$w" "${extra[@]}" --batch "$batch" --prompt-len "$plen" --max-new-tokens "$n"
     fi
   done
-  [ "$batch" = 8 ] && run --weights df11 "${fargs[@]}" --fused-gemv --batch 8 --prompt-len "$plen" --max-new-tokens "$new"
 done
+# Last (no issue sets a target for them): the fused decode + GEMV kernels (DF11 read once, never
+# written out as BF16) at batch 1, their check against the same kernels on BF16 words (BF16
+# 24.5 GB + their DF11 block partition 16.6 GB + the DF11 model ~17 GB on the device), batch 8.
+run --weights df11 "${fargs[@]}" --fused-gemv --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
+run --weights df11 "${fargs[@]}" --fused-gemv --check --batch 1 --prompt-len "$plen" --max-new-tokens 4
+run --weights df11 "${fargs[@]}" --fused-gemv --batch 8 --prompt-len "$plen" --max-new-tokens "$new"
 echo "$failures failed run(s); results in $out" >&2
 exit $((failures > 0))
