@@ -37,13 +37,15 @@ struct SmemLayout {
   unsigned total = 0;
 };
 
-DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_block_elements) {
+// guard: bytes left unused before and after every region (0 on the device; the host emulation
+// leaves some and checks after every block that nothing wrote them).
+DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_block_elements, unsigned guard = 0) {
   SmemLayout l;
-  unsigned off = 0;
+  unsigned off = align_up(guard);
   auto take = [&](unsigned bytes, unsigned& at, unsigned& size) {
     at = off;
     size = bytes;
-    off = align_up(off + bytes);
+    off = align_up(off + bytes + guard);
   };
   const unsigned tpb = static_cast<unsigned>(s.threads_per_block);
   const unsigned bpt = static_cast<unsigned>(s.bytes_per_thread);
