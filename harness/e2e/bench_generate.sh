@@ -75,7 +75,7 @@ for batch in 1 prefill 8 64; do
 done
 # Last (no issue sets a target for them): the fused decode + GEMV kernels (DF11 read once, never
 # written out as BF16) at batch 1, their check against the same kernels on BF16 words (BF16
-# 24.5 GB + their DF11 block partition 16.6 GB + the DF11 model ~17 GB on the device), batch 8.
+# 24.5 GB + the DF11 model ~17 GB on the device), batch 8.
 run --weights df11 "${fargs[@]}" --fused-gemv --batch 1 --prompt-len "$plen" --max-new-tokens "$new"
 run --weights df11 "${fargs[@]}" --fused-gemv --check --batch 1 --prompt-len "$plen" --max-new-tokens 4
 run --weights df11 "${fargs[@]}" --fused-gemv --batch 8 --prompt-len "$plen" --max-new-tokens "$new"

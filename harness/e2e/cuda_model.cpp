@@ -188,7 +188,12 @@ class DeviceProvider {
     if (!d) throw Error(fmt::format("cuda model: unit {} has no fused kernels", unit));
     return *d;
   }
-  [[nodiscard]] std::size_t fused_matrix(int unit, int slice) const { return fused_index_.at(sz(unit)).at(sz(slice)); }
+  [[nodiscard]] std::size_t fused_matrix(int unit, int slice) const {
+    if (sz(unit) >= fused_index_.size() || sz(slice) >= fused_index_[sz(unit)].size()) {
+      throw Error(fmt::format("cuda model: unit {} has no fused matrix {}", unit, slice));
+    }
+    return fused_index_[sz(unit)][sz(slice)];
+  }
   // What the fused kernels read: null to decode (df11); the unit's resident BF16 words (bf16).
   [[nodiscard]] virtual const uint16_t* fused_weights(int) const { return nullptr; }
   // The partial sums' scratch, shared by every unit (one stream orders the runs).
@@ -202,10 +207,12 @@ class DeviceProvider {
   }
 
  protected:
-  // Builds the unit's fused kernels over its matrices in element order. shared: the decoder's
-  // image of the unit, or null (the kernels upload their own).
-  void add_fused(const UnitFeed& feed, const EncodedUnit& encoded, const dec::DeviceImage* shared, cudaStream_t s) {
-    if (!fused_on_ || feed.unit() == embed_unit_) return;
+  // Whether add must build fused kernels for this unit.
+  [[nodiscard]] bool wants_fused(int unit) const { return fused_on_ && unit != embed_unit_; }
+  // Builds the unit's fused kernels over its matrices in element order (wants_fused units only).
+  // shared: the decoder's image of the unit (df11), or null with bf16_only (bf16).
+  void add_fused(const UnitFeed& feed, const EncodedUnit& encoded, dec::FusedGemvDevice::Source source,
+                 const dec::DeviceImage* shared, cudaStream_t s) {
     const UnitMap& m = feed.map();
     std::vector<std::size_t> order(m.slices.size());
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -220,7 +227,7 @@ class DeviceProvider {
       fused_.resize(sz(feed.unit()) + 1);
       fused_index_.resize(sz(feed.unit()) + 1);
     }
-    fused_[sz(feed.unit())] = std::make_unique<dec::FusedGemvDevice>(encoded, mats, 0, s, shared);
+    fused_[sz(feed.unit())] = std::make_unique<dec::FusedGemvDevice>(encoded, mats, 0, s, source, shared);
     fused_index_[sz(feed.unit())] = std::move(index);
   }
   // The shared partials, sized for the largest unit at the largest fused batch.
@@ -278,8 +285,11 @@ class Bf16DeviceProvider final : public DeviceProvider {
     auto& buf = units_[sz(feed.unit())] = cuda::DeviceBuffer<uint16_t>(w.size());
     CUDA_CHECK(cudaMemcpyAsync(buf.get(), w.data(), w.size() * 2, cudaMemcpyHostToDevice, s));
     CUDA_CHECK(cudaStreamSynchronize(s));  // the feed's host copy goes away after add
-    // The fused kernels on BF16 words still follow the DF11 blocks' partition (their own image).
-    if (fused()) add_fused(feed, feed.encoded(Layout::df11()), nullptr, s);
+    // The fused kernels on BF16 words still follow the DF11 blocks' partition: they hold the
+    // block positions of the unit's DF11 encoding (made here for a BF16 source), not its image.
+    if (wants_fused(feed.unit())) {
+      add_fused(feed, feed.encoded(Layout::df11()), dec::FusedGemvDevice::Source::bf16_only, nullptr, s);
+    }
   }
   const uint16_t* fused_weights(int unit) const override { return units_.at(sz(unit)).get(); }
   const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t) override {
@@ -289,8 +299,8 @@ class Bf16DeviceProvider final : public DeviceProvider {
   bool resident() const override { return true; }
   WeightsKind kind() const override { return WeightsKind::bf16; }
   std::string describe() const override { return "bf16"; }
-  // With fused kernels, also their plans and images (the BF16 reference runs read the DF11
-  // block partition from them): memory that plain BF16 inference would not hold.
+  // With fused kernels, also their plans, block positions and partials: scratch that plain BF16
+  // inference would not hold.
   uint64_t weight_bytes() const override {
     uint64_t b = fused_bytes();
     for (const auto& u : units_) b += u.bytes();
@@ -353,9 +363,9 @@ class Df11DeviceProvider final : public ReusedBufferProvider {
       throw Error(fmt::format("unit {}: {} encoded elements, its tensors hold {}", feed.name(),
                               images_[sz(feed.unit())]->n_elements(), feed.map().n_elements));
     }
-    if (fused()) {
+    if (wants_fused(feed.unit())) {
       try {  // the fused kernels read the decoder's image: no second copy of the unit
-        add_fused(feed, e, images_[sz(feed.unit())].get(), s);
+        add_fused(feed, e, dec::FusedGemvDevice::Source::shared_image, images_[sz(feed.unit())].get(), s);
       } catch (const Error& err) {
         throw Error(fmt::format("--fused-gemv with decoder {}: {}", decoder_->name(), err.what()));
       }
@@ -420,14 +430,16 @@ class CudaModel final : public Model {
   static constexpr std::size_t kRowGatherTokens = 64;
 
   CudaModel(const ModelShape& s, const Norms& norms, std::unique_ptr<DeviceProvider> provider,
-            std::unique_ptr<cuda::Stream> stream, int batch, int max_positions, uint64_t chunk_bytes)
+            std::unique_ptr<cuda::Stream> stream, int batch, int max_positions, uint64_t chunk_bytes,
+            bool fused_requested)
       : s_(s),
         provider_(std::move(provider)),
         stream_(std::move(stream)),
         blas_(stream_->get()),
         batch_(batch),
         max_positions_(max_positions),
-        chunk_bytes_(chunk_bytes) {
+        chunk_bytes_(chunk_bytes),
+        fused_requested_(fused_requested) {
     const cudaStream_t st = stream_->get();
     if (max_positions > gpu::attention_max_positions(static_cast<int>(s.head_dim))) {
       throw Error(fmt::format(
@@ -486,7 +498,9 @@ class CudaModel final : public Model {
   std::string describe() const override {
     return "cuda " + provider_->describe() +
            (chunk_bytes_ ? fmt::format(", chunked GEMMs ({} B slices)", chunk_bytes_) : std::string()) +
-           (provider_->fused() ? fmt::format(", fused decode+GEMV up to {} rows", dec::kFusedMaxBatch) : std::string());
+           (provider_->fused() ? fmt::format(", fused decode+GEMV up to {} rows", dec::kFusedMaxBatch)
+            : fused_requested_ ? fmt::format(", no fused decode+GEMV at batch {} (> {})", batch_, dec::kFusedMaxBatch)
+                               : std::string());
   }
   void reset() override { position_ = 0; }
 
@@ -713,6 +727,7 @@ class CudaModel final : public Model {
   CublasHandle blas_;
   int batch_, max_positions_, position_ = 0, rows_cap_ = 0;
   uint64_t chunk_bytes_ = 0;
+  bool fused_requested_ = false;
   std::vector<cuda::DeviceBuffer<uint16_t>> norm_in_, norm_post_;
   cuda::DeviceBuffer<uint16_t> norm_final_;
   cuda::DeviceBuffer<float> rope_;
@@ -743,7 +758,8 @@ class CudaBuilder final : public ModelBuilder {
         provider_ = std::make_unique<OffloadProvider>();
         break;
     }
-    if (r.fused_gemv) provider_->enable_fused(embed_unit(s));
+    // Batches over 16 never run fused (every pass has more rows): no kernels to build.
+    if (r.fused_gemv && r.batch <= dec::kFusedMaxBatch) provider_->enable_fused(embed_unit(s));
   }
   void add(UnitFeed& feed) override {
     provider_->add(feed, stream_->get());
@@ -752,7 +768,8 @@ class CudaBuilder final : public ModelBuilder {
   std::unique_ptr<Model> finish() override {
     provider_->prepare(s_);
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
-                                       request_.batch, request_.max_positions, request_.chunk_bytes);
+                                       request_.batch, request_.max_positions, request_.chunk_bytes,
+                                       request_.fused_gemv);
   }
 
  private:

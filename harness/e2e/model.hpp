@@ -21,7 +21,9 @@ enum class WeightsKind { bf16, df11, cpu_offload };
 [[nodiscard]] WeightsKind parse_weights(const std::string& s);  // bf16 | df11 | cpu-offload
 
 struct MemoryStats {
-  uint64_t weight_bytes = 0;         // matrices as held (BF16, or compressed + the decode buffer)
+  // matrices as held (BF16, or compressed + the decode buffer; with fused kernels also their
+  // plans and partials)
+  uint64_t weight_bytes = 0;
   uint64_t decode_buffer_bytes = 0;  // the reused unit buffer (df11, cpu-offload)
   uint64_t kv_cache_bytes = 0;
   uint64_t device_peak_bytes = 0;  // CUDA: peak device memory in use by this process (sampled)

@@ -180,9 +180,11 @@ TEST_CASE("fused decode+GEMV runs: matrix subsets, float outputs with strides, a
     f[m].assign(static_cast<std::size_t>(batch * ld(m)), std::bit_cast<float>(kPoison));
     fref[m] = f[m];
   }
+  std::vector<float> scratch;
   auto subset_run = [&](const std::vector<std::size_t>& ms, std::vector<std::vector<float>>& out, const uint16_t* w,
-                        bool accumulate) {
+                        bool accumulate, float* partials = nullptr) {
     dec::GemvRun run;
+    run.partials = partials;
     run.x.assign(n, nullptr);
     run.y.assign(n, {});
     run.batch = batch;
@@ -194,13 +196,15 @@ TEST_CASE("fused decode+GEMV runs: matrix subsets, float outputs with strides, a
     dec::fused_gemv_simt(enc, plan, run);
   };
 
-  // Matrices 0 and 3 first (2 lies between them and must not be computed), then 1, then 2.
+  // Matrices 0 and 3 first (2 lies between them and must not be computed), then 1, then 2; the
+  // last in a caller's partials buffer (poisoned: a partial read before written shows).
   subset_run({0, 3}, f, nullptr, false);
   for (std::size_t m : {std::size_t{1}, std::size_t{2}}) {
     for (float v : f[m]) REQUIRE(bits(v) == kPoison);
   }
   subset_run({1}, f, nullptr, false);
-  subset_run({2}, f, nullptr, false);
+  scratch.assign(std::max<uint64_t>(plan.n_pairs(), 1) * batch, std::nanf(""));
+  subset_run({2}, f, nullptr, false, scratch.data());
   for (std::size_t m = 0; m < n; ++m) {
     const auto& mt = c.mats[m];
     for (int b = 0; b < batch; ++b) {
@@ -257,4 +261,15 @@ TEST_CASE("fused decode+GEMV runs: matrix subsets, float outputs with strides, a
   REQUIRE_THROWS_AS(dec::fused_gemv_simt(enc, plan, bad), Error);
   bad.y[0] = dec::GemvOut{y16, nullptr, 0, true};
   REQUIRE_THROWS_AS(dec::fused_gemv_simt(enc, plan, bad), Error);
+  // BF16 weights off 16-byte alignment would take the scalar path and sum in another order
+  // than the decoding run: refused, not silently different.
+  bad.y[0] = dec::GemvOut{nullptr, f[0].data(), 0, false};
+  std::vector<uint16_t> shifted(c.flat.size() + 8);
+  std::copy(c.flat.begin(), c.flat.end(), shifted.begin() + 1);
+  bad.weights = shifted.data() + 1;
+  REQUIRE_THROWS_WITH(dec::fused_gemv_simt(enc, plan, bad), Catch::Contains("16-byte aligned"));
+  // The every-matrix entry point refuses a missing input instead of skipping the matrix.
+  auto xp_missing = xp;
+  xp_missing[2] = nullptr;
+  REQUIRE_THROWS_WITH(dec::fused_gemv_simt(enc, plan, nullptr, xp_missing, yp, batch), Catch::Contains("matrix 2"));
 }

@@ -21,7 +21,8 @@ void OfficialPtxDecoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_
 bool built_with_cuda() { return false; }
 
 struct FusedGemvDevice::Impl {};
-FusedGemvDevice::FusedGemvDevice(const EncodedUnit&, const std::vector<GemvMatrix>&, int, Stream, const DeviceImage*) {
+FusedGemvDevice::FusedGemvDevice(const EncodedUnit&, const std::vector<GemvMatrix>&, int, Stream, Source,
+                                 const DeviceImage*) {
   no_cuda("fused gemv");
 }
 FusedGemvDevice::~FusedGemvDevice() = default;

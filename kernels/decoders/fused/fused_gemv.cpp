@@ -103,11 +103,18 @@ std::pair<uint64_t, uint64_t> FusedPlan::blocks(uint64_t lo, uint64_t hi) const 
 
 GemvRun plain_run(const FusedPlan& plan, const uint16_t* weights, const std::vector<const uint16_t*>& x,
                   const std::vector<uint16_t*>& y, int batch) {
-  if (y.size() != plan.mats.size()) {
-    throw Error(fmt::format("fused gemv: {} matrices, {} outputs given", plan.mats.size(), y.size()));
+  if (x.size() != plan.mats.size() || y.size() != plan.mats.size()) {
+    throw Error(fmt::format("fused gemv: {} matrices, {} inputs and {} outputs given", plan.mats.size(), x.size(),
+                            y.size()));
   }
   GemvRun run;
   run.x = x;
+  for (std::size_t m = 0; m < x.size(); ++m) {
+    if (x[m] == nullptr || y[m] == nullptr) {
+      throw Error(fmt::format("fused gemv: matrix {} has no {} (a run of every matrix; a GemvRun takes subsets)", m,
+                              x[m] == nullptr ? "input" : "output"));
+    }
+  }
   for (uint16_t* out : y) run.y.push_back(GemvOut{out, nullptr, 0, false});
   run.batch = batch;
   run.weights = weights;

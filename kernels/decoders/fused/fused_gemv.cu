@@ -51,30 +51,65 @@ void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
 struct FusedGemvDevice::Impl {
   FusedPlan plan;
   std::unique_ptr<GapDeviceImage> own_image;
-  const GapDeviceImage* image = nullptr;  // own_image, or a decoder's
+  const GapDeviceImage* image = nullptr;  // own_image, a decoder's, or null (bf16_only)
+  cuda::DeviceBuffer<uint32_t> positions;  // bf16_only: the block positions, the one array kernel 1 reads
+  int n_rows = 0;                          // bf16_only: sizes shared memory as an image would
+  uint32_t max_block_elements = 0;
+  uint64_t n_elements = 0;
   cuda::DeviceBuffer<uint32_t> pair_base, row_ptr, row_pairs;
   cuda::DeviceBuffer<float> partials;
   int max_batch = 0;
 };
 
 FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int max_batch,
-                                 Stream stream, const DeviceImage* shared)
+                                 Stream stream, Source source, const DeviceImage* shared)
     : impl_(std::make_unique<Impl>()) {
+  if (max_batch < 0 || max_batch > kFusedMaxBatch) {
+    throw Error("fused gemv: unit " + unit.name + ": max_batch " + std::to_string(max_batch) + " (0.." +
+                std::to_string(kFusedMaxBatch) + ")");
+  }
   if (const Status st = fused_can_implement(unit, mats, std::max(max_batch, 1)); !st.ok) throw Error(st.reason);
+  if ((source == Source::shared_image) != (shared != nullptr)) {
+    throw Error("fused gemv: unit " + unit.name + ": a shared image is given exactly with Source::shared_image");
+  }
   impl_->plan = plan_fused(unit, mats);
   impl_->max_batch = max_batch;
-  if (shared != nullptr) {
-    const auto* gap = dynamic_cast<const GapDeviceImage*>(shared);
-    if (gap == nullptr || !gap->spec().has_multi_root() || !(gap->spec().layout() == fused::kSpec.layout()) ||
-        gap->host().n_blocks != impl_->plan.n_blocks()) {
-      throw Error("fused gemv: unit " + unit.name + ": the shared image is not one of this unit with the " +
-                  "multi-symbol tables of layout " + fused::kSpec.layout().name() +
-                  " (a multi12.gap5-*.t512.b8 decoder's image)");
+  impl_->n_elements = unit.n_elements;
+  const std::string who = "fused gemv: unit " + unit.name + ": the shared image ";
+  switch (source) {
+    case Source::shared_image: {
+      const auto* gap = dynamic_cast<const GapDeviceImage*>(shared);
+      if (gap == nullptr) throw Error(who + "is not a gap-decode variant's");
+      if (!gap->spec().has_multi_root() || !(gap->spec().layout() == fused::kSpec.layout())) {
+        throw Error(who + "is " + gap->spec().name() + "'s: the fused kernels need the multi-symbol tables of layout " +
+                    fused::kSpec.layout().name() + " (a multi12.gap5-*.t512.b8 variant)");
+      }
+      const HostImage& h = gap->host();
+      if (h.n_blocks != impl_->plan.n_blocks() || h.n_elements != unit.n_elements ||
+          h.n_bytes != unit.encoded_exponent.size()) {
+        throw Error(who + "holds another unit (" + std::to_string(h.n_blocks) + " blocks, " +
+                    std::to_string(h.n_elements) + " elements, " + std::to_string(h.n_bytes) + " bytes; the unit " +
+                    std::to_string(impl_->plan.n_blocks()) + ", " + std::to_string(unit.n_elements) + ", " +
+                    std::to_string(unit.encoded_exponent.size()) + ")");
+      }
+      impl_->image = gap;
+      break;
     }
-    impl_->image = gap;
-  } else {
-    impl_->own_image = std::make_unique<GapDeviceImage>(fused::kSpec, prepare_image(fused::kSpec, unit), stream);
-    impl_->image = impl_->own_image.get();
+    case Source::own_image:
+      impl_->own_image = std::make_unique<GapDeviceImage>(fused::kSpec, prepare_image(fused::kSpec, unit), stream);
+      impl_->image = impl_->own_image.get();
+      break;
+    case Source::bf16_only: {
+      std::vector<uint32_t> pos(impl_->plan.block_pos.size());
+      for (std::size_t b = 0; b < pos.size(); ++b) {
+        if (impl_->plan.block_pos[b] > UINT32_MAX) throw Error("fused gemv: unit " + unit.name + ": over 2^32 elements");
+        pos[b] = static_cast<uint32_t>(impl_->plan.block_pos[b]);
+        if (b > 0) impl_->max_block_elements = std::max(impl_->max_block_elements, pos[b] - pos[b - 1]);
+      }
+      impl_->positions = cuda::DeviceBuffer<uint32_t>::from(pos, stream);
+      impl_->n_rows = static_cast<int>(unit.luts.size() / 256);
+      break;
+    }
   }
   impl_->pair_base = cuda::DeviceBuffer<uint32_t>::from(impl_->plan.pair_base, stream);
   impl_->row_ptr = cuda::DeviceBuffer<uint32_t>::from(impl_->plan.row_ptr, stream);
@@ -92,8 +127,8 @@ uint64_t FusedGemvDevice::partials_floats(int batch) const {
 }
 
 uint64_t FusedGemvDevice::device_bytes() const {
-  return (impl_->own_image ? impl_->own_image->device_bytes() : 0) + impl_->pair_base.bytes() + impl_->row_ptr.bytes() +
-         impl_->row_pairs.bytes() + impl_->partials.bytes();
+  return (impl_->own_image ? impl_->own_image->device_bytes() : 0) + impl_->positions.bytes() +
+         impl_->pair_base.bytes() + impl_->row_ptr.bytes() + impl_->row_pairs.bytes() + impl_->partials.bytes();
 }
 
 void FusedGemvDevice::run(const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch,
@@ -113,10 +148,20 @@ void FusedGemvDevice::run(const GemvRun& r, Stream stream) const {
   g.row_ptr = d.row_ptr.get();
   g.row_pairs = d.row_pairs.get();
   g.partials = r.partials != nullptr ? r.partials : d.partials.get();
-  const HostImage& h = d.image->host();
-  const LaunchParams p = d.image->params(nullptr, 0, h.n_elements);
+  LaunchParams p{};
+  SmemLayout sl;
+  if (d.image != nullptr) {
+    const HostImage& h = d.image->host();
+    p = d.image->params(nullptr, 0, h.n_elements);
+    sl = smem_layout(fused::kSpec, h.n_rows, h.max_block_elements);
+  } else {
+    if (r.weights == nullptr) throw Error("fused gemv: this device holds no DF11 image: its runs read BF16 weights");
+    p.positions = d.positions.get();
+    p.n_elements = d.n_elements;
+    p.max_block_elements = d.max_block_elements;
+    sl = smem_layout(fused::kSpec, d.n_rows, d.max_block_elements);
+  }
   fused::choose_vector_paths(g, p.sign_mantissa);
-  const SmemLayout sl = smem_layout(fused::kSpec, h.n_rows, h.max_block_elements);
   const auto [b0, b1] = fused::run_blocks(d.plan, g);
   if (b1 > b0) {
     fused::with_batch_size(r.batch, [&](auto b) { launch_blocks<decltype(b)::value>(p, sl, g, b0, b1, stream); });

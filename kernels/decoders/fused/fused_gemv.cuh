@@ -129,14 +129,20 @@ void with_batch_size(int batch, F&& f) {
   }
 }
 
-// Which matrices take the 8-wide path: offsets and row lengths multiples of 8, X (and the BF16
-// weights, sign/mantissa) aligned for 16- and 8-byte loads. Set after x, weights are.
+// Which matrices take the 8-wide path: offsets and row lengths multiples of 8 and X aligned for
+// 16-byte loads. The choice decides how a row's elements split across threads, hence the float
+// sums, so it must not depend on whether the weights are decoded or read: instead the BF16
+// weights (16-byte loads) and the sign/mantissa bytes (8-byte loads) must be aligned, or the run
+// is refused. Set after x and weights are.
 inline void choose_vector_paths(GemvParams& g, const uint8_t* sign_mantissa) {
   auto aligned = [](const void* ptr, uintptr_t n) { return (reinterpret_cast<uintptr_t>(ptr) & (n - 1)) == 0; };
-  for (int m = 0; m < g.n_mats; ++m) {
-    g.vec[m] = g.offset[m] % 8 == 0 && g.in[m] % 8 == 0 && aligned(g.x[m], 16) &&
-               (g.weights == nullptr || aligned(g.weights, 16)) && aligned(sign_mantissa, 8);
+  if (g.weights != nullptr && !aligned(g.weights, 16)) {
+    throw Error("fused gemv: the BF16 weights must be 16-byte aligned (their address decides no arithmetic)");
   }
+  if (g.weights == nullptr && !aligned(sign_mantissa, 8)) {
+    throw Error("fused gemv: the sign/mantissa bytes must be 8-byte aligned");
+  }
+  for (int m = 0; m < g.n_mats; ++m) g.vec[m] = g.offset[m] % 8 == 0 && g.in[m] % 8 == 0 && aligned(g.x[m], 16);
 }
 
 // acc + w * x rounded once (an explicit FMA, so that no compiler choice can make the decoded

@@ -84,13 +84,15 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const GemvR
 // The device side: the unit's image, the plan and a partials buffer on the GPU.
 class FusedGemvDevice {
  public:
+  // Where kernel 1 gets the unit's DF11 arrays: its own upload; a decoder's image of the unit
+  // (`shared`: it must outlive this object and carry the multi-symbol tables of the DF11 layout,
+  // i.e. come from a multi12.gap5-*.t512.b8 variant); or none, for a device whose runs only
+  // ever read BF16 weights (GemvRun::weights): it uploads the block positions alone.
+  enum class Source { own_image, shared_image, bf16_only };
   // max_batch: the batches the device's own partials buffer serves (0: none; every run then
-  // brings GemvRun::partials). shared: a device image of this unit that a decoder uploaded, for
-  // the kernels to read instead of uploading their own (it must outlive this object and carry
-  // the multi-symbol tables of the DF11 layout: a multi12.gap5-* .t512.b8 variant's image);
-  // null: the kernels' own image.
+  // brings GemvRun::partials).
   FusedGemvDevice(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int max_batch, Stream stream,
-                  const DeviceImage* shared = nullptr);
+                  Source source = Source::own_image, const DeviceImage* shared = nullptr);
   ~FusedGemvDevice();
   FusedGemvDevice(const FusedGemvDevice&) = delete;
   FusedGemvDevice& operator=(const FusedGemvDevice&) = delete;
