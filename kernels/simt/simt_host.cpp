@@ -161,6 +161,7 @@ void thread_main(Launch& l, unsigned linear) {
   for (uint64_t b = 0; b < n_blocks; ++b) {
     try {
       l.start.arrive_and_wait(l, [&] {
+        if (b > 0 && l.opt.after_block) l.opt.after_block(l.smem.get(), b - 1);
         l.current_block = b;
         std::memset(l.smem.get(), l.opt.smem_poison, l.smem_bytes);
         l.block_bar.reset(l.n_threads);
@@ -310,6 +311,7 @@ void launch(Dim3 grid, Dim3 block, std::size_t smem_bytes, const std::function<v
   l.slots.assign(l.n_threads, 0);
   Pool::get().run(l);
   if (l.error) std::rethrow_exception(l.error);
+  if (l.opt.after_block) l.opt.after_block(l.smem.get(), grid.count() - 1);
 }
 
 Dim3 thread_idx() { return ctx("thread_idx").tid; }

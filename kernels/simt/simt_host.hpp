@@ -25,6 +25,9 @@ struct Dim3 {
 struct LaunchOptions {
   uint8_t smem_poison = 0xCD;                          // every block's shared memory starts so
   std::chrono::milliseconds deadlock_timeout{30'000};  // nothing moves for longer while threads wait: deadlock
+  // Called with a block's shared memory once all its threads are done, before the next block
+  // starts (e.g. to check guard bytes); what it throws aborts the launch.
+  std::function<void(const uint8_t* smem, uint64_t block)> after_block;
 };
 
 // Runs body(smem) for every thread of every block of the grid; smem is the block's shared

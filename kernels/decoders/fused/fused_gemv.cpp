@@ -9,6 +9,7 @@
 #include "codec/cpu_decoder.hpp"
 
 #include "common/host_image.hpp"
+#include "common/smem_guard.hpp"
 #include "fused/fused_gemv.cuh"
 
 namespace df11::dec {
@@ -134,7 +135,15 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const GemvR
   const auto [b0, b1] = fused::run_blocks(plan, g);
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
-  const SmemLayout sl = smem_layout(fused::kSpec, img.n_rows, img.max_block_elements);
+  // Guard bands around every region, the block reduction's included (common/smem_guard.hpp).
+  const SmemLayout sl = smem_layout(fused::kSpec, img.n_rows, img.max_block_elements, kHostSmemGuard);
+  const std::size_t smem_size = fused::smem_bytes(sl) + kHostSmemGuard;
+  const ByteRanges outside = smem_outside_regions(
+      sl, smem_size, {{fused::reduce_offset(sl), fused::smem_bytes(sl) - fused::reduce_offset(sl)}});
+  simt::LaunchOptions opt;
+  opt.after_block = [&](const uint8_t* smem, uint64_t b) {
+    check_smem_guards("fused gemv (SIMT)", smem, outside, b, opt.smem_poison);
+  };
   g.pair_base = plan.pair_base.data();
   g.row_ptr = plan.row_ptr.data();
   g.row_pairs = plan.row_pairs.data();
@@ -145,8 +154,8 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const GemvR
   if (b1 > b0) {
     fused::with_batch_size(run.batch, [&](auto b) {
       const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(b1 - b0, kSimtPersistentGrid));
-      simt::launch({grid}, {fused::kThreads}, fused::smem_bytes(sl),
-                   [&](uint8_t* smem) { fused::gemv_blocks<decltype(b)::value>(p, sl, smem, g); });
+      simt::launch({grid}, {fused::kThreads}, smem_size,
+                   [&](uint8_t* smem) { fused::gemv_blocks<decltype(b)::value>(p, sl, smem, g); }, opt);
     });
   }
   const uint64_t n_out = g.row_count * static_cast<uint64_t>(run.batch);

@@ -11,45 +11,40 @@
 #include <fmt/format.h>
 
 #include "common/host_image.hpp"
+#include "common/smem_guard.hpp"
 #include "common/variants.inc"
 #include "gap_decode/gap_decode.cuh"
 
 namespace df11::dec {
-namespace {
 
-// Bytes of shared memory the emulation leaves unused around every region (smem_layout's guard).
-constexpr unsigned kEmulationGuard = 64;
-
-// The byte ranges of a block's shared memory outside every region of the layout (guards,
-// alignment padding): they must keep their poison through the block.
-std::vector<std::pair<std::size_t, std::size_t>> outside_regions(const SmemLayout& sl, std::size_t size) {
-  std::vector<std::pair<std::size_t, std::size_t>> regions = {{sl.scan, sl.scan_bytes}, {sl.table, sl.table_bytes},
-                                                             {sl.out, sl.out_bytes},   {sl.slots, sl.slot_bytes},
-                                                             {sl.exps, sl.exps_bytes}, {sl.input, sl.input_bytes}};
+ByteRanges smem_outside_regions(const SmemLayout& sl, std::size_t size, const ByteRanges& extra) {
+  ByteRanges regions = {{sl.scan, sl.scan_bytes}, {sl.table, sl.table_bytes}, {sl.out, sl.out_bytes},
+                        {sl.slots, sl.slot_bytes}, {sl.exps, sl.exps_bytes}, {sl.input, sl.input_bytes}};
+  regions.insert(regions.end(), extra.begin(), extra.end());
   std::sort(regions.begin(), regions.end());
-  std::vector<std::pair<std::size_t, std::size_t>> gaps;
+  ByteRanges gaps;
   std::size_t at = 0;
   for (const auto& [start, bytes] : regions) {
     if (bytes == 0) continue;
-    if (start > at) gaps.emplace_back(at, start);
+    if (start > at) gaps.emplace_back(at, std::min(start, size));
     at = std::max(at, start + bytes);
   }
   if (size > at) gaps.emplace_back(at, size);
   return gaps;
 }
 
-void check_guards(const VariantSpec& spec, const std::vector<uint8_t>& smem,
-                  const std::vector<std::pair<std::size_t, std::size_t>>& outside, uint64_t block) {
+void check_smem_guards(const std::string& who, const uint8_t* smem, const ByteRanges& outside, uint64_t block,
+                       uint8_t poison) {
   for (const auto& [a, z] : outside) {
-    const auto bad = std::find_if(smem.begin() + static_cast<std::ptrdiff_t>(a),
-                                  smem.begin() + static_cast<std::ptrdiff_t>(z), [](uint8_t v) { return v != 0xCD; });
-    if (bad != smem.begin() + static_cast<std::ptrdiff_t>(z)) {
-      throw Error(fmt::format("{} (host emulation): block {} wrote shared memory byte {}, outside every region "
-                              "of its layout",
-                              spec.name(), block, bad - smem.begin()));
+    const uint8_t* bad = std::find_if(smem + a, smem + z, [&](uint8_t v) { return v != poison; });
+    if (bad != smem + z) {
+      throw Error(fmt::format("{}: block {} wrote shared memory byte {}, outside every region of its layout", who,
+                              block, bad - smem));
     }
   }
 }
+
+namespace {
 
 // Persist: a persistent kernel's CUDA block keeps its tables from one DF11 block to the next, and
 // whatever else the previous block left in shared memory; the emulation loads the tables once
@@ -57,12 +52,12 @@ void check_guards(const VariantSpec& spec, const std::vector<uint8_t>& smem,
 template <TableKind TK, Partition P, Staging S, bool Persist>
 void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   const LaunchParams p = host_launch_params(img, out, lo, hi);
-  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kEmulationGuard);
+  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kHostSmemGuard);
   const unsigned tpb = static_cast<unsigned>(spec.threads_per_block);
   const unsigned bpt = static_cast<unsigned>(spec.bytes_per_thread);
   constexpr bool kStaged = S == Staging::cp_async;
   std::vector<uint8_t> smem(std::max(sl.total, 16u));
-  const auto outside = outside_regions(sl, smem.size());
+  const ByteRanges outside = smem_outside_regions(sl, smem.size());
   std::vector<unsigned> counts(tpb);
   const auto [b0, b1] = block_range(spec, img, lo, hi);
   for (uint64_t b = b0; b < b1; ++b) {
@@ -100,24 +95,29 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
       }
     }
     for (unsigned t = 0; t < tpb; ++t) copy_out<S>(c, t);
-    check_guards(spec, smem, outside, b);
+    check_smem_guards(spec.name() + " (host emulation)", smem.data(), outside, b);
   }
 }
 
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Persist>
 void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   LaunchParams p = host_launch_params(img, out, lo, hi);
-  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements);
+  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kHostSmemGuard);
   const auto [b0, b1] = block_range(spec, img, lo, hi);
   if (b1 <= b0) return;
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
+  const ByteRanges outside = smem_outside_regions(sl, sl.total);
+  simt::LaunchOptions opt;
+  opt.after_block = [&](const uint8_t* smem, uint64_t b) {
+    check_smem_guards(spec.name() + " (SIMT)", smem, outside, b, opt.smem_poison);
+  };
   if constexpr (Persist) {
     simt::launch({static_cast<unsigned>(std::min<uint64_t>(b1 - b0, kSimtPersistentGrid))}, {static_cast<unsigned>(TPB)}, sl.total,
-                 [&](uint8_t* smem) { gap_decode_persistent<TK, P, S, TPB, BPT>(p, sl, smem); });
+                 [&](uint8_t* smem) { gap_decode_persistent<TK, P, S, TPB, BPT>(p, sl, smem); }, opt);
   } else {
     simt::launch({static_cast<unsigned>(b1 - b0)}, {static_cast<unsigned>(TPB)}, sl.total,
-                 [&](uint8_t* smem) { gap_decode_block<TK, P, S, TPB, BPT>(p, sl, smem); });
+                 [&](uint8_t* smem) { gap_decode_block<TK, P, S, TPB, BPT>(p, sl, smem); }, opt);
   }
 }
 
