@@ -210,8 +210,12 @@ def e2e_targets(t, runs):
 
 def e2e_table(runs):
     ok = [r for r in runs if "decode_tokens_per_s" in r]
+    failed = [r for r in runs if "error" in r]
+    failures = "".join(f"\n- run `{r.get('run', '?')}` failed: {r['error']}" for r in failed)
+    if failures:
+        failures = "\n\nRuns that failed:" + failures
     if not ok:
-        return "No end-to-end run finished."
+        return "No end-to-end run finished." + failures
     out = ["| weights | chunk bytes | fused GEMV | batch | prompt | new | prefill tok/s | decode tok/s | peak device GB | check |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in ok:
@@ -219,7 +223,7 @@ def e2e_table(runs):
                    f"{r['batch']} | {r['prompt_len']} | {r['new_tokens']} | "
                    f"{r['prefill_tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.2f} | "
                    f"{r['peak_device_bytes'] / 1e9:.2f} | {r['check']} |")
-    return "\n".join(out)
+    return "\n".join(out) + failures
 
 
 def copy_run(src, dst, force):

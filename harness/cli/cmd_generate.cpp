@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <optional>
 
 #include <fmt/format.h>
@@ -41,6 +42,7 @@ struct GenerateArgs {
   int threads = 0;
   uint64_t chunk_bytes = 0;
   bool fused_gemv = false;
+  std::string runs_file;  // --runs: one run's options per line, one model load for all
 };
 
 // The model --check runs beside the selected one: BF16 against DF11 either way round; the
@@ -62,13 +64,8 @@ nlohmann::json timing_json(const e2e::Timing& t) {
           {"decode_tokens_per_s", t.decode_tokens_per_s()}};
 }
 
-int run_generate(const GenerateArgs& a) {
-  const auto t_setup = std::chrono::steady_clock::now();
-  if (a.model_dir.empty() == a.synthetic.empty())
-    throw Error("generate: give exactly one of --model DIR and --synthetic");
-  if ((a.layers || a.vocab) && a.synthetic.empty())
-    throw Error("generate: --layers and --vocab apply to --synthetic only");
-  if (a.layers < 0 || a.vocab < 0) throw Error("generate: --layers and --vocab must be positive");
+// The checks of one run's options (the model's are run_generate's).
+void check_run_args(const GenerateArgs& a) {
   const int n_prompt_sources = (!a.prompt_ids.empty()) + (a.prompt_len > 0) + (!a.prompt.empty());
   if (n_prompt_sources != 1)
     throw Error("generate: give exactly one of --prompt-ids, --prompt-len and --prompt");
@@ -89,20 +86,16 @@ int run_generate(const GenerateArgs& a) {
   if (a.fused_gemv && backend != e2e::Backend::cuda) {
     throw Error("--fused-gemv: the fused decode + GEMV kernels run on the CUDA backend only");
   }
+}
 
-  std::unique_ptr<e2e::WeightSource> source;
-  if (!a.synthetic.empty()) {
-    e2e::ModelShape shape = e2e::named_config(a.synthetic);
-    if (a.layers) shape.n_layers = a.layers;
-    if (a.vocab) shape.vocab = a.vocab;
-    source = e2e::synthetic_source(shape, a.seed, a.threads, a.synthetic);
-  } else {
-    source = e2e::open_checkpoint(a.model_dir, a.threads);
-  }
-  const e2e::ModelShape& shape = source->shape();
-
-  std::optional<e2e::TekkenTokenizer> tok;
-  if (!a.tokenizer.empty()) tok = e2e::TekkenTokenizer::load(a.tokenizer);
+// One run: builds its models (from `cache` when given, else loading the source unit by unit),
+// generates, prints the result (text, or one JSON line). Returns 2 when --check failed.
+int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCache* cache,
+            const std::optional<e2e::TekkenTokenizer>& tok, std::chrono::steady_clock::time_point t_setup,
+            const std::string& run_spec) {
+  const e2e::Backend backend = e2e::resolve_backend(a.backend);
+  const e2e::WeightsKind weights = e2e::parse_weights(a.weights);
+  const e2e::ModelShape& shape = source.shape();
   std::vector<int32_t> prompt = !a.prompt.empty() ? tok->encode(a.prompt, true)
                                 : a.prompt_ids.empty()
                                     ? e2e::random_prompt(a.prompt_len, shape.vocab, a.seed)
@@ -131,11 +124,12 @@ int run_generate(const GenerateArgs& a) {
     requests.push_back(ref);
   }
   const bool tty = !a.json && ::isatty(2) == 1;  // a progress line only for a person watching
-  auto models =
-      e2e::build_models(*source, requests, [&](int done, int total, const std::string& name) {
-        if (tty)
-          fmt::print(stderr, "\rgenerate: loading {}/{} units ({})\033[K", done, total, name);
-      });
+  const e2e::BuildProgress progress = [&](int done, int total, const std::string& name) {
+    if (tty) fmt::print(stderr, "\rgenerate: loading {}/{} units ({})\033[K", done, total, name);
+  };
+  if (cache != nullptr && backend == e2e::Backend::cuda) e2e::cuda_reset_peak_memory();  // this run's peak
+  auto models = cache != nullptr ? e2e::build_models(*cache, requests, progress)
+                                 : e2e::build_models(source, requests, progress);
   if (tty) fmt::print(stderr, "\r\033[K");
   const double setup_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_setup).count();
@@ -151,7 +145,7 @@ int run_generate(const GenerateArgs& a) {
   if (a.json) {
     nlohmann::json j = {
         {"schema", "df11.generate/1"},
-        {"model", source->description()},
+        {"model", source.description()},
         {"config",
          {{"layers", shape.n_layers},
           {"hidden", shape.hidden},
@@ -200,9 +194,11 @@ int run_generate(const GenerateArgs& a) {
                                                     {"reference_value", res.mismatch->b}}
                                    : nlohmann::json(nullptr);
     }
+    if (!run_spec.empty()) j["run"] = run_spec;
     fmt::print("{}\n", j.dump());
   } else {
-    fmt::print("model: {}: {}\n", source->description(), e2e::describe(shape));
+    if (!run_spec.empty()) fmt::print("== run: {}\n", run_spec);
+    fmt::print("model: {}: {}\n", source.description(), e2e::describe(shape));
     fmt::print("method: {} on {}; batch {}, prompt {} tokens, {} new\n", model.describe(),
                backend == e2e::Backend::cuda ? e2e::cuda_device_name() : "the CPU", a.batch,
                prompt.size(), a.max_new);
@@ -226,12 +222,106 @@ int run_generate(const GenerateArgs& a) {
           model.describe(), reference->describe(), res.steps_checked, a.batch, shape.vocab);
     }
   }
+  std::fflush(stdout);  // a run cut short later still leaves this one's line
   if (res.mismatch) {
     fmt::print(stderr, "df11: check FAILED: {}\n",
                res.mismatch->describe(model.describe(), reference->describe()));
     return 2;
   }
   return 0;
+}
+
+// The options a line of --runs may set (each line starts from the command line's values).
+void parse_run_line(const std::string& line, GenerateArgs& r) {
+  CLI::App app("a run of df11 generate --runs");
+  app.add_option("--weights", r.weights)->check(CLI::IsMember({"bf16", "df11", "cpu-offload"}));
+  app.add_option("--variant", r.variant);
+  app.add_option("--batch", r.batch);
+  app.add_option("--prompt-len", r.prompt_len);
+  app.add_option("--prompt-ids", r.prompt_ids);
+  app.add_option("--max-new-tokens", r.max_new);
+  app.add_flag("--check", r.check);
+  app.add_option("--chunk-bytes", r.chunk_bytes);
+  app.add_flag("--fused-gemv", r.fused_gemv);
+  try {
+    app.parse(line, false);
+  } catch (const CLI::ParseError& e) {
+    throw Error(fmt::format("--runs: line '{}': {} (a line takes --weights, --variant, --batch, --prompt-len, "
+                            "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --fused-gemv)",
+                            line, e.what()));
+  }
+  // A line's prompt replaces the command line's.
+  if (app.count("--prompt-len") > 0) {
+    r.prompt_ids.clear();
+    r.prompt.clear();
+  }
+  if (app.count("--prompt-ids") > 0) {
+    r.prompt_len = 0;
+    r.prompt.clear();
+  }
+}
+
+int run_generate(const GenerateArgs& a) {
+  const auto t_setup = std::chrono::steady_clock::now();
+  if (a.model_dir.empty() == a.synthetic.empty())
+    throw Error("generate: give exactly one of --model DIR and --synthetic");
+  if ((a.layers || a.vocab) && a.synthetic.empty())
+    throw Error("generate: --layers and --vocab apply to --synthetic only");
+  if (a.layers < 0 || a.vocab < 0) throw Error("generate: --layers and --vocab must be positive");
+  std::vector<std::string> lines;
+  if (!a.runs_file.empty()) {
+    std::ifstream in(a.runs_file);
+    if (!in) throw Error(fmt::format("--runs: cannot read {}", a.runs_file));
+    for (std::string line; std::getline(in, line);) {
+      const auto first = line.find_first_not_of(" \t\r");
+      if (first == std::string::npos || line[first] == '#') continue;
+      line = line.substr(first, line.find_last_not_of(" \t\r") - first + 1);
+      GenerateArgs r = a;
+      parse_run_line(line, r);  // every line parsed before the model is loaded; checked when it runs
+      lines.push_back(line);
+    }
+    if (lines.empty()) throw Error(fmt::format("--runs: {} holds no run", a.runs_file));
+  } else {
+    check_run_args(a);
+  }
+
+  std::unique_ptr<e2e::WeightSource> source;
+  if (!a.synthetic.empty()) {
+    e2e::ModelShape shape = e2e::named_config(a.synthetic);
+    if (a.layers) shape.n_layers = a.layers;
+    if (a.vocab) shape.vocab = a.vocab;
+    source = e2e::synthetic_source(shape, a.seed, a.threads, a.synthetic);
+  } else {
+    source = e2e::open_checkpoint(a.model_dir, a.threads);
+  }
+  std::optional<e2e::TekkenTokenizer> tok;
+  if (!a.tokenizer.empty()) tok = e2e::TekkenTokenizer::load(a.tokenizer);
+  if (lines.empty()) return run_one(a, *source, nullptr, tok, t_setup, "");
+
+  // Several runs: the units are loaded (synthesized, read) once and kept with every form a run
+  // asked for; a failing run is reported and the next one goes on.
+  e2e::FeedCache cache(*source);
+  int failed_runs = 0, failed_checks = 0;
+  for (const std::string& line : lines) {
+    GenerateArgs r = a;
+    parse_run_line(line, r);
+    try {
+      check_run_args(r);
+      const int rc = run_one(r, *source, &cache, tok, std::chrono::steady_clock::now(), line);
+      failed_checks += rc == 2;
+    } catch (const std::exception& e) {
+      ++failed_runs;
+      if (a.json) {
+        fmt::print("{}\n", nlohmann::json{{"schema", "df11.generate/1"}, {"run", line}, {"error", e.what()}}.dump());
+        std::fflush(stdout);
+      }
+      fmt::print(stderr, "df11: run '{}' failed: {}\n", line, e.what());
+    }
+  }
+  if (failed_runs + failed_checks > 0) {
+    fmt::print(stderr, "df11: {} of {} runs failed, {} checks failed\n", failed_runs, lines.size(), failed_checks);
+  }
+  return failed_checks > 0 ? 2 : failed_runs > 0 ? 1 : 0;
 }
 
 }  // namespace
@@ -284,6 +374,11 @@ void add_generate(CLI::App& app) {
                   "CUDA: run every block GEMM in row slices of about N bytes of weights, each decoded "
                   "(or copied) just before its GEMM while it is in L2 (e.g. 25000000 on an H100); "
                   "--check's partner slices the same way");
+  cmd->add_option("--runs", a->runs_file,
+                  "A file of runs, one per line, each the options --weights, --variant, --batch, --prompt-len, "
+                  "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --fused-gemv on top of the command "
+                  "line's ('#' comments): the model is loaded once and kept in host memory for all of them "
+                  "(with --json one line per run, or an error line)");
   cmd->add_flag("--fused-gemv", a->fused_gemv,
                 fmt::format("CUDA, bf16 or df11 weights: passes of at most {} rows (decode steps at batch <= {}) "
                             "run the block GEMMs and the lm_head through the fused decode + GEMV kernels, "

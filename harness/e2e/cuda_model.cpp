@@ -803,6 +803,10 @@ uint64_t cuda_peak_memory() {
   return watch().started ? watch().peak : 0;
 }
 
+void cuda_reset_peak_memory() {
+  watch().peak = 0;
+}
+
 std::unique_ptr<ModelBuilder> make_cuda_builder(const ModelShape& shape, const Norms& norms,
                                                 const ModelRequest& request) {
   return std::make_unique<CudaBuilder>(shape, norms, request);

@@ -16,6 +16,7 @@ std::string cuda_device_name() {
 uint64_t cuda_peak_memory() {
   return 0;
 }
+void cuda_reset_peak_memory() {}
 
 std::unique_ptr<ModelBuilder> make_cuda_builder(const ModelShape&, const Norms&,
                                                 const ModelRequest&) {

@@ -31,9 +31,10 @@ class CpuBuilder final : public ModelBuilder {
 
 }  // namespace
 
-std::vector<std::unique_ptr<Model>> build_models(const WeightSource& source,
-                                                 const std::vector<ModelRequest>& requests,
-                                                 const BuildProgress& progress) {
+namespace {
+
+std::vector<std::unique_ptr<ModelBuilder>> make_builders(const WeightSource& source,
+                                                         const std::vector<ModelRequest>& requests) {
   const ModelShape& s = source.shape();
   std::vector<std::unique_ptr<ModelBuilder>> builders;
   for (const ModelRequest& r : requests) {
@@ -49,15 +50,47 @@ std::vector<std::unique_ptr<Model>> build_models(const WeightSource& source,
       builders.push_back(make_cuda_builder(s, source.norms(), r));
     }
   }
-  const int n = n_units(s);
+  return builders;
+}
+
+// Hands every unit to every builder (feed(u) gives the unit's feed), then finishes them.
+template <class Feed>
+std::vector<std::unique_ptr<Model>> build_all(const WeightSource& source, const std::vector<ModelRequest>& requests,
+                                              const BuildProgress& progress, Feed&& feed) {
+  auto builders = make_builders(source, requests);
+  const int n = n_units(source.shape());
   for (int u = 0; u < n; ++u) {
-    UnitFeed feed = source.load(u);
-    for (auto& b : builders) b->add(feed);
-    if (progress) progress(u + 1, n, feed.name());
+    feed(u, [&](UnitFeed& f) {
+      for (auto& b : builders) b->add(f);
+      if (progress) progress(u + 1, n, f.name());
+    });
   }
   std::vector<std::unique_ptr<Model>> models;
   for (auto& b : builders) models.push_back(b->finish());
   return models;
+}
+
+}  // namespace
+
+std::vector<std::unique_ptr<Model>> build_models(const WeightSource& source,
+                                                 const std::vector<ModelRequest>& requests,
+                                                 const BuildProgress& progress) {
+  // Each unit is loaded, handed to the builders and dropped: one unit in host memory at a time.
+  return build_all(source, requests, progress, [&](int u, auto&& use) {
+    UnitFeed f = source.load(u);
+    use(f);
+  });
+}
+
+UnitFeed& FeedCache::feed(int unit) {
+  auto& slot = feeds_.at(static_cast<std::size_t>(unit));
+  if (!slot) slot.emplace(source_.load(unit));
+  return *slot;
+}
+
+std::vector<std::unique_ptr<Model>> build_models(FeedCache& cache, const std::vector<ModelRequest>& requests,
+                                                 const BuildProgress& progress) {
+  return build_all(cache.source(), requests, progress, [&](int u, auto&& use) { use(cache.feed(u)); });
 }
 
 Backend resolve_backend(const std::string& name) {

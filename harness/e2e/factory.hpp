@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,25 @@ using BuildProgress = std::function<void(int, int, const std::string&)>;
     const WeightSource& source, const std::vector<ModelRequest>& requests,
     const BuildProgress& progress = {});
 
+// The units of a source loaded once and kept, with every form a provider asked for (BF16, an
+// encoding), across several build_models calls: `df11 generate --runs` builds the models of many
+// runs from one load (host memory: the BF16 model plus its encodings).
+class FeedCache {
+ public:
+  explicit FeedCache(const WeightSource& source) : source_(source), feeds_(static_cast<std::size_t>(n_units(source.shape()))) {}
+  [[nodiscard]] const WeightSource& source() const { return source_; }
+  // The unit's feed, loaded on first use.
+  [[nodiscard]] UnitFeed& feed(int unit);
+
+ private:
+  const WeightSource& source_;
+  std::vector<std::optional<UnitFeed>> feeds_;
+};
+
+[[nodiscard]] std::vector<std::unique_ptr<Model>> build_models(FeedCache& cache,
+                                                               const std::vector<ModelRequest>& requests,
+                                                               const BuildProgress& progress = {});
+
 // "auto" (cuda when a device is available, else cpu), "cpu" or "cuda".
 [[nodiscard]] Backend resolve_backend(const std::string& name);
 
@@ -69,5 +89,7 @@ using BuildProgress = std::function<void(int, int, const std::string&)>;
 // Device memory in use by this process beyond what it used at the first call (bytes, sampled
 // by the CUDA models after every forward); 0 without CUDA.
 [[nodiscard]] uint64_t cuda_peak_memory();
+// Starts a new peak (the baseline stays): for a run after earlier runs' models are gone.
+void cuda_reset_peak_memory();
 
 }  // namespace df11::e2e

@@ -39,6 +39,48 @@ c=$("$df11" generate --synthetic tiny --prompt-ids 5,6,7 --max-new-tokens 6 --we
   --variant flat12.gap5-warp.smem-out.t512.b8 | grep "^row 0")
 [[ -n $a && $a == "$b" && $a == "$c" ]] || fail "tokens differ: '$a' '$b' '$c'"
 
+# --runs: several runs in one process from one model load; each line's options on top of the
+# command line's; a failing run leaves an error line and the others go on (exit 1); the tokens
+# of a run equal those of the same options run alone.
+runs=$(mktemp)
+cat >"$runs" <<'RUNS'
+# a comment, then a blank line
+
+--weights bf16 --batch 2 --max-new-tokens 4
+--weights df11 --check --prompt-ids 5,6,7 --max-new-tokens 3
+--weights cpu-offload
+--weights df11 --variant flat12.gap5-warp.smem-out.t512.b8 --max-new-tokens 4 --batch 2
+RUNS
+json=$("$df11" generate --synthetic tiny --prompt-len 6 --backend cpu --threads 2 --json --runs "$runs" 2>/dev/null)
+rc=$?
+[[ $rc == 1 ]] || fail "--runs with a failing run exited $rc, expected 1"
+alone=$("$df11" generate --synthetic tiny --prompt-len 6 --backend cpu --threads 2 --json --weights bf16 --batch 2 \
+  --max-new-tokens 4 2>/dev/null)
+python3 - "$json" "$alone" <<'PY' || fail "--runs JSON lines: $json"
+import json, sys
+rows = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
+alone = json.loads(sys.argv[2])
+assert len(rows) == 4, rows
+assert [r["run"].split()[1] for r in rows] == ["bf16", "df11", "cpu-offload", "df11"], rows
+assert rows[0]["batch"] == 2 and rows[0]["prompt_len"] == 6 and rows[0]["tokens"] == alone["tokens"], rows[0]
+assert rows[1]["check"] == "passed" and rows[1]["prompt_len"] == 3 and rows[1]["new_tokens"] == 3, rows[1]
+assert "error" in rows[2] and "needs --backend cuda" in rows[2]["error"], rows[2]
+assert rows[3]["tokens"] == alone["tokens"] and "flat12" in rows[3]["method"], rows[3]
+PY
+printf -- '--weights bf16\n--wieghts df11\n' >"$runs"
+expect_runs_error() {
+  local err
+  if err=$("$df11" generate --synthetic tiny --prompt-len 4 --backend cpu --runs "$runs" 2>&1 >/dev/null); then
+    fail "--runs with a bad line succeeded"
+  elif ! grep -qF -- "$1" <<<"$err"; then
+    fail "--runs: no '$1' in: $err"
+  fi
+}
+expect_runs_error "line '--wieghts df11'"
+: >"$runs"
+expect_runs_error "holds no run"
+rm -f "$runs"
+
 # Tokenizer: text in, text out (the fixture tokenizer has 4000 ids, so the model gets 4000).
 out=$("$df11" generate --synthetic tiny --vocab 4000 --tokenizer "$data/tekken_small.json" --prompt "Hello world" \
   --max-new-tokens 3 --backend cpu 2>&1) || fail "generate --prompt exited $?: $out"
