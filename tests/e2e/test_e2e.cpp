@@ -263,6 +263,57 @@ TEST_CASE("tiny: a decoder variant's host emulation gives the same logits as dec
   CHECK(models[0]->describe().find(kDefaultCudaVariant) != std::string::npos);
 }
 
+namespace {
+
+// A source that counts its loads (and hands out the synthetic tiny model's units).
+class CountingSource final : public WeightSource {
+ public:
+  explicit CountingSource(std::unique_ptr<WeightSource> inner) : inner_(std::move(inner)) {
+    shape_ = inner_->shape();
+    norms_ = inner_->norms();
+    description_ = inner_->description();
+  }
+  UnitFeed load(int unit) const override {
+    ++loads;
+    return inner_->load(unit);
+  }
+  mutable int loads = 0;
+
+ private:
+  std::unique_ptr<WeightSource> inner_;
+};
+
+}  // namespace
+
+TEST_CASE("a feed cache loads every unit once for many builds, which match builds from the source", "[e2e]") {
+  const CountingSource src(synthetic_source(named_config("tiny"), 0, kThreads, "tiny"));
+  const int units = n_units(src.shape());
+  FeedCache cache(src);
+  const auto prompts = batch_prompts(prompt_of(5, 1024), 2, 1024);
+  auto request = [](WeightsKind w, const std::string& variant = "") {
+    return ModelRequest{Backend::cpu, w, variant, 2, 12, kThreads};
+  };
+  std::vector<std::vector<float>> logits;
+  for (const auto& reqs : {std::vector{request(WeightsKind::df11), request(WeightsKind::bf16)},
+                           std::vector{request(WeightsKind::bf16)},
+                           std::vector{request(WeightsKind::df11, "multi12c.gap4-tpos.exp-smem-v16.t256.b16")}}) {
+    auto models = build_models(cache, reqs);
+    for (auto& m : models) {
+      const GenerationResult r = generate(*m, prompts, 4);
+      REQUIRE(r.tokens.size() == 2);
+      logits.emplace_back();
+      m->logits(logits.back());
+    }
+  }
+  CHECK(src.loads == units);  // three builds (another layout among them), one load per unit
+  auto fresh = build_models(src, {request(WeightsKind::bf16)});
+  (void)generate(*fresh[0], prompts, 4);
+  std::vector<float> want;
+  fresh[0]->logits(want);
+  CHECK(src.loads == 2 * units);
+  for (const auto& l : logits) CHECK(l == want);  // the same BF16 words, however they were kept
+}
+
 TEST_CASE("the check names the first step, row and index that differ", "[e2e]") {
   // One mantissa bit of lm_head row 7 flipped in the DF11 model's weights: logit 7 must differ at
   // step 0 in every row, and nothing before it.
