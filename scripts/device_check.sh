@@ -2,16 +2,22 @@
 # The one prepared script for a lent GPU (H100/H200): nothing is built or fetched there. Build
 # here first (scripts/device_build), carry build/device-carry, then on the device machine:
 #   scripts/device_check.sh [OUT_DIR]          (OUT_DIR defaults to $OUT, else ./device_out)
-# Steps, in order of what a first run must learn, each logged under OUT_DIR and bounded in time:
+# First a preflight (a second): the carry's BUILD_INFO against this tree's scripts/source_hash
+# (a stale carry is named in the summary), and every carried binary's libraries (a missing one
+# ends the run at once instead of failing every step). Then the steps, in order of what a first
+# run must learn, each logged under OUT_DIR and bounded in time:
 #   facts       GPU name, clocks, driver
 #   gpu_tests   every variant on the device, outputs poisoned, bit-exact (test_gpu; e2e gpu test)
 #   decode      decode throughput of every variant on a full synthetic Nemo layer next to a
 #               device-to-device copy (experiments/decode_throughput.toml)
-#   memcheck    compute-sanitizer memcheck on small cases of every variant
-#   racecheck   compute-sanitizer racecheck on small cases of every variant
 #   sweep       the default experiment on the cuda backend (experiments/nemo_layer.toml)
 #   e2e         end-to-end generation on synthetic full-size Nemo (harness/e2e/bench_generate.sh)
-#   bench       df11_bench's GPU micro-benchmarks (decoders on a Nemo gate_proj, copy, GEMMs)
+#   memcheck    compute-sanitizer memcheck on small cases of every variant
+#   racecheck   compute-sanitizer racecheck on small cases of every variant
+#   bench       df11_bench's GPU micro-benchmarks (decoders on a Nemo gate_proj, copy, GEMMs; a
+#               benchmark that reports an error, e.g. a bit mismatch, fails the step)
+# On the device a test binary's "no GPU" exit (77) is a failure, and DF11_EXPECT_GPU makes the
+# binaries print why CUDA saw no device.
 # The whole run keeps to BUDGET_S seconds (default 480): each step gets at most its own limit and
 # what is left of the budget; a step that cannot get MIN_STEP_S (default 30) is skipped and says
 # so. STEPS="gpu_tests decode" runs only those steps. A short table comes last.
@@ -23,8 +29,9 @@ OUT_DIR="${1:-${OUT:-device_out}}"
 BUILD="${BUILD:-build/device-carry}"
 BUDGET_S="${BUDGET_S:-480}"
 MIN_STEP_S="${MIN_STEP_S:-30}"
-STEPS="${STEPS:-facts gpu_tests decode memcheck racecheck sweep e2e bench}"
+STEPS="${STEPS:-facts gpu_tests decode sweep e2e memcheck racecheck bench}"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export DF11_EXPECT_GPU=1
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/device_check.log"
 SUMMARY="$OUT_DIR/summary.txt"
@@ -54,12 +61,30 @@ step() {  # step NAME LIMIT COMMAND...: runs within the budget, logs, records th
   local verdict
   case $rc in
     0) verdict=ok ;;
-    77) verdict="SKIPPED (rc 77)" ;;  # no device: the test binaries' skip code
+    77) verdict="FAILED (no GPU)" && failed=$((failed + 1)) ;;  # the test binaries' skip code: here, a fault
     124 | 137) verdict="TIMED OUT" && failed=$((failed + 1)) ;;
     *) verdict="FAILED rc=$rc" && failed=$((failed + 1)) ;;
   esac
   printf '%-22s %-16s %4ds\n' "$name" "$verdict" $((SECONDS - t0)) | tee -a "$SUMMARY"
 }
+
+# Preflight.
+if [ -f "$BUILD/BUILD_INFO" ]; then
+  sed 's/^/carry: /' "$BUILD/BUILD_INFO" >>"$SUMMARY"
+  built=$(awk '$1 == "source_hash" {print $2}' "$BUILD/BUILD_INFO")
+  here=$(scripts/source_hash 2>/dev/null || echo unknown)
+  if [ "$built" != "$here" ]; then
+    echo "WARNING: the carry was built from other sources (source_hash $built, this tree $here): rerun scripts/device_build" |
+      tee -a "$SUMMARY"
+  fi
+else
+  echo "WARNING: $BUILD/BUILD_INFO is missing: a carry from scripts/device_build?" | tee -a "$SUMMARY"
+fi
+missing=$(for b in "$BUILD"/bin/*; do ldd "$b" 2>&1 | grep "not found" | sed "s|^|$(basename "$b"): |"; done)
+if [ -n "$missing" ]; then
+  printf 'preflight FAILED: libraries not found:\n%s\n' "$missing" | tee -a "$SUMMARY" "$LOG"
+  exit 2
+fi
 
 if wanted facts; then
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem --format=csv \
@@ -71,17 +96,6 @@ wanted gpu_tests && step "gpu tests" 90 "$BUILD/bin/test_gpu" "${ptx_args[@]}"
 wanted gpu_tests && [ -x "$BUILD/bin/test_e2e_gpu" ] && step "e2e gpu test" 60 "$BUILD/bin/test_e2e_gpu"
 wanted decode && step "decode throughput" 120 "$BUILD/bin/run_sweep" experiments/decode_throughput.toml \
   --backend cuda --out "$OUT_DIR/decode" "${ptx_args[@]}"
-if wanted memcheck || wanted racecheck; then
-  if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
-    cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-    wanted memcheck && step "memcheck (small)" 120 "$cs" --tool memcheck --error-exitcode 3 \
-      "$BUILD/bin/test_gpu" --small
-    wanted racecheck && step "racecheck (small)" 120 "$cs" --tool racecheck --error-exitcode 3 \
-      "$BUILD/bin/test_gpu" --small --no-damaged
-  else
-    echo "compute-sanitizer not found" | tee -a "$SUMMARY"
-  fi
-fi
 wanted sweep && step "default experiment" 240 "$BUILD/bin/run_sweep" experiments/nemo_layer.toml \
   --backend cuda --out "$OUT_DIR/sweep" "${ptx_args[@]}"
 # The e2e DF11 runs use the fastest variant of the official layout (the layout of the DF11
@@ -109,10 +123,39 @@ PY
   [ -n "$E2E_VARIANT" ] && echo "e2e variant: $E2E_VARIANT (fastest official-layout decode)" | tee -a "$SUMMARY"
 fi
 export E2E_VARIANT="${E2E_VARIANT:-}"
-wanted e2e && step "e2e generation" 300 harness/e2e/bench_generate.sh "$BUILD/bin/df11" "$OUT_DIR/e2e.jsonl"
+wanted e2e && step "e2e generation" 240 harness/e2e/bench_generate.sh "$BUILD/bin/df11" "$OUT_DIR/e2e.jsonl"
+if wanted memcheck || wanted racecheck; then
+  if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
+    cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    wanted memcheck && step "memcheck (small)" 75 "$cs" --tool memcheck --error-exitcode 3 \
+      "$BUILD/bin/test_gpu" --small
+    wanted racecheck && step "racecheck (small)" 75 "$cs" --tool racecheck --error-exitcode 3 \
+      "$BUILD/bin/test_gpu" --small --no-damaged
+  else
+    echo "compute-sanitizer not found" | tee -a "$SUMMARY"
+  fi
+fi
 wanted bench && [ -x "$BUILD/bin/df11_bench" ] && DF11_OFFICIAL_PTX="${OFFICIAL_PTX:-}" step "gpu micro-benchmarks" 90 \
   "$BUILD/bin/df11_bench" --benchmark_filter=gpu_ --benchmark_min_time=0.05 \
   --benchmark_out="$OUT_DIR/gpu_bench.json" --benchmark_out_format=json
+# df11_bench reports a failed benchmark (a decode that differs from its source, a launch error)
+# as an error in its JSON and still exits 0: any such error is a failure too.
+if wanted bench && [ -f "$OUT_DIR/gpu_bench.json" ]; then
+  if ! /usr/bin/env python3 - "$OUT_DIR/gpu_bench.json" >>"$LOG" 2>&1 <<'PY'; then
+import json, sys
+try:
+    benchmarks = json.load(open(sys.argv[1])).get("benchmarks", [])
+except ValueError as e:  # cut short: the file is incomplete
+    sys.exit(f"gpu_bench.json: {e}")
+bad = [b for b in benchmarks if b.get("error_occurred")]
+for b in bad:
+    print(f"benchmark {b.get('name')}: {b.get('error_message')}")
+sys.exit(1 if bad else 0)
+PY
+    printf '%-22s %-16s\n' "gpu micro-benchmarks" "FAILED (errors)" | tee -a "$SUMMARY"
+    failed=$((failed + 1))
+  fi
+fi
 
 # Short table last: decode GB/s per variant against the copy of the same run.
 /usr/bin/env python3 - "$OUT_DIR/decode/results.jsonl" <<'PY' | tee -a "$SUMMARY"

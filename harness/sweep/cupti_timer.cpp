@@ -33,8 +33,11 @@ void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_recor
   *max_records = 0;
 }
 
+// Our decoders (gap_decode_kernel, gap_decode_persistent_kernel; mangled names contain them)
+// and the official kernel ("decode").
 bool is_decode_kernel(const char* name) {
-  return name && (std::strstr(name, "gap_decode_kernel") != nullptr || std::strcmp(name, "decode") == 0);
+  return name && (std::strstr(name, "gap_decode_kernel") != nullptr ||
+                  std::strstr(name, "gap_decode_persistent_kernel") != nullptr || std::strcmp(name, "decode") == 0);
 }
 
 void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t valid) {
