@@ -42,6 +42,7 @@ struct GenerateArgs {
   int threads = 0;
   uint64_t chunk_bytes = 0;
   bool fused_gemv = false;
+  bool overlap = false;
   std::string runs_file;  // --runs: one run's options per line, one model load for all
 };
 
@@ -86,6 +87,9 @@ void check_run_args(const GenerateArgs& a) {
   if (a.fused_gemv && backend != e2e::Backend::cuda) {
     throw Error("--fused-gemv: the fused decode + GEMV kernels run on the CUDA backend only");
   }
+  if (a.overlap && (a.chunk_bytes == 0 || backend != e2e::Backend::cuda)) {
+    throw Error("--overlap pipelines the slices of chunked GEMMs on CUDA: it needs --chunk-bytes and --backend cuda");
+  }
 }
 
 // One run: builds its models (from `cache` when given, else loading the source unit by unit),
@@ -116,6 +120,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   req.threads = a.threads;
   req.chunk_bytes = a.chunk_bytes;  // --check's partner slices the same way (same GEMMs)
   req.fused_gemv = a.fused_gemv;    // and runs the same fused kernels (on BF16 words, or decoding)
+  req.overlap = a.overlap;          // and overlaps its slices the same way
   std::vector<e2e::ModelRequest> requests{req};
   if (a.check) {
     e2e::ModelRequest ref = req;
@@ -163,6 +168,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
         {"batch", a.batch},
         {"chunk_bytes", a.chunk_bytes},
         {"fused_gemv", a.fused_gemv},
+        {"overlap", a.overlap},
         {"prompt_len", prompt.size()},
         {"new_tokens", a.max_new},
         {"seed", a.seed},
@@ -243,11 +249,12 @@ void parse_run_line(const std::string& line, GenerateArgs& r) {
   app.add_flag("--check", r.check);
   app.add_option("--chunk-bytes", r.chunk_bytes);
   app.add_flag("--fused-gemv", r.fused_gemv);
+  app.add_flag("--overlap", r.overlap);
   try {
     app.parse(line, false);
   } catch (const CLI::ParseError& e) {
     throw Error(fmt::format("--runs: line '{}': {} (a line takes --weights, --variant, --batch, --prompt-len, "
-                            "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --fused-gemv)",
+                            "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --overlap, --fused-gemv)",
                             line, e.what()));
   }
   // A line's prompt replaces the command line's.
@@ -374,9 +381,13 @@ void add_generate(CLI::App& app) {
                   "CUDA: run every block GEMM in row slices of about N bytes of weights, each decoded "
                   "(or copied) just before its GEMM while it is in L2 (e.g. 25000000 on an H100); "
                   "--check's partner slices the same way");
+  cmd->add_flag("--overlap", a->overlap,
+                "CUDA, with --chunk-bytes: each slice is decoded (or copied) on a second stream into one half of "
+                "the reused buffer while the previous slice's GEMM runs (no more memory; slices at most half the "
+                "buffer); --check's partner overlaps the same way");
   cmd->add_option("--runs", a->runs_file,
                   "A file of runs, one per line, each the options --weights, --variant, --batch, --prompt-len, "
-                  "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --fused-gemv on top of the command "
+                  "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --overlap, --fused-gemv on top of the command "
                   "line's ('#' comments): the model is loaded once and kept in host memory for all of them "
                   "(with --json one line per run, or an error line)");
   cmd->add_flag("--fused-gemv", a->fused_gemv,

@@ -164,15 +164,21 @@ class DeviceProvider {
     prepare_fused();
   }
   // Device pointer to elements [lo, hi) of the unit as BF16 words, ready in stream order on s;
-  // valid until the next acquire (df11, cpu-offload: they decode or copy into the reused
-  // buffer) or for good (bf16: resident).
-  [[nodiscard]] virtual const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) = 0;
+  // valid until the next acquire into the same place (df11, cpu-offload: they decode or copy
+  // into the reused buffer) or for good (bf16: resident). half: -1 for the whole buffer; 0 or
+  // 1 for one of its two halves (the overlapped slices of --overlap; at most half_elements()).
+  [[nodiscard]] virtual const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half) = 0;
+  [[nodiscard]] const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) {
+    return acquire(unit, lo, hi, s, -1);
+  }
   [[nodiscard]] const uint16_t* acquire(int unit, cudaStream_t s) { return acquire(unit, 0, map(unit).n_elements, s); }
   // Whether acquire costs nothing (weights resident as BF16).
   [[nodiscard]] virtual bool resident() const { return false; }
   // Elements the reused buffer holds, which sets the lm_head and embedding slices for every kind
   // of weights (resident weights allocate no buffer but slice the same way).
   [[nodiscard]] uint64_t buffer_elements() const { return buffer_elements_; }
+  // Elements one half of the buffer holds (whole multiples of kAlignElements).
+  [[nodiscard]] uint64_t half_elements() const { return buffer_elements_ / 2 / kAlignElements * kAlignElements; }
   [[nodiscard]] const UnitMap& map(int unit) const { return maps_.at(sz(unit)); }
   [[nodiscard]] virtual WeightsKind kind() const = 0;
   [[nodiscard]] virtual std::string describe() const = 0;
@@ -252,10 +258,11 @@ class DeviceProvider {
     for (int u = 0; u < static_cast<int>(s.n_layers) && sz(u) < maps_.size(); ++u) n = std::max(n, maps_[sz(u)].n_elements);
     return n;
   }
-  void check_range(int unit, uint64_t lo, uint64_t hi) const {
-    if (lo > hi || hi > map(unit).n_elements || (!resident() && hi - lo > buffer_elements_)) {
-      throw Error(fmt::format("cuda model: range [{}, {}) of unit {} ({} elements) does not fit the {}-element buffer",
-                              lo, hi, unit, map(unit).n_elements, buffer_elements_));
+  void check_range(int unit, uint64_t lo, uint64_t hi, int half) const {
+    const uint64_t room = half < 0 ? buffer_elements_ : half_elements();
+    if (half > 1 || lo > hi || hi > map(unit).n_elements || (!resident() && hi - lo > room)) {
+      throw Error(fmt::format("cuda model: range [{}, {}) of unit {} ({} elements) does not fit the {}-element {}",
+                              lo, hi, unit, map(unit).n_elements, room, half < 0 ? "buffer" : "half buffer"));
     }
   }
 
@@ -263,6 +270,11 @@ class DeviceProvider {
   // Embedding and lm_head ranges are whole multiples of this many rows (256-byte aligned
   // GEMM operands and outputs for any hidden size that is a multiple of 2).
   static constexpr int64_t kSliceRows = 128;
+  // Where a range starting at element lo goes in the reused buffer: at the same alignment
+  // modulo 256 bytes as element lo of a resident unit (whose base cudaMalloc aligns), so that
+  // cuBLAS, which may choose kernels by pointer alignment, sees the same alignment for every
+  // kind of weights.
+  static constexpr uint64_t kAlignElements = 128;
 
  protected:
   std::vector<UnitMap> maps_;
@@ -292,8 +304,8 @@ class Bf16DeviceProvider final : public DeviceProvider {
     }
   }
   const uint16_t* fused_weights(int unit) const override { return units_.at(sz(unit)).get(); }
-  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t) override {
-    check_range(unit, lo, hi);
+  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t, int half) override {
+    check_range(unit, lo, hi, half);
     return units_.at(sz(unit)).get() + lo;
   }
   bool resident() const override { return true; }
@@ -331,17 +343,18 @@ class ReusedBufferProvider : public DeviceProvider {
  public:
   void prepare(const ModelShape& s) override {
     DeviceProvider::prepare(s);
-    buffer_ = cuda::DeviceBuffer<uint16_t>(buffer_elements_ + kAlignElements);
+    // Room for the alignment shift (kAlignElements) of the whole buffer or of each half.
+    buffer_ = cuda::DeviceBuffer<uint16_t>(buffer_elements_ + 2 * kAlignElements);
   }
   uint64_t decode_buffer_bytes() const override { return buffer_.bytes(); }
 
  protected:
-  // Where a range starting at element lo goes: at the same alignment modulo 256 bytes as
-  // element lo of a resident unit (whose base cudaMalloc aligns), so that cuBLAS, which may
-  // choose kernels by pointer alignment, sees the same alignment for every kind of weights.
-  // The buffer holds kAlignElements more than buffer_elements_ for it.
-  static constexpr uint64_t kAlignElements = 128;
-  [[nodiscard]] uint16_t* slot(uint64_t lo) const { return buffer_.get() + lo % kAlignElements; }
+  // Where [lo, ...) goes: the whole buffer (half -1) and half 0 start at its base, half 1 past
+  // half 0 (half_elements() + kAlignElements); then lo's alignment shift (kAlignElements above).
+  [[nodiscard]] uint16_t* slot(uint64_t lo, int half) const {
+    const uint64_t base = half == 1 ? half_elements() + kAlignElements : 0;
+    return buffer_.get() + base + lo % kAlignElements;
+  }
 
   cuda::DeviceBuffer<uint16_t> buffer_;
 };
@@ -371,10 +384,10 @@ class Df11DeviceProvider final : public ReusedBufferProvider {
       }
     }
   }
-  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) override {
+  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half) override {
     NvtxRange r("e2e.df11_decode");
-    check_range(unit, lo, hi);
-    uint16_t* dst = slot(lo);
+    check_range(unit, lo, hi, half);
+    uint16_t* dst = slot(lo, half);
     decoder_->launch(*images_.at(sz(unit)), dst, lo, hi, s);
     return dst;
   }
@@ -401,11 +414,11 @@ class OffloadProvider final : public ReusedBufferProvider {
     pinned_[sz(feed.unit())] = std::make_unique<PinnedBuffer>(w.size() * 2);
     std::memcpy(pinned_[sz(feed.unit())]->get(), w.data(), w.size() * 2);
   }
-  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) override {
+  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half) override {
     NvtxRange r("e2e.offload_copy");
-    check_range(unit, lo, hi);
+    check_range(unit, lo, hi, half);
     const auto* p = static_cast<const uint16_t*>(pinned_.at(sz(unit))->get());
-    uint16_t* dst = slot(lo);
+    uint16_t* dst = slot(lo, half);
     CUDA_CHECK(cudaMemcpyAsync(dst, p + lo, (hi - lo) * 2, cudaMemcpyHostToDevice, s));
     return dst;
   }
@@ -431,7 +444,7 @@ class CudaModel final : public Model {
 
   CudaModel(const ModelShape& s, const Norms& norms, std::unique_ptr<DeviceProvider> provider,
             std::unique_ptr<cuda::Stream> stream, int batch, int max_positions, uint64_t chunk_bytes,
-            bool fused_requested)
+            bool fused_requested, bool overlap)
       : s_(s),
         provider_(std::move(provider)),
         stream_(std::move(stream)),
@@ -440,6 +453,13 @@ class CudaModel final : public Model {
         max_positions_(max_positions),
         chunk_bytes_(chunk_bytes),
         fused_requested_(fused_requested) {
+    if (overlap) {
+      if (chunk_bytes == 0) throw Error("cuda model: --overlap pipelines the slices of chunked GEMMs: it needs --chunk-bytes");
+      side_ = std::make_unique<cuda::Stream>();
+      for (auto& e : filled_) e = std::make_unique<cuda::Event>(cudaEventDisableTiming);
+      for (auto& e : drained_) e = std::make_unique<cuda::Event>(cudaEventDisableTiming);
+      buffer_free_ = std::make_unique<cuda::Event>(cudaEventDisableTiming);
+    }
     const cudaStream_t st = stream_->get();
     if (max_positions > gpu::attention_max_positions(static_cast<int>(s.head_dim))) {
       throw Error(fmt::format(
@@ -497,7 +517,9 @@ class CudaModel final : public Model {
   WeightsKind weights() const override { return provider_->kind(); }
   std::string describe() const override {
     return "cuda " + provider_->describe() +
-           (chunk_bytes_ ? fmt::format(", chunked GEMMs ({} B slices)", chunk_bytes_) : std::string()) +
+           (chunk_bytes_ ? fmt::format(", chunked GEMMs ({} B slices{})", chunk_bytes_,
+                                       side_ ? ", each decoded or copied on a second stream while the last one's GEMM runs" : "")
+                         : std::string()) +
            (provider_->fused() ? fmt::format(", fused decode+GEMV up to {} rows", dec::kFusedMaxBatch)
             : fused_requested_ ? fmt::format(", no fused decode+GEMV at batch {} (> {})", batch_, dec::kFusedMaxBatch)
                                : std::string());
@@ -595,6 +617,13 @@ class CudaModel final : public Model {
     const int64_t nq = s.n_heads * D, nkv = s.n_kv_heads * D, nqkv = nq + 2 * nkv;
     const auto eps = static_cast<float>(s.rms_norm_eps);
     embed_rows(rows);
+    if (side_) {
+      // The side stream's first slice of this pass waits for the embedding rows, which were
+      // acquired into the same buffer on this stream. (Later users of the buffer on this
+      // stream, the lm_head slices, come after GEMMs that waited for every side-stream slice.)
+      CUDA_CHECK(cudaEventRecord(buffer_free_->get(), st));
+      CUDA_CHECK(cudaStreamWaitEvent(side_->get(), buffer_free_->get(), 0));
+    }
     // Fused decode + GEMV: passes of at most 16 rows (a model's choice by rows alone, so that
     // models with the same settings run the same arithmetic).
     const bool fused = provider_->fused() && rows <= dec::kFusedMaxBatch;
@@ -615,9 +644,21 @@ class CudaModel final : public Model {
         const int64_t slice = chunk_rows(k);
         for (int64_t r0 = 0; r0 < n; r0 += slice) {
           const int64_t r1 = std::min(n, r0 + slice);
-          const uint16_t* w = provider_->acquire(unit, off + static_cast<uint64_t>(r0 * k),
-                                                 off + static_cast<uint64_t>(r1 * k), st);
+          const uint64_t lo = off + static_cast<uint64_t>(r0 * k), hi = off + static_cast<uint64_t>(r1 * k);
+          if (!side_) {
+            gemm(x, rows, k, provider_->acquire(unit, lo, hi, st), r1 - r0, y + r0, ldy, acc);
+            continue;
+          }
+          // Overlapped: the slice is decoded (copied) on the side stream into the half the GEMM
+          // before last read, once that GEMM is done, while the last slice's GEMM runs here.
+          const int h = half_;
+          half_ ^= 1;
+          CUDA_CHECK(cudaStreamWaitEvent(side_->get(), drained_[h]->get(), 0));
+          const uint16_t* w = provider_->acquire(unit, lo, hi, side_->get(), h);
+          CUDA_CHECK(cudaEventRecord(filled_[h]->get(), side_->get()));
+          CUDA_CHECK(cudaStreamWaitEvent(st, filled_[h]->get(), 0));
           gemm(x, rows, k, w, r1 - r0, y + r0, ldy, acc);
+          CUDA_CHECK(cudaEventRecord(drained_[h]->get(), st));
         }
       };
       gpu::rmsnorm(h_.get(), rows, H, norm_in_[sz(l)].get(), H, eps, xb_.get(), st);
@@ -682,10 +723,10 @@ class CudaModel final : public Model {
   }
 
   // Rows of a chunked GEMM's weight slice for rows of k elements: about chunk_bytes_ of BF16,
-  // whole kSliceRows, and never more than the reused buffer holds.
+  // whole kSliceRows, and never more than the reused buffer (overlapped: half of it) holds.
   [[nodiscard]] int64_t chunk_rows(int64_t k) const {
     const int64_t want = static_cast<int64_t>(chunk_bytes_ / 2) / k;
-    const int64_t fit = static_cast<int64_t>(provider_->buffer_elements()) / k;
+    const int64_t fit = static_cast<int64_t>(side_ ? provider_->half_elements() : provider_->buffer_elements()) / k;
     const int64_t rows = std::min(want, fit) / DeviceProvider::kSliceRows * DeviceProvider::kSliceRows;
     return std::max<int64_t>(DeviceProvider::kSliceRows, rows);
   }
@@ -728,6 +769,11 @@ class CudaModel final : public Model {
   int batch_, max_positions_, position_ = 0, rows_cap_ = 0;
   uint64_t chunk_bytes_ = 0;
   bool fused_requested_ = false;
+  // --overlap: the side stream that acquires slices, which half of the buffer the next slice
+  // takes, and per half the events "filled" (acquired) and "drained" (its GEMM done).
+  std::unique_ptr<cuda::Stream> side_;
+  std::unique_ptr<cuda::Event> filled_[2], drained_[2], buffer_free_;
+  int half_ = 0;
   std::vector<cuda::DeviceBuffer<uint16_t>> norm_in_, norm_post_;
   cuda::DeviceBuffer<uint16_t> norm_final_;
   cuda::DeviceBuffer<float> rope_;
@@ -769,7 +815,7 @@ class CudaBuilder final : public ModelBuilder {
     provider_->prepare(s_);
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
                                        request_.batch, request_.max_positions, request_.chunk_bytes,
-                                       request_.fused_gemv);
+                                       request_.fused_gemv, request_.overlap);
   }
 
  private:

@@ -39,6 +39,10 @@ struct ModelRequest {
   // reading the resident BF16 words, the same sums in the same order, so the two stay
   // bit-identical). Larger passes decode (or read) and run cuBLAS as without it.
   bool fused_gemv = false;
+  // CUDA only, with chunk_bytes: each slice is acquired on a second stream into one of two
+  // halves of the reused buffer while the previous slice's GEMM runs (decode or copy overlapped
+  // with GEMMs; no more memory). The same slices and GEMMs, so results are those without it.
+  bool overlap = false;
 };
 
 // Takes the units of one model while it is built.

@@ -148,19 +148,27 @@ void run() {
 
   // Chunked GEMMs (each block GEMM in row slices acquired just before it): DF11 and CPU offload
   // against BF16 sliced the same way, bit for bit, and BF16 sliced against whole-block BF16
-  // within rounding (the slices' GEMMs may round differently, never by more).
+  // within rounding (the slices' GEMMs may round differently, never by more). Overlapped
+  // (--overlap: slices acquired on a second stream into alternating halves of the buffer):
+  // DF11 and CPU offload against the same slices without overlap, bit for bit; a slice
+  // overwritten before its GEMM read it would differ.
   try {
-    auto chunked = [&](WeightsKind w) {
+    auto chunked = [&](WeightsKind w, bool overlap = false) {
       ModelRequest r = request(Backend::cuda, w, 2, 16);
       r.chunk_bytes = 64 * 1024;  // a few 128-row slices per tiny matrix
+      r.overlap = overlap;
       return r;
     };
     auto cm = build_models(*src, {chunked(WeightsKind::df11), chunked(WeightsKind::bf16),
-                                  chunked(WeightsKind::cpu_offload), request(Backend::cuda, WeightsKind::bf16, 2, 16)});
+                                  chunked(WeightsKind::cpu_offload), request(Backend::cuda, WeightsKind::bf16, 2, 16),
+                                  chunked(WeightsKind::df11, true), chunked(WeightsKind::cpu_offload, true)});
     expect(cm[0]->describe().find("chunked GEMMs") != std::string::npos, "chunked model says so: " + cm[0]->describe());
     const auto cp = batch_prompts(random_prompt(6, tiny.vocab, 6), 2, tiny.vocab);
     check_pair(*cm[0], *cm[1], cp, 8, "tiny chunked df11 vs chunked bf16");
     check_pair(*cm[2], *cm[1], cp, 8, "tiny chunked cpu-offload vs chunked bf16");
+    expect(cm[4]->describe().find("second stream") != std::string::npos, "overlapped model says so: " + cm[4]->describe());
+    check_pair(*cm[4], *cm[1], cp, 8, "tiny overlapped chunked df11 vs chunked bf16");
+    check_pair(*cm[5], *cm[1], cp, 8, "tiny overlapped chunked cpu-offload vs chunked bf16");
     const double e = prefill_logit_error(*cm[1], *cm[3], cp);
     expect(e < 2e-2, fmt::format("tiny chunked bf16 vs whole-block bf16 logits, relative error {:.2e} (< 2e-2)", e));
   } catch (const std::exception& e) {
@@ -240,10 +248,16 @@ void run() {
     nemo1.n_layers = 1;
     nemo1.vocab = 4096;
     const auto ns = synthetic_source(nemo1, 0, 0, "nemo");
+    ModelRequest sliced = request(Backend::cuda, WeightsKind::bf16, 2, 40);
+    sliced.chunk_bytes = 8 << 20;  // Nemo-sized slices: decode and GEMM long enough to overlap
+    ModelRequest overlapped = sliced;
+    overlapped.weights = WeightsKind::df11;
+    overlapped.overlap = true;
     auto nm = build_models(*ns, {request(Backend::cuda, WeightsKind::df11, 2, 40),
-                                 request(Backend::cuda, WeightsKind::bf16, 2, 40)});
-    check_pair(*nm[0], *nm[1], batch_prompts(random_prompt(32, nemo1.vocab, 4), 2, nemo1.vocab), 8,
-               "nemo 1 layer");
+                                 request(Backend::cuda, WeightsKind::bf16, 2, 40), sliced, overlapped});
+    const auto np = batch_prompts(random_prompt(32, nemo1.vocab, 4), 2, nemo1.vocab);
+    check_pair(*nm[0], *nm[1], np, 8, "nemo 1 layer");
+    check_pair(*nm[3], *nm[2], np, 8, "nemo 1 layer overlapped chunked df11 vs chunked bf16");
   } catch (const std::exception& e) {
     expect(false, std::string("nemo 1 layer: ") + e.what());
   }
