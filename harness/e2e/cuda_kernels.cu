@@ -48,6 +48,11 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const float* log
   body::argmax(logits, vocab, out, best_v, best_i);
 }
 
+__global__ void spin_kernel(unsigned us) {
+  const long long end = clock64() + static_cast<long long>(us) * 2000;  // ~2 GHz: about us microseconds
+  while (clock64() < end) __nanosleep(1000);
+}
+
 std::size_t attention_smem(int head_dim, int positions) {
   return sizeof(float) * body::attention_smem_floats(head_dim, positions);
 }
@@ -114,6 +119,11 @@ void swiglu(const float* gu, int64_t rows, int64_t inter, uint16_t* out, cudaStr
 void argmax(const float* logits, int rows, int64_t vocab, int32_t* out, cudaStream_t s) {
   if (rows == 0) return;
   argmax_kernel<<<static_cast<unsigned>(rows), kArgmaxThreads, 0, s>>>(logits, vocab, out);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void spin(unsigned us, cudaStream_t s) {
+  spin_kernel<<<1, 1, 0, s>>>(us);
   CUDA_CHECK(cudaGetLastError());
 }
 

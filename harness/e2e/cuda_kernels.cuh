@@ -43,4 +43,8 @@ void swiglu(const float* gu, int64_t rows, int64_t inter, uint16_t* out, cudaStr
 // out[r] = argmax of logits[r][:], ties to the lowest index, NaN never chosen.
 void argmax(const float* logits, int rows, int64_t vocab, int32_t* out, cudaStream_t s);
 
+// One thread that waits about `us` microseconds on the GPU: tests delay one stream with it so
+// that a missing cross-stream wait shows as a wrong result every time, not by chance.
+void spin(unsigned us, cudaStream_t s);
+
 }  // namespace df11::e2e::gpu

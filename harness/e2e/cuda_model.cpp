@@ -5,7 +5,9 @@
 // Weight providers: bf16 (all units resident on the device), df11 (DeviceImages of every unit,
 // each decoded by the selected variant into one reused buffer just before it runs), cpu-offload
 // (BF16 in pinned host memory, copied per unit into one reused buffer). Everything runs on one
-// stream, so a unit's decode or copy waits for the GEMMs still reading the buffer. With
+// stream, so a unit's decode or copy waits for the GEMMs still reading the buffer; with
+// --overlap, the slices of chunked GEMMs are acquired on a second stream into the buffer's two
+// halves in turn, ordered against the GEMMs by events. With
 // fused_gemv, passes of at most 16 rows run the block GEMMs and the lm_head through the fused
 // decode + GEMV kernels instead (df11: straight from the encoding; bf16: the same kernels on the
 // resident words), in groups the data flow allows: q k v; o; gate up; down.
@@ -18,6 +20,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -456,6 +459,12 @@ class CudaModel final : public Model {
     if (overlap) {
       if (chunk_bytes == 0) throw Error("cuda model: --overlap pipelines the slices of chunked GEMMs: it needs --chunk-bytes");
       side_ = std::make_unique<cuda::Stream>();
+      // Tests only: DF11_E2E_SKEW=main (or side) delays that stream by ~200 us before each GEMM
+      // (acquire), so that a missing wait on the other stream gives wrong results every time.
+      if (const char* skew = std::getenv("DF11_E2E_SKEW")) {
+        skew_main_ = std::string(skew) == "main";
+        skew_side_ = std::string(skew) == "side";
+      }
       for (auto& e : filled_) e = std::make_unique<cuda::Event>(cudaEventDisableTiming);
       for (auto& e : drained_) e = std::make_unique<cuda::Event>(cudaEventDisableTiming);
       buffer_free_ = std::make_unique<cuda::Event>(cudaEventDisableTiming);
@@ -508,6 +517,15 @@ class CudaModel final : public Model {
     CUDA_CHECK(cudaStreamSynchronize(st));
     watch().sample();
   }
+
+  // Work may still run on the device (and, overlapped, on the side stream, which the main stream
+  // has not joined if a pass threw halfway): finish it before the buffers it uses go away.
+  ~CudaModel() override {
+    if (side_) (void)cudaStreamSynchronize(side_->get());
+    (void)cudaStreamSynchronize(stream_->get());
+  }
+  CudaModel(const CudaModel&) = delete;
+  CudaModel& operator=(const CudaModel&) = delete;
 
   const ModelShape& shape() const override { return s_; }
   int batch() const override { return batch_; }
@@ -654,9 +672,11 @@ class CudaModel final : public Model {
           const int h = half_;
           half_ ^= 1;
           CUDA_CHECK(cudaStreamWaitEvent(side_->get(), drained_[h]->get(), 0));
+          if (skew_side_) gpu::spin(kSkewUs, side_->get());
           const uint16_t* w = provider_->acquire(unit, lo, hi, side_->get(), h);
           CUDA_CHECK(cudaEventRecord(filled_[h]->get(), side_->get()));
           CUDA_CHECK(cudaStreamWaitEvent(st, filled_[h]->get(), 0));
+          if (skew_main_) gpu::spin(kSkewUs, st);
           gemm(x, rows, k, w, r1 - r0, y + r0, ldy, acc);
           CUDA_CHECK(cudaEventRecord(drained_[h]->get(), st));
         }
@@ -774,6 +794,8 @@ class CudaModel final : public Model {
   std::unique_ptr<cuda::Stream> side_;
   std::unique_ptr<cuda::Event> filled_[2], drained_[2], buffer_free_;
   int half_ = 0;
+  bool skew_main_ = false, skew_side_ = false;  // DF11_E2E_SKEW (tests)
+  static constexpr unsigned kSkewUs = 200;
   std::vector<cuda::DeviceBuffer<uint16_t>> norm_in_, norm_post_;
   cuda::DeviceBuffer<uint16_t> norm_final_;
   cuda::DeviceBuffer<float> rope_;

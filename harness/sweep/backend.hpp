@@ -21,7 +21,8 @@ namespace df11::sweep {
 // A method resolved for a run: kind plus, for df11 kinds, the decoder: a GPU variant from the
 // registry, or on the cpu backend the CPU decoder (variant_name "cpu", variant null).
 struct MethodCase {
-  std::string kind;  // bf16 | cpu-offload | cpu-offload-sync | copy | df11 | df11-chunked | df11-fused | decode
+  std::string kind;  // bf16 | cpu-offload | cpu-offload-sync | copy | df11 | df11-chunked | df11-pipelined |
+                    // df11-fused | decode
   const dec::Decoder* variant = nullptr;
   std::string variant_name;  // empty for kinds without a decoder
   [[nodiscard]] std::string label() const { return variant_name.empty() ? kind : kind + ":" + variant_name; }
@@ -63,7 +64,7 @@ class Backend {
   // Runs the method once at this batch and returns its outputs (all matrices' Y, concatenated,
   // as BF16 bit patterns) for verification against bf16. Batch 0: decode/copy output instead.
   [[nodiscard]] virtual std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) = 0;
-  // When the method's GEMMs are not bf16's (df11-chunked multiplies row slices, and a GEMM
+  // When the method's GEMMs are not bf16's (df11-chunked and df11-pipelined multiply row slices, and a GEMM
   // library may pick other kernels, and so round differently, for a slice than for the whole
   // matrix): the output of those same GEMMs on the resident BF16 weights, so that the sweep can
   // tell a decode error from a GEMM that rounds differently. nullopt when the method runs

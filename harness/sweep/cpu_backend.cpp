@@ -195,9 +195,8 @@ class CpuBackend final : public Backend {
       return dec::Status::no(
           "offload streams weights from host to GPU memory; the cpu backend has no GPU");
     }
-    if (m.kind == "df11-chunked") {
-      return dec::Status::no(
-          "df11-chunked decodes L2-sized slices between GEMMs on the GPU; not on the cpu backend");
+    if (m.kind == "df11-chunked" || m.kind == "df11-pipelined") {
+      return dec::Status::no(m.kind + " decodes L2-sized slices between GEMMs on the GPU; not on the cpu backend");
     }
     if (m.kind == "df11-fused") {
       return dec::Status::no("df11-fused is a GPU kernel (fused decode + GEMV); not on the cpu backend");

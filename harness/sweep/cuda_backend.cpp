@@ -139,8 +139,9 @@ class CudaBackend final : public Backend {
       while ((m.offset * 2) % w_align != 0) w_align /= 2;
     }
     gemm_.set_w_alignment(w_align);
+    // Room for a slice of kSliceRows rows of the widest matrix in each half (df11-pipelined).
     slice_buf_ = cuda::DeviceBuffer<uint16_t>(
-        std::max<uint64_t>(chunk_bytes_ / 2, static_cast<uint64_t>(kSliceRows * max_in)));
+        std::max<uint64_t>(chunk_bytes_ / 2, static_cast<uint64_t>(2 * kSliceRows * max_in)));
     for (auto& b : offload_buf_) b = cuda::DeviceBuffer<uint16_t>(largest);
     pinned_w_ = PinnedBuffer(n_ * 2);
     std::memcpy(pinned_w_.get(), host_w_.data(), n_ * 2);
@@ -174,13 +175,13 @@ class CudaBackend final : public Backend {
       if (!e) return dec::Status::no("no encoding in the DF11 layout");
       return dec::fused_can_implement(*e, gemv_matrices(), 1);
     }
-    if (m.kind == "df11" || m.kind == "df11-chunked" || m.kind == "decode") {
+    if (m.kind == "df11" || m.kind == "df11-chunked" || m.kind == "df11-pipelined" || m.kind == "decode") {
       if (m.variant == nullptr) return dec::Status::no("the cuda backend runs GPU decoder variants, not '" + m.variant_name + "'");
       const EncodedUnit* e = encoding_for(*m.variant);
       if (!e) return dec::Status::no("no encoding in layout " + m.variant->layout().name());
       const dec::Status s = m.variant->can_implement(*e);
       if (!s.ok) return s;
-      if (m.kind == "df11-chunked" && m.variant->name() == "official-ptx") {
+      if ((m.kind == "df11-chunked" || m.kind == "df11-pipelined") && m.variant->name() == "official-ptx") {
         return dec::Status::no("the official kernel decodes whole units only");
       }
       return dec::Status::yes();
@@ -210,9 +211,9 @@ class CudaBackend final : public Backend {
     return collect_outputs(batch);
   }
 
-  // df11-chunked multiplies row slices; cuBLASLt may choose other kernels (split-K, other
-  // tiles) for a slice than for the whole matrix, which round differently. Its reference is the
-  // same slices read straight from the resident BF16 weights.
+  // df11-chunked and df11-pipelined multiply row slices; cuBLASLt may choose other kernels
+  // (split-K, other tiles) for a slice than for the whole matrix, which round differently. Their
+  // reference is the same slices read straight from the resident BF16 weights.
   [[nodiscard]] std::optional<std::vector<uint16_t>> same_gemm_reference(const MethodCase& m, int batch) override {
     if (m.kind == "df11-fused") {  // the fused kernels reading the resident BF16 weights
       prepare_batch(batch);
@@ -224,11 +225,11 @@ class CudaBackend final : public Backend {
       check_fused_against_double(ref, batch);
       return ref;
     }
-    if (m.kind != "df11-chunked") return std::nullopt;
+    if (m.kind != "df11-chunked" && m.kind != "df11-pipelined") return std::nullopt;
     prepare_batch(batch);
     poison();
     NvtxRange r("same-gemm reference " + m.label());
-    sliced_gemms(nullptr, stream_.get());
+    sliced_gemms(nullptr, stream_.get(), m.kind == "df11-pipelined" ? pipeline_half() : slice_buf_.size());
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     return collect_outputs(batch);
   }
@@ -482,27 +483,63 @@ class CudaBackend final : public Backend {
     for (auto& y : y_) fill(y);
   }
 
-  // Every matrix in row slices that fit slice_buf_ (sized for L2): each slice decoded by
-  // `variant` into slice_buf_ and multiplied while it is still in L2 (df11-chunked), or, with
-  // no variant, the same GEMMs reading the slice from the resident BF16 weights.
-  void sliced_gemms(const dec::Decoder* variant, cudaStream_t s) {
-    const dec::DeviceImage* img = variant ? &image_for(*variant) : nullptr;
+  // f(matrix, r0, r1, lo, hi) for every row slice [r0, r1) of every matrix (elements [lo, hi)
+  // of the unit) that fits `slice_elements`: whole kSliceRows rows, at least kSliceRows.
+  template <class F>
+  void for_each_slice(uint64_t slice_elements, F&& f) const {
     for (std::size_t i = 0; i < mats_.size(); ++i) {
       const Matrix& m = mats_[i];
-      const int64_t fit = static_cast<int64_t>(slice_buf_.size()) / m.in;
+      const int64_t fit = static_cast<int64_t>(slice_elements) / m.in;
       const int64_t rows_per_slice = std::max<int64_t>(kSliceRows, fit / kSliceRows * kSliceRows);
       for (int64_t r0 = 0; r0 < m.out; r0 += rows_per_slice) {
         const int64_t r1 = std::min(m.out, r0 + rows_per_slice);
-        const uint64_t lo = m.offset + static_cast<uint64_t>(r0 * m.in);
-        const uint64_t hi = m.offset + static_cast<uint64_t>(r1 * m.in);
-        const uint16_t* w = w_.get() + lo;
-        if (variant) {
-          variant->launch(*img, slice_buf_.get(), lo, hi, s);
-          w = slice_buf_.get();
-        }
-        gemm(w, r1 - r0, m.in, x_[i].get(), y_[i].get() + r0, m.out, batch_, s);
+        f(i, r0, r1, m.offset + static_cast<uint64_t>(r0 * m.in), m.offset + static_cast<uint64_t>(r1 * m.in));
       }
     }
+  }
+
+  // Every matrix in row slices of `slice_elements` (slice_buf_: sized for L2): each slice
+  // decoded by `variant` into slice_buf_ and multiplied while it is still in L2 (df11-chunked),
+  // or, with no variant, the same GEMMs reading the slice from the resident BF16 weights.
+  void sliced_gemms(const dec::Decoder* variant, cudaStream_t s, uint64_t slice_elements) {
+    const dec::DeviceImage* img = variant ? &image_for(*variant) : nullptr;
+    for_each_slice(slice_elements, [&](std::size_t i, int64_t r0, int64_t r1, uint64_t lo, uint64_t hi) {
+      const uint16_t* w = w_.get() + lo;
+      if (variant) {
+        variant->launch(*img, slice_buf_.get(), lo, hi, s);
+        w = slice_buf_.get();
+      }
+      gemm(w, r1 - r0, mats_[i].in, x_[i].get(), y_[i].get() + r0, mats_[i].out, batch_, s);
+    });
+  }
+
+  // df11-pipelined's slices: half of slice_buf_ each (whole multiples of kSliceRows x 128
+  // elements, so the second half keeps the 256-byte alignment of the first), two in flight.
+  [[nodiscard]] uint64_t pipeline_half() const { return slice_buf_.size() / 2 / 128 * 128; }
+
+  // df11-pipelined: the slices of pipeline_half(), each decoded on copy_stream_ into one half of
+  // slice_buf_ in turn while the previous slice's GEMM runs on s. Events order each half's
+  // decode after the GEMM that last read it (in this run: an event recorded before the run
+  // cannot be waited on inside a graph capture) and each GEMM after its slice's decode; the
+  // copy stream first waits for everything before the run on s (the L2 flush, the start event).
+  void pipelined_gemms(const dec::Decoder& variant, cudaStream_t s) {
+    const dec::DeviceImage& img = image_for(variant);
+    const uint64_t half = pipeline_half();
+    CUDA_CHECK(cudaEventRecord(run_begin_.get(), s));
+    CUDA_CHECK(cudaStreamWaitEvent(copy_stream_.get(), run_begin_.get()));
+    bool used[2] = {false, false};
+    int h = 0;
+    for_each_slice(half, [&](std::size_t i, int64_t r0, int64_t r1, uint64_t lo, uint64_t hi) {
+      uint16_t* slot = slice_buf_.get() + static_cast<uint64_t>(h) * half;
+      if (used[h]) CUDA_CHECK(cudaStreamWaitEvent(copy_stream_.get(), consumed_[h].get()));
+      variant.launch(img, slot, lo, hi, copy_stream_.get());
+      CUDA_CHECK(cudaEventRecord(copied_[h].get(), copy_stream_.get()));
+      CUDA_CHECK(cudaStreamWaitEvent(s, copied_[h].get()));
+      gemm(slot, r1 - r0, mats_[i].in, x_[i].get(), y_[i].get() + r0, mats_[i].out, batch_, s);
+      CUDA_CHECK(cudaEventRecord(consumed_[h].get(), s));
+      used[h] = true;
+      h ^= 1;
+    });
   }
 
   void gemm(const uint16_t* w, int64_t rows, int64_t in, const uint16_t* x, uint16_t* y, int64_t ldc, int batch,
@@ -554,7 +591,11 @@ class CudaBackend final : public Backend {
     } else if (mc.kind == "df11-chunked") {
       // Decode a slice of rows small enough to stay in L2, multiply it while it is there, next.
       NvtxRange r("df11-chunked");
-      sliced_gemms(mc.variant, s);
+      sliced_gemms(mc.variant, s, slice_buf_.size());
+    } else if (mc.kind == "df11-pipelined") {
+      // The same with two slices in flight: slice k+1 decodes while slice k multiplies.
+      NvtxRange r("df11-pipelined");
+      pipelined_gemms(*mc.variant, s);
     } else if (mc.kind == "cpu-offload") {
       // Pinned weights, copies on the copy stream into a double buffer: matrix i+1 travels while
       // matrix i multiplies; a buffer is reused only after the GEMM that read it finished. The
@@ -601,7 +642,7 @@ class CudaBackend final : public Backend {
     const uint64_t enc = e ? e->stored_bytes() : 0;
     if (m.kind == "decode") return enc + bf16;
     if (m.kind == "df11") return enc + 2 * bf16 + act;     // read encoded, write BF16, read it back
-    if (m.kind == "df11-chunked") return enc + act;        // slices stay in L2
+    if (m.kind == "df11-chunked" || m.kind == "df11-pipelined") return enc + act;  // slices stay in L2
     if (m.kind == "df11-fused") {                          // encoded weights only
       const EncodedUnit* d = encoding_in(Layout::df11());
       return (d ? d->stored_bytes() : 0) + act;
@@ -616,7 +657,7 @@ class CudaBackend final : public Backend {
     const char* e = std::getenv("DF11_CUDA_GRAPHS");
     return !(e && std::strcmp(e, "0") == 0);
   }();
-  cuda::Event run_begin_{cudaEventDisableTiming};  // cpu-offload: orders the copy stream after stream_
+  cuda::Event run_begin_{cudaEventDisableTiming};  // cpu-offload, df11-pipelined: orders the copy stream after stream_
   cuda::Event copied_[2]{cuda::Event(cudaEventDisableTiming), cuda::Event(cudaEventDisableTiming)};
   cuda::Event consumed_[2]{cuda::Event(cudaEventDisableTiming), cuda::Event(cudaEventDisableTiming)};
   LtGemm gemm_;

@@ -161,7 +161,7 @@ std::vector<int> parse_batches(Reader& r, std::string_view key, const toml::arra
 }
 
 // Kinds of methods that take a decoder glob, and those that must not.
-constexpr std::string_view kGlobKinds[] = {"df11", "df11-chunked", "decode"};
+constexpr std::string_view kGlobKinds[] = {"df11", "df11-chunked", "df11-pipelined", "decode"};
 constexpr std::string_view kPlainKinds[] = {"bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11-fused"};
 
 void check_method(Reader& r, const toml::node& n, const std::string& item, const std::string& m) {
@@ -175,7 +175,7 @@ void check_method(Reader& r, const toml::node& n, const std::string& item, const
     r.fail_at(
         n, item,
         fmt::format("unknown method kind '{}' in '{}' (bf16, cpu-offload, cpu-offload-sync, copy, "
-                    "df11-fused, df11:<glob>, df11-chunked:<glob>, decode:<glob>)",
+                    "df11-fused, df11:<glob>, df11-chunked:<glob>, df11-pipelined:<glob>, decode:<glob>)",
                     kind, m));
   }
   if (plain_kind && colon != std::string::npos) {

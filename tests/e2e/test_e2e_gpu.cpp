@@ -150,8 +150,9 @@ void run() {
   // against BF16 sliced the same way, bit for bit, and BF16 sliced against whole-block BF16
   // within rounding (the slices' GEMMs may round differently, never by more). Overlapped
   // (--overlap: slices acquired on a second stream into alternating halves of the buffer):
-  // DF11 and CPU offload against the same slices without overlap, bit for bit; a slice
-  // overwritten before its GEMM read it would differ.
+  // DF11 and CPU offload against chunked BF16 (the same slices: 64 KB fits half the buffer),
+  // bit for bit, also with either stream delayed before each of its GEMMs or acquires
+  // (DF11_E2E_SKEW), so that a missing wait in either direction gives wrong logits every time.
   try {
     auto chunked = [&](WeightsKind w, bool overlap = false) {
       ModelRequest r = request(Backend::cuda, w, 2, 16);
@@ -169,6 +170,12 @@ void run() {
     expect(cm[4]->describe().find("second stream") != std::string::npos, "overlapped model says so: " + cm[4]->describe());
     check_pair(*cm[4], *cm[1], cp, 8, "tiny overlapped chunked df11 vs chunked bf16");
     check_pair(*cm[5], *cm[1], cp, 8, "tiny overlapped chunked cpu-offload vs chunked bf16");
+    for (const char* skew : {"main", "side"}) {
+      ::setenv("DF11_E2E_SKEW", skew, 1);
+      auto sm = build_models(*src, {chunked(WeightsKind::df11, true)});
+      ::unsetenv("DF11_E2E_SKEW");
+      check_pair(*sm[0], *cm[1], cp, 8, std::string("tiny overlapped chunked df11, ") + skew + " stream delayed");
+    }
     const double e = prefill_logit_error(*cm[1], *cm[3], cp);
     expect(e < 2e-2, fmt::format("tiny chunked bf16 vs whole-block bf16 logits, relative error {:.2e} (< 2e-2)", e));
   } catch (const std::exception& e) {

@@ -67,7 +67,7 @@ seed = 42
 backend = "cpu"
 batches = [8, 1]
 row_fraction = 0.5
-methods = ["bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11:lut*", "df11-chunked:*", "decode:?x*", "df11-fused"]
+methods = ["bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11:lut*", "df11-chunked:*", "decode:?x*", "df11-fused", "df11-pipelined:multi12*"]
 chunk_bytes = 1048576
 [measurement]
 warmup = 0
@@ -100,7 +100,7 @@ batches = [4096]
   CHECK(e.backend == "cpu");
   CHECK(e.batches == std::vector<int>{8, 1});
   CHECK(e.row_fraction == 0.5);
-  CHECK(e.methods.size() == 8);
+  CHECK(e.methods.size() == 9);
   CHECK(e.chunk_bytes == 1048576);
   CHECK(e.measurement.warmup == 0);
   CHECK(e.measurement.min_samples == 2);

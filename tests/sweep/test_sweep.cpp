@@ -365,3 +365,22 @@ TEST_CASE("checkpoint units come from BF16 and DF11 directories", "[sweep][e2e]"
       Catch::Contains("units[0].path") && Catch::Contains("nowhere"));
   fs::remove_all(dir);
 }
+
+TEST_CASE("the GPU-only slice methods are not_supported on the cpu backend, with the reason", "[sweep][e2e]") {
+  clear_interrupt();
+  Experiment e = smoke();
+  e.batches = {1};
+  e.methods = {"bf16", "df11-chunked:cpu", "df11-pipelined:cpu"};
+  auto backend = make_cpu_backend(2);
+  const fs::path dir = fresh_dir("slice_methods");
+  (void)run_sweep(e, *backend, registry(), options_for(dir));
+  std::map<std::string, json> rows;
+  for (const json& row : read_rows(dir / "results.jsonl")) rows[key_of(row)] = row;
+  CHECK(rows.at("bf16@1")["disposition"] == "passed");
+  for (const char* k : {"df11-chunked:cpu@1", "df11-pipelined:cpu@1"}) {
+    INFO(k);
+    CHECK(rows.at(k)["disposition"] == "not_supported");
+    CHECK_THAT(rows.at(k)["reason"].get<std::string>(), Catch::Contains("on the GPU"));
+  }
+  fs::remove_all(dir);
+}
