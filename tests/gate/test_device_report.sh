@@ -28,6 +28,15 @@ for k in ("median_s", "min_s", "q1_s", "q3_s"):
 off["summary"]["gbps"] /= 5.0
 dec.append(off)
 (out / "decode/results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dec))
+# A pipelined row twice as fast as the fastest chunked one at batch 1: the chunked target takes it.
+chunked1 = [r for r in rows if r["case"]["method"] == "df11-chunked" and r["case"]["batch"] == 1
+            and r["case"]["unit"] == "model.layers.1" and r["disposition"] == "passed"]
+pipe = json.loads(json.dumps(min(chunked1, key=lambda r: r["summary"]["median_s"])))
+pipe["case"]["method"] = "df11-pipelined"
+for k in ("median_s", "min_s", "q1_s", "q3_s"):
+    pipe["summary"][k] *= 0.5
+with open(out / "sweep/results.jsonl", "a") as f:
+    f.write(json.dumps(pipe) + "\n")
 def run(weights, batch, prompt, tps, peak, check="not_run", prefill=1000.0):
     return {"schema": "df11.generate/1", "device": "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)",
             "weights": weights, "batch": batch, "prompt_len": prompt, "new_tokens": 32,
@@ -67,9 +76,12 @@ for needle in "| 4 | best variant >= 3x official-ptx |" "| 4 | best variant >= 6
   "| 7 | DF11 chunked decode tokens/s >= 0.5x BF16 at batch 1 | 0.55x (25000000 B slices) | PASS" "| 7 | DF11 >= 10x cpu-offload tokens/s at batch 1 | 20.0x | PASS" \
   "| - | DF11 fused decode+GEMV decode tokens/s / BF16 at batch 1 | 0.90x | info" "| df11 | - | - | yes | 1 | 128 |" \
   "run \`--weights cpu-offload --batch 64\` failed: out of pinned memory" \
+  "| - | best df11-pipelined / bf16 at batch 1 |" \
   "gpu tests              ok"; do
   grep -qF -- "$needle" "$readme" || fail "README.md lacks '$needle'"
 done
+grep -E '^\| 5 \| best df11-chunked <= 2.0x bf16 at batch 1 \| [0-9.]+x \(df11-pipelined:' "$readme" >/dev/null ||
+  fail "the chunked target does not take the faster pipelined row"
 # The runbook's two calls (sweep steps, then e2e): two folders make the same report.
 mkdir -p "$scratch/call1" "$scratch/call2"
 cp -r "$scratch/out/sweep" "$scratch/out/decode" "$scratch/out/summary.txt" "$scratch/call1/"
