@@ -93,7 +93,7 @@ if wanted facts; then
   grep -A1 "^name" "$LOG" | tail -1 | tee -a "$SUMMARY"
 fi
 wanted gpu_tests && step "gpu tests" 90 "$BUILD/bin/test_gpu" "${ptx_args[@]}"
-wanted gpu_tests && [ -x "$BUILD/bin/test_e2e_gpu" ] && step "e2e gpu test" 60 "$BUILD/bin/test_e2e_gpu"
+wanted gpu_tests && [ -x "$BUILD/bin/test_e2e_gpu" ] && step "e2e gpu test" 90 "$BUILD/bin/test_e2e_gpu"
 wanted decode && step "decode throughput" 120 "$BUILD/bin/run_sweep" experiments/decode_throughput.toml \
   --backend cuda --out "$OUT_DIR/decode" "${ptx_args[@]}"
 wanted sweep && step "default experiment" 240 "$BUILD/bin/run_sweep" experiments/nemo_layer.toml \
