@@ -139,9 +139,13 @@ class CudaBackend final : public Backend {
       while ((m.offset * 2) % w_align != 0) w_align /= 2;
     }
     gemm_.set_w_alignment(w_align);
-    // Room for a slice of kSliceRows rows of the widest matrix in each half (df11-pipelined).
-    slice_buf_ = cuda::DeviceBuffer<uint16_t>(
-        std::max<uint64_t>(chunk_bytes_ / 2, static_cast<uint64_t>(2 * kSliceRows * max_in)));
+    // df11-chunked's slices: chunk_bytes_ (at least kSliceRows rows of the widest matrix);
+    // df11-pipelined's: half that, two in flight (the same L2 footprint), each at least
+    // kSliceRows rows; one buffer holds either.
+    const auto min_slice = static_cast<uint64_t>(kSliceRows * max_in);  // a multiple of 128 elements
+    chunk_elems_ = std::max<uint64_t>(chunk_bytes_ / 2, min_slice);
+    pipe_half_ = std::max<uint64_t>(chunk_elems_ / 2 / 128 * 128, min_slice);
+    slice_buf_ = cuda::DeviceBuffer<uint16_t>(std::max(chunk_elems_, 2 * pipe_half_));
     for (auto& b : offload_buf_) b = cuda::DeviceBuffer<uint16_t>(largest);
     pinned_w_ = PinnedBuffer(n_ * 2);
     std::memcpy(pinned_w_.get(), host_w_.data(), n_ * 2);
@@ -229,7 +233,7 @@ class CudaBackend final : public Backend {
     prepare_batch(batch);
     poison();
     NvtxRange r("same-gemm reference " + m.label());
-    sliced_gemms(nullptr, stream_.get(), m.kind == "df11-pipelined" ? pipeline_half() : slice_buf_.size());
+    sliced_gemms(nullptr, stream_.get(), m.kind == "df11-pipelined" ? pipe_half_ : chunk_elems_);
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     return collect_outputs(batch);
   }
@@ -513,23 +517,23 @@ class CudaBackend final : public Backend {
     });
   }
 
-  // df11-pipelined's slices: half of slice_buf_ each (whole multiples of kSliceRows x 128
-  // elements, so the second half keeps the 256-byte alignment of the first), two in flight.
-  [[nodiscard]] uint64_t pipeline_half() const { return slice_buf_.size() / 2 / 128 * 128; }
-
-  // df11-pipelined: the slices of pipeline_half(), each decoded on copy_stream_ into one half of
+  // df11-pipelined: the slices of pipe_half_ elements (a multiple of 128, so the second half of
+  // slice_buf_ keeps the 256-byte alignment of the first), each decoded on copy_stream_ into one half of
   // slice_buf_ in turn while the previous slice's GEMM runs on s. Events order each half's
   // decode after the GEMM that last read it (in this run: an event recorded before the run
   // cannot be waited on inside a graph capture) and each GEMM after its slice's decode; the
   // copy stream first waits for everything before the run on s (the L2 flush, the start event).
   void pipelined_gemms(const dec::Decoder& variant, cudaStream_t s) {
     const dec::DeviceImage& img = image_for(variant);
-    const uint64_t half = pipeline_half();
-    CUDA_CHECK(cudaEventRecord(run_begin_.get(), s));
-    CUDA_CHECK(cudaStreamWaitEvent(copy_stream_.get(), run_begin_.get()));
-    bool used[2] = {false, false};
+    const uint64_t half = pipe_half_;
+    bool forked = false, used[2] = {false, false};
     int h = 0;
     for_each_slice(half, [&](std::size_t i, int64_t r0, int64_t r1, uint64_t lo, uint64_t hi) {
+      if (!forked) {  // at the first slice: a capture joins only a stream that is used
+        CUDA_CHECK(cudaEventRecord(run_begin_.get(), s));
+        CUDA_CHECK(cudaStreamWaitEvent(copy_stream_.get(), run_begin_.get()));
+        forked = true;
+      }
       uint16_t* slot = slice_buf_.get() + static_cast<uint64_t>(h) * half;
       if (used[h]) CUDA_CHECK(cudaStreamWaitEvent(copy_stream_.get(), consumed_[h].get()));
       variant.launch(img, slot, lo, hi, copy_stream_.get());
@@ -591,7 +595,7 @@ class CudaBackend final : public Backend {
     } else if (mc.kind == "df11-chunked") {
       // Decode a slice of rows small enough to stay in L2, multiply it while it is there, next.
       NvtxRange r("df11-chunked");
-      sliced_gemms(mc.variant, s, slice_buf_.size());
+      sliced_gemms(mc.variant, s, chunk_elems_);
     } else if (mc.kind == "df11-pipelined") {
       // The same with two slices in flight: slice k+1 decodes while slice k multiplies.
       NvtxRange r("df11-pipelined");
@@ -663,6 +667,7 @@ class CudaBackend final : public Backend {
   LtGemm gemm_;
   cuda::DeviceBuffer<uint8_t> flush_;
   uint64_t l2_bytes_ = 0, chunk_bytes_ = 0;
+  uint64_t chunk_elems_ = 0, pipe_half_ = 0;  // slice sizes (elements) of df11-chunked and df11-pipelined
   CuptiTimer cupti_;
   // The unit.
   std::vector<Matrix> mats_;
