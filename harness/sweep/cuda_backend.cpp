@@ -212,7 +212,11 @@ class CudaBackend final : public Backend {
       CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
       return out;
     }
-    return collect_outputs(batch);
+    std::vector<uint16_t> out = collect_outputs(batch);
+    // A method on two streams: time() replays its captured graph once against this output.
+    replay_check_ = {};
+    if (m.kind == "df11-pipelined") replay_check_ = {case_key(m, batch), out};
+    return out;
   }
 
   // df11-chunked and df11-pipelined multiply row slices; cuBLASLt may choose other kernels
@@ -246,6 +250,7 @@ class CudaBackend final : public Backend {
     prepare_batch(batch);
     GraphExec graph;
     capture(m, graph);
+    verify_replay(m, batch, graph);
     auto go = [&] {
       if (graph.get()) {
         CUDA_CHECK(cudaGraphLaunch(graph.get(), stream_.get()));
@@ -360,6 +365,28 @@ class CudaBackend final : public Backend {
       fmt::print(stderr, "\ncuda backend: capture of {} failed ({}); timing it eagerly\n", m.label(),
                  why.empty() ? "no graph" : why);
     }
+  }
+
+  [[nodiscard]] static std::string case_key(const MethodCase& m, int batch) {
+    return m.label() + "@" + std::to_string(batch);
+  }
+
+  // The verification runs a method eagerly; samples replay its captured graph. For a method on
+  // two streams the graph's order comes from the events the capture recorded: one replay is
+  // compared with the verified eager output, bit for bit, before any sample is taken.
+  void verify_replay(const MethodCase& m, int batch, const GraphExec& graph) {
+    if (!graph.get() || replay_check_.first != case_key(m, batch)) return;
+    poison();
+    CUDA_CHECK(cudaGraphLaunch(graph.get(), stream_.get()));
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    const std::vector<uint16_t> out = collect_outputs(batch);
+    const std::vector<uint16_t>& want = replay_check_.second;
+    const auto [a, b] = std::mismatch(out.begin(), out.end(), want.begin(), want.end());
+    if (a != out.end() || b != want.end()) {
+      throw Error(fmt::format("{}: the replay of its CUDA graph differs from the verified run at output element {}",
+                              m.label(), a - out.begin()));
+    }
+    replay_check_ = {};
   }
 
   // df11-chunked slices are whole multiples of this many rows: 256 bytes of BF16 output per
@@ -668,6 +695,7 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<uint8_t> flush_;
   uint64_t l2_bytes_ = 0, chunk_bytes_ = 0;
   uint64_t chunk_elems_ = 0, pipe_half_ = 0;  // slice sizes (elements) of df11-chunked and df11-pipelined
+  std::pair<std::string, std::vector<uint16_t>> replay_check_;  // case key, its verified output (verify_replay)
   CuptiTimer cupti_;
   // The unit.
   std::vector<Matrix> mats_;
