@@ -132,7 +132,9 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const GemvR
   if (img.n_blocks != plan.n_blocks()) throw Error(fmt::format("fused gemv: unit {} is not the plan's", unit.name));
   fused::GemvParams g = fused::gemv_params(plan, run);
   LaunchParams p = host_launch_params(img, nullptr, 0, img.n_elements);
-  const auto [b0, b1] = fused::run_blocks(plan, g);
+  // Not a structured binding: lambdas below capture them (clang 14, the fuzz preset's, cannot).
+  const std::pair<uint64_t, uint64_t> blocks = fused::run_blocks(plan, g);
+  const uint64_t b0 = blocks.first, b1 = blocks.second;
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
   // Guard bands around every region, the block reduction's included (common/smem_guard.hpp).

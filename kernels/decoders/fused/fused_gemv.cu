@@ -162,7 +162,9 @@ void FusedGemvDevice::run(const GemvRun& r, Stream stream) const {
     sl = smem_layout(fused::kSpec, d.n_rows, d.max_block_elements);
   }
   fused::choose_vector_paths(g, p.sign_mantissa);
-  const auto [b0, b1] = fused::run_blocks(d.plan, g);
+  // Not a structured binding: the lambda below captures them (clang 14 cannot).
+  const std::pair<uint64_t, uint64_t> blocks = fused::run_blocks(d.plan, g);
+  const uint64_t b0 = blocks.first, b1 = blocks.second;
   if (b1 > b0) {
     fused::with_batch_size(r.batch, [&](auto b) { launch_blocks<decltype(b)::value>(p, sl, g, b0, b1, stream); });
   }
