@@ -81,8 +81,19 @@ else
   echo "WARNING: $BUILD/BUILD_INFO is missing: a carry from scripts/device_build?" | tee -a "$SUMMARY"
 fi
 missing=""
+unresolved() { for b in "$BUILD"/bin/*; do ldd "$b" 2>&1 | grep "not found" | sed "s|^|$(basename "$b"): |"; done; }
 if command -v ldd >/dev/null; then
-  missing=$(for b in "$BUILD"/bin/*; do ldd "$b" 2>&1 | grep "not found" | sed "s|^|$(basename "$b"): |"; done)
+  missing=$(unresolved)
+  # cuBLAS outside /usr/local/cuda/lib64 (e.g. only the nvidia-cublas wheel of the image's
+  # Python): look for it once and put its folder on the path (the e2e model dlopens it too).
+  if grep -q "libcublas" <<<"$missing"; then
+    dir=$(find /usr/local /opt /usr/lib -maxdepth 9 -name 'libcublasLt.so.13' -printf '%h\n' 2>/dev/null | head -1)
+    if [ -n "$dir" ]; then
+      export LD_LIBRARY_PATH="$dir:$LD_LIBRARY_PATH"
+      echo "cuBLAS from $dir" | tee -a "$SUMMARY"
+      missing=$(unresolved)
+    fi
+  fi
 else
   echo "WARNING: no ldd here: the carried binaries' libraries are not checked" | tee -a "$SUMMARY"
 fi
