@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <optional>
+#include <utility>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -275,7 +276,7 @@ int run_generate(const GenerateArgs& a) {
   if ((a.layers || a.vocab) && a.synthetic.empty())
     throw Error("generate: --layers and --vocab apply to --synthetic only");
   if (a.layers < 0 || a.vocab < 0) throw Error("generate: --layers and --vocab must be positive");
-  std::vector<std::string> lines;
+  std::vector<std::pair<std::string, GenerateArgs>> runs;  // a --runs line and its options
   if (!a.runs_file.empty()) {
     std::ifstream in(a.runs_file);
     if (!in) throw Error(fmt::format("--runs: cannot read {}", a.runs_file));
@@ -285,9 +286,9 @@ int run_generate(const GenerateArgs& a) {
       line = line.substr(first, line.find_last_not_of(" \t\r") - first + 1);
       GenerateArgs r = a;
       parse_run_line(line, r);  // every line parsed before the model is loaded; checked when it runs
-      lines.push_back(line);
+      runs.emplace_back(line, std::move(r));
     }
-    if (lines.empty()) throw Error(fmt::format("--runs: {} holds no run", a.runs_file));
+    if (runs.empty()) throw Error(fmt::format("--runs: {} holds no run", a.runs_file));
   } else {
     check_run_args(a);
   }
@@ -303,15 +304,13 @@ int run_generate(const GenerateArgs& a) {
   }
   std::optional<e2e::TekkenTokenizer> tok;
   if (!a.tokenizer.empty()) tok = e2e::TekkenTokenizer::load(a.tokenizer);
-  if (lines.empty()) return run_one(a, *source, nullptr, tok, t_setup, "");
+  if (runs.empty()) return run_one(a, *source, nullptr, tok, t_setup, "");
 
   // Several runs: the units are loaded (synthesized, read) once and kept with every form a run
   // asked for; a failing run is reported and the next one goes on.
   e2e::FeedCache cache(*source);
   int failed_runs = 0, failed_checks = 0;
-  for (const std::string& line : lines) {
-    GenerateArgs r = a;
-    parse_run_line(line, r);
+  for (const auto& [line, r] : runs) {
     try {
       check_run_args(r);
       const int rc = run_one(r, *source, &cache, tok, std::chrono::steady_clock::now(), line);
@@ -326,7 +325,7 @@ int run_generate(const GenerateArgs& a) {
     }
   }
   if (failed_runs + failed_checks > 0) {
-    fmt::print(stderr, "df11: {} of {} runs failed, {} checks failed\n", failed_runs, lines.size(), failed_checks);
+    fmt::print(stderr, "df11: {} of {} runs failed, {} checks failed\n", failed_runs, runs.size(), failed_checks);
   }
   return failed_checks > 0 ? 2 : failed_runs > 0 ? 1 : 0;
 }

@@ -465,9 +465,7 @@ class CudaModel final : public Model {
         skew_main_ = std::string(skew) == "main";
         skew_side_ = std::string(skew) == "side";
       }
-      for (auto& e : filled_) e = std::make_unique<cuda::Event>(cudaEventDisableTiming);
-      for (auto& e : drained_) e = std::make_unique<cuda::Event>(cudaEventDisableTiming);
-      buffer_free_ = std::make_unique<cuda::Event>(cudaEventDisableTiming);
+      slots_ = std::make_unique<cuda::TwoSlots>();
     }
     const cudaStream_t st = stream_->get();
     if (max_positions > gpu::attention_max_positions(static_cast<int>(s.head_dim))) {
@@ -635,13 +633,10 @@ class CudaModel final : public Model {
     const int64_t nq = s.n_heads * D, nkv = s.n_kv_heads * D, nqkv = nq + 2 * nkv;
     const auto eps = static_cast<float>(s.rms_norm_eps);
     embed_rows(rows);
-    if (side_) {
-      // The side stream's first slice of this pass waits for the embedding rows, which were
-      // acquired into the same buffer on this stream. (Later users of the buffer on this
-      // stream, the lm_head slices, come after GEMMs that waited for every side-stream slice.)
-      CUDA_CHECK(cudaEventRecord(buffer_free_->get(), st));
-      CUDA_CHECK(cudaStreamWaitEvent(side_->get(), buffer_free_->get(), 0));
-    }
+    // Overlapped: the side stream's first slice of this pass waits for everything before it here,
+    // the embedding rows acquired into the same buffer among it. (Later users of the buffer on
+    // this stream, the lm_head slices, come after GEMMs that waited for every side-stream slice.)
+    if (slots_) slots_->begin();
     // Fused decode + GEMV: passes of at most 16 rows (a model's choice by rows alone, so that
     // models with the same settings run the same arithmetic).
     const bool fused = provider_->fused() && rows <= dec::kFusedMaxBatch;
@@ -669,16 +664,17 @@ class CudaModel final : public Model {
           }
           // Overlapped: the slice is decoded (copied) on the side stream into the half the GEMM
           // before last read, once that GEMM is done, while the last slice's GEMM runs here.
-          const int h = half_;
-          half_ ^= 1;
-          CUDA_CHECK(cudaStreamWaitEvent(side_->get(), drained_[h]->get(), 0));
-          if (skew_side_) gpu::spin(kSkewUs, side_->get());
-          const uint16_t* w = provider_->acquire(unit, lo, hi, side_->get(), h);
-          CUDA_CHECK(cudaEventRecord(filled_[h]->get(), side_->get()));
-          CUDA_CHECK(cudaStreamWaitEvent(st, filled_[h]->get(), 0));
-          if (skew_main_) gpu::spin(kSkewUs, st);
-          gemm(x, rows, k, w, r1 - r0, y + r0, ldy, acc);
-          CUDA_CHECK(cudaEventRecord(drained_[h]->get(), st));
+          const uint16_t* w = nullptr;
+          slots_->step(
+              side_->get(), st,
+              [&](int h) {
+                if (skew_side_) gpu::spin(kSkewUs, side_->get());
+                w = provider_->acquire(unit, lo, hi, side_->get(), h);
+              },
+              [&](int) {
+                if (skew_main_) gpu::spin(kSkewUs, st);
+                gemm(x, rows, k, w, r1 - r0, y + r0, ldy, acc);
+              });
         }
       };
       gpu::rmsnorm(h_.get(), rows, H, norm_in_[sz(l)].get(), H, eps, xb_.get(), st);
@@ -724,7 +720,7 @@ class CudaModel final : public Model {
     gpu::rmsnorm(h_.get() + (t_new - 1) * H, batch_, int64_t{t_new} * H, norm_final_.get(), H, eps,
                  xf_.get(), st);
     const int lm = lm_head_unit(s);
-    if (provider_->fused() && batch_ <= dec::kFusedMaxBatch) {
+    if (provider_->fused()) {  // on only at batch <= 16 (CudaBuilder)
       fused_run(lm, batch_, {{0, xf_.get(), logits_.get(), s.vocab, false}});
       position_ += t_new;
       return;
@@ -789,11 +785,10 @@ class CudaModel final : public Model {
   int batch_, max_positions_, position_ = 0, rows_cap_ = 0;
   uint64_t chunk_bytes_ = 0;
   bool fused_requested_ = false;
-  // --overlap: the side stream that acquires slices, which half of the buffer the next slice
-  // takes, and per half the events "filled" (acquired) and "drained" (its GEMM done).
+  // --overlap: the side stream that acquires slices into the buffer's halves, ordered against
+  // the GEMMs by slots_.
   std::unique_ptr<cuda::Stream> side_;
-  std::unique_ptr<cuda::Event> filled_[2], drained_[2], buffer_free_;
-  int half_ = 0;
+  std::unique_ptr<cuda::TwoSlots> slots_;
   bool skew_main_ = false, skew_side_ = false;  // DF11_E2E_SKEW (tests)
   static constexpr unsigned kSkewUs = 200;
   std::vector<cuda::DeviceBuffer<uint16_t>> norm_in_, norm_post_;

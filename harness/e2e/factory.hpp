@@ -41,7 +41,8 @@ struct ModelRequest {
   bool fused_gemv = false;
   // CUDA only, with chunk_bytes: each slice is acquired on a second stream into one of two
   // halves of the reused buffer while the previous slice's GEMM runs (decode or copy overlapped
-  // with GEMMs; no more memory). The same slices and GEMMs, so results are those without it.
+  // with GEMMs; no more memory). Slices are at most half the buffer: where chunk_bytes fits
+  // that, the same slices and GEMMs as without overlap, so the same results.
   bool overlap = false;
 };
 

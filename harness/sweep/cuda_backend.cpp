@@ -545,31 +545,16 @@ class CudaBackend final : public Backend {
   }
 
   // df11-pipelined: the slices of pipe_half_ elements (a multiple of 128, so the second half of
-  // slice_buf_ keeps the 256-byte alignment of the first), each decoded on copy_stream_ into one half of
-  // slice_buf_ in turn while the previous slice's GEMM runs on s. Events order each half's
-  // decode after the GEMM that last read it (in this run: an event recorded before the run
-  // cannot be waited on inside a graph capture) and each GEMM after its slice's decode; the
-  // copy stream first waits for everything before the run on s (the L2 flush, the start event).
+  // slice_buf_ keeps the 256-byte alignment of the first), each decoded on copy_stream_ into one
+  // half of slice_buf_ in turn while the previous slice's GEMM runs on s (slots_ orders them).
   void pipelined_gemms(const dec::Decoder& variant, cudaStream_t s) {
     const dec::DeviceImage& img = image_for(variant);
-    const uint64_t half = pipe_half_;
-    bool forked = false, used[2] = {false, false};
-    int h = 0;
-    for_each_slice(half, [&](std::size_t i, int64_t r0, int64_t r1, uint64_t lo, uint64_t hi) {
-      if (!forked) {  // at the first slice: a capture joins only a stream that is used
-        CUDA_CHECK(cudaEventRecord(run_begin_.get(), s));
-        CUDA_CHECK(cudaStreamWaitEvent(copy_stream_.get(), run_begin_.get()));
-        forked = true;
-      }
-      uint16_t* slot = slice_buf_.get() + static_cast<uint64_t>(h) * half;
-      if (used[h]) CUDA_CHECK(cudaStreamWaitEvent(copy_stream_.get(), consumed_[h].get()));
-      variant.launch(img, slot, lo, hi, copy_stream_.get());
-      CUDA_CHECK(cudaEventRecord(copied_[h].get(), copy_stream_.get()));
-      CUDA_CHECK(cudaStreamWaitEvent(s, copied_[h].get()));
-      gemm(slot, r1 - r0, mats_[i].in, x_[i].get(), y_[i].get() + r0, mats_[i].out, batch_, s);
-      CUDA_CHECK(cudaEventRecord(consumed_[h].get(), s));
-      used[h] = true;
-      h ^= 1;
+    slots_.begin();
+    for_each_slice(pipe_half_, [&](std::size_t i, int64_t r0, int64_t r1, uint64_t lo, uint64_t hi) {
+      auto slot = [&](int h) { return slice_buf_.get() + static_cast<uint64_t>(h) * pipe_half_; };
+      slots_.step(
+          copy_stream_.get(), s, [&](int h) { variant.launch(img, slot(h), lo, hi, copy_stream_.get()); },
+          [&](int h) { gemm(slot(h), r1 - r0, mats_[i].in, x_[i].get(), y_[i].get() + r0, mats_[i].out, batch_, s); });
     });
   }
 
@@ -631,23 +616,17 @@ class CudaBackend final : public Backend {
       // Pinned weights, copies on the copy stream into a double buffer: matrix i+1 travels while
       // matrix i multiplies; a buffer is reused only after the GEMM that read it finished. The
       // copy stream first waits for everything before this run on stream_ (the L2 flush, the
-      // start event, the previous run's GEMMs still reading the buffers).
-      CUDA_CHECK(cudaEventRecord(run_begin_.get(), s));
-      CUDA_CHECK(cudaStreamWaitEvent(copy_stream_.get(), run_begin_.get()));
-      auto& copied = copied_;
-      auto& consumed = consumed_;
-      bool used[2] = {false, false};
+      // start event, the previous run's GEMMs still reading the buffers): slots_.
+      slots_.begin();
       for (std::size_t i = 0; i < mats_.size(); ++i) {
         const Matrix& m = mats_[i];
-        const int slot = static_cast<int>(i % 2);
-        if (used[slot]) CUDA_CHECK(cudaStreamWaitEvent(copy_stream_.get(), consumed[slot].get()));
-        CUDA_CHECK(cudaMemcpyAsync(offload_buf_[slot].get(), static_cast<uint16_t*>(pinned_w_.get()) + m.offset,
-                                   m.elements() * 2, cudaMemcpyHostToDevice, copy_stream_.get()));
-        CUDA_CHECK(cudaEventRecord(copied[slot].get(), copy_stream_.get()));
-        CUDA_CHECK(cudaStreamWaitEvent(s, copied[slot].get()));
-        gemm(offload_buf_[slot].get(), m.out, m.in, x_[i].get(), y_[i].get(), m.out, batch_, s);
-        CUDA_CHECK(cudaEventRecord(consumed[slot].get(), s));
-        used[slot] = true;
+        slots_.step(
+            copy_stream_.get(), s,
+            [&](int h) {
+              CUDA_CHECK(cudaMemcpyAsync(offload_buf_[h].get(), static_cast<uint16_t*>(pinned_w_.get()) + m.offset,
+                                         m.elements() * 2, cudaMemcpyHostToDevice, copy_stream_.get()));
+            },
+            [&](int h) { gemm(offload_buf_[h].get(), m.out, m.in, x_[i].get(), y_[i].get(), m.out, batch_, s); });
       }
     } else if (mc.kind == "cpu-offload-sync") {
       // What a naive offloading runtime does: pageable memory, a blocking copy per matrix.
@@ -688,9 +667,7 @@ class CudaBackend final : public Backend {
     const char* e = std::getenv("DF11_CUDA_GRAPHS");
     return !(e && std::strcmp(e, "0") == 0);
   }();
-  cuda::Event run_begin_{cudaEventDisableTiming};  // cpu-offload, df11-pipelined: orders the copy stream after stream_
-  cuda::Event copied_[2]{cuda::Event(cudaEventDisableTiming), cuda::Event(cudaEventDisableTiming)};
-  cuda::Event consumed_[2]{cuda::Event(cudaEventDisableTiming), cuda::Event(cudaEventDisableTiming)};
+  cuda::TwoSlots slots_;  // cpu-offload's and df11-pipelined's double buffer on copy_stream_ and stream_
   LtGemm gemm_;
   cuda::DeviceBuffer<uint8_t> flush_;
   uint64_t l2_bytes_ = 0, chunk_bytes_ = 0;

@@ -104,4 +104,46 @@ class Event {
   cudaEvent_t e_{};
 };
 
+// A double buffer between two streams: one fills a slot (a decode, a host-to-device copy), the
+// other reads it (a GEMM), the two slots in turn. Used by run_sweep's cpu-offload and
+// df11-pipelined and by the e2e model's --overlap. A slot is filled again only after the read
+// before it finished, and each read waits for its fill. At the first fill after begin() the
+// filling stream waits for everything issued on the reading stream so far (what it may still
+// be reading; a graph capture on the reading stream joins the filling stream there), and only
+// events recorded since begin() are waited on, as a capture requires.
+class TwoSlots {
+ public:
+  // A new run: slot 0 next, no slot read yet, the filling stream forks at the next fill.
+  void begin() {
+    next_ = 0;
+    forked_ = false;
+    read_[0] = read_[1] = false;
+  }
+  // fill(slot) enqueued on `filler`, then read(slot) on `reader`, ordered as above.
+  template <class Fill, class Read>
+  void step(cudaStream_t filler, cudaStream_t reader, Fill&& fill, Read&& read) {
+    const int h = next_;
+    next_ ^= 1;
+    if (!forked_) {
+      CUDA_CHECK(cudaEventRecord(fork_.get(), reader));
+      CUDA_CHECK(cudaStreamWaitEvent(filler, fork_.get(), 0));
+      forked_ = true;
+    }
+    if (read_[h]) CUDA_CHECK(cudaStreamWaitEvent(filler, drained_[h].get(), 0));
+    fill(h);
+    CUDA_CHECK(cudaEventRecord(filled_[h].get(), filler));
+    CUDA_CHECK(cudaStreamWaitEvent(reader, filled_[h].get(), 0));
+    read(h);
+    CUDA_CHECK(cudaEventRecord(drained_[h].get(), reader));
+    read_[h] = true;
+  }
+
+ private:
+  Event fork_{cudaEventDisableTiming};
+  Event filled_[2]{Event(cudaEventDisableTiming), Event(cudaEventDisableTiming)};
+  Event drained_[2]{Event(cudaEventDisableTiming), Event(cudaEventDisableTiming)};
+  int next_ = 0;
+  bool forked_ = false, read_[2] = {false, false};
+};
+
 }  // namespace df11::cuda
