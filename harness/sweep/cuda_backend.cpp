@@ -206,16 +206,19 @@ class CudaBackend final : public Backend {
     run(m);
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
-    if (!m.needs_gemm()) {
-      std::vector<uint16_t> out(n_);
-      CUDA_CHECK(cudaMemcpyAsync(out.data(), decode_buf_.get(), n_ * 2, cudaMemcpyDeviceToHost, stream_.get()));
-      CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-      return out;
-    }
-    std::vector<uint16_t> out = collect_outputs(batch);
-    // A method on two streams: time() replays its captured graph once against this output.
-    replay_check_ = {};
-    if (m.kind == "df11-pipelined") replay_check_ = {case_key(m, batch), out};
+    std::vector<uint16_t> out = method_output(m, batch);
+    // time() replays the method's captured graph once against this output.
+    replay_check_ = {case_key(m, batch), out};
+    return out;
+  }
+
+  // What a method leaves for verification: the decoded unit (decode-only methods) or the GEMM
+  // outputs.
+  [[nodiscard]] std::vector<uint16_t> method_output(const MethodCase& m, int batch) {
+    if (m.needs_gemm()) return collect_outputs(batch);
+    std::vector<uint16_t> out(n_);
+    CUDA_CHECK(cudaMemcpyAsync(out.data(), decode_buf_.get(), n_ * 2, cudaMemcpyDeviceToHost, stream_.get()));
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     return out;
   }
 
@@ -371,15 +374,17 @@ class CudaBackend final : public Backend {
     return m.label() + "@" + std::to_string(batch);
   }
 
-  // The verification runs a method eagerly; samples replay its captured graph. For a method on
-  // two streams the graph's order comes from the events the capture recorded: one replay is
+  // The verification runs a method eagerly; samples replay its captured graph. A capture can
+  // differ from the eager run (a launch parameter read at capture time, and for a method on two
+  // streams, an order that comes only from the events the capture recorded), so one replay is
   // compared with the verified eager output, bit for bit, before any sample is taken.
   void verify_replay(const MethodCase& m, int batch, const GraphExec& graph) {
     if (!graph.get() || replay_check_.first != case_key(m, batch)) return;
     poison();
     CUDA_CHECK(cudaGraphLaunch(graph.get(), stream_.get()));
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-    const std::vector<uint16_t> out = collect_outputs(batch);
+    CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
+    const std::vector<uint16_t> out = method_output(m, batch);
     const std::vector<uint16_t>& want = replay_check_.second;
     const auto [a, b] = std::mismatch(out.begin(), out.end(), want.begin(), want.end());
     if (a != out.end() || b != want.end()) {
