@@ -14,6 +14,11 @@
 #   e2e         end-to-end generation on synthetic full-size Nemo (harness/e2e/bench_generate.sh)
 #   memcheck    compute-sanitizer memcheck on small cases of every variant
 #   racecheck   compute-sanitizer racecheck on small cases of every variant
+#   profile     Nsight Compute counters (scripts/device_profile.py) of one decode each of
+#               PROFILE_METHODS (space-separated decode:<variant> / df11-fused[:<variant>]@<batch>;
+#               default: official-ptx, lut8x4.gap5-block.smem-out.t512.b8, this run's two fastest
+#               decoders, df11-fused@1): DRAM GB/s, issue-slot use, occupancy, instructions per
+#               weight, warp stalls. Without ncu or its counters it says so and passes.
 #   bench       df11_bench's GPU micro-benchmarks (decoders on a Nemo gate_proj, copy, GEMMs; a
 #               benchmark that reports an error, e.g. a bit mismatch, fails the step)
 # On the device a test binary's "no GPU" exit (77) is a failure, and DF11_EXPECT_GPU makes the
@@ -29,7 +34,7 @@ OUT_DIR="${1:-${OUT:-device_out}}"
 BUILD="${BUILD:-build/device-carry}"
 BUDGET_S="${BUDGET_S:-480}"
 MIN_STEP_S="${MIN_STEP_S:-30}"
-STEPS="${STEPS:-facts gpu_tests decode sweep e2e memcheck racecheck bench}"
+STEPS="${STEPS:-facts gpu_tests decode sweep e2e memcheck racecheck profile bench}"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export DF11_EXPECT_GPU=1
 mkdir -p "$OUT_DIR"
@@ -150,6 +155,17 @@ if wanted memcheck || wanted racecheck; then
   else
     echo "compute-sanitizer not found" | tee -a "$SUMMARY"
   fi
+fi
+if wanted profile; then
+  read -r -a profile_methods <<<"${PROFILE_METHODS:-}"
+  # The script stops starting methods 10 s before the step's limit (90 s, or what is left).
+  plimit=$((BUDGET_S - (SECONDS - start)))
+  [ "$plimit" -gt 90 ] && plimit=90
+  step "ncu profile" 90 /usr/bin/env python3 scripts/device_profile.py --build "$BUILD" --out "$OUT_DIR" \
+    --budget $((plimit - 10)) --decode-results "$OUT_DIR/decode/results.jsonl" \
+    "${ptx_args[@]}" "${profile_methods[@]}"
+  # Its table, and why nothing was measured where so, in the summary.
+  [ -f "$OUT_DIR/profile.txt" ] && cat "$OUT_DIR/profile.txt" >>"$SUMMARY"
 fi
 wanted bench && [ -x "$BUILD/bin/df11_bench" ] && DF11_OFFICIAL_PTX="${OFFICIAL_PTX:-}" step "gpu micro-benchmarks" 90 \
   "$BUILD/bin/df11_bench" --benchmark_filter=gpu_ --benchmark_min_time=0.05 \

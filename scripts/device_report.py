@@ -6,13 +6,15 @@ Usage: scripts/device_report.py DEVICE_OUT [DEVICE_OUT ...] [--reports DIR] [--d
 
 Several DEVICE_OUT folders (the runbook's two calls, e.g. the sweep steps, then e2e and bench)
 make one report: a run directory (sweep/, decode/) and gpu_bench.json come from the last folder
-that has one; e2e.jsonl rows, summary.txt and device_check.log are joined in the order given.
+that has one; e2e.jsonl and profile.jsonl rows, summary.txt, device_check.log and profile.log
+are joined in the order given, and ncu's raw CSV pages are copied to profile/.
 
 Writes, with SLUG the device slug of scripts/promote_baseline ("h100-80gb-hbm3"):
   reports/<date>_<SLUG>_nemo_layer/          the default experiment (sweep/), with plots
   reports/<date>_<SLUG>_decode_throughput/   the decoders alone (decode/), with plots
   reports/<date>_<SLUG>_device_check/        summary.txt, device_check.log, e2e.jsonl,
-                                             gpu_bench.json, and README.md: the step verdicts
+                                             gpu_bench.json, profile.jsonl (+ profile/*.csv),
+                                             and README.md: the step verdicts, the counters
                                              and a table of every GPU target of issues 4, 5
                                              and 7 with the measured value and PASS / FAIL /
                                              not measured.
@@ -29,6 +31,8 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import device_profile  # noqa: E402  (its table of profile.jsonl rows)
 
 
 def slug_of(device_name):
@@ -311,10 +315,18 @@ def main():
                 parts.append(head + text.rstrip("\n") + "\n")
         return "".join(parts)
 
-    for name, headers in (("summary.txt", True), ("device_check.log", True), ("e2e.jsonl", False)):
+    for name, headers in (("summary.txt", True), ("device_check.log", True), ("e2e.jsonl", False),
+                          ("profile.jsonl", False), ("profile.log", True)):
         text = joined(name, headers)
         if text:
             (check_dir / name).write_text(text, encoding="utf-8")
+    # ncu's raw pages (text); the .ncu-rep reports stay in the device output (binary).
+    for k, d in enumerate(a.device_out, 1):
+        for csv_file in sorted((d / "profile").glob("*.csv")) if (d / "profile").is_dir() else []:
+            (check_dir / "profile").mkdir(exist_ok=True)
+            name = f"call{k}_{csv_file.name}" if several else csv_file.name
+            shutil.copy2(csv_file, check_dir / "profile" / name)
+    profile = read_jsonl(check_dir / "profile.jsonl")
 
     t = Targets()
     decode_targets(t, decode)
@@ -329,6 +341,9 @@ def main():
               "## Steps", "", "```", summary.rstrip(), "```", "",
               "## Targets of the issues", "", t.markdown(), "",
               "## End-to-end runs (e2e.jsonl)", "", e2e_table(e2e), "",
+              "## Hardware counters (profile.jsonl, Nsight Compute)", "",
+              ("```\n" + device_profile.table(profile) + "\n```") if profile else
+              "No kernel was profiled (no profile step, no ncu, or no counters: see the steps above).", "",
               "## Run directories", ""]
     readme += [f"- `{p.relative_to(a.reports)}/` (report.md, figures)" for p in written] or ["- none"]
     (check_dir / "README.md").write_text("\n".join(readme) + "\n", encoding="utf-8")

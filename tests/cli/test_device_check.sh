@@ -78,4 +78,47 @@ STEPS="e2e" BUDGET_S=5 MIN_STEP_S=30 BUILD="$build" "$src/scripts/device_check.s
   fail "an e2e run skipped for budget should exit 0"
 grep -q "^e2e variant: multi12.gap5-warp.exp-smem-v16.t512.b8.persist " "$scratch/d/summary.txt" ||
   fail "e2e variant not chosen from the decode results: $(cat "$scratch/d/summary.txt")"
-echo "device_check.sh: skip, budget and failure paths ok"
+# The profile step with a stand-in ncu (DF11_NCU): it writes the report run_sweep's launches
+# would have made, and its import prints tests/gate/data/ncu_raw.csv. Every default method is
+# profiled (no decode results, no decode.ptx: four), and the table reaches the summary.
+cat >"$scratch/ncu" <<'SH'
+#!/usr/bin/env bash
+case "${FAKE_NCU:-ok}" in
+  nocounters) echo "==ERROR== Failed to initialize the profiler: LibraryNotLoaded" >&2; exit 1 ;;
+  broken) echo "==ERROR== something else" >&2; exit 1 ;;
+esac
+if [ "$1" = "--import" ]; then cat "$FAKE_NCU_CSV"; exit 0; fi
+while [ $# -gt 0 ]; do [ "$1" = "-o" ] && : >"$2.ncu-rep"; echo "$1" >>"$FAKE_NCU_ARGS"; shift; done
+SH
+chmod +x "$scratch/ncu"
+export FAKE_NCU_CSV="$src/tests/gate/data/ncu_raw.csv" FAKE_NCU_ARGS="$scratch/ncu_args"
+DF11_NCU="$scratch/ncu" STEPS="profile" BUILD="$build" "$src/scripts/device_check.sh" "$scratch/p" >/dev/null 2>&1 ||
+  fail "profile with a working ncu should pass: $(cat "$scratch/p/summary.txt")"
+grep -q "^ncu profile *ok" "$scratch/p/summary.txt" || fail "profile step not reported ok"
+grep -q "^decode:lut8x4.gap5-block.smem-out.t512.b8 *gap_decode_persistent_kernel" "$scratch/p/summary.txt" ||
+  fail "profile table not in the summary: $(cat "$scratch/p/summary.txt")"
+[ "$(wc -l <"$scratch/p/profile.jsonl")" = 8 ] || fail "expected 4 methods x 2 kernels in profile.jsonl"
+grep -q '^batches = \[1\]' "$scratch/p/profile/3.toml" || fail "df11-fused@1 not profiled at batch 1"
+# The experiments it writes are valid for run_sweep, here on the cpu backend: df11-fused@1 as
+# written (not_supported there), a decode one with the CPU's own decoder in place of the GPU
+# variant (which the cpu backend does not know).
+sed 's/"decode:[^"]*"/"decode:cpu"/' "$scratch/p/profile/0.toml" >"$scratch/p/cpu0.toml"
+for t in "$scratch/p/cpu0.toml" "$scratch/p/profile/3.toml"; do
+  "$build/bin/run_sweep" "$t" --backend cpu --quick --out "$t.run" >/dev/null 2>&1 || fail "run_sweep refuses $t"
+  grep -q '"disposition":"\(passed\|not_supported\)"' "$t.run/results.jsonl" || fail "$t: no case row"
+done
+grep -qx -- "--clock-control" "$FAKE_NCU_ARGS" && grep -qx "none" "$FAKE_NCU_ARGS" || fail "ncu must leave the clocks alone"
+# No counters on this runtime (gVisor): said, and the step passes; another ncu error fails it.
+FAKE_NCU=nocounters DF11_NCU="$scratch/ncu" STEPS="profile" BUILD="$build" "$src/scripts/device_check.sh" \
+  "$scratch/p2" >/dev/null 2>&1 || fail "a runtime without counters should not fail the run"
+grep -q "cannot read the hardware counters here: Failed to initialize the profiler" "$scratch/p2/summary.txt" ||
+  fail "missing counters not said: $(cat "$scratch/p2/summary.txt")"
+if FAKE_NCU=broken DF11_NCU="$scratch/ncu" STEPS="profile" BUILD="$build" "$src/scripts/device_check.sh" \
+  "$scratch/p3" >/dev/null 2>&1; then
+  fail "an ncu failure should fail the profile step"
+fi
+grep -q "^ncu profile *FAILED" "$scratch/p3/summary.txt" || fail "profile failure not reported"
+DF11_NCU="$scratch/none" STEPS="profile" BUILD="$build" "$src/scripts/device_check.sh" "$scratch/p4" >/dev/null 2>&1 ||
+  fail "no ncu should not fail the run"
+grep -q "no ncu on this machine" "$scratch/p4/summary.txt" || fail "missing ncu not said"
+echo "device_check.sh: skip, budget, failure and profile paths ok"

@@ -87,14 +87,23 @@ mkdir -p "$scratch/call1" "$scratch/call2"
 cp -r "$scratch/out/sweep" "$scratch/out/decode" "$scratch/out/summary.txt" "$scratch/call1/"
 cp "$scratch/out/e2e.jsonl" "$scratch/call2/"
 printf 'e2e generation         ok                 200s\n' >"$scratch/call2/summary.txt"
+# Call 2's profile step: its parsed rows and raw pages (device_profile.py --parse on the fixture).
+mkdir -p "$scratch/call2/profile"
+cp "$src/tests/gate/data/ncu_raw.csv" "$scratch/call2/profile/0.csv"
+"$py" "$src/scripts/device_profile.py" --parse "$src/tests/gate/data/ncu_raw.csv" --method decode:x |
+  grep '^{' >"$scratch/call2/profile.jsonl"
 "$py" "$src/scripts/device_report.py" "$scratch/call1" "$scratch/call2" --reports "$scratch/reports2" \
   >"$scratch/log2" 2>&1 || { cat "$scratch/log2"; fail "device_report.py on two folders exited non-zero"; }
 readme2=$scratch/reports2/2026-11-27_h100-80gb-hbm3_device_check/README.md
 for needle in "| 4 | best variant >= 60% of the copy bound |" "| 5 | best df11 <= 2.9x bf16 at batch 1 |" \
   "| 7 | DF11 decode tokens/s >= 0.35x BF16 at batch 1 | 0.36x | PASS" "== call 1 (call1)" "== call 2 (call2)" \
-  "gpu tests              ok" "e2e generation         ok"; do
+  "gpu tests              ok" "e2e generation         ok" "## Hardware counters (profile.jsonl, Nsight Compute)"; do
   grep -qF -- "$needle" "$readme2" || fail "two-folder README.md lacks '$needle'"
 done
+grep -E '^decode:x +gap_decode_persistent_kernel +250\.0 +3634\.2 +71\.2 +61\.3 +88\.1 +15\.0 ' "$readme2" >/dev/null ||
+  fail "the profile table is not in README.md: $(grep -A4 'Hardware counters' "$readme2")"
+[[ -f $scratch/reports2/2026-11-27_h100-80gb-hbm3_device_check/profile/call2_0.csv ]] || fail "ncu raw page not copied"
+grep -qF "No kernel was profiled" "$readme" || fail "a report without a profile does not say so"
 [[ -d $scratch/reports2/2026-11-27_h100-80gb-hbm3_nemo_layer ]] || fail "two folders: no nemo_layer run directory"
 # The official row takes 5x the time of the slowest fake variant: the fastest is >= 3x faster.
 grep -E '^\| 4 \| best variant >= 3x official-ptx \| [0-9.]+x .*\| PASS' "$readme" >/dev/null || fail "official ratio verdict"
