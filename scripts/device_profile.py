@@ -46,6 +46,9 @@ KERNELS = r"regex:gap_decode|fused_gemv_kernel|fused_finish_kernel|^decode$"
 SECTIONS = ["SpeedOfLight", "MemoryWorkloadAnalysis", "ComputeWorkloadAnalysis", "Occupancy", "LaunchStats",
             "SchedulerStats", "WarpStateStats", "InstructionStats"]
 EXTRA_METRICS = ["dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum", "smsp__thread_inst_executed.sum"]
+SMEM_METRICS = ["l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum", "l1tex__data_pipe_lsu_wavefronts_mem_shared_op_st.sum",
+                "l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum",
+                "l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum"]
 # What ncu prints when the hardware counters cannot be read on this machine.
 NO_COUNTERS = re.compile(r"ERR_NVGPUCTRPERM|LibraryNotLoaded|Failed to initialize the profiler|"
                          r"[Dd]evice not supported|profiling is not supported", re.M)
@@ -98,11 +101,17 @@ def first(row, *names):
     return None
 
 
+def per_weight(row, weights, what):
+    vals = [to_base(*row[n]) for n in SMEM_METRICS if what in n and n in row]
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / weights if vals else None
+
+
 def summarize(row, weights=NEMO_LAYER_WEIGHTS):
     """The metrics the table shows, from one raw row; None where the row lacks them."""
     t = first(row, "gpu__time_duration.sum")
-    rd = first(row, "dram__bytes_read.sum")
-    wr = first(row, "dram__bytes_write.sum")
+    rd = first(row, "dram__bytes_read.sum", "dram__bytes_op_read.sum")
+    wr = first(row, "dram__bytes_write.sum", "dram__bytes_op_write.sum")
     inst = first(row, "smsp__thread_inst_executed.sum")
     stalls = {}
     for name, (value, unit) in row.items():
@@ -129,6 +138,10 @@ def summarize(row, weights=NEMO_LAYER_WEIGHTS):
         "dynamic_smem_bytes": first(row, "launch__shared_mem_per_block_dynamic"),
         "l2_bytes": first(row, "lts__t_bytes.sum"),
         "thread_inst_per_weight": inst / weights if inst is not None else None,
+        # Shared-memory wavefronts (each a cycle of the shared-memory pipe) and the bank conflicts
+        # among them, loads and stores together, per weight.
+        "smem_wavefronts_per_weight": per_weight(row, weights, "wavefronts"),
+        "smem_conflicts_per_weight": per_weight(row, weights, "bank_conflicts"),
         "top_stalls": [[k, v] for k, v in top],
     }
 
@@ -146,14 +159,15 @@ def short_name(kernel):
 
 def table(lines):
     out = [f"{'method':52} {'kernel':30} {'us':>8} {'DRAM GB/s':>9} {'DRAM %':>6} {'issue %':>7} "
-           f"{'occ %':>5} {'inst/w':>6}  top stalls (warps per issue)"]
+           f"{'occ %':>5} {'inst/w':>6} {'smem/w':>6} {'confl/w':>7}  top stalls (warps per issue)"]
     for s in lines:
         short = short_name(s["kernel"])
         stalls = ", ".join(f"{k} {v:.1f}" for k, v in s["top_stalls"])
         out.append(f"{s['method'][:52]:52} {short[:30]:30} {fmt(s['time_s'] and s['time_s'] * 1e6, '8.1f')} "
                    f"{fmt(s['dram_gbps'], '9.1f')} {fmt(s['dram_pct_of_peak'], '6.1f')} "
                    f"{fmt(s['issue_active_pct'], '7.1f')} {fmt(s['achieved_occupancy_pct'], '5.1f')} "
-                   f"{fmt(s['thread_inst_per_weight'], '6.1f')}  {stalls}")
+                   f"{fmt(s['thread_inst_per_weight'], '6.1f')} {fmt(s.get('smem_wavefronts_per_weight'), '6.2f')} "
+                   f"{fmt(s.get('smem_conflicts_per_weight'), '7.2f')}  {stalls}")
     return "\n".join(out)
 
 
@@ -278,9 +292,9 @@ def profile(args):
                 "--launch-count", str(launches), "-f", "-o", str(pdir / str(i))]
         for s in SECTIONS:
             base += ["--section", s]
-        # The extra metrics by name; should this ncu not know one, the sections alone.
+        # The extra metrics by name; should this ncu not know one, fewer, then the sections alone.
         rc, text = 1, ""
-        for extra in (["--metrics", ",".join(EXTRA_METRICS)], []):
+        for extra in (["--metrics", ",".join(EXTRA_METRICS + SMEM_METRICS)], ["--metrics", ",".join(EXTRA_METRICS)], []):
             rc, text = run(base + extra + sweep, min(args.budget - (time.monotonic() - start), args.per_method), env)
             log.write(f"== {spec}: {' '.join(base + extra + sweep)}\n{text}\nrc={rc}\n")
             if rc == 0 or NO_COUNTERS.search(text) or rc == 124:

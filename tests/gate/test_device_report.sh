@@ -100,7 +100,7 @@ for needle in "| 4 | best variant >= 60% of the copy bound |" "| 5 | best df11 <
   "gpu tests              ok" "e2e generation         ok" "## Hardware counters (profile.jsonl, Nsight Compute)"; do
   grep -qF -- "$needle" "$readme2" || fail "two-folder README.md lacks '$needle'"
 done
-grep -E '^decode:x +gap_decode_persistent_kernel +250\.0 +3634\.2 +71\.2 +61\.3 +88\.1 +15\.0 ' "$readme2" >/dev/null ||
+grep -E '^decode:x +gap_decode_persistent_kernel +250\.0 +3634\.2 +71\.2 +61\.3 +88\.1 +15\.0 +1\.50 +0\.25 +short_scoreboard 2\.5' "$readme2" >/dev/null ||
   fail "the profile table is not in README.md: $(grep -A4 'Hardware counters' "$readme2")"
 [[ -f $scratch/reports2/2026-11-27_h100-80gb-hbm3_device_check/profile/call2_0.csv ]] || fail "ncu raw page not copied"
 grep -qF "No kernel was profiled" "$readme" || fail "a report without a profile does not say so"
