@@ -31,7 +31,7 @@ struct SmemLayout {
   unsigned table = 0, table_bytes = 0;  // luts copy, multi root, flat root, canonical table
   unsigned multi = 0, flat = 0, canon = 0;  // the multi root, flat root, canonical table in it
   unsigned out = 0, out_bytes = 0;      // smem-out: BF16 outputs of the block
-  unsigned slots = 0, slot_bytes = 0;   // keep: symbols of pass 1, chunk_bits per thread
+  unsigned slots = 0, slot_bytes = 0;   // keep: symbols of pass 1, chunk_bits per thread (slot_byte)
   unsigned exps = 0, exps_bytes = 0;    // keep: exponents in block order
   unsigned input = 0, input_bytes = 0;  // cp.async: the block's encoded bytes + look-ahead
   unsigned total = 0;
@@ -122,16 +122,23 @@ DF11_HD void emit_element(const BlockCtx<Table>& c, uint64_t idx, unsigned e) {
   }
 }
 
+// Where the keep stagings put symbol k of thread t in their slots region (tpb * bpt * 8 bytes):
+// word-interleaved, symbols 4k..4k+3 of every thread in one 4-byte word, thread t's words tpb
+// apart. A warp's 32 threads then always hit 32 different banks (word t + multiple of tpb),
+// whatever symbol each is at; one bpt*8-byte row per thread would put all 32 in two banks
+// (a 64-byte stride for b8: 16-way conflicts on every store and load).
+DF11_HD unsigned slot_byte(unsigned t, unsigned k, unsigned tpb) { return ((k >> 2) * tpb + t) * 4 + (k & 3); }
+
 // Pass 1 (two-pass partitions): count the thread's codes; the keep staging also stores them.
 template <Staging S, bool ReadOnlyInput, class Table>
 DF11_HD unsigned pass1(const BlockCtx<Table>& c, unsigned t) {
   if (!chunk_exists(*c.p, c.block, c.tpb, t)) return 0;
   const ChunkSpan span = chunk_span<ReadOnlyInput>(c, t);
   if constexpr (keeps_symbols(S)) {
-    uint8_t* slot = c.smem + c.sl.slots + static_cast<uint64_t>(t) * c.bpt * 8;
-    const unsigned cap = c.bpt * 8;
+    uint8_t* slots = c.smem + c.sl.slots;
+    const unsigned cap = c.bpt * 8, tpb = c.tpb;
     return decode_chunk<ReadOnlyInput>(c.table, span, [&](unsigned k, unsigned e) {
-      if (k < cap) slot[k] = static_cast<uint8_t>(e);
+      if (k < cap) slots[slot_byte(t, k, tpb)] = static_cast<uint8_t>(e);
     });
   } else {
     return count_chunk<ReadOnlyInput>(c.table, span);
@@ -143,13 +150,13 @@ template <Staging S, bool ReadOnlyInput, class Table>
 DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigned count) {
   if (!chunk_exists(*c.p, c.block, c.tpb, t)) return;
   if constexpr (keeps_symbols(S)) {
-    const uint8_t* slot = c.smem + c.sl.slots + static_cast<uint64_t>(t) * c.bpt * 8;
+    const uint8_t* slots = c.smem + c.sl.slots;
     uint8_t* exps = c.smem + c.sl.exps;
     const uint64_t base = exp_base(c);
     const unsigned cap = c.bpt * 8;
     for (unsigned k = 0; k < count && k < cap; ++k) {
       const uint64_t idx = first + k;
-      if (idx < c.block_end) exps[idx - base] = slot[k];
+      if (idx < c.block_end) exps[idx - base] = slots[slot_byte(t, k, c.tpb)];
     }
   } else {
     const ChunkSpan span = chunk_span<ReadOnlyInput>(c, t);
