@@ -265,7 +265,7 @@ void add_stats(CLI::App& app) {
   st->add_option("--layer", args->layer, "Layer index of a synthetic nemo-layer");
   st->add_option("--seed", args->seed, "Seed of the synthetic generator");
   st->add_option("--fraction", args->fraction, "Keep this fraction of each matrix's rows (0, 1]");
-  st->add_option("--layout", args->layout, "df11 (official) or canonical[:L] (ours)");
+  st->add_option("--layout", args->layout, "df11 (official), canonical[:L] (ours), or a full layout name (chain32.t512.b8.g5.pcount)");
   st->add_option("--threads", args->threads, "Worker threads (0 = all cores)");
   st->add_flag("--json", args->json, "Print one JSON object");
   st->callback([args] { exit_code() = run_stats(*args); });

@@ -87,15 +87,15 @@ int run_variants(bool json, const std::string& resources_arg) {
               << "\n";
     return 0;
   }
-  fmt::print("{:<42} {:<8} {:<12} {:<8} {}\n", "variant", "layout", "granularity", "regs", "spills (sm_80/sm_90)");
+  fmt::print("{:<48} {:<27} {:<12} {:<8} {}\n", "variant", "layout", "granularity", "regs", "spills (sm_80/sm_90)");
   for (const auto& j : all) {
     std::string regs, spills;
     for (const auto& [arch, r] : j["resources"].items()) {
       regs += (regs.empty() ? "" : "/") + std::to_string(r["registers"].get<int>());
       spills += (spills.empty() ? "" : "/") + std::to_string(r["spill_store_bytes"].get<int>());
     }
-    fmt::print("{:<42} {:<8} {:<12} {:<8} {}\n", j["name"].get<std::string>(),
-               j["layout"].get<std::string>().substr(0, 8), j["granularity"].get<std::string>(),
+    fmt::print("{:<48} {:<27} {:<12} {:<8} {}\n", j["name"].get<std::string>(), j["layout"].get<std::string>(),
+               j["granularity"].get<std::string>(),
                regs.empty() ? "-" : regs, spills.empty() ? "-" : spills);
     fmt::print("    table: {}; partition: {}; staging: {}\n", j["table"].get<std::string>(),
                j["partition"].get<std::string>(), j["staging"].get<std::string>());

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <regex>
 #include <vector>
 
 #include <fmt/format.h>
@@ -116,7 +117,24 @@ Layout parse_layout(const std::string& text) {
     layout.validate();
     return layout;
   }
-  throw Error(fmt::format("unknown layout '{}' (expected df11, canonical or canonical:L)", text));
+  // A full layout name, as Layout::name() spells it: chain32.t512.b8.g5.pcount.
+  static const std::regex full(R"((chain|canon)(\d{1,2})\.t(\d{1,4})\.b(\d{1,2})\.g(\d)\.p(block|thread|count))");
+  if (std::smatch m; std::regex_match(text, m, full)) {
+    Layout layout;
+    layout.tables = m[1] == "chain" ? TableScheme::df11_chained : TableScheme::canonical;
+    layout.max_code_length = std::stoi(m[2]);
+    layout.threads_per_block = std::stoi(m[3]);
+    layout.bytes_per_thread = std::stoi(m[4]);
+    layout.gap_bits = std::stoi(m[5]);
+    layout.positions = m[6] == "block" ? PositionScheme::block
+                       : m[6] == "thread" ? PositionScheme::thread
+                                          : PositionScheme::count;
+    layout.validate();
+    return layout;
+  }
+  throw Error(fmt::format("unknown layout '{}' (expected df11, canonical, canonical:L or a full layout name such as "
+                          "chain32.t512.b8.g5.pcount)",
+                          text));
 }
 
 }  // namespace df11

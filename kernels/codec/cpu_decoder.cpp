@@ -265,6 +265,34 @@ void validate_encoded(const EncodedUnit& u) {
     bad(fmt::format("output_positions end at {}, expected n_elements = {}", u.position(n_pos), n));
   }
   if (u.n_chunks() > 0 && u.gap(0) != 0) bad(fmt::format("the first gap is {}, expected 0", u.gap(0)));
+  // Count layouts: one count per thread of every block, summing to the block's positions, 0 for
+  // the padding threads past the stream. (Whether each count is its chunk's is for the decode to
+  // check; these sums are what keep a kernel's scan inside the block.)
+  const uint64_t tpb = static_cast<uint64_t>(u.layout.threads_per_block);
+  if (u.layout.positions != PositionScheme::count) {
+    if (!u.thread_counts.empty()) bad(fmt::format("thread_counts has {} bytes in a {} layout", u.thread_counts.size(),
+                                                  to_string(u.layout.positions)));
+    return;
+  }
+  if (u.thread_counts.size() != n_blocks * tpb) {
+    bad(fmt::format("thread_counts has {} bytes; {} blocks of {} threads need {}", u.thread_counts.size(), n_blocks,
+                    tpb, n_blocks * tpb));
+  }
+  const uint64_t n_chunks = u.n_chunks();
+  for (uint64_t b = 0; b < n_blocks; ++b) {
+    uint64_t sum = 0;
+    for (uint64_t c = b * tpb; c < (b + 1) * tpb; ++c) {
+      if (c >= n_chunks && u.thread_counts[c] != 0) {
+        bad(fmt::format("thread_counts[{}] is {} for a thread past the stream ({} chunks)", c, u.thread_counts[c],
+                        n_chunks));
+      }
+      sum += u.thread_counts[c];
+    }
+    const uint64_t want = u.position(b + 1) - u.position(b);
+    if (sum != want) {
+      bad(fmt::format("thread_counts of block {} sum to {}, output_positions say {}", b, sum, want));
+    }
+  }
 }
 
 void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads) {
@@ -288,6 +316,7 @@ void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads) {
   const uint64_t tpb = static_cast<uint64_t>(L.threads_per_block);
   const uint64_t n_blocks = u.n_blocks();
   const bool per_thread = L.positions == PositionScheme::thread;
+  const bool with_counts = L.positions == PositionScheme::count;
   const uint8_t* stream = u.encoded_exponent.data();
   // Chunks whose look-ahead would run past the stream decode from a zero-padded copy.
   const uint64_t safe_chunks = n_bytes >= chunk_bytes + 8 ? (n_bytes - 8) / chunk_bytes : 0;
@@ -329,6 +358,14 @@ void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads) {
         const uint64_t got = decode_chunk(dc, p, gap, end_bit, exps.data() + count, &end_pos, c);
         if (base + count < n && base + count + got >= n) {
           check_stream_end(dc, p, gap, n - (base + count), c);
+        }
+        if (with_counts && c + 1 < n_chunks) {
+          // As for per-thread positions below, with the chunk's stored count.
+          const uint64_t want = u.thread_counts[c];
+          const bool holds_last = base + count + want >= n;
+          if (holds_last ? got < want : got != want) {
+            throw Error(fmt::format("{}: chunk {} decoded {} elements, thread_counts say {}", ctx, c, got, want));
+          }
         }
         if (per_thread && c + 1 < n_chunks) {
           // Every chunk yields exactly its positions' count, but the one holding the unit's last

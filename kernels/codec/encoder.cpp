@@ -259,8 +259,11 @@ EncodedUnit encode(const UnitView& unit, const Layout& layout, int n_threads) {
   const uint64_t n_chunks = (n_bytes * 8 + chunk_bits - 1) / chunk_bits;
   const uint64_t tpb = static_cast<uint64_t>(layout.threads_per_block);
   const uint64_t n_blocks = (n_chunks + tpb - 1) / tpb;
-  const bool per_thread = layout.positions == PositionScheme::thread;
-  const uint64_t n_pos = per_thread ? n_chunks : n_blocks;  // position entries before the final one
+  // Count layouts are encoded with per-thread positions, turned into block positions and
+  // per-chunk counts at the end.
+  const bool counts = layout.positions == PositionScheme::count;
+  const bool per_thread = layout.positions == PositionScheme::thread || counts;
+  uint64_t n_pos = per_thread ? n_chunks : n_blocks;  // position entries before the final one
 
   // Word buffer: whole 32-bit words, trimmed to n_bytes at the end.
   const uint64_t n_words = (total_bits + 31) / 32;
@@ -346,6 +349,18 @@ EncodedUnit encode(const UnitView& unit, const Layout& layout, int n_threads) {
     if (nbits > 0) out[o] = static_cast<uint8_t>(acc << (8 - nbits));
   });
 
+  if (counts) {
+    // Chunk c's count: the elements whose codes start in it (at most chunk_bits <= 128, by
+    // Layout::validate); chunks past the stream, padding of the last block, count 0.
+    enc.thread_counts.assign(n_blocks * tpb, 0);
+    for (uint64_t c = 0; c < n_chunks; ++c) {
+      enc.thread_counts[c] = static_cast<uint8_t>(positions[c + 1] - positions[c]);
+    }
+    std::vector<uint32_t> block_positions(n_blocks + 1, static_cast<uint32_t>(n));
+    for (uint64_t b = 0; b < n_blocks; ++b) block_positions[b] = positions[b * tpb];
+    positions = std::move(block_positions);
+    n_pos = n_blocks;
+  }
   enc.output_positions.resize(4 * (n_pos + 1));
   for (uint64_t i = 0; i <= n_pos; ++i) {
     const uint32_t v = positions[i];

@@ -39,6 +39,7 @@ std::string to_string(PositionScheme s) {
   switch (s) {
     case PositionScheme::block: return "block";
     case PositionScheme::thread: return "thread";
+    case PositionScheme::count: return "count";
   }
   return "?";
 }
@@ -47,7 +48,7 @@ std::string Layout::name() const {
   if (is_df11()) return "df11";
   return fmt::format("{}{}.t{}.b{}.g{}.p{}", tables == TableScheme::df11_chained ? "chain" : "canon",
                      max_code_length, threads_per_block, bytes_per_thread, gap_bits,
-                     positions == PositionScheme::block ? "block" : "thread");
+                     to_string(positions));
 }
 
 void Layout::validate() const {
@@ -67,6 +68,8 @@ void Layout::validate() const {
     bad("gap_bits too small to hold offsets below max_code_length");
   }
   if ((threads_per_block * gap_bits) % 8 != 0) bad("a block's gaps must fill whole bytes");
+  // A count byte holds up to 255 codes: chunks of up to 128 bits hold at most 128 (1-bit codes).
+  if (positions == PositionScheme::count && bytes_per_thread > 16) bad("count positions need bytes_per_thread <= 16");
 }
 
 uint64_t EncodedUnit::n_chunks() const {
@@ -81,7 +84,7 @@ uint64_t EncodedUnit::n_blocks() const {
 
 uint64_t EncodedUnit::stored_bytes() const {
   return luts.size() + encoded_exponent.size() + sign_mantissa.size() + output_positions.size() +
-         gaps.size() + split_positions.size() * sizeof(int64_t);
+         gaps.size() + thread_counts.size() + split_positions.size() * sizeof(int64_t);
 }
 
 uint32_t EncodedUnit::position(uint64_t i) const {

@@ -24,6 +24,9 @@ enum class TableScheme : uint8_t {
 enum class PositionScheme : uint8_t {
   block,   // official: one uint32 per block (+ final n_elements); threads scan within the block
   thread,  // one uint32 per thread chunk (+ final n_elements); no scan needed
+  // Ours: block positions as `block`, plus one byte per thread chunk: how many codes start in
+  // it (EncodedUnit::thread_counts). Threads scan the counts instead of decoding twice.
+  count,
 };
 
 struct Layout {
@@ -73,6 +76,8 @@ struct EncodedUnit {
   std::vector<uint8_t> sign_mantissa;     // one byte per element
   std::vector<uint8_t> output_positions;  // little-endian uint32: per block or per thread, + n_elements
   std::vector<uint8_t> gaps;              // gap_bits per thread, MSB-first, threads_per_block per block
+  std::vector<uint8_t> thread_counts;     // PositionScheme::count: codes starting in each chunk,
+                                          // threads_per_block per block (padding 0); else empty
   std::vector<int64_t> split_positions;   // cumulative element counts between tensors
 
   [[nodiscard]] uint64_t n_chunks() const;  // thread chunks covering the stream

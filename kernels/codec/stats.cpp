@@ -31,7 +31,7 @@ UnitStats unit_stats(const EncodedUnit& u, const Histogram& hist) {
   s.luts_bytes = u.luts.size();
   s.exponent_bytes = u.encoded_exponent.size();
   s.sign_mantissa_bytes = u.sign_mantissa.size();
-  s.positions_bytes = u.output_positions.size();
+  s.positions_bytes = u.output_positions.size() + u.thread_counts.size();  // count layouts: both say where
   s.gaps_bytes = u.gaps.size();
   s.split_bytes = u.split_positions.size() * sizeof(int64_t);
   s.stored_bytes = u.stored_bytes();

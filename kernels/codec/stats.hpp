@@ -14,7 +14,8 @@ struct UnitStats {
   double exponent_entropy_bits = 0;  // per exponent
   int min_code_length = 0, max_code_length = 0;
   int n_symbols = 0;
-  // Bytes of each stored tensor.
+  // Bytes of each stored tensor (positions_bytes: output_positions and, in count layouts,
+  // thread_counts).
   uint64_t luts_bytes = 0, exponent_bytes = 0, sign_mantissa_bytes = 0, positions_bytes = 0, gaps_bytes = 0,
            split_bytes = 0;
   uint64_t stored_bytes = 0, bf16_bytes = 0;

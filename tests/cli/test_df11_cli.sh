@@ -96,6 +96,13 @@ ok stats df11 --json
 grep -q '"exponent_entropy_bits"' "$scratch/last.out" || fail "stats --json lacks the entropy"
 ok stats src
 grep -q "model.layers.0.self_attn.q_proj.weight" "$scratch/last.out" || fail "stats lacks per-tensor rows"
+# A full layout name: DF11's tables with a count byte per thread; a malformed name is refused.
+ok stats --synthetic nemo-layer --fraction 0.002 --layout chain32.t256.b16.g5.pcount
+grep -q "chain32.t256.b16.g5.pcount" "$scratch/last.out" || fail "stats does not name the count layout"
+expect_error "$scratch/none" "unknown layout 'chain32.t256.b16.pcount'" -- stats --synthetic nemo-layer --fraction 0.002 \
+  --layout chain32.t256.b16.pcount
+expect_error "$scratch/none" "bytes_per_thread <= 16" -- stats --synthetic nemo-layer --fraction 0.002 \
+  --layout canon16.t64.b32.g4.pcount
 
 ok decompress df11 back --shard-mb 0.3
 ok verify src back

@@ -184,13 +184,15 @@ TEST_CASE("random byte damage anywhere never crashes", "[codec][corrupt]") {
   // Damage to the stream itself can be undetectable (one codeword becomes another of the same
   // length); the promise there is memory safety and a result of the right size.
   const auto data = random_weights(30000, 13, 120, 0.8);
-  for (const Layout& l : {Layout::df11(), Layout::canonical(12, 128, 8, PositionScheme::thread)}) {
+  for (const Layout& l : {Layout::df11(), Layout::canonical(12, 128, 8, PositionScheme::thread),
+                          Layout::canonical(12, 128, 8, PositionScheme::count)}) {
     const EncodedUnit good = encode(unit_of(data, "r").view(), l);
     std::mt19937_64 rng(99);
     for (int trial = 0; trial < 300; ++trial) {
       EncodedUnit bad = good;
-      std::vector<uint8_t>* fields[] = {&bad.encoded_exponent, &bad.gaps, &bad.output_positions, &bad.luts};
-      auto& f = *fields[rng() % 4];
+      std::vector<uint8_t>* fields[] = {&bad.encoded_exponent, &bad.gaps, &bad.output_positions, &bad.luts,
+                                        &bad.thread_counts};
+      auto& f = *fields[rng() % 5];
       if (f.empty()) continue;
       f[rng() % f.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
       std::vector<uint16_t> out;
@@ -201,5 +203,37 @@ TEST_CASE("random byte damage anywhere never crashes", "[codec][corrupt]") {
         REQUIRE(error.find("unit r") != std::string::npos);
       }
     }
+  }
+}
+
+TEST_CASE("bad thread counts are caught", "[codec][corrupt]") {
+  const auto data = random_weights(80000, 7, 119, 0.5);
+  const EncodedUnit good = encode(unit_of(data, "k").view(), Layout::canonical(16, 128, 8, PositionScheme::count));
+  REQUIRE(good.n_blocks() >= 3);
+  SECTION("a count changed: its block no longer sums to its positions") {
+    EncodedUnit bad = good;
+    bad.thread_counts[130] += 1;
+    REQUIRE_THROWS_WITH(decode_cpu(bad, 1), Catch::Contains("thread_counts of block 1 sum to"));
+  }
+  SECTION("two counts swapped: the sums hold, the chunks do not decode to them") {
+    EncodedUnit bad = good;
+    uint64_t c = 0;
+    while (bad.thread_counts[c] == bad.thread_counts[c + 1]) ++c;
+    std::swap(bad.thread_counts[c], bad.thread_counts[c + 1]);
+    REQUIRE_THROWS_WITH(decode_cpu(bad, 1), Catch::Contains("thread_counts say"));
+  }
+  SECTION("a count for a thread past the stream") {
+    EncodedUnit bad = good;
+    REQUIRE(bad.thread_counts.size() > bad.n_chunks());
+    bad.thread_counts.back() = 1;
+    REQUIRE_THROWS_WITH(decode_cpu(bad, 1), Catch::Contains("past the stream"));
+  }
+  SECTION("the wrong size, or counts in a layout without them") {
+    EncodedUnit bad = good;
+    bad.thread_counts.pop_back();
+    REQUIRE_THROWS_WITH(decode_cpu(bad, 1), Catch::Contains("thread_counts has"));
+    EncodedUnit plain = encode(unit_of(data, "k").view(), Layout::canonical(16, 128, 8, PositionScheme::block));
+    plain.thread_counts = good.thread_counts;
+    REQUIRE_THROWS_WITH(decode_cpu(plain, 1), Catch::Contains("thread_counts has"));
   }
 }

@@ -41,10 +41,17 @@ std::vector<Layout> all_layouts() {
       Layout::canonical(12, 256, 16, PositionScheme::thread),
       Layout::canonical(32, 128, 8, PositionScheme::block),
       Layout::canonical(8, 32, 4, PositionScheme::thread),
+      Layout::canonical(16, 256, 16, PositionScheme::count),
+      Layout::canonical(8, 32, 4, PositionScheme::count),
       [] {
         Layout l = Layout::df11();
         l.threads_per_block = 256;
         l.bytes_per_thread = 16;
+        return l;
+      }(),
+      [] {
+        Layout l = Layout::df11();
+        l.positions = PositionScheme::count;
         return l;
       }(),
   };
@@ -153,7 +160,9 @@ TEST_CASE("encoder output does not depend on the thread count", "[codec][roundtr
   u.tensors.push_back({"a", {1500000}, random_weights(1500000, 1, 118, 0.5)});
   u.tensors.push_back({"b", {3}, random_weights(3, 2)});
   u.tensors.push_back({"c", {2200001}, random_weights(2200001, 3, 121, 0.2)});
-  for (const Layout& l : {Layout::df11(), Layout::canonical(16, 256, 16, PositionScheme::thread)}) {
+  Layout df11_counts = Layout::df11();
+  df11_counts.positions = PositionScheme::count;
+  for (const Layout& l : {Layout::df11(), Layout::canonical(16, 256, 16, PositionScheme::thread), df11_counts}) {
     const EncodedUnit ref = encode(u.view(), l, 1);
     for (int threads : {2, 3, 8}) {
       INFO(l.name() << " threads " << threads);
@@ -163,6 +172,7 @@ TEST_CASE("encoder output does not depend on the thread count", "[codec][roundtr
       REQUIRE(e.sign_mantissa == ref.sign_mantissa);
       REQUIRE(e.output_positions == ref.output_positions);
       REQUIRE(e.gaps == ref.gaps);
+      REQUIRE(e.thread_counts == ref.thread_counts);
       REQUIRE(e.split_positions == ref.split_positions);
     }
     std::vector<uint16_t> expect;
@@ -192,4 +202,34 @@ TEST_CASE("DF11 layout metadata has the official sizes", "[codec][roundtrip]") {
     }
     bit += code.length[exponent_of(data[i])];
   }
+}
+
+TEST_CASE("count layouts: DF11's arrays plus a count byte per thread that the per-thread positions imply",
+          "[codec][roundtrip]") {
+  const auto data = random_weights(300000, 78, 119, 0.6);
+  Layout counted = Layout::df11();
+  counted.positions = PositionScheme::count;
+  REQUIRE(counted.name() == "chain32.t512.b8.g5.pcount");
+  const EncodedUnit plain = encode(unit_of(data).view(), Layout::df11());
+  const EncodedUnit enc = check_roundtrip(unit_of(data), counted);
+  // The same stream, gaps, tables and block positions as the official layout...
+  REQUIRE(enc.encoded_exponent == plain.encoded_exponent);
+  REQUIRE(enc.gaps == plain.gaps);
+  REQUIRE(enc.luts == plain.luts);
+  REQUIRE(enc.output_positions == plain.output_positions);
+  REQUIRE(plain.thread_counts.empty());
+  // ...plus one byte per thread of every block: chunk c's count is the difference of the
+  // per-thread positions of the same stream.
+  Layout per_thread = counted;
+  per_thread.positions = PositionScheme::thread;
+  const EncodedUnit pt = encode(unit_of(data).view(), per_thread);
+  REQUIRE(enc.thread_counts.size() == enc.n_blocks() * 512);
+  for (uint64_t c = 0; c < enc.thread_counts.size(); ++c) {
+    const uint32_t want = c < pt.n_chunks() ? pt.position(c + 1) - pt.position(c) : 0;
+    REQUIRE(enc.thread_counts[c] == want);
+  }
+  REQUIRE(enc.stored_bytes() == plain.stored_bytes() + enc.thread_counts.size());
+  // Chunks of up to 16 bytes only (a count byte holds at most 255 codes).
+  Layout wide = Layout::canonical(16, 64, 32, PositionScheme::count);
+  REQUIRE_THROWS_WITH(wide.validate(), Catch::Contains("bytes_per_thread <= 16"));
 }

@@ -80,8 +80,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bool edited = false;
   while (r.left() >= 6) {
     std::vector<uint8_t>* fields[] = {&enc.encoded_exponent, &enc.gaps, &enc.output_positions, &enc.luts,
-                                      &enc.sign_mantissa};
-    std::vector<uint8_t>& f = *fields[r.u8() % 5];
+                                      &enc.sign_mantissa, &enc.thread_counts};
+    std::vector<uint8_t>& f = *fields[r.u8() % 6];
     const uint32_t off = r.u32();
     const uint8_t x = r.u8();
     edited = true;

@@ -214,6 +214,7 @@ struct LaunchParams {
   const uint8_t* sign_mantissa;
   const uint32_t* positions;  // per block or per thread chunk, + n_elements
   const uint8_t* gaps;        // padded by one byte
+  const uint8_t* counts;      // codes starting in each thread chunk (count partition), or null
   const uint8_t* luts;        // DF11 luts (global) or null
   int n_rows;
   const uint16_t* flat_root;               // global copy of the flat root, or null

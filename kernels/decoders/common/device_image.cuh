@@ -18,6 +18,7 @@ class GapDeviceImage final : public DeviceImage {
         sm_(cuda::DeviceBuffer<uint8_t>::from(host.sign_mantissa, stream)),
         positions_(cuda::DeviceBuffer<uint32_t>::from(host.positions, stream)),
         gaps_(cuda::DeviceBuffer<uint8_t>::from(host.gaps, stream)),
+        counts_(cuda::DeviceBuffer<uint8_t>::from(host.counts, stream)),
         luts_(cuda::DeviceBuffer<uint8_t>::from(host.luts, stream)),
         flat_(cuda::DeviceBuffer<uint16_t>::from(host.flat_root, stream)),
         multi_(cuda::DeviceBuffer<uint32_t>::from(host.multi_root, stream)) {
@@ -27,11 +28,12 @@ class GapDeviceImage final : public DeviceImage {
     host.stream = {};
     host.sign_mantissa = {};
     host.gaps = {};
+    host.counts = {};
     host_ = std::move(host);
   }
   [[nodiscard]] uint64_t device_bytes() const override {
-    return stream_buf_.bytes() + sm_.bytes() + positions_.bytes() + gaps_.bytes() + luts_.bytes() + flat_.bytes() +
-           multi_.bytes() + canon_.bytes();
+    return stream_buf_.bytes() + sm_.bytes() + positions_.bytes() + gaps_.bytes() + counts_.bytes() + luts_.bytes() +
+           flat_.bytes() + multi_.bytes() + canon_.bytes();
   }
   [[nodiscard]] uint64_t n_elements() const override { return host_.n_elements; }
 
@@ -41,6 +43,7 @@ class GapDeviceImage final : public DeviceImage {
     a.sign_mantissa = sm_.get();
     a.positions = positions_.get();
     a.gaps = gaps_.get();
+    a.counts = counts_.get();
     a.luts = luts_.get();
     a.flat_root = flat_.get();
     a.multi_root = multi_.get();
@@ -55,7 +58,7 @@ class GapDeviceImage final : public DeviceImage {
   HostImage host_;
   cuda::DeviceBuffer<uint8_t> stream_buf_, sm_;
   cuda::DeviceBuffer<uint32_t> positions_;
-  cuda::DeviceBuffer<uint8_t> gaps_, luts_;
+  cuda::DeviceBuffer<uint8_t> gaps_, counts_, luts_;
   cuda::DeviceBuffer<uint16_t> flat_;
   cuda::DeviceBuffer<uint32_t> multi_;
   cuda::DeviceBuffer<CanonicalTable> canon_;

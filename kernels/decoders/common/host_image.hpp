@@ -18,6 +18,7 @@ struct HostImage {
   std::vector<uint8_t> sign_mantissa;
   std::vector<uint32_t> positions;
   std::vector<uint8_t> gaps;  // + one zero byte
+  std::vector<uint8_t> counts;  // thread_counts (count partition), else empty
   std::vector<uint8_t> luts;  // DF11 chained luts (lut*, flat_lut)
   int n_rows = 0;
   std::vector<uint16_t> flat_root;  // flat_*, multi_*

@@ -31,6 +31,7 @@ const char* partition_name(Partition p) {
     case Partition::gap_block: return "block";
     case Partition::gap_warp: return "warp";
     case Partition::thread_pos: return "tpos";
+    case Partition::thread_count: return "cnt";
   }
   return "?";
 }
@@ -53,13 +54,15 @@ constexpr unsigned kMaxSmem = 160 * 1024;
 }  // namespace
 
 Layout VariantSpec::layout() const {
-  if (canonical_layout()) {
-    return Layout::canonical(16, threads_per_block, bytes_per_thread,
-                             partition == Partition::thread_pos ? PositionScheme::thread : PositionScheme::block);
-  }
+  const PositionScheme positions = partition == Partition::thread_pos     ? PositionScheme::thread
+                                   : partition == Partition::thread_count ? PositionScheme::count
+                                                                          : PositionScheme::block;
+  if (canonical_layout()) return Layout::canonical(16, threads_per_block, bytes_per_thread, positions);
+  // DF11's chained tables and gaps; with counts, DF11 plus one count byte per thread.
   Layout l = Layout::df11();
   l.threads_per_block = threads_per_block;
   l.bytes_per_thread = bytes_per_thread;
+  l.positions = positions;
   return l;
 }
 
@@ -88,6 +91,9 @@ Traits VariantSpec::traits() const {
     case Partition::gap_block: t.partition = "gaps + block positions, shared-memory block scan, two passes"; break;
     case Partition::gap_warp: t.partition = "gaps + block positions, warp-shuffle scan, two passes"; break;
     case Partition::thread_pos: t.partition = "gaps + per-thread positions, one pass"; break;
+    case Partition::thread_count:
+      t.partition = "gaps + block positions + a code count byte per thread, warp-shuffle scan of the counts, one pass";
+      break;
   }
   switch (staging) {
     case Staging::smem_out: t.staging = "outputs via shared memory, coalesced stores"; break;
@@ -140,6 +146,7 @@ HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
   for (uint64_t i = 0; i < n_pos; ++i) img.positions[i] = unit.position(i);
   img.gaps = unit.gaps;
   img.gaps.push_back(0);
+  if (spec.partition == Partition::thread_count) img.counts = unit.thread_counts;
   const bool per_thread = spec.partition == Partition::thread_pos;
   const uint64_t tpb = static_cast<uint64_t>(spec.threads_per_block);
   for (uint64_t b = 0; b < img.n_blocks; ++b) {
@@ -221,6 +228,7 @@ LaunchParams host_launch_params(const HostImage& img, uint16_t* out, uint64_t lo
   a.sign_mantissa = img.sign_mantissa.data();
   a.positions = img.positions.data();
   a.gaps = img.gaps.data();
+  a.counts = img.counts.empty() ? nullptr : img.counts.data();
   a.luts = img.luts.empty() ? nullptr : img.luts.data();
   a.flat_root = img.flat_root.empty() ? nullptr : img.flat_root.data();
   a.multi_root = img.multi_root.empty() ? nullptr : img.multi_root.data();

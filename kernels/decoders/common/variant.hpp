@@ -26,6 +26,9 @@ enum class Partition : uint8_t {
   gap_block,   // gaps + per-block positions, block scan in shared memory, two passes (official)
   gap_warp,    // the same with a warp-shuffle scan
   thread_pos,  // gaps + per-thread positions: one pass, no scan
+  // gaps + block positions + each thread's code count (a byte, PositionScheme::count): the
+  // warp-shuffle scan runs over the stored counts, so the codes are decoded once.
+  thread_count,
 };
 
 enum class Staging : uint8_t {

@@ -50,7 +50,9 @@ DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_bl
   const unsigned tpb = static_cast<unsigned>(s.threads_per_block);
   const unsigned bpt = static_cast<unsigned>(s.bytes_per_thread);
   if (s.partition == Partition::gap_block) take(2 * tpb * 4, l.scan, l.scan_bytes);
-  if (s.partition == Partition::gap_warp) take((tpb / 32 + 1) * 4, l.scan, l.scan_bytes);
+  if (s.partition == Partition::gap_warp || s.partition == Partition::thread_count) {
+    take((tpb / 32 + 1) * 4, l.scan, l.scan_bytes);
+  }
   // The table region: [luts copy] or [multi root][flat root][canonical table], each present
   // or not as the table kind says.
   unsigned table_bytes = 0, flat_at = 0, canon_at = 0;
@@ -98,6 +100,12 @@ DF11_HD ChunkSpan chunk_span(const BlockCtx<Table>& c, unsigned t) {
 
 DF11_HD bool chunk_exists(const LaunchParams& p, uint64_t block, unsigned tpb, unsigned t) {
   return block * tpb + t < p.n_chunks;
+}
+
+// The count partition's pass 1: the thread's stored code count (one byte per thread of every
+// block, validated on upload to sum to the block's positions).
+DF11_HD unsigned stored_count(const LaunchParams& p, uint64_t block, unsigned tpb, unsigned t) {
+  return chunk_exists(p, block, tpb, t) ? p.counts[block * tpb + t] : 0u;
 }
 
 // Writes element idx (exponent e) the way the staging says; drops what lies outside the block's
@@ -348,6 +356,7 @@ DF11_HD unsigned scan_block_warp(unsigned v, uint32_t* totals) {
 // complete after the next barrier.
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
 DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, uint64_t b) {
+  static_assert(!(P == Partition::thread_count && keeps_symbols(S)), "counts replace the pass a keep staging keeps");
   constexpr bool kStaged = S == Staging::cp_async;
   const unsigned t = simt::tid_x();
   const auto table = make_table<TK>(p, smem, sl);
@@ -361,9 +370,10 @@ DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t*
   } else {
     c.block_first = p.positions[b];
     c.block_end = p.positions[b + 1];
-    const unsigned count = pass1<S, !kStaged>(c, t);
+    const unsigned count = P == Partition::thread_count ? stored_count(p, b, TPB, t) : pass1<S, !kStaged>(c, t);
     uint32_t* scan = reinterpret_cast<uint32_t*>(smem + sl.scan);
-    const unsigned excl = P == Partition::gap_warp ? scan_block_warp<TPB>(count, scan) : scan_block_smem<TPB>(count, scan);
+    const unsigned excl =
+        P == Partition::gap_block ? scan_block_smem<TPB>(count, scan) : scan_block_warp<TPB>(count, scan);
     pass2<S, !kStaged>(c, t, c.block_first + excl, count);
   }
   return c;
