@@ -284,20 +284,27 @@ def profile(args):
         method, batch, launches = parse_method(spec)
         toml = pdir / f"{i}.toml"
         toml.write_text(experiment(method, batch))
-        sweep = [str(pathlib.Path(args.build) / "bin" / "run_sweep"), str(toml), "--backend", "cuda",
-                 "--out", str(pdir / f"{i}_run")]
-        if args.official_ptx:
-            sweep += ["--official-ptx", args.official_ptx]
         base = [ncu, "--clock-control", "none", "--kernel-name-base", "demangled", "-k", KERNELS,
                 "--launch-count", str(launches), "-f", "-o", str(pdir / str(i))]
-        for s in SECTIONS:
-            base += ["--section", s]
-        # The extra metrics by name; should this ncu not know one, fewer, then the sections alone.
+        sections = [a for s in SECTIONS for a in ("--section", s)]
+        # The sections with the extra metrics by name; should this ncu not know a metric, fewer
+        # metrics, then the sections alone, then its basic set.
+        attempts = [sections + ["--metrics", ",".join(EXTRA_METRICS + SMEM_METRICS)],
+                    sections + ["--metrics", ",".join(EXTRA_METRICS)], sections, ["--set", "basic"]]
         rc, text = 1, ""
-        for extra in (["--metrics", ",".join(EXTRA_METRICS + SMEM_METRICS)], ["--metrics", ",".join(EXTRA_METRICS)], []):
-            rc, text = run(base + extra + sweep, min(args.budget - (time.monotonic() - start), args.per_method), env)
-            log.write(f"== {spec}: {' '.join(base + extra + sweep)}\n{text}\nrc={rc}\n")
-            if rc == 0 or NO_COUNTERS.search(text) or rc == 124:
+        for k, what in enumerate(attempts):
+            # A fresh run directory each time: run_sweep never writes over an earlier results.jsonl.
+            sweep = [str(pathlib.Path(args.build) / "bin" / "run_sweep"), str(toml), "--backend", "cuda",
+                     "--out", str(pdir / f"{i}_run{k}")]
+            if args.official_ptx:
+                sweep += ["--official-ptx", args.official_ptx]
+            left = args.budget - (time.monotonic() - start)
+            if left < 5:
+                break
+            rc, text = run(base + what + sweep, min(left, args.per_method), env)
+            log.write(f"== {spec}: {' '.join(base + what + sweep)}\n{text}\nrc={rc}\n")
+            # Done, no counters, out of time, or the program itself refused (no retry helps).
+            if rc == 0 or NO_COUNTERS.search(text) or rc == 124 or "run_sweep: error" in text:
                 break
         if NO_COUNTERS.search(text):
             say(f"profile: ncu cannot read the hardware counters here: "

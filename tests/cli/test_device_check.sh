@@ -85,7 +85,7 @@ cat >"$scratch/ncu" <<'SH'
 #!/usr/bin/env bash
 case "${FAKE_NCU:-ok}" in
   nocounters) echo "==ERROR== Failed to initialize the profiler: LibraryNotLoaded" >&2; exit 1 ;;
-  broken) echo "==ERROR== something else" >&2; exit 1 ;;
+  broken) echo "$*" >>"$FAKE_NCU_ARGS.broken"; echo "==ERROR== something else" >&2; exit 1 ;;
 esac
 if [ "$1" = "--import" ]; then cat "$FAKE_NCU_CSV"; exit 0; fi
 while [ $# -gt 0 ]; do [ "$1" = "-o" ] && : >"$2.ncu-rep"; echo "$1" >>"$FAKE_NCU_ARGS"; shift; done
@@ -118,6 +118,10 @@ if FAKE_NCU=broken DF11_NCU="$scratch/ncu" STEPS="profile" BUILD="$build" "$src/
   fail "an ncu failure should fail the profile step"
 fi
 grep -q "^ncu profile *FAILED" "$scratch/p3/summary.txt" || fail "profile failure not reported"
+# Each method was tried with fewer named metrics, then the sections alone, then --set basic, each
+# time into a fresh run directory.
+[ "$(grep -c -- "--out $scratch/p3/profile/0_run" "$FAKE_NCU_ARGS.broken")" = 4 ] || fail "not four attempts"
+grep -q -- "--set basic .*--out $scratch/p3/profile/0_run3" "$FAKE_NCU_ARGS.broken" || fail "no --set basic attempt"
 DF11_NCU="$scratch/none" STEPS="profile" BUILD="$build" "$src/scripts/device_check.sh" "$scratch/p4" >/dev/null 2>&1 ||
   fail "no ncu should not fail the run"
 grep -q "no ncu on this machine" "$scratch/p4/summary.txt" || fail "missing ncu not said"
