@@ -108,25 +108,20 @@ DF11_HD unsigned stored_count(const LaunchParams& p, uint64_t block, unsigned tp
   return chunk_exists(p, block, tpb, t) ? p.counts[block * tpb + t] : 0u;
 }
 
-// Writes element idx (exponent e) the way the staging says; drops what lies outside the block's
-// elements (the final chunk's padding decodes to garbage past n_elements) or outside [lo, hi).
 // Element index whose exponent sits at byte 0 of the shared exponent buffer.
 template <class Table>
 DF11_HD uint64_t exp_base(const BlockCtx<Table>& c) {
   return c.block_first & ~uint64_t{7};
 }
 
-template <Staging S, class Table>
-DF11_HD void emit_element(const BlockCtx<Table>& c, uint64_t idx, unsigned e) {
-  if (idx >= c.block_end) return;
+// Direct stores: element idx (exponent e) straight to the output; drops what lies outside the
+// block's elements (the final chunk's padding decodes to garbage past n_elements) or outside
+// [lo, hi). (The shared-memory stagings write in pass2.)
+template <class Table>
+DF11_HD void emit_direct(const BlockCtx<Table>& c, uint64_t idx, unsigned e) {
   const LaunchParams& p = *c.p;
-  if constexpr (S == Staging::direct) {
-    if (idx >= p.lo && idx < p.hi) p.out[idx - p.lo] = merge_bf16(static_cast<uint8_t>(e), p.sign_mantissa[idx]);
-  } else if constexpr (S == Staging::exp_smem) {
-    c.smem[c.sl.exps + (idx - exp_base(c))] = static_cast<uint8_t>(e);
-  } else {
-    uint16_t* o = reinterpret_cast<uint16_t*>(c.smem + c.sl.out);
-    o[idx - c.block_first] = merge_bf16(static_cast<uint8_t>(e), p.sign_mantissa[idx]);
+  if (idx < c.block_end && idx >= p.lo && idx < p.hi) {
+    p.out[idx - p.lo] = merge_bf16(static_cast<uint8_t>(e), p.sign_mantissa[idx]);
   }
 }
 
@@ -166,9 +161,30 @@ DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigne
       const uint64_t idx = first + k;
       if (idx < c.block_end) exps[idx - base] = slots[slot_byte(t, k, c.tpb)];
     }
-  } else {
+  } else if constexpr (S == Staging::direct) {
     const ChunkSpan span = chunk_span<ReadOnlyInput>(c, t);
-    decode_chunk<ReadOnlyInput>(c.table, span, [&](unsigned k, unsigned e) { emit_element<S>(c, first + k, e); });
+    decode_chunk<ReadOnlyInput>(c.table, span, [&](unsigned k, unsigned e) { emit_direct(c, first + k, e); });
+  } else {
+    // Shared-memory stagings: element first + k goes to slot k of this thread's run in the
+    // block's buffer, kept while k < room (the block's elements from `first` on). 32-bit offsets
+    // from pointers set up once: the decode loop does no 64-bit index arithmetic per code.
+    const ChunkSpan span = chunk_span<ReadOnlyInput>(c, t);
+    // Element counts within one block fit 32 bits (positions are uint32, first >= block_first).
+    const unsigned in_block = static_cast<unsigned>(c.block_end - c.block_first);
+    const unsigned rel = static_cast<unsigned>(first - c.block_first);
+    const unsigned room = rel < in_block ? in_block - rel : 0u;  // no store at all when 0
+    if constexpr (S == Staging::exp_smem) {
+      const unsigned at = c.sl.exps + static_cast<unsigned>(c.block_first - exp_base(c)) + rel;
+      decode_chunk<ReadOnlyInput>(c.table, span, [&c, at, room](unsigned k, unsigned e) {
+        if (k < room) c.smem[at + k] = static_cast<uint8_t>(e);
+      });
+    } else {
+      uint16_t* dst = reinterpret_cast<uint16_t*>(c.smem + c.sl.out) + (room ? rel : 0u);
+      const uint8_t* sm = c.p->sign_mantissa + (room ? first : c.block_first);
+      decode_chunk<ReadOnlyInput>(c.table, span, [dst, sm, room](unsigned k, unsigned e) {
+        if (k < room) dst[k] = merge_bf16(static_cast<uint8_t>(e), sm[k]);
+      });
+    }
   }
 }
 
