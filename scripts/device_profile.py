@@ -71,8 +71,9 @@ def to_base(value, unit):
 
 
 def read_raw_csv(text):
-    """Rows of an `ncu --import R --csv --page raw` dump: [{metric: (value, unit)}]. Lines before
-    the header (ncu's own ==PROF== / ==WARNING== lines) are skipped."""
+    """Rows of an `ncu --import R --csv --page raw` dump: [{metric: (value, unit)}], one per
+    kernel (a details-page dump is accepted too). Lines before the header (ncu's own ==PROF== /
+    ==WARNING== lines) are skipped."""
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith('"ID"')), None)
     if start is None:
@@ -81,6 +82,8 @@ def read_raw_csv(text):
     if len(table) < 2:
         return []
     header, rows = table[0], table[1:]
+    if "Metric Name" in header and "Metric Value" in header:  # the details page: a row per metric
+        return read_long_rows(header, rows)
     units = [""] * len(header)
     if rows and rows[0] and rows[0][0] == "":  # the units row
         units, rows = rows[0] + [""] * (len(header) - len(rows[0])), rows[1:]
@@ -90,6 +93,20 @@ def read_raw_csv(text):
             continue
         out.append({h: (r[i] if i < len(r) else "", units[i]) for i, h in enumerate(header)})
     return out
+
+
+def read_long_rows(header, rows):
+    """The details page (`--page details --csv`, a row per kernel and metric) in the raw page's
+    form: one dict per kernel (by ID), metric -> (value, unit), plus the launch columns."""
+    col = {h: i for i, h in enumerate(header)}
+    kernels = {}
+    for r in rows:
+        if len(r) < len(header) or not r[col["Metric Name"]]:
+            continue
+        k = kernels.setdefault(r[col["ID"]], {h: (r[i], "") for i, h in enumerate(header)
+                                              if h not in ("Section Name", "Metric Name", "Metric Unit", "Metric Value")})
+        k[r[col["Metric Name"]]] = (r[col["Metric Value"]], r[col["Metric Unit"]] if "Metric Unit" in col else "")
+    return list(kernels.values())
 
 
 def first(row, *names):

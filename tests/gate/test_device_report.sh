@@ -104,6 +104,10 @@ grep -E '^decode:x +gap_decode_persistent_kernel +250\.0 +3634\.2 +71\.2 +61\.3 
   fail "the profile table is not in README.md: $(grep -A4 'Hardware counters' "$readme2")"
 [[ -f $scratch/reports2/2026-11-27_h100-80gb-hbm3_device_check/profile/call2_0.csv ]] || fail "ncu raw page not copied"
 grep -qF "No kernel was profiled" "$readme" || fail "a report without a profile does not say so"
+# The parser also takes ncu's details page (a row per metric, units scaled: Mbyte, usecond, Ginst).
+"$py" "$src/scripts/device_profile.py" --parse "$src/tests/gate/data/ncu_details.csv" --method decode:official-ptx |
+  grep -E '^decode:official-ptx +decode +812\.5 +1118\.2 +- +- +- +50\.0 ' >/dev/null ||
+  fail "the details page is not read: $("$py" "$src/scripts/device_profile.py" --parse "$src/tests/gate/data/ncu_details.csv")"
 [[ -d $scratch/reports2/2026-11-27_h100-80gb-hbm3_nemo_layer ]] || fail "two folders: no nemo_layer run directory"
 # The official row takes 5x the time of the slowest fake variant: the fastest is >= 3x faster.
 grep -E '^\| 4 \| best variant >= 3x official-ptx \| [0-9.]+x .*\| PASS' "$readme" >/dev/null || fail "official ratio verdict"
