@@ -165,6 +165,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
         {"backend", e2e::to_string(backend)},
         {"device", backend == e2e::Backend::cuda ? e2e::cuda_device_name() : "cpu"},
         {"weights", a.weights},
+        {"variant", a.variant},  // as asked ("": the default decoder)
         {"method", model.describe()},
         {"batch", a.batch},
         {"chunk_bytes", a.chunk_bytes},

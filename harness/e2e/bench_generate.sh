@@ -8,8 +8,11 @@
 # E2E_VARIANT names the DF11 decoder variant of every DF11 run (default: df11 generate's own,
 # kDefaultCudaVariant); scripts/device_check.sh sets it to the fastest variant of the official
 # layout its decode step measured. The --fused-gemv runs (fused decode + GEMV at batch <= 16) take
-# it only when it is a multi12.gap5 variant (the fused kernels read that decoder's image), else
-# df11 generate's kDefaultFusedVariant.
+# it only when it is a multi12.gap5 variant of the official layout (the fused kernels read that
+# decoder's image), else df11 generate's kDefaultFusedVariant. The last run (no target: the
+# issue's targets are for DF11's own layout) decodes whole blocks with E2E_CNT_VARIANT (default
+# multi12.gap5-cnt.exp-smem-v16.t256.b16.persist): DF11's tables with a count byte per thread,
+# one decode pass (the device check picks the fastest it measured).
 # E2E_SOURCE_ARGS / E2E_BACKEND: another model or a small dry run elsewhere (default
 # "--synthetic nemo" and cuda; e.g. "--synthetic tiny" and cpu, or "--model DIR").
 # Usage: bench_generate.sh DF11_BINARY OUT.jsonl [NEW_TOKENS] [PROMPT_LEN]
@@ -22,7 +25,8 @@ plen=${4:-128}
 v=""
 [ -n "${E2E_VARIANT:-}" ] && v="--variant $E2E_VARIANT" && echo "+ DF11 runs use variant $E2E_VARIANT" >&2
 fv=""
-case "${E2E_VARIANT:-}" in multi12.gap5*) fv=$v ;; esac
+case "${E2E_VARIANT:-}" in multi12.gap5-warp.* | multi12.gap5-block.*) fv=$v ;; esac
+cv=${E2E_CNT_VARIANT:-multi12.gap5-cnt.exp-smem-v16.t256.b16.persist}
 chunk=${CHUNK_BYTES:-25000000}  # half an H100 L2
 
 runs=$(mktemp "${TMPDIR:-/tmp}/df11_e2e_runs.XXXXXX")
@@ -38,7 +42,7 @@ trap 'rm -f "$runs"' EXIT
 #   compute-bound GEMMs, and its check at 1024 rows), then batch 8 and 64: BF16, DF11, CPU offload;
 # - last (no issue sets a target for them): the fused decode + GEMV kernels (DF11 read once,
 #   never written out as BF16) at batch 1, their check against the same kernels on BF16 words,
-#   batch 8.
+#   batch 8; then whole blocks at batch 1 with a count-layout decoder (E2E_CNT_VARIANT).
 cat >"$runs" <<RUNS
 --weights df11 $v --check --batch 8 --prompt-len $plen --max-new-tokens 8
 --weights bf16 --batch 1 --prompt-len $plen --max-new-tokens $new
@@ -61,6 +65,7 @@ cat >"$runs" <<RUNS
 --weights df11 $fv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $fv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights df11 $fv --fused-gemv --batch 8 --prompt-len $plen --max-new-tokens $new
+--weights df11 --variant $cv --batch 1 --prompt-len $plen --max-new-tokens $new
 RUNS
 sed -i 's/  */ /g' "$runs"  # an empty $v leaves two spaces; the run names in the results read better without
 # shellcheck disable=SC2086  # E2E_SOURCE_ARGS is a list of words

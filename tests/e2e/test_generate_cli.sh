@@ -66,6 +66,7 @@ assert rows[0]["batch"] == 2 and rows[0]["prompt_len"] == 6 and rows[0]["tokens"
 assert rows[1]["check"] == "passed" and rows[1]["prompt_len"] == 3 and rows[1]["new_tokens"] == 3, rows[1]
 assert "error" in rows[2] and "needs --backend cuda" in rows[2]["error"], rows[2]
 assert rows[3]["tokens"] == alone["tokens"] and "flat12" in rows[3]["method"], rows[3]
+assert rows[3]["variant"] == "flat12.gap5-warp.smem-out.t512.b8" and rows[0]["variant"] == "", (rows[0], rows[3])
 PY
 printf -- '--weights bf16\n--wieghts df11\n' >"$runs"
 expect_runs_error() {
