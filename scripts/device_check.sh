@@ -162,6 +162,8 @@ for line in open(sys.argv[1], errors="replace"):
 print(best[1] if best else "")
 PY
   )
+  [ -n "$E2E_CNT_VARIANT" ] && echo "e2e count-layout variant: $E2E_CNT_VARIANT (fastest *.gap5-cnt.* decode)" |
+    tee -a "$SUMMARY"
 fi
 export E2E_CNT_VARIANT="${E2E_CNT_VARIANT:-}"
 wanted e2e && step "e2e generation" 240 harness/e2e/bench_generate.sh "$BUILD/bin/df11" "$OUT_DIR/e2e.jsonl"

@@ -71,6 +71,9 @@ row() { printf '{"case": {"method": "decode", "variant": "%s"}, "summary": {"med
   row flat12.gap5-warp.smem-out.t512.b8 0.0009 passed
   row multi12.gap5-warp.exp-smem-v16.t512.b8.persist 0.0004 passed
   row multi12c.gap4-tpos.exp-smem-v16.t256.b16 0.0002 passed
+  row multi12.gap5-cnt.exp-smem-v16.t512.b8.persist 0.0003 passed
+  row multi12.gap5-cnt.exp-smem-v16.t256.b16.persist 0.00025 passed
+  row multi12c.gap4-cnt.exp-smem-v16.t256.b16.persist 0.0001 passed
   row lut8x4.gap5-block.direct.t512.b8 0.0001 incorrect
   echo '{"cut off'
 } >"$scratch/d/decode/results.jsonl"
@@ -78,6 +81,9 @@ STEPS="e2e" BUDGET_S=5 MIN_STEP_S=30 BUILD="$build" "$src/scripts/device_check.s
   fail "an e2e run skipped for budget should exit 0"
 grep -q "^e2e variant: multi12.gap5-warp.exp-smem-v16.t512.b8.persist " "$scratch/d/summary.txt" ||
   fail "e2e variant not chosen from the decode results: $(cat "$scratch/d/summary.txt")"
+# The count-layout run's decoder: the fastest with DF11's tables (gap5), not the canonical one.
+grep -q "^e2e count-layout variant: multi12.gap5-cnt.exp-smem-v16.t256.b16.persist " "$scratch/d/summary.txt" ||
+  fail "count-layout variant not chosen: $(cat "$scratch/d/summary.txt")"
 # The profile step with a stand-in ncu (DF11_NCU): it writes the report run_sweep's launches
 # would have made, and its import prints tests/gate/data/ncu_raw.csv. Every default method is
 # profiled (no decode results, no decode.ptx: four), and the table reaches the summary.
