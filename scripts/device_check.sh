@@ -120,51 +120,20 @@ wanted decode && step "decode throughput" 120 "$BUILD/bin/run_sweep" experiments
 wanted sweep && step "default experiment" 240 "$BUILD/bin/run_sweep" experiments/nemo_layer.toml \
   --backend cuda --out "$OUT_DIR/sweep" "${ptx_args[@]}"
 # The e2e DF11 runs use the fastest variant of the official layout (the layout of the DF11
-# directory they load) that this run's decode step measured, unless E2E_VARIANT says otherwise.
-if wanted e2e && [ -z "${E2E_VARIANT:-}" ] && [ -f "$OUT_DIR/decode/results.jsonl" ]; then
-  E2E_VARIANT=$(/usr/bin/env python3 - "$OUT_DIR/decode/results.jsonl" <<'PY'
-import json, re, sys
-best = None
-for line in open(sys.argv[1], errors="replace"):
-    try:
-        r = json.loads(line)
-    except ValueError:
-        continue
-    c, s = r.get("case", {}), r.get("summary") or {}
-    v = c.get("variant") or ""
-    if c.get("method") != "decode" or r.get("disposition") != "passed" or not s.get("median_s"):
-        continue
-    if not re.fullmatch(r"(lut8x4|lut8x4-smem|flat12|multi12)\.gap5-(block|warp)\.[a-z0-9-]+\.t512\.b8(\.persist)?", v):
-        continue
-    if best is None or s["median_s"] < best[0]:
-        best = (s["median_s"], v)
-print(best[1] if best else "")
-PY
-  )
+# directory they load) that this run's decode step measured, unless E2E_VARIANT says otherwise;
+# the one e2e run with a count layout (no target; information) the fastest with DF11's tables
+# and count bytes, unless E2E_CNT_VARIANT does.
+fastest() { /usr/bin/env python3 scripts/device_profile.py --fastest "$OUT_DIR/decode/results.jsonl" --match "$1"; }
+if wanted e2e && [ -z "${E2E_VARIANT:-}" ]; then
+  E2E_VARIANT=$(fastest '(lut8x4|lut8x4-smem|flat12|multi12)\.gap5-(block|warp)\.[a-z0-9-]+\.t512\.b8(\.persist)?')
   [ -n "$E2E_VARIANT" ] && echo "e2e variant: $E2E_VARIANT (fastest official-layout decode)" | tee -a "$SUMMARY"
 fi
-export E2E_VARIANT="${E2E_VARIANT:-}"
-# The e2e run with a count layout (no target; information): the fastest cnt variant measured.
-if wanted e2e && [ -z "${E2E_CNT_VARIANT:-}" ] && [ -f "$OUT_DIR/decode/results.jsonl" ]; then
-  E2E_CNT_VARIANT=$(/usr/bin/env python3 - "$OUT_DIR/decode/results.jsonl" <<'PY'
-import json, sys
-best = None
-for line in open(sys.argv[1], errors="replace"):
-    try:
-        r = json.loads(line)
-    except ValueError:
-        continue
-    c, s = r.get("case", {}), r.get("summary") or {}
-    v = c.get("variant") or ""
-    if c.get("method") == "decode" and r.get("disposition") == "passed" and s.get("median_s") and ".gap5-cnt." in v:
-        if best is None or s["median_s"] < best[0]:
-            best = (s["median_s"], v)
-print(best[1] if best else "")
-PY
-  )
+if wanted e2e && [ -z "${E2E_CNT_VARIANT:-}" ]; then
+  E2E_CNT_VARIANT=$(fastest '.*\.gap5-cnt\..*')
   [ -n "$E2E_CNT_VARIANT" ] && echo "e2e count-layout variant: $E2E_CNT_VARIANT (fastest *.gap5-cnt.* decode)" |
     tee -a "$SUMMARY"
 fi
+export E2E_VARIANT="${E2E_VARIANT:-}"
 export E2E_CNT_VARIANT="${E2E_CNT_VARIANT:-}"
 wanted e2e && step "e2e generation" 240 harness/e2e/bench_generate.sh "$BUILD/bin/df11" "$OUT_DIR/e2e.jsonl"
 if wanted memcheck || wanted racecheck; then

@@ -6,6 +6,7 @@ DRAM, by instruction issue, by occupancy, or by what its warps wait on.
 Usage: scripts/device_profile.py --build BUILD --out DIR [--budget S] [--official-ptx PTX]
                                  [--decode-results RESULTS.jsonl] [METHOD ...]
        scripts/device_profile.py --parse RAW.csv [--method NAME]     (prints the table of a raw CSV)
+       scripts/device_profile.py --fastest RESULTS.jsonl [--match REGEX]  (the fastest decoder there)
 
 METHOD: `decode:<variant>` (the decoder alone on one full synthetic Nemo layer, the unit of
 experiments/decode_throughput.toml) or `df11-fused[:<variant>]@<batch>` (the fused decode + GEMV
@@ -224,7 +225,9 @@ layer = 1
 """
 
 
-def fastest_decoders(results, n=2):
+def fastest_decoders(results, n=2, match=None):
+    """The n fastest passed decoder variants of a decode run's results.jsonl, fastest first;
+    official-ptx left out; with `match`, only variants the regular expression matches whole."""
     rows = []
     for line in pathlib.Path(results).read_text(errors="replace").splitlines():
         try:
@@ -234,7 +237,7 @@ def fastest_decoders(results, n=2):
         c, s = r.get("case") or {}, r.get("summary") or {}
         if c.get("method") == "decode" and r.get("disposition") == "passed" and s.get("median_s"):
             rows.append((s["median_s"], c.get("variant") or ""))
-    return [v for _, v in sorted(rows) if v and v != "official-ptx"][:n]
+    return [v for _, v in sorted(rows) if v and v != "official-ptx" and (match is None or re.fullmatch(match, v))][:n]
 
 
 def default_methods(official_ptx, decode_results):
@@ -361,8 +364,15 @@ def main():
     ap.add_argument("--ncu", help="the ncu binary (default: $DF11_NCU, else PATH, /usr/local/cuda/bin, "
                     "/opt/nvidia/nsight-compute)")
     ap.add_argument("--parse", help="print the table of a raw CSV (ncu --import R --csv --page raw) and exit")
+    ap.add_argument("--fastest", metavar="RESULTS", help="print the fastest passed decoder variant of a decode "
+                    "run's results.jsonl (matching --match; nothing when none) and exit")
+    ap.add_argument("--match", help="with --fastest: a regular expression the variant must match whole")
     ap.add_argument("--method", default="-", help="with --parse: the method name to show")
     args = ap.parse_args()
+    if args.fastest:
+        found = fastest_decoders(args.fastest, 1, args.match) if pathlib.Path(args.fastest).is_file() else []
+        print(found[0] if found else "")
+        return 0
     if args.parse:
         rows = read_raw_csv(pathlib.Path(args.parse).read_text(errors="replace"))
         if not rows:

@@ -359,23 +359,17 @@ void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads) {
         if (base + count < n && base + count + got >= n) {
           check_stream_end(dc, p, gap, n - (base + count), c);
         }
-        if (with_counts && c + 1 < n_chunks) {
-          // As for per-thread positions below, with the chunk's stored count.
-          const uint64_t want = u.thread_counts[c];
-          const bool holds_last = base + count + want >= n;
-          if (holds_last ? got < want : got != want) {
-            throw Error(fmt::format("{}: chunk {} decoded {} elements, thread_counts say {}", ctx, c, got, want));
-          }
-        }
-        if (per_thread && c + 1 < n_chunks) {
-          // Every chunk yields exactly its positions' count, but the one holding the unit's last
-          // elements, whose padding may decode past them. (A chunk before it that overruns to
-          // n_elements would otherwise pass: kernels would write its extra codes over the next
-          // chunk's elements, a race, while this decoder stopped early.)
-          const uint64_t want = u.position(c + 1) - u.position(c);
-          const bool holds_last = u.position(c + 1) >= n;
-          if (holds_last ? got < want : got != want) {
-            throw Error(fmt::format("{}: chunk {} decoded {} elements, output_positions say {}", ctx, c, got, want));
+        if ((per_thread || with_counts) && c + 1 < n_chunks) {
+          // Every chunk yields exactly its count (per-thread positions' difference, or its stored
+          // byte), but the one holding the unit's last elements, whose padding may decode past
+          // them. (A chunk before it that overruns to n_elements would otherwise pass: kernels
+          // would write its extra codes over the next chunk's elements, a race, while this
+          // decoder stopped early.) base + count is where the chunk starts: every chunk before
+          // it in the block gave its count.
+          const uint64_t want = per_thread ? u.position(c + 1) - u.position(c) : u.thread_counts[c];
+          if (base + count + want >= n ? got < want : got != want) {
+            throw Error(fmt::format("{}: chunk {} decoded {} elements, {} say {}", ctx, c, got,
+                                    per_thread ? "output_positions" : "thread_counts", want));
           }
         }
         count += got;

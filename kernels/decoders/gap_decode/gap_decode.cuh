@@ -102,12 +102,6 @@ DF11_HD bool chunk_exists(const LaunchParams& p, uint64_t block, unsigned tpb, u
   return block * tpb + t < p.n_chunks;
 }
 
-// The count partition's pass 1: the thread's stored code count (one byte per thread of every
-// block, validated on upload to sum to the block's positions).
-DF11_HD unsigned stored_count(const LaunchParams& p, uint64_t block, unsigned tpb, unsigned t) {
-  return chunk_exists(p, block, tpb, t) ? p.counts[block * tpb + t] : 0u;
-}
-
 // Element index whose exponent sits at byte 0 of the shared exponent buffer.
 template <class Table>
 DF11_HD uint64_t exp_base(const BlockCtx<Table>& c) {
@@ -132,10 +126,14 @@ DF11_HD void emit_direct(const BlockCtx<Table>& c, uint64_t idx, unsigned e) {
 // (a 64-byte stride for b8: 16-way conflicts on every store and load).
 DF11_HD unsigned slot_byte(unsigned t, unsigned k, unsigned tpb) { return ((k >> 2) * tpb + t) * 4 + (k & 3); }
 
-// Pass 1 (two-pass partitions): count the thread's codes; the keep staging also stores them.
-template <Staging S, bool ReadOnlyInput, class Table>
+// Pass 1 (scanned partitions): how many codes start in the thread's chunk. The count partition
+// reads its stored byte (validated on upload to sum to the block's positions); the two-pass ones
+// count by decoding, and the keep stagings also store the symbols.
+template <Partition P, Staging S, bool ReadOnlyInput, class Table>
 DF11_HD unsigned pass1(const BlockCtx<Table>& c, unsigned t) {
+  static_assert(!(P == Partition::thread_count && keeps_symbols(S)), "counts replace the pass a keep staging keeps");
   if (!chunk_exists(*c.p, c.block, c.tpb, t)) return 0;
+  if constexpr (P == Partition::thread_count) return c.p->counts[c.block * c.tpb + t];
   const ChunkSpan span = chunk_span<ReadOnlyInput>(c, t);
   if constexpr (keeps_symbols(S)) {
     uint8_t* slots = c.smem + c.sl.slots;
@@ -372,7 +370,6 @@ DF11_HD unsigned scan_block_warp(unsigned v, uint32_t* totals) {
 // complete after the next barrier.
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
 DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, uint64_t b) {
-  static_assert(!(P == Partition::thread_count && keeps_symbols(S)), "counts replace the pass a keep staging keeps");
   constexpr bool kStaged = S == Staging::cp_async;
   const unsigned t = simt::tid_x();
   const auto table = make_table<TK>(p, smem, sl);
@@ -386,7 +383,7 @@ DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t*
   } else {
     c.block_first = p.positions[b];
     c.block_end = p.positions[b + 1];
-    const unsigned count = P == Partition::thread_count ? stored_count(p, b, TPB, t) : pass1<S, !kStaged>(c, t);
+    const unsigned count = pass1<P, S, !kStaged>(c, t);
     uint32_t* scan = reinterpret_cast<uint32_t*>(smem + sl.scan);
     const unsigned excl =
         P == Partition::gap_block ? scan_block_smem<TPB>(count, scan) : scan_block_warp<TPB>(count, scan);

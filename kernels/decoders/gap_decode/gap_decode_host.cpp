@@ -86,9 +86,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
     } else {
       c.block_first = p.positions[b];
       c.block_end = p.positions[b + 1];
-      for (unsigned t = 0; t < tpb; ++t) {
-        counts[t] = P == Partition::thread_count ? stored_count(p, b, tpb, t) : pass1<S, !kStaged>(c, t);
-      }
+      for (unsigned t = 0; t < tpb; ++t) counts[t] = pass1<P, S, !kStaged>(c, t);
       // The kernel's block or warp scan: an exclusive prefix sum of the counts.
       uint64_t run = 0;
       for (unsigned t = 0; t < tpb; ++t) {
