@@ -75,7 +75,6 @@ constexpr double kTauLmHead = 0.181;
 constexpr double kTauEmbed = 0.294;
 
 constexpr int kFirstForbiddenExponent = 240;  // keep values far below the top of the BF16 range
-constexpr std::size_t kBlockElements = 65536;
 
 // ---- exponent probabilities ---------------------------------------------------------------
 
@@ -140,12 +139,6 @@ std::array<double, 256> compute_exponent_probabilities(const WeightModel& m, int
 }
 
 // ---- alias table ----------------------------------------------------------------------------
-
-struct AliasColumn {
-  uint32_t threshold;  // draw u (32 bits) < threshold -> primary, else alias
-  uint8_t primary;
-  uint8_t alias;
-};
 
 struct AliasTable {
   std::array<AliasColumn, 256> columns;
@@ -214,38 +207,8 @@ const AliasTable& cached_alias_table(const WeightModel& m, int64_t fan_in) {
 
 // ---- random numbers -------------------------------------------------------------------------
 
-constexpr uint64_t mix64(uint64_t x) {  // splitmix64 finalizer: a bijection with full avalanche
-  x ^= x >> 30;
-  x *= 0xBF58476D1CE4E5B9ULL;
-  x ^= x >> 27;
-  x *= 0x94D049BB133111EBULL;
-  x ^= x >> 31;
-  return x;
-}
-
-uint64_t block_key(uint64_t seed, uint64_t stream_id, uint64_t block) {
-  uint64_t h = mix64(seed ^ 0x9E3779B97F4A7C15ULL);
-  h = mix64(h ^ mix64(stream_id + 0xD1B54A32D192ED03ULL));
-  return mix64(h ^ (block + 0x8CB92BA72F3D8DD7ULL));
-}
-
-__extension__ typedef unsigned __int128 u128;
-
-void fill_block(uint16_t* out, std::size_t n, const AliasTable& table, uint64_t key) {
-  // wyrand: a Weyl counter through one 64x64->128 multiply; counter-based, so each element is
-  // independent work and the loop pipelines.
-  constexpr uint64_t increment = 0xA0761D6478BD642FULL;
-  constexpr uint64_t mix = 0xE7037ED1A0B428DBULL;
-  const AliasColumn* columns = table.columns.data();
-  uint64_t state = key;
-  for (std::size_t i = 0; i < n; ++i) {
-    state += increment;
-    const u128 m = static_cast<u128>(state) * (state ^ mix);
-    const uint64_t bits = static_cast<uint64_t>(m >> 64) ^ static_cast<uint64_t>(m);
-    const AliasColumn& c = columns[bits & 0xFF];
-    const uint8_t exponent = static_cast<uint32_t>(bits >> 8) < c.threshold ? c.primary : c.alias;
-    out[i] = merge_bf16(exponent, static_cast<uint8_t>(bits >> 40));
-  }
+void fill_block(uint16_t* out, std::size_t n, const AliasColumn* columns, uint64_t key) {
+  for (std::size_t j = 0; j < n; ++j) out[j] = bf16_from_bits(wyrand_at(key, j), columns);
 }
 
 // The last dotted component of a role or tensor name, without a trailing ".weight".
@@ -298,24 +261,47 @@ std::array<double, 256> exponent_probabilities(const WeightModel& model, int64_t
   return compute_exponent_probabilities(model, fan_in);
 }
 
-void fill_weights(std::span<uint16_t> out, std::string_view role, int64_t fan_in, uint64_t seed,
-                  uint64_t stream_id, int n_threads) {
+MatrixRecipe matrix_recipe(std::string_view role, int64_t fan_in, uint64_t seed, uint64_t stream_id) {
   if (fan_in <= 0) {
     throw Error("fill_weights: fan_in must be positive, got " + std::to_string(fan_in) +
                 " for role '" + std::string(role) + "'");
   }
-  if (n_threads < 0) throw Error("fill_weights: n_threads must be >= 0 (0 = all cores)");
   const AliasTable& table = cached_alias_table(weight_model(role), fan_in);
+  MatrixRecipe r;
+  std::copy(table.columns.begin(), table.columns.end(), r.columns);
+  r.seed = seed;
+  r.stream_id = stream_id;
+  return r;
+}
+
+void fill_recipe(std::span<uint16_t> out, const MatrixRecipe& recipe, int n_threads) {
+  if (n_threads < 0) throw Error("fill_weights: n_threads must be >= 0 (0 = all cores)");
   const std::size_t n_blocks = (out.size() + kBlockElements - 1) / kBlockElements;
   parallel_for(n_blocks, n_threads, [&](std::size_t b) {
     const std::size_t begin = b * kBlockElements;
-    const std::size_t n = std::min(kBlockElements, out.size() - begin);
-    fill_block(out.data() + begin, n, table, block_key(seed, stream_id, b));
+    const std::size_t n = std::min<std::size_t>(kBlockElements, out.size() - begin);
+    fill_block(out.data() + begin, n, recipe.columns, block_key(recipe.seed, recipe.stream_id, b));
   });
 }
 
+void fill_weights(std::span<uint16_t> out, std::string_view role, int64_t fan_in, uint64_t seed,
+                  uint64_t stream_id, int n_threads) {
+  if (n_threads < 0) throw Error("fill_weights: n_threads must be >= 0 (0 = all cores)");
+  fill_recipe(out, matrix_recipe(role, fan_in, seed, stream_id), n_threads);
+}
+
+namespace {
+
+void fill_matrix(std::span<uint16_t> out, std::string_view role, int64_t fan_in, uint64_t seed,
+                 uint64_t stream_id, int n_threads, const MatrixFiller& filler) {
+  if (!filler) return fill_weights(out, role, fan_in, seed, stream_id, n_threads);
+  filler(out, matrix_recipe(role, fan_in, seed, stream_id));
+}
+
+}  // namespace
+
 df11::Unit make_layer(const ModelShape& shape, int layer_index, uint64_t seed, double row_fraction,
-                      int n_threads) {
+                      int n_threads, const MatrixFiller& filler) {
   if (layer_index < 0)
     throw Error("make_layer: layer_index must be >= 0, got " + std::to_string(layer_index));
   if (!(row_fraction > 0.0 && row_fraction <= 1.0)) {
@@ -334,7 +320,7 @@ df11::Unit make_layer(const ModelShape& shape, int layer_index, uint64_t seed, d
     t.name = spec.name;
     t.shape = {rows, spec.cols};
     t.data.resize(static_cast<std::size_t>(rows * spec.cols));
-    fill_weights(t.data, spec.name, spec.cols, seed, layer_stream_id(layer_index, i), n_threads);
+    fill_matrix(t.data, spec.name, spec.cols, seed, layer_stream_id(layer_index, i), n_threads, filler);
     unit.tensors.push_back(std::move(t));
   }
   return unit;
@@ -346,7 +332,7 @@ df11::Unit make_nemo_layer(int layer_index, uint64_t seed, double row_fraction, 
 
 df11::Unit make_matrix_unit(const std::string& unit_name, const std::string& tensor_name,
                             std::string_view role, int64_t rows, int64_t cols, uint64_t seed,
-                            int n_threads) {
+                            int n_threads, const MatrixFiller& filler) {
   if (rows <= 0 || cols <= 0) {
     throw Error("make_matrix_unit: '" + unit_name + "/" + tensor_name +
                 "' needs positive rows and cols, got " + std::to_string(rows) + " x " +
@@ -357,7 +343,7 @@ df11::Unit make_matrix_unit(const std::string& unit_name, const std::string& ten
   t.shape = {rows, cols};
   t.data.resize(static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols));
   const uint64_t stream_id = fnv1a(unit_name + "/" + tensor_name) | (uint64_t{1} << 63);
-  fill_weights(t.data, role, cols, seed, stream_id, n_threads);
+  fill_matrix(t.data, role, cols, seed, stream_id, n_threads, filler);
   df11::Unit unit;
   unit.name = unit_name;
   unit.tensors.push_back(std::move(t));

@@ -4,12 +4,14 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
 
 #include "codec/unit.hpp"
 #include "datasets/nemo.hpp"
+#include "datasets/synth_draw.hpp"
 
 namespace df11::synth {
 
@@ -41,11 +43,22 @@ struct WeightModel {
 void fill_weights(std::span<uint16_t> out, std::string_view role, int64_t fan_in, uint64_t seed,
                   uint64_t stream_id, int n_threads = 0);
 
+// The same in two steps: the recipe of that matrix (its role's alias table and its RNG stream),
+// then out[i] = draw_element(recipe, i) (synth_draw.hpp) on the host's cores. A CUDA kernel
+// calling draw_element fills the same bits on a GPU (harness/e2e: synthetic models on CUDA).
+[[nodiscard]] MatrixRecipe matrix_recipe(std::string_view role, int64_t fan_in, uint64_t seed,
+                                         uint64_t stream_id);
+void fill_recipe(std::span<uint16_t> out, const MatrixRecipe& recipe, int n_threads = 0);
+
+// Who fills a matrix from its recipe; empty = fill_recipe on the host (n_threads cores).
+using MatrixFiller = std::function<void(std::span<uint16_t> out, const MatrixRecipe& recipe)>;
+
 // One decoder block as a Unit named "model.layers.<index>" holding the 7 matrices of
 // layer_specs() in official order. row_fraction in (0, 1] keeps ceil(rows * fraction) rows of
 // every matrix (quick runs keep the role mix of the full layer); 1.0 = full shapes.
 [[nodiscard]] df11::Unit make_layer(const ModelShape& shape, int layer_index, uint64_t seed,
-                                    double row_fraction = 1.0, int n_threads = 0);
+                                    double row_fraction = 1.0, int n_threads = 0,
+                                    const MatrixFiller& filler = {});
 [[nodiscard]] df11::Unit make_nemo_layer(int layer_index, uint64_t seed, double row_fraction = 1.0,
                                          int n_threads = 0);
 
@@ -53,7 +66,7 @@ void fill_weights(std::span<uint16_t> out, std::string_view role, int64_t fan_in
 [[nodiscard]] df11::Unit make_matrix_unit(const std::string& unit_name,
                                           const std::string& tensor_name, std::string_view role,
                                           int64_t rows, int64_t cols, uint64_t seed,
-                                          int n_threads = 0);
+                                          int n_threads = 0, const MatrixFiller& filler = {});
 
 // Deterministic RMSNorm weights near 1.0 (BF16), keyed by seed and tensor name: the one recipe
 // that `df11 synth` checkpoints and synthetic e2e models share, so both hold the same values.

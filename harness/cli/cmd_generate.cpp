@@ -45,6 +45,7 @@ struct GenerateArgs {
   bool fused_gemv = false;
   bool overlap = false;
   std::string runs_file;  // --runs: one run's options per line, one model load for all
+  std::string synthesize_on = "auto";  // synthetic only: host, cuda, or auto (the backend's)
 };
 
 // The model --check runs beside the selected one: BF16 against DF11 either way round; the
@@ -276,6 +277,8 @@ int run_generate(const GenerateArgs& a) {
     throw Error("generate: give exactly one of --model DIR and --synthetic");
   if ((a.layers || a.vocab) && a.synthetic.empty())
     throw Error("generate: --layers and --vocab apply to --synthetic only");
+  if (a.synthesize_on != "auto" && a.synthetic.empty())
+    throw Error("generate: --synthesize-on applies to --synthetic only");
   if (a.layers < 0 || a.vocab < 0) throw Error("generate: --layers and --vocab must be positive");
   std::vector<std::pair<std::string, GenerateArgs>> runs;  // a --runs line and its options
   if (!a.runs_file.empty()) {
@@ -299,7 +302,16 @@ int run_generate(const GenerateArgs& a) {
     e2e::ModelShape shape = e2e::named_config(a.synthetic);
     if (a.layers) shape.n_layers = a.layers;
     if (a.vocab) shape.vocab = a.vocab;
-    source = e2e::synthetic_source(shape, a.seed, a.threads, a.synthetic);
+    // On CUDA the matrices are generated on the GPU (the same bits the host makes), then
+    // encoded or uploaded as every run asks.
+    const bool on_gpu = a.synthesize_on == "cuda" ||
+                        (a.synthesize_on == "auto" && e2e::resolve_backend(a.backend) == e2e::Backend::cuda);
+    if (on_gpu && !e2e::cuda_available()) {
+      throw Error(fmt::format("--synthesize-on cuda: {}", e2e::cuda_built() ? "no CUDA device is available (no driver or no GPU)"
+                                                                             : "this build has no CUDA"));
+    }
+    source = on_gpu ? e2e::synthetic_source(shape, a.seed, a.threads, a.synthetic, e2e::cuda_synth_filler(), "cuda")
+                    : e2e::synthetic_source(shape, a.seed, a.threads, a.synthetic);
   } else {
     source = e2e::open_checkpoint(a.model_dir, a.threads);
   }
@@ -347,6 +359,11 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--layers", a->layers,
                   "Synthetic only: number of decoder layers (default: the config's)");
   cmd->add_option("--vocab", a->vocab, "Synthetic only: vocabulary size (default: the config's)");
+  cmd->add_option("--synthesize-on", a->synthesize_on,
+                  "Synthetic only: where the weights are generated, host or cuda (the same bits either way); "
+                  "auto: cuda when the backend is cuda")
+      ->check(CLI::IsMember({"auto", "host", "cuda"}))
+      ->capture_default_str();
   cmd->add_option("--prompt-ids", a->prompt_ids, "Prompt token ids, comma separated (e.g. 1,2,3)");
   cmd->add_option("--prompt-len", a->prompt_len,
                   "A pseudo-random prompt of this many tokens (from --seed)");

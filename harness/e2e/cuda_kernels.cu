@@ -48,6 +48,11 @@ __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const float* log
   body::argmax(logits, vocab, out, best_v, best_i);
 }
 
+__global__ void synth_fill_kernel(uint16_t* out, uint64_t n, uint64_t first, synth::MatrixRecipe recipe) {
+  __shared__ synth::AliasColumn staged[256];
+  body::synth_fill(out, n, first, recipe.columns, recipe.seed, recipe.stream_id, staged);
+}
+
 __global__ void spin_kernel(unsigned us) {
   const long long end = clock64() + static_cast<long long>(us) * 2000;  // ~2 GHz: about us microseconds
   while (clock64() < end) __nanosleep(1000);
@@ -119,6 +124,13 @@ void swiglu(const float* gu, int64_t rows, int64_t inter, uint16_t* out, cudaStr
 void argmax(const float* logits, int rows, int64_t vocab, int32_t* out, cudaStream_t s) {
   if (rows == 0) return;
   argmax_kernel<<<static_cast<unsigned>(rows), kArgmaxThreads, 0, s>>>(logits, vocab, out);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void synth_fill(uint16_t* out, uint64_t n, uint64_t first, const synth::MatrixRecipe& recipe, cudaStream_t s) {
+  if (n == 0) return;
+  const auto blocks = static_cast<unsigned>(std::min<uint64_t>((n + 255) / 256, 65535ULL * 16));
+  synth_fill_kernel<<<blocks, 256, 0, s>>>(out, n, first, recipe);
   CUDA_CHECK(cudaGetLastError());
 }
 

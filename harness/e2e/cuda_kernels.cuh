@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "datasets/synth_draw.hpp"
+
 namespace df11::e2e::gpu {
 
 // out[r][:] = float(table[tokens[r] - r0][:]) for the rows whose token lies in [r0, r1) (table
@@ -42,6 +44,10 @@ void swiglu(const float* gu, int64_t rows, int64_t inter, uint16_t* out, cudaStr
 
 // out[r] = argmax of logits[r][:], ties to the lowest index, NaN never chosen.
 void argmax(const float* logits, int rows, int64_t vocab, int32_t* out, cudaStream_t s);
+
+// out[e] = element first + e (e < n) of the synthetic matrix `recipe` describes: the bits
+// df11::synth::fill_recipe makes on the host (synthetic models on CUDA are generated here).
+void synth_fill(uint16_t* out, uint64_t n, uint64_t first, const synth::MatrixRecipe& recipe, cudaStream_t s);
 
 // One thread that waits about `us` microseconds on the GPU: tests delay one stream with it so
 // that a missing cross-stream wait shows as a wrong result every time, not by chance.

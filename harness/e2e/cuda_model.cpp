@@ -870,6 +870,21 @@ void cuda_reset_peak_memory() {
   watch().peak = 0;
 }
 
+synth::MatrixFiller cuda_synth_filler() {
+  if (!cuda_available()) throw Error("generating weights on the GPU: no CUDA device is available");
+  return [](std::span<uint16_t> out, const synth::MatrixRecipe& recipe) {
+    constexpr uint64_t kSlice = uint64_t{1} << 25;  // elements: 64 MB
+    const uint64_t n = out.size();
+    if (n == 0) return;
+    cuda::DeviceBuffer<uint16_t> buf(std::min(n, kSlice));
+    for (uint64_t first = 0; first < n; first += kSlice) {
+      const uint64_t count = std::min(kSlice, n - first);
+      gpu::synth_fill(buf.get(), count, first, recipe, nullptr);
+      CUDA_CHECK(cudaMemcpy(out.data() + first, buf.get(), count * 2, cudaMemcpyDeviceToHost));
+    }
+  };
+}
+
 std::unique_ptr<ModelBuilder> make_cuda_builder(const ModelShape& shape, const Norms& norms,
                                                 const ModelRequest& request) {
   return std::make_unique<CudaBuilder>(shape, norms, request);

@@ -17,6 +17,9 @@ uint64_t cuda_peak_memory() {
   return 0;
 }
 void cuda_reset_peak_memory() {}
+synth::MatrixFiller cuda_synth_filler() {
+  throw Error("generating weights on the GPU: this build has no CUDA (nvcc was not found at configure time)");
+}
 
 std::unique_ptr<ModelBuilder> make_cuda_builder(const ModelShape&, const Norms&,
                                                 const ModelRequest&) {

@@ -15,6 +15,7 @@
 
 #include "codec/bf16.hpp"
 #include "codec/common.hpp"
+#include "datasets/synth_draw.hpp"
 #include "simt/simt.cuh"
 
 namespace df11::e2e::body {
@@ -181,6 +182,19 @@ DF11_HD void swiglu(const float* gu, int64_t rows, int64_t inter, uint16_t* out)
     const int64_t r = e / inter, i = e % inter;
     const float g = gu[r * 2 * inter + i], u = gu[r * 2 * inter + inter + i];
     out[e] = f2bf(g / (1.0f + exp_f(-g)) * u);
+  }
+}
+
+// out[e] = element first + e (e < n) of the synthetic matrix of (table, seed, stream_id)
+// (datasets/synth_draw.hpp: the bits the host generator makes); the alias table is staged in the
+// block's shared memory (`staged`, 256 columns) first. Grid-stride, one element per step.
+DF11_HD void synth_fill(uint16_t* out, uint64_t n, uint64_t first, const synth::AliasColumn* table, uint64_t seed,
+                        uint64_t stream_id, synth::AliasColumn* staged) {
+  for (unsigned c = simt::tid_x(); c < 256; c += simt::bdim_x()) staged[c] = table[c];
+  simt::sync_block();
+  const uint64_t step = static_cast<uint64_t>(simt::gdim_x()) * simt::bdim_x();
+  for (uint64_t e = static_cast<uint64_t>(simt::bid_x()) * simt::bdim_x() + simt::tid_x(); e < n; e += step) {
+    out[e] = synth::draw_element(staged, seed, stream_id, first + e);
   }
 }
 

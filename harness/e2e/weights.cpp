@@ -155,11 +155,13 @@ namespace {
 
 class SyntheticSource final : public WeightSource {
  public:
-  SyntheticSource(const ModelShape& shape, uint64_t seed, int threads, const std::string& name)
-      : seed_(seed), threads_(threads) {
+  SyntheticSource(const ModelShape& shape, uint64_t seed, int threads, const std::string& name,
+                  synth::MatrixFiller filler, const std::string& filler_name)
+      : seed_(seed), threads_(threads), filler_(std::move(filler)) {
     validate(shape, "synthetic model");
     shape_ = shape;
-    description_ = fmt::format("synthetic {}(seed {})", name.empty() ? "" : name + " ", seed);
+    description_ = fmt::format("synthetic {}(seed {}{})", name.empty() ? "" : name + " ", seed,
+                               filler_ ? ", generated on " + filler_name : "");
     const auto h = static_cast<std::size_t>(shape.hidden);
     norms_.input.assign(static_cast<std::size_t>(shape.n_layers), std::vector<uint16_t>(h));
     norms_.post = norms_.input;
@@ -178,12 +180,12 @@ class SyntheticSource final : public WeightSource {
     Unit u;
     if (unit == lm_head_unit(s)) {
       u = synth::make_matrix_unit("lm_head", "lm_head", "lm_head", s.vocab, s.hidden, seed_,
-                                  threads_);
+                                  threads_, filler_);
     } else if (unit == embed_unit(s)) {
       u = synth::make_matrix_unit("model.embed_tokens", "model.embed_tokens", "embed_tokens",
-                                  s.vocab, s.hidden, seed_, threads_);
+                                  s.vocab, s.hidden, seed_, threads_, filler_);
     } else if (unit >= 0 && unit < s.n_layers) {
-      u = synth::make_layer(s, unit, seed_, 1.0, threads_);
+      u = synth::make_layer(s, unit, seed_, 1.0, threads_, filler_);
     } else {
       throw Error(fmt::format("synthetic model: no unit {}", unit));
     }
@@ -200,6 +202,7 @@ class SyntheticSource final : public WeightSource {
  private:
   uint64_t seed_;
   int threads_;
+  synth::MatrixFiller filler_;  // empty: the host
 };
 
 // Reads a [hidden] BF16 norm from a checkpoint's files.
@@ -344,8 +347,9 @@ class Df11Source final : public WeightSource {
 }  // namespace
 
 std::unique_ptr<WeightSource> synthetic_source(const ModelShape& shape, uint64_t seed, int threads,
-                                               const std::string& name) {
-  return std::make_unique<SyntheticSource>(shape, seed, threads, name);
+                                               const std::string& name, synth::MatrixFiller filler,
+                                               const std::string& filler_name) {
+  return std::make_unique<SyntheticSource>(shape, seed, threads, name, std::move(filler), filler_name);
 }
 
 std::unique_ptr<WeightSource> open_checkpoint(const std::filesystem::path& dir, int threads) {

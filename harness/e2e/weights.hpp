@@ -13,6 +13,7 @@
 
 #include "codec/layout.hpp"
 #include "codec/unit.hpp"
+#include "datasets/synthetic.hpp"
 #include "e2e/config.hpp"
 
 namespace df11::e2e {
@@ -107,10 +108,14 @@ class WeightSource {
 
 // Synthetic weights of df11::synth (calibrated exponent statistics) for any shape, the same
 // bits `df11 synth` writes for that shape and seed (matrices from make_layer / make_matrix_unit,
-// norms 1 + u/10), so a synthesized directory and --synthetic give identical models.
+// norms 1 + u/10), so a synthesized directory and --synthetic give identical models. The
+// matrices are filled by `filler` (named filler_name in the description), by default on the
+// host's cores; cuda_synth_filler() makes the same bits on the GPU.
 [[nodiscard]] std::unique_ptr<WeightSource> synthetic_source(const ModelShape& shape, uint64_t seed,
                                                              int threads = 0,
-                                                             const std::string& name = "");
+                                                             const std::string& name = "",
+                                                             synth::MatrixFiller filler = {},
+                                                             const std::string& filler_name = "");
 // A Hugging Face BF16 directory or a DF11 directory (official or ours), told apart by
 // config.json's dfloat11_config.
 [[nodiscard]] std::unique_ptr<WeightSource> open_checkpoint(const std::filesystem::path& dir,

@@ -91,7 +91,29 @@ std::filesystem::path fixture_dir(const std::string& rel) {
   return std::filesystem::path(__FILE__).parent_path() / "../.." / rel;
 }
 
+// Synthetic weights generated on the GPU are the host generator's bits: one matrix longer than
+// the filler's 64 MB device slice (so a slice starts mid-matrix), and every unit of a synthetic
+// tiny model made through the filler.
+void check_gpu_synthesis() {
+  const synth::MatrixFiller gpu = cuda_synth_filler();
+  const std::size_t n = (std::size_t{1} << 25) + 70001;
+  std::vector<uint16_t> host(n), dev(n, 0xBEEF);
+  synth::fill_weights(host, "mlp.down_proj", 14336, 8, 21);
+  gpu(dev, synth::matrix_recipe("mlp.down_proj", 14336, 8, 21));
+  expect(host == dev, fmt::format("synthesis on the GPU: {} elements of down_proj equal the host's", n));
+
+  const ModelShape tiny = named_config("tiny");
+  const auto on_host = synthetic_source(tiny, 5, 0, "tiny");
+  const auto on_gpu = synthetic_source(tiny, 5, 0, "tiny", gpu, "cuda");
+  bool same = true;
+  for (int u = 0; u < n_units(tiny); ++u) same = same && on_host->load(u).bf16() == on_gpu->load(u).bf16();
+  expect(same, "synthesis on the GPU: every unit of synthetic tiny equals the host's");
+  expect(on_gpu->description().find("generated on cuda") != std::string::npos,
+         "synthesis on the GPU: the model's description says so: " + on_gpu->description());
+}
+
 void run() {
+  check_gpu_synthesis();
   const ModelShape tiny = named_config("tiny");
   const auto src = synthetic_source(tiny, 0, 0, "tiny");
   const int steps = 16;

@@ -112,9 +112,16 @@ expect_error "run on the CUDA backend only" --synthetic tiny --prompt-ids 1 --fu
 expect_error "not cpu-offload" --synthetic tiny --prompt-ids 1 --fused-gemv --weights cpu-offload --backend cpu
 expect_error "not a Tekken tokenizer" --synthetic tiny --tokenizer "$data/tekken_small_cases.json" --prompt x \
   --backend cpu
+expect_error "--synthesize-on applies to --synthetic only" --model /nonexistent --prompt-ids 1 --synthesize-on host \
+  --backend cpu
 if ! "$df11" generate --synthetic tiny --prompt-ids 1 --max-new-tokens 1 --backend cuda >/dev/null 2>&1; then
   expect_error "--backend cuda" --synthetic tiny --prompt-ids 1 --backend cuda
+  expect_error "--synthesize-on cuda: " --synthetic tiny --prompt-ids 1 --backend cpu --synthesize-on cuda
 fi
+# Where the weights were generated is part of the model's description; the host's by default on the CPU.
+out=$("$df11" generate --synthetic tiny --prompt-ids 1,2 --max-new-tokens 2 --backend cpu --synthesize-on host 2>&1) ||
+  fail "generate --synthesize-on host exited $?: $out"
+grep -q "^model: synthetic tiny (seed 0): " <<<"$out" || fail "model line: $out"
 
 echo "$failures failure(s)"
 [[ $failures == 0 ]]
