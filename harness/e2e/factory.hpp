@@ -97,7 +97,8 @@ class FeedCache {
 // Starts a new peak (the baseline stays): for a run after earlier runs' models are gone.
 void cuda_reset_peak_memory();
 // Fills synthetic matrices on the GPU (gpu::synth_fill, in slices of at most 64 MB of device
-// memory, freed before it returns) and copies them to the host: the bits of the host filler.
+// memory, freed before it returns) and copies them to the host: the bits of the host filler,
+// spot-checked against the host's draw at 257 elements per matrix (a mismatch throws).
 [[nodiscard]] synth::MatrixFiller cuda_synth_filler();
 
 }  // namespace df11::e2e
