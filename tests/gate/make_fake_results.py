@@ -3,7 +3,8 @@
 scripts/plot_sweep.py and `df11 gate` without a GPU. The numbers come from a roofline-ish model
 of an H100 plus seeded noise; they are NOT measurements.
 
-Usage: make_fake_results.py OUT_DIR [--seed N] [--scale F] [--device NAME] [--layers N] [--partial]"""
+Usage: make_fake_results.py OUT_DIR [--seed N] [--scale F] [--device NAME] [--layers N] [--partial]
+                            [--experiment NAME]"""
 import argparse
 import json
 import pathlib
@@ -128,10 +129,13 @@ def main():
     ap.add_argument("--device", default="NVIDIA H100 80GB HBM3")
     ap.add_argument("--layers", type=int, default=1, help="how many Nemo layer units (58 rows each)")
     ap.add_argument("--partial", action="store_true", help="end with a half-written line, as a killed run might")
+    ap.add_argument("--experiment", default=EXPERIMENT, help="the experiment name in every row")
     a = ap.parse_args()
     out = pathlib.Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = generate(a.seed, a.scale, a.device, a.layers)
+    for r in rows:
+        r["case"]["experiment"] = a.experiment
     with open(out / "results.jsonl", "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")

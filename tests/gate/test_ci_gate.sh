@@ -68,6 +68,12 @@ expect 0 "20261129T000000Z_cuda_nemo_layer against" "runs are matched by the dev
 fake reports/20261130T000000Z_h200_nemo_layer --seed 4 --device "NVIDIA H200"
 gitq add -A && gitq commit -qm "other device"
 expect 0 "20261129T000000Z_cuda_nemo_layer against" "another device's run is not compared"
+# A device check commits runs of several experiments at once; only the baseline's experiment is
+# compared with it, however the directories sort.
+fake reports/20261130T000000Z_h100-80gb-hbm3_zz_decode --seed 6 --scale 1.5 --experiment decode_throughput
+gitq add -A && gitq commit -qm "another experiment, newer by name"
+expect 0 "20261129T000000Z_cuda_nemo_layer against reports/baselines/h100-80gb-hbm3.jsonl (nemo_layer)" \
+  "a newer run of another experiment is not compared"
 
 write_resources build/release/kernel_resources.json 40 0
 expect 1 "registers 40 > baseline 32" "register growth without a baseline update fails"
