@@ -290,40 +290,69 @@ void fill_weights(std::span<uint16_t> out, std::string_view role, int64_t fan_in
   fill_recipe(out, matrix_recipe(role, fan_in, seed, stream_id), n_threads);
 }
 
-namespace {
-
-void fill_matrix(std::span<uint16_t> out, std::string_view role, int64_t fan_in, uint64_t seed,
-                 uint64_t stream_id, int n_threads, const MatrixFiller& filler) {
-  if (!filler) return fill_weights(out, role, fan_in, seed, stream_id, n_threads);
-  filler(out, matrix_recipe(role, fan_in, seed, stream_id));
+uint64_t UnitPlan::n_elements() const {
+  uint64_t n = 0;
+  for (const MatrixPlan& m : matrices) n += static_cast<uint64_t>(m.shape[0] * m.shape[1]);
+  return n;
 }
 
-}  // namespace
-
-df11::Unit make_layer(const ModelShape& shape, int layer_index, uint64_t seed, double row_fraction,
-                      int n_threads, const MatrixFiller& filler) {
+UnitPlan plan_layer(const ModelShape& shape, int layer_index, uint64_t seed, double row_fraction) {
   if (layer_index < 0)
     throw Error("make_layer: layer_index must be >= 0, got " + std::to_string(layer_index));
   if (!(row_fraction > 0.0 && row_fraction <= 1.0)) {
     throw Error("make_layer: row_fraction must be in (0, 1], got " + std::to_string(row_fraction));
   }
   const std::vector<MatrixSpec> specs = layer_specs(shape);
-  df11::Unit unit;
-  unit.name = "model.layers." + std::to_string(layer_index);
-  unit.tensors.reserve(specs.size());
+  UnitPlan plan;
+  plan.name = "model.layers." + std::to_string(layer_index);
+  plan.matrices.reserve(specs.size());
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const MatrixSpec& spec = specs[i];
     const auto rows = std::clamp<int64_t>(
         static_cast<int64_t>(std::ceil(static_cast<double>(spec.rows) * row_fraction)), 1,
         spec.rows);
+    plan.matrices.push_back(MatrixPlan{spec.name, {rows, spec.cols},
+                                       matrix_recipe(spec.name, spec.cols, seed, layer_stream_id(layer_index, i))});
+  }
+  return plan;
+}
+
+UnitPlan plan_matrix_unit(const std::string& unit_name, const std::string& tensor_name, std::string_view role,
+                          int64_t rows, int64_t cols, uint64_t seed) {
+  if (rows <= 0 || cols <= 0) {
+    throw Error("make_matrix_unit: '" + unit_name + "/" + tensor_name +
+                "' needs positive rows and cols, got " + std::to_string(rows) + " x " +
+                std::to_string(cols));
+  }
+  const uint64_t stream_id = fnv1a(unit_name + "/" + tensor_name) | (uint64_t{1} << 63);
+  UnitPlan plan;
+  plan.name = unit_name;
+  plan.matrices.push_back(MatrixPlan{tensor_name, {rows, cols}, matrix_recipe(role, cols, seed, stream_id)});
+  return plan;
+}
+
+df11::Unit make_unit(const UnitPlan& plan, int n_threads, const MatrixFiller& filler) {
+  df11::Unit unit;
+  unit.name = plan.name;
+  unit.tensors.reserve(plan.matrices.size());
+  for (const MatrixPlan& m : plan.matrices) {
     df11::Bf16Tensor t;
-    t.name = spec.name;
-    t.shape = {rows, spec.cols};
-    t.data.resize(static_cast<std::size_t>(rows * spec.cols));
-    fill_matrix(t.data, spec.name, spec.cols, seed, layer_stream_id(layer_index, i), n_threads, filler);
+    t.name = m.name;
+    t.shape = m.shape;
+    t.data.resize(static_cast<std::size_t>(m.shape[0] * m.shape[1]));
+    if (filler) {
+      filler(t.data, m.recipe);
+    } else {
+      fill_recipe(t.data, m.recipe, n_threads);
+    }
     unit.tensors.push_back(std::move(t));
   }
   return unit;
+}
+
+df11::Unit make_layer(const ModelShape& shape, int layer_index, uint64_t seed, double row_fraction,
+                      int n_threads) {
+  return make_unit(plan_layer(shape, layer_index, seed, row_fraction), n_threads);
 }
 
 df11::Unit make_nemo_layer(int layer_index, uint64_t seed, double row_fraction, int n_threads) {
@@ -332,22 +361,8 @@ df11::Unit make_nemo_layer(int layer_index, uint64_t seed, double row_fraction, 
 
 df11::Unit make_matrix_unit(const std::string& unit_name, const std::string& tensor_name,
                             std::string_view role, int64_t rows, int64_t cols, uint64_t seed,
-                            int n_threads, const MatrixFiller& filler) {
-  if (rows <= 0 || cols <= 0) {
-    throw Error("make_matrix_unit: '" + unit_name + "/" + tensor_name +
-                "' needs positive rows and cols, got " + std::to_string(rows) + " x " +
-                std::to_string(cols));
-  }
-  df11::Bf16Tensor t;
-  t.name = tensor_name;
-  t.shape = {rows, cols};
-  t.data.resize(static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols));
-  const uint64_t stream_id = fnv1a(unit_name + "/" + tensor_name) | (uint64_t{1} << 63);
-  fill_matrix(t.data, role, cols, seed, stream_id, n_threads, filler);
-  df11::Unit unit;
-  unit.name = unit_name;
-  unit.tensors.push_back(std::move(t));
-  return unit;
+                            int n_threads) {
+  return make_unit(plan_matrix_unit(unit_name, tensor_name, role, rows, cols, seed), n_threads);
 }
 
 // Deterministic norm weights near 1.0 (BF16): 1 + u/10, u uniform in [-1, 1), from splitmix64.

@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "codec/unit.hpp"
 #include "datasets/nemo.hpp"
@@ -53,20 +54,40 @@ void fill_recipe(std::span<uint16_t> out, const MatrixRecipe& recipe, int n_thre
 // Who fills a matrix from its recipe; empty = fill_recipe on the host (n_threads cores).
 using MatrixFiller = std::function<void(std::span<uint16_t> out, const MatrixRecipe& recipe)>;
 
-// One decoder block as a Unit named "model.layers.<index>" holding the 7 matrices of
-// layer_specs() in official order. row_fraction in (0, 1] keeps ceil(rows * fraction) rows of
-// every matrix (quick runs keep the role mix of the full layer); 1.0 = full shapes.
+// A synthetic unit before its bits exist: its matrices' names, shapes and recipes, in order.
+// make_unit fills them (on the host, or through a filler, e.g. a GPU kernel); a device can also
+// fill its own copy from the recipes (harness/e2e).
+struct MatrixPlan {
+  std::string name;
+  std::vector<int64_t> shape;  // [rows, cols]
+  MatrixRecipe recipe;
+};
+struct UnitPlan {
+  std::string name;
+  std::vector<MatrixPlan> matrices;
+  [[nodiscard]] uint64_t n_elements() const;
+};
+
+// One decoder block named "model.layers.<index>" holding the 7 matrices of layer_specs() in
+// official order. row_fraction in (0, 1] keeps ceil(rows * fraction) rows of every matrix (quick
+// runs keep the role mix of the full layer); 1.0 = full shapes.
+[[nodiscard]] UnitPlan plan_layer(const ModelShape& shape, int layer_index, uint64_t seed,
+                                  double row_fraction = 1.0);
+// A unit of one [rows, cols] matrix (lm_head or embed_tokens style); fan-in = cols.
+[[nodiscard]] UnitPlan plan_matrix_unit(const std::string& unit_name, const std::string& tensor_name,
+                                        std::string_view role, int64_t rows, int64_t cols, uint64_t seed);
+// The plan's bits as a Unit: fill_recipe on n_threads cores, or `filler` when given.
+[[nodiscard]] df11::Unit make_unit(const UnitPlan& plan, int n_threads = 0, const MatrixFiller& filler = {});
+
+// make_unit of the plans above, on the host.
 [[nodiscard]] df11::Unit make_layer(const ModelShape& shape, int layer_index, uint64_t seed,
-                                    double row_fraction = 1.0, int n_threads = 0,
-                                    const MatrixFiller& filler = {});
+                                    double row_fraction = 1.0, int n_threads = 0);
 [[nodiscard]] df11::Unit make_nemo_layer(int layer_index, uint64_t seed, double row_fraction = 1.0,
                                          int n_threads = 0);
-
-// A unit of one [rows, cols] matrix (lm_head or embed_tokens style); fan-in = cols.
 [[nodiscard]] df11::Unit make_matrix_unit(const std::string& unit_name,
                                           const std::string& tensor_name, std::string_view role,
                                           int64_t rows, int64_t cols, uint64_t seed,
-                                          int n_threads = 0, const MatrixFiller& filler = {});
+                                          int n_threads = 0);
 
 // Deterministic RMSNorm weights near 1.0 (BF16), keyed by seed and tensor name: the one recipe
 // that `df11 synth` checkpoints and synthetic e2e models share, so both hold the same values.

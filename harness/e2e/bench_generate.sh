@@ -4,7 +4,7 @@
 # one JSON object per run appended to OUT (JSON Lines; a run that fails leaves an "error" line).
 # The runs share one process (`df11 generate --runs`): the model is generated once on the GPU
 # (the host generator's bits), encoded once on the host with all cores, and kept in host memory
-# (BF16 24.5 GB + DF11 16.6 GB), so a run
+# (BF16 24.5 GB + DF11 16.6 GB; BF16 models regenerate their units in place on the device), so a run
 # costs only its uploads and its tokens. The first run checks DF11 against BF16 bit for bit.
 # E2E_VARIANT names the DF11 decoder variant of every DF11 run (default: df11 generate's own,
 # kDefaultCudaVariant); scripts/device_check.sh sets it to the fastest variant of the official

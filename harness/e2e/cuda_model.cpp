@@ -295,11 +295,24 @@ class Bf16DeviceProvider final : public DeviceProvider {
  public:
   void add(UnitFeed& feed, cudaStream_t s) override {
     set_map(feed);
-    const std::vector<uint16_t>& w = feed.bf16();
     if (sz(feed.unit()) >= units_.size()) units_.resize(sz(feed.unit()) + 1);
-    auto& buf = units_[sz(feed.unit())] = cuda::DeviceBuffer<uint16_t>(w.size());
-    CUDA_CHECK(cudaMemcpyAsync(buf.get(), w.data(), w.size() * 2, cudaMemcpyHostToDevice, s));
-    CUDA_CHECK(cudaStreamSynchronize(s));  // the feed's host copy goes away after add
+    if (const synth::UnitPlan* plan = feed.synthetic_plan()) {
+      // A synthetic unit generated in place (the host generator's bits: gpu::synth_fill), so the
+      // resident BF16 weights never cross PCIe.
+      auto& buf = units_[sz(feed.unit())] = cuda::DeviceBuffer<uint16_t>(feed.map().n_elements);
+      uint64_t at = 0;
+      for (const synth::MatrixPlan& m : plan->matrices) {
+        const auto n = static_cast<uint64_t>(m.shape[0] * m.shape[1]);
+        gpu::synth_fill(buf.get() + at, n, 0, m.recipe, s);
+        at += n;
+      }
+      CUDA_CHECK(cudaStreamSynchronize(s));
+    } else {
+      const std::vector<uint16_t>& w = feed.bf16();
+      auto& buf = units_[sz(feed.unit())] = cuda::DeviceBuffer<uint16_t>(w.size());
+      CUDA_CHECK(cudaMemcpyAsync(buf.get(), w.data(), w.size() * 2, cudaMemcpyHostToDevice, s));
+      CUDA_CHECK(cudaStreamSynchronize(s));  // the feed's host copy goes away after add
+    }
     // The fused kernels on BF16 words still follow the DF11 blocks' partition: they hold the
     // block positions of the unit's DF11 encoding (made here for a BF16 source), not its image.
     if (wants_fused(feed.unit())) {

@@ -104,13 +104,42 @@ UnitFeed::UnitFeed(int unit, UnitMap map, EncodedUnit encoded, int threads)
   encoded_.push_back(std::move(encoded));
 }
 
+UnitFeed::UnitFeed(int unit, UnitMap map, synth::UnitPlan plan, synth::MatrixFiller filler, bool device_fillable,
+                   int threads)
+    : unit_(unit),
+      map_(std::move(map)),
+      threads_(threads),
+      plan_(std::move(plan)),
+      filler_(std::move(filler)),
+      device_fillable_(device_fillable) {
+  if (plan_->n_elements() != map_.n_elements) {
+    throw Error(fmt::format("unit {}: the plan holds {} elements, the map {}", plan_->name, plan_->n_elements(),
+                            map_.n_elements));
+  }
+}
+
 const std::string& UnitFeed::name() const {
+  if (plan_) return plan_->name;
   return unit_bf16_ ? unit_bf16_->name : encoded_.front().name;
 }
 
 const std::vector<uint16_t>& UnitFeed::bf16() {
   if (flat_) return *flat_;
-  if (unit_bf16_) {
+  if (plan_) {
+    std::vector<uint16_t> flat(map_.n_elements);
+    uint64_t at = 0;
+    for (const synth::MatrixPlan& m : plan_->matrices) {
+      const auto n = static_cast<std::size_t>(m.shape[0] * m.shape[1]);
+      const std::span<uint16_t> out(flat.data() + at, n);
+      if (filler_) {
+        filler_(out, m.recipe);
+      } else {
+        synth::fill_recipe(out, m.recipe, threads_);
+      }
+      at += n;
+    }
+    flat_ = std::move(flat);
+  } else if (unit_bf16_) {
     std::vector<uint16_t> flat;
     flat.reserve(map_.n_elements);
     for (const auto& t : unit_bf16_->tensors) flat.insert(flat.end(), t.data.begin(), t.data.end());
@@ -175,28 +204,30 @@ class SyntheticSource final : public WeightSource {
     synthetic_norm(norms_.final_norm, seed, "model.norm.weight");
   }
 
+  // The unit's plan; its bits are made when a provider asks for them (on the host, or by the
+  // filler), or by a device provider itself when a filler (a device's) was given.
   UnitFeed load(int unit) const override {
     const ModelShape& s = shape_;
-    Unit u;
+    synth::UnitPlan plan;
     if (unit == lm_head_unit(s)) {
-      u = synth::make_matrix_unit("lm_head", "lm_head", "lm_head", s.vocab, s.hidden, seed_,
-                                  threads_, filler_);
+      plan = synth::plan_matrix_unit("lm_head", "lm_head", "lm_head", s.vocab, s.hidden, seed_);
     } else if (unit == embed_unit(s)) {
-      u = synth::make_matrix_unit("model.embed_tokens", "model.embed_tokens", "embed_tokens",
-                                  s.vocab, s.hidden, seed_, threads_, filler_);
+      plan = synth::plan_matrix_unit("model.embed_tokens", "model.embed_tokens", "embed_tokens", s.vocab,
+                                     s.hidden, seed_);
     } else if (unit >= 0 && unit < s.n_layers) {
-      u = synth::make_layer(s, unit, seed_, 1.0, threads_, filler_);
+      plan = synth::plan_layer(s, unit, seed_, 1.0);
     } else {
       throw Error(fmt::format("synthetic model: no unit {}", unit));
     }
     std::vector<std::string> names;
     std::vector<std::vector<int64_t>> shapes;
-    for (const auto& t : u.tensors) {
-      names.push_back(t.name);
-      shapes.push_back(t.shape);
+    for (const auto& m : plan.matrices) {
+      names.push_back(m.name);
+      shapes.push_back(m.shape);
     }
-    UnitMap map = map_unit(s, unit, u.name, names, shapes);
-    return UnitFeed(unit, std::move(map), std::move(u), threads_);
+    UnitMap map = map_unit(s, unit, plan.name, names, shapes);
+    const bool on_device = static_cast<bool>(filler_);
+    return UnitFeed(unit, std::move(map), std::move(plan), filler_, on_device, threads_);
   }
 
  private:

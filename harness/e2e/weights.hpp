@@ -65,12 +65,18 @@ struct Norms {
   std::vector<uint16_t> final_norm;          // model.norm
 };
 
-// One unit on its way from a source to the providers. It arrives BF16 or encoded; the other
-// forms are made once, on first request, and kept until the feed is dropped.
+// One unit on its way from a source to the providers. It arrives BF16, encoded, or as a
+// synthetic plan; the other forms are made once, on first request, and kept until the feed is
+// dropped.
 class UnitFeed {
  public:
   UnitFeed(int unit, UnitMap map, Unit bf16, int threads);
   UnitFeed(int unit, UnitMap map, EncodedUnit encoded, int threads);
+  // A synthetic unit whose host bits are made on first request (by `filler`, or on the host's
+  // cores when it is empty). With device_fillable, synthetic_plan() offers the plan to providers
+  // that can fill their own device copy from it (the recipes' bits, made where they are needed).
+  UnitFeed(int unit, UnitMap map, synth::UnitPlan plan, synth::MatrixFiller filler, bool device_fillable,
+           int threads);
 
   [[nodiscard]] int unit() const { return unit_; }
   [[nodiscard]] const UnitMap& map() const { return map_; }
@@ -80,12 +86,19 @@ class UnitFeed {
   // The unit encoded in `layout` (encoded here, or decoded and re-encoded when it arrived in
   // another layout).
   [[nodiscard]] const EncodedUnit& encoded(const Layout& layout);
+  // The plan of a device-fillable synthetic unit (its matrices in the map's order), else null.
+  [[nodiscard]] const synth::UnitPlan* synthetic_plan() const {
+    return plan_ && device_fillable_ ? &*plan_ : nullptr;
+  }
 
  private:
   int unit_;
   UnitMap map_;
   int threads_;
   std::optional<Unit> unit_bf16_;  // as it arrived (tensor list)
+  std::optional<synth::UnitPlan> plan_;  // a synthetic unit's plan
+  synth::MatrixFiller filler_;
+  bool device_fillable_ = false;
   std::optional<std::vector<uint16_t>> flat_;
   std::vector<EncodedUnit> encoded_;  // one per layout asked for
 };

@@ -170,7 +170,7 @@ TEST_CASE("the synthetic bits are pinned: reports and checkpoints made earlier s
   CHECK(h == 0x8cad1df5b14db40fULL);
 }
 
-TEST_CASE("draw_element gives any element of a fill on its own, and a filler sees every matrix's recipe", "[synthetic]") {
+TEST_CASE("draw_element gives any element of a fill on its own; a unit's plan lists its matrices, and a filler sees each recipe", "[synthetic]") {
   namespace synth = df11::synth;
   const std::size_t n = 3 * synth::kBlockElements + 17;
   std::vector<uint16_t> filled(n);
@@ -194,11 +194,21 @@ TEST_CASE("draw_element gives any element of a fill on its own, and a filler see
     for (std::size_t i = 0; i < out.size(); ++i) out[i] = synth::draw_element(rec.columns, rec.seed, rec.stream_id, i);
   };
   const df11::Unit host = make_nemo_layer(4, 3, 0.002, 2);
-  const df11::Unit drawn = synth::make_layer(df11::synth::nemo_shape(), 4, 3, 0.002, 2, one_by_one);
+  const synth::UnitPlan plan = synth::plan_layer(synth::nemo_shape(), 4, 3, 0.002);
+  CHECK(plan.name == host.name);
+  REQUIRE(plan.matrices.size() == host.tensors.size());
+  uint64_t n_plan = 0;
+  for (std::size_t i = 0; i < host.tensors.size(); ++i) {
+    CHECK(plan.matrices[i].name == host.tensors[i].name);
+    CHECK(plan.matrices[i].shape == host.tensors[i].shape);
+    n_plan += host.tensors[i].data.size();
+  }
+  CHECK(plan.n_elements() == n_plan);
+  const df11::Unit drawn = synth::make_unit(plan, 2, one_by_one);
   REQUIRE(drawn.tensors.size() == host.tensors.size());
   for (std::size_t i = 0; i < host.tensors.size(); ++i) CHECK(drawn.tensors[i].data == host.tensors[i].data);
   CHECK(streams.size() == 7);
-  const df11::Unit lm = make_matrix_unit("lm_head", "lm_head", "lm_head", 8, 5120, 3, 1, one_by_one);
+  const df11::Unit lm = synth::make_unit(synth::plan_matrix_unit("lm_head", "lm_head", "lm_head", 8, 5120, 3), 1, one_by_one);
   CHECK(lm.tensors[0].data == make_matrix_unit("lm_head", "lm_head", "lm_head", 8, 5120, 3, 1).tensors[0].data);
   CHECK(streams.size() == 8);
   CHECK_THROWS_AS(synth::matrix_recipe("q_proj", 0, 1, 1), df11::Error);

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "codec/bf16.hpp"
+#include "codec/cpu_decoder.hpp"
 #include "datasets/checkpoint.hpp"
 #include "datasets/synthetic.hpp"
 #include "e2e/cpu_model.hpp"
@@ -312,6 +313,44 @@ TEST_CASE("a feed cache loads every unit once for many builds, which match build
   fresh[0]->logits(want);
   CHECK(src.loads == 2 * units);
   for (const auto& l : logits) CHECK(l == want);  // the same BF16 words, however they were kept
+}
+
+TEST_CASE("synthetic units: bits made on request, by the host or a filler; a filler's source offers its plans", "[e2e]") {
+  const ModelShape tiny = named_config("tiny");
+  const auto host = synthetic_source(tiny, 7, kThreads, "tiny");
+  int fills = 0;
+  const synth::MatrixFiller counting = [&](std::span<uint16_t> out, const synth::MatrixRecipe& r) {
+    ++fills;
+    synth::fill_recipe(out, r, 1);
+  };
+  const auto filled = synthetic_source(tiny, 7, kThreads, "tiny", counting, "test");
+  CHECK(filled->description() == "synthetic tiny (seed 7, generated on test)");
+  for (int u = 0; u < n_units(tiny); ++u) {
+    UnitFeed a = host->load(u);
+    UnitFeed b = filled->load(u);
+    CHECK(a.synthetic_plan() == nullptr);  // host bits only: nothing for a device to fill itself
+    const synth::UnitPlan* plan = b.synthetic_plan();
+    REQUIRE(plan != nullptr);
+    CHECK(fills == 0);  // a plan, no bits yet
+    // The plan's matrices in the map's order: what a device fills at running offsets.
+    uint64_t at = 0;
+    for (const synth::MatrixPlan& m : plan->matrices) {
+      bool found = false;
+      for (const Slice& sl : b.map().slices) found = found || (sl.offset == at && sl.rows == m.shape[0] && sl.cols == m.shape[1]);
+      CHECK(found);
+      at += static_cast<uint64_t>(m.shape[0] * m.shape[1]);
+    }
+    CHECK(at == b.map().n_elements);
+    CHECK(b.name() == a.name());
+    CHECK(b.bf16() == a.bf16());
+    CHECK(fills == static_cast<int>(plan->matrices.size()));
+    fills = 0;
+    // Encoded from those bits, decoded back.
+    CHECK(decode_cpu(b.encoded(Layout::df11()), 1) == a.bf16());
+  }
+  // A unit of another layer: other bits (the plan follows the unit index).
+  CHECK(host->load(0).bf16() != host->load(1).bf16());
+  CHECK_THROWS_AS(host->load(n_units(tiny)), Error);
 }
 
 TEST_CASE("the check names the first step, row and index that differ", "[e2e]") {

@@ -92,8 +92,8 @@ std::filesystem::path fixture_dir(const std::string& rel) {
 }
 
 // Synthetic weights generated on the GPU are the host generator's bits: one matrix longer than
-// the filler's 64 MB device slice (so a slice starts mid-matrix), and every unit of a synthetic
-// tiny model made through the filler.
+// the filler's 64 MB device slice (so a slice starts mid-matrix), every unit of a synthetic
+// tiny model made through the filler, and a BF16 model generated in place on the device.
 void check_gpu_synthesis() {
   const synth::MatrixFiller gpu = cuda_synth_filler();
   const std::size_t n = (std::size_t{1} << 25) + 70001;
@@ -110,6 +110,15 @@ void check_gpu_synthesis() {
   expect(same, "synthesis on the GPU: every unit of synthetic tiny equals the host's");
   expect(on_gpu->description().find("generated on cuda") != std::string::npos,
          "synthesis on the GPU: the model's description says so: " + on_gpu->description());
+
+  // A BF16 model whose units the device generates in place (never uploaded) against a DF11 model
+  // encoded from the host's bits: bit-identical logits, so both made the same weights.
+  const int batch = 2, steps = 6;
+  expect(on_gpu->load(0).synthetic_plan() != nullptr, "synthesis on the GPU: the units offer their plans");
+  auto in_place = build_models(*on_gpu, {request(Backend::cuda, WeightsKind::bf16, batch, 7 + steps)});
+  auto from_host = build_models(*on_host, {request(Backend::cuda, WeightsKind::df11, batch, 7 + steps)});
+  check_pair(*from_host[0], *in_place[0], batch_prompts(random_prompt(7, tiny.vocab, 2), batch, tiny.vocab), steps,
+             "BF16 generated in place on the GPU vs DF11 of the host's bits");
 }
 
 void run() {
