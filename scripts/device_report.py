@@ -222,11 +222,12 @@ def e2e_targets(t, runs):
                    f"{fd['decode_tokens_per_s'] / fb['decode_tokens_per_s']:.2f}x",
                    f"peak device {fd['peak_device_bytes'] / 1e9:.2f} GB")
     for r in (r for r in every if is_count_layout(r) and r.get("batch") == 1 and not r.get("chunk_bytes") and
-              not r.get("fused_gemv") and r.get("check", "not_run") == "not_run" and r.get("prompt_len") == short):
+              r.get("check", "not_run") == "not_run" and r.get("prompt_len") == short):
         if b16:
             mem = (f", peak device {r['peak_device_bytes'] / b16['peak_device_bytes'] * 100:.1f}% of BF16"
                    if b16.get("peak_device_bytes") else "")
-            t.info(f"DF11 tables + count bytes ({r['variant']}), whole blocks: decode tokens/s / BF16 at batch 1",
+            how = "fused decode+GEMV" if r.get("fused_gemv") else "whole blocks"
+            t.info(f"DF11 tables + count bytes ({r['variant']}), {how}: decode tokens/s / BF16 at batch 1",
                    f"{r['decode_tokens_per_s'] / b16['decode_tokens_per_s']:.2f}x", f"one decode pass{mem}")
     p16 = find("bf16", 1, 2048)
     p11 = fastest(runs("df11", 1, 2048) + runs("df11", 1, 2048, chunked=True), "prefill_tokens_per_s")

@@ -80,8 +80,8 @@ void check_run_args(const GenerateArgs& a) {
 
   const e2e::Backend backend = e2e::resolve_backend(a.backend);
   const e2e::WeightsKind weights = e2e::parse_weights(a.weights);
-  if (!a.variant.empty() && weights != e2e::WeightsKind::df11 && !a.check) {
-    throw Error("--variant selects the DF11 decoder: it needs --weights df11 (or --check)");
+  if (!a.variant.empty() && weights != e2e::WeightsKind::df11 && !a.check && !a.fused_gemv) {
+    throw Error("--variant selects the DF11 decoder: it needs --weights df11 (or --check, or --fused-gemv)");
   }
   if (a.fused_gemv && weights == e2e::WeightsKind::cpu_offload) {
     throw Error("--fused-gemv: the fused kernels read bf16 or df11 weights, not cpu-offload");
@@ -116,7 +116,8 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   e2e::ModelRequest req;
   req.backend = backend;
   req.weights = weights;
-  req.variant = weights == e2e::WeightsKind::df11 ? a.variant : "";
+  // BF16 with --fused-gemv: the variant's layout gives the fused kernels' partition.
+  req.variant = weights == e2e::WeightsKind::df11 || a.fused_gemv ? a.variant : "";
   req.batch = a.batch;
   req.max_positions = static_cast<int>(prompt.size()) + a.max_new;
   req.threads = a.threads;
@@ -127,7 +128,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   if (a.check) {
     e2e::ModelRequest ref = req;
     ref.weights = check_partner(weights);
-    ref.variant = ref.weights == e2e::WeightsKind::df11 ? a.variant : "";
+    ref.variant = ref.weights == e2e::WeightsKind::df11 || a.fused_gemv ? a.variant : "";
     requests.push_back(ref);
   }
   const bool tty = !a.json && ::isatty(2) == 1;  // a progress line only for a person watching
@@ -410,7 +411,8 @@ void add_generate(CLI::App& app) {
   cmd->add_flag("--fused-gemv", a->fused_gemv,
                 fmt::format("CUDA, bf16 or df11 weights: passes of at most {} rows (decode steps at batch <= {}) "
                             "run the block GEMMs and the lm_head through the fused decode + GEMV kernels, "
-                            "which read DF11 straight from its encoding (DF11 variant default {}); "
+                            "which read DF11 straight from its encoding (DF11 variant default {}; a "
+                            "multi12.gap5-cnt.*.t256.b16 variant: the count layout, decoded in one pass); "
                             "--check's partner runs the same kernels on BF16 words",
                             dec::kFusedMaxBatch, dec::kFusedMaxBatch, e2e::kDefaultFusedVariant));
   cmd->callback([a] { exit_code() = run_generate(*a); });

@@ -28,6 +28,8 @@ v=""
 fv=""
 case "${E2E_VARIANT:-}" in multi12.gap5-warp.* | multi12.gap5-block.*) fv=$v ;; esac
 cv=${E2E_CNT_VARIANT:-multi12.gap5-cnt.exp-smem-v16.t256.b16.persist}
+# The one-pass fused kernels read the t256.b16 count layout: E2E_CNT_VARIANT when it is one.
+case "$cv" in multi12.gap5-cnt.*.t256.b16*) fcv=$cv ;; *) fcv=multi12.gap5-cnt.exp-smem-v16.t256.b16.persist ;; esac
 chunk=${CHUNK_BYTES:-25000000}  # half an H100 L2
 
 runs=$(mktemp "${TMPDIR:-/tmp}/df11_e2e_runs.XXXXXX")
@@ -43,7 +45,8 @@ trap 'rm -f "$runs"' EXIT
 #   compute-bound GEMMs, and its check at 1024 rows), then batch 8 and 64: BF16, DF11, CPU offload;
 # - last (no issue sets a target for them): the fused decode + GEMV kernels (DF11 read once,
 #   never written out as BF16) at batch 1, their check against the same kernels on BF16 words,
-#   batch 8; then whole blocks at batch 1 with a count-layout decoder (E2E_CNT_VARIANT).
+#   batch 8; then whole blocks at batch 1 with a count-layout decoder (E2E_CNT_VARIANT), and the
+#   fused kernels on the t256.b16 count layout (one decode pass) at batch 1 and their check.
 cat >"$runs" <<RUNS
 --weights df11 $v --check --batch 8 --prompt-len $plen --max-new-tokens 8
 --weights bf16 --batch 1 --prompt-len $plen --max-new-tokens $new
@@ -67,6 +70,8 @@ cat >"$runs" <<RUNS
 --weights df11 $fv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights df11 $fv --fused-gemv --batch 8 --prompt-len $plen --max-new-tokens $new
 --weights df11 --variant $cv --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 --variant $fcv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 --variant $fcv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
 RUNS
 sed -i 's/  */ /g' "$runs"  # an empty $v leaves two spaces; the run names in the results read better without
 # shellcheck disable=SC2086  # E2E_SOURCE_ARGS is a list of words

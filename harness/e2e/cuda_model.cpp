@@ -293,6 +293,9 @@ class DeviceProvider {
 
 class Bf16DeviceProvider final : public DeviceProvider {
  public:
+  // fused_layout: the layout whose block partition the fused kernels follow on BF16 words (that
+  // of the DF11 decoder they are checked against).
+  explicit Bf16DeviceProvider(Layout fused_layout = Layout::df11()) : fused_layout_(std::move(fused_layout)) {}
   void add(UnitFeed& feed, cudaStream_t s) override {
     set_map(feed);
     if (sz(feed.unit()) >= units_.size()) units_.resize(sz(feed.unit()) + 1);
@@ -314,9 +317,9 @@ class Bf16DeviceProvider final : public DeviceProvider {
       CUDA_CHECK(cudaStreamSynchronize(s));  // the feed's host copy goes away after add
     }
     // The fused kernels on BF16 words still follow the DF11 blocks' partition: they hold the
-    // block positions of the unit's DF11 encoding (made here for a BF16 source), not its image.
+    // block positions of the unit's encoding (made here for a BF16 source), not its image.
     if (wants_fused(feed.unit())) {
-      add_fused(feed, feed.encoded(Layout::df11()), dec::FusedGemvDevice::Source::bf16_only, nullptr, s);
+      add_fused(feed, feed.encoded(fused_layout_), dec::FusedGemvDevice::Source::bf16_only, nullptr, s);
     }
   }
   const uint16_t* fused_weights(int unit) const override { return units_.at(sz(unit)).get(); }
@@ -337,6 +340,7 @@ class Bf16DeviceProvider final : public DeviceProvider {
 
  private:
   std::vector<cuda::DeviceBuffer<uint16_t>> units_;
+  Layout fused_layout_;
 };
 
 const dec::Decoder* pick_decoder(const dec::Registry& reg, const std::string& variant) {
@@ -352,6 +356,19 @@ const dec::Decoder* pick_decoder(const dec::Registry& reg, const std::string& va
   for (const auto& d : reg.all())
     if (d->layout() == Layout::df11()) return d.get();
   throw Error("no registered decoder reads the DF11 layout");
+}
+
+// The layout the fused kernels read with the DF11 decoder `variant` (empty: the fused default).
+Layout fused_layout_of(const std::string& variant) {
+  dec::Registry reg;
+  dec::register_all(reg);
+  const dec::Decoder* d = pick_decoder(reg, variant.empty() ? std::string(kDefaultFusedVariant) : variant);
+  if (!dec::fused_decode_for(d->layout())) {
+    throw Error(fmt::format("--fused-gemv with decoder {}: the fused kernels read layouts {} and {}, not {}", d->name(),
+                            dec::fused_spec(dec::FusedDecode::two_pass).layout().name(),
+                            dec::fused_spec(dec::FusedDecode::one_pass).layout().name(), d->layout().name()));
+  }
+  return d->layout();
 }
 
 // A provider that brings ranges of units into one reused device buffer (decoded or copied).
@@ -824,7 +841,8 @@ class CudaBuilder final : public ModelBuilder {
     stream_ = std::make_unique<cuda::Stream>();
     switch (r.weights) {
       case WeightsKind::bf16:
-        provider_ = std::make_unique<Bf16DeviceProvider>();
+        // With --fused-gemv, the partition of the DF11 decoder it is checked against (--variant).
+        provider_ = std::make_unique<Bf16DeviceProvider>(r.fused_gemv ? fused_layout_of(r.variant) : Layout::df11());
         break;
       case WeightsKind::df11:
         provider_ = std::make_unique<Df11DeviceProvider>(r.variant, r.fused_gemv);

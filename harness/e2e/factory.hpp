@@ -16,7 +16,8 @@ namespace df11::e2e {
 // The decoder variant CUDA models use unless told otherwise.
 inline constexpr const char* kDefaultCudaVariant = "flat12.gap5-warp.smem-out.t512.b8";
 // With fused_gemv, DF11 models decode (prefill, the embedding) with this variant unless told
-// otherwise: the fused kernels read the image it uploads (a multi12.gap5-*.t512.b8 variant's).
+// otherwise: the fused kernels read the image it uploads (a multi12 variant of a layout they
+// read: multi12.gap5-{warp,block}.*.t512.b8, or multi12.gap5-cnt.*.t256.b16 for one pass).
 inline constexpr const char* kDefaultFusedVariant = "multi12.gap5-warp.exp-smem-v16.t512.b8";
 
 struct ModelRequest {

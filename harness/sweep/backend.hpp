@@ -27,8 +27,9 @@ struct MethodCase {
   std::string variant_name;  // empty for kinds without a decoder
   [[nodiscard]] std::string label() const { return variant_name.empty() ? kind : kind + ":" + variant_name; }
   [[nodiscard]] bool needs_gemm() const { return kind != "copy" && kind != "decode"; }
-  // The encoded layout the method reads: its decoder's; DF11 for the CPU decoder and for
-  // df11-fused; none for methods on BF16 weights.
+  // The encoded layout the method reads: its decoder's (df11-fused:<variant>: that variant's,
+  // which picks the fused decode); DF11 for the CPU decoder and for df11-fused; none for
+  // methods on BF16 weights.
   [[nodiscard]] std::optional<Layout> layout() const {
     if (variant) return variant->layout();
     if (!variant_name.empty() || kind == "df11-fused") return Layout::df11();

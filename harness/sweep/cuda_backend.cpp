@@ -8,6 +8,7 @@
 #include <nvtx3/nvToolsExt.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <map>
 #include <optional>
@@ -155,7 +156,7 @@ class CudaBackend final : public Backend {
 
   void unload_unit() override {
     images_.clear();
-    fused_.reset();
+    for (auto& f : fused_) f.reset();
     mats_.clear();
     host_w_ = {};
     w_ = {};
@@ -175,8 +176,14 @@ class CudaBackend final : public Backend {
       return dec::Status::yes();
     }
     if (m.kind == "df11-fused") {
-      const EncodedUnit* e = encoding_in(Layout::df11());
-      if (!e) return dec::Status::no("no encoding in the DF11 layout");
+      const Layout l = m.variant ? m.variant->layout() : Layout::df11();
+      if (!dec::fused_decode_for(l)) {
+        return dec::Status::no(fmt::format("the fused kernels read layouts {} and {}, not {}",
+                                           dec::fused_spec(dec::FusedDecode::two_pass).layout().name(),
+                                           dec::fused_spec(dec::FusedDecode::one_pass).layout().name(), l.name()));
+      }
+      const EncodedUnit* e = encoding_in(l);
+      if (!e) return dec::Status::no("no encoding in layout " + l.name());
       return dec::fused_can_implement(*e, gemv_matrices(), 1);
     }
     if (m.kind == "df11" || m.kind == "df11-chunked" || m.kind == "df11-pipelined" || m.kind == "decode") {
@@ -231,7 +238,7 @@ class CudaBackend final : public Backend {
       prepare_batch(batch);
       poison();
       NvtxRange r("same-gemm reference df11-fused");
-      fused().run(x_ptrs(), y_ptrs(), batch_, stream_.get(), w_.get());
+      fused(m).run(x_ptrs(), y_ptrs(), batch_, stream_.get(), w_.get());
       CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
       std::vector<uint16_t> ref = collect_outputs(batch);
       check_fused_against_double(ref, batch);
@@ -344,7 +351,7 @@ class CudaBackend final : public Backend {
   void capture(const MethodCase& m, GraphExec& g) {
     if (!graphed(m)) return;
     if (m.variant) (void)image_for(*m.variant);  // uploads (and their syncs) stay out of the capture
-    if (m.kind == "df11-fused") (void)fused();
+    if (m.kind == "df11-fused") (void)fused(m);
     NvtxRange r("capture " + m.label());
     cudaGraph_t graph = nullptr;
     CUDA_CHECK(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
@@ -444,15 +451,23 @@ class CudaBackend final : public Backend {
     return out;
   }
 
-  // The unit's fused decode + GEMV kernels and plan, made on first use.
-  const dec::FusedGemvDevice& fused() {
-    if (!fused_) {
-      const EncodedUnit* e = encoding_in(Layout::df11());
-      if (!e) throw Error("df11-fused: no encoding in the DF11 layout");
-      NvtxRange r("upload df11-fused");
-      fused_ = std::make_unique<dec::FusedGemvDevice>(*e, gemv_matrices(), dec::kFusedMaxBatch, stream_.get());
+  // The layout a df11-fused method reads: its variant's (df11-fused:<variant>), else DF11's.
+  static Layout fused_layout(const MethodCase& m) { return m.variant ? m.variant->layout() : Layout::df11(); }
+
+  // The unit's fused decode + GEMV kernels and plan for the method's layout (two-pass on DF11's,
+  // one-pass on the count layout), made on first use.
+  const dec::FusedGemvDevice& fused(const MethodCase& m) {
+    const Layout l = fused_layout(m);
+    const std::optional<dec::FusedDecode> d = dec::fused_decode_for(l);
+    if (!d) throw Error("df11-fused: the fused kernels do not read layout " + l.name());
+    auto& slot = fused_[static_cast<std::size_t>(*d)];
+    if (!slot) {
+      const EncodedUnit* e = encoding_in(l);
+      if (!e) throw Error("df11-fused: no encoding in layout " + l.name());
+      NvtxRange r("upload " + m.label());
+      slot = std::make_unique<dec::FusedGemvDevice>(*e, gemv_matrices(), dec::kFusedMaxBatch, stream_.get());
     }
-    return *fused_;
+    return *slot;
   }
   std::vector<const uint16_t*> x_ptrs() const {
     std::vector<const uint16_t*> p;
@@ -614,7 +629,7 @@ class CudaBackend final : public Backend {
       }
     } else if (mc.kind == "df11-fused") {
       NvtxRange r("df11-fused");
-      fused().run(x_ptrs(), y_ptrs(), batch_, s);
+      fused(mc).run(x_ptrs(), y_ptrs(), batch_, s);
     } else if (mc.kind == "df11-chunked") {
       // Decode a slice of rows small enough to stay in L2, multiply it while it is there, next.
       NvtxRange r("df11-chunked");
@@ -665,7 +680,7 @@ class CudaBackend final : public Backend {
     if (m.kind == "df11") return enc + 2 * bf16 + act;     // read encoded, write BF16, read it back
     if (m.kind == "df11-chunked" || m.kind == "df11-pipelined") return enc + act;  // slices stay in L2
     if (m.kind == "df11-fused") {                          // encoded weights only
-      const EncodedUnit* d = encoding_in(Layout::df11());
+      const EncodedUnit* d = encoding_in(fused_layout(m));
       return (d ? d->stored_bytes() : 0) + act;
     }
     return bf16 + act;                                      // bf16 and offload: weights once
@@ -693,7 +708,7 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<uint16_t> w_, decode_buf_, matrix_buf_, slice_buf_, offload_buf_[2];
   const std::vector<EncodedUnit>* encodings_ = nullptr;
   std::map<const dec::Decoder*, std::unique_ptr<dec::DeviceImage>> images_;
-  std::unique_ptr<dec::FusedGemvDevice> fused_;
+  std::array<std::unique_ptr<dec::FusedGemvDevice>, 2> fused_;  // per dec::FusedDecode
   int batch_ = -1;
   std::vector<cuda::DeviceBuffer<uint16_t>> x_, y_;
   std::vector<std::vector<uint16_t>> host_x_;  // the activations, for the fused check

@@ -160,9 +160,11 @@ std::vector<int> parse_batches(Reader& r, std::string_view key, const toml::arra
   return out;
 }
 
-// Kinds of methods that take a decoder glob, and those that must not.
+// Kinds of methods that take a decoder glob, those that must not, and df11-fused, which may
+// (df11-fused: DF11's layout; df11-fused:<glob>: the layouts of the matching variants).
 constexpr std::string_view kGlobKinds[] = {"df11", "df11-chunked", "df11-pipelined", "decode"};
-constexpr std::string_view kPlainKinds[] = {"bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11-fused"};
+constexpr std::string_view kPlainKinds[] = {"bf16", "cpu-offload", "cpu-offload-sync", "copy"};
+constexpr std::string_view kOptionalGlobKind = "df11-fused";
 
 void check_method(Reader& r, const toml::node& n, const std::string& item, const std::string& m) {
   const auto colon = m.find(':');
@@ -171,11 +173,12 @@ void check_method(Reader& r, const toml::node& n, const std::string& item, const
       std::find(std::begin(kGlobKinds), std::end(kGlobKinds), kind) != std::end(kGlobKinds);
   const bool plain_kind =
       std::find(std::begin(kPlainKinds), std::end(kPlainKinds), kind) != std::end(kPlainKinds);
-  if (!glob_kind && !plain_kind) {
+  const bool optional_glob = kind == kOptionalGlobKind;
+  if (!glob_kind && !plain_kind && !optional_glob) {
     r.fail_at(
         n, item,
         fmt::format("unknown method kind '{}' in '{}' (bf16, cpu-offload, cpu-offload-sync, copy, "
-                    "df11-fused, df11:<glob>, df11-chunked:<glob>, df11-pipelined:<glob>, decode:<glob>)",
+                    "df11-fused[:<glob>], df11:<glob>, df11-chunked:<glob>, df11-pipelined:<glob>, decode:<glob>)",
                     kind, m));
   }
   if (plain_kind && colon != std::string::npos) {
@@ -183,6 +186,9 @@ void check_method(Reader& r, const toml::node& n, const std::string& item, const
   }
   if (glob_kind && (colon == std::string::npos || colon + 1 == m.size())) {
     r.fail_at(n, item, fmt::format("method '{}' needs a decoder glob, e.g. '{}:*'", m, kind));
+  }
+  if (optional_glob && colon + 1 == m.size()) {
+    r.fail_at(n, item, fmt::format("method '{}': an empty decoder glob (write '{}' or '{}:<glob>')", m, kind, kind));
   }
 }
 

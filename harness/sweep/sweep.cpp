@@ -91,7 +91,10 @@ std::vector<MethodCase> resolve_methods(const Experiment& e, const std::string& 
     }
     const std::string kind = s.substr(0, colon), glob = s.substr(colon + 1);
     std::size_t matched = 0;
-    if (backend_kind == "cpu") {
+    if (backend_kind == "cpu" && kind == "df11-fused") {
+      add(MethodCase{kind, nullptr, glob});  // a GPU kernel: the cpu backend says not_supported
+      ++matched;
+    } else if (backend_kind == "cpu") {
       // The CPU backend's one decoder; GPU variants are designs for the cuda backend.
       if (dec::glob_match(glob, "cpu")) {
         add(MethodCase{kind, nullptr, "cpu"});

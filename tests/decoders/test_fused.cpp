@@ -48,11 +48,12 @@ std::vector<uint16_t> activations(std::size_t n, uint64_t seed) {
   return v;
 }
 
-void check_case(const Case& c, int batch) {
-  const EncodedUnit enc = encode(c.unit.view(), Layout::df11(), 2);
+void check_case(const Case& c, int batch, const Layout& layout = Layout::df11()) {
+  const EncodedUnit enc = encode(c.unit.view(), layout, 2);
   REQUIRE(enc.n_blocks() >= 3);  // rows straddle blocks
   REQUIRE(dec::fused_can_implement(enc, c.mats, batch).ok);
   const dec::FusedPlan plan = dec::plan_fused(enc, c.mats);
+  REQUIRE(plan.decode == *dec::fused_decode_for(layout));
   std::vector<std::vector<uint16_t>> xs, ys_dec, ys_ref;
   std::vector<const uint16_t*> xp;
   std::vector<uint16_t*> yd, yr;
@@ -92,6 +93,34 @@ TEST_CASE("simt: fused decode+GEMV equals the same kernels on BF16 weights, bit 
   // and a block holds a matrix boundary. (Few rows per block: the executor pays per barrier.)
   const Case c = make_case({{10, 2048}, {12, 1536}, {6, 3004}}, 3);  // 3004: the scalar path
   for (int batch : {1, 5, 16}) check_case(c, batch);
+}
+
+TEST_CASE("simt: the one-pass fused decode (count layout, t256.b16) equals its BF16 reference too", "[decoders][simt][fused]") {
+  const Layout count = dec::fused_spec(dec::FusedDecode::one_pass).layout();
+  CHECK(count.name() == dec::VariantSpec{dec::TableKind::multi_lut, dec::Partition::thread_count,
+                                         dec::Staging::exp_smem, 256, 16}.layout().name());
+  const Case c = make_case({{10, 2048}, {12, 1536}, {6, 3004}}, 4);
+  for (int batch : {1, 3, 16}) check_case(c, batch, count);  // the three compiled batch sizes
+}
+
+TEST_CASE("fused: the layouts the kernels read, and the rest refused by name", "[decoders][fused]") {
+  CHECK(dec::fused_decode_for(Layout::df11()) == dec::FusedDecode::two_pass);
+  CHECK(dec::fused_decode_for(dec::fused_spec(dec::FusedDecode::one_pass).layout()) == dec::FusedDecode::one_pass);
+  CHECK_FALSE(dec::fused_decode_for(Layout::canonical(16, 512, 8, PositionScheme::block)).has_value());
+  const Case c = make_case({{8, 512}}, 5);
+  const EncodedUnit canon = encode(c.unit.view(), Layout::canonical(16, 512, 8, PositionScheme::block), 1);
+  const dec::Status st = dec::fused_can_implement(canon, c.mats, 1);
+  CHECK_FALSE(st.ok);
+  CHECK_THAT(st.reason, Catch::Contains(Layout::df11().name()) &&
+                            Catch::Contains(dec::fused_spec(dec::FusedDecode::one_pass).layout().name()));
+  // A plan of one layout with a unit of the other: refused before any launch.
+  const EncodedUnit two = encode(c.unit.view(), Layout::df11(), 1);
+  const EncodedUnit one = encode(c.unit.view(), dec::fused_spec(dec::FusedDecode::one_pass).layout(), 1);
+  const dec::FusedPlan plan = dec::plan_fused(two, c.mats);
+  const auto x = activations(512, 1);
+  std::vector<uint16_t> y(8);
+  CHECK_THROWS_WITH(dec::fused_gemv_simt(one, plan, nullptr, {x.data()}, {y.data()}, 1),
+                    Catch::Contains("is not the plan's"));
 }
 
 TEST_CASE("fused plan: every row's pairs, in block order, cover the unit", "[decoders][fused]") {

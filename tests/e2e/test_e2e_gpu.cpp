@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "decoder.hpp"
+#include "fused/fused_gemv.hpp"
 #include "e2e/factory.hpp"
 #include "e2e/generate.hpp"
 
@@ -243,18 +244,28 @@ void run() {
       }
     }
     const auto vp = batch_prompts(random_prompt(7, tiny.vocab, 1), 2, tiny.vocab);
+    int fused_variants = 0;
     for (const auto& d : reg.all()) {
-      if (d->name().rfind("multi12.gap5", 0) != 0) continue;  // the variants whose image the fused kernels read
-      auto vm = build_models(*src, {fused(WeightsKind::df11, 2, d->name()), fused(WeightsKind::bf16, 2)});
+      // The variants whose image the fused kernels read: multi12 on DF11's layout (two passes) or
+      // on the t256.b16 count layout (one pass). The BF16 partner follows the same partition.
+      if (d->name().rfind("multi12.gap5", 0) != 0 || !dec::fused_decode_for(d->layout())) continue;
+      ++fused_variants;
+      auto vm = build_models(*src, {fused(WeightsKind::df11, 2, d->name()), fused(WeightsKind::bf16, 2, d->name())});
       check_pair(*vm[0], *vm[1], vp, 6, "fused with decoder " + d->name());
     }
-    bool refused = false;
-    try {
-      (void)build_models(*src, {fused(WeightsKind::df11, 1, "flat12.gap5-warp.smem-out.t512.b8")});
-    } catch (const Error& e) {
-      refused = std::string(e.what()).find("multi12") != std::string::npos;
-    }
-    expect(refused, "fused with a flat12 decoder is refused, naming the multi12 variants");
+    expect(fused_variants >= 4, fmt::format("fused: {} decoders of both fused layouts checked", fused_variants));
+    auto refused = [&](const std::string& variant, const std::string& needle) {
+      try {
+        (void)build_models(*src, {fused(WeightsKind::df11, 1, variant)});
+      } catch (const Error& e) {
+        return std::string(e.what()).find(needle) != std::string::npos;
+      }
+      return false;
+    };
+    expect(refused("flat12.gap5-warp.smem-out.t512.b8", "multi12"),
+           "fused with a flat12 decoder is refused, naming the multi12 variants");
+    expect(refused("multi12.gap5-cnt.exp-smem-v16.t512.b8.persist", "chain32.t256.b16.g5.pcount"),
+           "fused with a t512.b8 count-layout decoder is refused, naming the layouts the kernels read");
   } catch (const std::exception& e) {
     expect(false, std::string("tiny fused: ") + e.what());
   }

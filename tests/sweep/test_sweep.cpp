@@ -11,6 +11,7 @@
 
 #include "codec/common.hpp"
 #include "decoder.hpp"
+#include "fused/fused_gemv.hpp"
 #include "result_schema.hpp"
 #include "sweep/backend.hpp"
 #include "sweep/experiment.hpp"
@@ -320,6 +321,22 @@ TEST_CASE("methods resolve over the backend's decoders; a glob matching nothing 
   // Duplicates from overlapping globs collapse.
   e.cpu.methods = std::vector<std::string>{"df11:*", "df11:cpu", "df11:c?u"};
   CHECK(resolve_methods(e, "cpu", registry()).size() == 1);
+
+  // df11-fused reads DF11's layout; df11-fused:<glob> the layouts of its variants (the count
+  // layout of multi12.gap5-cnt.*.t256.b16: the one-pass fused decode). On the cpu backend it is
+  // one case, which the backend refuses (a GPU kernel).
+  e.methods = {"df11-fused", "df11-fused:multi12.gap5-cnt.exp-smem-v16.t256.b16.persist"};
+  e.cpu.methods.reset();
+  const auto fused = resolve_methods(e, "cuda", registry());
+  REQUIRE(fused.size() == 2);
+  CHECK(fused[0].layout() == df11::Layout::df11());
+  CHECK(fused[1].label() == "df11-fused:multi12.gap5-cnt.exp-smem-v16.t256.b16.persist");
+  CHECK(fused[1].layout() == df11::dec::fused_spec(df11::dec::FusedDecode::one_pass).layout());
+  CHECK(layouts_needed(fused).size() == 2);
+  const auto fused_cpu = resolve_methods(e, "cpu", registry());
+  REQUIRE(fused_cpu.size() == 2);
+  CHECK(fused_cpu[1].variant == nullptr);
+  CHECK(fused_cpu[1].kind == "df11-fused");
 }
 
 TEST_CASE("checkpoint units come from BF16 and DF11 directories", "[sweep][e2e]") {

@@ -25,11 +25,23 @@ bool fused_output_close(const uint16_t* w_row, const uint16_t* x_row, int64_t n,
   return std::abs(bf16_to_float(y) - acc) <= std::abs(acc) / 256.0 + mag * 1e-5;
 }
 
+VariantSpec fused_spec(FusedDecode d) {
+  return d == FusedDecode::two_pass ? fused::Shape<FusedDecode::two_pass>::spec
+                                    : fused::Shape<FusedDecode::one_pass>::spec;
+}
+
+std::optional<FusedDecode> fused_decode_for(const Layout& layout) {
+  for (const FusedDecode d : {FusedDecode::two_pass, FusedDecode::one_pass}) {
+    if (layout == fused_spec(d).layout()) return d;
+  }
+  return std::nullopt;
+}
+
 Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int batch) {
-  const Layout want = fused::kSpec.layout();
-  if (!(unit.layout == want)) {
-    return Status::no(fmt::format("unit {} is in layout {}; the fused kernels read {}", unit.name, unit.layout.name(),
-                                  want.name()));
+  if (!fused_decode_for(unit.layout)) {
+    return Status::no(fmt::format("unit {} is in layout {}; the fused kernels read {} or {}", unit.name,
+                                  unit.layout.name(), fused_spec(FusedDecode::two_pass).layout().name(),
+                                  fused_spec(FusedDecode::one_pass).layout().name()));
   }
   if (batch < 1 || batch > kFusedMaxBatch) {
     return Status::no(fmt::format("the fused kernels take batches 1..{}, not {}", kFusedMaxBatch, batch));
@@ -54,6 +66,7 @@ FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mat
   if (const Status st = fused_can_implement(unit, mats, 1); !st.ok) throw Error(st.reason);
   validate_encoded(unit);
   FusedPlan plan;
+  plan.decode = *fused_decode_for(unit.layout);
   plan.mats = mats;
   // Global row index of element e: rows of earlier matrices + e's row in its matrix.
   std::vector<uint64_t> row_base(mats.size());
@@ -127,8 +140,12 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const uint1
   fused_gemv_simt(unit, plan, plain_run(plan, weights, x, y, batch));
 }
 
-void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const GemvRun& run) {
-  const HostImage img = prepare_image(fused::kSpec, unit);
+namespace {
+
+template <FusedDecode D>
+void fused_gemv_simt_as(const EncodedUnit& unit, const FusedPlan& plan, const GemvRun& run) {
+  constexpr VariantSpec kSpec = fused::Shape<D>::spec;
+  const HostImage img = prepare_image(kSpec, unit);
   if (img.n_blocks != plan.n_blocks()) throw Error(fmt::format("fused gemv: unit {} is not the plan's", unit.name));
   fused::GemvParams g = fused::gemv_params(plan, run);
   LaunchParams p = host_launch_params(img, nullptr, 0, img.n_elements);
@@ -138,10 +155,10 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const GemvR
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
   // Guard bands around every region, the block reduction's included (common/smem_guard.hpp).
-  const SmemLayout sl = smem_layout(fused::kSpec, img.n_rows, img.max_block_elements, kHostSmemGuard);
-  const std::size_t smem_size = fused::smem_bytes(sl) + kHostSmemGuard;
+  const SmemLayout sl = smem_layout(kSpec, img.n_rows, img.max_block_elements, kHostSmemGuard);
+  const std::size_t smem_size = fused::smem_bytes<D>(sl) + kHostSmemGuard;
   const ByteRanges outside = smem_outside_regions(
-      sl, smem_size, {{fused::reduce_offset(sl), fused::smem_bytes(sl) - fused::reduce_offset(sl)}});
+      sl, smem_size, {{fused::reduce_offset(sl), fused::smem_bytes<D>(sl) - fused::reduce_offset(sl)}});
   simt::LaunchOptions opt;
   opt.after_block = [&](const uint8_t* smem, uint64_t b) {
     check_smem_guards("fused gemv (SIMT)", smem, outside, b, opt.smem_poison);
@@ -156,12 +173,21 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const GemvR
   if (b1 > b0) {
     fused::with_batch_size(run.batch, [&](auto b) {
       const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(b1 - b0, kSimtPersistentGrid));
-      simt::launch({grid}, {fused::kThreads}, smem_size,
-                   [&](uint8_t* smem) { fused::gemv_blocks<decltype(b)::value>(p, sl, smem, g); }, opt);
+      simt::launch({grid}, {static_cast<unsigned>(kSpec.threads_per_block)}, smem_size,
+                   [&](uint8_t* smem) { fused::gemv_blocks<D, decltype(b)::value>(p, sl, smem, g); }, opt);
     });
   }
   const uint64_t n_out = g.row_count * static_cast<uint64_t>(run.batch);
   for (uint64_t i = 0; i < n_out; ++i) fused::gemv_finish(g, i);
+}
+
+}  // namespace
+
+void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const GemvRun& run) {
+  if (fused_decode_for(unit.layout) != plan.decode) {
+    throw Error(fmt::format("fused gemv: unit {} (layout {}) is not the plan's", unit.name, unit.layout.name()));
+  }
+  fused::with_decode(plan.decode, [&](auto d) { fused_gemv_simt_as<decltype(d)::value>(unit, plan, run); });
 }
 
 }  // namespace df11::dec

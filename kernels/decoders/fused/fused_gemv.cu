@@ -11,22 +11,23 @@
 namespace df11::dec {
 namespace {
 
-template <int B>
-__global__ void __launch_bounds__(fused::kThreads)
+template <FusedDecode D, int B>
+__global__ void __launch_bounds__(fused::kThreads<D>)
     fused_gemv_kernel(const __grid_constant__ LaunchParams p, const SmemLayout sl, const __grid_constant__ fused::GemvParams g) {
   extern __shared__ __align__(16) uint8_t smem[];
-  fused::gemv_blocks<B>(p, sl, smem, g);
+  fused::gemv_blocks<D, B>(p, sl, smem, g);
 }
 
 __global__ void fused_finish_kernel(const __grid_constant__ fused::GemvParams g) {
   fused::gemv_finish(g, static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
 }
 
-template <int B>
+template <FusedDecode D, int B>
 void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams& g, uint64_t b0, uint64_t b1,
                    cudaStream_t s) {
-  auto kernel = fused_gemv_kernel<B>;
-  const unsigned smem = fused::smem_bytes(sl);
+  auto kernel = fused_gemv_kernel<D, B>;
+  constexpr int kThreads = fused::kThreads<D>;
+  const unsigned smem = fused::smem_bytes<D>(sl);
   static thread_local unsigned opted_in = 48 * 1024;
   if (smem > opted_in) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
@@ -36,13 +37,13 @@ void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
   static thread_local unsigned cached_smem = 0;
   static thread_local uint64_t cached_grid = 0;
   if (cached_smem != smem || cached_grid == 0) {
-    cached_grid = cuda::resident_blocks(kernel, fused::kThreads, smem);
+    cached_grid = cuda::resident_blocks(kernel, kThreads, smem);
     cached_smem = smem;
   }
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
   const uint64_t grid = b1 - b0 < cached_grid ? b1 - b0 : cached_grid;
-  kernel<<<static_cast<unsigned>(grid), fused::kThreads, smem, s>>>(p, sl, g);
+  kernel<<<static_cast<unsigned>(grid), kThreads, smem, s>>>(p, sl, g);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -80,9 +81,10 @@ FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<Gemv
     case Source::shared_image: {
       const auto* gap = dynamic_cast<const GapDeviceImage*>(shared);
       if (gap == nullptr) throw Error(who + "is not a gap-decode variant's");
-      if (!gap->spec().has_multi_root() || !(gap->spec().layout() == fused::kSpec.layout())) {
+      const Layout want = fused_spec(impl_->plan.decode).layout();
+      if (!gap->spec().has_multi_root() || !(gap->spec().layout() == want)) {
         throw Error(who + "is " + gap->spec().name() + "'s: the fused kernels need the multi-symbol tables of layout " +
-                    fused::kSpec.layout().name() + " (a multi12.gap5-*.t512.b8 variant)");
+                    want.name() + " (a multi12 variant of the unit's layout)");
       }
       const HostImage& h = gap->host();
       if (h.n_blocks != impl_->plan.n_blocks() || h.n_elements != unit.n_elements ||
@@ -96,7 +98,8 @@ FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<Gemv
       break;
     }
     case Source::own_image:
-      impl_->own_image = std::make_unique<GapDeviceImage>(fused::kSpec, prepare_image(fused::kSpec, unit), stream);
+      impl_->own_image = std::make_unique<GapDeviceImage>(fused_spec(impl_->plan.decode),
+                                                          prepare_image(fused_spec(impl_->plan.decode), unit), stream);
       impl_->image = impl_->own_image.get();
       break;
     case Source::bf16_only: {
@@ -150,23 +153,28 @@ void FusedGemvDevice::run(const GemvRun& r, Stream stream) const {
   g.partials = r.partials != nullptr ? r.partials : d.partials.get();
   LaunchParams p{};
   SmemLayout sl;
+  const VariantSpec spec = fused_spec(d.plan.decode);
   if (d.image != nullptr) {
     const HostImage& h = d.image->host();
     p = d.image->params(nullptr, 0, h.n_elements);
-    sl = smem_layout(fused::kSpec, h.n_rows, h.max_block_elements);
+    sl = smem_layout(spec, h.n_rows, h.max_block_elements);
   } else {
     if (r.weights == nullptr) throw Error("fused gemv: this device holds no DF11 image: its runs read BF16 weights");
     p.positions = d.positions.get();
     p.n_elements = d.n_elements;
     p.max_block_elements = d.max_block_elements;
-    sl = smem_layout(fused::kSpec, d.n_rows, d.max_block_elements);
+    sl = smem_layout(spec, d.n_rows, d.max_block_elements);
   }
   fused::choose_vector_paths(g, p.sign_mantissa);
   // Not a structured binding: the lambda below captures them (clang 14 cannot).
   const std::pair<uint64_t, uint64_t> blocks = fused::run_blocks(d.plan, g);
   const uint64_t b0 = blocks.first, b1 = blocks.second;
   if (b1 > b0) {
-    fused::with_batch_size(r.batch, [&](auto b) { launch_blocks<decltype(b)::value>(p, sl, g, b0, b1, stream); });
+    fused::with_decode(d.plan.decode, [&](auto dc) {
+      fused::with_batch_size(r.batch, [&](auto b) {
+        launch_blocks<decltype(dc)::value, decltype(b)::value>(p, sl, g, b0, b1, stream);
+      });
+    });
   }
   const uint64_t n_out = g.row_count * static_cast<uint64_t>(r.batch);
   const unsigned threads = 256;

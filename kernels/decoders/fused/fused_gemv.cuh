@@ -3,8 +3,9 @@
 // global memory. The BF16 words exist only in shared memory (as exponent bytes) and registers.
 //
 // Kernel 1, persistent blocks looping over the DF11 blocks: decode a block's exponents into shared memory (the
-// multi12.gap5-warp.exp-smem-v16.t512.b8 decoder's phases: up to three codes per table lookup,
-// which the instruction budget of a memory-bound fused GEMV needs), then for every row the block's
+// phases of a multi12 exp-smem decoder: up to three codes per table lookup, which the instruction
+// budget of a memory-bound fused GEMV needs; two passes on DF11's layout, one on the count layout,
+// FusedDecode in fused_gemv.hpp), then for every row the block's
 // elements touch, multiply its part of the row by X and reduce over the block in a fixed order
 // into one partial sum per (block, row, batch row). Kernel 2: per output, the partials of the
 // blocks that touch its row, in block order, rounded to BF16 once.
@@ -28,11 +29,33 @@ namespace df11::dec::fused {
 
 inline constexpr int kMaxMatrices = 8;
 inline constexpr int kMaxBatch = kFusedMaxBatch;  // fused_gemv.hpp
-inline constexpr int kThreads = 512;  // the decoder's threads per block (t512.b8)
-inline constexpr int kBytesPerThread = 8;
-inline constexpr int kWarps = kThreads / 32;
-inline constexpr VariantSpec kSpec{TableKind::multi_lut, Partition::gap_warp, Staging::exp_smem, kThreads,
-                                   kBytesPerThread, false};
+
+// The decoder whose phases kernel 1 runs (threads per block = the decoder's, one DF11 block per
+// CUDA block).
+template <FusedDecode D>
+struct Shape;
+template <>
+struct Shape<FusedDecode::two_pass> {
+  static constexpr VariantSpec spec{TableKind::multi_lut, Partition::gap_warp, Staging::exp_smem, 512, 8, false};
+};
+template <>
+struct Shape<FusedDecode::one_pass> {
+  static constexpr VariantSpec spec{TableKind::multi_lut, Partition::thread_count, Staging::exp_smem, 256, 16, false};
+};
+template <FusedDecode D>
+inline constexpr int kThreads = Shape<D>::spec.threads_per_block;
+template <FusedDecode D>
+inline constexpr int kWarps = kThreads<D> / 32;
+
+// Calls f(std::integral_constant<FusedDecode, D>{}) for the plan's decode.
+template <class F>
+void with_decode(FusedDecode d, F&& f) {
+  if (d == FusedDecode::two_pass) {
+    f(std::integral_constant<FusedDecode, FusedDecode::two_pass>{});
+  } else {
+    f(std::integral_constant<FusedDecode, FusedDecode::one_pass>{});
+  }
+}
 
 // The matrices of the unit, in element order, and the batch's activations and outputs. A matrix
 // with a null x is not part of the run: kernel 1 skips its rows, kernel 2 its outputs.
@@ -158,18 +181,24 @@ DF11_HD float fma_rn(float w, float x, float acc) {
 // Shared memory of kernel 1: the decoder's layout, then kWarps x kMaxBatch floats for the
 // block reduction.
 DF11_HD unsigned reduce_offset(const SmemLayout& sl) { return align_up(sl.total); }
-DF11_HD unsigned smem_bytes(const SmemLayout& sl) { return reduce_offset(sl) + kWarps * kMaxBatch * 4; }
+template <FusedDecode D>
+DF11_HD unsigned smem_bytes(const SmemLayout& sl) {
+  return reduce_offset(sl) + kWarps<D> * kMaxBatch * 4;
+}
 
 // Kernel 1 for DF11 block blk, the tables already in shared memory. B: the batch rounded up to
 // a compiled size (rows b >= g.batch are skipped).
-template <int B>
+template <FusedDecode D, int B>
 DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g,
                             uint64_t blk) {
+  constexpr VariantSpec kSpec = Shape<D>::spec;
+  constexpr int kTpb = kSpec.threads_per_block;
   const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
   uint64_t first = 0, end = 0, base = 0;
   const uint8_t* exps = smem + sl.exps;
   if (g.weights == nullptr) {
-    const auto c = decode_phases<kSpec.table, kSpec.partition, kSpec.staging, kThreads, kBytesPerThread>(p, sl, smem, blk);
+    const auto c =
+        decode_phases<kSpec.table, kSpec.partition, kSpec.staging, kTpb, kSpec.bytes_per_thread>(p, sl, smem, blk);
     first = c.block_first;
     end = c.block_end;
     base = exp_base(c);
@@ -213,8 +242,8 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
       z = seg_end & ~uint64_t{7};
       if (a > z) a = z = seg_end;
     }
-    for (uint64_t idx = row_start + t; idx < a; idx += kThreads) scalar(idx);
-    for (uint64_t gi = a + 8ull * t; gi < z; gi += 8ull * kThreads) {
+    for (uint64_t idx = row_start + t; idx < a; idx += kTpb) scalar(idx);
+    for (uint64_t gi = a + 8ull * t; gi < z; gi += 8ull * kTpb) {
       uint16_t words[8];
       if (g.weights) {
         const uint64_t lo = load8(reinterpret_cast<const uint8_t*>(g.weights + gi));
@@ -241,7 +270,7 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
         }
       }
     }
-    for (uint64_t idx = z + t; idx < seg_end; idx += kThreads) scalar(idx);
+    for (uint64_t idx = z + t; idx < seg_end; idx += kTpb) scalar(idx);
     // Fixed-order reduction: butterfly in each warp, then the warps in order.
     for (int b = 0; b < B; ++b) {
       if (b >= nb) break;
@@ -252,7 +281,7 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
     simt::sync_block();
     if (t < static_cast<unsigned>(g.batch)) {
       float s = 0.0f;
-      for (int w = 0; w < kWarps; ++w) s += red[w * kMaxBatch + t];
+      for (int w = 0; w < kTpb / 32; ++w) s += red[w * kMaxBatch + t];
       g.partials[static_cast<uint64_t>(pair) * g.batch + t] = s;
     }
     simt::sync_block();  // red is reused by the next row
@@ -264,16 +293,16 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
 // decode tables once (24 KB for multi12, against 4 KB of stream per DF11 block) and takes DF11
 // blocks block_begin + bid, + gridDim, ... below block_begin + block_count. Shared memory is
 // reused, so a barrier ends every block.
-template <int B>
+template <FusedDecode D, int B>
 DF11_HD void gemv_blocks(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
   if (g.weights == nullptr) {
-    constexpr VariantSpec spec = kSpec;  // a local copy: device code may not bind the host constant
-    load_tables(spec, p, smem, sl, simt::tid_x(), kThreads);
+    constexpr VariantSpec spec = Shape<D>::spec;  // a local copy: device code may not bind the host constant
+    load_tables(spec, p, smem, sl, simt::tid_x(), spec.threads_per_block);
     simt::sync_block();
   }
   const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
   for (uint64_t blk = p.block_begin + simt::bid_x(); blk < end; blk += simt::gdim_x()) {
-    gemv_one_block<B>(p, sl, smem, g, blk);
+    gemv_one_block<D, B>(p, sl, smem, g, blk);
     simt::sync_block();
   }
 }

@@ -4,10 +4,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
 #include "codec/layout.hpp"
+#include "common/variant.hpp"
 #include "decoder.hpp"
 
 namespace df11::dec {
@@ -40,8 +42,21 @@ struct GemvRun {
   float* partials = nullptr;
 };
 
+// The decode the fused kernels run, and so the layout they read:
+//   two_pass: the multi12.gap5-warp.exp-smem-v16.t512.b8 decoder's phases on DF11's own layout
+//             (counting pass, warp scan, decoding pass);
+//   one_pass: the multi12.gap5-cnt.exp-smem-v16.t256.b16 decoder's on DF11's tables with a count
+//             byte per thread (chain32.t256.b16.g5.pcount): the scan runs over the stored counts
+//             and the codes are decoded once.
+enum class FusedDecode { two_pass, one_pass };
+// The decoder spec of each (its layout() is what the unit must be in).
+[[nodiscard]] VariantSpec fused_spec(FusedDecode d);
+// The fused decode that reads units of this layout, if any.
+[[nodiscard]] std::optional<FusedDecode> fused_decode_for(const Layout& layout);
+
 // Which (block, row) pairs the unit's DF11 blocks produce and which pairs make each output row.
 struct FusedPlan {
+  FusedDecode decode = FusedDecode::two_pass;  // from the unit's layout
   std::vector<GemvMatrix> mats;
   std::vector<uint32_t> pair_base;  // per block, + the total
   std::vector<uint32_t> row_ptr;    // per global row (matrices in order), + 1
@@ -56,8 +71,8 @@ struct FusedPlan {
 
 inline constexpr int kFusedMaxBatch = 16;
 
-// Whether the fused kernels can run this unit at this batch: the DF11 layout of the t512.b8
-// decoder, at most 8 matrices that tile the unit, batch 1..16. The reason when not.
+// Whether the fused kernels can run this unit at this batch: a layout of fused_decode_for, at
+// most 8 matrices that tile the unit, batch 1..16. The reason when not.
 [[nodiscard]] Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int batch);
 
 // The plan (throws df11::Error naming the unit when fused_can_implement says no, batch aside).
@@ -85,9 +100,10 @@ void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const GemvR
 class FusedGemvDevice {
  public:
   // Where kernel 1 gets the unit's DF11 arrays: its own upload; a decoder's image of the unit
-  // (`shared`: it must outlive this object and carry the multi-symbol tables of the DF11 layout,
-  // i.e. come from a multi12.gap5-*.t512.b8 variant); or none, for a device whose runs only
-  // ever read BF16 weights (GemvRun::weights): it uploads the block positions alone.
+  // (`shared`: it must outlive this object and carry the multi-symbol tables of the unit's
+  // layout, i.e. come from a multi12 variant of that layout: multi12.gap5-{warp,block}.*.t512.b8
+  // for DF11's, multi12.gap5-cnt.*.t256.b16 for the count layout); or none, for a device whose
+  // runs only ever read BF16 weights (GemvRun::weights): it uploads the block positions alone.
   enum class Source { own_image, shared_image, bf16_only };
   // max_batch: the batches the device's own partials buffer serves (0: none; every run then
   // brings GemvRun::partials).
