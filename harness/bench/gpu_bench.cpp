@@ -2,7 +2,8 @@
 // Mistral-Nemo gate_proj (14336 x 5120: 147 MB of BF16, about three H100 L2s), a
 // device-to-device copy of the same bytes (the bandwidth yardstick), cuBLASLt GEMMs on the
 // same matrix at a few batch sizes (sweep::LtGemm, as run_sweep runs them), and the fused
-// decode + GEMV (gpu_fused_gemv/<batch>/<0: DF11, 1: the same kernels on BF16>). Manual time: one
+// decode + GEMV (gpu_fused_gemv/<batch>/<0: DF11, 1: the same kernels on BF16, 2: the count
+// layout, one decode pass>). Manual time: one
 // CUDA event pair per iteration around the work, after an L2 flush outside the pair. Each
 // decoder is checked bit for bit once before it is timed. Without a device every benchmark
 // skips with the reason. bytes_per_second counts encoded bytes read + BF16 bytes written
@@ -146,7 +147,8 @@ void BM_gpu_gemm(benchmark::State& state) {
   }
 }
 
-// Args: batch, source (0: decode the DF11 encoding, 1: the same kernels on the BF16 weights).
+// Args: batch, source (0: decode the DF11 encoding, two passes; 1: the same kernels on the BF16
+// weights, DF11's partition; 2: decode the count-layout encoding, one pass).
 // Fused decode + GEMV (kernels/decoders/fused) on the same matrix; verified once: decoding gives
 // the reference's bits.
 void BM_gpu_fused_gemv(benchmark::State& state) {
@@ -154,8 +156,9 @@ void BM_gpu_fused_gemv(benchmark::State& state) {
   if (!g) return;
   try {
     const int batch = static_cast<int>(state.range(0));
-    const bool from_bf16 = state.range(1) != 0;
-    const EncodedUnit& enc = g->encoding(Layout::df11());
+    const bool from_bf16 = state.range(1) == 1;
+    const dec::FusedDecode decode = state.range(1) == 2 ? dec::FusedDecode::one_pass : dec::FusedDecode::two_pass;
+    const EncodedUnit& enc = g->encoding(dec::fused_spec(decode).layout());
     const std::vector<dec::GemvMatrix> mats{{0, kRows, kIn}};
     dec::FusedGemvDevice dev(enc, mats, batch, g->stream.get());
     std::mt19937_64 rng(static_cast<uint64_t>(batch));
@@ -182,7 +185,9 @@ void BM_gpu_fused_gemv(benchmark::State& state) {
     state.counters["TFLOP/s"] = benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
     const uint64_t weight_bytes = from_bf16 ? g->w.bytes() : enc.stored_bytes();
     state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(weight_bytes + 2 * (x.size() + dy.size())));
-    state.SetLabel(from_bf16 ? "BF16 weights, same kernels" : "decoded from DF11");
+    state.SetLabel(from_bf16                                 ? "BF16 weights, same kernels"
+                   : decode == dec::FusedDecode::one_pass ? "decoded from DF11 + count bytes (one pass)"
+                                                          : "decoded from DF11 (two passes)");
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }
@@ -201,7 +206,7 @@ void register_gpu_benchmarks() {
   }
   benchmark::RegisterBenchmark("gpu_copy", BM_gpu_copy)->UseManualTime()->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("gpu_fused_gemv", BM_gpu_fused_gemv)
-      ->ArgsProduct({{1, 4, 16}, {0, 1}})
+      ->ArgsProduct({{1, 4, 16}, {0, 1, 2}})
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("gpu_gemm", BM_gpu_gemm)
