@@ -17,7 +17,8 @@
 #   profile     Nsight Compute counters (scripts/device_profile.py) of one decode each of
 #               PROFILE_METHODS (space-separated decode:<variant> / df11-fused[:<variant>]@<batch>;
 #               default: official-ptx, lut8x4.gap5-block.smem-out.t512.b8, this run's two fastest
-#               decoders, df11-fused@1): DRAM GB/s, issue-slot use, occupancy, instructions per
+#               decoders, df11-fused@1 and the one-pass df11-fused:multi12.gap5-cnt.*.t256.b16@1):
+#               DRAM GB/s, issue-slot use, occupancy, instructions per
 #               weight, warp stalls. Without ncu or its counters it says so and passes.
 #   bench       df11_bench's GPU micro-benchmarks (decoders on a Nemo gate_proj, copy, GEMMs; a
 #               benchmark that reports an error, e.g. a bit mismatch, fails the step)

@@ -12,7 +12,8 @@ METHOD: `decode:<variant>` (the decoder alone on one full synthetic Nemo layer, 
 experiments/decode_throughput.toml) or `df11-fused[:<variant>]@<batch>` (the fused decode + GEMV
 on the same layer at that batch). Without METHODs: official-ptx (with --official-ptx), our own
 build of the official design (lut8x4.gap5-block.smem-out.t512.b8), the two fastest passed
-decoders of RESULTS.jsonl (the decode step's, when given), and df11-fused at batch 1.
+decoders of RESULTS.jsonl (the decode step's, when given), and df11-fused at batch 1 (two decode
+passes on DF11's layout, and one pass on the count layout of multi12.gap5-cnt.*.t256.b16).
 
 Each METHOD runs once, under ncu, as a one-method experiment of one sample (DIR/profile/<i>.toml,
 CUPTI and CUDA graphs off so the launches are plain), and only its first decode launches are
@@ -240,6 +241,9 @@ def fastest_decoders(results, n=2, match=None):
     return [v for _, v in sorted(rows) if v and v != "official-ptx" and (match is None or re.fullmatch(match, v))][:n]
 
 
+ONE_PASS_FUSED = "multi12.gap5-cnt.exp-smem-v16.t256.b16.persist"  # its layout: the fused kernels' one-pass decode
+
+
 def default_methods(official_ptx, decode_results):
     methods = ["decode:official-ptx"] if official_ptx else []
     methods.append("decode:lut8x4.gap5-block.smem-out.t512.b8")
@@ -248,6 +252,7 @@ def default_methods(official_ptx, decode_results):
         if f"decode:{v}" not in methods:
             methods.append(f"decode:{v}")
     methods.append("df11-fused@1")
+    methods.append(f"df11-fused:{ONE_PASS_FUSED}@1")  # the one-pass fused decode, beside the two-pass one
     return methods
 
 

@@ -86,7 +86,7 @@ grep -q "^e2e count-layout variant: multi12.gap5-cnt.exp-smem-v16.t256.b16.persi
   fail "count-layout variant not chosen: $(cat "$scratch/d/summary.txt")"
 # The profile step with a stand-in ncu (DF11_NCU): it writes the report run_sweep's launches
 # would have made, and its import prints tests/gate/data/ncu_raw.csv. Every default method is
-# profiled (no decode results, no decode.ptx: four), and the table reaches the summary.
+# profiled (no decode results, no decode.ptx: five), and the table reaches the summary.
 cat >"$scratch/ncu" <<'SH'
 #!/usr/bin/env bash
 case "${FAKE_NCU:-ok}" in
@@ -103,13 +103,15 @@ DF11_NCU="$scratch/ncu" STEPS="profile" BUILD="$build" "$src/scripts/device_chec
 grep -q "^ncu profile *ok" "$scratch/p/summary.txt" || fail "profile step not reported ok"
 grep -q "^decode:lut8x4.gap5-block.smem-out.t512.b8 *gap_decode_persistent_kernel" "$scratch/p/summary.txt" ||
   fail "profile table not in the summary: $(cat "$scratch/p/summary.txt")"
-[ "$(wc -l <"$scratch/p/profile.jsonl")" = 8 ] || fail "expected 4 methods x 2 kernels in profile.jsonl"
+[ "$(wc -l <"$scratch/p/profile.jsonl")" = 10 ] || fail "expected 5 methods x 2 kernels in profile.jsonl"
 grep -q '^batches = \[1\]' "$scratch/p/profile/3.toml" || fail "df11-fused@1 not profiled at batch 1"
+grep -q '"df11-fused:multi12.gap5-cnt.exp-smem-v16.t256.b16.persist"' "$scratch/p/profile/4.toml" ||
+  fail "the one-pass fused decode not profiled"
 # The experiments it writes are valid for run_sweep, here on the cpu backend: df11-fused@1 as
 # written (not_supported there), a decode one with the CPU's own decoder in place of the GPU
 # variant (which the cpu backend does not know).
 sed 's/"decode:[^"]*"/"decode:cpu"/' "$scratch/p/profile/0.toml" >"$scratch/p/cpu0.toml"
-for t in "$scratch/p/cpu0.toml" "$scratch/p/profile/3.toml"; do
+for t in "$scratch/p/cpu0.toml" "$scratch/p/profile/3.toml" "$scratch/p/profile/4.toml"; do
   "$build/bin/run_sweep" "$t" --backend cpu --quick --out "$t.run" >/dev/null 2>&1 || fail "run_sweep refuses $t"
   grep -q '"disposition":"\(passed\|not_supported\)"' "$t.run/results.jsonl" || fail "$t: no case row"
 done
