@@ -350,7 +350,8 @@ class CudaBackend final : public Backend {
 
   void capture(const MethodCase& m, GraphExec& g) {
     if (!graphed(m)) return;
-    if (m.variant) (void)image_for(*m.variant);  // uploads (and their syncs) stay out of the capture
+    // Uploads (and their syncs) stay out of the capture; df11-fused reads its own image.
+    if (m.variant && m.kind != "df11-fused") (void)image_for(*m.variant);
     if (m.kind == "df11-fused") (void)fused(m);
     NvtxRange r("capture " + m.label());
     cudaGraph_t graph = nullptr;

@@ -38,6 +38,23 @@ uint64_t resident_blocks(Kernel kernel, int threads, unsigned smem) {
   return static_cast<uint64_t>(per_sm > 0 ? per_sm : 1) * static_cast<uint64_t>(sms > 0 ? sms : 1);
 }
 
+// resident_blocks of one kernel, remembered per shared-memory size: the e2e model launches the
+// same kernel for units whose shared memory differs (it holds a block's exponents), alternating.
+class ResidentBlocks {
+ public:
+  template <class Kernel>
+  uint64_t get(Kernel kernel, int threads, unsigned smem) {
+    for (const auto& [size, grid] : known_)
+      if (size == smem) return grid;
+    const uint64_t grid = resident_blocks(kernel, threads, smem);
+    known_.emplace_back(smem, grid);
+    return grid;
+  }
+
+ private:
+  std::vector<std::pair<unsigned, uint64_t>> known_;
+};
+
 template <class T>
 class DeviceBuffer {
  public:

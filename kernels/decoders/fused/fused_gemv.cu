@@ -33,16 +33,12 @@ void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
     opted_in = smem;
   }
-  // Persistent blocks: as many as are resident at once (cached per shared-memory size).
-  static thread_local unsigned cached_smem = 0;
-  static thread_local uint64_t cached_grid = 0;
-  if (cached_smem != smem || cached_grid == 0) {
-    cached_grid = cuda::resident_blocks(kernel, kThreads, smem);
-    cached_smem = smem;
-  }
+  // Persistent blocks: as many as are resident at once (remembered per shared-memory size).
+  static thread_local cuda::ResidentBlocks resident;
+  const uint64_t resident_grid = resident.get(kernel, kThreads, smem);
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
-  const uint64_t grid = b1 - b0 < cached_grid ? b1 - b0 : cached_grid;
+  const uint64_t grid = b1 - b0 < resident_grid ? b1 - b0 : resident_grid;
   kernel<<<static_cast<unsigned>(grid), kThreads, smem, s>>>(p, sl, g);
   CUDA_CHECK(cudaGetLastError());
 }

@@ -54,15 +54,10 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
   }
   uint64_t grid = b1 - b0;
   if constexpr (Persist) {
-    // As many CUDA blocks as are resident at once (per shared-memory size, cached: the e2e path
-    // launches per layer), never more than there are DF11 blocks.
-    static thread_local unsigned cached_smem = 0;
-    static thread_local uint64_t cached_grid = 0;
-    if (cached_smem != sl.total || cached_grid == 0) {
-      cached_grid = cuda::resident_blocks(kernel, TPB, sl.total);
-      cached_smem = sl.total;
-    }
-    grid = std::min(grid, cached_grid);
+    // As many CUDA blocks as are resident at once (per shared-memory size, remembered: the e2e
+    // path launches per unit), never more than there are DF11 blocks.
+    static thread_local cuda::ResidentBlocks resident;
+    grid = std::min(grid, resident.get(kernel, TPB, sl.total));
   }
   kernel<<<static_cast<unsigned>(grid), TPB, sl.total, stream>>>(p, sl);
   CUDA_CHECK(cudaGetLastError());
