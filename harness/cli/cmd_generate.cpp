@@ -311,8 +311,8 @@ int run_generate(const GenerateArgs& a) {
       throw Error(fmt::format("--synthesize-on cuda: {}", e2e::cuda_built() ? "no CUDA device is available (no driver or no GPU)"
                                                                              : "this build has no CUDA"));
     }
-    source = on_gpu ? e2e::synthetic_source(shape, a.seed, a.threads, a.synthetic, e2e::cuda_synth_filler(), "cuda")
-                    : e2e::synthetic_source(shape, a.seed, a.threads, a.synthetic);
+    source = e2e::synthetic_source(shape, a.seed, a.threads, a.synthetic,
+                                   on_gpu ? e2e::cuda_synthesis() : e2e::SynthesisPlace{});
   } else {
     source = e2e::open_checkpoint(a.model_dir, a.threads);
   }

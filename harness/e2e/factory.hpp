@@ -101,5 +101,9 @@ void cuda_reset_peak_memory();
 // memory, freed before it returns) and copies them to the host: the bits of the host filler,
 // spot-checked against the host's draw at 257 elements per matrix (a mismatch throws).
 [[nodiscard]] synth::MatrixFiller cuda_synth_filler();
+// Synthesis on the GPU: cuda_synth_filler for host bits, and BF16 units filled in place.
+[[nodiscard]] inline SynthesisPlace cuda_synthesis() {
+  return SynthesisPlace{cuda_synth_filler(), "cuda", true};
+}
 
 }  // namespace df11::e2e

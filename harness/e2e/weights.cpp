@@ -185,12 +185,12 @@ namespace {
 class SyntheticSource final : public WeightSource {
  public:
   SyntheticSource(const ModelShape& shape, uint64_t seed, int threads, const std::string& name,
-                  synth::MatrixFiller filler, const std::string& filler_name)
-      : seed_(seed), threads_(threads), filler_(std::move(filler)) {
+                  SynthesisPlace where)
+      : seed_(seed), threads_(threads), where_(std::move(where)) {
     validate(shape, "synthetic model");
     shape_ = shape;
     description_ = fmt::format("synthetic {}(seed {}{})", name.empty() ? "" : name + " ", seed,
-                               filler_ ? ", generated on " + filler_name : "");
+                               where_.filler ? ", generated on " + where_.name : "");
     const auto h = static_cast<std::size_t>(shape.hidden);
     norms_.input.assign(static_cast<std::size_t>(shape.n_layers), std::vector<uint16_t>(h));
     norms_.post = norms_.input;
@@ -205,7 +205,7 @@ class SyntheticSource final : public WeightSource {
   }
 
   // The unit's plan; its bits are made when a provider asks for them (on the host, or by the
-  // filler), or by a device provider itself when a filler (a device's) was given.
+  // filler), or by a device provider itself when the place says so.
   UnitFeed load(int unit) const override {
     const ModelShape& s = shape_;
     synth::UnitPlan plan;
@@ -226,14 +226,13 @@ class SyntheticSource final : public WeightSource {
       shapes.push_back(m.shape);
     }
     UnitMap map = map_unit(s, unit, plan.name, names, shapes);
-    const bool on_device = static_cast<bool>(filler_);
-    return UnitFeed(unit, std::move(map), std::move(plan), filler_, on_device, threads_);
+    return UnitFeed(unit, std::move(map), std::move(plan), where_.filler, where_.device_fillable, threads_);
   }
 
  private:
   uint64_t seed_;
   int threads_;
-  synth::MatrixFiller filler_;  // empty: the host
+  SynthesisPlace where_;
 };
 
 // Reads a [hidden] BF16 norm from a checkpoint's files.
@@ -378,9 +377,8 @@ class Df11Source final : public WeightSource {
 }  // namespace
 
 std::unique_ptr<WeightSource> synthetic_source(const ModelShape& shape, uint64_t seed, int threads,
-                                               const std::string& name, synth::MatrixFiller filler,
-                                               const std::string& filler_name) {
-  return std::make_unique<SyntheticSource>(shape, seed, threads, name, std::move(filler), filler_name);
+                                               const std::string& name, SynthesisPlace where) {
+  return std::make_unique<SyntheticSource>(shape, seed, threads, name, std::move(where));
 }
 
 std::unique_ptr<WeightSource> open_checkpoint(const std::filesystem::path& dir, int threads) {

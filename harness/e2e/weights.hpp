@@ -121,14 +121,21 @@ class WeightSource {
 
 // Synthetic weights of df11::synth (calibrated exponent statistics) for any shape, the same
 // bits `df11 synth` writes for that shape and seed (matrices from make_layer / make_matrix_unit,
-// norms 1 + u/10), so a synthesized directory and --synthetic give identical models. The
-// matrices are filled by `filler` (named filler_name in the description), by default on the
-// host's cores; cuda_synth_filler() makes the same bits on the GPU.
+// norms 1 + u/10), so a synthesized directory and --synthetic give identical models.
+// Where the matrices are made (SynthesisPlace): on the host's cores by default; or by a filler,
+// named in the description, e.g. cuda_synthesis() (factory.hpp), which makes the same bits on
+// the GPU.
+struct SynthesisPlace {
+  synth::MatrixFiller filler;  // empty: the host's cores
+  std::string name;            // "cuda": "synthetic tiny (seed 0, generated on cuda)"
+  // The units also offer their plans (UnitFeed::synthetic_plan), so that a provider on the
+  // filler's device fills its own copy in place.
+  bool device_fillable = false;
+};
 [[nodiscard]] std::unique_ptr<WeightSource> synthetic_source(const ModelShape& shape, uint64_t seed,
                                                              int threads = 0,
                                                              const std::string& name = "",
-                                                             synth::MatrixFiller filler = {},
-                                                             const std::string& filler_name = "");
+                                                             SynthesisPlace where = {});
 // A Hugging Face BF16 directory or a DF11 directory (official or ours), told apart by
 // config.json's dfloat11_config.
 [[nodiscard]] std::unique_ptr<WeightSource> open_checkpoint(const std::filesystem::path& dir,

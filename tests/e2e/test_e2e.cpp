@@ -323,8 +323,11 @@ TEST_CASE("synthetic units: bits made on request, by the host or a filler; a fil
     ++fills;
     synth::fill_recipe(out, r, 1);
   };
-  const auto filled = synthetic_source(tiny, 7, kThreads, "tiny", counting, "test");
+  const auto filled = synthetic_source(tiny, 7, kThreads, "tiny", SynthesisPlace{counting, "test", true});
   CHECK(filled->description() == "synthetic tiny (seed 7, generated on test)");
+  // A filler alone makes the host bits; only a device-fillable place offers the plans.
+  CHECK(synthetic_source(tiny, 7, kThreads, "tiny", SynthesisPlace{counting, "test", false})->load(0).synthetic_plan() ==
+        nullptr);
   for (int u = 0; u < n_units(tiny); ++u) {
     UnitFeed a = host->load(u);
     UnitFeed b = filled->load(u);

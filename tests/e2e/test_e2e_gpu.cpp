@@ -105,7 +105,7 @@ void check_gpu_synthesis() {
 
   const ModelShape tiny = named_config("tiny");
   const auto on_host = synthetic_source(tiny, 5, 0, "tiny");
-  const auto on_gpu = synthetic_source(tiny, 5, 0, "tiny", gpu, "cuda");
+  const auto on_gpu = synthetic_source(tiny, 5, 0, "tiny", cuda_synthesis());
   bool same = true;
   for (int u = 0; u < n_units(tiny); ++u) same = same && on_host->load(u).bf16() == on_gpu->load(u).bf16();
   expect(same, "synthesis on the GPU: every unit of synthetic tiny equals the host's");
