@@ -331,6 +331,18 @@ UnitPlan plan_matrix_unit(const std::string& unit_name, const std::string& tenso
   return plan;
 }
 
+namespace {
+
+void fill_matrix(std::span<uint16_t> out, const MatrixRecipe& recipe, int n_threads, const MatrixFiller& filler) {
+  if (filler) {
+    filler(out, recipe);
+  } else {
+    fill_recipe(out, recipe, n_threads);
+  }
+}
+
+}  // namespace
+
 df11::Unit make_unit(const UnitPlan& plan, int n_threads, const MatrixFiller& filler) {
   df11::Unit unit;
   unit.name = plan.name;
@@ -340,14 +352,23 @@ df11::Unit make_unit(const UnitPlan& plan, int n_threads, const MatrixFiller& fi
     t.name = m.name;
     t.shape = m.shape;
     t.data.resize(static_cast<std::size_t>(m.shape[0] * m.shape[1]));
-    if (filler) {
-      filler(t.data, m.recipe);
-    } else {
-      fill_recipe(t.data, m.recipe, n_threads);
-    }
+    fill_matrix(t.data, m.recipe, n_threads, filler);
     unit.tensors.push_back(std::move(t));
   }
   return unit;
+}
+
+void fill_unit(std::span<uint16_t> out, const UnitPlan& plan, int n_threads, const MatrixFiller& filler) {
+  if (out.size() != plan.n_elements()) {
+    throw Error("fill_unit: " + plan.name + " holds " + std::to_string(plan.n_elements()) + " elements, out " +
+                std::to_string(out.size()));
+  }
+  std::size_t at = 0;
+  for (const MatrixPlan& m : plan.matrices) {
+    const auto n = static_cast<std::size_t>(m.shape[0] * m.shape[1]);
+    fill_matrix(out.subspan(at, n), m.recipe, n_threads, filler);
+    at += n;
+  }
 }
 
 df11::Unit make_layer(const ModelShape& shape, int layer_index, uint64_t seed, double row_fraction,

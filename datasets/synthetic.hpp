@@ -78,6 +78,9 @@ struct UnitPlan {
                                         std::string_view role, int64_t rows, int64_t cols, uint64_t seed);
 // The plan's bits as a Unit: fill_recipe on n_threads cores, or `filler` when given.
 [[nodiscard]] df11::Unit make_unit(const UnitPlan& plan, int n_threads = 0, const MatrixFiller& filler = {});
+// The same bits, the plan's matrices concatenated into out (plan.n_elements() words). Only the
+// filler touches out, so with a device's filler out may span that device's memory.
+void fill_unit(std::span<uint16_t> out, const UnitPlan& plan, int n_threads = 0, const MatrixFiller& filler = {});
 
 // make_unit of the plans above, on the host.
 [[nodiscard]] df11::Unit make_layer(const ModelShape& shape, int layer_index, uint64_t seed,

@@ -303,12 +303,10 @@ class Bf16DeviceProvider final : public DeviceProvider {
       // A synthetic unit generated in place (the host generator's bits: gpu::synth_fill), so the
       // resident BF16 weights never cross PCIe.
       auto& buf = units_[sz(feed.unit())] = cuda::DeviceBuffer<uint16_t>(feed.map().n_elements);
-      uint64_t at = 0;
-      for (const synth::MatrixPlan& m : plan->matrices) {
-        const auto n = static_cast<uint64_t>(m.shape[0] * m.shape[1]);
-        gpu::synth_fill(buf.get() + at, n, 0, m.recipe, s);
-        at += n;
-      }
+      synth::fill_unit(std::span<uint16_t>(buf.get(), buf.size()), *plan, 0,
+                       [s](std::span<uint16_t> out, const synth::MatrixRecipe& r) {
+                         gpu::synth_fill(out.data(), out.size(), 0, r, s);  // out is device memory
+                       });
       CUDA_CHECK(cudaStreamSynchronize(s));
     } else {
       const std::vector<uint16_t>& w = feed.bf16();

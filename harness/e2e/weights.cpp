@@ -127,17 +127,7 @@ const std::vector<uint16_t>& UnitFeed::bf16() {
   if (flat_) return *flat_;
   if (plan_) {
     std::vector<uint16_t> flat(map_.n_elements);
-    uint64_t at = 0;
-    for (const synth::MatrixPlan& m : plan_->matrices) {
-      const auto n = static_cast<std::size_t>(m.shape[0] * m.shape[1]);
-      const std::span<uint16_t> out(flat.data() + at, n);
-      if (filler_) {
-        filler_(out, m.recipe);
-      } else {
-        synth::fill_recipe(out, m.recipe, threads_);
-      }
-      at += n;
-    }
+    synth::fill_unit(flat, *plan_, threads_, filler_);
     flat_ = std::move(flat);
   } else if (unit_bf16_) {
     std::vector<uint16_t> flat;

@@ -175,15 +175,9 @@ class CudaBackend final : public Backend {
     if (m.kind == "bf16" || m.kind == "copy" || m.kind == "cpu-offload" || m.kind == "cpu-offload-sync") {
       return dec::Status::yes();
     }
-    if (m.kind == "df11-fused") {
-      const Layout l = m.variant ? m.variant->layout() : Layout::df11();
-      if (!dec::fused_decode_for(l)) {
-        return dec::Status::no(fmt::format("the fused kernels read layouts {} and {}, not {}",
-                                           dec::fused_spec(dec::FusedDecode::two_pass).layout().name(),
-                                           dec::fused_spec(dec::FusedDecode::one_pass).layout().name(), l.name()));
-      }
-      const EncodedUnit* e = encoding_in(l);
-      if (!e) return dec::Status::no("no encoding in layout " + l.name());
+    if (m.kind == "df11-fused") {  // fused_can_implement names the layouts the kernels read
+      const EncodedUnit* e = encoding_in(*m.layout());
+      if (!e) return dec::Status::no("no encoding in layout " + m.layout()->name());
       return dec::fused_can_implement(*e, gemv_matrices(), 1);
     }
     if (m.kind == "df11" || m.kind == "df11-chunked" || m.kind == "df11-pipelined" || m.kind == "decode") {
@@ -452,13 +446,10 @@ class CudaBackend final : public Backend {
     return out;
   }
 
-  // The layout a df11-fused method reads: its variant's (df11-fused:<variant>), else DF11's.
-  static Layout fused_layout(const MethodCase& m) { return m.variant ? m.variant->layout() : Layout::df11(); }
-
-  // The unit's fused decode + GEMV kernels and plan for the method's layout (two-pass on DF11's,
-  // one-pass on the count layout), made on first use.
+  // The unit's fused decode + GEMV kernels and plan for the method's layout (MethodCase::layout:
+  // two-pass on DF11's, one-pass on the count layout), made on first use.
   const dec::FusedGemvDevice& fused(const MethodCase& m) {
-    const Layout l = fused_layout(m);
+    const Layout l = *m.layout();
     const std::optional<dec::FusedDecode> d = dec::fused_decode_for(l);
     if (!d) throw Error("df11-fused: the fused kernels do not read layout " + l.name());
     auto& slot = fused_[static_cast<std::size_t>(*d)];
@@ -681,7 +672,7 @@ class CudaBackend final : public Backend {
     if (m.kind == "df11") return enc + 2 * bf16 + act;     // read encoded, write BF16, read it back
     if (m.kind == "df11-chunked" || m.kind == "df11-pipelined") return enc + act;  // slices stay in L2
     if (m.kind == "df11-fused") {                          // encoded weights only
-      const EncodedUnit* d = encoding_in(fused_layout(m));
+      const EncodedUnit* d = encoding_in(*m.layout());
       return (d ? d->stored_bytes() : 0) + act;
     }
     return bf16 + act;                                      // bf16 and offload: weights once

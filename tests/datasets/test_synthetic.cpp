@@ -204,6 +204,13 @@ TEST_CASE("draw_element gives any element of a fill on its own; a unit's plan li
     n_plan += host.tensors[i].data.size();
   }
   CHECK(plan.n_elements() == n_plan);
+  std::vector<uint16_t> flat(plan.n_elements());
+  synth::fill_unit(flat, plan, 2);  // the same bits, concatenated
+  std::vector<uint16_t> host_flat;
+  for (const auto& t : host.tensors) host_flat.insert(host_flat.end(), t.data.begin(), t.data.end());
+  CHECK(flat == host_flat);
+  flat.pop_back();
+  CHECK_THROWS_AS(synth::fill_unit(flat, plan, 2), df11::Error);
   const df11::Unit drawn = synth::make_unit(plan, 2, one_by_one);
   REQUIRE(drawn.tensors.size() == host.tensors.size());
   for (std::size_t i = 0; i < host.tensors.size(); ++i) CHECK(drawn.tensors[i].data == host.tensors[i].data);

@@ -93,11 +93,12 @@ FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<Gemv
       impl_->image = gap;
       break;
     }
-    case Source::own_image:
-      impl_->own_image = std::make_unique<GapDeviceImage>(fused_spec(impl_->plan.decode),
-                                                          prepare_image(fused_spec(impl_->plan.decode), unit), stream);
+    case Source::own_image: {
+      const VariantSpec spec = fused_spec(impl_->plan.decode);
+      impl_->own_image = std::make_unique<GapDeviceImage>(spec, prepare_image(spec, unit), stream);
       impl_->image = impl_->own_image.get();
       break;
+    }
     case Source::bf16_only: {
       std::vector<uint32_t> pos(impl_->plan.block_pos.size());
       for (std::size_t b = 0; b < pos.size(); ++b) {

@@ -192,7 +192,7 @@ template <FusedDecode D, int B>
 DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g,
                             uint64_t blk) {
   constexpr VariantSpec kSpec = Shape<D>::spec;
-  constexpr int kTpb = kSpec.threads_per_block;
+  constexpr int kTpb = kThreads<D>;
   const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
   uint64_t first = 0, end = 0, base = 0;
   const uint8_t* exps = smem + sl.exps;
@@ -281,7 +281,7 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
     simt::sync_block();
     if (t < static_cast<unsigned>(g.batch)) {
       float s = 0.0f;
-      for (int w = 0; w < kTpb / 32; ++w) s += red[w * kMaxBatch + t];
+      for (int w = 0; w < kWarps<D>; ++w) s += red[w * kMaxBatch + t];
       g.partials[static_cast<uint64_t>(pair) * g.batch + t] = s;
     }
     simt::sync_block();  // red is reused by the next row
