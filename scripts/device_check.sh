@@ -12,8 +12,9 @@
 #               device-to-device copy (experiments/decode_throughput.toml)
 #   sweep       the default experiment on the cuda backend (experiments/nemo_layer.toml)
 #   e2e         end-to-end generation on synthetic full-size Nemo (harness/e2e/bench_generate.sh)
-#   memcheck    compute-sanitizer memcheck on small cases of every variant
-#   racecheck   compute-sanitizer racecheck on small cases of every variant
+#   memcheck    compute-sanitizer memcheck on small cases of every variant, then on every CUDA
+#               path of the forward pass on the tiny config (harness/e2e/sanitize_runs.txt)
+#   racecheck   compute-sanitizer racecheck on the same
 #   profile     Nsight Compute counters (scripts/device_profile.py) of one decode each of
 #               PROFILE_METHODS (space-separated decode:<variant> / df11-fused[:<variant>]@<batch>;
 #               default: official-ptx, lut8x4.gap5-block.smem-out.t512.b8, this run's two fastest
@@ -30,7 +31,7 @@
 # The official kernel (official-ptx) runs when OFFICIAL_PTX names decode.ptx; by default the one
 # scripts/device_build put in the carry folder ($BUILD/decode.ptx), if it is there.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 OUT_DIR="${1:-${OUT:-device_out}}"
 BUILD="${BUILD:-build/device-carry}"
 BUDGET_S="${BUDGET_S:-480}"
@@ -144,6 +145,17 @@ if wanted memcheck || wanted racecheck; then
       "$BUILD/bin/test_gpu" --small
     wanted racecheck && step "racecheck (small)" 75 "$cs" --tool racecheck --error-exitcode 3 \
       "$BUILD/bin/test_gpu" --small --no-damaged
+    # The forward pass's own kernels (embedding, RMSNorm, rope, attention, SwiGLU, argmax,
+    # synthesis, fused decode + GEMV in both decodes, chunked and overlapped slices, offload
+    # copies) on the tiny config: harness/e2e/sanitize_runs.txt, a few tokens per path, --check
+    # on each. API errors are not reported: cuBLAS probes attributes that may fail by design, and
+    # the program checks every call of its own.
+    e2e_tiny=("$BUILD/bin/df11" generate --synthetic tiny --backend cuda --json
+      --runs harness/e2e/sanitize_runs.txt)
+    wanted memcheck && step "memcheck (e2e tiny)" 60 "$cs" --tool memcheck --error-exitcode 3 \
+      --report-api-errors no "${e2e_tiny[@]}"
+    wanted racecheck && step "racecheck (e2e tiny)" 60 "$cs" --tool racecheck --error-exitcode 3 \
+      --report-api-errors no "${e2e_tiny[@]}"
   else
     echo "compute-sanitizer not found" | tee -a "$SUMMARY"
   fi

@@ -82,6 +82,19 @@ expect_runs_error "line '--wieghts df11'"
 expect_runs_error "holds no run"
 rm -f "$runs"
 
+# The device check's compute-sanitizer runs (harness/e2e/sanitize_runs.txt) parse: on the cpu
+# backend the first (DF11 --check) passes and every CUDA-only run fails for its backend alone.
+sruns=$(dirname "$(realpath "$0")")/../../harness/e2e/sanitize_runs.txt
+json=$("$df11" generate --synthetic tiny --backend cpu --threads 2 --json --runs "$sruns" 2>/dev/null)
+python3 - "$json" <<'PY' || fail "sanitize_runs.txt on cpu: $json"
+import json, sys
+lines = [json.loads(l) for l in sys.argv[1].splitlines()]
+assert len(lines) >= 5, lines
+assert lines[0].get("check") == "passed", lines[0]
+for l in lines[1:]:
+    assert "cuda" in l.get("error", "").lower() or "CUDA" in l.get("error", ""), l
+PY
+
 # Tokenizer: text in, text out (the fixture tokenizer has 4000 ids, so the model gets 4000).
 out=$("$df11" generate --synthetic tiny --vocab 4000 --tokenizer "$data/tekken_small.json" --prompt "Hello world" \
   --max-new-tokens 3 --backend cpu 2>&1) || fail "generate --prompt exited $?: $out"
