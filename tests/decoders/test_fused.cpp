@@ -33,7 +33,9 @@ Case make_case(const std::vector<std::pair<int64_t, int64_t>>& shapes, uint64_t 
     const auto [out, in] = shapes[i];
     auto w = test::random_weights(static_cast<std::size_t>(out * in), seed + i, 120, 0.5);
     c.flat.insert(c.flat.end(), w.begin(), w.end());
-    c.unit.tensors.push_back({"m" + std::to_string(i), {out, in}, std::move(w)});
+    std::string name = "m";  // (not "m" + to_string: GCC 12's -Wrestrict false positive)
+    name += std::to_string(i);
+    c.unit.tensors.push_back({std::move(name), {out, in}, std::move(w)});
     c.mats.push_back({off, out, in});
     off += static_cast<uint64_t>(out * in);
   }

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -111,6 +112,10 @@ inline GemvParams gemv_params(const FusedPlan& plan, const GemvRun& run) {
                     std::to_string(m.out) + " rows");
       }
       if (o.accumulate && o.f32 == nullptr) throw Error("fused gemv: only float outputs accumulate");
+      if (m.in > (int64_t{1} << 30)) {  // the kernel steps through X rows in 32-bit byte strides
+        throw Error("fused gemv: matrix " + std::to_string(i) + ": rows of " + std::to_string(m.in) +
+                    " elements (at most 2^30)");
+      }
       g.x[i] = run.x[ui];
       g.y[i] = o.bf16;
       g.yf[i] = o.f32;
@@ -178,6 +183,20 @@ DF11_HD float fma_rn(float w, float x, float acc) {
 #endif
 }
 
+// The float of the BF16 word in the low (pair_lo_float) or high half of a 32-bit pair: exactly
+// bf16_to_float of that word, in one shift or one mask.
+DF11_HD float bits_to_float(uint32_t bits) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(bits);
+#else
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+#endif
+}
+DF11_HD float pair_lo_float(uint64_t pair) { return bits_to_float(static_cast<uint32_t>(pair) << 16); }
+DF11_HD float pair_hi_float(uint64_t pair) { return bits_to_float(static_cast<uint32_t>(pair) & 0xFFFF0000u); }
+
 // Shared memory of kernel 1: the decoder's layout, then kWarps x kMaxBatch floats for the
 // block reduction.
 DF11_HD unsigned reduce_offset(const SmemLayout& sl) { return align_up(sl.total); }
@@ -243,31 +262,45 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
       if (a > z) a = z = seg_end;
     }
     for (uint64_t idx = row_start + t; idx < a; idx += kTpb) scalar(idx);
-    for (uint64_t gi = a + 8ull * t; gi < z; gi += 8ull * kTpb) {
-      uint16_t words[8];
+    // The 8-wide steps in 32-bit offsets from pointers set up once (a segment lies within one
+    // DF11 block), so the loop does no 64-bit index arithmetic; the weights are read or decoded
+    // in two loops (the choice is uniform), each word pair turns into floats by a shift and a
+    // mask. The same FMAs in the same order as element by element.
+    if (a < z) {
+      const unsigned n_vec = static_cast<unsigned>(z - a);
+      const uint8_t* x0 = reinterpret_cast<const uint8_t*>(x + (k0 + (a - row_start)));  // X[0] at element a
+      const uint32_t x_stride = static_cast<uint32_t>(in * 2);  // bytes between batch rows of X (gemv_params)
+      auto steps = [&](auto load_words) {
+        const uint8_t* xo = x0 + 16u * t;
+        for (unsigned o = 8u * t; o < n_vec; o += 8u * kTpb, xo += 16u * kTpb) {
+          const Words8 w8 = load_words(o);
+          // Elements 0-3, then 4-7, over every batch row: each acc[b] still takes them in order,
+          // and only four weights are live at a time (registers at batch 16).
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+          for (int h = 0; h < 2; ++h) {
+            const uint64_t wh = h == 0 ? w8.lo : w8.hi;
+            const float w0 = pair_lo_float(wh), w1 = pair_hi_float(wh), w2 = pair_lo_float(wh >> 32),
+                        w3 = pair_hi_float(wh >> 32);
+            for (int b = 0; b < B; ++b) {
+              if (b >= nb) continue;
+              const uint64_t xv = load8(xo + b * static_cast<uint64_t>(x_stride) + 8u * h);
+              acc[b] = fma_rn(w0, pair_lo_float(xv), acc[b]);
+              acc[b] = fma_rn(w1, pair_hi_float(xv), acc[b]);
+              acc[b] = fma_rn(w2, pair_lo_float(xv >> 32), acc[b]);
+              acc[b] = fma_rn(w3, pair_hi_float(xv >> 32), acc[b]);
+            }
+          }
+        }
+      };
       if (g.weights) {
-        const uint64_t lo = load8(reinterpret_cast<const uint8_t*>(g.weights + gi));
-        const uint64_t hi = load8(reinterpret_cast<const uint8_t*>(g.weights + gi + 4));
-        for (int j = 0; j < 4; ++j) {
-          words[j] = static_cast<uint16_t>(lo >> (16 * j));
-          words[4 + j] = static_cast<uint16_t>(hi >> (16 * j));
-        }
+        const uint8_t* wp = reinterpret_cast<const uint8_t*>(g.weights + a);
+        steps([wp](unsigned o) { return Words8{load8(wp + 2u * o), load8(wp + 2u * o + 8)}; });
       } else {
-        const Words8 w8 = merge8(load8(exps + (gi - base)), load8(p.sign_mantissa + gi));
-        for (int j = 0; j < 4; ++j) {
-          words[j] = static_cast<uint16_t>(w8.lo >> (16 * j));
-          words[4 + j] = static_cast<uint16_t>(w8.hi >> (16 * j));
-        }
-      }
-      const uint64_t k = k0 + (gi - row_start);
-      for (int b = 0; b < B; ++b) {
-        if (b >= nb) continue;
-        const uint8_t* xb = reinterpret_cast<const uint8_t*>(x + static_cast<uint64_t>(b) * in + k);
-        const uint64_t x_lo = load8(xb), x_hi = load8(xb + 8);
-        for (int j = 0; j < 8; ++j) {
-          const uint16_t xv = static_cast<uint16_t>((j < 4 ? x_lo : x_hi) >> (16 * (j & 3)));
-          acc[b] = fma_rn(bf16_to_float(words[j]), bf16_to_float(xv), acc[b]);
-        }
+        const uint8_t* ep = exps + (a - base);
+        const uint8_t* smp = p.sign_mantissa + a;
+        steps([ep, smp](unsigned o) { return merge8(load8(ep + o), load8(smp + o)); });
       }
     }
     for (uint64_t idx = z + t; idx < seg_end; idx += kTpb) scalar(idx);
