@@ -136,6 +136,9 @@ void BM_gpu_gemm(benchmark::State& state) {
     const auto dx = cuda::DeviceBuffer<uint16_t>::from(x, g->stream.get());
     cuda::DeviceBuffer<uint16_t> dy(static_cast<std::size_t>(batch) * kRows);
     sweep::LtGemm gemm;
+    // Once untimed: the algorithm search and the lazy module load stay out of the first sample.
+    gemm.run(g->w.get(), kRows, kIn, dx.get(), dy.get(), kRows, batch, g->stream.get());
+    CUDA_CHECK(cudaStreamSynchronize(g->stream.get()));
     for (auto _ : state) {
       state.SetIterationTime(
           g->timed([&] { gemm.run(g->w.get(), kRows, kIn, dx.get(), dy.get(), kRows, batch, g->stream.get()); }));

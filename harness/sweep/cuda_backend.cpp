@@ -87,10 +87,18 @@ class CudaBackend final : public Backend {
   [[nodiscard]] std::string kind() const override { return "cuda"; }
 
   [[nodiscard]] nlohmann::json device_info() const override {
-    int clock_khz = 0, mem_khz = 0, bus_bits = 0;
-    cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device_);
-    cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device_);
-    cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device_);
+    // An attribute the driver does not report is 0 here, and its error is cleared so that no
+    // later launch check reports it.
+    auto attribute = [this](cudaDeviceAttr a) {
+      int v = 0;
+      if (cudaDeviceGetAttribute(&v, a, device_) != cudaSuccess) {
+        (void)cudaGetLastError();
+        v = 0;
+      }
+      return v;
+    };
+    const int clock_khz = attribute(cudaDevAttrClockRate), mem_khz = attribute(cudaDevAttrMemoryClockRate),
+              bus_bits = attribute(cudaDevAttrGlobalMemoryBusWidth);
     // Peak DRAM bandwidth from the spec sheet values the driver reports (double data rate).
     const double bw_gbps = 2.0 * mem_khz * 1e3 * (bus_bits / 8.0) / 1e9;
     return {{"backend", "cuda"},
@@ -490,7 +498,7 @@ class CudaBackend final : public Backend {
     x_.clear();
     y_.clear();
     host_x_.clear();
-    batch_ = batch;
+    batch_ = 0;  // the batch it holds: set once every buffer is there (an allocation may throw)
     if (batch == 0) return;
     std::mt19937_64 rng(seed_ * 1000003u + static_cast<uint64_t>(batch));
     std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -504,17 +512,21 @@ class CudaBackend final : public Backend {
       y_.push_back(std::move(y));
     }
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    batch_ = batch;
   }
 
   // Every matrix's Y for this batch, concatenated, copied to the host (after the run, on
   // stream_).
   std::vector<uint16_t> collect_outputs(int batch) {
-    std::vector<uint16_t> out;
+    // Sized once before any copy is queued: a resize could move storage a queued copy writes to.
+    std::size_t total = 0;
+    for (const auto& m : mats_) total += static_cast<std::size_t>(batch) * static_cast<std::size_t>(m.out);
+    std::vector<uint16_t> out(total);
+    std::size_t at = 0;
     for (std::size_t i = 0; i < mats_.size(); ++i) {
       const std::size_t cnt = static_cast<std::size_t>(batch) * static_cast<std::size_t>(mats_[i].out);
-      const std::size_t at = out.size();
-      out.resize(at + cnt);
       CUDA_CHECK(cudaMemcpyAsync(out.data() + at, y_[i].get(), cnt * 2, cudaMemcpyDeviceToHost, stream_.get()));
+      at += cnt;
     }
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     return out;

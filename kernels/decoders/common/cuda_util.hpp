@@ -79,11 +79,15 @@ class DeviceBuffer {
     ptr_ = nullptr;
     n_ = 0;
   }
-  // Copies host data into a fresh buffer of the same size.
+  // Copies host data into a fresh buffer of the same size, on `stream` (ordered after its work)
+  // and returns once the copy is done: the vector may go at once, a temporary too. (From
+  // pageable memory cudaMemcpyAsync returns once the driver has staged the bytes, but the
+  // documentation hedges that, and a set-up path gains nothing from relying on it.)
   static DeviceBuffer from(const std::vector<T>& host, cudaStream_t stream) {
     DeviceBuffer b(host.size());
     if (!host.empty()) {
       CUDA_CHECK(cudaMemcpyAsync(b.ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
+      CUDA_CHECK(cudaStreamSynchronize(stream));
     }
     return b;
   }
