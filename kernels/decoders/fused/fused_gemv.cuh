@@ -217,7 +217,8 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
   const uint8_t* exps = smem + sl.exps;
   if (g.weights == nullptr) {
     const auto c =
-        decode_phases<kSpec.table, kSpec.partition, kSpec.staging, kTpb, kSpec.bytes_per_thread>(p, sl, smem, blk);
+        decode_phases<kSpec.table, kSpec.partition, kSpec.staging, kTpb, kSpec.bytes_per_thread, (B < 16)>(p, sl, smem,
+                                                                                                         blk);
     first = c.block_first;
     end = c.block_end;
     base = exp_base(c);

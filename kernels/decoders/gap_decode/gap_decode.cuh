@@ -147,7 +147,8 @@ DF11_HD unsigned pass1(const BlockCtx<Table>& c, unsigned t) {
 }
 
 // Pass 2: the thread knows the index of its first element (`first`) and writes its outputs.
-template <Staging S, bool ReadOnlyInput, class Table>
+// Unchecked: shared-memory stores go unchecked where no code can land past the block (below).
+template <Staging S, bool ReadOnlyInput, bool Unchecked = true, class Table>
 DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigned count) {
   if (!chunk_exists(*c.p, c.block, c.tpb, t)) return;
   if constexpr (keeps_symbols(S)) {
@@ -171,17 +172,33 @@ DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigne
     const unsigned in_block = static_cast<unsigned>(c.block_end - c.block_first);
     const unsigned rel = static_cast<unsigned>(first - c.block_first);
     const unsigned room = rel < in_block ? in_block - rel : 0u;  // no store at all when 0
+    // A chunk holds at most bpt * 8 codes (every code is at least a bit long and starts in the
+    // chunk, corrupt streams included), so where room is that large (every thread of a block
+    // but the last few) no code can land past the block: the stores go unchecked, saving a
+    // compare per code in the decode loop.
+    const bool roomy = Unchecked && room >= c.bpt * 8;
     if constexpr (S == Staging::exp_smem) {
       const unsigned at = c.sl.exps + static_cast<unsigned>(c.block_first - exp_base(c)) + rel;
-      decode_chunk<ReadOnlyInput>(c.table, span, [&c, at, room](unsigned k, unsigned e) {
-        if (k < room) c.smem[at + k] = static_cast<uint8_t>(e);
-      });
+      if (roomy) {
+        decode_chunk<ReadOnlyInput>(c.table, span,
+                                    [&c, at](unsigned k, unsigned e) { c.smem[at + k] = static_cast<uint8_t>(e); });
+      } else {
+        decode_chunk<ReadOnlyInput>(c.table, span, [&c, at, room](unsigned k, unsigned e) {
+          if (k < room) c.smem[at + k] = static_cast<uint8_t>(e);
+        });
+      }
     } else {
       uint16_t* dst = reinterpret_cast<uint16_t*>(c.smem + c.sl.out) + (room ? rel : 0u);
       const uint8_t* sm = c.p->sign_mantissa + (room ? first : c.block_first);
-      decode_chunk<ReadOnlyInput>(c.table, span, [dst, sm, room](unsigned k, unsigned e) {
-        if (k < room) dst[k] = merge_bf16(static_cast<uint8_t>(e), sm[k]);
-      });
+      if (roomy) {
+        decode_chunk<ReadOnlyInput>(c.table, span, [dst, sm](unsigned k, unsigned e) {
+          dst[k] = merge_bf16(static_cast<uint8_t>(e), sm[k]);
+        });
+      } else {
+        decode_chunk<ReadOnlyInput>(c.table, span, [dst, sm, room](unsigned k, unsigned e) {
+          if (k < room) dst[k] = merge_bf16(static_cast<uint8_t>(e), sm[k]);
+        });
+      }
     }
   }
 }
@@ -367,8 +384,9 @@ DF11_HD unsigned scan_block_warp(unsigned v, uint32_t* totals) {
 // The per-thread phases of DF11 block b, once the tables (and a cp.async staging of b's
 // encoded bytes) are in shared memory behind a barrier: pass 1, the block scan, pass 2.
 // Returns the block's context; what pass 2 left in shared memory (smem-out, exponents) is
-// complete after the next barrier.
-template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
+// complete after the next barrier. Unchecked: pass 2's (a second copy of the decode loop,
+// which the fused kernels at batch 16 have no registers for).
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Unchecked = true>
 DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, uint64_t b) {
   constexpr bool kStaged = S == Staging::cp_async;
   const unsigned t = simt::tid_x();
@@ -379,7 +397,7 @@ DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t*
     c.block_first = p.positions[b * TPB];
     const uint64_t last = (b + 1) * TPB < p.n_chunks ? (b + 1) * TPB : p.n_chunks;
     c.block_end = p.positions[last];
-    if (chunk_exists(p, b, TPB, t)) pass2<S, !kStaged>(c, t, p.positions[b * TPB + t], 0);
+    if (chunk_exists(p, b, TPB, t)) pass2<S, !kStaged, Unchecked>(c, t, p.positions[b * TPB + t], 0);
   } else {
     c.block_first = p.positions[b];
     c.block_end = p.positions[b + 1];
@@ -387,7 +405,7 @@ DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t*
     uint32_t* scan = reinterpret_cast<uint32_t*>(smem + sl.scan);
     const unsigned excl =
         P == Partition::gap_block ? scan_block_smem<TPB>(count, scan) : scan_block_warp<TPB>(count, scan);
-    pass2<S, !kStaged>(c, t, c.block_first + excl, count);
+    pass2<S, !kStaged, Unchecked>(c, t, c.block_first + excl, count);
   }
   return c;
 }
