@@ -242,7 +242,7 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
       row_start = seg_end;
       continue;
     }
-    const int nb = g.batch < B ? g.batch : B;
+    const int nb = B == 1 ? 1 : (g.batch < B ? g.batch : B);  // batch >= 1 (gemv_params): no row test at B = 1
     float acc[B];
     for (int b = 0; b < B; ++b) acc[b] = 0.0f;
     // Element idx of the row: its weight times X[b][k] into acc[b].

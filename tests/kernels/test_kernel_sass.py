@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""scripts/kernel_sass.py on made-up SASS (no cuobjdump needed): the innermost loops and their
+shortest and longest iterations, predicated instructions counted, the kernel's closing branch
+to itself not a loop; the check fails on a longer iteration and on a changed loop structure and
+lists shorter ones."""
+import copy
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+import kernel_sass  # noqa: E402
+
+
+def sass(function, lines):
+    out = [f"\t\tFunction : {function}"]
+    for i, text in enumerate(lines):
+        out.append(f"        /*{i * 16:04x}*/                   {text} ;   /* 0x0000 */")
+    return "\n".join(out)
+
+
+# A decode-like loop (head at 0x20): a fast path of 5 (0x20..0x60 then the back branch at 0x90:
+# head, LDS, branch not taken, STS, jump to the tail... ) and a slow path through 0x70..0x80.
+TEXT = sass("_Z6kernelv", [
+    "MOV R1, RZ",                      # 0x00
+    "NOP",                             # dropped
+    "LDS R2, [R1]",                    # 0x20 head (index 1 after the NOP is dropped)
+    "@P0 BRA 0x70",                    # 0x30 to the slow path
+    "STS [R1], R2",                    # 0x40
+    "@!P1 STS [R1+0x1], R2",           # 0x50 predicated: still issues
+    "BRA 0x90",                        # 0x60
+    "LDG.E R3, desc[UR4][R4.64]",      # 0x70 slow path
+    "IADD3 R1, R1, R3, RZ",            # 0x80
+    "@P2 BRA 0x20",                    # 0x90 back to the head
+    # An outer loop around an inner one: only the inner counts.
+    "IADD3 R5, R5, 0x1, RZ",           # 0xa0 outer head
+    "FFMA R6, R6, R6, R6",             # 0xb0 inner head
+    "@P3 BRA 0xb0",                    # 0xc0
+    "@P4 BRA 0xa0",                    # 0xd0
+    "EXIT",                            # 0xe0
+    "BRA 0xf0",                        # 0xf0: the closing branch to itself
+])
+
+
+def main():
+    ins = kernel_sass.parse_sass(TEXT)["_Z6kernelv"]
+    assert all(op != "NOP" for _a, _p, op, _t in ins), ins
+    loops = kernel_sass.loops(ins)
+    assert len(loops) == 2, loops
+    decode, inner = loops
+    # Fast: LDS, @P0 BRA, STS, @!P1 STS, BRA, @P2 BRA = 6; slow: LDS, @P0 BRA, LDG, IADD3, @P2 BRA = 5.
+    assert decode["head"] == "0x20" and decode["span"] == 8, decode
+    assert (decode["min_cycle"], decode["max_cycle"]) == (5, 6), decode
+    assert decode["ops"] == {"LDS": 1, "LDG": 1}, decode
+    assert (inner["head"], inner["min_cycle"], inner["max_cycle"], inner["ops"]) == ("0xb0", 2, 2, {"FFMA": 1}), inner
+
+    doc = {"kernels": [{"name": "kernel()", "loops": loops}]}
+    assert kernel_sass.check(doc, doc) == ([], [])
+    longer = copy.deepcopy(doc)
+    longer["kernels"][0]["loops"][0]["max_cycle"] = 7
+    bad, better = kernel_sass.check(longer, doc)
+    assert len(bad) == 1 and "longest iteration 7 instructions > baseline 6" in bad[0] and not better, bad
+    shorter = copy.deepcopy(doc)
+    shorter["kernels"][0]["loops"][1]["min_cycle"] = 1
+    bad, better = kernel_sass.check(shorter, doc)
+    assert not bad and better == ["kernel(): loop 1: shortest iteration 2 -> 1 instructions"], (bad, better)
+    fewer = copy.deepcopy(doc)
+    fewer["kernels"][0]["loops"].pop()
+    bad, _ = kernel_sass.check(fewer, doc)
+    assert len(bad) == 1 and "2 innermost loops in the baseline, 1 now" in bad[0], bad
+    new_kernel = {"kernels": doc["kernels"] + [{"name": "other()", "loops": []}]}
+    assert kernel_sass.check(new_kernel, doc) == ([], [])  # no baseline for it yet
+    print("test_kernel_sass: ok")
+
+
+if __name__ == "__main__":
+    main()
