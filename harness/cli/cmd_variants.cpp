@@ -1,5 +1,7 @@
-// `df11 variants`: every registered decoder variant with its design traits, the layout it reads
-// and its ptxas resources per architecture (from <build>/kernel_resources.json).
+// `df11 variants`: every registered decoder variant with its design traits, the layout it reads,
+// its ptxas resources per architecture (from <build>/kernel_resources.json) and the instructions
+// per iteration of its kernel's inner loops on sm_90 (from <build>/kernel_sass.json, which
+// scripts/kernel_sass.py writes).
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -16,12 +18,29 @@
 namespace df11::cli {
 namespace {
 
-std::filesystem::path default_resources_path() {
-  // The binary lives in <build>/bin; the build writes <build>/kernel_resources.json.
+std::filesystem::path default_build_file(const char* name) {
+  // The binary lives in <build>/bin; the build writes its reports into <build>.
   std::error_code ec;
   const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (ec) return {};
-  return exe.parent_path().parent_path() / "kernel_resources.json";
+  return exe.parent_path().parent_path() / name;
+}
+
+// The JSON document at `arg` (which must exist), else at the build's default path if it exists,
+// else an empty object. Sets `used` to the path read.
+nlohmann::json read_report(const std::string& arg, const char* name, std::filesystem::path& used) {
+  used = arg.empty() ? default_build_file(name) : std::filesystem::path(arg);
+  if (used.empty() || !std::filesystem::exists(used)) {
+    if (!arg.empty()) throw Error(fmt::format("{}: no such file", arg));
+    used.clear();
+    return nlohmann::json::object();
+  }
+  std::ifstream in(used);
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("{}: not valid JSON: {}", used.string(), e.what()));
+  }
 }
 
 // The demangled name ptxas reports for a variant's kernel instance.
@@ -45,20 +64,28 @@ nlohmann::json resources_for(const nlohmann::json& doc, const std::string& signa
   return out;
 }
 
-int run_variants(bool json, const std::string& resources_arg) {
-  const std::filesystem::path res_path =
-      resources_arg.empty() ? default_resources_path() : std::filesystem::path(resources_arg);
-  nlohmann::json res_doc = nlohmann::json::object();
-  if (!res_path.empty() && std::filesystem::exists(res_path)) {
-    std::ifstream in(res_path);
-    try {
-      res_doc = nlohmann::json::parse(in);
-    } catch (const std::exception& e) {
-      throw Error(fmt::format("{}: not valid JSON: {}", res_path.string(), e.what()));
+// The kernel's inner loops from kernel_sass.json: [{min_cycle, max_cycle, span, ops}] (empty
+// when the file has no such kernel).
+nlohmann::json sass_loops_for(const nlohmann::json& doc, const std::string& signature) {
+  if (!doc.contains("kernels")) return nlohmann::json::array();
+  for (const auto& k : doc["kernels"]) {
+    if (k.value("name", "").find(signature) == std::string::npos) continue;
+    nlohmann::json loops = nlohmann::json::array();
+    for (const auto& l : k.value("loops", nlohmann::json::array())) {
+      loops.push_back({{"min_cycle", l.value("min_cycle", 0)},
+                       {"max_cycle", l.value("max_cycle", 0)},
+                       {"span", l.value("span", 0)},
+                       {"ops", l.value("ops", nlohmann::json::object())}});
     }
-  } else if (!resources_arg.empty()) {
-    throw Error(fmt::format("{}: no such file", resources_arg));
+    return loops;
   }
+  return nlohmann::json::array();
+}
+
+int run_variants(bool json, const std::string& resources_arg, const std::string& sass_arg) {
+  std::filesystem::path res_path, sass_path;
+  const nlohmann::json res_doc = read_report(resources_arg, "kernel_resources.json", res_path);
+  const nlohmann::json sass_doc = read_report(sass_arg, "kernel_sass.json", sass_path);
   dec::Registry reg;
   dec::register_all(reg);
   nlohmann::json all = nlohmann::json::array();
@@ -74,14 +101,18 @@ int run_variants(bool json, const std::string& resources_arg) {
                         {"bytes_per_thread", t.bytes_per_thread}};
     if (const auto* v = dynamic_cast<const dec::VariantDecoder*>(d.get())) {
       j["resources"] = resources_for(res_doc, kernel_signature(v->spec()));
+      j["sass_loops"] = sass_loops_for(sass_doc, kernel_signature(v->spec()));
     } else {
       j["resources"] = nlohmann::json::object();  // loaded at run time (official-ptx)
+      j["sass_loops"] = nlohmann::json::array();
     }
     all.push_back(std::move(j));
   }
   if (json) {
     std::cout << nlohmann::json{{"built_with_cuda", dec::built_with_cuda()},
-                                {"resources_file", res_doc.empty() ? "" : res_path.string()},
+                                {"resources_file", res_path.string()},
+                                {"sass_file", sass_path.string()},
+                                {"sass_arch", sass_doc.empty() ? "" : "sm_90"},
                                 {"variants", all}}
                      .dump(1)
               << "\n";
@@ -99,8 +130,17 @@ int run_variants(bool json, const std::string& resources_arg) {
                regs.empty() ? "-" : regs, spills.empty() ? "-" : spills);
     fmt::print("    table: {}; partition: {}; staging: {}\n", j["table"].get<std::string>(),
                j["partition"].get<std::string>(), j["staging"].get<std::string>());
+    if (!j["sass_loops"].empty()) {
+      std::string loops;
+      for (const auto& l : j["sass_loops"]) {
+        const int lo = l["min_cycle"].get<int>(), hi = l["max_cycle"].get<int>();
+        loops += lo == hi ? fmt::format(" {}", lo) : fmt::format(" {}..{}", lo, hi);
+      }
+      fmt::print("    sm_90 SASS, instructions per iteration of the inner loops:{}\n", loops);
+    }
   }
   if (res_doc.empty()) fmt::print("(no kernel_resources.json: built without CUDA or not built yet)\n");
+  if (sass_doc.empty()) fmt::print("(no kernel_sass.json: scripts/kernel_sass.py writes it; ctest kernel_sass runs it)\n");
   return 0;
 }
 
@@ -109,10 +149,13 @@ int run_variants(bool json, const std::string& resources_arg) {
 void add_variants(CLI::App& app) {
   auto json = std::make_shared<bool>(false);
   auto resources = std::make_shared<std::string>();
-  auto* cmd = app.add_subcommand("variants", "List the decoder variants: traits, layout, ptxas resources");
+  auto sass = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand("variants",
+                                 "List the decoder variants: traits, layout, ptxas resources, SASS instructions per loop iteration");
   cmd->add_flag("--json", *json, "Print JSON");
   cmd->add_option("--resources", *resources, "kernel_resources.json to read (default: the build's)");
-  cmd->callback([json, resources] { exit_code() = run_variants(*json, *resources); });
+  cmd->add_option("--sass", *sass, "kernel_sass.json to read (default: the build's)");
+  cmd->callback([json, resources, sass] { exit_code() = run_variants(*json, *resources, *sass); });
 }
 
 }  // namespace df11::cli

@@ -195,6 +195,36 @@ expect_error out "model_layers_1.safetensors" -- verify src bad_df11
 # A missing input directory.
 expect_error out "no_such_dir" -- compress no_such_dir out
 
+# df11 variants: at least 8 variants with their traits and layout, and each decoder kernel's
+# resources and SASS loops from the files given (made up here: the real ones need nvcc and
+# cuobjdump); a named file that is missing is an error.
+sig='gap_decode_kernel<(df11::dec::TableKind)0, (df11::dec::Partition)0, (df11::dec::Staging)0, 512, 8>'
+printf '{"kernels": [{"name": "void df11::dec::(anonymous namespace)::%s(x)", "arch": "sm_90", "registers": 31}]}\n' \
+  "$sig" >res.json
+printf '{"kernels": [{"name": "void df11::dec::(anonymous namespace)::%s(x)", "loops": [{"min_cycle": 30, "max_cycle": 51, "span": 60, "ops": {"LDS": 1}}, {"min_cycle": 42, "max_cycle": 42, "span": 42, "ops": {}}]}]}\n' \
+  "$sig" >sass.json
+ok variants --json --resources res.json --sass sass.json
+python3 - "$scratch/last.out" <<'PY' || fail "df11 variants --json: $(head -c 400 "$scratch/last.out")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+v = {x["name"]: x for x in d["variants"]}
+assert len(v) >= 8, len(v)
+for x in v.values():
+    for k in ("layout", "table", "partition", "staging", "granularity", "resources", "sass_loops"):
+        assert k in x, (x["name"], k)
+o = v["lut8x4.gap5-block.smem-out.t512.b8"]
+assert o["layout"] == "df11" and o["resources"] == {"sm_90": {"registers": 31, "spill_store_bytes": 0, "spill_load_bytes": 0, "stack_bytes": 0, "static_smem_bytes": 0}}, o
+assert [(l["min_cycle"], l["max_cycle"]) for l in o["sass_loops"]] == [(30, 51), (42, 42)], o["sass_loops"]
+assert not v["lut8x4.gap5-warp.smem-out.t512.b8"]["sass_loops"]  # not in the made-up file
+assert d["sass_arch"] == "sm_90" and d["sass_file"].endswith("sass.json"), d
+PY
+ok variants --resources res.json --sass sass.json
+grep -q "instructions per iteration of the inner loops: 30..51 42$" "$scratch/last.out" ||
+  fail "df11 variants text: no SASS loops line in $(grep -A3 'lut8x4.gap5-block.smem-out' "$scratch/last.out")"
+expect_error out "no_such.json" -- variants --sass no_such.json
+printf 'not json' >bad.json
+expect_error out "bad.json" "not valid JSON" -- variants --resources bad.json
+
 if ((failures > 0)); then
   echo "$failures check(s) failed"
   exit 1
