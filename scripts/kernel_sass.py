@@ -28,6 +28,8 @@ import shutil
 import subprocess
 import sys
 
+from kernel_resources import demangle  # the same demangled names as kernel_resources.json
+
 ARCH = "sm_90"
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 FUNCTION = re.compile(r"Function : (\S+)")
@@ -141,16 +143,6 @@ def loops(ins):
         result.append({"head": f"{ins[h][0]:#x}", "span": e - h + 1, "min_cycle": lo[best_lo],
                        "max_cycle": hi[best_hi], "ops": {k: v for k, v in ops.items() if v}})
     return result
-
-
-def demangle(names):
-    if not names:
-        return []
-    try:
-        out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True).stdout
-        return out.splitlines()
-    except (OSError, subprocess.CalledProcessError):
-        return names
 
 
 def collect(build_dir, tools):

@@ -24,18 +24,20 @@ DF11_HD uint16_t merge_bf16(uint8_t exponent, uint8_t sign_mantissa) {
 void split_bf16(const uint16_t* words, std::size_t n, uint8_t* exponents, uint8_t* sign_mantissa);
 void merge_bf16(const uint8_t* exponents, const uint8_t* sign_mantissa, std::size_t n, uint16_t* words);
 
-// BF16 pattern -> float (exact) and float -> BF16 (round to nearest even; a NaN stays a quiet
-// NaN with its sign). Host and device (kernels use them too).
-[[nodiscard]] DF11_HD float bf16_to_float(uint16_t w) {
+// The float with these bits (host and device).
+[[nodiscard]] DF11_HD float bits_to_float(uint32_t bits) {
 #if defined(__CUDA_ARCH__)
-  return __uint_as_float(static_cast<uint32_t>(w) << 16);
+  return __uint_as_float(bits);
 #else
-  const uint32_t bits = static_cast<uint32_t>(w) << 16;
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
 #endif
 }
+
+// BF16 pattern -> float (exact) and float -> BF16 (round to nearest even; a NaN stays a quiet
+// NaN with its sign). Host and device (kernels use them too).
+[[nodiscard]] DF11_HD float bf16_to_float(uint16_t w) { return bits_to_float(static_cast<uint32_t>(w) << 16); }
 [[nodiscard]] DF11_HD uint16_t float_to_bf16(float f) {
 #if defined(__CUDA_ARCH__)
   const uint32_t bits = __float_as_uint(f);

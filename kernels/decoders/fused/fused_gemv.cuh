@@ -17,7 +17,6 @@
 #pragma once
 
 #include <cmath>
-#include <cstring>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -185,15 +184,6 @@ DF11_HD float fma_rn(float w, float x, float acc) {
 
 // The float of the BF16 word in the low (pair_lo_float) or high half of a 32-bit pair: exactly
 // bf16_to_float of that word, in one shift or one mask.
-DF11_HD float bits_to_float(uint32_t bits) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(bits);
-#else
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-#endif
-}
 DF11_HD float pair_lo_float(uint64_t pair) { return bits_to_float(static_cast<uint32_t>(pair) << 16); }
 DF11_HD float pair_hi_float(uint64_t pair) { return bits_to_float(static_cast<uint32_t>(pair) & 0xFFFF0000u); }
 
