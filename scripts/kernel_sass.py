@@ -4,14 +4,16 @@
 A decoder that is to keep up with HBM has a budget of a few tens of thread-instructions per
 weight (docs/ARCHITECTURE.md), so the instructions one iteration of a decode or GEMV loop
 issues are the figure a kernel change moves first. For every `*.cu.o` under the build folder
-this runs `cuobjdump -sass` and, per kernel, finds the innermost loops (a backward branch and
-the instructions it closes over, containing no other loop) and the shortest path once round
-each (instructions from the loop head back to it, predicated ones included: they issue): for a
-decode loop that is the multi-symbol fast path without a refill, for the fused GEMV's 8-wide
-step its one path. Results go to <build>/kernel_sass.json.
+this runs `cuobjdump -sass` and, per kernel, finds its loops (a backward branch and the
+instructions it closes over) and the shortest and longest path once round each, an inner
+loop's back edge not taken (instructions from the loop head back to it, predicated ones
+included: they issue): for a decode loop the shortest is the multi-symbol fast path without a
+refill and the longest the fallback through the chained tables with one; for the fused GEMV's
+8-wide step they are its one path. Each loop also says how deep it is nested and whether its
+body holds a block barrier (the per-block loops do, a thread's own loops do not). Results go to <build>/kernel_sass.json.
 
 --check compares with a baseline (reports/baselines/kernel_sass.json): it fails when a loop's
-shortest iteration grows, or when a kernel's innermost loops change in number (the loops are
+shortest or longest iteration grows, or when a kernel's loops change in number (the loops are
 matched by their order in the kernel: a change of structure has to be looked at and the
 baseline regenerated with --build-dir B --out reports/baselines/kernel_sass.json). Loops that
 got shorter are listed. Exit 77 (ctest: skipped) without cuobjdump and nvdisasm: scripts/setup
@@ -95,7 +97,8 @@ def successors(ins, i, index_of):
 
 
 def loops(ins):
-    """The innermost loops of one kernel: [{head, span, min_cycle, ops}]."""
+    """The loops of one kernel in address order: [{head, span, depth, barrier, min_cycle,
+    max_cycle, ops}]."""
     index_of = {a: i for i, (a, *_rest) in enumerate(ins)}
     ends = {}  # head index -> index of the last backward branch to it
     for i, (addr, _p, opcode, body) in enumerate(ins):
@@ -111,12 +114,10 @@ def loops(ins):
     spans = sorted(ends.items())
     result = []
     for h, e in spans:
-        if any(h < h2 <= e for h2, _e2 in spans):
-            continue  # holds another loop: not innermost
-        # The body is a DAG from the head (innermost: no other backward branch inside), so in
-        # address order: the shortest and the longest way back to the head.
+        # Forward edges only (an inner loop's back edge is not taken), so the body is a DAG from
+        # the head: in address order, the shortest and the longest way back to it.
         lo, hi = {h: 1}, {h: 1}
-        lo_parent, hi_parent = {h: None}, {h: None}
+        lo_parent = {h: None}
         best_lo = best_hi = None
         for u in range(h, e + 1):
             if u not in lo:
@@ -131,7 +132,7 @@ def loops(ins):
                     if v not in lo or lo[u] + 1 < lo[v]:
                         lo[v], lo_parent[v] = lo[u] + 1, u
                     if v not in hi or hi[u] + 1 > hi[v]:
-                        hi[v], hi_parent[v] = hi[u] + 1, u
+                        hi[v] = hi[u] + 1
         if best_lo is None:
             continue
         path = []
@@ -140,8 +141,10 @@ def loops(ins):
             path.append(u)
             u = lo_parent[u]
         ops = {c: sum(1 for j in path if ins[j][2].startswith(c)) for c in OP_CLASSES}
-        result.append({"head": f"{ins[h][0]:#x}", "span": e - h + 1, "min_cycle": lo[best_lo],
-                       "max_cycle": hi[best_hi], "ops": {k: v for k, v in ops.items() if v}})
+        result.append({"head": f"{ins[h][0]:#x}", "span": e - h + 1,
+                       "depth": sum(1 for h2, e2 in spans if (h2, e2) != (h, e) and h2 <= h and e <= e2),
+                       "barrier": any(ins[j][2].startswith("BAR") for j in range(h, e + 1)),
+                       "min_cycle": lo[best_lo], "max_cycle": hi[best_hi], "ops": {k: v for k, v in ops.items() if v}})
     return result
 
 
@@ -172,7 +175,7 @@ def check(doc, baseline):
         if b is None:
             continue  # a new kernel has no baseline yet
         if len(k["loops"]) != len(b["loops"]):
-            bad.append(f"{k['name']}: {len(b['loops'])} innermost loops in the baseline, {len(k['loops'])} now "
+            bad.append(f"{k['name']}: {len(b['loops'])} loops in the baseline, {len(k['loops'])} now "
                        f"(shortest iterations {[l['min_cycle'] for l in b['loops']]} -> "
                        f"{[l['min_cycle'] for l in k['loops']]}): look, then regenerate the baseline")
             continue
@@ -191,8 +194,10 @@ def table(doc):
         print(f"{k['name']}  ({k['instructions']} instructions)")
         for i, l in enumerate(k["loops"]):
             ops = " ".join(f"{c} {n}" for c, n in l["ops"].items())
-            print(f"  loop {i} at {l['head']}: {l['min_cycle']:4d} .. {l['max_cycle']:4d} per iteration (span {l['span']}; "
-                  f"the shortest: {ops or 'no memory or FFMA op'})")
+            indent = "  " * (1 + l.get("depth", 0))
+            where = "block loop" if l.get("barrier") else "thread loop"
+            print(f"{indent}loop {i} at {l['head']} ({where}): {l['min_cycle']:4d} .. {l['max_cycle']:4d} per iteration "
+                  f"(span {l['span']}; the shortest: {ops or 'no memory or FFMA op'})")
 
 
 def main():

@@ -1,6 +1,6 @@
 // `df11 variants`: every registered decoder variant with its design traits, the layout it reads,
 // its ptxas resources per architecture (from <build>/kernel_resources.json) and the instructions
-// per iteration of its kernel's inner loops on sm_90 (from <build>/kernel_sass.json, which
+// per iteration of its kernel's loops on sm_90 (from <build>/kernel_sass.json, which
 // scripts/kernel_sass.py writes).
 #include <filesystem>
 #include <fstream>
@@ -64,8 +64,8 @@ nlohmann::json resources_for(const nlohmann::json& doc, const std::string& signa
   return out;
 }
 
-// The kernel's inner loops from kernel_sass.json: [{min_cycle, max_cycle, span, ops}] (empty
-// when the file has no such kernel).
+// The kernel's loops from kernel_sass.json: [{min_cycle, max_cycle, span, depth, barrier, ops}]
+// (empty when the file has no such kernel).
 nlohmann::json sass_loops_for(const nlohmann::json& doc, const std::string& signature) {
   if (!doc.contains("kernels")) return nlohmann::json::array();
   for (const auto& k : doc["kernels"]) {
@@ -75,6 +75,8 @@ nlohmann::json sass_loops_for(const nlohmann::json& doc, const std::string& sign
       loops.push_back({{"min_cycle", l.value("min_cycle", 0)},
                        {"max_cycle", l.value("max_cycle", 0)},
                        {"span", l.value("span", 0)},
+                       {"depth", l.value("depth", 0)},
+                       {"barrier", l.value("barrier", false)},
                        {"ops", l.value("ops", nlohmann::json::object())}});
     }
     return loops;
@@ -130,14 +132,13 @@ int run_variants(bool json, const std::string& resources_arg, const std::string&
                regs.empty() ? "-" : regs, spills.empty() ? "-" : spills);
     fmt::print("    table: {}; partition: {}; staging: {}\n", j["table"].get<std::string>(),
                j["partition"].get<std::string>(), j["staging"].get<std::string>());
-    if (!j["sass_loops"].empty()) {
-      std::string loops;
-      for (const auto& l : j["sass_loops"]) {
-        const int lo = l["min_cycle"].get<int>(), hi = l["max_cycle"].get<int>();
-        loops += lo == hi ? fmt::format(" {}", lo) : fmt::format(" {}..{}", lo, hi);
-      }
-      fmt::print("    sm_90 SASS, instructions per iteration of the inner loops:{}\n", loops);
+    std::string loops;  // a thread's own loops (decode, copy-out, GEMV steps), not the per-block ones
+    for (const auto& l : j["sass_loops"]) {
+      if (l["barrier"].get<bool>()) continue;
+      const int lo = l["min_cycle"].get<int>(), hi = l["max_cycle"].get<int>();
+      loops += lo == hi ? fmt::format(" {}", lo) : fmt::format(" {}..{}", lo, hi);
     }
+    if (!loops.empty()) fmt::print("    sm_90 SASS, instructions per iteration of its thread loops:{}\n", loops);
   }
   if (res_doc.empty()) fmt::print("(no kernel_resources.json: built without CUDA or not built yet)\n");
   if (sass_doc.empty()) fmt::print("(no kernel_sass.json: scripts/kernel_sass.py writes it; ctest kernel_sass runs it)\n");

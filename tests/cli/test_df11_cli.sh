@@ -201,7 +201,7 @@ expect_error out "no_such_dir" -- compress no_such_dir out
 sig='gap_decode_kernel<(df11::dec::TableKind)0, (df11::dec::Partition)0, (df11::dec::Staging)0, 512, 8>'
 printf '{"kernels": [{"name": "void df11::dec::(anonymous namespace)::%s(x)", "arch": "sm_90", "registers": 31}]}\n' \
   "$sig" >res.json
-printf '{"kernels": [{"name": "void df11::dec::(anonymous namespace)::%s(x)", "loops": [{"min_cycle": 30, "max_cycle": 51, "span": 60, "ops": {"LDS": 1}}, {"min_cycle": 42, "max_cycle": 42, "span": 42, "ops": {}}]}]}\n' \
+printf '{"kernels": [{"name": "void df11::dec::(anonymous namespace)::%s(x)", "loops": [{"min_cycle": 30, "max_cycle": 51, "span": 60, "ops": {"LDS": 1}}, {"min_cycle": 42, "max_cycle": 42, "span": 42, "ops": {}}, {"min_cycle": 300, "max_cycle": 900, "span": 990, "barrier": true, "ops": {}}]}]}\n' \
   "$sig" >sass.json
 ok variants --json --resources res.json --sass sass.json
 python3 - "$scratch/last.out" <<'PY' || fail "df11 variants --json: $(head -c 400 "$scratch/last.out")"
@@ -214,12 +214,12 @@ for x in v.values():
         assert k in x, (x["name"], k)
 o = v["lut8x4.gap5-block.smem-out.t512.b8"]
 assert o["layout"] == "df11" and o["resources"] == {"sm_90": {"registers": 31, "spill_store_bytes": 0, "spill_load_bytes": 0, "stack_bytes": 0, "static_smem_bytes": 0}}, o
-assert [(l["min_cycle"], l["max_cycle"]) for l in o["sass_loops"]] == [(30, 51), (42, 42)], o["sass_loops"]
+assert [(l["min_cycle"], l["max_cycle"], l["barrier"]) for l in o["sass_loops"]] == [(30, 51, False), (42, 42, False), (300, 900, True)], o["sass_loops"]
 assert not v["lut8x4.gap5-warp.smem-out.t512.b8"]["sass_loops"]  # not in the made-up file
 assert d["sass_arch"] == "sm_90" and d["sass_file"].endswith("sass.json"), d
 PY
 ok variants --resources res.json --sass sass.json
-grep -q "instructions per iteration of the inner loops: 30..51 42$" "$scratch/last.out" ||
+grep -q "instructions per iteration of its thread loops: 30..51 42$" "$scratch/last.out" ||
   fail "df11 variants text: no SASS loops line in $(grep -A3 'lut8x4.gap5-block.smem-out' "$scratch/last.out")"
 expect_error out "no_such.json" -- variants --sass no_such.json
 printf 'not json' >bad.json

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""scripts/kernel_sass.py on made-up SASS (no cuobjdump needed): the innermost loops and their
-shortest and longest iterations, predicated instructions counted, the kernel's closing branch
-to itself not a loop; the check fails on a longer iteration and on a changed loop structure and
-lists shorter ones."""
+"""scripts/kernel_sass.py on made-up SASS (no cuobjdump needed): the loops, their nesting and
+barriers, their shortest and longest iterations (predicated instructions counted, an inner
+loop's back edge not taken), the kernel's closing branch to itself not a loop; the check fails
+on a longer iteration and on a changed loop structure and lists shorter ones."""
 import copy
 import pathlib
 import sys
@@ -31,13 +31,14 @@ TEXT = sass("_Z6kernelv", [
     "LDG.E R3, desc[UR4][R4.64]",      # 0x70 slow path
     "IADD3 R1, R1, R3, RZ",            # 0x80
     "@P2 BRA 0x20",                    # 0x90 back to the head
-    # An outer loop around an inner one: only the inner counts.
+    # An outer loop (with a barrier) around an inner one.
     "IADD3 R5, R5, 0x1, RZ",           # 0xa0 outer head
     "FFMA R6, R6, R6, R6",             # 0xb0 inner head
     "@P3 BRA 0xb0",                    # 0xc0
-    "@P4 BRA 0xa0",                    # 0xd0
-    "EXIT",                            # 0xe0
-    "BRA 0xf0",                        # 0xf0: the closing branch to itself
+    "BAR.SYNC.DEFER_BLOCKING 0x0",     # 0xd0
+    "@P4 BRA 0xa0",                    # 0xe0
+    "EXIT",                            # 0xf0
+    "BRA 0x100",                       # 0x100: the closing branch to itself
 ])
 
 
@@ -45,13 +46,18 @@ def main():
     ins = kernel_sass.parse_sass(TEXT)["_Z6kernelv"]
     assert all(op != "NOP" for _a, _p, op, _t in ins), ins
     loops = kernel_sass.loops(ins)
-    assert len(loops) == 2, loops
-    decode, inner = loops
+    assert len(loops) == 3, loops
+    decode, outer, inner = loops
     # Fast: LDS, @P0 BRA, STS, @!P1 STS, BRA, @P2 BRA = 6; slow: LDS, @P0 BRA, LDG, IADD3, @P2 BRA = 5.
     assert decode["head"] == "0x20" and decode["span"] == 8, decode
-    assert (decode["min_cycle"], decode["max_cycle"]) == (5, 6), decode
+    assert (decode["min_cycle"], decode["max_cycle"], decode["depth"], decode["barrier"]) == (5, 6, 0, False), decode
     assert decode["ops"] == {"LDS": 1, "LDG": 1}, decode
-    assert (inner["head"], inner["min_cycle"], inner["max_cycle"], inner["ops"]) == ("0xb0", 2, 2, {"FFMA": 1}), inner
+    # Outer: IADD3, FFMA, @P3 BRA (its back edge not taken), BAR, @P4 BRA.
+    assert (outer["head"], outer["min_cycle"], outer["max_cycle"], outer["depth"], outer["barrier"]) == \
+        ("0xa0", 5, 5, 0, True), outer
+    assert outer["ops"] == {"FFMA": 1, "BAR": 1}, outer
+    assert (inner["head"], inner["min_cycle"], inner["max_cycle"], inner["depth"], inner["barrier"]) == \
+        ("0xb0", 2, 2, 1, False), inner
 
     doc = {"kernels": [{"name": "kernel()", "loops": loops}]}
     assert kernel_sass.check(doc, doc) == ([], [])
@@ -60,13 +66,13 @@ def main():
     bad, better = kernel_sass.check(longer, doc)
     assert len(bad) == 1 and "longest iteration 7 instructions > baseline 6" in bad[0] and not better, bad
     shorter = copy.deepcopy(doc)
-    shorter["kernels"][0]["loops"][1]["min_cycle"] = 1
+    shorter["kernels"][0]["loops"][2]["min_cycle"] = 1
     bad, better = kernel_sass.check(shorter, doc)
-    assert not bad and better == ["kernel(): loop 1: shortest iteration 2 -> 1 instructions"], (bad, better)
+    assert not bad and better == ["kernel(): loop 2: shortest iteration 2 -> 1 instructions"], (bad, better)
     fewer = copy.deepcopy(doc)
     fewer["kernels"][0]["loops"].pop()
     bad, _ = kernel_sass.check(fewer, doc)
-    assert len(bad) == 1 and "2 innermost loops in the baseline, 1 now" in bad[0], bad
+    assert len(bad) == 1 and "3 loops in the baseline, 2 now" in bad[0], bad
     new_kernel = {"kernels": doc["kernels"] + [{"name": "other()", "loops": []}]}
     assert kernel_sass.check(new_kernel, doc) == ([], [])  # no baseline for it yet
     print("test_kernel_sass: ok")
