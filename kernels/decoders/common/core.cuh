@@ -37,27 +37,35 @@ DF11_HD unsigned load_byte(const uint8_t* p) {
 }
 
 // MSB-first bit reader over a 4-byte-aligned buffer that has at least 8 readable bytes past
-// the last bit it is asked for (uploads pad the stream). Keeps 33..64 valid bits in `buf`, so
-// peek() always returns the next 32 bits.
+// the last bit it is asked for (uploads pad the stream). Holds the next two stream words and how
+// many bits of the first are consumed (off < 32), so peek() (the next 32 bits) is one funnel
+// shift and skip() an add, a word moved in when off passes 32.
 template <bool ReadOnly>
 struct BitReader {
-  uint64_t buf;
-  int nbits;
+  uint32_t hi, lo;
+  unsigned off;
   const uint8_t* next;
 
   DF11_HD void init(const uint8_t* p) {
-    buf = (static_cast<uint64_t>(load_be32<ReadOnly>(p)) << 32) | load_be32<ReadOnly>(p + 4);
-    nbits = 64;
+    hi = load_be32<ReadOnly>(p);
+    lo = load_be32<ReadOnly>(p + 4);
+    off = 0;
     next = p + 8;
   }
-  [[nodiscard]] DF11_HD uint32_t peek() const { return static_cast<uint32_t>(buf >> 32); }
+  [[nodiscard]] DF11_HD uint32_t peek() const {
+#if defined(__CUDA_ARCH__)
+    return __funnelshift_l(lo, hi, off);
+#else
+    return static_cast<uint32_t>(((static_cast<uint64_t>(hi) << 32 | lo) << off) >> 32);
+#endif
+  }
   DF11_HD void skip(unsigned n) {  // n <= 32
-    buf <<= n;
-    nbits -= static_cast<int>(n);
-    if (nbits <= 32) {
-      buf |= static_cast<uint64_t>(load_be32<ReadOnly>(next)) << (32 - nbits);
-      nbits += 32;
+    off += n;
+    if (off >= 32) {
+      hi = lo;
+      lo = load_be32<ReadOnly>(next);
       next += 4;
+      off -= 32;
     }
   }
 };
