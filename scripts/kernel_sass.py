@@ -159,8 +159,11 @@ def collect(build_dir, tools):
         for mangled, ins in parse_sass(run.stdout).items():
             kernels.append({"mangled": mangled, "object": str(obj.relative_to(build_dir)), "arch": ARCH,
                             "instructions": len(ins), "loops": loops(ins)})
+    # Only the demangled name is kept: a mangled one carries a hash of the source path for
+    # kernels in an anonymous namespace, which would change the file with every checkout.
     for k, d in zip(kernels, demangle([k["mangled"] for k in kernels])):
         k["name"] = d
+        del k["mangled"]
     kernels.sort(key=lambda k: k["name"])
     return {"schema_version": 1, "kernels": kernels}
 
