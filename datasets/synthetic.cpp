@@ -286,7 +286,6 @@ void fill_recipe(std::span<uint16_t> out, const MatrixRecipe& recipe, int n_thre
 
 void fill_weights(std::span<uint16_t> out, std::string_view role, int64_t fan_in, uint64_t seed,
                   uint64_t stream_id, int n_threads) {
-  if (n_threads < 0) throw Error("fill_weights: n_threads must be >= 0 (0 = all cores)");
   fill_recipe(out, matrix_recipe(role, fan_in, seed, stream_id), n_threads);
 }
 

@@ -21,7 +21,6 @@ fetches them from PyPI (NVIDIA's nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm 
 build/tools/cuda-binutils; DF11_CUDA_BINUTILS names another folder holding both.
 """
 import argparse
-import collections
 import json
 import os
 import pathlib
@@ -77,6 +76,14 @@ def parse_sass(text):
     return functions
 
 
+def branch_target(opcode, body):
+    """The address a BRA goes to, else None."""
+    if opcode.split(".", 1)[0] != "BRA":
+        return None
+    m = BRANCH_TARGET.search(body.split(None, 1)[1] if " " in body else "")
+    return int(m.group(1), 16) if m else None
+
+
 def successors(ins, i, index_of):
     """Indices control may go to after instruction i."""
     _, predicate, opcode, body = ins[i]
@@ -84,9 +91,9 @@ def successors(ins, i, index_of):
     base = opcode.split(".", 1)[0]
     out = []
     if base == "BRA":
-        m = BRANCH_TARGET.search(body.split(None, 1)[1] if " " in body else "")
-        if m and int(m.group(1), 16) in index_of:
-            out.append(index_of[int(m.group(1), 16)])
+        target = branch_target(opcode, body)
+        if target in index_of:
+            out.append(index_of[target])
         if not always:
             out.append(i + 1)
     elif base in ("EXIT", "RET") and always:
@@ -102,13 +109,8 @@ def loops(ins):
     index_of = {a: i for i, (a, *_rest) in enumerate(ins)}
     ends = {}  # head index -> index of the last backward branch to it
     for i, (addr, _p, opcode, body) in enumerate(ins):
-        if opcode.split(".", 1)[0] != "BRA":
-            continue
-        m = BRANCH_TARGET.search(body.split(None, 1)[1] if " " in body else "")
-        if not m:
-            continue
-        target = int(m.group(1), 16)
-        if target < addr and target in index_of:  # a branch to itself ends the kernel's code
+        target = branch_target(opcode, body)
+        if target is not None and target < addr and target in index_of:  # a branch to itself ends the kernel's code
             h = index_of[target]
             ends[h] = max(ends.get(h, i), i)
     spans = sorted(ends.items())

@@ -177,28 +177,22 @@ DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigne
     // but the last few) no code can land past the block: the stores go unchecked, saving a
     // compare per code in the decode loop.
     const bool roomy = Unchecked && room >= c.bpt * 8;
-    if constexpr (S == Staging::exp_smem) {
-      const unsigned at = c.sl.exps + static_cast<unsigned>(c.block_first - exp_base(c)) + rel;
+    auto decode_into = [&](auto store) {  // store(k, e): code k of the chunk, exponent e
       if (roomy) {
-        decode_chunk<ReadOnlyInput>(c.table, span,
-                                    [&c, at](unsigned k, unsigned e) { c.smem[at + k] = static_cast<uint8_t>(e); });
+        decode_chunk<ReadOnlyInput>(c.table, span, store);
       } else {
-        decode_chunk<ReadOnlyInput>(c.table, span, [&c, at, room](unsigned k, unsigned e) {
-          if (k < room) c.smem[at + k] = static_cast<uint8_t>(e);
+        decode_chunk<ReadOnlyInput>(c.table, span, [&store, room](unsigned k, unsigned e) {
+          if (k < room) store(k, e);
         });
       }
+    };
+    if constexpr (S == Staging::exp_smem) {
+      const unsigned at = c.sl.exps + static_cast<unsigned>(c.block_first - exp_base(c)) + rel;
+      decode_into([&c, at](unsigned k, unsigned e) { c.smem[at + k] = static_cast<uint8_t>(e); });
     } else {
       uint16_t* dst = reinterpret_cast<uint16_t*>(c.smem + c.sl.out) + (room ? rel : 0u);
       const uint8_t* sm = c.p->sign_mantissa + (room ? first : c.block_first);
-      if (roomy) {
-        decode_chunk<ReadOnlyInput>(c.table, span, [dst, sm](unsigned k, unsigned e) {
-          dst[k] = merge_bf16(static_cast<uint8_t>(e), sm[k]);
-        });
-      } else {
-        decode_chunk<ReadOnlyInput>(c.table, span, [dst, sm, room](unsigned k, unsigned e) {
-          if (k < room) dst[k] = merge_bf16(static_cast<uint8_t>(e), sm[k]);
-        });
-      }
+      decode_into([dst, sm](unsigned k, unsigned e) { dst[k] = merge_bf16(static_cast<uint8_t>(e), sm[k]); });
     }
   }
 }
