@@ -19,7 +19,10 @@ Each METHOD runs once, under ncu, as a one-method experiment of one sample (DIR/
 CUPTI and CUDA graphs off so the launches are plain), and only its first decode launches are
 profiled (the verification run's). ncu leaves the clocks alone (--clock-control none,
 ../shared METHOD.md) and flushes the caches before each replay pass. Out:
-  DIR/profile/<i>.ncu-rep, <i>.csv   the report and its raw page (every collected metric)
+  DIR/profile_raw.tar.gz             the raw pages <i>.csv (every collected metric) and the
+                                     experiments <i>.toml; the ncu reports and run directories
+                                     stay in --work (a device call returns at most 8 files, so
+                                     the many per-method files must not crowd out the others)
   DIR/profile.jsonl                  a line per profiled kernel: method, kernel, the metrics below
   stdout                             a table: time, DRAM GB/s and % of peak, issue-slot use,
                                      achieved occupancy, thread instructions per weight, the three
@@ -38,6 +41,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 
 # Weights of the profiled unit (experiments/decode_throughput.toml: Nemo layer 1, all rows), for
@@ -66,7 +71,9 @@ def to_base(value, unit):
     except ValueError:
         return None
     u = (unit or "").strip()
-    m = re.fullmatch(r"([KMGTnum]?)(second|byte|inst|warp|cycle|sector|request)(/second)?", u)
+    # Long forms (the details page: usecond, Mbyte, Ginst) and the short ones ncu 2025 prints
+    # with --print-units base (ns, byte/s): times become seconds, sizes bytes.
+    m = re.fullmatch(r"([KMGTnum]?)(second|s|byte|B|inst|warp|cycle|sector|request)(/second|/s)?", u)
     if m:
         x *= PREFIX[m.group(1)]
     return x
@@ -148,7 +155,8 @@ def summarize(row, weights=NEMO_LAYER_WEIGHTS):
         "dram_read_bytes": rd,
         "dram_write_bytes": wr,
         "dram_gbps": (rd + wr) / t / 1e9 if None not in (rd, wr, t) and t > 0 else None,
-        "dram_pct_of_peak": first(row, "dram__throughput.avg.pct_of_peak_sustained_elapsed"),
+        "dram_pct_of_peak": first(row, "dram__throughput.avg.pct_of_peak_sustained_elapsed",
+                                  "gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed"),
         "sm_pct_of_peak": first(row, "sm__throughput.avg.pct_of_peak_sustained_elapsed"),
         "issue_active_pct": first(row, "smsp__issue_active.avg.pct_of_peak_sustained_active",
                                   "sm__inst_issued.avg.pct_of_peak_sustained_active"),
@@ -283,8 +291,14 @@ def run(cmd, limit, env=None):
 
 def profile(args):
     out = pathlib.Path(args.out)
-    pdir = out / "profile"
+    out.mkdir(parents=True, exist_ok=True)
+    pdir = pathlib.Path(args.work) if args.work else pathlib.Path(tempfile.mkdtemp(prefix="df11_profile_"))
     pdir.mkdir(parents=True, exist_ok=True)
+
+    def pack():  # after every method: a step cut short keeps what it measured
+        with tarfile.open(out / "profile_raw.tar.gz", "w:gz") as tar:
+            for f in sorted(pdir.glob("*.csv")) + sorted(pdir.glob("*.toml")):
+                tar.add(f, arcname=f.name)
     log = open(out / "profile.log", "a", encoding="utf-8")
     txt = open(out / "profile.txt", "a", encoding="utf-8")
 
@@ -342,9 +356,10 @@ def profile(args):
         rc, raw = run([ncu, "--import", str(pdir / f"{i}.ncu-rep"), "--csv", "--page", "raw",
                        "--print-units", "base"], 60)
         (pdir / f"{i}.csv").write_text(raw)
+        pack()
         rows = read_raw_csv(raw)
         if rc != 0 or not rows:
-            say(f"profile: {spec}: no kernel in the report (rc {rc}); see profile/{i}.csv")
+            say(f"profile: {spec}: no kernel in the report (rc {rc}); see {i}.csv in profile_raw.tar.gz")
             failures += 1
             continue
         with open(out / "profile.jsonl", "a", encoding="utf-8") as f:  # as it goes: a cut-off step keeps these
@@ -362,6 +377,7 @@ def main():
     ap.add_argument("methods", nargs="*")
     ap.add_argument("--build", default="build/device-carry")
     ap.add_argument("--out", default="device_out")
+    ap.add_argument("--work", help="folder for the ncu reports and runs (default: a new temporary folder)")
     ap.add_argument("--budget", type=float, default=90.0, help="seconds for all methods")
     ap.add_argument("--per-method", type=float, default=60.0, help="seconds for one method's ncu run")
     ap.add_argument("--official-ptx")

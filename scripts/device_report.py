@@ -7,13 +7,13 @@ Usage: scripts/device_report.py DEVICE_OUT [DEVICE_OUT ...] [--reports DIR] [--d
 Several DEVICE_OUT folders (the runbook's two calls, e.g. the sweep steps, then e2e and bench)
 make one report: a run directory (sweep/, decode/) and gpu_bench.json come from the last folder
 that has one; e2e.jsonl and profile.jsonl rows, summary.txt, device_check.log and profile.log
-are joined in the order given, and ncu's raw CSV pages are copied to profile/.
+are joined in the order given, and ncu's raw CSV pages (profile_raw.tar.gz) are copied to profile/.
 
 Writes, with SLUG the device slug of scripts/promote_baseline ("h100-80gb-hbm3"):
   reports/<date>_<SLUG>_nemo_layer/          the default experiment (sweep/), with plots
   reports/<date>_<SLUG>_decode_throughput/   the decoders alone (decode/), with plots
   reports/<date>_<SLUG>_device_check/        summary.txt, device_check.log, e2e.jsonl,
-                                             gpu_bench.json, profile.jsonl (+ profile/*.csv),
+                                             gpu_bench.json, profile.jsonl (+ profile_raw.tar.gz),
                                              and README.md: the step verdicts, the counters
                                              and a table of every GPU target of issues 4, 5
                                              and 7 with the measured value and PASS / FAIL /
@@ -29,6 +29,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -83,7 +84,19 @@ class Targets:
         return "\n".join(out)
 
 
-def decode_targets(t, rows):
+def bench_copy_gbps(path):
+    """df11_bench's gpu_copy (a stream cudaMemcpyAsync of a Nemo gate_proj, read + write bytes),
+    GB/s; None without it."""
+    try:
+        benchmarks = json.loads(pathlib.Path(path).read_text()).get("benchmarks", [])
+    except (OSError, ValueError):
+        return None
+    rates = [b["bytes_per_second"] / 1e9 for b in benchmarks
+             if b.get("name", "").startswith("gpu_copy") and not b.get("error_occurred") and "bytes_per_second" in b]
+    return max(rates) if rates else None
+
+
+def decode_targets(t, rows, bench_copy=None):
     decodes = [r for r in passed(rows) if r["case"]["method"] == "decode"]
     copies = [r for r in passed(rows) if r["case"]["method"] == "copy"]
     ours = [r for r in decodes if r["case"]["variant"] != "official-ptx"]
@@ -106,9 +119,15 @@ def decode_targets(t, rows):
         t.add(4, "best variant >= 3x official-ptx", f"best {name} {gbps:.0f} GB/s", None,
               "no official-ptx row (run with OFFICIAL_PTX=decode.ptx)")
     if copies:
+        # The bound is the fastest copy the check measured: the decode step's copy runs as a
+        # memcpy node of a CUDA graph, which an H200 ran at 2.69 TB/s where df11_bench's stream
+        # copy reached 4.00 TB/s; a slow copy must not make a decoder look close to the bound.
         c = copies[0]["summary"]["gbps"]
-        t.add(4, "best variant >= 60% of the copy bound", f"{gbps / c * 100:.0f}% ({gbps:.0f} of {c:.0f} GB/s)",
-              gbps / c >= 0.6)
+        src = "decode step's copy"
+        if bench_copy is not None and bench_copy > c:
+            c, src = bench_copy, "df11_bench gpu_copy"
+        t.add(4, "best variant >= 60% of the copy bound",
+              f"{gbps / c * 100:.0f}% ({gbps:.0f} of {c:.0f} GB/s, {src})", gbps / c >= 0.6)
     else:
         t.add(4, "best variant >= 60% of the copy bound", f"{gbps:.0f} GB/s", None, "no passed copy row")
 
@@ -335,16 +354,23 @@ def main():
         text = joined(name, headers)
         if text:
             (check_dir / name).write_text(text, encoding="utf-8")
-    # ncu's raw pages (text); the .ncu-rep reports stay in the device output (binary).
+    # ncu's raw pages (text): from profile_raw.tar.gz (device_profile.py packs them), or the
+    # profile/ folder of older device outputs; the .ncu-rep reports never leave the device.
     for k, d in enumerate(a.device_out, 1):
-        for csv_file in sorted((d / "profile").glob("*.csv")) if (d / "profile").is_dir() else []:
+        pages = []
+        if (d / "profile_raw.tar.gz").is_file():
+            with tarfile.open(d / "profile_raw.tar.gz") as tar:
+                pages = [(pathlib.PurePath(m.name).name, tar.extractfile(m).read()) for m in tar.getmembers()
+                         if m.isfile() and m.name.endswith(".csv")]
+        elif (d / "profile").is_dir():
+            pages = [(f.name, f.read_bytes()) for f in sorted((d / "profile").glob("*.csv"))]
+        for base, data in sorted(pages):
             (check_dir / "profile").mkdir(exist_ok=True)
-            name = f"call{k}_{csv_file.name}" if several else csv_file.name
-            shutil.copy2(csv_file, check_dir / "profile" / name)
+            (check_dir / "profile" / (f"call{k}_{base}" if several else base)).write_bytes(data)
     profile = read_jsonl(check_dir / "profile.jsonl")
 
     t = Targets()
-    decode_targets(t, decode)
+    decode_targets(t, decode, bench_copy_gbps(check_dir / "gpu_bench.json"))
     sweep_targets(t, sweep)
     e2e_targets(t, e2e)
     summary = joined("summary.txt") or "(no summary.txt)"

@@ -110,20 +110,27 @@ while [ $# -gt 0 ]; do [ "$1" = "-o" ] && : >"$2.ncu-rep"; echo "$1" >>"$FAKE_NC
 SH
 chmod +x "$scratch/ncu"
 export FAKE_NCU_CSV="$src/tests/gate/data/ncu_raw.csv" FAKE_NCU_ARGS="$scratch/ncu_args"
-DF11_NCU="$scratch/ncu" STEPS="profile" BUILD="$build" "$src/scripts/device_check.sh" "$scratch/p" >/dev/null 2>&1 ||
+PROFILE_WORK="$scratch/pw" DF11_NCU="$scratch/ncu" STEPS="profile" BUILD="$build" "$src/scripts/device_check.sh" \
+  "$scratch/p" >/dev/null 2>&1 ||
   fail "profile with a working ncu should pass: $(cat "$scratch/p/summary.txt")"
 grep -q "^ncu profile *ok" "$scratch/p/summary.txt" || fail "profile step not reported ok"
 grep -q "^decode:lut8x4.gap5-block.smem-out.t512.b8 *gap_decode_persistent_kernel" "$scratch/p/summary.txt" ||
   fail "profile table not in the summary: $(cat "$scratch/p/summary.txt")"
 [ "$(wc -l <"$scratch/p/profile.jsonl")" = 10 ] || fail "expected 5 methods x 2 kernels in profile.jsonl"
-grep -q '^batches = \[1\]' "$scratch/p/profile/3.toml" || fail "df11-fused@1 not profiled at batch 1"
-grep -q '"df11-fused:multi12.gap5-cnt.exp-smem-v16.t256.b16.persist"' "$scratch/p/profile/4.toml" ||
+# What comes back from the device: the raw pages and experiments in one archive, no folder of
+# per-method files (a device call returns 8 files at most).
+[ ! -e "$scratch/p/profile" ] || fail "per-method files under the output folder"
+[ "$(tar -tzf "$scratch/p/profile_raw.tar.gz" | grep -c '\.csv$')" = 5 ] || fail "profile_raw.tar.gz lacks the 5 raw pages"
+mkdir -p "$scratch/p/raw" && tar -xzf "$scratch/p/profile_raw.tar.gz" -C "$scratch/p/raw"
+cmp -s "$scratch/p/raw/3.toml" "$scratch/pw/3.toml" || fail "the archive's experiment differs from the work folder's"
+grep -q '^batches = \[1\]' "$scratch/p/raw/3.toml" || fail "df11-fused@1 not profiled at batch 1"
+grep -q '"df11-fused:multi12.gap5-cnt.exp-smem-v16.t256.b16.persist"' "$scratch/p/raw/4.toml" ||
   fail "the one-pass fused decode not profiled"
 # The experiments it writes are valid for run_sweep, here on the cpu backend: df11-fused@1 as
 # written (not_supported there), a decode one with the CPU's own decoder in place of the GPU
 # variant (which the cpu backend does not know).
-sed 's/"decode:[^"]*"/"decode:cpu"/' "$scratch/p/profile/0.toml" >"$scratch/p/cpu0.toml"
-for t in "$scratch/p/cpu0.toml" "$scratch/p/profile/3.toml" "$scratch/p/profile/4.toml"; do
+sed 's/"decode:[^"]*"/"decode:cpu"/' "$scratch/p/raw/0.toml" >"$scratch/p/cpu0.toml"
+for t in "$scratch/p/cpu0.toml" "$scratch/p/raw/3.toml" "$scratch/p/raw/4.toml"; do
   "$build/bin/run_sweep" "$t" --backend cpu --quick --out "$t.run" >/dev/null 2>&1 || fail "run_sweep refuses $t"
   grep -q '"disposition":"\(passed\|not_supported\)"' "$t.run/results.jsonl" || fail "$t: no case row"
 done
@@ -133,15 +140,15 @@ FAKE_NCU=nocounters DF11_NCU="$scratch/ncu" STEPS="profile" BUILD="$build" "$src
   "$scratch/p2" >/dev/null 2>&1 || fail "a runtime without counters should not fail the run"
 grep -q "cannot read the hardware counters here: Failed to initialize the profiler" "$scratch/p2/summary.txt" ||
   fail "missing counters not said: $(cat "$scratch/p2/summary.txt")"
-if FAKE_NCU=broken DF11_NCU="$scratch/ncu" STEPS="profile" BUILD="$build" "$src/scripts/device_check.sh" \
+if PROFILE_WORK="$scratch/pw3" FAKE_NCU=broken DF11_NCU="$scratch/ncu" STEPS="profile" BUILD="$build" "$src/scripts/device_check.sh" \
   "$scratch/p3" >/dev/null 2>&1; then
   fail "an ncu failure should fail the profile step"
 fi
 grep -q "^ncu profile *FAILED" "$scratch/p3/summary.txt" || fail "profile failure not reported"
 # Each method was tried with fewer named metrics, then the sections alone, then --set basic, each
 # time into a fresh run directory.
-[ "$(grep -c -- "--out $scratch/p3/profile/0_run" "$FAKE_NCU_ARGS.broken")" = 4 ] || fail "not four attempts"
-grep -q -- "--set basic .*--out $scratch/p3/profile/0_run3" "$FAKE_NCU_ARGS.broken" || fail "no --set basic attempt"
+[ "$(grep -c -- "--out $scratch/pw3/0_run" "$FAKE_NCU_ARGS.broken")" = 4 ] || fail "not four attempts"
+grep -q -- "--set basic .*--out $scratch/pw3/0_run3" "$FAKE_NCU_ARGS.broken" || fail "no --set basic attempt"
 DF11_NCU="$scratch/none" STEPS="profile" BUILD="$build" "$src/scripts/device_check.sh" "$scratch/p4" >/dev/null 2>&1 ||
   fail "no ncu should not fail the run"
 grep -q "no ncu on this machine" "$scratch/p4/summary.txt" || fail "missing ncu not said"

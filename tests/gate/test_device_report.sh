@@ -114,6 +114,11 @@ grep -qF "No kernel was profiled" "$readme" || fail "a report without a profile 
 "$py" "$src/scripts/device_profile.py" --parse "$src/tests/gate/data/ncu_details.csv" --method decode:official-ptx |
   grep -E '^decode:official-ptx +decode +812\.5 +1118\.2 +- +- +- +50\.0 ' >/dev/null ||
   fail "the details page is not read: $("$py" "$src/scripts/device_profile.py" --parse "$src/tests/gate/data/ncu_details.csv")"
+# A real raw page (an H200 under ncu 2025, trimmed to the columns the table reads): base units
+# are short there (ns, byte, byte/s), and the DRAM share is gpu__dram_throughput.
+"$py" "$src/scripts/device_profile.py" --parse "$src/tests/gate/data/ncu_raw_h200.csv" --method decode:official-ptx |
+  grep -E '^decode:official-ptx +decode +1050\.3 +849\.2 +17\.6 +81\.8 +98\.4 +83\.4 ' >/dev/null ||
+  fail "the H200 raw page is misread: $("$py" "$src/scripts/device_profile.py" --parse "$src/tests/gate/data/ncu_raw_h200.csv")"
 [[ -d $scratch/reports2/2026-11-27_h100-80gb-hbm3_nemo_layer ]] || fail "two folders: no nemo_layer run directory"
 # The official row takes 5x the time of the slowest fake variant: the fastest is >= 3x faster.
 grep -E '^\| 4 \| best variant >= 3x official-ptx \| [0-9.]+x .*\| PASS' "$readme" >/dev/null || fail "official ratio verdict"
