@@ -124,6 +124,9 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   req.chunk_bytes = a.chunk_bytes;  // --check's partner slices the same way (same GEMMs)
   req.fused_gemv = a.fused_gemv;    // and runs the same fused kernels (on BF16 words, or decoding)
   req.overlap = a.overlap;          // and overlaps its slices the same way
+  // --runs: the device weights of an earlier run with the same weights, decoder and fused
+  // kernels serve this one (no upload), and this run's stay for later runs.
+  req.reuse_weights = cache != nullptr;
   std::vector<e2e::ModelRequest> requests{req};
   if (a.check) {
     e2e::ModelRequest ref = req;
@@ -135,7 +138,13 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   const e2e::BuildProgress progress = [&](int done, int total, const std::string& name) {
     if (tty) fmt::print(stderr, "\rgenerate: loading {}/{} units ({})\033[K", done, total, name);
   };
-  if (cache != nullptr && backend == e2e::Backend::cuda) e2e::cuda_reset_peak_memory();  // this run's peak
+  if (cache != nullptr && backend == e2e::Backend::cuda) {
+    // The earlier run's models are gone (locals of its run_one): the cached device weights that
+    // this run will not use go too, then the peak starts again, so that it covers this run's
+    // weights (reused or built) and models and nothing an earlier run left.
+    e2e::cuda_keep_weights_for(*cache, requests);
+    e2e::cuda_reset_peak_memory();
+  }
   auto models = cache != nullptr ? e2e::build_models(*cache, requests, progress)
                                  : e2e::build_models(source, requests, progress);
   if (tty) fmt::print(stderr, "\r\033[K");
@@ -177,6 +186,9 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
         {"new_tokens", a.max_new},
         {"seed", a.seed},
         {"setup_s", setup_s},
+        // The selected model's device weights came from an earlier run (--runs): setup_s then
+        // holds no upload.
+        {"weights_reused", model.weights_reused()},
         {"prefill_tokens_per_s", res.timing.prefill_tokens_per_s()},
         {"decode_tokens_per_s", res.timing.decode_tokens_per_s()},
         {"timing", timing_json(res.timing)},
@@ -224,7 +236,8 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
     fmt::print("memory: weights {} (decode buffer {}), KV cache {}; peak host RSS {}",
                mb(mem.weight_bytes), mb(mem.decode_buffer_bytes), mb(mem.kv_cache_bytes), mb(rss));
     if (backend == e2e::Backend::cuda) fmt::print("; peak device memory {}", mb(device_peak));
-    fmt::print("\nsetup: {:.2f} s\n", setup_s);
+    fmt::print("\nsetup: {:.2f} s{}\n", setup_s,
+               model.weights_reused() ? " (device weights of an earlier run reused)" : "");
     if (a.check && !res.mismatch) {
       fmt::print(
           "check: passed: {} and {} logits bit-identical at all {} steps ({} rows x {} logits), "
@@ -406,7 +419,8 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--runs", a->runs_file,
                   "A file of runs, one per line, each the options --weights, --variant, --batch, --prompt-len, "
                   "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --overlap, --fused-gemv on top of the command "
-                  "line's ('#' comments): the model is loaded once and kept in host memory for all of them "
+                  "line's ('#' comments): the model is loaded once and kept in host memory for all of them, and on "
+                  "CUDA a run's device weights serve the next runs with the same weights, decoder and fused kernels "
                   "(with --json one line per run, or an error line)");
   cmd->add_flag("--fused-gemv", a->fused_gemv,
                 fmt::format("CUDA, bf16 or df11 weights: passes of at most {} rows (decode steps at batch <= {}) "

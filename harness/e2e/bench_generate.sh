@@ -4,8 +4,11 @@
 # one JSON object per run appended to OUT (JSON Lines; a run that fails leaves an "error" line).
 # The runs share one process (`df11 generate --runs`): the model is generated once on the GPU
 # (the host generator's bits), encoded once on the host with all cores, and kept in host memory
-# (BF16 24.5 GB + DF11 16.6 GB; BF16 models regenerate their units in place on the device), so a run
-# costs only its uploads and its tokens. The first run checks DF11 against BF16 bit for bit.
+# (BF16 24.5 GB + DF11 16.6 GB; BF16 models regenerate their units in place on the device), and a
+# run's device weights (DF11 images, BF16 units, pinned offload buffers) serve the next runs that
+# use the same ones, so a run costs its tokens, and its uploads only where the run before it used
+# other weights ("weights_reused" in its JSON; "setup_s" is then small). The first three runs check
+# DF11 against BF16 bit for bit.
 # E2E_VARIANT names the DF11 decoder variant of every DF11 run (default: df11 generate's own,
 # kDefaultCudaVariant); scripts/device_check.sh sets it to the fastest variant of the official
 # layout its decode step measured. The --fused-gemv runs (fused decode + GEMV at batch <= 16) take
@@ -34,37 +37,41 @@ chunk=${CHUNK_BYTES:-25000000}  # half an H100 L2
 
 runs=$(mktemp "${TMPDIR:-/tmp}/df11_e2e_runs.XXXXXX")
 trap 'rm -f "$runs"' EXIT
-# Runs in order of importance, each printed as it finishes, so a run cut short by the device
-# check's budget still leaves the first answers:
-# - bit-identity on the real shapes (two models on the device: BF16 24.5 GB + DF11 ~17 GB);
-# - batch 1: BF16, DF11, chunked DF11 (each block GEMM in L2-sized row slices decoded just before
-#   it), the chunked check, chunked DF11 with --overlap (each slice decoded on a second stream
-#   while the last slice's GEMM runs), CPU offload (all 24.5 GB over PCIe per token: a few
-#   tokens suffice);
-# - the 2048-token prefill (BF16, DF11, DF11 chunked with --overlap: decode hidden under the
-#   compute-bound GEMMs, and its check at 1024 rows), then batch 8 and 64: BF16, DF11, CPU offload;
+# Runs grouped by the device weights they use: before each run the weights that it does not use
+# are dropped (its peak device memory is its own), so a group's weights are built once, by its
+# first run. Each run is printed as it finishes, so a run cut short by the device check's budget
+# still leaves the first answers; the most important groups come first:
+# - the bit-identity checks on the real shapes (DF11 and BF16 both on the device: BF16 24.5 GB +
+#   DF11 ~17 GB): batch 8 whole blocks, batch 1 chunked (each block GEMM in L2-sized row slices
+#   decoded just before it), batch 8 chunked with --overlap (each slice decoded on a second stream
+#   while the last slice's GEMM runs; 1024 prefill rows);
+# - DF11 alone: batch 1 whole blocks, chunked, chunked with --overlap; the 2048-token prefill whole
+#   and chunked with --overlap (decode hidden under the compute-bound GEMMs); batch 8 and 64;
+# - BF16 (generated again in place on the device, in a second): batch 1, the 2048-token prefill,
+#   batch 8 and 64;
+# - CPU offload, the same four (all 24.5 GB over PCIe per token: a few tokens suffice);
 # - last (no issue sets a target for them): the fused decode + GEMV kernels (DF11 read once,
 #   never written out as BF16) at batch 1, their check against the same kernels on BF16 words,
 #   batch 8; then whole blocks at batch 1 with a count-layout decoder (E2E_CNT_VARIANT), and the
 #   fused kernels on the t256.b16 count layout (one decode pass) at batch 1 and their check.
 cat >"$runs" <<RUNS
 --weights df11 $v --check --batch 8 --prompt-len $plen --max-new-tokens 8
---weights bf16 --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 $v --check --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens 4
+--weights df11 $v --check --chunk-bytes $chunk --overlap --batch 8 --prompt-len $plen --max-new-tokens 4
 --weights df11 $v --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens $new
---weights df11 $v --check --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len $plen --max-new-tokens $new
---weights cpu-offload --batch 1 --prompt-len $plen --max-new-tokens 4
---weights bf16 --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights df11 $v --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len 2048 --max-new-tokens 2
---weights df11 $v --check --chunk-bytes $chunk --overlap --batch 8 --prompt-len $plen --max-new-tokens 4
---weights cpu-offload --batch 1 --prompt-len 2048 --max-new-tokens 2
---weights bf16 --batch 8 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --batch 8 --prompt-len $plen --max-new-tokens $new
---weights cpu-offload --batch 8 --prompt-len $plen --max-new-tokens 4
---weights bf16 --batch 64 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --batch 64 --prompt-len $plen --max-new-tokens $new
+--weights bf16 --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights bf16 --batch 1 --prompt-len 2048 --max-new-tokens 2
+--weights bf16 --batch 8 --prompt-len $plen --max-new-tokens $new
+--weights bf16 --batch 64 --prompt-len $plen --max-new-tokens $new
+--weights cpu-offload --batch 1 --prompt-len $plen --max-new-tokens 4
+--weights cpu-offload --batch 1 --prompt-len 2048 --max-new-tokens 2
+--weights cpu-offload --batch 8 --prompt-len $plen --max-new-tokens 4
 --weights cpu-offload --batch 64 --prompt-len $plen --max-new-tokens 4
 --weights df11 $fv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $fv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4

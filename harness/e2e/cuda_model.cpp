@@ -11,6 +11,9 @@
 // fused_gemv, passes of at most 16 rows run the block GEMMs and the lm_head through the fused
 // decode + GEMV kernels instead (df11: straight from the encoding; bf16: the same kernels on the
 // resident words), in groups the data flow allows: q k v; o; gate up; down.
+// Models built from a FeedCache with reuse_weights (`df11 generate --runs`) share their provider
+// through a process-wide cache: a later model with the same key gets the device weights as they
+// are, not uploaded again; cuda_keep_weights_for drops those a run does not use.
 // cuBLAS is opened with dlopen when the first CUDA model is built: linked, its libraries cost
 // every run of the df11 tool ~0.2 s and ~200 MB of resident memory at start, GPU or not.
 #include <cublas_v2.h>
@@ -22,6 +25,9 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <optional>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -390,11 +396,18 @@ class ReusedBufferProvider : public DeviceProvider {
   cuda::DeviceBuffer<uint16_t> buffer_;
 };
 
+// The variant a DF11 provider's decoder is picked by: --fused-gemv changes the default (even at
+// batches that never run fused), so it is part of the choice.
+std::string df11_variant(const ModelRequest& r) {
+  return r.variant.empty() && r.fused_gemv ? std::string(kDefaultFusedVariant) : r.variant;
+}
+
 class Df11DeviceProvider final : public ReusedBufferProvider {
  public:
-  Df11DeviceProvider(const std::string& variant, bool fused) {
+  // variant: as df11_variant gives it ("" picks kDefaultCudaVariant).
+  explicit Df11DeviceProvider(const std::string& variant) {
     dec::register_all(registry_);
-    decoder_ = pick_decoder(registry_, variant.empty() && fused ? std::string(kDefaultFusedVariant) : variant);
+    decoder_ = pick_decoder(registry_, variant);
   }
   void add(UnitFeed& feed, cudaStream_t s) override {
     set_map(feed);
@@ -473,9 +486,11 @@ class CudaModel final : public Model {
   // Up to this many distinct tokens in a pass, the embedding rows are acquired one by one.
   static constexpr std::size_t kRowGatherTokens = 64;
 
-  CudaModel(const ModelShape& s, const Norms& norms, std::unique_ptr<DeviceProvider> provider,
+  // provider: shared with the process's cache of device weights when the request allowed it
+  // (weights_reused: it came from there, built by an earlier model).
+  CudaModel(const ModelShape& s, const Norms& norms, std::shared_ptr<DeviceProvider> provider,
             std::unique_ptr<cuda::Stream> stream, int batch, int max_positions, uint64_t chunk_bytes,
-            bool fused_requested, bool overlap)
+            bool fused_requested, bool overlap, bool weights_reused)
       : s_(s),
         provider_(std::move(provider)),
         stream_(std::move(stream)),
@@ -483,7 +498,8 @@ class CudaModel final : public Model {
         batch_(batch),
         max_positions_(max_positions),
         chunk_bytes_(chunk_bytes),
-        fused_requested_(fused_requested) {
+        fused_requested_(fused_requested),
+        weights_reused_(weights_reused) {
     if (overlap) {
       if (chunk_bytes == 0) throw Error("cuda model: --overlap pipelines the slices of chunked GEMMs: it needs --chunk-bytes");
       side_ = std::make_unique<cuda::Stream>();
@@ -559,6 +575,7 @@ class CudaModel final : public Model {
   int position() const override { return position_; }
   Backend backend() const override { return Backend::cuda; }
   WeightsKind weights() const override { return provider_->kind(); }
+  bool weights_reused() const override { return weights_reused_; }
   std::string describe() const override {
     return "cuda " + provider_->describe() +
            (chunk_bytes_ ? fmt::format(", chunked GEMMs ({} B slices{})", chunk_bytes_,
@@ -807,12 +824,13 @@ class CudaModel final : public Model {
   }
 
   ModelShape s_;
-  std::unique_ptr<DeviceProvider> provider_;
+  std::shared_ptr<DeviceProvider> provider_;
   std::unique_ptr<cuda::Stream> stream_;
   CublasHandle blas_;
   int batch_, max_positions_, position_ = 0, rows_cap_ = 0;
   uint64_t chunk_bytes_ = 0;
   bool fused_requested_ = false;
+  bool weights_reused_ = false;
   // --overlap: the side stream that acquires slices into the buffer's halves, ordered against
   // the GEMMs by slots_.
   std::unique_ptr<cuda::Stream> side_;
@@ -829,39 +847,114 @@ class CudaModel final : public Model {
   std::vector<int32_t> part_, distinct_;
 };
 
+// ---- device weights kept between models (ModelRequest::reuse_weights) ----------------------
+
+// Whether a request's provider builds the fused kernels: batches over 16 never run fused (every
+// pass has more rows), so they get none.
+bool fused_kernels(const ModelRequest& r) {
+  return r.fused_gemv && r.batch <= dec::kFusedMaxBatch;
+}
+
+// Everything a provider's construction depends on, so that providers with equal keys are the
+// same: the weights (one FeedCache, so one source and shape), their kind, the DF11 decoder, and
+// the fused kernels with the partition they follow. Nothing else of a request reaches the
+// provider: batch (beyond `fused`), max_positions, chunk_bytes and overlap are the model's (its
+// KV cache, activations, slicing and second stream); the reused buffer and the fused partials
+// are sized by the shape and kFusedMaxBatch alone.
+struct WeightsKey {
+  uint64_t source = 0;  // FeedCache::id()
+  WeightsKind kind = WeightsKind::bf16;
+  // df11: the variant its decoder is picked by (df11_variant); bf16 with fused kernels: the
+  // name of the layout whose partition they follow; else empty.
+  std::string variant;
+  bool fused = false;  // fused kernels built (fused_kernels)
+  bool operator==(const WeightsKey&) const = default;
+};
+
+WeightsKey weights_key(const ModelRequest& r, uint64_t source) {
+  WeightsKey k{source, r.weights, "", fused_kernels(r)};
+  if (r.weights == WeightsKind::df11) k.variant = df11_variant(r);
+  if (r.weights == WeightsKind::bf16 && r.fused_gemv) {
+    // Checked even where no kernel is built (batch > 16), as the provider's construction does,
+    // so that a reused provider does not let a bad --variant through.
+    const Layout layout = fused_layout_of(r.variant);
+    if (k.fused) k.variant = layout.name();
+  }
+  return k;
+}
+
+struct CachedWeights {
+  WeightsKey key;
+  std::shared_ptr<DeviceProvider> provider;
+};
+
+// The process's device weights kept for later models. Never destroyed: at exit the CUDA runtime
+// may be torn down before a static's destructor runs (FeedCache's destructor empties it first).
+std::vector<CachedWeights>& weights_cache() {
+  static auto* cache = new std::vector<CachedWeights>();
+  return *cache;
+}
+
+// The cached provider of this key that no live model holds (the reused buffer and the fused
+// partials are scratch that models on two streams must not share), or null.
+std::shared_ptr<DeviceProvider> cached_weights(const WeightsKey& key) {
+  for (const CachedWeights& c : weights_cache())
+    if (c.key == key && c.provider.use_count() == 1) return c.provider;
+  return nullptr;
+}
+
 class CudaBuilder final : public ModelBuilder {
  public:
-  CudaBuilder(const ModelShape& s, const Norms& norms, const ModelRequest& r)
+  // source: FeedCache::id() of the units this builder will get, 0 when they come from a
+  // WeightSource directly (nothing identifies the weights then, so nothing is reused or kept).
+  CudaBuilder(const ModelShape& s, const Norms& norms, const ModelRequest& r, uint64_t source)
       : s_(s), norms_(norms), request_(r) {
     if (!cuda_available())
       throw Error("the CUDA backend: no CUDA device is available (no driver or no GPU)");
     watch().sample();  // the baseline, before this process allocates anything
     stream_ = std::make_unique<cuda::Stream>();
+    if (r.reuse_weights && source != 0) {
+      key_ = weights_key(r, source);
+      provider_ = cached_weights(*key_);
+      reused_ = provider_ != nullptr;
+      if (reused_) return;  // every unit is on the device already: add and prepare are done
+    }
     switch (r.weights) {
       case WeightsKind::bf16:
         // With --fused-gemv, the partition of the DF11 decoder it is checked against (--variant).
-        provider_ = std::make_unique<Bf16DeviceProvider>(r.fused_gemv ? fused_layout_of(r.variant) : Layout::df11());
+        provider_ = std::make_shared<Bf16DeviceProvider>(r.fused_gemv ? fused_layout_of(r.variant) : Layout::df11());
         break;
       case WeightsKind::df11:
-        provider_ = std::make_unique<Df11DeviceProvider>(r.variant, r.fused_gemv);
+        provider_ = std::make_shared<Df11DeviceProvider>(df11_variant(r));
         break;
       case WeightsKind::cpu_offload:
         if (r.fused_gemv) throw Error("--fused-gemv: the fused kernels read bf16 or df11 weights, not cpu-offload");
-        provider_ = std::make_unique<OffloadProvider>();
+        provider_ = std::make_shared<OffloadProvider>();
         break;
     }
-    // Batches over 16 never run fused (every pass has more rows): no kernels to build.
-    if (r.fused_gemv && r.batch <= dec::kFusedMaxBatch) provider_->enable_fused(embed_unit(s));
+    if (fused_kernels(r)) provider_->enable_fused(embed_unit(s));
   }
   void add(UnitFeed& feed) override {
+    if (reused_) return;
     provider_->add(feed, stream_->get());
     watch().sample();
   }
   std::unique_ptr<Model> finish() override {
-    provider_->prepare(s_);
+    if (!reused_) {
+      provider_->prepare(s_);
+      if (key_) {
+        // Uploads done before a later model uses the provider on its own stream.
+        CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
+        // Another builder of the same build may have stored one with this key: keep that one.
+        if (std::none_of(weights_cache().begin(), weights_cache().end(),
+                         [&](const CachedWeights& c) { return c.key == *key_; })) {
+          weights_cache().push_back({*key_, provider_});
+        }
+      }
+    }
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
                                        request_.batch, request_.max_positions, request_.chunk_bytes,
-                                       request_.fused_gemv, request_.overlap);
+                                       request_.fused_gemv, request_.overlap, reused_);
   }
 
  private:
@@ -869,7 +962,9 @@ class CudaBuilder final : public ModelBuilder {
   const Norms& norms_;
   ModelRequest request_;
   std::unique_ptr<cuda::Stream> stream_;
-  std::unique_ptr<DeviceProvider> provider_;
+  std::shared_ptr<DeviceProvider> provider_;
+  std::optional<WeightsKey> key_;  // set when the provider may come from, or go to, the cache
+  bool reused_ = false;
 };
 
 }  // namespace
@@ -899,6 +994,26 @@ void cuda_reset_peak_memory() {
   watch().peak = 0;
 }
 
+void cuda_keep_weights_for(const FeedCache& cache, const std::vector<ModelRequest>& requests) {
+  std::vector<WeightsKey> wanted;
+  for (const ModelRequest& r : requests) {
+    if (r.backend != Backend::cuda || !r.reuse_weights) continue;
+    try {
+      wanted.push_back(weights_key(r, cache.id()));
+    } catch (const Error&) {
+      // A request whose key cannot be made (a --variant the fused kernels cannot read) fails
+      // when its model is built, with this error; it keeps nothing.
+    }
+  }
+  auto& c = weights_cache();
+  // Dropping the last reference frees the provider's device (and pinned host) memory now.
+  c.erase(std::remove_if(c.begin(), c.end(),
+                         [&](const CachedWeights& w) {
+                           return std::find(wanted.begin(), wanted.end(), w.key) == wanted.end();
+                         }),
+          c.end());
+}
+
 synth::MatrixFiller cuda_synth_filler() {
   if (!cuda_available()) throw Error("generating weights on the GPU: no CUDA device is available");
   return [](std::span<uint16_t> out, const synth::MatrixRecipe& recipe) {
@@ -925,8 +1040,8 @@ synth::MatrixFiller cuda_synth_filler() {
 }
 
 std::unique_ptr<ModelBuilder> make_cuda_builder(const ModelShape& shape, const Norms& norms,
-                                                const ModelRequest& request) {
-  return std::make_unique<CudaBuilder>(shape, norms, request);
+                                                const ModelRequest& request, uint64_t feed_cache) {
+  return std::make_unique<CudaBuilder>(shape, norms, request, feed_cache);
 }
 
 }  // namespace df11::e2e

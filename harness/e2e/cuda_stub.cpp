@@ -17,12 +17,13 @@ uint64_t cuda_peak_memory() {
   return 0;
 }
 void cuda_reset_peak_memory() {}
+void cuda_keep_weights_for(const FeedCache&, const std::vector<ModelRequest>&) {}  // nothing is cached
 synth::MatrixFiller cuda_synth_filler() {
   throw Error("generating weights on the GPU: this build has no CUDA (nvcc was not found at configure time)");
 }
 
 std::unique_ptr<ModelBuilder> make_cuda_builder(const ModelShape&, const Norms&,
-                                                const ModelRequest&) {
+                                                const ModelRequest&, uint64_t) {
   throw Error("the CUDA backend: this build has no CUDA (nvcc was not found at configure time)");
 }
 

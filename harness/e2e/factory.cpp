@@ -1,6 +1,8 @@
 // Model building for both backends.
 #include "e2e/factory.hpp"
 
+#include <atomic>
+
 #include <fmt/format.h>
 
 #include "e2e/cpu_model.hpp"
@@ -33,8 +35,10 @@ class CpuBuilder final : public ModelBuilder {
 
 namespace {
 
+// feed_cache: FeedCache::id() when the units come from one, else 0.
 std::vector<std::unique_ptr<ModelBuilder>> make_builders(const WeightSource& source,
-                                                         const std::vector<ModelRequest>& requests) {
+                                                         const std::vector<ModelRequest>& requests,
+                                                         uint64_t feed_cache) {
   const ModelShape& s = source.shape();
   std::vector<std::unique_ptr<ModelBuilder>> builders;
   for (const ModelRequest& r : requests) {
@@ -48,7 +52,7 @@ std::vector<std::unique_ptr<ModelBuilder>> make_builders(const WeightSource& sou
       if (r.overlap) throw Error("model: overlapped slices (--overlap) are a CUDA method");
       builders.push_back(std::make_unique<CpuBuilder>(s, source.norms(), r));
     } else {
-      builders.push_back(make_cuda_builder(s, source.norms(), r));
+      builders.push_back(make_cuda_builder(s, source.norms(), r, feed_cache));
     }
   }
   return builders;
@@ -57,8 +61,8 @@ std::vector<std::unique_ptr<ModelBuilder>> make_builders(const WeightSource& sou
 // Hands every unit to every builder (feed(u) gives the unit's feed), then finishes them.
 template <class Feed>
 std::vector<std::unique_ptr<Model>> build_all(const WeightSource& source, const std::vector<ModelRequest>& requests,
-                                              const BuildProgress& progress, Feed&& feed) {
-  auto builders = make_builders(source, requests);
+                                              uint64_t feed_cache, const BuildProgress& progress, Feed&& feed) {
+  auto builders = make_builders(source, requests, feed_cache);
   const int n = n_units(source.shape());
   for (int u = 0; u < n; ++u) {
     feed(u, [&](UnitFeed& f) {
@@ -77,10 +81,25 @@ std::vector<std::unique_ptr<Model>> build_models(const WeightSource& source,
                                                  const std::vector<ModelRequest>& requests,
                                                  const BuildProgress& progress) {
   // Each unit is loaded, handed to the builders and dropped: one unit in host memory at a time.
-  return build_all(source, requests, progress, [&](int u, auto&& use) {
+  return build_all(source, requests, 0, progress, [&](int u, auto&& use) {
     UnitFeed f = source.load(u);
     use(f);
   });
+}
+
+FeedCache::FeedCache(const WeightSource& source)
+    : source_(source), feeds_(static_cast<std::size_t>(n_units(source.shape()))) {
+  static std::atomic<uint64_t> next_id{0};
+  id_ = ++next_id;  // from 1: 0 means "no FeedCache" to make_cuda_builder
+}
+
+FeedCache::~FeedCache() {
+  // The cached device weights of its models live no longer than it: after it they could serve
+  // nothing, and a static holding them would be destroyed after the CUDA runtime at exit.
+  try {
+    cuda_keep_weights_for(*this, {});
+  } catch (...) {  // nothing to report from a destructor; the memory goes with the process
+  }
 }
 
 UnitFeed& FeedCache::feed(int unit) {
@@ -91,7 +110,7 @@ UnitFeed& FeedCache::feed(int unit) {
 
 std::vector<std::unique_ptr<Model>> build_models(FeedCache& cache, const std::vector<ModelRequest>& requests,
                                                  const BuildProgress& progress) {
-  return build_all(cache.source(), requests, progress, [&](int u, auto&& use) { use(cache.feed(u)); });
+  return build_all(cache.source(), requests, cache.id(), progress, [&](int u, auto&& use) { use(cache.feed(u)); });
 }
 
 Backend resolve_backend(const std::string& name) {

@@ -13,8 +13,11 @@
 
 namespace df11::e2e {
 
-// The decoder variant CUDA models use unless told otherwise.
-inline constexpr const char* kDefaultCudaVariant = "flat12.gap5-warp.smem-out.t512.b8";
+// The decoder variant CUDA models use unless told otherwise: the fastest of DF11's own layout on
+// the first H200 run (reports/2026-11-27_h200_decode_throughput: 638 us per Nemo layer against
+// 926 us for flat12.gap5-warp.smem-out.t512.b8, the default before, and 1050 us for the
+// published kernel).
+inline constexpr const char* kDefaultCudaVariant = "multi12.gap5-warp.exp-smem-v16.t512.b8";
 // With fused_gemv, DF11 models decode (prefill, the embedding) with this variant unless told
 // otherwise: the fused kernels read the image it uploads (a multi12 variant of a layout they
 // read: multi12.gap5-{warp,block}.*.t512.b8, or multi12.gap5-cnt.*.t256.b16 for one pass).
@@ -45,6 +48,12 @@ struct ModelRequest {
   // with GEMMs; no more memory). Slices are at most half the buffer: where chunk_bytes fits
   // that, the same slices and GEMMs as without overlap, so the same results.
   bool overlap = false;
+  // CUDA only, models built from a FeedCache (`df11 generate --runs`): the model's device weights
+  // (its DeviceProvider: resident BF16, DF11 images with their fused kernels, pinned offload
+  // buffers) may be those an earlier model of the same FeedCache built with the same weights,
+  // decoder and fused kernels (no upload; Model::weights_reused), and stay cached for later
+  // models until cuda_keep_weights_for drops them. Ignored for models built from a WeightSource.
+  bool reuse_weights = false;
 };
 
 // Takes the units of one model while it is built.
@@ -67,14 +76,23 @@ using BuildProgress = std::function<void(int, int, const std::string&)>;
 // runs from one load (host memory: the BF16 model plus its encodings).
 class FeedCache {
  public:
-  explicit FeedCache(const WeightSource& source) : source_(source), feeds_(static_cast<std::size_t>(n_units(source.shape()))) {}
+  explicit FeedCache(const WeightSource& source);
+  // Drops the cached device weights (ModelRequest::reuse_weights; cuda_keep_weights_for keeps
+  // one FeedCache's at a time): none can serve a model after it. Models still alive keep theirs.
+  ~FeedCache();
+  FeedCache(const FeedCache&) = delete;
+  FeedCache& operator=(const FeedCache&) = delete;
   [[nodiscard]] const WeightSource& source() const { return source_; }
   // The unit's feed, loaded on first use.
   [[nodiscard]] UnitFeed& feed(int unit);
+  // Unique in the process (never reused, unlike an address): names these weights in the cache
+  // of device weights.
+  [[nodiscard]] uint64_t id() const { return id_; }
 
  private:
   const WeightSource& source_;
   std::vector<std::optional<UnitFeed>> feeds_;
+  uint64_t id_;
 };
 
 [[nodiscard]] std::vector<std::unique_ptr<Model>> build_models(FeedCache& cache,
@@ -89,14 +107,22 @@ class FeedCache {
 // A usable device: false without a driver, without a device, or in builds without CUDA.
 [[nodiscard]] bool cuda_available();
 [[nodiscard]] std::string cuda_device_name();
+// feed_cache: FeedCache::id() of the units the builder will get, 0 when they come straight from
+// a WeightSource (then request.reuse_weights is ignored).
 [[nodiscard]] std::unique_ptr<ModelBuilder> make_cuda_builder(const ModelShape& shape,
                                                               const Norms& norms,
-                                                              const ModelRequest& request);
+                                                              const ModelRequest& request,
+                                                              uint64_t feed_cache = 0);
 // Device memory in use by this process beyond what it used at the first call (bytes, sampled
 // by the CUDA models after every forward); 0 without CUDA.
 [[nodiscard]] uint64_t cuda_peak_memory();
 // Starts a new peak (the baseline stays): for a run after earlier runs' models are gone.
 void cuda_reset_peak_memory();
+// Drops every cached device weights (ModelRequest::reuse_weights) that none of these requests of
+// `cache` would reuse (all of any other FeedCache's), freeing their memory. `df11 generate --runs`
+// calls it before each run builds its models, once the earlier run's are gone, and before
+// cuda_reset_peak_memory: a run's peak then holds only the weights it uses.
+void cuda_keep_weights_for(const FeedCache& cache, const std::vector<ModelRequest>& requests);
 // Fills synthetic matrices on the GPU (gpu::synth_fill, in slices of at most 64 MB of device
 // memory, freed before it returns) and copies them to the host: the bits of the host filler,
 // spot-checked against the host's draw at 257 elements per matrix (a mismatch throws).

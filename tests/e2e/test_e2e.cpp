@@ -315,6 +315,20 @@ TEST_CASE("a feed cache loads every unit once for many builds, which match build
   for (const auto& l : logits) CHECK(l == want);  // the same BF16 words, however they were kept
 }
 
+TEST_CASE("feed caches have ids of their own; CPU models never reuse device weights", "[e2e]") {
+  const auto src = synthetic_source(named_config("tiny"), 0, kThreads, "tiny");
+  FeedCache a(*src), b(*src);
+  CHECK(a.id() != 0);  // 0 tells make_cuda_builder the units come from no FeedCache
+  CHECK(a.id() != b.id());
+  ModelRequest r{Backend::cpu, WeightsKind::df11, "", 1, 8, kThreads};
+  r.reuse_weights = true;  // as df11 generate --runs asks: a CUDA matter, ignored on the CPU
+  for (int run = 0; run < 2; ++run) {
+    cuda_keep_weights_for(a, {r});  // nothing cached, nothing to drop; no device needed
+    auto models = build_models(a, {r});
+    CHECK_FALSE(models[0]->weights_reused());
+  }
+}
+
 TEST_CASE("synthetic units: bits made on request, by the host or a filler; a filler's source offers its plans", "[e2e]") {
   const ModelShape tiny = named_config("tiny");
   const auto host = synthetic_source(tiny, 7, kThreads, "tiny");

@@ -1,7 +1,8 @@
 // GPU end-to-end test (ctest label `gpu`): on CUDA, BF16, DF11 (every decoder variant) and
 // CPU-offloaded weights give bit-identical logits and tokens; the CUDA model agrees with the CPU
 // model within the BF16-activation tolerance; the KV cache agrees with fresh prefix forwards; the
-// official encoder's DF11 files run. Exits 77 (ctest: skipped) when there is no device.
+// official encoder's DF11 files run; device weights kept between runs (--runs) serve later runs
+// bit for bit. Exits 77 (ctest: skipped) when there is no device.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -325,6 +326,132 @@ void run() {
   }
 }
 
+// Device weights kept between the runs of one FeedCache (ModelRequest::reuse_weights, as
+// `df11 generate --runs` builds them): a run whose weights come from the cache gives the same
+// tokens and still passes the check, chunked and overlapped models share the whole-block
+// models' weights, weights a live model holds are never handed to a second one, another decoder
+// or fused kernels get their own, and weights a run does not use are dropped before it builds,
+// so that its peak holds the weights it reuses and not those.
+void check_weight_reuse() {
+  try {
+    const ModelShape tiny = named_config("tiny");
+    const auto src = synthetic_source(tiny, 3, 0, "tiny");
+    FeedCache cache(*src);
+    const int batch = 2, steps = 8;
+    const auto prompts = batch_prompts(random_prompt(7, tiny.vocab, 3), batch, tiny.vocab);
+    auto reusing = [&](WeightsKind w, const std::string& variant = "") {
+      ModelRequest r = request(Backend::cuda, w, batch, 7 + steps, variant);
+      r.reuse_weights = true;
+      return r;
+    };
+    auto chunked = [&](WeightsKind w) {
+      ModelRequest r = reusing(w);
+      r.chunk_bytes = 64 * 1024;
+      r.overlap = true;
+      return r;
+    };
+    auto fused = [&](WeightsKind w) {
+      ModelRequest r = reusing(w);
+      r.fused_gemv = true;
+      return r;
+    };
+    // One run as run_one does it: the earlier run's models are gone; the weights this one does
+    // not use go, then it builds. Checks want[i] == whether model i's weights were reused.
+    auto build = [&](const std::vector<ModelRequest>& reqs, const std::vector<bool>& want, const std::string& what) {
+      cuda_keep_weights_for(cache, reqs);
+      auto m = build_models(cache, reqs);
+      for (std::size_t i = 0; i < m.size(); ++i) {
+        expect(m[i]->weights_reused() == want[i],
+               fmt::format("reuse, {}: model {} ({}) {}", what, i, m[i]->describe(),
+                           want[i] ? "has the cached weights" : "built its own weights"));
+      }
+      return m;
+    };
+    const std::vector<ModelRequest> whole{reusing(WeightsKind::df11), reusing(WeightsKind::bf16)};
+    std::vector<std::vector<int32_t>> first;
+    {
+      auto m = build(whole, {false, false}, "first run");
+      const GenerationResult r = generate(*m[0], prompts, steps, m[1].get());
+      expect(!r.mismatch, "reuse, first run: df11 vs bf16 bit-identical");
+      first = r.tokens;
+    }
+    {
+      auto m = build(whole, {true, true}, "the same run again");
+      const GenerationResult r = generate(*m[0], prompts, steps, m[1].get());
+      expect(!r.mismatch && r.tokens == first, "reuse, the same run again: bit-identical, the first run's tokens");
+      // The cached df11 weights are m[0]'s while it lives: a second model gets its own.
+      auto other = build_models(cache, {reusing(WeightsKind::df11)});
+      expect(!other[0]->weights_reused(), "reuse: weights a live model holds are not handed to another");
+      expect(generate(*other[0], prompts, steps).tokens == first, "reuse: the second model's tokens are the first run's");
+    }
+    {
+      auto m = build({chunked(WeightsKind::df11), chunked(WeightsKind::bf16)}, {true, true}, "chunked, overlapped");
+      expect(m[0]->describe().find("second stream") != std::string::npos, "reuse: the overlapped model says so: " + m[0]->describe());
+      const GenerationResult r = generate(*m[0], prompts, steps, m[1].get());
+      expect(!r.mismatch, "reuse, chunked overlapped df11 (cached weights) vs chunked bf16: bit-identical");
+    }
+    {  // another decoder: its own weights; the run drops the others (bf16 is built again below)
+      auto m = build({reusing(WeightsKind::df11, "multi12.gap5-warp.exp-smem-v16.t512.b8")}, {false}, "another decoder");
+      expect(generate(*m[0], prompts, steps).tokens == first, "reuse, another decoder: the first run's tokens");
+    }
+    {
+      auto m = build(whole, {false, false}, "after the others were dropped");
+      const GenerationResult r = generate(*m[0], prompts, steps, m[1].get());
+      expect(!r.mismatch && r.tokens == first, "reuse, weights built again: bit-identical, the first run's tokens");
+    }
+    std::vector<std::vector<int32_t>> fused_first;
+    for (const bool again : {false, true}) {  // fused kernels: weights of their own, then reused
+      auto m = build({fused(WeightsKind::df11), fused(WeightsKind::bf16)}, {again, again}, "fused");
+      const GenerationResult r = generate(*m[0], prompts, steps, m[1].get());
+      expect(!r.mismatch, fmt::format("reuse, fused df11 vs fused bf16 ({}): bit-identical", again ? "reused" : "built"));
+      if (!again) fused_first = r.tokens;
+      expect(r.tokens == fused_first, "reuse, fused: the same tokens built or reused");
+    }
+  } catch (const std::exception& e) {
+    expect(false, std::string("reuse: ") + e.what());
+  }
+
+  // Memory on Nemo's hidden size (one layer, a narrower MLP: ~0.3 GB of BF16, far above the
+  // device's allocation granularity): the run that reuses the DF11 weights, with the BF16 weights
+  // of the run before dropped, peaks at least at the DF11 weights (reused, they are still this
+  // run's) and well below DF11 + BF16. Generated on the GPU, which is faster than the host.
+  try {
+    ModelShape nemo1 = named_config("nemo");
+    nemo1.n_layers = 1;
+    nemo1.intermediate = 4096;
+    nemo1.vocab = 4096;
+    const auto ns = synthetic_source(nemo1, 0, 0, "nemo", cuda_synthesis());
+    FeedCache cache(*ns);
+    auto reusing = [&](WeightsKind w) {
+      ModelRequest r = request(Backend::cuda, w, 1, 12);
+      r.reuse_weights = true;
+      return r;
+    };
+    const auto np = batch_prompts(random_prompt(8, nemo1.vocab, 4), 1, nemo1.vocab);
+    const std::vector<ModelRequest> both{reusing(WeightsKind::df11), reusing(WeightsKind::bf16)};
+    uint64_t df11_bytes = 0, bf16_bytes = 0;
+    {
+      cuda_keep_weights_for(cache, both);
+      auto m = build_models(cache, both);
+      expect(!generate(*m[0], np, 4, m[1].get()).mismatch, "reuse, nemo 1 layer: df11 vs bf16 bit-identical");
+      df11_bytes = m[0]->memory().weight_bytes;
+      bf16_bytes = m[1]->memory().weight_bytes;
+    }
+    cuda_keep_weights_for(cache, {reusing(WeightsKind::df11)});
+    cuda_reset_peak_memory();
+    auto m = build_models(cache, {reusing(WeightsKind::df11)});
+    (void)generate(*m[0], np, 4);
+    const uint64_t peak = cuda_peak_memory();
+    expect(m[0]->weights_reused(), "reuse, nemo 1 layer: the df11 weights are reused");
+    expect(peak >= df11_bytes && peak < df11_bytes + bf16_bytes / 2,
+           fmt::format("reuse, nemo 1 layer: the run's peak {:.1f} MB holds the reused df11 weights ({:.1f} MB) "
+                       "and not the dropped bf16 ({:.1f} MB)",
+                       peak / 1e6, df11_bytes / 1e6, bf16_bytes / 1e6));
+  } catch (const std::exception& e) {
+    expect(false, std::string("reuse, nemo 1 layer: ") + e.what());
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -335,6 +462,7 @@ int main() {
   try {
     std::fprintf(stderr, "device: %s\n", cuda_device_name().c_str());
     run();
+    check_weight_reuse();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "FAIL: %s\n", e.what());
     return 1;

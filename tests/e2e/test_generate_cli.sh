@@ -67,6 +67,8 @@ assert rows[1]["check"] == "passed" and rows[1]["prompt_len"] == 3 and rows[1]["
 assert "error" in rows[2] and "needs --backend cuda" in rows[2]["error"], rows[2]
 assert rows[3]["tokens"] == alone["tokens"] and "flat12" in rows[3]["method"], rows[3]
 assert rows[3]["variant"] == "flat12.gap5-warp.smem-out.t512.b8" and rows[0]["variant"] == "", (rows[0], rows[3])
+# Only CUDA models keep device weights between runs; every run says whether it reused them.
+assert [r.get("weights_reused") for r in rows] == [False, False, None, False] and alone["weights_reused"] is False, rows
 PY
 printf -- '--weights bf16\n--wieghts df11\n' >"$runs"
 expect_runs_error() {
@@ -130,6 +132,31 @@ expect_error "--synthesize-on applies to --synthetic only" --model /nonexistent 
 if ! "$df11" generate --synthetic tiny --prompt-ids 1 --max-new-tokens 1 --backend cuda >/dev/null 2>&1; then
   expect_error "--backend cuda" --synthetic tiny --prompt-ids 1 --backend cuda
   expect_error "--synthesize-on cuda: " --synthetic tiny --prompt-ids 1 --backend cpu --synthesize-on cuda
+else
+  # With a device: --runs keeps a run's device weights for the next runs that use the same ones
+  # (chunked and overlapped runs too) and drops those the next run does not use; reused weights
+  # give the same tokens, pass the check and count in the run's peak.
+  runs=$(mktemp)
+  cat >"$runs" <<'RUNS'
+--weights df11 --check
+--weights df11 --check
+--weights df11 --check --chunk-bytes 65536 --overlap
+--weights bf16
+--weights df11
+RUNS
+  json=$("$df11" generate --synthetic tiny --prompt-len 6 --batch 2 --max-new-tokens 4 --backend cuda --json \
+    --runs "$runs" 2>/dev/null) || fail "--runs on cuda exited $?"
+  rm -f "$runs"
+  python3 - "$json" <<'PY' || fail "--runs on cuda, reused weights: $json"
+import json, sys
+rows = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
+assert len(rows) == 5 and all("error" not in r for r in rows), rows
+assert [r["weights_reused"] for r in rows] == [False, True, True, True, False], [r["weights_reused"] for r in rows]
+assert all(r["check"] == "passed" for r in rows[:3]), [r["check"] for r in rows]
+assert rows[1]["tokens"] == rows[0]["tokens"] == rows[3]["tokens"] == rows[4]["tokens"], rows
+for r in rows:
+    assert r["peak_device_bytes"] >= r["weight_bytes"], r
+PY
 fi
 # Where the weights were generated is part of the model's description; the host's by default on the CPU.
 out=$("$df11" generate --synthetic tiny --prompt-ids 1,2 --max-new-tokens 2 --backend cpu --synthesize-on host 2>&1) ||
