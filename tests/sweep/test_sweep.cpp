@@ -401,3 +401,33 @@ TEST_CASE("the GPU-only slice methods are not_supported on the cpu backend, with
   }
   fs::remove_all(dir);
 }
+
+TEST_CASE("every experiment file's methods resolve on both backends (a renamed variant fails here)",
+          "[sweep]") {
+  // The cuda sections name decoders one by one (nemo_layer's shortlist): a variant renamed or
+  // dropped from the registry must fail in CI, not on a lent GPU.
+  const fs::path dir = fs::path(__FILE__).parent_path() / "../../experiments";
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().extension() != ".toml") continue;
+    INFO(entry.path().string());
+    const Experiment e = parse_experiment_file(entry.path().string());
+    for (const char* backend : {"cpu", "cuda"}) {
+      INFO(backend);
+      std::vector<MethodCase> methods;
+      CHECK_NOTHROW(methods = resolve_methods(e, backend, registry()));
+      CHECK(!methods.empty());
+    }
+    ++n;
+  }
+  CHECK(n >= 5);
+  // nemo_layer on cuda: the shortlist, every df11 method naming one registered variant.
+  const Experiment d = parse_experiment_file((dir / "nemo_layer.toml").string());
+  std::size_t df11 = 0;
+  for (const auto& m : resolve_methods(d, "cuda", registry())) {
+    if (m.kind != "df11") continue;
+    ++df11;
+    REQUIRE(m.variant != nullptr);
+  }
+  CHECK(df11 == 7);
+}

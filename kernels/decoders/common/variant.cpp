@@ -44,6 +44,7 @@ const char* staging_name(Staging s) {
     case Staging::cp_async: return "cp-async";
     case Staging::exp_smem: return "exp-smem-v16";
     case Staging::keep_vec: return "keep-v16";
+    case Staging::exp_smem_pf: return "exp-smem-pf-v16";
   }
   return "?";
 }
@@ -106,6 +107,10 @@ Traits VariantSpec::traits() const {
     case Staging::keep_vec:
       t.staging = "symbols kept from pass 1; exponents merged with sign/mantissa on the way out, 16-byte stores";
       break;
+    case Staging::exp_smem_pf:
+      t.staging = "exponents via shared memory; sign/mantissa prefetched to shared memory (cp.async) during the decode; "
+                  "16-byte stores";
+      break;
   }
   t.granularity = per_matrix ? "matrix" : "unit";
   if (persistent) t.granularity += "/persist";  // persistent blocks: tables loaded once per CUDA block
@@ -140,7 +145,10 @@ HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
   const uint64_t staged_end = img.n_blocks * unit.layout.block_bytes() + 16;
   img.stream.assign(std::max<uint64_t>(((img.n_bytes + 3) / 4) * 4 + 32, staged_end + 32), 0);
   std::copy(unit.encoded_exponent.begin(), unit.encoded_exponent.end(), img.stream.begin());
-  img.sign_mantissa = unit.sign_mantissa;
+  // 16 bytes of padding: the exp-smem-pf stagings copy whole aligned 16-byte pieces around a
+  // block's elements, up to 15 bytes past the last one.
+  img.sign_mantissa.assign(unit.sign_mantissa.size() + 16, 0);
+  std::copy(unit.sign_mantissa.begin(), unit.sign_mantissa.end(), img.sign_mantissa.begin());
   const uint64_t n_pos = unit.output_positions.size() / 4;
   img.positions.resize(n_pos);
   for (uint64_t i = 0; i < n_pos; ++i) img.positions[i] = unit.position(i);

@@ -39,6 +39,9 @@ enum class Staging : uint8_t {
   exp_smem,  // pass 2 writes exponent bytes to shared memory; the copy-out merges them with the
              // sign/mantissa bytes 8 at a time (8-byte loads, 16-byte stores)
   keep_vec,  // keep, with exp_smem's vectorized merge on the way out
+  exp_smem_pf,  // exp_smem, and the block's sign/mantissa bytes copied into shared memory with
+                // cp.async as the block starts, so their DRAM latency passes during the decode
+                // instead of stalling the copy-out (last here: the others keep their template ids)
 };
 
 struct VariantSpec {

@@ -21,7 +21,7 @@ inline constexpr unsigned kAlign = 16;
 // words) in shared memory for the copy-out to merge.
 DF11_HD constexpr bool keeps_symbols(Staging s) { return s == Staging::keep || s == Staging::keep_vec; }
 DF11_HD constexpr bool exps_in_smem(Staging s) {
-  return s == Staging::keep || s == Staging::keep_vec || s == Staging::exp_smem;
+  return s == Staging::keep || s == Staging::keep_vec || s == Staging::exp_smem || s == Staging::exp_smem_pf;
 }
 DF11_HD unsigned align_up(unsigned x) { return (x + kAlign - 1) & ~(kAlign - 1); }
 
@@ -33,7 +33,9 @@ struct SmemLayout {
   unsigned out = 0, out_bytes = 0;      // smem-out: BF16 outputs of the block
   unsigned slots = 0, slot_bytes = 0;   // keep: symbols of pass 1, chunk_bits per thread (slot_byte)
   unsigned exps = 0, exps_bytes = 0;    // keep: exponents in block order
-  unsigned input = 0, input_bytes = 0;  // cp.async: the block's encoded bytes + look-ahead
+  // cp.async: the block's encoded bytes + look-ahead; exp-smem-pf: its sign/mantissa bytes (from
+  // sm_base). One pair of fields for both keeps the kernels' parameter block as it was.
+  unsigned input = 0, input_bytes = 0;
   unsigned total = 0;
 };
 
@@ -72,6 +74,9 @@ DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_bl
   // exp_base), so that 8 of them at an 8-aligned element index are one aligned 8-byte word.
   if (exps_in_smem(s.staging)) take(max_block_elements + 8, l.exps, l.exps_bytes);
   if (s.staging == Staging::cp_async) take(tpb * bpt + 16, l.input, l.input_bytes);
+  // Whole 16-byte pieces from the 16-aligned element at or below the block's first to the
+  // 16-aligned one at or past its end: at most max_block_elements + 30 bytes.
+  if (s.staging == Staging::exp_smem_pf) take(max_block_elements + 32, l.input, l.input_bytes);
   l.total = off;
   return l;
 }
@@ -186,7 +191,7 @@ DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigne
         });
       }
     };
-    if constexpr (S == Staging::exp_smem) {
+    if constexpr (S == Staging::exp_smem || S == Staging::exp_smem_pf) {
       const unsigned at = c.sl.exps + static_cast<unsigned>(c.block_first - exp_base(c)) + rel;
       decode_into([&c, at](unsigned k, unsigned e) { c.smem[at + k] = static_cast<uint8_t>(e); });
     } else {
@@ -227,6 +232,31 @@ DF11_HD uint64_t load8(const uint8_t* p) {  // 8-aligned
 #endif
 }
 
+// exp-smem-pf: element index whose sign/mantissa byte sits at byte 0 of the shared copy, and
+// whether the copy is made (cp.async moves 16-byte pieces from 16-aligned global addresses: a
+// sign/mantissa array that is not 16-aligned, which no upload makes, is read in place instead).
+template <class Table>
+DF11_HD uint64_t sm_base(const BlockCtx<Table>& c) {
+  return c.block_first & ~uint64_t{15};
+}
+DF11_HD bool sm_prefetched(const LaunchParams& p) { return (reinterpret_cast<uintptr_t>(p.sign_mantissa) & 15) == 0; }
+
+// exp-smem-pf, as soon as the block's element range is known: thread t of tpb starts the
+// copies of its 16-byte pieces of the block's sign/mantissa bytes into shared memory; they
+// complete during the decode, and the copy-out reads them after cp_async_wait_all and the
+// barrier before it. The pieces past n_elements read the upload's 16 padding bytes.
+template <Staging S, class Table>
+DF11_HD void prefetch_sign_mantissa(const BlockCtx<Table>& c, unsigned t) {
+  if constexpr (S == Staging::exp_smem_pf) {
+    if (!sm_prefetched(*c.p)) return;
+    const uint64_t base = sm_base(c);
+    const unsigned pieces = static_cast<unsigned>(((c.block_end + 15) & ~uint64_t{15}) - base) / 16;
+    uint8_t* dst = c.smem + c.sl.input;
+    const uint8_t* src = c.p->sign_mantissa + base;
+    for (unsigned i = t; i < pieces; i += c.tpb) simt::cp_async<16>(dst + 16 * i, src + 16 * i);
+  }
+}
+
 // After the block's barrier: coalesced copy of the block's outputs to global memory. Scalar
 // stagings: thread t takes every tpb-th element. Vector stagings (exp_smem, keep_vec): thread
 // t takes every tpb-th group of 8 elements at 8-aligned indices (one 8-byte load of sign/
@@ -243,19 +273,28 @@ DF11_HD void copy_out(const BlockCtx<Table>& c, unsigned t) {
     if constexpr (exps_in_smem(S)) {
       const uint8_t* exps = c.smem + c.sl.exps;
       const uint64_t base = exp_base(c);
+      // Sign/mantissa byte of element j: sm[j - sm_at], from shared memory where prefetched.
+      const uint8_t* sm = p.sign_mantissa;
+      uint64_t sm_at = 0;
+      if constexpr (S == Staging::exp_smem_pf) {
+        if (sm_prefetched(p)) {
+          sm = c.smem + c.sl.input;
+          sm_at = sm_base(c);
+        }
+      }
       uint64_t a = to, z = to;  // the vector range [a, z)
       if constexpr (S != Staging::keep) {
         const bool aligned = (p.lo & 7) == 0 && (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 &&
-                             (reinterpret_cast<uintptr_t>(p.sign_mantissa) & 7) == 0;
+                             (reinterpret_cast<uintptr_t>(sm) & 7) == 0;
         if (aligned) {
           a = (from + 7) & ~uint64_t{7};
           z = to & ~uint64_t{7};
           if (a > z) a = z = to;
         }
       }
-      for (uint64_t j = from + t; j < a; j += c.tpb) p.out[j - p.lo] = merge_bf16(exps[j - base], p.sign_mantissa[j]);
+      for (uint64_t j = from + t; j < a; j += c.tpb) p.out[j - p.lo] = merge_bf16(exps[j - base], sm[j - sm_at]);
       for (uint64_t g = a + 8ull * t; g < z; g += 8ull * c.tpb) {
-        const Words8 w = merge8(load8(exps + (g - base)), load8(p.sign_mantissa + g));
+        const Words8 w = merge8(load8(exps + (g - base)), load8(sm + (g - sm_at)));
         uint64_t* o = reinterpret_cast<uint64_t*>(p.out + (g - p.lo));
 #if defined(__CUDA_ARCH__)
         *reinterpret_cast<ulonglong2*>(o) = make_ulonglong2(w.lo, w.hi);
@@ -264,7 +303,7 @@ DF11_HD void copy_out(const BlockCtx<Table>& c, unsigned t) {
         o[1] = w.hi;
 #endif
       }
-      for (uint64_t j = z + t; j < to; j += c.tpb) p.out[j - p.lo] = merge_bf16(exps[j - base], p.sign_mantissa[j]);
+      for (uint64_t j = z + t; j < to; j += c.tpb) p.out[j - p.lo] = merge_bf16(exps[j - base], sm[j - sm_at]);
     } else {
       const uint16_t* o = reinterpret_cast<const uint16_t*>(c.smem + c.sl.out);
       for (uint64_t j = from + t; j < to; j += c.tpb) p.out[j - p.lo] = o[j - c.block_first];
@@ -391,10 +430,12 @@ DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t*
     c.block_first = p.positions[b * TPB];
     const uint64_t last = (b + 1) * TPB < p.n_chunks ? (b + 1) * TPB : p.n_chunks;
     c.block_end = p.positions[last];
+    prefetch_sign_mantissa<S>(c, t);
     if (chunk_exists(p, b, TPB, t)) pass2<S, !kStaged, Unchecked>(c, t, p.positions[b * TPB + t], 0);
   } else {
     c.block_first = p.positions[b];
     c.block_end = p.positions[b + 1];
+    prefetch_sign_mantissa<S>(c, t);
     const unsigned count = pass1<P, S, !kStaged>(c, t);
     uint32_t* scan = reinterpret_cast<uint32_t*>(smem + sl.scan);
     const unsigned excl =
@@ -430,6 +471,7 @@ template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
 DF11_HD void gap_decode_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   const auto c = gap_decode_phases<TK, P, S, TPB, BPT>(p, sl, smem);
   if constexpr (S != Staging::direct) {
+    if constexpr (S == Staging::exp_smem_pf) simt::cp_async_wait_all();  // this thread's pieces; the barrier: all
     simt::sync_block();
     copy_out<S>(c, simt::tid_x());
   }
@@ -456,6 +498,7 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
   for (uint64_t b = p.block_begin + simt::bid_x(); b < end; b += simt::gdim_x()) {
     const auto c = decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b);
     if constexpr (S != Staging::direct) {
+      if constexpr (S == Staging::exp_smem_pf) simt::cp_async_wait_all();
       simt::sync_block();
       copy_out<S>(c, t);
     }

@@ -80,12 +80,14 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
     if constexpr (P == Partition::thread_pos) {
       c.block_first = p.positions[b * tpb];
       c.block_end = p.positions[std::min<uint64_t>((b + 1) * tpb, p.n_chunks)];
+      for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
       for (unsigned t = 0; t < tpb; ++t) {
         if (chunk_exists(p, b, tpb, t)) pass2<S, !kStaged>(c, t, p.positions[b * tpb + t], 0);
       }
     } else {
       c.block_first = p.positions[b];
       c.block_end = p.positions[b + 1];
+      for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
       for (unsigned t = 0; t < tpb; ++t) counts[t] = pass1<P, S, !kStaged>(c, t);
       // The kernel's block or warp scan: an exclusive prefix sum of the counts.
       uint64_t run = 0;
