@@ -125,6 +125,18 @@ DF11_HD uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t selector) {
 #endif
 }
 
+// A hint to bring the line holding p into L2 (prefetch.global.L2): no result, nothing waits on
+// it. On the host it reads the byte at p, so that the sanitizer builds check every hinted
+// address lies inside its buffer, as the device needs.
+DF11_HD void prefetch_l2(const void* p) {
+#if defined(__CUDA_ARCH__)
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+#else
+  const volatile uint8_t* b = static_cast<const volatile uint8_t*>(p);
+  (void)*b;
+#endif
+}
+
 // Asynchronous global -> shared copy of N bytes (4, 8 or 16; both addresses N-aligned),
 // complete for the issuing thread after cp_async_wait_all(), for the block after a barrier.
 // On the host the copy happens at once.

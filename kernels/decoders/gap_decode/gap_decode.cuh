@@ -477,6 +477,29 @@ DF11_HD void gap_decode_block(const LaunchParams& p, const SmemLayout& sl, uint8
   }
 }
 
+// exp-smem-pf in persistent blocks: while DF11 block b decodes, hints bring what the next one
+// of this CUDA block (nb) reads first into L2: its encoded bytes, its gaps, its count bytes and
+// its positions, so that the first loads of its pass 1 and 2 wait on L2, not DRAM. One hint per
+// 128-byte line, every address inside its buffer (the stream is padded past the last block).
+template <Partition P, int TPB, int BPT>
+DF11_HD void prefetch_next_block(const LaunchParams& p, uint64_t nb, uint64_t end, unsigned t) {
+  if (nb >= end) return;
+  constexpr unsigned kLine = 128;
+  const uint64_t first_chunk = nb * TPB;
+  if (t * kLine < static_cast<unsigned>(TPB * BPT)) simt::prefetch_l2(p.stream + first_chunk * BPT + t * kLine);
+  const uint64_t gap_byte = first_chunk * static_cast<unsigned>(p.gap_bits) / 8;
+  const uint64_t gap_end = (p.n_chunks * static_cast<unsigned>(p.gap_bits) + 7) / 8;
+  if (t * kLine < static_cast<unsigned>(TPB * p.gap_bits / 8 + 1) && gap_byte + t * kLine < gap_end) {
+    simt::prefetch_l2(p.gaps + gap_byte + t * kLine);
+  }
+  if constexpr (P == Partition::thread_count) {
+    if (t * kLine < static_cast<unsigned>(TPB) && first_chunk + t * kLine < p.n_chunks) {
+      simt::prefetch_l2(p.counts + first_chunk + t * kLine);
+    }
+  }
+  if (P != Partition::thread_pos && t == 0) simt::prefetch_l2(p.positions + nb);
+}
+
 // Host runs (SIMT executor) of persistent kernels use at most this many CUDA blocks, so that
 // they loop over DF11 blocks as on a GPU.
 inline constexpr unsigned kSimtPersistentGrid = 3;
@@ -496,6 +519,7 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
   simt::sync_block();
   const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
   for (uint64_t b = p.block_begin + simt::bid_x(); b < end; b += simt::gdim_x()) {
+    if constexpr (S == Staging::exp_smem_pf) prefetch_next_block<P, TPB, BPT>(p, b + simt::gdim_x(), end, t);
     const auto c = decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b);
     if constexpr (S != Staging::direct) {
       if constexpr (S == Staging::exp_smem_pf) simt::cp_async_wait_all();
