@@ -390,8 +390,11 @@ void check_weight_reuse() {
       const GenerationResult r = generate(*m[0], prompts, steps, m[1].get());
       expect(!r.mismatch, "reuse, chunked overlapped df11 (cached weights) vs chunked bf16: bit-identical");
     }
-    {  // another decoder: its own weights; the run drops the others (bf16 is built again below)
-      auto m = build({reusing(WeightsKind::df11, "multi12.gap5-warp.exp-smem-v16.t512.b8")}, {false}, "another decoder");
+    {  // another decoder (not the default one, kDefaultCudaVariant): its own weights; the run
+       // drops the others (bf16 is built again below)
+      const std::string another = "flat12.gap5-warp.smem-out.t512.b8";
+      expect(another != kDefaultCudaVariant, "reuse: the other decoder is not the default one");
+      auto m = build({reusing(WeightsKind::df11, another)}, {false}, "another decoder");
       expect(generate(*m[0], prompts, steps).tokens == first, "reuse, another decoder: the first run's tokens");
     }
     {
