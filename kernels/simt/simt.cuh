@@ -125,12 +125,12 @@ DF11_HD uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t selector) {
 #endif
 }
 
-// A hint to bring the line holding p into L2 (prefetch.global.L2): no result, nothing waits on
+// A hint to bring the line holding p into L2 (prefetch.L2): no result, nothing waits on
 // it. On the host it reads the byte at p, so that the sanitizer builds check every hinted
 // address lies inside its buffer, as the device needs.
 DF11_HD void prefetch_l2(const void* p) {
 #if defined(__CUDA_ARCH__)
-  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+  asm volatile("prefetch.L2 [%0];\n" ::"l"(p));  // generic addressing: p is a generic pointer
 #else
   const volatile uint8_t* b = static_cast<const volatile uint8_t*>(p);
   (void)*b;
@@ -157,7 +157,7 @@ DF11_HD void cp_async(void* smem_dst, const void* gmem_src) {
 
 DF11_HD void cp_async_wait_all() {
 #if defined(__CUDA_ARCH__)
-  asm volatile("cp.async.wait_all;\n" ::);
+  asm volatile("cp.async.wait_all;\n" ::: "memory");  // later loads of the copied bytes stay after it
 #endif
 }
 

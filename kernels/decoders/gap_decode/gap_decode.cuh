@@ -232,14 +232,18 @@ DF11_HD uint64_t load8(const uint8_t* p) {  // 8-aligned
 #endif
 }
 
-// exp-smem-pf: element index whose sign/mantissa byte sits at byte 0 of the shared copy, and
-// whether the copy is made (cp.async moves 16-byte pieces from 16-aligned global addresses: a
-// sign/mantissa array that is not 16-aligned, which no upload makes, is read in place instead).
+// exp-smem-pf: element index whose sign/mantissa byte sits at byte 0 of the shared copy.
+// cp.async moves 16-byte pieces from 16-aligned global addresses, so these variants need a
+// 16-aligned sign/mantissa array: every upload makes one, and the launches refuse any other
+// (sign_mantissa_aligned), so the copy-out reads shared memory only (shared loads, not generic
+// ones through a pointer that might be either).
 template <class Table>
 DF11_HD uint64_t sm_base(const BlockCtx<Table>& c) {
   return c.block_first & ~uint64_t{15};
 }
-DF11_HD bool sm_prefetched(const LaunchParams& p) { return (reinterpret_cast<uintptr_t>(p.sign_mantissa) & 15) == 0; }
+DF11_HD bool sign_mantissa_aligned(const LaunchParams& p) {
+  return (reinterpret_cast<uintptr_t>(p.sign_mantissa) & 15) == 0;
+}
 
 // exp-smem-pf, as soon as the block's element range is known: thread t of tpb starts the
 // copies of its 16-byte pieces of the block's sign/mantissa bytes into shared memory; they
@@ -248,7 +252,6 @@ DF11_HD bool sm_prefetched(const LaunchParams& p) { return (reinterpret_cast<uin
 template <Staging S, class Table>
 DF11_HD void prefetch_sign_mantissa(const BlockCtx<Table>& c, unsigned t) {
   if constexpr (S == Staging::exp_smem_pf) {
-    if (!sm_prefetched(*c.p)) return;
     const uint64_t base = sm_base(c);
     const unsigned pieces = static_cast<unsigned>(((c.block_end + 15) & ~uint64_t{15}) - base) / 16;
     uint8_t* dst = c.smem + c.sl.input;
@@ -274,14 +277,8 @@ DF11_HD void copy_out(const BlockCtx<Table>& c, unsigned t) {
       const uint8_t* exps = c.smem + c.sl.exps;
       const uint64_t base = exp_base(c);
       // Sign/mantissa byte of element j: sm[j - sm_at], from shared memory where prefetched.
-      const uint8_t* sm = p.sign_mantissa;
-      uint64_t sm_at = 0;
-      if constexpr (S == Staging::exp_smem_pf) {
-        if (sm_prefetched(p)) {
-          sm = c.smem + c.sl.input;
-          sm_at = sm_base(c);
-        }
-      }
+      const uint8_t* sm = S == Staging::exp_smem_pf ? c.smem + c.sl.input : p.sign_mantissa;
+      const uint64_t sm_at = S == Staging::exp_smem_pf ? sm_base(c) : 0;
       uint64_t a = to, z = to;  // the vector range [a, z)
       if constexpr (S != Staging::keep) {
         const bool aligned = (p.lo & 7) == 0 && (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 &&
