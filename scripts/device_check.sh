@@ -165,10 +165,10 @@ if wanted profile; then
   # The script stops starting methods 10 s before the step's limit (90 s, or what is left).
   plimit=$((BUDGET_S - (SECONDS - start)))
   [ "$plimit" -gt 90 ] && plimit=90
-  # The reports and runs stay in PROFILE_WORK (a device call returns 8 files at most); the raw
-  # pages come back packed in $OUT_DIR/profile_raw.tar.gz.
+  # The reports and runs stay in a temporary folder (PROFILE_WORK names one; a device call
+  # returns 8 files at most); the raw pages come back packed in $OUT_DIR/profile_raw.tar.gz.
   step "ncu profile" 90 /usr/bin/env python3 scripts/device_profile.py --build "$BUILD" --out "$OUT_DIR" \
-    --work "${PROFILE_WORK:-${TMPDIR:-/tmp}/df11_profile_$$}" --budget $((plimit - 10)) --decode-results "$OUT_DIR/decode/results.jsonl" \
+    ${PROFILE_WORK:+--work "$PROFILE_WORK"} --budget $((plimit - 10)) --decode-results "$OUT_DIR/decode/results.jsonl" \
     "${ptx_args[@]}" "${profile_methods[@]}"
   # Its table, and why nothing was measured where so, in the summary.
   [ -f "$OUT_DIR/profile.txt" ] && cat "$OUT_DIR/profile.txt" >>"$SUMMARY"

@@ -124,9 +124,6 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   req.chunk_bytes = a.chunk_bytes;  // --check's partner slices the same way (same GEMMs)
   req.fused_gemv = a.fused_gemv;    // and runs the same fused kernels (on BF16 words, or decoding)
   req.overlap = a.overlap;          // and overlaps its slices the same way
-  // --runs: the device weights of an earlier run with the same weights, decoder and fused
-  // kernels serve this one (no upload), and this run's stay for later runs.
-  req.reuse_weights = cache != nullptr;
   std::vector<e2e::ModelRequest> requests{req};
   if (a.check) {
     e2e::ModelRequest ref = req;

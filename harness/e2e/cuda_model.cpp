@@ -11,7 +11,7 @@
 // fused_gemv, passes of at most 16 rows run the block GEMMs and the lm_head through the fused
 // decode + GEMV kernels instead (df11: straight from the encoding; bf16: the same kernels on the
 // resident words), in groups the data flow allows: q k v; o; gate up; down.
-// Models built from a FeedCache with reuse_weights (`df11 generate --runs`) share their provider
+// Models built from a FeedCache (`df11 generate --runs`) share their provider
 // through a process-wide cache: a later model with the same key gets the device weights as they
 // are, not uploaded again; cuda_keep_weights_for drops those a run does not use.
 // cuBLAS is opened with dlopen when the first CUDA model is built: linked, its libraries cost
@@ -847,7 +847,7 @@ class CudaModel final : public Model {
   std::vector<int32_t> part_, distinct_;
 };
 
-// ---- device weights kept between models (ModelRequest::reuse_weights) ----------------------
+// ---- device weights kept between the models of a FeedCache ---------------------------------
 
 // Whether a request's provider builds the fused kernels: batches over 16 never run fused (every
 // pass has more rows), so they get none.
@@ -913,7 +913,7 @@ class CudaBuilder final : public ModelBuilder {
       throw Error("the CUDA backend: no CUDA device is available (no driver or no GPU)");
     watch().sample();  // the baseline, before this process allocates anything
     stream_ = std::make_unique<cuda::Stream>();
-    if (r.reuse_weights && source != 0) {
+    if (source != 0) {
       key_ = weights_key(r, source);
       provider_ = cached_weights(*key_);
       reused_ = provider_ != nullptr;
@@ -997,7 +997,7 @@ void cuda_reset_peak_memory() {
 void cuda_keep_weights_for(const FeedCache& cache, const std::vector<ModelRequest>& requests) {
   std::vector<WeightsKey> wanted;
   for (const ModelRequest& r : requests) {
-    if (r.backend != Backend::cuda || !r.reuse_weights) continue;
+    if (r.backend != Backend::cuda) continue;
     try {
       wanted.push_back(weights_key(r, cache.id()));
     } catch (const Error&) {

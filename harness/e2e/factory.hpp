@@ -48,12 +48,6 @@ struct ModelRequest {
   // with GEMMs; no more memory). Slices are at most half the buffer: where chunk_bytes fits
   // that, the same slices and GEMMs as without overlap, so the same results.
   bool overlap = false;
-  // CUDA only, models built from a FeedCache (`df11 generate --runs`): the model's device weights
-  // (its DeviceProvider: resident BF16, DF11 images with their fused kernels, pinned offload
-  // buffers) may be those an earlier model of the same FeedCache built with the same weights,
-  // decoder and fused kernels (no upload; Model::weights_reused), and stay cached for later
-  // models until cuda_keep_weights_for drops them. Ignored for models built from a WeightSource.
-  bool reuse_weights = false;
 };
 
 // Takes the units of one model while it is built.
@@ -73,11 +67,15 @@ using BuildProgress = std::function<void(int, int, const std::string&)>;
 
 // The units of a source loaded once and kept, with every form a provider asked for (BF16, an
 // encoding), across several build_models calls: `df11 generate --runs` builds the models of many
-// runs from one load (host memory: the BF16 model plus its encodings).
+// runs from one load (host memory: the BF16 model plus its encodings). CUDA models built from
+// one keep their device weights (DeviceProvider: resident BF16, DF11 images with their fused
+// kernels, pinned offload buffers) for later models of the same FeedCache with the same weights,
+// decoder and fused kernels (no upload; Model::weights_reused), until cuda_keep_weights_for
+// drops them.
 class FeedCache {
  public:
   explicit FeedCache(const WeightSource& source);
-  // Drops the cached device weights (ModelRequest::reuse_weights; cuda_keep_weights_for keeps
+  // Drops the cached device weights of its models (cuda_keep_weights_for keeps
   // one FeedCache's at a time): none can serve a model after it. Models still alive keep theirs.
   ~FeedCache();
   FeedCache(const FeedCache&) = delete;
@@ -108,7 +106,7 @@ class FeedCache {
 [[nodiscard]] bool cuda_available();
 [[nodiscard]] std::string cuda_device_name();
 // feed_cache: FeedCache::id() of the units the builder will get, 0 when they come straight from
-// a WeightSource (then request.reuse_weights is ignored).
+// a WeightSource (then nothing is reused or kept).
 [[nodiscard]] std::unique_ptr<ModelBuilder> make_cuda_builder(const ModelShape& shape,
                                                               const Norms& norms,
                                                               const ModelRequest& request,
@@ -118,7 +116,7 @@ class FeedCache {
 [[nodiscard]] uint64_t cuda_peak_memory();
 // Starts a new peak (the baseline stays): for a run after earlier runs' models are gone.
 void cuda_reset_peak_memory();
-// Drops every cached device weights (ModelRequest::reuse_weights) that none of these requests of
+// Drops every cached device weights (see FeedCache) that none of these requests of
 // `cache` would reuse (all of any other FeedCache's), freeing their memory. `df11 generate --runs`
 // calls it before each run builds its models, once the earlier run's are gone, and before
 // cuda_reset_peak_memory: a run's peak then holds only the weights it uses.

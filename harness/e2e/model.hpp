@@ -41,7 +41,7 @@ class Model {
   // e.g. "cpu bf16" or "cuda df11 (flat12.gap5-warp.smem-out.t512.b8)"
   [[nodiscard]] virtual std::string describe() const = 0;
   // Whether its weights were already on the device, built for an earlier model
-  // (ModelRequest::reuse_weights): its setup uploaded nothing.
+  // of the same FeedCache: its setup uploaded nothing.
   [[nodiscard]] virtual bool weights_reused() const { return false; }
 
   // Forgets the cache: the next forward starts at position 0.

@@ -320,8 +320,8 @@ TEST_CASE("feed caches have ids of their own; CPU models never reuse device weig
   FeedCache a(*src), b(*src);
   CHECK(a.id() != 0);  // 0 tells make_cuda_builder the units come from no FeedCache
   CHECK(a.id() != b.id());
-  ModelRequest r{Backend::cpu, WeightsKind::df11, "", 1, 8, kThreads};
-  r.reuse_weights = true;  // as df11 generate --runs asks: a CUDA matter, ignored on the CPU
+  // Built from a FeedCache, as df11 generate --runs builds: reuse is a CUDA matter.
+  const ModelRequest r{Backend::cpu, WeightsKind::df11, "", 1, 8, kThreads};
   for (int run = 0; run < 2; ++run) {
     cuda_keep_weights_for(a, {r});  // nothing cached, nothing to drop; no device needed
     auto models = build_models(a, {r});

@@ -326,7 +326,7 @@ void run() {
   }
 }
 
-// Device weights kept between the runs of one FeedCache (ModelRequest::reuse_weights, as
+// Device weights kept between the runs of one FeedCache (as
 // `df11 generate --runs` builds them): a run whose weights come from the cache gives the same
 // tokens and still passes the check, chunked and overlapped models share the whole-block
 // models' weights, weights a live model holds are never handed to a second one, another decoder
@@ -340,9 +340,7 @@ void check_weight_reuse() {
     const int batch = 2, steps = 8;
     const auto prompts = batch_prompts(random_prompt(7, tiny.vocab, 3), batch, tiny.vocab);
     auto reusing = [&](WeightsKind w, const std::string& variant = "") {
-      ModelRequest r = request(Backend::cuda, w, batch, 7 + steps, variant);
-      r.reuse_weights = true;
-      return r;
+      return request(Backend::cuda, w, batch, 7 + steps, variant);
     };
     auto chunked = [&](WeightsKind w) {
       ModelRequest r = reusing(w);
@@ -425,11 +423,7 @@ void check_weight_reuse() {
     nemo1.vocab = 4096;
     const auto ns = synthetic_source(nemo1, 0, 0, "nemo", cuda_synthesis());
     FeedCache cache(*ns);
-    auto reusing = [&](WeightsKind w) {
-      ModelRequest r = request(Backend::cuda, w, 1, 12);
-      r.reuse_weights = true;
-      return r;
-    };
+    auto reusing = [&](WeightsKind w) { return request(Backend::cuda, w, 1, 12); };
     const auto np = batch_prompts(random_prompt(8, nemo1.vocab, 4), 1, nemo1.vocab);
     const std::vector<ModelRequest> both{reusing(WeightsKind::df11), reusing(WeightsKind::bf16)};
     uint64_t df11_bytes = 0, bf16_bytes = 0;

@@ -244,6 +244,12 @@ DF11_HD uint64_t sm_base(const BlockCtx<Table>& c) {
 DF11_HD bool sign_mantissa_aligned(const LaunchParams& p) {
   return (reinterpret_cast<uintptr_t>(p.sign_mantissa) & 15) == 0;
 }
+// What the kernel launch and both host runs check first.
+inline void check_sign_mantissa_aligned(const VariantSpec& spec, const LaunchParams& p) {
+  if (spec.staging == Staging::exp_smem_pf && !sign_mantissa_aligned(p)) {
+    throw Error(spec.name() + ": the sign/mantissa bytes must be 16-byte aligned (cp.async)");
+  }
+}
 
 // exp-smem-pf, as soon as the block's element range is known: thread t of tpb starts the
 // copies of its 16-byte pieces of the block's sign/mantissa bytes into shared memory; they
@@ -462,16 +468,21 @@ DF11_HD auto gap_decode_phases(const LaunchParams& p, const SmemLayout& sl, uint
   return decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b);
 }
 
-// The whole kernel body for one block: the decode, then (but for direct stores) a barrier and
-// the coalesced copy-out.
+// After decode_phases, but for direct stores: the block's barrier (exp-smem-pf: once this
+// thread's copies have landed; the barrier makes everyone's visible) and the coalesced copy-out.
+template <Staging S, class Ctx>
+DF11_HD void barrier_and_copy_out(const Ctx& c, unsigned t) {
+  if constexpr (S != Staging::direct) {
+    if constexpr (S == Staging::exp_smem_pf) simt::cp_async_wait_all();
+    simt::sync_block();
+    copy_out<S>(c, t);
+  }
+}
+
+// The whole kernel body for one block: the decode, then the barrier and the copy-out.
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
 DF11_HD void gap_decode_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
-  const auto c = gap_decode_phases<TK, P, S, TPB, BPT>(p, sl, smem);
-  if constexpr (S != Staging::direct) {
-    if constexpr (S == Staging::exp_smem_pf) simt::cp_async_wait_all();  // this thread's pieces; the barrier: all
-    simt::sync_block();
-    copy_out<S>(c, simt::tid_x());
-  }
+  barrier_and_copy_out<S>(gap_decode_phases<TK, P, S, TPB, BPT>(p, sl, smem), simt::tid_x());
 }
 
 // exp-smem-pf in persistent blocks: while DF11 block b decodes, hints bring what the next one
@@ -494,7 +505,9 @@ DF11_HD void prefetch_next_block(const LaunchParams& p, uint64_t nb, uint64_t en
       simt::prefetch_l2(p.counts + first_chunk + t * kLine);
     }
   }
-  if (P != Partition::thread_pos && t == 0) simt::prefetch_l2(p.positions + nb);
+  if constexpr (P != Partition::thread_pos) {
+    if (t == 0) simt::prefetch_l2(p.positions + nb);
+  }
 }
 
 // Host runs (SIMT executor) of persistent kernels use at most this many CUDA blocks, so that
@@ -517,12 +530,7 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
   const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
   for (uint64_t b = p.block_begin + simt::bid_x(); b < end; b += simt::gdim_x()) {
     if constexpr (S == Staging::exp_smem_pf) prefetch_next_block<P, TPB, BPT>(p, b + simt::gdim_x(), end, t);
-    const auto c = decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b);
-    if constexpr (S != Staging::direct) {
-      if constexpr (S == Staging::exp_smem_pf) simt::cp_async_wait_all();
-      simt::sync_block();
-      copy_out<S>(c, t);
-    }
+    barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b), t);
     simt::sync_block();
   }
 }

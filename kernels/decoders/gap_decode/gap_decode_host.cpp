@@ -46,22 +46,13 @@ void check_smem_guards(const std::string& who, const uint8_t* smem, const ByteRa
 
 namespace {
 
-// As the kernel launch does: the exp-smem-pf stagings copy sign/mantissa bytes with cp.async,
-// from 16-aligned addresses only.
-template <Staging S>
-void check_sign_mantissa(const VariantSpec& spec, const LaunchParams& p) {
-  if (S == Staging::exp_smem_pf && !sign_mantissa_aligned(p)) {
-    throw Error(spec.name() + ": the sign/mantissa bytes must be 16-byte aligned (cp.async)");
-  }
-}
-
 // Persist: a persistent kernel's CUDA block keeps its tables from one DF11 block to the next, and
 // whatever else the previous block left in shared memory; the emulation loads the tables once
 // and poisons the rest before every block, so a read of a stale value shows up.
 template <TableKind TK, Partition P, Staging S, bool Persist>
 void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   const LaunchParams p = host_launch_params(img, out, lo, hi);
-  check_sign_mantissa<S>(spec, p);
+  check_sign_mantissa_aligned(spec, p);
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kHostSmemGuard);
   const unsigned tpb = static_cast<unsigned>(spec.threads_per_block);
   const unsigned bpt = static_cast<unsigned>(spec.bytes_per_thread);
@@ -114,7 +105,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Persist>
 void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   LaunchParams p = host_launch_params(img, out, lo, hi);
-  check_sign_mantissa<S>(spec, p);
+  check_sign_mantissa_aligned(spec, p);
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kHostSmemGuard);
   const auto [b0, b1] = block_range(spec, img, lo, hi);
   if (b1 <= b0) return;
