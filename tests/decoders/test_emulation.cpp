@@ -180,6 +180,33 @@ TEST_CASE("a variant refuses units of another layout and malformed units", "[dec
   REQUIRE_THROWS_AS(lut->decode_host(df11, small, 4995, 5005), Error);
 }
 
+TEST_CASE("launches refuse arrays that a staging's vector loads cannot read", "[decoders]") {
+  // exp-smem-pf copies 16-byte pieces of sign/mantissa (cp.async); exp-smem-reg loads each
+  // thread's chunk with one bytes_per_thread-byte load. Every upload aligns both arrays; the
+  // check stands between any other pointer and a misaligned-address fault.
+  alignas(16) static uint8_t buf[64] = {};
+  dec::LaunchParams p{};
+  p.stream = buf;
+  p.sign_mantissa = buf;
+  using dec::Partition, dec::Staging, dec::TableKind;
+  const dec::VariantSpec reg16{TableKind::multi_lut, Partition::thread_count, Staging::exp_smem_reg, 256, 16, false, true};
+  const dec::VariantSpec reg8{TableKind::multi_lut, Partition::gap_warp, Staging::exp_smem_reg, 512, 8};
+  const dec::VariantSpec pf{TableKind::multi_lut, Partition::gap_warp, Staging::exp_smem_pf, 512, 8};
+  const dec::VariantSpec plain{TableKind::multi_lut, Partition::gap_warp, Staging::exp_smem, 512, 8};
+  for (const auto* s : {&reg16, &reg8, &pf, &plain}) REQUIRE_NOTHROW(dec::check_arrays_aligned(*s, p));
+  p.stream = buf + 8;
+  REQUIRE_THROWS_WITH(dec::check_arrays_aligned(reg16, p), Catch::Contains("16-byte aligned"));
+  REQUIRE_NOTHROW(dec::check_arrays_aligned(reg8, p));
+  p.stream = buf + 4;
+  REQUIRE_THROWS_WITH(dec::check_arrays_aligned(reg8, p), Catch::Contains("8-byte aligned"));
+  REQUIRE_NOTHROW(dec::check_arrays_aligned(pf, p));
+  REQUIRE_NOTHROW(dec::check_arrays_aligned(plain, p));
+  p.stream = buf;
+  p.sign_mantissa = buf + 1;
+  REQUIRE_THROWS_WITH(dec::check_arrays_aligned(pf, p), Catch::Contains("16-byte aligned"));
+  REQUIRE_NOTHROW(dec::check_arrays_aligned(reg16, p));
+}
+
 TEST_CASE("official-ptx is not supported without a PTX file", "[decoders]") {
   const dec::Decoder* off = registry().find("official-ptx");
   const EncodedUnit e = encode(unit_of(random_weights(100, 1)).view(), Layout::df11());

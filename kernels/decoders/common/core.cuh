@@ -70,6 +70,70 @@ struct BitReader {
   }
 };
 
+// A thread chunk held in registers (the exp-smem-reg staging): its BPT bytes and the 4 after
+// them as big-endian words, loaded together as the block starts (one vector load and one word),
+// so neither the first load nor a refill waits inside the decode loop; and the bits [gap, end_bit)
+// of the chunk where its codes start. A code starting at bit pos < 8 * BPT reads words pos / 32
+// and pos / 32 + 1 <= BPT / 4, so one word of look-ahead is all the decode ever reads.
+template <int BPT>
+struct RegChunk {
+  static_assert(BPT == 8 || BPT == 16, "one 8- or 16-byte vector load");
+  static constexpr int kWords = BPT / 4 + 1;
+  uint32_t w[kWords];
+  unsigned gap, end_bit;
+};
+
+// Loads the chunk at p (BPT-aligned: chunk t of a block starts at t * BPT of a 256-aligned
+// stream; the stream's padding covers the look-ahead word of the last chunk).
+template <int BPT>
+DF11_HD void load_reg_chunk(RegChunk<BPT>& r, const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  uint32_t raw[RegChunk<BPT>::kWords];
+  if constexpr (BPT == 16) {
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
+    raw[0] = v.x, raw[1] = v.y, raw[2] = v.z, raw[3] = v.w;
+  } else {
+    const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+    raw[0] = v.x, raw[1] = v.y;
+  }
+  raw[BPT / 4] = __ldg(reinterpret_cast<const unsigned int*>(p + BPT));
+#pragma unroll
+  for (int i = 0; i < RegChunk<BPT>::kWords; ++i) r.w[i] = __byte_perm(raw[i], 0, 0x0123);
+#else
+  for (int i = 0; i < RegChunk<BPT>::kWords; ++i) r.w[i] = load_be32<false>(p + 4 * i);
+#endif
+}
+
+// The bit reader over a RegChunk: the window is w[0]:w[1] shifted by off; passing a word moves
+// every word down one register (constant indices, so they stay registers: on sm_90 one compare,
+// four selects and an add per loop iteration, where the memory reader's refill, which some lane
+// of a warp needs in almost every iteration, is a branch around a load). The top word stays as
+// it was: after k moves words N-k.. are stale, and only windows past the chunk's last bit (no
+// code starts there) would read them.
+template <int N>
+struct RegReader {
+  uint32_t w[N];
+  unsigned off;
+
+  [[nodiscard]] DF11_HD uint32_t peek() const {
+#if defined(__CUDA_ARCH__)
+    return __funnelshift_l(w[1], w[0], off);
+#else
+    return static_cast<uint32_t>(((static_cast<uint64_t>(w[0]) << 32 | w[1]) << off) >> 32);
+#endif
+  }
+  DF11_HD void skip(unsigned n) {  // n <= 32
+    off += n;
+    if (off >= 32) {
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+      for (int i = 0; i + 1 < N; ++i) w[i] = w[i + 1];
+      off -= 32;
+    }
+  }
+};
+
 // ---- Table policies: decode one symbol from the next 32 bits. ----
 
 // DF11's chained 8-bit tables (the official luts), read from global memory through the
@@ -167,12 +231,31 @@ struct ChunkSpan {
   unsigned end_bit;
 };
 
-// Decodes the chunk's codes; calls emit(k, exponent) for the k-th code of the chunk.
-template <bool ReadOnly, class Table, class Emit>
-DF11_HD unsigned decode_chunk(const Table& table, const ChunkSpan& s, Emit&& emit) {
+// The reader of a chunk, positioned at its gap: from memory, or over the words in registers.
+template <bool ReadOnly>
+DF11_HD BitReader<ReadOnly> chunk_reader(const ChunkSpan& s) {
   BitReader<ReadOnly> br;
   br.init(s.chunk);
   br.skip(s.gap);
+  return br;
+}
+template <bool ReadOnly, int BPT>
+DF11_HD RegReader<RegChunk<BPT>::kWords> chunk_reader(const RegChunk<BPT>& s) {
+  RegReader<RegChunk<BPT>::kWords> br;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int i = 0; i < RegChunk<BPT>::kWords; ++i) br.w[i] = s.w[i];
+  br.off = 0;
+  br.skip(s.gap);
+  return br;
+}
+
+// Decodes the chunk's codes (a ChunkSpan in memory or a RegChunk); calls emit(k, exponent) for
+// the k-th code of the chunk.
+template <bool ReadOnly, class Table, class Chunk, class Emit>
+DF11_HD unsigned decode_chunk(const Table& table, const Chunk& s, Emit&& emit) {
+  auto br = chunk_reader<ReadOnly>(s);
   unsigned pos = s.gap, n = 0;
   while (pos < s.end_bit) {
     if constexpr (is_multi_table<Table>()) {
@@ -202,8 +285,8 @@ DF11_HD unsigned decode_chunk(const Table& table, const ChunkSpan& s, Emit&& emi
 
 // Pass 1 of the two-pass scheme: how many codes start in the chunk (the decode loop with
 // nothing emitted; the compiler drops the unused symbols).
-template <bool ReadOnly, class Table>
-DF11_HD unsigned count_chunk(const Table& table, const ChunkSpan& s) {
+template <bool ReadOnly, class Table, class Chunk>
+DF11_HD unsigned count_chunk(const Table& table, const Chunk& s) {
   return decode_chunk<ReadOnly>(table, s, [](unsigned, unsigned) {});
 }
 

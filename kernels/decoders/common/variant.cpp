@@ -45,6 +45,7 @@ const char* staging_name(Staging s) {
     case Staging::exp_smem: return "exp-smem-v16";
     case Staging::keep_vec: return "keep-v16";
     case Staging::exp_smem_pf: return "exp-smem-pf-v16";
+    case Staging::exp_smem_reg: return "exp-smem-reg-v16";
   }
   return "?";
 }
@@ -110,6 +111,10 @@ Traits VariantSpec::traits() const {
     case Staging::exp_smem_pf:
       t.staging = "exponents via shared memory; sign/mantissa prefetched to shared memory (cp.async) during the decode; "
                   "16-byte stores";
+      break;
+    case Staging::exp_smem_reg:
+      t.staging = "exponents via shared memory, 16-byte stores; each thread's encoded chunk loaded into registers "
+                  "as the block starts (one vector load), no refills in the decode loop";
       break;
   }
   t.granularity = per_matrix ? "matrix" : "unit";

@@ -42,6 +42,9 @@ enum class Staging : uint8_t {
   exp_smem_pf,  // exp_smem, and the block's sign/mantissa bytes copied into shared memory with
                 // cp.async as the block starts, so their DRAM latency passes during the decode
                 // instead of stalling the copy-out (last here: the others keep their template ids)
+  exp_smem_reg,  // exp_smem, with each thread's chunk (its bytes + 4 of look-ahead) and gap loaded
+                 // into registers as the block starts, before the scan: those loads overlap the
+                 // position and count loads, and the decode loop never waits on a refill
 };
 
 struct VariantSpec {

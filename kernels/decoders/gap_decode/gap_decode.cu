@@ -36,7 +36,7 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
   const auto [b0, b1] = block_range(spec, img.host(), lo, hi);
   if (b1 <= b0) return;
   LaunchParams p = img.params(out, lo, hi);
-  check_sign_mantissa_aligned(spec, p);
+  check_arrays_aligned(spec, p);
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
   const SmemLayout sl = smem_layout(spec, img.host().n_rows, img.host().max_block_elements);

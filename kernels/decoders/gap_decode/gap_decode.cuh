@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "common/core.cuh"
 #include "common/variant.hpp"
@@ -21,8 +22,11 @@ inline constexpr unsigned kAlign = 16;
 // words) in shared memory for the copy-out to merge.
 DF11_HD constexpr bool keeps_symbols(Staging s) { return s == Staging::keep || s == Staging::keep_vec; }
 DF11_HD constexpr bool exps_in_smem(Staging s) {
-  return s == Staging::keep || s == Staging::keep_vec || s == Staging::exp_smem || s == Staging::exp_smem_pf;
+  return s == Staging::keep || s == Staging::keep_vec || s == Staging::exp_smem || s == Staging::exp_smem_pf ||
+         s == Staging::exp_smem_reg;
 }
+// Stagings that load each thread's chunk into registers as the block starts (RegChunk).
+DF11_HD constexpr bool chunk_in_registers(Staging s) { return s == Staging::exp_smem_reg; }
 DF11_HD unsigned align_up(unsigned x) { return (x + kAlign - 1) & ~(kAlign - 1); }
 
 // Shared-memory layout of one block (byte offsets), the same on the device and in emulation.
@@ -107,6 +111,34 @@ DF11_HD bool chunk_exists(const LaunchParams& p, uint64_t block, unsigned tpb, u
   return block * tpb + t < p.n_chunks;
 }
 
+// What the passes get for a thread's chunk where the staging does not load it into registers:
+// nothing, and they read it from memory (chunk_span).
+struct NoRegs {};
+
+// chunk_in_registers stagings, as the block starts: thread t's chunk (of an existing chunk_span's
+// bytes) into registers, with its gap and end bit; the loads do not depend on the block's
+// positions or counts, so all of them are in flight together.
+template <int BPT, class Table>
+DF11_HD RegChunk<BPT> load_thread_chunk(const BlockCtx<Table>& c, unsigned t) {
+  RegChunk<BPT> r{};
+  if (!chunk_exists(*c.p, c.block, c.tpb, t)) return r;
+  load_reg_chunk(r, c.input + static_cast<uint64_t>(t) * BPT);
+  const uint64_t chunk = c.block * c.tpb + t;
+  r.gap = read_gap<true>(c.p->gaps, chunk, c.p->gap_bits);
+  r.end_bit = chunk_end_bit(chunk, BPT * 8, c.p->n_bytes);
+  return r;
+}
+
+// The chunk the passes of thread t decode: from memory, or the registers loaded at block start.
+template <bool ReadOnlyInput, class Table, class Regs>
+DF11_HD auto thread_chunk(const BlockCtx<Table>& c, unsigned t, const Regs& regs) {
+  if constexpr (std::is_same_v<Regs, NoRegs>) {
+    return chunk_span<ReadOnlyInput>(c, t);
+  } else {
+    return regs;
+  }
+}
+
 // Element index whose exponent sits at byte 0 of the shared exponent buffer.
 template <class Table>
 DF11_HD uint64_t exp_base(const BlockCtx<Table>& c) {
@@ -134,12 +166,12 @@ DF11_HD unsigned slot_byte(unsigned t, unsigned k, unsigned tpb) { return ((k >>
 // Pass 1 (scanned partitions): how many codes start in the thread's chunk. The count partition
 // reads its stored byte (validated on upload to sum to the block's positions); the two-pass ones
 // count by decoding, and the keep stagings also store the symbols.
-template <Partition P, Staging S, bool ReadOnlyInput, class Table>
-DF11_HD unsigned pass1(const BlockCtx<Table>& c, unsigned t) {
+template <Partition P, Staging S, bool ReadOnlyInput, class Table, class Regs = NoRegs>
+DF11_HD unsigned pass1(const BlockCtx<Table>& c, unsigned t, const Regs& regs = {}) {
   static_assert(!(P == Partition::thread_count && keeps_symbols(S)), "counts replace the pass a keep staging keeps");
   if (!chunk_exists(*c.p, c.block, c.tpb, t)) return 0;
   if constexpr (P == Partition::thread_count) return c.p->counts[c.block * c.tpb + t];
-  const ChunkSpan span = chunk_span<ReadOnlyInput>(c, t);
+  const auto span = thread_chunk<ReadOnlyInput>(c, t, regs);
   if constexpr (keeps_symbols(S)) {
     uint8_t* slots = c.smem + c.sl.slots;
     const unsigned cap = c.bpt * 8, tpb = c.tpb;
@@ -153,8 +185,8 @@ DF11_HD unsigned pass1(const BlockCtx<Table>& c, unsigned t) {
 
 // Pass 2: the thread knows the index of its first element (`first`) and writes its outputs.
 // Unchecked: shared-memory stores go unchecked where no code can land past the block (below).
-template <Staging S, bool ReadOnlyInput, bool Unchecked = true, class Table>
-DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigned count) {
+template <Staging S, bool ReadOnlyInput, bool Unchecked = true, class Table, class Regs = NoRegs>
+DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigned count, const Regs& regs = {}) {
   if (!chunk_exists(*c.p, c.block, c.tpb, t)) return;
   if constexpr (keeps_symbols(S)) {
     const uint8_t* slots = c.smem + c.sl.slots;
@@ -172,7 +204,7 @@ DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigne
     // Shared-memory stagings: element first + k goes to slot k of this thread's run in the
     // block's buffer, kept while k < room (the block's elements from `first` on). 32-bit offsets
     // from pointers set up once: the decode loop does no 64-bit index arithmetic per code.
-    const ChunkSpan span = chunk_span<ReadOnlyInput>(c, t);
+    const auto span = thread_chunk<ReadOnlyInput>(c, t, regs);
     // Element counts within one block fit 32 bits (positions are uint32, first >= block_first).
     const unsigned in_block = static_cast<unsigned>(c.block_end - c.block_first);
     const unsigned rel = static_cast<unsigned>(first - c.block_first);
@@ -191,7 +223,7 @@ DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigne
         });
       }
     };
-    if constexpr (S == Staging::exp_smem || S == Staging::exp_smem_pf) {
+    if constexpr (S == Staging::exp_smem || S == Staging::exp_smem_pf || S == Staging::exp_smem_reg) {
       const unsigned at = c.sl.exps + static_cast<unsigned>(c.block_first - exp_base(c)) + rel;
       decode_into([&c, at](unsigned k, unsigned e) { c.smem[at + k] = static_cast<uint8_t>(e); });
     } else {
@@ -244,10 +276,17 @@ DF11_HD uint64_t sm_base(const BlockCtx<Table>& c) {
 DF11_HD bool sign_mantissa_aligned(const LaunchParams& p) {
   return (reinterpret_cast<uintptr_t>(p.sign_mantissa) & 15) == 0;
 }
-// What the kernel launch and both host runs check first.
-inline void check_sign_mantissa_aligned(const VariantSpec& spec, const LaunchParams& p) {
+// What the kernel launch and both host runs check first: exp-smem-pf's 16-aligned sign/mantissa
+// array, and a stream aligned for exp-smem-reg's bytes_per_thread-byte vector loads (every
+// upload's arrays are aligned: the launches refuse what would fault).
+inline void check_arrays_aligned(const VariantSpec& spec, const LaunchParams& p) {
   if (spec.staging == Staging::exp_smem_pf && !sign_mantissa_aligned(p)) {
     throw Error(spec.name() + ": the sign/mantissa bytes must be 16-byte aligned (cp.async)");
+  }
+  if (chunk_in_registers(spec.staging) &&
+      (reinterpret_cast<uintptr_t>(p.stream) % static_cast<unsigned>(spec.bytes_per_thread)) != 0) {
+    throw Error(spec.name() + ": the encoded stream must be " + std::to_string(spec.bytes_per_thread) +
+                "-byte aligned (vector loads of thread chunks)");
   }
 }
 
@@ -429,21 +468,29 @@ DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t*
   const auto table = make_table<TK>(p, smem, sl);
   BlockCtx<decltype(table)> c{&p, table, b, 0, 0, kStaged ? smem + sl.input : p.stream + b * (TPB * BPT),
                               TPB, BPT, smem, sl};
+  // Register-resident chunks are loaded first, before the positions everything else waits on.
+  const auto regs = [&] {
+    if constexpr (chunk_in_registers(S)) {
+      return load_thread_chunk<BPT>(c, t);
+    } else {
+      return NoRegs{};
+    }
+  }();
   if constexpr (P == Partition::thread_pos) {
     c.block_first = p.positions[b * TPB];
     const uint64_t last = (b + 1) * TPB < p.n_chunks ? (b + 1) * TPB : p.n_chunks;
     c.block_end = p.positions[last];
     prefetch_sign_mantissa<S>(c, t);
-    if (chunk_exists(p, b, TPB, t)) pass2<S, !kStaged, Unchecked>(c, t, p.positions[b * TPB + t], 0);
+    if (chunk_exists(p, b, TPB, t)) pass2<S, !kStaged, Unchecked>(c, t, p.positions[b * TPB + t], 0, regs);
   } else {
     c.block_first = p.positions[b];
     c.block_end = p.positions[b + 1];
     prefetch_sign_mantissa<S>(c, t);
-    const unsigned count = pass1<P, S, !kStaged>(c, t);
+    const unsigned count = pass1<P, S, !kStaged>(c, t, regs);
     uint32_t* scan = reinterpret_cast<uint32_t*>(smem + sl.scan);
     const unsigned excl =
         P == Partition::gap_block ? scan_block_smem<TPB>(count, scan) : scan_block_warp<TPB>(count, scan);
-    pass2<S, !kStaged, Unchecked>(c, t, c.block_first + excl, count);
+    pass2<S, !kStaged, Unchecked>(c, t, c.block_first + excl, count, regs);
   }
   return c;
 }

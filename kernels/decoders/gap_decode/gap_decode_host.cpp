@@ -4,6 +4,7 @@
 // block so a read of anything a phase did not write shows up. simt(): the kernel body itself,
 // gap_decode_block, on the SIMT executor (kernels/simt).
 #include <algorithm>
+#include <type_traits>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -49,10 +50,10 @@ namespace {
 // Persist: a persistent kernel's CUDA block keeps its tables from one DF11 block to the next, and
 // whatever else the previous block left in shared memory; the emulation loads the tables once
 // and poisons the rest before every block, so a read of a stale value shows up.
-template <TableKind TK, Partition P, Staging S, bool Persist>
+template <TableKind TK, Partition P, Staging S, int BPT, bool Persist>
 void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   const LaunchParams p = host_launch_params(img, out, lo, hi);
-  check_sign_mantissa_aligned(spec, p);
+  check_arrays_aligned(spec, p);
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kHostSmemGuard);
   const unsigned tpb = static_cast<unsigned>(spec.threads_per_block);
   const unsigned bpt = static_cast<unsigned>(spec.bytes_per_thread);
@@ -60,6 +61,9 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
   std::vector<uint8_t> smem(std::max(sl.total, 16u));
   const ByteRanges outside = smem_outside_regions(sl, smem.size());
   std::vector<unsigned> counts(tpb);
+  // chunk_in_registers stagings: every thread's chunk, loaded as its block starts.
+  using Regs = std::conditional_t<chunk_in_registers(S), RegChunk<BPT>, NoRegs>;
+  std::vector<Regs> regs(tpb);
   const auto [b0, b1] = block_range(spec, img, lo, hi);
   for (uint64_t b = b0; b < b1; ++b) {
     if (Persist && b > b0) {
@@ -78,22 +82,25 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
                                                              0,    kStaged ? smem.data() + sl.input : p.stream + b * tpb * bpt,
                                                              tpb,  bpt,
                                                              smem.data(), sl};
+    if constexpr (chunk_in_registers(S)) {
+      for (unsigned t = 0; t < tpb; ++t) regs[t] = load_thread_chunk<BPT>(c, t);
+    }
     if constexpr (P == Partition::thread_pos) {
       c.block_first = p.positions[b * tpb];
       c.block_end = p.positions[std::min<uint64_t>((b + 1) * tpb, p.n_chunks)];
       for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
       for (unsigned t = 0; t < tpb; ++t) {
-        if (chunk_exists(p, b, tpb, t)) pass2<S, !kStaged>(c, t, p.positions[b * tpb + t], 0);
+        if (chunk_exists(p, b, tpb, t)) pass2<S, !kStaged>(c, t, p.positions[b * tpb + t], 0, regs[t]);
       }
     } else {
       c.block_first = p.positions[b];
       c.block_end = p.positions[b + 1];
       for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
-      for (unsigned t = 0; t < tpb; ++t) counts[t] = pass1<P, S, !kStaged>(c, t);
+      for (unsigned t = 0; t < tpb; ++t) counts[t] = pass1<P, S, !kStaged>(c, t, regs[t]);
       // The kernel's block or warp scan: an exclusive prefix sum of the counts.
       uint64_t run = 0;
       for (unsigned t = 0; t < tpb; ++t) {
-        pass2<S, !kStaged>(c, t, c.block_first + run, counts[t]);
+        pass2<S, !kStaged>(c, t, c.block_first + run, counts[t], regs[t]);
         run += counts[t];
       }
     }
@@ -105,7 +112,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Persist>
 void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   LaunchParams p = host_launch_params(img, out, lo, hi);
-  check_sign_mantissa_aligned(spec, p);
+  check_arrays_aligned(spec, p);
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kHostSmemGuard);
   const auto [b0, b1] = block_range(spec, img, lo, hi);
   if (b1 <= b0) return;
@@ -144,7 +151,7 @@ void emulate_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t*
   const HostImage img = prepare_image(spec, unit);
 #define DF11_EMULATE(T, P, S, TPB, BPT, M, PS)                                                  \
   if (spec.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, PS})) {             \
-    emulate<TableKind::T, Partition::P, Staging::S, PS>(spec, img, out, lo, hi);                 \
+    emulate<TableKind::T, Partition::P, Staging::S, BPT, PS>(spec, img, out, lo, hi);                 \
     return;                                                                                     \
   }
   DF11_GAP_VARIANTS(DF11_EMULATE)
