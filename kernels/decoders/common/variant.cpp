@@ -114,7 +114,7 @@ Traits VariantSpec::traits() const {
       break;
     case Staging::exp_smem_reg:
       t.staging = "exponents via shared memory, 16-byte stores; each thread's encoded chunk loaded into registers "
-                  "as the block starts (one vector load), no refills in the decode loop";
+                  "as the block starts (one vector load), no refills in the decode loop; sign/mantissa hinted into L2";
       break;
   }
   t.granularity = per_matrix ? "matrix" : "unit";

@@ -44,7 +44,9 @@ enum class Staging : uint8_t {
                 // instead of stalling the copy-out (last here: the others keep their template ids)
   exp_smem_reg,  // exp_smem, with each thread's chunk (its bytes + 4 of look-ahead) and gap loaded
                  // into registers as the block starts, before the scan: those loads overlap the
-                 // position and count loads, and the decode loop never waits on a refill
+                 // position and count loads, and the decode loop never waits on a refill; and
+                 // L2 hints for the block's sign/mantissa bytes (persistent: and the next block's
+                 // first reads), no extra shared memory
 };
 
 struct VariantSpec {

@@ -290,13 +290,24 @@ inline void check_arrays_aligned(const VariantSpec& spec, const LaunchParams& p)
   }
 }
 
-// exp-smem-pf, as soon as the block's element range is known: thread t of tpb starts the
+// exp-smem-pf (exp-smem-reg: L2 hints instead, below), as soon as the block's element range is
+// known: thread t of tpb starts the
 // copies of its 16-byte pieces of the block's sign/mantissa bytes into shared memory; they
 // complete during the decode, and the copy-out reads them after cp_async_wait_all and the
 // barrier before it. The pieces past n_elements read the upload's 16 padding bytes.
 template <Staging S, class Table>
 DF11_HD void prefetch_sign_mantissa(const BlockCtx<Table>& c, unsigned t) {
-  if constexpr (S == Staging::exp_smem_pf) {
+  if constexpr (S == Staging::exp_smem_reg) {
+    // exp-smem-reg: no shared memory for them, but a hint per 128-byte line into L2, so that
+    // the copy-out's loads, a decode later, wait on L2 rather than DRAM. Every hinted address
+    // is a line start inside [block_first, block_end) or the block's first byte.
+    constexpr unsigned kLine = 128;
+    for (uint64_t l = c.block_first / kLine + t;; l += c.tpb) {
+      const uint64_t at = l * kLine > c.block_first ? l * kLine : c.block_first;
+      if (at >= c.block_end) break;
+      simt::prefetch_l2(c.p->sign_mantissa + at);
+    }
+  } else if constexpr (S == Staging::exp_smem_pf) {
     const uint64_t base = sm_base(c);
     const unsigned pieces = static_cast<unsigned>(((c.block_end + 15) & ~uint64_t{15}) - base) / 16;
     uint8_t* dst = c.smem + c.sl.input;
@@ -532,7 +543,7 @@ DF11_HD void gap_decode_block(const LaunchParams& p, const SmemLayout& sl, uint8
   barrier_and_copy_out<S>(gap_decode_phases<TK, P, S, TPB, BPT>(p, sl, smem), simt::tid_x());
 }
 
-// exp-smem-pf in persistent blocks: while DF11 block b decodes, hints bring what the next one
+// exp-smem-pf and -reg in persistent blocks: while DF11 block b decodes, hints bring what the next one
 // of this CUDA block (nb) reads first into L2: its encoded bytes, its gaps, its count bytes and
 // its positions, so that the first loads of its pass 1 and 2 wait on L2, not DRAM. One hint per
 // 128-byte line, every address inside its buffer (the stream is padded past the last block).
@@ -576,7 +587,9 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
   simt::sync_block();
   const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
   for (uint64_t b = p.block_begin + simt::bid_x(); b < end; b += simt::gdim_x()) {
-    if constexpr (S == Staging::exp_smem_pf) prefetch_next_block<P, TPB, BPT>(p, b + simt::gdim_x(), end, t);
+    if constexpr (S == Staging::exp_smem_pf || S == Staging::exp_smem_reg) {
+      prefetch_next_block<P, TPB, BPT>(p, b + simt::gdim_x(), end, t);
+    }
     barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b), t);
     simt::sync_block();
   }
