@@ -71,15 +71,18 @@ struct BitReader {
 };
 
 // A thread chunk held in registers (the exp-smem-reg staging): its BPT bytes and the 4 after
-// them as big-endian words, loaded together as the block starts (one vector load and one word),
-// so neither the first load nor a refill waits inside the decode loop; and the bits [gap, end_bit)
-// of the chunk where its codes start. A code starting at bit pos < 8 * BPT reads words pos / 32
-// and pos / 32 + 1 <= BPT / 4, so one word of look-ahead is all the decode ever reads.
+// them, loaded together as the block starts (one vector load and one word), so neither the
+// first load nor a refill waits inside the decode loop; and the bits [gap, end_bit) of the chunk
+// where its codes start. A code starting at bit pos < 8 * BPT reads words pos / 32 and
+// pos / 32 + 1 <= BPT / 4, so one word of look-ahead is all the decode ever reads. The words
+// stay as loaded (memory order) until chunk_reader swaps them: nothing uses a loaded value
+// before the decode, so no instruction waits on the loads before the block's other first loads
+// are issued too.
 template <int BPT>
 struct RegChunk {
   static_assert(BPT == 8 || BPT == 16, "one 8- or 16-byte vector load");
   static constexpr int kWords = BPT / 4 + 1;
-  uint32_t w[kWords];
+  uint32_t raw[kWords];
   unsigned gap, end_bit;
 };
 
@@ -88,19 +91,25 @@ struct RegChunk {
 template <int BPT>
 DF11_HD void load_reg_chunk(RegChunk<BPT>& r, const uint8_t* p) {
 #if defined(__CUDA_ARCH__)
-  uint32_t raw[RegChunk<BPT>::kWords];
   if constexpr (BPT == 16) {
     const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
-    raw[0] = v.x, raw[1] = v.y, raw[2] = v.z, raw[3] = v.w;
+    r.raw[0] = v.x, r.raw[1] = v.y, r.raw[2] = v.z, r.raw[3] = v.w;
   } else {
     const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
-    raw[0] = v.x, raw[1] = v.y;
+    r.raw[0] = v.x, r.raw[1] = v.y;
   }
-  raw[BPT / 4] = __ldg(reinterpret_cast<const unsigned int*>(p + BPT));
-#pragma unroll
-  for (int i = 0; i < RegChunk<BPT>::kWords; ++i) r.w[i] = __byte_perm(raw[i], 0, 0x0123);
+  r.raw[BPT / 4] = __ldg(reinterpret_cast<const unsigned int*>(p + BPT));
 #else
-  for (int i = 0; i < RegChunk<BPT>::kWords; ++i) r.w[i] = load_be32<false>(p + 4 * i);
+  std::memcpy(r.raw, p, sizeof(r.raw));
+#endif
+}
+
+// A word of RegChunk::raw (memory order) as load_be32 would have read it: big-endian.
+DF11_HD uint32_t raw_to_be32(uint32_t v) {
+#if defined(__CUDA_ARCH__)
+  return __byte_perm(v, 0, 0x0123);
+#else
+  return __builtin_bswap32(v);
 #endif
 }
 
@@ -245,7 +254,7 @@ DF11_HD RegReader<RegChunk<BPT>::kWords> chunk_reader(const RegChunk<BPT>& s) {
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
-  for (int i = 0; i < RegChunk<BPT>::kWords; ++i) br.w[i] = s.w[i];
+  for (int i = 0; i < RegChunk<BPT>::kWords; ++i) br.w[i] = raw_to_be32(s.raw[i]);
   br.off = 0;
   br.skip(s.gap);
   return br;

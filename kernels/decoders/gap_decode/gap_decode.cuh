@@ -115,17 +115,20 @@ DF11_HD bool chunk_exists(const LaunchParams& p, uint64_t block, unsigned tpb, u
 // nothing, and they read it from memory (chunk_span).
 struct NoRegs {};
 
-// chunk_in_registers stagings, as the block starts: thread t's chunk (of an existing chunk_span's
-// bytes) into registers, with its gap and end bit; the loads do not depend on the block's
-// positions or counts, so all of them are in flight together.
-template <int BPT, class Table>
-DF11_HD RegChunk<BPT> load_thread_chunk(const BlockCtx<Table>& c, unsigned t) {
-  RegChunk<BPT> r{};
-  if (!chunk_exists(*c.p, c.block, c.tpb, t)) return r;
-  load_reg_chunk(r, c.input + static_cast<uint64_t>(t) * BPT);
-  const uint64_t chunk = c.block * c.tpb + t;
-  r.gap = read_gap<true>(c.p->gaps, chunk, c.p->gap_bits);
-  r.end_bit = chunk_end_bit(chunk, BPT * 8, c.p->n_bytes);
+// chunk_in_registers stagings, as the block starts: thread t's chunk into registers, with its gap
+// and end bit. The loads depend on nothing and nothing waits on them before the decode, so they
+// are in flight with the block's position and count loads (and, in a kernel that loads its
+// tables per block, with the table copy). Unconditional, so that no branch makes the compiler
+// wait on them: every thread of an existing block may read its chunk's bytes and gap (the
+// stream is padded past the last block, the gaps cover whole blocks plus a byte); a thread
+// without a chunk never uses them (its passes return first).
+template <int BPT>
+DF11_HD RegChunk<BPT> load_thread_chunk(const LaunchParams& p, uint64_t block, unsigned tpb, unsigned t) {
+  RegChunk<BPT> r;
+  const uint64_t chunk = block * tpb + t;
+  load_reg_chunk(r, p.stream + chunk * BPT);
+  r.gap = read_gap<true>(p.gaps, chunk, p.gap_bits);
+  r.end_bit = chunk_end_bit(chunk, BPT * 8, p.n_bytes);
   return r;
 }
 
@@ -472,8 +475,10 @@ DF11_HD unsigned scan_block_warp(unsigned v, uint32_t* totals) {
 // Returns the block's context; what pass 2 left in shared memory (smem-out, exponents) is
 // complete after the next barrier. Unchecked: pass 2's (a second copy of the decode loop,
 // which the fused kernels at batch 16 have no registers for).
-template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Unchecked = true>
-DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, uint64_t b) {
+// pre: the thread's RegChunk where the caller loaded it already (chunk_in_registers stagings).
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Unchecked = true, class Pre = NoRegs>
+DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, uint64_t b,
+                           const Pre& pre = {}) {
   constexpr bool kStaged = S == Staging::cp_async;
   const unsigned t = simt::tid_x();
   const auto table = make_table<TK>(p, smem, sl);
@@ -481,10 +486,12 @@ DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t*
                               TPB, BPT, smem, sl};
   // Register-resident chunks are loaded first, before the positions everything else waits on.
   const auto regs = [&] {
-    if constexpr (chunk_in_registers(S)) {
-      return load_thread_chunk<BPT>(c, t);
-    } else {
+    if constexpr (!chunk_in_registers(S)) {
       return NoRegs{};
+    } else if constexpr (std::is_same_v<Pre, NoRegs>) {
+      return load_thread_chunk<BPT>(p, b, TPB, t);
+    } else {
+      return pre;
     }
   }();
   if constexpr (P == Partition::thread_pos) {
@@ -496,8 +503,11 @@ DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t*
   } else {
     c.block_first = p.positions[b];
     c.block_end = p.positions[b + 1];
-    prefetch_sign_mantissa<S>(c, t);
+    // exp-smem-reg's hints wait on the positions: after pass 1, whose count load (count
+    // partition) then goes out with the positions.
+    if constexpr (!chunk_in_registers(S)) prefetch_sign_mantissa<S>(c, t);
     const unsigned count = pass1<P, S, !kStaged>(c, t, regs);
+    if constexpr (chunk_in_registers(S)) prefetch_sign_mantissa<S>(c, t);
     uint32_t* scan = reinterpret_cast<uint32_t*>(smem + sl.scan);
     const unsigned excl =
         P == Partition::gap_block ? scan_block_smem<TPB>(count, scan) : scan_block_warp<TPB>(count, scan);
@@ -514,6 +524,14 @@ DF11_HD auto gap_decode_phases(const LaunchParams& p, const SmemLayout& sl, uint
   constexpr VariantSpec spec{TK, P, S, TPB, BPT};
   const unsigned t = simt::tid_x();
   const uint64_t b = p.block_begin + simt::bid_x();
+  // A register-resident chunk is requested before the table copy, whose barrier it then spans.
+  const auto pre = [&] {
+    if constexpr (chunk_in_registers(S)) {
+      return load_thread_chunk<BPT>(p, b, TPB, t);
+    } else {
+      return NoRegs{};
+    }
+  }();
   load_tables(spec, p, smem, sl, t, TPB);
   if constexpr (S == Staging::cp_async) {
     const uint8_t* src = p.stream + b * (TPB * BPT);
@@ -523,7 +541,7 @@ DF11_HD auto gap_decode_phases(const LaunchParams& p, const SmemLayout& sl, uint
     simt::cp_async_wait_all();
   }
   simt::sync_block();
-  return decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b);
+  return decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b, pre);
 }
 
 // After decode_phases, but for direct stores: the block's barrier (exp-smem-pf: once this

@@ -83,7 +83,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
                                                              tpb,  bpt,
                                                              smem.data(), sl};
     if constexpr (chunk_in_registers(S)) {
-      for (unsigned t = 0; t < tpb; ++t) regs[t] = load_thread_chunk<BPT>(c, t);
+      for (unsigned t = 0; t < tpb; ++t) regs[t] = load_thread_chunk<BPT>(p, b, tpb, t);
     }
     if constexpr (P == Partition::thread_pos) {
       c.block_first = p.positions[b * tpb];
@@ -95,8 +95,14 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
     } else {
       c.block_first = p.positions[b];
       c.block_end = p.positions[b + 1];
-      for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
+      // In the kernel's order (decode_phases): exp-smem-reg hints after pass 1.
+      if constexpr (!chunk_in_registers(S)) {
+        for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
+      }
       for (unsigned t = 0; t < tpb; ++t) counts[t] = pass1<P, S, !kStaged>(c, t, regs[t]);
+      if constexpr (chunk_in_registers(S)) {
+        for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
+      }
       // The kernel's block or warp scan: an exclusive prefix sum of the counts.
       uint64_t run = 0;
       for (unsigned t = 0; t < tpb; ++t) {
