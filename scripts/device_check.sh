@@ -131,8 +131,8 @@ if wanted e2e && [ -z "${E2E_VARIANT:-}" ]; then
   [ -n "$E2E_VARIANT" ] && echo "e2e variant: $E2E_VARIANT (fastest official-layout decode)" | tee -a "$SUMMARY"
 fi
 if wanted e2e && [ -z "${E2E_CNT_VARIANT:-}" ]; then
-  E2E_CNT_VARIANT=$(fastest '.*\.gap5-cnt\..*')
-  [ -n "$E2E_CNT_VARIANT" ] && echo "e2e count-layout variant: $E2E_CNT_VARIANT (fastest *.gap5-cnt.* decode)" |
+  E2E_CNT_VARIANT=$(fastest '.*\.gap5-w?cnt\..*')
+  [ -n "$E2E_CNT_VARIANT" ] && echo "e2e count-layout variant: $E2E_CNT_VARIANT (fastest *.gap5-(w)cnt.* decode)" |
     tee -a "$SUMMARY"
 fi
 export E2E_VARIANT="${E2E_VARIANT:-}"

@@ -182,7 +182,8 @@ def sweep_targets(t, rows, unit="model.layers.1"):
 
 
 def is_count_layout(r):  # a run whose decoder reads a count layout (DF11's tables + count bytes)
-    return "-cnt." in (r.get("variant") or "")
+    v = r.get("variant") or ""
+    return "-cnt." in v or "-wcnt." in v
 
 
 def e2e_targets(t, runs):

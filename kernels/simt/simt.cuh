@@ -73,6 +73,16 @@ DF11_HD void sync_block() {
 #endif
 }
 
+// __syncwarp() over all 32 lanes: the warp's shared-memory writes before it are visible to its
+// lanes after it.
+DF11_HD void sync_warp() {
+#if defined(__CUDA_ARCH__)
+  __syncwarp();
+#else
+  syncwarp();
+#endif
+}
+
 #if !defined(__CUDA_ARCH__)
 template <class T>
 uint64_t to_bits(T v) {

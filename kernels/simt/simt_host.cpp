@@ -327,6 +327,16 @@ void sync_threads() {
   c.launch->block_bar.arrive_and_wait(*c.launch);
 }
 
+void syncwarp() {
+  ThreadCtx& c = ctx("syncwarp");
+  Launch& l = *c.launch;
+  const unsigned warp = c.linear / 32;
+  if (l.warp_bar[warp]->expected() != lanes_of_warp(l, warp)) {
+    throw Error(fmt::format("simt::syncwarp: a lane of warp {} has exited", warp));
+  }
+  l.warp_bar[warp]->arrive_and_wait(l);
+}
+
 uint64_t shfl_up(uint32_t mask, uint64_t v, unsigned delta) {
   return exchange(
       mask, v, [](unsigned lane, unsigned d) { return lane >= d ? lane - d : lane; }, delta, "shfl_up");

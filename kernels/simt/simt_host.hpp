@@ -43,6 +43,8 @@ void launch(Dim3 grid, Dim3 block, std::size_t smem_bytes, const std::function<v
 [[nodiscard]] Dim3 block_dim();
 [[nodiscard]] Dim3 grid_dim();
 void sync_threads();
+// __syncwarp(): every lane of the calling thread's warp (all of them must take part).
+void syncwarp();
 // Warp exchanges of up to 64 bits (every lane of the warp must take part, mask = all of its
 // lanes): shfl_up returns the value of lane - delta (its own value when lane < delta); shfl_xor
 // the value of lane ^ lane_mask (its own when that lane is past the end of a partial warp).

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <random>
 #include <set>
 
 #include "codec/bf16.hpp"
@@ -205,6 +206,33 @@ TEST_CASE("launches refuse arrays that a staging's vector loads cannot read", "[
   p.sign_mantissa = buf + 1;
   REQUIRE_THROWS_WITH(dec::check_arrays_aligned(pf, p), Catch::Contains("16-byte aligned"));
   REQUIRE_NOTHROW(dec::check_arrays_aligned(reg16, p));
+}
+
+TEST_CASE("the warp-count partition's count sums: byte_sum8 and the lanes' shares", "[decoders]") {
+  std::mt19937_64 rng(11);
+  for (int i = 0; i < 10000; ++i) {
+    const uint64_t x = i < 2 ? (i == 0 ? 0 : ~uint64_t{0}) : rng();
+    unsigned want = 0;
+    for (int k = 0; k < 8; ++k) want += static_cast<unsigned>((x >> (8 * k)) & 0xFF);
+    REQUIRE(dec::byte_sum8(x) == want);
+  }
+  // Lane shares of the counts before warp w: together exactly counts[0, 32w) of the block.
+  std::vector<uint8_t> counts(2 * 256);
+  for (auto& c : counts) c = static_cast<uint8_t>(rng() % 60);
+  dec::LaunchParams p{};
+  p.counts = counts.data();
+  for (uint64_t b = 0; b < 2; ++b) {
+    for (unsigned w = 0; w < 8; ++w) {
+      unsigned before = 0, want = 0;
+      for (unsigned l = 0; l < 32; ++l) {
+        const dec::LaneCounts lc = dec::lane_counts(p, b, 256, w, l);
+        REQUIRE(lc.count == counts[b * 256 + w * 32 + l]);
+        before += lc.before;
+      }
+      for (unsigned c = 0; c < 32 * w; ++c) want += counts[b * 256 + c];
+      REQUIRE(before == want);
+    }
+  }
 }
 
 TEST_CASE("official-ptx is not supported without a PTX file", "[decoders]") {

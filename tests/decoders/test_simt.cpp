@@ -73,6 +73,26 @@ TEST_CASE("simt: warp shuffles, whole and partial last warps", "[decoders][simt]
   }
 }
 
+TEST_CASE("simt: sync_warp publishes a warp's shared-memory writes to its lanes, warps apart", "[decoders][simt]") {
+  // Two warps, each with its own region, never meeting at a block barrier (the warp-count
+  // decoders' pattern): each lane writes, the warp syncs, each lane reads its neighbour's.
+  std::vector<uint32_t> out(64);
+  simt::launch({3}, {64}, 64 * 4, [&](uint8_t* smem) {
+    const unsigned t = simt::tid_x(), lane = t % 32, base = t - lane;
+    auto* s = reinterpret_cast<uint32_t*>(smem);
+    for (unsigned round = 0; round < 3; ++round) {
+      s[t] = t * 10 + round + simt::bid_x() * 1000;
+      simt::sync_warp();
+      out[t] = s[base + (lane + 1) % 32];
+      simt::sync_warp();  // nobody overwrites before every lane has read
+    }
+  });
+  for (unsigned t = 0; t < 64; ++t) {
+    const unsigned lane = t % 32, base = t - lane;
+    REQUIRE(out[t] == (base + (lane + 1) % 32) * 10 + 2 + 2 * 1000);
+  }
+}
+
 TEST_CASE("simt: byte_perm follows the PTX prmt selector semantics", "[decoders][simt]") {
   const uint32_t x = 0x33221100u, y = 0x77665544u;  // byte i of y:x is 0x11 * i
   CHECK(simt::byte_perm(x, y, 0x3210u) == x);

@@ -429,5 +429,5 @@ TEST_CASE("every experiment file's methods resolve on both backends (a renamed v
     ++df11;
     REQUIRE(m.variant != nullptr);
   }
-  CHECK(df11 == 8);
+  CHECK(df11 == 9);
 }

@@ -27,6 +27,7 @@ struct HostImage {
   bool has_canon = false;
   uint64_t n_elements = 0, n_chunks = 0, n_blocks = 0;
   uint32_t max_block_elements = 0;
+  uint32_t max_warp_elements = 0;  // warp-count partition: the most elements of one warp's chunks
   int gap_bits = 0;
 };
 

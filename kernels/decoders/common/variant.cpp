@@ -32,6 +32,7 @@ const char* partition_name(Partition p) {
     case Partition::gap_warp: return "warp";
     case Partition::thread_pos: return "tpos";
     case Partition::thread_count: return "cnt";
+    case Partition::warp_count: return "wcnt";
   }
   return "?";
 }
@@ -57,7 +58,8 @@ constexpr unsigned kMaxSmem = 160 * 1024;
 
 Layout VariantSpec::layout() const {
   const PositionScheme positions = partition == Partition::thread_pos     ? PositionScheme::thread
-                                   : partition == Partition::thread_count ? PositionScheme::count
+                                   : partition == Partition::thread_count || partition == Partition::warp_count
+                                       ? PositionScheme::count
                                                                           : PositionScheme::block;
   if (canonical_layout()) return Layout::canonical(16, threads_per_block, bytes_per_thread, positions);
   // DF11's chained tables and gaps; with counts, DF11 plus one count byte per thread.
@@ -95,6 +97,10 @@ Traits VariantSpec::traits() const {
     case Partition::thread_pos: t.partition = "gaps + per-thread positions, one pass"; break;
     case Partition::thread_count:
       t.partition = "gaps + block positions + a code count byte per thread, warp-shuffle scan of the counts, one pass";
+      break;
+    case Partition::warp_count:
+      t.partition = "gaps + block positions + a code count byte per thread; each warp sums the counts before it and "
+                    "decodes and copies out its own range: no block scan, no block barrier, one pass";
       break;
   }
   switch (staging) {
@@ -159,7 +165,16 @@ HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
   for (uint64_t i = 0; i < n_pos; ++i) img.positions[i] = unit.position(i);
   img.gaps = unit.gaps;
   img.gaps.push_back(0);
-  if (spec.partition == Partition::thread_count) img.counts = unit.thread_counts;
+  const bool counts = spec.partition == Partition::thread_count || spec.partition == Partition::warp_count;
+  if (counts) img.counts = unit.thread_counts;
+  if (spec.partition == Partition::warp_count) {
+    // The largest element count of one warp's 32 chunks (sizes each warp's exponent buffer).
+    for (uint64_t c = 0; c < img.counts.size(); c += 32) {
+      uint32_t sum = 0;
+      for (uint64_t i = c; i < c + 32 && i < img.counts.size(); ++i) sum += img.counts[i];
+      img.max_warp_elements = std::max(img.max_warp_elements, sum);
+    }
+  }
   const bool per_thread = spec.partition == Partition::thread_pos;
   const uint64_t tpb = static_cast<uint64_t>(spec.threads_per_block);
   for (uint64_t b = 0; b < img.n_blocks; ++b) {
@@ -184,7 +199,7 @@ HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
     if (spec.has_flat_root()) img.flat_root = flat_root_from_df11_luts(unit.luts, VariantSpec::kFlatBits);
   }
   if (spec.has_multi_root()) img.multi_root = multi_root_from_flat(img.flat_root, VariantSpec::kFlatBits);
-  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements);
+  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, 0, img.max_warp_elements);
   if (sl.total > kMaxSmem) {
     throw Error(fmt::format("unit {}: {} needs {} bytes of shared memory per block (a block holds {} elements); "
                             "the limit is {}",

@@ -29,6 +29,11 @@ enum class Partition : uint8_t {
   // gaps + block positions + each thread's code count (a byte, PositionScheme::count): the
   // warp-shuffle scan runs over the stored counts, so the codes are decoded once.
   thread_count,
+  // The count layout again, with no block scan and no block barrier: each warp sums the counts
+  // of the block's threads before it (8 bytes per lane, one shuffle reduction), decodes into its
+  // own shared-memory buffer and copies its own element range out, so the warps of a block run
+  // apart (persistent: each warp loops over (block, warp) units on its own).
+  warp_count,
 };
 
 enum class Staging : uint8_t {

@@ -39,7 +39,8 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
   check_arrays_aligned(spec, p);
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
-  const SmemLayout sl = smem_layout(spec, img.host().n_rows, img.host().max_block_elements);
+  const SmemLayout sl =
+      smem_layout(spec, img.host().n_rows, img.host().max_block_elements, 0, img.host().max_warp_elements);
   const auto kernel = [] {
     if constexpr (Persist) {
       return gap_decode_persistent_kernel<TK, P, S, TPB, BPT>;

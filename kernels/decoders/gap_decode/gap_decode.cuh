@@ -37,6 +37,7 @@ struct SmemLayout {
   unsigned out = 0, out_bytes = 0;      // smem-out: BF16 outputs of the block
   unsigned slots = 0, slot_bytes = 0;   // keep: symbols of pass 1, chunk_bits per thread (slot_byte)
   unsigned exps = 0, exps_bytes = 0;    // keep: exponents in block order
+  unsigned exps_stride = 0;             // warp-count: bytes of each warp's exponent buffer in exps
   // cp.async: the block's encoded bytes + look-ahead; exp-smem-pf: its sign/mantissa bytes (from
   // sm_base). One pair of fields for both keeps the kernels' parameter block as it was.
   unsigned input = 0, input_bytes = 0;
@@ -45,7 +46,9 @@ struct SmemLayout {
 
 // guard: bytes left unused before and after every region (0 on the device; the host emulation
 // leaves some and checks after every block that nothing wrote them).
-DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_block_elements, unsigned guard = 0) {
+// max_warp_elements: the warp-count partition's largest warp (HostImage::max_warp_elements).
+DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_block_elements, unsigned guard = 0,
+                               unsigned max_warp_elements = 0) {
   SmemLayout l;
   unsigned off = align_up(guard);
   auto take = [&](unsigned bytes, unsigned& at, unsigned& size) {
@@ -76,7 +79,13 @@ DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_bl
   if (keeps_symbols(s.staging)) take(tpb * bpt * 8, l.slots, l.slot_bytes);
   // Exponents in block order, stored from the 8-aligned element below the block's first (see
   // exp_base), so that 8 of them at an 8-aligned element index are one aligned 8-byte word.
-  if (exps_in_smem(s.staging)) take(max_block_elements + 8, l.exps, l.exps_bytes);
+  if (exps_in_smem(s.staging) && s.partition == Partition::warp_count) {
+    // One buffer per warp, from the 8-aligned element below the warp's first (see warp_base).
+    l.exps_stride = align_up(max_warp_elements + 8);
+    take(tpb / 32 * l.exps_stride, l.exps, l.exps_bytes);
+  } else if (exps_in_smem(s.staging)) {
+    take(max_block_elements + 8, l.exps, l.exps_bytes);
+  }
   if (s.staging == Staging::cp_async) take(tpb * bpt + 16, l.input, l.input_bytes);
   // Whole 16-byte pieces from the 16-aligned element at or below the block's first to the
   // 16-aligned one at or past its end: at most max_block_elements + 30 bytes.
@@ -324,6 +333,35 @@ DF11_HD void prefetch_sign_mantissa(const BlockCtx<Table>& c, unsigned t) {
 // t takes every tpb-th group of 8 elements at 8-aligned indices (one 8-byte load of sign/
 // mantissa, one of exponents, one 16-byte store), the unaligned head and tail one by one; an
 // output range or pointer that does not allow aligned stores falls back to scalar.
+// The exponent stagings' copy-out of elements [from, to) (within [lo, hi)) by thread t of nt:
+// exponent of element j at exps[j - base], its sign/mantissa byte at sm[j - sm_at].
+template <Staging S>
+DF11_HD void copy_out_exps(const LaunchParams& p, const uint8_t* exps, uint64_t base, const uint8_t* sm,
+                           uint64_t sm_at, uint64_t from, uint64_t to, unsigned t, unsigned nt) {
+  uint64_t a = to, z = to;  // the vector range [a, z)
+  if constexpr (S != Staging::keep) {
+    const bool aligned = (p.lo & 7) == 0 && (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 &&
+                         (reinterpret_cast<uintptr_t>(sm) & 7) == 0;
+    if (aligned) {
+      a = (from + 7) & ~uint64_t{7};
+      z = to & ~uint64_t{7};
+      if (a > z) a = z = to;
+    }
+  }
+  for (uint64_t j = from + t; j < a; j += nt) p.out[j - p.lo] = merge_bf16(exps[j - base], sm[j - sm_at]);
+  for (uint64_t g = a + 8ull * t; g < z; g += 8ull * nt) {
+    const Words8 w = merge8(load8(exps + (g - base)), load8(sm + (g - sm_at)));
+    uint64_t* o = reinterpret_cast<uint64_t*>(p.out + (g - p.lo));
+#if defined(__CUDA_ARCH__)
+    *reinterpret_cast<ulonglong2*>(o) = make_ulonglong2(w.lo, w.hi);
+#else
+    o[0] = w.lo;
+    o[1] = w.hi;
+#endif
+  }
+  for (uint64_t j = z + t; j < to; j += nt) p.out[j - p.lo] = merge_bf16(exps[j - base], sm[j - sm_at]);
+}
+
 template <Staging S, class Table>
 DF11_HD void copy_out(const BlockCtx<Table>& c, unsigned t) {
   if constexpr (S == Staging::direct) {
@@ -333,33 +371,10 @@ DF11_HD void copy_out(const BlockCtx<Table>& c, unsigned t) {
     const uint64_t from = c.block_first > p.lo ? c.block_first : p.lo;
     const uint64_t to = c.block_end < p.hi ? c.block_end : p.hi;
     if constexpr (exps_in_smem(S)) {
-      const uint8_t* exps = c.smem + c.sl.exps;
-      const uint64_t base = exp_base(c);
       // Sign/mantissa byte of element j: sm[j - sm_at], from shared memory where prefetched.
       const uint8_t* sm = S == Staging::exp_smem_pf ? c.smem + c.sl.input : p.sign_mantissa;
       const uint64_t sm_at = S == Staging::exp_smem_pf ? sm_base(c) : 0;
-      uint64_t a = to, z = to;  // the vector range [a, z)
-      if constexpr (S != Staging::keep) {
-        const bool aligned = (p.lo & 7) == 0 && (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 &&
-                             (reinterpret_cast<uintptr_t>(sm) & 7) == 0;
-        if (aligned) {
-          a = (from + 7) & ~uint64_t{7};
-          z = to & ~uint64_t{7};
-          if (a > z) a = z = to;
-        }
-      }
-      for (uint64_t j = from + t; j < a; j += c.tpb) p.out[j - p.lo] = merge_bf16(exps[j - base], sm[j - sm_at]);
-      for (uint64_t g = a + 8ull * t; g < z; g += 8ull * c.tpb) {
-        const Words8 w = merge8(load8(exps + (g - base)), load8(sm + (g - sm_at)));
-        uint64_t* o = reinterpret_cast<uint64_t*>(p.out + (g - p.lo));
-#if defined(__CUDA_ARCH__)
-        *reinterpret_cast<ulonglong2*>(o) = make_ulonglong2(w.lo, w.hi);
-#else
-        o[0] = w.lo;
-        o[1] = w.hi;
-#endif
-      }
-      for (uint64_t j = z + t; j < to; j += c.tpb) p.out[j - p.lo] = merge_bf16(exps[j - base], sm[j - sm_at]);
+      copy_out_exps<S>(p, c.smem + c.sl.exps, exp_base(c), sm, sm_at, from, to, t, c.tpb);
     } else {
       const uint16_t* o = reinterpret_cast<const uint16_t*>(c.smem + c.sl.out);
       for (uint64_t j = from + t; j < to; j += c.tpb) p.out[j - p.lo] = o[j - c.block_first];
@@ -544,6 +559,133 @@ DF11_HD auto gap_decode_phases(const LaunchParams& p, const SmemLayout& sl, uint
   return decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b, pre);
 }
 
+// ---- The warp-count partition: the warps of a DF11 block apart. ----
+// Warp w of DF11 block b decodes the block's chunks 32w..32w+31 (in the count layout: block
+// positions + a count byte per chunk). Its first element is the block's plus the counts of the
+// block's chunks before the warp's (at most 224 bytes: lane l sums counts 8l..8l+7 while they
+// lie before the warp, one shuffle reduction adds them up); the lanes' own counts, scanned by
+// shuffles, place each lane's codes. The warp's exponents go to its own shared-memory buffer,
+// from the 8-aligned element below its first (warp_base), and the warp copies its element range
+// out itself: a __syncwarp where the block-wide stagings need __syncthreads, and no block scan.
+
+// The sum of the 8 bytes of x.
+DF11_HD unsigned byte_sum8(uint64_t x) {
+  x = (x & 0x00FF00FF00FF00FFull) + ((x >> 8) & 0x00FF00FF00FF00FFull);
+  x = (x & 0x0000FFFF0000FFFFull) + ((x >> 16) & 0x0000FFFF0000FFFFull);
+  return static_cast<unsigned>((x & 0xFFFFFFFFull) + (x >> 32));
+}
+
+// Lane `lane` of warp w of block b: its chunk's code count and its share of the counts before
+// the warp. The count array covers whole blocks (zero past the stream), so every lane reads.
+struct LaneCounts {
+  unsigned count, before;
+};
+DF11_HD LaneCounts lane_counts(const LaunchParams& p, uint64_t b, unsigned tpb, unsigned w, unsigned lane) {
+  const uint8_t* cnt = p.counts + b * tpb;  // 8-aligned: tpb is a multiple of 32
+  LaneCounts r{cnt[w * 32 + lane], 0u};
+  if (8 * lane < 32 * w) r.before = byte_sum8(load8(cnt + 8 * lane));
+  return r;
+}
+
+DF11_HD uint64_t warp_base(uint64_t warp_first) { return warp_first & ~uint64_t{7}; }
+
+// The chunk of thread tb of block b as the passes read it: registers loaded before, or memory.
+template <int BPT, class Regs>
+DF11_HD auto block_thread_chunk(const LaunchParams& p, uint64_t b, unsigned tpb, unsigned tb, const Regs& regs) {
+  if constexpr (std::is_same_v<Regs, NoRegs>) {
+    const uint64_t chunk = b * tpb + tb;
+    return ChunkSpan{p.stream + chunk * BPT, read_gap<true>(p.gaps, chunk, p.gap_bits),
+                     chunk_end_bit(chunk, BPT * 8, p.n_bytes)};
+  } else {
+    return regs;
+  }
+}
+
+// A lane's decode: the codes of its chunk, element first on, into the warp's buffer `exps`
+// (cap bytes, byte 0 = element base). Stores go unchecked where no code of the chunk can pass
+// the buffer's end (a chunk holds at most BPT * 8 codes), as in pass2.
+template <int BPT, class Table, class Chunk>
+DF11_HD void warp_lane_decode(const Table& table, const Chunk& chunk, uint8_t* exps, unsigned cap, uint64_t base,
+                              uint64_t first) {
+  const unsigned rel = static_cast<unsigned>(first - base);
+  const unsigned room = rel < cap ? cap - rel : 0u;
+  uint8_t* at = exps + (room ? rel : 0u);
+  if (room >= BPT * 8) {
+    decode_chunk<true>(table, chunk, [at](unsigned k, unsigned e) { at[k] = static_cast<uint8_t>(e); });
+  } else {
+    decode_chunk<true>(table, chunk, [at, room](unsigned k, unsigned e) {
+      if (k < room) at[k] = static_cast<uint8_t>(e);
+    });
+  }
+}
+
+// exp-smem-reg: L2 hints for the sign/mantissa lines of [first, end) (lane of nt), as
+// prefetch_sign_mantissa does for a block.
+DF11_HD void hint_sign_mantissa(const LaunchParams& p, uint64_t first, uint64_t end, unsigned lane, unsigned nt) {
+  constexpr unsigned kLine = 128;
+  for (uint64_t l = first / kLine + lane;; l += nt) {
+    const uint64_t at = l * kLine > first ? l * kLine : first;
+    if (at >= end) break;
+    simt::prefetch_l2(p.sign_mantissa + at);
+  }
+}
+
+// The warp-count kernel body: the tables once per CUDA block, then each warp on its own over
+// the (DF11 block, warp) units warp_id, + warps in the grid, ... (a launch of block_count CUDA
+// blocks gives every warp one unit; a persistent launch, fewer and loops).
+template <TableKind TK, Staging S, int TPB, int BPT>
+DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
+  static_assert(S == Staging::exp_smem || S == Staging::exp_smem_reg, "the warp-count partition stages exponents");
+  static_assert(TPB % 32 == 0, "whole warps");
+  constexpr VariantSpec spec{TK, Partition::warp_count, S, TPB, BPT};
+  constexpr unsigned kWarps = TPB / 32;
+  const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
+  load_tables(spec, p, smem, sl, t, TPB);
+  simt::sync_block();  // the only block barrier
+  const auto table = make_table<TK>(p, smem, sl);
+  uint8_t* exps = smem + sl.exps + warp * sl.exps_stride;
+  const uint64_t units = static_cast<uint64_t>(p.block_count) * kWarps;
+  const uint64_t stride = static_cast<uint64_t>(simt::gdim_x()) * kWarps;
+  for (uint64_t u = static_cast<uint64_t>(simt::bid_x()) * kWarps + warp; u < units; u += stride) {
+    const uint64_t b = p.block_begin + u / kWarps;
+    const unsigned w = static_cast<unsigned>(u % kWarps), tb = w * 32 + lane;
+    const auto regs = [&] {
+      if constexpr (chunk_in_registers(S)) {
+        return load_thread_chunk<BPT>(p, b, TPB, tb);
+      } else {
+        return NoRegs{};
+      }
+    }();
+    const LaneCounts lc = lane_counts(p, b, TPB, w, lane);
+    const uint64_t block_first = p.positions[b];
+    unsigned before = lc.before, total = lc.count, incl = lc.count;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (unsigned o = 16; o > 0; o >>= 1) {
+      before += simt::warp_shfl_xor(before, o);
+      total += simt::warp_shfl_xor(total, o);
+    }
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (unsigned o = 1; o < 32; o <<= 1) {
+      const unsigned y = simt::warp_shfl_up(incl, o);
+      if (lane >= o) incl += y;
+    }
+    const uint64_t first = block_first + before, end = first + total, base = warp_base(first);
+    if constexpr (S == Staging::exp_smem_reg) hint_sign_mantissa(p, first, end, lane, 32);
+    if (b * TPB + tb < p.n_chunks) {
+      warp_lane_decode<BPT>(table, block_thread_chunk<BPT>(p, b, TPB, tb, regs), exps, sl.exps_stride, base,
+                            first + incl - lc.count);
+    }
+    simt::sync_warp();  // the warp's exponents are complete
+    copy_out_exps<S>(p, exps, base, p.sign_mantissa, 0, first > p.lo ? first : p.lo, end < p.hi ? end : p.hi, lane,
+                     32);
+    simt::sync_warp();  // the buffer is the next unit's
+  }
+}
+
 // After decode_phases, but for direct stores: the block's barrier (exp-smem-pf: once this
 // thread's copies have landed; the barrier makes everyone's visible) and the coalesced copy-out.
 template <Staging S, class Ctx>
@@ -558,7 +700,11 @@ DF11_HD void barrier_and_copy_out(const Ctx& c, unsigned t) {
 // The whole kernel body for one block: the decode, then the barrier and the copy-out.
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
 DF11_HD void gap_decode_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
-  barrier_and_copy_out<S>(gap_decode_phases<TK, P, S, TPB, BPT>(p, sl, smem), simt::tid_x());
+  if constexpr (P == Partition::warp_count) {
+    gap_decode_warps<TK, S, TPB, BPT>(p, sl, smem);
+  } else {
+    barrier_and_copy_out<S>(gap_decode_phases<TK, P, S, TPB, BPT>(p, sl, smem), simt::tid_x());
+  }
 }
 
 // exp-smem-pf and -reg in persistent blocks: while DF11 block b decodes, hints bring what the next one
@@ -599,17 +745,21 @@ inline constexpr unsigned kSimtPersistentGrid = 3;
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
 DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   static_assert(S != Staging::cp_async, "persistent blocks read the stream in place");
-  constexpr VariantSpec spec{TK, P, S, TPB, BPT};
-  const unsigned t = simt::tid_x();
-  load_tables(spec, p, smem, sl, t, TPB);
-  simt::sync_block();
-  const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
-  for (uint64_t b = p.block_begin + simt::bid_x(); b < end; b += simt::gdim_x()) {
-    if constexpr (S == Staging::exp_smem_pf || S == Staging::exp_smem_reg) {
-      prefetch_next_block<P, TPB, BPT>(p, b + simt::gdim_x(), end, t);
-    }
-    barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b), t);
+  if constexpr (P == Partition::warp_count) {
+    gap_decode_warps<TK, S, TPB, BPT>(p, sl, smem);  // its units loop already
+  } else {
+    constexpr VariantSpec spec{TK, P, S, TPB, BPT};
+    const unsigned t = simt::tid_x();
+    load_tables(spec, p, smem, sl, t, TPB);
     simt::sync_block();
+    const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
+    for (uint64_t b = p.block_begin + simt::bid_x(); b < end; b += simt::gdim_x()) {
+      if constexpr (S == Staging::exp_smem_pf || S == Staging::exp_smem_reg) {
+        prefetch_next_block<P, TPB, BPT>(p, b + simt::gdim_x(), end, t);
+      }
+      barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b), t);
+      simt::sync_block();
+    }
   }
 }
 

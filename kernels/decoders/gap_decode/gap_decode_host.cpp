@@ -47,6 +47,45 @@ void check_smem_guards(const std::string& who, const uint8_t* smem, const ByteRa
 
 namespace {
 
+// The warp-count partition's block b (gap_decode_warps), warp by warp and lane by lane: the
+// warp's sums and scan of the counts sequentially where the kernel shuffles, then every lane's
+// decode, the hints, every lane's part of the copy-out.
+template <TableKind TK, Staging S, int BPT>
+void emulate_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, uint64_t b, unsigned tpb) {
+  const auto table = make_table<TK>(p, smem, sl);
+  for (unsigned w = 0; w < tpb / 32; ++w) {
+    uint8_t* exps = smem + sl.exps + w * sl.exps_stride;
+    LaneCounts lc[32];
+    unsigned before = 0, total = 0;
+    for (unsigned l = 0; l < 32; ++l) {
+      lc[l] = lane_counts(p, b, tpb, w, l);
+      before += lc[l].before;
+      total += lc[l].count;
+    }
+    const uint64_t first = p.positions[b] + before, end = first + total, base = warp_base(first);
+    if constexpr (S == Staging::exp_smem_reg) {
+      for (unsigned l = 0; l < 32; ++l) hint_sign_mantissa(p, first, end, l, 32);
+    }
+    uint64_t at = first;
+    for (unsigned l = 0; l < 32; ++l) {
+      const unsigned tb = w * 32 + l;
+      if (b * tpb + tb < p.n_chunks) {
+        const auto regs = [&] {
+          if constexpr (chunk_in_registers(S)) {
+            return load_thread_chunk<BPT>(p, b, tpb, tb);
+          } else {
+            return NoRegs{};
+          }
+        }();
+        warp_lane_decode<BPT>(table, block_thread_chunk<BPT>(p, b, tpb, tb, regs), exps, sl.exps_stride, base, at);
+      }
+      at += lc[l].count;
+    }
+    const uint64_t from = first > p.lo ? first : p.lo, to = end < p.hi ? end : p.hi;
+    for (unsigned l = 0; l < 32; ++l) copy_out_exps<S>(p, exps, base, p.sign_mantissa, 0, from, to, l, 32);
+  }
+}
+
 // Persist: a persistent kernel's CUDA block keeps its tables from one DF11 block to the next, and
 // whatever else the previous block left in shared memory; the emulation loads the tables once
 // and poisons the rest before every block, so a read of a stale value shows up.
@@ -54,7 +93,7 @@ template <TableKind TK, Partition P, Staging S, int BPT, bool Persist>
 void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   const LaunchParams p = host_launch_params(img, out, lo, hi);
   check_arrays_aligned(spec, p);
-  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kHostSmemGuard);
+  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kHostSmemGuard, img.max_warp_elements);
   const unsigned tpb = static_cast<unsigned>(spec.threads_per_block);
   const unsigned bpt = static_cast<unsigned>(spec.bytes_per_thread);
   constexpr bool kStaged = S == Staging::cp_async;
@@ -73,44 +112,48 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
       std::fill(smem.begin(), smem.end(), 0xCD);
       for (unsigned t = 0; t < tpb; ++t) load_tables(spec, p, smem.data(), sl, t, tpb);
     }
-    if constexpr (kStaged) {
-      // The kernel's cp.async copies exactly these bytes (the stream is padded past them).
-      std::memcpy(smem.data() + sl.input, p.stream + b * tpb * bpt, tpb * bpt + 16);
-    }
-    BlockCtx<decltype(make_table<TK>(p, smem.data(), sl))> c{&p,   make_table<TK>(p, smem.data(), sl),
-                                                             b,    0,
-                                                             0,    kStaged ? smem.data() + sl.input : p.stream + b * tpb * bpt,
-                                                             tpb,  bpt,
-                                                             smem.data(), sl};
-    if constexpr (chunk_in_registers(S)) {
-      for (unsigned t = 0; t < tpb; ++t) regs[t] = load_thread_chunk<BPT>(p, b, tpb, t);
-    }
-    if constexpr (P == Partition::thread_pos) {
-      c.block_first = p.positions[b * tpb];
-      c.block_end = p.positions[std::min<uint64_t>((b + 1) * tpb, p.n_chunks)];
-      for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
-      for (unsigned t = 0; t < tpb; ++t) {
-        if (chunk_exists(p, b, tpb, t)) pass2<S, !kStaged>(c, t, p.positions[b * tpb + t], 0, regs[t]);
-      }
+    if constexpr (P == Partition::warp_count) {
+      emulate_warps<TK, S, BPT>(p, sl, smem.data(), b, tpb);
     } else {
-      c.block_first = p.positions[b];
-      c.block_end = p.positions[b + 1];
-      // In the kernel's order (decode_phases): exp-smem-reg hints after pass 1.
-      if constexpr (!chunk_in_registers(S)) {
-        for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
+      if constexpr (kStaged) {
+        // The kernel's cp.async copies exactly these bytes (the stream is padded past them).
+        std::memcpy(smem.data() + sl.input, p.stream + b * tpb * bpt, tpb * bpt + 16);
       }
-      for (unsigned t = 0; t < tpb; ++t) counts[t] = pass1<P, S, !kStaged>(c, t, regs[t]);
+      BlockCtx<decltype(make_table<TK>(p, smem.data(), sl))> c{&p,   make_table<TK>(p, smem.data(), sl),
+                                                               b,    0,
+                                                               0,    kStaged ? smem.data() + sl.input : p.stream + b * tpb * bpt,
+                                                               tpb,  bpt,
+                                                               smem.data(), sl};
       if constexpr (chunk_in_registers(S)) {
+        for (unsigned t = 0; t < tpb; ++t) regs[t] = load_thread_chunk<BPT>(p, b, tpb, t);
+      }
+      if constexpr (P == Partition::thread_pos) {
+        c.block_first = p.positions[b * tpb];
+        c.block_end = p.positions[std::min<uint64_t>((b + 1) * tpb, p.n_chunks)];
         for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
+        for (unsigned t = 0; t < tpb; ++t) {
+          if (chunk_exists(p, b, tpb, t)) pass2<S, !kStaged>(c, t, p.positions[b * tpb + t], 0, regs[t]);
+        }
+      } else {
+        c.block_first = p.positions[b];
+        c.block_end = p.positions[b + 1];
+        // In the kernel's order (decode_phases): exp-smem-reg hints after pass 1.
+        if constexpr (!chunk_in_registers(S)) {
+          for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
+        }
+        for (unsigned t = 0; t < tpb; ++t) counts[t] = pass1<P, S, !kStaged>(c, t, regs[t]);
+        if constexpr (chunk_in_registers(S)) {
+          for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
+        }
+        // The kernel's block or warp scan: an exclusive prefix sum of the counts.
+        uint64_t run = 0;
+        for (unsigned t = 0; t < tpb; ++t) {
+          pass2<S, !kStaged>(c, t, c.block_first + run, counts[t], regs[t]);
+          run += counts[t];
+        }
       }
-      // The kernel's block or warp scan: an exclusive prefix sum of the counts.
-      uint64_t run = 0;
-      for (unsigned t = 0; t < tpb; ++t) {
-        pass2<S, !kStaged>(c, t, c.block_first + run, counts[t], regs[t]);
-        run += counts[t];
-      }
+      for (unsigned t = 0; t < tpb; ++t) copy_out<S>(c, t);
     }
-    for (unsigned t = 0; t < tpb; ++t) copy_out<S>(c, t);
     check_smem_guards(spec.name() + " (host emulation)", smem.data(), outside, b);
   }
 }
@@ -119,7 +162,7 @@ template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Persist>
 void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   LaunchParams p = host_launch_params(img, out, lo, hi);
   check_arrays_aligned(spec, p);
-  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kHostSmemGuard);
+  const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kHostSmemGuard, img.max_warp_elements);
   const auto [b0, b1] = block_range(spec, img, lo, hi);
   if (b1 <= b0) return;
   p.block_begin = static_cast<uint32_t>(b0);
