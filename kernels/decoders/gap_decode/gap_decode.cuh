@@ -630,6 +630,27 @@ DF11_HD void hint_sign_mantissa(const LaunchParams& p, uint64_t first, uint64_t 
   }
 }
 
+// exp-smem-reg with persistent warps: while unit u decodes, hints bring the first reads of the
+// warp's next unit nu into L2 (its 32 chunks, their gaps, the block's counts and position),
+// as prefetch_next_block does for a block. Every address lies inside its buffer (the stream,
+// gaps and counts cover whole blocks).
+template <int TPB, int BPT>
+DF11_HD void hint_next_warp_unit(const LaunchParams& p, uint64_t nu, uint64_t units, unsigned lane) {
+  if (nu >= units) return;
+  constexpr unsigned kWarps = TPB / 32, kLine = 128;
+  const uint64_t b = p.block_begin + nu / kWarps;
+  const uint64_t first_chunk = b * TPB + (nu % kWarps) * 32;
+  if (lane * kLine < 32 * BPT) {
+    simt::prefetch_l2(p.stream + first_chunk * BPT + lane * kLine);
+  } else if (lane == 28) {
+    simt::prefetch_l2(p.gaps + first_chunk * static_cast<unsigned>(p.gap_bits) / 8);
+  } else if (lane == 29 || lane == 30) {
+    simt::prefetch_l2(p.counts + b * TPB + (lane - 29) * (TPB / 2));
+  } else if (lane == 31) {
+    simt::prefetch_l2(p.positions + b);
+  }
+}
+
 // The warp-count kernel body: the tables once per CUDA block, then each warp on its own over
 // the (DF11 block, warp) units warp_id, + warps in the grid, ... (a launch of block_count CUDA
 // blocks gives every warp one unit; a persistent launch, fewer and loops).
@@ -649,6 +670,7 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
   for (uint64_t u = static_cast<uint64_t>(simt::bid_x()) * kWarps + warp; u < units; u += stride) {
     const uint64_t b = p.block_begin + u / kWarps;
     const unsigned w = static_cast<unsigned>(u % kWarps), tb = w * 32 + lane;
+    if constexpr (S == Staging::exp_smem_reg) hint_next_warp_unit<TPB, BPT>(p, u + stride, units, lane);
     const auto regs = [&] {
       if constexpr (chunk_in_registers(S)) {
         return load_thread_chunk<BPT>(p, b, TPB, tb);
