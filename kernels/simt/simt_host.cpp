@@ -75,6 +75,7 @@ struct Launch {
   Barrier start{"the start of a block"}, block_bar{"__syncthreads"};
   std::vector<std::unique_ptr<Barrier>> warp_bar;
   std::vector<uint64_t> slots;  // one exchange word per thread
+  std::vector<const char*> warp_op;  // per thread: the warp operation it is in (shuffles, syncwarp)
   uint64_t current_block = 0;
   std::atomic<bool> aborted{false};
   std::atomic<uint64_t> progress{0};  // barriers released + bodies finished
@@ -269,6 +270,18 @@ class Pool {
   bool shutdown_ = false;
 };
 
+// After a warp barrier: every lane of the warp arrived from the same operation (a lane in a
+// shuffle paired with lanes in another shuffle or a syncwarp is a divergent kernel).
+void check_same_warp_op(const Launch& l, unsigned warp, unsigned lanes, const char* what) {
+  for (unsigned i = 0; i < lanes; ++i) {
+    const char* other = l.warp_op[warp * 32 + i];
+    if (other != what) {
+      throw Error(fmt::format("simt::{}: lane {} of warp {} is in {} at the same time (divergent warp operations)",
+                              what, i, warp, other ? other : "nothing"));
+    }
+  }
+}
+
 uint64_t exchange(uint32_t mask, uint64_t v, unsigned src_of_lane(unsigned, unsigned), unsigned arg, const char* what) {
   ThreadCtx& c = ctx(what);
   Launch& l = *c.launch;
@@ -282,7 +295,9 @@ uint64_t exchange(uint32_t mask, uint64_t v, unsigned src_of_lane(unsigned, unsi
     throw Error(fmt::format("simt::{}: a lane of warp {} has exited; its value is undefined", what, warp));
   }
   l.slots[c.linear] = v;
+  l.warp_op[c.linear] = what;
   l.warp_bar[warp]->arrive_and_wait(l);
+  check_same_warp_op(l, warp, lanes, what);
   const unsigned src = src_of_lane(lane, arg);
   const uint64_t r = src < lanes ? l.slots[warp * 32 + src] : v;
   l.warp_bar[warp]->arrive_and_wait(l);  // nobody overwrites a slot before all have read
@@ -309,6 +324,7 @@ void launch(Dim3 grid, Dim3 block, std::size_t smem_bytes, const std::function<v
   l.start.reset(l.n_threads);
   for (unsigned w = 0; w < l.n_warps; ++w) l.warp_bar.push_back(std::make_unique<Barrier>("shuffle"));
   l.slots.assign(l.n_threads, 0);
+  l.warp_op.assign(l.n_threads, nullptr);
   Pool::get().run(l);
   if (l.error) std::rethrow_exception(l.error);
   if (l.opt.after_block) l.opt.after_block(l.smem.get(), grid.count() - 1);
@@ -331,10 +347,15 @@ void syncwarp() {
   ThreadCtx& c = ctx("syncwarp");
   Launch& l = *c.launch;
   const unsigned warp = c.linear / 32;
-  if (l.warp_bar[warp]->expected() != lanes_of_warp(l, warp)) {
+  const unsigned lanes = lanes_of_warp(l, warp);
+  if (l.warp_bar[warp]->expected() != lanes) {
     throw Error(fmt::format("simt::syncwarp: a lane of warp {} has exited", warp));
   }
+  static constexpr const char* kWhat = "syncwarp";  // one pointer: lanes compare it
+  l.warp_op[c.linear] = kWhat;
   l.warp_bar[warp]->arrive_and_wait(l);
+  check_same_warp_op(l, warp, lanes, kWhat);
+  l.warp_bar[warp]->arrive_and_wait(l);  // nobody moves on to another warp operation before all have checked
 }
 
 uint64_t shfl_up(uint32_t mask, uint64_t v, unsigned delta) {

@@ -93,6 +93,19 @@ TEST_CASE("simt: sync_warp publishes a warp's shared-memory writes to its lanes,
   }
 }
 
+TEST_CASE("simt: lanes of one warp in different warp operations are an error", "[decoders][simt]") {
+  // Half the warp in a shuffle, half in sync_warp: divergent warp operations, not a pairing.
+  REQUIRE_THROWS_WITH(simt::launch({1}, {32}, 0,
+                                   [](uint8_t*) {
+                                     if (simt::tid_x() < 16) {
+                                       (void)simt::warp_shfl_xor(1u, 1);
+                                     } else {
+                                       simt::sync_warp();
+                                     }
+                                   }),
+                      Catch::Contains("divergent warp operations"));
+}
+
 TEST_CASE("simt: byte_perm follows the PTX prmt selector semantics", "[decoders][simt]") {
   const uint32_t x = 0x33221100u, y = 0x77665544u;  // byte i of y:x is 0x11 * i
   CHECK(simt::byte_perm(x, y, 0x3210u) == x);

@@ -80,8 +80,9 @@ DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_bl
   // Exponents in block order, stored from the 8-aligned element below the block's first (see
   // exp_base), so that 8 of them at an 8-aligned element index are one aligned 8-byte word.
   if (exps_in_smem(s.staging) && s.partition == Partition::warp_count) {
-    // One buffer per warp, from the 8-aligned element below the warp's first (see warp_base).
-    l.exps_stride = align_up(max_warp_elements + 8);
+    // One buffer per warp, from the 8-aligned element below the warp's first (see warp_base);
+    // without the warps' largest count, the block's (a warp never holds more).
+    l.exps_stride = align_up((max_warp_elements != 0 ? max_warp_elements : max_block_elements) + 8);
     take(tpb / 32 * l.exps_stride, l.exps, l.exps_bytes);
   } else if (exps_in_smem(s.staging)) {
     take(max_block_elements + 8, l.exps, l.exps_bytes);
@@ -328,11 +329,6 @@ DF11_HD void prefetch_sign_mantissa(const BlockCtx<Table>& c, unsigned t) {
   }
 }
 
-// After the block's barrier: coalesced copy of the block's outputs to global memory. Scalar
-// stagings: thread t takes every tpb-th element. Vector stagings (exp_smem, keep_vec): thread
-// t takes every tpb-th group of 8 elements at 8-aligned indices (one 8-byte load of sign/
-// mantissa, one of exponents, one 16-byte store), the unaligned head and tail one by one; an
-// output range or pointer that does not allow aligned stores falls back to scalar.
 // The exponent stagings' copy-out of elements [from, to) (within [lo, hi)) by thread t of nt:
 // exponent of element j at exps[j - base], its sign/mantissa byte at sm[j - sm_at].
 template <Staging S>
@@ -362,6 +358,11 @@ DF11_HD void copy_out_exps(const LaunchParams& p, const uint8_t* exps, uint64_t 
   for (uint64_t j = z + t; j < to; j += nt) p.out[j - p.lo] = merge_bf16(exps[j - base], sm[j - sm_at]);
 }
 
+// After the block's barrier: coalesced copy of the block's outputs to global memory. Scalar
+// stagings: thread t takes every tpb-th element. Vector stagings (exp_smem, keep_vec): thread
+// t takes every tpb-th group of 8 elements at 8-aligned indices (one 8-byte load of sign/
+// mantissa, one of exponents, one 16-byte store), the unaligned head and tail one by one; an
+// output range or pointer that does not allow aligned stores falls back to scalar.
 template <Staging S, class Table>
 DF11_HD void copy_out(const BlockCtx<Table>& c, unsigned t) {
   if constexpr (S == Staging::direct) {
@@ -631,7 +632,8 @@ DF11_HD void hint_sign_mantissa(const LaunchParams& p, uint64_t first, uint64_t 
 }
 
 // exp-smem-reg with persistent warps: while unit u decodes, hints bring the first reads of the
-// warp's next unit nu into L2 (its 32 chunks, their gaps, the block's counts and position),
+// warp's next unit nu into L2 (its 32 chunks, the first and last byte of their gaps, the
+// block's counts and position),
 // as prefetch_next_block does for a block. Every address lies inside its buffer (the stream,
 // gaps and counts cover whole blocks).
 template <int TPB, int BPT>
@@ -642,8 +644,10 @@ DF11_HD void hint_next_warp_unit(const LaunchParams& p, uint64_t nu, uint64_t un
   const uint64_t first_chunk = b * TPB + (nu % kWarps) * 32;
   if (lane * kLine < 32 * BPT) {
     simt::prefetch_l2(p.stream + first_chunk * BPT + lane * kLine);
-  } else if (lane == 28) {
-    simt::prefetch_l2(p.gaps + first_chunk * static_cast<unsigned>(p.gap_bits) / 8);
+  } else if (lane == 27 || lane == 28) {
+    // The warp's 32 gaps (20 bytes at 5 bits) may cross a line: their first and last byte.
+    const uint64_t g = first_chunk * static_cast<unsigned>(p.gap_bits) / 8;
+    simt::prefetch_l2(p.gaps + g + (lane == 28 ? 32u * static_cast<unsigned>(p.gap_bits) / 8 - 1 : 0u));
   } else if (lane == 29 || lane == 30) {
     simt::prefetch_l2(p.counts + b * TPB + (lane - 29) * (TPB / 2));
   } else if (lane == 31) {
@@ -670,7 +674,6 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
   for (uint64_t u = static_cast<uint64_t>(simt::bid_x()) * kWarps + warp; u < units; u += stride) {
     const uint64_t b = p.block_begin + u / kWarps;
     const unsigned w = static_cast<unsigned>(u % kWarps), tb = w * 32 + lane;
-    if constexpr (S == Staging::exp_smem_reg) hint_next_warp_unit<TPB, BPT>(p, u + stride, units, lane);
     const auto regs = [&] {
       if constexpr (chunk_in_registers(S)) {
         return load_thread_chunk<BPT>(p, b, TPB, tb);
@@ -680,6 +683,8 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
     }();
     const LaneCounts lc = lane_counts(p, b, TPB, w, lane);
     const uint64_t block_first = p.positions[b];
+    // After this unit's first loads are out: the next unit's hints.
+    if constexpr (S == Staging::exp_smem_reg) hint_next_warp_unit<TPB, BPT>(p, u + stride, units, lane);
     unsigned before = lc.before, total = lc.count, incl = lc.count;
 #if defined(__CUDA_ARCH__)
 #pragma unroll

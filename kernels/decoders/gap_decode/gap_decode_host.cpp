@@ -49,9 +49,13 @@ namespace {
 
 // The warp-count partition's block b (gap_decode_warps), warp by warp and lane by lane: the
 // warp's sums and scan of the counts sequentially where the kernel shuffles, then every lane's
-// decode, the hints, every lane's part of the copy-out.
+// decode, the hints, every lane's part of the copy-out. The warps' buffers lie next to each
+// other in one region: after each warp the later warps' buffers must still hold the poison, so
+// a store past a warp's buffer shows up. (The next-unit hints of persistent warps depend on the
+// grid: the SIMT runs check them.)
 template <TableKind TK, Staging S, int BPT>
-void emulate_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, uint64_t b, unsigned tpb) {
+void emulate_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, uint64_t b, unsigned tpb,
+                   uint8_t poison, const std::string& who) {
   const auto table = make_table<TK>(p, smem, sl);
   for (unsigned w = 0; w < tpb / 32; ++w) {
     uint8_t* exps = smem + sl.exps + w * sl.exps_stride;
@@ -69,17 +73,23 @@ void emulate_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, u
     uint64_t at = first;
     for (unsigned l = 0; l < 32; ++l) {
       const unsigned tb = w * 32 + l;
+      // Every lane loads its registers, as in the kernel (unconditional loads).
+      const auto regs = [&] {
+        if constexpr (chunk_in_registers(S)) {
+          return load_thread_chunk<BPT>(p, b, tpb, tb);
+        } else {
+          return NoRegs{};
+        }
+      }();
       if (b * tpb + tb < p.n_chunks) {
-        const auto regs = [&] {
-          if constexpr (chunk_in_registers(S)) {
-            return load_thread_chunk<BPT>(p, b, tpb, tb);
-          } else {
-            return NoRegs{};
-          }
-        }();
         warp_lane_decode<BPT>(table, block_thread_chunk<BPT>(p, b, tpb, tb, regs), exps, sl.exps_stride, base, at);
       }
       at += lc[l].count;
+    }
+    const uint8_t* later = exps + sl.exps_stride;
+    const uint8_t* region_end = smem + sl.exps + static_cast<std::size_t>(tpb / 32) * sl.exps_stride;
+    if (std::find_if(later, region_end, [poison](uint8_t v) { return v != poison; }) != region_end) {
+      throw Error(fmt::format("{}: warp {} of block {} wrote past its exponent buffer", who, w, b));
     }
     const uint64_t from = first > p.lo ? first : p.lo, to = end < p.hi ? end : p.hi;
     for (unsigned l = 0; l < 32; ++l) copy_out_exps<S>(p, exps, base, p.sign_mantissa, 0, from, to, l, 32);
@@ -113,7 +123,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
       for (unsigned t = 0; t < tpb; ++t) load_tables(spec, p, smem.data(), sl, t, tpb);
     }
     if constexpr (P == Partition::warp_count) {
-      emulate_warps<TK, S, BPT>(p, sl, smem.data(), b, tpb);
+      emulate_warps<TK, S, BPT>(p, sl, smem.data(), b, tpb, 0xCD, spec.name() + " (host emulation)");
     } else {
       if constexpr (kStaged) {
         // The kernel's cp.async copies exactly these bytes (the stream is padded past them).
