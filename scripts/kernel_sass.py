@@ -87,7 +87,9 @@ def branch_target(opcode, body):
 def successors(ins, i, index_of):
     """Indices control may go to after instruction i."""
     _, predicate, opcode, body = ins[i]
-    always = predicate in ("", "@PT")
+    # BRA.DIV branches only when the warp has diverged (to the slow path of a warp-synchronous
+    # operation), so control falls through as well, like a predicated branch.
+    always = predicate in ("", "@PT") and not opcode.startswith("BRA.DIV")
     base = opcode.split(".", 1)[0]
     out = []
     if base == "BRA":

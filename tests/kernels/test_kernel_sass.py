@@ -41,6 +41,20 @@ TEXT = sass("_Z6kernelv", [
     "BRA 0x100",                       # 0x100: the closing branch to itself
 ])
 
+# A loop around a warp-synchronous operation: BRA.DIV goes to the slow path (after the kernel's
+# EXIT, jumping back in) only when the warp has diverged, so the loop falls through it too.
+WARP = sass("_Z4warpv", [
+    "MOV R1, RZ",                          # 0x00
+    "IADD3 R1, R1, 0x1, RZ",               # 0x10 head
+    "BRA.DIV UR4, 0x60",                   # 0x20
+    "SHFL.BFLY PT, R2, R1, 0x1, 0x1f",     # 0x30
+    "@P0 BRA 0x10",                        # 0x40 back to the head
+    "EXIT",                                # 0x50
+    "WARPSYNC.COLLECTIVE R0, 0x30",        # 0x60 the diverged path
+    "BRA 0x30",                            # 0x70 back into the loop
+    "BRA 0x80",                            # 0x80: the closing branch to itself
+])
+
 
 def main():
     ins = kernel_sass.parse_sass(TEXT)["_Z6kernelv"]
@@ -75,6 +89,10 @@ def main():
     assert len(bad) == 1 and "3 loops in the baseline, 2 now" in bad[0], bad
     new_kernel = {"kernels": doc["kernels"] + [{"name": "other()", "loops": []}]}
     assert kernel_sass.check(new_kernel, doc) == ([], [])  # no baseline for it yet
+
+    warp = kernel_sass.loops(kernel_sass.parse_sass(WARP)["_Z4warpv"])
+    # IADD3, BRA.DIV (not taken), SHFL, @P0 BRA; the slow path's branch back in is no loop.
+    assert [(w["head"], w["min_cycle"], w["max_cycle"]) for w in warp] == [("0x10", 4, 4)], warp
     print("test_kernel_sass: ok")
 
 
