@@ -303,23 +303,27 @@ inline void check_arrays_aligned(const VariantSpec& spec, const LaunchParams& p)
   }
 }
 
-// exp-smem-pf (exp-smem-reg: L2 hints instead, below), as soon as the block's element range is
-// known: thread t of tpb starts the
-// copies of its 16-byte pieces of the block's sign/mantissa bytes into shared memory; they
-// complete during the decode, and the copy-out reads them after cp_async_wait_all and the
-// barrier before it. The pieces past n_elements read the upload's 16 padding bytes.
+// exp-smem-reg: L2 hints for the sign/mantissa bytes of elements [first, end), one per 128-byte
+// line (thread t of nt), so that the copy-out's loads, a decode later, wait on L2 rather than
+// DRAM. Every hinted address is a line start inside [first, end) or `first` itself.
+DF11_HD void hint_sign_mantissa(const LaunchParams& p, uint64_t first, uint64_t end, unsigned t, unsigned nt) {
+  constexpr unsigned kLine = 128;
+  for (uint64_t l = first / kLine + t;; l += nt) {
+    const uint64_t at = l * kLine > first ? l * kLine : first;
+    if (at >= end) break;
+    simt::prefetch_l2(p.sign_mantissa + at);
+  }
+}
+
+// As soon as the block's element range is known. exp-smem-pf: thread t of tpb starts the copies
+// of its 16-byte pieces of the block's sign/mantissa bytes into shared memory; they complete
+// during the decode, and the copy-out reads them after cp_async_wait_all and the barrier before
+// it (the pieces past n_elements read the upload's 16 padding bytes). exp-smem-reg: L2 hints
+// for them instead, no shared memory.
 template <Staging S, class Table>
 DF11_HD void prefetch_sign_mantissa(const BlockCtx<Table>& c, unsigned t) {
   if constexpr (S == Staging::exp_smem_reg) {
-    // exp-smem-reg: no shared memory for them, but a hint per 128-byte line into L2, so that
-    // the copy-out's loads, a decode later, wait on L2 rather than DRAM. Every hinted address
-    // is a line start inside [block_first, block_end) or the block's first byte.
-    constexpr unsigned kLine = 128;
-    for (uint64_t l = c.block_first / kLine + t;; l += c.tpb) {
-      const uint64_t at = l * kLine > c.block_first ? l * kLine : c.block_first;
-      if (at >= c.block_end) break;
-      simt::prefetch_l2(c.p->sign_mantissa + at);
-    }
+    hint_sign_mantissa(*c.p, c.block_first, c.block_end, t, c.tpb);
   } else if constexpr (S == Staging::exp_smem_pf) {
     const uint64_t base = sm_base(c);
     const unsigned pieces = static_cast<unsigned>(((c.block_end + 15) & ~uint64_t{15}) - base) / 16;
@@ -617,17 +621,6 @@ DF11_HD void warp_lane_decode(const Table& table, const Chunk& chunk, uint8_t* e
     decode_chunk<true>(table, chunk, [at, room](unsigned k, unsigned e) {
       if (k < room) at[k] = static_cast<uint8_t>(e);
     });
-  }
-}
-
-// exp-smem-reg: L2 hints for the sign/mantissa lines of [first, end) (lane of nt), as
-// prefetch_sign_mantissa does for a block.
-DF11_HD void hint_sign_mantissa(const LaunchParams& p, uint64_t first, uint64_t end, unsigned lane, unsigned nt) {
-  constexpr unsigned kLine = 128;
-  for (uint64_t l = first / kLine + lane;; l += nt) {
-    const uint64_t at = l * kLine > first ? l * kLine : first;
-    if (at >= end) break;
-    simt::prefetch_l2(p.sign_mantissa + at);
   }
 }
 
