@@ -87,6 +87,14 @@ void check_pair(Model& a, Model& b, const std::vector<std::vector<int32_t>>& pro
 // A fixture directory of the source tree: $DF11_SOURCE_DIR, else the working directory (the
 // device check runs from the repository root of a copy whose path differs from the build's),
 // else next to this file as it was compiled.
+// Mistral-Nemo's shapes, one layer and a small vocabulary: big matrices, a short run.
+ModelShape one_layer_nemo() {
+  ModelShape s = named_config("nemo");
+  s.n_layers = 1;
+  s.vocab = 4096;
+  return s;
+}
+
 std::filesystem::path fixture_dir(const std::string& rel) {
   if (const char* e = std::getenv("DF11_SOURCE_DIR")) return std::filesystem::path(e) / rel;
   if (std::filesystem::is_directory(std::filesystem::current_path() / rel)) return std::filesystem::current_path() / rel;
@@ -294,9 +302,7 @@ void run() {
 
   // Nemo shapes (one layer, small vocabulary): big matrices through the same paths.
   try {
-    ModelShape nemo1 = named_config("nemo");
-    nemo1.n_layers = 1;
-    nemo1.vocab = 4096;
+    const ModelShape nemo1 = one_layer_nemo();
     const auto ns = synthetic_source(nemo1, 0, 0, "nemo");
     ModelRequest sliced = request(Backend::cuda, WeightsKind::bf16, 2, 40);
     sliced.chunk_bytes = 8 << 20;  // Nemo-sized slices: decode and GEMM long enough to overlap
@@ -417,10 +423,8 @@ void check_weight_reuse() {
   // of the run before dropped, peaks at least at the DF11 weights (reused, they are still this
   // run's) and well below DF11 + BF16. Generated on the GPU, which is faster than the host.
   try {
-    ModelShape nemo1 = named_config("nemo");
-    nemo1.n_layers = 1;
+    ModelShape nemo1 = one_layer_nemo();
     nemo1.intermediate = 4096;
-    nemo1.vocab = 4096;
     const auto ns = synthetic_source(nemo1, 0, 0, "nemo", cuda_synthesis());
     FeedCache cache(*ns);
     auto reusing = [&](WeightsKind w) { return request(Backend::cuda, w, 1, 12); };

@@ -109,12 +109,15 @@ struct BlockCtx {
   SmemLayout sl;
 };
 
+// Thread chunk `chunk` of the unit (global index), its bytes at `bytes`: where its codes start
+// (its gap) and stop.
+DF11_HD ChunkSpan chunk_at(const LaunchParams& p, const uint8_t* bytes, uint64_t chunk, unsigned bpt) {
+  return {bytes, read_gap<true>(p.gaps, chunk, p.gap_bits), chunk_end_bit(chunk, bpt * 8, p.n_bytes)};
+}
+
 template <bool ReadOnlyInput, class Table>
 DF11_HD ChunkSpan chunk_span(const BlockCtx<Table>& c, unsigned t) {
-  const uint64_t chunk = c.block * c.tpb + t;
-  const unsigned chunk_bits = c.bpt * 8;
-  return {c.input + static_cast<uint64_t>(t) * c.bpt, read_gap<true>(c.p->gaps, chunk, c.p->gap_bits),
-          chunk_end_bit(chunk, chunk_bits, c.p->n_bytes)};
+  return chunk_at(*c.p, c.input + static_cast<uint64_t>(t) * c.bpt, c.block * c.tpb + t, c.bpt);
 }
 
 DF11_HD bool chunk_exists(const LaunchParams& p, uint64_t block, unsigned tpb, unsigned t) {
@@ -136,10 +139,21 @@ template <int BPT>
 DF11_HD RegChunk<BPT> load_thread_chunk(const LaunchParams& p, uint64_t block, unsigned tpb, unsigned t) {
   RegChunk<BPT> r;
   const uint64_t chunk = block * tpb + t;
-  load_reg_chunk(r, p.stream + chunk * BPT);
-  r.gap = read_gap<true>(p.gaps, chunk, p.gap_bits);
-  r.end_bit = chunk_end_bit(chunk, BPT * 8, p.n_bytes);
+  const ChunkSpan s = chunk_at(p, p.stream + chunk * BPT, chunk, BPT);
+  load_reg_chunk(r, s.chunk);
+  r.gap = s.gap;
+  r.end_bit = s.end_bit;
   return r;
+}
+
+// What a staging holds of thread t's chunk as the block starts: its RegChunk, or nothing.
+template <Staging S, int BPT>
+DF11_HD auto chunk_regs(const LaunchParams& p, uint64_t block, unsigned tpb, unsigned t) {
+  if constexpr (chunk_in_registers(S)) {
+    return load_thread_chunk<BPT>(p, block, tpb, t);
+  } else {
+    return NoRegs{};
+  }
 }
 
 // The chunk the passes of thread t decode: from memory, or the registers loaded at block start.
@@ -506,10 +520,8 @@ DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t*
                               TPB, BPT, smem, sl};
   // Register-resident chunks are loaded first, before the positions everything else waits on.
   const auto regs = [&] {
-    if constexpr (!chunk_in_registers(S)) {
-      return NoRegs{};
-    } else if constexpr (std::is_same_v<Pre, NoRegs>) {
-      return load_thread_chunk<BPT>(p, b, TPB, t);
+    if constexpr (std::is_same_v<Pre, NoRegs>) {
+      return chunk_regs<S, BPT>(p, b, TPB, t);
     } else {
       return pre;
     }
@@ -545,13 +557,7 @@ DF11_HD auto gap_decode_phases(const LaunchParams& p, const SmemLayout& sl, uint
   const unsigned t = simt::tid_x();
   const uint64_t b = p.block_begin + simt::bid_x();
   // A register-resident chunk is requested before the table copy, whose barrier it then spans.
-  const auto pre = [&] {
-    if constexpr (chunk_in_registers(S)) {
-      return load_thread_chunk<BPT>(p, b, TPB, t);
-    } else {
-      return NoRegs{};
-    }
-  }();
+  const auto pre = chunk_regs<S, BPT>(p, b, TPB, t);
   load_tables(spec, p, smem, sl, t, TPB);
   if constexpr (S == Staging::cp_async) {
     const uint8_t* src = p.stream + b * (TPB * BPT);
@@ -599,8 +605,7 @@ template <int BPT, class Regs>
 DF11_HD auto block_thread_chunk(const LaunchParams& p, uint64_t b, unsigned tpb, unsigned tb, const Regs& regs) {
   if constexpr (std::is_same_v<Regs, NoRegs>) {
     const uint64_t chunk = b * tpb + tb;
-    return ChunkSpan{p.stream + chunk * BPT, read_gap<true>(p.gaps, chunk, p.gap_bits),
-                     chunk_end_bit(chunk, BPT * 8, p.n_bytes)};
+    return chunk_at(p, p.stream + chunk * BPT, chunk, BPT);
   } else {
     return regs;
   }
@@ -667,13 +672,7 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
   for (uint64_t u = static_cast<uint64_t>(simt::bid_x()) * kWarps + warp; u < units; u += stride) {
     const uint64_t b = p.block_begin + u / kWarps;
     const unsigned w = static_cast<unsigned>(u % kWarps), tb = w * 32 + lane;
-    const auto regs = [&] {
-      if constexpr (chunk_in_registers(S)) {
-        return load_thread_chunk<BPT>(p, b, TPB, tb);
-      } else {
-        return NoRegs{};
-      }
-    }();
+    const auto regs = chunk_regs<S, BPT>(p, b, TPB, tb);
     const LaneCounts lc = lane_counts(p, b, TPB, w, lane);
     const uint64_t block_first = p.positions[b];
     // After this unit's first loads are out: the next unit's hints.

@@ -4,7 +4,6 @@
 // block so a read of anything a phase did not write shows up. simt(): the kernel body itself,
 // gap_decode_block, on the SIMT executor (kernels/simt).
 #include <algorithm>
-#include <type_traits>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -74,13 +73,7 @@ void emulate_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, u
     for (unsigned l = 0; l < 32; ++l) {
       const unsigned tb = w * 32 + l;
       // Every lane loads its registers, as in the kernel (unconditional loads).
-      const auto regs = [&] {
-        if constexpr (chunk_in_registers(S)) {
-          return load_thread_chunk<BPT>(p, b, tpb, tb);
-        } else {
-          return NoRegs{};
-        }
-      }();
+      const auto regs = chunk_regs<S, BPT>(p, b, tpb, tb);
       if (b * tpb + tb < p.n_chunks) {
         warp_lane_decode<BPT>(table, block_thread_chunk<BPT>(p, b, tpb, tb, regs), exps, sl.exps_stride, base, at);
       }
@@ -111,8 +104,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
   const ByteRanges outside = smem_outside_regions(sl, smem.size());
   std::vector<unsigned> counts(tpb);
   // chunk_in_registers stagings: every thread's chunk, loaded as its block starts.
-  using Regs = std::conditional_t<chunk_in_registers(S), RegChunk<BPT>, NoRegs>;
-  std::vector<Regs> regs(tpb);
+  std::vector<decltype(chunk_regs<S, BPT>(LaunchParams{}, 0, 0, 0))> regs(tpb);
   const auto [b0, b1] = block_range(spec, img, lo, hi);
   for (uint64_t b = b0; b < b1; ++b) {
     if (Persist && b > b0) {
@@ -134,9 +126,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
                                                                0,    kStaged ? smem.data() + sl.input : p.stream + b * tpb * bpt,
                                                                tpb,  bpt,
                                                                smem.data(), sl};
-      if constexpr (chunk_in_registers(S)) {
-        for (unsigned t = 0; t < tpb; ++t) regs[t] = load_thread_chunk<BPT>(p, b, tpb, t);
-      }
+      for (unsigned t = 0; t < tpb; ++t) regs[t] = chunk_regs<S, BPT>(p, b, tpb, t);
       if constexpr (P == Partition::thread_pos) {
         c.block_first = p.positions[b * tpb];
         c.block_end = p.positions[std::min<uint64_t>((b + 1) * tpb, p.n_chunks)];
