@@ -143,11 +143,14 @@ def sweep_targets(t, rows, unit="model.layers.1"):
         rs = by.get((method, batch), [])
         return min(rs, key=median) if rs else None
 
-    # df11-pipelined is df11-chunked with two slices in flight: it counts for the chunked target.
+    # df11-pipelined is df11-chunked with two slices in flight: it counts for the chunked target;
+    # df11-overlap is df11 (whole matrices decoded to memory, read back by bf16's GEMMs) with the
+    # next matrix decoding on a second stream beside the GEMM: it counts for the df11 targets.
+    families = {"df11": ["df11", "df11-overlap"], "df11-chunked": ["df11-chunked", "df11-pipelined"]}
     for method, batch, limit in [("df11", 1, 2.9), ("df11", 2048, 1.3), ("df11", 4096, 1.15),
                                  ("df11-chunked", 1, 2.0)]:
         label = f"best {method} <= {limit}x bf16 at batch {batch}"
-        family = [method, "df11-pipelined"] if method == "df11-chunked" else [method]
+        family = families[method]
         found = [b for b in (best(m, batch) for m in family) if b is not None]
         b = min(found, key=median) if found else None
         if b is None or batch not in bf16:
@@ -156,10 +159,11 @@ def sweep_targets(t, rows, unit="model.layers.1"):
         ratio = median(b) / bf16[batch]
         name = b["case"]["variant"] if b["case"]["method"] == method else f"{b['case']['method']}:{b['case']['variant']}"
         t.add(5, label, f"{ratio:.2f}x ({name})", ratio <= limit)
-    for batch in (1, 2048, 4096):  # no target of its own: decode hidden under the GEMMs
-        p = best("df11-pipelined", batch)
-        if p is not None and batch in bf16:
-            t.info(f"best df11-pipelined / bf16 at batch {batch}", f"{median(p) / bf16[batch]:.2f}x ({p['case']['variant']})")
+    for batch in (1, 2048, 4096):  # no target of their own: decode hidden under the GEMMs
+        for kind in ("df11-overlap", "df11-pipelined"):
+            p = best(kind, batch)
+            if p is not None and batch in bf16:
+                t.info(f"best {kind} / bf16 at batch {batch}", f"{median(p) / bf16[batch]:.2f}x ({p['case']['variant']})")
     for batch in (1, 16):
         f = best("df11-fused", batch)
         if f is not None and batch in bf16:
@@ -167,7 +171,8 @@ def sweep_targets(t, rows, unit="model.layers.1"):
                    f"verified against {f.get('verified_against')}")
     # Every df11 method faster than cpu-offload at every batch size.
     offload = {b: median(rs[0]) for (m, b), rs in by.items() if m == "cpu-offload"}
-    df11_rows = [r for r in ok_rows if r["case"]["method"] in ("df11", "df11-chunked", "df11-pipelined", "df11-fused")]
+    df11_rows = [r for r in ok_rows
+                 if r["case"]["method"] in ("df11", "df11-overlap", "df11-chunked", "df11-pipelined", "df11-fused")]
     if not offload or not df11_rows:
         t.add(5, "every df11 method faster than cpu-offload", "-", None, "no passed df11 or cpu-offload rows")
     else:
@@ -205,6 +210,8 @@ def e2e_targets(t, runs):
         return max(found, key=lambda r: r[key]) if found else None
 
     def method(r):
+        if r.get("overlap") and not r.get("chunk_bytes"):
+            return "each matrix decoded on a second stream, overlapped"
         return ", ".join(x for x in ("chunked" if r.get("chunk_bytes") else "whole blocks",
                                      "overlapped" if r.get("overlap") else "") if x)
 
@@ -222,8 +229,14 @@ def e2e_targets(t, runs):
         peak = d11["peak_device_bytes"] / b16["peak_device_bytes"] if b16["peak_device_bytes"] else None
         t.add(7, "DF11 peak device memory <= 72% of BF16", f"{peak * 100:.1f}%" if peak else "-",
               peak <= 0.72 if peak else None)
-        ratio = d11["decode_tokens_per_s"] / b16["decode_tokens_per_s"]
-        t.add(7, "DF11 decode tokens/s >= 0.35x BF16 at batch 1", f"{ratio:.2f}x", ratio >= 0.35)
+        # Whole matrices decoded to memory either way: one launch per block before it runs, or
+        # (--overlap) one per matrix on a second stream while the previous matrix's GEMM runs,
+        # in the same buffer. The faster counts; the report names it and gives the other.
+        whole = d11["decode_tokens_per_s"] / b16["decode_tokens_per_s"]
+        best_run = fastest([d11] + runs("df11", 1, short, overlap=True), "decode_tokens_per_s")
+        ratio = best_run["decode_tokens_per_s"] / b16["decode_tokens_per_s"]
+        value = f"{ratio:.2f}x" if best_run is d11 else f"{ratio:.2f}x ({method(best_run)}; whole blocks {whole:.2f}x)"
+        t.add(7, "DF11 decode tokens/s >= 0.35x BF16 at batch 1", value, ratio >= 0.35)
     else:
         t.add(7, "DF11 peak device memory <= 72% of BF16", "-", None, "no bf16 and df11 runs at batch 1")
         t.add(7, "DF11 decode tokens/s >= 0.35x BF16 at batch 1", "-", None, "no bf16 and df11 runs at batch 1")

@@ -89,8 +89,8 @@ void check_run_args(const GenerateArgs& a) {
   if (a.fused_gemv && backend != e2e::Backend::cuda) {
     throw Error("--fused-gemv: the fused decode + GEMV kernels run on the CUDA backend only");
   }
-  if (a.overlap && (a.chunk_bytes == 0 || backend != e2e::Backend::cuda)) {
-    throw Error("--overlap pipelines the slices of chunked GEMMs on CUDA: it needs --chunk-bytes and --backend cuda");
+  if (a.overlap && backend != e2e::Backend::cuda) {
+    throw Error("--overlap decodes (or copies) weights on a second CUDA stream beside the GEMMs: it needs --backend cuda");
   }
 }
 
@@ -410,9 +410,9 @@ void add_generate(CLI::App& app) {
                   "(or copied) just before its GEMM while it is in L2 (e.g. 25000000 on an H100); "
                   "--check's partner slices the same way");
   cmd->add_flag("--overlap", a->overlap,
-                "CUDA, with --chunk-bytes: each slice is decoded (or copied) on a second stream into one half of "
-                "the reused buffer while the previous slice's GEMM runs (no more memory; slices at most half the "
-                "buffer); --check's partner overlaps the same way");
+                "CUDA: each block matrix (with --chunk-bytes, each slice) is decoded (or copied) on a second, "
+                "low-priority stream into one half of the reused buffer while the previous one's GEMM runs (no "
+                "more memory; at most half the buffer at once); --check's partner overlaps the same way");
   cmd->add_option("--runs", a->runs_file,
                   "A file of runs, one per line, each the options --weights, --variant, --batch, --prompt-len, "
                   "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --overlap, --fused-gemv on top of the command "

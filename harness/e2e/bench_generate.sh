@@ -44,21 +44,26 @@ trap 'rm -f "$runs"' EXIT
 # - the bit-identity checks on the real shapes (DF11 and BF16 both on the device: BF16 24.5 GB +
 #   DF11 ~17 GB): batch 8 whole blocks, batch 1 chunked (each block GEMM in L2-sized row slices
 #   decoded just before it), batch 8 chunked with --overlap (each slice decoded on a second stream
-#   while the last slice's GEMM runs; 1024 prefill rows);
-# - DF11 alone: batch 1 whole blocks, chunked, chunked with --overlap; the 2048-token prefill whole
-#   and chunked with --overlap (decode hidden under the compute-bound GEMMs); batch 8 and 64;
+#   while the last slice's GEMM runs; 1024 prefill rows), batch 1 with --overlap alone (each
+#   matrix decoded whole on the second stream while the last matrix's GEMM runs);
+# - DF11 alone: batch 1 whole blocks, whole matrices overlapped, chunked, chunked with --overlap;
+#   the 2048-token prefill whole and chunked with --overlap (decode hidden under the compute-bound
+#   GEMMs); batch 8 and 64;
 # - BF16 (generated again in place on the device, in a second): batch 1, the 2048-token prefill,
 #   batch 8 and 64;
 # - CPU offload, the same four (all 24.5 GB over PCIe per token: a few tokens suffice);
 # - last (no issue sets a target for them): the fused decode + GEMV kernels (DF11 read once,
 #   never written out as BF16) at batch 1, their check against the same kernels on BF16 words,
-#   batch 8; then whole blocks at batch 1 with a count-layout decoder (E2E_CNT_VARIANT), and the
+#   batch 8; then whole blocks at batch 1 with a count-layout decoder (E2E_CNT_VARIANT), the same
+#   with whole matrices overlapped, and the
 #   fused kernels on the t256.b16 count layout (one decode pass) at batch 1 and their check.
 cat >"$runs" <<RUNS
 --weights df11 $v --check --batch 8 --prompt-len $plen --max-new-tokens 8
 --weights df11 $v --check --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights df11 $v --check --chunk-bytes $chunk --overlap --batch 8 --prompt-len $plen --max-new-tokens 4
+--weights df11 $v --check --overlap --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights df11 $v --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 $v --overlap --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --batch 1 --prompt-len 2048 --max-new-tokens 2
@@ -77,6 +82,7 @@ cat >"$runs" <<RUNS
 --weights df11 $fv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights df11 $fv --fused-gemv --batch 8 --prompt-len $plen --max-new-tokens $new
 --weights df11 --variant $cv --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 --variant $cv --overlap --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 --variant $fcv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 --variant $fcv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
 RUNS

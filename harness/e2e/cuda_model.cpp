@@ -6,8 +6,9 @@
 // each decoded by the selected variant into one reused buffer just before it runs), cpu-offload
 // (BF16 in pinned host memory, copied per unit into one reused buffer). Everything runs on one
 // stream, so a unit's decode or copy waits for the GEMMs still reading the buffer; with
-// --overlap, the slices of chunked GEMMs are acquired on a second stream into the buffer's two
-// halves in turn, ordered against the GEMMs by events. With
+// --overlap, the block GEMMs' weights (whole matrices, or with --chunk-bytes the slices of
+// chunked GEMMs) are acquired on a second stream of the lowest priority into the buffer's two
+// halves in turn, ordered against the GEMMs (on a stream of the highest priority) by events. With
 // fused_gemv, passes of at most 16 rows run the block GEMMs and the lm_head through the fused
 // decode + GEMV kernels instead (df11: straight from the encoding; bf16: the same kernels on the
 // resident words), in groups the data flow allows: q k v; o; gate up; down.
@@ -501,8 +502,9 @@ class CudaModel final : public Model {
         fused_requested_(fused_requested),
         weights_reused_(weights_reused) {
     if (overlap) {
-      if (chunk_bytes == 0) throw Error("cuda model: --overlap pipelines the slices of chunked GEMMs: it needs --chunk-bytes");
-      side_ = std::make_unique<cuda::Stream>();
+      // Low priority: as the side stream's decode blocks retire, the GEMM's pending blocks on
+      // the main stream (high priority when overlapped: CudaBuilder) start first.
+      side_ = std::make_unique<cuda::Stream>(cuda::Priority::low);
       // Tests only: DF11_E2E_SKEW=main (or side) delays that stream by ~200 us before each GEMM
       // (acquire), so that a missing wait on the other stream gives wrong results every time.
       if (const char* skew = std::getenv("DF11_E2E_SKEW")) {
@@ -580,6 +582,7 @@ class CudaModel final : public Model {
     return "cuda " + provider_->describe() +
            (chunk_bytes_ ? fmt::format(", chunked GEMMs ({} B slices{})", chunk_bytes_,
                                        side_ ? ", each decoded or copied on a second stream while the last one's GEMM runs" : "")
+            : side_      ? std::string(", each matrix decoded or copied on a second stream while the last one's GEMM runs")
                          : std::string()) +
            (provider_->fused() ? fmt::format(", fused decode+GEMV up to {} rows", dec::kFusedMaxBatch)
             : fused_requested_ ? fmt::format(", no fused decode+GEMV at batch {} (> {})", batch_, dec::kFusedMaxBatch)
@@ -688,9 +691,10 @@ class CudaModel final : public Model {
     for (int64_t l = 0; l < s.n_layers; ++l) {
       NvtxRange r("e2e.layer");
       const int unit = static_cast<int>(l);
-      // Whole blocks: the block is acquired once, before its first GEMM. Chunked: each GEMM
-      // acquires its weights slice by slice (layer_gemm). Fused: nothing is acquired.
-      const uint16_t* W = chunk_bytes_ || fused ? nullptr : provider_->acquire(unit, st);
+      // Whole blocks: the block is acquired once, before its first GEMM. Chunked or overlapped:
+      // each GEMM acquires its weights slice by slice (wgemm; overlapped without chunk_bytes_, a
+      // slice is the whole matrix). Fused: nothing is acquired.
+      const uint16_t* W = chunk_bytes_ || side_ || fused ? nullptr : provider_->acquire(unit, st);
       const UnitMap& m = provider_->map(unit);
       // y[rows][n] (+)= x[rows][k] . (the n x k matrix of the block starting at `role`)^T
       auto wgemm = [&](const uint16_t* x, int64_t k, Role role, int64_t n, float* y, int64_t ldy, bool acc) {
@@ -783,10 +787,12 @@ class CudaModel final : public Model {
     position_ += t_new;
   }
 
-  // Rows of a chunked GEMM's weight slice for rows of k elements: about chunk_bytes_ of BF16,
-  // whole kSliceRows, and never more than the reused buffer (overlapped: half of it) holds.
+  // Rows of a chunked GEMM's weight slice for rows of k elements: about chunk_bytes_ of BF16
+  // (no chunk_bytes_, overlapped: all of them), whole kSliceRows, and never more than the reused
+  // buffer (overlapped: half of it) holds. A whole matrix is one slice: one GEMM, the very call
+  // of the whole-block path (same shape and ld; ReusedBufferProvider::slot keeps the alignment).
   [[nodiscard]] int64_t chunk_rows(int64_t k) const {
-    const int64_t want = static_cast<int64_t>(chunk_bytes_ / 2) / k;
+    const int64_t want = chunk_bytes_ ? static_cast<int64_t>(chunk_bytes_ / 2) / k : INT64_MAX;
     const int64_t fit = static_cast<int64_t>(side_ ? provider_->half_elements() : provider_->buffer_elements()) / k;
     const int64_t rows = std::min(want, fit) / DeviceProvider::kSliceRows * DeviceProvider::kSliceRows;
     return std::max<int64_t>(DeviceProvider::kSliceRows, rows);
@@ -912,7 +918,8 @@ class CudaBuilder final : public ModelBuilder {
     if (!cuda_available())
       throw Error("the CUDA backend: no CUDA device is available (no driver or no GPU)");
     watch().sample();  // the baseline, before this process allocates anything
-    stream_ = std::make_unique<cuda::Stream>();
+    // Overlapped, the GEMMs' stream runs at the highest priority (CudaModel: the side stream).
+    stream_ = std::make_unique<cuda::Stream>(r.overlap ? cuda::Priority::high : cuda::Priority::normal);
     if (source != 0) {
       key_ = weights_key(r, source);
       provider_ = cached_weights(*key_);

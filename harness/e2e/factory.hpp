@@ -43,10 +43,11 @@ struct ModelRequest {
   // reading the resident BF16 words, the same sums in the same order, so the two stay
   // bit-identical). Larger passes decode (or read) and run cuBLAS as without it.
   bool fused_gemv = false;
-  // CUDA only, with chunk_bytes: each slice is acquired on a second stream into one of two
-  // halves of the reused buffer while the previous slice's GEMM runs (decode or copy overlapped
-  // with GEMMs; no more memory). Slices are at most half the buffer: where chunk_bytes fits
-  // that, the same slices and GEMMs as without overlap, so the same results.
+  // CUDA only: each block matrix (with chunk_bytes, each slice) is acquired on a second stream
+  // of the lowest priority into one of two halves of the reused buffer while the previous one's
+  // GEMM runs on the model's stream, of the highest priority (decode or copy overlapped with
+  // GEMMs; no more memory). Slices are at most half the buffer: where the matrix (chunk_bytes)
+  // fits that, the same GEMMs as without overlap, so the same results.
   bool overlap = false;
 };
 

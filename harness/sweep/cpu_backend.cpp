@@ -198,6 +198,9 @@ class CpuBackend final : public Backend {
     if (m.kind == "df11-chunked" || m.kind == "df11-pipelined") {
       return dec::Status::no(m.kind + " decodes L2-sized slices between GEMMs on the GPU; not on the cpu backend");
     }
+    if (m.kind == "df11-overlap") {
+      return dec::Status::no("df11-overlap decodes on a second CUDA stream beside the GEMMs; not on the cpu backend");
+    }
     if (m.kind == "df11-fused") {
       return dec::Status::no("df11-fused is a GPU kernel (fused decode + GEMV); not on the cpu backend");
     }

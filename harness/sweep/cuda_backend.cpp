@@ -1,7 +1,8 @@
 // The CUDA backend of the sweep: cuBLASLt BF16 GEMMs (FP32 accumulate) for every method, the
-// decoder variants (whole unit, per matrix, or L2-sized row slices), host-to-device offload
-// (pinned + copy stream + double buffer, or pageable + synchronous), a device-to-device copy as
-// the bandwidth yardstick. Timing: L2 flushed before every sample, warm-up, one event pair per
+// decoder variants (whole unit, per matrix, whole matrices on a second stream beside the GEMMs,
+// or L2-sized row slices), host-to-device offload (pinned + copy stream + double buffer, or
+// pageable + synchronous), a device-to-device copy as the bandwidth yardstick. The GEMMs' stream
+// has the device's highest priority and the second stream (decodes, copies) its lowest. Timing: L2 flushed before every sample, warm-up, one event pair per
 // sample around a replay of the method's CUDA graph (offload methods: eager), adaptive stop; a
 // separate traced pass (CUPTI) splits samples into decode, GEMM and copy time; NVTX names phases.
 #include <cuda_runtime.h>
@@ -155,7 +156,7 @@ class CudaBackend final : public Backend {
     chunk_elems_ = std::max<uint64_t>(chunk_bytes_ / 2, min_slice);
     pipe_half_ = std::max<uint64_t>(chunk_elems_ / 2 / 128 * 128, min_slice);
     slice_buf_ = cuda::DeviceBuffer<uint16_t>(std::max(chunk_elems_, 2 * pipe_half_));
-    for (auto& b : offload_buf_) b = cuda::DeviceBuffer<uint16_t>(largest);
+    for (auto& b : double_buf_) b = cuda::DeviceBuffer<uint16_t>(largest);
     pinned_w_ = PinnedBuffer(n_ * 2);
     std::memcpy(pinned_w_.get(), host_w_.data(), n_ * 2);
     encodings_ = &encodings;
@@ -171,7 +172,7 @@ class CudaBackend final : public Backend {
     decode_buf_ = {};
     matrix_buf_ = {};
     slice_buf_ = {};
-    for (auto& b : offload_buf_) b = {};
+    for (auto& b : double_buf_) b = {};
     pinned_w_ = {};
     x_.clear();
     y_.clear();
@@ -188,13 +189,14 @@ class CudaBackend final : public Backend {
       if (!e) return dec::Status::no("no encoding in layout " + m.layout()->name());
       return dec::fused_can_implement(*e, gemv_matrices(), 1);
     }
-    if (m.kind == "df11" || m.kind == "df11-chunked" || m.kind == "df11-pipelined" || m.kind == "decode") {
+    if (m.kind == "df11" || m.kind == "df11-chunked" || m.kind == "df11-pipelined" || m.kind == "df11-overlap" ||
+        m.kind == "decode") {
       if (m.variant == nullptr) return dec::Status::no("the cuda backend runs GPU decoder variants, not '" + m.variant_name + "'");
       const EncodedUnit* e = encoding_for(*m.variant);
       if (!e) return dec::Status::no("no encoding in layout " + m.variant->layout().name());
       const dec::Status s = m.variant->can_implement(*e);
       if (!s.ok) return s;
-      if ((m.kind == "df11-chunked" || m.kind == "df11-pipelined") && m.variant->name() == "official-ptx") {
+      if (m.kind != "df11" && m.kind != "decode" && m.variant->name() == "official-ptx") {
         return dec::Status::no("the official kernel decodes whole units only");
       }
       return dec::Status::yes();
@@ -371,7 +373,10 @@ class CudaBackend final : public Backend {
     if (why.empty() && end != cudaSuccess) why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
     cudaGraphExec_t exec = nullptr;
     if (why.empty() && graph != nullptr) {
-      if (const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0); e != cudaSuccess) {
+      // The kernel nodes keep their streams' priorities (GEMMs high, the second stream's decodes
+      // low), as the eager run has them.
+      if (const cudaError_t e = cudaGraphInstantiate(&exec, graph, cudaGraphInstantiateFlagUseNodePriority);
+          e != cudaSuccess) {
         why = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(e);
         exec = nullptr;
       }
@@ -543,7 +548,7 @@ class CudaBackend final : public Backend {
     fill(decode_buf_);
     fill(matrix_buf_);
     fill(slice_buf_);
-    for (auto& b : offload_buf_) fill(b);
+    for (auto& b : double_buf_) fill(b);
     for (auto& y : y_) fill(y);
   }
 
@@ -589,6 +594,22 @@ class CudaBackend final : public Backend {
           copy_stream_.get(), s, [&](int h) { variant.launch(img, slot(h), lo, hi, copy_stream_.get()); },
           [&](int h) { gemm(slot(h), r1 - r0, mats_[i].in, x_[i].get(), y_[i].get() + r0, mats_[i].out, batch_, s); });
     });
+  }
+
+  // Whole matrices in turn through the two matrix buffers (double_buf_): fill(matrix, buffer)
+  // enqueues matrix i's weights into the buffer on copy_stream_ while matrix i-1's GEMM runs on
+  // s; a buffer is refilled only after the GEMM that read it finished, and the copy stream first
+  // waits for everything before this run on s (the L2 flush, the start event, the previous run's
+  // GEMMs still reading the buffers): slots_. The GEMMs are bf16's, whole matrices.
+  template <class Fill>
+  void double_buffered_gemms(cudaStream_t s, Fill&& fill) {
+    slots_.begin();
+    for (std::size_t i = 0; i < mats_.size(); ++i) {
+      const Matrix& m = mats_[i];
+      slots_.step(
+          copy_stream_.get(), s, [&](int h) { fill(m, double_buf_[h].get()); },
+          [&](int h) { gemm(double_buf_[h].get(), m.out, m.in, x_[i].get(), y_[i].get(), m.out, batch_, s); });
+    }
   }
 
   void gemm(const uint16_t* w, int64_t rows, int64_t in, const uint16_t* x, uint16_t* y, int64_t ldc, int batch,
@@ -645,30 +666,28 @@ class CudaBackend final : public Backend {
       // The same with two slices in flight: slice k+1 decodes while slice k multiplies.
       NvtxRange r("df11-pipelined");
       pipelined_gemms(*mc.variant, s);
+    } else if (mc.kind == "df11-overlap") {
+      // Whole matrices, each decoded on the copy stream while the previous one multiplies: what
+      // a runtime that decodes per matrix can hide of its GEMMs, with two matrix buffers.
+      NvtxRange r("df11-overlap");
+      const dec::DeviceImage& img = image_for(*mc.variant);
+      double_buffered_gemms(s, [&](const Matrix& m, uint16_t* buf) {
+        mc.variant->launch(img, buf, m.offset, m.offset + m.elements(), copy_stream_.get());
+      });
     } else if (mc.kind == "cpu-offload") {
-      // Pinned weights, copies on the copy stream into a double buffer: matrix i+1 travels while
-      // matrix i multiplies; a buffer is reused only after the GEMM that read it finished. The
-      // copy stream first waits for everything before this run on stream_ (the L2 flush, the
-      // start event, the previous run's GEMMs still reading the buffers): slots_.
-      slots_.begin();
-      for (std::size_t i = 0; i < mats_.size(); ++i) {
-        const Matrix& m = mats_[i];
-        slots_.step(
-            copy_stream_.get(), s,
-            [&](int h) {
-              CUDA_CHECK(cudaMemcpyAsync(offload_buf_[h].get(), static_cast<uint16_t*>(pinned_w_.get()) + m.offset,
-                                         m.elements() * 2, cudaMemcpyHostToDevice, copy_stream_.get()));
-            },
-            [&](int h) { gemm(offload_buf_[h].get(), m.out, m.in, x_[i].get(), y_[i].get(), m.out, batch_, s); });
-      }
+      // Pinned weights, copied on the copy stream: matrix i+1 travels while matrix i multiplies.
+      double_buffered_gemms(s, [&](const Matrix& m, uint16_t* buf) {
+        CUDA_CHECK(cudaMemcpyAsync(buf, static_cast<uint16_t*>(pinned_w_.get()) + m.offset, m.elements() * 2,
+                                   cudaMemcpyHostToDevice, copy_stream_.get()));
+      });
     } else if (mc.kind == "cpu-offload-sync") {
       // What a naive offloading runtime does: pageable memory, a blocking copy per matrix.
       for (std::size_t i = 0; i < mats_.size(); ++i) {
         const Matrix& m = mats_[i];
-        CUDA_CHECK(cudaMemcpyAsync(offload_buf_[0].get(), host_w_.data() + m.offset, m.elements() * 2,
+        CUDA_CHECK(cudaMemcpyAsync(double_buf_[0].get(), host_w_.data() + m.offset, m.elements() * 2,
                                    cudaMemcpyHostToDevice, s));
         CUDA_CHECK(cudaStreamSynchronize(s));
-        gemm(offload_buf_[0].get(), m.out, m.in, x_[i].get(), y_[i].get(), m.out, batch_, s);
+        gemm(double_buf_[0].get(), m.out, m.in, x_[i].get(), y_[i].get(), m.out, batch_, s);
       }
     } else {
       throw Error("cuda backend: unknown method " + mc.kind);
@@ -684,7 +703,7 @@ class CudaBackend final : public Backend {
     const EncodedUnit* e = m.variant ? encoding_for(*m.variant) : nullptr;
     const uint64_t enc = e ? e->stored_bytes() : 0;
     if (m.kind == "decode") return enc + bf16;
-    if (m.kind == "df11") return enc + 2 * bf16 + act;     // read encoded, write BF16, read it back
+    if (m.kind == "df11" || m.kind == "df11-overlap") return enc + 2 * bf16 + act;  // read encoded, write BF16, read it back
     if (m.kind == "df11-chunked" || m.kind == "df11-pipelined") return enc + act;  // slices stay in L2
     if (m.kind == "df11-fused") {                          // encoded weights only
       const EncodedUnit* d = encoding_in(*m.layout());
@@ -695,12 +714,12 @@ class CudaBackend final : public Backend {
 
   int device_ = 0;
   cudaDeviceProp prop_{};
-  cuda::Stream stream_, copy_stream_;
+  cuda::Stream stream_{cuda::Priority::high}, copy_stream_{cuda::Priority::low};
   bool graphs_ = [] {  // DF11_CUDA_GRAPHS=0: every sample runs eagerly
     const char* e = std::getenv("DF11_CUDA_GRAPHS");
     return !(e && std::strcmp(e, "0") == 0);
   }();
-  cuda::TwoSlots slots_;  // cpu-offload's and df11-pipelined's double buffer on copy_stream_ and stream_
+  cuda::TwoSlots slots_;  // the double buffer of cpu-offload, df11-overlap and df11-pipelined (copy_stream_ fills)
   LtGemm gemm_;
   cuda::DeviceBuffer<uint8_t> flush_;
   uint64_t l2_bytes_ = 0, chunk_bytes_ = 0;
@@ -712,7 +731,8 @@ class CudaBackend final : public Backend {
   uint64_t n_ = 0, seed_ = 0;
   std::vector<uint16_t> host_w_;
   PinnedBuffer pinned_w_;
-  cuda::DeviceBuffer<uint16_t> w_, decode_buf_, matrix_buf_, slice_buf_, offload_buf_[2];
+  // double_buf_: two buffers of the largest matrix (cpu-offload's copies, df11-overlap's decodes).
+  cuda::DeviceBuffer<uint16_t> w_, decode_buf_, matrix_buf_, slice_buf_, double_buf_[2];
   const std::vector<EncodedUnit>* encodings_ = nullptr;
   std::map<const dec::Decoder*, std::unique_ptr<dec::DeviceImage>> images_;
   std::array<std::unique_ptr<dec::FusedGemvDevice>, 2> fused_;  // per dec::FusedDecode

@@ -217,6 +217,23 @@ void run() {
       ::unsetenv("DF11_E2E_SKEW");
       check_pair(*sm[0], *cm[1], cp, 8, std::string("tiny overlapped chunked df11, ") + skew + " stream delayed");
     }
+    // Overlapped without chunk bytes: each matrix decoded whole on the side stream, so the GEMMs
+    // are the whole-block ones and the logits plain BF16's, bit for bit; with either stream late.
+    auto whole_overlap = [&](WeightsKind w) {
+      ModelRequest r = request(Backend::cuda, w, 2, 16);
+      r.overlap = true;
+      return r;
+    };
+    auto om = build_models(*src, {whole_overlap(WeightsKind::df11), whole_overlap(WeightsKind::cpu_offload)});
+    expect(om[0]->describe().find("each matrix") != std::string::npos, "whole-matrix overlap says so: " + om[0]->describe());
+    check_pair(*om[0], *cm[3], cp, 8, "tiny overlapped whole-matrix df11 vs whole-block bf16");
+    check_pair(*om[1], *cm[3], cp, 8, "tiny overlapped whole-matrix cpu-offload vs whole-block bf16");
+    for (const char* skew : {"main", "side"}) {
+      ::setenv("DF11_E2E_SKEW", skew, 1);
+      auto sm = build_models(*src, {whole_overlap(WeightsKind::df11)});
+      ::unsetenv("DF11_E2E_SKEW");
+      check_pair(*sm[0], *cm[3], cp, 8, std::string("tiny overlapped whole-matrix df11, ") + skew + " stream delayed");
+    }
     const double e = prefill_logit_error(*cm[1], *cm[3], cp);
     expect(e < 2e-2, fmt::format("tiny chunked bf16 vs whole-block bf16 logits, relative error {:.2e} (< 2e-2)", e));
   } catch (const std::exception& e) {
@@ -309,11 +326,15 @@ void run() {
     ModelRequest overlapped = sliced;
     overlapped.weights = WeightsKind::df11;
     overlapped.overlap = true;
+    ModelRequest whole_overlapped = request(Backend::cuda, WeightsKind::df11, 2, 40);
+    whole_overlapped.overlap = true;  // each Nemo matrix (up to 73 M weights) decoded whole
     auto nm = build_models(*ns, {request(Backend::cuda, WeightsKind::df11, 2, 40),
-                                 request(Backend::cuda, WeightsKind::bf16, 2, 40), sliced, overlapped});
+                                 request(Backend::cuda, WeightsKind::bf16, 2, 40), sliced, overlapped,
+                                 whole_overlapped});
     const auto np = batch_prompts(random_prompt(32, nemo1.vocab, 4), 2, nemo1.vocab);
     check_pair(*nm[0], *nm[1], np, 8, "nemo 1 layer");
     check_pair(*nm[3], *nm[2], np, 8, "nemo 1 layer overlapped chunked df11 vs chunked bf16");
+    check_pair(*nm[4], *nm[1], np, 8, "nemo 1 layer overlapped whole-matrix df11 vs whole-block bf16");
   } catch (const std::exception& e) {
     expect(false, std::string("nemo 1 layer: ") + e.what());
   }

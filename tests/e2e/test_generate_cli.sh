@@ -124,6 +124,8 @@ expect_error "not a directory" --model /nonexistent --prompt-ids 1 --backend cpu
 expect_error "chunked GEMMs (--chunk-bytes) are a CUDA method" --synthetic tiny --prompt-ids 1 --chunk-bytes 4096 \
   --backend cpu
 expect_error "run on the CUDA backend only" --synthetic tiny --prompt-ids 1 --fused-gemv --backend cpu
+expect_error "--overlap decodes (or copies) weights on a second CUDA stream" --synthetic tiny --prompt-ids 1 --overlap \
+  --backend cpu
 expect_error "not cpu-offload" --synthetic tiny --prompt-ids 1 --fused-gemv --weights cpu-offload --backend cpu
 expect_error "not a Tekken tokenizer" --synthetic tiny --tokenizer "$data/tekken_small_cases.json" --prompt x \
   --backend cpu
@@ -134,13 +136,15 @@ if ! "$df11" generate --synthetic tiny --prompt-ids 1 --max-new-tokens 1 --backe
   expect_error "--synthesize-on cuda: " --synthetic tiny --prompt-ids 1 --backend cpu --synthesize-on cuda
 else
   # With a device: --runs keeps a run's device weights for the next runs that use the same ones
-  # (chunked and overlapped runs too) and drops those the next run does not use; reused weights
-  # give the same tokens, pass the check and count in the run's peak.
+  # (chunked and overlapped runs too: overlapped slices, then whole matrices each decoded on the
+  # second stream) and drops those the next run does not use; reused weights give the same
+  # tokens, pass the check and count in the run's peak.
   runs=$(mktemp)
   cat >"$runs" <<'RUNS'
 --weights df11 --check
 --weights df11 --check
 --weights df11 --check --chunk-bytes 65536 --overlap
+--weights df11 --check --overlap
 --weights bf16
 --weights df11
 RUNS
@@ -150,10 +154,12 @@ RUNS
   python3 - "$json" <<'PY' || fail "--runs on cuda, reused weights: $json"
 import json, sys
 rows = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
-assert len(rows) == 5 and all("error" not in r for r in rows), rows
-assert [r["weights_reused"] for r in rows] == [False, True, True, True, False], [r["weights_reused"] for r in rows]
-assert all(r["check"] == "passed" for r in rows[:3]), [r["check"] for r in rows]
-assert rows[1]["tokens"] == rows[0]["tokens"] == rows[3]["tokens"] == rows[4]["tokens"], rows
+assert len(rows) == 6 and all("error" not in r for r in rows), rows
+assert [r["weights_reused"] for r in rows] == [False, True, True, True, True, False], [r["weights_reused"] for r in rows]
+assert all(r["check"] == "passed" for r in rows[:4]), [r["check"] for r in rows]
+# Whole matrices overlapped run whole-block GEMMs: the same tokens as plain DF11 and BF16.
+assert rows[1]["tokens"] == rows[0]["tokens"] == rows[3]["tokens"] == rows[4]["tokens"] == rows[5]["tokens"], rows
+assert rows[3]["overlap"] and not rows[3]["chunk_bytes"], rows[3]
 for r in rows:
     assert r["peak_device_bytes"] >= r["weight_bytes"], r
 PY

@@ -35,8 +35,16 @@ pipe = json.loads(json.dumps(min(chunked1, key=lambda r: r["summary"]["median_s"
 pipe["case"]["method"] = "df11-pipelined"
 for k in ("median_s", "min_s", "q1_s", "q3_s"):
     pipe["summary"][k] *= 0.5
+# An overlapped row (df11-overlap) faster than every df11 row at batch 1: the df11 target takes it.
+df11_1 = [r for r in rows if r["case"]["method"] == "df11" and r["case"]["batch"] == 1
+          and r["case"]["unit"] == "model.layers.1" and r["disposition"] == "passed"]
+ovl = json.loads(json.dumps(min(df11_1, key=lambda r: r["summary"]["median_s"])))
+ovl["case"]["method"] = "df11-overlap"
+for k in ("median_s", "min_s", "q1_s", "q3_s"):
+    ovl["summary"][k] *= 0.9
 with open(out / "sweep/results.jsonl", "a") as f:
     f.write(json.dumps(pipe) + "\n")
+    f.write(json.dumps(ovl) + "\n")
 def run(weights, batch, prompt, tps, peak, check="not_run", prefill=1000.0):
     return {"schema": "df11.generate/1", "device": "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)",
             "weights": weights, "batch": batch, "prompt_len": prompt, "new_tokens": 32,
@@ -51,6 +59,9 @@ chunked["chunk_bytes"] = 25000000
 e2e.append(chunked)
 slower = dict(chunked, decode_tokens_per_s=50.0, overlap=True)  # the targets take the best chunked run
 e2e.append(slower)
+# Each matrix decoded on a second stream (--overlap, no slices): faster than whole blocks, so the
+# batch-1 target takes it and names both.
+e2e.append(dict(run("df11", 1, 128, 44.0, 17.8e9), overlap=True))
 prefill = run("df11", 1, 2048, 1.0, 18e9, prefill=7000.0)  # 0.78x
 overlapped = dict(prefill, chunk_bytes=25000000, overlap=True, prefill_tokens_per_s=8100.0)  # 0.90x
 e2e += [prefill, overlapped]
@@ -75,19 +86,21 @@ readme=$check/README.md
 for needle in "| 4 | best variant >= 3x official-ptx |" "| 4 | best variant >= 60% of the copy bound |" \
   "| 5 | best df11 <= 2.9x bf16 at batch 1 |" "| 5 | best df11 <= 1.3x bf16 at batch 2048 | - | not measured" \
   "| 5 | every df11 method faster than cpu-offload |" "| 7 | identical tokens, bit-identical logits (--check) | 1 of 1 checks passed | PASS" \
-  "| 7 | DF11 peak device memory <= 72% of BF16 | 70.1% | PASS" "| 7 | DF11 decode tokens/s >= 0.35x BF16 at batch 1 | 0.36x | PASS" \
+  "| 7 | DF11 peak device memory <= 72% of BF16 | 70.1% | PASS" "| 7 | DF11 decode tokens/s >= 0.35x BF16 at batch 1 | 0.40x (each matrix decoded on a second stream, overlapped; whole blocks 0.36x) | PASS" \
   "| 7 | prefill of 2048 tokens >= 0.8x BF16 | 0.90x (chunked, overlapped) | PASS" \
   "| 7 | DF11 chunked decode tokens/s >= 0.5x BF16 at batch 1 | 0.55x (25000000 B slices) | PASS" "| 7 | DF11 >= 10x cpu-offload tokens/s at batch 1 | 20.0x | PASS" \
   "| - | DF11 fused decode+GEMV decode tokens/s / BF16 at batch 1 | 0.90x | info" "| df11 | - | - | yes | 1 | 128 |" \
   "| df11 (multi12.gap5-cnt.exp-smem-v16.t256.b16.persist) | - | - | - | 1 | 128 |" \
   "| - | DF11 tables + count bytes (multi12.gap5-cnt.exp-smem-v16.t256.b16.persist), whole blocks: decode tokens/s / BF16 at batch 1 | 0.73x | info | one decode pass, peak device 70.5% of BF16 |" \
   "run \`--weights cpu-offload --batch 64\` failed: out of pinned memory" \
-  "| - | best df11-pipelined / bf16 at batch 1 |" \
+  "| - | best df11-pipelined / bf16 at batch 1 |" "| - | best df11-overlap / bf16 at batch 1 |" \
   "gpu tests              ok"; do
   grep -qF -- "$needle" "$readme" || fail "README.md lacks '$needle'"
 done
 grep -E '^\| 5 \| best df11-chunked <= 2.0x bf16 at batch 1 \| [0-9.]+x \(df11-pipelined:' "$readme" >/dev/null ||
   fail "the chunked target does not take the faster pipelined row"
+grep -E '^\| 5 \| best df11 <= 2.9x bf16 at batch 1 \| [0-9.]+x \(df11-overlap:' "$readme" >/dev/null ||
+  fail "the df11 target does not take the faster overlapped row"
 # The runbook's two calls (sweep steps, then e2e): two folders make the same report.
 mkdir -p "$scratch/call1" "$scratch/call2"
 cp -r "$scratch/out/sweep" "$scratch/out/decode" "$scratch/out/summary.txt" "$scratch/call1/"
@@ -102,7 +115,7 @@ cp "$src/tests/gate/data/ncu_raw.csv" "$scratch/call2/profile/0.csv"
   >"$scratch/log2" 2>&1 || { cat "$scratch/log2"; fail "device_report.py on two folders exited non-zero"; }
 readme2=$scratch/reports2/2026-11-27_h100-80gb-hbm3_device_check/README.md
 for needle in "| 4 | best variant >= 60% of the copy bound |" "| 5 | best df11 <= 2.9x bf16 at batch 1 |" \
-  "| 7 | DF11 decode tokens/s >= 0.35x BF16 at batch 1 | 0.36x | PASS" "== call 1 (call1)" "== call 2 (call2)" \
+  "| 7 | DF11 decode tokens/s >= 0.35x BF16 at batch 1 | 0.40x" "== call 1 (call1)" "== call 2 (call2)" \
   "gpu tests              ok" "e2e generation         ok" "## Hardware counters (profile.jsonl, Nsight Compute)"; do
   grep -qF -- "$needle" "$readme2" || fail "two-folder README.md lacks '$needle'"
 done

@@ -67,7 +67,7 @@ seed = 42
 backend = "cpu"
 batches = [8, 1]
 row_fraction = 0.5
-methods = ["bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11:lut*", "df11-chunked:*", "decode:?x*", "df11-fused", "df11-pipelined:multi12*"]
+methods = ["bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11:lut*", "df11-chunked:*", "decode:?x*", "df11-fused", "df11-pipelined:multi12*", "df11-overlap:multi12*"]
 chunk_bytes = 1048576
 [measurement]
 warmup = 0
@@ -100,7 +100,7 @@ batches = [4096]
   CHECK(e.backend == "cpu");
   CHECK(e.batches == std::vector<int>{8, 1});
   CHECK(e.row_fraction == 0.5);
-  CHECK(e.methods.size() == 9);
+  CHECK(e.methods.size() == 10);
   CHECK(e.chunk_bytes == 1048576);
   CHECK(e.measurement.warmup == 0);
   CHECK(e.measurement.min_samples == 2);
@@ -199,6 +199,8 @@ TEST_CASE("impossible values are errors naming the key", "[sweep][experiment]") 
   CHECK_THAT(error_of(methods("[\"bf16\", \"df11:\"]")),
              Catch::Contains("'methods[1]'") && Catch::Contains("glob"));
   CHECK_THAT(error_of(methods("[\"decode\"]")),
+             Catch::Contains("'methods[0]'") && Catch::Contains("glob"));
+  CHECK_THAT(error_of(methods("[\"df11-overlap\"]")),
              Catch::Contains("'methods[0]'") && Catch::Contains("glob"));
   CHECK_THAT(error_of(methods("[\"bf16:x\"]")), Catch::Contains("takes no decoder glob"));
   CHECK(error_of(methods("[\"df11-fused\", \"df11-fused:multi12.gap5-cnt*\"]")).empty());  // the glob is optional

@@ -383,11 +383,11 @@ TEST_CASE("checkpoint units come from BF16 and DF11 directories", "[sweep][e2e]"
   fs::remove_all(dir);
 }
 
-TEST_CASE("the GPU-only slice methods are not_supported on the cpu backend, with the reason", "[sweep][e2e]") {
+TEST_CASE("the GPU-only slice and stream methods are not_supported on the cpu backend, with the reason", "[sweep][e2e]") {
   clear_interrupt();
   Experiment e = smoke();
   e.batches = {1};
-  e.methods = {"bf16", "df11-chunked:cpu", "df11-pipelined:cpu"};
+  e.methods = {"bf16", "df11-chunked:cpu", "df11-pipelined:cpu", "df11-overlap:cpu"};
   auto backend = make_cpu_backend(2);
   const fs::path dir = fresh_dir("slice_methods");
   (void)run_sweep(e, *backend, registry(), options_for(dir));
@@ -399,6 +399,8 @@ TEST_CASE("the GPU-only slice methods are not_supported on the cpu backend, with
     CHECK(rows.at(k)["disposition"] == "not_supported");
     CHECK_THAT(rows.at(k)["reason"].get<std::string>(), Catch::Contains("on the GPU"));
   }
+  CHECK(rows.at("df11-overlap:cpu@1")["disposition"] == "not_supported");
+  CHECK_THAT(rows.at("df11-overlap:cpu@1")["reason"].get<std::string>(), Catch::Contains("second CUDA stream"));
   fs::remove_all(dir);
 }
 
@@ -423,11 +425,13 @@ TEST_CASE("every experiment file's methods resolve on both backends (a renamed v
   CHECK(n >= 5);
   // nemo_layer on cuda: the shortlist, every df11 method naming one registered variant.
   const Experiment d = parse_experiment_file((dir / "nemo_layer.toml").string());
-  std::size_t df11 = 0;
+  std::size_t df11 = 0, overlap = 0;
   for (const auto& m : resolve_methods(d, "cuda", registry())) {
+    overlap += m.kind == "df11-overlap";
     if (m.kind != "df11") continue;
     ++df11;
     REQUIRE(m.variant != nullptr);
   }
   CHECK(df11 == 9);
+  CHECK(overlap == 2);
 }

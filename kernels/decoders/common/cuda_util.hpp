@@ -100,9 +100,27 @@ class DeviceBuffer {
   std::size_t n_ = 0;
 };
 
+// Where a stream's kernels queue for the SMs. A second stream that fills buffers (a decode, an
+// offload copy) for GEMMs on the first runs `low` and the GEMMs' stream `high`: as blocks of a
+// running decode retire, the block scheduler starts pending blocks of the higher-priority GEMM
+// first, where it would otherwise start the decode's remaining blocks first, and the GEMM would
+// wait for the decode's last wave. (Running blocks are never preempted; a graph captured on
+// the streams keeps the priorities in its kernel nodes, honoured when it is instantiated with
+// cudaGraphInstantiateFlagUseNodePriority.)
+enum class Priority { normal, high, low };
+
 class Stream {
  public:
-  Stream() { CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+  explicit Stream(Priority p = Priority::normal) {
+    int least = 0, greatest = 0;  // greatest is the numerically lowest: the highest priority
+    if (p != Priority::normal) CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    const int value = p == Priority::high ? greatest : p == Priority::low ? least : 0;
+    if (p == Priority::normal) {
+      CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
+    } else {
+      CUDA_CHECK(cudaStreamCreateWithPriority(&s_, cudaStreamNonBlocking, value));
+    }
+  }
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
   ~Stream() { cudaStreamDestroy(s_); }
