@@ -46,7 +46,9 @@ nlohmann::json read_report(const std::string& arg, const char* name, std::filesy
 // The demangled name ptxas reports for a variant's kernel instance.
 std::string kernel_signature(const dec::VariantSpec& s) {
   return fmt::format("{}<(df11::dec::TableKind){}, (df11::dec::Partition){}, (df11::dec::Staging){}, {}, {}>",
-                     s.persistent ? "gap_decode_persistent_kernel" : "gap_decode_kernel", static_cast<int>(s.table), static_cast<int>(s.partition), static_cast<int>(s.staging),
+                     s.schedule == dec::Schedule::dyn       ? "gap_decode_dynamic_kernel"
+                     : s.schedule == dec::Schedule::persist ? "gap_decode_persistent_kernel"
+                                                            : "gap_decode_kernel", static_cast<int>(s.table), static_cast<int>(s.partition), static_cast<int>(s.staging),
                      s.threads_per_block, s.bytes_per_thread);
 }
 

@@ -100,7 +100,7 @@ bool glob_match(const std::string& pattern, const std::string& text) {
 
 void register_all(Registry& r) {
 #define DF11_REGISTER(T, P, S, TPB, BPT, M, PS) \
-  r.add(std::make_unique<VariantDecoder>(VariantSpec{TableKind::T, Partition::P, Staging::S, TPB, BPT, M, PS}));
+  r.add(std::make_unique<VariantDecoder>(VariantSpec{TableKind::T, Partition::P, Staging::S, TPB, BPT, M, Schedule::PS}));
   DF11_GAP_VARIANTS(DF11_REGISTER)
 #undef DF11_REGISTER
   r.add(std::make_unique<OfficialPtxDecoder>());

@@ -6,6 +6,7 @@
 // simt::launch.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -116,6 +117,26 @@ DF11_HD T warp_shfl_xor(T v, unsigned lane_mask) {
   return __shfl_xor_sync(0xFFFFFFFFu, v, lane_mask);
 #else
   return from_bits<T>(shfl_xor(0xFFFFFFFFu, to_bits(v), lane_mask));
+#endif
+}
+
+// Lane src_lane's value, for every lane (all 32 take part).
+template <class T>
+DF11_HD T warp_shfl(T v, unsigned src_lane) {
+#if defined(__CUDA_ARCH__)
+  return __shfl_sync(0xFFFFFFFFu, v, src_lane);
+#else
+  return from_bits<T>(shfl_idx(0xFFFFFFFFu, to_bits(v), src_lane));
+#endif
+}
+
+// atomicAdd on a 32-bit word of global memory: returns the value before the add. On the host
+// a real atomic, since the threads of a block run concurrently there.
+DF11_HD uint32_t atomic_add(uint32_t* p, uint32_t v) {
+#if defined(__CUDA_ARCH__)
+  return atomicAdd(p, v);
+#else
+  return std::atomic_ref<uint32_t>(*p).fetch_add(v);
 #endif
 }
 

@@ -367,4 +367,8 @@ uint64_t shfl_xor(uint32_t mask, uint64_t v, unsigned lane_mask) {
   return exchange(mask, v, [](unsigned lane, unsigned m) { return lane ^ m; }, lane_mask, "shfl_xor");
 }
 
+uint64_t shfl_idx(uint32_t mask, uint64_t v, unsigned src_lane) {
+  return exchange(mask, v, [](unsigned, unsigned src) { return src; }, src_lane, "shfl_idx");
+}
+
 }  // namespace df11::simt

@@ -50,5 +50,7 @@ void syncwarp();
 // the value of lane ^ lane_mask (its own when that lane is past the end of a partial warp).
 [[nodiscard]] uint64_t shfl_up(uint32_t mask, uint64_t v, unsigned delta);
 [[nodiscard]] uint64_t shfl_xor(uint32_t mask, uint64_t v, unsigned lane_mask);
+// shfl_idx: the value of lane src_lane (its own when that lane is past the end of a partial warp).
+[[nodiscard]] uint64_t shfl_idx(uint32_t mask, uint64_t v, unsigned src_lane);
 
 }  // namespace df11::simt

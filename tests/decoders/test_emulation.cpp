@@ -79,7 +79,7 @@ TEST_CASE("the registry holds at least 8 variants covering the design axes", "[d
   CHECK(tables.size() >= 5);
   CHECK(partitions.size() >= 3);
   CHECK(stagings.size() >= 4);
-  CHECK(granularities == std::set<std::string>{"matrix", "unit", "unit/persist"});
+  CHECK(granularities == std::set<std::string>{"matrix", "unit", "unit/persist", "unit/dyn"});
   CHECK(tpbs == std::set<int>{256, 512});
   CHECK(bpts == std::set<int>{8, 16});
   REQUIRE(registry().find("lut8x4.gap5-block.smem-out.t512.b8") != nullptr);
@@ -190,7 +190,7 @@ TEST_CASE("launches refuse arrays that a staging's vector loads cannot read", "[
   p.stream = buf;
   p.sign_mantissa = buf;
   using dec::Partition, dec::Staging, dec::TableKind;
-  const dec::VariantSpec reg16{TableKind::multi_lut, Partition::thread_count, Staging::exp_smem_reg, 256, 16, false, true};
+  const dec::VariantSpec reg16{TableKind::multi_lut, Partition::thread_count, Staging::exp_smem_reg, 256, 16, false, dec::Schedule::persist};
   const dec::VariantSpec reg8{TableKind::multi_lut, Partition::gap_warp, Staging::exp_smem_reg, 512, 8};
   const dec::VariantSpec pf{TableKind::multi_lut, Partition::gap_warp, Staging::exp_smem_pf, 512, 8};
   const dec::VariantSpec plain{TableKind::multi_lut, Partition::gap_warp, Staging::exp_smem, 512, 8};

@@ -57,11 +57,12 @@ TEST_CASE("simt: barriers publish shared memory; each block starts poisoned", "[
 
 TEST_CASE("simt: warp shuffles, whole and partial last warps", "[decoders][simt]") {
   for (unsigned n : {32u, 96u, 48u}) {
-    std::vector<uint32_t> up(n), x(n);
+    std::vector<uint32_t> up(n), x(n), idx(n);
     simt::launch({1}, {n}, 0, [&](uint8_t*) {
       const unsigned t = simt::tid_x();
       up[t] = simt::warp_shfl_up(t * 7 + 1, 3);
       x[t] = simt::warp_shfl_xor(t * 5 + 2, 16);
+      idx[t] = simt::warp_shfl(t * 3 + 1, (t % 32) < 16 ? 0u : 20u);  // two sources in one warp
     });
     for (unsigned t = 0; t < n; ++t) {
       const unsigned lane = t % 32, warp_base = t - lane, lanes = std::min(32u, n - warp_base);
@@ -69,8 +70,21 @@ TEST_CASE("simt: warp shuffles, whole and partial last warps", "[decoders][simt]
       REQUIRE(up[t] == (lane >= 3 ? (t - 3) * 7 + 1 : t * 7 + 1));
       const unsigned src = lane ^ 16u;
       REQUIRE(x[t] == (src < lanes ? (warp_base + src) * 5 + 2 : t * 5 + 2));
+      const unsigned from = lane < 16 ? 0u : 20u;
+      REQUIRE(idx[t] == (from < lanes ? (warp_base + from) * 3 + 1 : t * 3 + 1));
     }
   }
+}
+
+TEST_CASE("simt: atomic_add hands each caller its own value, across threads and blocks", "[decoders][simt]") {
+  uint32_t counter = 5;
+  std::vector<uint32_t> got(3 * 64);
+  simt::launch({3}, {64}, 0, [&](uint8_t*) {
+    got[simt::bid_x() * 64 + simt::tid_x()] = simt::atomic_add(&counter, 1u);
+  });
+  REQUIRE(counter == 5 + 3 * 64);
+  std::sort(got.begin(), got.end());
+  for (uint32_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == 5 + i);
 }
 
 TEST_CASE("simt: sync_warp publishes a warp's shared-memory writes to its lanes, warps apart", "[decoders][simt]") {
@@ -192,6 +206,30 @@ void check_simt_all_variants(const Unit& u) {
 TEST_CASE("simt: every variant's kernel body is bit-exact over several blocks", "[decoders][simt]") {
   // ~2.6 bits per code: 60000 elements are ~5 blocks of 4 KiB of stream.
   check_simt_all_variants(unit_of(random_weights(60000, 77, 120, 0.6), "rand60000"));
+}
+
+TEST_CASE("simt: the dyn schedule hands out every DF11 block past each CUDA block's first two", "[decoders][simt]") {
+  // ~40 DF11 blocks of 4 KiB of stream, against 2 x 3 taken without the counter by the 3 CUDA
+  // blocks of a host run (2 x 24 units by their warps, the warp-count row: ~320 units): most
+  // come from the counter. Whole unit and ranges that start and end inside blocks.
+  const Unit u = unit_of(random_weights(500000, 91, 120, 0.6), "rand500000");
+  std::vector<uint16_t> expect = u.tensors[0].data;
+  const uint64_t n = expect.size();
+  const auto dyn = dec::all_decoders().select("*.dyn");
+  REQUIRE(dyn.size() >= 2);
+  for (const dec::Decoder* d : dyn) {
+    INFO(d->name());
+    const EncodedUnit enc = encode(u.view(), d->layout(), 2);
+    REQUIRE(enc.n_blocks() > 30);
+    std::vector<uint16_t> out(n, 0xFFFF);
+    d->decode_simt(enc, out, 0, n);
+    REQUIRE(df11::test::word_diff(out, expect) == "");
+    for (const auto& [lo, hi] : {std::pair<uint64_t, uint64_t>{12345, 400001}, {n - 70000, n}}) {
+      std::vector<uint16_t> part(hi - lo, 0xFFFF);
+      d->decode_simt(enc, part, lo, hi);
+      REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + static_cast<std::ptrdiff_t>(lo)));
+    }
+  }
 }
 
 TEST_CASE("simt: kernel bodies at an exact block boundary and with long codes", "[decoders][simt]") {

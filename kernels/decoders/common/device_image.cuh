@@ -23,6 +23,9 @@ class GapDeviceImage final : public DeviceImage {
         flat_(cuda::DeviceBuffer<uint16_t>::from(host.flat_root, stream)),
         multi_(cuda::DeviceBuffer<uint32_t>::from(host.multi_root, stream)) {
     if (host.has_canon) canon_ = cuda::DeviceBuffer<CanonicalTable>::from({host.canon}, stream);
+    // Made here, not at the first launch: a launch may be inside a graph capture, where
+    // cudaMalloc is not allowed.
+    if (spec.schedule == Schedule::dyn) work_ = cuda::DeviceBuffer<uint32_t>(kWorkCounters);
     // The host copies were only staging; the launch needs sizes and positions.
     CUDA_CHECK(cudaStreamSynchronize(stream));
     host.stream = {};
@@ -51,6 +54,11 @@ class GapDeviceImage final : public DeviceImage {
     return launch_params(host_, a, out, lo, hi);
   }
   [[nodiscard]] const HostImage& host() const { return host_; }
+  // A counter word for one launch of a dyn-schedule kernel (the launch zeroes it on its
+  // stream). Launches take the kWorkCounters words in turn, so launches of this image on
+  // different streams at once use different words unless kWorkCounters launches come between.
+  [[nodiscard]] uint32_t* work_counter() const { return work_.get() + next_work_++ % kWorkCounters; }
+  static constexpr unsigned kWorkCounters = 64;
   [[nodiscard]] const VariantSpec& spec() const { return spec_; }
 
  private:
@@ -62,6 +70,8 @@ class GapDeviceImage final : public DeviceImage {
   cuda::DeviceBuffer<uint16_t> flat_;
   cuda::DeviceBuffer<uint32_t> multi_;
   cuda::DeviceBuffer<CanonicalTable> canon_;
+  cuda::DeviceBuffer<uint32_t> work_;  // dyn launches' counters (dyn variants only)
+  mutable unsigned next_work_ = 0;
 };
 
 }  // namespace df11::dec

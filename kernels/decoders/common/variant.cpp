@@ -73,7 +73,9 @@ Layout VariantSpec::layout() const {
 std::string VariantSpec::name() const {
   return fmt::format("{}.gap{}-{}.{}.t{}.b{}{}{}", table_name(table), layout().gap_bits, partition_name(partition),
                      staging_name(staging), threads_per_block, bytes_per_thread, per_matrix ? ".matrix" : "",
-                     persistent ? ".persist" : "");
+                     schedule == Schedule::persist ? ".persist"
+                     : schedule == Schedule::dyn  ? ".dyn"
+                                                  : "");
 }
 
 Traits VariantSpec::traits() const {
@@ -124,7 +126,9 @@ Traits VariantSpec::traits() const {
       break;
   }
   t.granularity = per_matrix ? "matrix" : "unit";
-  if (persistent) t.granularity += "/persist";  // persistent blocks: tables loaded once per CUDA block
+  // Persistent blocks: tables loaded once per CUDA block; dyn: later DF11 blocks from a counter.
+  if (schedule == Schedule::persist) t.granularity += "/persist";
+  if (schedule == Schedule::dyn) t.granularity += "/dyn";
   t.threads_per_block = threads_per_block;
   t.bytes_per_thread = bytes_per_thread;
   return t;

@@ -54,6 +54,13 @@ enum class Staging : uint8_t {
                  // first reads), no extra shared memory
 };
 
+// How CUDA blocks meet DF11 blocks: one each (grid); about as many as fit the GPU at once, each
+// looping over DF11 blocks bid, bid + grid, ... (persist); or that many, each taking its first two
+// DF11 blocks so and every later one from a counter in global memory (dyn: a CUDA block that
+// starts late, behind a GEMM's blocks on another stream, takes fewer instead of delaying the
+// kernel's end by its whole share).
+enum class Schedule : uint8_t { grid, persist, dyn };
+
 struct VariantSpec {
   TableKind table;
   Partition partition;
@@ -61,9 +68,12 @@ struct VariantSpec {
   int threads_per_block;
   int bytes_per_thread;
   bool per_matrix = false;  // granularity: the harness launches once per matrix
-  bool persistent = false;  // about as many CUDA blocks as fit the GPU, each looping over DF11 blocks
+  Schedule schedule = Schedule::grid;
 
   static constexpr int kFlatBits = 12;
+
+  // About as many CUDA blocks as fit the GPU, each looping over DF11 blocks (persist and dyn).
+  [[nodiscard]] DF11_HD constexpr bool persistent() const { return schedule != Schedule::grid; }
 
   [[nodiscard]] std::string name() const;
   [[nodiscard]] Traits traits() const;
@@ -74,7 +84,7 @@ struct VariantSpec {
   [[nodiscard]] bool same_kernel(const VariantSpec& o) const {
     return table == o.table && partition == o.partition && staging == o.staging &&
            threads_per_block == o.threads_per_block && bytes_per_thread == o.bytes_per_thread &&
-           persistent == o.persistent;
+           schedule == o.schedule;
   }
   // Which tables the variant's kernel reads (what prepare_image builds and uploads).
   [[nodiscard]] DF11_HD constexpr bool has_multi_root() const {

@@ -30,8 +30,18 @@ __global__ void __launch_bounds__(TPB)
   gap_decode_persistent<TK, P, S, TPB, BPT>(p, sl, smem);
 }
 
-template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Persist>
+// The dyn schedule: a kernel of its own, so that the persistent kernels keep their names (and
+// their SASS) in kernel_resources.json and kernel_sass.json.
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
+__global__ void __launch_bounds__(TPB)
+    gap_decode_dynamic_kernel(const __grid_constant__ LaunchParams p, const SmemLayout sl) {
+  extern __shared__ __align__(16) uint8_t smem[];
+  gap_decode_persistent<TK, P, S, TPB, BPT, true>(p, sl, smem);
+}
+
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT, Schedule Sc>
 void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64_t hi, cudaStream_t stream) {
+  constexpr bool Persist = Sc != Schedule::grid;
   const VariantSpec& spec = img.spec();
   const auto [b0, b1] = block_range(spec, img.host(), lo, hi);
   if (b1 <= b0) return;
@@ -42,7 +52,9 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
   const SmemLayout sl =
       smem_layout(spec, img.host().n_rows, img.host().max_block_elements, 0, img.host().max_warp_elements);
   const auto kernel = [] {
-    if constexpr (Persist) {
+    if constexpr (Sc == Schedule::dyn) {
+      return gap_decode_dynamic_kernel<TK, P, S, TPB, BPT>;
+    } else if constexpr (Persist) {
       return gap_decode_persistent_kernel<TK, P, S, TPB, BPT>;
     } else {
       return gap_decode_kernel<TK, P, S, TPB, BPT>;
@@ -60,6 +72,11 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
     // path launches per unit), never more than there are DF11 blocks.
     static thread_local cuda::ResidentBlocks resident;
     grid = std::min(grid, resident.get(kernel, TPB, sl.total));
+  }
+  if constexpr (Sc == Schedule::dyn) {
+    // The launch's own counter, zeroed in stream order (a graph captures the memset with it).
+    p.work = img.work_counter();
+    CUDA_CHECK(cudaMemsetAsync(p.work, 0, sizeof(uint32_t), stream));
   }
   kernel<<<static_cast<unsigned>(grid), TPB, sl.total, stream>>>(p, sl);
   CUDA_CHECK(cudaGetLastError());
@@ -84,8 +101,9 @@ void VariantDecoder::launch(const DeviceImage& image, uint16_t* out_device, uint
                 std::to_string(img->n_elements()) + " elements");
   }
 #define DF11_LAUNCH(T, P, S, TPB, BPT, M, PS)                                                                  \
-  if (spec_.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, PS})) {                      \
-    launch_kernel<TableKind::T, Partition::P, Staging::S, TPB, BPT, PS>(*img, out_device, lo, hi, stream);      \
+  if (spec_.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, Schedule::PS})) {            \
+    launch_kernel<TableKind::T, Partition::P, Staging::S, TPB, BPT, Schedule::PS>(*img, out_device, lo, hi,    \
+                                                                                   stream);                    \
     return;                                                                                                    \
   }
   DF11_GAP_VARIANTS(DF11_LAUNCH)

@@ -39,7 +39,9 @@ struct SmemLayout {
   unsigned exps = 0, exps_bytes = 0;    // keep: exponents in block order
   unsigned exps_stride = 0;             // warp-count: bytes of each warp's exponent buffer in exps
   // cp.async: the block's encoded bytes + look-ahead; exp-smem-pf: its sign/mantissa bytes (from
-  // sm_base). One pair of fields for both keeps the kernels' parameter block as it was.
+  // sm_base); the dyn schedule (block level): two words, the DF11 block taken for the iteration
+  // after next (see gap_decode_persistent). One pair of fields for all keeps the kernels'
+  // parameter block as it was.
   unsigned input = 0, input_bytes = 0;
   unsigned total = 0;
 };
@@ -91,6 +93,7 @@ DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_bl
   // Whole 16-byte pieces from the 16-aligned element at or below the block's first to the
   // 16-aligned one at or past its end: at most max_block_elements + 30 bytes.
   if (s.staging == Staging::exp_smem_pf) take(max_block_elements + 32, l.input, l.input_bytes);
+  if (s.schedule == Schedule::dyn && s.partition != Partition::warp_count) take(8, l.input, l.input_bytes);
   l.total = off;
   return l;
 }
@@ -655,8 +658,10 @@ DF11_HD void hint_next_warp_unit(const LaunchParams& p, uint64_t nu, uint64_t un
 
 // The warp-count kernel body: the tables once per CUDA block, then each warp on its own over
 // the (DF11 block, warp) units warp_id, + warps in the grid, ... (a launch of block_count CUDA
-// blocks gives every warp one unit; a persistent launch, fewer and loops).
-template <TableKind TK, Staging S, int TPB, int BPT>
+// blocks gives every warp one unit; a persistent launch, fewer and loops). Dyn: a warp's first
+// two units so, every later one from the launch's counter (p.work), taken by lane 0 one unit
+// ahead (while the unit before it decodes) and passed to the warp by a shuffle.
+template <TableKind TK, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   static_assert(S == Staging::exp_smem || S == Staging::exp_smem_reg, "the warp-count partition stages exponents");
   static_assert(TPB % 32 == 0, "whole warps");
@@ -669,14 +674,15 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
   uint8_t* exps = smem + sl.exps + warp * sl.exps_stride;
   const uint64_t units = static_cast<uint64_t>(p.block_count) * kWarps;
   const uint64_t stride = static_cast<uint64_t>(simt::gdim_x()) * kWarps;
-  for (uint64_t u = static_cast<uint64_t>(simt::bid_x()) * kWarps + warp; u < units; u += stride) {
+  // Unit u, and nu the warp's next one (its hints go out while u decodes).
+  auto decode_unit = [&](uint64_t u, uint64_t nu) {
     const uint64_t b = p.block_begin + u / kWarps;
     const unsigned w = static_cast<unsigned>(u % kWarps), tb = w * 32 + lane;
     const auto regs = chunk_regs<S, BPT>(p, b, TPB, tb);
     const LaneCounts lc = lane_counts(p, b, TPB, w, lane);
     const uint64_t block_first = p.positions[b];
     // After this unit's first loads are out: the next unit's hints.
-    if constexpr (S == Staging::exp_smem_reg) hint_next_warp_unit<TPB, BPT>(p, u + stride, units, lane);
+    if constexpr (S == Staging::exp_smem_reg) hint_next_warp_unit<TPB, BPT>(p, nu, units, lane);
     unsigned before = lc.before, total = lc.count, incl = lc.count;
 #if defined(__CUDA_ARCH__)
 #pragma unroll
@@ -702,6 +708,20 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
     copy_out_exps<S>(p, exps, base, p.sign_mantissa, 0, first > p.lo ? first : p.lo, end < p.hi ? end : p.hi, lane,
                      32);
     simt::sync_warp();  // the buffer is the next unit's
+  };
+  const uint64_t first_unit = static_cast<uint64_t>(simt::bid_x()) * kWarps + warp;
+  if constexpr (Dyn) {
+    // Lane 0 takes the unit after next as a unit starts; the warp learns it by a shuffle at the
+    // unit's end.
+    for (uint64_t u = first_unit, nu = first_unit + stride; u < units;) {
+      uint32_t taken = 0;
+      if (lane == 0) taken = simt::atomic_add(p.work, 1u);
+      decode_unit(u, nu);
+      u = nu;
+      nu = 2 * stride + simt::warp_shfl(taken, 0);
+    }
+  } else {
+    for (uint64_t u = first_unit; u < units; u += stride) decode_unit(u, u + stride);
   }
 }
 
@@ -761,11 +781,36 @@ inline constexpr unsigned kSimtPersistentGrid = 3;
 // the next, so every iteration ends with a barrier (the next pass 2 and scan overwrite what
 // this copy-out and scan read). The table load, 8 to 24 KB per DF11 block of 4 KB of stream
 // otherwise, is paid once per CUDA block.
-template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
+// Dyn: the CUDA block's first two DF11 blocks so (bid and bid + grid), every later one from the
+// launch's counter (p.work, zeroed before the launch): thread 0 takes the one after next as an
+// iteration starts and leaves it in one of two shared words (input region) before the closing
+// barrier; everyone reads it after the barrier, and the next write goes to the other word, so
+// no word is written while anyone may still read it. A CUDA block that starts late (another
+// stream's GEMM held its SM) then takes fewer DF11 blocks instead of ending a share late.
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   static_assert(S != Staging::cp_async, "persistent blocks read the stream in place");
+  static_assert(!Dyn || S != Staging::exp_smem_pf, "the dyn schedule keeps its words where exp-smem-pf stages");
   if constexpr (P == Partition::warp_count) {
-    gap_decode_warps<TK, S, TPB, BPT>(p, sl, smem);  // its units loop already
+    gap_decode_warps<TK, S, TPB, BPT, Dyn>(p, sl, smem);  // its units loop already
+  } else if constexpr (Dyn) {
+    constexpr VariantSpec spec{TK, P, S, TPB, BPT};
+    const unsigned t = simt::tid_x();
+    load_tables(spec, p, smem, sl, t, TPB);
+    simt::sync_block();
+    auto* next = reinterpret_cast<uint32_t*>(smem + sl.input);
+    const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count, grid = simt::gdim_x();
+    uint64_t b = p.block_begin + simt::bid_x(), nb = b + grid;
+    for (unsigned i = 0; b < end; ++i) {
+      uint32_t taken = 0;
+      if (t == 0) taken = simt::atomic_add(p.work, 1u);
+      if constexpr (S == Staging::exp_smem_reg) prefetch_next_block<P, TPB, BPT>(p, nb, end, t);
+      barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b), t);
+      if (t == 0) next[i & 1u] = taken;
+      simt::sync_block();
+      b = nb;
+      nb = p.block_begin + 2 * grid + next[i & 1u];
+    }
   } else {
     constexpr VariantSpec spec{TK, P, S, TPB, BPT};
     const unsigned t = simt::tid_x();

@@ -158,9 +158,11 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
   }
 }
 
-template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Persist>
+template <TableKind TK, Partition P, Staging S, int TPB, int BPT, Schedule Sc>
 void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   LaunchParams p = host_launch_params(img, out, lo, hi);
+  uint32_t work = 0;  // the dyn schedule's counter, zero as the launch's is
+  if constexpr (Sc == Schedule::dyn) p.work = &work;
   check_arrays_aligned(spec, p);
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kHostSmemGuard, img.max_warp_elements);
   const auto [b0, b1] = block_range(spec, img, lo, hi);
@@ -172,9 +174,9 @@ void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t
   opt.after_block = [&](const uint8_t* smem, uint64_t b) {
     check_smem_guards(spec.name() + " (SIMT)", smem, outside, b, opt.smem_poison);
   };
-  if constexpr (Persist) {
+  if constexpr (Sc != Schedule::grid) {
     simt::launch({static_cast<unsigned>(std::min<uint64_t>(b1 - b0, kSimtPersistentGrid))}, {static_cast<unsigned>(TPB)}, sl.total,
-                 [&](uint8_t* smem) { gap_decode_persistent<TK, P, S, TPB, BPT>(p, sl, smem); }, opt);
+                 [&](uint8_t* smem) { gap_decode_persistent<TK, P, S, TPB, BPT, Sc == Schedule::dyn>(p, sl, smem); }, opt);
   } else {
     simt::launch({static_cast<unsigned>(b1 - b0)}, {static_cast<unsigned>(TPB)}, sl.total,
                  [&](uint8_t* smem) { gap_decode_block<TK, P, S, TPB, BPT>(p, sl, smem); }, opt);
@@ -187,8 +189,8 @@ void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t
 void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi) {
   const HostImage img = prepare_image(spec, unit);
 #define DF11_SIMT(T, P, S, TPB, BPT, M, PS)                                                     \
-  if (spec.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, PS})) {             \
-    simt<TableKind::T, Partition::P, Staging::S, TPB, BPT, PS>(spec, img, out, lo, hi);          \
+  if (spec.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, Schedule::PS})) {   \
+    simt<TableKind::T, Partition::P, Staging::S, TPB, BPT, Schedule::PS>(spec, img, out, lo, hi); \
     return;                                                                                     \
   }
   DF11_GAP_VARIANTS(DF11_SIMT)
@@ -199,8 +201,8 @@ void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* ou
 void emulate_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi) {
   const HostImage img = prepare_image(spec, unit);
 #define DF11_EMULATE(T, P, S, TPB, BPT, M, PS)                                                  \
-  if (spec.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, PS})) {             \
-    emulate<TableKind::T, Partition::P, Staging::S, BPT, PS>(spec, img, out, lo, hi);                 \
+  if (spec.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, Schedule::PS})) {   \
+    emulate<TableKind::T, Partition::P, Staging::S, BPT, Schedule::PS != Schedule::grid>(spec, img, out, lo, hi); \
     return;                                                                                     \
   }
   DF11_GAP_VARIANTS(DF11_EMULATE)
