@@ -259,7 +259,7 @@ def e2e_targets(t, runs):
         if b16:
             mem = (f", peak device {r['peak_device_bytes'] / b16['peak_device_bytes'] * 100:.1f}% of BF16"
                    if b16.get("peak_device_bytes") else "")
-            how = "fused decode+GEMV" if r.get("fused_gemv") else "whole blocks"
+            how = "fused decode+GEMV" if r.get("fused_gemv") else method(r)
             t.info(f"DF11 tables + count bytes ({r['variant']}), {how}: decode tokens/s / BF16 at batch 1",
                    f"{r['decode_tokens_per_s'] / b16['decode_tokens_per_s']:.2f}x", f"one decode pass{mem}")
     p16 = find("bf16", 1, 2048)

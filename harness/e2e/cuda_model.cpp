@@ -582,7 +582,8 @@ class CudaModel final : public Model {
     return "cuda " + provider_->describe() +
            (chunk_bytes_ ? fmt::format(", chunked GEMMs ({} B slices{})", chunk_bytes_,
                                        side_ ? ", each decoded or copied on a second stream while the last one's GEMM runs" : "")
-            : side_      ? std::string(", each matrix decoded or copied on a second stream while the last one's GEMM runs")
+            : side_      ? std::string(", each matrix of a cuBLAS pass decoded or copied on a second stream while the last "
+                                       "one's GEMM runs")
                          : std::string()) +
            (provider_->fused() ? fmt::format(", fused decode+GEMV up to {} rows", dec::kFusedMaxBatch)
             : fused_requested_ ? fmt::format(", no fused decode+GEMV at batch {} (> {})", batch_, dec::kFusedMaxBatch)
@@ -704,6 +705,11 @@ class CudaModel final : public Model {
           return;
         }
         const int64_t slice = chunk_rows(k);
+        if (chunk_bytes_ == 0 && slice < n) {  // overlapped whole matrices: the matrix must be one slice
+          throw Error(fmt::format("cuda model: --overlap decodes each block matrix whole into half the reused buffer "
+                                  "({} elements), and a {} x {} matrix does not fit; add --chunk-bytes",
+                                  provider_->half_elements(), n, k));
+        }
         for (int64_t r0 = 0; r0 < n; r0 += slice) {
           const int64_t r1 = std::min(n, r0 + slice);
           const uint64_t lo = off + static_cast<uint64_t>(r0 * k), hi = off + static_cast<uint64_t>(r1 * k);

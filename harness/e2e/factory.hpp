@@ -47,7 +47,8 @@ struct ModelRequest {
   // of the lowest priority into one of two halves of the reused buffer while the previous one's
   // GEMM runs on the model's stream, of the highest priority (decode or copy overlapped with
   // GEMMs; no more memory). Slices are at most half the buffer: where the matrix (chunk_bytes)
-  // fits that, the same GEMMs as without overlap, so the same results.
+  // fits that, the same GEMMs as without overlap, so the same results (without chunk_bytes a
+  // matrix that does not fit half the buffer is an error, not slices).
   bool overlap = false;
 };
 

@@ -140,6 +140,20 @@ DF11_HD uint32_t atomic_add(uint32_t* p, uint32_t v) {
 #endif
 }
 
+// atomicInc: *p becomes old >= limit ? 0 : old + 1; returns old. limit + 1 calls from 0 take
+// 0 .. limit and leave 0 behind.
+DF11_HD uint32_t atomic_inc(uint32_t* p, uint32_t limit) {
+#if defined(__CUDA_ARCH__)
+  return atomicInc(p, limit);
+#else
+  std::atomic_ref<uint32_t> a(*p);
+  uint32_t old = a.load();
+  while (!a.compare_exchange_weak(old, old >= limit ? 0u : old + 1u)) {
+  }
+  return old;
+#endif
+}
+
 // __byte_perm: byte i of the result is byte (selector nibble i & 7) of the 8 bytes y:x (x the
 // low four). The host version follows the PTX prmt definition (default mode), so the selector
 // constants a kernel uses are tested on the host too.

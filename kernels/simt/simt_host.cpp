@@ -368,7 +368,7 @@ uint64_t shfl_xor(uint32_t mask, uint64_t v, unsigned lane_mask) {
 }
 
 uint64_t shfl_idx(uint32_t mask, uint64_t v, unsigned src_lane) {
-  return exchange(mask, v, [](unsigned, unsigned src) { return src; }, src_lane, "shfl_idx");
+  return exchange(mask, v, [](unsigned, unsigned src) { return src & 31u; }, src_lane, "shfl_idx");  // as CUDA: % 32
 }
 
 }  // namespace df11::simt

@@ -87,6 +87,20 @@ TEST_CASE("simt: atomic_add hands each caller its own value, across threads and 
   for (uint32_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == 5 + i);
 }
 
+TEST_CASE("simt: atomic_inc wraps at its limit: limit + 1 takes from 0 leave 0", "[decoders][simt]") {
+  uint32_t counter = 0;
+  std::vector<uint32_t> got(3 * 64);
+  simt::launch({3}, {64}, 0, [&](uint8_t*) {
+    got[simt::bid_x() * 64 + simt::tid_x()] = simt::atomic_inc(&counter, 3 * 64 - 1);
+  });
+  REQUIRE(counter == 0);
+  std::sort(got.begin(), got.end());
+  for (uint32_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == i);
+  uint32_t c = 7;
+  REQUIRE(simt::atomic_inc(&c, 7) == 7);
+  REQUIRE(c == 0);
+}
+
 TEST_CASE("simt: sync_warp publishes a warp's shared-memory writes to its lanes, warps apart", "[decoders][simt]") {
   // Two warps, each with its own region, never meeting at a block barrier (the warp-count
   // decoders' pattern): each lane writes, the warp syncs, each lane reads its neighbour's.

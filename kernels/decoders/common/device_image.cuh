@@ -3,6 +3,8 @@
 // ranges, shared-memory sizing).
 #pragma once
 
+#include <atomic>
+
 #include "common/core.cuh"
 #include "common/cuda_util.hpp"
 #include "common/host_image.hpp"
@@ -25,7 +27,10 @@ class GapDeviceImage final : public DeviceImage {
     if (host.has_canon) canon_ = cuda::DeviceBuffer<CanonicalTable>::from({host.canon}, stream);
     // Made here, not at the first launch: a launch may be inside a graph capture, where
     // cudaMalloc is not allowed.
-    if (spec.schedule == Schedule::dyn) work_ = cuda::DeviceBuffer<uint32_t>(kWorkCounters);
+    if (spec.schedule == Schedule::dyn) {
+      work_ = cuda::DeviceBuffer<uint32_t>(kWorkCounters);
+      CUDA_CHECK(cudaMemsetAsync(work_.get(), 0, work_.bytes(), stream));
+    }
     // The host copies were only staging; the launch needs sizes and positions.
     CUDA_CHECK(cudaStreamSynchronize(stream));
     host.stream = {};
@@ -36,7 +41,7 @@ class GapDeviceImage final : public DeviceImage {
   }
   [[nodiscard]] uint64_t device_bytes() const override {
     return stream_buf_.bytes() + sm_.bytes() + positions_.bytes() + gaps_.bytes() + counts_.bytes() + luts_.bytes() +
-           flat_.bytes() + multi_.bytes() + canon_.bytes();
+           flat_.bytes() + multi_.bytes() + canon_.bytes() + work_.bytes();
   }
   [[nodiscard]] uint64_t n_elements() const override { return host_.n_elements; }
 
@@ -54,9 +59,12 @@ class GapDeviceImage final : public DeviceImage {
     return launch_params(host_, a, out, lo, hi);
   }
   [[nodiscard]] const HostImage& host() const { return host_; }
-  // A counter word for one launch of a dyn-schedule kernel (the launch zeroes it on its
-  // stream). Launches take the kWorkCounters words in turn, so launches of this image on
-  // different streams at once use different words unless kWorkCounters launches come between.
+  // A counter word for one launch of a dyn-schedule kernel: 0 at upload, and every launch
+  // leaves its word at 0 (gap_decode_persistent), so no memset goes before a launch. Launches
+  // take the kWorkCounters words in turn: launches of this image that run at once (on two
+  // streams) must be fewer than kWorkCounters launches apart, and a CUDA graph keeps the words
+  // its capture took, so it must not run beside eager launches or another graph of the same
+  // image. The sweep and the e2e model launch an image from one stream at a time.
   [[nodiscard]] uint32_t* work_counter() const { return work_.get() + next_work_++ % kWorkCounters; }
   static constexpr unsigned kWorkCounters = 64;
   [[nodiscard]] const VariantSpec& spec() const { return spec_; }
@@ -71,7 +79,7 @@ class GapDeviceImage final : public DeviceImage {
   cuda::DeviceBuffer<uint32_t> multi_;
   cuda::DeviceBuffer<CanonicalTable> canon_;
   cuda::DeviceBuffer<uint32_t> work_;  // dyn launches' counters (dyn variants only)
-  mutable unsigned next_work_ = 0;
+  mutable std::atomic<unsigned> next_work_{0};
 };
 
 }  // namespace df11::dec

@@ -74,9 +74,10 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
     grid = std::min(grid, resident.get(kernel, TPB, sl.total));
   }
   if constexpr (Sc == Schedule::dyn) {
-    // The launch's own counter, zeroed in stream order (a graph captures the memset with it).
+    // A counter word at 0 (the kernel leaves it so: gap_decode_persistent); the warp-count
+    // kernel counts (block, warp) units in it.
+    if (static_cast<uint64_t>(p.block_count) * (TPB / 32) > UINT32_MAX) throw Error("dyn schedule: too many units");
     p.work = img.work_counter();
-    CUDA_CHECK(cudaMemsetAsync(p.work, 0, sizeof(uint32_t), stream));
   }
   kernel<<<static_cast<unsigned>(grid), TPB, sl.total, stream>>>(p, sl);
   CUDA_CHECK(cudaGetLastError());

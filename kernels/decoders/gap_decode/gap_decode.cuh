@@ -660,7 +660,8 @@ DF11_HD void hint_next_warp_unit(const LaunchParams& p, uint64_t nu, uint64_t un
 // the (DF11 block, warp) units warp_id, + warps in the grid, ... (a launch of block_count CUDA
 // blocks gives every warp one unit; a persistent launch, fewer and loops). Dyn: a warp's first
 // two units so, every later one from the launch's counter (p.work), taken by lane 0 one unit
-// ahead (while the unit before it decodes) and passed to the warp by a shuffle.
+// ahead (while the unit before it decodes) and passed to the warp by a shuffle; one take per
+// unit decoded, so the units' count of takes wraps the counter back to 0 (atomic_inc).
 template <TableKind TK, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   static_assert(S == Staging::exp_smem || S == Staging::exp_smem_reg, "the warp-count partition stages exponents");
@@ -715,7 +716,7 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
     // unit's end.
     for (uint64_t u = first_unit, nu = first_unit + stride; u < units;) {
       uint32_t taken = 0;
-      if (lane == 0) taken = simt::atomic_add(p.work, 1u);
+      if (lane == 0) taken = simt::atomic_inc(p.work, static_cast<uint32_t>(units - 1));
       decode_unit(u, nu);
       u = nu;
       nu = 2 * stride + simt::warp_shfl(taken, 0);
@@ -782,11 +783,14 @@ inline constexpr unsigned kSimtPersistentGrid = 3;
 // this copy-out and scan read). The table load, 8 to 24 KB per DF11 block of 4 KB of stream
 // otherwise, is paid once per CUDA block.
 // Dyn: the CUDA block's first two DF11 blocks so (bid and bid + grid), every later one from the
-// launch's counter (p.work, zeroed before the launch): thread 0 takes the one after next as an
+// launch's counter (p.work, 0 as the launch starts): thread 0 takes the one after next as an
 // iteration starts and leaves it in one of two shared words (input region) before the closing
 // barrier; everyone reads it after the barrier, and the next write goes to the other word, so
 // no word is written while anyone may still read it. A CUDA block that starts late (another
-// stream's GEMM held its SM) then takes fewer DF11 blocks instead of ending a share late.
+// stream's GEMM held its SM) then takes fewer DF11 blocks instead of ending a share late. Every
+// iteration decodes one DF11 block and takes once, so a launch takes exactly block_count times,
+// and atomic_inc with that limit leaves the counter at 0 for the next launch (no memset; the
+// SIMT runs check it).
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   static_assert(S != Staging::cp_async, "persistent blocks read the stream in place");
@@ -803,7 +807,7 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
     uint64_t b = p.block_begin + simt::bid_x(), nb = b + grid;
     for (unsigned i = 0; b < end; ++i) {
       uint32_t taken = 0;
-      if (t == 0) taken = simt::atomic_add(p.work, 1u);
+      if (t == 0) taken = simt::atomic_inc(p.work, p.block_count - 1u);
       if constexpr (S == Staging::exp_smem_reg) prefetch_next_block<P, TPB, BPT>(p, nb, end, t);
       barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b), t);
       if (t == 0) next[i & 1u] = taken;

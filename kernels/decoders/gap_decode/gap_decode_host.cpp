@@ -161,7 +161,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT, Schedule Sc>
 void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
   LaunchParams p = host_launch_params(img, out, lo, hi);
-  uint32_t work = 0;  // the dyn schedule's counter, zero as the launch's is
+  uint32_t work = 0;  // the dyn schedule's counter, 0 as a launch finds it on the device
   if constexpr (Sc == Schedule::dyn) p.work = &work;
   check_arrays_aligned(spec, p);
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, kHostSmemGuard, img.max_warp_elements);
@@ -177,6 +177,8 @@ void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t
   if constexpr (Sc != Schedule::grid) {
     simt::launch({static_cast<unsigned>(std::min<uint64_t>(b1 - b0, kSimtPersistentGrid))}, {static_cast<unsigned>(TPB)}, sl.total,
                  [&](uint8_t* smem) { gap_decode_persistent<TK, P, S, TPB, BPT, Sc == Schedule::dyn>(p, sl, smem); }, opt);
+    // The device launches no memset before a dyn launch: the kernel must leave its counter at 0.
+    if (work != 0) throw Error(spec.name() + " (SIMT): the dyn schedule left its counter at " + std::to_string(work));
   } else {
     simt::launch({static_cast<unsigned>(b1 - b0)}, {static_cast<unsigned>(TPB)}, sl.total,
                  [&](uint8_t* smem) { gap_decode_block<TK, P, S, TPB, BPT>(p, sl, smem); }, opt);
