@@ -130,6 +130,39 @@ void check_variant(const dec::Decoder& d, const EncodedUnit& enc, const Unit& u,
   }
 }
 
+// The dyn schedule's counters: one image launched again and again (more launches than it has
+// counter words, so every word is reused), on ranges of different DF11 block counts, each output
+// poisoned and checked. A launch that left its word anywhere but 0 would make a later launch
+// of that word skip DF11 blocks (no memset goes before a launch).
+void check_dyn_relaunch(const dec::Registry& reg, const Unit& u) {
+  std::vector<uint16_t> expect_all;
+  for (const auto& t : u.tensors) expect_all.insert(expect_all.end(), t.data.begin(), t.data.end());
+  const uint64_t n = expect_all.size();
+  for (const dec::Decoder* d : reg.select("*.dyn")) {
+    const EncodedUnit enc = encode(u.view(), d->layout(), 0);
+    try {
+      cuda::Stream s;
+      auto img = d->upload(enc, s.get());
+      cuda::DeviceBuffer<uint16_t> out(n);
+      int bad = 0;
+      for (int i = 0; i < 150; ++i) {
+        const uint64_t lo = i % 3 == 0 ? 0 : (n / 7) * static_cast<uint64_t>(i % 5), hi = i % 2 == 0 ? n : n - n / 9;
+        if (lo >= hi) continue;
+        CUDA_CHECK(cudaMemsetAsync(out.get(), 0xFF, out.bytes(), s.get()));
+        d->launch(*img, out.get(), lo, hi, s.get());
+        std::vector<uint16_t> got(hi - lo);
+        CUDA_CHECK(cudaMemcpyAsync(got.data(), out.get(), got.size() * 2, cudaMemcpyDeviceToHost, s.get()));
+        CUDA_CHECK(cudaStreamSynchronize(s.get()));
+        bad += !std::equal(got.begin(), got.end(), expect_all.begin() + static_cast<std::ptrdiff_t>(lo));
+      }
+      expect(bad == 0, d->name() + " on " + u.name + ": " + std::to_string(bad) + " of 150 launches of one image wrong");
+    } catch (const std::exception& e) {
+      expect(false, d->name() + " relaunched: " + e.what());
+      CUDA_CHECK(cudaDeviceSynchronize());
+    }
+  }
+}
+
 void check_unit(const dec::Registry& reg, const Unit& u) {
   std::vector<uint16_t> expect_all;
   for (const auto& t : u.tensors) expect_all.insert(expect_all.end(), t.data.begin(), t.data.end());
@@ -225,6 +258,7 @@ int main(int argc, char** argv) {
     check_unit(reg, test::unit_of(test::random_weights(7, 2), "seven"));
     check_unit(reg, test::unit_of(test::random_weights(small ? 40001 : 300001, 3, 120, 0.8), "rand"));
     if (!small) check_unit(reg, synth::make_nemo_layer(1, 3, 0.02, 0));
+    check_dyn_relaunch(reg, test::unit_of(test::random_weights(small ? 60001 : 600001, 5, 120, 0.8), "rand-dyn"));
     // Fused decode + GEMV: a few matrices of a Nemo layer's shapes (rows of 5120, 4096 and
     // 14336), at batch 1, 5 and 16.
     const Unit layer = synth::make_nemo_layer(1, 3, small ? 0.002 : 0.01, 0);
