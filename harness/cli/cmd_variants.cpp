@@ -1,7 +1,9 @@
 // `df11 variants`: every registered decoder variant with its design traits, the layout it reads,
 // its ptxas resources per architecture (from <build>/kernel_resources.json) and the instructions
 // per iteration of its kernel's loops on sm_90 (from <build>/kernel_sass.json, which
-// scripts/kernel_sass.py writes).
+// scripts/kernel_sass.py writes); with --occupancy, the shared memory of a block on a synthetic
+// Nemo layer and the blocks per SM that it, the threads and the registers allow on sm_80 and
+// sm_90 (CUDA's occupancy rules, no GPU needed).
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -10,9 +12,16 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <map>
+#include <utility>
+#include <vector>
+
 #include "cli/commands.hpp"
 #include "codec/common.hpp"
+#include "codec/encoder.hpp"
 #include "common/variant_decoder.hpp"
+#include "datasets/synthetic.hpp"
 #include "decoder.hpp"
 
 namespace df11::cli {
@@ -86,12 +95,64 @@ nlohmann::json sass_loops_for(const nlohmann::json& doc, const std::string& sign
   return nlohmann::json::array();
 }
 
-int run_variants(bool json, const std::string& resources_arg, const std::string& sass_arg) {
+// What one SM holds, per architecture (the figures the CUDA occupancy calculator uses: A100 for
+// sm_80, H100/H200 for sm_90): shared memory per SM and the most one block may take, the
+// shared memory the system reserves per block, threads, blocks, 32-bit registers (allocated per
+// warp in units of 256).
+struct SmLimits {
+  const char* arch;
+  unsigned smem_per_sm, smem_per_block, reserved_per_block, threads, blocks, registers;
+};
+constexpr SmLimits kSmLimits[] = {{"sm_80", 167936, 166912, 1024, 2048, 32, 65536},
+                                  {"sm_90", 233472, 232448, 1024, 2048, 32, 65536}};
+
+// Blocks of `threads` threads, `smem` bytes of dynamic shared memory and `registers` per thread
+// (0: unknown, left out) resident on one SM, and what limits them.
+nlohmann::json occupancy(const SmLimits& l, unsigned threads, unsigned smem, int registers) {
+  // In this order, so that a tie names the thread slots first (a full SM) and blocks last.
+  std::vector<std::pair<std::string, unsigned>> by{{"threads", l.threads / threads}};
+  if (registers > 0) {
+    const unsigned per_warp = (static_cast<unsigned>(registers) * 32 + 255) / 256 * 256;
+    by.emplace_back("registers", l.registers / per_warp / ((threads + 31) / 32));
+  }
+  by.emplace_back("shared memory", smem > l.smem_per_block ? 0 : l.smem_per_sm / (smem + l.reserved_per_block));
+  by.emplace_back("blocks", l.blocks);
+  const auto least = std::min_element(by.begin(), by.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
+  const unsigned blocks = least->second;
+  return {{"blocks_per_sm", blocks},
+          {"threads_per_sm", blocks * threads},
+          {"occupancy", static_cast<double>(blocks * threads) / l.threads},
+          {"limited_by", least->first},
+          {"registers_known", registers > 0}};
+}
+
+// Every variant's shared memory per block on a synthetic Nemo layer 1 (a fraction of its rows:
+// the same code statistics, so nearly the same largest block), one encoding per layout.
+std::map<std::string, unsigned> smem_on_nemo(const dec::Registry& reg, double fraction, std::string& unit_name) {
+  const Unit u = synth::make_nemo_layer(1, 0, fraction);
+  unit_name = fmt::format("synthetic Nemo layer 1, {:g} of its rows ({} weights)", fraction, u.n_elements());
+  std::map<std::string, unsigned> out;
+  for (const Layout& l : reg.layouts()) {
+    const EncodedUnit enc = encode(u.view(), l);
+    for (const auto& d : reg.all()) {
+      const auto* v = dynamic_cast<const dec::VariantDecoder*>(d.get());
+      if (v && v->layout() == l && v->can_implement(enc).ok) out[d->name()] = dec::smem_bytes(v->spec(), enc);
+    }
+  }
+  return out;
+}
+
+int run_variants(bool json, const std::string& resources_arg, const std::string& sass_arg, bool with_occupancy,
+                 double fraction) {
   std::filesystem::path res_path, sass_path;
   const nlohmann::json res_doc = read_report(resources_arg, "kernel_resources.json", res_path);
   const nlohmann::json sass_doc = read_report(sass_arg, "kernel_sass.json", sass_path);
   dec::Registry reg;
   dec::register_all(reg);
+  if (with_occupancy && !(fraction > 0 && fraction <= 1)) throw Error(fmt::format("--fraction {} is not in (0, 1]", fraction));
+  std::string unit_name;
+  const std::map<std::string, unsigned> smem = with_occupancy ? smem_on_nemo(reg, fraction, unit_name)
+                                                              : std::map<std::string, unsigned>{};
   nlohmann::json all = nlohmann::json::array();
   for (const auto& d : reg.all()) {
     const dec::Traits t = d->traits();
@@ -106,6 +167,14 @@ int run_variants(bool json, const std::string& resources_arg, const std::string&
     if (const auto* v = dynamic_cast<const dec::VariantDecoder*>(d.get())) {
       j["resources"] = resources_for(res_doc, kernel_signature(v->spec()));
       j["sass_loops"] = sass_loops_for(sass_doc, kernel_signature(v->spec()));
+      if (const auto it = smem.find(d->name()); it != smem.end()) {
+        nlohmann::json occ = {{"unit", unit_name}, {"smem_bytes", it->second}};
+        for (const SmLimits& l : kSmLimits) {
+          const int regs = j["resources"].contains(l.arch) ? j["resources"][l.arch]["registers"].get<int>() : 0;
+          occ[l.arch] = occupancy(l, static_cast<unsigned>(t.threads_per_block), it->second, regs);
+        }
+        j["occupancy"] = std::move(occ);
+      }
     } else {
       j["resources"] = nlohmann::json::object();  // loaded at run time (official-ptx)
       j["sass_loops"] = nlohmann::json::array();
@@ -141,7 +210,19 @@ int run_variants(bool json, const std::string& resources_arg, const std::string&
       loops += lo == hi ? fmt::format(" {}", lo) : fmt::format(" {}..{}", lo, hi);
     }
     if (!loops.empty()) fmt::print("    sm_90 SASS, instructions per iteration of its thread loops:{}\n", loops);
+    if (j.contains("occupancy")) {
+      const auto& o = j["occupancy"];
+      std::string per_arch;
+      for (const SmLimits& l : kSmLimits) {
+        const auto& a = o[l.arch];
+        per_arch += fmt::format("; {} {} blocks/SM, {:.0f}% ({}{})", l.arch, a["blocks_per_sm"].get<unsigned>(),
+                                100 * a["occupancy"].get<double>(), a["limited_by"].get<std::string>(),
+                                a["registers_known"].get<bool>() ? "" : ", registers unknown");
+      }
+      fmt::print("    shared memory {} B/block{}\n", o["smem_bytes"].get<unsigned>(), per_arch);
+    }
   }
+  if (!unit_name.empty()) fmt::print("(occupancy on {})\n", unit_name);
   if (res_doc.empty()) fmt::print("(no kernel_resources.json: built without CUDA or not built yet)\n");
   if (sass_doc.empty()) fmt::print("(no kernel_sass.json: scripts/kernel_sass.py writes it; ctest kernel_sass runs it)\n");
   return 0;
@@ -153,12 +234,20 @@ void add_variants(CLI::App& app) {
   auto json = std::make_shared<bool>(false);
   auto resources = std::make_shared<std::string>();
   auto sass = std::make_shared<std::string>();
+  auto with_occupancy = std::make_shared<bool>(false);
+  auto fraction = std::make_shared<double>(0.05);
   auto* cmd = app.add_subcommand("variants",
                                  "List the decoder variants: traits, layout, ptxas resources, SASS instructions per loop iteration");
   cmd->add_flag("--json", *json, "Print JSON");
   cmd->add_option("--resources", *resources, "kernel_resources.json to read (default: the build's)");
   cmd->add_option("--sass", *sass, "kernel_sass.json to read (default: the build's)");
-  cmd->callback([json, resources, sass] { exit_code() = run_variants(*json, *resources, *sass); });
+  cmd->add_flag("--occupancy", *with_occupancy,
+                "Also each variant's shared memory per block on a synthetic Nemo layer 1 and the blocks per SM it, "
+                "the threads and the registers allow on sm_80 and sm_90 (no GPU needed)");
+  cmd->add_option("--fraction", *fraction, "--occupancy: the fraction of the layer's rows to encode (default 0.05)");
+  cmd->callback([json, resources, sass, with_occupancy, fraction] {
+    exit_code() = run_variants(*json, *resources, *sass, *with_occupancy, *fraction);
+  });
 }
 
 }  // namespace df11::cli

@@ -221,6 +221,31 @@ PY
 ok variants --resources res.json --sass sass.json
 grep -q "instructions per iteration of its thread loops: 30..51 42$" "$scratch/last.out" ||
   fail "df11 variants text: no SASS loops line in $(grep -A3 'lut8x4.gap5-block.smem-out' "$scratch/last.out")"
+# --occupancy: shared memory per block on a slice of a synthetic Nemo layer and blocks per SM
+# from it, the threads and the registers (made up: 64 registers for lut8x4 limit it to 2 blocks
+# of 512 threads; the t256.b16 count decoder's ~37 KB to 6 blocks on sm_90, 4 on sm_80; the
+# t512.b16 one fills the 2048 thread slots of sm_90 with 4).
+k() { printf '{"name": "void df11::dec::(anonymous namespace)::%s(x)", "arch": "%s", "registers": %s}' "$1" "$2" "$3"; }
+p5='(df11::dec::TableKind)5, (df11::dec::Partition)3, (df11::dec::Staging)4'
+printf '{"kernels": [%s, %s, %s, %s]}\n' "$(k "$sig" sm_90 64)" \
+  "$(k "gap_decode_persistent_kernel<$p5, 256, 16>" sm_90 27)" "$(k "gap_decode_persistent_kernel<$p5, 256, 16>" sm_80 32)" \
+  "$(k "gap_decode_persistent_kernel<$p5, 512, 16>" sm_90 28)" >occ.json
+ok variants --occupancy --fraction 0.01 --json --resources occ.json --sass sass.json
+python3 - "$scratch/last.out" <<'PY' || fail "df11 variants --occupancy: $(head -c 600 "$scratch/last.out")"
+import json, sys
+v = {x["name"]: x for x in json.load(open(sys.argv[1]))["variants"]}
+def occ(name, arch):
+    o = v[name]["occupancy"]
+    assert 20000 < o["smem_bytes"] < 60000 or name.startswith("lut8x4"), o
+    return o[arch]["blocks_per_sm"], o[arch]["occupancy"], o[arch]["limited_by"]
+assert occ("lut8x4.gap5-block.smem-out.t512.b8", "sm_90") == (2, 0.5, "registers"), occ("lut8x4.gap5-block.smem-out.t512.b8", "sm_90")
+assert occ("multi12.gap5-cnt.exp-smem-v16.t256.b16.persist", "sm_90") == (6, 0.75, "shared memory")
+assert occ("multi12.gap5-cnt.exp-smem-v16.t256.b16.persist", "sm_80") == (4, 0.5, "shared memory")
+assert occ("multi12.gap5-cnt.exp-smem-v16.t512.b16.persist", "sm_90") == (4, 1.0, "threads")
+assert not v["multi12.gap5-warp.exp-smem-v16.t512.b8"]["occupancy"]["sm_90"]["registers_known"]
+assert "occupancy" not in v["official-ptx"]
+PY
+expect_error out "fraction" -- variants --occupancy --fraction 0
 expect_error out "no_such.json" -- variants --sass no_such.json
 printf 'not json' >bad.json
 expect_error out "bad.json" "not valid JSON" -- variants --resources bad.json

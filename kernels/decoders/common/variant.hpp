@@ -101,6 +101,9 @@ struct VariantSpec {
 // Host runs of a variant (gap_decode_host.cpp): the fast phase-by-phase emulation, and the
 // kernel body on the SIMT executor.
 void emulate_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi);
+// Dynamic shared memory of one CUDA block of the variant's kernel on this unit, as a launch
+// sizes it (the exponent buffers follow the unit's largest block or warp).
+[[nodiscard]] unsigned smem_bytes(const VariantSpec& spec, const EncodedUnit& unit);
 void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi);
 
 }  // namespace df11::dec

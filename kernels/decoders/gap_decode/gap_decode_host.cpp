@@ -188,6 +188,11 @@ void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t
 
 }  // namespace
 
+unsigned smem_bytes(const VariantSpec& spec, const EncodedUnit& unit) {
+  const HostImage img = prepare_image(spec, unit);
+  return smem_layout(spec, img.n_rows, img.max_block_elements, 0, img.max_warp_elements).total;
+}
+
 void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi) {
   const HostImage img = prepare_image(spec, unit);
 #define DF11_SIMT(T, P, S, TPB, BPT, M, PS)                                                     \
