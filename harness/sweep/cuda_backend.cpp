@@ -2,7 +2,8 @@
 // decoder variants (whole unit, per matrix, whole matrices on a second stream beside the GEMMs,
 // or L2-sized row slices), host-to-device offload (pinned + copy stream + double buffer, or
 // pageable + synchronous), a device-to-device copy as the bandwidth yardstick. The GEMMs' stream
-// has the device's highest priority and the second stream (decodes, copies) its lowest. Timing: L2 flushed before every sample, warm-up, one event pair per
+// has the device's highest priority and the second stream (decodes, copies) its lowest.
+// Timing: L2 flushed before every sample, warm-up, one event pair per
 // sample around a replay of the method's CUDA graph (offload methods: eager), adaptive stop; a
 // separate traced pass (CUPTI) splits samples into decode, GEMM and copy time; NVTX names phases.
 #include <cuda_runtime.h>

@@ -328,8 +328,8 @@ struct LaunchParams {
   uint32_t block_count;         // persistent kernels: DF11 blocks of the launch, from block_begin
   uint32_t max_block_elements;  // largest element count of one block (sizes shared memory)
   int gap_bits;
-  uint32_t* work;  // dyn schedule: DF11 blocks taken so far past the first two per CUDA block
-                   // (zeroed before each launch), else null
+  uint32_t* work;  // dyn schedule: the launch's counter of DF11 blocks (wcnt: units) taken past
+                   // the first two per CUDA block (warp); 0 at the start, left at 0; else null
 };
 
 }  // namespace df11::dec

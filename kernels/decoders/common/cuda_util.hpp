@@ -112,14 +112,13 @@ enum class Priority { normal, high, low };
 class Stream {
  public:
   explicit Stream(Priority p = Priority::normal) {
-    int least = 0, greatest = 0;  // greatest is the numerically lowest: the highest priority
-    if (p != Priority::normal) CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-    const int value = p == Priority::high ? greatest : p == Priority::low ? least : 0;
     if (p == Priority::normal) {
       CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
-    } else {
-      CUDA_CHECK(cudaStreamCreateWithPriority(&s_, cudaStreamNonBlocking, value));
+      return;
     }
+    int least = 0, greatest = 0;  // greatest is the numerically lowest: the highest priority
+    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&s_, cudaStreamNonBlocking, p == Priority::high ? greatest : least));
   }
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;

@@ -72,9 +72,6 @@ struct VariantSpec {
 
   static constexpr int kFlatBits = 12;
 
-  // About as many CUDA blocks as fit the GPU, each looping over DF11 blocks (persist and dyn).
-  [[nodiscard]] DF11_HD constexpr bool persistent() const { return schedule != Schedule::grid; }
-
   [[nodiscard]] std::string name() const;
   [[nodiscard]] Traits traits() const;
   [[nodiscard]] Layout layout() const;
