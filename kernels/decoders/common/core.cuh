@@ -200,10 +200,12 @@ struct FlatTables {
 // (the flat root and its second level) decodes one code where an entry has none, and the
 // chunk's last codes, whose run may cross the chunk's end. Whether an entry or Single is used,
 // the symbols and lengths are those Single gives code by code.
-template <int K, class Single>
+// Counted: the counted decode loop reads it (decode_counted; the multi12n variants).
+template <int K, class Single, bool Counted = false>
 struct MultiTables {
   static_assert(K >= 1 && K <= 15, "total length must fit 4 bits");
   static constexpr bool kMulti = true;
+  static constexpr bool kCounted = Counted;
   const uint32_t* multi;
   Single single;
   [[nodiscard]] DF11_HD uint32_t entry(uint32_t w) const { return multi[w >> (32 - K)]; }
@@ -214,6 +216,15 @@ template <class Table>
 DF11_HD constexpr bool is_multi_table() {
   if constexpr (requires { Table::kMulti; }) {
     return Table::kMulti;
+  } else {
+    return false;
+  }
+}
+
+template <class Table>
+DF11_HD constexpr bool is_counted_table() {
+  if constexpr (requires { Table::kCounted; }) {
+    return Table::kCounted;
   } else {
     return false;
   }
@@ -290,6 +301,105 @@ DF11_HD unsigned decode_chunk(const Table& table, const Chunk& s, Emit&& emit) {
     ++n;
   }
   return n;
+}
+
+// The memory reader of the counted loop: BitReader's window, with the words it moves in taken at
+// byte offsets of the chunk that stop at `last` (the look-ahead word); so a chunk whose stored
+// count promises more codes than its bits hold (a corrupt stream) decodes garbage from in-bounds
+// words instead of reading on past the stream. 32-bit offsets: a refill is a min, an add and the
+// load.
+template <bool ReadOnly>
+struct BoundedBitReader {
+  uint32_t hi, lo;
+  unsigned off;
+  const uint8_t* chunk;
+  unsigned next, last;  // byte offsets in the chunk
+
+  [[nodiscard]] DF11_HD uint32_t peek() const {
+#if defined(__CUDA_ARCH__)
+    return __funnelshift_l(lo, hi, off);
+#else
+    return static_cast<uint32_t>(((static_cast<uint64_t>(hi) << 32 | lo) << off) >> 32);
+#endif
+  }
+  DF11_HD void skip(unsigned n) {  // n <= 32
+    off += n;
+    if (off >= 32) {
+      const unsigned q = next < last ? next : last;
+      hi = lo;
+      lo = load_be32<ReadOnly>(chunk + q);
+      next = q + 4;
+      off -= 32;
+    }
+  }
+};
+
+// Positioned at the chunk's gap; `bytes` is the chunk's size (bytes per thread). Its words up to
+// the look-ahead word at `bytes` may be read: what any code starting in the chunk reads, and inside
+// the upload's padding for the last chunk. The bound is the chunk's size, not its last code, so
+// that it is a constant in the kernels.
+template <bool ReadOnly>
+DF11_HD BoundedBitReader<ReadOnly> counted_reader(const ChunkSpan& s, unsigned bytes) {
+  BoundedBitReader<ReadOnly> br{load_be32<ReadOnly>(s.chunk), load_be32<ReadOnly>(s.chunk + 4), 0u, s.chunk, 8u, bytes};
+  br.skip(s.gap);
+  return br;
+}
+// Register chunks: the register reader never reads past its words.
+template <bool ReadOnly, int BPT>
+DF11_HD auto counted_reader(const RegChunk<BPT>& s, unsigned) {
+  return chunk_reader<ReadOnly>(s);
+}
+
+// The counted decode loop (multi12n): the chunk's first `cnt` codes, exponent k to at[k]; `bytes`,
+// the chunk's size, bounds its reads. A thread that knows how many codes it owns (the count
+// partitions' stored byte, or pass 1's count) needs neither its bit position nor the chunk's end:
+// while three or more codes remain, each multi entry stores all three of its symbol bytes, whatever
+// its count, and the loop moves on by the count. A byte stored past the entry's count is a later
+// code of the same thread (at + 3 <= end), and the thread's own later stores overwrite it: the last
+// store to position j is by the iteration whose codes include j. So an iteration is a lookup, three
+// stores, two adds and the refill test, with no test of the entry against the chunk's end (sm_90:
+// 26 instructions over register chunks, 29 from memory with the refill predicated, against 38 and
+// 28 plus a refill branch for decode_chunk's multi path); the last one or two codes go one by one.
+// Every store lies in [at, end), every load in the chunk's words (counted_reader), corrupt streams
+// included. (Host emulations run pass 2 threads last to first, so a store past a thread's codes
+// would overwrite its neighbour's and show.)
+template <bool ReadOnly, class Table, class Chunk>
+DF11_HD void decode_counted(const Table& table, const Chunk& s, unsigned bytes, uint8_t* at, unsigned cnt) {
+  static_assert(is_counted_table<Table>(), "the counted loop reads a multi root");
+  auto br = counted_reader<ReadOnly>(s, bytes);
+  uint8_t* const end = at + cnt;
+  if (cnt >= 3) {
+    uint8_t* const lim = end - 3;
+    // The inner loop is the multi path alone: an entry without codes (a code longer than the root)
+    // leaves it for one single-symbol lookup, so the common iteration has no branch to reconverge.
+    for (;;) {
+      uint32_t w;
+      for (;;) {
+        w = br.peek();
+        const uint32_t e = table.entry(w);
+        const unsigned n = e >> 28;
+        if (n == 0) break;
+        at[0] = static_cast<uint8_t>(e);
+        at[1] = static_cast<uint8_t>(e >> 8);
+        at[2] = static_cast<uint8_t>(e >> 16);
+        at += n;
+        br.skip((e >> 24) & 0xFu);
+        if (at > lim) break;
+      }
+      if (at > lim) break;
+      unsigned sym, len;
+      table.lookup(w, sym, len);
+      *at++ = static_cast<uint8_t>(sym);
+      br.skip(len);
+      if (at > lim) break;
+    }
+  }
+  while (at < end) {
+    unsigned sym, len;
+    table.lookup(br.peek(), sym, len);
+    *at++ = static_cast<uint8_t>(sym);
+    br.skip(len);
+  }
 }
 
 // Pass 1 of the two-pass scheme: how many codes start in the chunk (the decode loop with

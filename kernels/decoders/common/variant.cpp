@@ -22,6 +22,7 @@ const char* table_name(TableKind t) {
     case TableKind::canon: return "canon16";
     case TableKind::multi_lut: return "multi12";
     case TableKind::multi_canon: return "multi12c";
+    case TableKind::multi_lut_n: return "multi12n";
   }
   return "?";
 }
@@ -91,6 +92,10 @@ Traits VariantSpec::traits() const {
       break;
     case TableKind::multi_canon:
       t.table = "multi-symbol 2^12 root, up to 3 codes per lookup (shared) + flat12c (canonical limits)";
+      break;
+    case TableKind::multi_lut_n:
+      t.table = "multi-symbol 2^12 root + flat12, read by a loop bounded by the thread's code count (three bytes "
+                "stored per lookup, no end-of-chunk test)";
       break;
   }
   switch (partition) {

@@ -20,6 +20,10 @@ enum class TableKind : uint8_t {
   // Appended, so the other kinds keep their numbers in kernel names (kernel_resources.json).
   multi_lut,    // multi root + flat_lut (any DF11 code)
   multi_canon,  // multi root + flat_canon
+  // multi_lut read by the counted decode loop (decode_counted): runs bounded by the thread's code
+  // count rather than its bits, three symbol bytes stored per lookup. Exponent stagings of the
+  // scanned partitions only (pass 2 must know the count).
+  multi_lut_n,
 };
 
 enum class Partition : uint8_t {
@@ -85,7 +89,7 @@ struct VariantSpec {
   }
   // Which tables the variant's kernel reads (what prepare_image builds and uploads).
   [[nodiscard]] DF11_HD constexpr bool has_multi_root() const {
-    return table == TableKind::multi_lut || table == TableKind::multi_canon;
+    return table == TableKind::multi_lut || table == TableKind::multi_canon || table == TableKind::multi_lut_n;
   }
   [[nodiscard]] DF11_HD constexpr bool has_flat_root() const {
     return table == TableKind::flat_lut || table == TableKind::flat_canon || has_multi_root();

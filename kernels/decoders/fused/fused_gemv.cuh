@@ -31,16 +31,17 @@ inline constexpr int kMaxMatrices = 8;
 inline constexpr int kMaxBatch = kFusedMaxBatch;  // fused_gemv.hpp
 
 // The decoder whose phases kernel 1 runs (threads per block = the decoder's, one DF11 block per
-// CUDA block).
+// CUDA block). Pass 2 of both is the counted decode loop (multi12n: the multi root's three bytes
+// stored per lookup, runs bounded by each thread's code count); the layouts are multi12's.
 template <FusedDecode D>
 struct Shape;
 template <>
 struct Shape<FusedDecode::two_pass> {
-  static constexpr VariantSpec spec{TableKind::multi_lut, Partition::gap_warp, Staging::exp_smem, 512, 8, false};
+  static constexpr VariantSpec spec{TableKind::multi_lut_n, Partition::gap_warp, Staging::exp_smem, 512, 8, false};
 };
 template <>
 struct Shape<FusedDecode::one_pass> {
-  static constexpr VariantSpec spec{TableKind::multi_lut, Partition::thread_count, Staging::exp_smem, 256, 16, false};
+  static constexpr VariantSpec spec{TableKind::multi_lut_n, Partition::thread_count, Staging::exp_smem, 256, 16, false};
 };
 template <FusedDecode D>
 inline constexpr int kThreads = Shape<D>::spec.threads_per_block;

@@ -253,7 +253,12 @@ DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigne
         });
       }
     };
-    if constexpr (S == Staging::exp_smem || S == Staging::exp_smem_pf || S == Staging::exp_smem_reg) {
+    if constexpr ((S == Staging::exp_smem || S == Staging::exp_smem_pf || S == Staging::exp_smem_reg) &&
+                  is_counted_table<Table>()) {
+      // The thread's `count` codes (no more than the block has room for).
+      const unsigned at = c.sl.exps + static_cast<unsigned>(c.block_first - exp_base(c)) + rel;
+      decode_counted<ReadOnlyInput>(c.table, span, c.bpt, c.smem + at, count < room ? count : room);
+    } else if constexpr (S == Staging::exp_smem || S == Staging::exp_smem_pf || S == Staging::exp_smem_reg) {
       const unsigned at = c.sl.exps + static_cast<unsigned>(c.block_first - exp_base(c)) + rel;
       decode_into([&c, at](unsigned k, unsigned e) { c.smem[at + k] = static_cast<uint8_t>(e); });
     } else {
@@ -441,11 +446,11 @@ DF11_HD auto make_table(const LaunchParams& p, uint8_t* smem, const SmemLayout& 
   } else if constexpr (TK == TableKind::flat_canon) {
     return FlatTables<VariantSpec::kFlatBits, CanonTables>{
         reinterpret_cast<const uint16_t*>(smem + sl.flat), {reinterpret_cast<const CanonicalTable*>(smem + sl.canon)}};
-  } else if constexpr (TK == TableKind::multi_lut || TK == TableKind::multi_canon) {
+  } else if constexpr (TK == TableKind::multi_lut || TK == TableKind::multi_canon || TK == TableKind::multi_lut_n) {
     // The multi root over the flat tables of the same layout.
-    const auto single = make_table<TK == TableKind::multi_lut ? TableKind::flat_lut : TableKind::flat_canon>(p, smem, sl);
-    return MultiTables<VariantSpec::kFlatBits, decltype(single)>{reinterpret_cast<const uint32_t*>(smem + sl.multi),
-                                                                 single};
+    const auto single = make_table<TK == TableKind::multi_canon ? TableKind::flat_canon : TableKind::flat_lut>(p, smem, sl);
+    return MultiTables<VariantSpec::kFlatBits, decltype(single), TK == TableKind::multi_lut_n>{
+        reinterpret_cast<const uint32_t*>(smem + sl.multi), single};
   } else {
     return CanonTables{reinterpret_cast<const CanonicalTable*>(smem + sl.canon)};
   }
@@ -517,6 +522,9 @@ template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Unchecked
 DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, uint64_t b,
                            const Pre& pre = {}) {
   constexpr bool kStaged = S == Staging::cp_async;
+  static_assert(TK != TableKind::multi_lut_n ||
+                    (P != Partition::thread_pos && exps_in_smem(S) && !keeps_symbols(S)),
+                "the counted loop: exponent stagings whose pass 2 knows the thread's count");
   const unsigned t = simt::tid_x();
   const auto table = make_table<TK>(p, smem, sl);
   BlockCtx<decltype(table)> c{&p, table, b, 0, 0, kStaged ? smem + sl.input : p.stream + b * (TPB * BPT),
@@ -617,13 +625,16 @@ DF11_HD auto block_thread_chunk(const LaunchParams& p, uint64_t b, unsigned tpb,
 // A lane's decode: the codes of its chunk, element first on, into the warp's buffer `exps`
 // (cap bytes, byte 0 = element base). Stores go unchecked where no code of the chunk can pass
 // the buffer's end (a chunk holds at most BPT * 8 codes), as in pass2.
+// count: the lane's stored code count (the counted loop decodes that many, at most room).
 template <int BPT, class Table, class Chunk>
 DF11_HD void warp_lane_decode(const Table& table, const Chunk& chunk, uint8_t* exps, unsigned cap, uint64_t base,
-                              uint64_t first) {
+                              uint64_t first, unsigned count) {
   const unsigned rel = static_cast<unsigned>(first - base);
   const unsigned room = rel < cap ? cap - rel : 0u;
   uint8_t* at = exps + (room ? rel : 0u);
-  if (room >= BPT * 8) {
+  if constexpr (is_counted_table<Table>()) {
+    decode_counted<true>(table, chunk, BPT, at, count < room ? count : room);
+  } else if (room >= BPT * 8) {
     decode_chunk<true>(table, chunk, [at](unsigned k, unsigned e) { at[k] = static_cast<uint8_t>(e); });
   } else {
     decode_chunk<true>(table, chunk, [at, room](unsigned k, unsigned e) {
@@ -703,7 +714,7 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
     if constexpr (S == Staging::exp_smem_reg) hint_sign_mantissa(p, first, end, lane, 32);
     if (b * TPB + tb < p.n_chunks) {
       warp_lane_decode<BPT>(table, block_thread_chunk<BPT>(p, b, TPB, tb, regs), exps, sl.exps_stride, base,
-                            first + incl - lc.count);
+                            first + incl - lc.count, lc.count);
     }
     simt::sync_warp();  // the warp's exponents are complete
     copy_out_exps<S>(p, exps, base, p.sign_mantissa, 0, first > p.lo ? first : p.lo, end < p.hi ? end : p.hi, lane,

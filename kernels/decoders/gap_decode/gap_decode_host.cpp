@@ -69,15 +69,17 @@ void emulate_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, u
     if constexpr (S == Staging::exp_smem_reg) {
       for (unsigned l = 0; l < 32; ++l) hint_sign_mantissa(p, first, end, l, 32);
     }
-    uint64_t at = first;
-    for (unsigned l = 0; l < 32; ++l) {
+    // Lanes last to first (as pass 2 in emulate): a lane storing past its codes overwrites the next's.
+    uint64_t at = end;
+    for (unsigned l = 32; l-- > 0;) {
+      at -= lc[l].count;
       const unsigned tb = w * 32 + l;
       // Every lane loads its registers, as in the kernel (unconditional loads).
       const auto regs = chunk_regs<S, BPT>(p, b, tpb, tb);
       if (b * tpb + tb < p.n_chunks) {
-        warp_lane_decode<BPT>(table, block_thread_chunk<BPT>(p, b, tpb, tb, regs), exps, sl.exps_stride, base, at);
+        warp_lane_decode<BPT>(table, block_thread_chunk<BPT>(p, b, tpb, tb, regs), exps, sl.exps_stride, base, at,
+                              lc[l].count);
       }
-      at += lc[l].count;
     }
     const uint8_t* later = exps + sl.exps_stride;
     const uint8_t* region_end = smem + sl.exps + static_cast<std::size_t>(tpb / 32) * sl.exps_stride;
@@ -145,12 +147,16 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
         if constexpr (chunk_in_registers(S)) {
           for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
         }
-        // The kernel's block or warp scan: an exclusive prefix sum of the counts.
+        // The kernel's block or warp scan: an exclusive prefix sum of the counts. Pass 2 runs the
+        // threads last to first, so that a thread storing past its own codes overwrites what the
+        // next one stored already, and the result shows it (on a GPU they race).
+        std::vector<uint64_t> first(tpb);
         uint64_t run = 0;
         for (unsigned t = 0; t < tpb; ++t) {
-          pass2<S, !kStaged>(c, t, c.block_first + run, counts[t], regs[t]);
+          first[t] = c.block_first + run;
           run += counts[t];
         }
+        for (unsigned t = tpb; t-- > 0;) pass2<S, !kStaged>(c, t, first[t], counts[t], regs[t]);
       }
       for (unsigned t = 0; t < tpb; ++t) copy_out<S>(c, t);
     }
