@@ -11,8 +11,10 @@
 #include "codec/bf16.hpp"
 #include "codec/cpu_decoder.hpp"
 #include "codec/encoder.hpp"
+#include "codec/tables.hpp"
 #include "datasets/synthetic.hpp"
 #include "decoder.hpp"
+#include "common/host_image.hpp"
 #include "gap_decode/gap_decode.cuh"
 #include "helpers.hpp"
 
@@ -179,6 +181,48 @@ TEST_CASE("a variant refuses units of another layout and malformed units", "[dec
   // Ranges outside the unit.
   std::vector<uint16_t> small(10);
   REQUIRE_THROWS_AS(lut->decode_host(df11, small, 4995, 5005), Error);
+}
+
+TEST_CASE("the fixed-output partition's upload finds every thread's start bit, and refuses a stream its gaps "
+          "disagree with", "[decoders]") {
+  const uint64_t n = 70001;  // several DF11 blocks (~12 K codes each), a last thread of 17 codes
+  const Unit u = unit_of(random_weights(n, 11), "w");
+  const EncodedUnit enc = encode(u.view(), Layout::df11());
+  REQUIRE(enc.n_blocks() >= 4);
+  const dec::Decoder* fix = registry().find("multi12n.gap5-fix64.exp-smem-v16.t256.b8.persist");
+  REQUIRE(fix != nullptr);
+  const dec::VariantSpec spec{dec::TableKind::multi_lut_n, dec::Partition::fixed_out, dec::Staging::exp_smem, 256, 8,
+                              false, dec::Schedule::persist};
+  REQUIRE(spec.name() == fix->name());
+  const dec::HostImage img = dec::prepare_image(spec, enc);
+  const std::vector<uint16_t> words = flatten(u);
+  const uint64_t threads = (n + 63) / 64;
+  REQUIRE(img.positions.size() == (threads + 31) / 32);
+  REQUIRE(img.lane_off.size() == img.positions.size() * 32);
+  // Thread g starts where the codes of elements 0 .. 64g - 1 end: their lengths summed.
+  const auto lengths = df11_length_row(enc.luts);
+  uint64_t bit = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    if (i % 64 == 0) {
+      const uint64_t g = i / 64;
+      INFO("thread " << g);
+      REQUIRE(img.positions[g / 32] + img.lane_off[g] == bit);
+    }
+    bit += lengths[exponent_of(words[i])];
+  }
+  REQUIRE(bit <= enc.encoded_exponent.size() * 8);
+  std::vector<uint16_t> out(n);
+  fix->decode_host(enc, out);
+  REQUIRE(out == words);
+  // Block 1's first gap one bit off: block 0's codes no longer end where block 1's begin.
+  EncodedUnit bad = enc;
+  const uint64_t c = static_cast<uint64_t>(enc.layout.threads_per_block);  // block 1's first chunk
+  const unsigned gap = enc.gap(c), moved = gap + 1 < 32 ? gap + 1 : gap - 1;
+  const uint64_t gbit = c * 5;
+  REQUIRE(gbit % 8 == 0);  // its 5 bits lead a byte
+  bad.gaps[gbit / 8] = static_cast<uint8_t>((bad.gaps[gbit / 8] & 0x07) | (moved << 3));
+  REQUIRE(bad.gap(c) == moved);
+  REQUIRE_THROWS_WITH(fix->decode_host(bad, out), Catch::Contains("unit w: block 0") && Catch::Contains("disagree"));
 }
 
 TEST_CASE("launches refuse arrays that a staging's vector loads cannot read", "[decoders]") {

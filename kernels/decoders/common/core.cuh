@@ -344,6 +344,21 @@ DF11_HD BoundedBitReader<ReadOnly> counted_reader(const ChunkSpan& s, unsigned b
   br.skip(s.gap);
   return br;
 }
+// A thread's codes at an absolute bit of the whole stream (the fixed-output partition): `last`,
+// the byte offset of the last word the reader may load (the upload's padding), bounds every load,
+// the first two included.
+struct StreamAt {
+  const uint8_t* stream;
+  uint32_t start_bit;
+  unsigned last;
+};
+template <bool ReadOnly>
+DF11_HD BoundedBitReader<ReadOnly> counted_reader(const StreamAt& s, unsigned) {
+  const unsigned w = (s.start_bit >> 5) * 4 < s.last ? (s.start_bit >> 5) * 4 : s.last;
+  const unsigned w1 = w + 4 < s.last ? w + 4 : s.last;
+  return BoundedBitReader<ReadOnly>{load_be32<ReadOnly>(s.stream + w), load_be32<ReadOnly>(s.stream + w1),
+                                    s.start_bit & 31u, s.stream, w1 + 4, s.last};
+}
 // Register chunks: the register reader never reads past its words.
 template <bool ReadOnly, int BPT>
 DF11_HD auto counted_reader(const RegChunk<BPT>& s, unsigned) {
@@ -438,6 +453,7 @@ struct LaunchParams {
   uint32_t block_count;         // persistent kernels: DF11 blocks of the launch, from block_begin
   uint32_t max_block_elements;  // largest element count of one block (sizes shared memory)
   int gap_bits;
+  const uint16_t* lane_off;  // fixed_out: each thread's start bit from its warp's (positions), or null
   uint32_t* work;  // dyn schedule: the launch's counter of DF11 blocks (wcnt: units) taken past
                    // the first two per CUDA block (warp); 0 at the start, left at 0; else null
 };

@@ -23,7 +23,8 @@ class GapDeviceImage final : public DeviceImage {
         counts_(cuda::DeviceBuffer<uint8_t>::from(host.counts, stream)),
         luts_(cuda::DeviceBuffer<uint8_t>::from(host.luts, stream)),
         flat_(cuda::DeviceBuffer<uint16_t>::from(host.flat_root, stream)),
-        multi_(cuda::DeviceBuffer<uint32_t>::from(host.multi_root, stream)) {
+        multi_(cuda::DeviceBuffer<uint32_t>::from(host.multi_root, stream)),
+        lane_off_(cuda::DeviceBuffer<uint16_t>::from(host.lane_off, stream)) {
     if (host.has_canon) canon_ = cuda::DeviceBuffer<CanonicalTable>::from({host.canon}, stream);
     // Made here, not at the first launch: a launch may be inside a graph capture, where
     // cudaMalloc is not allowed.
@@ -37,11 +38,12 @@ class GapDeviceImage final : public DeviceImage {
     host.sign_mantissa = {};
     host.gaps = {};
     host.counts = {};
+    host.lane_off = {};
     host_ = std::move(host);
   }
   [[nodiscard]] uint64_t device_bytes() const override {
     return stream_buf_.bytes() + sm_.bytes() + positions_.bytes() + gaps_.bytes() + counts_.bytes() + luts_.bytes() +
-           flat_.bytes() + multi_.bytes() + canon_.bytes() + work_.bytes();
+           flat_.bytes() + multi_.bytes() + canon_.bytes() + work_.bytes() + lane_off_.bytes();
   }
   [[nodiscard]] uint64_t n_elements() const override { return host_.n_elements; }
 
@@ -56,6 +58,7 @@ class GapDeviceImage final : public DeviceImage {
     a.flat_root = flat_.get();
     a.multi_root = multi_.get();
     a.canon = canon_.get();
+    a.lane_off = lane_off_.get();
     return launch_params(host_, a, out, lo, hi);
   }
   [[nodiscard]] const HostImage& host() const { return host_; }
@@ -77,6 +80,7 @@ class GapDeviceImage final : public DeviceImage {
   cuda::DeviceBuffer<uint8_t> gaps_, counts_, luts_;
   cuda::DeviceBuffer<uint16_t> flat_;
   cuda::DeviceBuffer<uint32_t> multi_;
+  cuda::DeviceBuffer<uint16_t> lane_off_;  // fixed_out
   cuda::DeviceBuffer<CanonicalTable> canon_;
   cuda::DeviceBuffer<uint32_t> work_;  // dyn launches' counters (dyn variants only)
   mutable std::atomic<unsigned> next_work_{0};

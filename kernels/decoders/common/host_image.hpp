@@ -16,7 +16,8 @@ struct HostImage {
   std::vector<uint8_t> stream;  // encoded_exponent + zero padding (look-ahead never leaves it)
   uint64_t n_bytes = 0;
   std::vector<uint8_t> sign_mantissa;
-  std::vector<uint32_t> positions;
+  std::vector<uint32_t> positions;  // fixed_out: the first code's bit of each warp of threads
+  std::vector<uint16_t> lane_off;   // fixed_out: each thread's first code's bit from its warp's
   std::vector<uint8_t> gaps;  // + one zero byte
   std::vector<uint8_t> counts;  // thread_counts (count partition), else empty
   std::vector<uint8_t> luts;  // DF11 chained luts (lut*, flat_lut)

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "codec/common.hpp"
 #include "codec/cpu_decoder.hpp"
 #include "codec/tables.hpp"
 #include "common/host_image.hpp"
@@ -34,6 +35,7 @@ const char* partition_name(Partition p) {
     case Partition::thread_pos: return "tpos";
     case Partition::thread_count: return "cnt";
     case Partition::warp_count: return "wcnt";
+    case Partition::fixed_out: return "fix64";
   }
   return "?";
 }
@@ -55,9 +57,84 @@ const char* staging_name(Staging s) {
 // Shared memory a block may use on the GPUs this project targets (A100: 163 KB opt-in).
 constexpr unsigned kMaxSmem = 160 * 1024;
 
+// The fixed-output index of a DF11-layout unit (Partition::fixed_out): the bit where code
+// g * kFixedCodes starts, for every thread g, as a uint32 per warp of 32 threads (img.positions)
+// and a uint16 per thread from its warp's (img.lane_off). One walk over the codes, DF11 block by
+// block on all cores: a block's codes start at its first chunk's gap, and its last code must end
+// where the next block's first code starts (the end of the stream for the last one), else the
+// stream and its gaps and positions disagree: an error naming the unit and block, before any
+// launch. Needs the flat root and the luts in img.
+void derive_fixed_index(const EncodedUnit& unit, HostImage& img) {
+  constexpr uint64_t N = VariantSpec::kFixedCodes;
+  const uint64_t n = unit.n_elements;
+  const uint64_t threads = (n + N - 1) / N, warps = (threads + 31) / 32;
+  const uint64_t total_bits = static_cast<uint64_t>(unit.encoded_exponent.size()) * 8;
+  if (img.stream.size() > (uint64_t{1} << 29)) {
+    throw Error(fmt::format("unit {}: {} bytes of encoded exponents; the fix64 partition's 32-bit bit offsets hold "
+                            "at most 512 MiB",
+                            unit.name, unit.encoded_exponent.size()));
+  }
+  std::vector<uint32_t> start(threads, 0);
+  const uint64_t n_blocks = unit.n_blocks();
+  const uint64_t tpb = static_cast<uint64_t>(unit.layout.threads_per_block);
+  const uint64_t block_bits = unit.layout.block_bytes() * 8;
+  const FlatTables<VariantSpec::kFlatBits, LutTables<false>> table{img.flat_root.data(),
+                                                                  {img.luts.data(), img.n_rows}};
+  auto first_bit = [&](uint64_t b) { return b * block_bits + unit.gap(b * tpb); };
+  parallel_for(n_blocks, 0, [&](std::size_t b) {
+    uint64_t i = unit.position(b);
+    const uint64_t end = unit.position(b + 1);
+    if (i == end) return;
+    uint64_t bit = first_bit(b);
+    BitReader<false> br;
+    br.init(img.stream.data() + (bit >> 5) * 4);
+    br.skip(static_cast<unsigned>(bit & 31));
+    for (; i < end; ++i) {
+      if (bit > total_bits) break;
+      if (i % N == 0) start[i / N] = static_cast<uint32_t>(bit);
+      unsigned sym, len;
+      table.lookup(br.peek(), sym, len);
+      if (len == 0 || len > 32) {
+        throw Error(fmt::format("unit {}: block {}: element {} decodes to a code of length {}", unit.name, b, i, len));
+      }
+      br.skip(len);
+      bit += len;
+    }
+    const uint64_t want = b + 1 < n_blocks ? first_bit(b + 1) : total_bits;
+    if (b + 1 < n_blocks ? bit != want : bit > want) {
+      throw Error(fmt::format("unit {}: block {}: its {} codes end at bit {}, where {} (the stream, its gaps and "
+                              "output_positions disagree)",
+                              unit.name, b, end - unit.position(b), bit,
+                              b + 1 < n_blocks ? fmt::format("the next block's first code starts at {}", want)
+                                               : fmt::format("the stream ends at {}", want)));
+    }
+  });
+  img.positions.assign(warps, 0);
+  img.lane_off.assign(warps * 32, 0);
+  for (uint64_t w = 0; w < warps; ++w) {
+    img.positions[w] = start[32 * w];
+    for (uint64_t g = 32 * w; g < std::min(32 * w + 32, threads); ++g) {
+      const uint64_t off = start[g] - start[32 * w];
+      // 31 threads of 64 codes of at most 32 bits: 63488 < 65536 for any valid stream.
+      if (start[g] < start[32 * w] || off > 0xFFFF) {
+        throw Error(fmt::format("unit {}: thread {} starts {} bits past its warp's first", unit.name, g, off));
+      }
+      img.lane_off[g] = static_cast<uint16_t>(off);
+    }
+  }
+  img.gaps = {};
+  img.counts = {};
+  img.n_chunks = threads;
+  img.n_blocks = warps;  // a launch's units: warps of 32 threads
+  img.max_block_elements = static_cast<uint32_t>(32 * N);
+  img.max_warp_elements = static_cast<uint32_t>(32 * N);
+}
+
 }  // namespace
 
 Layout VariantSpec::layout() const {
+  // The fixed-output partition reads DF11's stream and tables as they are (its index is derived).
+  if (partition == Partition::fixed_out) return Layout::df11();
   const PositionScheme positions = partition == Partition::thread_pos     ? PositionScheme::thread
                                    : partition == Partition::thread_count || partition == Partition::warp_count
                                        ? PositionScheme::count
@@ -108,6 +185,10 @@ Traits VariantSpec::traits() const {
     case Partition::warp_count:
       t.partition = "gaps + block positions + a code count byte per thread; each warp sums the counts before it and "
                     "decodes and copies out its own range: no block scan, no block barrier, one pass";
+      break;
+    case Partition::fixed_out:
+      t.partition = "64 codes per thread from a start bit found on upload (uint32 per warp + uint16 per thread); "
+                    "implicit positions, no scan, no block barrier, every lane the same number of codes";
       break;
   }
   switch (staging) {
@@ -208,6 +289,7 @@ HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
     if (spec.has_flat_root()) img.flat_root = flat_root_from_df11_luts(unit.luts, VariantSpec::kFlatBits);
   }
   if (spec.has_multi_root()) img.multi_root = multi_root_from_flat(img.flat_root, VariantSpec::kFlatBits);
+  if (spec.partition == Partition::fixed_out) derive_fixed_index(unit, img);
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, 0, img.max_warp_elements);
   if (sl.total > kMaxSmem) {
     throw Error(fmt::format("unit {}: {} needs {} bytes of shared memory per block (a block holds {} elements); "
@@ -234,6 +316,10 @@ LaunchParams launch_params(const HostImage& img, const LaunchParams& arrays, uin
 
 std::pair<uint64_t, uint64_t> block_range(const VariantSpec& spec, const HostImage& img, uint64_t lo, uint64_t hi) {
   if (lo >= hi || img.n_blocks == 0) return {0, 0};
+  if (spec.partition == Partition::fixed_out) {  // units of 32 threads' codes, implicit positions
+    constexpr uint64_t kUnit = 32 * static_cast<uint64_t>(VariantSpec::kFixedCodes);
+    return {lo / kUnit, std::min((hi + kUnit - 1) / kUnit, img.n_blocks)};
+  }
   const uint64_t tpb = static_cast<uint64_t>(spec.threads_per_block);
   auto first_of = [&](uint64_t b) -> uint64_t {
     if (b >= img.n_blocks) return img.n_elements;
@@ -270,6 +356,7 @@ LaunchParams host_launch_params(const HostImage& img, uint16_t* out, uint64_t lo
   a.flat_root = img.flat_root.empty() ? nullptr : img.flat_root.data();
   a.multi_root = img.multi_root.empty() ? nullptr : img.multi_root.data();
   a.canon = img.has_canon ? &img.canon : nullptr;
+  a.lane_off = img.lane_off.empty() ? nullptr : img.lane_off.data();
   return launch_params(img, a, out, lo, hi);
 }
 

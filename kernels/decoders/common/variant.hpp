@@ -38,6 +38,14 @@ enum class Partition : uint8_t {
   // own shared-memory buffer and copies its own element range out, so the warps of a block run
   // apart (persistent: each warp loops over (block, warp) units on its own).
   warp_count,
+  // Fixed output per thread (ours, derived on upload from DF11's layout): thread g decodes codes
+  // [g * kFixedCodes, (g + 1) * kFixedCodes), starting at a bit the upload finds by walking the
+  // stream once (a uint32 per warp of threads, a uint16 per thread: 0.27 bits per weight). Every
+  // thread's elements are implicit, so no gaps, counts, scan or block barrier are read or run; every
+  // lane of a warp decodes the same number of codes (the count partitions' lanes differ by their
+  // chunks' code counts, and a warp waits for its slowest lane); each warp decodes into its own
+  // shared-memory rows and copies its own 32 * kFixedCodes elements out.
+  fixed_out,
 };
 
 enum class Staging : uint8_t {
@@ -75,6 +83,11 @@ struct VariantSpec {
   Schedule schedule = Schedule::grid;
 
   static constexpr int kFlatBits = 12;
+  // fixed_out: codes per thread, and the bytes of shared memory each lane's exponents take (the
+  // codes, padded so that lanes 72 bytes apart start in different banks: 18 words apart, only
+  // lanes 16 apart share one; and 8-aligned for the copy-out's 8-byte loads).
+  static constexpr int kFixedCodes = 64;
+  static constexpr unsigned kFixedStride = 72;
 
   [[nodiscard]] std::string name() const;
   [[nodiscard]] Traits traits() const;

@@ -81,7 +81,11 @@ DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_bl
   if (keeps_symbols(s.staging)) take(tpb * bpt * 8, l.slots, l.slot_bytes);
   // Exponents in block order, stored from the 8-aligned element below the block's first (see
   // exp_base), so that 8 of them at an 8-aligned element index are one aligned 8-byte word.
-  if (exps_in_smem(s.staging) && s.partition == Partition::warp_count) {
+  if (s.partition == Partition::fixed_out) {
+    // Each warp's rows: kFixedStride bytes per lane (the lane's kFixedCodes exponents, padded).
+    l.exps_stride = 32 * VariantSpec::kFixedStride;
+    take(tpb / 32 * l.exps_stride, l.exps, l.exps_bytes);
+  } else if (exps_in_smem(s.staging) && s.partition == Partition::warp_count) {
     // One buffer per warp, from the 8-aligned element below the warp's first (see warp_base);
     // without the warps' largest count, the block's (a warp never holds more).
     l.exps_stride = align_up((max_warp_elements != 0 ? max_warp_elements : max_block_elements) + 8);
@@ -737,6 +741,125 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
   }
 }
 
+// ---- The fixed-output partition: 64 codes per thread, positions implicit. ----
+// Unit u (a warp's work): threads 32u..32u+31, elements [u * kUnit, (u + 1) * kUnit) of the unit.
+// Lane l decodes its kFixedCodes codes from the bit positions[u] + lane_off[32u + l] into its row
+// of the warp's shared memory (l * kFixedStride), with the counted loop; then the warp copies the
+// unit's elements within [lo, hi) out: 8 at a time (group G of the unit: row G / 8, byte 8 * (G %
+// 8); a group never straddles two rows), merged with their sign/mantissa bytes into one 16-byte
+// store, or one by one where the output range or pointer does not allow aligned stores.
+inline constexpr uint64_t kFixedUnit = 32 * static_cast<uint64_t>(VariantSpec::kFixedCodes);
+
+DF11_HD unsigned fixed_exp_at(uint64_t rel) {  // byte of element rel (of its unit) in the warp's rows
+  constexpr unsigned kN = VariantSpec::kFixedCodes;
+  return static_cast<unsigned>(rel / kN) * VariantSpec::kFixedStride + static_cast<unsigned>(rel % kN);
+}
+
+DF11_HD void copy_out_fixed(const LaunchParams& p, const uint8_t* rows, uint64_t unit_first, uint64_t from,
+                            uint64_t to, unsigned lane) {
+  uint64_t a = to, z = to;  // the vector range [a, z)
+  const bool aligned = (p.lo & 7) == 0 && (reinterpret_cast<uintptr_t>(p.out) & 15) == 0 &&
+                       (reinterpret_cast<uintptr_t>(p.sign_mantissa) & 7) == 0;
+  if (aligned) {
+    a = (from + 7) & ~uint64_t{7};
+    z = to & ~uint64_t{7};
+    if (a > z) a = z = to;
+  }
+  for (uint64_t j = from + lane; j < a; j += 32) {
+    p.out[j - p.lo] = merge_bf16(rows[fixed_exp_at(j - unit_first)], p.sign_mantissa[j]);
+  }
+  // A step of 32 groups (256 elements) is 256 / kFixedCodes rows further, at the same byte of its row.
+  static_assert(256 % VariantSpec::kFixedCodes == 0 && kFixedUnit % (8 * 32 * 4) == 0,
+                "a step of the vector loop is whole rows; a unit is whole steps of four groups a lane");
+  constexpr unsigned kStep = 256 / VariantSpec::kFixedCodes * VariantSpec::kFixedStride;
+  unsigned e_at = fixed_exp_at(a + 8ull * lane - unit_first);
+  if (a == unit_first && z == unit_first + kFixedUnit) {
+    // A whole unit (the common case): 8 groups a lane, at constant offsets from one address each,
+    // the sign/mantissa loads four at a time ahead of their use (a loop with a bound test between
+    // groups waits on each load in turn).
+    constexpr unsigned kGroups = kFixedUnit / (8 * 32);
+    const uint8_t* sm = p.sign_mantissa + a + 8ull * lane;
+    uint16_t* o = p.out + (a + 8ull * lane - p.lo);
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (unsigned h = 0; h < kGroups; h += 4) {
+      uint64_t smv[4];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+      for (unsigned k = 0; k < 4; ++k) smv[k] = load8(sm + 256 * (h + k));
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+      for (unsigned k = 0; k < 4; ++k) {
+        const Words8 w = merge8(load8(rows + e_at + (h + k) * kStep), smv[k]);
+        uint64_t* q = reinterpret_cast<uint64_t*>(o + 256 * (h + k));
+#if defined(__CUDA_ARCH__)
+        *reinterpret_cast<ulonglong2*>(q) = make_ulonglong2(w.lo, w.hi);
+#else
+        q[0] = w.lo;
+        q[1] = w.hi;
+#endif
+      }
+    }
+    return;
+  }
+  for (uint64_t g = a + 8ull * lane; g < z; g += 8ull * 32, e_at += kStep) {
+    const Words8 w = merge8(load8(rows + e_at), load8(p.sign_mantissa + g));
+    uint64_t* o = reinterpret_cast<uint64_t*>(p.out + (g - p.lo));
+#if defined(__CUDA_ARCH__)
+    *reinterpret_cast<ulonglong2*>(o) = make_ulonglong2(w.lo, w.hi);
+#else
+    o[0] = w.lo;
+    o[1] = w.hi;
+#endif
+  }
+  for (uint64_t j = z + lane; j < to; j += 32) {
+    p.out[j - p.lo] = merge_bf16(rows[fixed_exp_at(j - unit_first)], p.sign_mantissa[j]);
+  }
+}
+
+// Lane `lane` of unit u: its codes into its row (rows: the warp's).
+template <class Table>
+DF11_HD void fixed_lane_decode(const LaunchParams& p, const Table& table, uint8_t* rows, uint64_t u, unsigned lane) {
+  constexpr uint64_t kN = VariantSpec::kFixedCodes;
+  const uint64_t g = 32 * u + lane, first = g * kN;
+  if (first >= p.n_elements) return;
+  const unsigned cnt = static_cast<unsigned>(p.n_elements - first < kN ? p.n_elements - first : kN);
+  // The padded stream's last whole word: prepare_image pads it by 32 bytes and more.
+  const unsigned last = static_cast<unsigned>(((p.n_bytes + 3) / 4) * 4 + 24);
+  const StreamAt at{p.stream, p.positions[u] + p.lane_off[g], last};
+  decode_counted<true>(table, at, 0u, rows + lane * VariantSpec::kFixedStride, cnt);
+}
+
+// The kernel body (grid or persistent alike): the tables once per CUDA block, then each warp on
+// its own over the units block_begin + warp_id, + warps in the grid, ... (__syncwarp only).
+template <TableKind TK, Staging S, int TPB, int BPT>
+DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
+  static_assert(TK == TableKind::multi_lut_n && S == Staging::exp_smem,
+                "the fixed-output partition: the counted loop, exponents in shared memory");
+  static_assert(TPB % 32 == 0, "whole warps");
+  constexpr VariantSpec spec{TK, Partition::fixed_out, S, TPB, BPT};
+  constexpr unsigned kWarps = TPB / 32;
+  const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
+  load_tables(spec, p, smem, sl, t, TPB);
+  simt::sync_block();  // the only block barrier
+  const auto table = make_table<TK>(p, smem, sl);
+  uint8_t* rows = smem + sl.exps + warp * sl.exps_stride;
+  const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
+  const uint64_t stride = static_cast<uint64_t>(simt::gdim_x()) * kWarps;
+  for (uint64_t u = p.block_begin + static_cast<uint64_t>(simt::bid_x()) * kWarps + warp; u < end; u += stride) {
+    fixed_lane_decode(p, table, rows, u, lane);
+    simt::sync_warp();  // the warp's exponents are complete
+    const uint64_t first = u * kFixedUnit;
+    const uint64_t last = first + kFixedUnit < p.n_elements ? first + kFixedUnit : p.n_elements;
+    const uint64_t from = first > p.lo ? first : p.lo, to = last < p.hi ? last : p.hi;
+    if (from < to) copy_out_fixed(p, rows, first, from, to, lane);
+    simt::sync_warp();  // the rows are the next unit's
+  }
+}
+
 // After decode_phases, but for direct stores: the block's barrier (exp-smem-pf: once this
 // thread's copies have landed; the barrier makes everyone's visible) and the coalesced copy-out.
 template <Staging S, class Ctx>
@@ -753,6 +876,8 @@ template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
 DF11_HD void gap_decode_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   if constexpr (P == Partition::warp_count) {
     gap_decode_warps<TK, S, TPB, BPT>(p, sl, smem);
+  } else if constexpr (P == Partition::fixed_out) {
+    gap_decode_fixed<TK, S, TPB, BPT>(p, sl, smem);
   } else {
     barrier_and_copy_out<S>(gap_decode_phases<TK, P, S, TPB, BPT>(p, sl, smem), simt::tid_x());
   }
@@ -808,6 +933,9 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
   static_assert(!Dyn || S != Staging::exp_smem_pf, "the dyn schedule keeps its words where exp-smem-pf stages");
   if constexpr (P == Partition::warp_count) {
     gap_decode_warps<TK, S, TPB, BPT, Dyn>(p, sl, smem);  // its units loop already
+  } else if constexpr (P == Partition::fixed_out) {
+    static_assert(!Dyn, "the fixed-output partition has no dyn schedule");
+    gap_decode_fixed<TK, S, TPB, BPT>(p, sl, smem);  // so does this one's
   } else if constexpr (Dyn) {
     constexpr VariantSpec spec{TK, P, S, TPB, BPT};
     const unsigned t = simt::tid_x();

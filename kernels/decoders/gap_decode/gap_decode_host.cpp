@@ -91,6 +91,47 @@ void emulate_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, u
   }
 }
 
+// The fixed-output partition, unit by unit (a warp's 32 threads): the rows poisoned, every lane's
+// decode last lane first (a lane storing past its row's codes would overwrite the next row's,
+// already written, or the padding, which must keep the poison), then every lane's part of the
+// copy-out. The rows of the block's other warps must keep the poison too.
+template <TableKind TK, Staging S, int BPT>
+void emulate_fixed(const VariantSpec& spec, const HostImage& img, const LaunchParams& p, const SmemLayout& sl,
+                   uint8_t* smem, std::size_t smem_size, uint64_t u0, uint64_t u1) {
+  const std::string who = spec.name() + " (host emulation)";
+  constexpr uint8_t kPoison = 0xCD;
+  std::fill(smem, smem + smem_size, kPoison);
+  const unsigned tpb = static_cast<unsigned>(spec.threads_per_block);
+  for (unsigned t = 0; t < tpb; ++t) load_tables(spec, p, smem, sl, t, tpb);
+  const auto table = make_table<TK>(p, smem, sl);
+  const ByteRanges outside = smem_outside_regions(sl, smem_size);
+  uint8_t* rows = smem + sl.exps;
+  constexpr unsigned kN = VariantSpec::kFixedCodes;
+  for (uint64_t u = u0; u < u1; ++u) {
+    std::fill(rows, rows + sl.exps_bytes, kPoison);
+    for (unsigned l = 32; l-- > 0;) fixed_lane_decode(p, table, rows, u, l);
+    for (unsigned l = 0; l < 32; ++l) {
+      const uint8_t* pad = rows + l * VariantSpec::kFixedStride + kN;
+      const uint8_t* row_end = rows + (l + 1) * VariantSpec::kFixedStride;
+      if (std::find_if(pad, row_end, [](uint8_t v) { return v != kPoison; }) != row_end) {
+        throw Error(fmt::format("{}: lane {} of unit {} wrote past its {} codes", who, l, u, kN));
+      }
+    }
+    const uint8_t* others = rows + sl.exps_stride;
+    const uint8_t* rows_end = rows + sl.exps_bytes;
+    if (std::find_if(others, rows_end, [](uint8_t v) { return v != kPoison; }) != rows_end) {
+      throw Error(fmt::format("{}: unit {} wrote past its warp's rows", who, u));
+    }
+    const uint64_t first = u * kFixedUnit;
+    const uint64_t last = std::min(first + kFixedUnit, img.n_elements);
+    const uint64_t from = std::max(first, p.lo), to = std::min(last, p.hi);
+    if (from < to) {
+      for (unsigned l = 0; l < 32; ++l) copy_out_fixed(p, rows, first, from, to, l);
+    }
+    check_smem_guards(who, smem, outside, u);
+  }
+}
+
 // Persist: a persistent kernel's CUDA block keeps its tables from one DF11 block to the next, and
 // whatever else the previous block left in shared memory; the emulation loads the tables once
 // and poisons the rest before every block, so a read of a stale value shows up.
@@ -103,6 +144,11 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
   const unsigned bpt = static_cast<unsigned>(spec.bytes_per_thread);
   constexpr bool kStaged = S == Staging::cp_async;
   std::vector<uint8_t> smem(std::max(sl.total, 16u));
+  if constexpr (P == Partition::fixed_out) {
+    const auto [u0, u1] = block_range(spec, img, lo, hi);
+    emulate_fixed<TK, S, BPT>(spec, img, p, sl, smem.data(), smem.size(), u0, u1);
+    return;
+  }
   const ByteRanges outside = smem_outside_regions(sl, smem.size());
   std::vector<unsigned> counts(tpb);
   // chunk_in_registers stagings: every thread's chunk, loaded as its block starts.
