@@ -3,7 +3,8 @@
 // per iteration of its kernel's loops on sm_90 (from <build>/kernel_sass.json, which
 // scripts/kernel_sass.py writes); with --occupancy, the shared memory of a block on a synthetic
 // Nemo layer and the blocks per SM that it, the threads and the registers allow on sm_80 and
-// sm_90 (CUDA's occupancy rules, no GPU needed).
+// sm_90 (CUDA's occupancy rules, no GPU needed); with --lanes, each decode loop's iterations per
+// code and the share of a warp's lanes busy in it, from the host emulation on such a layer.
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -142,17 +143,57 @@ std::map<std::string, unsigned> smem_on_nemo(const dec::Registry& reg, double fr
   return out;
 }
 
+// Every variant's decode loop, emulated on a synthetic Nemo layer 1 (a fraction of its rows), one
+// encoding per layout: per pass, loop iterations per code (every lane's, and 32 x each warp's
+// slowest lane's: the lane slots a GPU warp spends) and the share of those slots busy.
+std::map<std::string, nlohmann::json> lanes_on_nemo(const dec::Registry& reg, double fraction, std::string& unit_name) {
+  const Unit u = synth::make_nemo_layer(1, 0, fraction);
+  unit_name = fmt::format("synthetic Nemo layer 1, {:g} of its rows ({} weights)", fraction, u.n_elements());
+  const double n = static_cast<double>(u.n_elements());
+  std::map<std::string, nlohmann::json> out;
+  std::vector<uint16_t> decoded(u.n_elements());
+  for (const Layout& l : reg.layouts()) {
+    const EncodedUnit enc = encode(u.view(), l);
+    for (const auto& d : reg.all()) {
+      const auto* v = dynamic_cast<const dec::VariantDecoder*>(d.get());
+      if (!v || !(v->layout() == l) || !v->can_implement(enc).ok) continue;
+      dec::LoopStats st;
+      dec::set_loop_stats(&st);
+      try {
+        d->decode_host(enc, decoded);
+      } catch (...) {
+        dec::set_loop_stats(nullptr);
+        throw;
+      }
+      dec::set_loop_stats(nullptr);
+      nlohmann::json j = nlohmann::json::object();
+      for (const auto& [name, ps] : {std::pair{"pass1", st.pass1}, std::pair{"pass2", st.pass2}}) {
+        if (ps.lane_iterations == 0) continue;
+        j[name] = {{"iterations_per_code", static_cast<double>(ps.lane_iterations) / n},
+                   {"lane_slots_per_code", static_cast<double>(ps.warp_iterations) / n},
+                   {"lanes_busy", static_cast<double>(ps.lane_iterations) / static_cast<double>(ps.warp_iterations)}};
+      }
+      out[d->name()] = std::move(j);
+    }
+  }
+  return out;
+}
+
 int run_variants(bool json, const std::string& resources_arg, const std::string& sass_arg, bool with_occupancy,
-                 double fraction) {
+                 double fraction, bool with_lanes) {
   std::filesystem::path res_path, sass_path;
   const nlohmann::json res_doc = read_report(resources_arg, "kernel_resources.json", res_path);
   const nlohmann::json sass_doc = read_report(sass_arg, "kernel_sass.json", sass_path);
   dec::Registry reg;
   dec::register_all(reg);
-  if (with_occupancy && !(fraction > 0 && fraction <= 1)) throw Error(fmt::format("--fraction {} is not in (0, 1]", fraction));
+  if ((with_occupancy || with_lanes) && !(fraction > 0 && fraction <= 1)) {
+    throw Error(fmt::format("--fraction {} is not in (0, 1]", fraction));
+  }
   std::string unit_name;
   const std::map<std::string, unsigned> smem = with_occupancy ? smem_on_nemo(reg, fraction, unit_name)
                                                               : std::map<std::string, unsigned>{};
+  const std::map<std::string, nlohmann::json> lanes = with_lanes ? lanes_on_nemo(reg, fraction, unit_name)
+                                                                 : std::map<std::string, nlohmann::json>{};
   nlohmann::json all = nlohmann::json::array();
   for (const auto& d : reg.all()) {
     const dec::Traits t = d->traits();
@@ -174,6 +215,10 @@ int run_variants(bool json, const std::string& resources_arg, const std::string&
           occ[l.arch] = occupancy(l, static_cast<unsigned>(t.threads_per_block), it->second, regs);
         }
         j["occupancy"] = std::move(occ);
+      }
+      if (const auto it = lanes.find(d->name()); it != lanes.end()) {
+        j["decode_loop"] = it->second;
+        j["decode_loop"]["unit"] = unit_name;
       }
     } else {
       j["resources"] = nlohmann::json::object();  // loaded at run time (official-ptx)
@@ -221,8 +266,20 @@ int run_variants(bool json, const std::string& resources_arg, const std::string&
       }
       fmt::print("    shared memory {} B/block{}\n", o["smem_bytes"].get<unsigned>(), per_arch);
     }
+    if (j.contains("decode_loop")) {
+      std::string passes;
+      for (const char* pass : {"pass1", "pass2"}) {
+        if (!j["decode_loop"].contains(pass)) continue;
+        const auto& q = j["decode_loop"][pass];
+        passes += fmt::format("{}{}: {:.3f} iterations per code, {:.3f} lane slots per code ({:.0f}% of lanes busy)",
+                              passes.empty() ? "" : "; ", std::string(pass) == "pass1" ? "pass 1 (counting)" : "pass 2",
+                              q["iterations_per_code"].get<double>(), q["lane_slots_per_code"].get<double>(),
+                              100 * q["lanes_busy"].get<double>());
+      }
+      fmt::print("    decode loop (host emulation): {}\n", passes.empty() ? "no loop iterations counted" : passes);
+    }
   }
-  if (!unit_name.empty()) fmt::print("(occupancy on {})\n", unit_name);
+  if (!unit_name.empty()) fmt::print("(occupancy and decode loops on {})\n", unit_name);
   if (res_doc.empty()) fmt::print("(no kernel_resources.json: built without CUDA or not built yet)\n");
   if (sass_doc.empty()) fmt::print("(no kernel_sass.json: scripts/kernel_sass.py writes it; ctest kernel_sass runs it)\n");
   return 0;
@@ -236,6 +293,7 @@ void add_variants(CLI::App& app) {
   auto sass = std::make_shared<std::string>();
   auto with_occupancy = std::make_shared<bool>(false);
   auto fraction = std::make_shared<double>(0.05);
+  auto with_lanes = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("variants",
                                  "List the decoder variants: traits, layout, ptxas resources, SASS instructions per loop iteration");
   cmd->add_flag("--json", *json, "Print JSON");
@@ -244,9 +302,13 @@ void add_variants(CLI::App& app) {
   cmd->add_flag("--occupancy", *with_occupancy,
                 "Also each variant's shared memory per block on a synthetic Nemo layer 1 and the blocks per SM it, "
                 "the threads and the registers allow on sm_80 and sm_90 (no GPU needed)");
-  cmd->add_option("--fraction", *fraction, "--occupancy: the fraction of the layer's rows to encode (default 0.05)");
-  cmd->callback([json, resources, sass, with_occupancy, fraction] {
-    exit_code() = run_variants(*json, *resources, *sass, *with_occupancy, *fraction);
+  cmd->add_flag("--lanes", *with_lanes,
+                "Also each variant's decode loop on a synthetic Nemo layer 1, by the host emulation: iterations per "
+                "code, and the lane slots per code a GPU warp spends waiting for its slowest lane (no GPU needed)");
+  cmd->add_option("--fraction", *fraction,
+                  "--occupancy, --lanes: the fraction of the layer's rows to encode (default 0.05)");
+  cmd->callback([json, resources, sass, with_occupancy, fraction, with_lanes] {
+    exit_code() = run_variants(*json, *resources, *sass, *with_occupancy, *fraction, *with_lanes);
   });
 }
 

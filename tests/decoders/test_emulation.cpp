@@ -225,6 +225,51 @@ TEST_CASE("the fixed-output partition's upload finds every thread's start bit, a
   REQUIRE_THROWS_WITH(fix->decode_host(bad, out), Catch::Contains("unit w: block 0") && Catch::Contains("disagree"));
 }
 
+TEST_CASE("loop statistics count every decode-loop iteration, lane by lane and warp by warp", "[decoders]") {
+  const uint64_t n = 60000;
+  const Unit u = unit_of(random_weights(n, 5), "s");
+  const EncodedUnit df11 = encode(u.view(), Layout::df11());
+  std::vector<uint16_t> out(n);
+  auto stats_of = [&](const std::string& name) {
+    const dec::Decoder* d = registry().find(name);
+    REQUIRE(d != nullptr);
+    dec::LoopStats st;
+    dec::set_loop_stats(&st);
+    d->decode_host(df11, out);
+    dec::set_loop_stats(nullptr);
+    REQUIRE(out == flatten(u));
+    return st;
+  };
+  // One code per iteration: both passes of a single-symbol decoder iterate once per element, and
+  // once per code that the last byte's padding bits (at most 7) seem to hold.
+  const dec::LoopStats flat = stats_of("flat12.gap5-warp.exp-smem-v16.t512.b8");
+  CHECK(flat.pass1.lane_iterations >= n);
+  CHECK(flat.pass1.lane_iterations <= n + 7);
+  CHECK(flat.pass2.lane_iterations == flat.pass1.lane_iterations);
+  CHECK(flat.pass2.warp_iterations >= flat.pass2.lane_iterations);
+  CHECK(flat.pass2.warps == df11.n_blocks() * 512 / 32);
+  // The multi root: the same loop in both passes, a third of the iterations; the counted loop
+  // in pass 2 needs fewer (no entry refused at the chunk's end).
+  const dec::LoopStats multi = stats_of("multi12.gap5-warp.exp-smem-v16.t512.b8");
+  CHECK(multi.pass1.lane_iterations == multi.pass2.lane_iterations);
+  CHECK(multi.pass2.lane_iterations < n / 2);
+  const dec::LoopStats counted = stats_of("multi12n.gap5-warp.exp-smem-v16.t512.b8");
+  CHECK(counted.pass1.lane_iterations == multi.pass1.lane_iterations);
+  CHECK(counted.pass2.lane_iterations < multi.pass2.lane_iterations);
+  // Fixed output: one pass, warps of 32 threads of 64 codes each.
+  const dec::LoopStats fix = stats_of("multi12n.gap5-fix64.exp-smem-v16.t256.b8.persist");
+  CHECK(fix.pass1.lane_iterations == 0);
+  CHECK(fix.pass2.warps == (n + 2047) / 2048);
+  CHECK(fix.pass2.lane_iterations > n / 4);
+  CHECK(fix.pass2.warp_iterations >= fix.pass2.lane_iterations);
+  // Unset, nothing counts.
+  dec::LoopStats none;
+  dec::set_loop_stats(&none);
+  dec::set_loop_stats(nullptr);
+  registry().find("flat12.gap5-warp.exp-smem-v16.t512.b8")->decode_host(df11, out);
+  CHECK(none.pass2.lane_iterations == 0);
+}
+
 TEST_CASE("launches refuse arrays that a staging's vector loads cannot read", "[decoders]") {
   // exp-smem-pf copies 16-byte pieces of sign/mantissa (cp.async); exp-smem-reg loads each
   // thread's chunk with one bytes_per_thread-byte load. Every upload aligns both arrays; the

@@ -143,6 +143,17 @@ struct RegReader {
   }
 };
 
+#if !defined(__CUDA_ARCH__)
+// Host runs only: where the host emulation counts decode-loop iterations (LoopStats, `df11
+// variants --lanes`), or null. Every iteration of decode_chunk's and decode_counted's loops adds one.
+inline thread_local uint64_t* host_loop_iterations = nullptr;
+#endif
+DF11_HD void count_iteration() {
+#if !defined(__CUDA_ARCH__)
+  if (host_loop_iterations != nullptr) ++*host_loop_iterations;
+#endif
+}
+
 // ---- Table policies: decode one symbol from the next 32 bits. ----
 
 // DF11's chained 8-bit tables (the official luts), read from global memory through the
@@ -278,6 +289,7 @@ DF11_HD unsigned decode_chunk(const Table& table, const Chunk& s, Emit&& emit) {
   auto br = chunk_reader<ReadOnly>(s);
   unsigned pos = s.gap, n = 0;
   while (pos < s.end_bit) {
+    count_iteration();
     if constexpr (is_multi_table<Table>()) {
       // Up to three codes at once while all of them start inside the chunk (they do when the
       // last one ends by end_bit); else one code through the single-symbol tables.
@@ -390,6 +402,7 @@ DF11_HD void decode_counted(const Table& table, const Chunk& s, unsigned bytes, 
     for (;;) {
       uint32_t w;
       for (;;) {
+        count_iteration();
         w = br.peek();
         const uint32_t e = table.entry(w);
         const unsigned n = e >> 28;
@@ -402,6 +415,7 @@ DF11_HD void decode_counted(const Table& table, const Chunk& s, unsigned bytes, 
         if (at > lim) break;
       }
       if (at > lim) break;
+      count_iteration();  // the single-symbol lookup (the re-entry's peek is the next one's)
       unsigned sym, len;
       table.lookup(w, sym, len);
       *at++ = static_cast<uint8_t>(sym);
@@ -410,6 +424,7 @@ DF11_HD void decode_counted(const Table& table, const Chunk& s, unsigned bytes, 
     }
   }
   while (at < end) {
+    count_iteration();
     unsigned sym, len;
     table.lookup(br.peek(), sym, len);
     *at++ = static_cast<uint8_t>(sym);

@@ -112,6 +112,18 @@ struct VariantSpec {
   }
 };
 
+// Decode-loop statistics of the host emulation (emulate_variant on this thread, while set with
+// set_loop_stats): per pass, the iterations of every thread's decode loop (lane_iterations) and,
+// per warp of 32 threads, 32 x its slowest lane's (warp_iterations: the lane slots a GPU warp
+// spends, its idle lanes included). Pass 1 is the two-pass partitions' counting pass.
+struct LoopStats {
+  struct Pass {
+    uint64_t lane_iterations = 0, warp_iterations = 0, warps = 0;
+  };
+  Pass pass1, pass2;
+};
+void set_loop_stats(LoopStats* stats);
+
 // Host runs of a variant (gap_decode_host.cpp): the fast phase-by-phase emulation, and the
 // kernel body on the SIMT executor.
 void emulate_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi);

@@ -46,6 +46,41 @@ void check_smem_guards(const std::string& who, const uint8_t* smem, const ByteRa
 
 namespace {
 
+thread_local LoopStats* loop_stats = nullptr;  // set_loop_stats
+
+// Decode-loop iterations of one pass over a block's (or a warp unit's) threads, folded into a
+// LoopStats pass warp by warp (32 consecutive threads). Without a LoopStats set it counts nothing.
+class Tally {
+ public:
+  explicit Tally(unsigned threads) : it_(loop_stats != nullptr ? threads : 0u, 0) {}
+  // While a Scope lives, decode loops on this thread count into thread t's slot (or nowhere).
+  class Scope {
+   public:
+    explicit Scope(uint64_t* slot) { host_loop_iterations = slot; }
+    ~Scope() { host_loop_iterations = nullptr; }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+  };
+  [[nodiscard]] uint64_t* slot(unsigned t) { return it_.empty() ? nullptr : &it_[t]; }
+  void fold(LoopStats::Pass LoopStats::*pass) {
+    if (it_.empty()) return;
+    LoopStats::Pass& ps = loop_stats->*pass;
+    for (std::size_t w = 0; w < it_.size(); w += 32) {
+      uint64_t slowest = 0;
+      for (std::size_t i = w; i < std::min(w + 32, it_.size()); ++i) {
+        ps.lane_iterations += it_[i];
+        slowest = std::max(slowest, it_[i]);
+      }
+      ps.warp_iterations += 32 * slowest;
+      ++ps.warps;
+    }
+    std::fill(it_.begin(), it_.end(), 0);
+  }
+
+ private:
+  std::vector<uint64_t> it_;
+};
+
 // The warp-count partition's block b (gap_decode_warps), warp by warp and lane by lane: the
 // warp's sums and scan of the counts sequentially where the kernel shuffles, then every lane's
 // decode, the hints, every lane's part of the copy-out. The warps' buffers lie next to each
@@ -71,16 +106,19 @@ void emulate_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, u
     }
     // Lanes last to first (as pass 2 in emulate): a lane storing past its codes overwrites the next's.
     uint64_t at = end;
+    Tally tally(32);
     for (unsigned l = 32; l-- > 0;) {
       at -= lc[l].count;
       const unsigned tb = w * 32 + l;
       // Every lane loads its registers, as in the kernel (unconditional loads).
       const auto regs = chunk_regs<S, BPT>(p, b, tpb, tb);
       if (b * tpb + tb < p.n_chunks) {
+        const Tally::Scope counting(tally.slot(l));
         warp_lane_decode<BPT>(table, block_thread_chunk<BPT>(p, b, tpb, tb, regs), exps, sl.exps_stride, base, at,
                               lc[l].count);
       }
     }
+    tally.fold(&LoopStats::pass2);
     const uint8_t* later = exps + sl.exps_stride;
     const uint8_t* region_end = smem + sl.exps + static_cast<std::size_t>(tpb / 32) * sl.exps_stride;
     if (std::find_if(later, region_end, [poison](uint8_t v) { return v != poison; }) != region_end) {
@@ -109,7 +147,12 @@ void emulate_fixed(const VariantSpec& spec, const HostImage& img, const LaunchPa
   constexpr unsigned kN = VariantSpec::kFixedCodes;
   for (uint64_t u = u0; u < u1; ++u) {
     std::fill(rows, rows + sl.exps_bytes, kPoison);
-    for (unsigned l = 32; l-- > 0;) fixed_lane_decode(p, table, rows, u, l);
+    Tally tally(32);
+    for (unsigned l = 32; l-- > 0;) {
+      const Tally::Scope counting(tally.slot(l));
+      fixed_lane_decode(p, table, rows, u, l);
+    }
+    tally.fold(&LoopStats::pass2);
     for (unsigned l = 0; l < 32; ++l) {
       const uint8_t* pad = rows + l * VariantSpec::kFixedStride + kN;
       const uint8_t* row_end = rows + (l + 1) * VariantSpec::kFixedStride;
@@ -179,9 +222,12 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
         c.block_first = p.positions[b * tpb];
         c.block_end = p.positions[std::min<uint64_t>((b + 1) * tpb, p.n_chunks)];
         for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
+        Tally tally(tpb);
         for (unsigned t = 0; t < tpb; ++t) {
+          const Tally::Scope counting(tally.slot(t));
           if (chunk_exists(p, b, tpb, t)) pass2<S, !kStaged>(c, t, p.positions[b * tpb + t], 0, regs[t]);
         }
+        tally.fold(&LoopStats::pass2);
       } else {
         c.block_first = p.positions[b];
         c.block_end = p.positions[b + 1];
@@ -189,7 +235,12 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
         if constexpr (!chunk_in_registers(S)) {
           for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
         }
-        for (unsigned t = 0; t < tpb; ++t) counts[t] = pass1<P, S, !kStaged>(c, t, regs[t]);
+        Tally tally(tpb);
+        for (unsigned t = 0; t < tpb; ++t) {
+          const Tally::Scope counting(tally.slot(t));
+          counts[t] = pass1<P, S, !kStaged>(c, t, regs[t]);
+        }
+        tally.fold(&LoopStats::pass1);
         if constexpr (chunk_in_registers(S)) {
           for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
         }
@@ -202,7 +253,11 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
           first[t] = c.block_first + run;
           run += counts[t];
         }
-        for (unsigned t = tpb; t-- > 0;) pass2<S, !kStaged>(c, t, first[t], counts[t], regs[t]);
+        for (unsigned t = tpb; t-- > 0;) {
+          const Tally::Scope counting(tally.slot(t));
+          pass2<S, !kStaged>(c, t, first[t], counts[t], regs[t]);
+        }
+        tally.fold(&LoopStats::pass2);
       }
       for (unsigned t = 0; t < tpb; ++t) copy_out<S>(c, t);
     }
@@ -239,6 +294,8 @@ void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t
 
 
 }  // namespace
+
+void set_loop_stats(LoopStats* stats) { loop_stats = stats; }
 
 unsigned smem_bytes(const VariantSpec& spec, const EncodedUnit& unit) {
   const HostImage img = prepare_image(spec, unit);
