@@ -24,6 +24,7 @@ const char* table_name(TableKind t) {
     case TableKind::multi_lut: return "multi12";
     case TableKind::multi_canon: return "multi12c";
     case TableKind::multi_lut_n: return "multi12n";
+    case TableKind::multi_lut_ng: return "multi12ng";
   }
   return "?";
 }
@@ -174,6 +175,10 @@ Traits VariantSpec::traits() const {
       t.table = "multi-symbol 2^12 root + flat12, read by a loop bounded by the thread's code count (three bytes "
                 "stored per lookup, no end-of-chunk test)";
       break;
+    case TableKind::multi_lut_ng:
+      t.table = "multi-symbol 2^12 root (shared) + DF11's chained tables (global) for single codes, read by the "
+                "counted loop";
+      break;
   }
   switch (partition) {
     case Partition::gap_block: t.partition = "gaps + block positions, shared-memory block scan, two passes"; break;
@@ -286,10 +291,15 @@ HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
       uint8_t& len = img.luts[static_cast<std::size_t>(img.n_rows - 1) * 256 + v];
       if (len == 0) len = 1;
     }
-    if (spec.has_flat_root()) img.flat_root = flat_root_from_df11_luts(unit.luts, VariantSpec::kFlatBits);
+    // The multi root is built from the flat root, and the fixed-output index walks with it, even
+    // where the kernel reads no flat root (multi12ng: dropped below).
+    if (spec.has_flat_root() || spec.has_multi_root()) {
+      img.flat_root = flat_root_from_df11_luts(unit.luts, VariantSpec::kFlatBits);
+    }
   }
   if (spec.has_multi_root()) img.multi_root = multi_root_from_flat(img.flat_root, VariantSpec::kFlatBits);
   if (spec.partition == Partition::fixed_out) derive_fixed_index(unit, img);
+  if (!spec.has_flat_root()) img.flat_root = {};
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, 0, img.max_warp_elements);
   if (sl.total > kMaxSmem) {
     throw Error(fmt::format("unit {}: {} needs {} bytes of shared memory per block (a block holds {} elements); "

@@ -24,6 +24,10 @@ enum class TableKind : uint8_t {
   // count rather than its bits, three symbol bytes stored per lookup. Exponent stagings of the
   // scanned partitions only (pass 2 must know the count).
   multi_lut_n,
+  // multi_lut_n with the single-symbol lookups (codes longer than the root; a thread's last one
+  // or two codes) through DF11's chained tables in global memory (read-only cache) instead of a
+  // flat root in shared memory: 8 KB less shared memory per CUDA block.
+  multi_lut_ng,
 };
 
 enum class Partition : uint8_t {
@@ -102,10 +106,16 @@ struct VariantSpec {
   }
   // Which tables the variant's kernel reads (what prepare_image builds and uploads).
   [[nodiscard]] DF11_HD constexpr bool has_multi_root() const {
-    return table == TableKind::multi_lut || table == TableKind::multi_canon || table == TableKind::multi_lut_n;
+    return table == TableKind::multi_lut || table == TableKind::multi_canon || table == TableKind::multi_lut_n ||
+           table == TableKind::multi_lut_ng;
+  }
+  // The tables read by the counted decode loop (decode_counted).
+  [[nodiscard]] DF11_HD constexpr bool counted_loop() const {
+    return table == TableKind::multi_lut_n || table == TableKind::multi_lut_ng;
   }
   [[nodiscard]] DF11_HD constexpr bool has_flat_root() const {
-    return table == TableKind::flat_lut || table == TableKind::flat_canon || has_multi_root();
+    return table == TableKind::flat_lut || table == TableKind::flat_canon ||
+           (has_multi_root() && table != TableKind::multi_lut_ng);
   }
   [[nodiscard]] DF11_HD constexpr bool has_canon_table() const {
     return table == TableKind::flat_canon || table == TableKind::canon || table == TableKind::multi_canon;

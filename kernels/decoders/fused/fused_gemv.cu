@@ -78,9 +78,12 @@ FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<Gemv
       const auto* gap = dynamic_cast<const GapDeviceImage*>(shared);
       if (gap == nullptr) throw Error(who + "is not a gap-decode variant's");
       const Layout want = fused_spec(impl_->plan.decode).layout();
-      if (!gap->spec().has_multi_root() || !(gap->spec().layout() == want)) {
-        throw Error(who + "is " + gap->spec().name() + "'s: the fused kernels need the multi-symbol tables of layout " +
-                    want.name() + " (a multi12 variant of the unit's layout)");
+      // The fused kernels read the image's multi and flat roots, gaps and positions.
+      if (!gap->spec().has_multi_root() || !gap->spec().has_flat_root() ||
+          gap->spec().partition == Partition::fixed_out || !(gap->spec().layout() == want)) {
+        throw Error(who + "is " + gap->spec().name() + "'s: the fused kernels need the multi-symbol and flat tables, "
+                    "gaps and positions of layout " + want.name() +
+                    " (a multi12 or multi12n variant of the unit's layout; not multi12ng, not fix64)");
       }
       const HostImage& h = gap->host();
       if (h.n_blocks != impl_->plan.n_blocks() || h.n_elements != unit.n_elements ||

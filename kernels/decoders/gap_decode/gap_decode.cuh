@@ -450,6 +450,10 @@ DF11_HD auto make_table(const LaunchParams& p, uint8_t* smem, const SmemLayout& 
   } else if constexpr (TK == TableKind::flat_canon) {
     return FlatTables<VariantSpec::kFlatBits, CanonTables>{
         reinterpret_cast<const uint16_t*>(smem + sl.flat), {reinterpret_cast<const CanonicalTable*>(smem + sl.canon)}};
+  } else if constexpr (TK == TableKind::multi_lut_ng) {
+    // The multi root over DF11's chained tables in global memory (no flat root).
+    return MultiTables<VariantSpec::kFlatBits, LutTables<true>, true>{
+        reinterpret_cast<const uint32_t*>(smem + sl.multi), {p.luts, p.n_rows}};
   } else if constexpr (TK == TableKind::multi_lut || TK == TableKind::multi_canon || TK == TableKind::multi_lut_n) {
     // The multi root over the flat tables of the same layout.
     const auto single = make_table<TK == TableKind::multi_canon ? TableKind::flat_canon : TableKind::flat_lut>(p, smem, sl);
@@ -526,7 +530,7 @@ template <TableKind TK, Partition P, Staging S, int TPB, int BPT, bool Unchecked
 DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, uint64_t b,
                            const Pre& pre = {}) {
   constexpr bool kStaged = S == Staging::cp_async;
-  static_assert(TK != TableKind::multi_lut_n ||
+  static_assert(!VariantSpec{TK, P, S, TPB, BPT}.counted_loop() ||
                     (P != Partition::thread_pos && exps_in_smem(S) && !keeps_symbols(S)),
                 "the counted loop: exponent stagings whose pass 2 knows the thread's count");
   const unsigned t = simt::tid_x();
@@ -837,7 +841,7 @@ DF11_HD void fixed_lane_decode(const LaunchParams& p, const Table& table, uint8_
 // its own over the units block_begin + warp_id, + warps in the grid, ... (__syncwarp only).
 template <TableKind TK, Staging S, int TPB, int BPT>
 DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
-  static_assert(TK == TableKind::multi_lut_n && S == Staging::exp_smem,
+  static_assert(VariantSpec{TK, Partition::fixed_out, S, TPB, BPT}.counted_loop() && S == Staging::exp_smem,
                 "the fixed-output partition: the counted loop, exponents in shared memory");
   static_assert(TPB % 32 == 0, "whole warps");
   constexpr VariantSpec spec{TK, Partition::fixed_out, S, TPB, BPT};
