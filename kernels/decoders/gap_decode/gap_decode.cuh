@@ -837,6 +837,30 @@ DF11_HD void fixed_lane_decode(const LaunchParams& p, const Table& table, uint8_
   decode_counted<true>(table, at, 0u, rows + lane * VariantSpec::kFixedStride, cnt);
 }
 
+// While unit u decodes, L2 hints for what the warp's next unit nu reads first: its sign/mantissa
+// bytes (16 lines, lanes 0-15), its index (lanes 16, 17), and, once `nu_bit` (its first code's
+// bit, loaded as u starts) is in, its encoded bytes (lanes 18-25: ~170 bits a lane, 680 bytes a
+// unit on the Nemo layer; a unit of longer codes gets the rest from DRAM). Every address lies
+// inside its array (the host runs read each hinted byte, so the sanitizer builds check it).
+DF11_HD void hint_next_fixed_unit(const LaunchParams& p, uint64_t nu, unsigned lane) {
+  constexpr unsigned kLine = 128;
+  if (lane < 16) {
+    const uint64_t at = nu * kFixedUnit + static_cast<uint64_t>(lane) * kLine;
+    if (at < p.n_elements) simt::prefetch_l2(p.sign_mantissa + at);
+  } else if (lane == 16) {
+    simt::prefetch_l2(p.positions + nu);
+  } else if (lane == 17) {
+    simt::prefetch_l2(p.lane_off + 32 * nu);
+  }
+}
+DF11_HD void hint_next_fixed_stream(const LaunchParams& p, uint32_t nu_bit, unsigned lane) {
+  constexpr unsigned kLine = 128;
+  if (lane >= 18 && lane < 26) {
+    const uint64_t at = nu_bit / 8 + static_cast<uint64_t>(lane - 18) * kLine;
+    if (at < p.n_bytes) simt::prefetch_l2(p.stream + at);
+  }
+}
+
 // The kernel body (grid or persistent alike): the tables once per CUDA block, then each warp on
 // its own over the units block_begin + warp_id, + warps in the grid, ... (__syncwarp only).
 template <TableKind TK, Staging S, int TPB, int BPT>
@@ -854,7 +878,13 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
   const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
   const uint64_t stride = static_cast<uint64_t>(simt::gdim_x()) * kWarps;
   for (uint64_t u = p.block_begin + static_cast<uint64_t>(simt::bid_x()) * kWarps + warp; u < end; u += stride) {
+    const uint64_t nu = u + stride;
+    const bool next = nu < end;
+    // The next unit's first bit (one broadcast load, in flight during this unit's decode) and hints.
+    const uint32_t nu_bit = next ? p.positions[nu] : 0u;
+    if (next) hint_next_fixed_unit(p, nu, lane);
     fixed_lane_decode(p, table, rows, u, lane);
+    if (next) hint_next_fixed_stream(p, nu_bit, lane);
     simt::sync_warp();  // the warp's exponents are complete
     const uint64_t first = u * kFixedUnit;
     const uint64_t last = first + kFixedUnit < p.n_elements ? first + kFixedUnit : p.n_elements;

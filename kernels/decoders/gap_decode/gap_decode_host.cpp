@@ -147,6 +147,14 @@ void emulate_fixed(const VariantSpec& spec, const HostImage& img, const LaunchPa
   constexpr unsigned kN = VariantSpec::kFixedCodes;
   for (uint64_t u = u0; u < u1; ++u) {
     std::fill(rows, rows + sl.exps_bytes, kPoison);
+    // The kernel's hints for a warp's next unit (there u + the grid's warps; here u + 1, so every
+    // unit's hinted addresses are read once, in bounds or a sanitizer error).
+    if (u + 1 < img.n_blocks) {
+      for (unsigned l = 0; l < 32; ++l) {
+        hint_next_fixed_unit(p, u + 1, l);
+        hint_next_fixed_stream(p, p.positions[u + 1], l);
+      }
+    }
     Tally tally(32);
     for (unsigned l = 32; l-- > 0;) {
       const Tally::Scope counting(tally.slot(l));
