@@ -433,5 +433,5 @@ TEST_CASE("every experiment file's methods resolve on both backends (a renamed v
     REQUIRE(m.variant != nullptr);
   }
   CHECK(df11 == 10);
-  CHECK(overlap == 3);
+  CHECK(overlap == 4);
 }

@@ -97,7 +97,9 @@ DF11_HD SmemLayout smem_layout(const VariantSpec& s, int n_rows, unsigned max_bl
   // Whole 16-byte pieces from the 16-aligned element at or below the block's first to the
   // 16-aligned one at or past its end: at most max_block_elements + 30 bytes.
   if (s.staging == Staging::exp_smem_pf) take(max_block_elements + 32, l.input, l.input_bytes);
-  if (s.schedule == Schedule::dyn && s.partition != Partition::warp_count) take(8, l.input, l.input_bytes);
+  if (s.schedule == Schedule::dyn && s.partition != Partition::warp_count && s.partition != Partition::fixed_out) {
+    take(8, l.input, l.input_bytes);
+  }
   l.total = off;
   return l;
 }
@@ -863,7 +865,9 @@ DF11_HD void hint_next_fixed_stream(const LaunchParams& p, uint32_t nu_bit, unsi
 
 // The kernel body (grid or persistent alike): the tables once per CUDA block, then each warp on
 // its own over the units block_begin + warp_id, + warps in the grid, ... (__syncwarp only).
-template <TableKind TK, Staging S, int TPB, int BPT>
+// Dyn: a warp's first two units so, every later one from the launch's counter (p.work), taken
+// by lane 0 as the unit before it starts and passed on by a shuffle, as gap_decode_warps does.
+template <TableKind TK, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   static_assert(VariantSpec{TK, Partition::fixed_out, S, TPB, BPT}.counted_loop() && S == Staging::exp_smem,
                 "the fixed-output partition: the counted loop, exponents in shared memory");
@@ -877,8 +881,8 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
   uint8_t* rows = smem + sl.exps + warp * sl.exps_stride;
   const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
   const uint64_t stride = static_cast<uint64_t>(simt::gdim_x()) * kWarps;
-  for (uint64_t u = p.block_begin + static_cast<uint64_t>(simt::bid_x()) * kWarps + warp; u < end; u += stride) {
-    const uint64_t nu = u + stride;
+  // Unit u, then nu the warp's next one (end: none).
+  auto unit = [&](uint64_t u, uint64_t nu) {
     const bool next = nu < end;
     // The next unit's first bit (one broadcast load, in flight during this unit's decode) and hints.
     const uint32_t nu_bit = next ? p.positions[nu] : 0u;
@@ -891,6 +895,19 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
     const uint64_t from = first > p.lo ? first : p.lo, to = last < p.hi ? last : p.hi;
     if (from < to) copy_out_fixed(p, rows, first, from, to, lane);
     simt::sync_warp();  // the rows are the next unit's
+  };
+  const uint64_t first_unit = p.block_begin + static_cast<uint64_t>(simt::bid_x()) * kWarps + warp;
+  if constexpr (Dyn) {
+    // Every unit decoded takes once, so the launch's block_count takes wrap the counter to 0.
+    for (uint64_t u = first_unit, nu = first_unit + stride; u < end;) {
+      uint32_t taken = 0;
+      if (lane == 0) taken = simt::atomic_inc(p.work, p.block_count - 1u);
+      unit(u, nu);
+      u = nu;
+      nu = p.block_begin + 2 * stride + simt::warp_shfl(taken, 0);
+    }
+  } else {
+    for (uint64_t u = first_unit; u < end; u += stride) unit(u, u + stride);
   }
 }
 
@@ -968,8 +985,7 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
   if constexpr (P == Partition::warp_count) {
     gap_decode_warps<TK, S, TPB, BPT, Dyn>(p, sl, smem);  // its units loop already
   } else if constexpr (P == Partition::fixed_out) {
-    static_assert(!Dyn, "the fixed-output partition has no dyn schedule");
-    gap_decode_fixed<TK, S, TPB, BPT>(p, sl, smem);  // so does this one's
+    gap_decode_fixed<TK, S, TPB, BPT, Dyn>(p, sl, smem);  // so does this one's
   } else if constexpr (Dyn) {
     constexpr VariantSpec spec{TK, P, S, TPB, BPT};
     const unsigned t = simt::tid_x();
