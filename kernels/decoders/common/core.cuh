@@ -356,20 +356,47 @@ DF11_HD BoundedBitReader<ReadOnly> counted_reader(const ChunkSpan& s, unsigned b
   br.skip(s.gap);
   return br;
 }
-// A thread's codes at an absolute bit of the whole stream (the fixed-output partition): `last`,
-// the byte offset of the last word the reader may load (the upload's padding), bounds every load,
-// the first two included.
-struct StreamAt {
-  const uint8_t* stream;
+// The fixed-output partition's reader: a thread's codes from an absolute bit of the stream, whose
+// upload (derive_fixed_index) stores the words in native order (word k: stream bytes 4k..4k+3 as
+// one big-endian value) and pads them by kFixedReadPad bytes, more than 64 codes read past any
+// start, corrupt ones included (a skip moves in one word at most, and a thread skips once per
+// lookup). So a refill is a load and a pointer step: no byte swap, no bound.
+inline constexpr unsigned kFixedReadPad = 64 * 4 + 16;
+struct WordStreamAt {
+  const uint32_t* words;
   uint32_t start_bit;
-  unsigned last;
+};
+DF11_HD uint32_t load_word(const uint32_t* p) {
+#if defined(__CUDA_ARCH__)
+  return __ldg(reinterpret_cast<const unsigned int*>(p));
+#else
+  return *p;
+#endif
+}
+struct WordReader {
+  uint32_t hi, lo;
+  unsigned off;
+  const uint32_t* next;
+  [[nodiscard]] DF11_HD uint32_t peek() const {
+#if defined(__CUDA_ARCH__)
+    return __funnelshift_l(lo, hi, off);
+#else
+    return static_cast<uint32_t>(((static_cast<uint64_t>(hi) << 32 | lo) << off) >> 32);
+#endif
+  }
+  DF11_HD void skip(unsigned n) {  // n <= 32
+    off += n;
+    if (off >= 32) {
+      hi = lo;
+      lo = load_word(next++);
+      off -= 32;
+    }
+  }
 };
 template <bool ReadOnly>
-DF11_HD BoundedBitReader<ReadOnly> counted_reader(const StreamAt& s, unsigned) {
-  const unsigned w = (s.start_bit >> 5) * 4 < s.last ? (s.start_bit >> 5) * 4 : s.last;
-  const unsigned w1 = w + 4 < s.last ? w + 4 : s.last;
-  return BoundedBitReader<ReadOnly>{load_be32<ReadOnly>(s.stream + w), load_be32<ReadOnly>(s.stream + w1),
-                                    s.start_bit & 31u, s.stream, w1 + 4, s.last};
+DF11_HD WordReader counted_reader(const WordStreamAt& s, unsigned) {
+  const uint32_t* w = s.words + (s.start_bit >> 5);
+  return WordReader{load_word(w), load_word(w + 1), s.start_bit & 31u, w + 2};
 }
 // Register chunks: the register reader never reads past its words.
 template <bool ReadOnly, int BPT>

@@ -2,6 +2,8 @@
 #include "common/variant.hpp"
 
 #include <algorithm>
+#include <bit>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -122,6 +124,16 @@ void derive_fixed_index(const EncodedUnit& unit, HostImage& img) {
       }
       img.lane_off[g] = static_cast<uint16_t>(off);
     }
+  }
+  // The stream as native-order words (WordReader: no byte swap), padded so that no reader leaves it.
+  const std::size_t words = (img.stream.size() + 3) / 4 + kFixedReadPad / 4;
+  img.stream.resize(words * 4, 0);
+  for (std::size_t k = 0; k < words; ++k) {
+    uint8_t* b = img.stream.data() + 4 * k;
+    const uint32_t v = (static_cast<uint32_t>(b[0]) << 24) | (static_cast<uint32_t>(b[1]) << 16) |
+                       (static_cast<uint32_t>(b[2]) << 8) | b[3];
+    static_assert(std::endian::native == std::endian::little, "the host stores the words as the GPU reads them");
+    std::memcpy(b, &v, 4);
   }
   img.gaps = {};
   img.counts = {};

@@ -833,9 +833,8 @@ DF11_HD void fixed_lane_decode(const LaunchParams& p, const Table& table, uint8_
   const uint64_t g = 32 * u + lane, first = g * kN;
   if (first >= p.n_elements) return;
   const unsigned cnt = static_cast<unsigned>(p.n_elements - first < kN ? p.n_elements - first : kN);
-  // The padded stream's last whole word: prepare_image pads it by 32 bytes and more.
-  const unsigned last = static_cast<unsigned>(((p.n_bytes + 3) / 4) * 4 + 24);
-  const StreamAt at{p.stream, p.positions[u] + p.lane_off[g], last};
+  // The stream as native-order words (derive_fixed_index), 4-aligned in every image.
+  const WordStreamAt at{reinterpret_cast<const uint32_t*>(p.stream), p.positions[u] + p.lane_off[g]};
   decode_counted<true>(table, at, 0u, rows + lane * VariantSpec::kFixedStride, cnt);
 }
 
