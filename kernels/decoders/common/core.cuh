@@ -373,6 +373,8 @@ DF11_HD uint32_t load_word(const uint32_t* p) {
   return *p;
 #endif
 }
+// (BitReader, BoundedBitReader and WordReader repeat one window: a shared base whose skip took the
+// refill as a lambda cost the counted loops 2 to 11 instructions an iteration on sm_90.)
 struct WordReader {
   uint32_t hi, lo;
   unsigned off;
