@@ -158,14 +158,10 @@ std::map<std::string, nlohmann::json> lanes_on_nemo(const dec::Registry& reg, do
       const auto* v = dynamic_cast<const dec::VariantDecoder*>(d.get());
       if (!v || !(v->layout() == l) || !v->can_implement(enc).ok) continue;
       dec::LoopStats st;
-      dec::set_loop_stats(&st);
-      try {
+      {
+        const dec::LoopStatsScope counting(st);
         d->decode_host(enc, decoded);
-      } catch (...) {
-        dec::set_loop_stats(nullptr);
-        throw;
       }
-      dec::set_loop_stats(nullptr);
       nlohmann::json j = nlohmann::json::object();
       for (const auto& [name, ps] : {std::pair{"pass1", st.pass1}, std::pair{"pass2", st.pass2}}) {
         if (ps.lane_iterations == 0) continue;

@@ -225,6 +225,40 @@ TEST_CASE("the fixed-output partition's upload finds every thread's start bit, a
   REQUIRE_THROWS_WITH(fix->decode_host(bad, out), Catch::Contains("unit w: block 0") && Catch::Contains("disagree"));
 }
 
+TEST_CASE("fix64 takes a unit whose last DF11 block holds only the end of the last code", "[decoders]") {
+  // The stream ends 8 bits past a block boundary, inside a long last code: no code starts in the
+  // last block (its gap means nothing), and the block before must end at the stream's end.
+  // Fibonacci counts (a deep code) under a dominant exponent of 1-bit code, whose count sets the
+  // length to the bit; the rarest exponent last.
+  const Layout df11 = Layout::df11();
+  const uint64_t block_bits = df11.block_bytes() * 8, target = 2 * block_bits + 8;
+  std::vector<uint16_t> base = df11::test::fibonacci_words(18, 100, 3);
+  std::vector<uint16_t> words;
+  EncodedUnit enc;
+  uint64_t pad = target - base.size() * 4;  // a first guess; refined from the code's lengths
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    words = base;
+    words.insert(words.end(), pad, merge_bf16(127, 5));
+    words.push_back(merge_bf16(100, 9));  // exponent 100 appears once in the Fibonacci part: the rarest
+    enc = encode(unit_of(words, "tail").view(), df11);
+    const auto len = df11_length_row(enc.luts);
+    REQUIRE(len[127] == 1);
+    uint64_t other = 0;
+    for (const uint16_t w : words)
+      if (exponent_of(w) != 127) other += len[exponent_of(w)];
+    if (enc.encoded_exponent.size() * 8 == target && pad + other == target) break;
+    REQUIRE(other < target);
+    pad = target - other;
+  }
+  REQUIRE(enc.encoded_exponent.size() * 8 == target);
+  REQUIRE(df11_length_row(enc.luts)[100] > 8);  // the last code starts in the block before
+  REQUIRE(enc.n_blocks() == 3);
+  REQUIRE(enc.position(2) == enc.position(3));  // no code starts in the last block
+  std::vector<uint16_t> out(words.size());
+  registry().find("multi12n.gap5-fix64.exp-smem-v16.t256.b8.persist")->decode_host(enc, out);
+  REQUIRE(out == words);
+}
+
 TEST_CASE("loop statistics count every decode-loop iteration, lane by lane and warp by warp", "[decoders]") {
   const uint64_t n = 60000;
   const Unit u = unit_of(random_weights(n, 5), "s");
@@ -234,9 +268,10 @@ TEST_CASE("loop statistics count every decode-loop iteration, lane by lane and w
     const dec::Decoder* d = registry().find(name);
     REQUIRE(d != nullptr);
     dec::LoopStats st;
-    dec::set_loop_stats(&st);
-    d->decode_host(df11, out);
-    dec::set_loop_stats(nullptr);
+    {
+      const dec::LoopStatsScope counting(st);
+      d->decode_host(df11, out);
+    }
     REQUIRE(out == flatten(u));
     return st;
   };
@@ -264,8 +299,7 @@ TEST_CASE("loop statistics count every decode-loop iteration, lane by lane and w
   CHECK(fix.pass2.warp_iterations >= fix.pass2.lane_iterations);
   // Unset, nothing counts.
   dec::LoopStats none;
-  dec::set_loop_stats(&none);
-  dec::set_loop_stats(nullptr);
+  { const dec::LoopStatsScope counting(none); }
   registry().find("flat12.gap5-warp.exp-smem-v16.t512.b8")->decode_host(df11, out);
   CHECK(none.pass2.lane_iterations == 0);
 }

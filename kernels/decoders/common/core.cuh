@@ -370,7 +370,9 @@ DF11_HD uint32_t load_word(const uint32_t* p) {
 #if defined(__CUDA_ARCH__)
   return __ldg(reinterpret_cast<const unsigned int*>(p));
 #else
-  return *p;
+  uint32_t v;  // the words are a byte array's on the host
+  std::memcpy(&v, p, 4);
+  return v;
 #endif
 }
 // (BitReader, BoundedBitReader and WordReader repeat one window: a shared base whose skip took the
@@ -498,8 +500,8 @@ struct LaunchParams {
   uint32_t max_block_elements;  // largest element count of one block (sizes shared memory)
   int gap_bits;
   const uint16_t* lane_off;  // fixed_out: each thread's start bit from its warp's (positions), or null
-  uint32_t* work;  // dyn schedule: the launch's counter of DF11 blocks (wcnt: units) taken past
-                   // the first two per CUDA block (warp); 0 at the start, left at 0; else null
+  uint32_t* work;  // dyn schedule: the launch's counter of DF11 blocks (wcnt, fix64: units) taken
+                   // past the first two per CUDA block (warp); 0 at the start, left at 0; else null
 };
 
 }  // namespace df11::dec

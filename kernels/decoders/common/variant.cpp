@@ -64,18 +64,23 @@ constexpr unsigned kMaxSmem = 160 * 1024;
 // g * kFixedCodes starts, for every thread g, as a uint32 per warp of 32 threads (img.positions)
 // and a uint16 per thread from its warp's (img.lane_off). One walk over the codes, DF11 block by
 // block on all cores: a block's codes start at its first chunk's gap, and its last code must end
-// where the next block's first code starts (the end of the stream for the last one), else the
-// stream and its gaps and positions disagree: an error naming the unit and block, before any
+// where the next block that holds a code start has its first (within the stream for the last such
+// block: a final block may hold only the end of the last code, its gap then meaning nothing), else
+// the stream and its gaps and positions disagree: an error naming the unit and block, before any
 // launch. Needs the flat root and the luts in img.
+// The fix64 index holds 32-bit bit offsets into the padded stream.
+constexpr uint64_t kFixedMaxStreamBytes = (uint64_t{1} << 29) - 1024;
+bool fixed_index_fits(const EncodedUnit& unit) { return unit.encoded_exponent.size() <= kFixedMaxStreamBytes; }
+
 void derive_fixed_index(const EncodedUnit& unit, HostImage& img) {
   constexpr uint64_t N = VariantSpec::kFixedCodes;
   const uint64_t n = unit.n_elements;
   const uint64_t threads = (n + N - 1) / N, warps = (threads + 31) / 32;
   const uint64_t total_bits = static_cast<uint64_t>(unit.encoded_exponent.size()) * 8;
-  if (img.stream.size() > (uint64_t{1} << 29)) {
+  if (!fixed_index_fits(unit)) {
     throw Error(fmt::format("unit {}: {} bytes of encoded exponents; the fix64 partition's 32-bit bit offsets hold "
-                            "at most 512 MiB",
-                            unit.name, unit.encoded_exponent.size()));
+                            "at most {} bytes",
+                            unit.name, unit.encoded_exponent.size(), kFixedMaxStreamBytes));
   }
   std::vector<uint32_t> start(threads, 0);
   const uint64_t n_blocks = unit.n_blocks();
@@ -84,6 +89,11 @@ void derive_fixed_index(const EncodedUnit& unit, HostImage& img) {
   const FlatTables<VariantSpec::kFlatBits, LutTables<false>> table{img.flat_root.data(),
                                                                   {img.luts.data(), img.n_rows}};
   auto first_bit = [&](uint64_t b) { return b * block_bits + unit.gap(b * tpb); };
+  // The next block after b in which a code starts (n_blocks: none).
+  std::vector<uint64_t> next_start(n_blocks, n_blocks);
+  for (uint64_t b = n_blocks; b-- > 1;) {
+    next_start[b - 1] = unit.position(b) < unit.position(b + 1) ? b : next_start[b];
+  }
   parallel_for(n_blocks, 0, [&](std::size_t b) {
     uint64_t i = unit.position(b);
     const uint64_t end = unit.position(b + 1);
@@ -103,13 +113,14 @@ void derive_fixed_index(const EncodedUnit& unit, HostImage& img) {
       br.skip(len);
       bit += len;
     }
-    const uint64_t want = b + 1 < n_blocks ? first_bit(b + 1) : total_bits;
-    if (b + 1 < n_blocks ? bit != want : bit > want) {
+    const uint64_t c = next_start[b];
+    const uint64_t want = c < n_blocks ? first_bit(c) : total_bits;
+    if (c < n_blocks ? bit != want : bit > want) {
       throw Error(fmt::format("unit {}: block {}: its {} codes end at bit {}, where {} (the stream, its gaps and "
                               "output_positions disagree)",
                               unit.name, b, end - unit.position(b), bit,
-                              b + 1 < n_blocks ? fmt::format("the next block's first code starts at {}", want)
-                                               : fmt::format("the stream ends at {}", want)));
+                              c < n_blocks ? fmt::format("block {}'s first code starts at {}", c, want)
+                                           : fmt::format("the stream ends at {}", want)));
     }
   });
   img.positions.assign(warps, 0);
@@ -117,12 +128,12 @@ void derive_fixed_index(const EncodedUnit& unit, HostImage& img) {
   for (uint64_t w = 0; w < warps; ++w) {
     img.positions[w] = start[32 * w];
     for (uint64_t g = 32 * w; g < std::min(32 * w + 32, threads); ++g) {
-      const uint64_t off = start[g] - start[32 * w];
       // 31 threads of 64 codes of at most 32 bits: 63488 < 65536 for any valid stream.
-      if (start[g] < start[32 * w] || off > 0xFFFF) {
-        throw Error(fmt::format("unit {}: thread {} starts {} bits past its warp's first", unit.name, g, off));
+      if (start[g] < start[32 * w] || start[g] - start[32 * w] > 0xFFFF) {
+        throw Error(fmt::format("unit {}: thread {} starts at bit {}, its warp's first thread at {}", unit.name, g,
+                                start[g], start[32 * w]));
       }
-      img.lane_off[g] = static_cast<uint16_t>(off);
+      img.lane_off[g] = static_cast<uint16_t>(start[g] - start[32 * w]);
     }
   }
   // The stream as native-order words (WordReader: no byte swap), padded so that no reader leaves it.
@@ -205,7 +216,7 @@ Traits VariantSpec::traits() const {
       break;
     case Partition::fixed_out:
       t.partition = "64 codes per thread from a start bit found on upload (uint32 per warp + uint16 per thread); "
-                    "implicit positions, no scan, no block barrier, every lane the same number of codes";
+                    "implicit positions, no scan, one block barrier (the table copy), every lane the same number of codes";
       break;
   }
   switch (staging) {
@@ -244,6 +255,10 @@ Status spec_can_implement(const VariantSpec& spec, const EncodedUnit& unit) {
                                   spec.name(), want.name()));
   }
   if (spec.canonical_layout() && unit.layout.max_code_length > 32) return Status::no("codes longer than 32 bits");
+  if (spec.partition == Partition::fixed_out && !fixed_index_fits(unit)) {
+    return Status::no(fmt::format("{} bytes of encoded exponents: the fix64 index's 32-bit bit offsets hold at most {}",
+                                  unit.encoded_exponent.size(), kFixedMaxStreamBytes));
+  }
   return Status::yes();
 }
 

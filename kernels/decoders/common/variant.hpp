@@ -22,7 +22,7 @@ enum class TableKind : uint8_t {
   multi_canon,  // multi root + flat_canon
   // multi_lut read by the counted decode loop (decode_counted): runs bounded by the thread's code
   // count rather than its bits, three symbol bytes stored per lookup. Exponent stagings of the
-  // scanned partitions only (pass 2 must know the count).
+  // partitions whose decode knows each thread's count: all but thread_pos.
   multi_lut_n,
   // multi_lut_n with the single-symbol lookups (codes longer than the root; a thread's last one
   // or two codes) through DF11's chained tables in global memory (read-only cache) instead of a
@@ -45,7 +45,8 @@ enum class Partition : uint8_t {
   // Fixed output per thread (ours, derived on upload from DF11's layout): thread g decodes codes
   // [g * kFixedCodes, (g + 1) * kFixedCodes), starting at a bit the upload finds by walking the
   // stream once (a uint32 per warp of threads, a uint16 per thread: 0.27 bits per weight). Every
-  // thread's elements are implicit, so no gaps, counts, scan or block barrier are read or run; every
+  // thread's elements are implicit, so no gaps, counts or DF11 block positions are read and no scan
+  // runs, and the only block barrier is the table copy's; every
   // lane of a warp decodes the same number of codes (the count partitions' lanes differ by their
   // chunks' code counts, and a warp waits for its slowest lane); each warp decodes into its own
   // shared-memory rows and copies its own 32 * kFixedCodes elements out.
@@ -133,6 +134,14 @@ struct LoopStats {
   Pass pass1, pass2;
 };
 void set_loop_stats(LoopStats* stats);
+// Counts into `stats` while it lives (set_loop_stats, undone however the scope ends).
+class LoopStatsScope {
+ public:
+  explicit LoopStatsScope(LoopStats& stats) { set_loop_stats(&stats); }
+  ~LoopStatsScope() { set_loop_stats(nullptr); }
+  LoopStatsScope(const LoopStatsScope&) = delete;
+  LoopStatsScope& operator=(const LoopStatsScope&) = delete;
+};
 
 // Host runs of a variant (gap_decode_host.cpp): the fast phase-by-phase emulation, and the
 // kernel body on the SIMT executor.
