@@ -259,6 +259,30 @@ TEST_CASE("fix64 takes a unit whose last DF11 block holds only the end of the la
   REQUIRE(out == words);
 }
 
+// Not "simt: ..." (the ThreadSanitizer pass runs those; this one is long for it, and its races
+// would be the other SIMT tests' too).
+TEST_CASE("fix64 kernel bodies loop over many units a warp, also from the dyn counter", "[decoders][simt]") {
+  // The SIMT runs give persistent kernels 3 CUDA blocks: 24 or 48 warps, so 150 K elements (74
+  // units) give every warp two to four units (the other SIMT tests' units give most warps one).
+  const uint64_t n = 150001;
+  const Unit u = unit_of(random_weights(n, 21), "c");
+  const EncodedUnit enc = encode(u.view(), Layout::df11());
+  const std::vector<uint16_t> expect = flatten(u);
+  for (const char* name : {"multi12n.gap5-fix64.exp-smem-v16.t256.b8.persist",
+                           "multi12ng.gap5-fix64.exp-smem-v16.t512.b8.dyn"}) {
+    INFO(name);
+    const dec::Decoder* d = registry().find(name);
+    REQUIRE(d != nullptr);
+    std::vector<uint16_t> out(n, 0xDEAD);
+    d->decode_simt(enc, out, 0, n);
+    REQUIRE(out == expect);
+    // A range from mid-unit to mid-unit, not 8-aligned.
+    std::vector<uint16_t> part(90001 - 3001, 0xDEAD);
+    d->decode_simt(enc, part, 3001, 90001);
+    REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + 3001));
+  }
+}
+
 TEST_CASE("loop statistics count every decode-loop iteration, lane by lane and warp by warp", "[decoders]") {
   const uint64_t n = 60000;
   const Unit u = unit_of(random_weights(n, 5), "s");
