@@ -76,8 +76,9 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
   }
   if constexpr (Sc == Schedule::dyn) {
     // A counter word at 0 (the kernel leaves it so: gap_decode_persistent); the warp-count
-    // kernel counts (block, warp) units in it.
-    if (static_cast<uint64_t>(p.block_count) * (TPB / 32) > UINT32_MAX) throw Error("dyn schedule: too many units");
+    // kernel counts (block, warp) units in it, the others their launch's blocks or units.
+    const uint64_t takes = static_cast<uint64_t>(p.block_count) * (P == Partition::warp_count ? TPB / 32 : 1);
+    if (takes > UINT32_MAX) throw Error("dyn schedule: too many units");
     p.work = img.work_counter();
   }
   kernel<<<static_cast<unsigned>(grid), TPB, sl.total, stream>>>(p, sl);

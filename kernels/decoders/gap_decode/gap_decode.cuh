@@ -259,14 +259,14 @@ DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigne
         });
       }
     };
-    if constexpr ((S == Staging::exp_smem || S == Staging::exp_smem_pf || S == Staging::exp_smem_reg) &&
-                  is_counted_table<Table>()) {
-      // The thread's `count` codes (no more than the block has room for).
+    if constexpr (S == Staging::exp_smem || S == Staging::exp_smem_pf || S == Staging::exp_smem_reg) {
       const unsigned at = c.sl.exps + static_cast<unsigned>(c.block_first - exp_base(c)) + rel;
-      decode_counted<ReadOnlyInput>(c.table, span, c.bpt, c.smem + at, count < room ? count : room);
-    } else if constexpr (S == Staging::exp_smem || S == Staging::exp_smem_pf || S == Staging::exp_smem_reg) {
-      const unsigned at = c.sl.exps + static_cast<unsigned>(c.block_first - exp_base(c)) + rel;
-      decode_into([&c, at](unsigned k, unsigned e) { c.smem[at + k] = static_cast<uint8_t>(e); });
+      if constexpr (is_counted_table<Table>()) {
+        // The thread's `count` codes (no more than the block has room for).
+        decode_counted<ReadOnlyInput>(c.table, span, c.bpt, c.smem + at, count < room ? count : room);
+      } else {
+        decode_into([&c, at](unsigned k, unsigned e) { c.smem[at + k] = static_cast<uint8_t>(e); });
+      }
     } else {
       uint16_t* dst = reinterpret_cast<uint16_t*>(c.smem + c.sl.out) + (room ? rel : 0u);
       const uint8_t* sm = c.p->sign_mantissa + (room ? first : c.block_first);
@@ -677,12 +677,30 @@ DF11_HD void hint_next_warp_unit(const LaunchParams& p, uint64_t nu, uint64_t un
   }
 }
 
+// A warp's walk over units base + r, r in [0, count): r = first, first + stride, ...; Dyn: its first
+// two so, every later one from the launch's counter (work), taken by lane 0 as the unit before it
+// starts and passed to the warp by a shuffle at that unit's end. Every unit decoded takes once,
+// so count takes wrap the counter back to 0 (atomic_inc). unit(u, nu): unit u and the warp's
+// next one (base + count or more: none), whose hints may go out while u decodes.
+template <bool Dyn, class Unit>
+DF11_HD void warp_units(uint32_t* work, uint64_t base, uint64_t count, uint64_t first, uint64_t stride, unsigned lane,
+                        Unit&& unit) {
+  if constexpr (Dyn) {
+    for (uint64_t r = first, nr = first + stride; r < count;) {
+      uint32_t taken = 0;
+      if (lane == 0) taken = simt::atomic_inc(work, static_cast<uint32_t>(count - 1));
+      unit(base + r, base + nr);
+      r = nr;
+      nr = 2 * stride + simt::warp_shfl(taken, 0);
+    }
+  } else {
+    for (uint64_t r = first; r < count; r += stride) unit(base + r, base + r + stride);
+  }
+}
+
 // The warp-count kernel body: the tables once per CUDA block, then each warp on its own over
 // the (DF11 block, warp) units warp_id, + warps in the grid, ... (a launch of block_count CUDA
-// blocks gives every warp one unit; a persistent launch, fewer and loops). Dyn: a warp's first
-// two units so, every later one from the launch's counter (p.work), taken by lane 0 one unit
-// ahead (while the unit before it decodes) and passed to the warp by a shuffle; one take per
-// unit decoded, so the units' count of takes wraps the counter back to 0 (atomic_inc).
+// blocks gives every warp one unit; a persistent launch, fewer and loops; Dyn: warp_units).
 template <TableKind TK, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   static_assert(S == Staging::exp_smem || S == Staging::exp_smem_reg, "the warp-count partition stages exponents");
@@ -731,20 +749,7 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
                      32);
     simt::sync_warp();  // the buffer is the next unit's
   };
-  const uint64_t first_unit = static_cast<uint64_t>(simt::bid_x()) * kWarps + warp;
-  if constexpr (Dyn) {
-    // Lane 0 takes the unit after next as a unit starts; the warp learns it by a shuffle at the
-    // unit's end.
-    for (uint64_t u = first_unit, nu = first_unit + stride; u < units;) {
-      uint32_t taken = 0;
-      if (lane == 0) taken = simt::atomic_inc(p.work, static_cast<uint32_t>(units - 1));
-      decode_unit(u, nu);
-      u = nu;
-      nu = 2 * stride + simt::warp_shfl(taken, 0);
-    }
-  } else {
-    for (uint64_t u = first_unit; u < units; u += stride) decode_unit(u, u + stride);
-  }
+  warp_units<Dyn>(p.work, 0, units, static_cast<uint64_t>(simt::bid_x()) * kWarps + warp, stride, lane, decode_unit);
 }
 
 // ---- The fixed-output partition: 64 codes per thread, positions implicit. ----
@@ -863,9 +868,8 @@ DF11_HD void hint_next_fixed_stream(const LaunchParams& p, uint32_t nu_bit, unsi
 }
 
 // The kernel body (grid or persistent alike): the tables once per CUDA block, then each warp on
-// its own over the units block_begin + warp_id, + warps in the grid, ... (__syncwarp only).
-// Dyn: a warp's first two units so, every later one from the launch's counter (p.work), taken
-// by lane 0 as the unit before it starts and passed on by a shuffle, as gap_decode_warps does.
+// its own over the units block_begin + warp_id, + warps in the grid, ... (__syncwarp only; Dyn:
+// warp_units).
 template <TableKind TK, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   static_assert(VariantSpec{TK, Partition::fixed_out, S, TPB, BPT}.counted_loop() && S == Staging::exp_smem,
@@ -895,19 +899,8 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
     if (from < to) copy_out_fixed(p, rows, first, from, to, lane);
     simt::sync_warp();  // the rows are the next unit's
   };
-  const uint64_t first_unit = p.block_begin + static_cast<uint64_t>(simt::bid_x()) * kWarps + warp;
-  if constexpr (Dyn) {
-    // Every unit decoded takes once, so the launch's block_count takes wrap the counter to 0.
-    for (uint64_t u = first_unit, nu = first_unit + stride; u < end;) {
-      uint32_t taken = 0;
-      if (lane == 0) taken = simt::atomic_inc(p.work, p.block_count - 1u);
-      unit(u, nu);
-      u = nu;
-      nu = p.block_begin + 2 * stride + simt::warp_shfl(taken, 0);
-    }
-  } else {
-    for (uint64_t u = first_unit; u < end; u += stride) unit(u, u + stride);
-  }
+  warp_units<Dyn>(p.work, p.block_begin, p.block_count, static_cast<uint64_t>(simt::bid_x()) * kWarps + warp, stride,
+                  lane, unit);
 }
 
 // After decode_phases, but for direct stores: the block's barrier (exp-smem-pf: once this

@@ -145,6 +145,7 @@ void emulate_fixed(const VariantSpec& spec, const HostImage& img, const LaunchPa
   const ByteRanges outside = smem_outside_regions(sl, smem_size);
   uint8_t* rows = smem + sl.exps;
   constexpr unsigned kN = VariantSpec::kFixedCodes;
+  Tally tally(32);
   for (uint64_t u = u0; u < u1; ++u) {
     std::fill(rows, rows + sl.exps_bytes, kPoison);
     // The kernel's hints for a warp's next unit (there u + the grid's warps; here u + 1, so every
@@ -155,7 +156,6 @@ void emulate_fixed(const VariantSpec& spec, const HostImage& img, const LaunchPa
         hint_next_fixed_stream(p, p.positions[u + 1], l);
       }
     }
-    Tally tally(32);
     for (unsigned l = 32; l-- > 0;) {
       const Tally::Scope counting(tally.slot(l));
       fixed_lane_decode(p, table, rows, u, l);
@@ -202,6 +202,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
   }
   const ByteRanges outside = smem_outside_regions(sl, smem.size());
   std::vector<unsigned> counts(tpb);
+  std::vector<uint64_t> first(tpb);  // pass 2: each thread's first element
   // chunk_in_registers stagings: every thread's chunk, loaded as its block starts.
   std::vector<decltype(chunk_regs<S, BPT>(LaunchParams{}, 0, 0, 0))> regs(tpb);
   const auto [b0, b1] = block_range(spec, img, lo, hi);
@@ -255,7 +256,6 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
         // The kernel's block or warp scan: an exclusive prefix sum of the counts. Pass 2 runs the
         // threads last to first, so that a thread storing past its own codes overwrites what the
         // next one stored already, and the result shows it (on a GPU they race).
-        std::vector<uint64_t> first(tpb);
         uint64_t run = 0;
         for (unsigned t = 0; t < tpb; ++t) {
           first[t] = c.block_first + run;
