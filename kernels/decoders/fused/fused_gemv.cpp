@@ -54,6 +54,9 @@ Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix
     if (m.offset != at || m.out <= 0 || m.in <= 0) {
       return Status::no(fmt::format("unit {}: the matrices do not tile the unit at element {}", unit.name, at));
     }
+    if (m.in > (int64_t{1} << 30)) {  // the kernels walk a block's rows in 32-bit columns
+      return Status::no(fmt::format("unit {}: rows of {} elements (at most 2^30)", unit.name, m.in));
+    }
     at += static_cast<uint64_t>(m.out) * static_cast<uint64_t>(m.in);
   }
   if (at != unit.n_elements) {
@@ -84,6 +87,7 @@ FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mat
   for (uint64_t b = 0; b <= n_blocks; ++b) pos[b] = unit.position(b);
   std::vector<std::vector<uint32_t>> pairs_of_row(plan.n_rows);
   plan.pair_base.assign(n_blocks + 1, 0);
+  plan.block_k0.assign(n_blocks, 0);
   uint64_t pair = 0;
   std::size_t m = 0;
   for (uint64_t b = 0; b < n_blocks; ++b) {
@@ -91,6 +95,7 @@ FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mat
     const uint64_t first = pos[b], end = pos[b + 1];
     if (first < end) {
       const uint64_t r0 = row_of(first, m);
+      plan.block_k0[b] = static_cast<uint32_t>((first - mats[m].offset) % static_cast<uint64_t>(mats[m].in));
       std::size_t m_end = m;
       const uint64_t r1 = row_of(end - 1, m_end);
       for (uint64_t r = r0; r <= r1; ++r) pairs_of_row[r].push_back(static_cast<uint32_t>(pair++));
@@ -156,14 +161,8 @@ void fused_gemv_simt_as(const EncodedUnit& unit, const FusedPlan& plan, const Ge
   p.block_count = static_cast<uint32_t>(b1 - b0);
   // Guard bands around every region, the block reduction's included (common/smem_guard.hpp).
   const SmemLayout sl = smem_layout(kSpec, img.n_rows, img.max_block_elements, kHostSmemGuard);
-  const std::size_t smem_size = fused::smem_bytes<D>(sl) + kHostSmemGuard;
-  const ByteRanges outside = smem_outside_regions(
-      sl, smem_size, {{fused::reduce_offset(sl), fused::smem_bytes<D>(sl) - fused::reduce_offset(sl)}});
-  simt::LaunchOptions opt;
-  opt.after_block = [&](const uint8_t* smem, uint64_t b) {
-    check_smem_guards("fused gemv (SIMT)", smem, outside, b, opt.smem_poison);
-  };
   g.pair_base = plan.pair_base.data();
+  g.block_k0 = plan.block_k0.data();
   g.row_ptr = plan.row_ptr.data();
   g.row_pairs = plan.row_pairs.data();
   // Poisoned: a partial kernel 2 reads that kernel 1 did not write shows in the outputs.
@@ -172,9 +171,18 @@ void fused_gemv_simt_as(const EncodedUnit& unit, const FusedPlan& plan, const Ge
   fused::choose_vector_paths(g, p.sign_mantissa);
   if (b1 > b0) {
     fused::with_batch_size(run.batch, [&](auto b) {
+      constexpr int kB = decltype(b)::value;
+      const unsigned bytes = fused::smem_bytes<D, kB>(sl);
+      const std::size_t smem_size = bytes + kHostSmemGuard;
+      const ByteRanges outside =
+          smem_outside_regions(sl, smem_size, {{fused::reduce_offset(sl), bytes - fused::reduce_offset(sl)}});
+      simt::LaunchOptions opt;
+      opt.after_block = [&](const uint8_t* smem, uint64_t blk) {
+        check_smem_guards("fused gemv (SIMT)", smem, outside, blk, opt.smem_poison);
+      };
       const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(b1 - b0, kSimtPersistentGrid));
       simt::launch({grid}, {static_cast<unsigned>(kSpec.threads_per_block)}, smem_size,
-                   [&](uint8_t* smem) { fused::gemv_blocks<D, decltype(b)::value>(p, sl, smem, g); }, opt);
+                   [&](uint8_t* smem) { fused::gemv_blocks<D, kB>(p, sl, smem, g); }, opt);
     });
   }
   const uint64_t n_out = g.row_count * static_cast<uint64_t>(run.batch);

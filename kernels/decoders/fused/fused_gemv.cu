@@ -11,8 +11,14 @@
 namespace df11::dec {
 namespace {
 
+// Registers capped at 40 for batch 1 and 64 for batches 4 and 16 (ptxas would take 64 and ~80:
+// at 80 one t512 block fits an SM, not two). At 32, batch 1's segment walk spills; 40 costs the
+// two-pass (t512) kernel its fourth block an SM, not the one-pass (t256) kernel, which shared
+// memory holds to six on sm_90.
 template <FusedDecode D, int B>
-__global__ void __launch_bounds__(fused::kThreads<D>)
+inline constexpr int kFusedMinBlocks = 65536 / (fused::kThreads<D> * (B == 1 ? 40 : 64));
+template <FusedDecode D, int B>
+__global__ void __launch_bounds__(fused::kThreads<D>, (kFusedMinBlocks<D, B>))
     fused_gemv_kernel(const __grid_constant__ LaunchParams p, const SmemLayout sl, const __grid_constant__ fused::GemvParams g) {
   extern __shared__ __align__(16) uint8_t smem[];
   fused::gemv_blocks<D, B>(p, sl, smem, g);
@@ -27,7 +33,7 @@ void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
                    cudaStream_t s) {
   auto kernel = fused_gemv_kernel<D, B>;
   constexpr int kThreads = fused::kThreads<D>;
-  const unsigned smem = fused::smem_bytes<D>(sl);
+  const unsigned smem = fused::smem_bytes<D, B>(sl);
   static thread_local unsigned opted_in = 48 * 1024;
   if (smem > opted_in) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
@@ -53,7 +59,7 @@ struct FusedGemvDevice::Impl {
   int n_rows = 0;                          // bf16_only: sizes shared memory as an image would
   uint32_t max_block_elements = 0;
   uint64_t n_elements = 0;
-  cuda::DeviceBuffer<uint32_t> pair_base, row_ptr, row_pairs;
+  cuda::DeviceBuffer<uint32_t> pair_base, block_k0, row_ptr, row_pairs;
   cuda::DeviceBuffer<float> partials;
   int max_batch = 0;
 };
@@ -115,6 +121,7 @@ FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<Gemv
     }
   }
   impl_->pair_base = cuda::DeviceBuffer<uint32_t>::from(impl_->plan.pair_base, stream);
+  impl_->block_k0 = cuda::DeviceBuffer<uint32_t>::from(impl_->plan.block_k0, stream);
   impl_->row_ptr = cuda::DeviceBuffer<uint32_t>::from(impl_->plan.row_ptr, stream);
   impl_->row_pairs = cuda::DeviceBuffer<uint32_t>::from(impl_->plan.row_pairs, stream);
   if (max_batch > 0) impl_->partials = cuda::DeviceBuffer<float>(partials_floats(max_batch));
@@ -131,7 +138,7 @@ uint64_t FusedGemvDevice::partials_floats(int batch) const {
 
 uint64_t FusedGemvDevice::device_bytes() const {
   return (impl_->own_image ? impl_->own_image->device_bytes() : 0) + impl_->positions.bytes() +
-         impl_->pair_base.bytes() + impl_->row_ptr.bytes() + impl_->row_pairs.bytes() + impl_->partials.bytes();
+         impl_->pair_base.bytes() + impl_->block_k0.bytes() + impl_->row_ptr.bytes() + impl_->row_pairs.bytes() + impl_->partials.bytes();
 }
 
 void FusedGemvDevice::run(const std::vector<const uint16_t*>& x, const std::vector<uint16_t*>& y, int batch,
@@ -148,6 +155,7 @@ void FusedGemvDevice::run(const GemvRun& r, Stream stream) const {
   }
   fused::GemvParams g = fused::gemv_params(d.plan, r);
   g.pair_base = d.pair_base.get();
+  g.block_k0 = d.block_k0.get();
   g.row_ptr = d.row_ptr.get();
   g.row_pairs = d.row_pairs.get();
   g.partials = r.partials != nullptr ? r.partials : d.partials.get();

@@ -63,6 +63,7 @@ void with_decode(FusedDecode d, F&& f) {
 struct GemvParams {
   int n_mats = 0;
   uint64_t offset[kMaxMatrices] = {};  // first element of matrix m in the unit
+  uint64_t end[kMaxMatrices] = {};     // one past its last: offset + out * in
   int64_t out[kMaxMatrices] = {};      // rows
   int64_t in[kMaxMatrices] = {};       // columns (row length)
   const uint16_t* x[kMaxMatrices] = {};  // X_m: [batch][in] BF16
@@ -74,6 +75,7 @@ struct GemvParams {
   int batch = 1;
   const uint16_t* weights = nullptr;  // BF16 weights of the unit: the reference; null: decode
   const uint32_t* pair_base = nullptr;  // per block: index of its first (block, row) pair
+  const uint32_t* block_k0 = nullptr;   // per block: its first element's column in its row
   const uint32_t* row_ptr = nullptr;    // per global row: CSR into row_pairs (+1 entry)
   const uint32_t* row_pairs = nullptr;  // the row's pairs, in block order
   float* partials = nullptr;            // [pair][batch]
@@ -101,6 +103,7 @@ inline GemvParams gemv_params(const FusedPlan& plan, const GemvRun& run) {
     const GemvMatrix& m = plan.mats[ui];
     const GemvOut& o = run.y[ui];
     g.offset[i] = m.offset;
+    g.end[i] = m.offset + static_cast<uint64_t>(m.out) * static_cast<uint64_t>(m.in);
     g.out[i] = m.out;
     g.in[i] = m.in;
     if (run.x[ui] != nullptr) {
@@ -188,24 +191,37 @@ DF11_HD float fma_rn(float w, float x, float acc) {
 DF11_HD float pair_lo_float(uint64_t pair) { return bits_to_float(static_cast<uint32_t>(pair) << 16); }
 DF11_HD float pair_hi_float(uint64_t pair) { return bits_to_float(static_cast<uint32_t>(pair) & 0xFFFF0000u); }
 
-// Shared memory of kernel 1: the decoder's layout, then kWarps x kMaxBatch floats for the
-// block reduction.
+// Shared memory of kernel 1 at compiled batch B: the decoder's layout, then the block
+// reduction's buffer: for each of up to kSegments row segments, B x kWarps floats (one per batch
+// row and warp).
+inline constexpr unsigned kSegments = 4;
 DF11_HD unsigned reduce_offset(const SmemLayout& sl) { return align_up(sl.total); }
-template <FusedDecode D>
+template <FusedDecode D, int B>
 DF11_HD unsigned smem_bytes(const SmemLayout& sl) {
-  return reduce_offset(sl) + kWarps<D> * kMaxBatch * 4;
+  return reduce_offset(sl) + kSegments * B * kWarps<D> * 4;
 }
 
 // Kernel 1 for DF11 block blk, the tables already in shared memory. B: the batch rounded up to
 // a compiled size (rows b >= g.batch are skipped).
+//
+// The block's elements fall into row segments (cut where a row ends; matrices end at row ends),
+// one (block, row) pair each. They go in rounds of up to kSegments segments: the round's
+// elements are cut into one contiguous chunk per warp (8-aligned in the unit), each warp sums
+// the products of its chunk's part of each segment per batch row (lanes 8 elements apart, then
+// a butterfly) and lane 0 puts the warp's sum (0 where the chunk misses the segment) into the
+// reduction buffer; one barrier, then a thread per (segment, batch row) adds the warps' sums in
+// warp order into the pair's partial. A warp so walks its own ~1/kWarps of the block (a segment
+// or two for Nemo's rows) instead of every segment, and a segment costs no barrier and no
+// division: the plan gives the block's first column (block_k0), the rest of the walk is
+// additions in 32-bit offsets from the block's first element.
 template <FusedDecode D, int B>
 DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g,
                             uint64_t blk) {
   constexpr VariantSpec kSpec = Shape<D>::spec;
   constexpr int kTpb = kThreads<D>;
+  constexpr unsigned kW = kWarps<D>;
   const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
   uint64_t first = 0, end = 0, base = 0;
-  const uint8_t* exps = smem + sl.exps;
   if (g.weights == nullptr) {
     const auto c =
         decode_phases<kSpec.table, kSpec.partition, kSpec.staging, kTpb, kSpec.bytes_per_thread, (B < 16)>(p, sl, smem,
@@ -219,98 +235,142 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
   }
   simt::sync_block();  // exponents complete
   float* red = reinterpret_cast<float*>(smem + reduce_offset(sl));
+  const uint32_t n = static_cast<uint32_t>(end - first);  // a DF11 block's elements fit 32 bits
+  // Element i of the block (0 <= i < n): exponent eb[i] and sign/mantissa smb[i], or weight wb[i].
+  const uint8_t* eb = g.weights == nullptr ? smem + sl.exps + (first - base) : nullptr;
+  const uint8_t* smb = g.weights == nullptr ? p.sign_mantissa + first : nullptr;
+  const uint16_t* wb = g.weights != nullptr ? g.weights + first : nullptr;
+  const unsigned mis = static_cast<unsigned>(first & 7u);  // i is 8-aligned in the unit iff (i + mis) % 8 == 0
+  const int nb = B == 1 ? 1 : (g.batch < B ? g.batch : B);  // batch >= 1 (gemv_params): no row test at B = 1
+  // The end of the segment that starts at element at, column kc; mm: its matrix (advanced to it).
+  auto segment_end = [&](uint32_t at, int& mm, uint32_t kc) {
+    while (first + at >= g.end[mm]) ++mm;
+    const uint64_t left = static_cast<uint64_t>(g.in[mm]) - kc;  // the row's elements from at on
+    return n - at > left ? at + static_cast<uint32_t>(left) : n;
+  };
   uint32_t pair = g.pair_base[blk];
+  uint32_t k0 = g.block_k0[blk];  // column of the next segment's first element
   int m = 0;
-  for (uint64_t row_start = first; row_start < end; ++pair) {
-    while (row_start >= g.offset[m] + static_cast<uint64_t>(g.out[m] * g.in[m])) ++m;
-    const uint64_t in = static_cast<uint64_t>(g.in[m]);
-    const uint64_t rel = row_start - g.offset[m];
-    const uint64_t row_end = g.offset[m] + (rel / in + 1) * in;
-    const uint64_t seg_end = row_end < end ? row_end : end;
-    const uint64_t k0 = rel % in;
-    const uint16_t* x = g.x[m];
-    if (x == nullptr) {  // not in this run (uniform across the block: no barrier is skipped by some threads only)
-      row_start = seg_end;
-      continue;
+  for (uint32_t lo = 0; lo < n;) {
+    // The round: segments [lo, hi), ns of them.
+    uint32_t hi = lo;
+    {
+      int mm = m;
+      uint32_t kc = k0;
+      for (unsigned ns = 0; ns < kSegments && hi < n; ++ns, kc = 0) hi = segment_end(hi, mm, kc);
     }
-    const int nb = B == 1 ? 1 : (g.batch < B ? g.batch : B);  // batch >= 1 (gemv_params): no row test at B = 1
-    float acc[B];
-    for (int b = 0; b < B; ++b) acc[b] = 0.0f;
-    // Element idx of the row: its weight times X[b][k] into acc[b].
-    auto scalar = [&](uint64_t idx) {
-      const uint16_t word = g.weights ? g.weights[idx] : merge_bf16(exps[idx - base], p.sign_mantissa[idx]);
-      const float w = bf16_to_float(word);
-      const uint64_t k = k0 + (idx - row_start);
-      for (int b = 0; b < B; ++b) {
-        if (b < nb) acc[b] = fma_rn(w, bf16_to_float(x[static_cast<uint64_t>(b) * in + k]), acc[b]);
-      }
+    // This warp's chunk [c0, c1): interior cuts at 8-aligned elements, per (a multiple of 8) apart.
+    const uint32_t per = ((hi - lo + kW - 1) / kW + 7u) & ~7u;
+    const uint32_t cut = ((lo + mis + 7u) & ~7u) - mis;  // the first 8-aligned element >= lo
+    auto chunk_bound = [&](unsigned w) {
+      if (w == 0) return lo;
+      const uint64_t b = cut + static_cast<uint64_t>(w) * per;
+      return w == kW || b >= hi ? hi : static_cast<uint32_t>(b);
     };
-    // 8 elements per step where they are 8-aligned in the unit and in X (8-byte loads of
-    // exponents and sign/mantissa, 16-byte loads of weights and X); a scalar head and tail.
-    uint64_t a = seg_end, z = seg_end;
-    if (g.vec[m]) {
-      a = (row_start + 7) & ~uint64_t{7};
-      z = seg_end & ~uint64_t{7};
-      if (a > z) a = z = seg_end;
-    }
-    for (uint64_t idx = row_start + t; idx < a; idx += kTpb) scalar(idx);
-    // The 8-wide steps in 32-bit offsets from pointers set up once (a segment lies within one
-    // DF11 block), so the loop does no 64-bit index arithmetic; the weights are read or decoded
-    // in two loops (the choice is uniform), each word pair turns into floats by a shift and a
-    // mask. The same FMAs in the same order as element by element.
-    if (a < z) {
-      const unsigned n_vec = static_cast<unsigned>(z - a);
-      const uint8_t* x0 = reinterpret_cast<const uint8_t*>(x + (k0 + (a - row_start)));  // X[0] at element a
-      const uint32_t x_stride = static_cast<uint32_t>(in * 2);  // bytes between batch rows of X (gemv_params)
-      auto steps = [&](auto load_words) {
-        const uint8_t* xo = x0 + 16u * t;
-        for (unsigned o = 8u * t; o < n_vec; o += 8u * kTpb, xo += 16u * kTpb) {
-          const Words8 w8 = load_words(o);
-          // Elements 0-3, then 4-7, over every batch row: each acc[b] still takes them in order,
-          // and only four weights are live at a time (registers at batch 16).
+    const uint32_t c0 = chunk_bound(warp), c1 = chunk_bound(warp + 1);
+    // A matrix not in the run (uniform) sums to 0: its pairs' partials are written, never read.
+    unsigned s = 0;
+    for (uint32_t s_lo = lo; s_lo < hi; ++s) {
+      const uint32_t s_hi = segment_end(s_lo, m, k0);
+      {
+        const uint16_t* x = g.x[m];
+        const uint32_t p0 = c0 > s_lo ? c0 : s_lo, p1 = c1 < s_hi ? c1 : s_hi;  // the warp's piece
+        float acc[B];
+        for (int b = 0; b < B; ++b) acc[b] = 0.0f;
+        if (p0 < p1 && x != nullptr) {  // warp-uniform
+          const uint32_t in = static_cast<uint32_t>(g.in[m]);  // <= 2^30 (fused_can_implement)
+          const uint16_t* xs = x + (k0 + (p0 - s_lo));  // X[0] at element p0's column
+          // Element i of the piece: its weight times X[b][column] into acc[b].
+          auto scalar = [&](uint32_t i) {
+            const uint16_t word = wb != nullptr ? wb[i] : merge_bf16(eb[i], smb[i]);
+            const float w = bf16_to_float(word);
+            const uint32_t k = i - p0;
+            for (int b = 0; b < B; ++b) {
+              if (b < nb) acc[b] = fma_rn(w, bf16_to_float(xs[static_cast<uint64_t>(b) * in + k]), acc[b]);
+            }
+          };
+          // 8 elements per step where they are 8-aligned in the unit and in X (8-byte loads of
+          // exponents and sign/mantissa, 16-byte loads of weights and X); the rest one by one.
+          uint32_t a = p1, z = p1;
+          if (g.vec[m]) {
+            const uint32_t a8 = (p0 + mis + 7u) & ~7u, z8 = (p1 + mis) & ~7u;  // in block offsets + mis
+            if (a8 < z8) {  // then a8 >= mis: no wrap below
+              a = a8 - mis;
+              z = z8 - mis;
+            }
+          }
+          // The scalar head [p0, a) and tail [z, p1) first (fewer values live across the steps).
+          const uint32_t n_head = a - p0, n_scalar = n_head + (p1 - z);
+          for (uint32_t j = lane; j < n_scalar; j += 32u) scalar(j < n_head ? p0 + j : z + (j - n_head));
+          // The 8-wide steps: each word pair turns into floats by a shift and a mask; the same
+          // FMAs in the same order as element by element. The weights are read or decoded in two
+          // loops (the choice is uniform).
+          if (a < z) {
+            const unsigned n_vec = z - a;
+            const uint8_t* x0 = reinterpret_cast<const uint8_t*>(xs + (a - p0));  // X[0] at element a
+            const uint32_t x_stride = in * 2u;  // bytes between batch rows of X
+            auto steps = [&](auto load_words) {
+              const uint8_t* xo = x0 + 16u * lane;
+              for (unsigned o = 8u * lane; o < n_vec; o += 8u * 32u, xo += 16u * 32u) {
+                const Words8 w8 = load_words(o);
+                // Elements 0-3, then 4-7, over every batch row: each acc[b] still takes them in
+                // order, and only four weights are live at a time (registers at batch 16).
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
-          for (int h = 0; h < 2; ++h) {
-            const uint64_t wh = h == 0 ? w8.lo : w8.hi;
-            const float w0 = pair_lo_float(wh), w1 = pair_hi_float(wh), w2 = pair_lo_float(wh >> 32),
-                        w3 = pair_hi_float(wh >> 32);
-            for (int b = 0; b < B; ++b) {
-              if (b >= nb) continue;
-              const uint64_t xv = load8(xo + b * static_cast<uint64_t>(x_stride) + 8u * h);
-              acc[b] = fma_rn(w0, pair_lo_float(xv), acc[b]);
-              acc[b] = fma_rn(w1, pair_hi_float(xv), acc[b]);
-              acc[b] = fma_rn(w2, pair_lo_float(xv >> 32), acc[b]);
-              acc[b] = fma_rn(w3, pair_hi_float(xv >> 32), acc[b]);
+                for (int h = 0; h < 2; ++h) {
+                  const uint64_t wh = h == 0 ? w8.lo : w8.hi;
+                  const float w0 = pair_lo_float(wh), w1 = pair_hi_float(wh), w2 = pair_lo_float(wh >> 32),
+                              w3 = pair_hi_float(wh >> 32);
+                  for (int b = 0; b < B; ++b) {
+                    if (b >= nb) continue;
+                    const uint64_t xv = load8(xo + b * static_cast<uint64_t>(x_stride) + 8u * h);
+                    acc[b] = fma_rn(w0, pair_lo_float(xv), acc[b]);
+                    acc[b] = fma_rn(w1, pair_hi_float(xv), acc[b]);
+                    acc[b] = fma_rn(w2, pair_lo_float(xv >> 32), acc[b]);
+                    acc[b] = fma_rn(w3, pair_hi_float(xv >> 32), acc[b]);
+                  }
+                }
+              }
+            };
+            if (wb != nullptr) {
+              const uint8_t* wp = reinterpret_cast<const uint8_t*>(wb + a);
+              steps([wp](unsigned o) { return Words8{load8(wp + 2u * o), load8(wp + 2u * o + 8)}; });
+            } else {
+              const uint8_t* ep = eb + a;
+              const uint8_t* smp = smb + a;
+              steps([ep, smp](unsigned o) { return merge8(load8(ep + o), load8(smp + o)); });
             }
           }
+          // The warp's sum per batch row (a butterfly: every lane ends with it).
+          for (int b = 0; b < B; ++b) {
+            if (b >= nb) break;
+            float v = acc[b];
+            for (unsigned o = 16; o > 0; o >>= 1) v += simt::warp_shfl_xor(v, o);
+            acc[b] = v;
+          }
         }
-      };
-      if (g.weights) {
-        const uint8_t* wp = reinterpret_cast<const uint8_t*>(g.weights + a);
-        steps([wp](unsigned o) { return Words8{load8(wp + 2u * o), load8(wp + 2u * o + 8)}; });
-      } else {
-        const uint8_t* ep = exps + (a - base);
-        const uint8_t* smp = p.sign_mantissa + a;
-        steps([ep, smp](unsigned o) { return merge8(load8(ep + o), load8(smp + o)); });
+        if (lane == 0) {
+          for (int b = 0; b < B; ++b) {
+            if (b < nb) red[(s * B + static_cast<unsigned>(b)) * kW + warp] = acc[b];
+          }
+        }
+      }
+      k0 = 0;
+      s_lo = s_hi;
+    }
+    simt::sync_block();  // the warps' sums are in red
+    if (t < s * B) {  // s: the round's segments
+      const unsigned b = t % B;  // B: a power of two
+      if (b < static_cast<unsigned>(nb)) {
+        float v = 0.0f;
+        for (unsigned w = 0; w < kW; ++w) v += red[t * kW + w];
+        g.partials[static_cast<uint64_t>(pair + t / B) * g.batch + b] = v;
       }
     }
-    for (uint64_t idx = z + t; idx < seg_end; idx += kTpb) scalar(idx);
-    // Fixed-order reduction: butterfly in each warp, then the warps in order.
-    for (int b = 0; b < B; ++b) {
-      if (b >= nb) break;
-      float v = acc[b];
-      for (unsigned o = 16; o > 0; o >>= 1) v += simt::warp_shfl_xor(v, o);
-      if (lane == 0) red[warp * kMaxBatch + b] = v;
-    }
-    simt::sync_block();
-    if (t < static_cast<unsigned>(g.batch)) {
-      float s = 0.0f;
-      for (int w = 0; w < kWarps<D>; ++w) s += red[w * kMaxBatch + t];
-      g.partials[static_cast<uint64_t>(pair) * g.batch + t] = s;
-    }
-    simt::sync_block();  // red is reused by the next row
-    row_start = seg_end;
+    pair += s;
+    lo = hi;
+    if (lo < n) simt::sync_block();  // red is reused by the next round (gemv_blocks syncs after the block)
   }
 }
 
@@ -325,9 +385,8 @@ DF11_HD void gemv_blocks(const LaunchParams& p, const SmemLayout& sl, uint8_t* s
     load_tables(spec, p, smem, sl, simt::tid_x(), spec.threads_per_block);
     simt::sync_block();
   }
-  const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
-  for (uint64_t blk = p.block_begin + simt::bid_x(); blk < end; blk += simt::gdim_x()) {
-    gemv_one_block<D, B>(p, sl, smem, g, blk);
+  for (uint32_t i = simt::bid_x(); i < p.block_count; i += simt::gdim_x()) {
+    gemv_one_block<D, B>(p, sl, smem, g, static_cast<uint64_t>(p.block_begin) + i);
     simt::sync_block();
   }
 }

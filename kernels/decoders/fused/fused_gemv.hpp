@@ -59,6 +59,7 @@ struct FusedPlan {
   FusedDecode decode = FusedDecode::two_pass;  // from the unit's layout
   std::vector<GemvMatrix> mats;
   std::vector<uint32_t> pair_base;  // per block, + the total
+  std::vector<uint32_t> block_k0;   // per block: the column of its first element in that element's row
   std::vector<uint32_t> row_ptr;    // per global row (matrices in order), + 1
   std::vector<uint32_t> row_pairs;  // CSR: each row's pairs in block order
   std::vector<uint64_t> block_pos;  // per block: its first element, + the unit's elements
