@@ -167,7 +167,8 @@ def sweep_targets(t, rows, unit="model.layers.1"):
     for batch in (1, 16):
         f = best("df11-fused", batch)
         if f is not None and batch in bf16:
-            t.info(f"df11-fused / bf16 at batch {batch}", f"{median(f) / bf16[batch]:.2f}x",
+            t.info(f"df11-fused / bf16 at batch {batch}",
+                   f"{median(f) / bf16[batch]:.2f}x ({f['case'].get('variant') or 'two-pass, DF11 layout'})",
                    f"verified against {f.get('verified_against')}")
     # Every df11 method faster than cpu-offload at every batch size.
     offload = {b: median(rs[0]) for (m, b), rs in by.items() if m == "cpu-offload"}

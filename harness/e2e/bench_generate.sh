@@ -12,8 +12,9 @@
 # E2E_VARIANT names the DF11 decoder variant of every DF11 run (default: df11 generate's own,
 # kDefaultCudaVariant); scripts/device_check.sh sets it to the fastest variant of the official
 # layout its decode step measured. The --fused-gemv runs (fused decode + GEMV at batch <= 16) take
-# it only when it is a multi12.gap5 or multi12n.gap5 variant of the official layout (the fused
-# kernels read that decoder's image), else df11 generate's kDefaultFusedVariant. The last run (no target: the
+# it only when it is a multi12.gap5 or multi12n.gap5 variant of the official layout, or a fix64
+# one (multi12n/multi12ng: the fused kernels then run fix64's lanes over its 2048-element units),
+# since the fused kernels read that decoder's image; else df11 generate's kDefaultFusedVariant. The last run (no target: the
 # issue's targets are for DF11's own layout) decodes whole blocks with E2E_CNT_VARIANT (default
 # multi12.gap5-cnt.exp-smem-v16.t256.b16.persist): DF11's tables with a count byte per thread,
 # one decode pass (the device check picks the fastest it measured).
@@ -29,7 +30,10 @@ plen=${4:-128}
 v=""
 [ -n "${E2E_VARIANT:-}" ] && v="--variant $E2E_VARIANT" && echo "+ DF11 runs use variant $E2E_VARIANT" >&2
 fv=""
-case "${E2E_VARIANT:-}" in multi12.gap5-warp.* | multi12.gap5-block.* | multi12n.gap5-warp.* | multi12n.gap5-block.*) fv=$v ;; esac
+case "${E2E_VARIANT:-}" in
+  multi12.gap5-warp.* | multi12.gap5-block.* | multi12n.gap5-warp.* | multi12n.gap5-block.*) fv=$v ;;
+  multi12n.gap5-fix64.* | multi12ng.gap5-fix64.*) fv=$v ;;  # the fused kernels over fix64's units
+esac
 cv=${E2E_CNT_VARIANT:-multi12.gap5-cnt.exp-smem-v16.t256.b16.persist}
 # The one-pass fused kernels read the t256.b16 count layout: E2E_CNT_VARIANT when it is one.
 case "$cv" in multi12.gap5-cnt.*.t256.b16* | multi12n.gap5-cnt.*.t256.b16*) fcv=$cv ;; *) fcv=multi12.gap5-cnt.exp-smem-v16.t256.b16.persist ;; esac

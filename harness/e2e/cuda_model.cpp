@@ -162,6 +162,12 @@ class CublasHandle {
 
 // ---- weight providers ------------------------------------------------------------------------
 
+// What --fused-gemv runs: the layout its kernels read and their decode (fused_choice_of).
+struct FusedChoice {
+  Layout layout;
+  dec::FusedDecode decode;
+};
+
 class DeviceProvider {
  public:
   virtual ~DeviceProvider() = default;
@@ -223,6 +229,8 @@ class DeviceProvider {
   }
 
  protected:
+  // The decode the fused kernels run (none: the unit layout's; fix64 decoders: their units).
+  void set_fused_decode(std::optional<dec::FusedDecode> d) { fused_decode_ = d; }
   // Whether add must build fused kernels for this unit.
   [[nodiscard]] bool wants_fused(int unit) const { return fused_on_ && unit != embed_unit_; }
   // Builds the unit's fused kernels over its matrices in element order (wants_fused units only).
@@ -243,7 +251,7 @@ class DeviceProvider {
       fused_.resize(sz(feed.unit()) + 1);
       fused_index_.resize(sz(feed.unit()) + 1);
     }
-    fused_[sz(feed.unit())] = std::make_unique<dec::FusedGemvDevice>(encoded, mats, 0, s, source, shared);
+    fused_[sz(feed.unit())] = std::make_unique<dec::FusedGemvDevice>(encoded, mats, 0, s, source, shared, fused_decode_);
     fused_index_[sz(feed.unit())] = std::move(index);
   }
   // The shared partials, sized for the largest unit at the largest fused batch.
@@ -295,14 +303,18 @@ class DeviceProvider {
   int embed_unit_ = -1;
   std::vector<std::unique_ptr<dec::FusedGemvDevice>> fused_;
   std::vector<std::vector<std::size_t>> fused_index_;  // per unit: per slice of its map, the plan's matrix
+  std::optional<dec::FusedDecode> fused_decode_;        // the fused decode (none: the layout's)
   cuda::DeviceBuffer<float> partials_;
 };
 
 class Bf16DeviceProvider final : public DeviceProvider {
  public:
-  // fused_layout: the layout whose block partition the fused kernels follow on BF16 words (that
-  // of the DF11 decoder they are checked against).
-  explicit Bf16DeviceProvider(Layout fused_layout = Layout::df11()) : fused_layout_(std::move(fused_layout)) {}
+  // fused: the layout and fused decode whose partition the fused kernels follow on BF16 words
+  // (those of the DF11 decoder they are checked against).
+  explicit Bf16DeviceProvider(FusedChoice fused = {Layout::df11(), dec::FusedDecode::two_pass})
+      : fused_layout_(std::move(fused.layout)) {
+    set_fused_decode(fused.decode);
+  }
   void add(UnitFeed& feed, cudaStream_t s) override {
     set_map(feed);
     if (sz(feed.unit()) >= units_.size()) units_.resize(sz(feed.unit()) + 1);
@@ -364,16 +376,18 @@ const dec::Decoder* pick_decoder(const dec::Registry& reg, const std::string& va
 }
 
 // The layout the fused kernels read with the DF11 decoder `variant` (empty: the fused default).
-Layout fused_layout_of(const std::string& variant) {
+FusedChoice fused_choice_of(const std::string& variant) {
   dec::Registry reg;
   dec::register_all(reg);
   const dec::Decoder* d = pick_decoder(reg, variant.empty() ? std::string(kDefaultFusedVariant) : variant);
-  if (!dec::fused_decode_for(d->layout())) {
-    throw Error(fmt::format("--fused-gemv with decoder {}: the fused kernels read layouts {} and {}, not {}", d->name(),
-                            dec::fused_spec(dec::FusedDecode::two_pass).layout().name(),
+  const std::optional<dec::FusedDecode> decode = dec::fused_decode_for(*d);
+  if (!decode) {
+    throw Error(fmt::format("--fused-gemv with decoder {}: the fused kernels read layouts {} and {} (and fix64 "
+                            "variants' DF11 units), not {}",
+                            d->name(), dec::fused_spec(dec::FusedDecode::two_pass).layout().name(),
                             dec::fused_spec(dec::FusedDecode::one_pass).layout().name(), d->layout().name()));
   }
-  return d->layout();
+  return {d->layout(), *decode};
 }
 
 // A provider that brings ranges of units into one reused device buffer (decoded or copied).
@@ -409,6 +423,7 @@ class Df11DeviceProvider final : public ReusedBufferProvider {
   explicit Df11DeviceProvider(const std::string& variant) {
     dec::register_all(registry_);
     decoder_ = pick_decoder(registry_, variant);
+    set_fused_decode(dec::fused_decode_for(*decoder_));  // the fused kernels follow the decoder (fix64: its units)
   }
   void add(UnitFeed& feed, cudaStream_t s) override {
     set_map(feed);
@@ -889,8 +904,9 @@ WeightsKey weights_key(const ModelRequest& r, uint64_t source) {
   if (r.weights == WeightsKind::bf16 && r.fused_gemv) {
     // Checked even where no kernel is built (batch > 16), as the provider's construction does,
     // so that a reused provider does not let a bad --variant through.
-    const Layout layout = fused_layout_of(r.variant);
-    if (k.fused) k.variant = layout.name();
+    const FusedChoice c = fused_choice_of(r.variant);
+    // The partition the kernels follow: the layout's blocks, or fix64's units (same layout).
+    if (k.fused) k.variant = c.layout.name() + (c.decode == dec::FusedDecode::fixed ? " (fix64 units)" : "");
   }
   return k;
 }
@@ -935,7 +951,8 @@ class CudaBuilder final : public ModelBuilder {
     switch (r.weights) {
       case WeightsKind::bf16:
         // With --fused-gemv, the partition of the DF11 decoder it is checked against (--variant).
-        provider_ = std::make_shared<Bf16DeviceProvider>(r.fused_gemv ? fused_layout_of(r.variant) : Layout::df11());
+        provider_ = std::make_shared<Bf16DeviceProvider>(
+            r.fused_gemv ? fused_choice_of(r.variant) : FusedChoice{Layout::df11(), dec::FusedDecode::two_pass});
         break;
       case WeightsKind::df11:
         provider_ = std::make_shared<Df11DeviceProvider>(df11_variant(r));

@@ -188,7 +188,7 @@ class CudaBackend final : public Backend {
     if (m.kind == "df11-fused") {  // fused_can_implement names the layouts the kernels read
       const EncodedUnit* e = encoding_in(*m.layout());
       if (!e) return dec::Status::no("no encoding in layout " + m.layout()->name());
-      return dec::fused_can_implement(*e, gemv_matrices(), 1);
+      return dec::fused_can_implement(*e, gemv_matrices(), 1, fused_decode_of(m));
     }
     if (m.kind == "df11" || m.kind == "df11-chunked" || m.kind == "df11-pipelined" || m.kind == "df11-overlap" ||
         m.kind == "decode") {
@@ -463,18 +463,23 @@ class CudaBackend final : public Backend {
     return out;
   }
 
-  // The unit's fused decode + GEMV kernels and plan for the method's layout (MethodCase::layout:
-  // two-pass on DF11's, one-pass on the count layout), made on first use.
+  // The fused decode of a df11-fused method: its variant's (a fix64 variant: fix64's units), else
+  // its layout's (two-pass on DF11's, one-pass on the count layout).
+  static std::optional<dec::FusedDecode> fused_decode_of(const MethodCase& m) {
+    return m.variant != nullptr ? dec::fused_decode_for(*m.variant) : dec::fused_decode_for(*m.layout());
+  }
+  // The unit's fused decode + GEMV kernels and plan for the method's decode, made on first use.
   const dec::FusedGemvDevice& fused(const MethodCase& m) {
     const Layout l = *m.layout();
-    const std::optional<dec::FusedDecode> d = dec::fused_decode_for(l);
+    const std::optional<dec::FusedDecode> d = fused_decode_of(m);
     if (!d) throw Error("df11-fused: the fused kernels do not read layout " + l.name());
     auto& slot = fused_[static_cast<std::size_t>(*d)];
     if (!slot) {
       const EncodedUnit* e = encoding_in(l);
       if (!e) throw Error("df11-fused: no encoding in layout " + l.name());
       NvtxRange r("upload " + m.label());
-      slot = std::make_unique<dec::FusedGemvDevice>(*e, gemv_matrices(), dec::kFusedMaxBatch, stream_.get());
+      slot = std::make_unique<dec::FusedGemvDevice>(*e, gemv_matrices(), dec::kFusedMaxBatch, stream_.get(),
+                                                    dec::FusedGemvDevice::Source::own_image, nullptr, d);
     }
     return *slot;
   }
@@ -736,7 +741,7 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<uint16_t> w_, decode_buf_, matrix_buf_, slice_buf_, double_buf_[2];
   const std::vector<EncodedUnit>* encodings_ = nullptr;
   std::map<const dec::Decoder*, std::unique_ptr<dec::DeviceImage>> images_;
-  std::array<std::unique_ptr<dec::FusedGemvDevice>, 2> fused_;  // per dec::FusedDecode
+  std::array<std::unique_ptr<dec::FusedGemvDevice>, 3> fused_;  // per dec::FusedDecode
   int batch_ = -1;
   std::vector<cuda::DeviceBuffer<uint16_t>> x_, y_;
   std::vector<std::vector<uint16_t>> host_x_;  // the activations, for the fused check

@@ -7,11 +7,13 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <optional>
 #include <random>
 
 #include "codec/bf16.hpp"
 #include "codec/encoder.hpp"
 #include "fused/fused_gemv.cuh"
+#include "decoder.hpp"
 #include "fused/fused_gemv.hpp"
 #include "helpers.hpp"
 
@@ -50,12 +52,13 @@ std::vector<uint16_t> activations(std::size_t n, uint64_t seed) {
   return v;
 }
 
-void check_case(const Case& c, int batch, const Layout& layout = Layout::df11()) {
+void check_case(const Case& c, int batch, const Layout& layout = Layout::df11(),
+                std::optional<dec::FusedDecode> decode = std::nullopt) {
   const EncodedUnit enc = encode(c.unit.view(), layout, 2);
   REQUIRE(enc.n_blocks() >= 3);  // rows straddle blocks
-  REQUIRE(dec::fused_can_implement(enc, c.mats, batch).ok);
-  const dec::FusedPlan plan = dec::plan_fused(enc, c.mats);
-  REQUIRE(plan.decode == *dec::fused_decode_for(layout));
+  REQUIRE(dec::fused_can_implement(enc, c.mats, batch, decode).ok);
+  const dec::FusedPlan plan = dec::plan_fused(enc, c.mats, decode);
+  REQUIRE(plan.decode == (decode ? *decode : *dec::fused_decode_for(layout)));
   std::vector<std::vector<uint16_t>> xs, ys_dec, ys_ref;
   std::vector<const uint16_t*> xp;
   std::vector<uint16_t*> yd, yr;
@@ -108,7 +111,38 @@ TEST_CASE("simt (one-pass fused): the count-layout decode (t256.b16) equals its 
   for (int batch : {1, 3, 16}) check_case(c, batch, count);  // the three compiled batch sizes
 }
 
+// The fixed decode: fix64's lanes, the plan's blocks its 2048-element units (a warp each, no
+// block reduction). Units that span row ends and matrix ends, rows shorter than a unit (many
+// segments a unit), the last unit partial (56936 and 41400 elements), batches 1, 3 and 16.
+TEST_CASE("simt: fused decode+GEMV on fix64 units equals its BF16 reference", "[decoders][simt][fused]") {
+  const Layout df11 = Layout::df11();
+  const dec::FusedPlan plan =
+      dec::plan_fused(encode(make_case({{10, 2048}}, 1).unit.view(), df11, 1), make_case({{10, 2048}}, 1).mats,
+                      dec::FusedDecode::fixed);
+  CHECK(plan.n_blocks() == 10);  // units, not DF11 blocks
+  CHECK(plan.block_pos[1] == dec::kFixedUnit);
+  const Case c = make_case({{10, 2048}, {12, 1536}, {6, 3004}}, 8);
+  for (int batch : {1, 3, 16}) check_case(c, batch, df11, dec::FusedDecode::fixed);
+  const Case shortrows = make_case({{60, 300}, {70, 256}, {20, 1000}}, 9);
+  check_case(shortrows, 2, df11, dec::FusedDecode::fixed);
+}
+
 TEST_CASE("fused: the layouts the kernels read, and the rest refused by name", "[decoders][fused]") {
+  {
+    dec::Registry reg;
+    dec::register_all(reg);
+    const dec::Decoder* fix = reg.find("multi12ng.gap5-fix64.exp-smem-v16.t512.b8.persist");
+    const dec::Decoder* warp = reg.find("multi12n.gap5-warp.exp-smem-v16.t512.b8");
+    REQUIRE(fix != nullptr);
+    REQUIRE(warp != nullptr);
+    CHECK(dec::fused_decode_for(*fix) == dec::FusedDecode::fixed);
+    CHECK(dec::fused_decode_for(*warp) == dec::FusedDecode::two_pass);
+    const Case c = make_case({{8, 512}}, 5);
+    const EncodedUnit count = encode(c.unit.view(), dec::fused_spec(dec::FusedDecode::one_pass).layout(), 1);
+    const dec::Status st = dec::fused_can_implement(count, c.mats, 1, dec::FusedDecode::fixed);
+    CHECK_FALSE(st.ok);  // the fixed decode reads DF11's layout only
+    CHECK_THAT(st.reason, Catch::Contains(Layout::df11().name()));
+  }
   CHECK(dec::fused_decode_for(Layout::df11()) == dec::FusedDecode::two_pass);
   CHECK(dec::fused_decode_for(dec::fused_spec(dec::FusedDecode::one_pass).layout()) == dec::FusedDecode::one_pass);
   CHECK_FALSE(dec::fused_decode_for(Layout::canonical(16, 512, 8, PositionScheme::block)).has_value());

@@ -55,11 +55,14 @@ void check_fused(const Unit& u, int batch, dec::FusedDecode decode) {
     off += t.data.size();
     flat.insert(flat.end(), t.data.begin(), t.data.end());
   }
-  const std::string what = std::string("fused gemv (") + (decode == dec::FusedDecode::one_pass ? "one" : "two") +
-                           "-pass) on " + u.name + " batch " + std::to_string(batch);
+  const std::string what = std::string("fused gemv (") +
+                           (decode == dec::FusedDecode::one_pass   ? "one-pass"
+                            : decode == dec::FusedDecode::two_pass ? "two-pass"
+                                                                   : "fix64 units") +
+                           ") on " + u.name + " batch " + std::to_string(batch);
   try {
     cuda::Stream s;
-    dec::FusedGemvDevice dev(enc, mats, batch, s.get());
+    dec::FusedGemvDevice dev(enc, mats, batch, s.get(), dec::FusedGemvDevice::Source::own_image, nullptr, decode);
     const auto w = cuda::DeviceBuffer<uint16_t>::from(flat, s.get());
     std::mt19937_64 rng(static_cast<uint64_t>(batch));
     std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -262,7 +265,7 @@ int main(int argc, char** argv) {
     // Fused decode + GEMV: a few matrices of a Nemo layer's shapes (rows of 5120, 4096 and
     // 14336), at batch 1, 5 and 16.
     const Unit layer = synth::make_nemo_layer(1, 3, small ? 0.002 : 0.01, 0);
-    for (const dec::FusedDecode fd : {dec::FusedDecode::two_pass, dec::FusedDecode::one_pass}) {
+    for (const dec::FusedDecode fd : {dec::FusedDecode::two_pass, dec::FusedDecode::one_pass, dec::FusedDecode::fixed}) {
       for (const int batch : {1, 5, 16}) check_fused(layer, batch, fd);
     }
     if (damaged) check_damaged(reg, small);

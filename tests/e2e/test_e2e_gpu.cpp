@@ -273,13 +273,15 @@ void run() {
     int fused_variants = 0;
     for (const auto& d : reg.all()) {
       // The variants whose image the fused kernels read: multi12 on DF11's layout (two passes) or
-      // on the t256.b16 count layout (one pass). The BF16 partner follows the same partition.
-      if (d->name().rfind("multi12.gap5", 0) != 0 || !dec::fused_decode_for(d->layout())) continue;
+      // on the t256.b16 count layout (one pass), and the fix64 ones (their units). The BF16
+      // partner follows the same partition.
+      const bool fix64 = d->name().find(".gap5-fix64.") != std::string::npos;
+      if (!fix64 && (d->name().rfind("multi12.gap5", 0) != 0 || !dec::fused_decode_for(d->layout()))) continue;
       ++fused_variants;
       auto vm = build_models(*src, {fused(WeightsKind::df11, 2, d->name()), fused(WeightsKind::bf16, 2, d->name())});
       check_pair(*vm[0], *vm[1], vp, 6, "fused with decoder " + d->name());
     }
-    expect(fused_variants >= 4, fmt::format("fused: {} decoders of both fused layouts checked", fused_variants));
+    expect(fused_variants >= 8, fmt::format("fused: {} decoders of both fused layouts and fix64 checked", fused_variants));
     auto refused = [&](const std::string& variant, const std::string& needle) {
       try {
         (void)build_models(*src, {fused(WeightsKind::df11, 1, variant)});

@@ -325,16 +325,20 @@ TEST_CASE("methods resolve over the backend's decoders; a glob matching nothing 
   // df11-fused reads DF11's layout; df11-fused:<glob> the layouts of its variants (the count
   // layout of multi12.gap5-cnt.*.t256.b16: the one-pass fused decode). On the cpu backend it is
   // one case, which the backend refuses (a GPU kernel).
-  e.methods = {"df11-fused", "df11-fused:multi12.gap5-cnt.exp-smem-v16.t256.b16.persist"};
+  e.methods = {"df11-fused", "df11-fused:multi12.gap5-cnt.exp-smem-v16.t256.b16.persist",
+               "df11-fused:multi12ng.gap5-fix64.exp-smem-v16.t512.b8.persist"};
   e.cpu.methods.reset();
   const auto fused = resolve_methods(e, "cuda", registry());
-  REQUIRE(fused.size() == 2);
+  REQUIRE(fused.size() == 3);
   CHECK(fused[0].layout() == df11::Layout::df11());
+  // A fix64 variant: DF11's layout, the fused kernels over its units.
+  CHECK(fused[2].layout() == df11::Layout::df11());
+  CHECK(df11::dec::fused_decode_for(*fused[2].variant) == df11::dec::FusedDecode::fixed);
   CHECK(fused[1].label() == "df11-fused:multi12.gap5-cnt.exp-smem-v16.t256.b16.persist");
   CHECK(fused[1].layout() == df11::dec::fused_spec(df11::dec::FusedDecode::one_pass).layout());
   CHECK(layouts_needed(fused).size() == 2);
   const auto fused_cpu = resolve_methods(e, "cpu", registry());
-  REQUIRE(fused_cpu.size() == 2);
+  REQUIRE(fused_cpu.size() == 3);
   CHECK(fused_cpu[1].variant == nullptr);
   CHECK(fused_cpu[1].kind == "df11-fused");
 }

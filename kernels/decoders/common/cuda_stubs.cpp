@@ -22,7 +22,7 @@ bool built_with_cuda() { return false; }
 
 struct FusedGemvDevice::Impl {};
 FusedGemvDevice::FusedGemvDevice(const EncodedUnit&, const std::vector<GemvMatrix>&, int, Stream, Source,
-                                 const DeviceImage*) {
+                                 const DeviceImage*, std::optional<FusedDecode>) {
   no_cuda("fused gemv");
 }
 FusedGemvDevice::~FusedGemvDevice() = default;

@@ -10,6 +10,7 @@
 
 #include "common/host_image.hpp"
 #include "common/smem_guard.hpp"
+#include "common/variant_decoder.hpp"
 #include "fused/fused_gemv.cuh"
 
 namespace df11::dec {
@@ -26,8 +27,24 @@ bool fused_output_close(const uint16_t* w_row, const uint16_t* x_row, int64_t n,
 }
 
 VariantSpec fused_spec(FusedDecode d) {
-  return d == FusedDecode::two_pass ? fused::Shape<FusedDecode::two_pass>::spec
-                                    : fused::Shape<FusedDecode::one_pass>::spec;
+  switch (d) {
+    case FusedDecode::two_pass:
+      return fused::Shape<FusedDecode::two_pass>::spec;
+    case FusedDecode::one_pass:
+      return fused::Shape<FusedDecode::one_pass>::spec;
+    case FusedDecode::fixed:
+      break;
+  }
+  return fused::Shape<FusedDecode::fixed>::spec;
+}
+
+std::optional<FusedDecode> fused_decode_for(const Decoder& decoder) {
+  const auto* v = dynamic_cast<const VariantDecoder*>(&decoder);
+  if (v != nullptr && v->spec().partition == Partition::fixed_out &&
+      v->layout() == fused_spec(FusedDecode::fixed).layout()) {
+    return FusedDecode::fixed;
+  }
+  return fused_decode_for(decoder.layout());
 }
 
 std::optional<FusedDecode> fused_decode_for(const Layout& layout) {
@@ -37,11 +54,14 @@ std::optional<FusedDecode> fused_decode_for(const Layout& layout) {
   return std::nullopt;
 }
 
-Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int batch) {
-  if (!fused_decode_for(unit.layout)) {
-    return Status::no(fmt::format("unit {} is in layout {}; the fused kernels read {} or {}", unit.name,
-                                  unit.layout.name(), fused_spec(FusedDecode::two_pass).layout().name(),
-                                  fused_spec(FusedDecode::one_pass).layout().name()));
+Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int batch,
+                           std::optional<FusedDecode> decode) {
+  if (decode ? !(unit.layout == fused_spec(*decode).layout()) : !fused_decode_for(unit.layout)) {
+    return Status::no(fmt::format("unit {} is in layout {}; the fused kernels read {}", unit.name,
+                                  unit.layout.name(),
+                                  decode ? fused_spec(*decode).layout().name()
+                                         : fused_spec(FusedDecode::two_pass).layout().name() + " or " +
+                                               fused_spec(FusedDecode::one_pass).layout().name()));
   }
   if (batch < 1 || batch > kFusedMaxBatch) {
     return Status::no(fmt::format("the fused kernels take batches 1..{}, not {}", kFusedMaxBatch, batch));
@@ -65,11 +85,11 @@ Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix
   return Status::yes();
 }
 
-FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats) {
-  if (const Status st = fused_can_implement(unit, mats, 1); !st.ok) throw Error(st.reason);
+FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, std::optional<FusedDecode> decode) {
+  if (const Status st = fused_can_implement(unit, mats, 1, decode); !st.ok) throw Error(st.reason);
   validate_encoded(unit);
   FusedPlan plan;
-  plan.decode = *fused_decode_for(unit.layout);
+  plan.decode = decode ? *decode : *fused_decode_for(unit.layout);
   plan.mats = mats;
   // Global row index of element e: rows of earlier matrices + e's row in its matrix.
   std::vector<uint64_t> row_base(mats.size());
@@ -81,10 +101,14 @@ FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mat
     while (e >= mats[m].offset + static_cast<uint64_t>(mats[m].out * mats[m].in)) ++m;
     return row_base[m] + (e - mats[m].offset) / static_cast<uint64_t>(mats[m].in);
   };
-  const uint64_t n_blocks = unit.n_blocks();
+  // The blocks of work: DF11 blocks, or for the fixed decode its units of kFixedUnit elements.
+  const bool fixed = plan.decode == FusedDecode::fixed;
+  const uint64_t n_blocks = fixed ? (unit.n_elements + kFixedUnit - 1) / kFixedUnit : unit.n_blocks();
   std::vector<uint64_t>& pos = plan.block_pos;
   pos.resize(n_blocks + 1);
-  for (uint64_t b = 0; b <= n_blocks; ++b) pos[b] = unit.position(b);
+  for (uint64_t b = 0; b <= n_blocks; ++b) {
+    pos[b] = fixed ? std::min<uint64_t>(b * kFixedUnit, unit.n_elements) : unit.position(b);
+  }
   std::vector<std::vector<uint32_t>> pairs_of_row(plan.n_rows);
   plan.pair_base.assign(n_blocks + 1, 0);
   plan.block_k0.assign(n_blocks, 0);
@@ -151,7 +175,10 @@ template <FusedDecode D>
 void fused_gemv_simt_as(const EncodedUnit& unit, const FusedPlan& plan, const GemvRun& run) {
   constexpr VariantSpec kSpec = fused::Shape<D>::spec;
   const HostImage img = prepare_image(kSpec, unit);
-  if (img.n_blocks != plan.n_blocks()) throw Error(fmt::format("fused gemv: unit {} is not the plan's", unit.name));
+  const uint64_t work_blocks = D == FusedDecode::fixed ? (img.n_elements + kFixedUnit - 1) / kFixedUnit : img.n_blocks;
+  if (work_blocks != plan.n_blocks() || img.n_elements != unit.n_elements) {
+    throw Error(fmt::format("fused gemv: unit {} is not the plan's", unit.name));
+  }
   fused::GemvParams g = fused::gemv_params(plan, run);
   LaunchParams p = host_launch_params(img, nullptr, 0, img.n_elements);
   // Not a structured binding: lambdas below capture them (clang 14, the fuzz preset's, cannot).
@@ -192,7 +219,7 @@ void fused_gemv_simt_as(const EncodedUnit& unit, const FusedPlan& plan, const Ge
 }  // namespace
 
 void fused_gemv_simt(const EncodedUnit& unit, const FusedPlan& plan, const GemvRun& run) {
-  if (fused_decode_for(unit.layout) != plan.decode) {
+  if (!(unit.layout == fused_spec(plan.decode).layout())) {
     throw Error(fmt::format("fused gemv: unit {} (layout {}) is not the plan's", unit.name, unit.layout.name()));
   }
   fused::with_decode(plan.decode, [&](auto d) { fused_gemv_simt_as<decltype(d)::value>(unit, plan, run); });

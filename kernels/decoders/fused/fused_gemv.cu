@@ -12,9 +12,9 @@ namespace df11::dec {
 namespace {
 
 // Registers capped at 40 for batch 1 and 64 for batches 4 and 16 (ptxas would take 64 and ~80:
-// at 80 one t512 block fits an SM, not two). At 32, batch 1's segment walk spills; 40 costs the
-// two-pass (t512) kernel its fourth block an SM, not the one-pass (t256) kernel, which shared
-// memory holds to six on sm_90.
+// at 80 one t512 block fits an SM, not two). At 32, batch 1's segment walk spills (the fixed
+// decode's too); 40 costs the two-pass and fixed (t512) kernels their fourth block an SM, not the
+// one-pass (t256) kernel, which shared memory holds to six on sm_90.
 template <FusedDecode D, int B>
 inline constexpr int kFusedMinBlocks = 65536 / (fused::kThreads<D> * (B == 1 ? 40 : 64));
 template <FusedDecode D, int B>
@@ -44,7 +44,10 @@ void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
   const uint64_t resident_grid = resident.get(kernel, kThreads, smem);
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
-  const uint64_t grid = b1 - b0 < resident_grid ? b1 - b0 : resident_grid;
+  // The fixed decode's blocks of work are warp units: kWarps of them a CUDA block.
+  const uint64_t per = D == FusedDecode::fixed ? static_cast<uint64_t>(fused::kWarps<D>) : 1;
+  const uint64_t want = (b1 - b0 + per - 1) / per;
+  const uint64_t grid = want < resident_grid ? want : resident_grid;
   kernel<<<static_cast<unsigned>(grid), kThreads, smem, s>>>(p, sl, g);
   CUDA_CHECK(cudaGetLastError());
 }
@@ -65,17 +68,18 @@ struct FusedGemvDevice::Impl {
 };
 
 FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int max_batch,
-                                 Stream stream, Source source, const DeviceImage* shared)
+                                 Stream stream, Source source, const DeviceImage* shared,
+                                 std::optional<FusedDecode> decode)
     : impl_(std::make_unique<Impl>()) {
   if (max_batch < 0 || max_batch > kFusedMaxBatch) {
     throw Error("fused gemv: unit " + unit.name + ": max_batch " + std::to_string(max_batch) + " (0.." +
                 std::to_string(kFusedMaxBatch) + ")");
   }
-  if (const Status st = fused_can_implement(unit, mats, std::max(max_batch, 1)); !st.ok) throw Error(st.reason);
+  if (const Status st = fused_can_implement(unit, mats, std::max(max_batch, 1), decode); !st.ok) throw Error(st.reason);
   if ((source == Source::shared_image) != (shared != nullptr)) {
     throw Error("fused gemv: unit " + unit.name + ": a shared image is given exactly with Source::shared_image");
   }
-  impl_->plan = plan_fused(unit, mats);
+  impl_->plan = plan_fused(unit, mats, decode);
   impl_->max_batch = max_batch;
   impl_->n_elements = unit.n_elements;
   const std::string who = "fused gemv: unit " + unit.name + ": the shared image ";
@@ -84,15 +88,26 @@ FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<Gemv
       const auto* gap = dynamic_cast<const GapDeviceImage*>(shared);
       if (gap == nullptr) throw Error(who + "is not a gap-decode variant's");
       const Layout want = fused_spec(impl_->plan.decode).layout();
-      // The fused kernels read the image's multi and flat roots, gaps and positions.
-      if (!gap->spec().has_multi_root() || !gap->spec().has_flat_root() ||
-          gap->spec().partition == Partition::fixed_out || !(gap->spec().layout() == want)) {
+      if (impl_->plan.decode == FusedDecode::fixed) {
+        // The fixed decode reads a fix64 image's multi root (the global chained tables for
+        // single codes), start bits and word stream.
+        if (gap->spec().partition != Partition::fixed_out || !gap->spec().has_multi_root() ||
+            !(gap->spec().layout() == want)) {
+          throw Error(who + "is " + gap->spec().name() + "'s: the fixed fused decode needs a multi12n or multi12ng "
+                      "fix64 variant's image of layout " + want.name());
+        }
+      } else if (!gap->spec().has_multi_root() || !gap->spec().has_flat_root() ||
+                 gap->spec().partition == Partition::fixed_out || !(gap->spec().layout() == want)) {
+        // The other fused kernels read the image's multi and flat roots, gaps and positions.
         throw Error(who + "is " + gap->spec().name() + "'s: the fused kernels need the multi-symbol and flat tables, "
                     "gaps and positions of layout " + want.name() +
                     " (a multi12 or multi12n variant of the unit's layout; not multi12ng, not fix64)");
       }
       const HostImage& h = gap->host();
-      if (h.n_blocks != impl_->plan.n_blocks() || h.n_elements != unit.n_elements ||
+      const uint64_t work_blocks = impl_->plan.decode == FusedDecode::fixed
+                                       ? (h.n_elements + kFixedUnit - 1) / kFixedUnit
+                                       : h.n_blocks;
+      if (work_blocks != impl_->plan.n_blocks() || h.n_elements != unit.n_elements ||
           h.n_bytes != unit.encoded_exponent.size()) {
         throw Error(who + "holds another unit (" + std::to_string(h.n_blocks) + " blocks, " +
                     std::to_string(h.n_elements) + " elements, " + std::to_string(h.n_bytes) + " bytes; the unit " +

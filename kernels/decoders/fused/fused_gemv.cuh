@@ -43,6 +43,10 @@ template <>
 struct Shape<FusedDecode::one_pass> {
   static constexpr VariantSpec spec{TableKind::multi_lut_n, Partition::thread_count, Staging::exp_smem, 256, 16, false};
 };
+template <>
+struct Shape<FusedDecode::fixed> {
+  static constexpr VariantSpec spec{TableKind::multi_lut_ng, Partition::fixed_out, Staging::exp_smem, 512, 8, false};
+};
 template <FusedDecode D>
 inline constexpr int kThreads = Shape<D>::spec.threads_per_block;
 template <FusedDecode D>
@@ -53,8 +57,10 @@ template <class F>
 void with_decode(FusedDecode d, F&& f) {
   if (d == FusedDecode::two_pass) {
     f(std::integral_constant<FusedDecode, FusedDecode::two_pass>{});
-  } else {
+  } else if (d == FusedDecode::one_pass) {
     f(std::integral_constant<FusedDecode, FusedDecode::one_pass>{});
+  } else {
+    f(std::integral_constant<FusedDecode, FusedDecode::fixed>{});
   }
 }
 
@@ -201,6 +207,95 @@ DF11_HD unsigned smem_bytes(const SmemLayout& sl) {
   return reduce_offset(sl) + kSegments * B * kWarps<D> * 4;
 }
 
+// In a block or unit of n elements from element `first`: the end of the row segment that starts
+// at offset at, column kc; mm: its matrix (advanced to it from an earlier one).
+DF11_HD uint32_t row_segment_end(const GemvParams& g, uint64_t first, uint32_t n, uint32_t at, int& mm, uint32_t kc) {
+  while (first + at >= g.end[mm]) ++mm;
+  const uint64_t left = static_cast<uint64_t>(g.in[mm]) - kc;  // the row's elements from at on
+  return n - at > left ? at + static_cast<uint32_t>(left) : n;
+}
+
+// A warp's products of elements [p0, p1) of a block or unit (offsets from its first element,
+// i 8-aligned in the unit iff (i + mis) % 8 == 0) with X_m, per batch row, into acc[b], summed
+// over the warp's lanes (a butterfly: every lane ends with the sums). xs: X_m[0] at element p0's
+// column. The weights: wb[i] when reading BF16 (wb non-null), else exponent eb[ex(i)] and
+// sign/mantissa smb[i]. Lanes take 8 elements a step (8-byte loads of exponents and
+// sign/mantissa, 16-byte loads of weights and X) where the elements are 8-aligned in the unit and
+// X_m allows it (g.vec[m]), the rest one by one: the split depends on offsets, row lengths and
+// X alone, so decoding and reading BF16 sum in the same order.
+template <int B, class Ex>
+DF11_HD void warp_piece_sums(const GemvParams& g, int m, uint32_t p0, uint32_t p1, const uint16_t* xs, unsigned mis,
+                             int nb, unsigned lane, const uint16_t* wb, const uint8_t* eb, Ex ex, const uint8_t* smb,
+                             float (&acc)[B]) {
+  const uint32_t in = static_cast<uint32_t>(g.in[m]);  // <= 2^30 (fused_can_implement)
+  // Element i of the piece: its weight times X[b][column] into acc[b].
+  auto scalar = [&](uint32_t i) {
+    const uint16_t word = wb != nullptr ? wb[i] : merge_bf16(eb[ex(i)], smb[i]);
+    const float w = bf16_to_float(word);
+    const uint32_t k = i - p0;
+    for (int b = 0; b < B; ++b) {
+      if (b < nb) acc[b] = fma_rn(w, bf16_to_float(xs[static_cast<uint64_t>(b) * in + k]), acc[b]);
+    }
+  };
+  uint32_t a = p1, z = p1;  // the 8-wide range [a, z)
+  if (g.vec[m]) {
+    const uint32_t a8 = (p0 + mis + 7u) & ~7u, z8 = (p1 + mis) & ~7u;  // in offsets + mis
+    if (a8 < z8) {  // then a8 >= mis: no wrap below
+      a = a8 - mis;
+      z = z8 - mis;
+    }
+  }
+  // The scalar head [p0, a) and tail [z, p1) first (fewer values live across the steps).
+  const uint32_t n_head = a - p0, n_scalar = n_head + (p1 - z);
+  for (uint32_t j = lane; j < n_scalar; j += 32u) scalar(j < n_head ? p0 + j : z + (j - n_head));
+  // The 8-wide steps: each word pair turns into floats by a shift and a mask; the same FMAs in
+  // the same order as element by element. The weights are read or decoded in two loops (the
+  // choice is uniform).
+  if (a < z) {
+    const unsigned n_vec = z - a;
+    const uint8_t* x0 = reinterpret_cast<const uint8_t*>(xs + (a - p0));  // X[0] at element a
+    const uint32_t x_stride = in * 2u;  // bytes between batch rows of X
+    auto steps = [&](auto load_words) {
+      const uint8_t* xo = x0 + 16u * lane;
+      for (unsigned o = 8u * lane; o < n_vec; o += 8u * 32u, xo += 16u * 32u) {
+        const Words8 w8 = load_words(o);
+        // Elements 0-3, then 4-7, over every batch row: each acc[b] still takes them in order,
+        // and only four weights are live at a time (registers at batch 16).
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+        for (int h = 0; h < 2; ++h) {
+          const uint64_t wh = h == 0 ? w8.lo : w8.hi;
+          const float w0 = pair_lo_float(wh), w1 = pair_hi_float(wh), w2 = pair_lo_float(wh >> 32),
+                      w3 = pair_hi_float(wh >> 32);
+          for (int b = 0; b < B; ++b) {
+            if (b >= nb) continue;
+            const uint64_t xv = load8(xo + b * static_cast<uint64_t>(x_stride) + 8u * h);
+            acc[b] = fma_rn(w0, pair_lo_float(xv), acc[b]);
+            acc[b] = fma_rn(w1, pair_hi_float(xv), acc[b]);
+            acc[b] = fma_rn(w2, pair_lo_float(xv >> 32), acc[b]);
+            acc[b] = fma_rn(w3, pair_hi_float(xv >> 32), acc[b]);
+          }
+        }
+      }
+    };
+    if (wb != nullptr) {
+      const uint8_t* wp = reinterpret_cast<const uint8_t*>(wb + a);
+      steps([wp](unsigned o) { return Words8{load8(wp + 2u * o), load8(wp + 2u * o + 8)}; });
+    } else {
+      const uint8_t* smp = smb + a;
+      steps([&](unsigned o) { return merge8(load8(eb + ex(a + o)), load8(smp + o)); });
+    }
+  }
+  // The warp's sum per batch row.
+  for (int b = 0; b < B; ++b) {
+    if (b >= nb) break;
+    float v = acc[b];
+    for (unsigned o = 16; o > 0; o >>= 1) v += simt::warp_shfl_xor(v, o);
+    acc[b] = v;
+  }
+}
+
 // Kernel 1 for DF11 block blk, the tables already in shared memory. B: the batch rounded up to
 // a compiled size (rows b >= g.batch are skipped).
 //
@@ -242,12 +337,7 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
   const uint16_t* wb = g.weights != nullptr ? g.weights + first : nullptr;
   const unsigned mis = static_cast<unsigned>(first & 7u);  // i is 8-aligned in the unit iff (i + mis) % 8 == 0
   const int nb = B == 1 ? 1 : (g.batch < B ? g.batch : B);  // batch >= 1 (gemv_params): no row test at B = 1
-  // The end of the segment that starts at element at, column kc; mm: its matrix (advanced to it).
-  auto segment_end = [&](uint32_t at, int& mm, uint32_t kc) {
-    while (first + at >= g.end[mm]) ++mm;
-    const uint64_t left = static_cast<uint64_t>(g.in[mm]) - kc;  // the row's elements from at on
-    return n - at > left ? at + static_cast<uint32_t>(left) : n;
-  };
+  auto segment_end = [&](uint32_t at, int& mm, uint32_t kc) { return row_segment_end(g, first, n, at, mm, kc); };
   uint32_t pair = g.pair_base[blk];
   uint32_t k0 = g.block_k0[blk];  // column of the next segment's first element
   int m = 0;
@@ -278,77 +368,8 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
         float acc[B];
         for (int b = 0; b < B; ++b) acc[b] = 0.0f;
         if (p0 < p1 && x != nullptr) {  // warp-uniform
-          const uint32_t in = static_cast<uint32_t>(g.in[m]);  // <= 2^30 (fused_can_implement)
-          const uint16_t* xs = x + (k0 + (p0 - s_lo));  // X[0] at element p0's column
-          // Element i of the piece: its weight times X[b][column] into acc[b].
-          auto scalar = [&](uint32_t i) {
-            const uint16_t word = wb != nullptr ? wb[i] : merge_bf16(eb[i], smb[i]);
-            const float w = bf16_to_float(word);
-            const uint32_t k = i - p0;
-            for (int b = 0; b < B; ++b) {
-              if (b < nb) acc[b] = fma_rn(w, bf16_to_float(xs[static_cast<uint64_t>(b) * in + k]), acc[b]);
-            }
-          };
-          // 8 elements per step where they are 8-aligned in the unit and in X (8-byte loads of
-          // exponents and sign/mantissa, 16-byte loads of weights and X); the rest one by one.
-          uint32_t a = p1, z = p1;
-          if (g.vec[m]) {
-            const uint32_t a8 = (p0 + mis + 7u) & ~7u, z8 = (p1 + mis) & ~7u;  // in block offsets + mis
-            if (a8 < z8) {  // then a8 >= mis: no wrap below
-              a = a8 - mis;
-              z = z8 - mis;
-            }
-          }
-          // The scalar head [p0, a) and tail [z, p1) first (fewer values live across the steps).
-          const uint32_t n_head = a - p0, n_scalar = n_head + (p1 - z);
-          for (uint32_t j = lane; j < n_scalar; j += 32u) scalar(j < n_head ? p0 + j : z + (j - n_head));
-          // The 8-wide steps: each word pair turns into floats by a shift and a mask; the same
-          // FMAs in the same order as element by element. The weights are read or decoded in two
-          // loops (the choice is uniform).
-          if (a < z) {
-            const unsigned n_vec = z - a;
-            const uint8_t* x0 = reinterpret_cast<const uint8_t*>(xs + (a - p0));  // X[0] at element a
-            const uint32_t x_stride = in * 2u;  // bytes between batch rows of X
-            auto steps = [&](auto load_words) {
-              const uint8_t* xo = x0 + 16u * lane;
-              for (unsigned o = 8u * lane; o < n_vec; o += 8u * 32u, xo += 16u * 32u) {
-                const Words8 w8 = load_words(o);
-                // Elements 0-3, then 4-7, over every batch row: each acc[b] still takes them in
-                // order, and only four weights are live at a time (registers at batch 16).
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-                for (int h = 0; h < 2; ++h) {
-                  const uint64_t wh = h == 0 ? w8.lo : w8.hi;
-                  const float w0 = pair_lo_float(wh), w1 = pair_hi_float(wh), w2 = pair_lo_float(wh >> 32),
-                              w3 = pair_hi_float(wh >> 32);
-                  for (int b = 0; b < B; ++b) {
-                    if (b >= nb) continue;
-                    const uint64_t xv = load8(xo + b * static_cast<uint64_t>(x_stride) + 8u * h);
-                    acc[b] = fma_rn(w0, pair_lo_float(xv), acc[b]);
-                    acc[b] = fma_rn(w1, pair_hi_float(xv), acc[b]);
-                    acc[b] = fma_rn(w2, pair_lo_float(xv >> 32), acc[b]);
-                    acc[b] = fma_rn(w3, pair_hi_float(xv >> 32), acc[b]);
-                  }
-                }
-              }
-            };
-            if (wb != nullptr) {
-              const uint8_t* wp = reinterpret_cast<const uint8_t*>(wb + a);
-              steps([wp](unsigned o) { return Words8{load8(wp + 2u * o), load8(wp + 2u * o + 8)}; });
-            } else {
-              const uint8_t* ep = eb + a;
-              const uint8_t* smp = smb + a;
-              steps([ep, smp](unsigned o) { return merge8(load8(ep + o), load8(smp + o)); });
-            }
-          }
-          // The warp's sum per batch row (a butterfly: every lane ends with it).
-          for (int b = 0; b < B; ++b) {
-            if (b >= nb) break;
-            float v = acc[b];
-            for (unsigned o = 16; o > 0; o >>= 1) v += simt::warp_shfl_xor(v, o);
-            acc[b] = v;
-          }
+          warp_piece_sums<B>(g, m, p0, p1, x + (k0 + (p0 - s_lo)), mis, nb, lane, wb,
+                             eb, [](uint32_t i) { return i; }, smb, acc);
         }
         if (lane == 0) {
           for (int b = 0; b < B; ++b) {
@@ -378,8 +399,76 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
 // decode tables once (24 KB for multi12, against 4 KB of stream per DF11 block) and takes DF11
 // blocks block_begin + bid, + gridDim, ... below block_begin + block_count. Shared memory is
 // reused, so a barrier ends every block.
+// Kernel 1 of the fixed decode, persistent: the tables once per CUDA block, then each warp on its
+// own over the units (kFixedUnit elements: the plan's blocks) block_begin + warp id, + warps in
+// the grid, ...: lane l decodes its 64 codes into its row of the warp's shared memory (the
+// fix64 decoder's fixed_lane_decode), then the warp walks the unit's row segments (a unit lies
+// in two or three of Nemo's rows), and lane 0 writes each segment's sums as that (unit, row)
+// pair's partials. No block barrier after the tables, no cross-warp sum.
+template <int B>
+DF11_HD void gemv_fixed_units(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
+  constexpr VariantSpec kSpec = Shape<FusedDecode::fixed>::spec;
+  constexpr unsigned kW = kWarps<FusedDecode::fixed>;
+  const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
+  if (g.weights == nullptr) {
+    load_tables(kSpec, p, smem, sl, t, kSpec.threads_per_block);
+    simt::sync_block();  // the only block barrier
+  }
+  const auto table = make_table<kSpec.table>(p, smem, sl);
+  uint8_t* rows = smem + sl.exps + warp * sl.exps_stride;
+  const int nb = B == 1 ? 1 : (g.batch < B ? g.batch : B);
+  const uint64_t stride = static_cast<uint64_t>(simt::gdim_x()) * kW;
+  for (uint64_t r = static_cast<uint64_t>(simt::bid_x()) * kW + warp; r < p.block_count; r += stride) {
+    const uint64_t u = p.block_begin + r, first = u * kFixedUnit;
+    const uint32_t n = static_cast<uint32_t>(p.n_elements - first < kFixedUnit ? p.n_elements - first : kFixedUnit);
+    if (g.weights == nullptr) {
+      // As the fix64 decoder: the next unit's first bit in flight and its bytes hinted into L2
+      // while this unit decodes.
+      const uint64_t nr = r + stride, nu = p.block_begin + nr;
+      const bool next = nr < p.block_count;
+      const uint32_t nu_bit = next ? p.positions[nu] : 0u;
+      if (next) hint_next_fixed_unit(p, nu, lane);
+      fixed_lane_decode(p, table, rows, u, lane);
+      if (next) hint_next_fixed_stream(p, nu_bit, lane);
+      simt::sync_warp();  // the warp's exponents are complete
+    }
+    const uint16_t* wb = g.weights != nullptr ? g.weights + first : nullptr;
+    const uint8_t* smb = g.weights == nullptr ? p.sign_mantissa + first : nullptr;
+    uint32_t pair = g.pair_base[u], k0 = g.block_k0[u];
+    int m = 0;
+    for (uint32_t lo = 0; lo < n; ++pair) {
+      const uint32_t hi = row_segment_end(g, first, n, lo, m, k0);
+      if (const uint16_t* x = g.x[m]) {  // a matrix not in the run: no partials (none are read)
+        // At most 4 batch rows a pass over the piece (batch 16: four, the later ones re-reading
+        // the weights from the rows and L1; each row's sum in the same order; 8 rows a pass
+        // spilled on sm_80 at the 64-register cap).
+        constexpr int kH = B > 4 ? 4 : B;
+        for (int h0 = 0; h0 < nb; h0 += kH) {
+          float acc[kH];
+          for (int b = 0; b < kH; ++b) acc[b] = 0.0f;
+          const int nh = nb - h0 < kH ? nb - h0 : kH;
+          warp_piece_sums<kH>(g, m, lo, hi, x + (k0 + static_cast<uint64_t>(h0) * g.in[m]), 0u, nh, lane, wb, rows,
+                              [](uint32_t i) { return fixed_exp_at(i); }, smb, acc);
+          if (lane < static_cast<unsigned>(nh)) {  // lane b writes batch row h0 + b (every lane has every sum)
+            float v = acc[0];
+            for (int b = 1; b < kH; ++b) v = lane == static_cast<unsigned>(b) ? acc[b] : v;
+            g.partials[static_cast<uint64_t>(pair) * g.batch + static_cast<unsigned>(h0) + lane] = v;
+          }
+        }
+      }
+      k0 = 0;
+      lo = hi;
+    }
+    simt::sync_warp();  // the rows are the next unit's
+  }
+}
+
 template <FusedDecode D, int B>
 DF11_HD void gemv_blocks(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
+  if constexpr (D == FusedDecode::fixed) {
+    gemv_fixed_units<B>(p, sl, smem, g);
+    return;
+  }
   if (g.weights == nullptr) {
     constexpr VariantSpec spec = Shape<D>::spec;  // a local copy: device code may not bind the host constant
     load_tables(spec, p, smem, sl, simt::tid_x(), spec.threads_per_block);

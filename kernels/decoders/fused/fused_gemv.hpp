@@ -48,11 +48,19 @@ struct GemvRun {
 //   one_pass: the multi12.gap5-cnt.exp-smem-v16.t256.b16 decoder's on DF11's tables with a count
 //             byte per thread (chain32.t256.b16.g5.pcount): the scan runs over the stored counts
 //             and the codes are decoded once.
-enum class FusedDecode { two_pass, one_pass };
+//   fixed:    the multi12ng.gap5-fix64.exp-smem-v16.t512.b8 decoder's lanes on DF11's own layout
+//             (64 codes a thread from start bits the upload derives); its plan's blocks are the
+//             decoder's units of 2048 elements, one warp's each, so the GEMV needs no block
+//             reduction. Picked by naming a fix64 variant (fused_decode_for(Decoder)), never by
+//             layout alone.
+enum class FusedDecode { two_pass, one_pass, fixed };
 // The decoder spec of each (its layout() is what the unit must be in).
 [[nodiscard]] VariantSpec fused_spec(FusedDecode d);
-// The fused decode that reads units of this layout, if any.
+// The fused decode that reads units of this layout, if any (two_pass or one_pass).
 [[nodiscard]] std::optional<FusedDecode> fused_decode_for(const Layout& layout);
+// The fused decode a decoder variant asks for: fixed for a fix64 variant on DF11's layout, else
+// by its layout.
+[[nodiscard]] std::optional<FusedDecode> fused_decode_for(const Decoder& decoder);
 
 // Which (block, row) pairs the unit's DF11 blocks produce and which pairs make each output row.
 struct FusedPlan {
@@ -74,10 +82,13 @@ inline constexpr int kFusedMaxBatch = 16;
 
 // Whether the fused kernels can run this unit at this batch: a layout of fused_decode_for, at
 // most 8 matrices that tile the unit, batch 1..16. The reason when not.
-[[nodiscard]] Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int batch);
+// decode: the fused decode to run (none: the layout's, fused_decode_for(unit.layout)).
+[[nodiscard]] Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int batch,
+                                         std::optional<FusedDecode> decode = std::nullopt);
 
 // The plan (throws df11::Error naming the unit when fused_can_implement says no, batch aside).
-[[nodiscard]] FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats);
+[[nodiscard]] FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats,
+                                   std::optional<FusedDecode> decode = std::nullopt);
 
 // Y_m = X_m W_m^T for every matrix, on the host SIMT executor: the kernels themselves, decoding
 // the unit, or (weights non-null: the unit's BF16 words) reading BF16 with the same arithmetic.
@@ -108,8 +119,10 @@ class FusedGemvDevice {
   enum class Source { own_image, shared_image, bf16_only };
   // max_batch: the batches the device's own partials buffer serves (0: none; every run then
   // brings GemvRun::partials).
+  // decode: the fused decode (none: the unit layout's, fused_decode_for(unit.layout)).
   FusedGemvDevice(const EncodedUnit& unit, const std::vector<GemvMatrix>& mats, int max_batch, Stream stream,
-                  Source source = Source::own_image, const DeviceImage* shared = nullptr);
+                  Source source = Source::own_image, const DeviceImage* shared = nullptr,
+                  std::optional<FusedDecode> decode = std::nullopt);
   ~FusedGemvDevice();
   FusedGemvDevice(const FusedGemvDevice&) = delete;
   FusedGemvDevice& operator=(const FusedGemvDevice&) = delete;
