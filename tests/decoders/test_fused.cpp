@@ -218,16 +218,21 @@ TEST_CASE("fused plan: the blocks of an element range are exactly those that mee
 TEST_CASE("fused decode+GEMV runs: matrix subsets, float outputs with strides, accumulation", "[decoders][fused]") {
   // Four matrices whose boundaries fall inside DF11 blocks, so a run of some of them decodes
   // blocks that also hold rows of the others.
+  // Twice: the two-pass decode over DF11 blocks, and the fixed decode over fix64's units.
   const Case c = make_case({{6, 2048}, {8, 1536}, {5, 3004}, {4, 1000}}, 7);
   const int batch = 3;
   const EncodedUnit enc = encode(c.unit.view(), Layout::df11(), 2);
-  const dec::FusedPlan plan = dec::plan_fused(enc, c.mats);
-  int inside = 0;  // matrix boundaries strictly inside a block
+  const bool fixed = GENERATE(false, true);
+  const std::optional<dec::FusedDecode> decode =
+      fixed ? std::optional<dec::FusedDecode>(dec::FusedDecode::fixed) : std::nullopt;
+  const dec::FusedPlan plan = dec::plan_fused(enc, c.mats, decode);
+  INFO((fixed ? "fix64 units" : "DF11 blocks"));
+  int inside = 0;  // matrix boundaries strictly inside a block (a unit)
   for (const auto& m : c.mats) {
     const auto [b0, b1] = plan.blocks(m.offset, m.offset + 1);
     inside += b1 == b0 + 1 && plan.block_pos[b0] < m.offset;
   }
-  REQUIRE(inside >= 2);
+  REQUIRE(inside >= (fixed ? 1 : 2));  // units: 12288 and 24576 fall on unit ends, 39596 inside
   const std::size_t n = c.mats.size();
   std::vector<std::vector<uint16_t>> xs, full(n);
   std::vector<const uint16_t*> xp;
