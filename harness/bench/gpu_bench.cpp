@@ -152,7 +152,8 @@ void BM_gpu_gemm(benchmark::State& state) {
 }
 
 // Args: batch, source (0: decode the DF11 encoding, two passes; 1: the same kernels on the BF16
-// weights, DF11's partition; 2: decode the count-layout encoding, one pass).
+// weights, DF11's partition; 2: decode the count-layout encoding, one pass; 3: decode the DF11
+// encoding over fix64's units, the fixed decode).
 // Fused decode + GEMV (kernels/decoders/fused) on the same matrix; verified once: decoding gives
 // the reference's bits.
 void BM_gpu_fused_gemv(benchmark::State& state) {
@@ -161,10 +162,13 @@ void BM_gpu_fused_gemv(benchmark::State& state) {
   try {
     const int batch = static_cast<int>(state.range(0));
     const bool from_bf16 = state.range(1) == 1;
-    const dec::FusedDecode decode = state.range(1) == 2 ? dec::FusedDecode::one_pass : dec::FusedDecode::two_pass;
+    const dec::FusedDecode decode = state.range(1) == 2   ? dec::FusedDecode::one_pass
+                                    : state.range(1) == 3 ? dec::FusedDecode::fixed
+                                                          : dec::FusedDecode::two_pass;
     const EncodedUnit& enc = g->encoding(dec::fused_spec(decode).layout());
     const std::vector<dec::GemvMatrix> mats{{0, kRows, kIn}};
-    dec::FusedGemvDevice dev(enc, mats, batch, g->stream.get());
+    dec::FusedGemvDevice dev(enc, mats, batch, g->stream.get(), dec::FusedGemvDevice::Source::own_image, nullptr,
+                             decode);
     std::mt19937_64 rng(static_cast<uint64_t>(batch));
     std::normal_distribution<float> nd(0.0f, 1.0f);
     std::vector<uint16_t> x(static_cast<std::size_t>(batch) * kIn);
@@ -191,6 +195,7 @@ void BM_gpu_fused_gemv(benchmark::State& state) {
     state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(weight_bytes + 2 * (x.size() + dy.size())));
     state.SetLabel(from_bf16                                 ? "BF16 weights, same kernels"
                    : decode == dec::FusedDecode::one_pass ? "decoded from DF11 + count bytes (one pass)"
+                   : decode == dec::FusedDecode::fixed    ? "decoded from DF11 over fix64's units"
                                                           : "decoded from DF11 (two passes)");
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
@@ -215,7 +220,7 @@ void register_gpu_benchmarks() {
   }
   benchmark::RegisterBenchmark("gpu_copy", BM_gpu_copy)->UseManualTime()->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("gpu_fused_gemv", BM_gpu_fused_gemv)
-      ->ArgsProduct({{1, 4, 16}, {0, 1, 2}})
+      ->ArgsProduct({{1, 4, 16}, {0, 1, 2, 3}})
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("gpu_gemm", BM_gpu_gemm)
