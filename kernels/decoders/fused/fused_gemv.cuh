@@ -403,8 +403,8 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
 // own over the units (kFixedUnit elements: the plan's blocks) block_begin + warp id, + warps in
 // the grid, ...: lane l decodes its 64 codes into its row of the warp's shared memory (the
 // fix64 decoder's fixed_lane_decode), then the warp walks the unit's row segments (a unit lies
-// in two or three of Nemo's rows), and lane 0 writes each segment's sums as that (unit, row)
-// pair's partials. No block barrier after the tables, no cross-warp sum.
+// in two or three of Nemo's rows), and lane b writes batch row b's sum of each segment as that
+// (unit, row) pair's partial. No block barrier after the tables, no cross-warp sum.
 template <int B>
 DF11_HD void gemv_fixed_units(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
   constexpr VariantSpec kSpec = Shape<FusedDecode::fixed>::spec;
@@ -467,16 +467,16 @@ template <FusedDecode D, int B>
 DF11_HD void gemv_blocks(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
   if constexpr (D == FusedDecode::fixed) {
     gemv_fixed_units<B>(p, sl, smem, g);
-    return;
-  }
-  if (g.weights == nullptr) {
-    constexpr VariantSpec spec = Shape<D>::spec;  // a local copy: device code may not bind the host constant
-    load_tables(spec, p, smem, sl, simt::tid_x(), spec.threads_per_block);
-    simt::sync_block();
-  }
-  for (uint32_t i = simt::bid_x(); i < p.block_count; i += simt::gdim_x()) {
-    gemv_one_block<D, B>(p, sl, smem, g, static_cast<uint64_t>(p.block_begin) + i);
-    simt::sync_block();
+  } else {
+    if (g.weights == nullptr) {
+      constexpr VariantSpec spec = Shape<D>::spec;  // a local copy: device code may not bind the host constant
+      load_tables(spec, p, smem, sl, simt::tid_x(), spec.threads_per_block);
+      simt::sync_block();
+    }
+    for (uint32_t i = simt::bid_x(); i < p.block_count; i += simt::gdim_x()) {
+      gemv_one_block<D, B>(p, sl, smem, g, static_cast<uint64_t>(p.block_begin) + i);
+      simt::sync_block();
+    }
   }
 }
 
