@@ -208,8 +208,16 @@ void fused_gemv_simt_as(const EncodedUnit& unit, const FusedPlan& plan, const Ge
         check_smem_guards("fused gemv (SIMT)", smem, outside, blk, opt.smem_poison);
       };
       const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(b1 - b0, kSimtPersistentGrid));
+      const bool ref = fused::ref_kernel<D>(g);  // as the device launch: the fixed decode's reference apart
       simt::launch({grid}, {static_cast<unsigned>(kSpec.threads_per_block)}, smem_size,
-                   [&](uint8_t* smem) { fused::gemv_blocks<D, kB>(p, sl, smem, g); }, opt);
+                   [&](uint8_t* smem) {
+                     if (ref) {
+                       fused::gemv_blocks<D, kB, true>(p, sl, smem, g);
+                     } else {
+                       fused::gemv_blocks<D, kB, false>(p, sl, smem, g);
+                     }
+                   },
+                   opt);
     });
   }
   const uint64_t n_out = g.row_count * static_cast<uint64_t>(run.batch);

@@ -15,23 +15,26 @@ namespace {
 // at 80 one t512 block fits an SM, not two). At 32, batch 1's segment walk spills (the fixed
 // decode's too); 40 costs the two-pass and fixed (t512) kernels their fourth block an SM, not the
 // one-pass (t256) kernel, which shared memory holds to six on sm_90.
-template <FusedDecode D, int B>
-inline constexpr int kFusedMinBlocks = 65536 / (fused::kThreads<D> * (B == 1 ? 40 : 64));
-template <FusedDecode D, int B>
-__global__ void __launch_bounds__(fused::kThreads<D>, (kFusedMinBlocks<D, B>))
+// The fixed decode's kernel at batch 1 fits 32 (4 blocks of 512 an SM: every thread slot): its
+// BF16 reference is a kernel of its own and its unit walk counts in 32 bits.
+template <FusedDecode D, int B, bool kRef>
+inline constexpr int kFusedMinBlocks =
+    65536 / (fused::kThreads<D> * (B == 1 ? (D == FusedDecode::fixed && !kRef ? 32 : 40) : 64));
+template <FusedDecode D, int B, bool kRef>
+__global__ void __launch_bounds__(fused::kThreads<D>, (kFusedMinBlocks<D, B, kRef>))
     fused_gemv_kernel(const __grid_constant__ LaunchParams p, const SmemLayout sl, const __grid_constant__ fused::GemvParams g) {
   extern __shared__ __align__(16) uint8_t smem[];
-  fused::gemv_blocks<D, B>(p, sl, smem, g);
+  fused::gemv_blocks<D, B, kRef>(p, sl, smem, g);
 }
 
 __global__ void fused_finish_kernel(const __grid_constant__ fused::GemvParams g) {
   fused::gemv_finish(g, static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
 }
 
-template <FusedDecode D, int B>
-void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams& g, uint64_t b0, uint64_t b1,
+template <FusedDecode D, int B, bool kRef>
+void launch_kernel(LaunchParams p, const SmemLayout& sl, const fused::GemvParams& g, uint64_t b0, uint64_t b1,
                    cudaStream_t s) {
-  auto kernel = fused_gemv_kernel<D, B>;
+  auto kernel = fused_gemv_kernel<D, B, kRef>;
   constexpr int kThreads = fused::kThreads<D>;
   const unsigned smem = fused::smem_bytes<D, B>(sl);
   static thread_local unsigned opted_in = 48 * 1024;
@@ -50,6 +53,19 @@ void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
   const uint64_t grid = want < resident_grid ? want : resident_grid;
   kernel<<<static_cast<unsigned>(grid), kThreads, smem, s>>>(p, sl, g);
   CUDA_CHECK(cudaGetLastError());
+}
+
+// Kernel 1 for the run: the fixed decode's BF16 reference is a kernel of its own.
+template <FusedDecode D, int B>
+void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams& g, uint64_t b0, uint64_t b1,
+                   cudaStream_t s) {
+  if constexpr (D == FusedDecode::fixed) {
+    if (fused::ref_kernel<D>(g)) {
+      launch_kernel<D, B, true>(p, sl, g, b0, b1, s);
+      return;
+    }
+  }
+  launch_kernel<D, B, false>(p, sl, g, b0, b1, s);
 }
 
 }  // namespace

@@ -405,35 +405,39 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
 // fix64 decoder's fixed_lane_decode), then the warp walks the unit's row segments (a unit lies
 // in two or three of Nemo's rows), and lane b writes batch row b's sum of each segment as that
 // (unit, row) pair's partial. No block barrier after the tables, no cross-warp sum.
-template <int B>
-DF11_HD void gemv_fixed_units(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
+// kRef: the BF16 reference (g.weights) instead of decoding, in a kernel of its own, so that the
+// decoding kernel carries no weight pointer or test (registers: 32 instead of 40 on sm_90).
+template <int B, bool kRef>
+DF11_HD void gemv_fixed_units_as(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
   constexpr VariantSpec kSpec = Shape<FusedDecode::fixed>::spec;
   constexpr unsigned kW = kWarps<FusedDecode::fixed>;
   const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
-  if (g.weights == nullptr) {
+  if constexpr (!kRef) {
     load_tables(kSpec, p, smem, sl, t, kSpec.threads_per_block);
     simt::sync_block();  // the only block barrier
   }
   const auto table = make_table<kSpec.table>(p, smem, sl);
   uint8_t* rows = smem + sl.exps + warp * sl.exps_stride;
   const int nb = B == 1 ? 1 : (g.batch < B ? g.batch : B);
-  const uint64_t stride = static_cast<uint64_t>(simt::gdim_x()) * kW;
-  for (uint64_t r = static_cast<uint64_t>(simt::bid_x()) * kW + warp; r < p.block_count; r += stride) {
-    const uint64_t u = p.block_begin + r, first = u * kFixedUnit;
+  // 32-bit unit counts (block_begin and block_count are; registers at batch 1).
+  const uint32_t stride = simt::gdim_x() * kW;
+  for (uint32_t r = simt::bid_x() * kW + warp; r < p.block_count; r += stride) {
+    const uint32_t u = p.block_begin + r;
+    const uint64_t first = static_cast<uint64_t>(u) * kFixedUnit;
     const uint32_t n = static_cast<uint32_t>(p.n_elements - first < kFixedUnit ? p.n_elements - first : kFixedUnit);
-    if (g.weights == nullptr) {
+    if constexpr (!kRef) {
       // As the fix64 decoder: the next unit's first bit in flight and its bytes hinted into L2
       // while this unit decodes.
-      const uint64_t nr = r + stride, nu = p.block_begin + nr;
-      const bool next = nr < p.block_count;
+      const uint32_t nr = r + stride, nu = p.block_begin + nr;
+      const bool next = nr < p.block_count && nr > r;  // (nr > r: no wrap)
       const uint32_t nu_bit = next ? p.positions[nu] : 0u;
       if (next) hint_next_fixed_unit(p, nu, lane);
       fixed_lane_decode(p, table, rows, u, lane);
       if (next) hint_next_fixed_stream(p, nu_bit, lane);
       simt::sync_warp();  // the warp's exponents are complete
     }
-    const uint16_t* wb = g.weights != nullptr ? g.weights + first : nullptr;
-    const uint8_t* smb = g.weights == nullptr ? p.sign_mantissa + first : nullptr;
+    const uint16_t* wb = kRef ? g.weights + first : nullptr;
+    const uint8_t* smb = kRef ? nullptr : p.sign_mantissa + first;
     uint32_t pair = g.pair_base[u], k0 = g.block_k0[u];
     int m = 0;
     for (uint32_t lo = 0; lo < n; ++pair) {
@@ -463,10 +467,16 @@ DF11_HD void gemv_fixed_units(const LaunchParams& p, const SmemLayout& sl, uint8
   }
 }
 
-template <FusedDecode D, int B>
+// Kernel 1. kRef (the fixed decode only): the BF16 reference, a kernel of its own (ref_kernel);
+// the other decodes test g.weights as they go.
+template <FusedDecode D>
+DF11_HD bool ref_kernel(const GemvParams& g) {
+  return D == FusedDecode::fixed && g.weights != nullptr;
+}
+template <FusedDecode D, int B, bool kRef = false>
 DF11_HD void gemv_blocks(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
   if constexpr (D == FusedDecode::fixed) {
-    gemv_fixed_units<B>(p, sl, smem, g);
+    gemv_fixed_units_as<B, kRef>(p, sl, smem, g);
   } else {
     if (g.weights == nullptr) {
       constexpr VariantSpec spec = Shape<D>::spec;  // a local copy: device code may not bind the host constant
