@@ -162,12 +162,6 @@ class CublasHandle {
 
 // ---- weight providers ------------------------------------------------------------------------
 
-// What --fused-gemv runs: the layout its kernels read and their decode (fused_choice_of).
-struct FusedChoice {
-  Layout layout;
-  dec::FusedDecode decode;
-};
-
 class DeviceProvider {
  public:
   virtual ~DeviceProvider() = default;
@@ -309,11 +303,11 @@ class DeviceProvider {
 
 class Bf16DeviceProvider final : public DeviceProvider {
  public:
-  // fused: the layout and fused decode whose partition the fused kernels follow on BF16 words
-  // (those of the DF11 decoder they are checked against).
-  explicit Bf16DeviceProvider(FusedChoice fused = {Layout::df11(), dec::FusedDecode::two_pass})
-      : fused_layout_(std::move(fused.layout)) {
-    set_fused_decode(fused.decode);
+  // fused: the fused decode whose partition the fused kernels follow on BF16 words (that of the
+  // DF11 decoder they are checked against); they read the encoding of its layout.
+  explicit Bf16DeviceProvider(dec::FusedDecode fused = dec::FusedDecode::two_pass)
+      : fused_layout_(dec::fused_spec(fused).layout()) {
+    set_fused_decode(fused);
   }
   void add(UnitFeed& feed, cudaStream_t s) override {
     set_map(feed);
@@ -375,8 +369,9 @@ const dec::Decoder* pick_decoder(const dec::Registry& reg, const std::string& va
   throw Error("no registered decoder reads the DF11 layout");
 }
 
-// The layout the fused kernels read with the DF11 decoder `variant` (empty: the fused default).
-FusedChoice fused_choice_of(const std::string& variant) {
+// The fused decode of the DF11 decoder `variant` (empty: the fused default); its layout is the
+// decoder's.
+dec::FusedDecode fused_decode_of(const std::string& variant) {
   dec::Registry reg;
   dec::register_all(reg);
   const dec::Decoder* d = pick_decoder(reg, variant.empty() ? std::string(kDefaultFusedVariant) : variant);
@@ -387,7 +382,7 @@ FusedChoice fused_choice_of(const std::string& variant) {
                             d->name(), dec::fused_spec(dec::FusedDecode::two_pass).layout().name(),
                             dec::fused_spec(dec::FusedDecode::one_pass).layout().name(), d->layout().name()));
   }
-  return {d->layout(), *decode};
+  return *decode;
 }
 
 // A provider that brings ranges of units into one reused device buffer (decoded or copied).
@@ -904,9 +899,9 @@ WeightsKey weights_key(const ModelRequest& r, uint64_t source) {
   if (r.weights == WeightsKind::bf16 && r.fused_gemv) {
     // Checked even where no kernel is built (batch > 16), as the provider's construction does,
     // so that a reused provider does not let a bad --variant through.
-    const FusedChoice c = fused_choice_of(r.variant);
+    const dec::FusedDecode d = fused_decode_of(r.variant);
     // The partition the kernels follow: the layout's blocks, or fix64's units (same layout).
-    if (k.fused) k.variant = c.layout.name() + (c.decode == dec::FusedDecode::fixed ? " (fix64 units)" : "");
+    if (k.fused) k.variant = dec::fused_spec(d).layout().name() + (d == dec::FusedDecode::fixed ? " (fix64 units)" : "");
   }
   return k;
 }
@@ -951,8 +946,8 @@ class CudaBuilder final : public ModelBuilder {
     switch (r.weights) {
       case WeightsKind::bf16:
         // With --fused-gemv, the partition of the DF11 decoder it is checked against (--variant).
-        provider_ = std::make_shared<Bf16DeviceProvider>(
-            r.fused_gemv ? fused_choice_of(r.variant) : FusedChoice{Layout::df11(), dec::FusedDecode::two_pass});
+        provider_ = std::make_shared<Bf16DeviceProvider>(r.fused_gemv ? fused_decode_of(r.variant)
+                                                                      : dec::FusedDecode::two_pass);
         break;
       case WeightsKind::df11:
         provider_ = std::make_shared<Df11DeviceProvider>(df11_variant(r));

@@ -175,8 +175,8 @@ template <FusedDecode D>
 void fused_gemv_simt_as(const EncodedUnit& unit, const FusedPlan& plan, const GemvRun& run) {
   constexpr VariantSpec kSpec = fused::Shape<D>::spec;
   const HostImage img = prepare_image(kSpec, unit);
-  const uint64_t work_blocks = D == FusedDecode::fixed ? (img.n_elements + kFixedUnit - 1) / kFixedUnit : img.n_blocks;
-  if (work_blocks != plan.n_blocks() || img.n_elements != unit.n_elements) {
+  // (A fix64 image's n_blocks counts its units, as the fixed decode's plan does.)
+  if (img.n_blocks != plan.n_blocks() || img.n_elements != unit.n_elements) {
     throw Error(fmt::format("fused gemv: unit {} is not the plan's", unit.name));
   }
   fused::GemvParams g = fused::gemv_params(plan, run);

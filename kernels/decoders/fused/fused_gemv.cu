@@ -120,10 +120,8 @@ FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<Gemv
                     " (a multi12 or multi12n variant of the unit's layout; not multi12ng, not fix64)");
       }
       const HostImage& h = gap->host();
-      const uint64_t work_blocks = impl_->plan.decode == FusedDecode::fixed
-                                       ? (h.n_elements + kFixedUnit - 1) / kFixedUnit
-                                       : h.n_blocks;
-      if (work_blocks != impl_->plan.n_blocks() || h.n_elements != unit.n_elements ||
+      // (A fix64 image's n_blocks counts its units, as the fixed decode's plan does.)
+      if (h.n_blocks != impl_->plan.n_blocks() || h.n_elements != unit.n_elements ||
           h.n_bytes != unit.encoded_exponent.size()) {
         throw Error(who + "holds another unit (" + std::to_string(h.n_blocks) + " blocks, " +
                     std::to_string(h.n_elements) + " elements, " + std::to_string(h.n_bytes) + " bytes; the unit " +

@@ -199,12 +199,12 @@ DF11_HD float pair_hi_float(uint64_t pair) { return bits_to_float(static_cast<ui
 
 // Shared memory of kernel 1 at compiled batch B: the decoder's layout, then the block
 // reduction's buffer: for each of up to kSegments row segments, B x kWarps floats (one per batch
-// row and warp).
+// row and warp); none for the fixed decode, whose warps write their partials themselves.
 inline constexpr unsigned kSegments = 4;
 DF11_HD unsigned reduce_offset(const SmemLayout& sl) { return align_up(sl.total); }
 template <FusedDecode D, int B>
 DF11_HD unsigned smem_bytes(const SmemLayout& sl) {
-  return reduce_offset(sl) + kSegments * B * kWarps<D> * 4;
+  return reduce_offset(sl) + (D == FusedDecode::fixed ? 0u : kSegments * B * kWarps<D> * 4);
 }
 
 // In a block or unit of n elements from element `first`: the end of the row segment that starts

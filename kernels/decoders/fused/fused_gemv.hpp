@@ -62,9 +62,10 @@ enum class FusedDecode { two_pass, one_pass, fixed };
 // by its layout.
 [[nodiscard]] std::optional<FusedDecode> fused_decode_for(const Decoder& decoder);
 
-// Which (block, row) pairs the unit's DF11 blocks produce and which pairs make each output row.
+// Which (block, row) pairs the unit's blocks of work (DF11 blocks; the fixed decode: fix64's
+// units) produce and which pairs make each output row.
 struct FusedPlan {
-  FusedDecode decode = FusedDecode::two_pass;  // from the unit's layout
+  FusedDecode decode = FusedDecode::two_pass;  // the caller's, else the unit layout's
   std::vector<GemvMatrix> mats;
   std::vector<uint32_t> pair_base;  // per block, + the total
   std::vector<uint32_t> block_k0;   // per block: the column of its first element in that element's row
