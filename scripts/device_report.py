@@ -306,7 +306,13 @@ def copy_run(src, dst, force):
             sys.exit(f"device_report: {dst} exists (use --force to replace it)")
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
-    subprocess.run([sys.executable, str(HERE / "plot_sweep.py"), str(dst)], check=False)
+    # Plots under Debian's interpreter, which has matplotlib (scripts/setup), whichever python
+    # runs this script; a run directory without plots is still worth keeping, so only a warning.
+    python = "/usr/bin/python3" if pathlib.Path("/usr/bin/python3").exists() else sys.executable
+    rc = subprocess.run([python, str(HERE / "plot_sweep.py"), str(dst)], check=False).returncode
+    if rc != 0:
+        print(f"device_report: warning: plot_sweep.py {dst} exited {rc}; the run directory has no plots",
+              file=sys.stderr)
 
 
 def main():

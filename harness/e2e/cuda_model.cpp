@@ -166,11 +166,17 @@ class DeviceProvider {
  public:
   virtual ~DeviceProvider() = default;
   virtual void add(UnitFeed& feed, cudaStream_t s) = 0;
-  // Allocates the reused buffer once every unit is known: as large as the largest decoder block
-  // (the official runtime's one buffer), and no larger; the embedding and lm_head, bigger than a
-  // block at Nemo's vocabulary, are acquired in ranges that fit (CudaModel::pass).
+  // Sizes the reused buffer once every unit is known: as large as the largest decoder block
+  // (the official runtime's one buffer); the embedding and lm_head, bigger than a block at
+  // Nemo's vocabulary, are acquired in ranges that fit (CudaModel::pass). Its two halves (of
+  // --overlap) each hold a block's largest GEMM, which makes the buffer twice that where it is
+  // more than half a block (Nemo: 2 x 146.8 M elements for 272.6 M).
   virtual void prepare(const ModelShape& s) {
     buffer_elements_ = reused_buffer_elements(s);
+    uint64_t largest_gemm = 0;
+    for (int u = 0; u < static_cast<int>(s.n_layers) && sz(u) < maps_.size(); ++u)
+      largest_gemm = std::max(largest_gemm, maps_[sz(u)].largest_gemm_elements());
+    half_elements_ = reused_half_elements(buffer_elements_, largest_gemm, kAlignElements);
     prepare_fused();
   }
   // Device pointer to elements [lo, hi) of the unit as BF16 words, ready in stream order on s;
@@ -188,7 +194,7 @@ class DeviceProvider {
   // of weights (resident weights allocate no buffer but slice the same way).
   [[nodiscard]] uint64_t buffer_elements() const { return buffer_elements_; }
   // Elements one half of the buffer holds (whole multiples of kAlignElements).
-  [[nodiscard]] uint64_t half_elements() const { return buffer_elements_ / 2 / kAlignElements * kAlignElements; }
+  [[nodiscard]] uint64_t half_elements() const { return half_elements_; }
   [[nodiscard]] const UnitMap& map(int unit) const { return maps_.at(sz(unit)); }
   [[nodiscard]] virtual WeightsKind kind() const = 0;
   [[nodiscard]] virtual std::string describe() const = 0;
@@ -291,6 +297,7 @@ class DeviceProvider {
  protected:
   std::vector<UnitMap> maps_;
   uint64_t buffer_elements_ = 0;
+  uint64_t half_elements_ = 0;
 
  private:
   bool fused_on_ = false;
@@ -391,7 +398,7 @@ class ReusedBufferProvider : public DeviceProvider {
   void prepare(const ModelShape& s) override {
     DeviceProvider::prepare(s);
     // Room for the alignment shift (kAlignElements) of the whole buffer or of each half.
-    buffer_ = cuda::DeviceBuffer<uint16_t>(buffer_elements_ + 2 * kAlignElements);
+    buffer_ = cuda::DeviceBuffer<uint16_t>(std::max(buffer_elements_, 2 * half_elements_) + 2 * kAlignElements);
   }
   uint64_t decode_buffer_bytes() const override { return buffer_.bytes(); }
 
@@ -714,10 +721,13 @@ class CudaModel final : public Model {
           gemm(x, rows, k, W + off, n, y, ldy, acc);
           return;
         }
-        const int64_t slice = chunk_rows(k);
-        if (chunk_bytes_ == 0 && slice < n) {  // overlapped whole matrices: the matrix must be one slice
-          throw Error(fmt::format("cuda model: --overlap decodes each block matrix whole into half the reused buffer "
-                                  "({} elements), and a {} x {} matrix does not fit; add --chunk-bytes",
+        // Overlapped whole matrices: the matrix is one slice (a half holds it: prepare).
+        const int64_t slice = chunk_bytes_ == 0 && static_cast<uint64_t>(n * k) <= provider_->half_elements()
+                                  ? n
+                                  : chunk_rows(k);
+        if (chunk_bytes_ == 0 && slice < n) {  // overlapped whole matrices: the halves hold any (prepare)
+          throw Error(fmt::format("cuda model: internal: --overlap decodes each block matrix whole into half the "
+                                  "reused buffer ({} elements), and a {} x {} matrix does not fit",
                                   provider_->half_elements(), n, k));
         }
         for (int64_t r0 = 0; r0 < n; r0 += slice) {

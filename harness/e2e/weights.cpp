@@ -49,6 +49,18 @@ bool UnitMap::gate_up_fused() const {
   return u.offset == g.offset + static_cast<uint64_t>(g.rows * g.cols);
 }
 
+uint64_t UnitMap::largest_gemm_elements() const {
+  const auto elems = [this](int r) {
+    const Slice& sl = slices[static_cast<std::size_t>(r)];
+    return static_cast<uint64_t>(sl.rows * sl.cols);
+  };
+  if (slices.size() != kRoles) return slices.empty() ? 0 : elems(0);
+  const uint64_t q = elems(q_proj), k = elems(k_proj), v = elems(v_proj);
+  const uint64_t g = elems(gate_proj), u = elems(up_proj);
+  return std::max({elems(o_proj), elems(down_proj), qkv_fused() ? q + k + v : std::max({q, k, v}),
+                   gate_up_fused() ? g + u : std::max(g, u)});
+}
+
 UnitMap map_unit(const ModelShape& s, int unit, const std::string& unit_name,
                  const std::vector<std::string>& names,
                  const std::vector<std::vector<int64_t>>& shapes) {

@@ -3,6 +3,7 @@
 // converted on demand (decode_cpu / encode) so every provider gets the form it stores.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <filesystem>
@@ -50,7 +51,18 @@ struct UnitMap {
   // for gate, up.
   [[nodiscard]] bool qkv_fused() const;
   [[nodiscard]] bool gate_up_fused() const;
+  // The most elements one GEMM of the forward pass reads from this unit: a matrix, or q, k, v
+  // (gate, up) together where they are adjacent and run as one GEMM (CudaModel::pass).
+  [[nodiscard]] uint64_t largest_gemm_elements() const;
 };
+
+// One half of a reused buffer of `buffer` elements, in whole multiples of `align`: half the
+// buffer, or more where a block's largest GEMM (`largest_gemm`) needs more, so that --overlap's
+// two halves each hold any GEMM's weights whole (Nemo's gate+up, 146.8 M elements, is more than
+// half its 272.6 M-element block).
+[[nodiscard]] inline uint64_t reused_half_elements(uint64_t buffer, uint64_t largest_gemm, uint64_t align) {
+  return std::max(buffer / 2 / align * align, (largest_gemm + align - 1) / align * align);
+}
 
 // Builds the map from tensor names and shapes, checking them against the model: every role
 // exactly once (matched on the name's last component, ".weight" dropped) with the right shape.

@@ -581,6 +581,41 @@ TEST_CASE("checkpoint directories: df11 synth, compress, and the official encode
   }
 }
 
+TEST_CASE("overlapped whole matrices: the reused buffer's halves hold a block's largest GEMM whole", "[e2e]") {
+  // Nemo's block in the official order, q..v and gate, up adjacent (one GEMM each).
+  const int64_t H = 5120, nq = 4096, nkv = 1024, I = 14336;
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{nq, H}, {nkv, H}, {nkv, H}, {H, nq},
+                                                           {I, H},  {I, H},   {H, I}};
+  UnitMap m;
+  for (const auto& [rows, cols] : shapes) {
+    m.slices.push_back(Slice{m.n_elements, rows, cols});
+    m.n_elements += static_cast<uint64_t>(rows * cols);
+  }
+  REQUIRE(m.n_elements == 272629760u);
+  REQUIRE(m.gate_up_fused());
+  CHECK(m.largest_gemm_elements() == static_cast<uint64_t>(2 * I * H));  // gate+up: more than half
+  const uint64_t half = reused_half_elements(m.n_elements, m.largest_gemm_elements(), 128);
+  CHECK(half == static_cast<uint64_t>(2 * I * H));
+  CHECK(half > m.n_elements / 2);
+  // Apart (up before gate): each its own GEMM, and half the block holds the largest one.
+  std::swap(m.slices[gate_proj].offset, m.slices[up_proj].offset);
+  CHECK_FALSE(m.gate_up_fused());
+  CHECK(m.largest_gemm_elements() == static_cast<uint64_t>(I * H));
+  CHECK(reused_half_elements(m.n_elements, m.largest_gemm_elements(), 128) == m.n_elements / 2 / 128 * 128);
+  // q, k, v together where adjacent; a GEMM not a multiple of the alignment rounds up.
+  UnitMap small;
+  for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{3, 5}, {1, 5}, {1, 5}, {5, 3}, {2, 5}, {2, 5}, {5, 2}}) {
+    small.slices.push_back(Slice{small.n_elements, rows, cols});
+    small.n_elements += static_cast<uint64_t>(rows * cols);
+  }
+  CHECK(small.largest_gemm_elements() == 25u);  // q+k+v (25) > gate+up (20)
+  CHECK(reused_half_elements(small.n_elements, 25, 8) == 32u);
+  CHECK(reused_half_elements(small.n_elements, 25, 1) == 35u);  // half of 70
+  UnitMap table;  // an embedding or lm_head: one matrix
+  table.slices.push_back(Slice{0, 7, 3});
+  CHECK(table.largest_gemm_elements() == 21u);
+}
+
 TEST_CASE("prompt helpers and option parsing", "[e2e]") {
   CHECK(parse_ids("1,2, 3") == std::vector<int32_t>{1, 2, 3});
   CHECK_THROWS_AS(parse_ids("1,,2"), Error);
