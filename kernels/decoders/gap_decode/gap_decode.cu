@@ -31,9 +31,15 @@ __global__ void __launch_bounds__(TPB)
 }
 
 // The dyn schedule: a kernel of its own, so that the persistent kernels keep their names (and
-// their SASS) in kernel_resources.json and kernel_sass.json.
+// their SASS) in kernel_resources.json and kernel_sass.json. Given only its block size, ptxas
+// held multi12n's warp-count register one to 32 registers and spilled (4 bytes on sm_80, 12 on
+// sm_90); t256 ones are told 6 blocks an SM (up to 42 registers: the t256.b16 rows' shared
+// memory allows 6 anyway), t512 ones 4 (32 registers, 2048 threads, as before).
+template <int TPB>
+inline constexpr int kDynMinBlocks = TPB == 256 ? 6 : 2048 / TPB;
+
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
-__global__ void __launch_bounds__(TPB)
+__global__ void __launch_bounds__(TPB, kDynMinBlocks<TPB>)
     gap_decode_dynamic_kernel(const __grid_constant__ LaunchParams p, const SmemLayout sl) {
   extern __shared__ __align__(16) uint8_t smem[];
   gap_decode_persistent<TK, P, S, TPB, BPT, true>(p, sl, smem);
