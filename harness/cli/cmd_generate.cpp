@@ -43,6 +43,7 @@ struct GenerateArgs {
   int threads = 0;
   uint64_t chunk_bytes = 0;
   bool fused_gemv = false;
+  int fused_max_rows = 0;  // with --fused-gemv; 0: the fused decode's default
   bool overlap = false;
   std::string runs_file;  // --runs: one run's options per line, one model load for all
   std::string synthesize_on = "auto";  // synthetic only: host, cuda, or auto (the backend's)
@@ -89,6 +90,13 @@ void check_run_args(const GenerateArgs& a) {
   if (a.fused_gemv && backend != e2e::Backend::cuda) {
     throw Error("--fused-gemv: the fused decode + GEMV kernels run on the CUDA backend only");
   }
+  if (a.fused_max_rows != 0 && !a.fused_gemv) {
+    throw Error("--fused-max-rows sets the passes that --fused-gemv runs fused: it needs --fused-gemv");
+  }
+  if (a.fused_max_rows < 0 || a.fused_max_rows > dec::kFusedMaxBatch) {  // a --runs line's value
+    throw Error(fmt::format("--fused-max-rows must be 1..{} (0: the fused decode's default), got {}",
+                            dec::kFusedMaxBatch, a.fused_max_rows));
+  }
   if (a.overlap && backend != e2e::Backend::cuda) {
     throw Error("--overlap decodes (or copies) weights on a second CUDA stream beside the GEMMs: it needs --backend cuda");
   }
@@ -123,6 +131,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   req.threads = a.threads;
   req.chunk_bytes = a.chunk_bytes;  // --check's partner slices the same way (same GEMMs)
   req.fused_gemv = a.fused_gemv;    // and runs the same fused kernels (on BF16 words, or decoding)
+  req.fused_max_rows = a.fused_max_rows;  // on passes of the same rows
   req.overlap = a.overlap;          // and overlaps its slices the same way
   std::vector<e2e::ModelRequest> requests{req};
   if (a.check) {
@@ -181,6 +190,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
         {"batch", a.batch},
         {"chunk_bytes", a.chunk_bytes},
         {"fused_gemv", a.fused_gemv},
+        {"fused_max_rows", a.fused_max_rows},  // as asked (0: the fused decode's default; "method" says which)
         {"overlap", a.overlap},
         {"prompt_len", prompt.size()},
         {"new_tokens", a.max_new},
@@ -266,12 +276,14 @@ void parse_run_line(const std::string& line, GenerateArgs& r) {
   app.add_flag("--check", r.check);
   app.add_option("--chunk-bytes", r.chunk_bytes);
   app.add_flag("--fused-gemv", r.fused_gemv);
+  app.add_option("--fused-max-rows", r.fused_max_rows);
   app.add_flag("--overlap", r.overlap);
   try {
     app.parse(line, false);
   } catch (const CLI::ParseError& e) {
     throw Error(fmt::format("--runs: line '{}': {} (a line takes --weights, --variant, --batch, --prompt-len, "
-                            "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --overlap, --fused-gemv)",
+                            "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --overlap, --fused-gemv, "
+                            "--fused-max-rows)",
                             line, e.what()));
   }
   // A line's prompt replaces the command line's.
@@ -418,17 +430,24 @@ void add_generate(CLI::App& app) {
                 "more memory; at most half the buffer at once); --check's partner overlaps the same way");
   cmd->add_option("--runs", a->runs_file,
                   "A file of runs, one per line, each the options --weights, --variant, --batch, --prompt-len, "
-                  "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --overlap, --fused-gemv on top of the command "
+                  "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --overlap, --fused-gemv, --fused-max-rows on top of the command "
                   "line's ('#' comments): the model is loaded once and kept in host memory for all of them, and on "
                   "CUDA a run's device weights serve the next runs with the same weights, decoder and fused kernels "
                   "(with --json one line per run, or an error line)");
   cmd->add_flag("--fused-gemv", a->fused_gemv,
-                fmt::format("CUDA, bf16 or df11 weights: passes of at most {} rows (decode steps at batch <= {}) "
-                            "run the block GEMMs and the lm_head through the fused decode + GEMV kernels, "
-                            "which read DF11 straight from its encoding (DF11 variant default {}; a "
-                            "multi12.gap5-cnt.*.t256.b16 variant: the count layout, decoded in one pass); "
-                            "--check's partner runs the same kernels on BF16 words",
-                            dec::kFusedMaxBatch, dec::kFusedMaxBatch, e2e::kDefaultFusedVariant));
+                fmt::format("CUDA, bf16 or df11 weights: passes of at most --fused-max-rows rows (decode steps "
+                            "at batch <= that) run the block GEMMs and the lm_head through the fused decode + "
+                            "GEMV kernels, which read DF11 straight from its encoding (DF11 variant default {}: "
+                            "fix64's units; a multi12 variant of DF11's layout: two passes; "
+                            "multi12.gap5-cnt.*.t256.b16: the count layout, one pass); --check's partner runs "
+                            "the same kernels on BF16 words",
+                            e2e::kDefaultFusedVariant));
+  cmd->add_option("--fused-max-rows", a->fused_max_rows,
+                  fmt::format("With --fused-gemv: the most rows a pass runs fused, 1..{}; 0 (default): where the "
+                              "variant's fused decode stopped beating decode-then-GEMM on the H200 (4 rows for a "
+                              "fix64 variant, else 1)",
+                              dec::kFusedMaxBatch))
+      ->check(CLI::Range(0, dec::kFusedMaxBatch));
   cmd->callback([a] { exit_code() = run_generate(*a); });
 }
 

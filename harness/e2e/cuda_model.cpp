@@ -508,7 +508,7 @@ class CudaModel final : public Model {
   // (weights_reused: it came from there, built by an earlier model).
   CudaModel(const ModelShape& s, const Norms& norms, std::shared_ptr<DeviceProvider> provider,
             std::unique_ptr<cuda::Stream> stream, int batch, int max_positions, uint64_t chunk_bytes,
-            bool fused_requested, bool overlap, bool weights_reused)
+            int fused_rows, bool overlap, bool weights_reused)
       : s_(s),
         provider_(std::move(provider)),
         stream_(std::move(stream)),
@@ -516,7 +516,7 @@ class CudaModel final : public Model {
         batch_(batch),
         max_positions_(max_positions),
         chunk_bytes_(chunk_bytes),
-        fused_requested_(fused_requested),
+        fused_rows_(fused_rows),
         weights_reused_(weights_reused) {
     if (overlap) {
       // Low priority: as the side stream's decode blocks retire, the GEMM's pending blocks on
@@ -602,8 +602,8 @@ class CudaModel final : public Model {
             : side_      ? std::string(", each matrix of a cuBLAS pass decoded or copied on a second stream while the last "
                                        "one's GEMM runs")
                          : std::string()) +
-           (provider_->fused() ? fmt::format(", fused decode+GEMV up to {} rows", dec::kFusedMaxBatch)
-            : fused_requested_ ? fmt::format(", no fused decode+GEMV at batch {} (> {})", batch_, dec::kFusedMaxBatch)
+           (provider_->fused() ? fmt::format(", fused decode+GEMV up to {} rows", fused_rows_)
+            : fused_rows_ > 0  ? fmt::format(", no fused decode+GEMV at batch {} (> {})", batch_, fused_rows_)
                                : std::string());
   }
   void reset() override { position_ = 0; }
@@ -703,9 +703,9 @@ class CudaModel final : public Model {
     // the embedding rows acquired into the same buffer among it. (Later users of the buffer on
     // this stream, the lm_head slices, come after GEMMs that waited for every side-stream slice.)
     if (slots_) slots_->begin();
-    // Fused decode + GEMV: passes of at most 16 rows (a model's choice by rows alone, so that
-    // models with the same settings run the same arithmetic).
-    const bool fused = provider_->fused() && rows <= dec::kFusedMaxBatch;
+    // Fused decode + GEMV: passes of at most fused_rows_ rows (a model's choice by rows alone, so
+    // that models with the same settings run the same arithmetic).
+    const bool fused = provider_->fused() && rows <= fused_rows_;
     for (int64_t l = 0; l < s.n_layers; ++l) {
       NvtxRange r("e2e.layer");
       const int unit = static_cast<int>(l);
@@ -795,7 +795,7 @@ class CudaModel final : public Model {
     gpu::rmsnorm(h_.get() + (t_new - 1) * H, batch_, int64_t{t_new} * H, norm_final_.get(), H, eps,
                  xf_.get(), st);
     const int lm = lm_head_unit(s);
-    if (provider_->fused()) {  // on only at batch <= 16 (CudaBuilder)
+    if (provider_->fused()) {  // on only at batch <= fused_rows_ (CudaBuilder)
       fused_run(lm, batch_, {{0, xf_.get(), logits_.get(), s.vocab, false}});
       position_ += t_new;
       return;
@@ -861,7 +861,7 @@ class CudaModel final : public Model {
   CublasHandle blas_;
   int batch_, max_positions_, position_ = 0, rows_cap_ = 0;
   uint64_t chunk_bytes_ = 0;
-  bool fused_requested_ = false;
+  int fused_rows_ = 0;  // --fused-gemv: passes of at most this many rows run fused; 0: not asked
   bool weights_reused_ = false;
   // --overlap: the side stream that acquires slices into the buffer's halves, ordered against
   // the GEMMs by slots_.
@@ -881,10 +881,22 @@ class CudaModel final : public Model {
 
 // ---- device weights kept between the models of a FeedCache ---------------------------------
 
-// Whether a request's provider builds the fused kernels: batches over 16 never run fused (every
-// pass has more rows), so they get none.
+// The most rows a pass of the request's model runs fused (0 without --fused-gemv): its
+// fused_max_rows, else where its variant's fused decode stops paying.
+int fused_rows(const ModelRequest& r) {
+  if (!r.fused_gemv) return 0;
+  if (r.fused_max_rows < 0 || r.fused_max_rows > dec::kFusedMaxBatch) {
+    throw Error(fmt::format("--fused-max-rows {}: the fused kernels take passes of 1..{} rows (0: the decode's default)",
+                            r.fused_max_rows, dec::kFusedMaxBatch));
+  }
+  if (r.fused_max_rows > 0) return r.fused_max_rows;
+  return dec::fused_default_max_rows(fused_decode_of(r.weights == WeightsKind::df11 ? df11_variant(r) : r.variant));
+}
+
+// Whether a request's provider builds the fused kernels: batches over its fused rows never run
+// fused (every pass has more rows), so they get none.
 bool fused_kernels(const ModelRequest& r) {
-  return r.fused_gemv && r.batch <= dec::kFusedMaxBatch;
+  return r.fused_gemv && r.batch <= fused_rows(r);
 }
 
 // Everything a provider's construction depends on, so that providers with equal keys are the
@@ -989,7 +1001,7 @@ class CudaBuilder final : public ModelBuilder {
     }
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
                                        request_.batch, request_.max_positions, request_.chunk_bytes,
-                                       request_.fused_gemv, request_.overlap, reused_);
+                                       fused_rows(request_), request_.overlap, reused_);
   }
 
  private:

@@ -14,14 +14,17 @@
 namespace df11::e2e {
 
 // The decoder variant CUDA models use unless told otherwise: the fastest of DF11's own layout on
-// the first H200 run (reports/2026-11-27_h200_decode_throughput: 638 us per Nemo layer against
-// 926 us for flat12.gap5-warp.smem-out.t512.b8, the default before, and 1050 us for the
-// published kernel).
-inline constexpr const char* kDefaultCudaVariant = "multi12.gap5-warp.exp-smem-v16.t512.b8";
+// the second H200 run (reports/2026-11-28_h200_decode_throughput: 333 us per Nemo layer against
+// 633 us for multi12.gap5-warp.exp-smem-v16.t512.b8, the default before, and 1050 us for the
+// published kernel; its fixed-output index is derived from DF11's stream on upload, ~2.5 ns a
+// code a core).
+inline constexpr const char* kDefaultCudaVariant = "multi12n.gap5-fix64.exp-smem-v16.t512.b8.persist";
 // With fused_gemv, DF11 models decode (prefill, the embedding) with this variant unless told
-// otherwise: the fused kernels read the image it uploads (a multi12 variant of a layout they
-// read: multi12.gap5-{warp,block}.*.t512.b8, or multi12.gap5-cnt.*.t256.b16 for one pass).
-inline constexpr const char* kDefaultFusedVariant = "multi12.gap5-warp.exp-smem-v16.t512.b8";
+// otherwise, and the fused kernels read the image it uploads (a fix64 variant: the fixed decode
+// over its 2048-element units; a multi12 variant of DF11's layout: two passes; of the count
+// layout, multi12.gap5-cnt.*.t256.b16: one). The same decoder as without fused_gemv: on that run
+// the fixed decode took 315 us a Nemo layer at batch 1, the two-pass one 788 us.
+inline constexpr const char* kDefaultFusedVariant = "multi12n.gap5-fix64.exp-smem-v16.t512.b8.persist";
 
 struct ModelRequest {
   Backend backend = Backend::cpu;
@@ -37,18 +40,22 @@ struct ModelRequest {
   // L2 ("chunked"); the same slices for every kind of weights, so models with the same value
   // stay bit-identical. 0: a block is acquired whole before it runs.
   uint64_t chunk_bytes = 0;
-  // CUDA only, bf16 and df11 weights: a pass of at most dec::kFusedMaxBatch rows (decode steps
-  // at batch <= 16) runs every block GEMM and the lm_head through the fused decode + GEMV kernels
+  // CUDA only, bf16 and df11 weights: a pass of at most fused_max_rows rows (decode steps at
+  // batch <= that) runs every block GEMM and the lm_head through the fused decode + GEMV kernels
   // (kernels/decoders/fused), which read DF11 straight from its encoding (bf16: the same kernels
   // reading the resident BF16 words, the same sums in the same order, so the two stay
   // bit-identical). Larger passes decode (or read) and run cuBLAS as without it.
   bool fused_gemv = false;
+  // With fused_gemv: passes of at most this many rows run fused (1..16); 0: where the fused
+  // decode of the variant stops paying (dec::fused_default_max_rows: 4 for fix64's units, else
+  // 1). A model and its --check partner get the same, so the same arithmetic.
+  int fused_max_rows = 0;
   // CUDA only: each block matrix (with chunk_bytes, each slice) is acquired on a second stream
   // of the lowest priority into one of two halves of the reused buffer while the previous one's
   // GEMM runs on the model's stream, of the highest priority (decode or copy overlapped with
-  // GEMMs; no more memory). Slices are at most half the buffer: where the matrix (chunk_bytes)
-  // fits that, the same GEMMs as without overlap, so the same results (without chunk_bytes a
-  // matrix that does not fit half the buffer is an error, not slices).
+  // GEMMs). Slices are at most half the buffer, and a half holds a block's largest GEMM whole
+  // (the buffer grows to twice that where needed), so without chunk_bytes the GEMMs are those
+  // of whole blocks, so the same results.
   bool overlap = false;
 };
 

@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -248,11 +250,39 @@ void run() {
   // flag changes nothing (bit-identical to plain). A decoder whose image lacks the multi-symbol
   // tables is refused by name.
   try {
+    // Every pass of up to 16 rows fused (the kernels' limit), whatever the decode's default.
     auto fused = [&](WeightsKind w, int batch, const std::string& variant = "") {
       ModelRequest r = request(Backend::cuda, w, batch, 7 + steps, variant);
       r.fused_gemv = true;
+      r.fused_max_rows = dec::kFusedMaxBatch;
       return r;
     };
+    // The default rows follow the variant's fused decode: 4 for fix64's units (the default
+    // variant), 1 for the two-pass decode of a multi12 DF11-layout variant.
+    auto fuses = [&](int batch, const std::string& variant, int max_rows) {
+      ModelRequest r = request(Backend::cuda, WeightsKind::df11, batch, 7 + steps, variant);
+      r.fused_gemv = true;
+      r.fused_max_rows = max_rows;
+      return build_models(*src, {r})[0]->describe();
+    };
+    for (const auto& [batch, variant, max_rows, want] :
+         std::vector<std::tuple<int, std::string, int, std::string>>{
+             {4, "", 0, "fused decode+GEMV up to 4 rows"},
+             {8, "", 0, "no fused decode+GEMV at batch 8 (> 4)"},
+             {1, "multi12.gap5-warp.exp-smem-v16.t512.b8", 0, "fused decode+GEMV up to 1 rows"},
+             {2, "multi12.gap5-warp.exp-smem-v16.t512.b8", 0, "no fused decode+GEMV at batch 2 (> 1)"},
+             {8, "", 8, "fused decode+GEMV up to 8 rows"}}) {
+      const std::string d = fuses(batch, variant, max_rows);
+      expect(d.find(want) != std::string::npos,
+             fmt::format("fused rows, batch {} variant '{}' max rows {}: {}", batch, variant, max_rows, d));
+    }
+    try {
+      (void)fuses(1, "", dec::kFusedMaxBatch + 1);
+      expect(false, "fused rows: 17 is refused");
+    } catch (const Error& e) {
+      expect(std::string(e.what()).find("--fused-max-rows 17") != std::string::npos,
+             std::string("fused rows: 17 is refused: ") + e.what());
+    }
     for (const int batch : {1, 4, 20}) {
       const auto fp = batch_prompts(random_prompt(7, tiny.vocab, 1), batch, tiny.vocab);
       auto fm = build_models(*src, {fused(WeightsKind::df11, batch), fused(WeightsKind::bf16, batch),

@@ -81,6 +81,16 @@ struct FusedPlan {
 
 inline constexpr int kFusedMaxBatch = 16;
 
+// The most rows a pass should run through the fused kernels of this decode rather than decode
+// whole blocks and run cuBLAS: where they stopped being faster on the H200 (2026-11-28,
+// reports/2026-11-28_h200_nemo_layer, one Nemo layer, us, against the best decode-then-GEMM at
+// ~500-505 for every batch up to 16). fixed: 315, 411, 468 at batch 1, 2, 4, then 826 at 8 (a
+// unit is decoded again for every 4 rows); one_pass: 463 at 1, 564 at 2; two_pass: 788 at 1
+// (its own decoder's decode-then-GEMM 798). e2e's default (ModelRequest::fused_max_rows).
+[[nodiscard]] constexpr int fused_default_max_rows(FusedDecode d) {
+  return d == FusedDecode::fixed ? 4 : 1;
+}
+
 // Whether the fused kernels can run this unit at this batch: a layout of fused_decode_for, at
 // most 8 matrices that tile the unit, batch 1..16. The reason when not.
 // decode: the fused decode to run (none: the layout's, fused_decode_for(unit.layout)).
