@@ -26,7 +26,8 @@ void parallel_for(std::size_t n_tasks, int n_threads, const std::function<void(s
   }
   std::atomic<std::size_t> next{0};
   std::atomic<bool> failed{false};
-  std::exception_ptr first_error;
+  std::exception_ptr first_error;  // of the lowest-numbered task that threw
+  std::size_t first_error_task = n_tasks;
   std::mutex error_mutex;
   auto work = [&] {
     for (;;) {
@@ -37,7 +38,10 @@ void parallel_for(std::size_t n_tasks, int n_threads, const std::function<void(s
         fn(t);
       } catch (...) {
         std::lock_guard<std::mutex> lock(error_mutex);
-        if (!first_error) first_error = std::current_exception();
+        if (t < first_error_task) {
+          first_error_task = t;
+          first_error = std::current_exception();
+        }
         failed = true;
       }
     }

@@ -28,7 +28,9 @@ class Error : public std::runtime_error {
 
 // Runs fn(task) for task in [0, n_tasks) on up to n_threads threads (0 = all cores). Tasks are
 // handed out dynamically; callers make the result independent of which thread ran which task.
-// The first exception thrown by a task is rethrown on the caller's thread after all stop.
+// After a task throws no new task starts, the running ones finish, and the exception of the
+// lowest-numbered task that threw is rethrown on the caller's thread: the one a serial loop would
+// report, whatever the threads' timing (tasks start in order, so every lower one has run).
 void parallel_for(std::size_t n_tasks, int n_threads, const std::function<void(std::size_t)>& fn);
 
 }  // namespace df11

@@ -3,9 +3,15 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <numeric>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "codec/bf16.hpp"
+#include "codec/common.hpp"
 #include "codec/cpu_decoder.hpp"
 #include "codec/encoder.hpp"
 #include "helpers.hpp"
@@ -232,4 +238,38 @@ TEST_CASE("count layouts: DF11's arrays plus a count byte per thread that the pe
   // Chunks of up to 16 bytes only (a count byte holds at most 255 codes).
   Layout wide = Layout::canonical(16, 64, 32, PositionScheme::count);
   REQUIRE_THROWS_WITH(wide.validate(), Catch::Contains("bytes_per_thread <= 16"));
+}
+
+// The encoder and the fix64 upload run tasks on all cores and report a bad unit by the first
+// failing block: that must be the lowest-numbered failing task, as a serial loop would name,
+// whichever thread threw first (a test that corrupts block 1 expects the error of block 0).
+TEST_CASE("parallel_for rethrows the lowest-numbered failing task's exception, whatever the timing",
+          "[codec][roundtrip]") {
+  for (int round = 0; round < 3; ++round) {
+    // Task 3 throws late (after the other workers have run on past it and task 50 has thrown).
+    std::atomic<bool> late_thrown{false};
+    try {
+      df11::parallel_for(200, 4, [&](std::size_t t) {
+        if (t == 3) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(30));
+          late_thrown = true;
+          throw df11::Error("task 3");
+        }
+        if (t == 50) throw df11::Error("task 50");
+      });
+      FAIL("no exception");
+    } catch (const df11::Error& e) {
+      CHECK(late_thrown.load());
+      CHECK(std::string(e.what()) == "task 3");
+    }
+  }
+  // One failure among many: it is the one reported, and the tasks below it all ran.
+  std::vector<std::atomic<int>> ran(100);
+  CHECK_THROWS_WITH(df11::parallel_for(100, 3,
+                                       [&](std::size_t t) {
+                                         ran[t] = 1;
+                                         if (t == 60) throw df11::Error("task 60");
+                                       }),
+                    "task 60");
+  for (std::size_t t = 0; t < 60; ++t) CHECK(ran[t].load() == 1);
 }
