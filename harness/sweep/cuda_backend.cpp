@@ -741,7 +741,7 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<uint16_t> w_, decode_buf_, matrix_buf_, slice_buf_, double_buf_[2];
   const std::vector<EncodedUnit>* encodings_ = nullptr;
   std::map<const dec::Decoder*, std::unique_ptr<dec::DeviceImage>> images_;
-  std::array<std::unique_ptr<dec::FusedGemvDevice>, 3> fused_;  // per dec::FusedDecode
+  std::array<std::unique_ptr<dec::FusedGemvDevice>, 4> fused_;  // per dec::FusedDecode
   int batch_ = -1;
   std::vector<cuda::DeviceBuffer<uint16_t>> x_, y_;
   std::vector<std::vector<uint16_t>> host_x_;  // the activations, for the fused check

@@ -125,6 +125,9 @@ TEST_CASE("simt: fused decode+GEMV on fix64 units equals its BF16 reference", "[
   for (int batch : {1, 3, 16}) check_case(c, batch, df11, dec::FusedDecode::fixed);
   const Case shortrows = make_case({{60, 300}, {70, 256}, {20, 1000}}, 9);
   check_case(shortrows, 2, df11, dec::FusedDecode::fixed);
+  // Without the next unit's hints: the same sums (the hints read nothing the kernel uses).
+  check_case(c, 3, df11, dec::FusedDecode::fixed_nh);
+  check_case(shortrows, 1, df11, dec::FusedDecode::fixed_nh);
 }
 
 TEST_CASE("fused: the layouts the kernels read, and the rest refused by name", "[decoders][fused]") {
@@ -136,6 +139,10 @@ TEST_CASE("fused: the layouts the kernels read, and the rest refused by name", "
     REQUIRE(fix != nullptr);
     REQUIRE(warp != nullptr);
     CHECK(dec::fused_decode_for(*fix) == dec::FusedDecode::fixed);
+    const dec::Decoder* nh = reg.find("multi12n.gap5-fix64.exp-smem-nh-v16.t512.b8.persist");
+    REQUIRE(nh != nullptr);
+    CHECK(dec::fused_decode_for(*nh) == dec::FusedDecode::fixed_nh);
+    CHECK(dec::fused_spec(dec::FusedDecode::fixed_nh).layout() == Layout::df11());
     CHECK(dec::fused_decode_for(*warp) == dec::FusedDecode::two_pass);
     const Case c = make_case({{8, 512}}, 5);
     const EncodedUnit count = encode(c.unit.view(), dec::fused_spec(dec::FusedDecode::one_pass).layout(), 1);

@@ -58,7 +58,8 @@ void check_fused(const Unit& u, int batch, dec::FusedDecode decode) {
   const std::string what = std::string("fused gemv (") +
                            (decode == dec::FusedDecode::one_pass   ? "one-pass"
                             : decode == dec::FusedDecode::two_pass ? "two-pass"
-                                                                   : "fix64 units") +
+                            : decode == dec::FusedDecode::fixed    ? "fix64 units"
+                                                                   : "fix64 units, no hints") +
                            ") on " + u.name + " batch " + std::to_string(batch);
   try {
     cuda::Stream s;
@@ -265,7 +266,8 @@ int main(int argc, char** argv) {
     // Fused decode + GEMV: a few matrices of a Nemo layer's shapes (rows of 5120, 4096 and
     // 14336), at batch 1, 5 and 16.
     const Unit layer = synth::make_nemo_layer(1, 3, small ? 0.002 : 0.01, 0);
-    for (const dec::FusedDecode fd : {dec::FusedDecode::two_pass, dec::FusedDecode::one_pass, dec::FusedDecode::fixed}) {
+    for (const dec::FusedDecode fd : {dec::FusedDecode::two_pass, dec::FusedDecode::one_pass, dec::FusedDecode::fixed,
+                                      dec::FusedDecode::fixed_nh}) {
       for (const int batch : {1, 5, 16}) check_fused(layer, batch, fd);
     }
     if (damaged) check_damaged(reg, small);

@@ -69,6 +69,10 @@ enum class Staging : uint8_t {
                  // position and count loads, and the decode loop never waits on a refill; and
                  // L2 hints for the block's sign/mantissa bytes (persistent: and the next block's
                  // first reads), no extra shared memory
+  exp_smem_nh,   // fix64 only: exp_smem without the L2 hints of the next unit's bytes (each read
+                 // goes to DRAM when the decode asks): whether hints a unit (~20 us) ahead are
+                 // evicted before use and read twice (the H200's DRAM counters, 2026-11-28, put
+                 // fix64's traffic ~30% over its bytes, the published kernel's at them)
 };
 
 // How CUDA blocks meet DF11 blocks: one each (grid); about as many as fit the GPU at once, each

@@ -34,6 +34,8 @@ VariantSpec fused_spec(FusedDecode d) {
       return fused::Shape<FusedDecode::one_pass>::spec;
     case FusedDecode::fixed:
       break;
+    case FusedDecode::fixed_nh:
+      return fused::Shape<FusedDecode::fixed_nh>::spec;
   }
   return fused::Shape<FusedDecode::fixed>::spec;
 }
@@ -42,7 +44,7 @@ std::optional<FusedDecode> fused_decode_for(const Decoder& decoder) {
   const auto* v = dynamic_cast<const VariantDecoder*>(&decoder);
   if (v != nullptr && v->spec().partition == Partition::fixed_out &&
       v->layout() == fused_spec(FusedDecode::fixed).layout()) {
-    return FusedDecode::fixed;
+    return v->spec().staging == Staging::exp_smem_nh ? FusedDecode::fixed_nh : FusedDecode::fixed;
   }
   return fused_decode_for(decoder.layout());
 }
@@ -102,7 +104,7 @@ FusedPlan plan_fused(const EncodedUnit& unit, const std::vector<GemvMatrix>& mat
     return row_base[m] + (e - mats[m].offset) / static_cast<uint64_t>(mats[m].in);
   };
   // The blocks of work: DF11 blocks, or for the fixed decode its units of kFixedUnit elements.
-  const bool fixed = plan.decode == FusedDecode::fixed;
+  const bool fixed = is_fixed(plan.decode);
   const uint64_t n_blocks = fixed ? (unit.n_elements + kFixedUnit - 1) / kFixedUnit : unit.n_blocks();
   std::vector<uint64_t>& pos = plan.block_pos;
   pos.resize(n_blocks + 1);

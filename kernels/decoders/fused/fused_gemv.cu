@@ -19,7 +19,7 @@ namespace {
 // BF16 reference is a kernel of its own and its unit walk counts in 32 bits.
 template <FusedDecode D, int B, bool kRef>
 inline constexpr int kFusedMinBlocks =
-    65536 / (fused::kThreads<D> * (B == 1 ? (D == FusedDecode::fixed && !kRef ? 32 : 40) : 64));
+    65536 / (fused::kThreads<D> * (B == 1 ? (is_fixed(D) && !kRef ? 32 : 40) : 64));
 template <FusedDecode D, int B, bool kRef>
 __global__ void __launch_bounds__(fused::kThreads<D>, (kFusedMinBlocks<D, B, kRef>))
     fused_gemv_kernel(const __grid_constant__ LaunchParams p, const SmemLayout sl, const __grid_constant__ fused::GemvParams g) {
@@ -48,7 +48,7 @@ void launch_kernel(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
   // The fixed decode's blocks of work are warp units: kWarps of them a CUDA block.
-  const uint64_t per = D == FusedDecode::fixed ? static_cast<uint64_t>(fused::kWarps<D>) : 1;
+  const uint64_t per = is_fixed(D) ? static_cast<uint64_t>(fused::kWarps<D>) : 1;
   const uint64_t want = (b1 - b0 + per - 1) / per;
   const uint64_t grid = want < resident_grid ? want : resident_grid;
   kernel<<<static_cast<unsigned>(grid), kThreads, smem, s>>>(p, sl, g);
@@ -59,7 +59,7 @@ void launch_kernel(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
 template <FusedDecode D, int B>
 void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams& g, uint64_t b0, uint64_t b1,
                    cudaStream_t s) {
-  if constexpr (D == FusedDecode::fixed) {
+  if constexpr (is_fixed(D)) {
     if (fused::ref_kernel<D>(g)) {
       launch_kernel<D, B, true>(p, sl, g, b0, b1, s);
       return;
@@ -104,7 +104,7 @@ FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<Gemv
       const auto* gap = dynamic_cast<const GapDeviceImage*>(shared);
       if (gap == nullptr) throw Error(who + "is not a gap-decode variant's");
       const Layout want = fused_spec(impl_->plan.decode).layout();
-      if (impl_->plan.decode == FusedDecode::fixed) {
+      if (is_fixed(impl_->plan.decode)) {
         // The fixed decode reads a fix64 image's multi root (the global chained tables for
         // single codes), start bits and word stream.
         if (gap->spec().partition != Partition::fixed_out || !gap->spec().has_multi_root() ||

@@ -47,6 +47,10 @@ template <>
 struct Shape<FusedDecode::fixed> {
   static constexpr VariantSpec spec{TableKind::multi_lut_ng, Partition::fixed_out, Staging::exp_smem, 512, 8, false};
 };
+template <>
+struct Shape<FusedDecode::fixed_nh> {
+  static constexpr VariantSpec spec{TableKind::multi_lut_ng, Partition::fixed_out, Staging::exp_smem_nh, 512, 8, false};
+};
 template <FusedDecode D>
 inline constexpr int kThreads = Shape<D>::spec.threads_per_block;
 template <FusedDecode D>
@@ -59,8 +63,10 @@ void with_decode(FusedDecode d, F&& f) {
     f(std::integral_constant<FusedDecode, FusedDecode::two_pass>{});
   } else if (d == FusedDecode::one_pass) {
     f(std::integral_constant<FusedDecode, FusedDecode::one_pass>{});
-  } else {
+  } else if (d == FusedDecode::fixed) {
     f(std::integral_constant<FusedDecode, FusedDecode::fixed>{});
+  } else {
+    f(std::integral_constant<FusedDecode, FusedDecode::fixed_nh>{});
   }
 }
 
@@ -204,7 +210,7 @@ inline constexpr unsigned kSegments = 4;
 DF11_HD unsigned reduce_offset(const SmemLayout& sl) { return align_up(sl.total); }
 template <FusedDecode D, int B>
 DF11_HD unsigned smem_bytes(const SmemLayout& sl) {
-  return reduce_offset(sl) + (D == FusedDecode::fixed ? 0u : kSegments * B * kWarps<D> * 4);
+  return reduce_offset(sl) + (is_fixed(D) ? 0u : kSegments * B * kWarps<D> * 4);
 }
 
 // In a block or unit of n elements from element `first`: the end of the row segment that starts
@@ -407,7 +413,8 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
 // (unit, row) pair's partial. No block barrier after the tables, no cross-warp sum.
 // kRef: the BF16 reference (g.weights) instead of decoding, in a kernel of its own, so that the
 // decoding kernel carries no weight pointer or test (registers: 32 instead of 40 on sm_90).
-template <int B, bool kRef>
+// kHints: the next unit's bytes hinted into L2 (fixed; fixed_nh: none).
+template <int B, bool kRef, bool kHints = true>
 DF11_HD void gemv_fixed_units_as(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
   constexpr VariantSpec kSpec = Shape<FusedDecode::fixed>::spec;
   constexpr unsigned kW = kWarps<FusedDecode::fixed>;
@@ -429,7 +436,7 @@ DF11_HD void gemv_fixed_units_as(const LaunchParams& p, const SmemLayout& sl, ui
       // As the fix64 decoder: the next unit's first bit in flight and its bytes hinted into L2
       // while this unit decodes.
       const uint32_t nr = r + stride, nu = p.block_begin + nr;
-      const bool next = nr < p.block_count && nr > r;  // (nr > r: no wrap)
+      const bool next = kHints && nr < p.block_count && nr > r;  // (nr > r: no wrap)
       const uint32_t nu_bit = next ? p.positions[nu] : 0u;
       if (next) hint_next_fixed_unit(p, nu, lane);
       fixed_lane_decode(p, table, rows, u, lane);
@@ -471,12 +478,12 @@ DF11_HD void gemv_fixed_units_as(const LaunchParams& p, const SmemLayout& sl, ui
 // the other decodes test g.weights as they go.
 template <FusedDecode D>
 DF11_HD bool ref_kernel(const GemvParams& g) {
-  return D == FusedDecode::fixed && g.weights != nullptr;
+  return is_fixed(D) && g.weights != nullptr;
 }
 template <FusedDecode D, int B, bool kRef = false>
 DF11_HD void gemv_blocks(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
-  if constexpr (D == FusedDecode::fixed) {
-    gemv_fixed_units_as<B, kRef>(p, sl, smem, g);
+  if constexpr (is_fixed(D)) {
+    gemv_fixed_units_as<B, kRef, D == FusedDecode::fixed>(p, sl, smem, g);
   } else {
     if (g.weights == nullptr) {
       constexpr VariantSpec spec = Shape<D>::spec;  // a local copy: device code may not bind the host constant

@@ -53,7 +53,13 @@ struct GemvRun {
 //             decoder's units of 2048 elements, one warp's each, so the GEMV needs no block
 //             reduction. Picked by naming a fix64 variant (fused_decode_for(Decoder)), never by
 //             layout alone.
-enum class FusedDecode { two_pass, one_pass, fixed };
+//   fixed_nh: fixed without its L2 hints of each warp's next unit (named by a fix64 exp-smem-nh
+//             variant): whether hints a unit ahead are evicted before use and read twice.
+enum class FusedDecode { two_pass, one_pass, fixed, fixed_nh };
+// The decodes over fix64's units.
+[[nodiscard]] constexpr bool is_fixed(FusedDecode d) {
+  return d == FusedDecode::fixed || d == FusedDecode::fixed_nh;
+}
 // The decoder spec of each (its layout() is what the unit must be in).
 [[nodiscard]] VariantSpec fused_spec(FusedDecode d);
 // The fused decode that reads units of this layout, if any (two_pass or one_pass).
@@ -88,7 +94,7 @@ inline constexpr int kFusedMaxBatch = 16;
 // unit is decoded again for every 4 rows); one_pass: 463 at 1, 564 at 2; two_pass: 788 at 1
 // (its own decoder's decode-then-GEMM 798). e2e's default (ModelRequest::fused_max_rows).
 [[nodiscard]] constexpr int fused_default_max_rows(FusedDecode d) {
-  return d == FusedDecode::fixed ? 4 : 1;
+  return is_fixed(d) ? 4 : 1;
 }
 
 // Whether the fused kernels can run this unit at this batch: a layout of fused_decode_for, at

@@ -23,7 +23,7 @@ inline constexpr unsigned kAlign = 16;
 DF11_HD constexpr bool keeps_symbols(Staging s) { return s == Staging::keep || s == Staging::keep_vec; }
 DF11_HD constexpr bool exps_in_smem(Staging s) {
   return s == Staging::keep || s == Staging::keep_vec || s == Staging::exp_smem || s == Staging::exp_smem_pf ||
-         s == Staging::exp_smem_reg;
+         s == Staging::exp_smem_reg || s == Staging::exp_smem_nh;
 }
 // Stagings that load each thread's chunk into registers as the block starts (RegChunk).
 DF11_HD constexpr bool chunk_in_registers(Staging s) { return s == Staging::exp_smem_reg; }
@@ -872,8 +872,10 @@ DF11_HD void hint_next_fixed_stream(const LaunchParams& p, uint32_t nu_bit, unsi
 // warp_units).
 template <TableKind TK, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
-  static_assert(VariantSpec{TK, Partition::fixed_out, S, TPB, BPT}.counted_loop() && S == Staging::exp_smem,
+  static_assert(VariantSpec{TK, Partition::fixed_out, S, TPB, BPT}.counted_loop() &&
+                    (S == Staging::exp_smem || S == Staging::exp_smem_nh),
                 "the fixed-output partition: the counted loop, exponents in shared memory");
+  constexpr bool kHints = S != Staging::exp_smem_nh;  // the next unit's bytes hinted into L2
   static_assert(TPB % 32 == 0, "whole warps");
   constexpr VariantSpec spec{TK, Partition::fixed_out, S, TPB, BPT};
   constexpr unsigned kWarps = TPB / 32;
@@ -886,7 +888,7 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
   const uint64_t stride = static_cast<uint64_t>(simt::gdim_x()) * kWarps;
   // Unit u, then nu the warp's next one (end: none).
   auto unit = [&](uint64_t u, uint64_t nu) {
-    const bool next = nu < end;
+    const bool next = kHints && nu < end;
     // The next unit's first bit (one broadcast load, in flight during this unit's decode) and hints.
     const uint32_t nu_bit = next ? p.positions[nu] : 0u;
     if (next) hint_next_fixed_unit(p, nu, lane);
