@@ -426,8 +426,9 @@ void add_generate(CLI::App& app) {
                   "--check's partner slices the same way");
   cmd->add_flag("--overlap", a->overlap,
                 "CUDA: each block matrix (with --chunk-bytes, each slice) is decoded (or copied) on a second, "
-                "low-priority stream into one half of the reused buffer while the previous one's GEMM runs (no "
-                "more memory; at most half the buffer at once); --check's partner overlaps the same way");
+                "low-priority stream into one half of the reused buffer while the previous one's GEMM runs (each "
+                "half holds a block's largest GEMM: the buffer is twice that where it is more than half a block, "
+                "on Nemo 587 MB instead of 545); --check's partner overlaps the same way");
   cmd->add_option("--runs", a->runs_file,
                   "A file of runs, one per line, each the options --weights, --variant, --batch, --prompt-len, "
                   "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --overlap, --fused-gemv, --fused-max-rows on top of the command "
