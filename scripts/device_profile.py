@@ -184,14 +184,22 @@ def short_name(kernel):
     return re.sub(r"<.*|\(.*", "", k).split("::")[-1]
 
 
+def mb(x):
+    return x / 1e6 if x is not None else None
+
+
 def table(lines):
-    out = [f"{'method':52} {'kernel':30} {'us':>8} {'DRAM GB/s':>9} {'DRAM %':>6} {'issue %':>7} "
-           f"{'occ %':>5} {'inst/w':>6} {'smem/w':>6} {'confl/w':>7}  top stalls (warps per issue)"]
+    # DRAM read and written MB apart: a kernel that reads more than its inputs' bytes reads some
+    # twice (on the H200, 2026-11-28, the decoders with L2 hints read 80-290 MB over the 370 MB
+    # of a Nemo layer's encoding; the published kernel and ours without hints read it once).
+    out = [f"{'method':52} {'kernel':30} {'us':>8} {'DRAM GB/s':>9} {'rd MB':>7} {'wr MB':>7} {'DRAM %':>6} "
+           f"{'issue %':>7} {'occ %':>5} {'inst/w':>6} {'smem/w':>6} {'confl/w':>7}  top stalls (warps per issue)"]
     for s in lines:
         short = short_name(s["kernel"])
         stalls = ", ".join(f"{k} {v:.1f}" for k, v in s["top_stalls"])
         out.append(f"{s['method'][:52]:52} {short[:30]:30} {fmt(s['time_s'] and s['time_s'] * 1e6, '8.1f')} "
-                   f"{fmt(s['dram_gbps'], '9.1f')} {fmt(s['dram_pct_of_peak'], '6.1f')} "
+                   f"{fmt(s['dram_gbps'], '9.1f')} {fmt(mb(s.get('dram_read_bytes')), '7.1f')} "
+                   f"{fmt(mb(s.get('dram_write_bytes')), '7.1f')} {fmt(s['dram_pct_of_peak'], '6.1f')} "
                    f"{fmt(s['issue_active_pct'], '7.1f')} {fmt(s['achieved_occupancy_pct'], '5.1f')} "
                    f"{fmt(s['thread_inst_per_weight'], '6.1f')} {fmt(s.get('smem_wavefronts_per_weight'), '6.2f')} "
                    f"{fmt(s.get('smem_conflicts_per_weight'), '7.2f')}  {stalls}")

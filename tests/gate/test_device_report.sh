@@ -118,18 +118,18 @@ for needle in "| 4 | best variant >= 60% of the copy bound |" "| 5 | best df11 <
   "gpu tests              ok" "e2e generation         ok" "## Hardware counters (profile.jsonl, Nsight Compute)"; do
   grep -qF -- "$needle" "$readme2" || fail "two-folder README.md lacks '$needle'"
 done
-grep -E '^decode:x +gap_decode_persistent_kernel +250\.0 +3634\.2 +71\.2 +61\.3 +88\.1 +15\.0 +1\.50 +0\.25 +short_scoreboard 2\.5' "$readme2" >/dev/null ||
+grep -E '^decode:x +gap_decode_persistent_kernel +250\.0 +3634\.2 +363\.3 +545\.3 +71\.2 +61\.3 +88\.1 +15\.0 +1\.50 +0\.25 +short_scoreboard 2\.5' "$readme2" >/dev/null ||
   fail "the profile table is not in README.md: $(grep -A4 'Hardware counters' "$readme2")"
 [[ -f $scratch/reports2/2026-11-27_h100-80gb-hbm3_device_check/profile/call2_0.csv ]] || fail "ncu raw page not copied"
 grep -qF "No kernel was profiled" "$readme" || fail "a report without a profile does not say so"
 # The parser also takes ncu's details page (a row per metric, units scaled: Mbyte, usecond, Ginst).
 "$py" "$src/scripts/device_profile.py" --parse "$src/tests/gate/data/ncu_details.csv" --method decode:official-ptx |
-  grep -E '^decode:official-ptx +decode +812\.5 +1118\.2 +- +- +- +50\.0 ' >/dev/null ||
+  grep -E '^decode:official-ptx +decode +812\.5 +1118\.2 +363\.3 +545\.3 +- +- +- +50\.0 ' >/dev/null ||
   fail "the details page is not read: $("$py" "$src/scripts/device_profile.py" --parse "$src/tests/gate/data/ncu_details.csv")"
 # A real raw page (an H200 under ncu 2025, trimmed to the columns the table reads): base units
 # are short there (ns, byte, byte/s), and the DRAM share is gpu__dram_throughput.
 "$py" "$src/scripts/device_profile.py" --parse "$src/tests/gate/data/ncu_raw_h200.csv" --method decode:official-ptx |
-  grep -E '^decode:official-ptx +decode +1050\.3 +849\.2 +17\.6 +81\.8 +98\.4 +83\.4 ' >/dev/null ||
+  grep -E '^decode:official-ptx +decode +1050\.3 +849\.2 +369\.4 +522\.5 +17\.6 +81\.8 +98\.4 +83\.4 ' >/dev/null ||
   fail "the H200 raw page is misread: $("$py" "$src/scripts/device_profile.py" --parse "$src/tests/gate/data/ncu_raw_h200.csv")"
 [[ -d $scratch/reports2/2026-11-27_h100-80gb-hbm3_nemo_layer ]] || fail "two folders: no nemo_layer run directory"
 # The official row takes 5x the time of the slowest fake variant: the fastest is >= 3x faster.
