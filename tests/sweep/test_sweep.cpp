@@ -436,6 +436,6 @@ TEST_CASE("every experiment file's methods resolve on both backends (a renamed v
     ++df11;
     REQUIRE(m.variant != nullptr);
   }
-  CHECK(df11 == 10);
+  CHECK(df11 == 11);
   CHECK(overlap == 4);
 }

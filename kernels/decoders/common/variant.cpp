@@ -54,6 +54,7 @@ const char* staging_name(Staging s) {
     case Staging::exp_smem_pf: return "exp-smem-pf-v16";
     case Staging::exp_smem_reg: return "exp-smem-reg-v16";
     case Staging::exp_smem_nh: return "exp-smem-nh-v16";
+    case Staging::exp_smem_reg_nh: return "exp-smem-reg-nh-v16";
   }
   return "?";
 }
@@ -242,6 +243,10 @@ Traits VariantSpec::traits() const {
     case Staging::exp_smem_nh:
       t.staging = "exponents via shared memory, merged with sign/mantissa on the way out, 16-byte stores; no L2 "
                   "hints of the next unit's bytes";
+      break;
+    case Staging::exp_smem_reg_nh:
+      t.staging = "exponents via shared memory, 16-byte stores; each thread's encoded chunk loaded into registers "
+                  "as the block starts (one vector load), no refills in the decode loop; no L2 hints";
       break;
   }
   t.granularity = per_matrix ? "matrix" : "unit";

@@ -73,6 +73,9 @@ enum class Staging : uint8_t {
                  // goes to DRAM when the decode asks): whether hints a unit (~20 us) ahead are
                  // evicted before use and read twice (the H200's DRAM counters, 2026-11-28, put
                  // fix64's traffic ~30% over its bytes, the published kernel's at them)
+  exp_smem_reg_nh,  // exp_smem_reg without its L2 hints (the block's sign/mantissa bytes, the next
+                    // block's first reads): on the H200 the hinted register decoders read 449-505 MB
+                    // of DRAM for a layer's ~370 MB of encoding, the unhinted ones 372 MB
 };
 
 // How CUDA blocks meet DF11 blocks: one each (grid); about as many as fit the GPU at once, each

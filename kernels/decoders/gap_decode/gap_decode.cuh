@@ -23,10 +23,15 @@ inline constexpr unsigned kAlign = 16;
 DF11_HD constexpr bool keeps_symbols(Staging s) { return s == Staging::keep || s == Staging::keep_vec; }
 DF11_HD constexpr bool exps_in_smem(Staging s) {
   return s == Staging::keep || s == Staging::keep_vec || s == Staging::exp_smem || s == Staging::exp_smem_pf ||
-         s == Staging::exp_smem_reg || s == Staging::exp_smem_nh;
+         s == Staging::exp_smem_reg || s == Staging::exp_smem_nh || s == Staging::exp_smem_reg_nh;
 }
 // Stagings that load each thread's chunk into registers as the block starts (RegChunk).
-DF11_HD constexpr bool chunk_in_registers(Staging s) { return s == Staging::exp_smem_reg; }
+DF11_HD constexpr bool chunk_in_registers(Staging s) {
+  return s == Staging::exp_smem_reg || s == Staging::exp_smem_reg_nh;
+}
+// Stagings that hint the bytes a block (warp) reads next into L2: the block's sign/mantissa bytes
+// as its range is known, and (persistent) the next block's first reads.
+DF11_HD constexpr bool hints_l2(Staging s) { return s == Staging::exp_smem_reg; }
 DF11_HD unsigned align_up(unsigned x) { return (x + kAlign - 1) & ~(kAlign - 1); }
 
 // Shared-memory layout of one block (byte offsets), the same on the device and in emulation.
@@ -259,7 +264,7 @@ DF11_HD void pass2(const BlockCtx<Table>& c, unsigned t, uint64_t first, unsigne
         });
       }
     };
-    if constexpr (S == Staging::exp_smem || S == Staging::exp_smem_pf || S == Staging::exp_smem_reg) {
+    if constexpr (S == Staging::exp_smem || S == Staging::exp_smem_pf || chunk_in_registers(S)) {
       const unsigned at = c.sl.exps + static_cast<unsigned>(c.block_first - exp_base(c)) + rel;
       if constexpr (is_counted_table<Table>()) {
         // The thread's `count` codes (no more than the block has room for).
@@ -350,7 +355,7 @@ DF11_HD void hint_sign_mantissa(const LaunchParams& p, uint64_t first, uint64_t 
 // for them instead, no shared memory.
 template <Staging S, class Table>
 DF11_HD void prefetch_sign_mantissa(const BlockCtx<Table>& c, unsigned t) {
-  if constexpr (S == Staging::exp_smem_reg) {
+  if constexpr (hints_l2(S)) {
     hint_sign_mantissa(*c.p, c.block_first, c.block_end, t, c.tpb);
   } else if constexpr (S == Staging::exp_smem_pf) {
     const uint64_t base = sm_base(c);
@@ -703,7 +708,7 @@ DF11_HD void warp_units(uint32_t* work, uint64_t base, uint64_t count, uint64_t 
 // blocks gives every warp one unit; a persistent launch, fewer and loops; Dyn: warp_units).
 template <TableKind TK, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
-  static_assert(S == Staging::exp_smem || S == Staging::exp_smem_reg, "the warp-count partition stages exponents");
+  static_assert(S == Staging::exp_smem || chunk_in_registers(S), "the warp-count partition stages exponents");
   static_assert(TPB % 32 == 0, "whole warps");
   constexpr VariantSpec spec{TK, Partition::warp_count, S, TPB, BPT};
   constexpr unsigned kWarps = TPB / 32;
@@ -722,7 +727,7 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
     const LaneCounts lc = lane_counts(p, b, TPB, w, lane);
     const uint64_t block_first = p.positions[b];
     // After this unit's first loads are out: the next unit's hints.
-    if constexpr (S == Staging::exp_smem_reg) hint_next_warp_unit<TPB, BPT>(p, nu, units, lane);
+    if constexpr (hints_l2(S)) hint_next_warp_unit<TPB, BPT>(p, nu, units, lane);
     unsigned before = lc.before, total = lc.count, incl = lc.count;
 #if defined(__CUDA_ARCH__)
 #pragma unroll
@@ -739,7 +744,7 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
       if (lane >= o) incl += y;
     }
     const uint64_t first = block_first + before, end = first + total, base = warp_base(first);
-    if constexpr (S == Staging::exp_smem_reg) hint_sign_mantissa(p, first, end, lane, 32);
+    if constexpr (hints_l2(S)) hint_sign_mantissa(p, first, end, lane, 32);
     if (b * TPB + tb < p.n_chunks) {
       warp_lane_decode<BPT>(table, block_thread_chunk<BPT>(p, b, TPB, tb, regs), exps, sl.exps_stride, base,
                             first + incl - lc.count, lc.count);
@@ -991,7 +996,7 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
     for (unsigned i = 0; b < end; ++i) {
       uint32_t taken = 0;
       if (t == 0) taken = simt::atomic_inc(p.work, p.block_count - 1u);
-      if constexpr (S == Staging::exp_smem_reg) prefetch_next_block<P, TPB, BPT>(p, nb, end, t);
+      if constexpr (hints_l2(S)) prefetch_next_block<P, TPB, BPT>(p, nb, end, t);
       barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b), t);
       if (t == 0) next[i & 1u] = taken;
       simt::sync_block();
@@ -1005,7 +1010,7 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
     simt::sync_block();
     const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
     for (uint64_t b = p.block_begin + simt::bid_x(); b < end; b += simt::gdim_x()) {
-      if constexpr (S == Staging::exp_smem_pf || S == Staging::exp_smem_reg) {
+      if constexpr (S == Staging::exp_smem_pf || hints_l2(S)) {
         prefetch_next_block<P, TPB, BPT>(p, b + simt::gdim_x(), end, t);
       }
       barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b), t);

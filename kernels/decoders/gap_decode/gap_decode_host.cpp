@@ -101,7 +101,7 @@ void emulate_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, u
       total += lc[l].count;
     }
     const uint64_t first = p.positions[b] + before, end = first + total, base = warp_base(first);
-    if constexpr (S == Staging::exp_smem_reg) {
+    if constexpr (hints_l2(S)) {
       for (unsigned l = 0; l < 32; ++l) hint_sign_mantissa(p, first, end, l, 32);
     }
     // Lanes last to first (as pass 2 in emulate): a lane storing past its codes overwrites the next's.
