@@ -721,15 +721,9 @@ class CudaModel final : public Model {
           gemm(x, rows, k, W + off, n, y, ldy, acc);
           return;
         }
-        // Overlapped whole matrices: the matrix is one slice (a half holds it: prepare).
-        const int64_t slice = chunk_bytes_ == 0 && static_cast<uint64_t>(n * k) <= provider_->half_elements()
-                                  ? n
-                                  : chunk_rows(k);
-        if (chunk_bytes_ == 0 && slice < n) {  // overlapped whole matrices: the halves hold any (prepare)
-          throw Error(fmt::format("cuda model: internal: --overlap decodes each block matrix whole into half the "
-                                  "reused buffer ({} elements), and a {} x {} matrix does not fit",
-                                  provider_->half_elements(), n, k));
-        }
+        // Overlapped whole matrices (no chunk_bytes_): the matrix is one slice; a half holds any
+        // block GEMM (prepare), and acquire checks the room.
+        const int64_t slice = chunk_bytes_ ? chunk_rows(k) : n;
         for (int64_t r0 = 0; r0 < n; r0 += slice) {
           const int64_t r1 = std::min(n, r0 + slice);
           const uint64_t lo = off + static_cast<uint64_t>(r0 * k), hi = off + static_cast<uint64_t>(r1 * k);
@@ -813,12 +807,12 @@ class CudaModel final : public Model {
     position_ += t_new;
   }
 
-  // Rows of a chunked GEMM's weight slice for rows of k elements: about chunk_bytes_ of BF16
-  // (no chunk_bytes_, overlapped: all of them), whole kSliceRows, and never more than the reused
-  // buffer (overlapped: half of it) holds. A whole matrix is one slice: one GEMM, the very call
-  // of the whole-block path (same shape and ld; ReusedBufferProvider::slot keeps the alignment).
+  // Rows of a chunked GEMM's weight slice for rows of k elements (chunk_bytes_ > 0): about
+  // chunk_bytes_ of BF16, whole kSliceRows, and never more than the reused buffer (overlapped:
+  // half of it) holds. A whole matrix is one slice: one GEMM, the very call of the whole-block
+  // path (same shape and ld; ReusedBufferProvider::slot keeps the alignment).
   [[nodiscard]] int64_t chunk_rows(int64_t k) const {
-    const int64_t want = chunk_bytes_ ? static_cast<int64_t>(chunk_bytes_ / 2) / k : INT64_MAX;
+    const int64_t want = static_cast<int64_t>(chunk_bytes_ / 2) / k;
     const int64_t fit = static_cast<int64_t>(side_ ? provider_->half_elements() : provider_->buffer_elements()) / k;
     const int64_t rows = std::min(want, fit) / DeviceProvider::kSliceRows * DeviceProvider::kSliceRows;
     return std::max<int64_t>(DeviceProvider::kSliceRows, rows);

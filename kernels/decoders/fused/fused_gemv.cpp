@@ -44,7 +44,7 @@ std::optional<FusedDecode> fused_decode_for(const Decoder& decoder) {
   const auto* v = dynamic_cast<const VariantDecoder*>(&decoder);
   if (v != nullptr && v->spec().partition == Partition::fixed_out &&
       v->layout() == fused_spec(FusedDecode::fixed).layout()) {
-    return v->spec().staging == Staging::exp_smem_nh ? FusedDecode::fixed_nh : FusedDecode::fixed;
+    return hints_l2(v->spec().partition, v->spec().staging) ? FusedDecode::fixed : FusedDecode::fixed_nh;
   }
   return fused_decode_for(decoder.layout());
 }

@@ -413,11 +413,11 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
 // (unit, row) pair's partial. No block barrier after the tables, no cross-warp sum.
 // kRef: the BF16 reference (g.weights) instead of decoding, in a kernel of its own, so that the
 // decoding kernel carries no weight pointer or test (registers: 32 instead of 40 on sm_90).
-// kHints: the next unit's bytes hinted into L2 (fixed; fixed_nh: none).
-template <int B, bool kRef, bool kHints = true>
+// D: fixed, or fixed_nh (the same without the next unit's L2 hints: hints_l2 of its spec).
+template <FusedDecode D, int B, bool kRef>
 DF11_HD void gemv_fixed_units_as(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
-  constexpr VariantSpec kSpec = Shape<FusedDecode::fixed>::spec;
-  constexpr unsigned kW = kWarps<FusedDecode::fixed>;
+  constexpr VariantSpec kSpec = Shape<D>::spec;
+  constexpr unsigned kW = kWarps<D>;
   const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
   if constexpr (!kRef) {
     load_tables(kSpec, p, smem, sl, t, kSpec.threads_per_block);
@@ -436,7 +436,7 @@ DF11_HD void gemv_fixed_units_as(const LaunchParams& p, const SmemLayout& sl, ui
       // As the fix64 decoder: the next unit's first bit in flight and its bytes hinted into L2
       // while this unit decodes.
       const uint32_t nr = r + stride, nu = p.block_begin + nr;
-      const bool next = kHints && nr < p.block_count && nr > r;  // (nr > r: no wrap)
+      const bool next = hints_l2(kSpec.partition, kSpec.staging) && nr < p.block_count && nr > r;  // (nr > r: no wrap)
       const uint32_t nu_bit = next ? p.positions[nu] : 0u;
       if (next) hint_next_fixed_unit(p, nu, lane);
       fixed_lane_decode(p, table, rows, u, lane);
@@ -483,7 +483,7 @@ DF11_HD bool ref_kernel(const GemvParams& g) {
 template <FusedDecode D, int B, bool kRef = false>
 DF11_HD void gemv_blocks(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
   if constexpr (is_fixed(D)) {
-    gemv_fixed_units_as<B, kRef, D == FusedDecode::fixed>(p, sl, smem, g);
+    gemv_fixed_units_as<D, B, kRef>(p, sl, smem, g);
   } else {
     if (g.weights == nullptr) {
       constexpr VariantSpec spec = Shape<D>::spec;  // a local copy: device code may not bind the host constant

@@ -29,9 +29,12 @@ DF11_HD constexpr bool exps_in_smem(Staging s) {
 DF11_HD constexpr bool chunk_in_registers(Staging s) {
   return s == Staging::exp_smem_reg || s == Staging::exp_smem_reg_nh;
 }
-// Stagings that hint the bytes a block (warp) reads next into L2: the block's sign/mantissa bytes
-// as its range is known, and (persistent) the next block's first reads.
-DF11_HD constexpr bool hints_l2(Staging s) { return s == Staging::exp_smem_reg; }
+// Whether a decoder hints the bytes it reads next into L2: the fixed-output partition (fix64) the
+// next unit's bytes unless exp-smem-nh; the others, with exp-smem-reg, the block's sign/mantissa
+// bytes as its range is known and (persistent) the next block's first reads.
+DF11_HD constexpr bool hints_l2(Partition p, Staging s) {
+  return p == Partition::fixed_out ? s == Staging::exp_smem : s == Staging::exp_smem_reg;
+}
 DF11_HD unsigned align_up(unsigned x) { return (x + kAlign - 1) & ~(kAlign - 1); }
 
 // Shared-memory layout of one block (byte offsets), the same on the device and in emulation.
@@ -353,9 +356,9 @@ DF11_HD void hint_sign_mantissa(const LaunchParams& p, uint64_t first, uint64_t 
 // during the decode, and the copy-out reads them after cp_async_wait_all and the barrier before
 // it (the pieces past n_elements read the upload's 16 padding bytes). exp-smem-reg: L2 hints
 // for them instead, no shared memory.
-template <Staging S, class Table>
+template <Partition P, Staging S, class Table>
 DF11_HD void prefetch_sign_mantissa(const BlockCtx<Table>& c, unsigned t) {
-  if constexpr (hints_l2(S)) {
+  if constexpr (hints_l2(P, S)) {
     hint_sign_mantissa(*c.p, c.block_first, c.block_end, t, c.tpb);
   } else if constexpr (S == Staging::exp_smem_pf) {
     const uint64_t base = sm_base(c);
@@ -556,16 +559,16 @@ DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t*
     c.block_first = p.positions[b * TPB];
     const uint64_t last = (b + 1) * TPB < p.n_chunks ? (b + 1) * TPB : p.n_chunks;
     c.block_end = p.positions[last];
-    prefetch_sign_mantissa<S>(c, t);
+    prefetch_sign_mantissa<P, S>(c, t);
     if (chunk_exists(p, b, TPB, t)) pass2<S, !kStaged, Unchecked>(c, t, p.positions[b * TPB + t], 0, regs);
   } else {
     c.block_first = p.positions[b];
     c.block_end = p.positions[b + 1];
     // exp-smem-reg's hints wait on the positions: after pass 1, whose count load (count
     // partition) then goes out with the positions.
-    if constexpr (!chunk_in_registers(S)) prefetch_sign_mantissa<S>(c, t);
+    if constexpr (!chunk_in_registers(S)) prefetch_sign_mantissa<P, S>(c, t);
     const unsigned count = pass1<P, S, !kStaged>(c, t, regs);
-    if constexpr (chunk_in_registers(S)) prefetch_sign_mantissa<S>(c, t);
+    if constexpr (chunk_in_registers(S)) prefetch_sign_mantissa<P, S>(c, t);
     uint32_t* scan = reinterpret_cast<uint32_t*>(smem + sl.scan);
     const unsigned excl =
         P == Partition::gap_block ? scan_block_smem<TPB>(count, scan) : scan_block_warp<TPB>(count, scan);
@@ -727,7 +730,7 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
     const LaneCounts lc = lane_counts(p, b, TPB, w, lane);
     const uint64_t block_first = p.positions[b];
     // After this unit's first loads are out: the next unit's hints.
-    if constexpr (hints_l2(S)) hint_next_warp_unit<TPB, BPT>(p, nu, units, lane);
+    if constexpr (hints_l2(Partition::warp_count, S)) hint_next_warp_unit<TPB, BPT>(p, nu, units, lane);
     unsigned before = lc.before, total = lc.count, incl = lc.count;
 #if defined(__CUDA_ARCH__)
 #pragma unroll
@@ -744,7 +747,7 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
       if (lane >= o) incl += y;
     }
     const uint64_t first = block_first + before, end = first + total, base = warp_base(first);
-    if constexpr (hints_l2(S)) hint_sign_mantissa(p, first, end, lane, 32);
+    if constexpr (hints_l2(Partition::warp_count, S)) hint_sign_mantissa(p, first, end, lane, 32);
     if (b * TPB + tb < p.n_chunks) {
       warp_lane_decode<BPT>(table, block_thread_chunk<BPT>(p, b, TPB, tb, regs), exps, sl.exps_stride, base,
                             first + incl - lc.count, lc.count);
@@ -880,7 +883,6 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
   static_assert(VariantSpec{TK, Partition::fixed_out, S, TPB, BPT}.counted_loop() &&
                     (S == Staging::exp_smem || S == Staging::exp_smem_nh),
                 "the fixed-output partition: the counted loop, exponents in shared memory");
-  constexpr bool kHints = S != Staging::exp_smem_nh;  // the next unit's bytes hinted into L2
   static_assert(TPB % 32 == 0, "whole warps");
   constexpr VariantSpec spec{TK, Partition::fixed_out, S, TPB, BPT};
   constexpr unsigned kWarps = TPB / 32;
@@ -893,7 +895,7 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
   const uint64_t stride = static_cast<uint64_t>(simt::gdim_x()) * kWarps;
   // Unit u, then nu the warp's next one (end: none).
   auto unit = [&](uint64_t u, uint64_t nu) {
-    const bool next = kHints && nu < end;
+    const bool next = hints_l2(Partition::fixed_out, S) && nu < end;
     // The next unit's first bit (one broadcast load, in flight during this unit's decode) and hints.
     const uint32_t nu_bit = next ? p.positions[nu] : 0u;
     if (next) hint_next_fixed_unit(p, nu, lane);
@@ -996,7 +998,7 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
     for (unsigned i = 0; b < end; ++i) {
       uint32_t taken = 0;
       if (t == 0) taken = simt::atomic_inc(p.work, p.block_count - 1u);
-      if constexpr (hints_l2(S)) prefetch_next_block<P, TPB, BPT>(p, nb, end, t);
+      if constexpr (hints_l2(P, S)) prefetch_next_block<P, TPB, BPT>(p, nb, end, t);
       barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b), t);
       if (t == 0) next[i & 1u] = taken;
       simt::sync_block();
@@ -1010,7 +1012,7 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
     simt::sync_block();
     const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
     for (uint64_t b = p.block_begin + simt::bid_x(); b < end; b += simt::gdim_x()) {
-      if constexpr (S == Staging::exp_smem_pf || hints_l2(S)) {
+      if constexpr (S == Staging::exp_smem_pf || hints_l2(P, S)) {
         prefetch_next_block<P, TPB, BPT>(p, b + simt::gdim_x(), end, t);
       }
       barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b), t);

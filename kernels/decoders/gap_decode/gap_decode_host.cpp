@@ -101,7 +101,7 @@ void emulate_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, u
       total += lc[l].count;
     }
     const uint64_t first = p.positions[b] + before, end = first + total, base = warp_base(first);
-    if constexpr (hints_l2(S)) {
+    if constexpr (hints_l2(Partition::warp_count, S)) {
       for (unsigned l = 0; l < 32; ++l) hint_sign_mantissa(p, first, end, l, 32);
     }
     // Lanes last to first (as pass 2 in emulate): a lane storing past its codes overwrites the next's.
@@ -230,7 +230,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
       if constexpr (P == Partition::thread_pos) {
         c.block_first = p.positions[b * tpb];
         c.block_end = p.positions[std::min<uint64_t>((b + 1) * tpb, p.n_chunks)];
-        for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
+        for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<P, S>(c, t);
         Tally tally(tpb);
         for (unsigned t = 0; t < tpb; ++t) {
           const Tally::Scope counting(tally.slot(t));
@@ -242,7 +242,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
         c.block_end = p.positions[b + 1];
         // In the kernel's order (decode_phases): exp-smem-reg hints after pass 1.
         if constexpr (!chunk_in_registers(S)) {
-          for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
+          for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<P, S>(c, t);
         }
         Tally tally(tpb);
         for (unsigned t = 0; t < tpb; ++t) {
@@ -251,7 +251,7 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
         }
         tally.fold(&LoopStats::pass1);
         if constexpr (chunk_in_registers(S)) {
-          for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<S>(c, t);
+          for (unsigned t = 0; t < tpb; ++t) prefetch_sign_mantissa<P, S>(c, t);
         }
         // The kernel's block or warp scan: an exclusive prefix sum of the counts. Pass 2 runs the
         // threads last to first, so that a thread storing past its own codes overwrites what the
