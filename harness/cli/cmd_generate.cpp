@@ -45,6 +45,7 @@ struct GenerateArgs {
   bool fused_gemv = false;
   int fused_max_rows = 0;  // with --fused-gemv; 0: the fused decode's default
   bool overlap = false;
+  std::string slice_l2 = "persisting";  // with --chunk-bytes: persisting | normal
   std::string runs_file;  // --runs: one run's options per line, one model load for all
   std::string synthesize_on = "auto";  // synthetic only: host, cuda, or auto (the backend's)
 };
@@ -90,6 +91,9 @@ void check_run_args(const GenerateArgs& a) {
   if (a.fused_gemv && backend != e2e::Backend::cuda) {
     throw Error("--fused-gemv: the fused decode + GEMV kernels run on the CUDA backend only");
   }
+  if (a.slice_l2 == "normal" && a.chunk_bytes == 0) {
+    throw Error("--slice-l2 says how --chunk-bytes slices are cached: 'normal' needs --chunk-bytes");
+  }
   if (a.fused_max_rows != 0 && !a.fused_gemv) {
     throw Error("--fused-max-rows sets the passes that --fused-gemv runs fused: it needs --fused-gemv");
   }
@@ -133,6 +137,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   req.fused_gemv = a.fused_gemv;    // and runs the same fused kernels (on BF16 words, or decoding)
   req.fused_max_rows = a.fused_max_rows;  // on passes of the same rows
   req.overlap = a.overlap;          // and overlaps its slices the same way
+  req.slice_l2 = a.slice_l2 == "persisting";  // (caching only: the partner's slices are resident BF16 or its own)
   std::vector<e2e::ModelRequest> requests{req};
   if (a.check) {
     e2e::ModelRequest ref = req;
@@ -192,6 +197,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
         {"fused_gemv", a.fused_gemv},
         {"fused_max_rows", a.fused_max_rows},  // as asked (0: the fused decode's default; "method" says which)
         {"overlap", a.overlap},
+        {"slice_l2", a.slice_l2},  // as asked; "method" says whether a window was set
         {"prompt_len", prompt.size()},
         {"new_tokens", a.max_new},
         {"seed", a.seed},
@@ -278,11 +284,12 @@ void parse_run_line(const std::string& line, GenerateArgs& r) {
   app.add_flag("--fused-gemv", r.fused_gemv);
   app.add_option("--fused-max-rows", r.fused_max_rows);
   app.add_flag("--overlap", r.overlap);
+  app.add_option("--slice-l2", r.slice_l2)->check(CLI::IsMember({"persisting", "normal"}));
   try {
     app.parse(line, false);
   } catch (const CLI::ParseError& e) {
     throw Error(fmt::format("--runs: line '{}': {} (a line takes --weights, --variant, --batch, --prompt-len, "
-                            "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --overlap, --fused-gemv, "
+                            "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --overlap, --fused-gemv, "
                             "--fused-max-rows)",
                             line, e.what()));
   }
@@ -424,6 +431,12 @@ void add_generate(CLI::App& app) {
                   "CUDA: run every block GEMM in row slices of about N bytes of weights, each decoded "
                   "(or copied) just before its GEMM while it is in L2 (e.g. 25000000 on an H100); "
                   "--check's partner slices the same way");
+  cmd->add_option("--slice-l2", a->slice_l2,
+                  "CUDA, with --chunk-bytes and without --overlap: 'persisting' holds the slices in the persisting "
+                  "L2 (an access-policy window over the reused buffer's first --chunk-bytes, where the device has "
+                  "one), so that a decoded slice is never written back to DRAM; 'normal' leaves them to the cache")
+      ->check(CLI::IsMember({"persisting", "normal"}))
+      ->capture_default_str();
   cmd->add_flag("--overlap", a->overlap,
                 "CUDA: each block matrix (with --chunk-bytes, each slice) is decoded (or copied) on a second, "
                 "low-priority stream into one half of the reused buffer while the previous one's GEMM runs (each "
@@ -431,7 +444,8 @@ void add_generate(CLI::App& app) {
                 "on Nemo 587 MB instead of 545); --check's partner overlaps the same way");
   cmd->add_option("--runs", a->runs_file,
                   "A file of runs, one per line, each the options --weights, --variant, --batch, --prompt-len, "
-                  "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --overlap, --fused-gemv, --fused-max-rows on top of the command "
+                  "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --overlap, --fused-gemv, --fused-max-rows on top of the "
+                  "command "
                   "line's ('#' comments): the model is loaded once and kept in host memory for all of them, and on "
                   "CUDA a run's device weights serve the next runs with the same weights, decoder and fused kernels "
                   "(with --json one line per run, or an error line)");

@@ -200,6 +200,9 @@ class DeviceProvider {
   [[nodiscard]] virtual std::string describe() const = 0;
   [[nodiscard]] virtual uint64_t weight_bytes() const = 0;
   [[nodiscard]] virtual uint64_t decode_buffer_bytes() const { return 0; }
+  // The reused buffer acquire brings weights into (its start: the whole buffer and half 0), or
+  // null where weights are resident.
+  [[nodiscard]] virtual const void* reused_buffer() const { return nullptr; }
 
   // ---- the fused decode + GEMV kernels (ModelRequest::fused_gemv) ----
   [[nodiscard]] bool fused() const { return fused_on_; }
@@ -401,6 +404,7 @@ class ReusedBufferProvider : public DeviceProvider {
     buffer_ = cuda::DeviceBuffer<uint16_t>(std::max(buffer_elements_, 2 * half_elements_) + 2 * kAlignElements);
   }
   uint64_t decode_buffer_bytes() const override { return buffer_.bytes(); }
+  const void* reused_buffer() const override { return buffer_.get(); }
 
  protected:
   // Where [lo, ...) goes: the whole buffer (half -1) and half 0 start at its base, half 1 past
@@ -508,7 +512,7 @@ class CudaModel final : public Model {
   // (weights_reused: it came from there, built by an earlier model).
   CudaModel(const ModelShape& s, const Norms& norms, std::shared_ptr<DeviceProvider> provider,
             std::unique_ptr<cuda::Stream> stream, int batch, int max_positions, uint64_t chunk_bytes,
-            int fused_rows, bool overlap, bool weights_reused)
+            int fused_rows, bool overlap, bool slice_l2, bool weights_reused)
       : s_(s),
         provider_(std::move(provider)),
         stream_(std::move(stream)),
@@ -575,6 +579,19 @@ class CudaModel final : public Model {
     logits_ = cuda::DeviceBuffer<float>(sz(batch) * sz(s.vocab));
     CUDA_CHECK(cudaMemsetAsync(logits_.get(), 0, logits_.bytes(), st));  // as the CPU model: zeros before any forward
     next_ = cuda::DeviceBuffer<int32_t>(sz(batch));
+    // Chunked (not overlapped): every slice is acquired at the start of the reused buffer
+    // (ReusedBufferProvider::slot: plus lo's alignment shift), so one window holds them all.
+    // Overlapped, the two halves lie a block's largest GEMM apart: no window.
+    if (slice_l2 && chunk_bytes_ && !side_ && provider_->reused_buffer()) {
+      auto w = std::make_unique<cuda::L2Window>(provider_->reused_buffer(),
+                                                chunk_bytes_ + 2 * DeviceProvider::kAlignElements,
+                                                std::vector<cudaStream_t>{st});
+      if (w->plan().on()) {
+        slice_window_ = std::move(w);
+      } else {
+        slice_l2_refused_ = w->plan().why_not;
+      }
+    }
     CUDA_CHECK(cudaStreamSynchronize(st));
     watch().sample();
   }
@@ -602,6 +619,10 @@ class CudaModel final : public Model {
             : side_      ? std::string(", each matrix of a cuBLAS pass decoded or copied on a second stream while the last "
                                        "one's GEMM runs")
                          : std::string()) +
+           (slice_window_              ? fmt::format(", slices held in persisting L2 ({:.1f} MB)",
+                                                     slice_window_->plan().set_aside_bytes / 1e6)
+            : !slice_l2_refused_.empty() ? ", slices not held in L2 (" + slice_l2_refused_ + ")"
+                                         : std::string()) +
            (provider_->fused() ? fmt::format(", fused decode+GEMV up to {} rows", fused_rows_)
             : fused_rows_ > 0  ? fmt::format(", no fused decode+GEMV at batch {} (> {})", batch_, fused_rows_)
                                : std::string());
@@ -862,6 +883,10 @@ class CudaModel final : public Model {
   std::unique_ptr<cuda::Stream> side_;
   std::unique_ptr<cuda::TwoSlots> slots_;
   bool skew_main_ = false, skew_side_ = false;  // DF11_E2E_SKEW (tests)
+  // Chunked, not overlapped (ModelRequest::slice_l2): the slices' persisting L2 window on stream_,
+  // released (streams synchronized) before the streams go.
+  std::unique_ptr<cuda::L2Window> slice_window_;
+  std::string slice_l2_refused_;  // asked for, but the device gave no window: why
   static constexpr unsigned kSkewUs = 200;
   std::vector<cuda::DeviceBuffer<uint16_t>> norm_in_, norm_post_;
   cuda::DeviceBuffer<uint16_t> norm_final_;
@@ -999,7 +1024,7 @@ class CudaBuilder final : public ModelBuilder {
     }
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
                                        request_.batch, request_.max_positions, request_.chunk_bytes,
-                                       fused_rows(request_), request_.overlap, reused_);
+                                       fused_rows(request_), request_.overlap, request_.slice_l2, reused_);
   }
 
  private:

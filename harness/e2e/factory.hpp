@@ -57,6 +57,11 @@ struct ModelRequest {
   // (the buffer grows to twice that where needed), so without chunk_bytes the GEMMs are those
   // of whole blocks, so the same results.
   bool overlap = false;
+  // CUDA only, with chunk_bytes and without overlap: the reused buffer's first chunk_bytes held in
+  // the persisting L2 (an access-policy window on the model's stream, where the device has one),
+  // so that each slice stays in L2 for its GEMM and is overwritten there by the next, never
+  // written back to DRAM. false: the cache's normal policy. Caching only: results are the same.
+  bool slice_l2 = true;
 };
 
 // Takes the units of one model while it is built.

@@ -13,6 +13,7 @@
 #include <array>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <optional>
 #include <cstring>
 #include <random>
@@ -76,7 +77,7 @@ struct Matrix {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(const Experiment& e) : chunk_bytes_(e.chunk_bytes) {
+  explicit CudaBackend(const Experiment& e) : chunk_bytes_(e.chunk_bytes), slice_l2_(e.slice_l2 == "persisting") {
     CUDA_CHECK(cudaGetDevice(&device_));
     CUDA_CHECK(cudaGetDeviceProperties(&prop_, device_));
     l2_bytes_ = static_cast<uint64_t>(prop_.l2CacheSize);
@@ -113,6 +114,8 @@ class CudaBackend final : public Backend {
             {"memory_bytes", prop_.totalGlobalMem},
             {"cupti", cupti_.available() ? "on" : cupti_.why_not()},
             {"cuda_graphs", graphs_ ? "on (offload methods and copy eager)" : "off (DF11_CUDA_GRAPHS=0)"},
+            {"slice_l2", slice_l2_info(attribute(cudaDevAttrMaxPersistingL2CacheSize),
+                                       attribute(cudaDevAttrMaxAccessPolicyWindowSize))},
             {"cpu_model", nullptr},
             {"cpu_cores", nullptr}};
   }
@@ -215,9 +218,13 @@ class CudaBackend final : public Backend {
   [[nodiscard]] std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) override {
     prepare_batch(batch);
     poison();  // an output or buffer the method fails to write cannot hold an earlier run's data
-    run(m);
-    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-    CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
+    {
+      const std::unique_ptr<cuda::L2Window> window = slice_window(m);
+      run(m);
+      CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+      CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
+      if (window) window->close();
+    }
     std::vector<uint16_t> out = method_output(m, batch);
     // time() replays the method's captured graph once against this output.
     replay_check_ = {};
@@ -264,8 +271,11 @@ class CudaBackend final : public Backend {
     }
     NvtxRange r("time " + m.label() + " batch " + std::to_string(batch));
     prepare_batch(batch);
+    // df11-chunked / df11-pipelined: the slice buffer held in L2 for the whole case (released
+    // below, before the next method runs).
+    const std::unique_ptr<cuda::L2Window> window = slice_window(m);
     GraphExec graph;
-    capture(m, graph);
+    capture(m, graph, window.get());
     verify_replay(m, batch, graph);
     auto go = [&] {
       if (graph.get()) {
@@ -321,6 +331,7 @@ class CudaBackend final : public Backend {
       }
       cupti_.disable();
     }
+    if (window) window->close();
     return s;
   }
 
@@ -356,7 +367,8 @@ class CudaBackend final : public Backend {
     return graphs_ && m.kind != "cpu-offload" && m.kind != "cpu-offload-sync" && m.kind != "copy";
   }
 
-  void capture(const MethodCase& m, GraphExec& g) {
+  // window: the L2 window the method's kernel nodes get (slice_window), if any.
+  void capture(const MethodCase& m, GraphExec& g, const cuda::L2Window* window) {
     if (!graphed(m)) return;
     // Uploads (and their syncs) stay out of the capture; df11-fused reads its own image.
     if (m.variant && m.kind != "df11-fused") (void)image_for(*m.variant);
@@ -373,6 +385,13 @@ class CudaBackend final : public Backend {
     const cudaError_t end = cudaStreamEndCapture(stream_.get(), &graph);
     if (why.empty() && end != cudaSuccess) why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
     cudaGraphExec_t exec = nullptr;
+    if (why.empty() && graph != nullptr && window != nullptr) {
+      try {
+        window->mark(graph);
+      } catch (const std::exception& e) {
+        why = e.what();
+      }
+    }
     if (why.empty() && graph != nullptr) {
       // The kernel nodes keep their streams' priorities (GEMMs high, the second stream's decodes
       // low), as the eager run has them.
@@ -558,6 +577,34 @@ class CudaBackend final : public Backend {
     for (auto& y : y_) fill(y);
   }
 
+  // The persisting L2 window over the slice buffer for df11-chunked and df11-pipelined (slice_l2
+  // = "persisting", the default), on both streams: what the slices of the method touch (a slice,
+  // or the pipelined method's two halves). None for other methods, with slice_l2 = "normal", or
+  // where the device has no persisting L2.
+  [[nodiscard]] std::unique_ptr<cuda::L2Window> slice_window(const MethodCase& m) const {
+    if (!slice_l2_ || (m.kind != "df11-chunked" && m.kind != "df11-pipelined")) return nullptr;
+    const uint64_t bytes = 2 * (m.kind == "df11-pipelined" ? 2 * pipe_half_ : chunk_elems_);
+    auto w = std::make_unique<cuda::L2Window>(slice_buf_.get(), bytes,
+                                              std::vector<cudaStream_t>{stream_.get(), copy_stream_.get()});
+    if (!w->plan().on()) {
+      if (!slice_l2_refused_) fmt::print(stderr, "\ncuda backend: slices not held in L2: {}\n", w->plan().why_not);
+      slice_l2_refused_ = true;
+      return nullptr;
+    }
+    return w;
+  }
+
+  // device.slice_l2 of the results: the policy and, when persisting, the window of a chunk_bytes_
+  // slice on this device.
+  [[nodiscard]] std::string slice_l2_info(int persisting_max, int window_max) const {
+    if (!slice_l2_) return "normal (the experiment's slice_l2)";
+    const cuda::L2WindowPlan p =
+        cuda::plan_l2_window(chunk_bytes_, static_cast<uint64_t>(persisting_max), static_cast<uint64_t>(window_max));
+    if (!p.on()) return "normal: " + p.why_not;
+    return fmt::format("persisting: a {:.1f} MB window, {:.1f} MB set aside (hit ratio {:.2f}) of at most {:.1f} MB",
+                       p.window_bytes / 1e6, p.set_aside_bytes / 1e6, p.hit_ratio, persisting_max / 1e6);
+  }
+
   // f(matrix, r0, r1, lo, hi) for every row slice [r0, r1) of every matrix (elements [lo, hi)
   // of the unit) that fits `slice_elements`: whole kSliceRows rows, at least kSliceRows.
   template <class F>
@@ -729,6 +776,8 @@ class CudaBackend final : public Backend {
   LtGemm gemm_;
   cuda::DeviceBuffer<uint8_t> flush_;
   uint64_t l2_bytes_ = 0, chunk_bytes_ = 0;
+  bool slice_l2_ = true;  // the experiment's slice_l2: "persisting"
+  mutable bool slice_l2_refused_ = false;  // said once: the device gave no window
   uint64_t chunk_elems_ = 0, pipe_half_ = 0;  // slice sizes (elements) of df11-chunked and df11-pipelined
   std::pair<std::string, std::vector<uint16_t>> replay_check_;  // case key, its verified output (verify_replay)
   CuptiTimer cupti_;

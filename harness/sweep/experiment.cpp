@@ -449,6 +449,11 @@ Experiment parse_experiment_text(const std::string& text, const std::string& ori
       r.fail("chunk_bytes", fmt::format("must be >= 0 (0: from the device's L2), got {}", *v));
     e.chunk_bytes = static_cast<uint64_t>(*v);
   }
+  if (auto v = r.string("slice_l2")) {
+    if (*v != "persisting" && *v != "normal")
+      r.fail("slice_l2", fmt::format("unknown policy '{}' (persisting, normal)", *v));
+    e.slice_l2 = *v;
+  }
   if (const toml::table* m = r.table("measurement")) {
     e.measurement = parse_measurement(*m, origin, "measurement", Measurement{});
   }

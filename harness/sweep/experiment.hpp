@@ -53,6 +53,9 @@ struct Experiment {
   Measurement measurement;
   std::string backend = "auto";    // auto | cpu | cuda
   uint64_t chunk_bytes = 0;        // df11-chunked slice size; 0: from the device's L2
+  // df11-chunked / df11-pipelined: "persisting" holds the slice buffer in the persisting L2
+  // (an access-policy window, where the device has one), "normal" leaves it to the cache.
+  std::string slice_l2 = "persisting";
   BackendOverride cpu, cuda;
   std::string source_text;         // the file as read (copied into the run directory)
   std::string path;

@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include <cuda_runtime.h>
 #include <fmt/format.h>
 
 #include "decoder.hpp"
@@ -197,18 +198,32 @@ void run() {
   // bit for bit, also with either stream delayed before each of its GEMMs or acquires
   // (DF11_E2E_SKEW), so that a missing wait in either direction gives wrong logits every time.
   try {
-    auto chunked = [&](WeightsKind w, bool overlap = false) {
+    auto chunked = [&](WeightsKind w, bool overlap = false, bool slice_l2 = true) {
       ModelRequest r = request(Backend::cuda, w, 2, 16);
       r.chunk_bytes = 64 * 1024;  // a few 128-row slices per tiny matrix
       r.overlap = overlap;
+      r.slice_l2 = slice_l2;
       return r;
     };
     auto cm = build_models(*src, {chunked(WeightsKind::df11), chunked(WeightsKind::bf16),
                                   chunked(WeightsKind::cpu_offload), request(Backend::cuda, WeightsKind::bf16, 2, 16),
-                                  chunked(WeightsKind::df11, true), chunked(WeightsKind::cpu_offload, true)});
+                                  chunked(WeightsKind::df11, true), chunked(WeightsKind::cpu_offload, true),
+                                  chunked(WeightsKind::df11, false, false)});
     expect(cm[0]->describe().find("chunked GEMMs") != std::string::npos, "chunked model says so: " + cm[0]->describe());
+    // The slices' persisting L2 window (slice_l2, the default) where the device has persisting
+    // L2; never on resident weights, overlapped slices or when not asked for. Caching only: the
+    // same logits either way.
+    int persisting = 0;
+    if (cudaDeviceGetAttribute(&persisting, cudaDevAttrMaxPersistingL2CacheSize, 0) != cudaSuccess) persisting = 0;
+    auto held = [](const e2e::Model& m) { return m.describe().find("persisting L2") != std::string::npos; };
+    const bool refused = cm[0]->describe().find("slices not held in L2 (") != std::string::npos;  // and why
+    expect(persisting > 0 ? held(*cm[0]) || refused : !held(*cm[0]),
+           "chunked df11 holds its slices in L2 where it can, or says why not: " + cm[0]->describe());
+    expect(!held(*cm[1]) && !held(*cm[4]) && !held(*cm[6]),
+           "no window on resident, overlapped or slice_l2 = false models: " + cm[6]->describe());
     const auto cp = batch_prompts(random_prompt(6, tiny.vocab, 6), 2, tiny.vocab);
     check_pair(*cm[0], *cm[1], cp, 8, "tiny chunked df11 vs chunked bf16");
+    check_pair(*cm[6], *cm[1], cp, 8, "tiny chunked df11 (slices not held in L2) vs chunked bf16");
     check_pair(*cm[2], *cm[1], cp, 8, "tiny chunked cpu-offload vs chunked bf16");
     expect(cm[4]->describe().find("second stream") != std::string::npos, "overlapped model says so: " + cm[4]->describe());
     check_pair(*cm[4], *cm[1], cp, 8, "tiny overlapped chunked df11 vs chunked bf16");

@@ -55,6 +55,7 @@ TEST_CASE("a minimal experiment parses with the documented defaults", "[sweep][e
   CHECK(e.units[0].kind == UnitSpec::Kind::nemo_layer);
   CHECK(e.units[0].layer == 1);
   CHECK(e.measurement.l2_policy == "flush");
+  CHECK(e.slice_l2 == "persisting");
   CHECK(e.measurement_for("cpu").min_samples == Measurement{}.min_samples);
 }
 
@@ -69,6 +70,7 @@ batches = [8, 1]
 row_fraction = 0.5
 methods = ["bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11:lut*", "df11-chunked:*", "decode:?x*", "df11-fused", "df11-pipelined:multi12*", "df11-overlap:multi12*"]
 chunk_bytes = 1048576
+slice_l2 = "normal"
 [measurement]
 warmup = 0
 min_samples = 2
@@ -102,6 +104,7 @@ batches = [4096]
   CHECK(e.row_fraction == 0.5);
   CHECK(e.methods.size() == 10);
   CHECK(e.chunk_bytes == 1048576);
+  CHECK(e.slice_l2 == "normal");
   CHECK(e.measurement.warmup == 0);
   CHECK(e.measurement.min_samples == 2);
   CHECK(e.measurement.max_samples == 9);
@@ -229,6 +232,9 @@ TEST_CASE("impossible values are errors naming the key", "[sweep][experiment]") 
                       "\"checkpoint\"\npath = \"x\"\n"),
              Catch::Contains("'units[0].unit'") && Catch::Contains("required"));
   CHECK_THAT(error_of(with_top("backend = \"tpu\"")), Catch::Contains("'backend'"));
+  CHECK_THAT(error_of(with_top("slice_l2 = \"pinned\"")),
+             Catch::Contains("'slice_l2'") && Catch::Contains("pinned") && Catch::Contains("persisting, normal"));
+  CHECK_THAT(error_of(with_top("slice_l2 = true")), Catch::Contains("'slice_l2'"));
   CHECK_THAT(error_of(kMinimal + "[cpu]\nrow_fraction = 2.0\n"),
              Catch::Contains("'cpu.row_fraction'"));
   CHECK_THAT(error_of(kMinimal + "[cuda]\nmethods = [\"nope\"]\n"),

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "codec/common.hpp"
+#include "common/l2_window.hpp"
 #include "decoder.hpp"
 #include "fused/fused_gemv.hpp"
 #include "result_schema.hpp"
@@ -429,13 +430,50 @@ TEST_CASE("every experiment file's methods resolve on both backends (a renamed v
   CHECK(n >= 5);
   // nemo_layer on cuda: the shortlist, every df11 method naming one registered variant.
   const Experiment d = parse_experiment_file((dir / "nemo_layer.toml").string());
-  std::size_t df11 = 0, overlap = 0;
+  std::size_t df11 = 0, overlap = 0, chunked = 0;
   for (const auto& m : resolve_methods(d, "cuda", registry())) {
     overlap += m.kind == "df11-overlap";
+    chunked += m.kind == "df11-chunked";
     if (m.kind != "df11") continue;
     ++df11;
     REQUIRE(m.variant != nullptr);
   }
   CHECK(df11 == 11);
   CHECK(overlap == 4);
+  CHECK(chunked == 5);
+  CHECK(d.slice_l2 == "persisting");
+}
+
+TEST_CASE("the slices' L2 window covers what the device allows and persists what its set-aside holds",
+          "[sweep][l2]") {
+  using df11::cuda::plan_l2_window;
+  constexpr uint64_t MB = 1 << 20;
+  SECTION("a slice within both limits: all of it, every line persisting") {
+    const auto p = plan_l2_window(30 * MB, 45 * MB, 128 * MB);
+    REQUIRE(p.on());
+    CHECK(p.window_bytes == 30 * MB);
+    CHECK(p.set_aside_bytes == 30 * MB);
+    CHECK(p.hit_ratio == 1.0f);
+  }
+  SECTION("more than the set-aside: the window whole, a fraction of its lines persisting") {
+    const auto p = plan_l2_window(60 * MB, 45 * MB, 128 * MB);
+    REQUIRE(p.on());
+    CHECK(p.window_bytes == 60 * MB);
+    CHECK(p.set_aside_bytes == 45 * MB);
+    CHECK(p.hit_ratio == Approx(0.75f));
+  }
+  SECTION("more than a window may span: the window's limit") {
+    const auto p = plan_l2_window(300 * MB, 45 * MB, 128 * MB);
+    REQUIRE(p.on());
+    CHECK(p.window_bytes == 128 * MB);
+    CHECK(p.set_aside_bytes == 45 * MB);
+    CHECK(p.hit_ratio == Approx(45.0 / 128.0));
+  }
+  SECTION("no persisting L2 (before compute capability 8.0) or nothing to hold: no window, and why") {
+    const auto old = plan_l2_window(30 * MB, 0, 0);
+    CHECK_FALSE(old.on());
+    CHECK_THAT(old.why_not, Catch::Contains("persisting"));
+    CHECK(old.window_bytes == 0);
+    CHECK_FALSE(plan_l2_window(0, 45 * MB, 128 * MB).on());
+  }
 }

@@ -6,11 +6,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "codec/common.hpp"
+#include "common/l2_window.hpp"
 
 #define CUDA_CHECK(expr)                                                                                  \
   do {                                                                                                    \
@@ -182,6 +184,138 @@ class TwoSlots {
   Event drained_[2]{Event(cudaEventDisableTiming), Event(cudaEventDisableTiming)};
   int next_ = 0;
   bool forked_ = false, read_[2] = {false, false};
+};
+
+// While alive, the kernels launched on its streams, and the kernel nodes of the graphs it marks,
+// keep the lines of [base, base + bytes) persisting in L2 (as much of it as the device allows:
+// plan_l2_window): a chunked method's reused slice buffer, so that each decoded slice stays in L2
+// for its GEMM and is overwritten there by the next, never written back to DRAM. On release the
+// streams lose the window, the persisting lines become normal again and the set-aside returns
+// to what it was, so that later methods see the whole L2. A device without persisting L2 gets
+// no window (plan().why_not says why). Whether a captured launch keeps its stream's window is
+// not documented, so a capture's kernel nodes are given it explicitly (mark). Windows may
+// overlap in time (e2e models built side by side): the set-aside is the largest any live window
+// asked for, and goes back, with the persisting lines, when the last one is released.
+class L2Window {
+ public:
+  L2Window(const void* base, uint64_t bytes, std::vector<cudaStream_t> streams)
+      : base_(base), streams_(std::move(streams)) {
+    int device = 0, persisting_max = 0, window_max = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&persisting_max, cudaDevAttrMaxPersistingL2CacheSize, device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&window_max, cudaDevAttrMaxAccessPolicyWindowSize, device));
+    plan_ = plan_l2_window(bytes, static_cast<uint64_t>(persisting_max), static_cast<uint64_t>(window_max));
+    if (!plan_.on()) return;
+    // A device or driver that refuses the set-aside or the window (a MIG slice, say) gets none:
+    // caching only, so the caller runs without it and plan().why_not says why.
+    auto refuse = [&](const char* what, cudaError_t e) {
+      (void)cudaGetLastError();
+      plan_ = L2WindowPlan{};
+      plan_.why_not = std::string(what) + ": " + cudaGetErrorString(e);
+    };
+    {
+      Shared& sh = shared();
+      const std::lock_guard<std::mutex> lock(sh.m);
+      if (sh.live == 0) {
+        if (const cudaError_t e = cudaDeviceGetLimit(&sh.previous, cudaLimitPersistingL2CacheSize); e != cudaSuccess) {
+          refuse("cudaDeviceGetLimit(cudaLimitPersistingL2CacheSize)", e);
+          return;
+        }
+        sh.current = sh.previous;
+      }
+      if (plan_.set_aside_bytes > sh.current) {
+        if (const cudaError_t e = cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, plan_.set_aside_bytes);
+            e != cudaSuccess) {
+          refuse("cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize)", e);
+          return;
+        }
+        sh.current = plan_.set_aside_bytes;
+      }
+      ++sh.live;
+    }
+    active_ = true;
+    const cudaStreamAttrValue v = value(true);
+    for (cudaStream_t s : streams_) {
+      if (const cudaError_t e = cudaStreamSetAttribute(s, cudaStreamAttributeAccessPolicyWindow, &v); e != cudaSuccess) {
+        (void)release();
+        refuse("cudaStreamSetAttribute(access policy window)", e);
+        return;
+      }
+    }
+  }
+  L2Window(const L2Window&) = delete;
+  L2Window& operator=(const L2Window&) = delete;
+  ~L2Window() { (void)release(); }
+
+  [[nodiscard]] const L2WindowPlan& plan() const { return plan_; }
+
+  // Every kernel node of g (captured on the streams) gets the window.
+  void mark(cudaGraph_t g) const {
+    if (!active_) return;
+    size_t n = 0;
+    CUDA_CHECK(cudaGraphGetNodes(g, nullptr, &n));
+    std::vector<cudaGraphNode_t> nodes(n);
+    if (n) CUDA_CHECK(cudaGraphGetNodes(g, nodes.data(), &n));
+    const cudaKernelNodeAttrValue v = value(true);
+    for (cudaGraphNode_t node : nodes) {
+      cudaGraphNodeType type{};
+      CUDA_CHECK(cudaGraphNodeGetType(node, &type));
+      if (type == cudaGraphNodeTypeKernel) {
+        CUDA_CHECK(cudaGraphKernelNodeSetAttribute(node, cudaKernelNodeAttributeAccessPolicyWindow, &v));
+      }
+    }
+  }
+
+  // The release, its errors thrown (the destructor drops them).
+  void close() { CUDA_CHECK(release()); }
+
+ private:
+  [[nodiscard]] cudaStreamAttrValue value(bool on) const {
+    cudaStreamAttrValue v{};
+    v.accessPolicyWindow.base_ptr = const_cast<void*>(base_);
+    v.accessPolicyWindow.num_bytes = on ? plan_.window_bytes : 0;
+    v.accessPolicyWindow.hitRatio = on ? plan_.hit_ratio : 0.0f;
+    v.accessPolicyWindow.hitProp = on ? cudaAccessPropertyPersisting : cudaAccessPropertyNormal;
+    v.accessPolicyWindow.missProp = cudaAccessPropertyStreaming;
+    if (!on) v.accessPolicyWindow.missProp = cudaAccessPropertyNormal;
+    return v;
+  }
+  // Streams synchronized first: the set-aside changes under no running kernel.
+  cudaError_t release() {
+    if (!active_) return cudaSuccess;
+    active_ = false;
+    cudaError_t first = cudaSuccess;
+    auto keep = [&](cudaError_t e) {
+      if (first == cudaSuccess) first = e;
+    };
+    const cudaStreamAttrValue off = value(false);
+    for (cudaStream_t s : streams_) {
+      keep(cudaStreamSynchronize(s));
+      keep(cudaStreamSetAttribute(s, cudaStreamAttributeAccessPolicyWindow, &off));
+    }
+    Shared& sh = shared();
+    const std::lock_guard<std::mutex> lock(sh.m);
+    if (--sh.live == 0) {
+      keep(cudaCtxResetPersistingL2Cache());
+      keep(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, sh.previous));
+    }
+    return first;
+  }
+  // The set-aside is the device's, shared by every live window.
+  struct Shared {
+    std::mutex m;
+    int live = 0;
+    size_t previous = 0, current = 0;
+  };
+  static Shared& shared() {
+    static Shared s;
+    return s;
+  }
+
+  const void* base_ = nullptr;
+  std::vector<cudaStream_t> streams_;
+  L2WindowPlan plan_;
+  bool active_ = false;
 };
 
 }  // namespace df11::cuda
