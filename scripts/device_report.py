@@ -213,8 +213,9 @@ def e2e_targets(t, runs):
     def method(r):
         if r.get("overlap") and not r.get("chunk_bytes"):
             return "each matrix decoded on a second stream, overlapped"
+        held = "slices held in L2" if "persisting L2" in str(r.get("method", "")) else ""  # --slice-l2
         return ", ".join(x for x in ("chunked" if r.get("chunk_bytes") else "whole blocks",
-                                     "overlapped" if r.get("overlap") else "") if x)
+                                     "overlapped" if r.get("overlap") else "", held) if x)
 
     checks = [r for r in ok if r.get("check") != "not_run"]
     if checks:
@@ -247,7 +248,8 @@ def e2e_targets(t, runs):
     if b16 and dch:
         ratio = dch["decode_tokens_per_s"] / b16["decode_tokens_per_s"]
         t.add(7, "DF11 chunked decode tokens/s >= 0.5x BF16 at batch 1", f"{ratio:.2f}x "
-              f"({dch['chunk_bytes']} B slices{', overlapped' if dch.get('overlap') else ''})", ratio >= 0.5)
+              f"({dch['chunk_bytes']} B slices{', overlapped' if dch.get('overlap') else ''}"
+              f"{', held in L2' if 'persisting L2' in str(dch.get('method', '')) else ''})", ratio >= 0.5)
     else:
         t.add(7, "DF11 chunked decode tokens/s >= 0.5x BF16 at batch 1", "-", None,
               "no bf16 and chunked df11 runs at batch 1")
