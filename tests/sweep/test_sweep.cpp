@@ -438,7 +438,7 @@ TEST_CASE("every experiment file's methods resolve on both backends (a renamed v
     ++df11;
     REQUIRE(m.variant != nullptr);
   }
-  CHECK(df11 == 11);
+  CHECK(df11 == 13);
   CHECK(overlap == 4);
   CHECK(chunked == 5);
   CHECK(d.slice_l2 == "persisting");
