@@ -82,7 +82,18 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaGetDeviceProperties(&prop_, device_));
     l2_bytes_ = static_cast<uint64_t>(prop_.l2CacheSize);
     flush_ = cuda::DeviceBuffer<uint8_t>(std::max<uint64_t>(2 * l2_bytes_, 1 << 20));
-    if (chunk_bytes_ == 0) chunk_bytes_ = std::max<uint64_t>(l2_bytes_ / 2, 1 << 20);
+    if (chunk_bytes_ == 0) {
+      // Half the L2; held in the persisting L2 (slice_l2), no more than it can hold whole: a
+      // window larger than the set-aside would leave a random part of every slice to be
+      // evicted and written back, what the window is there to stop.
+      chunk_bytes_ = std::max<uint64_t>(l2_bytes_ / 2, 1 << 20);
+      int persisting_max = 0;
+      if (slice_l2_ && cudaDeviceGetAttribute(&persisting_max, cudaDevAttrMaxPersistingL2CacheSize, device_) == cudaSuccess &&
+          persisting_max > 0) {
+        chunk_bytes_ = std::max<uint64_t>(std::min<uint64_t>(chunk_bytes_, static_cast<uint64_t>(persisting_max)), 1 << 20);
+      }
+      (void)cudaGetLastError();
+    }
   }
   ~CudaBackend() override {
   }
