@@ -117,7 +117,7 @@ if wanted facts; then
 fi
 wanted gpu_tests && step "gpu tests" 90 "$BUILD/bin/test_gpu" "${ptx_args[@]}"
 wanted gpu_tests && [ -x "$BUILD/bin/test_e2e_gpu" ] && step "e2e gpu test" 90 "$BUILD/bin/test_e2e_gpu"
-# (H200, 2026-11-27: 91 s for 33 decoders, ~2.8 s each; 58 now (~160 s; 2026-11-28: 54 in 150 s), and a cut-off run loses the
+# (H200, 2026-11-27: 91 s for 33 decoders, ~2.8 s each; about 60 now (~160 s; 2026-11-28: 150 s), and a cut-off run loses the
 # decoders registered last, the newest.)
 wanted decode && step "decode throughput" 200 "$BUILD/bin/run_sweep" experiments/decode_throughput.toml \
   --backend cuda --out "$OUT_DIR/decode" "${ptx_args[@]}"
