@@ -97,10 +97,6 @@ void check_run_args(const GenerateArgs& a) {
   if (a.fused_max_rows != 0 && !a.fused_gemv) {
     throw Error("--fused-max-rows sets the passes that --fused-gemv runs fused: it needs --fused-gemv");
   }
-  if (a.fused_max_rows < 0 || a.fused_max_rows > dec::kFusedMaxBatch) {  // a --runs line's value
-    throw Error(fmt::format("--fused-max-rows must be 1..{} (0: the fused decode's default), got {}",
-                            dec::kFusedMaxBatch, a.fused_max_rows));
-  }
   if (a.overlap && backend != e2e::Backend::cuda) {
     throw Error("--overlap decodes (or copies) weights on a second CUDA stream beside the GEMMs: it needs --backend cuda");
   }

@@ -87,12 +87,10 @@ class CudaBackend final : public Backend {
       // window larger than the set-aside would leave a random part of every slice to be
       // evicted and written back, what the window is there to stop.
       chunk_bytes_ = std::max<uint64_t>(l2_bytes_ / 2, 1 << 20);
-      int persisting_max = 0;
-      if (slice_l2_ && cudaDeviceGetAttribute(&persisting_max, cudaDevAttrMaxPersistingL2CacheSize, device_) == cudaSuccess &&
-          persisting_max > 0) {
-        chunk_bytes_ = std::max<uint64_t>(std::min<uint64_t>(chunk_bytes_, static_cast<uint64_t>(persisting_max)), 1 << 20);
+      const auto persisting_max = static_cast<uint64_t>(prop_.persistingL2CacheMaxSize);
+      if (slice_l2_ && persisting_max > 0) {
+        chunk_bytes_ = std::max<uint64_t>(std::min(chunk_bytes_, persisting_max), 1 << 20);
       }
-      (void)cudaGetLastError();
     }
   }
   ~CudaBackend() override {
@@ -125,8 +123,7 @@ class CudaBackend final : public Backend {
             {"memory_bytes", prop_.totalGlobalMem},
             {"cupti", cupti_.available() ? "on" : cupti_.why_not()},
             {"cuda_graphs", graphs_ ? "on (offload methods and copy eager)" : "off (DF11_CUDA_GRAPHS=0)"},
-            {"slice_l2", slice_l2_info(attribute(cudaDevAttrMaxPersistingL2CacheSize),
-                                       attribute(cudaDevAttrMaxAccessPolicyWindowSize))},
+            {"slice_l2", slice_l2_info()},
             {"cpu_model", nullptr},
             {"cpu_cores", nullptr}};
   }
@@ -607,10 +604,11 @@ class CudaBackend final : public Backend {
 
   // device.slice_l2 of the results: the policy and, when persisting, the window of a chunk_bytes_
   // slice on this device.
-  [[nodiscard]] std::string slice_l2_info(int persisting_max, int window_max) const {
+  [[nodiscard]] std::string slice_l2_info() const {
     if (!slice_l2_) return "normal (the experiment's slice_l2)";
+    const auto persisting_max = static_cast<uint64_t>(prop_.persistingL2CacheMaxSize);
     const cuda::L2WindowPlan p =
-        cuda::plan_l2_window(chunk_bytes_, static_cast<uint64_t>(persisting_max), static_cast<uint64_t>(window_max));
+        cuda::plan_l2_window(chunk_bytes_, persisting_max, static_cast<uint64_t>(prop_.accessPolicyMaxWindowSize));
     if (!p.on()) return "normal: " + p.why_not;
     return fmt::format("persisting: a {:.1f} MB window, {:.1f} MB set aside (hit ratio {:.2f}) of at most {:.1f} MB",
                        p.window_bytes / 1e6, p.set_aside_bytes / 1e6, p.hit_ratio, persisting_max / 1e6);

@@ -276,8 +276,7 @@ class L2Window {
     v.accessPolicyWindow.num_bytes = on ? plan_.window_bytes : 0;
     v.accessPolicyWindow.hitRatio = on ? plan_.hit_ratio : 0.0f;
     v.accessPolicyWindow.hitProp = on ? cudaAccessPropertyPersisting : cudaAccessPropertyNormal;
-    v.accessPolicyWindow.missProp = cudaAccessPropertyStreaming;
-    if (!on) v.accessPolicyWindow.missProp = cudaAccessPropertyNormal;
+    v.accessPolicyWindow.missProp = on ? cudaAccessPropertyStreaming : cudaAccessPropertyNormal;
     return v;
   }
   // Streams synchronized first: the set-aside changes under no running kernel.

@@ -182,6 +182,13 @@ std::string VariantSpec::name() const {
                                                   : "");
 }
 
+// The staging words the hinted and unhinted twins share (exp-smem and exp-smem-nh; exp-smem-reg and
+// exp-smem-reg-nh).
+constexpr const char* kExpSmem = "exponents via shared memory, merged with sign/mantissa on the way out, 16-byte stores";
+constexpr const char* kExpSmemReg =
+    "exponents via shared memory, 16-byte stores; each thread's encoded chunk loaded into registers as the block "
+    "starts (one vector load), no refills in the decode loop";
+
 Traits VariantSpec::traits() const {
   Traits t;
   switch (table) {
@@ -226,9 +233,7 @@ Traits VariantSpec::traits() const {
     case Staging::direct: t.staging = "direct stores"; break;
     case Staging::keep: t.staging = "symbols kept from pass 1 in shared memory, coalesced stores"; break;
     case Staging::cp_async: t.staging = "encoded input staged with cp.async; outputs via shared memory"; break;
-    case Staging::exp_smem:
-      t.staging = "exponents via shared memory, merged with sign/mantissa on the way out, 16-byte stores";
-      break;
+    case Staging::exp_smem: t.staging = kExpSmem; break;
     case Staging::keep_vec:
       t.staging = "symbols kept from pass 1; exponents merged with sign/mantissa on the way out, 16-byte stores";
       break;
@@ -236,18 +241,9 @@ Traits VariantSpec::traits() const {
       t.staging = "exponents via shared memory; sign/mantissa prefetched to shared memory (cp.async) during the decode; "
                   "16-byte stores";
       break;
-    case Staging::exp_smem_reg:
-      t.staging = "exponents via shared memory, 16-byte stores; each thread's encoded chunk loaded into registers "
-                  "as the block starts (one vector load), no refills in the decode loop; sign/mantissa hinted into L2";
-      break;
-    case Staging::exp_smem_nh:
-      t.staging = "exponents via shared memory, merged with sign/mantissa on the way out, 16-byte stores; no L2 "
-                  "hints of the next unit's bytes";
-      break;
-    case Staging::exp_smem_reg_nh:
-      t.staging = "exponents via shared memory, 16-byte stores; each thread's encoded chunk loaded into registers "
-                  "as the block starts (one vector load), no refills in the decode loop; no L2 hints";
-      break;
+    case Staging::exp_smem_reg: t.staging = std::string(kExpSmemReg) + "; sign/mantissa hinted into L2"; break;
+    case Staging::exp_smem_nh: t.staging = std::string(kExpSmem) + "; no L2 hints of the next unit's bytes"; break;
+    case Staging::exp_smem_reg_nh: t.staging = std::string(kExpSmemReg) + "; no L2 hints"; break;
   }
   t.granularity = per_matrix ? "matrix" : "unit";
   // Persistent blocks: tables loaded once per CUDA block; dyn: later DF11 blocks from a counter.
