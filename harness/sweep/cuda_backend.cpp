@@ -28,6 +28,7 @@
 #include "sweep/cupti_timer.hpp"
 #include "sweep/lt_gemm.hpp"
 #include "sweep/results.hpp"
+#include "sweep/slices.hpp"
 
 namespace df11::sweep {
 namespace {
@@ -167,6 +168,10 @@ class CudaBackend final : public Backend {
     const auto min_slice = static_cast<uint64_t>(kSliceRows * max_in);  // a multiple of 128 elements
     chunk_elems_ = std::max<uint64_t>(chunk_bytes_ / 2, min_slice);
     pipe_half_ = std::max<uint64_t>(chunk_elems_ / 2 / 128 * 128, min_slice);
+    std::vector<SliceMatrix> shapes;
+    for (const auto& m : mats_) shapes.push_back({m.offset, m.out, m.in});
+    chunk_slices_ = plan_slices(shapes, chunk_elems_, kSliceRows, kSliceAlign);
+    pipe_slices_ = plan_slices(shapes, pipe_half_, kSliceRows, kSliceAlign);
     slice_buf_ = cuda::DeviceBuffer<uint16_t>(std::max(chunk_elems_, 2 * pipe_half_));
     for (auto& b : double_buf_) b = cuda::DeviceBuffer<uint16_t>(largest);
     pinned_w_ = PinnedBuffer(n_ * 2);
@@ -184,6 +189,8 @@ class CudaBackend final : public Backend {
     decode_buf_ = {};
     matrix_buf_ = {};
     slice_buf_ = {};
+    chunk_slices_.clear();
+    pipe_slices_.clear();
     for (auto& b : double_buf_) b = {};
     pinned_w_ = {};
     x_.clear();
@@ -268,7 +275,7 @@ class CudaBackend final : public Backend {
     prepare_batch(batch);
     poison();
     NvtxRange r("same-gemm reference " + m.label());
-    sliced_gemms(nullptr, stream_.get(), m.kind == "df11-pipelined" ? pipe_half_ : chunk_elems_);
+    sliced_gemms(nullptr, stream_.get(), slices_of(m));
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     return collect_outputs(batch);
   }
@@ -447,8 +454,10 @@ class CudaBackend final : public Backend {
   }
 
   // df11-chunked slices are whole multiples of this many rows: 256 bytes of BF16 output per
-  // batch row, so a slice's Y pointer keeps cuBLASLt's default 256-byte alignment.
+  // batch row, so a slice's Y pointer keeps cuBLASLt's default 256-byte alignment; a slice's
+  // later parts start at whole 256 bytes of the slice buffer, so their W pointers keep it too.
   static constexpr int64_t kSliceRows = 128;
+  static constexpr uint64_t kSliceAlign = 128;
   // Traced runs per case for the decode/GEMM/copy split (after the untraced timed samples).
   static constexpr int kSplitSamples = 5;
 
@@ -614,48 +623,46 @@ class CudaBackend final : public Backend {
                        p.window_bytes / 1e6, p.set_aside_bytes / 1e6, p.hit_ratio, persisting_max / 1e6);
   }
 
-  // f(matrix, r0, r1, lo, hi) for every row slice [r0, r1) of every matrix (elements [lo, hi)
-  // of the unit) that fits `slice_elements`: whole kSliceRows rows, at least kSliceRows.
-  template <class F>
-  void for_each_slice(uint64_t slice_elements, F&& f) const {
-    for (std::size_t i = 0; i < mats_.size(); ++i) {
-      const Matrix& m = mats_[i];
-      const int64_t fit = static_cast<int64_t>(slice_elements) / m.in;
-      const int64_t rows_per_slice = std::max<int64_t>(kSliceRows, fit / kSliceRows * kSliceRows);
-      for (int64_t r0 = 0; r0 < m.out; r0 += rows_per_slice) {
-        const int64_t r1 = std::min(m.out, r0 + rows_per_slice);
-        f(i, r0, r1, m.offset + static_cast<uint64_t>(r0 * m.in), m.offset + static_cast<uint64_t>(r1 * m.in));
-      }
+  // The slices of df11-chunked (chunk_elems_) or df11-pipelined (pipe_half_ each).
+  [[nodiscard]] const std::vector<Slice>& slices_of(const MethodCase& m) const {
+    return m.kind == "df11-pipelined" ? pipe_slices_ : chunk_slices_;
+  }
+
+  // A slice's GEMMs, one a part, reading `w` (the slice's first element) at the part's offset.
+  void slice_gemms(const Slice& sl, const uint16_t* w, cudaStream_t s) {
+    for (const SlicePart& p : sl.parts) {
+      const Matrix& m = mats_[p.matrix];
+      gemm(w + p.at, p.r1 - p.r0, m.in, x_[p.matrix].get(), y_[p.matrix].get() + p.r0, m.out, batch_, s);
     }
   }
 
-  // Every matrix in row slices of `slice_elements` (slice_buf_: sized for L2): each slice
-  // decoded by `variant` into slice_buf_ and multiplied while it is still in L2 (df11-chunked),
-  // or, with no variant, the same GEMMs reading the slice from the resident BF16 weights.
-  void sliced_gemms(const dec::Decoder* variant, cudaStream_t s, uint64_t slice_elements) {
+  // Every slice of `slices` (each sized for L2, slice_buf_ holds any): decoded by `variant` into
+  // slice_buf_ in one launch and multiplied while it is still in L2 (df11-chunked), or, with no
+  // variant, the same GEMMs reading the slice from the resident BF16 weights.
+  void sliced_gemms(const dec::Decoder* variant, cudaStream_t s, const std::vector<Slice>& slices) {
     const dec::DeviceImage* img = variant ? &image_for(*variant) : nullptr;
-    for_each_slice(slice_elements, [&](std::size_t i, int64_t r0, int64_t r1, uint64_t lo, uint64_t hi) {
-      const uint16_t* w = w_.get() + lo;
+    for (const Slice& sl : slices) {
+      const uint16_t* w = w_.get() + sl.lo;
       if (variant) {
-        variant->launch(*img, slice_buf_.get(), lo, hi, s);
+        variant->launch(*img, slice_buf_.get(), sl.lo, sl.hi, s);
         w = slice_buf_.get();
       }
-      gemm(w, r1 - r0, mats_[i].in, x_[i].get(), y_[i].get() + r0, mats_[i].out, batch_, s);
-    });
+      slice_gemms(sl, w, s);
+    }
   }
 
   // df11-pipelined: the slices of pipe_half_ elements (a multiple of 128, so the second half of
   // slice_buf_ keeps the 256-byte alignment of the first), each decoded on copy_stream_ into one
-  // half of slice_buf_ in turn while the previous slice's GEMM runs on s (slots_ orders them).
+  // half of slice_buf_ in turn while the previous slice's GEMMs run on s (slots_ orders them).
   void pipelined_gemms(const dec::Decoder& variant, cudaStream_t s) {
     const dec::DeviceImage& img = image_for(variant);
     slots_.begin();
-    for_each_slice(pipe_half_, [&](std::size_t i, int64_t r0, int64_t r1, uint64_t lo, uint64_t hi) {
+    for (const Slice& sl : pipe_slices_) {
       auto slot = [&](int h) { return slice_buf_.get() + static_cast<uint64_t>(h) * pipe_half_; };
       slots_.step(
-          copy_stream_.get(), s, [&](int h) { variant.launch(img, slot(h), lo, hi, copy_stream_.get()); },
-          [&](int h) { gemm(slot(h), r1 - r0, mats_[i].in, x_[i].get(), y_[i].get() + r0, mats_[i].out, batch_, s); });
-    });
+          copy_stream_.get(), s, [&](int h) { variant.launch(img, slot(h), sl.lo, sl.hi, copy_stream_.get()); },
+          [&](int h) { slice_gemms(sl, slot(h), s); });
+    }
   }
 
   // Whole matrices in turn through the two matrix buffers (double_buf_): fill(matrix, buffer)
@@ -723,7 +730,7 @@ class CudaBackend final : public Backend {
     } else if (mc.kind == "df11-chunked") {
       // Decode a slice of rows small enough to stay in L2, multiply it while it is there, next.
       NvtxRange r("df11-chunked");
-      sliced_gemms(mc.variant, s, chunk_elems_);
+      sliced_gemms(mc.variant, s, chunk_slices_);
     } else if (mc.kind == "df11-pipelined") {
       // The same with two slices in flight: slice k+1 decodes while slice k multiplies.
       NvtxRange r("df11-pipelined");
@@ -788,6 +795,7 @@ class CudaBackend final : public Backend {
   bool slice_l2_ = true;  // the experiment's slice_l2: "persisting"
   mutable bool slice_l2_refused_ = false;  // said once: the device gave no window
   uint64_t chunk_elems_ = 0, pipe_half_ = 0;  // slice sizes (elements) of df11-chunked and df11-pipelined
+  std::vector<Slice> chunk_slices_, pipe_slices_;  // their slices (plan_slices)
   std::pair<std::string, std::vector<uint16_t>> replay_check_;  // case key, its verified output (verify_replay)
   CuptiTimer cupti_;
   // The unit.

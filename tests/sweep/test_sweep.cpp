@@ -2,10 +2,14 @@
 // method resolution, verification that catches a wrong bit, interruption, checkpoint units.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -14,8 +18,10 @@
 #include "decoder.hpp"
 #include "fused/fused_gemv.hpp"
 #include "result_schema.hpp"
+#include "datasets/nemo.hpp"
 #include "sweep/backend.hpp"
 #include "sweep/experiment.hpp"
+#include "sweep/slices.hpp"
 #include "sweep/sweep.hpp"
 
 namespace fs = std::filesystem;
@@ -475,5 +481,151 @@ TEST_CASE("the slices' L2 window covers what the device allows and persists what
     CHECK_THAT(old.why_not, Catch::Contains("persisting"));
     CHECK(old.window_bytes == 0);
     CHECK_FALSE(plan_l2_window(0, 45 * MB, 128 * MB).on());
+  }
+}
+
+namespace {
+
+using df11::sweep::plan_slices;
+using df11::sweep::Slice;
+using df11::sweep::SliceMatrix;
+
+// Matrices laid out one after the other, as the sweep's unit holds them.
+std::vector<SliceMatrix> contiguous(const std::vector<std::pair<int64_t, int64_t>>& shapes) {
+  std::vector<SliceMatrix> m;
+  uint64_t off = 0;
+  for (const auto& [out, in] : shapes) {
+    m.push_back({off, out, in});
+    off += static_cast<uint64_t>(out) * static_cast<uint64_t>(in);
+  }
+  return m;
+}
+
+// What every plan must be, whatever its budget: every row of every matrix in exactly one part,
+// in the unit's order; a slice's parts back to back in the buffer, covering [lo, hi) of the unit;
+// parts ending at whole quanta or their matrix's end; later parts aligned; a slice over budget
+// only when it is one quantum of one matrix.
+void check_plan(const std::vector<SliceMatrix>& mats, const std::vector<Slice>& plan, uint64_t budget, int64_t q,
+                uint64_t align) {
+  std::size_t mi = 0;
+  int64_t row = 0;
+  auto skip_done = [&] {
+    while (mi < mats.size() && row == mats[mi].out) {
+      ++mi;
+      row = 0;
+    }
+  };
+  skip_done();
+  for (const Slice& s : plan) {
+    REQUIRE_FALSE(s.parts.empty());
+    REQUIRE(s.hi > s.lo);
+    uint64_t at = 0;
+    for (const auto& p : s.parts) {
+      REQUIRE(p.matrix == mi);
+      REQUIRE(p.r0 == row);
+      REQUIRE(p.r1 > p.r0);
+      REQUIRE(p.r1 <= mats[mi].out);
+      CHECK((p.r1 % q == 0 || p.r1 == mats[mi].out));
+      CHECK(p.at == at);
+      if (at != 0) CHECK(at % align == 0);
+      const uint64_t in = static_cast<uint64_t>(mats[mi].in);
+      CHECK(s.lo + at == mats[mi].offset + static_cast<uint64_t>(p.r0) * in);
+      at += static_cast<uint64_t>(p.r1 - p.r0) * in;
+      row = p.r1;
+      skip_done();
+    }
+    CHECK(s.hi - s.lo == at);
+    if (at > budget) {
+      CHECK(s.parts.size() == 1);
+      CHECK(s.parts[0].r1 - s.parts[0].r0 <= q);
+    }
+  }
+  CHECK(mi == mats.size());
+}
+
+}  // namespace
+
+TEST_CASE("chunked slices cover every row once and fill their budget across matrices", "[sweep][slices]") {
+  constexpr int64_t q = 128;
+  constexpr uint64_t align = 128;
+  SECTION("a Nemo layer at half an H200's L2: one decode per budget's worth of the layer") {
+    std::vector<std::pair<int64_t, int64_t>> shapes;
+    for (const auto& m : df11::synth::layer_specs(df11::synth::nemo_shape())) shapes.emplace_back(m.rows, m.cols);
+    const auto mats = contiguous(shapes);
+    uint64_t total = 0;
+    for (const auto& m : mats) total += static_cast<uint64_t>(m.out) * static_cast<uint64_t>(m.in);
+    REQUIRE(total == static_cast<uint64_t>(df11::synth::nemo_layer_elements));
+    const uint64_t budget = 60ull * 1024 * 1024 / 2 / 2;  // 30 MiB of BF16
+    const auto plan = plan_slices(mats, budget, q, align);
+    check_plan(mats, plan, budget, q, align);
+    // Each matrix sliced on its own: 21 decodes; across matrices: 18, all but the last full to
+    // within a quantum of the widest rows.
+    int64_t per_matrix = 0;
+    for (const auto& m : mats) {
+      const int64_t rows = static_cast<int64_t>(budget) / m.in / q * q;
+      per_matrix += (m.out + rows - 1) / rows;
+    }
+    CHECK(per_matrix == 21);
+    CHECK(plan.size() == 18);
+    CHECK(plan.size() == (total + budget - 1) / budget);
+    for (std::size_t i = 0; i + 1 < plan.size(); ++i) CHECK(plan[i].hi - plan[i].lo > budget - q * 14336);
+    CHECK(df11::sweep::largest_slice(plan) <= budget);
+  }
+  SECTION("one matrix: equal slices of whole quanta, the last shorter") {
+    const auto mats = contiguous({{1000, 256}});
+    const auto plan = plan_slices(mats, 300 * 256, q, align);
+    check_plan(mats, plan, 300 * 256, q, align);
+    REQUIRE(plan.size() == 4);
+    CHECK(plan[0].parts[0].r1 == 256);
+    CHECK(plan[3].parts[0].r0 == 768);
+    CHECK(plan[3].parts[0].r1 == 1000);
+  }
+  SECTION("a budget under one quantum of rows: a quantum a slice, alone") {
+    const auto mats = contiguous({{300, 512}, {256, 512}});
+    const auto plan = plan_slices(mats, 1000, q, align);
+    check_plan(mats, plan, 1000, q, align);
+    CHECK(plan.size() == 5);  // 128 + 128 + 44, then 128 + 128
+    for (const auto& s : plan) CHECK(s.parts.size() == 1);
+  }
+  SECTION("a matrix that does not start where the last one ended begins a slice of its own") {
+    std::vector<SliceMatrix> mats = contiguous({{128, 64}, {128, 64}});
+    mats[1].offset += 4096;
+    const auto plan = plan_slices(mats, 1 << 20, q, align);
+    check_plan(mats, plan, 1 << 20, q, align);
+    CHECK(plan.size() == 2);
+  }
+  SECTION("a part that would start off the alignment begins a slice of its own") {
+    const auto mats = contiguous({{3, 100}, {128, 64}, {128, 64}});  // 300 elements: not a multiple of 128
+    const auto plan = plan_slices(mats, 1 << 20, q, align);
+    check_plan(mats, plan, 1 << 20, q, align);
+    REQUIRE(plan.size() == 2);
+    CHECK(plan[0].parts.size() == 1);
+    CHECK(plan[1].parts.size() == 2);  // 128 x 64 is aligned: the third goes on in the second's slice
+    CHECK(plan[1].parts[1].at == 128 * 64);
+  }
+  SECTION("random shapes and budgets (fixed seed): the invariants hold") {
+    std::mt19937_64 rng(20261128);
+    for (int t = 0; t < 300; ++t) {
+      std::vector<std::pair<int64_t, int64_t>> shapes;
+      const int n = 1 + static_cast<int>(rng() % 7);
+      int64_t max_in = 1;
+      for (int i = 0; i < n; ++i) {
+        const int64_t out = 1 + static_cast<int64_t>(rng() % 700), in = 1 + static_cast<int64_t>(rng() % 300);
+        shapes.emplace_back(out, in);
+        max_in = std::max(max_in, in);
+      }
+      const auto mats = contiguous(shapes);
+      const uint64_t budget = static_cast<uint64_t>(q * max_in) + rng() % 200000;  // the backend's floor
+      const auto plan = plan_slices(mats, budget, q, align);
+      check_plan(mats, plan, budget, q, align);
+      CHECK(df11::sweep::largest_slice(plan) <= budget);
+    }
+  }
+  SECTION("empty matrices are skipped, and no matrices give no slices") {
+    CHECK(plan_slices({}, 1000, q, align).empty());
+    const auto mats = contiguous({{0, 64}, {128, 64}});
+    const auto plan = plan_slices(mats, 1 << 20, q, align);
+    REQUIRE(plan.size() == 1);
+    CHECK(plan[0].parts[0].matrix == 1);
   }
 }
