@@ -29,8 +29,9 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocat
 
 SCHEMA_VERSION = 1
 # Methods drawn on the latency figures, in legend order; unknown methods follow them.
-LATENCY_ORDER = ["bf16", "cpu-offload", "cpu-offload-sync", "df11", "df11-overlap", "df11-chunked", "df11-pipelined"]
-DF11_METHODS = ("df11", "df11-overlap", "df11-chunked", "df11-pipelined")
+LATENCY_ORDER = ["bf16", "cpu-offload", "cpu-offload-sync", "df11", "df11-rev", "df11-overlap", "df11-chunked",
+                 "df11-pipelined"]
+DF11_METHODS = ("df11", "df11-rev", "df11-overlap", "df11-chunked", "df11-pipelined")
 NOT_LATENCY = ("decode", "copy")  # batch-0 rows with figures of their own
 DPI = 100
 
@@ -158,7 +159,8 @@ class Style:
         method, _ = s
         if method in self.FIXED:
             return self.FIXED[method][1]
-        return {"df11-overlap": "-.", "df11-chunked": "--", "df11-pipelined": ":"}.get(method, "-")
+        return {"df11-rev": (0, (5, 1, 1, 1)), "df11-overlap": "-.", "df11-chunked": "--",
+                "df11-pipelined": ":"}.get(method, "-")
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -384,7 +386,7 @@ def plot_breakdown(run, key, table):
             gem.append(r["summary"]["gemm_s"] * scale)
             med.append(r["summary"]["median_s"] * scale)
         color = run.style.color(s)
-        hatch = {"df11-overlap": "xx", "df11-chunked": "//", "df11-pipelined": ".."}.get(s[0])
+        hatch = {"df11-rev": "\\\\", "df11-overlap": "xx", "df11-chunked": "//", "df11-pipelined": ".."}.get(s[0])
         ax.bar(xs, dec, width, color=color, hatch=hatch, edgecolor="white", linewidth=0.3, label=series_label(s))
         ax.bar(xs, gem, width, bottom=dec, color=color, alpha=0.4, hatch=hatch, edgecolor="white", linewidth=0.3)
         # The whole method's median: above the stack means time outside both kernels; below

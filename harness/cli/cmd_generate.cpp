@@ -46,6 +46,7 @@ struct GenerateArgs {
   int fused_max_rows = 0;  // with --fused-gemv; 0: the fused decode's default
   bool overlap = false;
   std::string slice_l2 = "persisting";  // with --chunk-bytes: persisting | normal
+  std::string decode_order = "ascending";  // CUDA, DF11 whole blocks: ascending | descending
   std::string runs_file;  // --runs: one run's options per line, one model load for all
   std::string synthesize_on = "auto";  // synthetic only: host, cuda, or auto (the backend's)
 };
@@ -94,6 +95,11 @@ void check_run_args(const GenerateArgs& a) {
   if (a.slice_l2 == "normal" && a.chunk_bytes == 0) {
     throw Error("--slice-l2 says how --chunk-bytes slices are cached: 'normal' needs --chunk-bytes");
   }
+  if (a.decode_order == "descending" && (backend != e2e::Backend::cuda || a.chunk_bytes != 0 || a.overlap ||
+                                         (weights != e2e::WeightsKind::df11 && !a.check))) {
+    throw Error("--decode-order orders the units of a DF11 block's decode on the GPU before the block's GEMMs: "
+                "it needs --backend cuda, DF11 weights (or --check) and whole blocks (no --chunk-bytes or --overlap)");
+  }
   if (a.fused_max_rows != 0 && !a.fused_gemv) {
     throw Error("--fused-max-rows sets the passes that --fused-gemv runs fused: it needs --fused-gemv");
   }
@@ -134,6 +140,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   req.fused_max_rows = a.fused_max_rows;  // on passes of the same rows
   req.overlap = a.overlap;          // and overlaps its slices the same way
   req.slice_l2 = a.slice_l2 == "persisting";  // (caching only: the partner's slices are resident BF16 or its own)
+  req.descending_decode = a.decode_order == "descending";  // (the same bits either way)
   std::vector<e2e::ModelRequest> requests{req};
   if (a.check) {
     e2e::ModelRequest ref = req;
@@ -194,6 +201,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
         {"fused_max_rows", a.fused_max_rows},  // as asked (0: the fused decode's default; "method" says which)
         {"overlap", a.overlap},
         {"slice_l2", a.slice_l2},  // as asked; "method" says whether a window was set
+        {"decode_order", a.decode_order},
         {"prompt_len", prompt.size()},
         {"new_tokens", a.max_new},
         {"seed", a.seed},
@@ -281,12 +289,13 @@ void parse_run_line(const std::string& line, GenerateArgs& r) {
   app.add_option("--fused-max-rows", r.fused_max_rows);
   app.add_flag("--overlap", r.overlap);
   app.add_option("--slice-l2", r.slice_l2)->check(CLI::IsMember({"persisting", "normal"}));
+  app.add_option("--decode-order", r.decode_order)->check(CLI::IsMember({"ascending", "descending"}));
   try {
     app.parse(line, false);
   } catch (const CLI::ParseError& e) {
     throw Error(fmt::format("--runs: line '{}': {} (a line takes --weights, --variant, --batch, --prompt-len, "
                             "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --overlap, --fused-gemv, "
-                            "--fused-max-rows)",
+                            "--fused-max-rows, --decode-order)",
                             line, e.what()));
   }
   // A line's prompt replaces the command line's.
@@ -432,6 +441,11 @@ void add_generate(CLI::App& app) {
                   "L2 (an access-policy window over the reused buffer's first --chunk-bytes, where the device has "
                   "one), so that a decoded slice is never written back to DRAM; 'normal' leaves them to the cache")
       ->check(CLI::IsMember({"persisting", "normal"}))
+      ->capture_default_str();
+  cmd->add_option("--decode-order", a->decode_order,
+                  "CUDA, DF11, whole blocks: 'descending' decodes a block's units last to first, so that its first "
+                  "weights, which its first GEMM reads, are the last written and still in L2; the same bits")
+      ->check(CLI::IsMember({"ascending", "descending"}))
       ->capture_default_str();
   cmd->add_flag("--overlap", a->overlap,
                 "CUDA: each block matrix (with --chunk-bytes, each slice) is decoded (or copied) on a second, "

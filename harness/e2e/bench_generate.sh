@@ -60,7 +60,8 @@ trap 'rm -f "$runs"' EXIT
 #   DF11 ~17 GB): batch 8 whole blocks, batch 1 chunked (each block GEMM in L2-sized row slices
 #   decoded just before it), batch 8 chunked with --overlap (each slice decoded on a second stream
 #   while the last slice's GEMM runs; 1024 prefill rows);
-# - DF11 alone: batch 1 whole blocks, chunked (slices held in the persisting L2, and again with
+# - DF11 alone: batch 1 whole blocks (and again with --decode-order descending: each block's
+#   units decoded last to first, so that its first GEMM's weights are still in L2), chunked (slices held in the persisting L2, and again with
 #   --slice-l2 normal: the lever's own A/B), chunked with --overlap; the 2048-token prefill
 #   whole and chunked with --overlap (decode hidden under the compute-bound GEMMs); batch 8 and
 #   64; then with the overlap decoder (ov, above; its images uploaded once more where it is
@@ -83,6 +84,7 @@ cat >"$runs" <<RUNS
 --weights df11 $v --check --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights df11 $v --check --chunk-bytes $chunk --overlap --batch 8 --prompt-len $plen --max-new-tokens 4
 --weights df11 $v --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 $v --decode-order descending --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --slice-l2 normal --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len $plen --max-new-tokens $new

@@ -183,13 +183,22 @@ class DeviceProvider {
   // valid until the next acquire into the same place (df11, cpu-offload: they decode or copy
   // into the reused buffer) or for good (bf16: resident). half: -1 for the whole buffer; 0 or
   // 1 for one of its two halves (the overlapped slices of --overlap; at most half_elements()).
-  [[nodiscard]] virtual const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half) = 0;
+  // order: how a decoding provider (df11) orders the units of its decode (the same bits).
+  [[nodiscard]] virtual const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half,
+                                                dec::Order order) = 0;
+  [[nodiscard]] const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half) {
+    return acquire(unit, lo, hi, s, half, dec::Order::ascending);
+  }
   [[nodiscard]] const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s) {
     return acquire(unit, lo, hi, s, -1);
   }
-  [[nodiscard]] const uint16_t* acquire(int unit, cudaStream_t s) { return acquire(unit, 0, map(unit).n_elements, s); }
+  [[nodiscard]] const uint16_t* acquire(int unit, cudaStream_t s, dec::Order order = dec::Order::ascending) {
+    return acquire(unit, 0, map(unit).n_elements, s, -1, order);
+  }
   // Whether acquire costs nothing (weights resident as BF16).
   [[nodiscard]] virtual bool resident() const { return false; }
+  // Whether acquire decodes in the dec::Order it is given (a df11 decoder that honors it).
+  [[nodiscard]] virtual bool honors_order() const { return false; }
   // Elements the reused buffer holds, which sets the lm_head and embedding slices for every kind
   // of weights (resident weights allocate no buffer but slice the same way).
   [[nodiscard]] uint64_t buffer_elements() const { return buffer_elements_; }
@@ -344,7 +353,7 @@ class Bf16DeviceProvider final : public DeviceProvider {
     }
   }
   const uint16_t* fused_weights(int unit) const override { return units_.at(sz(unit)).get(); }
-  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t, int half) override {
+  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t, int half, dec::Order) override {
     check_range(unit, lo, hi, half);
     return units_.at(sz(unit)).get() + lo;
   }
@@ -450,14 +459,15 @@ class Df11DeviceProvider final : public ReusedBufferProvider {
       }
     }
   }
-  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half) override {
+  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half, dec::Order order) override {
     NvtxRange r("e2e.df11_decode");
     check_range(unit, lo, hi, half);
     uint16_t* dst = slot(lo, half);
-    decoder_->launch(*images_.at(sz(unit)), dst, lo, hi, s);
+    decoder_->launch(*images_.at(sz(unit)), dst, lo, hi, s, order);
     return dst;
   }
   WeightsKind kind() const override { return WeightsKind::df11; }
+  bool honors_order() const override { return decoder_->honors_order(); }
   std::string describe() const override { return fmt::format("df11 ({})", decoder_->name()); }
   uint64_t weight_bytes() const override {
     uint64_t b = buffer_.bytes() + fused_bytes();
@@ -480,7 +490,7 @@ class OffloadProvider final : public ReusedBufferProvider {
     pinned_[sz(feed.unit())] = std::make_unique<PinnedBuffer>(w.size() * 2);
     std::memcpy(pinned_[sz(feed.unit())]->get(), w.data(), w.size() * 2);
   }
-  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half) override {
+  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half, dec::Order) override {
     NvtxRange r("e2e.offload_copy");
     check_range(unit, lo, hi, half);
     const auto* p = static_cast<const uint16_t*>(pinned_.at(sz(unit))->get());
@@ -512,7 +522,7 @@ class CudaModel final : public Model {
   // (weights_reused: it came from there, built by an earlier model).
   CudaModel(const ModelShape& s, const Norms& norms, std::shared_ptr<DeviceProvider> provider,
             std::unique_ptr<cuda::Stream> stream, int batch, int max_positions, uint64_t chunk_bytes,
-            int fused_rows, bool overlap, bool slice_l2, bool weights_reused)
+            int fused_rows, bool overlap, bool slice_l2, bool descending_decode, bool weights_reused)
       : s_(s),
         provider_(std::move(provider)),
         stream_(std::move(stream)),
@@ -521,6 +531,7 @@ class CudaModel final : public Model {
         max_positions_(max_positions),
         chunk_bytes_(chunk_bytes),
         fused_rows_(fused_rows),
+        block_order_(descending_decode ? dec::Order::descending : dec::Order::ascending),
         weights_reused_(weights_reused) {
     if (overlap) {
       // Low priority: as the side stream's decode blocks retire, the GEMM's pending blocks on
@@ -623,6 +634,10 @@ class CudaModel final : public Model {
                                                      slice_window_->plan().set_aside_bytes / 1e6)
             : !slice_l2_refused_.empty() ? ", slices not held in L2 (" + slice_l2_refused_ + ")"
                                          : std::string()) +
+           (block_order_ == dec::Order::descending && provider_->kind() == WeightsKind::df11 && !chunk_bytes_ && !side_
+                ? (provider_->honors_order() ? std::string(", blocks decoded last unit first")
+                                             : std::string(", blocks decoded in the decoder's own order (it has no other)"))
+                : std::string()) +
            (provider_->fused() ? fmt::format(", fused decode+GEMV up to {} rows", fused_rows_)
             : fused_rows_ > 0  ? fmt::format(", no fused decode+GEMV at batch {} (> {})", batch_, fused_rows_)
                                : std::string());
@@ -733,7 +748,7 @@ class CudaModel final : public Model {
       // Whole blocks: the block is acquired once, before its first GEMM. Chunked or overlapped:
       // each GEMM acquires its weights slice by slice (wgemm; overlapped without chunk_bytes_, a
       // slice is the whole matrix). Fused: nothing is acquired.
-      const uint16_t* W = chunk_bytes_ || side_ || fused ? nullptr : provider_->acquire(unit, st);
+      const uint16_t* W = chunk_bytes_ || side_ || fused ? nullptr : provider_->acquire(unit, st, block_order_);
       const UnitMap& m = provider_->map(unit);
       // y[rows][n] (+)= x[rows][k] . (the n x k matrix of the block starting at `role`)^T
       auto wgemm = [&](const uint16_t* x, int64_t k, Role role, int64_t n, float* y, int64_t ldy, bool acc) {
@@ -877,6 +892,7 @@ class CudaModel final : public Model {
   int batch_, max_positions_, position_ = 0, rows_cap_ = 0;
   uint64_t chunk_bytes_ = 0;
   int fused_rows_ = 0;  // --fused-gemv: passes of at most this many rows run fused; 0: not asked
+  dec::Order block_order_ = dec::Order::ascending;  // a whole block's decode (ModelRequest::descending_decode)
   bool weights_reused_ = false;
   // --overlap: the side stream that acquires slices into the buffer's halves, ordered against
   // the GEMMs by slots_.
@@ -1024,7 +1040,8 @@ class CudaBuilder final : public ModelBuilder {
     }
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
                                        request_.batch, request_.max_positions, request_.chunk_bytes,
-                                       fused_rows(request_), request_.overlap, request_.slice_l2, reused_);
+                                       fused_rows(request_), request_.overlap, request_.slice_l2,
+                                       request_.descending_decode, reused_);
   }
 
  private:

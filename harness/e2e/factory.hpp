@@ -62,6 +62,10 @@ struct ModelRequest {
   // so that each slice stays in L2 for its GEMM and is overwritten there by the next, never
   // written back to DRAM. false: the cache's normal policy. Caching only: results are the same.
   bool slice_l2 = true;
+  // CUDA only, DF11 weights acquired as whole blocks: the block's decode takes its units in
+  // descending order (dec::Order::descending), so that the block's first weights, which its
+  // first GEMM (q, k, v) reads, are the last written and still in L2. The same bits either way.
+  bool descending_decode = false;
 };
 
 // Takes the units of one model while it is built.

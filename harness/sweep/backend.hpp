@@ -21,7 +21,7 @@ namespace df11::sweep {
 // A method resolved for a run: kind plus, for df11 kinds, the decoder: a GPU variant from the
 // registry, or on the cpu backend the CPU decoder (variant_name "cpu", variant null).
 struct MethodCase {
-  std::string kind;  // bf16 | cpu-offload | cpu-offload-sync | copy | df11 | df11-overlap | df11-chunked |
+  std::string kind;  // bf16 | cpu-offload | cpu-offload-sync | copy | df11 | df11-rev | df11-overlap | df11-chunked |
                     // df11-pipelined | df11-fused | decode
   const dec::Decoder* variant = nullptr;
   std::string variant_name;  // empty for kinds without a decoder

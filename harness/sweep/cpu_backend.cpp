@@ -201,6 +201,9 @@ class CpuBackend final : public Backend {
     if (m.kind == "df11-overlap") {
       return dec::Status::no("df11-overlap decodes on a second CUDA stream beside the GEMMs; not on the cpu backend");
     }
+    if (m.kind == "df11-rev") {
+      return dec::Status::no("df11-rev orders a GPU decoder's units for the GPU's L2; not on the cpu backend");
+    }
     if (m.kind == "df11-fused") {
       return dec::Status::no("df11-fused is a GPU kernel (fused decode + GEMV); not on the cpu backend");
     }

@@ -208,13 +208,16 @@ class CudaBackend final : public Backend {
       if (!e) return dec::Status::no("no encoding in layout " + m.layout()->name());
       return dec::fused_can_implement(*e, gemv_matrices(), 1, fused_decode_of(m));
     }
-    if (m.kind == "df11" || m.kind == "df11-chunked" || m.kind == "df11-pipelined" || m.kind == "df11-overlap" ||
-        m.kind == "decode") {
+    if (m.kind == "df11" || m.kind == "df11-rev" || m.kind == "df11-chunked" || m.kind == "df11-pipelined" ||
+        m.kind == "df11-overlap" || m.kind == "decode") {
       if (m.variant == nullptr) return dec::Status::no("the cuda backend runs GPU decoder variants, not '" + m.variant_name + "'");
       const EncodedUnit* e = encoding_for(*m.variant);
       if (!e) return dec::Status::no("no encoding in layout " + m.variant->layout().name());
       const dec::Status s = m.variant->can_implement(*e);
       if (!s.ok) return s;
+      if (m.kind == "df11-rev" && !m.variant->honors_order()) {
+        return dec::Status::no("the decoder keeps its own order of units (df11-rev decodes them in descending order)");
+      }
       if (m.kind != "df11" && m.kind != "decode" && m.variant->name() == "official-ptx") {
         return dec::Status::no("the official kernel decodes whole units only");
       }
@@ -704,14 +707,18 @@ class CudaBackend final : public Backend {
     } else if (mc.kind == "decode") {
       NvtxRange r("decode " + mc.variant->name());
       mc.variant->launch(image_for(*mc.variant), decode_buf_.get(), 0, n_, s);
-    } else if (mc.kind == "df11") {
+    } else if (mc.kind == "df11" || mc.kind == "df11-rev") {
+      // df11-rev: the same with the decode's units in descending order, so that the first
+      // weights the GEMMs read (each matrix's, or the unit's first) are the last written, still
+      // in L2.
       const dec::DeviceImage& img = image_for(*mc.variant);
+      const dec::Order order = mc.kind == "df11-rev" ? dec::Order::descending : dec::Order::ascending;
       if (mc.variant->traits().granularity == "matrix") {
         for (std::size_t i = 0; i < mats_.size(); ++i) {
           const Matrix& m = mats_[i];
           {
             NvtxRange r("decode " + m.name);
-            mc.variant->launch(img, matrix_buf_.get(), m.offset, m.offset + m.elements(), s);
+            mc.variant->launch(img, matrix_buf_.get(), m.offset, m.offset + m.elements(), s, order);
           }
           NvtxRange r("gemm " + m.name);
           gemm(matrix_buf_.get(), m.out, m.in, x_[i].get(), y_[i].get(), m.out, batch_, s);
@@ -719,7 +726,7 @@ class CudaBackend final : public Backend {
       } else {
         {
           NvtxRange r("decode unit");
-          mc.variant->launch(img, decode_buf_.get(), 0, n_, s);
+          mc.variant->launch(img, decode_buf_.get(), 0, n_, s, order);
         }
         NvtxRange r("gemms");
         gemms_from(decode_buf_.get());
@@ -772,7 +779,7 @@ class CudaBackend final : public Backend {
     const EncodedUnit* e = m.variant ? encoding_for(*m.variant) : nullptr;
     const uint64_t enc = e ? e->stored_bytes() : 0;
     if (m.kind == "decode") return enc + bf16;
-    if (m.kind == "df11" || m.kind == "df11-overlap") return enc + 2 * bf16 + act;  // read encoded, write BF16, read it back
+    if (m.kind == "df11" || m.kind == "df11-rev" || m.kind == "df11-overlap") return enc + 2 * bf16 + act;  // read encoded, write BF16, read it back
     if (m.kind == "df11-chunked" || m.kind == "df11-pipelined") return enc + act;  // slices stay in L2
     if (m.kind == "df11-fused") {                          // encoded weights only
       const EncodedUnit* d = encoding_in(*m.layout());

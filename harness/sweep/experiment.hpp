@@ -44,7 +44,7 @@ struct Experiment {
   std::string description;
   uint64_t seed = 0;
   std::vector<UnitSpec> units;
-  // Methods: "bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11:<glob>",
+  // Methods: "bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11:<glob>", "df11-rev:<glob>",
   // "df11-overlap:<glob>", "df11-chunked:<glob>", "df11-pipelined:<glob>", "df11-fused[:<glob>]",
   // "decode:<glob>" (globs over decoder variant names).
   std::vector<std::string> methods;

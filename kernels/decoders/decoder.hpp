@@ -28,6 +28,13 @@ struct Traits {
   int bytes_per_thread = 0;
 };
 
+// The order in which a launch decodes its units (DF11 blocks, warp units), and so writes its
+// output: ascending, or descending, the units nearest lo last, so that a reader that starts at
+// lo right after the decode (the first GEMM of a layer) finds them still in L2. The output is
+// the same bits either way. Decoders that cannot choose (honors_order() false) decode in their
+// own order.
+enum class Order : uint8_t { ascending, descending };
+
 struct Status {
   bool ok = true;
   std::string reason;  // why not, when !ok
@@ -62,14 +69,17 @@ class Decoder {
   // CUDA thread, real barriers and warp shuffles, shared memory poisoned per block. Exact but
   // slow (meant for units of a few blocks). Same contract as decode_host; a decoder without a
   // host-compilable body (official-ptx) throws df11::Error.
-  virtual void decode_simt(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi) const;
+  virtual void decode_simt(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi,
+                           Order order = Order::ascending) const;
+  // Whether launch and decode_simt decode in the Order asked for.
+  [[nodiscard]] virtual bool honors_order() const { return false; }
 
   // CUDA builds with a device only; elsewhere these throw df11::Error ("built without CUDA").
   // upload validates the metadata and refuses a malformed unit before anything is launched.
   [[nodiscard]] virtual std::unique_ptr<DeviceImage> upload(const EncodedUnit& unit, Stream stream) const;
   // Decodes elements [lo, hi) into out_device (hi - lo BF16 words on the device).
-  virtual void launch(const DeviceImage& image, uint16_t* out_device, uint64_t lo, uint64_t hi,
-                      Stream stream) const;
+  virtual void launch(const DeviceImage& image, uint16_t* out_device, uint64_t lo, uint64_t hi, Stream stream,
+                      Order order = Order::ascending) const;
   // Bytes of device scratch a launch needs beyond the image (0 for all current variants).
   [[nodiscard]] virtual uint64_t workspace_bytes(const EncodedUnit& unit) const;
 };

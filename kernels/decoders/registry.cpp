@@ -36,7 +36,7 @@ void check_range(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, 
 }
 }  // namespace
 
-void Decoder::decode_simt(const EncodedUnit&, std::span<uint16_t>, uint64_t, uint64_t) const {
+void Decoder::decode_simt(const EncodedUnit&, std::span<uint16_t>, uint64_t, uint64_t, Order) const {
   throw Error(name() + ": no host-compilable kernel body to run on the SIMT executor");
 }
 
@@ -45,9 +45,10 @@ void VariantDecoder::decode_host(const EncodedUnit& unit, std::span<uint16_t> ou
   emulate_variant(spec_, unit, out.data(), lo, hi);
 }
 
-void VariantDecoder::decode_simt(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi) const {
+void VariantDecoder::decode_simt(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi,
+                                 Order order) const {
   check_range(unit, out, lo, hi);
-  simt_variant(spec_, unit, out.data(), lo, hi);
+  simt_variant(spec_, unit, out.data(), lo, hi, order);
 }
 
 void Registry::add(std::unique_ptr<Decoder> d) {

@@ -273,14 +273,59 @@ TEST_CASE("fix64 kernel bodies loop over many units a warp, also from the dyn co
     INFO(name);
     const dec::Decoder* d = registry().find(name);
     REQUIRE(d != nullptr);
-    std::vector<uint16_t> out(n, 0xDEAD);
-    d->decode_simt(enc, out, 0, n);
-    REQUIRE(out == expect);
-    // A range from mid-unit to mid-unit, not 8-aligned.
-    std::vector<uint16_t> part(90001 - 3001, 0xDEAD);
-    d->decode_simt(enc, part, 3001, 90001);
-    REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + 3001));
+    for (const dec::Order order : {dec::Order::ascending, dec::Order::descending}) {
+      INFO((order == dec::Order::descending ? "descending" : "ascending"));
+      std::vector<uint16_t> out(n, 0xDEAD);
+      d->decode_simt(enc, out, 0, n, order);
+      REQUIRE(out == expect);
+      // A range from mid-unit to mid-unit, not 8-aligned.
+      std::vector<uint16_t> part(90001 - 3001, 0xDEAD);
+      d->decode_simt(enc, part, 3001, 90001, order);
+      REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + 3001));
+    }
   }
+}
+
+TEST_CASE("a launch's units in either order: each once, and descending ends on the units nearest lo",
+          "[decoders]") {
+  // What the warp-unit kernels (warp-count, fix64) walk: warp w of `stride` takes the w-th,
+  // (w + stride)-th, ... unit of the launch in its order; u is the unit, nu its next (hints).
+  constexpr uint64_t base = 40, count = 101, stride = 16;
+  for (const uint32_t desc : {0u, 1u}) {
+    INFO((desc ? "descending" : "ascending"));
+    std::vector<int> seen(count, 0);
+    std::vector<uint64_t> last_of_warp;
+    for (uint64_t w = 0; w < stride; ++w) {
+      std::vector<std::pair<uint64_t, uint64_t>> walk;
+      dec::warp_units<false>(nullptr, desc, base, count, w, stride, 0,
+                             [&](uint64_t u, uint64_t nu) { walk.emplace_back(u, nu); });
+      REQUIRE_FALSE(walk.empty());
+      for (std::size_t i = 0; i < walk.size(); ++i) {
+        const auto [u, nu] = walk[i];
+        REQUIRE(u >= base);
+        REQUIRE(u < base + count);
+        ++seen[u - base];
+        // The next unit handed to the hints is the one the warp decodes next, or none (base + count).
+        CHECK(nu == (i + 1 < walk.size() ? walk[i + 1].first : base + count));
+        if (i > 0) CHECK((desc ? u < walk[i - 1].first : u > walk[i - 1].first));
+      }
+      last_of_warp.push_back(walk.back().first);
+    }
+    for (uint64_t i = 0; i < count; ++i) CHECK(seen[i] == 1);
+    // The units every warp decodes last: the first `stride` of the range when descending (the
+    // ones a reader starting at lo wants in L2), the last ones when ascending.
+    std::sort(last_of_warp.begin(), last_of_warp.end());
+    if (desc) {
+      CHECK(last_of_warp.front() == base);
+      CHECK(last_of_warp.back() == base + stride - 1);
+    } else {
+      CHECK(last_of_warp.back() == base + count - 1);
+      CHECK(last_of_warp.front() >= base + count - stride);
+    }
+  }
+  CHECK(dec::unit_in_order(1, base, count, count) == base + count);  // none
+  CHECK(dec::unit_in_order(0, base, count, 7) == base + 7);
+  CHECK(dec::unit_in_order(1, base, count, 7) == base + count - 8);
 }
 
 TEST_CASE("loop statistics count every decode-loop iteration, lane by lane and warp by warp", "[decoders]") {

@@ -194,6 +194,7 @@ void check_simt_all_variants(const Unit& u) {
   std::map<std::string, EncodedUnit> encoded;
   for (const auto& d : dec::all_decoders().all()) {
     if (d->name() == "official-ptx") {
+      CHECK_FALSE(d->honors_order());  // the published kernel's own order
       std::vector<uint16_t> out(n);
       REQUIRE_THROWS_AS(d->decode_simt(encode(u.view(), d->layout(), 2), out, 0, n), Error);
       continue;
@@ -212,6 +213,15 @@ void check_simt_all_variants(const Unit& u) {
       d->decode_simt(enc, part, lo, hi);
       REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + static_cast<std::ptrdiff_t>(lo)));
     }
+    // The units in descending order (the last written nearest lo): the same bits.
+    REQUIRE(d->honors_order());
+    std::vector<uint16_t> desc(n, 0xFFFF);
+    d->decode_simt(enc, desc, 0, n, dec::Order::descending);
+    REQUIRE(df11::test::word_diff(desc, expect) == "");
+    const uint64_t lo = n / 3 + 1, hi = n - n / 7;
+    std::vector<uint16_t> part(hi - lo, 0xFFFF);
+    d->decode_simt(enc, part, lo, hi, dec::Order::descending);
+    REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + static_cast<std::ptrdiff_t>(lo)));
   }
 }
 
@@ -235,13 +245,15 @@ TEST_CASE("simt: the dyn schedule hands out every DF11 block past each CUDA bloc
     INFO(d->name());
     const EncodedUnit enc = encode(u.view(), d->layout(), 2);
     REQUIRE(enc.n_blocks() > 30);
-    std::vector<uint16_t> out(n, 0xFFFF);
-    d->decode_simt(enc, out, 0, n);
-    REQUIRE(df11::test::word_diff(out, expect) == "");
-    for (const auto& [lo, hi] : {std::pair<uint64_t, uint64_t>{12345, 400001}, {n - 70000, n}}) {
-      std::vector<uint16_t> part(hi - lo, 0xFFFF);
-      d->decode_simt(enc, part, lo, hi);
-      REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + static_cast<std::ptrdiff_t>(lo)));
+    for (const dec::Order order : {dec::Order::ascending, dec::Order::descending}) {
+      std::vector<uint16_t> out(n, 0xFFFF);
+      d->decode_simt(enc, out, 0, n, order);
+      REQUIRE(df11::test::word_diff(out, expect) == "");
+      for (const auto& [lo, hi] : {std::pair<uint64_t, uint64_t>{12345, 400001}, {n - 70000, n}}) {
+        std::vector<uint16_t> part(hi - lo, 0xFFFF);
+        d->decode_simt(enc, part, lo, hi, order);
+        REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + static_cast<std::ptrdiff_t>(lo)));
+      }
     }
   }
 }

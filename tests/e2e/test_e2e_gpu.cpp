@@ -175,7 +175,8 @@ void run() {
                        batch, ek));
   }
 
-  // Every decoder variant that can run without extra files decodes the units the model needs.
+  // Every decoder variant that can run without extra files decodes the units the model needs,
+  // its units in either order (descending_decode: whole blocks decoded last unit first).
   dec::Registry reg;
   dec::register_all(reg);
   const auto prompts = batch_prompts(random_prompt(5, tiny.vocab, 2), 2, tiny.vocab);
@@ -183,8 +184,13 @@ void run() {
   for (const auto& d : reg.all()) {
     if (d->name() == "official-ptx") continue;  // needs the official PTX file (tests/decoders)
     try {  // one broken variant must not hide the others
-      auto m = build_models(*src, {request(Backend::cuda, WeightsKind::df11, 2, 12, d->name())});
+      ModelRequest desc = request(Backend::cuda, WeightsKind::df11, 2, 12, d->name());
+      desc.descending_decode = true;
+      auto m = build_models(*src, {request(Backend::cuda, WeightsKind::df11, 2, 12, d->name()), desc});
       check_pair(*m[0], *ref[0], prompts, 6, "variant " + d->name());
+      expect(m[1]->describe().find("last unit first") != std::string::npos,
+             "descending decode says so: " + m[1]->describe());
+      check_pair(*m[1], *ref[0], prompts, 6, "variant " + d->name() + ", descending");
     } catch (const std::exception& e) {
       expect(false, "variant " + d->name() + ": " + e.what());
     }

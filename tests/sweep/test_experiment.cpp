@@ -205,6 +205,9 @@ TEST_CASE("impossible values are errors naming the key", "[sweep][experiment]") 
              Catch::Contains("'methods[0]'") && Catch::Contains("glob"));
   CHECK_THAT(error_of(methods("[\"df11-overlap\"]")),
              Catch::Contains("'methods[0]'") && Catch::Contains("glob"));
+  CHECK_THAT(error_of(methods("[\"df11-rev\"]")),
+             Catch::Contains("'methods[0]'") && Catch::Contains("glob"));
+  CHECK(error_of(methods("[\"df11-rev:multi12n*\"]")).empty());
   CHECK_THAT(error_of(methods("[\"bf16:x\"]")), Catch::Contains("takes no decoder glob"));
   CHECK(error_of(methods("[\"df11-fused\", \"df11-fused:multi12.gap5-cnt*\"]")).empty());  // the glob is optional
   CHECK_THAT(error_of(methods("[\"df11-fused:\"]")), Catch::Contains("empty decoder glob"));

@@ -398,7 +398,7 @@ TEST_CASE("the GPU-only slice and stream methods are not_supported on the cpu ba
   clear_interrupt();
   Experiment e = smoke();
   e.batches = {1};
-  e.methods = {"bf16", "df11-chunked:cpu", "df11-pipelined:cpu", "df11-overlap:cpu"};
+  e.methods = {"bf16", "df11-chunked:cpu", "df11-pipelined:cpu", "df11-overlap:cpu", "df11-rev:cpu"};
   auto backend = make_cpu_backend(2);
   const fs::path dir = fresh_dir("slice_methods");
   (void)run_sweep(e, *backend, registry(), options_for(dir));
@@ -412,6 +412,8 @@ TEST_CASE("the GPU-only slice and stream methods are not_supported on the cpu ba
   }
   CHECK(rows.at("df11-overlap:cpu@1")["disposition"] == "not_supported");
   CHECK_THAT(rows.at("df11-overlap:cpu@1")["reason"].get<std::string>(), Catch::Contains("second CUDA stream"));
+  CHECK(rows.at("df11-rev:cpu@1")["disposition"] == "not_supported");
+  CHECK_THAT(rows.at("df11-rev:cpu@1")["reason"].get<std::string>(), Catch::Contains("GPU decoder's units"));
   fs::remove_all(dir);
 }
 
@@ -436,9 +438,10 @@ TEST_CASE("every experiment file's methods resolve on both backends (a renamed v
   CHECK(n >= 5);
   // nemo_layer on cuda: the shortlist, every df11 method naming one registered variant.
   const Experiment d = parse_experiment_file((dir / "nemo_layer.toml").string());
-  std::size_t df11 = 0, overlap = 0, chunked = 0;
+  std::size_t df11 = 0, overlap = 0, chunked = 0, rev = 0;
   for (const auto& m : resolve_methods(d, "cuda", registry())) {
     overlap += m.kind == "df11-overlap";
+    rev += m.kind == "df11-rev";
     chunked += m.kind == "df11-chunked";
     if (m.kind != "df11") continue;
     ++df11;
@@ -447,6 +450,7 @@ TEST_CASE("every experiment file's methods resolve on both backends (a renamed v
   CHECK(df11 == 13);
   CHECK(overlap == 4);
   CHECK(chunked == 5);
+  CHECK(rev == 4);
   CHECK(d.slice_l2 == "persisting");
 }
 

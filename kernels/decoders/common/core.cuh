@@ -502,6 +502,15 @@ struct LaunchParams {
   const uint16_t* lane_off;  // fixed_out: each thread's start bit from its warp's (positions), or null
   uint32_t* work;  // dyn schedule: the launch's counter of DF11 blocks (wcnt, fix64: units) taken
                    // past the first two per CUDA block (warp); 0 at the start, left at 0; else null
+  uint32_t descending;  // 1: the launch's units in descending order (Order::descending), else 0
 };
+
+// The i-th unit a launch decodes of its units [base, base + count), in the launch's order:
+// ascending, or descending (the units nearest lo decoded last, so that a reader starting at lo
+// right after the decode finds them in L2). i >= count: none, base + count.
+DF11_HD uint64_t unit_in_order(uint32_t descending, uint64_t base, uint64_t count, uint64_t i) {
+  if (i >= count) return base + count;
+  return base + (descending ? count - 1 - i : i);
+}
 
 }  // namespace df11::dec

@@ -156,6 +156,7 @@ void emulate_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t*
 // Dynamic shared memory of one CUDA block of the variant's kernel on this unit, as a launch
 // sizes it (the exponent buffers follow the unit's largest block or warp).
 [[nodiscard]] unsigned smem_bytes(const VariantSpec& spec, const EncodedUnit& unit);
-void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi);
+void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi,
+                  Order order = Order::ascending);
 
 }  // namespace df11::dec

@@ -15,9 +15,12 @@ class VariantDecoder final : public Decoder {
   [[nodiscard]] Layout layout() const override { return spec_.layout(); }
   [[nodiscard]] Status can_implement(const EncodedUnit& unit) const override;
   void decode_host(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi) const override;
-  void decode_simt(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi) const override;
+  void decode_simt(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi,
+                   Order order = Order::ascending) const override;
+  [[nodiscard]] bool honors_order() const override { return true; }
   [[nodiscard]] std::unique_ptr<DeviceImage> upload(const EncodedUnit& unit, Stream stream) const override;
-  void launch(const DeviceImage& image, uint16_t* out_device, uint64_t lo, uint64_t hi, Stream stream) const override;
+  void launch(const DeviceImage& image, uint16_t* out_device, uint64_t lo, uint64_t hi, Stream stream,
+              Order order = Order::ascending) const override;
   [[nodiscard]] const VariantSpec& spec() const { return spec_; }
 
  private:

@@ -46,12 +46,14 @@ __global__ void __launch_bounds__(TPB, kDynMinBlocks<TPB>)
 }
 
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT, Schedule Sc>
-void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64_t hi, cudaStream_t stream) {
+void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64_t hi, cudaStream_t stream,
+                   Order order) {
   constexpr bool Persist = Sc != Schedule::grid;
   const VariantSpec& spec = img.spec();
   const auto [b0, b1] = block_range(spec, img.host(), lo, hi);
   if (b1 <= b0) return;
   LaunchParams p = img.params(out, lo, hi);
+  p.descending = order == Order::descending ? 1u : 0u;
   check_arrays_aligned(spec, p);
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
@@ -98,7 +100,7 @@ std::unique_ptr<DeviceImage> VariantDecoder::upload(const EncodedUnit& unit, Str
 }
 
 void VariantDecoder::launch(const DeviceImage& image, uint16_t* out_device, uint64_t lo, uint64_t hi,
-                            Stream stream) const {
+                            Stream stream, Order order) const {
   // The image must come from this very variant: variants sharing a layout prepare different
   // tables (a flat root, a canonical table) and shared-memory layouts.
   const auto* img = dynamic_cast<const GapDeviceImage*>(&image);
@@ -112,7 +114,7 @@ void VariantDecoder::launch(const DeviceImage& image, uint16_t* out_device, uint
 #define DF11_LAUNCH(T, P, S, TPB, BPT, M, PS)                                                                  \
   if (spec_.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, Schedule::PS})) {            \
     launch_kernel<TableKind::T, Partition::P, Staging::S, TPB, BPT, Schedule::PS>(*img, out_device, lo, hi,    \
-                                                                                   stream);                    \
+                                                                                   stream, order);             \
     return;                                                                                                    \
   }
   DF11_GAP_VARIANTS(DF11_LAUNCH)
@@ -124,7 +126,7 @@ std::unique_ptr<DeviceImage> Decoder::upload(const EncodedUnit&, Stream) const {
   throw Error(name() + ": this decoder has no device implementation");
 }
 
-void Decoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream) const {
+void Decoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream, Order) const {
   throw Error(name() + ": this decoder has no device implementation");
 }
 

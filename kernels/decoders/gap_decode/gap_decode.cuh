@@ -577,14 +577,14 @@ DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t*
   return c;
 }
 
-// The decode of one block (block_begin + bid of the launch), up to the copy-out: tables to
+// The decode of one block (the bid-th of the launch, in its order), up to the copy-out: tables to
 // shared memory, optional cp.async staging of the encoded bytes, a barrier, then
 // decode_phases. smem: the block's dynamic shared memory (sl.total bytes).
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
 DF11_HD auto gap_decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   constexpr VariantSpec spec{TK, P, S, TPB, BPT};
   const unsigned t = simt::tid_x();
-  const uint64_t b = p.block_begin + simt::bid_x();
+  const uint64_t b = unit_in_order(p.descending, p.block_begin, p.block_count, simt::bid_x());
   // A register-resident chunk is requested before the table copy, whose barrier it then spans.
   const auto pre = chunk_regs<S, BPT>(p, b, TPB, t);
   load_tables(spec, p, smem, sl, t, TPB);
@@ -685,30 +685,33 @@ DF11_HD void hint_next_warp_unit(const LaunchParams& p, uint64_t nu, uint64_t un
   }
 }
 
-// A warp's walk over units base + r, r in [0, count): r = first, first + stride, ...; Dyn: its first
-// two so, every later one from the launch's counter (work), taken by lane 0 as the unit before it
+// A warp's walk over the launch's units, the r-th of base + [0, count) in the launch's order
+// (unit_in_order: ascending, or descending), r = first, first + stride, ...; Dyn: its first two
+// so, every later r from the launch's counter (work), taken by lane 0 as the unit before it
 // starts and passed to the warp by a shuffle at that unit's end. Every unit decoded takes once,
 // so count takes wrap the counter back to 0 (atomic_inc). unit(u, nu): unit u and the warp's
-// next one (base + count or more: none), whose hints may go out while u decodes.
+// next one (base + count: none), whose hints may go out while u decodes.
 template <bool Dyn, class Unit>
-DF11_HD void warp_units(uint32_t* work, uint64_t base, uint64_t count, uint64_t first, uint64_t stride, unsigned lane,
-                        Unit&& unit) {
+DF11_HD void warp_units(uint32_t* work, uint32_t descending, uint64_t base, uint64_t count, uint64_t first,
+                        uint64_t stride, unsigned lane, Unit&& unit) {
+  auto at = [&](uint64_t r) { return unit_in_order(descending, base, count, r); };
   if constexpr (Dyn) {
     for (uint64_t r = first, nr = first + stride; r < count;) {
       uint32_t taken = 0;
       if (lane == 0) taken = simt::atomic_inc(work, static_cast<uint32_t>(count - 1));
-      unit(base + r, base + nr);
+      unit(at(r), at(nr));
       r = nr;
       nr = 2 * stride + simt::warp_shfl(taken, 0);
     }
   } else {
-    for (uint64_t r = first; r < count; r += stride) unit(base + r, base + r + stride);
+    for (uint64_t r = first; r < count; r += stride) unit(at(r), at(r + stride));
   }
 }
 
 // The warp-count kernel body: the tables once per CUDA block, then each warp on its own over
-// the (DF11 block, warp) units warp_id, + warps in the grid, ... (a launch of block_count CUDA
-// blocks gives every warp one unit; a persistent launch, fewer and loops; Dyn: warp_units).
+// the launch's (DF11 block, warp) units warp_id, + warps in the grid, ..., in its order (a
+// launch of block_count CUDA blocks gives every warp one unit; a persistent launch, fewer and
+// loops; Dyn: warp_units).
 template <TableKind TK, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   static_assert(S == Staging::exp_smem || chunk_in_registers(S), "the warp-count partition stages exponents");
@@ -757,7 +760,8 @@ DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8
                      32);
     simt::sync_warp();  // the buffer is the next unit's
   };
-  warp_units<Dyn>(p.work, 0, units, static_cast<uint64_t>(simt::bid_x()) * kWarps + warp, stride, lane, decode_unit);
+  warp_units<Dyn>(p.work, p.descending, 0, units, static_cast<uint64_t>(simt::bid_x()) * kWarps + warp, stride, lane,
+                  decode_unit);
 }
 
 // ---- The fixed-output partition: 64 codes per thread, positions implicit. ----
@@ -876,8 +880,8 @@ DF11_HD void hint_next_fixed_stream(const LaunchParams& p, uint32_t nu_bit, unsi
 }
 
 // The kernel body (grid or persistent alike): the tables once per CUDA block, then each warp on
-// its own over the units block_begin + warp_id, + warps in the grid, ... (__syncwarp only; Dyn:
-// warp_units).
+// its own over the launch's units warp_id, + warps in the grid, ..., in its order (__syncwarp
+// only; Dyn: warp_units).
 template <TableKind TK, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   static_assert(VariantSpec{TK, Partition::fixed_out, S, TPB, BPT}.counted_loop() &&
@@ -908,8 +912,8 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
     if (from < to) copy_out_fixed(p, rows, first, from, to, lane);
     simt::sync_warp();  // the rows are the next unit's
   };
-  warp_units<Dyn>(p.work, p.block_begin, p.block_count, static_cast<uint64_t>(simt::bid_x()) * kWarps + warp, stride,
-                  lane, unit);
+  warp_units<Dyn>(p.work, p.descending, p.block_begin, p.block_count, static_cast<uint64_t>(simt::bid_x()) * kWarps + warp,
+                  stride, lane, unit);
 }
 
 // After decode_phases, but for direct stores: the block's barrier (exp-smem-pf: once this
@@ -965,8 +969,8 @@ DF11_HD void prefetch_next_block(const LaunchParams& p, uint64_t nb, uint64_t en
 inline constexpr unsigned kSimtPersistentGrid = 3;
 
 // The kernel body of persistent blocks: the launch has about as many CUDA blocks as fit on the
-// GPU at once, each loads the tables once and decodes DF11 blocks block_begin + bid,
-// + gridDim, ... below block_begin + block_count. Shared memory is reused from one DF11 block to
+// GPU at once, each loads the tables once and decodes the launch's DF11 blocks bid, bid +
+// gridDim, ... of block_count, in the launch's order (unit_in_order). Shared memory is reused from one DF11 block to
 // the next, so every iteration ends with a barrier (the next pass 2 and scan overwrite what
 // this copy-out and scan read). The table load, 8 to 24 KB per DF11 block of 4 KB of stream
 // otherwise, is paid once per CUDA block.
@@ -993,29 +997,30 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
     load_tables(spec, p, smem, sl, t, TPB);
     simt::sync_block();
     auto* next = reinterpret_cast<uint32_t*>(smem + sl.input);
-    const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count, grid = simt::gdim_x();
-    uint64_t b = p.block_begin + simt::bid_x(), nb = b + grid;
-    for (unsigned i = 0; b < end; ++i) {
+    const uint64_t count = p.block_count, end = p.block_begin + count, grid = simt::gdim_x();
+    auto at = [&](uint64_t r) { return unit_in_order(p.descending, p.block_begin, count, r); };
+    uint64_t r = simt::bid_x(), nr = r + grid;
+    for (unsigned i = 0; r < count; ++i) {
       uint32_t taken = 0;
       if (t == 0) taken = simt::atomic_inc(p.work, p.block_count - 1u);
-      if constexpr (hints_l2(P, S)) prefetch_next_block<P, TPB, BPT>(p, nb, end, t);
-      barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b), t);
+      if constexpr (hints_l2(P, S)) prefetch_next_block<P, TPB, BPT>(p, at(nr), end, t);
+      barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, at(r)), t);
       if (t == 0) next[i & 1u] = taken;
       simt::sync_block();
-      b = nb;
-      nb = p.block_begin + 2 * grid + next[i & 1u];
+      r = nr;
+      nr = 2 * grid + next[i & 1u];
     }
   } else {
     constexpr VariantSpec spec{TK, P, S, TPB, BPT};
     const unsigned t = simt::tid_x();
     load_tables(spec, p, smem, sl, t, TPB);
     simt::sync_block();
-    const uint64_t end = static_cast<uint64_t>(p.block_begin) + p.block_count;
-    for (uint64_t b = p.block_begin + simt::bid_x(); b < end; b += simt::gdim_x()) {
+    const uint64_t count = p.block_count, end = p.block_begin + count, grid = simt::gdim_x();
+    for (uint64_t r = simt::bid_x(); r < count; r += grid) {
       if constexpr (S == Staging::exp_smem_pf || hints_l2(P, S)) {
-        prefetch_next_block<P, TPB, BPT>(p, b + simt::gdim_x(), end, t);
+        prefetch_next_block<P, TPB, BPT>(p, unit_in_order(p.descending, p.block_begin, count, r + grid), end, t);
       }
-      barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, b), t);
+      barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, unit_in_order(p.descending, p.block_begin, count, r)), t);
       simt::sync_block();
     }
   }

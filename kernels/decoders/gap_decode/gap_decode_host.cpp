@@ -274,8 +274,9 @@ void emulate(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint6
 }
 
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT, Schedule Sc>
-void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi) {
+void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t lo, uint64_t hi, Order order) {
   LaunchParams p = host_launch_params(img, out, lo, hi);
+  p.descending = order == Order::descending ? 1u : 0u;
   uint32_t work = 0;  // the dyn schedule's counter, 0 as a launch finds it on the device
   if constexpr (Sc == Schedule::dyn) p.work = &work;
   check_arrays_aligned(spec, p);
@@ -310,11 +311,12 @@ unsigned smem_bytes(const VariantSpec& spec, const EncodedUnit& unit) {
   return smem_layout(spec, img.n_rows, img.max_block_elements, 0, img.max_warp_elements).total;
 }
 
-void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi) {
+void simt_variant(const VariantSpec& spec, const EncodedUnit& unit, uint16_t* out, uint64_t lo, uint64_t hi,
+                  Order order) {
   const HostImage img = prepare_image(spec, unit);
 #define DF11_SIMT(T, P, S, TPB, BPT, M, PS)                                                     \
   if (spec.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, Schedule::PS})) {   \
-    simt<TableKind::T, Partition::P, Staging::S, TPB, BPT, Schedule::PS>(spec, img, out, lo, hi); \
+    simt<TableKind::T, Partition::P, Staging::S, TPB, BPT, Schedule::PS>(spec, img, out, lo, hi, order); \
     return;                                                                                     \
   }
   DF11_GAP_VARIANTS(DF11_SIMT)

@@ -28,7 +28,8 @@ class OfficialPtxDecoder final : public Decoder {
   void decode_host(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi) const override;
   [[nodiscard]] std::unique_ptr<DeviceImage> upload(const EncodedUnit& unit, Stream stream) const override;
   // Whole units only (lo = 0, hi = n_elements): the official kernel has no range parameters.
-  void launch(const DeviceImage& image, uint16_t* out_device, uint64_t lo, uint64_t hi, Stream stream) const override;
+  void launch(const DeviceImage& image, uint16_t* out_device, uint64_t lo, uint64_t hi, Stream stream,
+              Order order = Order::ascending) const override;
 };
 
 }  // namespace df11::dec
