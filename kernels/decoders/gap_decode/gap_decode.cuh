@@ -912,8 +912,8 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
     if (from < to) copy_out_fixed(p, rows, first, from, to, lane);
     simt::sync_warp();  // the rows are the next unit's
   };
-  warp_units<Dyn>(p.work, p.descending, p.block_begin, p.block_count, static_cast<uint64_t>(simt::bid_x()) * kWarps + warp,
-                  stride, lane, unit);
+  const uint64_t warp_first = static_cast<uint64_t>(simt::bid_x()) * kWarps + warp;
+  warp_units<Dyn>(p.work, p.descending, p.block_begin, p.block_count, warp_first, stride, lane, unit);
 }
 
 // After decode_phases, but for direct stores: the block's barrier (exp-smem-pf: once this
@@ -970,9 +970,9 @@ inline constexpr unsigned kSimtPersistentGrid = 3;
 
 // The kernel body of persistent blocks: the launch has about as many CUDA blocks as fit on the
 // GPU at once, each loads the tables once and decodes the launch's DF11 blocks bid, bid +
-// gridDim, ... of block_count, in the launch's order (unit_in_order). Shared memory is reused from one DF11 block to
-// the next, so every iteration ends with a barrier (the next pass 2 and scan overwrite what
-// this copy-out and scan read). The table load, 8 to 24 KB per DF11 block of 4 KB of stream
+// gridDim, ... of block_count, in the launch's order (unit_in_order). Shared memory is reused
+// from one DF11 block to the next, so every iteration ends with a barrier (the next pass 2 and
+// scan overwrite what this copy-out and scan read). The table load, 8 to 24 KB per DF11 block of 4 KB of stream
 // otherwise, is paid once per CUDA block.
 // Dyn: the CUDA block's first two DF11 blocks so (bid and bid + grid), every later one from the
 // launch's counter (p.work, 0 as the launch starts): thread 0 takes the one after next as an
@@ -1016,11 +1016,12 @@ DF11_HD void gap_decode_persistent(const LaunchParams& p, const SmemLayout& sl, 
     load_tables(spec, p, smem, sl, t, TPB);
     simt::sync_block();
     const uint64_t count = p.block_count, end = p.block_begin + count, grid = simt::gdim_x();
+    auto at = [&](uint64_t r) { return unit_in_order(p.descending, p.block_begin, count, r); };
     for (uint64_t r = simt::bid_x(); r < count; r += grid) {
       if constexpr (S == Staging::exp_smem_pf || hints_l2(P, S)) {
-        prefetch_next_block<P, TPB, BPT>(p, unit_in_order(p.descending, p.block_begin, count, r + grid), end, t);
+        prefetch_next_block<P, TPB, BPT>(p, at(r + grid), end, t);
       }
-      barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, unit_in_order(p.descending, p.block_begin, count, r)), t);
+      barrier_and_copy_out<S>(decode_phases<TK, P, S, TPB, BPT>(p, sl, smem, at(r)), t);
       simt::sync_block();
     }
   }
