@@ -159,6 +159,8 @@ def sweep_targets(t, rows, unit="model.layers.1"):
             continue
         ratio = median(b) / bf16[batch]
         name = b["case"]["variant"] if b["case"]["method"] == method else f"{b['case']['method']}:{b['case']['variant']}"
+        if b["case"].get("chunk_bytes") is not None:
+            name += f", {b['case']['chunk_bytes']} B slices"
         t.add(5, label, f"{ratio:.2f}x ({name})", ratio <= limit)
     for batch in (1, 2048, 4096):  # no target of their own: decode hidden under the GEMMs
         for kind in ("df11-rev", "df11-overlap", "df11-pipelined"):

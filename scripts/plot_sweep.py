@@ -89,9 +89,17 @@ def load(run_dir):
 
 # ---- naming and formatting ---------------------------------------------------------------------
 
+CHUNK_MARK = " @"  # a sliced method's slice size in its series' variant: "<variant> @31.5 MB"
+
+
 def series_of(r):
+    """(method, variant); a sliced method's variant carries its slice size (case.chunk_bytes),
+    so that runs at several sizes are several series."""
     c = r["case"]
-    return (c["method"], c.get("variant") or "")
+    variant = c.get("variant") or ""
+    if c.get("chunk_bytes") is not None:
+        variant += f"{CHUNK_MARK}{c['chunk_bytes'] / 1e6:.1f} MB"
+    return (c["method"], variant)
 
 
 def series_label(s):
@@ -151,8 +159,9 @@ class Style:
         method, variant = s
         if method in self.FIXED:
             return self.FIXED[method][0]
-        if variant in self.variant_color:
-            return self.variant_color[variant]
+        decoder = variant.split(CHUNK_MARK)[0]  # every slice size in its decoder's colour
+        if decoder in self.variant_color:
+            return self.variant_color[decoder]
         return self.method_color.get(method, "tab:gray")
 
     def linestyle(self, s):

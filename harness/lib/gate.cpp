@@ -98,6 +98,13 @@ ResultRow parse_row(const LineContext& at, const std::string& text) {
   } else if (!variant.is_null()) {
     at.fail(fmt::format("field case.variant must be a string or null, got {}", variant.dump()));
   }
+  // case.chunk_bytes came within schema 1: a file without it has no sliced cases to tell apart.
+  if (const auto it = c.find("chunk_bytes"); it != c.end() && !it->is_null()) {
+    if (!it->is_number_unsigned()) {
+      at.fail(fmt::format("field case.chunk_bytes must be an integer >= 0 or null, got {}", it->dump()));
+    }
+    row.key.chunk_bytes = it->get<uint64_t>();
+  }
   const json& batch = member(at, c, "case", "batch");
   if (!batch.is_number_integer() || batch.get<int64_t>() < 0) {
     at.fail(fmt::format("field case.batch must be an integer >= 0, got {}", batch.dump()));
@@ -168,8 +175,9 @@ const char* to_string(Verdict v) {
 }
 
 std::string to_string(const CaseKey& k) {
-  return fmt::format("{} {} {}{} b={}", k.experiment, k.unit, k.method,
-                     k.variant ? "[" + *k.variant + "]" : "", k.batch);
+  return fmt::format("{} {} {}{}{} b={}", k.experiment, k.unit, k.method,
+                     k.variant ? "[" + *k.variant + "]" : "",
+                     k.chunk_bytes ? "@" + std::to_string(*k.chunk_bytes) + "B" : "", k.batch);
 }
 
 std::string to_string(const Device& d) {

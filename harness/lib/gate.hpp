@@ -16,7 +16,7 @@ namespace df11::gate {
 
 // ---- The rule (threshold t, default 0.03) -------------------------------------------------
 //
-// Cases are matched by (experiment, unit, method, variant, batch). For a matched pair:
+// Cases are matched by (experiment, unit, method, variant, chunk_bytes, batch). For a matched pair:
 //
 // 1. Dispositions first (timings exist only on `passed` rows):
 //    - baseline passed, candidate anything else                      -> WORSE   (fails)
@@ -61,10 +61,11 @@ struct CaseKey {
   std::string unit;
   std::string method;
   std::optional<std::string> variant;  // null for methods without decoder variants
+  std::optional<uint64_t> chunk_bytes;  // the slice size of df11-chunked / df11-pipelined; else null
   int64_t batch = 0;
   auto operator<=>(const CaseKey&) const = default;
 };
-// "experiment unit method[variant] b=batch", the case column of the table.
+// "experiment unit method[variant]@chunk_bytesB b=batch", the case column of the table.
 [[nodiscard]] std::string to_string(const CaseKey& k);
 
 // Seconds per sample (one forward pass of the unit at that batch).

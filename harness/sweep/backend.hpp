@@ -25,7 +25,14 @@ struct MethodCase {
                     // df11-pipelined | df11-fused | decode
   const dec::Decoder* variant = nullptr;
   std::string variant_name;  // empty for kinds without a decoder
-  [[nodiscard]] std::string label() const { return variant_name.empty() ? kind : kind + ":" + variant_name; }
+  // df11-chunked / df11-pipelined: one of the experiment's chunk_bytes (0: the backend's default
+  // slice); 0 for other kinds. A nonzero size is part of the label.
+  uint64_t chunk_bytes = 0;
+  [[nodiscard]] std::string label() const {
+    const std::string base = variant_name.empty() ? kind : kind + ":" + variant_name;
+    return chunk_bytes ? base + "@" + std::to_string(chunk_bytes) + "B" : base;
+  }
+  [[nodiscard]] bool sliced() const { return kind == "df11-chunked" || kind == "df11-pipelined"; }
   [[nodiscard]] bool needs_gemm() const { return kind != "copy" && kind != "decode"; }
   // The encoded layout the method reads: its decoder's (df11-fused:<variant>: that variant's,
   // which picks the fused decode); DF11 for the CPU decoder and for df11-fused; none for
@@ -54,6 +61,9 @@ class Backend {
   // Takes a unit (host BF16 data + its encodings, one per distinct layout the methods need) and
   // draws the activations of every matrix for every batch from `seed` (the same for all methods).
   virtual void load_unit(const Unit& unit, const std::vector<EncodedUnit>& encodings, uint64_t seed) = 0;
+  // The slice size (bytes of BF16) a df11-chunked / df11-pipelined case runs with here (its
+  // chunk_bytes, 0 resolved from the device); none for other methods or where none runs.
+  [[nodiscard]] virtual std::optional<uint64_t> slice_bytes(const MethodCase&) const { return std::nullopt; }
   // Whether the method can run here (e.g. offload on the CPU: no); reason when not.
   [[nodiscard]] virtual dec::Status supports(const MethodCase& m) const = 0;
   // Whether the method runs at this batch size (e.g. df11-fused: batches up to 16).

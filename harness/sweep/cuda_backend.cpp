@@ -69,6 +69,13 @@ class PinnedBuffer {
   std::size_t bytes_ = 0;
 };
 
+// The slices of df11-chunked and df11-pipelined at one of the experiment's slice sizes.
+struct SlicePlan {
+  uint64_t requested = 0;                 // the experiment's chunk_bytes entry (0: the default)
+  uint64_t chunk_elems = 0, pipe_half = 0;  // budgets (elements): a chunked slice, a pipelined half
+  std::vector<Slice> chunk, pipe;         // plan_slices of each
+};
+
 struct Matrix {
   std::string name;
   int64_t out = 0, in = 0;
@@ -78,21 +85,21 @@ struct Matrix {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(const Experiment& e) : chunk_bytes_(e.chunk_bytes), slice_l2_(e.slice_l2 == "persisting") {
+  explicit CudaBackend(const Experiment& e)
+      : chunk_sizes_(e.chunk_bytes), slice_l2_(e.slice_l2 == "persisting") {
     CUDA_CHECK(cudaGetDevice(&device_));
     CUDA_CHECK(cudaGetDeviceProperties(&prop_, device_));
     l2_bytes_ = static_cast<uint64_t>(prop_.l2CacheSize);
     flush_ = cuda::DeviceBuffer<uint8_t>(std::max<uint64_t>(2 * l2_bytes_, 1 << 20));
-    if (chunk_bytes_ == 0) {
-      // Half the L2; held in the persisting L2 (slice_l2), no more than it can hold whole: a
-      // window larger than the set-aside would leave a random part of every slice to be
-      // evicted and written back, what the window is there to stop.
-      chunk_bytes_ = std::max<uint64_t>(l2_bytes_ / 2, 1 << 20);
-      const auto persisting_max = static_cast<uint64_t>(prop_.persistingL2CacheMaxSize);
-      if (slice_l2_ && persisting_max > 0) {
-        chunk_bytes_ = std::max<uint64_t>(std::min(chunk_bytes_, persisting_max), 1 << 20);
-      }
+    // The default slice: half the L2; held in the persisting L2 (slice_l2), no more than it can
+    // hold whole: a window larger than the set-aside would leave a random part of every slice to
+    // be evicted and written back, what the window is there to stop.
+    default_chunk_ = std::max<uint64_t>(l2_bytes_ / 2, 1 << 20);
+    const auto persisting_max = static_cast<uint64_t>(prop_.persistingL2CacheMaxSize);
+    if (slice_l2_ && persisting_max > 0) {
+      default_chunk_ = std::max<uint64_t>(std::min(default_chunk_, persisting_max), 1 << 20);
     }
+    if (chunk_sizes_.empty()) chunk_sizes_ = {0};
   }
   ~CudaBackend() override {
   }
@@ -162,17 +169,24 @@ class CudaBackend final : public Backend {
       while ((m.offset * 2) % w_align != 0) w_align /= 2;
     }
     gemm_.set_w_alignment(w_align);
-    // df11-chunked's slices: chunk_bytes_ (at least kSliceRows rows of the widest matrix);
-    // df11-pipelined's: half that, two in flight (the same L2 footprint), each at least
-    // kSliceRows rows; one buffer holds either.
+    // For each slice size of the experiment: df11-chunked's slices of that many bytes (at least
+    // kSliceRows rows of the widest matrix); df11-pipelined's half that, two in flight (the same
+    // L2 footprint), each at least kSliceRows rows. One buffer holds any of them.
     const auto min_slice = static_cast<uint64_t>(kSliceRows * max_in);  // a multiple of 128 elements
-    chunk_elems_ = std::max<uint64_t>(chunk_bytes_ / 2, min_slice);
-    pipe_half_ = std::max<uint64_t>(chunk_elems_ / 2 / 128 * 128, min_slice);
     std::vector<SliceMatrix> shapes;
     for (const auto& m : mats_) shapes.push_back({m.offset, m.out, m.in});
-    chunk_slices_ = plan_slices(shapes, chunk_elems_, kSliceRows, kSliceAlign);
-    pipe_slices_ = plan_slices(shapes, pipe_half_, kSliceRows, kSliceAlign);
-    slice_buf_ = cuda::DeviceBuffer<uint16_t>(std::max(chunk_elems_, 2 * pipe_half_));
+    uint64_t slice_buf = 0;
+    for (const uint64_t requested : chunk_sizes_) {
+      SlicePlan p;
+      p.requested = requested;
+      p.chunk_elems = std::max<uint64_t>(resolved_chunk(requested) / 2, min_slice);
+      p.pipe_half = std::max<uint64_t>(p.chunk_elems / 2 / 128 * 128, min_slice);
+      p.chunk = plan_slices(shapes, p.chunk_elems, kSliceRows, kSliceAlign);
+      p.pipe = plan_slices(shapes, p.pipe_half, kSliceRows, kSliceAlign);
+      slice_buf = std::max({slice_buf, p.chunk_elems, 2 * p.pipe_half});
+      plans_.push_back(std::move(p));
+    }
+    slice_buf_ = cuda::DeviceBuffer<uint16_t>(slice_buf);
     for (auto& b : double_buf_) b = cuda::DeviceBuffer<uint16_t>(largest);
     pinned_w_ = PinnedBuffer(n_ * 2);
     std::memcpy(pinned_w_.get(), host_w_.data(), n_ * 2);
@@ -189,8 +203,7 @@ class CudaBackend final : public Backend {
     decode_buf_ = {};
     matrix_buf_ = {};
     slice_buf_ = {};
-    chunk_slices_.clear();
-    pipe_slices_.clear();
+    plans_.clear();
     for (auto& b : double_buf_) b = {};
     pinned_w_ = {};
     x_.clear();
@@ -602,8 +615,9 @@ class CudaBackend final : public Backend {
   // or the pipelined method's two halves). None for other methods, with slice_l2 = "normal", or
   // where the device has no persisting L2.
   [[nodiscard]] std::unique_ptr<cuda::L2Window> slice_window(const MethodCase& m) const {
-    if (!slice_l2_ || (m.kind != "df11-chunked" && m.kind != "df11-pipelined")) return nullptr;
-    const uint64_t bytes = 2 * (m.kind == "df11-pipelined" ? 2 * pipe_half_ : chunk_elems_);
+    if (!slice_l2_ || !m.sliced()) return nullptr;
+    const SlicePlan& p = plan_of(m);
+    const uint64_t bytes = 2 * (m.kind == "df11-pipelined" ? 2 * p.pipe_half : p.chunk_elems);
     auto w = std::make_unique<cuda::L2Window>(slice_buf_.get(), bytes,
                                               std::vector<cudaStream_t>{stream_.get(), copy_stream_.get()});
     if (!w->plan().on()) {
@@ -614,21 +628,46 @@ class CudaBackend final : public Backend {
     return w;
   }
 
-  // device.slice_l2 of the results: the policy and, when persisting, the window of a chunk_bytes_
-  // slice on this device.
+  // device.slice_l2 of the results: the policy and, when persisting, the window of a slice of
+  // each of the experiment's sizes on this device.
   [[nodiscard]] std::string slice_l2_info() const {
     if (!slice_l2_) return "normal (the experiment's slice_l2)";
     const auto persisting_max = static_cast<uint64_t>(prop_.persistingL2CacheMaxSize);
-    const cuda::L2WindowPlan p =
-        cuda::plan_l2_window(chunk_bytes_, persisting_max, static_cast<uint64_t>(prop_.accessPolicyMaxWindowSize));
-    if (!p.on()) return "normal: " + p.why_not;
-    return fmt::format("persisting: a {:.1f} MB window, {:.1f} MB set aside (hit ratio {:.2f}) of at most {:.1f} MB",
-                       p.window_bytes / 1e6, p.set_aside_bytes / 1e6, p.hit_ratio, persisting_max / 1e6);
+    std::string out;
+    for (const uint64_t requested : chunk_sizes_) {
+      const uint64_t bytes = resolved_chunk(requested);
+      const cuda::L2WindowPlan p =
+          cuda::plan_l2_window(bytes, persisting_max, static_cast<uint64_t>(prop_.accessPolicyMaxWindowSize));
+      const std::string what =
+          !p.on() ? "normal: " + p.why_not
+                  : fmt::format("persisting: a {:.1f} MB window, {:.1f} MB set aside (hit ratio {:.2f}) of at most "
+                                "{:.1f} MB",
+                                p.window_bytes / 1e6, p.set_aside_bytes / 1e6, p.hit_ratio, persisting_max / 1e6);
+      out += (out.empty() ? "" : "; ") + (chunk_sizes_.size() > 1 ? fmt::format("{} B slices: ", bytes) : "") + what;
+    }
+    return out;
   }
 
-  // The slices of df11-chunked (chunk_elems_) or df11-pipelined (pipe_half_ each).
+  // A requested slice size (an entry of the experiment's chunk_bytes) in bytes: 0 is the default.
+  [[nodiscard]] uint64_t resolved_chunk(uint64_t requested) const {
+    return requested ? requested : default_chunk_;
+  }
+  [[nodiscard]] std::optional<uint64_t> slice_bytes(const MethodCase& m) const override {
+    if (!m.sliced()) return std::nullopt;
+    return resolved_chunk(m.chunk_bytes);
+  }
+  // The slice plan of a df11-chunked / df11-pipelined case (made in load_unit).
+  [[nodiscard]] const SlicePlan& plan_of(const MethodCase& m) const {
+    for (const SlicePlan& p : plans_)
+      if (p.requested == m.chunk_bytes) return p;
+    throw Error(fmt::format("cuda backend: {}: no slice plan for {} bytes (not in the experiment's chunk_bytes)",
+                            m.label(), m.chunk_bytes));
+  }
+
+  // The slices of df11-chunked (chunk_elems each) or df11-pipelined (pipe_half each).
   [[nodiscard]] const std::vector<Slice>& slices_of(const MethodCase& m) const {
-    return m.kind == "df11-pipelined" ? pipe_slices_ : chunk_slices_;
+    const SlicePlan& p = plan_of(m);
+    return m.kind == "df11-pipelined" ? p.pipe : p.chunk;
   }
 
   // A slice's GEMMs, one a part, reading `w` (the slice's first element) at the part's offset.
@@ -654,14 +693,14 @@ class CudaBackend final : public Backend {
     }
   }
 
-  // df11-pipelined: the slices of pipe_half_ elements (a multiple of 128, so the second half of
+  // df11-pipelined: the slices of pipe_half elements (a multiple of 128, so the second half of
   // slice_buf_ keeps the 256-byte alignment of the first), each decoded on copy_stream_ into one
   // half of slice_buf_ in turn while the previous slice's GEMMs run on s (slots_ orders them).
-  void pipelined_gemms(const dec::Decoder& variant, cudaStream_t s) {
+  void pipelined_gemms(const dec::Decoder& variant, const SlicePlan& plan, cudaStream_t s) {
     const dec::DeviceImage& img = image_for(variant);
     slots_.begin();
-    for (const Slice& sl : pipe_slices_) {
-      auto slot = [&](int h) { return slice_buf_.get() + static_cast<uint64_t>(h) * pipe_half_; };
+    for (const Slice& sl : plan.pipe) {
+      auto slot = [&](int h) { return slice_buf_.get() + static_cast<uint64_t>(h) * plan.pipe_half; };
       slots_.step(
           copy_stream_.get(), s, [&](int h) { variant.launch(img, slot(h), sl.lo, sl.hi, copy_stream_.get()); },
           [&](int h) { slice_gemms(sl, slot(h), s); });
@@ -737,11 +776,11 @@ class CudaBackend final : public Backend {
     } else if (mc.kind == "df11-chunked") {
       // Decode a slice of rows small enough to stay in L2, multiply it while it is there, next.
       NvtxRange r("df11-chunked");
-      sliced_gemms(mc.variant, s, chunk_slices_);
+      sliced_gemms(mc.variant, s, slices_of(mc));
     } else if (mc.kind == "df11-pipelined") {
       // The same with two slices in flight: slice k+1 decodes while slice k multiplies.
       NvtxRange r("df11-pipelined");
-      pipelined_gemms(*mc.variant, s);
+      pipelined_gemms(*mc.variant, plan_of(mc), s);
     } else if (mc.kind == "df11-overlap") {
       // Whole matrices, each decoded on the copy stream while the previous one multiplies: what
       // a runtime that decodes per matrix can hide of its GEMMs, with two matrix buffers.
@@ -798,11 +837,12 @@ class CudaBackend final : public Backend {
   cuda::TwoSlots slots_;  // the double buffer of cpu-offload, df11-overlap and df11-pipelined (copy_stream_ fills)
   LtGemm gemm_;
   cuda::DeviceBuffer<uint8_t> flush_;
-  uint64_t l2_bytes_ = 0, chunk_bytes_ = 0;
+  uint64_t l2_bytes_ = 0;
+  std::vector<uint64_t> chunk_sizes_;  // the experiment's chunk_bytes (0: default_chunk_)
+  uint64_t default_chunk_ = 0;          // the device's default slice (bytes)
   bool slice_l2_ = true;  // the experiment's slice_l2: "persisting"
   mutable bool slice_l2_refused_ = false;  // said once: the device gave no window
-  uint64_t chunk_elems_ = 0, pipe_half_ = 0;  // slice sizes (elements) of df11-chunked and df11-pipelined
-  std::vector<Slice> chunk_slices_, pipe_slices_;  // their slices (plan_slices)
+  std::vector<SlicePlan> plans_;  // one per entry of chunk_sizes_, for the loaded unit
   std::pair<std::string, std::vector<uint16_t>> replay_check_;  // case key, its verified output (verify_replay)
   CuptiTimer cupti_;
   // The unit.

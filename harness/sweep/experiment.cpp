@@ -140,6 +140,32 @@ class Reader {
   std::vector<std::string> known_;
 };
 
+// chunk_bytes: one slice size or a list of them (each >= 0; 0: from the device's L2), distinct.
+std::vector<uint64_t> parse_chunk_bytes(Reader& r, std::string_view key, const toml::node& n) {
+  std::vector<const toml::node*> items;
+  if (n.is_array()) {
+    for (std::size_t i = 0; i < n.as_array()->size(); ++i) items.push_back(n.as_array()->get(i));
+    if (items.empty()) r.fail_at(n, key, "must list at least one slice size");
+  } else {
+    items.push_back(&n);
+  }
+  std::vector<uint64_t> out;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const toml::node& v = *items[i];
+    const std::string item = n.is_array() ? fmt::format("{}[{}]", key, i) : std::string(key);
+    if (!v.is_integer()) {
+      r.fail_at(v, item, fmt::format("must be an integer or an array of integers, got {}", Reader::type_name(v)));
+    }
+    const int64_t b = v.as_integer()->get();
+    if (b < 0) r.fail_at(v, item, fmt::format("must be >= 0 (0: from the device's L2), got {}", b));
+    if (std::find(out.begin(), out.end(), static_cast<uint64_t>(b)) != out.end()) {
+      r.fail_at(v, item, fmt::format("slice size {} is listed twice", b));
+    }
+    out.push_back(static_cast<uint64_t>(b));
+  }
+  return out;
+}
+
 std::vector<int> parse_batches(Reader& r, std::string_view key, const toml::array& a) {
   std::vector<int> out;
   for (std::size_t i = 0; i < a.size(); ++i) {
@@ -445,11 +471,7 @@ Experiment parse_experiment_text(const std::string& text, const std::string& ori
   } else {
     r.fail("methods", "is required");
   }
-  if (auto v = r.integer("chunk_bytes")) {
-    if (*v < 0)
-      r.fail("chunk_bytes", fmt::format("must be >= 0 (0: from the device's L2), got {}", *v));
-    e.chunk_bytes = static_cast<uint64_t>(*v);
-  }
+  if (const toml::node* n = r.get("chunk_bytes")) e.chunk_bytes = parse_chunk_bytes(r, "chunk_bytes", *n);
   if (auto v = r.string("slice_l2")) {
     if (*v != "persisting" && *v != "normal")
       r.fail("slice_l2", fmt::format("unknown policy '{}' (persisting, normal)", *v));

@@ -52,7 +52,9 @@ struct Experiment {
   double row_fraction = 1.0;
   Measurement measurement;
   std::string backend = "auto";    // auto | cpu | cuda
-  uint64_t chunk_bytes = 0;        // df11-chunked slice size; 0: half the L2 (slice_l2 persisting: at most the set-aside)
+  // df11-chunked / df11-pipelined slice sizes (bytes of BF16), each method run at every one;
+  // 0: half the L2 (slice_l2 persisting: at most the set-aside). TOML: an integer or an array.
+  std::vector<uint64_t> chunk_bytes{0};
   // df11-chunked / df11-pipelined: "persisting" holds the slice buffer in the persisting L2
   // (an access-policy window, where the device has one), "normal" leaves it to the cache.
   std::string slice_l2 = "persisting";

@@ -136,6 +136,7 @@ Line case_json(const CaseInfo& c) {
   j["unit"] = c.unit;
   j["method"] = c.method;
   j["variant"] = c.variant ? Line(*c.variant) : Line();
+  j["chunk_bytes"] = c.chunk_bytes ? Line(*c.chunk_bytes) : Line();
   j["batch"] = c.batch;
   j["seed"] = c.seed;
   return j;

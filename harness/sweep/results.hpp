@@ -51,6 +51,7 @@ struct CaseInfo {
   std::optional<std::string> variant;  // the decoder variant of df11*/decode; else null
   int batch = 0;                       // 0 for decode and copy
   uint64_t seed = 0;
+  std::optional<uint64_t> chunk_bytes;  // df11-chunked / df11-pipelined: the slice size run; else null
 };
 
 using df11::Disposition;

@@ -76,11 +76,19 @@ std::vector<MethodCase> resolve_methods(const Experiment& e, const std::string& 
   const BackendOverride& o = backend_kind == "cpu" ? e.cpu : e.cuda;
   const std::string key = o.methods ? backend_kind + ".methods" : "methods";
   std::vector<MethodCase> out;
-  auto add = [&](MethodCase m) {
+  auto add_one = [&](MethodCase m) {
     const std::string label = m.label();
     if (std::none_of(out.begin(), out.end(),
                      [&](const MethodCase& x) { return x.label() == label; })) {
       out.push_back(std::move(m));
+    }
+  };
+  // A sliced method once per slice size of the experiment.
+  auto add = [&](MethodCase m) {
+    if (!m.sliced()) return add_one(std::move(m));
+    for (const uint64_t c : e.chunk_bytes) {
+      m.chunk_bytes = c;
+      add_one(m);
     }
   };
   for (const std::string& s : e.methods_for(backend_kind)) {
@@ -420,10 +428,15 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
     progress.end(text);
   };
   auto case_info = [&](const std::string& unit, const MethodCase& m, int batch) {
-    return CaseInfo{
-        e.name, unit,
-        m.kind, m.variant_name.empty() ? std::nullopt : std::optional<std::string>(m.variant_name),
-        batch,  e.seed};
+    return CaseInfo{e.name,
+                    unit,
+                    m.kind,
+                    m.variant_name.empty() ? std::nullopt : std::optional<std::string>(m.variant_name),
+                    batch,
+                    e.seed,
+                    // A sliced method's size: resolved where the backend runs it, else as asked.
+                    m.sliced() ? std::optional<uint64_t>(backend.slice_bytes(m).value_or(m.chunk_bytes))
+                               : std::nullopt};
   };
   auto case_label = [](const std::string& unit, const MethodCase& m, int batch) {
     return fmt::format("{} {} b={}", unit, m.label(), batch);

@@ -240,6 +240,25 @@ TEST_CASE("rows that did not pass carry no timing, blank lines are skipped", "[g
   CHECK(to_string(f.device) == "cuda: NVIDIA H100 80GB HBM3");
 }
 
+TEST_CASE("sliced cases of different slice sizes are different cases", "[gate]") {
+  json a = fake_row({"df11-chunked", "a", 1});
+  json b = a;
+  a["case"]["chunk_bytes"] = 31457280;
+  b["case"]["chunk_bytes"] = 34603008;
+  std::istringstream in(a.dump() + "\n" + b.dump() + "\n");
+  const ResultFile f = parse_results(in, "z.jsonl");
+  REQUIRE(f.rows.size() == 2);
+  CHECK(f.rows[0].key.chunk_bytes == 31457280u);
+  CHECK(to_string(f.rows[1].key) == "nemo_layer model.layers.1 df11-chunked[a]@34603008B b=1");
+  json bad = a;
+  bad["case"]["chunk_bytes"] = "big";
+  std::istringstream in2(bad.dump() + "\n");
+  CHECK_THROWS_WITH(parse_results(in2, "z.jsonl"), Catch::Contains("case.chunk_bytes must be an integer"));
+  // The same size twice is the same case listed twice.
+  std::istringstream in3(a.dump() + "\n" + a.dump() + "\n");
+  CHECK_THROWS_WITH(parse_results(in3, "z.jsonl"), Catch::Contains("z.jsonl:2: case"));
+}
+
 TEST_CASE("a threshold outside [0, 1] is an error", "[gate]") {
   const auto run = fake_run(1.0, 0.01);
   CHECK_THROWS_AS(gate(run, run, {-0.1, false}), df11::Error);

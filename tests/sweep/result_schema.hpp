@@ -47,6 +47,13 @@ inline void check_line_schema(const json& j) {
   CHECK(c.at("unit").is_string());
   CHECK(c.at("method").is_string());
   CHECK((c.at("variant").is_string() || c.at("variant").is_null()));
+  // A sliced method's slice size (df11-chunked, df11-pipelined), else null.
+  const std::string method = c.at("method");
+  if (method == "df11-chunked" || method == "df11-pipelined") {
+    CHECK(c.at("chunk_bytes").is_number_unsigned());
+  } else {
+    CHECK(c.at("chunk_bytes").is_null());
+  }
   CHECK(c.at("batch").is_number_integer());
   CHECK(c.at("batch").get<int>() >= 0);
   CHECK(c.at("seed").is_number_integer());

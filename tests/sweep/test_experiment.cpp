@@ -103,7 +103,7 @@ batches = [4096]
   CHECK(e.batches == std::vector<int>{8, 1});
   CHECK(e.row_fraction == 0.5);
   CHECK(e.methods.size() == 10);
-  CHECK(e.chunk_bytes == 1048576);
+  CHECK(e.chunk_bytes == std::vector<uint64_t>{1048576});
   CHECK(e.slice_l2 == "normal");
   CHECK(e.measurement.warmup == 0);
   CHECK(e.measurement.min_samples == 2);
@@ -238,6 +238,15 @@ TEST_CASE("impossible values are errors naming the key", "[sweep][experiment]") 
   CHECK_THAT(error_of(with_top("slice_l2 = \"pinned\"")),
              Catch::Contains("'slice_l2'") && Catch::Contains("pinned") && Catch::Contains("persisting, normal"));
   CHECK_THAT(error_of(with_top("slice_l2 = true")), Catch::Contains("'slice_l2'"));
+  // chunk_bytes: one slice size, or a list of distinct ones (0: the device's default).
+  CHECK(parse_experiment_text(with_top("chunk_bytes = [0, 34603008]"), "exp.toml").chunk_bytes ==
+        std::vector<uint64_t>{0, 34603008});
+  CHECK(parse_experiment_text(kMinimal, "exp.toml").chunk_bytes == std::vector<uint64_t>{0});
+  CHECK_THAT(error_of(with_top("chunk_bytes = -1")), Catch::Contains("'chunk_bytes'") && Catch::Contains(">= 0"));
+  CHECK_THAT(error_of(with_top("chunk_bytes = [1, -1]")), Catch::Contains("'chunk_bytes[1]'"));
+  CHECK_THAT(error_of(with_top("chunk_bytes = [5, 5]")), Catch::Contains("listed twice"));
+  CHECK_THAT(error_of(with_top("chunk_bytes = []")), Catch::Contains("at least one"));
+  CHECK_THAT(error_of(with_top("chunk_bytes = \"l2\"")), Catch::Contains("an integer or an array of integers"));
   CHECK_THAT(error_of(kMinimal + "[cpu]\nrow_fraction = 2.0\n"),
              Catch::Contains("'cpu.row_fraction'"));
   CHECK_THAT(error_of(kMinimal + "[cuda]\nmethods = [\"nope\"]\n"),

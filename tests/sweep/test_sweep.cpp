@@ -417,6 +417,39 @@ TEST_CASE("the GPU-only slice and stream methods are not_supported on the cpu ba
   fs::remove_all(dir);
 }
 
+TEST_CASE("sliced methods run once per slice size, each a case of its own", "[sweep][e2e]") {
+  clear_interrupt();
+  Experiment e = smoke();
+  e.batches = {1};
+  e.methods = {"bf16", "df11-chunked:cpu", "df11-pipelined:cpu", "df11:cpu"};
+  e.chunk_bytes = {0, 1048576};
+  const auto methods = resolve_methods(e, "cpu", registry());
+  std::vector<std::string> labels;
+  for (const auto& m : methods) labels.push_back(m.label());
+  CHECK(labels == std::vector<std::string>{"bf16", "df11-chunked:cpu", "df11-chunked:cpu@1048576B", "df11-pipelined:cpu",
+                                           "df11-pipelined:cpu@1048576B", "df11:cpu"});
+  auto backend = make_cpu_backend(2);
+  const fs::path dir = fresh_dir("slice_sizes");
+  (void)run_sweep(e, *backend, registry(), options_for(dir));
+  std::map<std::string, int> seen;
+  for (const json& row : read_rows(dir / "results.jsonl")) {
+    const json& c = row["case"];
+    const std::string method = c["method"];
+    if (method == "df11-chunked" || method == "df11-pipelined") {
+      // The cpu backend runs no slices: the size as asked, 0 the device default.
+      REQUIRE(c["chunk_bytes"].is_number_unsigned());
+      ++seen[method + "@" + std::to_string(c["chunk_bytes"].get<uint64_t>())];
+    } else {
+      CHECK(c["chunk_bytes"].is_null());
+    }
+  }
+  CHECK(seen == std::map<std::string, int>{{"df11-chunked@0", 1},
+                                           {"df11-chunked@1048576", 1},
+                                           {"df11-pipelined@0", 1},
+                                           {"df11-pipelined@1048576", 1}});
+  fs::remove_all(dir);
+}
+
 TEST_CASE("every experiment file's methods resolve on both backends (a renamed variant fails here)",
           "[sweep]") {
   // The cuda sections name decoders one by one (nemo_layer's shortlist): a variant renamed or
@@ -449,7 +482,7 @@ TEST_CASE("every experiment file's methods resolve on both backends (a renamed v
   }
   CHECK(df11 == 13);
   CHECK(overlap == 4);
-  CHECK(chunked == 5);
+  CHECK(chunked == 10);  // 5 decoders x the two slice sizes
   CHECK(rev == 4);
   CHECK(d.slice_l2 == "persisting");
 }
