@@ -49,6 +49,10 @@ cv=${E2E_CNT_VARIANT:-multi12.gap5-cnt.exp-smem-v16.t256.b16.persist}
 # The one-pass fused kernels read the t256.b16 count layout: E2E_CNT_VARIANT when it is one.
 case "$cv" in multi12.gap5-cnt.*.t256.b16* | multi12n.gap5-cnt.*.t256.b16*) fcv=$cv ;; *) fcv=multi12.gap5-cnt.exp-smem-v16.t256.b16.persist ;; esac
 chunk=${CHUNK_BYTES:-25000000}  # half an H100 L2
+# A second slice size for chunked batch 1: one round of fix64 t512's units on 132 SMs (8448
+# warps x 2048 weights x 2 bytes), about what a slice decode costs anyway (the sweep's
+# nemo_layer.toml runs the same pair); per Nemo block 18 slices instead of 24 at $chunk.
+round=${CHUNK_ROUND_BYTES:-34603008}
 
 runs=$(mktemp "${TMPDIR:-/tmp}/df11_e2e_runs.XXXXXX")
 trap 'rm -f "$runs"' EXIT
@@ -61,8 +65,9 @@ trap 'rm -f "$runs"' EXIT
 #   decoded just before it), batch 8 chunked with --overlap (each slice decoded on a second stream
 #   while the last slice's GEMM runs; 1024 prefill rows);
 # - DF11 alone: batch 1 whole blocks (and again with --decode-order descending: each block's
-#   units decoded last to first, so that its first GEMM's weights are still in L2), chunked (slices held in the persisting L2, and again with
-#   --slice-l2 normal: the lever's own A/B), chunked with --overlap; the 2048-token prefill
+#   units decoded last to first, so that its first GEMM's weights are still in L2), chunked
+#   (slices held in the persisting L2, and again with --slice-l2 normal: the lever's own A/B;
+#   and with slices of one round, $round B), chunked with --overlap; the 2048-token prefill
 #   whole and chunked with --overlap (decode hidden under the compute-bound GEMMs); batch 8 and
 #   64; then with the overlap decoder (ov, above; its images uploaded once more where it is
 #   another variant) batch 1 with --overlap alone (each matrix decoded whole on the second stream
@@ -87,6 +92,7 @@ cat >"$runs" <<RUNS
 --weights df11 $v --decode-order descending --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --slice-l2 normal --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 $v --chunk-bytes $round --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len 2048 --max-new-tokens 2
