@@ -31,12 +31,13 @@ void expect(bool ok, const std::string& what) {
   }
 }
 
-std::vector<uint16_t> run_on_device(const dec::Decoder& d, const EncodedUnit& enc, uint64_t lo, uint64_t hi) {
+std::vector<uint16_t> run_on_device(const dec::Decoder& d, const EncodedUnit& enc, uint64_t lo, uint64_t hi,
+                                    dec::Order order = dec::Order::ascending) {
   cuda::Stream s;
   auto img = d.upload(enc, s.get());
   cuda::DeviceBuffer<uint16_t> out(std::max<uint64_t>(hi - lo, 1));
   CUDA_CHECK(cudaMemsetAsync(out.get(), 0xFF, out.bytes(), s.get()));  // poison
-  d.launch(*img, out.get(), lo, hi, s.get());
+  d.launch(*img, out.get(), lo, hi, s.get(), order);
   CUDA_CHECK(cudaStreamSynchronize(s.get()));
   std::vector<uint16_t> host(hi - lo);
   if (!host.empty()) CUDA_CHECK(cudaMemcpy(host.data(), out.get(), host.size() * 2, cudaMemcpyDeviceToHost));
@@ -116,8 +117,14 @@ void check_variant(const dec::Decoder& d, const EncodedUnit& enc, const Unit& u,
   const auto got = run_on_device(d, enc, 0, expect_all.size());
   expect(got == expect_all, d.name() + " on " + u.name + ": whole unit");
   if (d.name() == "official-ptx") return;
-  // Ranges that cut blocks: one not 8-aligned (scalar stores), one 8-aligned (vector stores).
+  // Its units in descending order (dec::Order): the same bits, whole and over a range.
   const uint64_t n = expect_all.size();
+  expect(run_on_device(d, enc, 0, n, dec::Order::descending) == expect_all,
+         d.name() + " on " + u.name + ": whole unit, descending");
+  const auto desc = run_on_device(d, enc, n / 5 + 3, n - n / 7, dec::Order::descending);
+  expect(std::equal(desc.begin(), desc.end(), expect_all.begin() + static_cast<std::ptrdiff_t>(n / 5 + 3)),
+         d.name() + " on " + u.name + ": a range, descending");
+  // Ranges that cut blocks: one not 8-aligned (scalar stores), one 8-aligned (vector stores).
   for (const auto& [a, b] : {std::pair<uint64_t, uint64_t>{n / 3 + 1, n / 3 + 1 + n / 4}, {n - n / 5 / 8 * 8, n}}) {
     if (a >= b || b > n) continue;
     const auto part = run_on_device(d, enc, a, b);
@@ -153,7 +160,8 @@ void check_dyn_relaunch(const dec::Registry& reg, const Unit& u) {
         const uint64_t lo = i % 3 == 0 ? 0 : (n / 7) * static_cast<uint64_t>(i % 5), hi = i % 2 == 0 ? n : n - n / 9;
         if (lo >= hi) continue;
         CUDA_CHECK(cudaMemsetAsync(out.get(), 0xFF, out.bytes(), s.get()));
-        d->launch(*img, out.get(), lo, hi, s.get());
+        // Both orders: a descending launch must leave its counter word at 0 too.
+        d->launch(*img, out.get(), lo, hi, s.get(), i % 4 < 2 ? dec::Order::ascending : dec::Order::descending);
         std::vector<uint16_t> got(hi - lo);
         CUDA_CHECK(cudaMemcpyAsync(got.data(), out.get(), got.size() * 2, cudaMemcpyDeviceToHost, s.get()));
         CUDA_CHECK(cudaStreamSynchronize(s.get()));
