@@ -195,7 +195,7 @@ class CpuBackend final : public Backend {
       return dec::Status::no(
           "offload streams weights from host to GPU memory; the cpu backend has no GPU");
     }
-    if (m.kind == "df11-chunked" || m.kind == "df11-pipelined") {
+    if (m.sliced()) {
       return dec::Status::no(m.kind + " decodes L2-sized slices between GEMMs on the GPU; not on the cpu backend");
     }
     if (m.kind == "df11-overlap") {

@@ -99,7 +99,6 @@ class CudaBackend final : public Backend {
     if (slice_l2_ && persisting_max > 0) {
       default_chunk_ = std::max<uint64_t>(std::min(default_chunk_, persisting_max), 1 << 20);
     }
-    if (chunk_sizes_.empty()) chunk_sizes_ = {0};
   }
   ~CudaBackend() override {
   }
@@ -287,7 +286,7 @@ class CudaBackend final : public Backend {
       check_fused_against_double(ref, batch);
       return ref;
     }
-    if (m.kind != "df11-chunked" && m.kind != "df11-pipelined") return std::nullopt;
+    if (!m.sliced()) return std::nullopt;
     prepare_batch(batch);
     poison();
     NvtxRange r("same-gemm reference " + m.label());
@@ -819,7 +818,7 @@ class CudaBackend final : public Backend {
     const uint64_t enc = e ? e->stored_bytes() : 0;
     if (m.kind == "decode") return enc + bf16;
     if (m.kind == "df11" || m.kind == "df11-rev" || m.kind == "df11-overlap") return enc + 2 * bf16 + act;  // read encoded, write BF16, read it back
-    if (m.kind == "df11-chunked" || m.kind == "df11-pipelined") return enc + act;  // slices stay in L2
+    if (m.sliced()) return enc + act;  // slices stay in L2
     if (m.kind == "df11-fused") {                          // encoded weights only
       const EncodedUnit* d = encoding_in(*m.layout());
       return (d ? d->stored_bytes() : 0) + act;
