@@ -959,9 +959,11 @@ WeightsKey weights_key(const ModelRequest& r, uint64_t source) {
     const dec::FusedDecode d = fused_decode_of(r.variant);
     // The partition the kernels follow: the layout's blocks, or fix64's units (same layout).
     if (k.fused) {
-      k.variant = dec::fused_spec(d).layout().name() + (d == dec::FusedDecode::fixed      ? " (fix64 units)"
-                                                        : d == dec::FusedDecode::fixed_nh ? " (fix64 units, no hints)"
-                                                                                          : "");
+      k.variant = dec::fused_spec(d).layout().name() +
+                  (d == dec::FusedDecode::fixed        ? " (fix64 units)"
+                   : d == dec::FusedDecode::fixed_nh   ? " (fix64 units, no hints)"
+                   : d == dec::FusedDecode::fixed_late ? " (fix64 units, hints after the decode)"
+                                                       : "");
     }
   }
   return k;

@@ -128,6 +128,9 @@ TEST_CASE("simt: fused decode+GEMV on fix64 units equals its BF16 reference", "[
   // Without the next unit's hints: the same sums (the hints read nothing the kernel uses).
   check_case(c, 3, df11, dec::FusedDecode::fixed_nh);
   check_case(shortrows, 1, df11, dec::FusedDecode::fixed_nh);
+  // The hints after each unit's decode: the same sums again.
+  check_case(c, 16, df11, dec::FusedDecode::fixed_late);
+  check_case(shortrows, 1, df11, dec::FusedDecode::fixed_late);
 }
 
 TEST_CASE("fused: the layouts the kernels read, and the rest refused by name", "[decoders][fused]") {
@@ -143,6 +146,10 @@ TEST_CASE("fused: the layouts the kernels read, and the rest refused by name", "
     REQUIRE(nh != nullptr);
     CHECK(dec::fused_decode_for(*nh) == dec::FusedDecode::fixed_nh);
     CHECK(dec::fused_spec(dec::FusedDecode::fixed_nh).layout() == Layout::df11());
+    const dec::Decoder* late = reg.find("multi12n.gap5-fix64.exp-smem-late-v16.t512.b8.persist");
+    REQUIRE(late != nullptr);
+    CHECK(dec::fused_decode_for(*late) == dec::FusedDecode::fixed_late);
+    CHECK(dec::fused_spec(dec::FusedDecode::fixed_late).layout() == Layout::df11());
     CHECK(dec::fused_decode_for(*warp) == dec::FusedDecode::two_pass);
     const Case c = make_case({{8, 512}}, 5);
     const EncodedUnit count = encode(c.unit.view(), dec::fused_spec(dec::FusedDecode::one_pass).layout(), 1);

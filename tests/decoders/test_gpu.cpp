@@ -275,7 +275,7 @@ int main(int argc, char** argv) {
     // 14336), at batch 1, 5 and 16.
     const Unit layer = synth::make_nemo_layer(1, 3, small ? 0.002 : 0.01, 0);
     for (const dec::FusedDecode fd : {dec::FusedDecode::two_pass, dec::FusedDecode::one_pass, dec::FusedDecode::fixed,
-                                      dec::FusedDecode::fixed_nh}) {
+                                      dec::FusedDecode::fixed_nh, dec::FusedDecode::fixed_late}) {
       for (const int batch : {1, 5, 16}) check_fused(layer, batch, fd);
     }
     if (damaged) check_damaged(reg, small);

@@ -471,19 +471,21 @@ TEST_CASE("every experiment file's methods resolve on both backends (a renamed v
   CHECK(n >= 5);
   // nemo_layer on cuda: the shortlist, every df11 method naming one registered variant.
   const Experiment d = parse_experiment_file((dir / "nemo_layer.toml").string());
-  std::size_t df11 = 0, overlap = 0, chunked = 0, rev = 0;
+  std::size_t df11 = 0, overlap = 0, chunked = 0, rev = 0, pipelined = 0;
   for (const auto& m : resolve_methods(d, "cuda", registry())) {
     overlap += m.kind == "df11-overlap";
+    pipelined += m.kind == "df11-pipelined";
     rev += m.kind == "df11-rev";
     chunked += m.kind == "df11-chunked";
     if (m.kind != "df11") continue;
     ++df11;
     REQUIRE(m.variant != nullptr);
   }
-  CHECK(df11 == 13);
-  CHECK(overlap == 4);
-  CHECK(chunked == 10);  // 5 decoders x the two slice sizes
-  CHECK(rev == 4);
+  CHECK(df11 == 15);
+  CHECK(overlap == 2);
+  CHECK(chunked == 10);   // 5 decoders x the two slice sizes
+  CHECK(pipelined == 2);  // 1 decoder x the two slice sizes
+  CHECK(rev == 5);
   CHECK(d.slice_l2 == "persisting");
 }
 

@@ -55,6 +55,7 @@ const char* staging_name(Staging s) {
     case Staging::exp_smem_reg: return "exp-smem-reg-v16";
     case Staging::exp_smem_nh: return "exp-smem-nh-v16";
     case Staging::exp_smem_reg_nh: return "exp-smem-reg-nh-v16";
+    case Staging::exp_smem_late: return "exp-smem-late-v16";
   }
   return "?";
 }
@@ -244,6 +245,9 @@ Traits VariantSpec::traits() const {
     case Staging::exp_smem_reg: t.staging = std::string(kExpSmemReg) + "; sign/mantissa hinted into L2"; break;
     case Staging::exp_smem_nh: t.staging = std::string(kExpSmem) + "; no L2 hints of the next unit's bytes"; break;
     case Staging::exp_smem_reg_nh: t.staging = std::string(kExpSmemReg) + "; no L2 hints"; break;
+    case Staging::exp_smem_late:
+      t.staging = std::string(kExpSmem) + "; the next unit's bytes hinted into L2 after this unit's decode";
+      break;
   }
   t.granularity = per_matrix ? "matrix" : "unit";
   // Persistent blocks: tables loaded once per CUDA block; dyn: later DF11 blocks from a counter.

@@ -76,6 +76,11 @@ enum class Staging : uint8_t {
   exp_smem_reg_nh,  // exp_smem_reg without its L2 hints (the block's sign/mantissa bytes, the next
                     // block's first reads): on the H200 the hinted register decoders read 449-505 MB
                     // of DRAM for a layer's ~370 MB of encoding, the unhinted ones 372 MB
+  exp_smem_late,  // fix64 only: exp_smem with the next unit's L2 hints issued after this unit's
+                  // decode, not before it: a copy-out ahead of their use instead of a whole unit
+                  // (~20 us, ~25 MB of other hints into an L2 of two 30 MB partitions), so that
+                  // they may still be there when the decode asks (the fused kernel, which writes
+                  // nothing, reads 607 MB for 370 MB with the early hints: not the writes alone)
 };
 
 // How CUDA blocks meet DF11 blocks: one each (grid); about as many as fit the GPU at once, each

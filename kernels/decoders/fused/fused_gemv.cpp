@@ -36,6 +36,8 @@ VariantSpec fused_spec(FusedDecode d) {
       break;
     case FusedDecode::fixed_nh:
       return fused::Shape<FusedDecode::fixed_nh>::spec;
+    case FusedDecode::fixed_late:
+      return fused::Shape<FusedDecode::fixed_late>::spec;
   }
   return fused::Shape<FusedDecode::fixed>::spec;
 }
@@ -44,7 +46,9 @@ std::optional<FusedDecode> fused_decode_for(const Decoder& decoder) {
   const auto* v = dynamic_cast<const VariantDecoder*>(&decoder);
   if (v != nullptr && v->spec().partition == Partition::fixed_out &&
       v->layout() == fused_spec(FusedDecode::fixed).layout()) {
-    return hints_l2(v->spec().partition, v->spec().staging) ? FusedDecode::fixed : FusedDecode::fixed_nh;
+    const Staging s = v->spec().staging;
+    if (!hints_l2(v->spec().partition, s)) return FusedDecode::fixed_nh;
+    return hints_late(s) ? FusedDecode::fixed_late : FusedDecode::fixed;
   }
   return fused_decode_for(decoder.layout());
 }

@@ -55,8 +55,8 @@ void launch_kernel(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
   CUDA_CHECK(cudaGetLastError());
 }
 
-// Kernel 1 for the run: the fixed decode's BF16 reference is a kernel of its own, fixed_nh's
-// too (it decodes nothing, so hints nothing: fixed's).
+// Kernel 1 for the run: the fixed decode's BF16 reference is a kernel of its own, fixed_nh's and
+// fixed_late's too (it decodes nothing, so hints nothing: fixed's).
 template <FusedDecode D, int B>
 void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams& g, uint64_t b0, uint64_t b1,
                    cudaStream_t s) {

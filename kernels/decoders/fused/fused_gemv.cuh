@@ -51,6 +51,11 @@ template <>
 struct Shape<FusedDecode::fixed_nh> {
   static constexpr VariantSpec spec{TableKind::multi_lut_ng, Partition::fixed_out, Staging::exp_smem_nh, 512, 8, false};
 };
+template <>
+struct Shape<FusedDecode::fixed_late> {
+  static constexpr VariantSpec spec{TableKind::multi_lut_ng, Partition::fixed_out, Staging::exp_smem_late, 512, 8,
+                                    false};
+};
 template <FusedDecode D>
 inline constexpr int kThreads = Shape<D>::spec.threads_per_block;
 template <FusedDecode D>
@@ -65,8 +70,10 @@ void with_decode(FusedDecode d, F&& f) {
     f(std::integral_constant<FusedDecode, FusedDecode::one_pass>{});
   } else if (d == FusedDecode::fixed) {
     f(std::integral_constant<FusedDecode, FusedDecode::fixed>{});
-  } else {
+  } else if (d == FusedDecode::fixed_nh) {
     f(std::integral_constant<FusedDecode, FusedDecode::fixed_nh>{});
+  } else {
+    f(std::integral_constant<FusedDecode, FusedDecode::fixed_late>{});
   }
 }
 
@@ -413,7 +420,8 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
 // (unit, row) pair's partial. No block barrier after the tables, no cross-warp sum.
 // kRef: the BF16 reference (g.weights) instead of decoding, in a kernel of its own, so that the
 // decoding kernel carries no weight pointer or test (registers: 32 instead of 40 on sm_90).
-// D: fixed, or fixed_nh (the same without the next unit's L2 hints: hints_l2 of its spec).
+// D: fixed, fixed_nh (the same without the next unit's L2 hints: hints_l2 of its spec) or
+// fixed_late (the hints after the unit's decode, before its GEMV: hints_late).
 template <FusedDecode D, int B, bool kRef>
 DF11_HD void gemv_fixed_units_as(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
   constexpr VariantSpec kSpec = Shape<D>::spec;
@@ -438,8 +446,9 @@ DF11_HD void gemv_fixed_units_as(const LaunchParams& p, const SmemLayout& sl, ui
       const uint32_t nr = r + stride, nu = p.block_begin + nr;
       const bool next = hints_l2(kSpec.partition, kSpec.staging) && nr < p.block_count && nr > r;  // (nr > r: no wrap)
       const uint32_t nu_bit = next ? p.positions[nu] : 0u;
-      if (next) hint_next_fixed_unit(p, nu, lane);
+      if (next && !hints_late(kSpec.staging)) hint_next_fixed_unit(p, nu, lane);
       fixed_lane_decode(p, table, rows, u, lane);
+      if (next && hints_late(kSpec.staging)) hint_next_fixed_unit(p, nu, lane);
       if (next) hint_next_fixed_stream(p, nu_bit, lane);
       simt::sync_warp();  // the warp's exponents are complete
     }

@@ -55,10 +55,12 @@ struct GemvRun {
 //             layout alone.
 //   fixed_nh: fixed without its L2 hints of each warp's next unit (named by a fix64 exp-smem-nh
 //             variant): whether hints a unit ahead are evicted before use and read twice.
-enum class FusedDecode { two_pass, one_pass, fixed, fixed_nh };
+//   fixed_late: fixed with those hints issued after the unit's decode, before its GEMV (named by
+//             a fix64 exp-smem-late variant): hints a GEMV ahead of their use, not a whole unit.
+enum class FusedDecode { two_pass, one_pass, fixed, fixed_nh, fixed_late };
 // The decodes over fix64's units.
 [[nodiscard]] constexpr bool is_fixed(FusedDecode d) {
-  return d == FusedDecode::fixed || d == FusedDecode::fixed_nh;
+  return d == FusedDecode::fixed || d == FusedDecode::fixed_nh || d == FusedDecode::fixed_late;
 }
 // The decoder spec of each (its layout() is what the unit must be in).
 [[nodiscard]] VariantSpec fused_spec(FusedDecode d);

@@ -23,18 +23,25 @@ inline constexpr unsigned kAlign = 16;
 DF11_HD constexpr bool keeps_symbols(Staging s) { return s == Staging::keep || s == Staging::keep_vec; }
 DF11_HD constexpr bool exps_in_smem(Staging s) {
   return s == Staging::keep || s == Staging::keep_vec || s == Staging::exp_smem || s == Staging::exp_smem_pf ||
-         s == Staging::exp_smem_reg || s == Staging::exp_smem_nh || s == Staging::exp_smem_reg_nh;
+         s == Staging::exp_smem_reg || s == Staging::exp_smem_nh || s == Staging::exp_smem_reg_nh ||
+         s == Staging::exp_smem_late;
 }
 // Stagings that load each thread's chunk into registers as the block starts (RegChunk).
 DF11_HD constexpr bool chunk_in_registers(Staging s) {
   return s == Staging::exp_smem_reg || s == Staging::exp_smem_reg_nh;
 }
 // Whether a decoder hints the bytes it reads next into L2: the fixed-output partition (fix64) the
-// next unit's bytes unless exp-smem-nh; the others, with exp-smem-reg, the block's sign/mantissa
-// bytes as its range is known and (persistent) the next block's first reads.
+// next unit's bytes unless exp-smem-nh (exp-smem-late: after this unit's decode, hints_late); the
+// others, with exp-smem-reg, the block's sign/mantissa bytes as its range is known and
+// (persistent) the next block's first reads.
 DF11_HD constexpr bool hints_l2(Partition p, Staging s) {
-  return p == Partition::fixed_out ? s == Staging::exp_smem : s == Staging::exp_smem_reg;
+  return p == Partition::fixed_out ? (s == Staging::exp_smem || s == Staging::exp_smem_late)
+                                   : s == Staging::exp_smem_reg;
 }
+// fix64's hints of the next unit's sign/mantissa bytes and index issued after this unit's decode
+// rather than before it (the encoded bytes' hint always follows the decode: it needs the next
+// unit's first bit, loaded as this unit starts).
+DF11_HD constexpr bool hints_late(Staging s) { return s == Staging::exp_smem_late; }
 DF11_HD unsigned align_up(unsigned x) { return (x + kAlign - 1) & ~(kAlign - 1); }
 
 // Shared-memory layout of one block (byte offsets), the same on the device and in emulation.
@@ -885,7 +892,7 @@ DF11_HD void hint_next_fixed_stream(const LaunchParams& p, uint32_t nu_bit, unsi
 template <TableKind TK, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   static_assert(VariantSpec{TK, Partition::fixed_out, S, TPB, BPT}.counted_loop() &&
-                    (S == Staging::exp_smem || S == Staging::exp_smem_nh),
+                    (S == Staging::exp_smem || S == Staging::exp_smem_nh || S == Staging::exp_smem_late),
                 "the fixed-output partition: the counted loop, exponents in shared memory");
   static_assert(TPB % 32 == 0, "whole warps");
   constexpr VariantSpec spec{TK, Partition::fixed_out, S, TPB, BPT};
@@ -902,8 +909,9 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
     const bool next = hints_l2(Partition::fixed_out, S) && nu < end;
     // The next unit's first bit (one broadcast load, in flight during this unit's decode) and hints.
     const uint32_t nu_bit = next ? p.positions[nu] : 0u;
-    if (next) hint_next_fixed_unit(p, nu, lane);
+    if (next && !hints_late(S)) hint_next_fixed_unit(p, nu, lane);
     fixed_lane_decode(p, table, rows, u, lane);
+    if (next && hints_late(S)) hint_next_fixed_unit(p, nu, lane);
     if (next) hint_next_fixed_stream(p, nu_bit, lane);
     simt::sync_warp();  // the warp's exponents are complete
     const uint64_t first = u * kFixedUnit;
