@@ -4,8 +4,9 @@
 #   scripts/device_check.sh [OUT_DIR]          (OUT_DIR defaults to $OUT, else ./device_out)
 # First a preflight (a second): the carry's BUILD_INFO against this tree's scripts/source_hash
 # (a stale carry is named in the summary), and every carried binary's libraries (a missing one
-# ends the run at once instead of failing every step). Then the steps, in order of what a first
-# run must learn, each logged under OUT_DIR and bounded in time:
+# ends the run at once instead of failing every step). Then the steps, in the order STEPS names
+# them (default: the order below, what a first run must learn), each logged under OUT_DIR and
+# bounded in time:
 #   facts       GPU name, clocks, driver
 #   gpu_tests   every variant on the device, outputs poisoned, bit-exact (test_gpu; e2e gpu test)
 #   decode      decode throughput of every variant on a full synthetic Nemo layer next to a
@@ -27,7 +28,10 @@
 # binaries print why CUDA saw no device.
 # The whole run keeps to BUDGET_S seconds (default 480): each step gets at most its own limit and
 # what is left of the budget; a step that cannot get MIN_STEP_S (default 30) is skipped and says
-# so. STEPS="gpu_tests decode" runs only those steps. A short table comes last.
+# so. STEPS="gpu_tests decode" runs only those steps, STEPS="e2e profile decode" those three in
+# that order (so a tight budget cuts the last); an unknown name ends the run at once (exit 2).
+# A short table comes last. The e2e and profile steps pick decoders from this call's decode rows:
+# the decode step's, else the default experiment's shortlist (decode_results).
 # The official kernel (official-ptx) runs when OFFICIAL_PTX names decode.ptx; by default the one
 # scripts/device_build put in the carry folder ($BUILD/decode.ptx), if it is there.
 set -uo pipefail
@@ -50,7 +54,14 @@ ptx_args=()
 start=$SECONDS
 failed=0
 
-wanted() { [[ " $STEPS " == *" $1 "* ]]; }
+# Every name in STEPS must be a step (a typo would otherwise spend a lent GPU's call on nothing).
+for s in $STEPS; do
+  case $s in
+    facts | gpu_tests | decode | sweep | e2e | memcheck | racecheck | profile | bench | none) ;;
+    *) echo "device_check: unknown step '$s' (facts gpu_tests decode sweep e2e memcheck racecheck profile bench)" >&2
+       exit 2 ;;
+  esac
+done
 
 step() {  # step NAME LIMIT COMMAND...: runs within the budget, logs, records the verdict
   local name="$1" limit="$2"
@@ -109,61 +120,81 @@ if [ -n "$missing" ]; then
   exit 2
 fi
 
-if wanted facts; then
+# The steps, one function each; they run in the order STEPS names them.
+step_facts() {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem --format=csv \
     >>"$LOG" 2>&1
   nvidia-smi -q -d CLOCK,PERFORMANCE >>"$LOG" 2>&1
   grep -A1 "^name" "$LOG" | tail -1 | tee -a "$SUMMARY"
-fi
-wanted gpu_tests && step "gpu tests" 90 "$BUILD/bin/test_gpu" "${ptx_args[@]}"
-wanted gpu_tests && [ -x "$BUILD/bin/test_e2e_gpu" ] && step "e2e gpu test" 90 "$BUILD/bin/test_e2e_gpu"
-# (H200, 2026-11-27: 91 s for 33 decoders, ~2.8 s each; about 60 now (~160 s; 2026-11-28: 150 s), and a cut-off run loses the
-# decoders registered last, the newest.)
-wanted decode && step "decode throughput" 200 "$BUILD/bin/run_sweep" experiments/decode_throughput.toml \
-  --backend cuda --out "$OUT_DIR/decode" "${ptx_args[@]}"
-wanted sweep && step "default experiment" 240 "$BUILD/bin/run_sweep" experiments/nemo_layer.toml \
-  --backend cuda --out "$OUT_DIR/sweep" "${ptx_args[@]}"
+}
+step_gpu_tests() {
+  step "gpu tests" 90 "$BUILD/bin/test_gpu" "${ptx_args[@]}"
+  [ -x "$BUILD/bin/test_e2e_gpu" ] && step "e2e gpu test" 90 "$BUILD/bin/test_e2e_gpu"
+}
+# (H200, 2026-11-27: 91 s for 33 decoders, ~2.8 s each; 2026-11-28: 150 s for 55; 63 now, ~175 s,
+# and a cut-off run loses the decoders registered last, the newest: the default experiment's
+# decode rows hold the shortlist, so a tight budget can put this step last.)
+step_decode() {
+  step "decode throughput" 200 "$BUILD/bin/run_sweep" experiments/decode_throughput.toml \
+    --backend cuda --out "$OUT_DIR/decode" "${ptx_args[@]}"
+}
+step_sweep() {
+  step "default experiment" 240 "$BUILD/bin/run_sweep" experiments/nemo_layer.toml \
+    --backend cuda --out "$OUT_DIR/sweep" "${ptx_args[@]}"
+}
+# The decode rows this run measured: the decode step's (every variant), else the default
+# experiment's (its shortlist), whichever ran first in this call.
+decode_results() {
+  local f
+  for f in "$OUT_DIR/decode/results.jsonl" "$OUT_DIR/sweep/results.jsonl"; do
+    [ -f "$f" ] && echo "$f" && return
+  done
+  echo "$OUT_DIR/decode/results.jsonl"
+}
 # The e2e DF11 runs use the fastest variant of the official layout (the layout of the DF11
-# directory they load; the fix64 variants read it too, with an index derived on upload) that
-# this run's decode step measured, unless E2E_VARIANT says otherwise;
+# directory they load; the fix64 variants read it too, with an index derived on upload) among
+# this call's decode rows (decode_results), unless E2E_VARIANT says otherwise;
 # the one e2e run with a count layout (no target; information) the fastest with DF11's tables
 # and count bytes, unless E2E_CNT_VARIANT does.
-fastest() { /usr/bin/env python3 scripts/device_profile.py --fastest "$OUT_DIR/decode/results.jsonl" --match "$1"; }
-if wanted e2e && [ -z "${E2E_VARIANT:-}" ]; then
-  E2E_VARIANT=$(fastest '(lut8x4|lut8x4-smem|flat12|multi12|multi12n)\.gap5-(block|warp)\.[a-z0-9-]+\.t512\.b8(\.persist)?|multi12ng?\.gap5-fix64\.[a-z0-9-]+\.t[0-9]+\.b8\.persist')
-  [ -n "$E2E_VARIANT" ] && echo "e2e variant: $E2E_VARIANT (fastest official-layout decode)" | tee -a "$SUMMARY"
-fi
-if wanted e2e && [ -z "${E2E_CNT_VARIANT:-}" ]; then
-  E2E_CNT_VARIANT=$(fastest '.*\.gap5-w?cnt\..*')
-  [ -n "$E2E_CNT_VARIANT" ] && echo "e2e count-layout variant: $E2E_CNT_VARIANT (fastest *.gap5-(w)cnt.* decode)" |
-    tee -a "$SUMMARY"
-fi
-export E2E_VARIANT="${E2E_VARIANT:-}"
-export E2E_CNT_VARIANT="${E2E_CNT_VARIANT:-}"
-wanted e2e && step "e2e generation" 240 harness/e2e/bench_generate.sh "$BUILD/bin/df11" "$OUT_DIR/e2e.jsonl"
-if wanted memcheck || wanted racecheck; then
-  if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
-    cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-    wanted memcheck && step "memcheck (small)" 75 "$cs" --tool memcheck --error-exitcode 3 \
-      "$BUILD/bin/test_gpu" --small
-    wanted racecheck && step "racecheck (small)" 75 "$cs" --tool racecheck --error-exitcode 3 \
-      "$BUILD/bin/test_gpu" --small --no-damaged
-    # The forward pass's own kernels (embedding, RMSNorm, rope, attention, SwiGLU, argmax,
-    # synthesis, fused decode + GEMV in both decodes, chunked and overlapped slices, offload
-    # copies) on the tiny config: harness/e2e/sanitize_runs.txt, a few tokens per path, --check
-    # on each. API errors are not reported: cuBLAS probes attributes that may fail by design, and
-    # the program checks every call of its own.
-    e2e_tiny=("$BUILD/bin/df11" generate --synthetic tiny --backend cuda --json
-      --runs harness/e2e/sanitize_runs.txt)
-    wanted memcheck && step "memcheck (e2e tiny)" 60 "$cs" --tool memcheck --error-exitcode 3 \
-      --report-api-errors no "${e2e_tiny[@]}"
-    wanted racecheck && step "racecheck (e2e tiny)" 60 "$cs" --tool racecheck --error-exitcode 3 \
-      --report-api-errors no "${e2e_tiny[@]}"
-  else
-    echo "compute-sanitizer not found" | tee -a "$SUMMARY"
+fastest() { /usr/bin/env python3 scripts/device_profile.py --fastest "$(decode_results)" --match "$1"; }
+step_e2e() {
+  if [ -z "${E2E_VARIANT:-}" ]; then
+    E2E_VARIANT=$(fastest '(lut8x4|lut8x4-smem|flat12|multi12|multi12n)\.gap5-(block|warp)\.[a-z0-9-]+\.t512\.b8(\.persist)?|multi12ng?\.gap5-fix64\.[a-z0-9-]+\.t[0-9]+\.b8\.persist')
+    [ -n "$E2E_VARIANT" ] && echo "e2e variant: $E2E_VARIANT (fastest official-layout decode)" | tee -a "$SUMMARY"
   fi
-fi
-if wanted profile; then
+  if [ -z "${E2E_CNT_VARIANT:-}" ]; then
+    E2E_CNT_VARIANT=$(fastest '.*\.gap5-w?cnt\..*')
+    [ -n "$E2E_CNT_VARIANT" ] && echo "e2e count-layout variant: $E2E_CNT_VARIANT (fastest *.gap5-(w)cnt.* decode)" |
+      tee -a "$SUMMARY"
+  fi
+  export E2E_VARIANT="${E2E_VARIANT:-}"
+  export E2E_CNT_VARIANT="${E2E_CNT_VARIANT:-}"
+  step "e2e generation" 240 harness/e2e/bench_generate.sh "$BUILD/bin/df11" "$OUT_DIR/e2e.jsonl"
+}
+# compute-sanitizer's tool (memcheck or racecheck) on small cases of every decoder, then on the
+# forward pass's own kernels (embedding, RMSNorm, rope, attention, SwiGLU, argmax, synthesis,
+# fused decode + GEMV in both decodes, chunked and overlapped slices, offload copies) on the tiny
+# config: harness/e2e/sanitize_runs.txt, a few tokens per path, --check on each. API errors are
+# not reported there: cuBLAS probes attributes that may fail by design, and the program checks
+# every call of its own.
+sanitize() {
+  local tool=$1 cs
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  if [ ! -x "$cs" ]; then
+    echo "compute-sanitizer not found" | tee -a "$SUMMARY"
+    return
+  fi
+  local small=("$BUILD/bin/test_gpu" --small)
+  [ "$tool" = racecheck ] && small+=(--no-damaged)
+  step "$tool (small)" 75 "$cs" --tool "$tool" --error-exitcode 3 "${small[@]}"
+  step "$tool (e2e tiny)" 60 "$cs" --tool "$tool" --error-exitcode 3 --report-api-errors no \
+    "$BUILD/bin/df11" generate --synthetic tiny --backend cuda --json --runs harness/e2e/sanitize_runs.txt
+}
+step_none() { :; }  # the preflight alone
+step_memcheck() { sanitize memcheck; }
+step_racecheck() { sanitize racecheck; }
+step_profile() {
+  local profile_methods plimit
   read -r -a profile_methods <<<"${PROFILE_METHODS:-}"
   # The script stops starting methods 10 s before the step's limit (90 s, or what is left).
   plimit=$((BUDGET_S - (SECONDS - start)))
@@ -171,17 +202,20 @@ if wanted profile; then
   # The reports and runs stay in a temporary folder (PROFILE_WORK names one; a device call
   # returns 8 files at most); the raw pages come back packed in $OUT_DIR/profile_raw.tar.gz.
   step "ncu profile" 90 /usr/bin/env python3 scripts/device_profile.py --build "$BUILD" --out "$OUT_DIR" \
-    ${PROFILE_WORK:+--work "$PROFILE_WORK"} --budget $((plimit - 10)) --decode-results "$OUT_DIR/decode/results.jsonl" \
+    ${PROFILE_WORK:+--work "$PROFILE_WORK"} --budget $((plimit - 10)) --decode-results "$(decode_results)" \
     "${ptx_args[@]}" "${profile_methods[@]}"
   # Its table, and why nothing was measured where so, in the summary.
   [ -f "$OUT_DIR/profile.txt" ] && cat "$OUT_DIR/profile.txt" >>"$SUMMARY"
-fi
-wanted bench && [ -x "$BUILD/bin/df11_bench" ] && DF11_OFFICIAL_PTX="${OFFICIAL_PTX:-}" step "gpu micro-benchmarks" 90 \
-  "$BUILD/bin/df11_bench" --benchmark_filter=gpu_ --benchmark_min_time=0.05 \
-  --benchmark_out="$OUT_DIR/gpu_bench.json" --benchmark_out_format=json
-# df11_bench reports a failed benchmark (a decode that differs from its source, a launch error)
-# as an error in its JSON and still exits 0: any such error is a failure too.
-if wanted bench && [ -f "$OUT_DIR/gpu_bench.json" ]; then
+  return 0
+}
+step_bench() {
+  [ -x "$BUILD/bin/df11_bench" ] || return 0
+  DF11_OFFICIAL_PTX="${OFFICIAL_PTX:-}" step "gpu micro-benchmarks" 90 \
+    "$BUILD/bin/df11_bench" --benchmark_filter=gpu_ --benchmark_min_time=0.05 \
+    --benchmark_out="$OUT_DIR/gpu_bench.json" --benchmark_out_format=json
+  # df11_bench reports a failed benchmark (a decode that differs from its source, a launch error)
+  # as an error in its JSON and still exits 0: any such error is a failure too.
+  [ -f "$OUT_DIR/gpu_bench.json" ] || return 0
   if ! /usr/bin/env python3 - "$OUT_DIR/gpu_bench.json" >>"$LOG" 2>&1 <<'PY'; then
 import json, sys
 try:
@@ -199,10 +233,14 @@ PY
     printf '%-22s %-16s\n' "gpu micro-benchmarks" "FAILED (errors)" | tee -a "$SUMMARY"
     failed=$((failed + 1))
   fi
-fi
+}
+
+for s in $STEPS; do
+  "step_$s"
+done
 
 # Short table last: decode GB/s per variant against the copy of the same run.
-/usr/bin/env python3 - "$OUT_DIR/decode/results.jsonl" <<'PY' | tee -a "$SUMMARY"
+/usr/bin/env python3 - "$(decode_results)" <<'PY' | tee -a "$SUMMARY"
 import json, sys
 try:
     rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]

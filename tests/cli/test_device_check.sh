@@ -96,6 +96,34 @@ grep -q "^e2e variant: multi12.gap5-warp.exp-smem-v16.t512.b8.persist " "$scratc
 # The count-layout run's decoder: the fastest with DF11's tables (gap5), not the canonical one.
 grep -q "^e2e count-layout variant: multi12.gap5-cnt.exp-smem-v16.t256.b16.persist " "$scratch/d/summary.txt" ||
   fail "count-layout variant not chosen: $(cat "$scratch/d/summary.txt")"
+# Without decode-step results, the default experiment's decode rows (its shortlist) choose, and
+# rows of other methods there do not count.
+mkdir -p "$scratch/f/sweep"
+{
+  row multi12n.gap5-fix64.exp-smem-v16.t512.b8.persist 0.00033 passed
+  row multi12n.gap5-fix64.exp-smem-late-v16.t512.b8.persist 0.00030 passed
+  row multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.persist 0.00034 passed
+  printf '{"case": {"method": "df11", "variant": "multi12.gap5-warp.keep-v16.t512.b8"}, "summary": {"median_s": 0.00001}, "disposition": "passed"}\n'
+} >"$scratch/f/sweep/results.jsonl"
+STEPS="e2e" BUDGET_S=5 MIN_STEP_S=30 BUILD="$build" "$src/scripts/device_check.sh" "$scratch/f" >/dev/null 2>&1 ||
+  fail "an e2e run skipped for budget should exit 0"
+grep -q "^e2e variant: multi12n.gap5-fix64.exp-smem-late-v16.t512.b8.persist " "$scratch/f/summary.txt" ||
+  fail "e2e variant not chosen from the sweep's decode rows: $(cat "$scratch/f/summary.txt")"
+grep -q "^e2e count-layout variant: multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.persist " "$scratch/f/summary.txt" ||
+  fail "count-layout variant not chosen from the sweep's decode rows: $(cat "$scratch/f/summary.txt")"
+# Steps run in the order STEPS names them (a tight budget then cuts the last ones), and a name
+# that is no step ends the run before the preflight, so a typo cannot spend a lent GPU's call.
+STEPS="decode gpu_tests" BUILD="$build" "$src/scripts/device_check.sh" "$scratch/o" >/dev/null 2>&1 &&
+  fail "decode and gpu_tests without a device should fail the run"
+[ "$(grep '^== ' "$scratch/o/device_check.log" | cut -d' ' -f2-3 | tr '\n' ,)" = "decode throughput,gpu tests,e2e gpu," ] ||
+  fail "steps not in STEPS order: $(grep '^== ' "$scratch/o/device_check.log")"
+set +e
+STEPS="gpu_test sweep" BUILD="$build" "$src/scripts/device_check.sh" "$scratch/u" >"$scratch/u.out" 2>&1
+rc=$?
+set -e
+[ "$rc" = 2 ] || fail "an unknown step should end the run with 2, got $rc"
+grep -q "unknown step 'gpu_test'" "$scratch/u.out" || fail "the unknown step is not named: $(cat "$scratch/u.out")"
+grep -qs "^== " "$scratch/u/device_check.log" && fail "a step ran although STEPS named an unknown one"
 # The profile step with a stand-in ncu (DF11_NCU): it writes the report run_sweep's launches
 # would have made, and its import prints tests/gate/data/ncu_raw.csv. Every default method is
 # profiled (no decode results, no decode.ptx: five), and the table reaches the summary.
