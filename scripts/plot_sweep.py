@@ -435,6 +435,8 @@ def write_report(run, sections, decode_sections, elapsed_note):
                + (f", memory {d.get('memory_bandwidth_gbps'):.0f} GB/s" if positive(d.get("memory_bandwidth_gbps")) else ""))
     if d.get("slice_l2"):  # cuda: how the chunked methods' slices were cached
         out.append(f"- slices (df11-chunked, df11-pipelined): {d['slice_l2']}")
+    if d.get("slice_start"):  # cuda: how df11-chunked's later slice decodes started
+        out.append(f"- slice decodes (df11-chunked): {d['slice_start']}")
     if len(run.devices) > 1:
         out.append(f"- **warning: rows from {len(run.devices)} devices: {', '.join(run.devices)}**")
     out.append(f"- git: `{m.get('git_sha', 'unknown')}`" + (" (dirty tree)" if m.get("git_dirty") else ""))

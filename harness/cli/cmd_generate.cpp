@@ -46,6 +46,7 @@ struct GenerateArgs {
   int fused_max_rows = 0;  // with --fused-gemv; 0: the fused decode's default
   bool overlap = false;
   std::string slice_l2 = "persisting";  // with --chunk-bytes: persisting | normal
+  std::string slice_start = "early";     // with --chunk-bytes: early | serial
   std::string decode_order = "ascending";  // CUDA, DF11 whole blocks: ascending | descending
   std::string runs_file;  // --runs: one run's options per line, one model load for all
   std::string synthesize_on = "auto";  // synthetic only: host, cuda, or auto (the backend's)
@@ -95,6 +96,9 @@ void check_run_args(const GenerateArgs& a) {
   if (a.slice_l2 == "normal" && a.chunk_bytes == 0) {
     throw Error("--slice-l2 says how --chunk-bytes slices are cached: 'normal' needs --chunk-bytes");
   }
+  if (a.slice_start == "serial" && a.chunk_bytes == 0) {
+    throw Error("--slice-start says when --chunk-bytes slices' decodes start: 'serial' needs --chunk-bytes");
+  }
   if (a.decode_order == "descending" && (backend != e2e::Backend::cuda || a.chunk_bytes != 0 || a.overlap ||
                                          (weights != e2e::WeightsKind::df11 && !a.check))) {
     throw Error("--decode-order orders the units of a DF11 block's decode on the GPU before the block's GEMMs: "
@@ -141,6 +145,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   req.overlap = a.overlap;          // and overlaps its slices the same way
   req.slice_l2 = a.slice_l2 == "persisting";  // (caching only: the partner's slices are resident BF16 or its own)
   req.descending_decode = a.decode_order == "descending";  // (the same bits either way)
+  req.early_slices = a.slice_start == "early";             // (the same bits either way)
   std::vector<e2e::ModelRequest> requests{req};
   if (a.check) {
     e2e::ModelRequest ref = req;
@@ -201,6 +206,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
         {"fused_max_rows", a.fused_max_rows},  // as asked (0: the fused decode's default; "method" says which)
         {"overlap", a.overlap},
         {"slice_l2", a.slice_l2},  // as asked; "method" says whether a window was set
+        {"slice_start", a.slice_start},  // as asked; "method" says how the slices' decodes started
         {"decode_order", a.decode_order},
         {"prompt_len", prompt.size()},
         {"new_tokens", a.max_new},
@@ -289,13 +295,14 @@ void parse_run_line(const std::string& line, GenerateArgs& r) {
   app.add_option("--fused-max-rows", r.fused_max_rows);
   app.add_flag("--overlap", r.overlap);
   app.add_option("--slice-l2", r.slice_l2)->check(CLI::IsMember({"persisting", "normal"}));
+  app.add_option("--slice-start", r.slice_start)->check(CLI::IsMember({"early", "serial"}));
   app.add_option("--decode-order", r.decode_order)->check(CLI::IsMember({"ascending", "descending"}));
   try {
     app.parse(line, false);
   } catch (const CLI::ParseError& e) {
     throw Error(fmt::format("--runs: line '{}': {} (a line takes --weights, --variant, --batch, --prompt-len, "
-                            "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --overlap, --fused-gemv, "
-                            "--fused-max-rows, --decode-order)",
+                            "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --slice-start, --overlap, "
+                            "--fused-gemv, --fused-max-rows, --decode-order)",
                             line, e.what()));
   }
   // A line's prompt replaces the command line's.
@@ -442,6 +449,12 @@ void add_generate(CLI::App& app) {
                   "one), so that a decoded slice is never written back to DRAM; 'normal' leaves them to the cache")
       ->check(CLI::IsMember({"persisting", "normal"}))
       ->capture_default_str();
+  cmd->add_option("--slice-start", a->slice_start,
+                  "CUDA, DF11, with --chunk-bytes and without --overlap: 'early' lets each slice's decode start "
+                  "before the kernel before it (a GEMM reading the reused buffer) ends, storing nothing before it is "
+                  "done (programmatic dependent launch, sm_90 and later); 'serial' after it; the same bits")
+      ->check(CLI::IsMember({"early", "serial"}))
+      ->capture_default_str();
   cmd->add_option("--decode-order", a->decode_order,
                   "CUDA, DF11, whole blocks: 'descending' decodes a block's units last to first, so that its first "
                   "weights, which its first GEMM reads, are the last written and still in L2; the same bits")
@@ -454,7 +467,8 @@ void add_generate(CLI::App& app) {
                 "on Nemo 587 MB instead of 545); --check's partner overlaps the same way");
   cmd->add_option("--runs", a->runs_file,
                   "A file of runs, one per line, each the options --weights, --variant, --batch, --prompt-len, "
-                  "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --overlap, --fused-gemv, --fused-max-rows on top of the "
+                  "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --slice-start, --overlap, --fused-gemv, "
+                  "--fused-max-rows, --decode-order on top of the "
                   "command "
                   "line's ('#' comments): the model is loaded once and kept in host memory for all of them, and on "
                   "CUDA a run's device weights serve the next runs with the same weights, decoder and fused kernels "

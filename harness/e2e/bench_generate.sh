@@ -67,7 +67,9 @@ trap 'rm -f "$runs"' EXIT
 # - DF11 alone: batch 1 whole blocks (and again with --decode-order descending: each block's
 #   units decoded last to first, so that its first GEMM's weights are still in L2), chunked
 #   (slices held in the persisting L2, and again with --slice-l2 normal: the lever's own A/B;
-#   and with slices of one round, $round B), chunked with --overlap; the 2048-token prefill
+#   again with --slice-start serial: each slice's decode waits for the GEMM before it instead
+#   of starting early, that lever's A/B; and with slices of one round, $round B), chunked with
+#   --overlap; the 2048-token prefill
 #   whole and chunked with --overlap (decode hidden under the compute-bound GEMMs); batch 8 and
 #   64; then with the overlap decoder (ov, above; its images uploaded once more where it is
 #   another variant) batch 1 with --overlap alone (each matrix decoded whole on the second stream
@@ -92,6 +94,7 @@ cat >"$runs" <<RUNS
 --weights df11 $v --decode-order descending --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --slice-l2 normal --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 $v --chunk-bytes $chunk --slice-start serial --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $round --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --batch 1 --prompt-len 2048 --max-new-tokens 2

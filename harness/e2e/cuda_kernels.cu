@@ -58,6 +58,21 @@ __global__ void spin_kernel(unsigned us) {
   while (clock64() < end) __nanosleep(1000);
 }
 
+// Lets the next kernel on its stream launch at once (an early one: programmatic dependent
+// launch), then waits about `us` and only then reads src: a reader still reading when the next
+// kernel runs beside it.
+__global__ void late_copy_kernel(const uint16_t* src, uint16_t* dst, uint64_t n, unsigned us) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+  const long long end = clock64() + static_cast<long long>(us) * 2000;
+  while (clock64() < end) __nanosleep(1000);
+  for (uint64_t i = static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<uint64_t>(gridDim.x) * blockDim.x) {
+    dst[i] = src[i];
+  }
+}
+
 std::size_t attention_smem(int head_dim, int positions) {
   return sizeof(float) * body::attention_smem_floats(head_dim, positions);
 }
@@ -136,6 +151,11 @@ void synth_fill(uint16_t* out, uint64_t n, uint64_t first, const synth::MatrixRe
 
 void spin(unsigned us, cudaStream_t s) {
   spin_kernel<<<1, 1, 0, s>>>(us);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+void late_copy(const uint16_t* src, uint16_t* dst, uint64_t n, unsigned us, cudaStream_t s) {
+  late_copy_kernel<<<2, 256, 0, s>>>(src, dst, n, us);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -53,4 +53,10 @@ void synth_fill(uint16_t* out, uint64_t n, uint64_t first, const synth::MatrixRe
 // that a missing cross-stream wait shows as a wrong result every time, not by chance.
 void spin(unsigned us, cudaStream_t s);
 
+// dst[0, n) = src[0, n), read about `us` microseconds after the kernel starts, by a kernel that
+// lets the next one on s start at once (sm_90 and later): tests check with it that an early
+// decode (dec::Start::early) after a reader of its output buffer stores nothing before the
+// reader is done.
+void late_copy(const uint16_t* src, uint16_t* dst, uint64_t n, unsigned us, cudaStream_t s);
+
 }  // namespace df11::e2e::gpu

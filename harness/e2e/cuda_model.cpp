@@ -184,8 +184,14 @@ class DeviceProvider {
   // into the reused buffer) or for good (bf16: resident). half: -1 for the whole buffer; 0 or
   // 1 for one of its two halves (the overlapped slices of --overlap; at most half_elements()).
   // order: how a decoding provider (df11) orders the units of its decode (the same bits).
+  // start: whether its decode may start early (dec::Start), for a caller whose kernel before it on
+  // s is not a decode of the same weights (one that reads the buffer, as a GEMM, is fine).
   [[nodiscard]] virtual const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half,
-                                                dec::Order order) = 0;
+                                                dec::Order order, dec::Start start) = 0;
+  [[nodiscard]] const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half,
+                                        dec::Order order) {
+    return acquire(unit, lo, hi, s, half, order, dec::Start::serial);
+  }
   [[nodiscard]] const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half) {
     return acquire(unit, lo, hi, s, half, dec::Order::ascending);
   }
@@ -199,6 +205,8 @@ class DeviceProvider {
   [[nodiscard]] virtual bool resident() const { return false; }
   // Whether acquire decodes in the dec::Order it is given (a df11 decoder that honors it).
   [[nodiscard]] virtual bool honors_order() const { return false; }
+  // Whether acquire can start its decode early (dec::Start) where the device allows it.
+  [[nodiscard]] virtual bool honors_start() const { return false; }
   // Elements the reused buffer holds, which sets the lm_head and embedding slices for every kind
   // of weights (resident weights allocate no buffer but slice the same way).
   [[nodiscard]] uint64_t buffer_elements() const { return buffer_elements_; }
@@ -353,7 +361,8 @@ class Bf16DeviceProvider final : public DeviceProvider {
     }
   }
   const uint16_t* fused_weights(int unit) const override { return units_.at(sz(unit)).get(); }
-  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t, int half, dec::Order) override {
+  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t, int half, dec::Order,
+                          dec::Start) override {
     check_range(unit, lo, hi, half);
     return units_.at(sz(unit)).get() + lo;
   }
@@ -459,15 +468,17 @@ class Df11DeviceProvider final : public ReusedBufferProvider {
       }
     }
   }
-  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half, dec::Order order) override {
+  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half, dec::Order order,
+                          dec::Start start) override {
     NvtxRange r("e2e.df11_decode");
     check_range(unit, lo, hi, half);
     uint16_t* dst = slot(lo, half);
-    decoder_->launch(*images_.at(sz(unit)), dst, lo, hi, s, order);
+    decoder_->launch(*images_.at(sz(unit)), dst, lo, hi, s, order, start);
     return dst;
   }
   WeightsKind kind() const override { return WeightsKind::df11; }
   bool honors_order() const override { return decoder_->honors_order(); }
+  bool honors_start() const override { return decoder_->honors_start(); }
   std::string describe() const override { return fmt::format("df11 ({})", decoder_->name()); }
   uint64_t weight_bytes() const override {
     uint64_t b = buffer_.bytes() + fused_bytes();
@@ -490,7 +501,8 @@ class OffloadProvider final : public ReusedBufferProvider {
     pinned_[sz(feed.unit())] = std::make_unique<PinnedBuffer>(w.size() * 2);
     std::memcpy(pinned_[sz(feed.unit())]->get(), w.data(), w.size() * 2);
   }
-  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half, dec::Order) override {
+  const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half, dec::Order,
+                          dec::Start) override {
     NvtxRange r("e2e.offload_copy");
     check_range(unit, lo, hi, half);
     const auto* p = static_cast<const uint16_t*>(pinned_.at(sz(unit))->get());
@@ -522,7 +534,8 @@ class CudaModel final : public Model {
   // (weights_reused: it came from there, built by an earlier model).
   CudaModel(const ModelShape& s, const Norms& norms, std::shared_ptr<DeviceProvider> provider,
             std::unique_ptr<cuda::Stream> stream, int batch, int max_positions, uint64_t chunk_bytes,
-            int fused_rows, bool overlap, bool slice_l2, bool descending_decode, bool weights_reused)
+            int fused_rows, bool overlap, bool slice_l2, bool descending_decode, bool early_slices,
+            bool weights_reused)
       : s_(s),
         provider_(std::move(provider)),
         stream_(std::move(stream)),
@@ -532,6 +545,7 @@ class CudaModel final : public Model {
         chunk_bytes_(chunk_bytes),
         fused_rows_(fused_rows),
         block_order_(descending_decode ? dec::Order::descending : dec::Order::ascending),
+        slice_start_(early_slices ? dec::Start::early : dec::Start::serial),
         weights_reused_(weights_reused) {
     if (overlap) {
       // Low priority: as the side stream's decode blocks retire, the GEMM's pending blocks on
@@ -634,6 +648,7 @@ class CudaModel final : public Model {
                                                      slice_window_->plan().set_aside_bytes / 1e6)
             : !slice_l2_refused_.empty() ? ", slices not held in L2 (" + slice_l2_refused_ + ")"
                                          : std::string()) +
+           (provider_->kind() == WeightsKind::df11 && chunk_bytes_ && !side_ ? slice_start_note() : std::string()) +
            (block_order_ == dec::Order::descending && provider_->kind() == WeightsKind::df11 && !chunk_bytes_ && !side_
                 ? (provider_->honors_order() ? std::string(", blocks decoded last unit first")
                                              : std::string(", blocks decoded in the decoder's own order (it has no other)"))
@@ -643,6 +658,17 @@ class CudaModel final : public Model {
                                : std::string());
   }
   void reset() override { position_ = 0; }
+
+  // How a chunked DF11 model's slice decodes start (describe).
+  [[nodiscard]] std::string slice_start_note() const {
+    if (slice_start_ == dec::Start::serial) return ", slice decodes started after the kernel before them";
+    if (!provider_->honors_start()) return ", slice decodes started serially (the decoder cannot start early)";
+    int dev = 0, major = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    return major >= 9 ? ", slice decodes started early (programmatic dependent launch)"
+                      : ", slice decodes started serially (early needs sm_90)";
+  }
 
   void forward(std::span<const int32_t> tokens, int n_new) override {
     NvtxRange r("e2e.forward");
@@ -764,7 +790,10 @@ class CudaModel final : public Model {
           const int64_t r1 = std::min(n, r0 + slice);
           const uint64_t lo = off + static_cast<uint64_t>(r0 * k), hi = off + static_cast<uint64_t>(r1 * k);
           if (!side_) {
-            gemm(x, rows, k, provider_->acquire(unit, lo, hi, st), r1 - r0, y + r0, ldy, acc);
+            // The kernel before this slice's decode on st is a GEMM (the last slice's, or another
+            // matrix's) or a kernel of the forward pass, never a decode: it may start early.
+            gemm(x, rows, k, provider_->acquire(unit, lo, hi, st, -1, dec::Order::ascending, slice_start_), r1 - r0,
+                 y + r0, ldy, acc);
             continue;
           }
           // Overlapped: the slice is decoded (copied) on the side stream into the half the GEMM
@@ -893,6 +922,7 @@ class CudaModel final : public Model {
   uint64_t chunk_bytes_ = 0;
   int fused_rows_ = 0;  // --fused-gemv: passes of at most this many rows run fused; 0: not asked
   dec::Order block_order_ = dec::Order::ascending;  // a whole block's decode (ModelRequest::descending_decode)
+  dec::Start slice_start_ = dec::Start::early;       // a chunked slice's decode (ModelRequest::early_slices)
   bool weights_reused_ = false;
   // --overlap: the side stream that acquires slices into the buffer's halves, ordered against
   // the GEMMs by slots_.
@@ -1043,7 +1073,7 @@ class CudaBuilder final : public ModelBuilder {
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
                                        request_.batch, request_.max_positions, request_.chunk_bytes,
                                        fused_rows(request_), request_.overlap, request_.slice_l2,
-                                       request_.descending_decode, reused_);
+                                       request_.descending_decode, request_.early_slices, reused_);
   }
 
  private:

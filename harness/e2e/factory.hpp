@@ -66,6 +66,10 @@ struct ModelRequest {
   // descending order (dec::Order::descending), so that the block's first weights, which its
   // first GEMM (q, k, v) reads, are the last written and still in L2. The same bits either way.
   bool descending_decode = false;
+  // CUDA only, with chunk_bytes and without overlap: each slice's decode may start before the
+  // kernel before it (a GEMM) ends (dec::Start::early: programmatic dependent launch on sm_90+),
+  // storing nothing before that kernel is done. false: after it. The same bits either way.
+  bool early_slices = true;
 };
 
 // Takes the units of one model while it is built.

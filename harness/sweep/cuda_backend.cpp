@@ -86,7 +86,9 @@ struct Matrix {
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const Experiment& e)
-      : chunk_sizes_(e.chunk_bytes), slice_l2_(e.slice_l2 == "persisting") {
+      : chunk_sizes_(e.chunk_bytes),
+        slice_l2_(e.slice_l2 == "persisting"),
+        slice_start_(e.slice_start == "early" ? dec::Start::early : dec::Start::serial) {
     CUDA_CHECK(cudaGetDevice(&device_));
     CUDA_CHECK(cudaGetDeviceProperties(&prop_, device_));
     l2_bytes_ = static_cast<uint64_t>(prop_.l2CacheSize);
@@ -131,6 +133,7 @@ class CudaBackend final : public Backend {
             {"cupti", cupti_.available() ? "on" : cupti_.why_not()},
             {"cuda_graphs", graphs_ ? "on (offload methods and copy eager)" : "off (DF11_CUDA_GRAPHS=0)"},
             {"slice_l2", slice_l2_info()},
+            {"slice_start", slice_start_info()},
             {"cpu_model", nullptr},
             {"cpu_cores", nullptr}};
   }
@@ -647,6 +650,13 @@ class CudaBackend final : public Backend {
     return out;
   }
 
+  // device.slice_start of the results: how df11-chunked's later slice decodes start.
+  [[nodiscard]] std::string slice_start_info() const {
+    if (slice_start_ == dec::Start::serial) return "serial (the experiment's slice_start)";
+    if (prop_.major < 9) return fmt::format("serial (early needs sm_90, this is sm_{}{})", prop_.major, prop_.minor);
+    return "early (programmatic dependent launch after each slice's GEMMs)";
+  }
+
   // A requested slice size (an entry of the experiment's chunk_bytes) in bytes: 0 is the default.
   [[nodiscard]] uint64_t resolved_chunk(uint64_t requested) const {
     return requested ? requested : default_chunk_;
@@ -679,13 +689,18 @@ class CudaBackend final : public Backend {
 
   // Every slice of `slices` (each sized for L2, slice_buf_ holds any): decoded by `variant` into
   // slice_buf_ in one launch and multiplied while it is still in L2 (df11-chunked), or, with no
-  // variant, the same GEMMs reading the slice from the resident BF16 weights.
+  // variant, the same GEMMs reading the slice from the resident BF16 weights. Each decode after
+  // the first follows the previous slice's last GEMM, which reads the buffer it overwrites: it
+  // starts as the experiment's slice_start says (early: beside that GEMM's end, storing nothing
+  // before it is done).
   void sliced_gemms(const dec::Decoder* variant, cudaStream_t s, const std::vector<Slice>& slices) {
     const dec::DeviceImage* img = variant ? &image_for(*variant) : nullptr;
-    for (const Slice& sl : slices) {
+    for (std::size_t i = 0; i < slices.size(); ++i) {
+      const Slice& sl = slices[i];
       const uint16_t* w = w_.get() + sl.lo;
       if (variant) {
-        variant->launch(*img, slice_buf_.get(), sl.lo, sl.hi, s);
+        variant->launch(*img, slice_buf_.get(), sl.lo, sl.hi, s, dec::Order::ascending,
+                        i == 0 ? dec::Start::serial : slice_start_);
         w = slice_buf_.get();
       }
       slice_gemms(sl, w, s);
@@ -840,6 +855,7 @@ class CudaBackend final : public Backend {
   std::vector<uint64_t> chunk_sizes_;  // the experiment's chunk_bytes (0: default_chunk_)
   uint64_t default_chunk_ = 0;          // the device's default slice (bytes)
   bool slice_l2_ = true;  // the experiment's slice_l2: "persisting"
+  dec::Start slice_start_ = dec::Start::early;  // the experiment's slice_start
   mutable bool slice_l2_refused_ = false;  // said once: the device gave no window
   std::vector<SlicePlan> plans_;  // one per entry of chunk_sizes_, for the loaded unit
   std::pair<std::string, std::vector<uint16_t>> replay_check_;  // case key, its verified output (verify_replay)

@@ -477,6 +477,10 @@ Experiment parse_experiment_text(const std::string& text, const std::string& ori
       r.fail("slice_l2", fmt::format("unknown policy '{}' (persisting, normal)", *v));
     e.slice_l2 = *v;
   }
+  if (auto v = r.string("slice_start")) {
+    if (*v != "early" && *v != "serial") r.fail("slice_start", fmt::format("unknown start '{}' (early, serial)", *v));
+    e.slice_start = *v;
+  }
   if (const toml::table* m = r.table("measurement")) {
     e.measurement = parse_measurement(*m, origin, "measurement", Measurement{});
   }

@@ -58,6 +58,10 @@ struct Experiment {
   // df11-chunked / df11-pipelined: "persisting" holds the slice buffer in the persisting L2
   // (an access-policy window, where the device has one), "normal" leaves it to the cache.
   std::string slice_l2 = "persisting";
+  // df11-chunked: "early" lets each slice's decode after the first start before the previous
+  // slice's GEMMs end (dec::Start::early: programmatic dependent launch on sm_90+; it stores
+  // nothing before they are done), "serial" after them.
+  std::string slice_start = "early";
   BackendOverride cpu, cuda;
   std::string source_text;         // the file as read (copied into the run directory)
   std::string path;

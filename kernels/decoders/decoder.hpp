@@ -35,6 +35,16 @@ struct Traits {
 // own order.
 enum class Order : uint8_t { ascending, descending };
 
+// When a launch may start on its stream: after the kernel before it has finished (serial), or as
+// soon as that kernel's blocks have all finished or let it (early: programmatic dependent launch
+// on sm_90 and later, where it saves the gap between the two kernels: the launch, the previous
+// kernel's memory flush, the new blocks' table loads). An early decode reads nothing the previous
+// kernel writes (its image is constant) and waits for that kernel's completion and memory before
+// its first global store, so it may follow a kernel that reads its output buffer (a chunked
+// slice's GEMM). Decoders that cannot (honors_start() false) and devices before sm_90 start
+// serially; the output is the same bits either way.
+enum class Start : uint8_t { serial, early };
+
 struct Status {
   bool ok = true;
   std::string reason;  // why not, when !ok
@@ -73,13 +83,15 @@ class Decoder {
                            Order order = Order::ascending) const;
   // Whether launch and decode_simt decode in the Order asked for.
   [[nodiscard]] virtual bool honors_order() const { return false; }
+  // Whether launch can start early (Start::early) where the device allows it.
+  [[nodiscard]] virtual bool honors_start() const { return false; }
 
   // CUDA builds with a device only; elsewhere these throw df11::Error ("built without CUDA").
   // upload validates the metadata and refuses a malformed unit before anything is launched.
   [[nodiscard]] virtual std::unique_ptr<DeviceImage> upload(const EncodedUnit& unit, Stream stream) const;
   // Decodes elements [lo, hi) into out_device (hi - lo BF16 words on the device).
   virtual void launch(const DeviceImage& image, uint16_t* out_device, uint64_t lo, uint64_t hi, Stream stream,
-                      Order order = Order::ascending) const;
+                      Order order = Order::ascending, Start start = Start::serial) const;
   // Bytes of device scratch a launch needs beyond the image (0 for all current variants).
   [[nodiscard]] virtual uint64_t workspace_bytes(const EncodedUnit& unit) const;
 };

@@ -182,6 +182,15 @@ DF11_HD void prefetch_l2(const void* p) {
 #endif
 }
 
+// Programmatic dependent launch (sm_90 and later): waits until the grids this one depends on have
+// completed and their memory is visible (griddepcontrol.wait). Returns at once in a grid launched
+// without such a dependency, on older GPUs, and on the host, where kernels run one at a time.
+DF11_HD void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 // Asynchronous global -> shared copy of N bytes (4, 8 or 16; both addresses N-aligned),
 // complete for the issuing thread after cp_async_wait_all(), for the block after a barrier.
 // On the host the copy happens at once.

@@ -3,10 +3,12 @@
 // model within the BF16-activation tolerance; the KV cache agrees with fresh prefix forwards; the
 // official encoder's DF11 files run; device weights kept between runs (--runs) serve later runs
 // bit for bit. Exits 77 (ctest: skipped) when there is no device.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -14,8 +16,12 @@
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 
+#include "codec/encoder.hpp"
+#include "common/cuda_util.hpp"
+#include "datasets/synthetic.hpp"
 #include "decoder.hpp"
 #include "fused/fused_gemv.hpp"
+#include "e2e/cuda_kernels.cuh"
 #include "e2e/factory.hpp"
 #include "e2e/generate.hpp"
 
@@ -204,18 +210,27 @@ void run() {
   // bit for bit, also with either stream delayed before each of its GEMMs or acquires
   // (DF11_E2E_SKEW), so that a missing wait in either direction gives wrong logits every time.
   try {
-    auto chunked = [&](WeightsKind w, bool overlap = false, bool slice_l2 = true) {
+    auto chunked = [&](WeightsKind w, bool overlap = false, bool slice_l2 = true, bool early = true) {
       ModelRequest r = request(Backend::cuda, w, 2, 16);
       r.chunk_bytes = 64 * 1024;  // a few 128-row slices per tiny matrix
       r.overlap = overlap;
       r.slice_l2 = slice_l2;
+      r.early_slices = early;
       return r;
     };
     auto cm = build_models(*src, {chunked(WeightsKind::df11), chunked(WeightsKind::bf16),
                                   chunked(WeightsKind::cpu_offload), request(Backend::cuda, WeightsKind::bf16, 2, 16),
                                   chunked(WeightsKind::df11, true), chunked(WeightsKind::cpu_offload, true),
-                                  chunked(WeightsKind::df11, false, false)});
+                                  chunked(WeightsKind::df11, false, false),
+                                  chunked(WeightsKind::df11, false, true, false)});
     expect(cm[0]->describe().find("chunked GEMMs") != std::string::npos, "chunked model says so: " + cm[0]->describe());
+    // Slice decodes start early by default (where the device can), serially when asked: the same
+    // logits either way (cm[0] early, cm[7] serial, both against chunked BF16 below).
+    expect(cm[0]->describe().find("slice decodes started early") != std::string::npos ||
+               cm[0]->describe().find("early needs sm_90") != std::string::npos,
+           "chunked df11 starts its slice decodes early where it can: " + cm[0]->describe());
+    expect(cm[7]->describe().find("slice decodes started after the kernel before them") != std::string::npos,
+           "early_slices = false starts them serially: " + cm[7]->describe());
     // The slices' persisting L2 window (slice_l2, the default) where the device has persisting
     // L2; never on resident weights, overlapped slices or when not asked for. Caching only: the
     // same logits either way.
@@ -230,6 +245,7 @@ void run() {
     const auto cp = batch_prompts(random_prompt(6, tiny.vocab, 6), 2, tiny.vocab);
     check_pair(*cm[0], *cm[1], cp, 8, "tiny chunked df11 vs chunked bf16");
     check_pair(*cm[6], *cm[1], cp, 8, "tiny chunked df11 (slices not held in L2) vs chunked bf16");
+    check_pair(*cm[7], *cm[1], cp, 8, "tiny chunked df11 (slice decodes serial) vs chunked bf16");
     check_pair(*cm[2], *cm[1], cp, 8, "tiny chunked cpu-offload vs chunked bf16");
     expect(cm[4]->describe().find("second stream") != std::string::npos, "overlapped model says so: " + cm[4]->describe());
     check_pair(*cm[4], *cm[1], cp, 8, "tiny overlapped chunked df11 vs chunked bf16");
@@ -527,6 +543,53 @@ void check_weight_reuse() {
   }
 }
 
+// An early decode (dec::Start::early) stores nothing before the kernel before it on its stream is
+// done: after a reader of its output buffer that lets it start at once and reads the buffer
+// ~200 us later (gpu::late_copy), the reader still sees the poison the buffer held, and the
+// decode is exact. Every variant that starts early (fix64's decode a unit before they wait, the
+// others wait as they start). Where the device cannot start early (before sm_90) the launches
+// are serial and the check holds trivially (said).
+void check_early_decode() {
+  dec::Registry reg;
+  dec::register_all(reg);
+  const Unit u = synth::make_nemo_layer(1, 3, 0.002, 0);
+  std::vector<uint16_t> flat;
+  for (const auto& t : u.tensors) flat.insert(flat.end(), t.data.begin(), t.data.end());
+  int major = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  std::fprintf(stderr, "early decode: %s\n", major >= 9 ? "programmatic dependent launch" : "serial (before sm_90)");
+  std::map<std::string, EncodedUnit> encoded;  // by layout
+  cuda::Stream s;
+  cuda::DeviceBuffer<uint16_t> out(flat.size()), seen(flat.size());
+  int checked = 0;
+  for (const auto& d : reg.all()) {
+    if (!d->honors_start()) continue;
+    const std::string lname = d->layout().name();
+    if (encoded.find(lname) == encoded.end()) encoded.emplace(lname, encode(u.view(), d->layout(), 0));
+    const EncodedUnit& e = encoded.at(lname);
+    if (!d->can_implement(e).ok) continue;
+    try {
+      auto img = d->upload(e, s.get());
+      CUDA_CHECK(cudaMemsetAsync(out.get(), 0xFF, out.bytes(), s.get()));  // the poison the reader must see
+      CUDA_CHECK(cudaMemsetAsync(seen.get(), 0, seen.bytes(), s.get()));
+      gpu::late_copy(out.get(), seen.get(), flat.size(), 200, s.get());
+      d->launch(*img, out.get(), 0, flat.size(), s.get(), dec::Order::ascending, dec::Start::early);
+      CUDA_CHECK(cudaStreamSynchronize(s.get()));
+      std::vector<uint16_t> got(flat.size()), read(flat.size());
+      CUDA_CHECK(cudaMemcpy(got.data(), out.get(), out.bytes(), cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(read.data(), seen.get(), seen.bytes(), cudaMemcpyDeviceToHost));
+      const auto stored = std::count_if(read.begin(), read.end(), [](uint16_t v) { return v != 0xFFFF; });
+      expect(got == flat && stored == 0,
+             fmt::format("early decode {}: {}; the reader before it saw {} element(s) stored early", d->name(),
+                         got == flat ? "bit-exact" : "WRONG OUTPUT", stored));
+      ++checked;
+    } catch (const std::exception& ex) {
+      expect(false, fmt::format("early decode {}: {}", d->name(), ex.what()));
+    }
+  }
+  expect(checked > 50, fmt::format("early decode: {} variants checked", checked));
+}
+
 }  // namespace
 
 int main() {
@@ -538,6 +601,7 @@ int main() {
     std::fprintf(stderr, "device: %s\n", cuda_device_name().c_str());
     run();
     check_weight_reuse();
+    check_early_decode();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "FAIL: %s\n", e.what());
     return 1;

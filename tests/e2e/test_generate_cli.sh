@@ -129,6 +129,8 @@ expect_error "--overlap decodes (or copies) weights on a second CUDA stream" --s
 expect_error "not cpu-offload" --synthetic tiny --prompt-ids 1 --fused-gemv --weights cpu-offload --backend cpu
 expect_error "'normal' needs --chunk-bytes" --synthetic tiny --prompt-ids 1 --slice-l2 normal --backend cpu
 expect_error "--slice-l2" --synthetic tiny --prompt-ids 1 --chunk-bytes 4096 --slice-l2 pinned --backend cpu
+expect_error "'serial' needs --chunk-bytes" --synthetic tiny --prompt-ids 1 --slice-start serial --backend cpu
+expect_error "--slice-start" --synthetic tiny --prompt-ids 1 --chunk-bytes 4096 --slice-start later --backend cpu
 expect_error "--decode-order orders the units" --synthetic tiny --prompt-ids 1 --decode-order descending --backend cpu
 expect_error "--decode-order" --synthetic tiny --prompt-ids 1 --decode-order backwards --backend cpu
 expect_error "it needs --fused-gemv" --synthetic tiny --prompt-ids 1 --fused-max-rows 4 --backend cpu

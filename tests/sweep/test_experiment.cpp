@@ -56,6 +56,7 @@ TEST_CASE("a minimal experiment parses with the documented defaults", "[sweep][e
   CHECK(e.units[0].layer == 1);
   CHECK(e.measurement.l2_policy == "flush");
   CHECK(e.slice_l2 == "persisting");
+  CHECK(e.slice_start == "early");
   CHECK(e.measurement_for("cpu").min_samples == Measurement{}.min_samples);
 }
 
@@ -71,6 +72,7 @@ row_fraction = 0.5
 methods = ["bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11:lut*", "df11-chunked:*", "decode:?x*", "df11-fused", "df11-pipelined:multi12*", "df11-overlap:multi12*"]
 chunk_bytes = 1048576
 slice_l2 = "normal"
+slice_start = "serial"
 [measurement]
 warmup = 0
 min_samples = 2
@@ -105,6 +107,7 @@ batches = [4096]
   CHECK(e.methods.size() == 10);
   CHECK(e.chunk_bytes == std::vector<uint64_t>{1048576});
   CHECK(e.slice_l2 == "normal");
+  CHECK(e.slice_start == "serial");
   CHECK(e.measurement.warmup == 0);
   CHECK(e.measurement.min_samples == 2);
   CHECK(e.measurement.max_samples == 9);
@@ -238,6 +241,9 @@ TEST_CASE("impossible values are errors naming the key", "[sweep][experiment]") 
   CHECK_THAT(error_of(with_top("slice_l2 = \"pinned\"")),
              Catch::Contains("'slice_l2'") && Catch::Contains("pinned") && Catch::Contains("persisting, normal"));
   CHECK_THAT(error_of(with_top("slice_l2 = true")), Catch::Contains("'slice_l2'"));
+  CHECK_THAT(error_of(with_top("slice_start = \"later\"")),
+             Catch::Contains("'slice_start'") && Catch::Contains("later") && Catch::Contains("early, serial"));
+  CHECK_THAT(error_of(with_top("slice_start = 1")), Catch::Contains("'slice_start'"));
   // chunk_bytes: one slice size, or a list of distinct ones (0: the device's default).
   CHECK(parse_experiment_text(with_top("chunk_bytes = [0, 34603008]"), "exp.toml").chunk_bytes ==
         std::vector<uint64_t>{0, 34603008});

@@ -13,11 +13,15 @@ namespace {
 }  // namespace
 
 std::unique_ptr<DeviceImage> Decoder::upload(const EncodedUnit&, Stream) const { no_cuda(name()); }
-void Decoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream, Order) const { no_cuda(name()); }
+void Decoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream, Order, Start) const { no_cuda(name()); }
 std::unique_ptr<DeviceImage> VariantDecoder::upload(const EncodedUnit&, Stream) const { no_cuda(name()); }
-void VariantDecoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream, Order) const { no_cuda(name()); }
+void VariantDecoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream, Order, Start) const {
+  no_cuda(name());
+}
 std::unique_ptr<DeviceImage> OfficialPtxDecoder::upload(const EncodedUnit&, Stream) const { no_cuda(name()); }
-void OfficialPtxDecoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream, Order) const { no_cuda(name()); }
+void OfficialPtxDecoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream, Order, Start) const {
+  no_cuda(name());
+}
 bool built_with_cuda() { return false; }
 
 struct FusedGemvDevice::Impl {};

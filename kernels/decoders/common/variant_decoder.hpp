@@ -18,9 +18,10 @@ class VariantDecoder final : public Decoder {
   void decode_simt(const EncodedUnit& unit, std::span<uint16_t> out, uint64_t lo, uint64_t hi,
                    Order order = Order::ascending) const override;
   [[nodiscard]] bool honors_order() const override { return true; }
+  [[nodiscard]] bool honors_start() const override { return true; }
   [[nodiscard]] std::unique_ptr<DeviceImage> upload(const EncodedUnit& unit, Stream stream) const override;
   void launch(const DeviceImage& image, uint16_t* out_device, uint64_t lo, uint64_t hi, Stream stream,
-              Order order = Order::ascending) const override;
+              Order order = Order::ascending, Start start = Start::serial) const override;
   [[nodiscard]] const VariantSpec& spec() const { return spec_; }
 
  private:

@@ -17,9 +17,18 @@
 namespace df11::dec {
 namespace {
 
+// An early launch (Start::early) may run beside the kernel before it on its stream, which may
+// still read the output buffer: the fix64 kernels decode a unit before they wait for it (in
+// gap_decode_fixed, before each copy-out), the others wait as they start.
+template <Partition P>
+__device__ void wait_unless_fixed() {
+  if constexpr (P != Partition::fixed_out) simt::grid_dependency_wait();
+}
+
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
 __global__ void __launch_bounds__(TPB) gap_decode_kernel(const __grid_constant__ LaunchParams p, const SmemLayout sl) {
   extern __shared__ __align__(16) uint8_t smem[];
+  wait_unless_fixed<P>();
   gap_decode_block<TK, P, S, TPB, BPT>(p, sl, smem);
 }
 
@@ -27,6 +36,7 @@ template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
 __global__ void __launch_bounds__(TPB)
     gap_decode_persistent_kernel(const __grid_constant__ LaunchParams p, const SmemLayout sl) {
   extern __shared__ __align__(16) uint8_t smem[];
+  wait_unless_fixed<P>();
   gap_decode_persistent<TK, P, S, TPB, BPT>(p, sl, smem);
 }
 
@@ -42,12 +52,29 @@ template <TableKind TK, Partition P, Staging S, int TPB, int BPT>
 __global__ void __launch_bounds__(TPB, kDynMinBlocks<TPB>)
     gap_decode_dynamic_kernel(const __grid_constant__ LaunchParams p, const SmemLayout sl) {
   extern __shared__ __align__(16) uint8_t smem[];
+  wait_unless_fixed<P>();
   gap_decode_persistent<TK, P, S, TPB, BPT, true>(p, sl, smem);
+}
+
+// Whether the current device launches kernels early (programmatic dependent launch: sm_90 and
+// later), asked once per device.
+bool device_starts_early() {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  static thread_local int asked = -1;
+  static thread_local bool answer = false;
+  if (asked != dev) {
+    int major = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    answer = major >= 9;
+    asked = dev;
+  }
+  return answer;
 }
 
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT, Schedule Sc>
 void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64_t hi, cudaStream_t stream,
-                   Order order) {
+                   Order order, Start start) {
   constexpr bool Persist = Sc != Schedule::grid;
   const VariantSpec& spec = img.spec();
   const auto [b0, b1] = block_range(spec, img.host(), lo, hi);
@@ -89,6 +116,25 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
     if (takes > UINT32_MAX) throw Error("dyn schedule: too many units");
     p.work = img.work_counter();
   }
+  if (start == Start::early && device_starts_early()) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(grid));
+    cfg.blockDim = dim3(TPB);
+    cfg.dynamicSmemBytes = sl.total;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p, sl);
+    if (e == cudaSuccess) return;
+    // Refused (a runtime without it, a capture that cannot record it): said once, then serial.
+    (void)cudaGetLastError();
+    static thread_local bool said = false;
+    if (!said) std::fprintf(stderr, "gap_decode: early launch refused (%s); launching serially\n", cudaGetErrorString(e));
+    said = true;
+  }
   kernel<<<static_cast<unsigned>(grid), TPB, sl.total, stream>>>(p, sl);
   CUDA_CHECK(cudaGetLastError());
 }
@@ -100,7 +146,7 @@ std::unique_ptr<DeviceImage> VariantDecoder::upload(const EncodedUnit& unit, Str
 }
 
 void VariantDecoder::launch(const DeviceImage& image, uint16_t* out_device, uint64_t lo, uint64_t hi,
-                            Stream stream, Order order) const {
+                            Stream stream, Order order, Start start) const {
   // The image must come from this very variant: variants sharing a layout prepare different
   // tables (a flat root, a canonical table) and shared-memory layouts.
   const auto* img = dynamic_cast<const GapDeviceImage*>(&image);
@@ -114,7 +160,7 @@ void VariantDecoder::launch(const DeviceImage& image, uint16_t* out_device, uint
 #define DF11_LAUNCH(T, P, S, TPB, BPT, M, PS)                                                                  \
   if (spec_.same_kernel({TableKind::T, Partition::P, Staging::S, TPB, BPT, M, Schedule::PS})) {            \
     launch_kernel<TableKind::T, Partition::P, Staging::S, TPB, BPT, Schedule::PS>(*img, out_device, lo, hi,    \
-                                                                                   stream, order);             \
+                                                                                   stream, order, start);      \
     return;                                                                                                    \
   }
   DF11_GAP_VARIANTS(DF11_LAUNCH)
@@ -126,7 +172,7 @@ std::unique_ptr<DeviceImage> Decoder::upload(const EncodedUnit&, Stream) const {
   throw Error(name() + ": this decoder has no device implementation");
 }
 
-void Decoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream, Order) const {
+void Decoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream, Order, Start) const {
   throw Error(name() + ": this decoder has no device implementation");
 }
 

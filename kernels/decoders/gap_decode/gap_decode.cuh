@@ -917,11 +917,15 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
     const uint64_t first = u * kFixedUnit;
     const uint64_t last = first + kFixedUnit < p.n_elements ? first + kFixedUnit : p.n_elements;
     const uint64_t from = first > p.lo ? first : p.lo, to = last < p.hi ? last : p.hi;
+    // An early launch (Start::early) decodes up to here beside the kernel before it, which may
+    // still read the output buffer: no global store before that kernel is done.
+    simt::grid_dependency_wait();
     if (from < to) copy_out_fixed(p, rows, first, from, to, lane);
     simt::sync_warp();  // the rows are the next unit's
   };
   const uint64_t warp_first = static_cast<uint64_t>(simt::bid_x()) * kWarps + warp;
   warp_units<Dyn>(p.work, p.descending, p.block_begin, p.block_count, warp_first, stride, lane, unit);
+  simt::grid_dependency_wait();  // a warp without units too: the grid ends after the one before it
 }
 
 // After decode_phases, but for direct stores: the block's barrier (exp-smem-pf: once this

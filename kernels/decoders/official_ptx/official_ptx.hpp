@@ -29,7 +29,7 @@ class OfficialPtxDecoder final : public Decoder {
   [[nodiscard]] std::unique_ptr<DeviceImage> upload(const EncodedUnit& unit, Stream stream) const override;
   // Whole units only (lo = 0, hi = n_elements): the official kernel has no range parameters.
   void launch(const DeviceImage& image, uint16_t* out_device, uint64_t lo, uint64_t hi, Stream stream,
-              Order order = Order::ascending) const override;
+              Order order = Order::ascending, Start start = Start::serial) const override;
 };
 
 }  // namespace df11::dec

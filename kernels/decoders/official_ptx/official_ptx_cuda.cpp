@@ -81,7 +81,7 @@ std::unique_ptr<DeviceImage> OfficialPtxDecoder::upload(const EncodedUnit& unit,
 }
 
 void OfficialPtxDecoder::launch(const DeviceImage& image, uint16_t* out_device, uint64_t lo, uint64_t hi,
-                                Stream stream, Order) const {  // the published kernel's own order
+                                Stream stream, Order, Start) const {  // its own order, serial
   const auto* img = dynamic_cast<const GapDeviceImage*>(&image);
   if (img == nullptr) throw Error("official-ptx: launch with an image it did not upload");
   if (lo != 0 || hi != img->n_elements()) {
