@@ -89,13 +89,17 @@ row() { printf '{"case": {"method": "decode", "variant": "%s"}, "summary": {"med
   row lut8x4.gap5-block.direct.t512.b8 0.0001 incorrect
   echo '{"cut off'
 } >"$scratch/d/decode/results.jsonl"
-STEPS="e2e" BUDGET_S=5 MIN_STEP_S=30 BUILD="$build" "$src/scripts/device_check.sh" "$scratch/d" >/dev/null 2>&1 ||
-  fail "an e2e run skipped for budget should exit 0"
-grep -q "^e2e variant: multi12.gap5-warp.exp-smem-v16.t512.b8.persist " "$scratch/d/summary.txt" ||
-  fail "e2e variant not chosen from the decode results: $(cat "$scratch/d/summary.txt")"
+# e2e_choice DIR VARIANT COUNT_VARIANT: the e2e step (skipped for budget) over the results under
+# DIR names these two decoders.
+e2e_choice() {
+  STEPS="e2e" BUDGET_S=5 MIN_STEP_S=30 BUILD="$build" "$src/scripts/device_check.sh" "$1" >/dev/null 2>&1 ||
+    fail "an e2e run skipped for budget should exit 0"
+  grep -q "^e2e variant: $2 " "$1/summary.txt" || fail "e2e variant $2 not chosen: $(cat "$1/summary.txt")"
+  grep -q "^e2e count-layout variant: $3 " "$1/summary.txt" ||
+    fail "count-layout variant $3 not chosen: $(cat "$1/summary.txt")"
+}
 # The count-layout run's decoder: the fastest with DF11's tables (gap5), not the canonical one.
-grep -q "^e2e count-layout variant: multi12.gap5-cnt.exp-smem-v16.t256.b16.persist " "$scratch/d/summary.txt" ||
-  fail "count-layout variant not chosen: $(cat "$scratch/d/summary.txt")"
+e2e_choice "$scratch/d" multi12.gap5-warp.exp-smem-v16.t512.b8.persist multi12.gap5-cnt.exp-smem-v16.t256.b16.persist
 # Without decode-step results, the default experiment's decode rows (its shortlist) choose, and
 # rows of other methods there do not count.
 mkdir -p "$scratch/f/sweep"
@@ -105,12 +109,8 @@ mkdir -p "$scratch/f/sweep"
   row multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.persist 0.00034 passed
   printf '{"case": {"method": "df11", "variant": "multi12.gap5-warp.keep-v16.t512.b8"}, "summary": {"median_s": 0.00001}, "disposition": "passed"}\n'
 } >"$scratch/f/sweep/results.jsonl"
-STEPS="e2e" BUDGET_S=5 MIN_STEP_S=30 BUILD="$build" "$src/scripts/device_check.sh" "$scratch/f" >/dev/null 2>&1 ||
-  fail "an e2e run skipped for budget should exit 0"
-grep -q "^e2e variant: multi12n.gap5-fix64.exp-smem-late-v16.t512.b8.persist " "$scratch/f/summary.txt" ||
-  fail "e2e variant not chosen from the sweep's decode rows: $(cat "$scratch/f/summary.txt")"
-grep -q "^e2e count-layout variant: multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.persist " "$scratch/f/summary.txt" ||
-  fail "count-layout variant not chosen from the sweep's decode rows: $(cat "$scratch/f/summary.txt")"
+e2e_choice "$scratch/f" multi12n.gap5-fix64.exp-smem-late-v16.t512.b8.persist \
+  multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.persist
 # Steps run in the order STEPS names them (a tight budget then cuts the last ones), and a name
 # that is no step ends the run before the preflight, so a typo cannot spend a lent GPU's call.
 STEPS="decode gpu_tests" BUILD="$build" "$src/scripts/device_check.sh" "$scratch/o" >/dev/null 2>&1 &&
