@@ -663,11 +663,8 @@ class CudaModel final : public Model {
   [[nodiscard]] std::string slice_start_note() const {
     if (slice_start_ == dec::Start::serial) return ", slice decodes started after the kernel before them";
     if (!provider_->honors_start()) return ", slice decodes started serially (the decoder cannot start early)";
-    int dev = 0, major = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    return major >= 9 ? ", slice decodes started early (programmatic dependent launch)"
-                      : ", slice decodes started serially (early needs sm_90)";
+    return dec::device_starts_early() ? ", slice decodes started early (programmatic dependent launch)"
+                                      : ", slice decodes started serially (early needs sm_90)";
   }
 
   void forward(std::span<const int32_t> tokens, int n_new) override {

@@ -653,7 +653,9 @@ class CudaBackend final : public Backend {
   // device.slice_start of the results: how df11-chunked's later slice decodes start.
   [[nodiscard]] std::string slice_start_info() const {
     if (slice_start_ == dec::Start::serial) return "serial (the experiment's slice_start)";
-    if (prop_.major < 9) return fmt::format("serial (early needs sm_90, this is sm_{}{})", prop_.major, prop_.minor);
+    if (!dec::device_starts_early()) {
+      return fmt::format("serial (early needs sm_90, this is sm_{}{})", prop_.major, prop_.minor);
+    }
     return "early (programmatic dependent launch after each slice's GEMMs)";
   }
 

@@ -119,5 +119,8 @@ void register_all(Registry& registry);
 
 // True when this binary was built with the CUDA decoders.
 [[nodiscard]] bool built_with_cuda();
+// Whether the current CUDA device starts Start::early launches early (sm_90 and later); false in
+// builds without CUDA.
+[[nodiscard]] bool device_starts_early();
 
 }  // namespace df11::dec

@@ -23,6 +23,7 @@ void OfficialPtxDecoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_
   no_cuda(name());
 }
 bool built_with_cuda() { return false; }
+bool device_starts_early() { return false; }
 
 struct FusedGemvDevice::Impl {};
 FusedGemvDevice::FusedGemvDevice(const EncodedUnit&, const std::vector<GemvMatrix>&, int, Stream, Source,

@@ -441,15 +441,10 @@ DF11_HD void gemv_fixed_units_as(const LaunchParams& p, const SmemLayout& sl, ui
     const uint64_t first = static_cast<uint64_t>(u) * kFixedUnit;
     const uint32_t n = static_cast<uint32_t>(p.n_elements - first < kFixedUnit ? p.n_elements - first : kFixedUnit);
     if constexpr (!kRef) {
-      // As the fix64 decoder: the next unit's first bit in flight and its bytes hinted into L2
-      // while this unit decodes.
+      // As the fix64 decoder: the warp's next unit hinted into L2 around this unit's decode.
       const uint32_t nr = r + stride, nu = p.block_begin + nr;
-      const bool next = hints_l2(kSpec.partition, kSpec.staging) && nr < p.block_count && nr > r;  // (nr > r: no wrap)
-      const uint32_t nu_bit = next ? p.positions[nu] : 0u;
-      if (next && !hints_late(kSpec.staging)) hint_next_fixed_unit(p, nu, lane);
-      fixed_lane_decode(p, table, rows, u, lane);
-      if (next && hints_late(kSpec.staging)) hint_next_fixed_unit(p, nu, lane);
-      if (next) hint_next_fixed_stream(p, nu_bit, lane);
+      fixed_unit_decode_hinted<kSpec.staging>(p, table, rows, u, nu, nr < p.block_count && nr > r,
+                                              lane);  // (nr > r: no wrap)
       simt::sync_warp();  // the warp's exponents are complete
     }
     const uint16_t* wb = kRef ? g.weights + first : nullptr;

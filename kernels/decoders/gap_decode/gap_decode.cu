@@ -56,22 +56,6 @@ __global__ void __launch_bounds__(TPB, kDynMinBlocks<TPB>)
   gap_decode_persistent<TK, P, S, TPB, BPT, true>(p, sl, smem);
 }
 
-// Whether the current device launches kernels early (programmatic dependent launch: sm_90 and
-// later), asked once per device.
-bool device_starts_early() {
-  int dev = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  static thread_local int asked = -1;
-  static thread_local bool answer = false;
-  if (asked != dev) {
-    int major = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    answer = major >= 9;
-    asked = dev;
-  }
-  return answer;
-}
-
 template <TableKind TK, Partition P, Staging S, int TPB, int BPT, Schedule Sc>
 void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64_t hi, cudaStream_t stream,
                    Order order, Start start) {
@@ -177,6 +161,21 @@ void Decoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream, 
 }
 
 bool built_with_cuda() { return true; }
+
+// Programmatic dependent launch: sm_90 and later; asked once per device.
+bool device_starts_early() {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  static thread_local int asked = -1;
+  static thread_local bool answer = false;
+  if (asked != dev) {
+    int major = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    answer = major >= 9;
+    asked = dev;
+  }
+  return answer;
+}
 
 }  // namespace df11::dec
 

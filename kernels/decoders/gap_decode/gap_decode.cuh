@@ -886,6 +886,23 @@ DF11_HD void hint_next_fixed_stream(const LaunchParams& p, uint32_t nu_bit, unsi
   }
 }
 
+// Unit u's lanes decoded into the warp's rows (fixed_lane_decode) while the warp's next unit nu
+// (has_next: there is one) is hinted into L2 as staging S says (hints_l2, hints_late): its first
+// bit loaded as u starts (one broadcast load, in flight during the decode), its sign/mantissa
+// bytes and index before the decode (or after it, exp-smem-late), its encoded bytes after it.
+// The fix64 decoder and the fused kernels over its units alike (Index: their unit numbers' type,
+// 64 or 32 bits, which their address arithmetic keeps).
+template <Staging S, class Table, class Index>
+DF11_HD void fixed_unit_decode_hinted(const LaunchParams& p, const Table& table, uint8_t* rows, Index u, Index nu,
+                                      bool has_next, unsigned lane) {
+  const bool next = hints_l2(Partition::fixed_out, S) && has_next;
+  const uint32_t nu_bit = next ? p.positions[nu] : 0u;
+  if (next && !hints_late(S)) hint_next_fixed_unit(p, nu, lane);
+  fixed_lane_decode(p, table, rows, u, lane);
+  if (next && hints_late(S)) hint_next_fixed_unit(p, nu, lane);
+  if (next) hint_next_fixed_stream(p, nu_bit, lane);
+}
+
 // The kernel body (grid or persistent alike): the tables once per CUDA block, then each warp on
 // its own over the launch's units warp_id, + warps in the grid, ..., in its order (__syncwarp
 // only; Dyn: warp_units).
@@ -906,13 +923,7 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
   const uint64_t stride = static_cast<uint64_t>(simt::gdim_x()) * kWarps;
   // Unit u, then nu the warp's next one (end: none).
   auto unit = [&](uint64_t u, uint64_t nu) {
-    const bool next = hints_l2(Partition::fixed_out, S) && nu < end;
-    // The next unit's first bit (one broadcast load, in flight during this unit's decode) and hints.
-    const uint32_t nu_bit = next ? p.positions[nu] : 0u;
-    if (next && !hints_late(S)) hint_next_fixed_unit(p, nu, lane);
-    fixed_lane_decode(p, table, rows, u, lane);
-    if (next && hints_late(S)) hint_next_fixed_unit(p, nu, lane);
-    if (next) hint_next_fixed_stream(p, nu_bit, lane);
+    fixed_unit_decode_hinted<S>(p, table, rows, u, nu, nu < end, lane);
     simt::sync_warp();  // the warp's exponents are complete
     const uint64_t first = u * kFixedUnit;
     const uint64_t last = first + kFixedUnit < p.n_elements ? first + kFixedUnit : p.n_elements;
