@@ -131,9 +131,11 @@ step_gpu_tests() {
   step "gpu tests" 90 "$BUILD/bin/test_gpu" "${ptx_args[@]}"
   [ -x "$BUILD/bin/test_e2e_gpu" ] && step "e2e gpu test" 90 "$BUILD/bin/test_e2e_gpu"
 }
-# (H200, 2026-11-27: 91 s for 33 decoders, ~2.8 s each; 2026-11-28: 150 s for 55; 63 now, ~175 s,
-# and a cut-off run loses the decoders registered last, the newest: the default experiment's
-# decode rows hold the shortlist, so a tight budget can put this step last.)
+# (H200, 2026-11-27: 91 s for 33 decoders, ~2.8 s each; 2026-11-28: 150 s for 55, of which ~2 s a
+# decoder were the read-back and host compare of its 545 MB output. Since then decoded units are
+# compared on the device (run_sweep's device.decode_verify), so 63 decoders should take much less
+# (not yet measured); a cut-off run loses the decoders registered last, the newest: the default
+# experiment's decode rows hold the shortlist, so a tight budget can put this step last.)
 step_decode() {
   step "decode throughput" 200 "$BUILD/bin/run_sweep" experiments/decode_throughput.toml \
     --backend cuda --out "$OUT_DIR/decode" "${ptx_args[@]}"

@@ -437,6 +437,8 @@ def write_report(run, sections, decode_sections, elapsed_note):
         out.append(f"- slices (df11-chunked, df11-pipelined): {d['slice_l2']}")
     if d.get("slice_start"):  # cuda: how df11-chunked's later slice decodes started
         out.append(f"- slice decodes (df11-chunked): {d['slice_start']}")
+    if d.get("decode_verify"):  # cuda: where decode/copy outputs were compared with the weights
+        out.append(f"- decode verification: {d['decode_verify']}")
     if len(run.devices) > 1:
         out.append(f"- **warning: rows from {len(run.devices)} devices: {', '.join(run.devices)}**")
     out.append(f"- git: `{m.get('git_sha', 'unknown')}`" + (" (dirty tree)" if m.get("git_dirty") else ""))

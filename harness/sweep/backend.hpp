@@ -44,6 +44,15 @@ struct MethodCase {
   }
 };
 
+// A batch-0 method's output compared with the unit's weights where both are
+// (Backend::run_and_compare_with_weights).
+struct WeightsComparison {
+  uint64_t elements = 0;       // elements compared: the unit's, when the comparison covered it
+  uint64_t differ = 0;         // how many differ
+  uint64_t first = 0;          // the first that differs (differ > 0)
+  uint16_t got = 0, want = 0;  // the output's and the weights' bits there (differ > 0)
+};
+
 // One timed sample set of a case.
 struct Samples {
   std::vector<double> total_s;               // one per sample (event pair / wall clock)
@@ -75,6 +84,15 @@ class Backend {
   // Runs the method once at this batch and returns its outputs (all matrices' Y, concatenated,
   // as BF16 bit patterns) for verification against bf16. Batch 0: decode/copy output instead.
   [[nodiscard]] virtual std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) = 0;
+  // Batch-0 methods (decode, copy) where the unit's BF16 weights are resident next to the output:
+  // runs the method once and compares its whole output with the weights there, bit for bit,
+  // reading back only the result (a Nemo layer's decode is 545 MB; on an H200 its read-back and
+  // host compare took ~2 s a case, the samples ~0.3 s). nullopt: no such comparison here, and
+  // the sweep reads the output back with run_for_output.
+  [[nodiscard]] virtual std::optional<WeightsComparison> run_and_compare_with_weights(const MethodCase& m) {
+    (void)m;
+    return std::nullopt;
+  }
   // When the method's GEMMs are not bf16's (df11-chunked and df11-pipelined multiply row slices, and a GEMM
   // library may pick other kernels, and so round differently, for a slice than for the whole
   // matrix): the output of those same GEMMs on the resident BF16 weights, so that the sweep can

@@ -22,6 +22,7 @@
 #include <fmt/format.h>
 
 #include "codec/bf16.hpp"
+#include "common/compare.hpp"
 #include "common/cuda_util.hpp"
 #include "fused/fused_gemv.hpp"
 #include "sweep/backend.hpp"
@@ -134,6 +135,9 @@ class CudaBackend final : public Backend {
             {"cuda_graphs", graphs_ ? "on (offload methods and copy eager)" : "off (DF11_CUDA_GRAPHS=0)"},
             {"slice_l2", slice_l2_info()},
             {"slice_start", slice_start_info()},
+            {"decode_verify", verify_on_host_ ? "host (DF11_VERIFY_ON_HOST=1: the output read back)"
+                                              : "device (a compare kernel against the resident weights, "
+                                                "with a host spot check)"},
             {"cpu_model", nullptr},
             {"cpu_cores", nullptr}};
   }
@@ -249,20 +253,78 @@ class CudaBackend final : public Backend {
   }
 
   [[nodiscard]] std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) override {
-    prepare_batch(batch);
-    poison();  // an output or buffer the method fails to write cannot hold an earlier run's data
-    {
-      const std::unique_ptr<cuda::L2Window> window = slice_window(m);
-      run(m);
-      CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
-      CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
-      if (window) window->close();
-    }
+    run_poisoned(m, batch);
     std::vector<uint16_t> out = method_output(m, batch);
     // time() replays the method's captured graph once against this output.
     replay_check_ = {};
-    if (graphed(m)) replay_check_ = {case_key(m, batch), out};
+    if (graphed(m)) replay_check_ = {case_key(m, batch), out, false};
     return out;
+  }
+
+  // Decode and copy: the output stays on the device and is compared there with the resident
+  // weights (dec::compare_on_device), with a host spot check of the comparison itself.
+  // DF11_VERIFY_ON_HOST=1 reads the output back instead (run_for_output).
+  [[nodiscard]] std::optional<WeightsComparison> run_and_compare_with_weights(const MethodCase& m) override {
+    if (m.needs_gemm() || verify_on_host_) return std::nullopt;
+    run_poisoned(m, 0);
+    const WeightsComparison c = compare_with_weights(m.label());
+    // time() replays the method's captured graph once, and compares that with the weights too.
+    replay_check_ = {};
+    if (graphed(m) && c.elements == n_ && c.differ == 0) replay_check_ = {case_key(m, 0), {}, true};
+    return c;
+  }
+
+  // One run of the method for verification, its outputs and buffers poisoned first (one it fails
+  // to write cannot hold an earlier run's data), waited for on both streams.
+  void run_poisoned(const MethodCase& m, int batch) {
+    prepare_batch(batch);
+    poison();
+    const std::unique_ptr<cuda::L2Window> window = slice_window(m);
+    run(m);
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
+    if (window) window->close();
+  }
+
+  // decode_buf_ (a batch-0 method's output) against the resident weights w_, on the device. The
+  // comparison kernel is itself checked from the host: windows spread over the unit are read
+  // back and compared with host_w_, and a difference there that the device did not report, or
+  // a reported first difference that reads back equal, is an error, not a pass.
+  [[nodiscard]] WeightsComparison compare_with_weights(const std::string& label) {
+    NvtxRange r("compare on device " + label);
+    const dec::DeviceComparison d = dec::compare_on_device(decode_buf_.get(), w_.get(), n_, stream_.get());
+    WeightsComparison c{d.checked, d.differ, d.first, 0, 0};
+    if (d.differ > 0) {
+      if (d.first >= n_) throw Error(fmt::format("{}: the device comparison reported element {} of {}", label, d.first, n_));
+      CUDA_CHECK(cudaMemcpy(&c.got, decode_buf_.get() + d.first, 2, cudaMemcpyDeviceToHost));
+      c.want = host_w_[d.first];
+      if (c.got == c.want) {
+        throw Error(fmt::format("{}: the device comparison reported element {} as differing, but it reads back "
+                                "equal (0x{:04x})", label, d.first, c.got));
+      }
+    }
+    constexpr uint64_t kWindow = 4096, kWindows = 33;
+    const uint64_t w = std::min<uint64_t>(kWindow, n_);
+    std::vector<uint16_t> spots(static_cast<std::size_t>(w * kWindows));
+    std::vector<uint64_t> starts;
+    for (uint64_t k = 0; k < kWindows; ++k) starts.push_back((n_ - w) * k / (kWindows - 1));
+    for (uint64_t k = 0; k < kWindows; ++k) {
+      CUDA_CHECK(cudaMemcpyAsync(spots.data() + k * w, decode_buf_.get() + starts[k], w * 2, cudaMemcpyDeviceToHost,
+                                 stream_.get()));
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    for (uint64_t k = 0; k < kWindows; ++k) {
+      for (uint64_t i = 0; i < w; ++i) {
+        const uint64_t at = starts[k] + i;
+        if (spots[k * w + i] == host_w_[at]) continue;
+        if (d.differ == 0 || at < d.first) {
+          throw Error(fmt::format("{}: element {} is 0x{:04x}, the weights' 0x{:04x}, which the device comparison "
+                                  "did not report ({} differences reported)", label, at, spots[k * w + i],
+                                  host_w_[at], d.differ));
+        }
+      }
+    }
+    return c;
   }
 
   // What a method leaves for verification: the decoded unit (decode-only methods) or the GEMM
@@ -456,13 +518,22 @@ class CudaBackend final : public Backend {
   // streams, an order that comes only from the events the capture recorded), so one replay is
   // compared with the verified eager output, bit for bit, before any sample is taken.
   void verify_replay(const MethodCase& m, int batch, const GraphExec& graph) {
-    if (!graph.get() || replay_check_.first != case_key(m, batch)) return;
+    if (!graph.get() || replay_check_.key != case_key(m, batch)) return;
     poison();
     CUDA_CHECK(cudaGraphLaunch(graph.get(), stream_.get()));
     CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
+    if (replay_check_.against_weights) {  // verified on the device: the replay is compared there too
+      const WeightsComparison c = compare_with_weights(m.label() + " (graph replay)");
+      if (c.elements != n_ || c.differ != 0) {
+        throw Error(fmt::format("{}: the replay of its CUDA graph differs from the weights at element {} ({} of {} "
+                                "elements compared differ)", m.label(), c.first, c.differ, c.elements));
+      }
+      replay_check_ = {};
+      return;
+    }
     const std::vector<uint16_t> out = method_output(m, batch);
-    const std::vector<uint16_t>& want = replay_check_.second;
+    const std::vector<uint16_t>& want = replay_check_.out;
     const auto [a, b] = std::mismatch(out.begin(), out.end(), want.begin(), want.end());
     if (a != out.end() || b != want.end()) {
       throw Error(fmt::format("{}: the replay of its CUDA graph differs from the verified run at output element {}",
@@ -850,6 +921,10 @@ class CudaBackend final : public Backend {
     const char* e = std::getenv("DF11_CUDA_GRAPHS");
     return !(e && std::strcmp(e, "0") == 0);
   }();
+  bool verify_on_host_ = [] {  // DF11_VERIFY_ON_HOST=1: batch-0 outputs read back and compared on the host
+    const char* e = std::getenv("DF11_VERIFY_ON_HOST");
+    return e && std::strcmp(e, "1") == 0;
+  }();
   cuda::TwoSlots slots_;  // the double buffer of cpu-offload, df11-overlap and df11-pipelined (copy_stream_ fills)
   LtGemm gemm_;
   cuda::DeviceBuffer<uint8_t> flush_;
@@ -860,7 +935,14 @@ class CudaBackend final : public Backend {
   dec::Start slice_start_ = dec::Start::early;  // the experiment's slice_start
   mutable bool slice_l2_refused_ = false;  // said once: the device gave no window
   std::vector<SlicePlan> plans_;  // one per entry of chunk_sizes_, for the loaded unit
-  std::pair<std::string, std::vector<uint16_t>> replay_check_;  // case key, its verified output (verify_replay)
+  // The verified run time() replays its graph against (verify_replay): the case, and its output,
+  // or (batch-0 methods verified on the device) that it equals the weights.
+  struct ReplayCheck {
+    std::string key;
+    std::vector<uint16_t> out;
+    bool against_weights = false;
+  };
+  ReplayCheck replay_check_;
   CuptiTimer cupti_;
   // The unit.
   std::vector<Matrix> mats_;

@@ -328,6 +328,32 @@ std::string format_seconds(double s) {
   return fmt::format("{:.1f} us", s * 1e6);
 }
 
+// A difference at element `first` of a reference laid out as `pieces` (sizes) end to end,
+// described: where (the piece's name and index within it), the bits, and how many differ.
+std::string describe_difference(uint64_t first, uint16_t got, uint16_t want, uint64_t n_diff, uint64_t total,
+                                const std::vector<std::size_t>& pieces,
+                                const std::vector<std::string>& piece_names, const std::string& what) {
+  std::string where;
+  uint64_t start = 0;
+  for (std::size_t p = 0; p < pieces.size() && p < piece_names.size(); ++p) {
+    if (first < start + pieces[p]) {
+      where = fmt::format(" ({} element {})", piece_names[p], first - start);
+      break;
+    }
+    start += pieces[p];
+  }
+  return fmt::format(
+      "output differs from {} at element {}{}: got 0x{:04x}, expected 0x{:04x}; {} of {} elements "
+      "differ",
+      what, first, where, got, want, n_diff, total);
+}
+
+std::vector<std::size_t> piece_sizes(const std::vector<std::span<const uint16_t>>& ref) {
+  std::vector<std::size_t> sizes;
+  for (const auto& p : ref) sizes.push_back(p.size());
+  return sizes;
+}
+
 // The first element where `out` differs from the reference pieces laid end to end, described; or
 // empty when equal. `what` names the reference; `pieces` names each piece for the message.
 std::string first_difference(const std::vector<uint16_t>& out,
@@ -339,17 +365,14 @@ std::string first_difference(const std::vector<uint16_t>& out,
     return fmt::format("output has {} elements, {} has {}", out.size(), what, ref_n);
   }
   std::size_t at = 0, first = SIZE_MAX, n_diff = 0;
-  std::string where;
   uint16_t got = 0, want = 0;
-  for (std::size_t p = 0; p < ref.size(); ++p) {
-    const auto& piece = ref[p];
+  for (const auto& piece : ref) {
     for (std::size_t i = 0; i < piece.size(); ++i) {
       if (out[at + i] != piece[i]) {
         if (first == SIZE_MAX) {
           first = at + i;
           got = out[at + i];
           want = piece[i];
-          if (!piece_names.empty()) where = fmt::format(" ({} element {})", piece_names[p], i);
         }
         ++n_diff;
       }
@@ -357,10 +380,22 @@ std::string first_difference(const std::vector<uint16_t>& out,
     at += piece.size();
   }
   if (first == SIZE_MAX) return {};
-  return fmt::format(
-      "output differs from {} at element {}{}: got 0x{:04x}, expected 0x{:04x}; {} of {} elements "
-      "differ",
-      what, first, where, got, want, n_diff, out.size());
+  return describe_difference(first, got, want, n_diff, out.size(), piece_sizes(ref), piece_names, what);
+}
+
+// The same description for a comparison the backend made where the data is
+// (Backend::run_and_compare_with_weights); a comparison that did not cover the whole reference
+// is a difference too, never a pass.
+std::string comparison_difference(const WeightsComparison& c, const std::vector<std::span<const uint16_t>>& ref,
+                                  const std::vector<std::string>& piece_names, const std::string& what) {
+  std::size_t ref_n = 0;
+  for (const auto& p : ref) ref_n += p.size();
+  if (c.elements != ref_n) {
+    return fmt::format("the backend compared {} elements of the output with {}, which has {}", c.elements, what,
+                       ref_n);
+  }
+  if (c.differ == 0) return {};
+  return describe_difference(c.first, c.got, c.want, c.differ, ref_n, piece_sizes(ref), piece_names, what);
 }
 
 struct Counts {
@@ -541,15 +576,23 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
       using Clock = std::chrono::steady_clock;
       const auto t_verify = Clock::now();
       std::vector<uint16_t> out;
+      std::string diff;
       try {
-        out = backend.run_for_output(m, batch);
+        // Batch 0 (decode, copy): compared where the output is, when the backend can.
+        std::optional<WeightsComparison> cmp;
+        if (batch == 0) cmp = backend.run_and_compare_with_weights(m);
+        if (cmp) {
+          diff = comparison_difference(*cmp, *reference, piece_names, what);
+        } else {
+          out = backend.run_for_output(m, batch);
+          diff = first_difference(out, *reference, piece_names, what);
+        }
       } catch (const std::exception& err) {
         return write(ci, Disposition::incorrect, std::nullopt,
                      fmt::format("failed while verifying: {}", err.what()));
       }
       std::string verified_against = verified, note;
-      if (const std::string diff = first_difference(out, *reference, piece_names, what);
-          !diff.empty()) {
+      if (!diff.empty()) {
         std::optional<std::vector<uint16_t>> same;
         if (batch > 0 && m.kind != "bf16") {
           try {

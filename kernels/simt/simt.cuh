@@ -140,6 +140,28 @@ DF11_HD uint32_t atomic_add(uint32_t* p, uint32_t v) {
 #endif
 }
 
+// 64-bit atomicAdd / atomicMin on global memory (unsigned long long, as CUDA names the type);
+// return the value before. On the host real atomics.
+DF11_HD unsigned long long atomic_add_u64(unsigned long long* p, unsigned long long v) {
+#if defined(__CUDA_ARCH__)
+  return atomicAdd(p, v);
+#else
+  return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
+#endif
+}
+
+DF11_HD unsigned long long atomic_min_u64(unsigned long long* p, unsigned long long v) {
+#if defined(__CUDA_ARCH__)
+  return atomicMin(p, v);
+#else
+  std::atomic_ref<unsigned long long> a(*p);
+  unsigned long long old = a.load();
+  while (v < old && !a.compare_exchange_weak(old, v)) {
+  }
+  return old;
+#endif
+}
+
 // atomicInc: *p becomes old >= limit ? 0 : old + 1; returns old. limit + 1 calls from 0 take
 // 0 .. limit and leave 0 behind.
 DF11_HD uint32_t atomic_inc(uint32_t* p, uint32_t limit) {

@@ -11,6 +11,7 @@
 
 #include "codec/bf16.hpp"
 #include "codec/encoder.hpp"
+#include "common/compare.hpp"
 #include "common/cuda_util.hpp"
 #include "datasets/synthetic.hpp"
 #include "decoder.hpp"
@@ -200,6 +201,49 @@ void check_unit(const dec::Registry& reg, const Unit& u) {
   }
 }
 
+// dec::compare_on_device, which the sweep verifies decoded units with: every element counted,
+// each difference found (a group's halves, the tail, the last element), the first reported,
+// in a buffer larger than one pass of its grid.
+void check_compare(bool small) {
+  cuda::Stream s;
+  for (const uint64_t n : {uint64_t{1}, uint64_t{9}, uint64_t{4099}, small ? uint64_t{300001} : uint64_t{50000005}}) {
+    std::vector<uint16_t> a(n);
+    for (uint64_t i = 0; i < n; ++i) a[i] = static_cast<uint16_t>(i * 40503u + 7);
+    const auto da = cuda::DeviceBuffer<uint16_t>::from(a, s.get());
+    auto db = cuda::DeviceBuffer<uint16_t>::from(a, s.get());
+    const std::string what = "compare_on_device n=" + std::to_string(n);
+    const dec::DeviceComparison same = dec::compare_on_device(da.get(), db.get(), n, s.get());
+    expect(same.checked == n && same.differ == 0, what + ": equal buffers");
+    std::vector<uint64_t> spots{0, n - 1, n / 2};
+    if (n > 8) spots.insert(spots.end(), {1, 7, 8, (n / 8) * 8 - 1});
+    for (const uint64_t at : spots) {
+      const uint16_t flipped = a[at] ^ 0x0100;
+      CUDA_CHECK(cudaMemcpy(db.get() + at, &flipped, 2, cudaMemcpyHostToDevice));
+      const dec::DeviceComparison one = dec::compare_on_device(da.get(), db.get(), n, s.get());
+      expect(one.checked == n && one.differ == 1 && one.first == at,
+             what + ": one difference at " + std::to_string(at) + " reported as " + std::to_string(one.differ) +
+                 " at " + std::to_string(one.first));
+      CUDA_CHECK(cudaMemcpy(db.get() + at, &a[at], 2, cudaMemcpyHostToDevice));
+    }
+    if (n > 1000) {
+      for (const uint64_t at : {n - 1, uint64_t{601}, uint64_t{600}, uint64_t{17}}) {
+        const uint16_t flipped = a[at] ^ 1;
+        CUDA_CHECK(cudaMemcpy(db.get() + at, &flipped, 2, cudaMemcpyHostToDevice));
+      }
+      const dec::DeviceComparison many = dec::compare_on_device(da.get(), db.get(), n, s.get());
+      expect(many.checked == n && many.differ == 4 && many.first == 17, what + ": four differences");
+    }
+  }
+  bool refused = false;
+  try {
+    cuda::DeviceBuffer<uint16_t> buf(64);
+    (void)dec::compare_on_device(buf.get() + 1, buf.get(), 8, s.get());
+  } catch (const Error&) {
+    refused = true;
+  }
+  expect(refused, "compare_on_device accepted an unaligned buffer");
+}
+
 // Damaged streams and gaps that validation cannot see (metadata intact): every variant must
 // run to completion without a fault (under compute-sanitizer memcheck: without an access out
 // of bounds). The output is garbage, never a fault; tests/fuzz/fuzz_unit checks the same on
@@ -278,6 +322,7 @@ int main(int argc, char** argv) {
                                       dec::FusedDecode::fixed_nh, dec::FusedDecode::fixed_late}) {
       for (const int batch : {1, 5, 16}) check_fused(layer, batch, fd);
     }
+    check_compare(small);
     if (damaged) check_damaged(reg, small);
     // Malformed metadata is refused by upload, before any launch.
     const EncodedUnit good = encode(test::unit_of(test::random_weights(50000, 4)).view(), Layout::df11());

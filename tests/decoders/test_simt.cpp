@@ -13,6 +13,7 @@
 #include "codec/encoder.hpp"
 #include "decoder.hpp"
 #include "helpers.hpp"
+#include "common/compare.cuh"
 #include "simt/simt.cuh"
 
 using namespace df11;
@@ -268,4 +269,59 @@ TEST_CASE("simt: kernel bodies at an exact block boundary and with long codes", 
   }
   // Fibonacci counts: codes up to 18 bits (16 in our layouts).
   check_simt_all_variants(unit_of(df11::test::fibonacci_words(19, 90, 5), "fib"));
+}
+
+// ---- the device comparison's body (common/compare.cuh), as the sweep launches it ------------
+
+namespace {
+
+struct HostCompare {
+  uint64_t checked, differ, first;
+};
+
+// compare_bf16 on the host executor over a grid of `blocks` x `threads`.
+HostCompare compare_on_host(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b, unsigned blocks,
+                            unsigned threads) {
+  dec::body::CompareTotals t{0, 0, dec::body::kNoDifference};
+  simt::launch({blocks}, {threads}, 0, [&](uint8_t*) { dec::body::compare_bf16(a.data(), b.data(), a.size(), &t); });
+  return {t.checked, t.differ, t.first};
+}
+
+}  // namespace
+
+TEST_CASE("compare body: counts every element once and finds the first difference, any grid", "[decoders][simt]") {
+  for (const std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{8}, std::size_t{9}, std::size_t{1000},
+                              std::size_t{4099}}) {
+    std::vector<uint16_t> a(n);
+    for (std::size_t i = 0; i < n; ++i) a[i] = static_cast<uint16_t>(i * 40503u + 7);
+    for (const auto& [blocks, threads] : {std::pair{1u, 32u}, std::pair{3u, 64u}, std::pair{2u, 256u}}) {
+      INFO("n " << n << ", grid " << blocks << " x " << threads);
+      const HostCompare same = compare_on_host(a, a, blocks, threads);
+      CHECK(same.checked == n);
+      CHECK(same.differ == 0);
+      CHECK(same.first == dec::body::kNoDifference);
+      // One flipped bit anywhere: the low and high half of a word, a group's last element, the
+      // tail after the last whole group, the last element.
+      std::vector<std::size_t> spots{0, n - 1, n / 2};
+      if (n > 8) spots.insert(spots.end(), {1, 7, 8, (n / 8) * 8 - 1});
+      for (const std::size_t at : spots) {
+        std::vector<uint16_t> b = a;
+        b[at] ^= 0x8000;
+        const HostCompare one = compare_on_host(a, b, blocks, threads);
+        CHECK(one.checked == n);
+        CHECK(one.differ == 1);
+        CHECK(one.first == at);
+      }
+      // Both halves of a word, and elements far apart: all counted, the lowest reported.
+      if (n >= 1000) {
+        std::vector<uint16_t> b = a;
+        for (const std::size_t at : {std::size_t{998}, std::size_t{600}, std::size_t{601}, n - 1, std::size_t{17}})
+          b[at] ^= 1;
+        const HostCompare many = compare_on_host(a, b, blocks, threads);
+        CHECK(many.checked == n);
+        CHECK(many.differ == 5);
+        CHECK(many.first == 17);
+      }
+    }
+  }
 }

@@ -90,20 +90,44 @@ class TamperingBackend final : public Backend {
   std::string regemm_kind;
   std::size_t ref_flip = 5;
   int max_df11_batch = 0;  // > 0: df11 is not supported above this batch
+  // Batch-0 methods compared where the output is (run_and_compare_with_weights), as the cuda
+  // backend does on the device: compare_flip flips bit 0 of element 5 before the comparison,
+  // compare_short reports one element fewer compared than the unit has.
+  bool compare_in_place = false, compare_flip = false, compare_short = false;
+  int outputs_read_at_zero = 0;  // run_for_output calls at batch 0
 
   [[nodiscard]] std::string kind() const override { return inner_->kind(); }
   [[nodiscard]] json device_info() const override { return inner_->device_info(); }
   void load_unit(const df11::Unit& u, const std::vector<df11::EncodedUnit>& enc,
                  uint64_t seed) override {
     inner_->load_unit(u, enc, seed);
+    weights_.clear();
+    for (const auto& t : u.tensors) weights_.insert(weights_.end(), t.data.begin(), t.data.end());
   }
   [[nodiscard]] dec::Status supports(const MethodCase& m) const override {
     return inner_->supports(m);
   }
   [[nodiscard]] std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) override {
+    if (batch == 0) ++outputs_read_at_zero;
     auto out = inner_->run_for_output(m, batch);
     if ((m.kind == corrupt_kind || m.kind == regemm_kind) && out.size() > 5) out[5] ^= 1;
     return out;
+  }
+  [[nodiscard]] std::optional<WeightsComparison> run_and_compare_with_weights(const MethodCase& m) override {
+    if (!compare_in_place) return std::nullopt;
+    auto out = inner_->run_for_output(m, 0);
+    if (compare_flip && out.size() > 5) out[5] ^= 1;
+    WeightsComparison c;
+    c.elements = std::min(out.size(), weights_.size()) - (compare_short ? 1 : 0);
+    for (std::size_t i = 0; i < c.elements; ++i) {
+      if (out[i] == weights_[i]) continue;
+      if (c.differ++ == 0) {
+        c.first = i;
+        c.got = out[i];
+        c.want = weights_[i];
+      }
+    }
+    return c;
   }
   [[nodiscard]] dec::Status supports_batch(const MethodCase& m, int batch) const override {
     if (m.kind == "df11" && max_df11_batch > 0 && batch > max_df11_batch) return dec::Status::no("batch too large here");
@@ -123,6 +147,7 @@ class TamperingBackend final : public Backend {
 
  private:
   std::unique_ptr<Backend> inner_ = make_cpu_backend(2);
+  std::vector<uint16_t> weights_;  // the loaded unit's, end to end
 };
 
 }  // namespace
@@ -211,6 +236,52 @@ TEST_CASE("a wrong bit makes a case incorrect, naming the element", "[sweep][e2e
   }
   fs::remove_all(dir);
   fs::remove_all(dir2);
+}
+
+TEST_CASE("a backend that compares decode outputs where they are: pass, a named difference, a short comparison",
+          "[sweep][e2e]") {
+  clear_interrupt();
+  Experiment e = smoke();
+  e.batches = {2};
+  TamperingBackend backend;
+  backend.compare_in_place = true;
+  const fs::path dir = fresh_dir("in_place");
+  const SweepReport r = run_sweep(e, backend, registry(), options_for(dir));
+  CHECK(r.incorrect == 0);
+  CHECK(backend.outputs_read_at_zero == 0);  // copy and decode: nothing read back
+  std::map<std::string, json> rows;
+  for (const json& row : read_rows(dir / "results.jsonl")) rows[key_of(row)] = row;
+  CHECK(rows.at("decode:cpu@0")["disposition"] == "passed");
+  CHECK(rows.at("decode:cpu@0")["verified_against"] == "weights");
+  CHECK(rows.at("copy@0")["disposition"] == "passed");
+
+  // A difference it reports: incorrect, with the tensor and element named as for a read-back.
+  backend.compare_flip = true;
+  const fs::path dir2 = fresh_dir("in_place_flip");
+  const SweepReport r2 = run_sweep(e, backend, registry(), options_for(dir2));
+  CHECK(r2.incorrect == 2);  // copy and decode
+  for (const json& row : read_rows(dir2 / "results.jsonl")) {
+    if (row["case"]["batch"] != 0) continue;
+    CHECK(row["disposition"] == "incorrect");
+    CHECK_THAT(row["reason"].get<std::string>(),
+               Catch::Contains("self_attn.q_proj element 5") && Catch::Contains("1 of "));
+  }
+
+  // A comparison that did not cover the whole unit is never a pass.
+  backend.compare_flip = false;
+  backend.compare_short = true;
+  const fs::path dir3 = fresh_dir("in_place_short");
+  const SweepReport r3 = run_sweep(e, backend, registry(), options_for(dir3));
+  CHECK(r3.incorrect == 2);
+  for (const json& row : read_rows(dir3 / "results.jsonl")) {
+    if (row["case"]["batch"] != 0) continue;
+    CHECK(row["disposition"] == "incorrect");
+    CHECK_THAT(row["reason"].get<std::string>(), Catch::Contains("the backend compared"));
+  }
+  CHECK(backend.outputs_read_at_zero == 0);
+  fs::remove_all(dir);
+  fs::remove_all(dir2);
+  fs::remove_all(dir3);
 }
 
 TEST_CASE("a method with other GEMMs passes against the same GEMMs on BF16 weights, and says so",

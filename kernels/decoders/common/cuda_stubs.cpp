@@ -1,5 +1,6 @@
 // Builds without CUDA: the device entry points exist and say why they cannot run.
 #include "codec/common.hpp"
+#include "common/compare.hpp"
 #include "common/variant_decoder.hpp"
 #include "decoder.hpp"
 #include "fused/fused_gemv.hpp"
@@ -23,6 +24,9 @@ void OfficialPtxDecoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_
   no_cuda(name());
 }
 bool built_with_cuda() { return false; }
+DeviceComparison compare_on_device(const uint16_t*, const uint16_t*, uint64_t, Stream) {
+  no_cuda("compare_on_device");
+}
 bool device_starts_early() { return false; }
 
 struct FusedGemvDevice::Impl {};
