@@ -75,14 +75,17 @@ trap 'rm -f "$runs"' EXIT
 #   another variant) batch 1 with --overlap alone (each matrix decoded whole on the second stream
 #   while the last matrix's GEMM runs), checked and timed;
 # - BF16 (generated again in place on the device, in a second): batch 1, the 2048-token prefill,
-#   batch 8 and 64; CPU offload at batch 1 (issue 7's 10x target);
+#   batch 8 and 64;
 # - the fused decode + GEMV kernels (DF11 read once, never written out as BF16; no issue sets a
-#   target for them, but over fix64's units they may be the fastest batch-1 decode, so they run
-#   before the slow offload runs) at batch 1 and their check against the same kernels on BF16
-#   words (no batch 8: --fused-gemv fuses passes of up to 4 rows over fix64's units, where they
-#   stopped paying on the H200, so batch 8 would repeat the whole-block run; the sweep's
-#   df11-fused rows measure the kernels at every batch up to 16);
-# - CPU offload, the other three (all 24.5 GB over PCIe per token: a few tokens suffice);
+#   target for them, but over fix64's units they may be the fastest batch-1 decode) at batch 1
+#   and their check against the same kernels on BF16 words (no batch 8: --fused-gemv fuses passes
+#   of up to 4 rows over fix64's units, where they stopped paying on the H200, so batch 8 would
+#   repeat the whole-block run; the sweep's df11-fused rows measure the kernels at every batch up
+#   to 16);
+# - CPU offload: batch 1 (issue 7's 10x target), then the other three (all 24.5 GB over PCIe per
+#   token: a few tokens suffice), one after another so that the pinned host copy is built once
+#   (on the 2026-11-28 H200 run the fused runs sat between offload runs, and the second offload
+#   group set up its 24.5 GB again: 12.4 s of setup_s);
 # - last (no targets either): whole blocks at batch 1 with a count-layout decoder
 #   (E2E_CNT_VARIANT), the same with whole matrices overlapped, and the fused kernels on the
 #   t256.b16 count layout (one decode pass) at batch 1 and their check.
@@ -107,9 +110,9 @@ cat >"$runs" <<RUNS
 --weights bf16 --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights bf16 --batch 8 --prompt-len $plen --max-new-tokens $new
 --weights bf16 --batch 64 --prompt-len $plen --max-new-tokens $new
---weights cpu-offload --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights df11 $fv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $fv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
+--weights cpu-offload --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights cpu-offload --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights cpu-offload --batch 8 --prompt-len $plen --max-new-tokens 4
 --weights cpu-offload --batch 64 --prompt-len $plen --max-new-tokens 4
