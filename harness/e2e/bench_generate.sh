@@ -6,7 +6,8 @@
 # (the host generator's bits), encoded once on the host with all cores, and kept in host memory
 # (BF16 24.5 GB + DF11 16.6 GB; BF16 models regenerate their units in place on the device), and a
 # run's device weights (DF11 images, BF16 units, pinned offload buffers) serve the next runs that
-# use the same ones, so a run costs its tokens, and its uploads only where the run before it used
+# use the same ones (a --fused-gemv run's DF11 weights: the images of the same decoder, the fused
+# kernels added), so a run costs its tokens, and its uploads only where the run before it used
 # other weights ("weights_reused" in its JSON; "setup_s" is then small). The first three runs check
 # DF11 against BF16 bit for bit.
 # E2E_VARIANT names the DF11 decoder variant of every DF11 run (default: df11 generate's own,
@@ -71,17 +72,20 @@ trap 'rm -f "$runs"' EXIT
 #   of starting early, that lever's A/B; and with slices of one round, $round B), chunked with
 #   --overlap; the 2048-token prefill
 #   whole and chunked with --overlap (decode hidden under the compute-bound GEMMs); batch 8 and
-#   64; then with the overlap decoder (ov, above; its images uploaded once more where it is
-#   another variant) batch 1 with --overlap alone (each matrix decoded whole on the second stream
-#   while the last matrix's GEMM runs), checked and timed;
-# - BF16 (generated again in place on the device, in a second): batch 1, the 2048-token prefill,
-#   batch 8 and 64;
+#   64;
 # - the fused decode + GEMV kernels (DF11 read once, never written out as BF16; no issue sets a
 #   target for them, but over fix64's units they may be the fastest batch-1 decode) at batch 1
 #   and their check against the same kernels on BF16 words (no batch 8: --fused-gemv fuses passes
 #   of up to 4 rows over fix64's units, where they stopped paying on the H200, so batch 8 would
 #   repeat the whole-block run; the sweep's df11-fused rows measure the kernels at every batch up
-#   to 16);
+#   to 16). Right after the runs above: where fv is v (a fix64 E2E_VARIANT), the fused kernels
+#   are added to those runs' cached DF11 images instead of every unit being uploaded again (on
+#   the 2026-11-28 H200 run, where they followed the BF16 runs, that took 27.8 s of setup_s);
+# - with the overlap decoder (ov, above; its images uploaded once more where it is another
+#   variant) batch 1 with --overlap alone (each matrix decoded whole on the second stream while
+#   the last matrix's GEMM runs), checked and timed;
+# - BF16 (generated again in place on the device, in a second): batch 1, the 2048-token prefill,
+#   batch 8 and 64;
 # - CPU offload: batch 1 (issue 7's 10x target), then the other three (all 24.5 GB over PCIe per
 #   token: a few tokens suffice), one after another so that the pinned host copy is built once
 #   (on the 2026-11-28 H200 run the fused runs sat between offload runs, and the second offload
@@ -104,14 +108,14 @@ cat >"$runs" <<RUNS
 --weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights df11 $v --batch 8 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --batch 64 --prompt-len $plen --max-new-tokens $new
+--weights df11 $fv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 $fv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights df11 $ov --check --overlap --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights df11 $ov --overlap --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights bf16 --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights bf16 --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights bf16 --batch 8 --prompt-len $plen --max-new-tokens $new
 --weights bf16 --batch 64 --prompt-len $plen --max-new-tokens $new
---weights df11 $fv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new
---weights df11 $fv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights cpu-offload --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights cpu-offload --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights cpu-offload --batch 8 --prompt-len $plen --max-new-tokens 4

@@ -242,11 +242,19 @@ class DeviceProvider {
   [[nodiscard]] float* fused_partials() const { return partials_.get(); }
 
   // Called before the first add: units get fused kernels, except the embedding (unit
-  // embed_unit; the model gathers its rows, no GEMV).
+  // embed_unit; the model gathers its rows, no GEMV). Or, where fused_can_extend, on weights
+  // built without them: then add_fused_only for every unit, and finish_fused.
   void enable_fused(int embed_unit) {
     fused_on_ = true;
     embed_unit_ = embed_unit;
   }
+  // Whether weights built without fused kernels can take them afterwards (a --fused-gemv run
+  // after runs of the same DF11 decoder): where the kernels read the provider's own images.
+  [[nodiscard]] virtual bool fused_can_extend() const { return false; }
+  virtual void add_fused_only(UnitFeed&, cudaStream_t) {
+    throw Error("cuda model: these weights cannot take fused kernels after they were built");
+  }
+  void finish_fused() { prepare_fused(); }
 
  protected:
   // The decode the fused kernels run (none: the unit layout's; fix64 decoders: their units).
@@ -460,13 +468,12 @@ class Df11DeviceProvider final : public ReusedBufferProvider {
       throw Error(fmt::format("unit {}: {} encoded elements, its tensors hold {}", feed.name(),
                               images_[sz(feed.unit())]->n_elements(), feed.map().n_elements));
     }
-    if (wants_fused(feed.unit())) {
-      try {  // the fused kernels read the decoder's image: no second copy of the unit
-        add_fused(feed, e, dec::FusedGemvDevice::Source::shared_image, images_[sz(feed.unit())].get(), s);
-      } catch (const Error& err) {
-        throw Error(fmt::format("--fused-gemv with decoder {}: {}", decoder_->name(), err.what()));
-      }
-    }
+    add_fused_shared(feed, e, s);
+  }
+  // The fused kernels read the decoder's images, so cached weights of this decoder can take them.
+  bool fused_can_extend() const override { return true; }
+  void add_fused_only(UnitFeed& feed, cudaStream_t s) override {
+    add_fused_shared(feed, feed.encoded(decoder_->layout()), s);
   }
   const uint16_t* acquire(int unit, uint64_t lo, uint64_t hi, cudaStream_t s, int half, dec::Order order,
                           dec::Start start) override {
@@ -487,6 +494,16 @@ class Df11DeviceProvider final : public ReusedBufferProvider {
   }
 
  private:
+  // The unit's fused kernels (wants_fused units), over the decoder's image of it: no second copy.
+  void add_fused_shared(const UnitFeed& feed, const EncodedUnit& e, cudaStream_t s) {
+    if (!wants_fused(feed.unit())) return;
+    try {
+      add_fused(feed, e, dec::FusedGemvDevice::Source::shared_image, images_.at(sz(feed.unit())).get(), s);
+    } catch (const Error& err) {
+      throw Error(fmt::format("--fused-gemv with decoder {}: {}", decoder_->name(), err.what()));
+    }
+  }
+
   dec::Registry registry_;
   const dec::Decoder* decoder_ = nullptr;
   std::vector<std::unique_ptr<dec::DeviceImage>> images_;
@@ -1008,6 +1025,15 @@ std::vector<CachedWeights>& weights_cache() {
   return *cache;
 }
 
+// A fused DF11 key's twin without the fused kernels: cached weights of that key can take them
+// (DeviceProvider::fused_can_extend) instead of the unit images being uploaded again.
+std::optional<WeightsKey> extendable_key(const WeightsKey& k) {
+  if (!k.fused || k.kind != WeightsKind::df11) return std::nullopt;
+  WeightsKey plain = k;
+  plain.fused = false;
+  return plain;
+}
+
 // The cached provider of this key that no live model holds (the reused buffer and the fused
 // partials are scratch that models on two streams must not share), or null.
 std::shared_ptr<DeviceProvider> cached_weights(const WeightsKey& key) {
@@ -1032,6 +1058,17 @@ class CudaBuilder final : public ModelBuilder {
       provider_ = cached_weights(*key_);
       reused_ = provider_ != nullptr;
       if (reused_) return;  // every unit is on the device already: add and prepare are done
+      // --fused-gemv after runs of the same DF11 decoder: their cached weights take the fused
+      // kernels, which read the decoder's images (a Nemo model's upload took ~28 s on an H200).
+      if (const std::optional<WeightsKey> plain = extendable_key(*key_)) {
+        provider_ = cached_weights(*plain);
+        if (provider_ && provider_->fused_can_extend()) {
+          extending_ = true;
+          provider_->enable_fused(embed_unit(s));
+          return;
+        }
+        provider_ = nullptr;
+      }
     }
     switch (r.weights) {
       case WeightsKind::bf16:
@@ -1049,13 +1086,30 @@ class CudaBuilder final : public ModelBuilder {
     }
     if (fused_kernels(r)) provider_->enable_fused(embed_unit(s));
   }
+  CudaBuilder(const CudaBuilder&) = delete;
+  CudaBuilder& operator=(const CudaBuilder&) = delete;
+  // A build that failed while extending cached weights with fused kernels leaves them half
+  // extended: no later run may take them.
+  ~CudaBuilder() override {
+    if (extending_ && !extended_) drop_cached(provider_);
+  }
   void add(UnitFeed& feed) override {
     if (reused_) return;
-    provider_->add(feed, stream_->get());
+    if (extending_) {
+      provider_->add_fused_only(feed, stream_->get());
+    } else {
+      provider_->add(feed, stream_->get());
+    }
     watch().sample();
   }
   std::unique_ptr<Model> finish() override {
-    if (!reused_) {
+    if (extending_) {
+      provider_->finish_fused();
+      CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
+      for (CachedWeights& c : weights_cache())  // cached under the key they now answer
+        if (c.provider == provider_) c.key = *key_;
+      extended_ = true;
+    } else if (!reused_) {
       provider_->prepare(s_);
       if (key_) {
         // Uploads done before a later model uses the provider on its own stream.
@@ -1070,10 +1124,15 @@ class CudaBuilder final : public ModelBuilder {
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
                                        request_.batch, request_.max_positions, request_.chunk_bytes,
                                        fused_rows(request_), request_.overlap, request_.slice_l2,
-                                       request_.descending_decode, request_.early_slices, reused_);
+                                       request_.descending_decode, request_.early_slices, reused_ || extending_);
   }
 
  private:
+  static void drop_cached(const std::shared_ptr<DeviceProvider>& p) {
+    auto& c = weights_cache();
+    c.erase(std::remove_if(c.begin(), c.end(), [&](const CachedWeights& w) { return w.provider == p; }), c.end());
+  }
+
   ModelShape s_;
   const Norms& norms_;
   ModelRequest request_;
@@ -1081,6 +1140,8 @@ class CudaBuilder final : public ModelBuilder {
   std::shared_ptr<DeviceProvider> provider_;
   std::optional<WeightsKey> key_;  // set when the provider may come from, or go to, the cache
   bool reused_ = false;
+  bool extending_ = false;  // provider_: cached weights without fused kernels, taking them now
+  bool extended_ = false;   // ... and finish() has given them the fused kernels
 };
 
 }  // namespace
@@ -1115,7 +1176,16 @@ void cuda_keep_weights_for(const FeedCache& cache, const std::vector<ModelReques
   for (const ModelRequest& r : requests) {
     if (r.backend != Backend::cuda) continue;
     try {
-      wanted.push_back(weights_key(r, cache.id()));
+      const WeightsKey k = weights_key(r, cache.id());
+      wanted.push_back(k);
+      // Weights without fused kernels that a fused request will extend (CudaBuilder), unless
+      // weights with them are cached already (then those are the run's, and these would only
+      // add to its peak).
+      const std::optional<WeightsKey> plain = extendable_key(k);
+      const auto& c = weights_cache();
+      if (plain && std::none_of(c.begin(), c.end(), [&](const CachedWeights& w) { return w.key == k; })) {
+        wanted.push_back(*plain);
+      }
     } catch (const Error&) {
       // A request whose key cannot be made (a --variant the fused kernels cannot read) fails
       // when its model is built, with this error; it keeps nothing.

@@ -426,8 +426,9 @@ void run() {
 // `df11 generate --runs` builds them): a run whose weights come from the cache gives the same
 // tokens and still passes the check, chunked and overlapped models share the whole-block
 // models' weights, weights a live model holds are never handed to a second one, another decoder
-// or fused kernels get their own, and weights a run does not use are dropped before it builds,
-// so that its peak holds the weights it reuses and not those.
+// gets its own, fused kernels extend the cached weights of their decoder (and a plain run after
+// them builds its own), and weights a run does not use are dropped before it builds, so that its
+// peak holds the weights it reuses and not those.
 void check_weight_reuse() {
   try {
     const ModelShape tiny = named_config("tiny");
@@ -496,13 +497,29 @@ void check_weight_reuse() {
       const GenerationResult r = generate(*m[0], prompts, steps, m[1].get());
       expect(!r.mismatch && r.tokens == first, "reuse, weights built again: bit-identical, the first run's tokens");
     }
+    // Fused kernels: the df11 weights of the runs before (the same decoder, kDefaultCudaVariant
+    // = kDefaultFusedVariant) take them, bf16 builds its own; then both are reused.
+    expect(std::string(kDefaultCudaVariant) == kDefaultFusedVariant, "reuse: one default decoder, fused or not");
     std::vector<std::vector<int32_t>> fused_first;
-    for (const bool again : {false, true}) {  // fused kernels: weights of their own, then reused
-      auto m = build({fused(WeightsKind::df11), fused(WeightsKind::bf16)}, {again, again}, "fused");
+    for (const bool again : {false, true}) {
+      auto m = build({fused(WeightsKind::df11), fused(WeightsKind::bf16)}, {true, again},
+                     again ? "fused, reused" : "fused, the cached df11 weights extended");
+      expect(m[0]->describe().find("fused") != std::string::npos, "reuse: the fused model says so: " + m[0]->describe());
       const GenerationResult r = generate(*m[0], prompts, steps, m[1].get());
-      expect(!r.mismatch, fmt::format("reuse, fused df11 vs fused bf16 ({}): bit-identical", again ? "reused" : "built"));
+      expect(!r.mismatch, fmt::format("reuse, fused df11 vs fused bf16 ({}): bit-identical", again ? "reused" : "extended"));
       if (!again) fused_first = r.tokens;
-      expect(r.tokens == fused_first, "reuse, fused: the same tokens built or reused");
+      expect(r.tokens == fused_first, "reuse, fused: the same tokens extended or reused");
+    }
+    {  // the extended weights are the fused key's now: a plain run builds its own
+      auto m = build({reusing(WeightsKind::df11)}, {false}, "plain after fused");
+      expect(generate(*m[0], prompts, steps).tokens == first, "reuse, plain after fused: the first run's tokens");
+    }
+    {  // weights a live model holds are not extended: the fused model gets weights of its own
+      auto held = build_models(cache, {reusing(WeightsKind::df11)});
+      expect(held[0]->weights_reused(), "reuse: the plain weights come from the cache");
+      auto m = build_models(cache, {fused(WeightsKind::df11)});
+      expect(!m[0]->weights_reused(), "reuse: weights a live model holds are not extended with fused kernels");
+      expect(generate(*m[0], prompts, steps).tokens == fused_first, "reuse, fused own weights: the fused tokens");
     }
   } catch (const std::exception& e) {
     expect(false, std::string("reuse: ") + e.what());
