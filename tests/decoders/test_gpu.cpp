@@ -218,17 +218,17 @@ void check_compare(bool small) {
     if (n > 8) spots.insert(spots.end(), {1, 7, 8, (n / 8) * 8 - 1});
     for (const uint64_t at : spots) {
       const uint16_t flipped = a[at] ^ 0x0100;
-      CUDA_CHECK(cudaMemcpy(db.get() + at, &flipped, 2, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpyAsync(db.get() + at, &flipped, 2, cudaMemcpyHostToDevice, s.get()));
       const dec::DeviceComparison one = dec::compare_on_device(da.get(), db.get(), n, s.get());
       expect(one.checked == n && one.differ == 1 && one.first == at,
              what + ": one difference at " + std::to_string(at) + " reported as " + std::to_string(one.differ) +
                  " at " + std::to_string(one.first));
-      CUDA_CHECK(cudaMemcpy(db.get() + at, &a[at], 2, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemcpyAsync(db.get() + at, &a[at], 2, cudaMemcpyHostToDevice, s.get()));
     }
     if (n > 1000) {
       for (const uint64_t at : {n - 1, uint64_t{601}, uint64_t{600}, uint64_t{17}}) {
         const uint16_t flipped = a[at] ^ 1;
-        CUDA_CHECK(cudaMemcpy(db.get() + at, &flipped, 2, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMemcpyAsync(db.get() + at, &flipped, 2, cudaMemcpyHostToDevice, s.get()));
       }
       const dec::DeviceComparison many = dec::compare_on_device(da.get(), db.get(), n, s.get());
       expect(many.checked == n && many.differ == 4 && many.first == 17, what + ": four differences");
