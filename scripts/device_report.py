@@ -14,10 +14,12 @@ Writes, with SLUG the device slug of scripts/promote_baseline ("h100-80gb-hbm3")
   reports/<date>_<SLUG>_decode_throughput/   the decoders alone (decode/), with plots
   reports/<date>_<SLUG>_device_check/        summary.txt, device_check.log, e2e.jsonl,
                                              gpu_bench.json, profile.jsonl (+ profile_raw.tar.gz),
-                                             and README.md: the step verdicts, the counters
-                                             and a table of every GPU target of issues 4, 5
-                                             and 7 with the measured value and PASS / FAIL /
-                                             not measured.
+                                             and README.md: the step verdicts, the counters,
+                                             where the device time went (run_sweep's verify /
+                                             time split per step, the e2e runs' setup_s) and a
+                                             table of every GPU target of issues 4, 5 and 7
+                                             with the measured value and PASS / FAIL / not
+                                             measured.
 Run directories stay separate so that scripts/ci_gate finds each by its dated name. Nothing
 is invented: a target whose rows are missing says "not measured" and why.
 """
@@ -309,6 +311,59 @@ def e2e_table(runs):
     return "\n".join(out) + failures
 
 
+STEP_RE = re.compile(r"^== (.+?) \((\d\d:\d\d:\d\d), limit (\d+)s\)")
+CASE_RE = re.compile(r"\] \S+ (\S+) b=(\d+): passed, median [^;]*; verify ([\d.]+) s, time ([\d.]+) s "
+                     r"\((\d+) samples, ([\d.]+) s of them\)")
+
+
+def device_time(log_text, e2e_rows):
+    """Where the device time went, from run_sweep's progress lines in device_check.log (each
+    passed case's wall time verifying and timing, and how much of the timing were samples) and
+    the e2e runs' setup_s: a markdown section body."""
+    groups = {}  # (step, rows kind) -> [cases, verify s, time s, samples s]
+    order = []
+    step = None
+    for line in log_text.splitlines():
+        m = STEP_RE.match(line)
+        if m:
+            step = m.group(1)
+            continue
+        m = CASE_RE.search(line)
+        if not m or step is None:
+            continue
+        kind = "batch 0 (decoders alone, copy)" if m.group(2) == "0" else "GEMM rows (batch >= 1)"
+        key = (step, kind)
+        if key not in groups:
+            groups[key] = [0, 0.0, 0.0, 0.0]
+            order.append(key)
+        g = groups[key]
+        g[0] += 1
+        g[1] += float(m.group(3))
+        g[2] += float(m.group(4))
+        g[3] += float(m.group(6))
+    out = []
+    if order:
+        out += ["| step | rows | passed | verify s | time s | of which samples s |", "|---|---|---|---|---|---|"]
+        for key in order:
+            n, v, t, smp = groups[key]
+            out.append(f"| {key[0]} | {key[1]} | {n} | {v:.1f} | {t:.1f} | {smp:.1f} |")
+    else:
+        out.append("No passed case in device_check.log gives its verify/time split (a log from before "
+                   "run_sweep printed it, or no sweep step ran).")
+    setups = [r for r in e2e_rows if isinstance(r.get("setup_s"), (int, float))]
+    if setups:
+        total = sum(r["setup_s"] for r in setups)
+        out += ["", f"End-to-end runs: {len(setups)} with a `setup_s`, {total:.1f} s of setup in all "
+                f"({sum(1 for r in setups if r.get('weights_reused'))} reused their weights). The largest:"]
+        for r in sorted(setups, key=lambda r: -r["setup_s"])[:5]:
+            what = r.get("method") or r.get("weights", "?")
+            flags = ", ".join(f for f, on in (("fused GEMV", r.get("fused_gemv")), ("overlap", r.get("overlap")),
+                                              ("check", r.get("check") not in (None, "not_run"))) if on)
+            out.append(f"- {r['setup_s']:.1f} s: {what}, batch {r.get('batch')}" + (f" ({flags})" if flags else "")
+                       + (", weights reused" if r.get("weights_reused") else ""))
+    return "\n".join(out)
+
+
 def copy_run(src, dst, force):
     if dst.exists():
         if not force:
@@ -414,6 +469,8 @@ def main():
               "## Steps", "", "```", summary.rstrip(), "```", "",
               "## Targets of the issues", "", t.markdown(), "",
               "## End-to-end runs (e2e.jsonl)", "", e2e_table(e2e), "",
+              "## Where the device time went", "",
+              device_time(joined("device_check.log"), e2e), "",
               "## Hardware counters (profile.jsonl, Nsight Compute)", "",
               ("```\n" + device_profile.table(profile) + "\n```") if profile else
               "No kernel was profiled (no profile step, no ncu, or no counters: see the steps above).", "",

@@ -50,7 +50,8 @@ def run(weights, batch, prompt, tps, peak, check="not_run", prefill=1000.0):
             "prefill_tokens_per_s": prefill, "decode_tokens_per_s": tps, "peak_device_bytes": peak, "check": check}
 fused = run("df11", 1, 128, 99.0, 17.9e9)
 fused["fused_gemv"] = True  # before the plain df11 row: the whole-block targets must not take it
-e2e = [run("df11", 8, 128, 100.0, 42e9, "passed"), run("bf16", 1, 128, 110.0, 25.4e9), fused,
+e2e = [dict(run("df11", 8, 128, 100.0, 42e9, "passed"), setup_s=59.6, method="cuda df11 (x)"),
+       dict(run("bf16", 1, 128, 110.0, 25.4e9), setup_s=1.25, weights_reused=True), fused,
        run("df11", 1, 128, 40.0, 17.8e9), run("cpu-offload", 1, 128, 2.0, 1.5e9),
        run("bf16", 1, 2048, 1.0, 26e9, prefill=9000.0)]
 chunked = run("df11", 1, 128, 60.0, 17.8e9)
@@ -76,6 +77,14 @@ e2e.insert(0, cnt)
 e2e.append(dict(cnt, overlap=True, decode_tokens_per_s=90.0))  # its own info row, named for its method
 (out / "e2e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in e2e) + '{"cut off')
 (out / "summary.txt").write_text("gpu tests              ok                 12s\n")
+# run_sweep's progress lines in the device check's log: where the device time went.
+(out / "device_check.log").write_text(
+    "== decode throughput (04:56:59, limit 200s): run_sweep x\n"
+    "  0:06 [ 1/55] model.layers.1 decode:a b=0: passed, median 1.015 ms; verify 0.12 s, time 0.36 s (5 samples, 0.30 s of them)\n"
+    "  0:07 [ 2/55] model.layers.1 decode:b b=0: passed, median 1.015 ms; verify 0.20 s, time 0.40 s (6 samples, 0.31 s of them)\n"
+    "== default experiment (04:59:29, limit 238s): run_sweep y\n"
+    "  0:28 [14/338] model.layers.1 bf16 b=1: passed, median 168.4 us; verify 0.02 s, time 0.16 s (5 samples, 0.10 s of them)\n"
+    "  0:29 [15/338] model.layers.1 df11:c b=1: incorrect (output differs)\n")
 PY
 
 reports=$scratch/reports
@@ -99,7 +108,10 @@ for needle in "| 4 | best variant >= 3x official-ptx |" "| 4 | best variant >= 6
   "| - | DF11 tables + count bytes (multi12.gap5-cnt.exp-smem-v16.t256.b16.persist), each matrix decoded on a second stream, overlapped: decode tokens/s / BF16 at batch 1 | 0.82x | info |" \
   "run \`--weights cpu-offload --batch 64\` failed: out of pinned memory" \
   "| - | best df11-pipelined / bf16 at batch 1 |" "| - | best df11-overlap / bf16 at batch 1 |" \
-  "gpu tests              ok"; do
+  "gpu tests              ok" "| decode throughput | batch 0 (decoders alone, copy) | 2 | 0.3 | 0.8 | 0.6 |" \
+  "| default experiment | GEMM rows (batch >= 1) | 1 | 0.0 | 0.2 | 0.1 |" \
+  "End-to-end runs: 2 with a \`setup_s\`, 60.9 s of setup in all (1 reused their weights)" \
+  "- 59.6 s: cuda df11 (x), batch 8 (check)"; do
   grep -qF -- "$needle" "$readme" || fail "README.md lacks '$needle'"
 done
 grep -E '^\| 5 \| best df11-chunked <= 2.0x bf16 at batch 1 \| [0-9.]+x \(df11-pipelined:' "$readme" >/dev/null ||
