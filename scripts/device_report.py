@@ -359,8 +359,13 @@ def device_time(log_text, e2e_rows):
             what = r.get("method") or r.get("weights", "?")
             flags = ", ".join(f for f, on in (("fused GEMV", r.get("fused_gemv")), ("overlap", r.get("overlap")),
                                               ("check", r.get("check") not in (None, "not_run"))) if on)
+            parts = ""
+            if isinstance(r.get("setup_host_bits_s"), (int, float)):  # df11 generate's split of setup_s
+                rest = r["setup_s"] - r["setup_host_bits_s"] - r.get("setup_encode_s", 0)
+                parts = (f"; host bits {r['setup_host_bits_s']:.1f} s, encoding {r.get('setup_encode_s', 0):.1f} s, "
+                         f"the rest (loading, uploads) {rest:.1f} s")
             out.append(f"- {r['setup_s']:.1f} s: {what}, batch {r.get('batch')}" + (f" ({flags})" if flags else "")
-                       + (", weights reused" if r.get("weights_reused") else ""))
+                       + (", weights reused" if r.get("weights_reused") else "") + parts)
     return "\n".join(out)
 
 

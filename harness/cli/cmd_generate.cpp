@@ -167,11 +167,16 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
     e2e::cuda_keep_weights_for(*cache, requests);
     e2e::cuda_reset_peak_memory();
   }
+  const e2e::HostPrepTimes prep0 = e2e::host_prep_times();
   auto models = cache != nullptr ? e2e::build_models(*cache, requests, progress)
                                  : e2e::build_models(source, requests, progress);
   if (tty) fmt::print(stderr, "\r\033[K");
   const double setup_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t_setup).count();
+  // What of the setup went to the units' host bits and to encoding (the rest: loading,
+  // allocation, uploads, device synthesis).
+  const double bits_s = e2e::host_prep_times().bits_s - prep0.bits_s;
+  const double encode_s = e2e::host_prep_times().encode_s - prep0.encode_s;
 
   e2e::Model& model = *models[0];
   e2e::Model* reference = a.check ? models[1].get() : nullptr;
@@ -212,6 +217,8 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
         {"new_tokens", a.max_new},
         {"seed", a.seed},
         {"setup_s", setup_s},
+        {"setup_host_bits_s", bits_s},  // of setup_s: the units' host bits (synthesis, ...)
+        {"setup_encode_s", encode_s},   // of setup_s: encoding them
         // The selected model's device weights came from an earlier run (--runs): setup_s then
         // holds no upload.
         {"weights_reused", model.weights_reused()},
@@ -262,7 +269,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
     fmt::print("memory: weights {} (decode buffer {}), KV cache {}; peak host RSS {}",
                mb(mem.weight_bytes), mb(mem.decode_buffer_bytes), mb(mem.kv_cache_bytes), mb(rss));
     if (backend == e2e::Backend::cuda) fmt::print("; peak device memory {}", mb(device_peak));
-    fmt::print("\nsetup: {:.2f} s{}\n", setup_s,
+    fmt::print("\nsetup: {:.2f} s (host bits {:.2f} s, encoding {:.2f} s){}\n", setup_s, bits_s, encode_s,
                model.weights_reused() ? " (device weights of an earlier run reused)" : "");
     if (a.check && !res.mismatch) {
       fmt::print(

@@ -3,6 +3,7 @@
 #include "e2e/weights.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -135,8 +136,29 @@ const std::string& UnitFeed::name() const {
   return unit_bf16_ ? unit_bf16_->name : encoded_.front().name;
 }
 
+HostPrepTimes& host_prep_times() {
+  static HostPrepTimes t;
+  return t;
+}
+
+namespace {
+// Adds the wall time from its construction to its destruction to `into`.
+class AddTime {
+ public:
+  explicit AddTime(double& into) : into_(into), t0_(std::chrono::steady_clock::now()) {}
+  AddTime(const AddTime&) = delete;
+  AddTime& operator=(const AddTime&) = delete;
+  ~AddTime() { into_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
+
+ private:
+  double& into_;
+  std::chrono::steady_clock::time_point t0_;
+};
+}  // namespace
+
 const std::vector<uint16_t>& UnitFeed::bf16() {
   if (flat_) return *flat_;
+  const AddTime timed(host_prep_times().bits_s);
   if (plan_) {
     std::vector<uint16_t> flat(map_.n_elements);
     synth::fill_unit(flat, *plan_, threads_, filler_);
@@ -172,6 +194,7 @@ const EncodedUnit& UnitFeed::encoded(const Layout& layout) {
                    std::span<const uint16_t>(flat.data() + sl.offset,
                                              static_cast<std::size_t>(sl.rows * sl.cols))});
   }
+  const AddTime timed(host_prep_times().encode_s);
   encoded_.push_back(encode(view, layout, threads_));
   return encoded_.back();
 }

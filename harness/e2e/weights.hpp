@@ -80,6 +80,16 @@ struct Norms {
 // One unit on its way from a source to the providers. It arrives BF16, encoded, or as a
 // synthetic plan; the other forms are made once, on first request, and kept until the feed is
 // dropped.
+// Wall time this process has spent, in all, making units' host bits (UnitFeed::bf16: synthesis
+// on the host or copied back from the GPU, a checkpoint's tensors laid end to end, an arriving
+// encoding decoded) and encoding units (UnitFeed::encoded). `df11 generate` reports what of a
+// run's setup_s went to each; the rest is loading, allocation and uploads.
+struct HostPrepTimes {
+  double bits_s = 0;
+  double encode_s = 0;
+};
+[[nodiscard]] HostPrepTimes& host_prep_times();
+
 class UnitFeed {
  public:
   UnitFeed(int unit, UnitMap map, Unit bf16, int threads);

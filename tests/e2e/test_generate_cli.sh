@@ -69,6 +69,14 @@ assert rows[3]["tokens"] == alone["tokens"] and "flat12" in rows[3]["method"], r
 assert rows[3]["variant"] == "flat12.gap5-warp.smem-out.t512.b8" and rows[0]["variant"] == "", (rows[0], rows[3])
 # Only CUDA models keep device weights between runs; every run says whether it reused them.
 assert [r.get("weights_reused") for r in rows] == [False, False, None, False] and alone["weights_reused"] is False, rows
+# setup_s split: the units' host bits are made once (the first run), DF11 encoded once (the
+# first df11 run; the flat12 variant reads the same layout), and both are parts of setup_s.
+for r in (rows[0], rows[1], rows[3], alone):
+    assert 0 <= r["setup_host_bits_s"] and 0 <= r["setup_encode_s"], r
+    assert r["setup_host_bits_s"] + r["setup_encode_s"] <= r["setup_s"] + 1e-9, r
+assert rows[0]["setup_host_bits_s"] > 0 and rows[0]["setup_encode_s"] == 0, rows[0]
+assert rows[1]["setup_host_bits_s"] == 0 and rows[1]["setup_encode_s"] > 0, rows[1]
+assert rows[3]["setup_host_bits_s"] == 0 and rows[3]["setup_encode_s"] == 0, rows[3]
 PY
 printf -- '--weights bf16\n--wieghts df11\n' >"$runs"
 expect_runs_error() {
