@@ -195,41 +195,86 @@ std::vector<uint16_t> flat_root_from_code(const HuffmanCode& code, int k) {
   return t;
 }
 
-std::vector<uint32_t> multi_root_from_flat(std::span<const uint16_t> flat_root, int k) {
-  if (k < 1 || k > 15) throw Error(fmt::format("multi-symbol root: k = {} is outside 1..15", k));
-  if (flat_root.size() != (std::size_t{1} << k)) {
-    throw Error(fmt::format("multi-symbol root: the flat root has {} entries, not 2^{}", flat_root.size(), k));
-  }
-  // uniform[p][x]: whether the flat root holds one value over all windows whose top p bits are
-  // x. A code read after `used` bits of a window sees only k - used real bits; its entry is
-  // known only if every fill of the remaining bits gives the same one (always so for the root
-  // of a prefix code, whose short codes repeat over every suffix; checked for any table).
-  std::vector<std::vector<uint8_t>> uniform(static_cast<std::size_t>(k) + 1);
-  uniform[k].assign(flat_root.size(), 1);
-  for (int p = k - 1; p >= 0; --p) {
+namespace {
+
+// uniform[p][x]: whether the flat root (2^kf entries) holds one value over all indices whose top
+// p bits are x. A code read after `used` bits of a window sees only the window's remaining bits;
+// its entry is known only if every fill of the bits past them gives the same one (always so for
+// the root of a prefix code, whose short codes repeat over every suffix; checked for any table).
+std::vector<std::vector<uint8_t>> uniform_prefixes(std::span<const uint16_t> flat_root, int kf) {
+  std::vector<std::vector<uint8_t>> uniform(static_cast<std::size_t>(kf) + 1);
+  uniform[kf].assign(flat_root.size(), 1);
+  for (int p = kf - 1; p >= 0; --p) {
     uniform[p].assign(std::size_t{1} << p, 0);
-    const int below = k - p - 1;  // bits under the child's prefix
+    const int below = kf - p - 1;  // bits under the child's prefix
     for (uint32_t x = 0; x < (uint32_t{1} << p); ++x) {
       const uint32_t c0 = x << 1, c1 = c0 | 1u;
       uniform[p][x] = uniform[p + 1][c0] && uniform[p + 1][c1] &&
                       flat_root[c0 << below] == flat_root[c1 << below];
     }
   }
-  const uint32_t mask = (uint32_t{1} << k) - 1;
+  return uniform;
+}
+
+// The codes that lie whole in the k-bit window w, as a flat root of kf >= k bits decodes them one
+// after another, at most max_codes: their symbols (first in the low byte), total length, count.
+struct WindowCodes {
+  uint64_t symbols = 0;
+  unsigned used = 0, count = 0;
+};
+WindowCodes window_codes(std::span<const uint16_t> flat_root, int kf, const std::vector<std::vector<uint8_t>>& uniform,
+                         uint32_t w, int k, unsigned max_codes) {
+  WindowCodes c;
+  while (c.count < max_codes && c.used < static_cast<unsigned>(k)) {
+    const unsigned real = static_cast<unsigned>(k) - c.used;  // bits of w still unread
+    const uint32_t r = w & ((uint32_t{1} << real) - 1);
+    const uint16_t e = flat_root[static_cast<std::size_t>(r) << (kf - static_cast<int>(real))];
+    const unsigned len = e >> 8;
+    if (len == 0 || len > real || !uniform[real][r]) break;
+    c.symbols |= static_cast<uint64_t>(e & 0xFFu) << (8 * c.count);
+    c.used += len;
+    ++c.count;
+  }
+  return c;
+}
+
+int flat_bits(std::span<const uint16_t> flat_root, const char* what) {
+  int kf = 0;
+  while ((std::size_t{1} << kf) < flat_root.size()) ++kf;
+  if (kf < 1 || kf > 16 || (std::size_t{1} << kf) != flat_root.size()) {
+    throw Error(fmt::format("{}: a flat root of {} entries is not 2^1..2^16", what, flat_root.size()));
+  }
+  return kf;
+}
+
+}  // namespace
+
+std::vector<uint32_t> multi_root_from_flat(std::span<const uint16_t> flat_root, int k) {
+  if (k < 1 || k > 15) throw Error(fmt::format("multi-symbol root: k = {} is outside 1..15", k));
+  if (flat_root.size() != (std::size_t{1} << k)) {
+    throw Error(fmt::format("multi-symbol root: the flat root has {} entries, not 2^{}", flat_root.size(), k));
+  }
+  const auto uniform = uniform_prefixes(flat_root, k);
   std::vector<uint32_t> t(flat_root.size(), 0);
-  for (uint32_t w = 0; w <= mask; ++w) {
-    uint32_t symbols = 0;
-    unsigned used = 0, count = 0;
-    while (count < kMultiMaxCodes && used < static_cast<unsigned>(k)) {
-      const unsigned real = static_cast<unsigned>(k) - used;  // bits of w still unread
-      const uint16_t e = flat_root[(w << used) & mask];
-      const unsigned len = e >> 8;
-      if (len == 0 || len > real || !uniform[real][w & ((uint32_t{1} << real) - 1)]) break;
-      symbols |= static_cast<uint32_t>(e & 0xFFu) << (8 * count);
-      used += len;
-      ++count;
-    }
-    t[w] = count == 0 ? 0u : symbols | (used << 24) | (count << 28);
+  for (uint32_t w = 0; w < t.size(); ++w) {
+    const WindowCodes c = window_codes(flat_root, k, uniform, w, k, kMultiMaxCodes);
+    t[w] = c.count == 0 ? 0u : static_cast<uint32_t>(c.symbols) | (c.used << 24) | (c.count << 28);
+  }
+  return t;
+}
+
+std::vector<uint32_t> wide_root_from_flat(std::span<const uint16_t> flat_root, int k) {
+  const int kf = flat_bits(flat_root, "wide multi-symbol root");
+  if (k < 1 || k > 15 || k > kf) {
+    throw Error(fmt::format("wide multi-symbol root: k = {} is outside 1..min(15, {})", k, kf));
+  }
+  const auto uniform = uniform_prefixes(flat_root, kf);
+  std::vector<uint32_t> t(std::size_t{2} << k, 0);
+  for (uint32_t w = 0; w < (uint32_t{1} << k); ++w) {
+    const WindowCodes c = window_codes(flat_root, kf, uniform, w, k, kWideMaxCodes);
+    if (c.count == 0) continue;
+    t[2 * w] = static_cast<uint32_t>(c.symbols);
+    t[2 * w + 1] = static_cast<uint32_t>(c.symbols >> 32) | (c.used << 24) | (c.count << 28);
   }
   return t;
 }

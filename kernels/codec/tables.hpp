@@ -80,6 +80,16 @@ bool resolve_df11(const uint8_t* luts, int n_rows, uint32_t window, int known_bi
 inline constexpr unsigned kMultiMaxCodes = 3;
 [[nodiscard]] std::vector<uint32_t> multi_root_from_flat(std::span<const uint16_t> flat_root, int k);
 
+// A wide multi-symbol root: 2^k entries of two uint32 words (k <= 15, at most the flat root's
+// bits; entry w at words 2w, 2w + 1, one 8-byte load) for the k-bit windows, up to kWideMaxCodes
+// codes each, as the flat root (2^kf entries, kf >= k) decodes them one after another: symbols 0..3
+// in the first word's bytes, symbol 4 in the second word's low byte, the total length in its bits
+// 24..27 and the count in bits 28..31 (count 0: ask the single-symbol tables). On the Nemo layer's
+// exponents a 2^11 wide root (16 KB, as the 2^12 multi root) takes 3.76 codes a lookup where the
+// multi root takes 2.94.
+inline constexpr unsigned kWideMaxCodes = 5;
+[[nodiscard]] std::vector<uint32_t> wide_root_from_flat(std::span<const uint16_t> flat_root, int k);
+
 // Validates a canonical layout's luts (a 256-byte code-length row): lengths <= max_code_length,
 // Kraft sum <= 1. Returns the canonical code. Throws df11::Error mentioning `context`.
 [[nodiscard]] HuffmanCode canonical_code_from_luts(std::span<const uint8_t> luts, int max_code_length,

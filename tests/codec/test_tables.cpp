@@ -147,16 +147,17 @@ TEST_CASE("canonical luts validation", "[codec][tables]") {
 
 namespace {
 
-// What a decoder gets from taking a multi-symbol entry: the codes the flat root decodes one
-// after another from the 32-bit window w, as long as each lies whole in the first k bits.
+// What a decoder gets from taking a multi-symbol entry: the codes the flat root (2^kf entries)
+// decodes one after another from the 32-bit window w, as long as each lies whole in the first k
+// bits, at most max_codes of them.
 struct Run {
   std::vector<unsigned> symbols, lengths;
 };
-Run flat_run(const std::vector<uint16_t>& flat, int k, uint32_t w) {
+Run flat_run(const std::vector<uint16_t>& flat, int kf, int k, uint32_t w, unsigned max_codes) {
   Run r;
   unsigned used = 0;
-  while (r.symbols.size() < kMultiMaxCodes) {
-    const uint16_t e = flat[(static_cast<uint64_t>(w) << used & 0xFFFFFFFFu) >> (32 - k)];
+  while (r.symbols.size() < max_codes) {
+    const uint16_t e = flat[(static_cast<uint64_t>(w) << used & 0xFFFFFFFFu) >> (32 - kf)];
     const unsigned len = e >> 8;
     if (len == 0 || used + len > static_cast<unsigned>(k)) break;
     r.symbols.push_back(e & 0xFFu);
@@ -166,28 +167,33 @@ Run flat_run(const std::vector<uint16_t>& flat, int k, uint32_t w) {
   return r;
 }
 
-// Checks every entry of the multi root against the flat root's own decode of its window, with
+// Checks every entry of a multi root against the flat root's own decode of its window, with
 // several random fills of the bits after the window: an entry may only hold codes every fill
-// decodes the same way, and must hold all of them (up to three).
-// exhaustive: every fill of the k bits that can matter (small k), else a dozen fills, enough
-// where the root is a prefix code's (fills 0 and all-ones already tell a code that crosses the
-// window's end).
-void check_multi_root(const std::vector<uint16_t>& flat, int k, std::mt19937_64& rng, bool exhaustive) {
-  const std::vector<uint32_t> multi = multi_root_from_flat(flat, k);
-  REQUIRE(multi.size() == flat.size());
-  for (uint32_t x = 0; x < multi.size(); ++x) {
-    const uint32_t e = multi[x];
-    const unsigned count = e >> 28, total = (e >> 24) & 0xFu;
-    REQUIRE((e & 0xC0000000u) == 0);
+// decodes the same way, and must hold all of them (up to three; the wide root, kw-bit windows
+// over a flat root of kf >= kw bits: up to five, entry x in words 2x (symbols 0..3) and 2x + 1).
+// exhaustive: every fill of the flat root's bits that can matter (small kf), else a dozen fills,
+// enough where the root is a prefix code's (fills 0 and all-ones already tell a code that crosses
+// the window's end).
+void check_root(const std::vector<uint16_t>& flat, int kf, int kw, bool wide, std::mt19937_64& rng, bool exhaustive) {
+  const std::vector<uint32_t> root = wide ? wide_root_from_flat(flat, kw) : multi_root_from_flat(flat, kf);
+  const int k = wide ? kw : kf;
+  const unsigned max_codes = wide ? kWideMaxCodes : kMultiMaxCodes;
+  REQUIRE(root.size() == (std::size_t{wide ? 2u : 1u} << k));
+  for (uint32_t x = 0; x < (uint32_t{1} << k); ++x) {
+    const uint64_t e = wide ? (uint64_t{root[2 * x + 1]} << 32 | root[2 * x]) : root[x];
+    const uint32_t top = wide ? root[2 * x + 1] : root[x];  // count and total length: bits 28.., 24..
+    const unsigned count = top >> 28, total = (top >> 24) & 0xFu;
+    if (!wide) REQUIRE((top & 0xC0000000u) == 0);
+    if (wide) REQUIRE((top & 0x00FFFF00u) == 0);
     std::vector<Run> runs;
-    const uint32_t n_fills = exhaustive ? (uint32_t{1} << k) : 12u;
+    const uint32_t n_fills = exhaustive ? (uint32_t{1} << kf) : 12u;
     for (uint32_t fill = 0; fill < n_fills; ++fill) {
-      const uint32_t rest = exhaustive ? fill << (32 - k)
+      const uint32_t rest = exhaustive ? fill << (32 - kf)
                             : fill == 0 ? 0u
                             : fill == 1 ? 0xFFFFFFFFu
                                         : static_cast<uint32_t>(rng());
       const uint32_t w = (x << (32 - k)) | (rest >> k);
-      runs.push_back(flat_run(flat, k, w));
+      runs.push_back(flat_run(flat, kf, k, w, max_codes));
     }
     INFO("k " << k << " window " << x << " entry " << std::hex << e);
     // The longest run all fills agree on.
@@ -198,6 +204,7 @@ void check_multi_root(const std::vector<uint16_t>& flat, int k, std::mt19937_64&
       agree = i;
     }
     REQUIRE(count <= agree);
+    REQUIRE(count <= max_codes);
     unsigned sum = 0;
     for (unsigned i = 0; i < count; ++i) {
       REQUIRE(((e >> (8 * i)) & 0xFFu) == runs[0].symbols[i]);
@@ -206,9 +213,12 @@ void check_multi_root(const std::vector<uint16_t>& flat, int k, std::mt19937_64&
     REQUIRE(total == sum);
     if (count == 0) REQUIRE(e == 0);
     // Nothing left out that is certain: with a prefix code's root, every code whose bits are
-    // all inside the window is taken (up to three).
-    if (count < kMultiMaxCodes && count < agree) FAIL("entry stops before a code every fill decodes alike");
+    // all inside the window is taken (up to the root's most).
+    if (count < max_codes && count < agree) FAIL("entry stops before a code every fill decodes alike");
   }
+}
+void check_multi_root(const std::vector<uint16_t>& flat, int k, std::mt19937_64& rng, bool exhaustive) {
+  check_root(flat, k, k, false, rng, exhaustive);
 }
 
 }  // namespace
@@ -231,6 +241,31 @@ TEST_CASE("multi-symbol roots hold exactly the codes the flat root decodes in tu
   CHECK(three > multi.size() / 2);
 }
 
+TEST_CASE("wide multi-symbol roots hold exactly the codes the flat root decodes in turn, up to five", "[codec][tables]") {
+  std::mt19937_64 rng(13);
+  for (int kf : {6, 8, 12}) {
+    for (int kw : {kf - 2, kf - 1, kf}) {
+      for (int limit : {8, 12, 16, 32}) {
+        const HuffmanCode code = build_code(fibonacci_histogram(45, 60), limit);
+        check_root(flat_root_from_code(code, kf), kf, kw, true, rng, false);
+        check_root(flat_root_from_df11_luts(build_df11_luts(code), kf), kf, kw, true, rng, kf <= 8);
+      }
+    }
+  }
+  // The skewed code: most windows of 11 bits hold four or five codes, where the 12-bit multi
+  // root's hold three.
+  Histogram h{};
+  for (int s = 0; s < 40; ++s) h[100 + s] = uint64_t{1} << (40 - s);
+  const std::vector<uint32_t> wide = wide_root_from_flat(flat_root_from_code(build_code(h, 16), 12), 11);
+  REQUIRE(wide.size() == 2 * 2048);
+  std::size_t four_or_more = 0;
+  for (std::size_t x = 0; x < 2048; ++x) four_or_more += (wide[2 * x + 1] >> 28) >= 4;
+  CHECK(four_or_more > 2048 / 2);
+  CHECK_THROWS_AS(wide_root_from_flat(std::vector<uint16_t>(1 << 8), 9), Error);   // wider than the flat root
+  CHECK_THROWS_AS(wide_root_from_flat(std::vector<uint16_t>(1000), 8), Error);     // not a power of two
+  CHECK_THROWS_AS(wide_root_from_flat(std::vector<uint16_t>(1 << 8), 0), Error);
+}
+
 TEST_CASE("multi-symbol roots of arbitrary flat roots take only codes every fill agrees on", "[codec][tables]") {
   // Roots that are no prefix code's (what corrupt DF11 tables can give): the entries must still
   // be exactly what the flat root decodes, whatever bits follow.
@@ -243,6 +278,7 @@ TEST_CASE("multi-symbol roots of arbitrary flat roots take only codes every fill
       e = static_cast<uint16_t>((rng() % 4) | (len << 8));
     }
     check_multi_root(flat, k, rng, true);
+    check_root(flat, k, k - 1 - static_cast<int>(rng() % 2), true, rng, true);
   }
   CHECK_THROWS_AS(multi_root_from_flat(std::vector<uint16_t>(8), 4), Error);
   CHECK_THROWS_AS(multi_root_from_flat(std::vector<uint16_t>(std::size_t{1} << 16), 16), Error);

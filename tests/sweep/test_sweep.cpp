@@ -552,7 +552,7 @@ TEST_CASE("every experiment file's methods resolve on both backends (a renamed v
     ++df11;
     REQUIRE(m.variant != nullptr);
   }
-  CHECK(df11 == 15);
+  CHECK(df11 == 16);
   CHECK(overlap == 2);
   CHECK(chunked == 10);   // 5 decoders x the two slice sizes
   CHECK(pipelined == 2);  // 1 decoder x the two slice sizes

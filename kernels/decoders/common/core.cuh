@@ -223,6 +223,45 @@ struct MultiTables {
   DF11_HD void lookup(uint32_t w, unsigned& sym, unsigned& len) const { single.lookup(w, sym, len); }
 };
 
+// Wide multi-symbol root (multi_lut_w; wide_root_from_flat): 2^K entries of two uint32 words in
+// shared memory, up to five codes each: symbols 0..3 in the first word, symbol 4 in the second's
+// low byte, the total length in its bits 24..27 and the count in 28..31. Single as MultiTables'.
+// Read only by decode_counted, whose wide loop stores five bytes a lookup (see there).
+template <int K, class Single>
+struct WideTables {
+  static_assert(K >= 1 && K <= 15, "total length must fit 4 bits");
+  static constexpr bool kMulti = false;  // decode_chunk's multi path reads 32-bit entries: singles there
+  static constexpr bool kCounted = true;
+  static constexpr bool kWide = true;
+  const uint32_t* wide;  // 2 << K words, 8-byte aligned
+  Single single;
+  struct Entry {
+    uint32_t lo, hi;
+  };
+  [[nodiscard]] DF11_HD Entry entry(uint32_t w) const {
+    const uint32_t* e = wide + 2 * (w >> (32 - K));
+#if defined(__CUDA_ARCH__)
+    const uint2 v = *reinterpret_cast<const uint2*>(e);  // one 8-byte shared-memory load
+    return {v.x, v.y};
+#else
+    return {e[0], e[1]};
+#endif
+  }
+  DF11_HD void lookup(uint32_t w, unsigned& sym, unsigned& len) const { single.lookup(w, sym, len); }
+};
+
+// How many bytes past a thread's codes the wide root's loop may store (decode_counted).
+inline constexpr unsigned kWideOverrun = 4;
+
+template <class Table>
+DF11_HD constexpr bool is_wide_table() {
+  if constexpr (requires { Table::kWide; }) {
+    return Table::kWide;
+  } else {
+    return false;
+  }
+}
+
 template <class Table>
 DF11_HD constexpr bool is_multi_table() {
   if constexpr (requires { Table::kMulti; }) {
@@ -421,45 +460,77 @@ DF11_HD auto counted_reader(const RegChunk<BPT>& s, unsigned) {
 // Every store lies in [at, end), every load in the chunk's words (counted_reader), corrupt streams
 // included. (Host emulations run pass 2 threads last to first, so a store past a thread's codes
 // would overwrite its neighbour's and show.)
+// The wide root's loop (WideTables) stores five bytes a lookup and runs until the thread's count
+// is reached, the last lookup included: a lookup near the end decodes codes past the thread's
+// last (the next thread's, or the stream's padding) and stores up to 4 bytes past at + cnt. So
+// it is only for callers that own those 4 bytes (the fixed-output rows: kFixedStride -
+// kFixedCodes = 8 bytes of padding a lane) and read codes from a padded word stream (the fixed
+// partition's, kFixedReadPad); no tail of single lookups, no test of the entry against the end.
 template <bool ReadOnly, class Table, class Chunk>
 DF11_HD void decode_counted(const Table& table, const Chunk& s, unsigned bytes, uint8_t* at, unsigned cnt) {
   static_assert(is_counted_table<Table>(), "the counted loop reads a multi root");
   auto br = counted_reader<ReadOnly>(s, bytes);
   uint8_t* const end = at + cnt;
-  if (cnt >= 3) {
-    uint8_t* const lim = end - 3;
-    // The inner loop is the multi path alone: an entry without codes (a code longer than the root)
-    // leaves it for one single-symbol lookup, so the common iteration has no branch to reconverge.
-    for (;;) {
+  if constexpr (is_wide_table<Table>()) {
+    while (at < end) {
       uint32_t w;
       for (;;) {
         count_iteration();
         w = br.peek();
-        const uint32_t e = table.entry(w);
-        const unsigned n = e >> 28;
+        const auto e = table.entry(w);
+        const unsigned n = e.hi >> 28;
         if (n == 0) break;
-        at[0] = static_cast<uint8_t>(e);
-        at[1] = static_cast<uint8_t>(e >> 8);
-        at[2] = static_cast<uint8_t>(e >> 16);
+        at[0] = static_cast<uint8_t>(e.lo);
+        at[1] = static_cast<uint8_t>(e.lo >> 8);
+        at[2] = static_cast<uint8_t>(e.lo >> 16);
+        at[3] = static_cast<uint8_t>(e.lo >> 24);
+        at[4] = static_cast<uint8_t>(e.hi);
         at += n;
-        br.skip((e >> 24) & 0xFu);
-        if (at > lim) break;
+        br.skip((e.hi >> 24) & 0xFu);
+        if (at >= end) return;
       }
-      if (at > lim) break;
-      count_iteration();  // the single-symbol lookup (the re-entry's peek is the next one's)
+      count_iteration();  // the single-symbol lookup (a code longer than the root)
       unsigned sym, len;
       table.lookup(w, sym, len);
       *at++ = static_cast<uint8_t>(sym);
       br.skip(len);
-      if (at > lim) break;
     }
-  }
-  while (at < end) {
-    count_iteration();
-    unsigned sym, len;
-    table.lookup(br.peek(), sym, len);
-    *at++ = static_cast<uint8_t>(sym);
-    br.skip(len);
+  } else {
+    if (cnt >= 3) {
+      uint8_t* const lim = end - 3;
+      // The inner loop is the multi path alone: an entry without codes (a code longer than the root)
+      // leaves it for one single-symbol lookup, so the common iteration has no branch to reconverge.
+      for (;;) {
+        uint32_t w;
+        for (;;) {
+          count_iteration();
+          w = br.peek();
+          const uint32_t e = table.entry(w);
+          const unsigned n = e >> 28;
+          if (n == 0) break;
+          at[0] = static_cast<uint8_t>(e);
+          at[1] = static_cast<uint8_t>(e >> 8);
+          at[2] = static_cast<uint8_t>(e >> 16);
+          at += n;
+          br.skip((e >> 24) & 0xFu);
+          if (at > lim) break;
+        }
+        if (at > lim) break;
+        count_iteration();  // the single-symbol lookup (the re-entry's peek is the next one's)
+        unsigned sym, len;
+        table.lookup(w, sym, len);
+        *at++ = static_cast<uint8_t>(sym);
+        br.skip(len);
+        if (at > lim) break;
+      }
+    }
+    while (at < end) {
+      count_iteration();
+      unsigned sym, len;
+      table.lookup(br.peek(), sym, len);
+      *at++ = static_cast<uint8_t>(sym);
+      br.skip(len);
+    }
   }
 }
 

@@ -27,6 +27,7 @@ const char* table_name(TableKind t) {
     case TableKind::multi_canon: return "multi12c";
     case TableKind::multi_lut_n: return "multi12n";
     case TableKind::multi_lut_ng: return "multi12ng";
+    case TableKind::multi_lut_w: return "multi11w";
   }
   return "?";
 }
@@ -212,6 +213,10 @@ Traits VariantSpec::traits() const {
       t.table = "multi-symbol 2^12 root (shared) + DF11's chained tables (global) for single codes, read by the "
                 "counted loop";
       break;
+    case TableKind::multi_lut_w:
+      t.table = "wide multi-symbol 2^11 root, 8-byte entries of up to 5 codes (shared, 16 KB) + DF11's chained "
+                "tables (global) for single codes, read by the counted loop (five bytes stored per lookup)";
+      break;
   }
   switch (partition) {
     case Partition::gap_block: t.partition = "gaps + block positions, shared-memory block scan, two passes"; break;
@@ -334,7 +339,10 @@ HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
       img.flat_root = flat_root_from_df11_luts(unit.luts, VariantSpec::kFlatBits);
     }
   }
-  if (spec.has_multi_root()) img.multi_root = multi_root_from_flat(img.flat_root, VariantSpec::kFlatBits);
+  if (spec.has_multi_root()) {
+    img.multi_root = spec.wide_root() ? wide_root_from_flat(img.flat_root, VariantSpec::kWideBits)
+                                      : multi_root_from_flat(img.flat_root, VariantSpec::kFlatBits);
+  }
   if (spec.partition == Partition::fixed_out) derive_fixed_index(unit, img);
   if (!spec.has_flat_root()) img.flat_root = {};
   const SmemLayout sl = smem_layout(spec, img.n_rows, img.max_block_elements, 0, img.max_warp_elements);

@@ -28,6 +28,11 @@ enum class TableKind : uint8_t {
   // or two codes) through DF11's chained tables in global memory (read-only cache) instead of a
   // flat root in shared memory: 8 KB less shared memory per CUDA block.
   multi_lut_ng,
+  // multi_lut_ng with a wide root: 2^11 entries of 8 bytes (the same 16 KB), up to five codes a
+  // lookup (kWideMaxCodes), five symbol bytes stored per lookup. Only where a thread's exponents
+  // have 4 bytes of its own past its last code to take the extra stores: the fixed-output
+  // partition's lanes (kFixedStride - kFixedCodes = 8).
+  multi_lut_w,
 };
 
 enum class Partition : uint8_t {
@@ -100,6 +105,7 @@ struct VariantSpec {
   Schedule schedule = Schedule::grid;
 
   static constexpr int kFlatBits = 12;
+  static constexpr int kWideBits = 11;  // multi_lut_w's root: 2^11 entries of 8 bytes
   // fixed_out: codes per thread, and the bytes of shared memory each lane's exponents take (the
   // codes, padded so that lanes 72 bytes apart start in different banks: 18 words apart, only
   // lanes 16 apart share one; and 8-aligned for the copy-out's 8-byte loads).
@@ -120,15 +126,17 @@ struct VariantSpec {
   // Which tables the variant's kernel reads (what prepare_image builds and uploads).
   [[nodiscard]] DF11_HD constexpr bool has_multi_root() const {
     return table == TableKind::multi_lut || table == TableKind::multi_canon || table == TableKind::multi_lut_n ||
-           table == TableKind::multi_lut_ng;
+           table == TableKind::multi_lut_ng || table == TableKind::multi_lut_w;
   }
+  // The multi root is the wide one (wide_root_from_flat; 16 KB either way).
+  [[nodiscard]] DF11_HD constexpr bool wide_root() const { return table == TableKind::multi_lut_w; }
   // The tables read by the counted decode loop (decode_counted).
   [[nodiscard]] DF11_HD constexpr bool counted_loop() const {
-    return table == TableKind::multi_lut_n || table == TableKind::multi_lut_ng;
+    return table == TableKind::multi_lut_n || table == TableKind::multi_lut_ng || table == TableKind::multi_lut_w;
   }
   [[nodiscard]] DF11_HD constexpr bool has_flat_root() const {
     return table == TableKind::flat_lut || table == TableKind::flat_canon ||
-           (has_multi_root() && table != TableKind::multi_lut_ng);
+           (has_multi_root() && table != TableKind::multi_lut_ng && table != TableKind::multi_lut_w);
   }
   [[nodiscard]] DF11_HD constexpr bool has_canon_table() const {
     return table == TableKind::flat_canon || table == TableKind::canon || table == TableKind::multi_canon;

@@ -44,6 +44,8 @@ VariantSpec fused_spec(FusedDecode d) {
 
 std::optional<FusedDecode> fused_decode_for(const Decoder& decoder) {
   const auto* v = dynamic_cast<const VariantDecoder*>(&decoder);
+  // The fused kernels read a 2^12 multi root; a wide one's (multi11w) is another table.
+  if (v != nullptr && v->spec().wide_root()) return std::nullopt;
   if (v != nullptr && v->spec().partition == Partition::fixed_out &&
       v->layout() == fused_spec(FusedDecode::fixed).layout()) {
     const Staging s = v->spec().staging;

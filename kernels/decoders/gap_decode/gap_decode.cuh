@@ -467,6 +467,10 @@ DF11_HD auto make_table(const LaunchParams& p, uint8_t* smem, const SmemLayout& 
   } else if constexpr (TK == TableKind::flat_canon) {
     return FlatTables<VariantSpec::kFlatBits, CanonTables>{
         reinterpret_cast<const uint16_t*>(smem + sl.flat), {reinterpret_cast<const CanonicalTable*>(smem + sl.canon)}};
+  } else if constexpr (TK == TableKind::multi_lut_w) {
+    // The wide root over DF11's chained tables in global memory (no flat root), as multi_lut_ng.
+    return WideTables<VariantSpec::kWideBits, LutTables<true>>{reinterpret_cast<const uint32_t*>(smem + sl.multi),
+                                                                {p.luts, p.n_rows}};
   } else if constexpr (TK == TableKind::multi_lut_ng) {
     // The multi root over DF11's chained tables in global memory (no flat root).
     return MultiTables<VariantSpec::kFlatBits, LutTables<true>, true>{
@@ -550,6 +554,7 @@ DF11_HD auto decode_phases(const LaunchParams& p, const SmemLayout& sl, uint8_t*
   static_assert(!VariantSpec{TK, P, S, TPB, BPT}.counted_loop() ||
                     (P != Partition::thread_pos && exps_in_smem(S) && !keeps_symbols(S)),
                 "the counted loop: exponent stagings whose pass 2 knows the thread's count");
+  static_assert(TK != TableKind::multi_lut_w, "the wide root's loop stores past a thread's codes: fixed-output rows only");
   const unsigned t = simt::tid_x();
   const auto table = make_table<TK>(p, smem, sl);
   BlockCtx<decltype(table)> c{&p, table, b, 0, 0, kStaged ? smem + sl.input : p.stream + b * (TPB * BPT),
@@ -723,6 +728,7 @@ template <TableKind TK, Staging S, int TPB, int BPT, bool Dyn = false>
 DF11_HD void gap_decode_warps(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem) {
   static_assert(S == Staging::exp_smem || chunk_in_registers(S), "the warp-count partition stages exponents");
   static_assert(TPB % 32 == 0, "whole warps");
+  static_assert(TK != TableKind::multi_lut_w, "the wide root's loop stores past a thread's codes: fixed-output rows only");
   constexpr VariantSpec spec{TK, Partition::warp_count, S, TPB, BPT};
   constexpr unsigned kWarps = TPB / 32;
   const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
@@ -912,6 +918,8 @@ DF11_HD void gap_decode_fixed(const LaunchParams& p, const SmemLayout& sl, uint8
                     (S == Staging::exp_smem || S == Staging::exp_smem_nh || S == Staging::exp_smem_late),
                 "the fixed-output partition: the counted loop, exponents in shared memory");
   static_assert(TPB % 32 == 0, "whole warps");
+  static_assert(TK != TableKind::multi_lut_w || VariantSpec::kFixedStride >= VariantSpec::kFixedCodes + kWideOverrun,
+                "the wide root's loop stores up to 4 bytes past a lane's codes, into its row's padding");
   constexpr VariantSpec spec{TK, Partition::fixed_out, S, TPB, BPT};
   constexpr unsigned kWarps = TPB / 32;
   const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5;
