@@ -161,7 +161,7 @@ decode_results() {
 fastest() { /usr/bin/env python3 scripts/device_profile.py --fastest "$(decode_results)" --match "$1"; }
 step_e2e() {
   if [ -z "${E2E_VARIANT:-}" ]; then
-    E2E_VARIANT=$(fastest '(lut8x4|lut8x4-smem|flat12|multi12|multi12n)\.gap5-(block|warp)\.[a-z0-9-]+\.t512\.b8(\.persist)?|multi12ng?\.gap5-fix64\.[a-z0-9-]+\.t[0-9]+\.b8\.persist')
+    E2E_VARIANT=$(fastest '(lut8x4|lut8x4-smem|flat12|multi12|multi12n)\.gap5-(block|warp)\.[a-z0-9-]+\.t512\.b8(\.persist)?|(multi12ng?|multi11w)\.gap5-fix64\.[a-z0-9-]+\.t[0-9]+\.b8\.persist')
     [ -n "$E2E_VARIANT" ] && echo "e2e variant: $E2E_VARIANT (fastest official-layout decode)" | tee -a "$SUMMARY"
   fi
   if [ -z "${E2E_CNT_VARIANT:-}" ]; then
