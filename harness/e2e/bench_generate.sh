@@ -14,7 +14,7 @@
 # kDefaultCudaVariant); scripts/device_check.sh sets it to the fastest variant of the official
 # layout its decode step measured. The --fused-gemv runs (fused decode + GEMV at batch <= 16) take
 # it only when it is a multi12.gap5 or multi12n.gap5 variant of the official layout, or a fix64
-# one (multi12n/multi12ng: the fused kernels then run fix64's lanes over its 2048-element units),
+# one (multi12n/multi12ng/multi11w: the fused kernels then run fix64's lanes over its 2048-element units),
 # since the fused kernels read that decoder's image; else df11 generate's kDefaultFusedVariant. The last run (no target: the
 # issue's targets are for DF11's own layout) decodes whole blocks with E2E_CNT_VARIANT (default
 # multi12.gap5-cnt.exp-smem-v16.t256.b16.persist): DF11's tables with a count byte per thread,
@@ -33,7 +33,7 @@ v=""
 fv=""
 case "${E2E_VARIANT:-}" in
   multi12.gap5-warp.* | multi12.gap5-block.* | multi12n.gap5-warp.* | multi12n.gap5-block.*) fv=$v ;;
-  multi12n.gap5-fix64.* | multi12ng.gap5-fix64.*) fv=$v ;;  # the fused kernels over fix64's units
+  multi12n.gap5-fix64.* | multi12ng.gap5-fix64.* | multi11w.gap5-fix64.*) fv=$v ;;  # the fused kernels over fix64's units
 esac
 # The whole-matrix --overlap runs (decode on a second stream beside the GEMMs): E2E_OVERLAP_VARIANT,
 # else E2E_VARIANT's .dyn twin where one is registered (a persistent decoder's late CUDA blocks

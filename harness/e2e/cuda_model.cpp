@@ -1007,6 +1007,7 @@ WeightsKey weights_key(const ModelRequest& r, uint64_t source) {
                   (d == dec::FusedDecode::fixed        ? " (fix64 units)"
                    : d == dec::FusedDecode::fixed_nh   ? " (fix64 units, no hints)"
                    : d == dec::FusedDecode::fixed_late ? " (fix64 units, hints after the decode)"
+                   : d == dec::FusedDecode::fixed_wide ? " (fix64 units, wide root)"
                                                        : "");
     }
   }

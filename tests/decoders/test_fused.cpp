@@ -131,6 +131,10 @@ TEST_CASE("simt: fused decode+GEMV on fix64 units equals its BF16 reference", "[
   // The hints after each unit's decode: the same sums again.
   check_case(c, 16, df11, dec::FusedDecode::fixed_late);
   check_case(shortrows, 1, df11, dec::FusedDecode::fixed_late);
+  // The wide root's decode (five bytes stored a lookup, past a lane's codes into its row's
+  // padding): the same sums, at each compiled batch size.
+  for (int batch : {1, 4, 16}) check_case(c, batch, df11, dec::FusedDecode::fixed_wide);
+  check_case(shortrows, 3, df11, dec::FusedDecode::fixed_wide);
 }
 
 TEST_CASE("fused: the layouts the kernels read, and the rest refused by name", "[decoders][fused]") {
@@ -150,6 +154,13 @@ TEST_CASE("fused: the layouts the kernels read, and the rest refused by name", "
     REQUIRE(late != nullptr);
     CHECK(dec::fused_decode_for(*late) == dec::FusedDecode::fixed_late);
     CHECK(dec::fused_spec(dec::FusedDecode::fixed_late).layout() == Layout::df11());
+    for (const char* name : {"multi11w.gap5-fix64.exp-smem-v16.t512.b8.persist", "multi11w.gap5-fix64.exp-smem-v16.t512.b8.dyn"}) {
+      const dec::Decoder* wide = reg.find(name);
+      REQUIRE(wide != nullptr);
+      CHECK(dec::fused_decode_for(*wide) == dec::FusedDecode::fixed_wide);
+    }
+    CHECK(dec::fused_spec(dec::FusedDecode::fixed_wide).layout() == Layout::df11());
+    CHECK(dec::fused_spec(dec::FusedDecode::fixed_wide).wide_root());
     CHECK(dec::fused_decode_for(*warp) == dec::FusedDecode::two_pass);
     const Case c = make_case({{8, 512}}, 5);
     const EncodedUnit count = encode(c.unit.view(), dec::fused_spec(dec::FusedDecode::one_pass).layout(), 1);

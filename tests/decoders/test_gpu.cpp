@@ -61,7 +61,9 @@ void check_fused(const Unit& u, int batch, dec::FusedDecode decode) {
                            (decode == dec::FusedDecode::one_pass   ? "one-pass"
                             : decode == dec::FusedDecode::two_pass ? "two-pass"
                             : decode == dec::FusedDecode::fixed    ? "fix64 units"
-                                                                   : "fix64 units, no hints") +
+                            : decode == dec::FusedDecode::fixed_nh ? "fix64 units, no hints"
+                            : decode == dec::FusedDecode::fixed_late ? "fix64 units, late hints"
+                                                                     : "fix64 units, wide root") +
                            ") on " + u.name + " batch " + std::to_string(batch);
   try {
     cuda::Stream s;
@@ -319,7 +321,8 @@ int main(int argc, char** argv) {
     // 14336), at batch 1, 5 and 16.
     const Unit layer = synth::make_nemo_layer(1, 3, small ? 0.002 : 0.01, 0);
     for (const dec::FusedDecode fd : {dec::FusedDecode::two_pass, dec::FusedDecode::one_pass, dec::FusedDecode::fixed,
-                                      dec::FusedDecode::fixed_nh, dec::FusedDecode::fixed_late}) {
+                                      dec::FusedDecode::fixed_nh, dec::FusedDecode::fixed_late,
+                                      dec::FusedDecode::fixed_wide}) {
       for (const int batch : {1, 5, 16}) check_fused(layer, batch, fd);
     }
     check_compare(small);

@@ -38,14 +38,21 @@ VariantSpec fused_spec(FusedDecode d) {
       return fused::Shape<FusedDecode::fixed_nh>::spec;
     case FusedDecode::fixed_late:
       return fused::Shape<FusedDecode::fixed_late>::spec;
+    case FusedDecode::fixed_wide:
+      return fused::Shape<FusedDecode::fixed_wide>::spec;
   }
   return fused::Shape<FusedDecode::fixed>::spec;
 }
 
 std::optional<FusedDecode> fused_decode_for(const Decoder& decoder) {
   const auto* v = dynamic_cast<const VariantDecoder*>(&decoder);
-  // The fused kernels read a 2^12 multi root; a wide one's (multi11w) is another table.
-  if (v != nullptr && v->spec().wide_root()) return std::nullopt;
+  // The wide root (multi11w): fixed_wide, for its one staging (exp-smem, early hints).
+  if (v != nullptr && v->spec().wide_root()) {
+    const VariantSpec& w = fused_spec(FusedDecode::fixed_wide);
+    return v->spec().partition == w.partition && v->spec().staging == w.staging && v->layout() == w.layout()
+               ? std::optional<FusedDecode>(FusedDecode::fixed_wide)
+               : std::nullopt;
+  }
   if (v != nullptr && v->spec().partition == Partition::fixed_out &&
       v->layout() == fused_spec(FusedDecode::fixed).layout()) {
     const Staging s = v->spec().staging;

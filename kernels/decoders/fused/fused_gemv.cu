@@ -108,10 +108,13 @@ FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<Gemv
       if (is_fixed(impl_->plan.decode)) {
         // The fixed decode reads a fix64 image's multi root (the global chained tables for
         // single codes), start bits and word stream.
+        // fixed_wide reads a wide root (multi11w), the others a 2^12 one.
+        const bool wide = impl_->plan.decode == FusedDecode::fixed_wide;
         if (gap->spec().partition != Partition::fixed_out || !gap->spec().has_multi_root() ||
-            !(gap->spec().layout() == want)) {
-          throw Error(who + "is " + gap->spec().name() + "'s: the fixed fused decode needs a multi12n or multi12ng "
-                      "fix64 variant's image of layout " + want.name());
+            gap->spec().wide_root() != wide || !(gap->spec().layout() == want)) {
+          throw Error(who + "is " + gap->spec().name() + "'s: the fixed fused decode needs " +
+                      (wide ? "the multi11w" : "a multi12n or multi12ng") + " fix64 variant's image of layout " +
+                      want.name());
         }
       } else if (!gap->spec().has_multi_root() || !gap->spec().has_flat_root() ||
                  gap->spec().partition == Partition::fixed_out || !(gap->spec().layout() == want)) {

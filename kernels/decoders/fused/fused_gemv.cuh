@@ -56,6 +56,10 @@ struct Shape<FusedDecode::fixed_late> {
   static constexpr VariantSpec spec{TableKind::multi_lut_ng, Partition::fixed_out, Staging::exp_smem_late, 512, 8,
                                     false};
 };
+template <>
+struct Shape<FusedDecode::fixed_wide> {
+  static constexpr VariantSpec spec{TableKind::multi_lut_w, Partition::fixed_out, Staging::exp_smem, 512, 8, false};
+};
 template <FusedDecode D>
 inline constexpr int kThreads = Shape<D>::spec.threads_per_block;
 template <FusedDecode D>
@@ -72,6 +76,8 @@ void with_decode(FusedDecode d, F&& f) {
     f(std::integral_constant<FusedDecode, FusedDecode::fixed>{});
   } else if (d == FusedDecode::fixed_nh) {
     f(std::integral_constant<FusedDecode, FusedDecode::fixed_nh>{});
+  } else if (d == FusedDecode::fixed_wide) {
+    f(std::integral_constant<FusedDecode, FusedDecode::fixed_wide>{});
   } else {
     f(std::integral_constant<FusedDecode, FusedDecode::fixed_late>{});
   }

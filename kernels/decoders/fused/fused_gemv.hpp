@@ -57,10 +57,13 @@ struct GemvRun {
 //             variant): whether hints a unit ahead are evicted before use and read twice.
 //   fixed_late: fixed with those hints issued after the unit's decode, before its GEMV (named by
 //             a fix64 exp-smem-late variant): hints a GEMV ahead of their use, not a whole unit.
-enum class FusedDecode { two_pass, one_pass, fixed, fixed_nh, fixed_late };
+//   fixed_wide: fixed over the wide root (named by the multi11w fix64 variant): up to five codes
+//             a lookup instead of three.
+enum class FusedDecode { two_pass, one_pass, fixed, fixed_nh, fixed_late, fixed_wide };
 // The decodes over fix64's units.
 [[nodiscard]] constexpr bool is_fixed(FusedDecode d) {
-  return d == FusedDecode::fixed || d == FusedDecode::fixed_nh || d == FusedDecode::fixed_late;
+  return d == FusedDecode::fixed || d == FusedDecode::fixed_nh || d == FusedDecode::fixed_late ||
+         d == FusedDecode::fixed_wide;
 }
 // The decoder spec of each (its layout() is what the unit must be in).
 [[nodiscard]] VariantSpec fused_spec(FusedDecode d);
