@@ -131,10 +131,10 @@ step_gpu_tests() {
   step "gpu tests" 90 "$BUILD/bin/test_gpu" "${ptx_args[@]}"
   [ -x "$BUILD/bin/test_e2e_gpu" ] && step "e2e gpu test" 90 "$BUILD/bin/test_e2e_gpu"
 }
-# (H200, 2026-11-27: 91 s for 33 decoders, ~2.8 s each; 2026-11-28: 150 s for 55, of which ~2 s a
-# decoder were the read-back and host compare of its 545 MB output. Since then decoded units are
-# compared on the device (run_sweep's device.decode_verify), so 63 decoders should take much less
-# (not yet measured); a cut-off run loses the decoders registered last, the newest: the default
+# (H200, 2026-11-27: 91 s for 33 decoders, ~2.8 s each; 2026-11-28: 150 s for 55, where df11 rows
+# that read back kilobytes took <0.1 s each: the read-back and host compare of a decoder's 545 MB
+# output are the likely cost. Since then decoded units are compared on the device (run_sweep's
+# device.decode_verify), so the 65 decoders should take much less (not yet measured); a cut-off run loses the decoders registered last, the newest: the default
 # experiment's decode rows hold the shortlist, so a tight budget can put this step last.)
 step_decode() {
   step "decode throughput" 200 "$BUILD/bin/run_sweep" experiments/decode_throughput.toml \
