@@ -160,6 +160,13 @@ TEST_CASE("fused: the layouts the kernels read, and the rest refused by name", "
       CHECK(dec::fused_decode_for(*wide) == dec::FusedDecode::fixed_wide);
     }
     CHECK(dec::fused_spec(dec::FusedDecode::fixed_wide).layout() == Layout::df11());
+    // The wide root's other stagings have no fused decode of their own: refused, not run as another.
+    for (const char* name : {"multi11w.gap5-fix64.exp-smem-late-v16.t512.b8.persist",
+                             "multi11w.gap5-fix64.exp-smem-nh-v16.t512.b8.persist"}) {
+      const dec::Decoder* other = reg.find(name);
+      REQUIRE(other != nullptr);
+      CHECK_FALSE(dec::fused_decode_for(*other).has_value());
+    }
     CHECK(dec::fused_spec(dec::FusedDecode::fixed_wide).wide_root());
     CHECK(dec::fused_decode_for(*warp) == dec::FusedDecode::two_pass);
     const Case c = make_case({{8, 512}}, 5);
