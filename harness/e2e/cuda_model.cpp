@@ -242,19 +242,25 @@ class DeviceProvider {
   [[nodiscard]] float* fused_partials() const { return partials_.get(); }
 
   // Called before the first add: units get fused kernels, except the embedding (unit
-  // embed_unit; the model gathers its rows, no GEMV). Or, where fused_can_extend, on weights
-  // built without them: then add_fused_only for every unit, and finish_fused.
+  // embed_unit; the model gathers its rows, no GEMV). Or, on DF11 weights built without them (a
+  // --fused-gemv run after runs of the same decoder): then add_fused_only for every unit, and
+  // prepare_fused.
   void enable_fused(int embed_unit) {
     fused_on_ = true;
     embed_unit_ = embed_unit;
   }
-  // Whether weights built without fused kernels can take them afterwards (a --fused-gemv run
-  // after runs of the same DF11 decoder): where the kernels read the provider's own images.
-  [[nodiscard]] virtual bool fused_can_extend() const { return false; }
+  // The unit's fused kernels alone, on weights built without them: DF11, whose kernels read the
+  // provider's own images.
   virtual void add_fused_only(UnitFeed&, cudaStream_t) {
     throw Error("cuda model: these weights cannot take fused kernels after they were built");
   }
-  void finish_fused() { prepare_fused(); }
+  // The shared partials, sized for the largest unit at the largest fused batch.
+  void prepare_fused() {
+    uint64_t floats = 0;
+    for (const auto& d : fused_)
+      if (d) floats = std::max(floats, d->partials_floats(dec::kFusedMaxBatch));
+    if (floats > 0) partials_ = cuda::DeviceBuffer<float>(floats);
+  }
 
  protected:
   // The decode the fused kernels run (none: the unit layout's; fix64 decoders: their units).
@@ -281,13 +287,6 @@ class DeviceProvider {
     }
     fused_[sz(feed.unit())] = std::make_unique<dec::FusedGemvDevice>(encoded, mats, 0, s, source, shared, fused_decode_);
     fused_index_[sz(feed.unit())] = std::move(index);
-  }
-  // The shared partials, sized for the largest unit at the largest fused batch.
-  void prepare_fused() {
-    uint64_t floats = 0;
-    for (const auto& d : fused_)
-      if (d) floats = std::max(floats, d->partials_floats(dec::kFusedMaxBatch));
-    if (floats > 0) partials_ = cuda::DeviceBuffer<float>(floats);
   }
   [[nodiscard]] uint64_t fused_bytes() const {
     uint64_t b = partials_.bytes();
@@ -471,7 +470,6 @@ class Df11DeviceProvider final : public ReusedBufferProvider {
     add_fused_shared(feed, e, s);
   }
   // The fused kernels read the decoder's images, so cached weights of this decoder can take them.
-  bool fused_can_extend() const override { return true; }
   void add_fused_only(UnitFeed& feed, cudaStream_t s) override {
     add_fused_shared(feed, feed.encoded(decoder_->layout()), s);
   }
@@ -1001,15 +999,9 @@ WeightsKey weights_key(const ModelRequest& r, uint64_t source) {
     // Checked even where no kernel is built (batch > 16), as the provider's construction does,
     // so that a reused provider does not let a bad --variant through.
     const dec::FusedDecode d = fused_decode_of(r.variant);
-    // The partition the kernels follow: the layout's blocks, or fix64's units (same layout).
-    if (k.fused) {
-      k.variant = dec::fused_spec(d).layout().name() +
-                  (d == dec::FusedDecode::fixed        ? " (fix64 units)"
-                   : d == dec::FusedDecode::fixed_nh   ? " (fix64 units, no hints)"
-                   : d == dec::FusedDecode::fixed_late ? " (fix64 units, hints after the decode)"
-                   : d == dec::FusedDecode::fixed_wide ? " (fix64 units, wide root)"
-                                                       : "");
-    }
+    // The fused decode's decoder spec: its layout and the partition the kernels follow (the
+    // layout's blocks, or fix64's units), one name per decode.
+    if (k.fused) k.variant = dec::fused_spec(d).name();
   }
   return k;
 }
@@ -1027,7 +1019,7 @@ std::vector<CachedWeights>& weights_cache() {
 }
 
 // A fused DF11 key's twin without the fused kernels: cached weights of that key can take them
-// (DeviceProvider::fused_can_extend) instead of the unit images being uploaded again.
+// (DeviceProvider::add_fused_only) instead of the unit images being uploaded again.
 std::optional<WeightsKey> extendable_key(const WeightsKey& k) {
   if (!k.fused || k.kind != WeightsKind::df11) return std::nullopt;
   WeightsKey plain = k;
@@ -1063,12 +1055,11 @@ class CudaBuilder final : public ModelBuilder {
       // kernels, which read the decoder's images (a Nemo model's upload took ~28 s on an H200).
       if (const std::optional<WeightsKey> plain = extendable_key(*key_)) {
         provider_ = cached_weights(*plain);
-        if (provider_ && provider_->fused_can_extend()) {
-          extending_ = true;
+        extending_ = provider_ != nullptr;
+        if (extending_) {
           provider_->enable_fused(embed_unit(s));
           return;
         }
-        provider_ = nullptr;
       }
     }
     switch (r.weights) {
@@ -1090,9 +1081,9 @@ class CudaBuilder final : public ModelBuilder {
   CudaBuilder(const CudaBuilder&) = delete;
   CudaBuilder& operator=(const CudaBuilder&) = delete;
   // A build that failed while extending cached weights with fused kernels leaves them half
-  // extended: no later run may take them.
+  // extended: no later run may take them (finish hands provider_ to the model).
   ~CudaBuilder() override {
-    if (extending_ && !extended_) drop_cached(provider_);
+    if (extending_ && provider_) drop_cached(provider_);
   }
   void add(UnitFeed& feed) override {
     if (reused_) return;
@@ -1105,11 +1096,10 @@ class CudaBuilder final : public ModelBuilder {
   }
   std::unique_ptr<Model> finish() override {
     if (extending_) {
-      provider_->finish_fused();
+      provider_->prepare_fused();
       CUDA_CHECK(cudaStreamSynchronize(stream_->get()));
       for (CachedWeights& c : weights_cache())  // cached under the key they now answer
         if (c.provider == provider_) c.key = *key_;
-      extended_ = true;
     } else if (!reused_) {
       provider_->prepare(s_);
       if (key_) {
@@ -1142,7 +1132,6 @@ class CudaBuilder final : public ModelBuilder {
   std::optional<WeightsKey> key_;  // set when the provider may come from, or go to, the cache
   bool reused_ = false;
   bool extending_ = false;  // provider_: cached weights without fused kernels, taking them now
-  bool extended_ = false;   // ... and finish() has given them the fused kernels
 };
 
 }  // namespace

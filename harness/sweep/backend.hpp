@@ -86,9 +86,9 @@ class Backend {
   [[nodiscard]] virtual std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) = 0;
   // Batch-0 methods (decode, copy) where the unit's BF16 weights are resident next to the output:
   // runs the method once and compares its whole output with the weights there, bit for bit,
-  // reading back only the result (a Nemo layer's decode is 545 MB; on an H200 its read-back and
-  // host compare took ~2 s a case, the samples ~0.3 s). nullopt: no such comparison here, and
-  // the sweep reads the output back with run_for_output.
+  // reading back only the result (a Nemo layer's decode is 545 MB; on an H200 a decoder-alone
+  // case took ~2.5 s where a batch-1 df11 case, which reads back kilobytes, took <0.1 s).
+  // nullopt: no such comparison here, and the sweep reads the output back with run_for_output.
   [[nodiscard]] virtual std::optional<WeightsComparison> run_and_compare_with_weights(const MethodCase& m) {
     (void)m;
     return std::nullopt;

@@ -57,14 +57,8 @@ void check_fused(const Unit& u, int batch, dec::FusedDecode decode) {
     off += t.data.size();
     flat.insert(flat.end(), t.data.begin(), t.data.end());
   }
-  const std::string what = std::string("fused gemv (") +
-                           (decode == dec::FusedDecode::one_pass   ? "one-pass"
-                            : decode == dec::FusedDecode::two_pass ? "two-pass"
-                            : decode == dec::FusedDecode::fixed    ? "fix64 units"
-                            : decode == dec::FusedDecode::fixed_nh ? "fix64 units, no hints"
-                            : decode == dec::FusedDecode::fixed_late ? "fix64 units, late hints"
-                                                                     : "fix64 units, wide root") +
-                           ") on " + u.name + " batch " + std::to_string(batch);
+  const std::string what = "fused gemv (" + dec::fused_spec(decode).name() + ") on " + u.name + " batch " +
+                           std::to_string(batch);
   try {
     cuda::Stream s;
     dec::FusedGemvDevice dev(enc, mats, batch, s.get(), dec::FusedGemvDevice::Source::own_image, nullptr, decode);

@@ -46,18 +46,17 @@ VariantSpec fused_spec(FusedDecode d) {
 
 std::optional<FusedDecode> fused_decode_for(const Decoder& decoder) {
   const auto* v = dynamic_cast<const VariantDecoder*>(&decoder);
-  // The wide root (multi11w): fixed_wide, for its one staging (exp-smem, early hints).
-  if (v != nullptr && v->spec().wide_root()) {
-    const VariantSpec& w = fused_spec(FusedDecode::fixed_wide);
-    return v->spec().partition == w.partition && v->spec().staging == w.staging && v->layout() == w.layout()
-               ? std::optional<FusedDecode>(FusedDecode::fixed_wide)
-               : std::nullopt;
-  }
-  if (v != nullptr && v->spec().partition == Partition::fixed_out &&
-      v->layout() == fused_spec(FusedDecode::fixed).layout()) {
-    const Staging s = v->spec().staging;
-    if (!hints_l2(v->spec().partition, s)) return FusedDecode::fixed_nh;
-    return hints_late(s) ? FusedDecode::fixed_late : FusedDecode::fixed;
+  if (v != nullptr && v->spec().partition == Partition::fixed_out) {
+    // The fixed decode with the variant's staging (its L2 hints) and kind of multi root (2^12 or
+    // wide) on its layout; none for the others (the wide root's late and nh stagings).
+    for (const FusedDecode d : {FusedDecode::fixed, FusedDecode::fixed_nh, FusedDecode::fixed_late,
+                                FusedDecode::fixed_wide}) {
+      const VariantSpec f = fused_spec(d);
+      if (f.staging == v->spec().staging && f.wide_root() == v->spec().wide_root() && f.layout() == v->layout()) {
+        return d;
+      }
+    }
+    return std::nullopt;
   }
   return fused_decode_for(decoder.layout());
 }
