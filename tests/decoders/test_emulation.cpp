@@ -158,6 +158,31 @@ TEST_CASE("the 8-wide merge of the vector copy-out equals merge_bf16 for every b
   SUCCEED();
 }
 
+TEST_CASE("fill_padded copies the source and zeroes the rest, at any size and thread count", "[decoders]") {
+  // Sizes around the 16 MB pieces and the 32 MB threshold for threads; the output poisoned first.
+  constexpr std::size_t kMB = std::size_t{1} << 20;
+  const std::vector<std::pair<std::size_t, std::size_t>> cases = {
+      {0, 0}, {0, 5}, {7, 7}, {7, 23}, {16 * kMB, 16 * kMB + 16}, {16 * kMB + 3, 40 * kMB},
+      {40 * kMB, 40 * kMB + 272}, {33 * kMB, 33 * kMB}, {1, 48 * kMB}};
+  for (const int threads : {1, 3, 0}) {
+    for (const auto& [n_src, n_out] : cases) {
+      INFO("src " << n_src << " out " << n_out << " threads " << threads);
+      std::vector<uint8_t> src(n_src);
+      for (std::size_t i = 0; i < n_src; ++i) src[i] = static_cast<uint8_t>(i * 131 + (i >> 16) + 1);
+      std::vector<uint8_t> out(n_out, 0xA5);
+      dec::fill_padded(out, src, threads);
+      CHECK(std::equal(src.begin(), src.end(), out.begin()));
+      CHECK(std::all_of(out.begin() + static_cast<std::ptrdiff_t>(n_src), out.end(), [](uint8_t b) { return b == 0; }));
+    }
+  }
+  const std::vector<uint8_t> src(10, 1);
+  CHECK_THROWS_AS(dec::padded_copy(src, 9), Error);
+  const dec::PaddedBytes p = dec::padded_copy(src, 12);
+  CHECK(p.size() == 12);
+  CHECK(p[9] == 1);
+  CHECK(p[10] == 0);
+}
+
 TEST_CASE("a variant refuses units of another layout and malformed units", "[decoders]") {
   const Unit u = unit_of(random_weights(5000, 3), "x");
   const EncodedUnit df11 = encode(u.view(), Layout::df11());

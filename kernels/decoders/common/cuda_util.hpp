@@ -6,7 +6,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <mutex>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -85,13 +87,20 @@ class DeviceBuffer {
   // and returns once the copy is done: the vector may go at once, a temporary too. (From
   // pageable memory cudaMemcpyAsync returns once the driver has staged the bytes, but the
   // documentation hedges that, and a set-up path gains nothing from relying on it.)
-  static DeviceBuffer from(const std::vector<T>& host, cudaStream_t stream) {
+  static DeviceBuffer from(std::span<const T> host, cudaStream_t stream) {
     DeviceBuffer b(host.size());
     if (!host.empty()) {
       CUDA_CHECK(cudaMemcpyAsync(b.ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream));
       CUDA_CHECK(cudaStreamSynchronize(stream));
     }
     return b;
+  }
+  template <class Alloc>
+  static DeviceBuffer from(const std::vector<T, Alloc>& host, cudaStream_t stream) {
+    return from(std::span<const T>(host.data(), host.size()), stream);
+  }
+  static DeviceBuffer from(std::initializer_list<T> host, cudaStream_t stream) {
+    return from(std::span<const T>(host.begin(), host.size()), stream);
   }
   [[nodiscard]] T* get() const { return ptr_; }
   [[nodiscard]] std::size_t size() const { return n_; }

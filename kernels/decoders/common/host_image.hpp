@@ -4,6 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "codec/canonical.hpp"
@@ -12,10 +16,38 @@
 
 namespace df11::dec {
 
+// A std::allocator whose construct() without arguments leaves the element uninitialised, so that
+// resize() does not write every byte before the copy that fills it (one pass over a Nemo layer's
+// 273 MB of sign/mantissa bytes instead of two, and its pages first touched by the copying threads).
+template <class T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  using std::allocator<T>::allocator;
+  template <class U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+// The image's two large arrays: every byte is written by padded_copy (or a resize with a value).
+using PaddedBytes = std::vector<uint8_t, DefaultInitAllocator<uint8_t>>;
+
+// out = src followed by zeros (out.size() >= src.size(), else df11::Error), written by up to
+// n_threads threads (0: all cores) in pieces of 16 MB; one thread below 32 MB.
+void fill_padded(std::span<uint8_t> out, std::span<const uint8_t> src, int n_threads = 0);
+// A fresh array of `total` bytes so filled.
+[[nodiscard]] PaddedBytes padded_copy(std::span<const uint8_t> src, std::size_t total, int n_threads = 0);
+
 struct HostImage {
-  std::vector<uint8_t> stream;  // encoded_exponent + zero padding (look-ahead never leaves it)
+  PaddedBytes stream;  // encoded_exponent + zero padding (look-ahead never leaves it)
   uint64_t n_bytes = 0;
-  std::vector<uint8_t> sign_mantissa;
+  PaddedBytes sign_mantissa;
   std::vector<uint32_t> positions;  // fixed_out: the first code's bit of each warp of threads
   std::vector<uint16_t> lane_off;   // fixed_out: each thread's first code's bit from its warp's
   std::vector<uint8_t> gaps;  // + one zero byte

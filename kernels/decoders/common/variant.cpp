@@ -76,6 +76,10 @@ constexpr unsigned kMaxSmem = 160 * 1024;
 constexpr uint64_t kFixedMaxStreamBytes = (uint64_t{1} << 29) - 1024;
 bool fixed_index_fits(const EncodedUnit& unit) { return unit.encoded_exponent.size() <= kFixedMaxStreamBytes; }
 
+// Bytes of fix64's stream copy: whole words, then kFixedReadPad more (more than 64 codes read
+// past any start).
+uint64_t fixed_stream_bytes(uint64_t encoded_bytes) { return (encoded_bytes + 3) / 4 * 4 + kFixedReadPad; }
+
 void derive_fixed_index(const EncodedUnit& unit, HostImage& img) {
   constexpr uint64_t N = VariantSpec::kFixedCodes;
   const uint64_t n = unit.n_elements;
@@ -140,16 +144,24 @@ void derive_fixed_index(const EncodedUnit& unit, HostImage& img) {
       img.lane_off[g] = static_cast<uint16_t>(start[g] - start[32 * w]);
     }
   }
-  // The stream as native-order words (WordReader: no byte swap), padded so that no reader leaves it.
-  const std::size_t words = (img.stream.size() + 3) / 4 + kFixedReadPad / 4;
-  img.stream.resize(words * 4, 0);
-  for (std::size_t k = 0; k < words; ++k) {
-    uint8_t* b = img.stream.data() + 4 * k;
-    const uint32_t v = (static_cast<uint32_t>(b[0]) << 24) | (static_cast<uint32_t>(b[1]) << 16) |
-                       (static_cast<uint32_t>(b[2]) << 8) | b[3];
-    static_assert(std::endian::native == std::endian::little, "the host stores the words as the GPU reads them");
-    std::memcpy(b, &v, 4);
+  // The stream as native-order words (WordReader: no byte swap), padded so that no reader leaves
+  // it (prepare_image copied it into fixed_stream_bytes or more, zeros after the stream).
+  if (img.stream.size() < fixed_stream_bytes(unit.encoded_exponent.size()) || img.stream.size() % 4 != 0) {
+    throw Error(fmt::format("unit {}: the fix64 stream copy holds {} bytes, fewer than {}", unit.name,
+                            img.stream.size(), fixed_stream_bytes(unit.encoded_exponent.size())));
   }
+  const std::size_t words = img.stream.size() / 4;
+  constexpr std::size_t kPiece = std::size_t{1} << 22;  // words a task (16 MB)
+  parallel_for((words + kPiece - 1) / kPiece, 0, [&](std::size_t t) {
+    const std::size_t end = std::min(words, (t + 1) * kPiece);
+    for (std::size_t k = t * kPiece; k < end; ++k) {
+      uint8_t* b = img.stream.data() + 4 * k;
+      const uint32_t v = (static_cast<uint32_t>(b[0]) << 24) | (static_cast<uint32_t>(b[1]) << 16) |
+                         (static_cast<uint32_t>(b[2]) << 8) | b[3];
+      static_assert(std::endian::native == std::endian::little, "the host stores the words as the GPU reads them");
+      std::memcpy(b, &v, 4);
+    }
+  });
   img.gaps = {};
   img.counts = {};
   img.n_chunks = threads;
@@ -277,6 +289,27 @@ Status spec_can_implement(const VariantSpec& spec, const EncodedUnit& unit) {
   return Status::yes();
 }
 
+void fill_padded(std::span<uint8_t> out, std::span<const uint8_t> src, int n_threads) {
+  if (out.size() < src.size()) {
+    throw Error(fmt::format("fill_padded: {} bytes into {}", src.size(), out.size()));
+  }
+  constexpr std::size_t kPiece = std::size_t{1} << 24;
+  const std::size_t total = out.size(), pieces = (total + kPiece - 1) / kPiece;
+  parallel_for(pieces, total < 2 * kPiece ? 1 : n_threads, [&](std::size_t t) {
+    const std::size_t lo = t * kPiece, hi = std::min(total, lo + kPiece);
+    const std::size_t copy_end = std::clamp(src.size(), lo, hi);
+    if (copy_end > lo) std::memcpy(out.data() + lo, src.data() + lo, copy_end - lo);
+    if (hi > copy_end) std::memset(out.data() + copy_end, 0, hi - copy_end);
+  });
+}
+
+PaddedBytes padded_copy(std::span<const uint8_t> src, std::size_t total, int n_threads) {
+  if (total < src.size()) throw Error(fmt::format("padded_copy: {} bytes into {}", src.size(), total));
+  PaddedBytes out(total);  // uninitialised (DefaultInitAllocator): fill_padded writes every byte
+  fill_padded(out, src, n_threads);
+  return out;
+}
+
 HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
   const Status st = spec_can_implement(spec, unit);
   if (!st.ok) throw Error(st.reason);
@@ -291,12 +324,15 @@ HostImage prepare_image(const VariantSpec& spec, const EncodedUnit& unit) {
   // read 16 more. 32 zero bytes cover both.
   // A cp.async block stages tpb*bpt + 16 bytes, also for the last block.
   const uint64_t staged_end = img.n_blocks * unit.layout.block_bytes() + 16;
-  img.stream.assign(std::max<uint64_t>(((img.n_bytes + 3) / 4) * 4 + 32, staged_end + 32), 0);
-  std::copy(unit.encoded_exponent.begin(), unit.encoded_exponent.end(), img.stream.begin());
+  // fix64 pads its native-order words further (derive_fixed_index): the same copy, larger.
+  uint64_t stream_bytes = std::max<uint64_t>(((img.n_bytes + 3) / 4) * 4 + 32, staged_end + 32);
+  if (spec.partition == Partition::fixed_out) {
+    stream_bytes = std::max<uint64_t>(stream_bytes, fixed_stream_bytes(img.n_bytes));
+  }
+  img.stream = padded_copy(unit.encoded_exponent, stream_bytes);
   // 16 bytes of padding: the exp-smem-pf stagings copy whole aligned 16-byte pieces around a
   // block's elements, up to 15 bytes past the last one.
-  img.sign_mantissa.assign(unit.sign_mantissa.size() + 16, 0);
-  std::copy(unit.sign_mantissa.begin(), unit.sign_mantissa.end(), img.sign_mantissa.begin());
+  img.sign_mantissa = padded_copy(unit.sign_mantissa, unit.sign_mantissa.size() + 16);
   const uint64_t n_pos = unit.output_positions.size() / 4;
   img.positions.resize(n_pos);
   for (uint64_t i = 0; i < n_pos; ++i) img.positions[i] = unit.position(i);
