@@ -26,6 +26,19 @@ DF11_HD unsigned tid_x() {
 #endif
 }
 
+// The thread's lane, read afresh on every call on the device (%laneid through a volatile asm, which
+// the compiler may not move out of a loop or keep in a register across one): for addresses that
+// are cheaper to recompute where they are used than to hold, where holding them would spill.
+DF11_HD unsigned lane_fresh() {
+#if defined(__CUDA_ARCH__)
+  unsigned l;
+  asm volatile("mov.u32 %0, %%laneid;" : "=r"(l));
+  return l;
+#else
+  return thread_idx().x % 32u;
+#endif
+}
+
 DF11_HD unsigned bid_x() {
 #if defined(__CUDA_ARCH__)
   return blockIdx.x;

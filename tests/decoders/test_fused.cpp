@@ -74,9 +74,30 @@ void check_case(const Case& c, int batch, const Layout& layout = Layout::df11(),
   }
   dec::fused_gemv_simt(enc, plan, nullptr, xp, yd, batch);
   dec::fused_gemv_simt(enc, plan, c.flat.data(), xp, yr, batch);
+  // The float sums too, before their rounding to BF16 hides most differences of summation order
+  // (a change of order moves the float's last bits in many rows, the BF16 output's in few).
+  std::vector<std::vector<float>> fd(c.mats.size()), fr(c.mats.size());
+  auto float_run = [&](const uint16_t* w, std::vector<std::vector<float>>& out) {
+    dec::GemvRun run;
+    run.batch = batch;
+    run.weights = w;
+    for (std::size_t i = 0; i < c.mats.size(); ++i) {
+      out[i].assign(static_cast<std::size_t>(batch * c.mats[i].out), std::nanf(""));
+      run.x.push_back(xs[i].data());
+      run.y.push_back(dec::GemvOut{nullptr, out[i].data(), c.mats[i].out, false});
+    }
+    dec::fused_gemv_simt(enc, plan, run);
+  };
+  float_run(nullptr, fd);
+  float_run(c.flat.data(), fr);
   for (std::size_t i = 0; i < c.mats.size(); ++i) {
     INFO("matrix " << i << " batch " << batch);
     REQUIRE(ys_dec[i] == ys_ref[i]);  // bit for bit: decoded == BF16 through the same arithmetic
+    for (std::size_t k = 0; k < fd[i].size(); ++k) {
+      INFO("float output " << k);
+      REQUIRE(std::bit_cast<uint32_t>(fd[i][k]) == std::bit_cast<uint32_t>(fr[i][k]));
+      REQUIRE(float_to_bf16(fd[i][k]) == ys_dec[i][k]);  // the BF16 output is the float sum rounded
+    }
     const auto& m = c.mats[i];
     for (int b = 0; b < batch; ++b) {
       for (int64_t r = 0; r < m.out; ++r) {
@@ -125,6 +146,14 @@ TEST_CASE("simt: fused decode+GEMV on fix64 units equals its BF16 reference", "[
   for (int batch : {1, 3, 16}) check_case(c, batch, df11, dec::FusedDecode::fixed);
   const Case shortrows = make_case({{60, 300}, {70, 256}, {20, 1000}}, 9);
   check_case(shortrows, 2, df11, dec::FusedDecode::fixed);
+  // Batch 1: units that lie whole in one row (every unit of the 4096- and 2048-element rows, four
+  // of every five of the 5120-element ones) take warp_unit_sum_b1, the others the loop; both
+  // must give the BF16 reference's sums (the reference kernel runs the loop only).
+  const Case whole = make_case({{8, 4096}, {4, 2048}, {5, 5120}}, 10);
+  for (const auto d : {dec::FusedDecode::fixed, dec::FusedDecode::fixed_nh, dec::FusedDecode::fixed_late,
+                       dec::FusedDecode::fixed_wide}) {
+    check_case(whole, 1, df11, d);
+  }
   // Without the next unit's hints: the same sums (the hints read nothing the kernel uses).
   check_case(c, 3, df11, dec::FusedDecode::fixed_nh);
   check_case(shortrows, 1, df11, dec::FusedDecode::fixed_nh);

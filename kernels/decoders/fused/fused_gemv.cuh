@@ -418,6 +418,41 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
 // decode tables once (24 KB for multi12, against 4 KB of stream per DF11 block) and takes DF11
 // blocks block_begin + bid, + gridDim, ... below block_begin + block_count. Shared memory is
 // reused, so a barrier ends every block.
+// warp_piece_sums at batch 1 over a whole fix64 unit (elements [0, kFixedUnit) of one row, X
+// 16-byte aligned at element 0): lane l's steps are elements 8 l + 256 k, k = 0..7, each 8 wide,
+// so every address is a constant offset from the lane's three bases (its exponent row byte,
+// sign/mantissa byte and X element) and no step computes one; the FMAs and the butterfly are
+// warp_piece_sums' in its order (no scalar head or tail here), so the sum is bit for bit its
+// sum, which the BF16 reference kernel (kRef) computes.
+DF11_HD float warp_unit_sum_b1(const uint16_t* xs, const uint8_t* rows, const uint8_t* smb, unsigned lane) {
+  constexpr unsigned kSteps = kFixedUnit / 256;
+  static_assert(kFixedUnit % 256 == 0 && 256 % VariantSpec::kFixedCodes == 0, "whole steps of whole rows");
+  constexpr unsigned kRowStep = 256 / VariantSpec::kFixedCodes * VariantSpec::kFixedStride;
+  const uint8_t* ep = rows + fixed_exp_at(8u * lane);
+  const uint8_t* sp = smb + 8u * lane;
+  const uint8_t* xp = reinterpret_cast<const uint8_t*>(xs) + 16u * lane;
+  float acc = 0.0f;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (unsigned k = 0; k < kSteps; ++k) {
+    const Words8 w8 = merge8(load8(ep + kRowStep * k), load8(sp + 256u * k));
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int h = 0; h < 2; ++h) {
+      const uint64_t wh = h == 0 ? w8.lo : w8.hi;
+      const uint64_t xv = load8(xp + 512u * k + 8u * h);
+      acc = fma_rn(pair_lo_float(wh), pair_lo_float(xv), acc);
+      acc = fma_rn(pair_hi_float(wh), pair_hi_float(xv), acc);
+      acc = fma_rn(pair_lo_float(wh >> 32), pair_lo_float(xv >> 32), acc);
+      acc = fma_rn(pair_hi_float(wh >> 32), pair_hi_float(xv >> 32), acc);
+    }
+  }
+  for (unsigned o = 16; o > 0; o >>= 1) acc += simt::warp_shfl_xor(acc, o);
+  return acc;
+}
+
 // Kernel 1 of the fixed decode, persistent: the tables once per CUDA block, then each warp on its
 // own over the units (kFixedUnit elements: the plan's blocks) block_begin + warp id, + warps in
 // the grid, ...: lane l decodes its 64 codes into its row of the warp's shared memory (the
@@ -455,6 +490,20 @@ DF11_HD void gemv_fixed_units_as(const LaunchParams& p, const SmemLayout& sl, ui
     }
     const uint16_t* wb = kRef ? g.weights + first : nullptr;
     const uint8_t* smb = kRef ? nullptr : p.sign_mantissa + first;
+    if constexpr (B == 1 && !kRef) {
+      // Batch 1, a whole unit in one row of a matrix in the run, X 16-byte aligned (most units
+      // of Nemo's rows): the sum of the loop below, in its order, at constant offsets.
+      int m1 = 0;
+      uint32_t k1 = g.block_k0[u];
+      if (n == kFixedUnit && row_segment_end(g, first, n, 0, m1, k1) == n && g.x[m1] != nullptr && g.vec[m1]) {
+        // The lane read afresh: its three bases are computed here, not held across the unit loop
+        // (sm_90: held, the hinting decodes spilled one to local memory).
+        const float v = warp_unit_sum_b1(g.x[m1] + k1, rows, smb, simt::lane_fresh());
+        if (lane == 0) g.partials[g.pair_base[u]] = v;  // batch 1: the pair's one partial
+        simt::sync_warp();  // the rows are the next unit's
+        continue;
+      }
+    }
     uint32_t pair = g.pair_base[u], k0 = g.block_k0[u];
     int m = 0;
     for (uint32_t lo = 0; lo < n; ++pair) {
