@@ -7,7 +7,7 @@ obj='build/release/kernels/CMakeFiles/df11_decoders.dir/decoders/fused/fused_gem
 sass=subprocess.run(['build/tools/cuda-binutils/bin/cuobjdump','-sass','-arch','sm_90',obj],capture_output=True,text=True).stdout
 for f in re.split(r'\n\s*Function : ',sass)[1:]:
     name=f.split('\n',1)[0]
-    m=re.search(r'FusedDecodeE(\d)ELi1ELb0E',name)
+    m=re.search(r'FusedDecodeE([2-5])ELi1ELb0E',name)  # the fixed decodes
     if not m: continue
     ins=[]
     for l in f.splitlines():
