@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <random>
@@ -84,7 +85,31 @@ void check_fused(const Unit& u, int batch, dec::FusedDecode decode) {
     }
     dev.run(xp, ydp, batch, s.get());
     dev.run(xp, yrp, batch, s.get(), w.get());
+    // The float sums too: their rounding to BF16 hides most changes of summation order (such as
+    // a whole-unit path that strayed from the loop's order).
+    std::vector<cuda::DeviceBuffer<float>> fd, fr;
+    auto float_run = [&](const uint16_t* weights, std::vector<cuda::DeviceBuffer<float>>& out) {
+      dec::GemvRun run;
+      run.batch = batch;
+      run.weights = weights;
+      for (std::size_t i = 0; i < mats.size(); ++i) {
+        out.emplace_back(static_cast<std::size_t>(batch * mats[i].out));
+        CUDA_CHECK(cudaMemsetAsync(out.back().get(), 0xFF, out.back().bytes(), s.get()));
+        run.x.push_back(xp[i]);
+        run.y.push_back(dec::GemvOut{nullptr, out.back().get(), mats[i].out, false});
+      }
+      dev.run(run, s.get());
+    };
+    float_run(nullptr, fd);
+    float_run(w.get(), fr);
     CUDA_CHECK(cudaStreamSynchronize(s.get()));
+    for (std::size_t i = 0; i < mats.size(); ++i) {
+      std::vector<float> a(fd[i].size()), b(fr[i].size());
+      CUDA_CHECK(cudaMemcpy(a.data(), fd[i].get(), fd[i].bytes(), cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(b.data(), fr[i].get(), fr[i].bytes(), cudaMemcpyDeviceToHost));
+      expect(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0,
+             what + ": matrix " + std::to_string(i) + " float sums, decoded vs BF16 through the same kernels");
+    }
     for (std::size_t i = 0; i < mats.size(); ++i) {
       const auto& m = mats[i];
       std::vector<uint16_t> got(yd[i].size()), ref(yr[i].size());
