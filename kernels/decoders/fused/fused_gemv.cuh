@@ -414,10 +414,6 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
   }
 }
 
-// Kernel 1, persistent: about as many CUDA blocks as are resident at once; each loads the
-// decode tables once (24 KB for multi12, against 4 KB of stream per DF11 block) and takes DF11
-// blocks block_begin + bid, + gridDim, ... below block_begin + block_count. Shared memory is
-// reused, so a barrier ends every block.
 // warp_piece_sums at batch 1 over a whole fix64 unit (elements [0, kFixedUnit) of one row, X
 // 16-byte aligned at element 0): lane l's steps are elements 8 l + 256 k, k = 0..7, each 8 wide,
 // so every address is a constant offset from the lane's three bases (its exponent row byte,
@@ -453,6 +449,10 @@ DF11_HD float warp_unit_sum_b1(const uint16_t* xs, const uint8_t* rows, const ui
   return acc;
 }
 
+// Kernel 1, persistent: about as many CUDA blocks as are resident at once; each loads the
+// decode tables once (24 KB for multi12, against 4 KB of stream per DF11 block) and takes DF11
+// blocks block_begin + bid, + gridDim, ... below block_begin + block_count. Shared memory is
+// reused, so a barrier ends every block.
 // Kernel 1 of the fixed decode, persistent: the tables once per CUDA block, then each warp on its
 // own over the units (kFixedUnit elements: the plan's blocks) block_begin + warp id, + warps in
 // the grid, ...: lane l decodes its 64 codes into its row of the warp's shared memory (the
