@@ -304,7 +304,6 @@ void fill_padded(std::span<uint8_t> out, std::span<const uint8_t> src, int n_thr
 }
 
 PaddedBytes padded_copy(std::span<const uint8_t> src, std::size_t total, int n_threads) {
-  if (total < src.size()) throw Error(fmt::format("padded_copy: {} bytes into {}", src.size(), total));
   PaddedBytes out(total);  // uninitialised (DefaultInitAllocator): fill_padded writes every byte
   fill_padded(out, src, n_threads);
   return out;

@@ -215,6 +215,14 @@ DF11_HD float fma_rn(float w, float x, float acc) {
 // bf16_to_float of that word, in one shift or one mask.
 DF11_HD float pair_lo_float(uint64_t pair) { return bits_to_float(static_cast<uint32_t>(pair) << 16); }
 DF11_HD float pair_hi_float(uint64_t pair) { return bits_to_float(static_cast<uint32_t>(pair) & 0xFFFF0000u); }
+// Four weights (elements 0..3 of half an 8-wide step) times X's four BF16 words xv, added to acc
+// in element order: the one order of every 8-wide step (warp_piece_sums, warp_unit_sum_b1).
+DF11_HD float fma4(float w0, float w1, float w2, float w3, uint64_t xv, float acc) {
+  acc = fma_rn(w0, pair_lo_float(xv), acc);
+  acc = fma_rn(w1, pair_hi_float(xv), acc);
+  acc = fma_rn(w2, pair_lo_float(xv >> 32), acc);
+  return fma_rn(w3, pair_hi_float(xv >> 32), acc);
+}
 
 // Shared memory of kernel 1 at compiled batch B: the decoder's layout, then the block
 // reduction's buffer: for each of up to kSegments row segments, B x kWarps floats (one per batch
@@ -290,10 +298,7 @@ DF11_HD void warp_piece_sums(const GemvParams& g, int m, uint32_t p0, uint32_t p
           for (int b = 0; b < B; ++b) {
             if (b >= nb) continue;
             const uint64_t xv = load8(xo + b * static_cast<uint64_t>(x_stride) + 8u * h);
-            acc[b] = fma_rn(w0, pair_lo_float(xv), acc[b]);
-            acc[b] = fma_rn(w1, pair_hi_float(xv), acc[b]);
-            acc[b] = fma_rn(w2, pair_lo_float(xv >> 32), acc[b]);
-            acc[b] = fma_rn(w3, pair_hi_float(xv >> 32), acc[b]);
+            acc[b] = fma4(w0, w1, w2, w3, xv, acc[b]);
           }
         }
       }
@@ -417,9 +422,9 @@ DF11_HD void gemv_one_block(const LaunchParams& p, const SmemLayout& sl, uint8_t
 // warp_piece_sums at batch 1 over a whole fix64 unit (elements [0, kFixedUnit) of one row, X
 // 16-byte aligned at element 0): lane l's steps are elements 8 l + 256 k, k = 0..7, each 8 wide,
 // so every address is a constant offset from the lane's three bases (its exponent row byte,
-// sign/mantissa byte and X element) and no step computes one; the FMAs and the butterfly are
-// warp_piece_sums' in its order (no scalar head or tail here), so the sum is bit for bit its
-// sum, which the BF16 reference kernel (kRef) computes.
+// sign/mantissa byte and X element) and no step computes one; the steps' FMAs (fma4) and the
+// butterfly are warp_piece_sums' in its order (no scalar head or tail here), so the sum is bit for
+// bit its sum, which the BF16 reference kernel (kRef) computes.
 DF11_HD float warp_unit_sum_b1(const uint16_t* xs, const uint8_t* rows, const uint8_t* smb, unsigned lane) {
   constexpr unsigned kSteps = kFixedUnit / 256;
   static_assert(kFixedUnit % 256 == 0 && 256 % VariantSpec::kFixedCodes == 0, "whole steps of whole rows");
@@ -439,10 +444,7 @@ DF11_HD float warp_unit_sum_b1(const uint16_t* xs, const uint8_t* rows, const ui
     for (int h = 0; h < 2; ++h) {
       const uint64_t wh = h == 0 ? w8.lo : w8.hi;
       const uint64_t xv = load8(xp + 512u * k + 8u * h);
-      acc = fma_rn(pair_lo_float(wh), pair_lo_float(xv), acc);
-      acc = fma_rn(pair_hi_float(wh), pair_hi_float(xv), acc);
-      acc = fma_rn(pair_lo_float(wh >> 32), pair_lo_float(xv >> 32), acc);
-      acc = fma_rn(pair_hi_float(wh >> 32), pair_hi_float(xv >> 32), acc);
+      acc = fma4(pair_lo_float(wh), pair_hi_float(wh), pair_lo_float(wh >> 32), pair_hi_float(wh >> 32), xv, acc);
     }
   }
   for (unsigned o = 16; o > 0; o >>= 1) acc += simt::warp_shfl_xor(acc, o);
