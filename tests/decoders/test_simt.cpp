@@ -187,6 +187,16 @@ TEST_CASE("simt: a deadlock, an exception or a misuse ends the launch with an er
 
 namespace {
 
+// Under ThreadSanitizer (the ci-tsan pass, which looks for races between a kernel body's threads)
+// each variant decodes the whole unit and the descending range that cuts blocks at both ends; the
+// three ascending ranges test range arithmetic, which the release build's run of the same tests
+// checks, and would double the pass's longest tests.
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kAscendingRanges = false;
+#else
+constexpr bool kAscendingRanges = true;
+#endif
+
 // Every variant's kernel body on the SIMT executor: whole unit and ranges that cut blocks.
 void check_simt_all_variants(const Unit& u) {
   std::vector<uint16_t> expect;
@@ -209,7 +219,7 @@ void check_simt_all_variants(const Unit& u) {
     d->decode_simt(enc, out, 0, n);
     REQUIRE(df11::test::word_diff(out, expect) == "");
     for (const auto& [lo, hi] : {std::pair<uint64_t, uint64_t>{n / 3, n / 3 + n / 4}, {n - n / 5, n}, {7, 8}}) {
-      if (hi > n || lo > hi) continue;
+      if (!kAscendingRanges || hi > n || lo > hi) continue;
       std::vector<uint16_t> part(hi - lo, 0xFFFF);
       d->decode_simt(enc, part, lo, hi);
       REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + static_cast<std::ptrdiff_t>(lo)));
