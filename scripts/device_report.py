@@ -311,6 +311,38 @@ def e2e_table(runs):
     return "\n".join(out) + failures
 
 
+KINDS = ("decode", "gemm", "fused", "attention", "forward", "copy")  # trace::Kind (harness/lib/kernel_trace.hpp)
+
+
+def kernel_times_table(runs):
+    """The e2e runs with --kernel-times: a decode step's device time by kind of kernel, and how
+    long the device was busy against the untraced step (the rest: launch gaps, host work)."""
+    traced = [r for r in runs if isinstance(r.get("kernel_times"), dict) and r["kernel_times"].get("steps")]
+    missing = [r for r in runs if isinstance(r.get("kernel_times"), dict) and not r["kernel_times"].get("steps")]
+    if not traced:
+        why = "; ".join(sorted({r["kernel_times"].get("why_not", "?") for r in missing}))
+        return "No run traced its decode steps" + (f" ({why})." if why else " (no --kernel-times run finished).")
+    out = ["Per decode step, ms: the untraced step (timed run), the device busy with any kernel or copy (union "
+           "over streams), idle = untraced - busy (launch gaps, host work, synchronization), then each kind's "
+           "kernel time (summed: overlapped streams may add up past busy) and the kernels a step launched.", "",
+           "| weights | method | batch | step | busy | idle | " + " | ".join(KINDS) + " | kernels |",
+           "|---|---|---|---|---|---|" + "---|" * len(KINDS) + "---|"]
+    for r in traced:
+        k = r["kernel_times"]
+        step, busy = k.get("timed_step_s", 0) * 1e3, k.get("busy_s", 0) * 1e3
+        how = ", ".join(x for x in ("fused GEMV" if r.get("fused_gemv") else "",
+                                    f"chunked {r['chunk_bytes']} B" if r.get("chunk_bytes") else "",
+                                    "overlapped" if r.get("overlap") else "") if x) or "whole blocks"
+        if r.get("weights") != "df11":
+            how = "-"
+        kinds = " | ".join(f"{k.get('kernel_s', {}).get(name, 0) * 1e3:.3f}" for name in KINDS)
+        kernels = sum(v for name, v in k.get("records", {}).items() if name != "copy")
+        idle = f"{step - busy:.3f} ({(step - busy) / step * 100:.0f}%)" if step > 0 else "-"
+        out.append(f"| {r.get('weights')} | {how} | {r.get('batch')} | {step:.3f} | {busy:.3f} | {idle} | "
+                   f"{kinds} | {kernels:.0f} |")
+    return "\n".join(out)
+
+
 STEP_RE = re.compile(r"^== (.+?) \((\d\d:\d\d:\d\d), limit (\d+)s\)")
 CASE_RE = re.compile(r"\] \S+ (\S+) b=(\d+): passed, median [^;]*; verify ([\d.]+) s, time ([\d.]+) s "
                      r"\((\d+) samples, ([\d.]+) s of them\)")
@@ -474,6 +506,7 @@ def main():
               "## Steps", "", "```", summary.rstrip(), "```", "",
               "## Targets of the issues", "", t.markdown(), "",
               "## End-to-end runs (e2e.jsonl)", "", e2e_table(e2e), "",
+              "## Where an e2e decode step's time went (--kernel-times, CUPTI)", "", kernel_times_table(e2e), "",
               "## Where the device time went", "",
               device_time(joined("device_check.log"), e2e), "",
               "## Hardware counters (profile.jsonl, Nsight Compute)", "",

@@ -3,6 +3,7 @@
 // form for benchmark scripts on the GPU machines.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -48,6 +49,7 @@ struct GenerateArgs {
   std::string slice_l2 = "persisting";  // with --chunk-bytes: persisting | normal
   std::string slice_start = "early";     // with --chunk-bytes: early | serial
   std::string decode_order = "ascending";  // CUDA, DF11 whole blocks: ascending | descending
+  int kernel_times = 0;    // CUDA: decode steps traced after the timed generation (0: none)
   std::string runs_file;  // --runs: one run's options per line, one model load for all
   std::string synthesize_on = "auto";  // synthetic only: host, cuda, or auto (the backend's)
 };
@@ -110,6 +112,31 @@ void check_run_args(const GenerateArgs& a) {
   if (a.overlap && backend != e2e::Backend::cuda) {
     throw Error("--overlap decodes (or copies) weights on a second CUDA stream beside the GEMMs: it needs --backend cuda");
   }
+  if (a.kernel_times < 0) throw Error(fmt::format("--kernel-times must be 0 or more, got {}", a.kernel_times));
+  if (a.kernel_times > a.max_new - 1) {
+    throw Error(fmt::format("--kernel-times {}: a generation of --max-new-tokens {} has {} decode steps to trace",
+                            a.kernel_times, a.max_new, a.max_new - 1));
+  }
+  if (a.kernel_times > 0 && backend != e2e::Backend::cuda) {
+    throw Error("--kernel-times traces the GPU's kernels (CUPTI): it needs --backend cuda");
+  }
+}
+
+// Per decode step: what `--kernel-times` traced (see e2e::trace_decode_steps), as JSON.
+nlohmann::json kernel_times_json(const e2e::TracedSteps& t, double timed_step_s) {
+  const double n = t.steps;
+  nlohmann::json kinds = nlohmann::json::object(), counts = nlohmann::json::object();
+  for (int k = 0; k < trace::kKinds; ++k) {
+    const auto kind = static_cast<trace::Kind>(k);
+    kinds[trace::to_string(kind)] = t.device.of(kind) / n;
+    counts[trace::to_string(kind)] = static_cast<double>(t.device.records(kind)) / n;
+  }
+  return {{"steps", t.steps},
+          {"timed_step_s", timed_step_s},  // the untraced generation's decode step
+          {"traced_step_s", t.wall_s / n},
+          {"busy_s", t.device.busy_s / n},  // the device busy with any kernel or copy
+          {"kernel_s", kinds},
+          {"records", counts}};
 }
 
 // One run: builds its models (from `cache` when given, else loading the source unit by unit),
@@ -185,6 +212,23 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   const uint64_t rss = e2e::peak_rss_bytes();
   const uint64_t device_peak = backend == e2e::Backend::cuda ? e2e::cuda_peak_memory() : 0;
   const std::string check_state = !a.check ? "not_run" : res.mismatch ? "failed" : "passed";
+  // Decode steps again, traced (after the timed ones, which tracing would slow): where a step's
+  // device time goes. Not after a failed check.
+  std::optional<e2e::TracedSteps> traced;
+  std::string trace_why_not;
+  if (a.kernel_times > 0 && !res.mismatch) {
+    if (const auto tracer = e2e::cuda_step_tracer(trace_why_not)) {
+      traced = e2e::trace_decode_steps(model, prompts, a.kernel_times, *tracer);
+      for (std::size_t b = 0; b < res.tokens.size(); ++b) {
+        const auto& got = traced->tokens[b];
+        if (!std::equal(got.begin(), got.end(), res.tokens[b].begin())) {
+          throw Error(fmt::format("--kernel-times: the traced steps gave other tokens than the generation (row {})", b));
+        }
+      }
+    }
+  }
+  const double timed_step_s =
+      res.timing.decode_tokens > 0 ? res.timing.decode_s * a.batch / static_cast<double>(res.timing.decode_tokens) : 0;
 
   if (a.json) {
     nlohmann::json j = {
@@ -233,6 +277,11 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
         {"check", check_state},
         {"tokens", res.tokens},
     };
+    if (traced) {
+      j["kernel_times"] = kernel_times_json(*traced, timed_step_s);
+    } else if (a.kernel_times > 0 && !res.mismatch) {
+      j["kernel_times"] = {{"steps", 0}, {"why_not", trace_why_not}};
+    }
     if (tok) {
       std::vector<std::string> texts;
       for (const auto& row : res.tokens) texts.push_back(tok->decode(row));
@@ -271,6 +320,21 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
     if (backend == e2e::Backend::cuda) fmt::print("; peak device memory {}", mb(device_peak));
     fmt::print("\nsetup: {:.2f} s (host bits {:.2f} s, encoding {:.2f} s){}\n", setup_s, bits_s, encode_s,
                model.weights_reused() ? " (device weights of an earlier run reused)" : "");
+    if (traced) {
+      const trace::Summary& d = traced->device;
+      const double n = traced->steps;
+      auto ms = [&](double s) { return s / n * 1e3; };
+      fmt::print("kernel time per decode step ({} steps traced): device busy {:.3f} ms of {:.3f} ms untraced "
+                 "({:.3f} ms traced); ",
+                 traced->steps, ms(d.busy_s), timed_step_s * 1e3, ms(traced->wall_s));
+      for (int k = 0; k < trace::kKinds; ++k) {
+        const auto kind = static_cast<trace::Kind>(k);
+        fmt::print("{} {:.3f} ms{}", trace::to_string(kind), ms(d.of(kind)), k + 1 < trace::kKinds ? ", " : "; ");
+      }
+      fmt::print("{:.0f} kernels\n", static_cast<double>(d.kernels()) / n);
+    } else if (a.kernel_times > 0 && !res.mismatch) {
+      fmt::print("kernel times: not measured ({})\n", trace_why_not);
+    }
     if (a.check && !res.mismatch) {
       fmt::print(
           "check: passed: {} and {} logits bit-identical at all {} steps ({} rows x {} logits), "
@@ -304,12 +368,13 @@ void parse_run_line(const std::string& line, GenerateArgs& r) {
   app.add_option("--slice-l2", r.slice_l2)->check(CLI::IsMember({"persisting", "normal"}));
   app.add_option("--slice-start", r.slice_start)->check(CLI::IsMember({"early", "serial"}));
   app.add_option("--decode-order", r.decode_order)->check(CLI::IsMember({"ascending", "descending"}));
+  app.add_option("--kernel-times", r.kernel_times);
   try {
     app.parse(line, false);
   } catch (const CLI::ParseError& e) {
     throw Error(fmt::format("--runs: line '{}': {} (a line takes --weights, --variant, --batch, --prompt-len, "
                             "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --slice-start, --overlap, "
-                            "--fused-gemv, --fused-max-rows, --decode-order)",
+                            "--fused-gemv, --fused-max-rows, --decode-order, --kernel-times)",
                             line, e.what()));
   }
   // A line's prompt replaces the command line's.
@@ -475,11 +540,18 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--runs", a->runs_file,
                   "A file of runs, one per line, each the options --weights, --variant, --batch, --prompt-len, "
                   "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --slice-start, --overlap, --fused-gemv, "
-                  "--fused-max-rows, --decode-order on top of the "
+                  "--fused-max-rows, --decode-order, --kernel-times on top of the "
                   "command "
                   "line's ('#' comments): the model is loaded once and kept in host memory for all of them, and on "
                   "CUDA a run's device weights serve the next runs with the same weights, decoder and fused kernels "
                   "(with --json one line per run, or an error line)");
+  cmd->add_option("--kernel-times", a->kernel_times,
+                  "CUDA: after the timed generation, run its first N decode steps again traced (CUPTI activity "
+                  "records of every kernel and copy) and print where a step's device time went: decoders, GEMMs, "
+                  "fused kernels, attention, the other forward-pass kernels, copies, and how long the device was "
+                  "busy at all against the untraced step (the rest: launch gaps and host work); at most "
+                  "--max-new-tokens - 1")
+      ->capture_default_str();
   cmd->add_flag("--fused-gemv", a->fused_gemv,
                 fmt::format("CUDA, bf16 or df11 weights: passes of at most --fused-max-rows rows (decode steps "
                             "at batch <= that) run the block GEMMs and the lm_head through the fused decode + "

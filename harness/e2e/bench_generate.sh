@@ -54,9 +54,17 @@ chunk=${CHUNK_BYTES:-25000000}  # half an H100 L2
 # warps x 2048 weights x 2 bytes), about what a slice decode costs anyway (the sweep's
 # nemo_layer.toml runs the same pair); per Nemo block 18 slices instead of 24 at $chunk.
 round=${CHUNK_ROUND_BYTES:-34603008}
+# Where a decode step's time goes (--kernel-times: its first E2E_KERNEL_TIMES decode steps again,
+# traced with CUPTI, after the timed ones): on the timed batch-1 runs of each method and at batch
+# 64. CUDA only (a cpu dry run goes without), and only where the runs have that many steps.
+kt_steps=${E2E_KERNEL_TIMES:-8}
+kt=""
+if [ "${E2E_BACKEND:-cuda}" = cuda ] && [ "$kt_steps" -gt 0 ] && [ "$kt_steps" -lt "$new" ]; then
+  kt="--kernel-times $kt_steps"
+fi
 
 ov_runs="--weights df11 $ov --check --overlap --batch 1 --prompt-len $plen --max-new-tokens 4
---weights df11 $ov --overlap --batch 1 --prompt-len $plen --max-new-tokens $new"
+--weights df11 $ov --overlap --batch 1 --prompt-len $plen --max-new-tokens $new $kt"
 ov_early="" ov_late=""
 if [ "$ov" = "$v" ]; then ov_early=$ov_runs; else ov_late=$ov_runs; fi
 
@@ -105,24 +113,24 @@ cat >"$runs" <<RUNS
 --weights df11 $v --check --batch 8 --prompt-len $plen --max-new-tokens 8
 --weights df11 $v --check --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights df11 $v --check --chunk-bytes $chunk --overlap --batch 8 --prompt-len $plen --max-new-tokens 4
---weights df11 $v --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 $v --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights df11 $v --decode-order descending --batch 1 --prompt-len $plen --max-new-tokens $new
---weights df11 $v --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 $v --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights df11 $v --chunk-bytes $chunk --slice-l2 normal --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --slice-start serial --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $round --batch 1 --prompt-len $plen --max-new-tokens $new
---weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights df11 $v --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights df11 $v --batch 8 --prompt-len $plen --max-new-tokens $new
---weights df11 $v --batch 64 --prompt-len $plen --max-new-tokens $new
---weights df11 $fv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights df11 $v --batch 64 --prompt-len $plen --max-new-tokens $new $kt
+--weights df11 $fv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights df11 $fv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
 $ov_early
---weights bf16 --batch 1 --prompt-len $plen --max-new-tokens $new
+--weights bf16 --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights bf16 --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights bf16 --batch 8 --prompt-len $plen --max-new-tokens $new
---weights bf16 --batch 64 --prompt-len $plen --max-new-tokens $new
+--weights bf16 --batch 64 --prompt-len $plen --max-new-tokens $new $kt
 --weights cpu-offload --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights cpu-offload --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights cpu-offload --batch 8 --prompt-len $plen --max-new-tokens 4
@@ -133,7 +141,7 @@ $ov_late
 --weights df11 --variant $fcv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 --variant $fcv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
 RUNS
-sed -i 's/  */ /g' "$runs"  # an empty $v leaves two spaces; the run names in the results read better without
+sed -i 's/  */ /g; s/ $//' "$runs"  # an empty $v or $kt leaves spaces; the run names in the results read better without
 # shellcheck disable=SC2086  # E2E_SOURCE_ARGS is a list of words
 set -- "$df11" generate ${E2E_SOURCE_ARGS:---synthetic nemo} --backend "${E2E_BACKEND:-cuda}" --json \
   --prompt-len "$plen" --runs "$runs"

@@ -37,7 +37,9 @@
 #include "e2e/cuda_kernels.cuh"
 #include "fused/fused_gemv.hpp"
 #include "e2e/factory.hpp"
+#include "e2e/generate.hpp"
 #include "e2e/rope.hpp"
+#include "lib/cupti_timer.hpp"
 
 #define CUBLAS_CHECK(expr)                                                                        \
   do {                                                                                            \
@@ -1159,6 +1161,42 @@ uint64_t cuda_peak_memory() {
 
 void cuda_reset_peak_memory() {
   watch().peak = 0;
+}
+
+namespace {
+// Kernels and copies of the whole device between begin() and end() (every stream: an overlapped
+// model's side stream too), each end waiting for the device first.
+class CuptiStepTracer final : public StepTracer {
+ public:
+  [[nodiscard]] const trace::CuptiTimer& timer() const { return timer_; }
+  void begin() override {
+    CUDA_CHECK(cudaDeviceSynchronize());
+    timer_.enable();
+    timer_.start();
+  }
+  trace::Summary end() override {
+    CUDA_CHECK(cudaDeviceSynchronize());
+    trace::Summary s = timer_.stop();
+    timer_.disable();
+    return s;
+  }
+
+ private:
+  trace::CuptiTimer timer_;
+};
+}  // namespace
+
+std::unique_ptr<StepTracer> cuda_step_tracer(std::string& why_not) {
+  if (!cuda_available()) {
+    why_not = "no CUDA device is available";
+    return nullptr;
+  }
+  auto t = std::make_unique<CuptiStepTracer>();
+  if (!t->timer().available()) {
+    why_not = t->timer().why_not();
+    return nullptr;
+  }
+  return t;
 }
 
 void cuda_keep_weights_for(const FeedCache& cache, const std::vector<ModelRequest>& requests) {

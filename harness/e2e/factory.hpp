@@ -13,6 +13,8 @@
 
 namespace df11::e2e {
 
+class StepTracer;  // generate.hpp
+
 // The decoder variant CUDA models use unless told otherwise: the fastest of DF11's own layout on
 // the second H200 run (reports/2026-11-28_h200_decode_throughput: 333 us per Nemo layer against
 // 633 us for multi12.gap5-warp.exp-smem-v16.t512.b8, the default before, and 1050 us for the
@@ -138,6 +140,10 @@ class FeedCache {
 [[nodiscard]] uint64_t cuda_peak_memory();
 // Starts a new peak (the baseline stays): for a run after earlier runs' models are gone.
 void cuda_reset_peak_memory();
+// A tracer of the device's kernels and copies (CUPTI activity records; generate.hpp's
+// trace_decode_steps), or nullptr with why_not set: no CUDA in this build, no device, or no
+// CUPTI (or DF11_CUPTI=0).
+[[nodiscard]] std::unique_ptr<StepTracer> cuda_step_tracer(std::string& why_not);
 // Drops every cached device weights (see FeedCache) that none of these requests of
 // `cache` would reuse (all of any other FeedCache's), freeing their memory. `df11 generate --runs`
 // calls it before each run builds its models, once the earlier run's are gone, and before

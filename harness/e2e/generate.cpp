@@ -175,4 +175,42 @@ GenerationResult generate(Model& model, const std::vector<std::vector<int32_t>>&
   return res;
 }
 
+TracedSteps trace_decode_steps(Model& model, const std::vector<std::vector<int32_t>>& prompts, int steps,
+                               StepTracer& tracer) {
+  const int B = model.batch();
+  if (steps < 1) throw Error(fmt::format("--kernel-times: at least one decode step to trace, got {}", steps));
+  if (prompts.size() != static_cast<std::size_t>(B) || prompts.front().empty()) {
+    throw Error(fmt::format("trace_decode_steps: {} prompts for a batch of {}", prompts.size(), B));
+  }
+  const std::size_t L = prompts.front().size();
+  if (static_cast<int64_t>(L) + steps > model.max_positions()) {
+    throw Error(fmt::format("--kernel-times: a prompt of {} plus {} traced steps exceeds the model's {} positions", L,
+                            steps, model.max_positions()));
+  }
+  TracedSteps t;
+  t.steps = steps;
+  t.tokens.assign(static_cast<std::size_t>(B), {});
+  model.reset();
+  std::vector<int32_t> feed;
+  for (const auto& p : prompts) feed.insert(feed.end(), p.begin(), p.end());
+  std::vector<int32_t> next;
+  model.forward(feed, static_cast<int>(L));
+  model.argmax(next);
+  auto keep = [&] {
+    for (int b = 0; b < B; ++b) t.tokens[static_cast<std::size_t>(b)].push_back(next[static_cast<std::size_t>(b)]);
+  };
+  keep();
+  tracer.begin();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int s = 0; s < steps; ++s) {
+    feed = next;
+    model.forward(feed, 1);
+    model.argmax(next);
+    keep();
+  }
+  t.wall_s = seconds_since(t0);
+  t.device = tracer.end();
+  return t;
+}
+
 }  // namespace df11::e2e

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "e2e/model.hpp"
+#include "lib/kernel_trace.hpp"
 
 namespace df11::e2e {
 
@@ -67,5 +68,28 @@ struct GenerationResult {
 [[nodiscard]] GenerationResult generate(Model& model,
                                         const std::vector<std::vector<int32_t>>& prompts,
                                         int max_new, Model* reference = nullptr);
+
+// Device time of decode steps (`df11 generate --kernel-times`): what a tracer (CUPTI on CUDA)
+// records between begin() and end(), by kind of kernel (trace::Summary).
+class StepTracer {
+ public:
+  virtual ~StepTracer() = default;
+  virtual void begin() = 0;
+  [[nodiscard]] virtual trace::Summary end() = 0;
+};
+
+struct TracedSteps {
+  int steps = 0;
+  double wall_s = 0;      // the traced steps, wall clock (tracing adds a little to each kernel)
+  trace::Summary device;  // their records, summed
+  std::vector<std::vector<int32_t>> tokens;  // [batch][steps + 1]: the prefill's token, then each step's
+};
+
+// Greedy decoding again, traced: the model is reset and fed the prompts (not traced), then `steps`
+// decode steps, each one forward of one token per row and its argmax (which waits for it), run
+// between tracer.begin() and tracer.end(). The tokens are generate()'s first steps + 1 tokens.
+// Throws df11::Error when steps < 1 or the model's cache is too short.
+[[nodiscard]] TracedSteps trace_decode_steps(Model& model, const std::vector<std::vector<int32_t>>& prompts,
+                                             int steps, StepTracer& tracer);
 
 }  // namespace df11::e2e

@@ -1,7 +1,6 @@
-// CUPTI activity collection through dlopen (see cupti_timer.hpp). Kernels whose name names a
-// decoder (our gap_decode_kernel or the official "decode") count as decode, other kernels
-// (cuBLAS) as GEMM, memcpy records as copy; memsets (the L2 flush) are ignored.
-#include "sweep/cupti_timer.hpp"
+// CUPTI activity collection through dlopen (see cupti_timer.hpp): kernel and memcpy records kept
+// as trace::Records (kernels by kind, classify_kernel), memsets (the sweep's L2 flush) ignored.
+#include "lib/cupti_timer.hpp"
 
 #include <cupti.h>
 #include <dlfcn.h>
@@ -11,7 +10,7 @@
 #include <mutex>
 #include <vector>
 
-namespace df11::sweep {
+namespace df11::trace {
 namespace {
 
 using RegisterCallbacks = CUptiResult (*)(CUpti_BuffersCallbackRequestFunc, CUpti_BuffersCallbackCompleteFunc);
@@ -19,11 +18,11 @@ using Enable = CUptiResult (*)(CUpti_ActivityKind);  // also cuptiActivityDisabl
 using FlushAll = CUptiResult (*)(uint32_t);
 using GetNextRecord = CUptiResult (*)(uint8_t*, size_t, CUpti_Activity**);
 
-struct Totals {
+struct Collected {
   std::mutex m;
-  double decode = 0, gemm = 0, copy = 0;
+  std::vector<Record> records;
 };
-Totals g_totals;
+Collected g_collected;
 GetNextRecord g_next = nullptr;
 
 void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_records) {
@@ -33,33 +32,23 @@ void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_recor
   *max_records = 0;
 }
 
-// Our decoders (gap_decode_kernel, gap_decode_persistent_kernel; mangled names contain them)
-// and the official kernel ("decode").
-bool is_decode_kernel(const char* name) {
-  return name && (std::strstr(name, "gap_decode_kernel") != nullptr ||
-                  std::strstr(name, "gap_decode_persistent_kernel") != nullptr || std::strcmp(name, "decode") == 0);
-}
-
 void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t valid) {
   CUpti_Activity* rec = nullptr;
-  double decode = 0, gemm = 0, copy = 0;
+  std::vector<Record> got;
   while (g_next && g_next(buffer, valid, &rec) == CUPTI_SUCCESS) {
     if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL || rec->kind == CUPTI_ACTIVITY_KIND_KERNEL) {
       const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
       if (k->start == 0 || k->end <= k->start) continue;  // incomplete record
-      const double s = static_cast<double>(k->end - k->start) * 1e-9;
-      (is_decode_kernel(k->name) ? decode : gemm) += s;
+      got.push_back({classify_kernel(k->name ? k->name : ""), k->start, k->end});
     } else if (rec->kind == CUPTI_ACTIVITY_KIND_MEMCPY) {
       const auto* c = reinterpret_cast<const CUpti_ActivityMemcpy6*>(rec);
       if (c->start == 0 || c->end <= c->start) continue;
-      copy += static_cast<double>(c->end - c->start) * 1e-9;
+      got.push_back({Kind::copy, c->start, c->end});
     }
   }
   std::free(buffer);
-  std::lock_guard<std::mutex> lock(g_totals.m);
-  g_totals.decode += decode;
-  g_totals.gemm += gemm;
-  g_totals.copy += copy;
+  std::lock_guard<std::mutex> lock(g_collected.m);
+  g_collected.records.insert(g_collected.records.end(), got.begin(), got.end());
 }
 
 }  // namespace
@@ -132,15 +121,19 @@ void CuptiTimer::disable() {
 void CuptiTimer::start() {
   if (!ok_) return;
   impl_->flush(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
-  std::lock_guard<std::mutex> lock(g_totals.m);
-  g_totals.decode = g_totals.gemm = g_totals.copy = 0;
+  std::lock_guard<std::mutex> lock(g_collected.m);
+  g_collected.records.clear();
 }
 
-KernelSplit CuptiTimer::stop() {
+Summary CuptiTimer::stop() {
   if (!ok_) return {};
   impl_->flush(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
-  std::lock_guard<std::mutex> lock(g_totals.m);
-  return {g_totals.decode, g_totals.gemm, g_totals.copy};
+  std::vector<Record> records;
+  {
+    std::lock_guard<std::mutex> lock(g_collected.m);
+    records.swap(g_collected.records);
+  }
+  return summarize(std::move(records));
 }
 
-}  // namespace df11::sweep
+}  // namespace df11::trace

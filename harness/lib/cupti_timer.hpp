@@ -1,18 +1,17 @@
-// Per-kernel device time from CUPTI activity records, to split a sample into decode, GEMM and
-// copy time. libcupti is opened at run time (dlopen), so binaries start without it and without
-// a driver; when it cannot be loaded (or DF11_CUPTI=0) the split is simply not measured.
+// Per-kernel device time from CUPTI activity records, summarized by kernel_trace.hpp (decode,
+// GEMM, fused, forward-pass kernels, copies; the time the device was busy at all). libcupti is
+// opened at run time (dlopen), so binaries start without it and without a driver; when it cannot
+// be loaded (or DF11_CUPTI=0) nothing is measured and why_not() says why.
 // Tracing instruments kernels (it adds time to each), so it is on only between enable() and
-// disable(): the timed samples run without it, a separate short pass measures the split.
+// disable(): timed runs go without it, a separate short pass is traced.
 #pragma once
 
 #include <memory>
 #include <string>
 
-namespace df11::sweep {
+#include "lib/kernel_trace.hpp"
 
-struct KernelSplit {
-  double decode_s = 0, gemm_s = 0, copy_s = 0;
-};
+namespace df11::trace {
 
 class CuptiTimer {
  public:
@@ -25,7 +24,7 @@ class CuptiTimer {
   void enable();                // start tracing kernels and copies
   void disable();               // stop tracing (records still buffered are dropped)
   void start();                 // forget earlier records
-  [[nodiscard]] KernelSplit stop();  // flush (forced: the caller has synchronized) and sum since start()
+  [[nodiscard]] Summary stop();  // flush (forced: the caller has synchronized) and summarize since start()
 
  private:
   bool ok_ = false;
@@ -34,4 +33,4 @@ class CuptiTimer {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace df11::sweep
+}  // namespace df11::trace

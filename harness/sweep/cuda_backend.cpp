@@ -26,7 +26,7 @@
 #include "common/cuda_util.hpp"
 #include "fused/fused_gemv.hpp"
 #include "sweep/backend.hpp"
-#include "sweep/cupti_timer.hpp"
+#include "lib/cupti_timer.hpp"
 #include "sweep/lt_gemm.hpp"
 #include "sweep/results.hpp"
 #include "sweep/slices.hpp"
@@ -419,10 +419,10 @@ class CudaBackend final : public Backend {
         go();
         CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
         CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
-        const KernelSplit k = cupti_.stop();
-        s.decode_s.push_back(k.decode_s);
-        s.gemm_s.push_back(k.gemm_s);
-        s.copy_s.push_back(k.copy_s);
+        const trace::Summary k = cupti_.stop();
+        s.decode_s.push_back(k.decode_s());
+        s.gemm_s.push_back(k.gemm_s());
+        s.copy_s.push_back(k.copy_s());
       }
       cupti_.disable();
     }
@@ -943,7 +943,7 @@ class CudaBackend final : public Backend {
     bool against_weights = false;
   };
   ReplayCheck replay_check_;
-  CuptiTimer cupti_;
+  trace::CuptiTimer cupti_;
   // The unit.
   std::vector<Matrix> mats_;
   uint64_t n_ = 0, seed_ = 0;

@@ -254,6 +254,54 @@ TEST_CASE("tiny: BF16 and DF11 give bit-identical logits and tokens over 16 step
   CHECK_FALSE(plain.checked);
 }
 
+// A tracer that notes where the model stands when it is started and stopped, and what it returns.
+class PositionTracer final : public StepTracer {
+ public:
+  explicit PositionTracer(const Model& m) : m_(m) {}
+  void begin() override {
+    ++begins;
+    at_begin = m_.position();
+  }
+  df11::trace::Summary end() override {
+    ++ends;
+    at_end = m_.position();
+    df11::trace::Summary s;
+    s.busy_s = 0.25;  // handed back as the steps' device summary
+    return s;
+  }
+  int begins = 0, ends = 0, at_begin = -1, at_end = -1;
+
+ private:
+  const Model& m_;
+};
+
+TEST_CASE("trace_decode_steps: the prompt untraced, then the decode steps traced, generate's tokens", "[e2e]") {
+  const int batch = 2, L = 5, steps = 3;
+  const auto prompts = batch_prompts(prompt_of(L, 1024), batch, 1024);
+  auto models = tiny_models({WeightsKind::df11}, batch, L + 6);
+  const auto gen = generate(*models[0], prompts, 6);
+  PositionTracer tracer(*models[0]);
+  const TracedSteps t = trace_decode_steps(*models[0], prompts, steps, tracer);
+  CHECK(tracer.begins == 1);
+  CHECK(tracer.ends == 1);
+  CHECK(tracer.at_begin == L);          // after the prompt, before the first decode step
+  CHECK(tracer.at_end == L + steps);    // after the last traced step
+  CHECK(t.steps == steps);
+  CHECK(t.device.busy_s == 0.25);
+  CHECK(t.wall_s > 0);
+  REQUIRE(t.tokens.size() == static_cast<std::size_t>(batch));
+  for (int b = 0; b < batch; ++b) {
+    const auto& row = gen.tokens[static_cast<std::size_t>(b)];
+    CHECK(t.tokens[static_cast<std::size_t>(b)] == std::vector<int32_t>(row.begin(), row.begin() + steps + 1));
+  }
+  // Bad requests: no step, more steps than the cache holds, prompts of another batch.
+  CHECK_THROWS_WITH(trace_decode_steps(*models[0], prompts, 0, tracer), Catch::Contains("at least one decode step"));
+  CHECK_THROWS_WITH(trace_decode_steps(*models[0], prompts, 7, tracer), Catch::Contains("exceeds the model's 11 positions"));
+  CHECK_THROWS_WITH(trace_decode_steps(*models[0], batch_prompts(prompt_of(L, 1024), 3, 1024), 1, tracer),
+                    Catch::Contains("3 prompts for a batch of 2"));
+  CHECK(tracer.begins == 1);  // refused before anything ran
+}
+
 TEST_CASE("tiny: a decoder variant's host emulation gives the same logits as decode_cpu", "[e2e]") {
   auto models = tiny_models({WeightsKind::df11}, 2, 12, kDefaultCudaVariant);
   auto ref = tiny_models({WeightsKind::bf16}, 2, 12);

@@ -2,7 +2,7 @@
 // CPU-offloaded weights give bit-identical logits and tokens; the CUDA model agrees with the CPU
 // model within the BF16-activation tolerance; the KV cache agrees with fresh prefix forwards; the
 // official encoder's DF11 files run; device weights kept between runs (--runs) serve later runs
-// bit for bit. Exits 77 (ctest: skipped) when there is no device.
+// bit for bit; --kernel-times counts the kernels of decode steps by kind. Exits 77 (ctest: skipped) when there is no device.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -607,6 +607,61 @@ void check_early_decode() {
   expect(checked > 50, fmt::format("early decode: {} variants checked", checked));
 }
 
+// --kernel-times: CUPTI records of a few decode steps, by kind. Exact counts where the forward
+// pass fixes them (one attention kernel a layer a step); decoders only where weights are decoded,
+// fused kernels only in a fused model; the device busy within the steps' wall time; the traced
+// steps give generate's tokens.
+void check_kernel_times() {
+  const ModelShape tiny = named_config("tiny");
+  const auto src = synthetic_source(tiny, 0, 0, "tiny");
+  const int steps = 3, L = 6;
+  const auto prompts = batch_prompts(random_prompt(L, tiny.vocab, 3), 1, tiny.vocab);
+  ModelRequest fused = request(Backend::cuda, WeightsKind::df11, 1, L + 4);
+  fused.fused_gemv = true;
+  ModelRequest chunked = request(Backend::cuda, WeightsKind::df11, 1, L + 4);
+  chunked.chunk_bytes = 64 * 1024;
+  chunked.overlap = true;
+  const std::vector<std::pair<std::string, ModelRequest>> cases{
+      {"bf16", request(Backend::cuda, WeightsKind::bf16, 1, L + 4)},
+      {"df11 whole blocks", request(Backend::cuda, WeightsKind::df11, 1, L + 4)},
+      {"df11 fused", fused},
+      {"df11 chunked, overlapped", chunked}};
+  for (const auto& [name, req] : cases) {
+    try {
+      auto m = build_models(*src, {req});
+      const GenerationResult g = generate(*m[0], prompts, steps + 1);
+      std::string why;
+      const auto tracer = cuda_step_tracer(why);
+      if (!tracer) {
+        expect(false, "kernel times " + name + ": no tracer (" + why + ")");
+        continue;
+      }
+      const TracedSteps t = trace_decode_steps(*m[0], prompts, steps, *tracer);
+      const trace::Summary& d = t.device;
+      const bool decodes = req.weights == WeightsKind::df11 && !req.fused_gemv;
+      expect(t.tokens[0] == g.tokens[0], "kernel times " + name + ": the traced steps give generate's tokens");
+      expect(d.records(trace::Kind::attention) == tiny.n_layers * steps,
+             fmt::format("kernel times {}: {} attention kernels ({} layers x {} steps)", name,
+                         d.records(trace::Kind::attention), tiny.n_layers, steps));
+      expect(d.records(trace::Kind::forward) >= 4 * tiny.n_layers * steps,
+             fmt::format("kernel times {}: {} other forward-pass kernels", name, d.records(trace::Kind::forward)));
+      expect(decodes ? d.records(trace::Kind::decode) >= tiny.n_layers * steps
+                     : d.records(trace::Kind::decode) == 0 || req.fused_gemv,
+             fmt::format("kernel times {}: {} decode kernels", name, d.records(trace::Kind::decode)));
+      expect(req.fused_gemv ? d.records(trace::Kind::fused) >= tiny.n_layers * steps
+                            : d.records(trace::Kind::fused) == 0,
+             fmt::format("kernel times {}: {} fused kernels", name, d.records(trace::Kind::fused)));
+      expect(req.fused_gemv || d.records(trace::Kind::gemm) >= 4 * tiny.n_layers * steps,
+             fmt::format("kernel times {}: {} GEMM kernels", name, d.records(trace::Kind::gemm)));
+      expect(d.busy_s > 0 && d.busy_s <= t.wall_s * 1.01 + 1e-4 && d.busy_s <= d.span_s + 1e-9,
+             fmt::format("kernel times {}: busy {:.1f} us, span {:.1f} us, wall {:.1f} us", name, d.busy_s * 1e6,
+                         d.span_s * 1e6, t.wall_s * 1e6));
+    } catch (const std::exception& e) {
+      expect(false, "kernel times " + name + ": " + e.what());
+    }
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -619,6 +674,7 @@ int main() {
     run();
     check_weight_reuse();
     check_early_decode();
+    check_kernel_times();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "FAIL: %s\n", e.what());
     return 1;

@@ -141,6 +141,11 @@ expect_error "'serial' needs --chunk-bytes" --synthetic tiny --prompt-ids 1 --sl
 expect_error "--slice-start" --synthetic tiny --prompt-ids 1 --chunk-bytes 4096 --slice-start later --backend cpu
 expect_error "--decode-order orders the units" --synthetic tiny --prompt-ids 1 --decode-order descending --backend cpu
 expect_error "--decode-order" --synthetic tiny --prompt-ids 1 --decode-order backwards --backend cpu
+expect_error "--kernel-times traces the GPU's kernels (CUPTI): it needs --backend cuda" --synthetic tiny --prompt-ids 1 \
+  --max-new-tokens 3 --kernel-times 2 --backend cpu
+expect_error "a generation of --max-new-tokens 3 has 2 decode steps to trace" --synthetic tiny --prompt-ids 1 \
+  --max-new-tokens 3 --kernel-times 3 --backend cpu
+expect_error "--kernel-times must be 0 or more" --synthetic tiny --prompt-ids 1 --kernel-times -1 --backend cpu
 expect_error "it needs --fused-gemv" --synthetic tiny --prompt-ids 1 --fused-max-rows 4 --backend cpu
 expect_error "--fused-max-rows" --synthetic tiny --prompt-ids 1 --fused-gemv --fused-max-rows 17 --backend cpu
 expect_error "not a Tekken tokenizer" --synthetic tiny --tokenizer "$data/tekken_small_cases.json" --prompt x \

@@ -53,7 +53,13 @@ fused["fused_gemv"] = True  # before the plain df11 row: the whole-block targets
 e2e = [dict(run("df11", 8, 128, 100.0, 42e9, "passed"), setup_s=59.6, method="cuda df11 (x)",
             setup_host_bits_s=10.0, setup_encode_s=20.5),
        dict(run("bf16", 1, 128, 110.0, 25.4e9), setup_s=1.25, weights_reused=True), fused,
-       run("df11", 1, 128, 40.0, 17.8e9), run("cpu-offload", 1, 128, 2.0, 1.5e9),
+       dict(run("df11", 1, 128, 40.0, 17.8e9),  # --kernel-times: a step's device time by kind
+            kernel_times={"steps": 8, "timed_step_s": 0.025, "traced_step_s": 0.026, "busy_s": 0.02,
+                          "kernel_s": {"decode": 0.012, "gemm": 0.007, "fused": 0, "attention": 0.0005,
+                                       "forward": 0.0005, "copy": 0},
+                          "records": {"decode": 41, "gemm": 200, "fused": 0, "attention": 40, "forward": 163,
+                                      "copy": 0}}),
+       run("cpu-offload", 1, 128, 2.0, 1.5e9),
        run("bf16", 1, 2048, 1.0, 26e9, prefill=9000.0)]
 chunked = run("df11", 1, 128, 60.0, 17.8e9)
 chunked["chunk_bytes"] = 25000000
@@ -112,7 +118,8 @@ for needle in "| 4 | best variant >= 3x official-ptx |" "| 4 | best variant >= 6
   "gpu tests              ok" "| decode throughput | batch 0 (decoders alone, copy) | 2 | 0.3 | 0.8 | 0.6 |" \
   "| default experiment | GEMM rows (batch >= 1) | 1 | 0.0 | 0.2 | 0.1 |" \
   "End-to-end runs: 2 with a \`setup_s\`, 60.9 s of setup in all (1 reused their weights)" \
-  "- 59.6 s: cuda df11 (x), batch 8 (check); host bits 10.0 s, encoding 20.5 s, the rest (loading, uploads) 29.1 s"; do
+  "- 59.6 s: cuda df11 (x), batch 8 (check); host bits 10.0 s, encoding 20.5 s, the rest (loading, uploads) 29.1 s" \
+  "| df11 | whole blocks | 1 | 25.000 | 20.000 | 5.000 (20%) | 12.000 | 7.000 | 0.000 | 0.500 | 0.500 | 0.000 | 444 |"; do
   grep -qF -- "$needle" "$readme" || fail "README.md lacks '$needle'"
 done
 grep -E '^\| 5 \| best df11-chunked <= 2.0x bf16 at batch 1 \| [0-9.]+x \(df11-pipelined:' "$readme" >/dev/null ||
