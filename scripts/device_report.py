@@ -200,8 +200,11 @@ def is_count_layout(r):  # a run whose decoder reads a count layout (DF11's tabl
 
 def e2e_targets(t, runs):
     every = [r for r in runs if "decode_tokens_per_s" in r]
-    # The targets are for DF11's own layout; count-layout runs only get an info row.
-    ok = [r for r in every if not is_count_layout(r)]
+    # The targets are for DF11's own layout; count-layout runs only get an info row. They compare
+    # eager runs with eager BF16: runs with --graphs (decode steps replayed as a CUDA graph) get
+    # info rows against BF16 with --graphs.
+    graphed = [r for r in every if r.get("graphs") and not is_count_layout(r)]
+    ok = [r for r in every if not is_count_layout(r) and not r.get("graphs")]
 
     def runs(weights, batch, prompt_len=None, chunked=False, fused=False, overlap=None):
         return [r for r in ok if r.get("weights") == weights and r.get("batch") == batch and
@@ -276,6 +279,20 @@ def e2e_targets(t, runs):
             how = "fused decode+GEMV" if r.get("fused_gemv") else method(r)
             t.info(f"DF11 tables + count bytes ({r['variant']}), {how}: decode tokens/s / BF16 at batch 1",
                    f"{r['decode_tokens_per_s'] / b16['decode_tokens_per_s']:.2f}x", f"one decode pass{mem}")
+    g16 = next((r for r in graphed if r.get("weights") == "bf16" and r.get("batch") == 1 and
+                r.get("prompt_len") == short), None)
+    for r in (r for r in graphed if r.get("weights") == "df11" and r.get("batch") == 1 and r.get("prompt_len") == short):
+        how = "fused decode+GEMV" if r.get("fused_gemv") else method(r)
+        replayed = "replayed as a CUDA graph" in str(r.get("method", ""))
+        note = ("" if replayed else "steps NOT replayed (see its method), ") + (
+            f"BF16 with graphs {g16['decode_tokens_per_s']:.1f} tok/s" if g16 else "no BF16 --graphs run")
+        if g16:
+            t.info(f"With CUDA graphs: DF11 {how} decode tokens/s / BF16 at batch 1",
+                   f"{r['decode_tokens_per_s'] / g16['decode_tokens_per_s']:.2f}x", note)
+    if g16 and b16:
+        t.info("CUDA graphs: BF16 decode tokens/s with / without at batch 1",
+               f"{g16['decode_tokens_per_s'] / b16['decode_tokens_per_s']:.2f}x",
+               "" if "replayed as a CUDA graph" in str(g16.get("method", "")) else "steps NOT replayed (see its method)")
     p16 = find("bf16", 1, 2048)
     p11 = fastest(runs("df11", 1, 2048) + runs("df11", 1, 2048, chunked=True), "prefill_tokens_per_s")
     if p16 and p11:
@@ -298,13 +315,13 @@ def e2e_table(runs):
         failures = "\n\nRuns that failed:" + failures
     if not ok:
         return "No end-to-end run finished." + failures
-    out = ["| weights | chunk bytes | overlap | fused GEMV | batch | prompt | new | prefill tok/s | decode tok/s | "
-           "peak device GB | check |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| weights | chunk bytes | overlap | fused GEMV | graphs | batch | prompt | new | prefill tok/s | "
+           "decode tok/s | peak device GB | check |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in ok:
         weights = r["weights"] + (f" ({r['variant']})" if r.get("variant") else "")
         out.append(f"| {weights} | {r.get('chunk_bytes') or '-'} | {'yes' if r.get('overlap') else '-'} | "
-                   f"{'yes' if r.get('fused_gemv') else '-'} | "
+                   f"{'yes' if r.get('fused_gemv') else '-'} | {'yes' if r.get('graphs') else '-'} | "
                    f"{r['batch']} | {r['prompt_len']} | {r['new_tokens']} | "
                    f"{r['prefill_tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.2f} | "
                    f"{r['peak_device_bytes'] / 1e9:.2f} | {r['check']} |")
@@ -331,10 +348,11 @@ def kernel_times_table(runs):
         k = r["kernel_times"]
         step, busy = k.get("timed_step_s", 0) * 1e3, k.get("busy_s", 0) * 1e3
         how = ", ".join(x for x in ("fused GEMV" if r.get("fused_gemv") else "",
+                                    "CUDA graph" if r.get("graphs") else "",
                                     f"chunked {r['chunk_bytes']} B" if r.get("chunk_bytes") else "",
                                     "overlapped" if r.get("overlap") else "") if x) or "whole blocks"
         if r.get("weights") != "df11":
-            how = "-"
+            how = "CUDA graph" if r.get("graphs") else "-"
         kinds = " | ".join(f"{k.get('kernel_s', {}).get(name, 0) * 1e3:.3f}" for name in KINDS)
         kernels = sum(v for name, v in k.get("records", {}).items() if name != "copy")
         idle = f"{step - busy:.3f} ({(step - busy) / step * 100:.0f}%)" if step > 0 else "-"

@@ -50,6 +50,7 @@ struct GenerateArgs {
   std::string slice_start = "early";     // with --chunk-bytes: early | serial
   std::string decode_order = "ascending";  // CUDA, DF11 whole blocks: ascending | descending
   int kernel_times = 0;    // CUDA: decode steps traced after the timed generation (0: none)
+  bool graphs = false;     // CUDA: decode steps replayed as a CUDA graph
   std::string runs_file;  // --runs: one run's options per line, one model load for all
   std::string synthesize_on = "auto";  // synthetic only: host, cuda, or auto (the backend's)
 };
@@ -112,6 +113,10 @@ void check_run_args(const GenerateArgs& a) {
   if (a.overlap && backend != e2e::Backend::cuda) {
     throw Error("--overlap decodes (or copies) weights on a second CUDA stream beside the GEMMs: it needs --backend cuda");
   }
+  if (a.graphs && (backend != e2e::Backend::cuda || a.overlap || weights == e2e::WeightsKind::cpu_offload)) {
+    throw Error("--graphs replays a decode step's kernels as one CUDA graph: it needs --backend cuda and bf16 or df11 "
+                "weights, without --overlap");
+  }
   if (a.kernel_times < 0) throw Error(fmt::format("--kernel-times must be 0 or more, got {}", a.kernel_times));
   if (a.kernel_times > a.max_new - 1) {
     throw Error(fmt::format("--kernel-times {}: a generation of --max-new-tokens {} has {} decode steps to trace",
@@ -173,6 +178,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   req.slice_l2 = a.slice_l2 == "persisting";  // (caching only: the partner's slices are resident BF16 or its own)
   req.descending_decode = a.decode_order == "descending";  // (the same bits either way)
   req.early_slices = a.slice_start == "early";             // (the same bits either way)
+  req.graphs = a.graphs;                                   // (the same kernels, so the same bits)
   std::vector<e2e::ModelRequest> requests{req};
   if (a.check) {
     e2e::ModelRequest ref = req;
@@ -257,6 +263,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
         {"slice_l2", a.slice_l2},  // as asked; "method" says whether a window was set
         {"slice_start", a.slice_start},  // as asked; "method" says how the slices' decodes started
         {"decode_order", a.decode_order},
+        {"graphs", a.graphs},  // as asked; "method" says whether the steps were replayed
         {"prompt_len", prompt.size()},
         {"new_tokens", a.max_new},
         {"seed", a.seed},
@@ -369,12 +376,13 @@ void parse_run_line(const std::string& line, GenerateArgs& r) {
   app.add_option("--slice-start", r.slice_start)->check(CLI::IsMember({"early", "serial"}));
   app.add_option("--decode-order", r.decode_order)->check(CLI::IsMember({"ascending", "descending"}));
   app.add_option("--kernel-times", r.kernel_times);
+  app.add_flag("--graphs", r.graphs);
   try {
     app.parse(line, false);
   } catch (const CLI::ParseError& e) {
     throw Error(fmt::format("--runs: line '{}': {} (a line takes --weights, --variant, --batch, --prompt-len, "
                             "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --slice-start, --overlap, "
-                            "--fused-gemv, --fused-max-rows, --decode-order, --kernel-times)",
+                            "--fused-gemv, --fused-max-rows, --decode-order, --kernel-times, --graphs)",
                             line, e.what()));
   }
   // A line's prompt replaces the command line's.
@@ -540,7 +548,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--runs", a->runs_file,
                   "A file of runs, one per line, each the options --weights, --variant, --batch, --prompt-len, "
                   "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --slice-start, --overlap, --fused-gemv, "
-                  "--fused-max-rows, --decode-order, --kernel-times on top of the "
+                  "--fused-max-rows, --decode-order, --kernel-times, --graphs on top of the "
                   "command "
                   "line's ('#' comments): the model is loaded once and kept in host memory for all of them, and on "
                   "CUDA a run's device weights serve the next runs with the same weights, decoder and fused kernels "
@@ -552,6 +560,11 @@ void add_generate(CLI::App& app) {
                   "busy at all against the untraced step (the rest: launch gaps and host work); at most "
                   "--max-new-tokens - 1")
       ->capture_default_str();
+  cmd->add_flag("--graphs", a->graphs,
+                "CUDA, bf16 or df11 weights, without --overlap: a decode step's layers and head (all but the "
+                "embedding rows) are captured into a CUDA graph at the second decode step and replayed from then on, "
+                "the position read from the device: no launch gaps, the same kernels and bits (a capture that "
+                "fails leaves the steps eager; the method line says which); --check's partner does the same");
   cmd->add_flag("--fused-gemv", a->fused_gemv,
                 fmt::format("CUDA, bf16 or df11 weights: passes of at most --fused-max-rows rows (decode steps "
                             "at batch <= that) run the block GEMMs and the lm_head through the fused decode + "

@@ -109,6 +109,11 @@ trap 'rm -f "$runs"' EXIT
 # - last (no targets either): whole blocks at batch 1 with a count-layout decoder
 #   (E2E_CNT_VARIANT), the same with whole matrices overlapped, and the fused kernels on the
 #   t256.b16 count layout (one decode pass) at batch 1 and their check.
+# With --graphs (a decode step's layers and head replayed as one CUDA graph: no launch gaps) the
+# batch-1 runs of BF16 and of DF11 whole blocks, chunked and fused, each next to its eager twin
+# (same weights): no target reads them (the targets compare eager runs with eager BF16); the
+# report's info rows compare them with BF16 --graphs, and their --kernel-times say what the
+# graphs removed.
 cat >"$runs" <<RUNS
 --weights df11 $v --check --batch 8 --prompt-len $plen --max-new-tokens 8
 --weights df11 $v --check --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens 4
@@ -120,14 +125,18 @@ cat >"$runs" <<RUNS
 --weights df11 $v --chunk-bytes $chunk --slice-start serial --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $round --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len $plen --max-new-tokens $new $kt
+--weights df11 $v --graphs --batch 1 --prompt-len $plen --max-new-tokens $new $kt
+--weights df11 $v --graphs --chunk-bytes $chunk --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights df11 $v --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights df11 $v --batch 8 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --batch 64 --prompt-len $plen --max-new-tokens $new $kt
 --weights df11 $fv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights df11 $fv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
+--weights df11 $fv --fused-gemv --graphs --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 $ov_early
 --weights bf16 --batch 1 --prompt-len $plen --max-new-tokens $new $kt
+--weights bf16 --graphs --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights bf16 --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights bf16 --batch 8 --prompt-len $plen --max-new-tokens $new
 --weights bf16 --batch 64 --prompt-len $plen --max-new-tokens $new $kt

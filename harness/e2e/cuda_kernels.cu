@@ -26,16 +26,22 @@ __global__ void rmsnorm_kernel(const float* x, int64_t x_stride, const uint16_t*
   body::rmsnorm(x, x_stride, w, hidden, eps, out, red);
 }
 
-__global__ void rope_store_kernel(float* qkv, int64_t ld, int t_new, int pos0, int n_heads, int n_kv_heads,
-                                  int head_dim, const float* rope, uint16_t* kc, uint16_t* vc, int max_positions) {
-  body::rope_store(qkv, ld, t_new, pos0, n_heads, n_kv_heads, head_dim, rope, kc, vc, max_positions);
+// pos_dev (a replayed graph's position, written before each replay): the first new position is
+// *pos_dev, else pos0.
+__global__ void rope_store_kernel(float* qkv, int64_t ld, int t_new, int pos0, const int* pos_dev, int n_heads,
+                                  int n_kv_heads, int head_dim, const float* rope, uint16_t* kc, uint16_t* vc,
+                                  int max_positions) {
+  body::rope_store(qkv, ld, t_new, pos_dev ? *pos_dev : pos0, n_heads, n_kv_heads, head_dim, rope, kc, vc,
+                   max_positions);
 }
 
 __global__ void __launch_bounds__(kAttnThreads)
     attention_kernel(const float* qkv, int64_t ld, const uint16_t* kc, const uint16_t* vc, int t_new, int pos0,
-                     int n_heads, int n_kv_heads, int head_dim, int max_positions, float scale, uint16_t* out) {
+                     const int* pos_dev, int n_heads, int n_kv_heads, int head_dim, int max_positions, float scale,
+                     uint16_t* out) {
   extern __shared__ float sm[];
-  body::attention(qkv, ld, kc, vc, t_new, pos0, n_heads, n_kv_heads, head_dim, max_positions, scale, out, sm);
+  body::attention(qkv, ld, kc, vc, t_new, pos_dev ? *pos_dev : pos0, n_heads, n_kv_heads, head_dim, max_positions,
+                  scale, out, sm);
 }
 
 __global__ void swiglu_kernel(const float* gu, int64_t rows, int64_t inter, uint16_t* out) {
@@ -95,11 +101,11 @@ void rmsnorm(const float* x, int64_t rows, int64_t x_stride, const uint16_t* w, 
 
 void rope_store(float* qkv, int64_t ld, int batch, int t_new, int pos0, int n_heads, int n_kv_heads,
                 int head_dim, const float* rope, uint16_t* k_cache, uint16_t* v_cache,
-                int max_positions, cudaStream_t s) {
+                int max_positions, cudaStream_t s, const int* pos_dev) {
   const int rows = batch * t_new;
   if (rows == 0) return;
   rope_store_kernel<<<static_cast<unsigned>(rows), 256, 0, s>>>(
-      qkv, ld, t_new, pos0, n_heads, n_kv_heads, head_dim, rope, k_cache, v_cache, max_positions);
+      qkv, ld, t_new, pos0, pos_dev, n_heads, n_kv_heads, head_dim, rope, k_cache, v_cache, max_positions);
   CUDA_CHECK(cudaGetLastError());
 }
 
@@ -112,9 +118,10 @@ int attention_max_positions(int head_dim) {
 
 void attention(const float* qkv, int64_t ld, const uint16_t* k_cache, const uint16_t* v_cache,
                int batch, int t_new, int pos0, int n_heads, int n_kv_heads, int head_dim,
-               int max_positions, uint16_t* out, cudaStream_t s) {
+               int max_positions, uint16_t* out, cudaStream_t s, const int* pos_dev) {
   if (batch == 0 || t_new == 0) return;
-  const std::size_t smem = attention_smem(head_dim, pos0 + t_new);
+  // From the device's position: room for any it may hold (the cache's positions).
+  const std::size_t smem = attention_smem(head_dim, pos_dev ? max_positions : pos0 + t_new);
   if (smem > 48 * 1024) {
     CUDA_CHECK(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(smem)));
@@ -122,9 +129,8 @@ void attention(const float* qkv, int64_t ld, const uint16_t* k_cache, const uint
   const dim3 grid(static_cast<unsigned>(t_new), static_cast<unsigned>(n_heads),
                   static_cast<unsigned>(batch));
   const float scale = 1.0f / sqrtf(static_cast<float>(head_dim));
-  attention_kernel<<<grid, kAttnThreads, smem, s>>>(qkv, ld, k_cache, v_cache, t_new, pos0, n_heads,
-                                                    n_kv_heads, head_dim, max_positions, scale,
-                                                    out);
+  attention_kernel<<<grid, kAttnThreads, smem, s>>>(qkv, ld, k_cache, v_cache, t_new, pos0, pos_dev, n_heads,
+                                                    n_kv_heads, head_dim, max_positions, scale, out);
   CUDA_CHECK(cudaGetLastError());
 }
 

@@ -24,17 +24,19 @@ void rmsnorm(const float* x, int64_t rows, int64_t x_stride, const uint16_t* w, 
 
 // Rotates q (in place) and k of every row of qkv ([rows][ld]: q heads, k heads, v heads) by the
 // rope table ([max_positions][head_dim/2] (cos, sin)) at positions pos0 + t, and stores k and v
-// into the layer's BF16 caches.
+// into the layer's BF16 caches. pos_dev (a captured graph's launches): pos0 is read from the
+// device there instead, when the kernel runs.
 void rope_store(float* qkv, int64_t ld, int batch, int t_new, int pos0, int n_heads, int n_kv_heads,
                 int head_dim, const float* rope, uint16_t* k_cache, uint16_t* v_cache,
-                int max_positions, cudaStream_t s);
+                int max_positions, cudaStream_t s, const int* pos_dev = nullptr);
 
 // Causal grouped-query attention of the new positions over the cache: out[r][h * D + d] (BF16,
 // row stride n_heads * head_dim), one block per (position, head, batch row), the scores of the
-// row held in shared memory.
+// row held in shared memory. pos_dev: pos0 read from the device (as rope_store), the shared
+// memory then sized for max_positions.
 void attention(const float* qkv, int64_t ld, const uint16_t* k_cache, const uint16_t* v_cache,
                int batch, int t_new, int pos0, int n_heads, int n_kv_heads, int head_dim,
-               int max_positions, uint16_t* out, cudaStream_t s);
+               int max_positions, uint16_t* out, cudaStream_t s, const int* pos_dev = nullptr);
 
 // The most positions attention() can hold in shared memory on the current device.
 [[nodiscard]] int attention_max_positions(int head_dim);

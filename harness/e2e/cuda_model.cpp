@@ -552,7 +552,7 @@ class CudaModel final : public Model {
   CudaModel(const ModelShape& s, const Norms& norms, std::shared_ptr<DeviceProvider> provider,
             std::unique_ptr<cuda::Stream> stream, int batch, int max_positions, uint64_t chunk_bytes,
             int fused_rows, bool overlap, bool slice_l2, bool descending_decode, bool early_slices,
-            bool weights_reused)
+            bool graphs, bool weights_reused)
       : s_(s),
         provider_(std::move(provider)),
         stream_(std::move(stream)),
@@ -563,7 +563,14 @@ class CudaModel final : public Model {
         fused_rows_(fused_rows),
         block_order_(descending_decode ? dec::Order::descending : dec::Order::ascending),
         slice_start_(early_slices ? dec::Start::early : dec::Start::serial),
-        weights_reused_(weights_reused) {
+        weights_reused_(weights_reused),
+        graphs_(graphs) {
+    if (graphs && overlap) {
+      throw Error("cuda model: --graphs replays one stream's decode steps; --overlap runs two streams (not both)");
+    }
+    if (graphs && provider_->kind() == WeightsKind::cpu_offload) {
+      throw Error("cuda model: --graphs is for bf16 and df11 weights; cpu-offload's copies run eagerly");
+    }
     if (overlap) {
       // Low priority: as the side stream's decode blocks retire, the GEMM's pending blocks on
       // the main stream (high priority when overlapped: CudaBuilder) start first.
@@ -621,6 +628,7 @@ class CudaModel final : public Model {
     logits_ = cuda::DeviceBuffer<float>(sz(batch) * sz(s.vocab));
     CUDA_CHECK(cudaMemsetAsync(logits_.get(), 0, logits_.bytes(), st));  // as the CPU model: zeros before any forward
     next_ = cuda::DeviceBuffer<int32_t>(sz(batch));
+    if (graphs_) pos_dev_ = cuda::DeviceBuffer<int32_t>(1);
     // Chunked (not overlapped): every slice is acquired at the start of the reused buffer
     // (ReusedBufferProvider::slot: plus lo's alignment shift), so one window holds them all.
     // Overlapped, the two halves lie a block's largest GEMM apart: no window.
@@ -643,6 +651,7 @@ class CudaModel final : public Model {
   ~CudaModel() override {
     if (side_) (void)cudaStreamSynchronize(side_->get());
     (void)cudaStreamSynchronize(stream_->get());
+    if (step_graph_ != nullptr) (void)cudaGraphExecDestroy(step_graph_);
   }
   CudaModel(const CudaModel&) = delete;
   CudaModel& operator=(const CudaModel&) = delete;
@@ -672,7 +681,18 @@ class CudaModel final : public Model {
                 : std::string()) +
            (provider_->fused() ? fmt::format(", fused decode+GEMV up to {} rows", fused_rows_)
             : fused_rows_ > 0  ? fmt::format(", no fused decode+GEMV at batch {} (> {})", batch_, fused_rows_)
-                               : std::string());
+                               : std::string()) +
+           graphs_note();
+  }
+
+  // --graphs: what became of it (describe).
+  [[nodiscard]] std::string graphs_note() const {
+    if (!graphs_) return "";
+    if (!graphs_refused_.empty()) return ", no CUDA graph (" + graphs_refused_ + "): decode steps eager";
+    if (step_graph_ != nullptr) {
+      return fmt::format(", decode steps after the first replayed as a CUDA graph ({} replays)", replays_);
+    }
+    return ", decode steps to be replayed as a CUDA graph (none run yet)";
   }
   void reset() override { position_ = 0; }
 
@@ -768,13 +788,82 @@ class CudaModel final : public Model {
     dev.run(run, stream_->get());
   }
 
+  // One pass of t_new positions per row (tokens in tokens_ and part_): the embedding rows, then
+  // the layers and the head (after_embedding). With graphs, a decode step's after_embedding is
+  // captured once, at the second decode step (every kernel then launched eagerly before, so no
+  // first-launch set-up happens in the capture), and replayed from then on, its position read
+  // from pos_dev_, written before each replay; a capture that fails leaves the model eager and
+  // says why (describe).
   void pass(int t_new) {
+    embed_rows(int64_t{batch_} * t_new);
+    const bool step = graphs_ && t_new == 1 && graphs_refused_.empty();
+    if (step && (step_graph_ != nullptr || eager_steps_ >= 1)) {
+      const cudaStream_t st = stream_->get();
+      pos_stage_ = position_;  // pageable: staged before the call returns
+      CUDA_CHECK(cudaMemcpyAsync(pos_dev_.get(), &pos_stage_, sizeof(int32_t), cudaMemcpyHostToDevice, st));
+      if (step_graph_ == nullptr) capture_step();
+      if (step_graph_ != nullptr) {
+        CUDA_CHECK(cudaGraphLaunch(step_graph_, st));
+        ++replays_;
+        position_ += t_new;
+        return;
+      }
+    }
+    if (step) ++eager_steps_;
+    after_embedding(t_new, nullptr);
+    position_ += t_new;
+  }
+
+  // Captures a decode step's after_embedding (positions from pos_dev_) into step_graph_, or sets
+  // graphs_refused_ (the step then runs eagerly). The persisting L2 window, a stream attribute,
+  // goes onto the graph's kernel nodes.
+  void capture_step() {
+    const cudaStream_t st = stream_->get();
+    NvtxRange r("e2e.capture");
+    std::string why;
+    cudaGraph_t graph = nullptr;
+    if (const cudaError_t b = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal); b != cudaSuccess) {
+      why = std::string("cudaStreamBeginCapture: ") + cudaGetErrorString(b);
+    } else {
+      try {
+        after_embedding(1, pos_dev_.get());
+      } catch (const std::exception& e) {
+        why = e.what();
+      }
+      const cudaError_t end = cudaStreamEndCapture(st, &graph);
+      if (why.empty() && end != cudaSuccess) why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
+    }
+    cudaGraphExec_t exec = nullptr;
+    if (why.empty() && graph != nullptr && slice_window_) {
+      try {
+        slice_window_->mark(graph);
+      } catch (const std::exception& e) {
+        why = e.what();
+      }
+    }
+    if (why.empty() && graph != nullptr) {
+      if (const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0); e != cudaSuccess) {
+        why = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(e);
+        exec = nullptr;
+      }
+    }
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
+    (void)cudaGetLastError();  // a failed capture leaves an error behind; the eager step follows
+    if (exec != nullptr) {
+      step_graph_ = exec;
+    } else {
+      graphs_refused_ = why.empty() ? "the capture gave no graph" : why;
+    }
+  }
+
+  // The layers and the head of a pass whose embedding rows are in h_. pos_dev: the position is
+  // read from the device (a captured step), else position_.
+  void after_embedding(int t_new, const int* pos_dev) {
     const ModelShape& s = s_;
     const cudaStream_t st = stream_->get();
     const int64_t rows = int64_t{batch_} * t_new, H = s.hidden, D = s.head_dim, I = s.intermediate;
     const int64_t nq = s.n_heads * D, nkv = s.n_kv_heads * D, nqkv = nq + 2 * nkv;
     const auto eps = static_cast<float>(s.rms_norm_eps);
-    embed_rows(rows);
     // Overlapped: the side stream's first slice of this pass waits for everything before it here,
     // the embedding rows acquired into the same buffer among it. (Later users of the buffer on
     // this stream, the lm_head slices, come after GEMMs that waited for every side-stream slice.)
@@ -839,10 +928,10 @@ class CudaModel final : public Model {
       }
       gpu::rope_store(qkv_.get(), nqkv, batch_, t_new, position_, static_cast<int>(s.n_heads),
                       static_cast<int>(s.n_kv_heads), static_cast<int>(D), rope_.get(),
-                      kc_[sz(l)].get(), vc_[sz(l)].get(), max_positions_, st);
+                      kc_[sz(l)].get(), vc_[sz(l)].get(), max_positions_, st, pos_dev);
       gpu::attention(qkv_.get(), nqkv, kc_[sz(l)].get(), vc_[sz(l)].get(), batch_, t_new, position_,
                      static_cast<int>(s.n_heads), static_cast<int>(s.n_kv_heads),
-                     static_cast<int>(D), max_positions_, att_.get(), st);
+                     static_cast<int>(D), max_positions_, att_.get(), st, pos_dev);
       if (fused) {
         fused_run(unit, rows, {{o_proj, att_.get(), h_.get(), H, true}});
       } else {
@@ -870,7 +959,6 @@ class CudaModel final : public Model {
     const int lm = lm_head_unit(s);
     if (provider_->fused()) {  // on only at batch <= fused_rows_ (CudaBuilder)
       fused_run(lm, batch_, {{0, xf_.get(), logits_.get(), s.vocab, false}});
-      position_ += t_new;
       return;
     }
     // lm_head in row slices that fit the reused buffer, for every kind of weights alike (the
@@ -883,7 +971,6 @@ class CudaModel final : public Model {
                                              lm_off + static_cast<uint64_t>(r1 * H), st);
       gemm(xf_.get(), batch_, H, W, r1 - r0, logits_.get() + r0, s.vocab, false);
     }
-    position_ += t_new;
   }
 
   // Rows of a chunked GEMM's weight slice for rows of k elements (chunk_bytes_ > 0): about
@@ -938,6 +1025,15 @@ class CudaModel final : public Model {
   dec::Order block_order_ = dec::Order::ascending;  // a whole block's decode (ModelRequest::descending_decode)
   dec::Start slice_start_ = dec::Start::early;       // a chunked slice's decode (ModelRequest::early_slices)
   bool weights_reused_ = false;
+  // --graphs (ModelRequest::graphs): a decode step's layers and head captured once (capture_step)
+  // and replayed; the position it reads, staged through pos_stage_.
+  bool graphs_ = false;
+  cudaGraphExec_t step_graph_ = nullptr;
+  std::string graphs_refused_;
+  int eager_steps_ = 0;  // decode steps run eagerly with graphs_ (the capture waits for one)
+  int64_t replays_ = 0;
+  cuda::DeviceBuffer<int32_t> pos_dev_;
+  int32_t pos_stage_ = 0;
   // --overlap: the side stream that acquires slices into the buffer's halves, ordered against
   // the GEMMs by slots_.
   std::unique_ptr<cuda::Stream> side_;
@@ -1117,7 +1213,8 @@ class CudaBuilder final : public ModelBuilder {
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
                                        request_.batch, request_.max_positions, request_.chunk_bytes,
                                        fused_rows(request_), request_.overlap, request_.slice_l2,
-                                       request_.descending_decode, request_.early_slices, reused_ || extending_);
+                                       request_.descending_decode, request_.early_slices, request_.graphs,
+                                       reused_ || extending_);
   }
 
  private:

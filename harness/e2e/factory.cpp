@@ -50,6 +50,7 @@ std::vector<std::unique_ptr<ModelBuilder>> make_builders(const WeightSource& sou
       if (r.chunk_bytes != 0) throw Error("model: chunked GEMMs (--chunk-bytes) are a CUDA method");
       if (r.fused_gemv) throw Error("model: the fused decode + GEMV kernels (--fused-gemv) are a CUDA method");
       if (r.overlap) throw Error("model: overlapped decodes (--overlap) are a CUDA method");
+      if (r.graphs) throw Error("model: CUDA graphs (--graphs) are a CUDA method");
       builders.push_back(std::make_unique<CpuBuilder>(s, source.norms(), r));
     } else {
       builders.push_back(make_cuda_builder(s, source.norms(), r, feed_cache));

@@ -72,6 +72,12 @@ struct ModelRequest {
   // kernel before it (a GEMM) ends (dec::Start::early: programmatic dependent launch on sm_90+),
   // storing nothing before that kernel is done. false: after it. The same bits either way.
   bool early_slices = true;
+  // CUDA only, bf16 and df11 weights, without overlap: a decode step's layers and head (all but
+  // the embedding rows, which depend on the tokens) captured into a CUDA graph at the second
+  // decode step and replayed from then on, the position read from the device; no launch gaps,
+  // the same kernels, so the same bits. A capture that fails leaves the model eager (describe
+  // says why).
+  bool graphs = false;
 };
 
 // Takes the units of one model while it is built.

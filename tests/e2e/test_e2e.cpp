@@ -682,6 +682,9 @@ TEST_CASE("prompt helpers and option parsing", "[e2e]") {
     ModelRequest fused{Backend::cpu, WeightsKind::df11, "", 1, 4, kThreads};
     fused.fused_gemv = true;  // a CUDA method too
     CHECK_THROWS_WITH(build_models(*src, {fused}), Catch::Contains("--fused-gemv"));
+    ModelRequest graphs{Backend::cpu, WeightsKind::df11, "", 1, 4, kThreads};
+    graphs.graphs = true;  // and CUDA graphs
+    CHECK_THROWS_WITH(build_models(*src, {graphs}), Catch::Contains("CUDA graphs (--graphs) are a CUDA method"));
   }
   std::vector<int32_t> am;
   argmax_rows(std::vector<float>{1, 3, 3, NAN, 0, 0}, 2, 3, am);

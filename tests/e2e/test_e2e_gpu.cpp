@@ -2,7 +2,8 @@
 // CPU-offloaded weights give bit-identical logits and tokens; the CUDA model agrees with the CPU
 // model within the BF16-activation tolerance; the KV cache agrees with fresh prefix forwards; the
 // official encoder's DF11 files run; device weights kept between runs (--runs) serve later runs
-// bit for bit; --kernel-times counts the kernels of decode steps by kind. Exits 77 (ctest: skipped) when there is no device.
+// bit for bit; --kernel-times counts the kernels of decode steps by kind; --graphs replays decode
+// steps bit for bit. Exits 77 (ctest: skipped) when there is no device.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -607,6 +608,61 @@ void check_early_decode() {
   expect(checked > 50, fmt::format("early decode: {} variants checked", checked));
 }
 
+// --graphs: decode steps after the first replayed as one CUDA graph, position from the device.
+// Each graph model against the same model eager, bit for bit at every step (prefill, the eager
+// first step, the capture's step, replays at later positions), for resident BF16, whole-block
+// DF11, chunked DF11 (persisting L2 window, early slice decodes) and fused DF11; the method says
+// how many steps replayed; with --kernel-times a replayed step launches no fewer attention kernels.
+void check_graphs() {
+  const ModelShape tiny = named_config("tiny");
+  const auto src = synthetic_source(tiny, 0, 0, "tiny");
+  const int steps = 9, L = 5;  // 8 decode steps: 1 eager, then the capture's and 6 more replays
+  for (const int batch : {1, 3}) {
+    const auto prompts = batch_prompts(random_prompt(L, tiny.vocab, 4), batch, tiny.vocab);
+    auto req = [&](WeightsKind w, bool graphs) {
+      ModelRequest r = request(Backend::cuda, w, batch, L + steps);
+      r.graphs = graphs;
+      return r;
+    };
+    ModelRequest chunked_g = req(WeightsKind::df11, true), chunked_e = req(WeightsKind::df11, false);
+    chunked_g.chunk_bytes = chunked_e.chunk_bytes = 64 * 1024;
+    ModelRequest fused_g = req(WeightsKind::df11, true), fused_e = req(WeightsKind::df11, false);
+    fused_g.fused_gemv = fused_e.fused_gemv = true;
+    const std::vector<std::tuple<std::string, ModelRequest, ModelRequest>> cases{
+        {"bf16", req(WeightsKind::bf16, true), req(WeightsKind::bf16, false)},
+        {"df11 whole blocks", req(WeightsKind::df11, true), req(WeightsKind::df11, false)},
+        {"df11 chunked", chunked_g, chunked_e},
+        {"df11 fused", fused_g, fused_e}};
+    for (const auto& [name, g, e] : cases) {
+      try {
+        auto m = build_models(*src, {g, e});
+        const std::string what = fmt::format("graphs {} batch {}", name, batch);
+        check_pair(*m[0], *m[1], prompts, steps, what);
+        expect(m[0]->describe().find("replayed as a CUDA graph (7 replays)") != std::string::npos,
+               what + ": " + m[0]->describe());
+        // Again from position 0 (reset): the graph replays at the new positions, same tokens.
+        const GenerationResult again = generate(*m[0], prompts, steps);
+        const GenerationResult eager = generate(*m[1], prompts, steps);
+        expect(again.tokens == eager.tokens, what + ": a second generation replays the same graph, same tokens");
+      } catch (const std::exception& ex) {
+        expect(false, fmt::format("graphs {} batch {}: {}", name, batch, ex.what()));
+      }
+    }
+  }
+  // Refused with overlapped streams and offloaded weights.
+  for (const bool offload : {false, true}) {
+    ModelRequest r = request(Backend::cuda, offload ? WeightsKind::cpu_offload : WeightsKind::df11, 1, 8);
+    r.graphs = true;
+    r.overlap = !offload;
+    try {
+      (void)build_models(*src, {r});
+      expect(false, "graphs: refused with " + std::string(offload ? "cpu-offload" : "--overlap"));
+    } catch (const Error& e) {
+      expect(std::string(e.what()).find("--graphs") != std::string::npos, std::string("graphs refused: ") + e.what());
+    }
+  }
+}
+
 // --kernel-times: CUPTI records of a few decode steps, by kind. Exact counts where the forward
 // pass fixes them (one attention kernel a layer a step); decoders only where weights are decoded,
 // fused kernels only in a fused model; the device busy within the steps' wall time; the traced
@@ -675,6 +731,7 @@ int main() {
     check_weight_reuse();
     check_early_decode();
     check_kernel_times();
+    check_graphs();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "FAIL: %s\n", e.what());
     return 1;

@@ -145,6 +145,8 @@ expect_error "--kernel-times traces the GPU's kernels (CUPTI): it needs --backen
   --max-new-tokens 3 --kernel-times 2 --backend cpu
 expect_error "a generation of --max-new-tokens 3 has 2 decode steps to trace" --synthetic tiny --prompt-ids 1 \
   --max-new-tokens 3 --kernel-times 3 --backend cpu
+expect_error "--graphs replays a decode step's kernels as one CUDA graph" --synthetic tiny --prompt-ids 1 --graphs \
+  --backend cpu
 expect_error "--kernel-times must be 0 or more" --synthetic tiny --prompt-ids 1 --kernel-times -1 --backend cpu
 expect_error "it needs --fused-gemv" --synthetic tiny --prompt-ids 1 --fused-max-rows 4 --backend cpu
 expect_error "--fused-max-rows" --synthetic tiny --prompt-ids 1 --fused-gemv --fused-max-rows 17 --backend cpu

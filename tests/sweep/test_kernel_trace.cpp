@@ -19,7 +19,7 @@ TEST_CASE("kernel_trace: kernels by kind, by the names the builds emit", "[sweep
   CHECK(classify_kernel("_ZN4df113dec46_GLOBAL__N__0357ad1a_13_fused_gemv_cu_1afe31ef19fused_finish_kernelENS0_"
                         "5fused10GemvParamsE") == Kind::fused);
   CHECK(classify_kernel("_ZN4df113e2e3gpu48_GLOBAL__N__4dda825b_15_cuda_kernels_cu_467e26be16attention_kernelEPKflP"
-                        "KtS6_iiiiiifPt") == Kind::attention);
+                        "KtS6_iiPKiiiiifPt") == Kind::attention);
   CHECK(classify_kernel("_ZN4df113e2e3gpu48_GLOBAL__N__4dda825b_15_cuda_kernels_cu_467e26be14rmsnorm_kernelEPKflPKt"
                         "lfPt") == Kind::forward);
   CHECK(classify_kernel("df11::e2e::gpu::(anonymous namespace)::swiglu_kernel(const float*, long, long, unsigned "
