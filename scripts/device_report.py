@@ -341,9 +341,10 @@ def kernel_times_table(runs):
         return "No run traced its decode steps" + (f" ({why})." if why else " (no --kernel-times run finished).")
     out = ["Per decode step, ms: the untraced step (timed run), the device busy with any kernel or copy (union "
            "over streams), idle = untraced - busy (launch gaps, host work, synchronization), then each kind's "
-           "kernel time (summed: overlapped streams may add up past busy) and the kernels a step launched.", "",
-           "| weights | method | batch | step | busy | idle | " + " | ".join(KINDS) + " | kernels |",
-           "|---|---|---|---|---|---|" + "---|" * len(KINDS) + "---|"]
+           "kernel time (summed: overlapped streams may add up past busy) and the kernels a step launched; "
+           "last, the step and the idle time per layer in us (to set beside the sweep's per-layer rows).", "",
+           "| weights | method | batch | step | busy | idle | " + " | ".join(KINDS) + " | kernels | per layer us |",
+           "|---|---|---|---|---|---|" + "---|" * len(KINDS) + "---|---|"]
     for r in traced:
         k = r["kernel_times"]
         step, busy = k.get("timed_step_s", 0) * 1e3, k.get("busy_s", 0) * 1e3
@@ -356,8 +357,11 @@ def kernel_times_table(runs):
         kinds = " | ".join(f"{k.get('kernel_s', {}).get(name, 0) * 1e3:.3f}" for name in KINDS)
         kernels = sum(v for name, v in k.get("records", {}).items() if name != "copy")
         idle = f"{step - busy:.3f} ({(step - busy) / step * 100:.0f}%)" if step > 0 else "-"
+        layers = (r.get("config") or {}).get("layers")
+        per_layer = (f"{step / layers * 1e3:.0f} (idle {(step - busy) / layers * 1e3:.0f})"
+                     if layers and step > 0 else "-")
         out.append(f"| {r.get('weights')} | {how} | {r.get('batch')} | {step:.3f} | {busy:.3f} | {idle} | "
-                   f"{kinds} | {kernels:.0f} |")
+                   f"{kinds} | {kernels:.0f} | {per_layer} |")
     return "\n".join(out)
 
 
