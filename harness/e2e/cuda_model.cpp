@@ -59,6 +59,7 @@ struct CublasApi {
   decltype(&cublasCreate_v2) create = nullptr;
   decltype(&cublasDestroy_v2) destroy = nullptr;
   decltype(&cublasSetStream_v2) set_stream = nullptr;
+  decltype(&cublasSetWorkspace_v2) set_workspace = nullptr;
   // The cublasComputeType_t form (C++ overloads it with an inline cudaDataType shim).
   cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
                             const void*, const void*, cudaDataType, int, const void*, cudaDataType,
@@ -85,6 +86,7 @@ CublasApi load_cublas() {
   sym(api.create, "cublasCreate_v2");
   sym(api.destroy, "cublasDestroy_v2");
   sym(api.set_stream, "cublasSetStream_v2");
+  sym(api.set_workspace, "cublasSetWorkspace_v2");
   sym(api.gemm_ex, "cublasGemmEx");
   sym(api.status_string, "cublasGetStatusString");
   return api;
@@ -147,11 +149,17 @@ class PinnedBuffer {
   std::size_t bytes_ = 0;
 };
 
+// A model's cuBLAS handle on its stream, with a workspace of its own: the same workspace whether
+// its GEMMs run eagerly or are captured into a CUDA graph (--graphs), so that cuBLAS sees the
+// same configuration, picks the same kernels and gives the same bits either way (a captured GEMM
+// otherwise draws on cuBLAS's default pool). The size is cuBLAS's own default on sm_90.
 class CublasHandle {
  public:
-  explicit CublasHandle(cudaStream_t s) {
+  static constexpr std::size_t kWorkspaceBytes = 32u << 20;
+  explicit CublasHandle(cudaStream_t s) : workspace_(kWorkspaceBytes) {
     CUBLAS_CHECK(cublas().create(&h_));
-    CUBLAS_CHECK(cublas().set_stream(h_, s));
+    CUBLAS_CHECK(cublas().set_stream(h_, s));  // (resets the workspace: set it after)
+    CUBLAS_CHECK(cublas().set_workspace(h_, workspace_.get(), kWorkspaceBytes));
   }
   CublasHandle(const CublasHandle&) = delete;
   CublasHandle& operator=(const CublasHandle&) = delete;
@@ -159,6 +167,7 @@ class CublasHandle {
   [[nodiscard]] cublasHandle_t get() const { return h_; }
 
  private:
+  cuda::DeviceBuffer<uint8_t> workspace_;  // outlives the handle (destroyed after it)
   cublasHandle_t h_{};
 };
 
