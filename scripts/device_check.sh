@@ -134,7 +134,7 @@ step_gpu_tests() {
 # (H200, 2026-11-27: 91 s for 33 decoders, ~2.8 s each; 2026-11-28: 150 s for 55, where df11 rows
 # that read back kilobytes took <0.1 s each: the read-back and host compare of a decoder's 545 MB
 # output are the likely cost. Since then decoded units are compared on the device (run_sweep's
-# device.decode_verify), so the 66 decoders should take much less (not yet measured); a cut-off
+# device.decode_verify), so the 67 decoders should take much less (not yet measured); a cut-off
 # run loses the decoders registered last, the newest: the default experiment's decode rows hold
 # the shortlist, so a tight budget can put this step last.)
 step_decode() {
