@@ -113,7 +113,7 @@ int attention_max_positions(int head_dim) {
   int device = 0, optin = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  return optin / static_cast<int>(sizeof(float)) - head_dim - 32;
+  return optin / static_cast<int>(sizeof(float)) - static_cast<int>(body::attention_smem_floats(head_dim, 0));
 }
 
 void attention(const float* qkv, int64_t ld, const uint16_t* k_cache, const uint16_t* v_cache,

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "codec/bf16.hpp"
 #include "codec/common.hpp"
@@ -20,7 +21,7 @@
 
 namespace df11::e2e::body {
 
-inline constexpr int kAttnThreads = 128;
+inline constexpr int kAttnThreads = 256;
 inline constexpr int kArgmaxThreads = 1024;
 
 // BF16 <-> float as the host model does it (codec/bf16.hpp).
@@ -127,13 +128,76 @@ DF11_HD void rope_store(float* qkv, int64_t ld, int t_new, int pos0, int n_heads
   }
 }
 
-// Shared floats attention() needs: q, the reduction words, one score per position.
+// Shared floats attention() needs: q, the reduction words, one score per position, and the
+// warps' partial outputs (a head_dim row per warp of kAttnThreads).
 DF11_HD std::size_t attention_smem_floats(int head_dim, int positions) {
-  return static_cast<std::size_t>(head_dim) + 32 + static_cast<std::size_t>(positions);
+  return static_cast<std::size_t>(head_dim) * (1 + kAttnThreads / 32) + 32 + static_cast<std::size_t>(positions);
+}
+
+// C consecutive BF16 values at p (p a multiple of C elements from an aligned buffer) as floats, in
+// one load of 2C bytes on the GPU.
+template <int C>
+DF11_HD void load_bf16s(const uint16_t* p, float* f) {
+  static_assert(C == 2 || C == 4 || C == 8, "2, 4 or 8 values");
+  struct alignas(16) Word16 {
+    uint32_t w[4];
+  };
+  using Word = std::conditional_t<C == 2, uint32_t, std::conditional_t<C == 4, uint64_t, Word16>>;
+  Word w;
+#if defined(__CUDA_ARCH__)
+  w = *reinterpret_cast<const Word*>(p);
+#else
+  std::memcpy(&w, p, sizeof(Word));
+#endif
+  uint16_t h[C];
+  std::memcpy(h, &w, sizeof(Word));
+  for (int i = 0; i < C; ++i) f[i] = bf2f(h[i]);
+}
+
+// Attention's output for C = head_dim / 32 values a lane: warp w sums positions w, w + n_warps,
+// ... of p x V over its lane's C consecutive dimensions (a warp reads a V row in one coalesced
+// load), leaves its sums in part[w][:], and after a barrier thread d adds the warps' sums for
+// dimension d in warp order. Four positions' rows are loaded before their sums (in position
+// order), so that a warp has four loads in flight, not one.
+template <int C>
+DF11_HD void attention_out(const float* p, const uint16_t* V, int n, int head_dim, float* part, float inv_sum,
+                           uint16_t* o) {
+  const int tid = static_cast<int>(simt::tid_x()), nthreads = static_cast<int>(simt::bdim_x());
+  const int lane = tid & 31, warp = tid >> 5, n_warps = nthreads >> 5;
+  float acc[C];
+  for (int i = 0; i < C; ++i) acc[i] = 0.0f;
+  const uint16_t* Vl = V + lane * C;
+  int j = warp;
+  for (; j + 3 * n_warps < n; j += 4 * n_warps) {
+    float v[4][C];
+    for (int u = 0; u < 4; ++u) load_bf16s<C>(Vl + static_cast<int64_t>(j + u * n_warps) * head_dim, v[u]);
+    for (int u = 0; u < 4; ++u) {
+      const float pj = p[j + u * n_warps];
+      for (int i = 0; i < C; ++i) acc[i] += pj * v[u][i];
+    }
+  }
+  for (; j < n; j += n_warps) {
+    float v[C];
+    load_bf16s<C>(Vl + static_cast<int64_t>(j) * head_dim, v);
+    const float pj = p[j];
+    for (int i = 0; i < C; ++i) acc[i] += pj * v[i];
+  }
+  for (int i = 0; i < C; ++i) part[warp * head_dim + lane * C + i] = acc[i];
+  simt::sync_block();
+  for (int d = tid; d < head_dim; d += nthreads) {
+    float total = 0.0f;
+    for (int w = 0; w < n_warps; ++w) total += part[w * head_dim + d];
+    o[d] = f2bf(total * inv_sum);
+  }
 }
 
 // Block (t, h, b): causal grouped-query attention of new position t of batch row b, query head
-// h, over cache positions 0..pos0+t. sm: attention_smem_floats(head_dim, pos0 + t_new) floats.
+// h, over cache positions 0..pos0+t. sm: attention_smem_floats(head_dim, pos0 + t_new) floats;
+// blockDim.x kAttnThreads. Scores: a thread a position (its K row in loads of 8 values, four in
+// flight, where head_dim is a multiple of 32; else of 4, or one by one; q from shared memory),
+// so a block scores nthreads positions at a time; softmax over the block; the
+// output by warps over positions (attention_out) where head_dim is 64, 128 or 256, else a thread
+// a dimension over every position.
 DF11_HD void attention(const float* qkv, int64_t ld, const uint16_t* kc, const uint16_t* vc, int t_new, int pos0,
                        int n_heads, int n_kv_heads, int head_dim, int max_positions, float scale, uint16_t* out,
                        float* sm) {
@@ -143,18 +207,35 @@ DF11_HD void attention(const float* qkv, int64_t ld, const uint16_t* kc, const u
   float* q = sm;                 // head_dim
   float* red = sm + head_dim;    // 32
   float* p = red + 32;           // n scores
+  float* part = p + n;           // n_warps x head_dim partial outputs
   const int64_t r = static_cast<int64_t>(b) * t_new + t;
   for (int d = tid; d < head_dim; d += nthreads) q[d] = qkv[r * ld + h * head_dim + d];
   simt::sync_block();
   const int64_t base = (static_cast<int64_t>(b) * n_kv_heads + kh) * max_positions * head_dim;
   const uint16_t* K = kc + base;
   const uint16_t* V = vc + base;
-  const int lane = tid & 31, warp = tid >> 5, n_warps = nthreads >> 5;
-  for (int j = warp; j < n; j += n_warps) {  // a warp per position: coalesced reads of a K row
+  for (int j = tid; j < n; j += nthreads) {
+    const uint16_t* k = K + static_cast<int64_t>(j) * head_dim;
     float s = 0.0f;
-    for (int d = lane; d < head_dim; d += 32) s += q[d] * bf2f(K[static_cast<int64_t>(j) * head_dim + d]);
-    s = warp_sum(s);
-    if (lane == 0) p[j] = s * scale;
+    int d = 0;
+    if (head_dim % 32 == 0) {
+      for (; d < head_dim; d += 32) {
+        float kv[32];
+        for (int u = 0; u < 4; ++u) load_bf16s<8>(k + d + 8 * u, kv + 8 * u);
+        for (int i = 0; i < 32; ++i) s += q[d + i] * kv[i];
+      }
+    } else if (head_dim % 4 == 0) {
+      for (; d < head_dim; d += 4) {
+        float kv[4];
+        load_bf16s<4>(k + d, kv);
+        s += q[d] * kv[0];
+        s += q[d + 1] * kv[1];
+        s += q[d + 2] * kv[2];
+        s += q[d + 3] * kv[3];
+      }
+    }
+    for (; d < head_dim; ++d) s += q[d] * bf2f(k[d]);
+    p[j] = s * scale;
   }
   simt::sync_block();
   float m = -FLT_MAX;
@@ -167,10 +248,18 @@ DF11_HD void attention(const float* qkv, int64_t ld, const uint16_t* kc, const u
     sum += e;
   }
   sum = block_reduce<false>(sum, red);  // its barriers also publish the p[j] writes
+  uint16_t* o = out + r * n_heads * head_dim + h * head_dim;
+  const float inv_sum = 1.0f / sum;
+  switch (head_dim) {
+    case 64: return attention_out<2>(p, V, n, head_dim, part, inv_sum, o);
+    case 128: return attention_out<4>(p, V, n, head_dim, part, inv_sum, o);
+    case 256: return attention_out<8>(p, V, n, head_dim, part, inv_sum, o);
+    default: break;
+  }
   for (int d = tid; d < head_dim; d += nthreads) {
     float acc = 0.0f;
     for (int j = 0; j < n; ++j) acc += p[j] * bf2f(V[static_cast<int64_t>(j) * head_dim + d]);
-    out[r * n_heads * head_dim + h * head_dim + d] = f2bf(acc / sum);
+    o[d] = f2bf(acc * inv_sum);
   }
 }
 

@@ -142,8 +142,12 @@ TEST_CASE("simt e2e: rotary embeddings rotate q in place and fill the KV cache a
   }
 }
 
-TEST_CASE("simt e2e: causal grouped-query attention over the cache", "[e2e][simt]") {
-  const int batch = 2, t_new = 3, pos0 = 37, n_heads = 4, n_kv = 2, hd = 64, maxp = 48;
+namespace {
+
+// attention() on the host executor against a double-precision reference: batch 2, three new
+// positions after pos0 = 37 (rows attend to 38..40 positions), 4 query heads over 2 KV heads.
+void check_attention(int hd) {
+  const int batch = 2, t_new = 3, pos0 = 37, n_heads = 4, n_kv = 2, maxp = 48;
   const int64_t ld = (n_heads + 2 * n_kv) * hd;
   const auto qkv = normals(static_cast<std::size_t>(batch * t_new * ld), 5);
   const auto kc = bf16_normals(static_cast<std::size_t>(batch * n_kv * maxp * hd), 6);
@@ -173,10 +177,24 @@ TEST_CASE("simt e2e: causal grouped-query attention over the cache", "[e2e][simt
         for (int d = 0; d < hd; ++d) {
           double acc = 0;
           for (int j = 0; j < n; ++j) acc += p[j] * bf(vc[base + j * hd + d]);
-          INFO("b " << b << " t " << t << " h " << h << " d " << d);
+          INFO("head_dim " << hd << " b " << b << " t " << t << " h " << h << " d " << d);
           REQUIRE(close_bf16(out[((b * t_new + t) * n_heads + h) * hd + d], acc / sum));
         }
       }
+}
+
+}  // namespace
+
+// head_dim 64: the output by warps over positions, two values a lane (its barriers are the ones
+// the ThreadSanitizer pass checks).
+TEST_CASE("simt e2e: causal grouped-query attention over the cache", "[e2e][simt]") { check_attention(64); }
+
+// The other head sizes (outside the TSan pass's names: the same barriers): 128 and 256 (four and
+// eight values a lane; Mistral's is 128), 48 (the output a thread a dimension, the scores in
+// loads of four) and 30 (both one value at a time).
+TEST_CASE("simt e2e (head sizes): attention with four and eight values a lane, and the one-by-one paths",
+          "[e2e][simt]") {
+  for (const int hd : {128, 256, 48, 30}) check_attention(hd);
 }
 
 TEST_CASE("simt e2e: SwiGLU over a grid-stride loop", "[e2e][simt]") {
