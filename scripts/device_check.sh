@@ -170,8 +170,18 @@ step_e2e() {
     [ -n "$E2E_CNT_VARIANT" ] && echo "e2e count-layout variant: $E2E_CNT_VARIANT (fastest *.gap5-(w)cnt.* decode)" |
       tee -a "$SUMMARY"
   fi
+  # The whole-matrix --overlap runs: the decoder of this call's fastest df11-overlap row at batch 1
+  # (the default experiment's), unless E2E_OVERLAP_VARIANT says otherwise; without those rows
+  # bench_generate's own choice (E2E_VARIANT's .dyn twin).
+  if [ -z "${E2E_OVERLAP_VARIANT:-}" ] && [ -f "$OUT_DIR/sweep/results.jsonl" ]; then
+    E2E_OVERLAP_VARIANT=$(/usr/bin/env python3 scripts/device_profile.py --fastest "$OUT_DIR/sweep/results.jsonl" \
+      --fastest-method df11-overlap --batch 1)
+    [ -n "$E2E_OVERLAP_VARIANT" ] && echo "e2e overlap variant: $E2E_OVERLAP_VARIANT (fastest df11-overlap at batch 1)" |
+      tee -a "$SUMMARY"
+  fi
   export E2E_VARIANT="${E2E_VARIANT:-}"
   export E2E_CNT_VARIANT="${E2E_CNT_VARIANT:-}"
+  export E2E_OVERLAP_VARIANT="${E2E_OVERLAP_VARIANT:-}"
   step "e2e generation" 240 harness/e2e/bench_generate.sh "$BUILD/bin/df11" "$OUT_DIR/e2e.jsonl"
 }
 # compute-sanitizer's tool (memcheck or racecheck) on small cases of every decoder, then on the

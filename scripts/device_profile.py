@@ -6,7 +6,8 @@ DRAM, by instruction issue, by occupancy, or by what its warps wait on.
 Usage: scripts/device_profile.py --build BUILD --out DIR [--budget S] [--official-ptx PTX]
                                  [--decode-results RESULTS.jsonl] [METHOD ...]
        scripts/device_profile.py --parse RAW.csv [--method NAME]     (prints the table of a raw CSV)
-       scripts/device_profile.py --fastest RESULTS.jsonl [--match REGEX]  (the fastest decoder there)
+       scripts/device_profile.py --fastest RESULTS.jsonl [--match REGEX] [--fastest-method M --batch B]
+                                 (the fastest decoder there, or the variant of method M's fastest row)
 
 METHOD: `decode:<variant>` (the decoder alone on one full synthetic Nemo layer, the unit of
 experiments/decode_throughput.toml) or `df11-fused[:<variant>]@<batch>` (the fused decode + GEMV
@@ -242,9 +243,10 @@ layer = 1
 """
 
 
-def fastest_decoders(results, n=2, match=None):
+def fastest_decoders(results, n=2, match=None, method="decode", batch=None):
     """The n fastest passed decoder variants of a decode run's results.jsonl, fastest first;
-    official-ptx left out; with `match`, only variants the regular expression matches whole."""
+    official-ptx left out; with `match`, only variants the regular expression matches whole.
+    method / batch: the rows of another method (e.g. df11-overlap) and only at that batch."""
     rows = []
     for line in pathlib.Path(results).read_text(errors="replace").splitlines():
         try:
@@ -252,7 +254,8 @@ def fastest_decoders(results, n=2, match=None):
         except ValueError:
             continue
         c, s = r.get("case") or {}, r.get("summary") or {}
-        if c.get("method") == "decode" and r.get("disposition") == "passed" and s.get("median_s"):
+        if (c.get("method") == method and (batch is None or c.get("batch") == batch) and
+                r.get("disposition") == "passed" and s.get("median_s")):
             rows.append((s["median_s"], c.get("variant") or ""))
     return [v for _, v in sorted(rows) if v and v != "official-ptx" and (match is None or re.fullmatch(match, v))][:n]
 
@@ -396,10 +399,14 @@ def main():
     ap.add_argument("--fastest", metavar="RESULTS", help="print the fastest passed decoder variant of a decode "
                     "run's results.jsonl (matching --match; nothing when none) and exit")
     ap.add_argument("--match", help="with --fastest: a regular expression the variant must match whole")
+    ap.add_argument("--fastest-method", default="decode",
+                    help="with --fastest: the rows of this method (default decode; e.g. df11-overlap)")
+    ap.add_argument("--batch", type=int, help="with --fastest: only rows at this batch")
     ap.add_argument("--method", default="-", help="with --parse: the method name to show")
     args = ap.parse_args()
     if args.fastest:
-        found = fastest_decoders(args.fastest, 1, args.match) if pathlib.Path(args.fastest).is_file() else []
+        found = (fastest_decoders(args.fastest, 1, args.match, args.fastest_method, args.batch)
+                 if pathlib.Path(args.fastest).is_file() else [])
         print(found[0] if found else "")
         return 0
     if args.parse:

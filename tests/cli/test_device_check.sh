@@ -122,6 +122,24 @@ mkdir -p "$scratch/g/sweep"
 } >"$scratch/g/sweep/results.jsonl"
 e2e_choice "$scratch/g" multi11w.gap5-fix64.exp-smem-v16.t512.b8.persist \
   multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.persist
+grep -q "^e2e overlap variant:" "$scratch/g/summary.txt" &&
+  fail "an overlap variant chosen without df11-overlap rows: $(cat "$scratch/g/summary.txt")"
+# The whole-matrix --overlap runs' decoder: the fastest passed df11-overlap row at batch 1 of the
+# default experiment (not a faster one at another batch, nor one that failed).
+mkdir -p "$scratch/h/sweep"
+orow() { printf '{"case": {"method": "df11-overlap", "variant": "%s", "batch": %s}, "summary": {"median_s": %s}, "disposition": "%s"}\n' "$@"; }
+{
+  row multi12n.gap5-fix64.exp-smem-v16.t512.b8.persist 0.00033 passed
+  row multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.persist 0.00034 passed
+  orow multi12n.gap5-fix64.exp-smem-v16.t512.b8.dyn 1 0.00058 passed
+  orow multi12n.gap5-fix64.exp-smem-v16.t512.b8 1 0.00045 passed
+  orow multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.dyn 1 0.00040 incorrect
+  orow multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.dyn 2 0.00030 passed
+} >"$scratch/h/sweep/results.jsonl"
+e2e_choice "$scratch/h" multi12n.gap5-fix64.exp-smem-v16.t512.b8.persist \
+  multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.persist
+grep -q "^e2e overlap variant: multi12n.gap5-fix64.exp-smem-v16.t512.b8 " "$scratch/h/summary.txt" ||
+  fail "overlap variant not the fastest df11-overlap at batch 1: $(cat "$scratch/h/summary.txt")"
 # Steps run in the order STEPS names them (a tight budget then cuts the last ones), and a name
 # that is no step ends the run before the preflight, so a typo cannot spend a lent GPU's call.
 STEPS="decode gpu_tests" BUILD="$build" "$src/scripts/device_check.sh" "$scratch/o" >/dev/null 2>&1 &&
