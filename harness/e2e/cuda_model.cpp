@@ -660,7 +660,6 @@ class CudaModel final : public Model {
   ~CudaModel() override {
     if (side_) (void)cudaStreamSynchronize(side_->get());
     (void)cudaStreamSynchronize(stream_->get());
-    if (step_graph_ != nullptr) (void)cudaGraphExecDestroy(step_graph_);
   }
   CudaModel(const CudaModel&) = delete;
   CudaModel& operator=(const CudaModel&) = delete;
@@ -698,7 +697,7 @@ class CudaModel final : public Model {
   [[nodiscard]] std::string graphs_note() const {
     if (!graphs_) return "";
     if (!graphs_refused_.empty()) return ", no CUDA graph (" + graphs_refused_ + "): decode steps eager";
-    if (step_graph_ != nullptr) {
+    if (step_graph_.get() != nullptr) {
       return fmt::format(", decode steps after the first replayed as a CUDA graph ({} replays)", replays_);
     }
     return ", decode steps to be replayed as a CUDA graph (none run yet)";
@@ -806,19 +805,19 @@ class CudaModel final : public Model {
   void pass(int t_new) {
     embed_rows(int64_t{batch_} * t_new);
     const bool step = graphs_ && t_new == 1 && graphs_refused_.empty();
-    if (step && (step_graph_ != nullptr || eager_steps_ >= 1)) {
+    if (step && (step_graph_.get() != nullptr || stepped_eagerly_)) {
       const cudaStream_t st = stream_->get();
       pos_stage_ = position_;  // pageable: staged before the call returns
       CUDA_CHECK(cudaMemcpyAsync(pos_dev_.get(), &pos_stage_, sizeof(int32_t), cudaMemcpyHostToDevice, st));
-      if (step_graph_ == nullptr) capture_step();
-      if (step_graph_ != nullptr) {
-        CUDA_CHECK(cudaGraphLaunch(step_graph_, st));
+      if (step_graph_.get() == nullptr) capture_step();
+      if (step_graph_.get() != nullptr) {
+        CUDA_CHECK(cudaGraphLaunch(step_graph_.get(), st));
         ++replays_;
         position_ += t_new;
         return;
       }
     }
-    if (step) ++eager_steps_;
+    if (step) stepped_eagerly_ = true;
     after_embedding(t_new, nullptr);
     position_ += t_new;
   }
@@ -827,42 +826,10 @@ class CudaModel final : public Model {
   // graphs_refused_ (the step then runs eagerly). The persisting L2 window, a stream attribute,
   // goes onto the graph's kernel nodes.
   void capture_step() {
-    const cudaStream_t st = stream_->get();
     NvtxRange r("e2e.capture");
-    std::string why;
-    cudaGraph_t graph = nullptr;
-    if (const cudaError_t b = cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal); b != cudaSuccess) {
-      why = std::string("cudaStreamBeginCapture: ") + cudaGetErrorString(b);
-    } else {
-      try {
-        after_embedding(1, pos_dev_.get());
-      } catch (const std::exception& e) {
-        why = e.what();
-      }
-      const cudaError_t end = cudaStreamEndCapture(st, &graph);
-      if (why.empty() && end != cudaSuccess) why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
-    }
-    cudaGraphExec_t exec = nullptr;
-    if (why.empty() && graph != nullptr && slice_window_) {
-      try {
-        slice_window_->mark(graph);
-      } catch (const std::exception& e) {
-        why = e.what();
-      }
-    }
-    if (why.empty() && graph != nullptr) {
-      if (const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0); e != cudaSuccess) {
-        why = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(e);
-        exec = nullptr;
-      }
-    }
-    if (graph != nullptr) (void)cudaGraphDestroy(graph);
-    (void)cudaGetLastError();  // a failed capture leaves an error behind; the eager step follows
-    if (exec != nullptr) {
-      step_graph_ = exec;
-    } else {
-      graphs_refused_ = why.empty() ? "the capture gave no graph" : why;
-    }
+    graphs_refused_ =
+        cuda::capture_graph(stream_->get(), [&] { after_embedding(1, pos_dev_.get()); }, slice_window_.get(),
+                            step_graph_);
   }
 
   // The layers and the head of a pass whose embedding rows are in h_. pos_dev: the position is
@@ -1037,9 +1004,9 @@ class CudaModel final : public Model {
   // --graphs (ModelRequest::graphs): a decode step's layers and head captured once (capture_step)
   // and replayed; the position it reads, staged through pos_stage_.
   bool graphs_ = false;
-  cudaGraphExec_t step_graph_ = nullptr;
+  cuda::GraphExec step_graph_;
   std::string graphs_refused_;
-  int eager_steps_ = 0;  // decode steps run eagerly with graphs_ (the capture waits for one)
+  bool stepped_eagerly_ = false;  // a decode step ran eagerly with graphs_ (the capture waits for one)
   int64_t replays_ = 0;
   cuda::DeviceBuffer<int32_t> pos_dev_;
   int32_t pos_stage_ = 0;

@@ -369,7 +369,7 @@ class CudaBackend final : public Backend {
     // df11-chunked / df11-pipelined: the slice buffer held in L2 for the whole case (released
     // below, before the next method runs).
     const std::unique_ptr<cuda::L2Window> window = slice_window(m);
-    GraphExec graph;
+    cuda::GraphExec graph;
     capture(m, graph, window.get());
     verify_replay(m, batch, graph);
     auto go = [&] {
@@ -433,24 +433,6 @@ class CudaBackend final : public Backend {
  private:
   // A method's launches captured once into a CUDA graph and replayed for every sample, so that
   // a chunked method's dozens of small launches pay no launch gaps (what a serving runtime does).
-  class GraphExec {
-   public:
-    GraphExec() = default;
-    GraphExec(const GraphExec&) = delete;
-    GraphExec& operator=(const GraphExec&) = delete;
-    ~GraphExec() {
-      if (e_) cudaGraphExecDestroy(e_);
-    }
-    void reset(cudaGraphExec_t e) {
-      if (e_) cudaGraphExecDestroy(e_);
-      e_ = e;
-    }
-    [[nodiscard]] cudaGraphExec_t get() const { return e_; }
-
-   private:
-    cudaGraphExec_t e_ = nullptr;
-  };
-
   // Captures run(m) into g. Not for the offload methods (their host copies and synchronization
   // are what they measure) or with DF11_CUDA_GRAPHS=0; a capture that fails leaves g empty and
   // the samples run eagerly.
@@ -462,50 +444,22 @@ class CudaBackend final : public Backend {
     return graphs_ && m.kind != "cpu-offload" && m.kind != "cpu-offload-sync" && m.kind != "copy";
   }
 
-  // window: the L2 window the method's kernel nodes get (slice_window), if any.
-  void capture(const MethodCase& m, GraphExec& g, const cuda::L2Window* window) {
+  // window: the L2 window the method's kernel nodes get (slice_window), if any. The kernel nodes
+  // keep their streams' priorities (GEMMs high, the second stream's decodes low), as the eager
+  // run has them (cuda::capture_graph).
+  void capture(const MethodCase& m, cuda::GraphExec& g, const cuda::L2Window* window) {
     if (!graphed(m)) return;
     // Uploads (and their syncs) stay out of the capture; df11-fused reads its own image.
     if (m.variant && m.kind != "df11-fused") (void)image_for(*m.variant);
     if (m.kind == "df11-fused") (void)fused(m);
     NvtxRange r("capture " + m.label());
-    cudaGraph_t graph = nullptr;
-    CUDA_CHECK(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal));
-    std::string why;
-    try {
-      run(m);
-    } catch (const std::exception& e) {
-      why = e.what();
-    }
-    const cudaError_t end = cudaStreamEndCapture(stream_.get(), &graph);
-    if (why.empty() && end != cudaSuccess) why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
-    cudaGraphExec_t exec = nullptr;
-    if (why.empty() && graph != nullptr && window != nullptr) {
-      try {
-        window->mark(graph);
-      } catch (const std::exception& e) {
-        why = e.what();
-      }
-    }
-    if (why.empty() && graph != nullptr) {
-      // The kernel nodes keep their streams' priorities (GEMMs high, the second stream's decodes
-      // low), as the eager run has them.
-      if (const cudaError_t e = cudaGraphInstantiate(&exec, graph, cudaGraphInstantiateFlagUseNodePriority);
-          e != cudaSuccess) {
-        why = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(e);
-        exec = nullptr;
-      }
-    }
-    if (graph) cudaGraphDestroy(graph);
-    (void)cudaGetLastError();  // a failed capture leaves an error behind; eager runs follow
-    if (exec != nullptr) {
-      g.reset(exec);
+    const std::string why = cuda::capture_graph(stream_.get(), [&] { run(m); }, window, g);
+    if (why.empty()) {
       // The first launch of a graph uploads it: do that now, not in a timed sample.
-      CUDA_CHECK(cudaGraphUpload(exec, stream_.get()));
+      CUDA_CHECK(cudaGraphUpload(g.get(), stream_.get()));
       CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     } else {
-      fmt::print(stderr, "\ncuda backend: capture of {} failed ({}); timing it eagerly\n", m.label(),
-                 why.empty() ? "no graph" : why);
+      fmt::print(stderr, "\ncuda backend: capture of {} failed ({}); timing it eagerly\n", m.label(), why);
     }
   }
 
@@ -517,7 +471,7 @@ class CudaBackend final : public Backend {
   // differ from the eager run (a launch parameter read at capture time, and for a method on two
   // streams, an order that comes only from the events the capture recorded), so one replay is
   // compared with the verified eager output, bit for bit, before any sample is taken.
-  void verify_replay(const MethodCase& m, int batch, const GraphExec& graph) {
+  void verify_replay(const MethodCase& m, int batch, const cuda::GraphExec& graph) {
     if (!graph.get() || replay_check_.key != case_key(m, batch)) return;
     poison();
     CUDA_CHECK(cudaGraphLaunch(graph.get(), stream_.get()));

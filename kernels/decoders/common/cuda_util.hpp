@@ -1,5 +1,5 @@
 // CUDA helpers for host code (CUDA builds only): CUDA_CHECK that names file and line, RAII
-// device buffers, streams and events.
+// device buffers, streams and events, L2 windows, and graph capture with an eager fallback.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -325,5 +325,64 @@ class L2Window {
   L2WindowPlan plan_;
   bool active_ = false;
 };
+
+// An instantiated CUDA graph, destroyed with its owner; empty until reset.
+class GraphExec {
+ public:
+  GraphExec() = default;
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+  ~GraphExec() { reset(nullptr); }
+  void reset(cudaGraphExec_t e) {
+    if (e_) (void)cudaGraphExecDestroy(e_);
+    e_ = e;
+  }
+  [[nodiscard]] cudaGraphExec_t get() const { return e_; }
+
+ private:
+  cudaGraphExec_t e_ = nullptr;
+};
+
+// What `record` launches on `stream`, captured (thread-local mode) and instantiated into g. The
+// kernel nodes keep their streams' priorities (cudaGraphInstantiateFlagUseNodePriority), and
+// `window`, when given, is put on them (L2Window::mark). A capture that fails (record throws, a
+// launch cannot be captured, instantiation is refused) leaves g empty, returns why, and leaves
+// no error behind, so the caller runs the same work eagerly. Empty: g holds the graph.
+template <class Record>
+[[nodiscard]] std::string capture_graph(cudaStream_t stream, Record&& record, const L2Window* window, GraphExec& g) {
+  std::string why;
+  cudaGraph_t graph = nullptr;
+  if (const cudaError_t b = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal); b != cudaSuccess) {
+    why = std::string("cudaStreamBeginCapture: ") + cudaGetErrorString(b);
+  } else {
+    try {
+      record();
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+    if (why.empty() && end != cudaSuccess) why = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(end);
+  }
+  if (why.empty() && graph != nullptr && window != nullptr) {
+    try {
+      window->mark(graph);
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+  }
+  cudaGraphExec_t exec = nullptr;
+  if (why.empty() && graph != nullptr) {
+    if (const cudaError_t e = cudaGraphInstantiate(&exec, graph, cudaGraphInstantiateFlagUseNodePriority);
+        e != cudaSuccess) {
+      why = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(e);
+      exec = nullptr;
+    }
+  }
+  if (graph != nullptr) (void)cudaGraphDestroy(graph);
+  (void)cudaGetLastError();  // a failed capture leaves an error behind
+  if (exec == nullptr) return why.empty() ? "the capture gave no graph" : why;
+  g.reset(exec);
+  return "";
+}
 
 }  // namespace df11::cuda
