@@ -45,16 +45,18 @@ void BM_decode_cpu(benchmark::State& state) {
   const auto& u = q_proj();
   const auto layout = layout_arg(state.range(0));
   const int threads = static_cast<int>(state.range(1));
+  const auto path = state.range(2) ? df11::CpuDecodePath::serial : df11::CpuDecodePath::lanes;
   const auto enc = df11::encode(u.view(), layout, 0);
   std::vector<uint16_t> out(u.n_elements());
   for (auto _ : state) {
-    df11::decode_cpu(enc, out, threads);
+    df11::decode_cpu(enc, out, threads, path);
     benchmark::DoNotOptimize(out.data());
   }
   if (out != u.tensors[0].data) state.SkipWithError("decode mismatch");
   state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(u.n_elements()));
   state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(2 * u.n_elements()));
-  state.SetLabel(layout.name() + (threads ? " threads=" + std::to_string(threads) : " all threads"));
+  state.SetLabel(layout.name() + (threads ? " threads=" + std::to_string(threads) : " all threads") +
+                 (state.range(2) ? " serial" : " lanes"));
 }
 
 void BM_memcpy(benchmark::State& state) {
@@ -109,7 +111,15 @@ void BM_cpu_df11_gemm(benchmark::State& state) { run_gemm(state, df11::sweep::Me
 BENCHMARK(BM_cpu_gemm)->Arg(1)->Arg(16)->Arg(64)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_cpu_df11_gemm)->Arg(1)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_encode)->Args({0, 1})->Args({0, 0})->Args({1, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_decode_cpu)->Args({0, 1})->Args({0, 0})->Args({1, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_decode_cpu)
+    ->Args({0, 1, 0})
+    ->Args({0, 1, 1})
+    ->Args({0, 0, 0})
+    ->Args({0, 0, 1})
+    ->Args({1, 1, 0})
+    ->Args({1, 1, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_memcpy)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 int main(int argc, char** argv) {

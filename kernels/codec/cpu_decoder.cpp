@@ -197,6 +197,194 @@ void check_stream_end(const DecodeContext& dc, const uint8_t* p, unsigned gap, u
   }
 }
 
+
+// Several stretches of a block decoded at once. A chunk's decode is a chain of dependent loads
+// (window, entry, next position): ~13 cycles a lookup on this machine's cores, most of it waiting.
+// Interleaving kLanes independent chains fills those cycles. A lane decodes a run of whole chunks
+// straight through their boundaries (the codes of a valid stream continue into the next chunk
+// exactly where its gap says), taking whole multi-symbol entries without looking at the
+// boundaries; it only notes, without a branch, the lookup that crosses each one. A second pass
+// over those notes then does what the one-chunk-at-a-time path does at every boundary: the chain
+// check against the next chunk's gap and the chunk's count where the layout stores one. The
+// lane's last chunk ends through decode_chunk, whose tail stops at the lane's end exactly.
+// Used for blocks that are not the unit's last and whose chunks all lie before the stream's last
+// 8 bytes, in layouts of chunks of 64 bits or more (a lookup consumes at most K + 32 = 44 bits,
+// so it crosses at most one boundary); any failed check sends the block back to the serial path,
+// which names the error.
+constexpr int kLanes = 4;
+constexpr uint64_t kMaxLookupBits = kMultiBits + 32;
+
+struct Crossing {
+  uint32_t pos;  // where the lookup that crossed a boundary started (bits from the block's start)
+  uint32_t out;  // the low 32 bits of the lane's output pointer before it (differences are exact)
+};
+
+struct Lane {
+  uint64_t pos = 0;           // bit of the next code, from the block's first chunk
+  uint8_t* o = nullptr;       // next exponent
+  Crossing* log = nullptr;    // the next crossing's entry: one per boundary crossed
+  bool bad = false;
+};
+
+inline uint32_t low32(const uint8_t* q) { return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(q)); }
+
+template <PositionScheme kPositions>
+struct LaneDecoder {
+  const DecodeContext& dc;
+  const uint8_t* p;  // the block's first chunk
+  uint64_t chunk_bits;
+
+  // One lookup, whole entry, no boundary test (the caller keeps the lane short of its last
+  // chunk). Static, with the stream, the table and the chunk size as arguments: copies in the
+  // caller's registers, which the exponent stores (through uint8_t*, which may alias anything)
+  // cannot force the compiler to load again. Chunks are powers of two and a lookup crosses at most
+  // one boundary, so it crossed one when its start and end differ in a bit at or above the chunk
+  // size's.
+  static inline void step(Lane& l, const uint8_t* src, const MultiEntry* multi, uint64_t cbits,
+                          const SymbolLookup& lk) {
+    const uint64_t pos = l.pos;
+    const uint64_t window = load_be64(src + (pos >> 3)) << (pos & 7);
+    const MultiEntry& e = multi[window >> (64 - kMultiBits)];
+    unsigned n = e.n;
+    unsigned bits = e.bits;
+    if (n == 0) [[unlikely]] {
+      uint8_t sym = 0;
+      if (!lk.lookup(static_cast<uint32_t>(window >> 32), sym, bits) || bits == 0) {
+        l.bad = true;
+        bits = kMaxLookupBits;  // moves the lane to its end; its result is discarded
+      }
+      *l.o = sym;
+      n = 1;
+    } else {
+      std::memcpy(l.o, e.sym, kMaxPerEntry);
+    }
+    const uint64_t next = pos + bits;
+    *l.log = Crossing{static_cast<uint32_t>(pos), low32(l.o)};
+    l.log += (pos ^ next) >= cbits;
+    l.o += n;
+    l.pos = next;
+  }
+
+  // Where the first code at or after boundary `at` starts, and how many exponents start before
+  // it in the lane (whose output starts at o0), given the lookup that crossed it.
+  bool resolve_crossing(const Crossing& c, const uint8_t* o0, uint64_t at, uint64_t& next_code,
+                        uint64_t& before) const {
+    const uint64_t out = static_cast<uint32_t>(c.out - low32(o0));
+    const uint64_t window = load_be64(p + (c.pos >> 3)) << (c.pos & 7);
+    const MultiEntry& e = dc.multi[window >> (64 - kMultiBits)];
+    if (e.n == 0) {
+      uint8_t sym;
+      unsigned len;
+      if (!dc.lk.lookup(static_cast<uint32_t>(window >> 32), sym, len) || len == 0) return false;
+      next_code = c.pos + len;
+      before = out + 1;
+      return true;
+    }
+    const uint64_t limit = std::min<uint64_t>(at - c.pos, 15);  // 15: the "no symbol" start
+    const unsigned k =
+        1u + (entry_start(e, 1) < limit) + (entry_start(e, 2) < limit) + (entry_start(e, 3) < limit);
+    next_code = c.pos + (k == e.n ? e.bits : entry_start(e, k));
+    before = out + k;
+    return true;
+  }
+
+  // The count the layout stores for chunk c, if any.
+  [[nodiscard]] bool count_ok(uint64_t c, uint64_t got) const {
+    if constexpr (kPositions == PositionScheme::thread) return got == dc.u.position(c + 1) - dc.u.position(c);
+    if constexpr (kPositions == PositionScheme::count) return got == dc.u.thread_counts[c];
+    return true;
+  }
+
+  // Decodes the block starting at chunk `first` (tpb chunks) as kLanes runs of chunks into lane
+  // buffers of `cap` bytes each at `exps`, with `log` holding ceil(tpb / kLanes) crossings a lane
+  // (a lane of m chunks crosses m - 1 boundaries, and writes one entry past the last).
+  // counts[j] gets lane j's exponents. False when a check failed.
+  bool run(uint64_t first, uint64_t tpb, uint8_t* exps, uint64_t cap, Crossing* log, uint64_t counts[kLanes]) const {
+    const uint64_t per = (tpb + kLanes - 1) / kLanes;
+    const uint8_t* const stream = p;
+    const MultiEntry* const multi = dc.multi.data();
+    const uint64_t cb = chunk_bits;
+    const SymbolLookup& lk = dc.lk;
+    Lane lanes[kLanes];
+    uint64_t a[kLanes];
+    uint64_t b[kLanes];
+    for (int j = 0; j < kLanes; ++j) {
+      a[j] = std::min(tpb, j * per);
+      b[j] = std::min(tpb, a[j] + per);
+      Lane& l = lanes[j];
+      l.pos = a[j] * chunk_bits + dc.u.gap(first + a[j]);
+      l.o = exps + j * cap;
+      l.log = log + j * per;
+    }
+    // A lookup that starts before the lane's last chunk ends inside it (it consumes at most
+    // kMaxLookupBits < chunk_bits), so every boundary but the lane's end is crossed by such
+    // lookups, each noted. Rounds of lookups that every lane can take, all lanes interleaved:
+    auto stop_of = [&](int j) { return (b[j] - 1) * chunk_bits; };  // the lane's last chunk
+    auto headroom = [&](int j) -> uint64_t {
+      if (a[j] == b[j] || lanes[j].pos >= stop_of(j)) return 0;
+      return (stop_of(j) - lanes[j].pos + kMaxLookupBits - 1) / kMaxLookupBits;
+    };
+    for (;;) {
+      uint64_t rounds = headroom(0);
+      for (int j = 1; j < kLanes; ++j) rounds = std::min(rounds, headroom(j));
+      if (rounds == 0) break;
+      // Copies the compiler can keep in registers (the array is indexed by variables below).
+      Lane l0 = lanes[0];
+      Lane l1 = lanes[1];
+      Lane l2 = lanes[2];
+      Lane l3 = lanes[3];
+      for (uint64_t r = 0; r < rounds; ++r) {
+        step(l0, stream, multi, cb, lk);
+        step(l1, stream, multi, cb, lk);
+        step(l2, stream, multi, cb, lk);
+        step(l3, stream, multi, cb, lk);
+      }
+      lanes[0] = l0;
+      lanes[1] = l1;
+      lanes[2] = l2;
+      lanes[3] = l3;
+    }
+    for (int j = 0; j < kLanes; ++j) {
+      counts[j] = 0;
+      if (a[j] == b[j]) continue;
+      Lane& l = lanes[j];
+      uint8_t* const o0 = exps + j * cap;
+      while (l.pos < stop_of(j)) step(l, stream, multi, cb, lk);
+      const Crossing* const crossings = log + j * per;
+      const auto n_crossed = static_cast<uint64_t>(l.log - crossings);
+      // (Each lookup before the last chunk crosses at most one boundary and the loop ran until
+      // the last one was crossed, so the count holds by construction; checked as the log's bound.)
+      if (l.bad || n_crossed != b[j] - a[j] - 1) return false;
+      // The boundaries: the serial path's chain check and count at each.
+      uint64_t before_prev = 0;  // exponents of the lane before the current chunk
+      uint64_t c = first + a[j];
+      for (uint64_t i = 0; i < n_crossed; ++i, ++c) {
+        const uint64_t at = (a[j] + i + 1) * chunk_bits;
+        uint64_t next_code = 0;
+        uint64_t before = 0;
+        if (!resolve_crossing(crossings[i], o0, at, next_code, before)) return false;
+        if (next_code != at + dc.u.gap(c + 1) || !count_ok(c, before - before_prev)) return false;
+        before_prev = before;
+      }
+      // The last chunk's codes, one entry at a time to its end: the lookup that crossed into it
+      // may have taken some already (l.o is past them).
+      uint64_t end_pos = 0;
+      uint64_t got = 0;
+      try {
+        got = decode_chunk(dc, p, static_cast<unsigned>(l.pos), static_cast<unsigned>(b[j] * chunk_bits), l.o,
+                           &end_pos, c);
+      } catch (const Error&) {
+        return false;
+      }
+      const uint64_t total = static_cast<uint64_t>(l.o - o0) + got;
+      if (end_pos != b[j] * chunk_bits + dc.u.gap(first + b[j]) || !count_ok(c, total - before_prev)) return false;
+      counts[j] = total;
+    }
+    return true;
+  }
+};
+static_assert(kLanes == 4, "the interleaved loop above steps four lanes");
+
 }  // namespace
 
 void validate_encoded(const EncodedUnit& u) {
@@ -295,7 +483,8 @@ void validate_encoded(const EncodedUnit& u) {
   }
 }
 
-void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads) {
+void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads, CpuDecodePath path,
+                CpuDecodeStats* stats) {
   validate_encoded(u);
   const std::string ctx = fmt::format("unit {}", u.name);
   if (out.size() != u.n_elements) {
@@ -326,74 +515,131 @@ void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads) {
     return per_thread ? u.position(b * tpb) : u.position(b);
   };
 
+  // One chunk at a time, each from its gap: any block, and the one that names an error.
+  auto serial_block = [&](uint64_t b, std::vector<uint8_t>& exps, std::vector<uint8_t>& padded) {
+    const uint64_t base = first_index(b);
+    const uint64_t expected = first_index(b + 1) - base;
+    const bool last_block = b + 1 == n_blocks;
+    uint64_t count = 0;
+    const uint64_t c_end = std::min(n_chunks, (b + 1) * tpb);
+    for (uint64_t c = b * tpb; c < c_end; ++c) {
+      if (base + count >= n) break;  // everything after the last element is padding
+      const unsigned gap = u.gap(c);
+      if (gap >= static_cast<unsigned>(L.max_code_length)) {
+        throw Error(fmt::format("{}: gaps: chunk {} has gap {} >= max code length {}", ctx, c, gap,
+                                L.max_code_length));
+      }
+      const uint64_t chunk_start = c * chunk_bits;
+      const unsigned end_bit = static_cast<unsigned>(std::min(chunk_bits, total_bits - chunk_start));
+      const uint8_t* p = stream + c * chunk_bytes;
+      if (c >= safe_chunks) {
+        std::fill(padded.begin(), padded.end(), 0);
+        std::memcpy(padded.data(), p, std::min<uint64_t>(n_bytes - c * chunk_bytes, padded.size()));
+        p = padded.data();
+      }
+      uint64_t end_pos = 0;
+      const uint64_t got = decode_chunk(dc, p, gap, end_bit, exps.data() + count, &end_pos, c);
+      if (base + count < n && base + count + got >= n) {
+        check_stream_end(dc, p, gap, n - (base + count), c);
+      }
+      if ((per_thread || with_counts) && c + 1 < n_chunks) {
+        // Every chunk yields exactly its count (per-thread positions' difference, or its stored
+        // byte), but the one holding the unit's last elements, whose padding may decode past
+        // them. (A chunk before it that overruns to n_elements would otherwise pass: kernels
+        // would write its extra codes over the next chunk's elements, a race, while this
+        // decoder stopped early.) base + count is where the chunk starts: every chunk before
+        // it in the block gave its count.
+        const uint64_t want = per_thread ? u.position(c + 1) - u.position(c) : u.thread_counts[c];
+        if (base + count + want >= n ? got < want : got != want) {
+          throw Error(fmt::format("{}: chunk {} decoded {} elements, {} say {}", ctx, c, got,
+                                  per_thread ? "output_positions" : "thread_counts", want));
+        }
+      }
+      count += got;
+      if (c + 1 < n_chunks && base + count < n) {
+        // Chain check: this chunk's last code must end exactly at the next chunk's gap.
+        const uint64_t next_gap = u.gap(c + 1);
+        if (end_pos != chunk_bits + next_gap) {
+          throw Error(fmt::format(
+              "{}: chunk {} ends at bit {} of the next chunk, whose gap says {} (corrupt gaps or stream)", ctx, c,
+              static_cast<int64_t>(end_pos) - static_cast<int64_t>(chunk_bits), next_gap));
+        }
+      }
+    }
+    if (last_block ? count < expected : count != expected) {
+      throw Error(fmt::format("{}: block {} decoded {} elements, output_positions say {}", ctx, b, count, expected));
+    }
+    merge_bf16(exps.data(), u.sign_mantissa.data() + base, expected, out.data() + base);
+  };
+
+  // Interleaved lanes (LaneDecoder) for a block that ends before the unit's last element and
+  // whose chunks' look-ahead stays inside the stream: false when the block is not such a block
+  // or a check failed (then the serial path decodes it again and names the error).
+  const uint64_t lane_chunks = (tpb + kLanes - 1) / kLanes;
+  const uint64_t lane_cap = lane_chunks * chunk_bits + kMaxPerEntry + 8;
+  auto lane_block = [&](uint64_t b, std::vector<uint8_t>& exps, std::vector<Crossing>& log) -> bool {
+    if (chunk_bits <= kMaxLookupBits || b + 1 >= n_blocks || (b + 1) * tpb > safe_chunks) return false;
+    const uint64_t base = first_index(b);
+    const uint64_t expected = first_index(b + 1) - base;
+    if (base + expected >= n) return false;
+    for (uint64_t c = b * tpb; c < (b + 1) * tpb; ++c) {
+      if (u.gap(c) >= static_cast<unsigned>(L.max_code_length)) return false;
+    }
+    const uint8_t* p = stream + b * tpb * chunk_bytes;
+    uint64_t counts[kLanes];
+    bool ok = false;
+    switch (L.positions) {
+      case PositionScheme::block:
+        ok = LaneDecoder<PositionScheme::block>{dc, p, chunk_bits}.run(b * tpb, tpb, exps.data(), lane_cap, log.data(),
+                                                                       counts);
+        break;
+      case PositionScheme::thread:
+        ok = LaneDecoder<PositionScheme::thread>{dc, p, chunk_bits}.run(b * tpb, tpb, exps.data(), lane_cap, log.data(),
+                                                                       counts);
+        break;
+      case PositionScheme::count:
+        ok = LaneDecoder<PositionScheme::count>{dc, p, chunk_bits}.run(b * tpb, tpb, exps.data(), lane_cap, log.data(),
+                                                                       counts);
+        break;
+    }
+    if (!ok) return false;
+    uint64_t sum = 0;
+    for (uint64_t k : counts) sum += k;
+    if (sum != expected) return false;
+    uint64_t at = base;
+    for (int j = 0; j < kLanes; ++j) {
+      merge_bf16(exps.data() + j * lane_cap, u.sign_mantissa.data() + at, counts[j], out.data() + at);
+      at += counts[j];
+    }
+    return true;
+  };
+
   // Blocks are grouped into tasks so each task amortizes its buffer.
   const uint64_t blocks_per_task = std::max<uint64_t>(1, (uint64_t{1} << 16) / (tpb * chunk_bytes));
   const uint64_t n_tasks = (n_blocks + blocks_per_task - 1) / blocks_per_task;
   parallel_for(n_tasks, n_threads, [&](std::size_t task) {
-    std::vector<uint8_t> exps(tpb * chunk_bits + kMaxPerEntry + 8);
+    std::vector<uint8_t> exps(std::max(tpb * chunk_bits + kMaxPerEntry + 8, kLanes * lane_cap));
     std::vector<uint8_t> padded(chunk_bytes + 16);
+    std::vector<Crossing> log(kLanes * lane_chunks);
     const uint64_t b_end = std::min(n_blocks, (task + 1) * blocks_per_task);
+    uint64_t n_lane = 0;
     for (uint64_t b = task * blocks_per_task; b < b_end; ++b) {
-      const uint64_t base = first_index(b);
-      const uint64_t expected = first_index(b + 1) - base;
-      const bool last_block = b + 1 == n_blocks;
-      uint64_t count = 0;
-      const uint64_t c_end = std::min(n_chunks, (b + 1) * tpb);
-      for (uint64_t c = b * tpb; c < c_end; ++c) {
-        if (base + count >= n) break;  // everything after the last element is padding
-        const unsigned gap = u.gap(c);
-        if (gap >= static_cast<unsigned>(L.max_code_length)) {
-          throw Error(fmt::format("{}: gaps: chunk {} has gap {} >= max code length {}", ctx, c, gap,
-                                  L.max_code_length));
-        }
-        const uint64_t chunk_start = c * chunk_bits;
-        const unsigned end_bit = static_cast<unsigned>(std::min(chunk_bits, total_bits - chunk_start));
-        const uint8_t* p = stream + c * chunk_bytes;
-        if (c >= safe_chunks) {
-          std::fill(padded.begin(), padded.end(), 0);
-          std::memcpy(padded.data(), p, std::min<uint64_t>(n_bytes - c * chunk_bytes, padded.size()));
-          p = padded.data();
-        }
-        uint64_t end_pos = 0;
-        const uint64_t got = decode_chunk(dc, p, gap, end_bit, exps.data() + count, &end_pos, c);
-        if (base + count < n && base + count + got >= n) {
-          check_stream_end(dc, p, gap, n - (base + count), c);
-        }
-        if ((per_thread || with_counts) && c + 1 < n_chunks) {
-          // Every chunk yields exactly its count (per-thread positions' difference, or its stored
-          // byte), but the one holding the unit's last elements, whose padding may decode past
-          // them. (A chunk before it that overruns to n_elements would otherwise pass: kernels
-          // would write its extra codes over the next chunk's elements, a race, while this
-          // decoder stopped early.) base + count is where the chunk starts: every chunk before
-          // it in the block gave its count.
-          const uint64_t want = per_thread ? u.position(c + 1) - u.position(c) : u.thread_counts[c];
-          if (base + count + want >= n ? got < want : got != want) {
-            throw Error(fmt::format("{}: chunk {} decoded {} elements, {} say {}", ctx, c, got,
-                                    per_thread ? "output_positions" : "thread_counts", want));
-          }
-        }
-        count += got;
-        if (c + 1 < n_chunks && base + count < n) {
-          // Chain check: this chunk's last code must end exactly at the next chunk's gap.
-          const uint64_t next_gap = u.gap(c + 1);
-          if (end_pos != chunk_bits + next_gap) {
-            throw Error(fmt::format(
-                "{}: chunk {} ends at bit {} of the next chunk, whose gap says {} (corrupt gaps or stream)", ctx, c,
-                static_cast<int64_t>(end_pos) - static_cast<int64_t>(chunk_bits), next_gap));
-          }
-        }
+      if (path == CpuDecodePath::lanes && lane_block(b, exps, log)) {
+        ++n_lane;
+        continue;
       }
-      if (last_block ? count < expected : count != expected) {
-        throw Error(fmt::format("{}: block {} decoded {} elements, output_positions say {}", ctx, b, count, expected));
-      }
-      merge_bf16(exps.data(), u.sign_mantissa.data() + base, expected, out.data() + base);
+      serial_block(b, exps, padded);
+    }
+    if (stats) {
+      stats->lane_blocks += n_lane;
+      stats->serial_blocks += b_end - task * blocks_per_task - n_lane;
     }
   });
 }
 
-std::vector<uint16_t> decode_cpu(const EncodedUnit& u, int n_threads) {
+std::vector<uint16_t> decode_cpu(const EncodedUnit& u, int n_threads, CpuDecodePath path) {
   std::vector<uint16_t> out(u.n_elements);
-  decode_cpu(u, out, n_threads);
+  decode_cpu(u, out, n_threads, path);
   return out;
 }
 

@@ -114,12 +114,22 @@ struct WriterConst {
   uint8_t* chunk_gap;
   uint32_t* positions;
   int chunk_shift;
-  int pos_shift;
+  uint64_t chunks_per_pos;  // thread chunks a position entry covers: 1, or threads_per_block
+  int pos_shift;            // log2 of chunks_per_pos when it is a power of two, else -1
   uint64_t chunk_mask;
   uint64_t shared_word;  // word index that must go to partials (UINT64_MAX: none)
 };
 
-template <class Partials>
+// The position entry a chunk's elements count in (its own, or its block's: threads_per_block
+// need not be a power of two). kShift: chunks_per_pos is a power of two (every layout the
+// variants use), so the hot loop shifts instead of dividing.
+template <bool kShift = false>
+inline int64_t position_unit(int64_t chunk, const WriterConst& k) {
+  if (kShift || k.pos_shift >= 0) return chunk >> k.pos_shift;
+  return chunk / static_cast<int64_t>(k.chunks_per_pos);
+}
+
+template <bool kShift, class Partials>
 void encode_piece(const uint16_t* __restrict p, uint64_t cnt, uint64_t g0, const WriterConst& k, WriterState& st,
                   Partials& partials) {
   uint64_t bitpos = st.bitpos, acc = st.acc, word_idx = st.word_idx;
@@ -133,7 +143,7 @@ void encode_piece(const uint16_t* __restrict p, uint64_t cnt, uint64_t g0, const
     if (chunk != prev_chunk) [[unlikely]] {
       k.chunk_gap[chunk] = static_cast<uint8_t>(bitpos & k.chunk_mask);
       prev_chunk = chunk;
-      const int64_t unit_idx = static_cast<int64_t>(bitpos >> k.pos_shift);
+      const int64_t unit_idx = position_unit<kShift>(chunk, k);
       for (int64_t u = prev_pos_unit + 1; u <= unit_idx; ++u) k.positions[u] = static_cast<uint32_t>(g0 + i);
       prev_pos_unit = std::max(prev_pos_unit, unit_idx);
     }
@@ -279,9 +289,10 @@ EncodedUnit encode(const UnitView& unit, const Layout& layout, int n_threads) {
   std::vector<std::vector<Partial>> partials(n_tasks);
   uint8_t* const stream = enc.encoded_exponent.data();
   uint8_t* const sm_out = enc.sign_mantissa.data();
-  const int pos_shift = per_thread ? chunk_shift : chunk_shift + std::countr_zero(tpb);
+  const uint64_t chunks_per_pos = per_thread ? 1 : tpb;
+  const int pos_shift = std::has_single_bit(chunks_per_pos) ? std::countr_zero(chunks_per_pos) : -1;
 
-  const WriterConst wk_base{packed, stream, chunk_gap.data(), positions.data(), chunk_shift, pos_shift,
+  const WriterConst wk_base{packed, stream, chunk_gap.data(), positions.data(), chunk_shift, chunks_per_pos, pos_shift,
                             chunk_bits - 1, UINT64_MAX};
   parallel_for(n_tasks, n_threads, [&](std::size_t t) {
     const uint64_t begin = t * kTaskElements;
@@ -297,12 +308,16 @@ EncodedUnit encode(const UnitView& unit, const Layout& layout, int n_threads) {
       seg.for_each(begin - 1, begin, [&](const uint16_t* p, uint64_t, uint64_t) { prev_word = *p; });
       const uint64_t prev_start = st.bitpos - code.length[exponent_of(prev_word)];
       st.prev_chunk = static_cast<int64_t>(prev_start >> chunk_shift);
-      st.prev_pos_unit = static_cast<int64_t>(prev_start >> pos_shift);
+      st.prev_pos_unit = position_unit(st.prev_chunk, wk);
     }
     auto& my_partials = partials[t];
     seg.for_each(begin, end, [&](const uint16_t* p, uint64_t cnt, uint64_t g0) {
       split_sign_mantissa(p, cnt, sm_out + g0);
-      encode_piece(p, cnt, g0, wk, st, my_partials);
+      if (wk.pos_shift >= 0) {
+        encode_piece<true>(p, cnt, g0, wk, st, my_partials);
+      } else {
+        encode_piece<false>(p, cnt, g0, wk, st, my_partials);
+      }
     });
     if (st.nacc > 0) my_partials.push_back({st.word_idx, static_cast<uint32_t>(st.acc << (32 - st.nacc))});
   });

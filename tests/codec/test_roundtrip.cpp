@@ -60,6 +60,17 @@ std::vector<Layout> all_layouts() {
         l.positions = PositionScheme::count;
         return l;
       }(),
+      // Blocks of threads that are not a power of two (block positions, so the encoder divides).
+      [] {
+        Layout l = Layout::df11();
+        l.threads_per_block = 24;
+        return l;
+      }(),
+      [] {
+        Layout l = Layout::canonical(16, 6, 8, PositionScheme::count);
+        l.gap_bits = 8;
+        return l;
+      }(),
   };
 }
 

@@ -3,6 +3,7 @@
 // exponents, or with codes as long as the layout allows), encodes them (so every input starts
 // from a valid unit), then applies the input's edits to the stored arrays. Promises checked:
 //  - validate_encoded, decode_cpu and each variant refuse only with df11::Error naming the unit;
+//  - decode_cpu's two paths (lanes, serial) agree: the same words or both refuse;
 //  - no variant reads or writes outside its buffers (ASan in the replay and libFuzzer builds),
 //    and none hangs, whatever the stream, gaps or positions say, once validation let it run
 //    (this is what keeps a kernel from faulting on a damaged file);
@@ -103,6 +104,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (cpu_ok) fuzz::refused("none", "decoded");
   if (!edited && (!cpu_ok || ref != words)) fuzz::finding("an undamaged unit did not decode to its words");
+  // The CPU decoder's serial path (one chunk at a time from its gap) must say what its default
+  // lanes said: the same words, or the same error.
+  {
+    std::vector<uint16_t> serial(enc.n_elements, 0);
+    std::string serial_error;
+    try {
+      decode_cpu(enc, serial, 1, CpuDecodePath::serial);
+    } catch (const Error& e) {
+      serial_error = e.what();
+    }
+    if (serial_error.empty() != cpu_ok) {
+      fuzz::finding(cpu_ok ? "decode_cpu's lanes accepted a unit its serial path refuses: " + serial_error
+                           : "decode_cpu's serial path accepted a unit its lanes refuse");
+    } else if (cpu_ok && serial != ref) {
+      fuzz::finding("decode_cpu's lanes and serial path decode different words");
+    }
+  }
   for (const auto& d : dec::all_decoders().all()) {
     if (!(d->layout() == layout)) continue;
     std::vector<uint16_t> out(enc.n_elements, 0xFFFF);
