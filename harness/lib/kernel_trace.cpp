@@ -9,7 +9,9 @@ bool has(std::string_view name, std::string_view part) { return name.find(part) 
 }  // namespace
 
 Kind classify_kernel(std::string_view name) {
-  if (has(name, "gap_decode_kernel") || has(name, "gap_decode_persistent_kernel") || name == "decode") {
+  // gap_decode.cu's three schedules (tests/sweep/test_kernel_trace.cpp reads that file's kernels).
+  if (has(name, "gap_decode_kernel") || has(name, "gap_decode_persistent_kernel") ||
+      has(name, "gap_decode_dynamic_kernel") || name == "decode") {
     return Kind::decode;
   }
   if (has(name, "fused_gemv_kernel") || has(name, "fused_finish_kernel")) return Kind::fused;
