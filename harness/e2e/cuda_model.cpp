@@ -671,6 +671,7 @@ class CudaModel final : public Model {
   Backend backend() const override { return Backend::cuda; }
   WeightsKind weights() const override { return provider_->kind(); }
   bool weights_reused() const override { return weights_reused_; }
+  bool last_forward_was_setup() const override { return captured_; }
   std::string describe() const override {
     return "cuda " + provider_->describe() +
            (chunk_bytes_ ? fmt::format(", chunked GEMMs ({} B slices{})", chunk_bytes_,
@@ -803,13 +804,17 @@ class CudaModel final : public Model {
   // from pos_dev_, written before each replay; a capture that fails leaves the model eager and
   // says why (describe).
   void pass(int t_new) {
+    captured_ = false;
     embed_rows(int64_t{batch_} * t_new);
     const bool step = graphs_ && t_new == 1 && graphs_refused_.empty();
     if (step && (step_graph_.get() != nullptr || stepped_eagerly_)) {
       const cudaStream_t st = stream_->get();
       pos_stage_ = position_;  // pageable: staged before the call returns
       CUDA_CHECK(cudaMemcpyAsync(pos_dev_.get(), &pos_stage_, sizeof(int32_t), cudaMemcpyHostToDevice, st));
-      if (step_graph_.get() == nullptr) capture_step();
+      if (step_graph_.get() == nullptr) {
+        capture_step();
+        captured_ = true;  // this step's time holds the capture (or its failed attempt)
+      }
       if (step_graph_.get() != nullptr) {
         CUDA_CHECK(cudaGraphLaunch(step_graph_.get(), st));
         ++replays_;
@@ -1007,6 +1012,7 @@ class CudaModel final : public Model {
   cuda::GraphExec step_graph_;
   std::string graphs_refused_;
   bool stepped_eagerly_ = false;  // a decode step ran eagerly with graphs_ (the capture waits for one)
+  bool captured_ = false;         // the last pass captured the step (last_forward_was_setup)
   int64_t replays_ = 0;
   cuda::DeviceBuffer<int32_t> pos_dev_;
   int32_t pos_stage_ = 0;
@@ -1245,10 +1251,13 @@ class CuptiStepTracer final : public StepTracer {
   void begin() override {
     CUDA_CHECK(cudaDeviceSynchronize());
     timer_.enable();
+    // A timer that could not enable its records would return an empty summary: a measured zero.
+    if (!timer_.available()) throw TracerUnavailable(timer_.why_not());
     timer_.start();
   }
   trace::Summary end() override {
     CUDA_CHECK(cudaDeviceSynchronize());
+    if (!timer_.available()) throw TracerUnavailable(timer_.why_not());
     trace::Summary s = timer_.stop();
     timer_.disable();
     return s;

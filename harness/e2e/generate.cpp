@@ -102,6 +102,21 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// One step's time and tokens into t: the prefill, a decode step, or a decode step that also built
+// something once (left out of the tokens/s, counted apart).
+void account(Timing& t, bool prefill, bool setup, double seconds, int64_t tokens) {
+  if (prefill) {
+    t.prefill_s += seconds;
+    t.prefill_tokens += tokens;
+  } else if (setup) {
+    t.setup_s += seconds;
+    ++t.setup_steps;
+  } else {
+    t.decode_s += seconds;
+    t.decode_tokens += tokens;
+  }
+}
+
 }  // namespace
 
 GenerationResult generate(Model& model, const std::vector<std::vector<int32_t>>& prompts,
@@ -148,16 +163,14 @@ GenerationResult generate(Model& model, const std::vector<std::vector<int32_t>>&
     } else {
       model.argmax(next);
     }
-    (prefill ? res.timing.prefill_s : res.timing.decode_s) += seconds_since(t0);
-    (prefill ? res.timing.prefill_tokens : res.timing.decode_tokens) += int64_t{B} * n_new;
+    account(res.timing, prefill, model.last_forward_was_setup(), seconds_since(t0), int64_t{B} * n_new);
 
     if (reference) {
       t0 = std::chrono::steady_clock::now();
       reference->forward(feed, n_new);
       reference->logits(lb);
-      Timing& rt = *res.reference_timing;
-      (prefill ? rt.prefill_s : rt.decode_s) += seconds_since(t0);
-      (prefill ? rt.prefill_tokens : rt.decode_tokens) += int64_t{B} * n_new;
+      account(*res.reference_timing, prefill, reference->last_forward_was_setup(), seconds_since(t0),
+              int64_t{B} * n_new);
       res.mismatch = compare_logits(la, lb, B, V, step);
       if (res.mismatch) return res;
       argmax_rows(lb, B, V, next_ref);

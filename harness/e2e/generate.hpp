@@ -43,8 +43,12 @@ struct Mismatch {
 
 struct Timing {
   int64_t prefill_tokens = 0;  // batch x prompt length
-  int64_t decode_tokens = 0;   // batch x (new tokens - 1): the first comes from the prefill
+  int64_t decode_tokens = 0;   // batch x (new tokens - 1 - setup_steps): the first comes from the prefill
   double prefill_s = 0, decode_s = 0;
+  // Decode steps that also built something once (Model::last_forward_was_setup: a --graphs
+  // capture), left out of decode_tokens and decode_s, and their time.
+  int setup_steps = 0;
+  double setup_s = 0;
   [[nodiscard]] double prefill_tokens_per_s() const {
     return prefill_s > 0 ? static_cast<double>(prefill_tokens) / prefill_s : 0;
   }
@@ -76,6 +80,13 @@ class StepTracer {
   virtual ~StepTracer() = default;
   virtual void begin() = 0;
   [[nodiscard]] virtual trace::Summary end() = 0;
+};
+
+// What a StepTracer throws when it cannot record after all (CUPTI refused to enable its
+// activity kinds): `df11 generate --kernel-times` then says why instead of printing zeros.
+class TracerUnavailable : public Error {
+ public:
+  using Error::Error;
 };
 
 struct TracedSteps {

@@ -43,6 +43,10 @@ class Model {
   // Whether its weights were already on the device, built for an earlier model
   // of the same FeedCache: its setup uploaded nothing.
   [[nodiscard]] virtual bool weights_reused() const { return false; }
+  // The last forward() also built something once that later steps reuse (a --graphs capture, its
+  // instantiation and upload): generate() leaves that step out of the decode tokens/s, as it does
+  // the model's build (Timing::setup_steps).
+  [[nodiscard]] virtual bool last_forward_was_setup() const { return false; }
 
   // Forgets the cache: the next forward starts at position 0.
   virtual void reset() = 0;

@@ -455,8 +455,7 @@ class CudaBackend final : public Backend {
     NvtxRange r("capture " + m.label());
     const std::string why = cuda::capture_graph(stream_.get(), [&] { run(m); }, window, g);
     if (why.empty()) {
-      // The first launch of a graph uploads it: do that now, not in a timed sample.
-      CUDA_CHECK(cudaGraphUpload(g.get(), stream_.get()));
+      // capture_graph uploaded it (else its first launch would, in a timed sample).
       CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     } else {
       fmt::print(stderr, "\ncuda backend: capture of {} failed ({}); timing it eagerly\n", m.label(), why);

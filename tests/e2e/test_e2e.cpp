@@ -254,6 +254,56 @@ TEST_CASE("tiny: BF16 and DF11 give bit-identical logits and tokens over 16 step
   CHECK_FALSE(plain.checked);
 }
 
+// A model that says its n-th forward built something once (as a --graphs capture step does).
+class SetupAtForward final : public Model {
+ public:
+  SetupAtForward(Model& inner, int setup_forward) : m_(inner), setup_(setup_forward) {}
+  const ModelShape& shape() const override { return m_.shape(); }
+  int batch() const override { return m_.batch(); }
+  int max_positions() const override { return m_.max_positions(); }
+  int position() const override { return m_.position(); }
+  Backend backend() const override { return m_.backend(); }
+  WeightsKind weights() const override { return m_.weights(); }
+  std::string describe() const override { return m_.describe(); }
+  bool last_forward_was_setup() const override { return forwards_ == setup_; }
+  void reset() override {
+    forwards_ = 0;
+    m_.reset();
+  }
+  void forward(std::span<const int32_t> tokens, int n_new) override {
+    ++forwards_;
+    m_.forward(tokens, n_new);
+  }
+  void logits(std::vector<float>& out) override { m_.logits(out); }
+  void argmax(std::vector<int32_t>& out) override { m_.argmax(out); }
+  MemoryStats memory() const override { return m_.memory(); }
+
+ private:
+  Model& m_;
+  int setup_;
+  int forwards_ = 0;
+};
+
+TEST_CASE("generate: a decode step that built something once is left out of the decode tokens/s", "[e2e]") {
+  const int batch = 2, L = 4, new_tokens = 6;
+  const auto prompts = batch_prompts(prompt_of(L, 1024), batch, 1024);
+  auto models = tiny_models({WeightsKind::bf16, WeightsKind::df11}, batch, L + new_tokens);
+  SetupAtForward model(*models[0], 3);      // the second decode step, as a --graphs capture
+  SetupAtForward reference(*models[1], 3);  // --check's partner does the same
+  const GenerationResult plain = generate(*models[0], prompts, new_tokens);
+  const GenerationResult res = generate(model, prompts, new_tokens, &reference);
+  CHECK(res.tokens == plain.tokens);
+  CHECK(plain.timing.setup_steps == 0);
+  CHECK(plain.timing.decode_tokens == int64_t{batch} * (new_tokens - 1));
+  CHECK(res.timing.setup_steps == 1);
+  CHECK(res.timing.setup_s > 0);
+  CHECK(res.timing.decode_tokens == int64_t{batch} * (new_tokens - 2));
+  CHECK(res.timing.prefill_tokens == int64_t{batch} * L);
+  REQUIRE(res.reference_timing);
+  CHECK(res.reference_timing->setup_steps == 1);
+  CHECK(res.reference_timing->decode_tokens == int64_t{batch} * (new_tokens - 2));
+}
+
 // A tracer that notes where the model stands when it is started and stopped, and what it returns.
 class PositionTracer final : public StepTracer {
  public:
@@ -300,6 +350,16 @@ TEST_CASE("trace_decode_steps: the prompt untraced, then the decode steps traced
   CHECK_THROWS_WITH(trace_decode_steps(*models[0], batch_prompts(prompt_of(L, 1024), 3, 1024), 1, tracer),
                     Catch::Contains("3 prompts for a batch of 2"));
   CHECK(tracer.begins == 1);  // refused before anything ran
+
+  // A tracer that cannot record (CUPTI refused) throws TracerUnavailable, and it comes through as
+  // that type, which `df11 generate --kernel-times` reports as "not measured (why)"; the model can
+  // generate again afterwards.
+  struct Refusing final : StepTracer {
+    void begin() override { throw TracerUnavailable("CUPTI activity could not be enabled"); }
+    df11::trace::Summary end() override { return {}; }
+  } refusing;
+  CHECK_THROWS_AS(trace_decode_steps(*models[0], prompts, steps, refusing), TracerUnavailable);
+  CHECK(generate(*models[0], prompts, 6).tokens == gen.tokens);
 }
 
 TEST_CASE("tiny: a decoder variant's host emulation gives the same logits as decode_cpu", "[e2e]") {

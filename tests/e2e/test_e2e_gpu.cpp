@@ -644,6 +644,8 @@ void check_graphs() {
         const GenerationResult again = generate(*m[0], prompts, steps);
         const GenerationResult eager = generate(*m[1], prompts, steps);
         expect(again.tokens == eager.tokens, what + ": a second generation replays the same graph, same tokens");
+        expect(again.timing.setup_steps == 0 && eager.timing.setup_steps == 0,
+               what + ": no capture the second time (the graph is kept), none eagerly");
       } catch (const std::exception& ex) {
         expect(false, fmt::format("graphs {} batch {}: {}", name, batch, ex.what()));
       }
@@ -677,15 +679,29 @@ void check_kernel_times() {
   ModelRequest chunked = request(Backend::cuda, WeightsKind::df11, 1, L + 4);
   chunked.chunk_bytes = 64 * 1024;
   chunked.overlap = true;
+  // A dyn-schedule decoder (its kernel counted as GEMM time until kernel_trace knew its name), and
+  // a model whose decode steps replay a CUDA graph (CUPTI attached after the graph was made: its
+  // kernels must still be reported one by one).
+  ModelRequest dyn = request(Backend::cuda, WeightsKind::df11, 1, L + 4);
+  dyn.variant = "multi12.gap5-cnt.exp-smem-v16.t256.b16.dyn";
+  ModelRequest graphs = request(Backend::cuda, WeightsKind::df11, 1, L + 4);
+  graphs.graphs = true;
   const std::vector<std::pair<std::string, ModelRequest>> cases{
       {"bf16", request(Backend::cuda, WeightsKind::bf16, 1, L + 4)},
       {"df11 whole blocks", request(Backend::cuda, WeightsKind::df11, 1, L + 4)},
+      {"df11 whole blocks, dyn decoder", dyn},
+      {"df11 whole blocks, graphs", graphs},
       {"df11 fused", fused},
       {"df11 chunked, overlapped", chunked}};
   for (const auto& [name, req] : cases) {
     try {
       auto m = build_models(*src, {req});
       const GenerationResult g = generate(*m[0], prompts, steps + 1);
+      if (req.graphs) {
+        expect(m[0]->describe().find("replayed as a CUDA graph") != std::string::npos,
+               "kernel times " + name + ": " + m[0]->describe());
+        expect(g.timing.setup_steps == 1, "kernel times " + name + ": the capture step is left out of the timing");
+      }
       std::string why;
       const auto tracer = cuda_step_tracer(why);
       if (!tracer) {

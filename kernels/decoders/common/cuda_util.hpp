@@ -345,9 +345,11 @@ class GraphExec {
 
 // What `record` launches on `stream`, captured (thread-local mode) and instantiated into g. The
 // kernel nodes keep their streams' priorities (cudaGraphInstantiateFlagUseNodePriority), and
-// `window`, when given, is put on them (L2Window::mark). A capture that fails (record throws, a
-// launch cannot be captured, instantiation is refused) leaves g empty, returns why, and leaves
-// no error behind, so the caller runs the same work eagerly. Empty: g holds the graph.
+// `window`, when given, is put on them (L2Window::mark). The graph is uploaded on `stream`
+// (cudaGraphUpload), so that its first launch does not pay for that. A capture that fails (record
+// throws, a launch cannot be captured, instantiation or upload is refused) leaves g empty,
+// returns why, and leaves no error behind, so the caller runs the same work eagerly. Empty: g
+// holds the graph.
 template <class Record>
 [[nodiscard]] std::string capture_graph(cudaStream_t stream, Record&& record, const L2Window* window, GraphExec& g) {
   std::string why;
@@ -379,6 +381,13 @@ template <class Record>
     }
   }
   if (graph != nullptr) (void)cudaGraphDestroy(graph);
+  if (exec != nullptr) {
+    if (const cudaError_t u = cudaGraphUpload(exec, stream); u != cudaSuccess) {
+      why = std::string("cudaGraphUpload: ") + cudaGetErrorString(u);
+      (void)cudaGraphExecDestroy(exec);
+      exec = nullptr;
+    }
+  }
   (void)cudaGetLastError();  // a failed capture leaves an error behind
   if (exec == nullptr) return why.empty() ? "the capture gave no graph" : why;
   g.reset(exec);
