@@ -33,7 +33,9 @@ v=""
 fv=""
 case "${E2E_VARIANT:-}" in
   multi12.gap5-warp.* | multi12.gap5-block.* | multi12n.gap5-warp.* | multi12n.gap5-block.*) fv=$v ;;
-  multi12n.gap5-fix64.* | multi12ng.gap5-fix64.* | multi11w.gap5-fix64.*) fv=$v ;;  # the fused kernels over fix64's units
+  # The fused kernels over fix64's units: a fused decode exists for each staging of the 2^12 root
+  # (exp-smem, -nh, -late) and only for exp-smem of the wide root (fused_decode_for; test_fused).
+  multi12n.gap5-fix64.* | multi12ng.gap5-fix64.* | multi11w.gap5-fix64.exp-smem-v16.*) fv=$v ;;
 esac
 # The whole-matrix --overlap runs (decode on a second stream beside the GEMMs): E2E_OVERLAP_VARIANT,
 # else E2E_VARIANT's .dyn twin where one is registered (a persistent decoder's late CUDA blocks
@@ -43,7 +45,9 @@ if [ -n "${E2E_OVERLAP_VARIANT:-}" ]; then
   ov="--variant $E2E_OVERLAP_VARIANT"
 elif [ -n "${E2E_VARIANT:-}" ] && [ "${E2E_VARIANT%.persist}" != "$E2E_VARIANT" ]; then
   twin="${E2E_VARIANT%.persist}.dyn"
-  "$df11" variants 2>/dev/null | awk '{print $1}' | grep -qx "$twin" && ov="--variant $twin"
+  # (awk reads to the end: a grep -q that stops at the match could kill the pipe's writer, and
+  # pipefail would then read as "no twin")
+  "$df11" variants 2>/dev/null | awk -v t="$twin" '$1 == t { f = 1 } END { exit !f }' && ov="--variant $twin"
 fi
 [ "$ov" != "$v" ] && echo "+ whole-matrix --overlap runs use ${ov#--variant }" >&2
 cv=${E2E_CNT_VARIANT:-multi12.gap5-cnt.exp-smem-v16.t256.b16.persist}

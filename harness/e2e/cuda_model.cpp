@@ -642,8 +642,11 @@ class CudaModel final : public Model {
     // (ReusedBufferProvider::slot: plus lo's alignment shift), so one window holds them all.
     // Overlapped, the two halves lie a block's largest GEMM apart: no window.
     if (slice_l2 && chunk_bytes_ && !side_ && provider_->reused_buffer()) {
-      auto w = std::make_unique<cuda::L2Window>(provider_->reused_buffer(),
-                                                chunk_bytes_ + 2 * DeviceProvider::kAlignElements,
+      // A slice of chunk_bytes_ starts at most kAlignElements - 1 elements into the buffer; the
+      // window never reaches past the buffer (decode_buffer_bytes: the reused buffer's size).
+      const uint64_t window_bytes = std::min<uint64_t>(
+          chunk_bytes_ + DeviceProvider::kAlignElements * sizeof(uint16_t), provider_->decode_buffer_bytes());
+      auto w = std::make_unique<cuda::L2Window>(provider_->reused_buffer(), window_bytes,
                                                 std::vector<cudaStream_t>{st});
       if (w->plan().on()) {
         slice_window_ = std::move(w);

@@ -132,13 +132,13 @@ orow() { printf '{"case": {"method": "df11-overlap", "variant": "%s", "batch": %
   row multi12n.gap5-fix64.exp-smem-v16.t512.b8.persist 0.00033 passed
   row multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.persist 0.00034 passed
   orow multi12n.gap5-fix64.exp-smem-v16.t512.b8.dyn 1 0.00058 passed
-  orow multi12n.gap5-fix64.exp-smem-v16.t512.b8 1 0.00045 passed
+  orow multi12n.gap5-fix64.exp-smem-nh-v16.t512.b8 1 0.00045 passed
   orow multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.dyn 1 0.00040 incorrect
   orow multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.dyn 2 0.00030 passed
 } >"$scratch/h/sweep/results.jsonl"
 e2e_choice "$scratch/h" multi12n.gap5-fix64.exp-smem-v16.t512.b8.persist \
   multi12n.gap5-wcnt.exp-smem-reg-v16.t256.b16.persist
-grep -q "^e2e overlap variant: multi12n.gap5-fix64.exp-smem-v16.t512.b8 " "$scratch/h/summary.txt" ||
+grep -q "^e2e overlap variant: multi12n.gap5-fix64.exp-smem-nh-v16.t512.b8 " "$scratch/h/summary.txt" ||
   fail "overlap variant not the fastest df11-overlap at batch 1: $(cat "$scratch/h/summary.txt")"
 # Steps run in the order STEPS names them (a tight budget then cuts the last ones), and a name
 # that is no step ends the run before the preflight, so a typo cannot spend a lent GPU's call.

@@ -100,7 +100,15 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
     if (takes > UINT32_MAX) throw Error("dyn schedule: too many units");
     p.work = img.work_counter();
   }
-  if (start == Start::early && device_starts_early()) {
+  // Early only where the loaded code has the wait: a kernel built from PTX older than sm_90's
+  // (an architecture list without 90, JIT-compiled for this device) has its
+  // griddepcontrol.wait compiled out, and an early start there would race the kernel before it.
+  static thread_local bool refused = false;
+  static const bool has_wait = [&] {
+    cudaFuncAttributes fa{};
+    return cudaFuncGetAttributes(&fa, kernel) == cudaSuccess && fa.ptxVersion >= 90;
+  }();
+  if (start == Start::early && !refused && has_wait && device_starts_early()) {
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(static_cast<unsigned>(grid));
     cfg.blockDim = dim3(TPB);
@@ -113,11 +121,12 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
     cfg.numAttrs = 1;
     const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, p, sl);
     if (e == cudaSuccess) return;
-    // Refused (a runtime without it, a capture that cannot record it): said once, then serial.
+    // Refused (a runtime without it, a capture that cannot record it): said once, then serial
+    // from now on. (Inside a capture the refusal has invalidated it, so the serial launch below
+    // fails too and the caller's capture_graph runs the work eagerly.)
     (void)cudaGetLastError();
-    static thread_local bool said = false;
-    if (!said) std::fprintf(stderr, "gap_decode: early launch refused (%s); launching serially\n", cudaGetErrorString(e));
-    said = true;
+    std::fprintf(stderr, "gap_decode: early launch refused (%s); launching serially\n", cudaGetErrorString(e));
+    refused = true;
   }
   kernel<<<static_cast<unsigned>(grid), TPB, sl.total, stream>>>(p, sl);
   CUDA_CHECK(cudaGetLastError());
