@@ -101,28 +101,21 @@ TEST_CASE("kernel_trace: every kernel the decoders' sources define has its kind"
   // A kernel added to these files without a name classify_kernel knows would be counted as GEMM
   // time (as the dyn schedule's was): its name, mangled as nvcc does in these files, must
   // classify by file.
-  const std::vector<std::string> decode = kernels_in("kernels/decoders/gap_decode/gap_decode.cu");
-  REQUIRE(decode.size() >= 3);
-  for (const std::string& k : decode) {
-    INFO(k);
-    const std::string mangled = "_ZN4df113dec46_GLOBAL__N__384bece1_13_gap_decode_cu_2a74dfdc" +
-                                std::to_string(k.size()) + k + "ILNS0_9TableKindE0EEEvNS0_12LaunchParamsE";
-    CHECK(classify_kernel(mangled) == Kind::decode);
-  }
-  const std::vector<std::string> fused = kernels_in("kernels/decoders/fused/fused_gemv.cu");
-  REQUIRE(fused.size() >= 2);
-  for (const std::string& k : fused) {
-    INFO(k);
-    const std::string mangled = "_ZN4df113dec46_GLOBAL__N__0357ad1a_13_fused_gemv_cu_1afe31ef" +
-                                std::to_string(k.size()) + k + "ENS0_5fused10GemvParamsE";
-    CHECK(classify_kernel(mangled) == Kind::fused);
-  }
-  const std::vector<std::string> e2e = kernels_in("harness/e2e/cuda_kernels.cu");
-  REQUIRE(e2e.size() >= 6);
-  for (const std::string& k : e2e) {
-    INFO(k);
-    const std::string mangled = "_ZN4df113e2e3gpu48_GLOBAL__N__4dda825b_15_cuda_kernels_cu_467e26be" +
-                                std::to_string(k.size()) + k + "EPKfl";
-    CHECK(classify_kernel(mangled) == (k == "attention_kernel" ? Kind::attention : Kind::forward));
-  }
+  // Each file's kernels, mangled as nvcc does there (namespace and file prefix, the name's length
+  // and the name, a template or parameter tail), and the kind each must have.
+  auto check = [](const std::string& file, std::size_t at_least, const std::string& prefix, const std::string& tail,
+                  auto kind_of) {
+    const std::vector<std::string> names = kernels_in(file);
+    REQUIRE(names.size() >= at_least);
+    for (const std::string& k : names) {
+      INFO(file << ": " << k);
+      CHECK(classify_kernel(prefix + std::to_string(k.size()) + k + tail) == kind_of(k));
+    }
+  };
+  check("kernels/decoders/gap_decode/gap_decode.cu", 3, "_ZN4df113dec46_GLOBAL__N__384bece1_13_gap_decode_cu_2a74dfdc",
+        "ILNS0_9TableKindE0EEEvNS0_12LaunchParamsE", [](const std::string&) { return Kind::decode; });
+  check("kernels/decoders/fused/fused_gemv.cu", 2, "_ZN4df113dec46_GLOBAL__N__0357ad1a_13_fused_gemv_cu_1afe31ef",
+        "ENS0_5fused10GemvParamsE", [](const std::string&) { return Kind::fused; });
+  check("harness/e2e/cuda_kernels.cu", 6, "_ZN4df113e2e3gpu48_GLOBAL__N__4dda825b_15_cuda_kernels_cu_467e26be", "EPKfl",
+        [](const std::string& k) { return k == "attention_kernel" ? Kind::attention : Kind::forward; });
 }
