@@ -192,6 +192,13 @@ for t in "$scratch/p/cpu0.toml" "$scratch/p/raw/3.toml" "$scratch/p/raw/4.toml";
   grep -q '"disposition":"\(passed\|not_supported\)"' "$t.run/results.jsonl" || fail "$t: no case row"
 done
 grep -qx -- "--clock-control" "$FAKE_NCU_ARGS" && grep -qx "none" "$FAKE_NCU_ARGS" || fail "ncu must leave the clocks alone"
+# PROFILE_METHODS written over lines, as the README's runbook writes it: every method is profiled
+# (read as one line, only the first line's were).
+PROFILE_METHODS=$'decode:multi12.gap5-warp.exp-smem-v16.t512.b8\n     decode:flat12.gap5-warp.smem-out.t512.b8' \
+  PROFILE_WORK="$scratch/pw5" DF11_NCU="$scratch/ncu" STEPS="profile" BUILD="$build" "$src/scripts/device_check.sh" \
+  "$scratch/p5" >/dev/null 2>&1 || fail "profile with methods over lines should pass: $(cat "$scratch/p5/summary.txt")"
+[ "$(tar -tzf "$scratch/p5/profile_raw.tar.gz" | grep -c '\.csv$')" = 2 ] || fail "methods over lines: not both profiled"
+grep -q '"decode:flat12.gap5-warp.smem-out.t512.b8"' "$scratch"/pw5/*.toml || fail "the second line's method not profiled"
 # No counters on this runtime (gVisor): said, and the step passes; another ncu error fails it.
 FAKE_NCU=nocounters DF11_NCU="$scratch/ncu" STEPS="profile" BUILD="$build" "$src/scripts/device_check.sh" \
   "$scratch/p2" >/dev/null 2>&1 || fail "a runtime without counters should not fail the run"
