@@ -85,8 +85,7 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(sl.total)));
     opted_in = static_cast<int>(sl.total);
   }
-  uint64_t grid = b1 - b0;
-  if constexpr (P == Partition::fixed_out) grid = (grid + TPB / 32 - 1) / (TPB / 32);  // a warp per unit
+  uint64_t grid = grid_schedule_blocks<P, TPB>(b1 - b0);  // fixed_out: a warp per unit
   if constexpr (Persist) {
     // As many CUDA blocks as are resident at once (per shared-memory size, remembered: the e2e
     // path launches per unit), never more than there are DF11 blocks.

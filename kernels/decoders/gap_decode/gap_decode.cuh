@@ -999,6 +999,13 @@ DF11_HD void prefetch_next_block(const LaunchParams& p, uint64_t nb, uint64_t en
 // they loop over DF11 blocks as on a GPU.
 inline constexpr unsigned kSimtPersistentGrid = 3;
 
+// CUDA blocks of a grid-schedule launch over `count` DF11 blocks: one each, or (fixed_out) one
+// unit a warp, TPB / 32 units a CUDA block. The device launch and its SIMT run both use it.
+template <Partition P, int TPB>
+constexpr uint64_t grid_schedule_blocks(uint64_t count) {
+  return P == Partition::fixed_out ? (count + TPB / 32 - 1) / (TPB / 32) : count;
+}
+
 // The kernel body of persistent blocks: the launch has about as many CUDA blocks as fit on the
 // GPU at once, each loads the tables once and decodes the launch's DF11 blocks bid, bid +
 // gridDim, ... of block_count, in the launch's order (unit_in_order). Shared memory is reused

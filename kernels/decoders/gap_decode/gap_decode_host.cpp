@@ -299,7 +299,7 @@ void simt(const VariantSpec& spec, const HostImage& img, uint16_t* out, uint64_t
     // The device launches no memset before a dyn launch: the kernel must leave its counter at 0.
     if (work != 0) throw Error(spec.name() + " (SIMT): the dyn schedule left its counter at " + std::to_string(work));
   } else {
-    simt::launch({static_cast<unsigned>(b1 - b0)}, {static_cast<unsigned>(TPB)}, sl.total,
+    simt::launch({static_cast<unsigned>(grid_schedule_blocks<P, TPB>(b1 - b0))}, {static_cast<unsigned>(TPB)}, sl.total,
                  [&](uint8_t* smem) { gap_decode_block<TK, P, S, TPB, BPT>(p, sl, smem); }, opt);
   }
 }
