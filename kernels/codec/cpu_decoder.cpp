@@ -80,6 +80,19 @@ static_assert(kMultiBits < 15, "start offsets must fit 4 bits and stay below the
 // Start bit of symbol k (1..3) of an entry; 15 when the entry has fewer symbols.
 inline unsigned entry_start(const MultiEntry& e, unsigned k) { return (e.starts >> (4 * (k - 1))) & 0xFu; }
 
+// The symbols of an entry (n > 0) that start within `limit` bits of its start (at least the
+// first), and the bits from its start to the first one that does not (all of its bits when every
+// symbol does): what a decode that stops at a chunk's end takes of it.
+struct EntryPart {
+  unsigned symbols;
+  unsigned bits;
+};
+inline EntryPart entry_part(const MultiEntry& e, uint64_t limit) {
+  const uint64_t l = std::min<uint64_t>(limit, 15);  // 15: the start of a symbol the entry lacks
+  const unsigned k = 1u + (entry_start(e, 1) < l) + (entry_start(e, 2) < l) + (entry_start(e, 3) < l);
+  return {k, k == e.n ? e.bits : entry_start(e, k)};
+}
+
 std::vector<MultiEntry> build_multi_table(const SymbolLookup& lk) {
   std::vector<MultiEntry> table(std::size_t{1} << kMultiBits);
   for (uint32_t i = 0; i < table.size(); ++i) {
@@ -148,11 +161,10 @@ uint64_t decode_chunk(const DecodeContext& dc, const uint8_t* p, unsigned start_
       full(window);
       continue;
     }
-    const unsigned limit = static_cast<unsigned>(end_bit - pos);  // < K, so never 15
-    const unsigned k = 1u + (entry_start(e, 1) < limit) + (entry_start(e, 2) < limit) + (entry_start(e, 3) < limit);
+    const EntryPart part = entry_part(e, end_bit - pos);
     std::memcpy(o, e.sym, kMaxPerEntry);
-    o += k;
-    pos += k == e.n ? e.bits : entry_start(e, k);
+    o += part.symbols;
+    pos += part.bits;
   }
   *end_pos = pos;
   return static_cast<uint64_t>(o - out);
@@ -280,11 +292,9 @@ struct LaneDecoder {
       before = out + 1;
       return true;
     }
-    const uint64_t limit = std::min<uint64_t>(at - c.pos, 15);  // 15: the "no symbol" start
-    const unsigned k =
-        1u + (entry_start(e, 1) < limit) + (entry_start(e, 2) < limit) + (entry_start(e, 3) < limit);
-    next_code = c.pos + (k == e.n ? e.bits : entry_start(e, k));
-    before = out + k;
+    const EntryPart part = entry_part(e, at - c.pos);
+    next_code = c.pos + part.bits;
+    before = out + part.symbols;
     return true;
   }
 
@@ -308,11 +318,14 @@ struct LaneDecoder {
     Lane lanes[kLanes];
     uint64_t a[kLanes];
     uint64_t b[kLanes];
+    // No range check of the gaps (the serial path's "gap >= max code length"): the first code
+    // at or after a boundary starts less than a maximal code past it, so an out-of-range gap fails
+    // the chain check of the chunk before it, here or in the block before.
     for (int j = 0; j < kLanes; ++j) {
       a[j] = std::min(tpb, j * per);
       b[j] = std::min(tpb, a[j] + per);
       Lane& l = lanes[j];
-      l.pos = a[j] * chunk_bits + dc.u.gap(first + a[j]);
+      l.pos = a[j] * chunk_bits + (a[j] < b[j] ? dc.u.gap(first + a[j]) : 0);
       l.o = exps + j * cap;
       l.log = log + j * per;
     }
@@ -582,9 +595,6 @@ void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads, Cp
     const uint64_t base = first_index(b);
     const uint64_t expected = first_index(b + 1) - base;
     if (base + expected >= n) return false;
-    for (uint64_t c = b * tpb; c < (b + 1) * tpb; ++c) {
-      if (u.gap(c) >= static_cast<unsigned>(L.max_code_length)) return false;
-    }
     const uint8_t* p = stream + b * tpb * chunk_bytes;
     uint64_t counts[kLanes];
     bool ok = false;
