@@ -23,7 +23,11 @@ class Bf16HostProvider final : public HostProvider {
   explicit Bf16HostProvider(const ModelShape& s) : units_(static_cast<std::size_t>(n_units(s))) {}
   void add(UnitFeed& feed) override {
     set_map(feed);
-    units_.at(static_cast<std::size_t>(feed.unit())) = feed.bf16();
+    const std::vector<uint16_t>& w = feed.bf16();
+    std::vector<uint16_t> copy;  // the feed's stays (a feed cache may keep it for later runs)
+    reserve_huge(copy, w.size());
+    copy.assign(w.begin(), w.end());
+    units_.at(static_cast<std::size_t>(feed.unit())) = std::move(copy);
   }
   const uint16_t* acquire(int unit) override {
     const auto& u = units_.at(static_cast<std::size_t>(unit));
@@ -58,16 +62,25 @@ class Df11HostProvider final : public HostProvider {
   }
   void add(UnitFeed& feed) override {
     set_map(feed);
-    EncodedUnit& e = units_.at(static_cast<std::size_t>(feed.unit())) = feed.encoded(layout_);
+    // Shared with the feed, not copied (a feed cache may keep it for later runs).
+    const auto& e = units_.at(static_cast<std::size_t>(feed.unit())) = feed.shared_encoded(layout_);
     if (decoder_) {
-      const dec::Status ok = decoder_->can_implement(e);
+      const dec::Status ok = decoder_->can_implement(*e);
       if (!ok.ok) throw Error(fmt::format("{}: {}", decoder_->name(), ok.reason));
     }
-    // One buffer for all units, sized for the largest, as the official runtime allocates it.
-    if (e.n_elements > buffer_.size()) buffer_.resize(e.n_elements);
+    // One buffer for all units, sized for the largest, as the official runtime allocates it
+    // (scratch: a larger one replaces it, nothing copied).
+    if (e->n_elements > buffer_.size()) {
+      std::vector<uint16_t> larger;
+      reserve_huge(larger, e->n_elements);
+      larger.resize(e->n_elements);
+      buffer_.swap(larger);
+    }
   }
   const uint16_t* acquire(int unit) override {
-    const EncodedUnit& e = units_.at(static_cast<std::size_t>(unit));
+    const auto& held = units_.at(static_cast<std::size_t>(unit));
+    if (!held) throw Error(fmt::format("df11 provider: unit {} was never loaded", unit));
+    const EncodedUnit& e = *held;
     const auto t0 = std::chrono::steady_clock::now();
     const std::span<uint16_t> out(buffer_.data(), e.n_elements);
     if (decoder_) {
@@ -85,13 +98,13 @@ class Df11HostProvider final : public HostProvider {
   }
   uint64_t weight_bytes() const override {
     uint64_t b = 2 * buffer_.size();
-    for (const auto& u : units_) b += u.stored_bytes();
+    for (const auto& u : units_) b += u ? u->stored_bytes() : 0;
     return b;
   }
   uint64_t decode_buffer_bytes() const override { return 2 * buffer_.size(); }
 
  private:
-  std::vector<EncodedUnit> units_;
+  std::vector<std::shared_ptr<const EncodedUnit>> units_;
   std::vector<uint16_t> buffer_;
   int threads_;
   Layout layout_;

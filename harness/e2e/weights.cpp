@@ -114,7 +114,7 @@ UnitFeed::UnitFeed(int unit, UnitMap map, Unit bf16, int threads)
 
 UnitFeed::UnitFeed(int unit, UnitMap map, EncodedUnit encoded, int threads)
     : unit_(unit), map_(std::move(map)), threads_(threads) {
-  encoded_.push_back(std::move(encoded));
+  encoded_.push_back(std::make_shared<const EncodedUnit>(std::move(encoded)));
 }
 
 UnitFeed::UnitFeed(int unit, UnitMap map, synth::UnitPlan plan, synth::MatrixFiller filler, bool device_fillable,
@@ -133,7 +133,7 @@ UnitFeed::UnitFeed(int unit, UnitMap map, synth::UnitPlan plan, synth::MatrixFil
 
 const std::string& UnitFeed::name() const {
   if (plan_) return plan_->name;
-  return unit_bf16_ ? unit_bf16_->name : encoded_.front().name;
+  return unit_bf16_ ? unit_bf16_->name : encoded_.front()->name;
 }
 
 HostPrepTimes& host_prep_times() {
@@ -160,24 +160,26 @@ const std::vector<uint16_t>& UnitFeed::bf16() {
   if (flat_) return *flat_;
   const AddTime timed(host_prep_times().bits_s);
   if (plan_) {
-    std::vector<uint16_t> flat(map_.n_elements);
+    std::vector<uint16_t> flat;
+    reserve_huge(flat, map_.n_elements);
+    flat.resize(map_.n_elements);
     synth::fill_unit(flat, *plan_, threads_, filler_);
     flat_ = std::move(flat);
   } else if (unit_bf16_) {
     std::vector<uint16_t> flat;
-    flat.reserve(map_.n_elements);
+    reserve_huge(flat, map_.n_elements);
     for (const auto& t : unit_bf16_->tensors) flat.insert(flat.end(), t.data.begin(), t.data.end());
     flat_ = std::move(flat);
     unit_bf16_->tensors.clear();  // keep names only: the flat copy is the data now
   } else {
-    flat_ = decode_cpu(encoded_.front(), threads_);
+    flat_ = decode_cpu(*encoded_.front(), threads_);
   }
   return *flat_;
 }
 
-const EncodedUnit& UnitFeed::encoded(const Layout& layout) {
+std::shared_ptr<const EncodedUnit> UnitFeed::shared_encoded(const Layout& layout) {
   for (const auto& e : encoded_)
-    if (e.layout == layout) return e;
+    if (e->layout == layout) return e;
   const std::vector<uint16_t>& flat = bf16();
   UnitView view{name(), {}};
   // Tensor order of the source: the same concatenation the map describes.
@@ -195,7 +197,7 @@ const EncodedUnit& UnitFeed::encoded(const Layout& layout) {
                                              static_cast<std::size_t>(sl.rows * sl.cols))});
   }
   const AddTime timed(host_prep_times().encode_s);
-  encoded_.push_back(encode(view, layout, threads_));
+  encoded_.push_back(std::make_shared<const EncodedUnit>(encode(view, layout, threads_)));
   return encoded_.back();
 }
 

@@ -107,7 +107,10 @@ class UnitFeed {
   [[nodiscard]] const std::vector<uint16_t>& bf16();
   // The unit encoded in `layout` (encoded here, or decoded and re-encoded when it arrived in
   // another layout).
-  [[nodiscard]] const EncodedUnit& encoded(const Layout& layout);
+  [[nodiscard]] const EncodedUnit& encoded(const Layout& layout) { return *shared_encoded(layout); }
+  // The same encoding, for a holder that keeps it past the feed (a CPU model's units): no copy,
+  // and the feed's later encodings never move it.
+  [[nodiscard]] std::shared_ptr<const EncodedUnit> shared_encoded(const Layout& layout);
   // The plan of a device-fillable synthetic unit (its matrices in the map's order), else null.
   [[nodiscard]] const synth::UnitPlan* synthetic_plan() const {
     return plan_ && device_fillable_ ? &*plan_ : nullptr;
@@ -122,7 +125,7 @@ class UnitFeed {
   synth::MatrixFiller filler_;
   bool device_fillable_ = false;
   std::optional<std::vector<uint16_t>> flat_;
-  std::vector<EncodedUnit> encoded_;  // one per layout asked for
+  std::vector<std::shared_ptr<const EncodedUnit>> encoded_;  // one per layout asked for
 };
 
 class WeightSource {

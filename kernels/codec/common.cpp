@@ -8,6 +8,11 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
 namespace df11 {
 
 int resolve_threads(int n_threads) {
@@ -52,6 +57,20 @@ void parallel_for(std::size_t n_tasks, int n_threads, const std::function<void(s
   work();
   for (auto& th : pool) th.join();
   if (first_error) std::rethrow_exception(first_error);
+}
+
+void advise_huge_pages(const void* p, std::size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (p == nullptr || bytes < kHugeAdviceBytes) return;
+  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto first = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const auto last = (reinterpret_cast<uintptr_t>(p) + bytes) / page * page;
+  // The result is ignored: EINVAL where the kernel has no THP, and the buffer works either way.
+  if (last > first) (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 }  // namespace df11

@@ -471,7 +471,19 @@ TEST_CASE("synthetic units: bits made on request, by the host or a filler; a fil
     CHECK(fills == static_cast<int>(plan->matrices.size()));
     fills = 0;
     // Encoded from those bits, decoded back.
-    CHECK(decode_cpu(b.encoded(Layout::df11()), 1) == a.bf16());
+    const EncodedUnit& df11_enc = b.encoded(Layout::df11());
+    CHECK(decode_cpu(df11_enc, 1) == a.bf16());
+    // Each layout encoded once, and an encoding stays where it is when the feed encodes another
+    // layout (holders keep references and shared pointers to it).
+    const std::shared_ptr<const EncodedUnit> held = b.shared_encoded(Layout::df11());
+    CHECK(held.get() == &df11_enc);
+    Layout other = Layout::df11();
+    other.threads_per_block = 128;
+    const EncodedUnit& other_enc = b.encoded(other);
+    CHECK(other_enc.layout == other);
+    CHECK(&b.encoded(Layout::df11()) == &df11_enc);
+    CHECK(decode_cpu(df11_enc, 1) == a.bf16());
+    CHECK(decode_cpu(other_enc, 1) == a.bf16());
   }
   // A unit of another layer: other bits (the plan follows the unit index).
   CHECK(host->load(0).bf16() != host->load(1).bf16());
