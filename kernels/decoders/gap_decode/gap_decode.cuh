@@ -320,6 +320,17 @@ DF11_HD uint64_t load8(const uint8_t* p) {  // 8-aligned
 #endif
 }
 
+// Eight BF16 words (merge8) to 16-aligned output: one 16-byte store on the device.
+DF11_HD void store8(uint16_t* out, const Words8& w) {
+  uint64_t* o = reinterpret_cast<uint64_t*>(out);
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<ulonglong2*>(o) = make_ulonglong2(w.lo, w.hi);
+#else
+  o[0] = w.lo;
+  o[1] = w.hi;
+#endif
+}
+
 // exp-smem-pf: element index whose sign/mantissa byte sits at byte 0 of the shared copy.
 // cp.async moves 16-byte pieces from 16-aligned global addresses, so these variants need a
 // 16-aligned sign/mantissa array: every upload makes one, and the launches refuse any other
@@ -393,14 +404,7 @@ DF11_HD void copy_out_exps(const LaunchParams& p, const uint8_t* exps, uint64_t 
   }
   for (uint64_t j = from + t; j < a; j += nt) p.out[j - p.lo] = merge_bf16(exps[j - base], sm[j - sm_at]);
   for (uint64_t g = a + 8ull * t; g < z; g += 8ull * nt) {
-    const Words8 w = merge8(load8(exps + (g - base)), load8(sm + (g - sm_at)));
-    uint64_t* o = reinterpret_cast<uint64_t*>(p.out + (g - p.lo));
-#if defined(__CUDA_ARCH__)
-    *reinterpret_cast<ulonglong2*>(o) = make_ulonglong2(w.lo, w.hi);
-#else
-    o[0] = w.lo;
-    o[1] = w.hi;
-#endif
+    store8(p.out + (g - p.lo), merge8(load8(exps + (g - base)), load8(sm + (g - sm_at))));
   }
   for (uint64_t j = z + t; j < to; j += nt) p.out[j - p.lo] = merge_bf16(exps[j - base], sm[j - sm_at]);
 }
@@ -829,27 +833,13 @@ DF11_HD void copy_out_fixed(const LaunchParams& p, const uint8_t* rows, uint64_t
 #pragma unroll
 #endif
       for (unsigned k = 0; k < 4; ++k) {
-        const Words8 w = merge8(load8(rows + e_at + (h + k) * kStep), smv[k]);
-        uint64_t* q = reinterpret_cast<uint64_t*>(o + 256 * (h + k));
-#if defined(__CUDA_ARCH__)
-        *reinterpret_cast<ulonglong2*>(q) = make_ulonglong2(w.lo, w.hi);
-#else
-        q[0] = w.lo;
-        q[1] = w.hi;
-#endif
+        store8(o + 256 * (h + k), merge8(load8(rows + e_at + (h + k) * kStep), smv[k]));
       }
     }
     return;
   }
   for (uint64_t g = a + 8ull * lane; g < z; g += 8ull * 32, e_at += kStep) {
-    const Words8 w = merge8(load8(rows + e_at), load8(p.sign_mantissa + g));
-    uint64_t* o = reinterpret_cast<uint64_t*>(p.out + (g - p.lo));
-#if defined(__CUDA_ARCH__)
-    *reinterpret_cast<ulonglong2*>(o) = make_ulonglong2(w.lo, w.hi);
-#else
-    o[0] = w.lo;
-    o[1] = w.hi;
-#endif
+    store8(p.out + (g - p.lo), merge8(load8(rows + e_at), load8(p.sign_mantissa + g)));
   }
   for (uint64_t j = z + lane; j < to; j += 32) {
     p.out[j - p.lo] = merge_bf16(rows[fixed_exp_at(j - unit_first)], p.sign_mantissa[j]);
