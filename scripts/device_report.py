@@ -415,9 +415,11 @@ def device_time(log_text, e2e_rows):
                                               ("check", r.get("check") not in (None, "not_run"))) if on)
             parts = ""
             if isinstance(r.get("setup_host_bits_s"), (int, float)):  # df11 generate's split of setup_s
-                rest = r["setup_s"] - r["setup_host_bits_s"] - r.get("setup_encode_s", 0)
-                parts = (f"; host bits {r['setup_host_bits_s']:.1f} s, encoding {r.get('setup_encode_s', 0):.1f} s, "
-                         f"the rest (loading, uploads) {rest:.1f} s")
+                enc, up = r.get("setup_encode_s", 0), r.get("setup_upload_s")
+                rest = r["setup_s"] - r["setup_host_bits_s"] - enc - (up or 0)
+                parts = (f"; host bits {r['setup_host_bits_s']:.1f} s, encoding {enc:.1f} s, "
+                         + (f"placing {up:.1f} s, the rest (loading, allocation) {rest:.1f} s"
+                            if isinstance(up, (int, float)) else f"the rest (loading, uploads) {rest:.1f} s"))
             out.append(f"- {r['setup_s']:.1f} s: {what}, batch {r.get('batch')}" + (f" ({flags})" if flags else "")
                        + (", weights reused" if r.get("weights_reused") else "") + parts)
     return "\n".join(out)

@@ -213,6 +213,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   // allocation, uploads, device synthesis).
   const double bits_s = e2e::host_prep_times().bits_s - prep0.bits_s;
   const double encode_s = e2e::host_prep_times().encode_s - prep0.encode_s;
+  const double upload_s = e2e::host_prep_times().upload_s - prep0.upload_s;
 
   e2e::Model& model = *models[0];
   e2e::Model* reference = a.check ? models[1].get() : nullptr;
@@ -282,6 +283,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
         {"setup_s", setup_s},
         {"setup_host_bits_s", bits_s},  // of setup_s: the units' host bits (synthesis, ...)
         {"setup_encode_s", encode_s},   // of setup_s: encoding them
+        {"setup_upload_s", upload_s},   // of setup_s: placing them (images, device copies, pinned copies)
         // The selected model's device weights came from an earlier run (--runs): setup_s then
         // holds no upload.
         {"weights_reused", model.weights_reused()},
@@ -341,7 +343,8 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
     fmt::print("memory: weights {} (decode buffer {}), KV cache {}; peak host RSS {}",
                mb(mem.weight_bytes), mb(mem.decode_buffer_bytes), mb(mem.kv_cache_bytes), mb(rss));
     if (backend == e2e::Backend::cuda) fmt::print("; peak device memory {}", mb(device_peak));
-    fmt::print("\nsetup: {:.2f} s (host bits {:.2f} s, encoding {:.2f} s){}\n", setup_s, bits_s, encode_s,
+    fmt::print("\nsetup: {:.2f} s (host bits {:.2f} s, encoding {:.2f} s, placing {:.2f} s){}\n", setup_s, bits_s,
+               encode_s, upload_s,
                model.weights_reused() ? " (device weights of an earlier run reused)" : "");
     if (traced) {
       const trace::Summary& d = traced->device;

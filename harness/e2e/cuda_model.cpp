@@ -283,6 +283,7 @@ class DeviceProvider {
   // shared: the decoder's image of the unit (df11), or null with bf16_only (bf16).
   void add_fused(const UnitFeed& feed, const EncodedUnit& encoded, dec::FusedGemvDevice::Source source,
                  const dec::DeviceImage* shared, cudaStream_t s) {
+    const AddTime timed(host_prep_times().upload_s);
     const UnitMap& m = feed.map();
     std::vector<std::size_t> order(m.slices.size());
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -361,6 +362,7 @@ class Bf16DeviceProvider final : public DeviceProvider {
     if (const synth::UnitPlan* plan = feed.synthetic_plan()) {
       // A synthetic unit generated in place (the host generator's bits: gpu::synth_fill), so the
       // resident BF16 weights never cross PCIe.
+      const AddTime timed(host_prep_times().upload_s);
       auto& buf = units_[sz(feed.unit())] = cuda::DeviceBuffer<uint16_t>(feed.map().n_elements);
       synth::fill_unit(std::span<uint16_t>(buf.get(), buf.size()), *plan, 0,
                        [s](std::span<uint16_t> out, const synth::MatrixRecipe& r) {
@@ -369,6 +371,7 @@ class Bf16DeviceProvider final : public DeviceProvider {
       CUDA_CHECK(cudaStreamSynchronize(s));
     } else {
       const std::vector<uint16_t>& w = feed.bf16();
+      const AddTime timed(host_prep_times().upload_s);
       auto& buf = units_[sz(feed.unit())] = cuda::DeviceBuffer<uint16_t>(w.size());
       CUDA_CHECK(cudaMemcpyAsync(buf.get(), w.data(), w.size() * 2, cudaMemcpyHostToDevice, s));
       CUDA_CHECK(cudaStreamSynchronize(s));  // the feed's host copy goes away after add
@@ -376,7 +379,8 @@ class Bf16DeviceProvider final : public DeviceProvider {
     // The fused kernels on BF16 words still follow the DF11 blocks' partition: they hold the
     // block positions of the unit's encoding (made here for a BF16 source), not its image.
     if (wants_fused(feed.unit())) {
-      add_fused(feed, feed.encoded(fused_layout_), dec::FusedGemvDevice::Source::bf16_only, nullptr, s);
+      const EncodedUnit& e = feed.encoded(fused_layout_);
+      add_fused(feed, e, dec::FusedGemvDevice::Source::bf16_only, nullptr, s);
     }
   }
   const uint16_t* fused_weights(int unit) const override { return units_.at(sz(unit)).get(); }
@@ -474,7 +478,10 @@ class Df11DeviceProvider final : public ReusedBufferProvider {
     const dec::Status ok = decoder_->can_implement(e);
     if (!ok.ok) throw Error(fmt::format("{}: {}", decoder_->name(), ok.reason));
     if (sz(feed.unit()) >= images_.size()) images_.resize(sz(feed.unit()) + 1);
-    images_[sz(feed.unit())] = decoder_->upload(e, s);
+    {
+      const AddTime timed(host_prep_times().upload_s);
+      images_[sz(feed.unit())] = decoder_->upload(e, s);
+    }
     if (images_[sz(feed.unit())]->n_elements() != feed.map().n_elements) {
       throw Error(fmt::format("unit {}: {} encoded elements, its tensors hold {}", feed.name(),
                               images_[sz(feed.unit())]->n_elements(), feed.map().n_elements));
@@ -524,6 +531,7 @@ class OffloadProvider final : public ReusedBufferProvider {
   void add(UnitFeed& feed, cudaStream_t) override {
     set_map(feed);
     const std::vector<uint16_t>& w = feed.bf16();
+    const AddTime timed(host_prep_times().upload_s);
     if (sz(feed.unit()) >= pinned_.size()) pinned_.resize(sz(feed.unit()) + 1);
     pinned_[sz(feed.unit())] = std::make_unique<PinnedBuffer>(w.size() * 2);
     // On all cores: one core copies ~10 GB/s, and Nemo's units are 24.5 GB.

@@ -23,27 +23,24 @@ class Bf16HostProvider final : public HostProvider {
   explicit Bf16HostProvider(const ModelShape& s) : units_(static_cast<std::size_t>(n_units(s))) {}
   void add(UnitFeed& feed) override {
     set_map(feed);
-    const std::vector<uint16_t>& w = feed.bf16();
-    std::vector<uint16_t> copy;  // the feed's stays (a feed cache may keep it for later runs)
-    reserve_huge(copy, w.size());
-    copy.assign(w.begin(), w.end());
-    units_.at(static_cast<std::size_t>(feed.unit())) = std::move(copy);
+    // Shared with the feed, not copied (a feed cache may keep it for later runs).
+    units_.at(static_cast<std::size_t>(feed.unit())) = feed.shared_bf16();
   }
   const uint16_t* acquire(int unit) override {
     const auto& u = units_.at(static_cast<std::size_t>(unit));
-    if (u.empty()) throw Error(fmt::format("bf16 provider: unit {} was never loaded", unit));
-    return u.data();
+    if (!u || u->empty()) throw Error(fmt::format("bf16 provider: unit {} was never loaded", unit));
+    return u->data();
   }
   WeightsKind kind() const override { return WeightsKind::bf16; }
   std::string describe() const override { return "bf16"; }
   uint64_t weight_bytes() const override {
     uint64_t b = 0;
-    for (const auto& u : units_) b += 2 * u.size();
+    for (const auto& u : units_) b += u ? 2 * u->size() : 0;
     return b;
   }
 
  private:
-  std::vector<std::vector<uint16_t>> units_;
+  std::vector<std::shared_ptr<const std::vector<uint16_t>>> units_;
 };
 
 class Df11HostProvider final : public HostProvider {

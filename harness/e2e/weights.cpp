@@ -141,40 +141,25 @@ HostPrepTimes& host_prep_times() {
   return t;
 }
 
-namespace {
-// Adds the wall time from its construction to its destruction to `into`.
-class AddTime {
- public:
-  explicit AddTime(double& into) : into_(into), t0_(std::chrono::steady_clock::now()) {}
-  AddTime(const AddTime&) = delete;
-  AddTime& operator=(const AddTime&) = delete;
-  ~AddTime() { into_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
-
- private:
-  double& into_;
-  std::chrono::steady_clock::time_point t0_;
-};
-}  // namespace
-
-const std::vector<uint16_t>& UnitFeed::bf16() {
-  if (flat_) return *flat_;
+std::shared_ptr<const std::vector<uint16_t>> UnitFeed::shared_bf16() {
+  if (flat_) return flat_;
   const AddTime timed(host_prep_times().bits_s);
   if (plan_) {
     std::vector<uint16_t> flat;
     reserve_huge(flat, map_.n_elements);
     flat.resize(map_.n_elements);
     synth::fill_unit(flat, *plan_, threads_, filler_);
-    flat_ = std::move(flat);
+    flat_ = std::make_shared<const std::vector<uint16_t>>(std::move(flat));
   } else if (unit_bf16_) {
     std::vector<uint16_t> flat;
     reserve_huge(flat, map_.n_elements);
     for (const auto& t : unit_bf16_->tensors) flat.insert(flat.end(), t.data.begin(), t.data.end());
-    flat_ = std::move(flat);
+    flat_ = std::make_shared<const std::vector<uint16_t>>(std::move(flat));
     unit_bf16_->tensors.clear();  // keep names only: the flat copy is the data now
   } else {
-    flat_ = decode_cpu(*encoded_.front(), threads_);
+    flat_ = std::make_shared<const std::vector<uint16_t>>(decode_cpu(*encoded_.front(), threads_));
   }
-  return *flat_;
+  return flat_;
 }
 
 std::shared_ptr<const EncodedUnit> UnitFeed::shared_encoded(const Layout& layout) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -77,18 +78,36 @@ struct Norms {
   std::vector<uint16_t> final_norm;          // model.norm
 };
 
-// One unit on its way from a source to the providers. It arrives BF16, encoded, or as a
-// synthetic plan; the other forms are made once, on first request, and kept until the feed is
-// dropped.
 // Wall time this process has spent, in all, making units' host bits (UnitFeed::bf16: synthesis
 // on the host or copied back from the GPU, a checkpoint's tensors laid end to end, an arriving
-// encoding decoded) and encoding units (UnitFeed::encoded). `df11 generate` reports what of a
-// run's setup_s went to each; the rest is loading, allocation and uploads.
+// encoding decoded), encoding units (UnitFeed::encoded), and placing them where a model keeps
+// them (upload_s: the providers' add, less the bits and encodings it asked for: a DF11 image
+// prepared and copied to the device, fused kernels' images, BF16 made on or copied to the device,
+// pinned host copies). `df11 generate` reports what of a run's setup_s went
+// to each; the rest is loading, allocation and the models' own buffers.
 struct HostPrepTimes {
   double bits_s = 0;
   double encode_s = 0;
+  double upload_s = 0;
 };
 [[nodiscard]] HostPrepTimes& host_prep_times();
+
+// Adds the wall time from its construction to its destruction to `into` (a HostPrepTimes field).
+class AddTime {
+ public:
+  explicit AddTime(double& into) : into_(into), t0_(std::chrono::steady_clock::now()) {}
+  AddTime(const AddTime&) = delete;
+  AddTime& operator=(const AddTime&) = delete;
+  ~AddTime() { into_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
+
+ private:
+  double& into_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+// One unit on its way from a source to the providers. It arrives BF16, encoded, or as a
+// synthetic plan; the other forms are made once, on first request, and kept until the feed is
+// dropped.
 
 class UnitFeed {
  public:
@@ -104,7 +123,9 @@ class UnitFeed {
   [[nodiscard]] const UnitMap& map() const { return map_; }
   [[nodiscard]] const std::string& name() const;
   // The unit's matrices concatenated (n_elements BF16 words): what a decoder produces.
-  [[nodiscard]] const std::vector<uint16_t>& bf16();
+  [[nodiscard]] const std::vector<uint16_t>& bf16() { return *shared_bf16(); }
+  // The same words, for a holder that keeps them past the feed (a CPU model's resident BF16).
+  [[nodiscard]] std::shared_ptr<const std::vector<uint16_t>> shared_bf16();
   // The unit encoded in `layout` (encoded here, or decoded and re-encoded when it arrived in
   // another layout).
   [[nodiscard]] const EncodedUnit& encoded(const Layout& layout) { return *shared_encoded(layout); }
@@ -124,7 +145,7 @@ class UnitFeed {
   std::optional<synth::UnitPlan> plan_;  // a synthetic unit's plan
   synth::MatrixFiller filler_;
   bool device_fillable_ = false;
-  std::optional<std::vector<uint16_t>> flat_;
+  std::shared_ptr<const std::vector<uint16_t>> flat_;
   std::vector<std::shared_ptr<const EncodedUnit>> encoded_;  // one per layout asked for
 };
 

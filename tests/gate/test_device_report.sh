@@ -53,6 +53,8 @@ fused["fused_gemv"] = True  # before the plain df11 row: the whole-block targets
 e2e = [dict(run("df11", 8, 128, 100.0, 42e9, "passed"), setup_s=59.6, method="cuda df11 (x)",
             setup_host_bits_s=10.0, setup_encode_s=20.5),
        dict(run("bf16", 1, 128, 110.0, 25.4e9), setup_s=1.25, weights_reused=True), fused,
+       dict(run("cpu-offload", 8, 128, 1.0, 1.5e9), setup_s=16.4, method="cuda cpu-offload (y)",
+            setup_host_bits_s=0.0, setup_encode_s=0.0, setup_upload_s=12.4),
        dict(run("df11", 1, 128, 40.0, 17.8e9), config={"layers": 40},  # --kernel-times: a step's device time by kind
             kernel_times={"steps": 8, "timed_step_s": 0.025, "traced_step_s": 0.026, "busy_s": 0.02,
                           "kernel_s": {"decode": 0.012, "gemm": 0.007, "fused": 0, "attention": 0.0005,
@@ -122,8 +124,9 @@ for needle in "| 4 | best variant >= 3x official-ptx |" "| 4 | best variant >= 6
   "| - | best df11-pipelined / bf16 at batch 1 |" "| - | best df11-overlap / bf16 at batch 1 |" \
   "gpu tests              ok" "| decode throughput | batch 0 (decoders alone, copy) | 2 | 0.3 | 0.8 | 0.6 |" \
   "| default experiment | GEMM rows (batch >= 1) | 1 | 0.0 | 0.2 | 0.1 |" \
-  "End-to-end runs: 2 with a \`setup_s\`, 60.9 s of setup in all (1 reused their weights)" \
+  "End-to-end runs: 3 with a \`setup_s\`, 77.2 s of setup in all (1 reused their weights)" \
   "- 59.6 s: cuda df11 (x), batch 8 (check); host bits 10.0 s, encoding 20.5 s, the rest (loading, uploads) 29.1 s" \
+  "- 16.4 s: cuda cpu-offload (y), batch 8; host bits 0.0 s, encoding 0.0 s, placing 12.4 s, the rest (loading, allocation) 4.0 s" \
   "| - | With CUDA graphs: DF11 whole blocks decode tokens/s / BF16 at batch 1 | 0.50x | info | BF16 with graphs 140.0 tok/s |" \
   "| - | CUDA graphs: BF16 decode tokens/s with / without at batch 1 | 1.27x | info |" "| df11 | - | - | - | yes | 1 | 128 |" \
   "| df11 | whole blocks | 1 | 25.000 | 20.000 | 5.000 (20%) | 12.000 | 7.000 | 0.000 | 0.500 | 0.500 | 0.000 | 444 | 625 (idle 125) |"; do
