@@ -147,6 +147,7 @@ std::shared_ptr<const std::vector<uint16_t>> UnitFeed::shared_bf16() {
   if (plan_) {
     std::vector<uint16_t> flat;
     reserve_huge(flat, map_.n_elements);
+    prefault(flat.data(), map_.n_elements * 2, threads_);
     flat.resize(map_.n_elements);
     synth::fill_unit(flat, *plan_, threads_, filler_);
     flat_ = std::make_shared<const std::vector<uint16_t>>(std::move(flat));

@@ -73,4 +73,27 @@ void advise_huge_pages(const void* p, std::size_t bytes) {
 #endif
 }
 
+void prefault(void* p, std::size_t bytes, int n_threads) {
+#if defined(__linux__) && defined(MADV_POPULATE_WRITE)
+  if (p == nullptr || bytes < kHugeAdviceBytes) return;
+  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto first = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const auto last = (reinterpret_cast<uintptr_t>(p) + bytes) / page * page;
+  if (last <= first) return;
+  constexpr uintptr_t kPiece = uintptr_t{32} << 20;
+  const std::size_t pieces = (last - first + kPiece - 1) / kPiece;
+  std::atomic<bool> refused{false};
+  parallel_for(pieces, n_threads, [&](std::size_t t) {
+    if (refused.load(std::memory_order_relaxed)) return;
+    const uintptr_t a = first + t * kPiece, z = std::min<uintptr_t>(last, a + kPiece);
+    // EINVAL on a kernel without it: the first touch then faults the pages in, as without this.
+    if (::madvise(reinterpret_cast<void*>(a), z - a, MADV_POPULATE_WRITE) != 0) refused = true;
+  });
+#else
+  (void)p;
+  (void)bytes;
+  (void)n_threads;
+#endif
+}
+
 }  // namespace df11

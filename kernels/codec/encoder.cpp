@@ -277,7 +277,9 @@ EncodedUnit encode(const UnitView& unit, const Layout& layout, int n_threads) {
 
   // Word buffer: whole 32-bit words, trimmed to n_bytes at the end.
   const uint64_t n_words = (total_bits + 31) / 32;
+  reserve_prefaulted(enc.encoded_exponent, n_words * 4, n_threads);
   enc.encoded_exponent.assign(n_words * 4, 0);
+  reserve_prefaulted(enc.sign_mantissa, n, n_threads);
   enc.sign_mantissa.resize(n);
   std::vector<uint8_t> chunk_gap(n_chunks, 0);
   std::vector<uint32_t> positions(n_pos + 1, static_cast<uint32_t>(n));
