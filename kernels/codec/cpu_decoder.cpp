@@ -648,7 +648,9 @@ void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads, Cp
 }
 
 std::vector<uint16_t> decode_cpu(const EncodedUnit& u, int n_threads, CpuDecodePath path) {
-  std::vector<uint16_t> out(u.n_elements);
+  std::vector<uint16_t> out;
+  reserve_prefaulted(out, u.n_elements, n_threads);
+  out.resize(u.n_elements);
   decode_cpu(u, out, n_threads, path);
   return out;
 }
