@@ -12,6 +12,9 @@
 #include "codec/cpu_decoder.hpp"
 #include "codec/encoder.hpp"
 #include "datasets/synthetic.hpp"
+#include "decoder.hpp"
+#include "common/host_image.hpp"
+#include "common/variant_decoder.hpp"
 #include "sweep/backend.hpp"
 #if defined(DF11_HAVE_CUDA)
 #include "bench/gpu_bench.hpp"
@@ -78,6 +81,28 @@ void BM_memcpy(benchmark::State& state) {
   state.SetLabel(threads ? "threads=" + std::to_string(threads) : "all threads");
 }
 
+// The host half of a decoder's upload (prepare_image: padded copies, tables, and for fix64 the
+// index of every 64th code's start, one walk over the codes) on q_proj, all cores. Arg: 0 the
+// e2e default (fix64's units over DF11's layout), 1 the t256.b16 count layout.
+void BM_prepare_image(benchmark::State& state) {
+  static const char* const kNames[] = {"multi12n.gap5-fix64.exp-smem-v16.t512.b8.persist",
+                                       "multi12n.gap5-cnt.exp-smem-reg-v16.t256.b16.persist"};
+  df11::dec::Registry registry;
+  df11::dec::register_all(registry);
+  const auto* d = dynamic_cast<const df11::dec::VariantDecoder*>(registry.find(kNames[state.range(0)]));
+  if (d == nullptr) {
+    state.SkipWithError("no such variant decoder");
+    return;
+  }
+  const auto enc = df11::encode(q_proj().view(), d->layout(), 0);
+  for (auto _ : state) {
+    auto img = df11::dec::prepare_image(d->spec(), enc);
+    benchmark::DoNotOptimize(img.stream.data());
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(q_proj().n_elements()));
+  state.SetLabel(d->name());
+}
+
 // The cpu backend holding q_proj and its DF11 encoding, shared by the GEMM benchmarks (Eigen on all
 // cores, the BF16 -> float conversion of the weights included, as in run_sweep).
 df11::sweep::Backend& cpu_backend() {
@@ -120,6 +145,7 @@ BENCHMARK(BM_decode_cpu)
     ->Args({1, 1, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+BENCHMARK(BM_prepare_image)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_memcpy)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 int main(int argc, char** argv) {

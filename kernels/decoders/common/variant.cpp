@@ -2,6 +2,7 @@
 #include "common/variant.hpp"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstring>
 
@@ -96,6 +97,15 @@ void derive_fixed_index(const EncodedUnit& unit, HostImage& img) {
   const uint64_t block_bits = unit.layout.block_bytes() * 8;
   const FlatTables<VariantSpec::kFlatBits, LutTables<false>> table{img.flat_root.data(),
                                                                   {img.luts.data(), img.n_rows}};
+  // The walk takes up to three codes a lookup where they lie whole in the next kFlatBits bits
+  // (the multi-symbol root the multi12 kernels read; code lengths from the flat root for the
+  // start of a 64th code inside one), else one (the flat root and the chained tables).
+  constexpr int kK = VariantSpec::kFlatBits;
+  const std::vector<uint32_t> multi = multi_root_from_flat(img.flat_root, kK);
+  std::array<uint8_t, 256> code_len{};
+  for (const uint16_t e : img.flat_root) {
+    if (e >> 8) code_len[e & 0xFFu] = static_cast<uint8_t>(e >> 8);
+  }
   auto first_bit = [&](uint64_t b) { return b * block_bits + unit.gap(b * tpb); };
   // The next block after b in which a code starts (n_blocks: none).
   std::vector<uint64_t> next_start(n_blocks, n_blocks);
@@ -110,8 +120,24 @@ void derive_fixed_index(const EncodedUnit& unit, HostImage& img) {
     BitReader<false> br;
     br.init(img.stream.data() + (bit >> 5) * 4);
     br.skip(static_cast<unsigned>(bit & 31));
-    for (; i < end; ++i) {
+    while (i < end) {
       if (bit > total_bits) break;
+      const uint32_t m = multi[br.peek() >> (32 - kK)];
+      const unsigned cnt = m >> 28, used = (m >> 24) & 0xFu;
+      // Whole entries only where all their codes are the block's and end within the stream (so
+      // that every code starts where the one-by-one walk would have looked at it).
+      if (cnt != 0 && i + cnt <= end && bit + used <= total_bits) {
+        const uint64_t next = (i + N - 1) / N * N;  // the first 64th code at or after i
+        if (next < i + cnt) {
+          uint64_t at = bit;
+          for (uint64_t j = i; j < next; ++j) at += code_len[(m >> (8 * (j - i))) & 0xFFu];
+          start[next / N] = static_cast<uint32_t>(at);
+        }
+        br.skip(used);
+        bit += used;
+        i += cnt;
+        continue;
+      }
       if (i % N == 0) start[i / N] = static_cast<uint32_t>(bit);
       unsigned sym, len;
       table.lookup(br.peek(), sym, len);
@@ -120,6 +146,7 @@ void derive_fixed_index(const EncodedUnit& unit, HostImage& img) {
       }
       br.skip(len);
       bit += len;
+      ++i;
     }
     const uint64_t c = next_start[b];
     const uint64_t want = c < n_blocks ? first_bit(c) : total_bits;
