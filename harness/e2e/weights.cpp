@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "codec/bf16.hpp"
+#include "codec/common.hpp"
 #include "codec/cpu_decoder.hpp"
 #include "codec/encoder.hpp"
 #include "datasets/synthetic.hpp"
@@ -152,9 +153,27 @@ std::shared_ptr<const std::vector<uint16_t>> UnitFeed::shared_bf16() {
     synth::fill_unit(flat, *plan_, threads_, filler_);
     flat_ = std::make_shared<const std::vector<uint16_t>>(std::move(flat));
   } else if (unit_bf16_) {
+    uint64_t total = 0;
+    for (const auto& t : unit_bf16_->tensors) total += t.data.size();
     std::vector<uint16_t> flat;
-    reserve_huge(flat, map_.n_elements);
-    for (const auto& t : unit_bf16_->tensors) flat.insert(flat.end(), t.data.begin(), t.data.end());
+    reserve_huge(flat, total);
+    prefault(flat.data(), total * 2, threads_);
+    flat.resize(total);
+    // Laid end to end on all cores, in pieces of 16 M elements.
+    constexpr uint64_t kPiece = uint64_t{1} << 24;
+    std::vector<std::pair<const uint16_t*, uint64_t>> pieces;  // (source, first element in flat)
+    std::vector<uint64_t> sizes;
+    uint64_t at = 0;
+    for (const auto& t : unit_bf16_->tensors) {
+      for (uint64_t k = 0; k < t.data.size(); k += kPiece) {
+        pieces.emplace_back(t.data.data() + k, at + k);
+        sizes.push_back(std::min<uint64_t>(kPiece, t.data.size() - k));
+      }
+      at += t.data.size();
+    }
+    parallel_for(pieces.size(), threads_, [&](std::size_t i) {
+      std::memcpy(flat.data() + pieces[i].second, pieces[i].first, sizes[i] * 2);
+    });
     flat_ = std::make_shared<const std::vector<uint16_t>>(std::move(flat));
     unit_bf16_->tensors.clear();  // keep names only: the flat copy is the data now
   } else {
