@@ -534,7 +534,7 @@ class OffloadProvider final : public ReusedBufferProvider {
     const AddTime timed(host_prep_times().upload_s);
     if (sz(feed.unit()) >= pinned_.size()) pinned_.resize(sz(feed.unit()) + 1);
     pinned_[sz(feed.unit())] = std::make_unique<PinnedBuffer>(w.size() * 2);
-    // On all cores: one core copies ~10 GB/s, and Nemo's units are 24.5 GB.
+    // On all cores: one core copies ~10 GB/s, and Nemo's units hold 24.5 GB in all.
     auto* dst = static_cast<uint16_t*>(pinned_[sz(feed.unit())]->get());
     constexpr std::size_t kPiece = std::size_t{1} << 24;  // elements a task (32 MB)
     parallel_for((w.size() + kPiece - 1) / kPiece, 0, [&](std::size_t t) {
