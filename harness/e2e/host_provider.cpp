@@ -69,7 +69,7 @@ class Df11HostProvider final : public HostProvider {
     // (scratch: a larger one replaces it, nothing copied).
     if (e->n_elements > buffer_.size()) {
       std::vector<uint16_t> larger;
-      reserve_huge(larger, e->n_elements);
+      reserve_prefaulted(larger, e->n_elements, threads_, Pages::huge);
       larger.resize(e->n_elements);
       buffer_.swap(larger);
     }

@@ -147,8 +147,7 @@ std::shared_ptr<const std::vector<uint16_t>> UnitFeed::shared_bf16() {
   const AddTime timed(host_prep_times().bits_s);
   if (plan_) {
     std::vector<uint16_t> flat;
-    reserve_huge(flat, map_.n_elements);
-    prefault(flat.data(), map_.n_elements * 2, threads_);
+    reserve_prefaulted(flat, map_.n_elements, threads_, Pages::huge);
     flat.resize(map_.n_elements);
     synth::fill_unit(flat, *plan_, threads_, filler_);
     flat_ = std::make_shared<const std::vector<uint16_t>>(std::move(flat));
@@ -156,24 +155,13 @@ std::shared_ptr<const std::vector<uint16_t>> UnitFeed::shared_bf16() {
     uint64_t total = 0;
     for (const auto& t : unit_bf16_->tensors) total += t.data.size();
     std::vector<uint16_t> flat;
-    reserve_huge(flat, total);
-    prefault(flat.data(), total * 2, threads_);
+    reserve_prefaulted(flat, total, threads_, Pages::huge);
     flat.resize(total);
-    // Laid end to end on all cores, in pieces of 16 M elements.
-    constexpr uint64_t kPiece = uint64_t{1} << 24;
-    std::vector<std::pair<const uint16_t*, uint64_t>> pieces;  // (source, first element in flat)
-    std::vector<uint64_t> sizes;
-    uint64_t at = 0;
+    uint64_t at = 0;  // laid end to end, each on all cores
     for (const auto& t : unit_bf16_->tensors) {
-      for (uint64_t k = 0; k < t.data.size(); k += kPiece) {
-        pieces.emplace_back(t.data.data() + k, at + k);
-        sizes.push_back(std::min<uint64_t>(kPiece, t.data.size() - k));
-      }
+      parallel_copy(flat.data() + at, t.data.data(), t.data.size() * 2, threads_);
       at += t.data.size();
     }
-    parallel_for(pieces.size(), threads_, [&](std::size_t i) {
-      std::memcpy(flat.data() + pieces[i].second, pieces[i].first, sizes[i] * 2);
-    });
     flat_ = std::make_shared<const std::vector<uint16_t>>(std::move(flat));
     unit_bf16_->tensors.clear();  // keep names only: the flat copy is the data now
   } else {

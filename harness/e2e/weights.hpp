@@ -108,7 +108,6 @@ class AddTime {
 // One unit on its way from a source to the providers. It arrives BF16, encoded, or as a
 // synthetic plan; the other forms are made once, on first request, and kept until the feed is
 // dropped.
-
 class UnitFeed {
  public:
   UnitFeed(int unit, UnitMap map, Unit bf16, int threads);

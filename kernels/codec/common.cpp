@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <utility>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -59,26 +61,35 @@ void parallel_for(std::size_t n_tasks, int n_threads, const std::function<void(s
   if (first_error) std::rethrow_exception(first_error);
 }
 
-void advise_huge_pages(const void* p, std::size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (p == nullptr || bytes < kHugeAdviceBytes) return;
+namespace {
+// The whole pages inside [p, p + bytes), as [first, last) addresses; empty (first >= last) for
+// null or fewer than kHugeAdviceBytes, which the hints leave alone.
+std::pair<uintptr_t, uintptr_t> hinted_pages(const void* p, std::size_t bytes) {
+  if (p == nullptr || bytes < kHugeAdviceBytes) return {0, 0};
+#if defined(__linux__)
   static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto first = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
-  const auto last = (reinterpret_cast<uintptr_t>(p) + bytes) / page * page;
+#else
+  constexpr uintptr_t page = 4096;
+#endif
+  return {(reinterpret_cast<uintptr_t>(p) + page - 1) / page * page,
+          (reinterpret_cast<uintptr_t>(p) + bytes) / page * page};
+}
+}  // namespace
+
+void advise_huge_pages(const void* p, std::size_t bytes) {
+  const auto [first, last] = hinted_pages(p, bytes);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
   // The result is ignored: EINVAL where the kernel has no THP, and the buffer works either way.
   if (last > first) (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
 #else
-  (void)p;
-  (void)bytes;
+  (void)first;
+  (void)last;
 #endif
 }
 
 void prefault(void* p, std::size_t bytes, int n_threads) {
+  const auto [first, last] = hinted_pages(p, bytes);
 #if defined(__linux__) && defined(MADV_POPULATE_WRITE)
-  if (p == nullptr || bytes < kHugeAdviceBytes) return;
-  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto first = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
-  const auto last = (reinterpret_cast<uintptr_t>(p) + bytes) / page * page;
   if (last <= first) return;
   constexpr uintptr_t kPiece = uintptr_t{32} << 20;
   const std::size_t pieces = (last - first + kPiece - 1) / kPiece;
@@ -90,10 +101,18 @@ void prefault(void* p, std::size_t bytes, int n_threads) {
     if (::madvise(reinterpret_cast<void*>(a), z - a, MADV_POPULATE_WRITE) != 0) refused = true;
   });
 #else
-  (void)p;
-  (void)bytes;
+  (void)first;
+  (void)last;
   (void)n_threads;
 #endif
+}
+
+void parallel_copy(void* dst, const void* src, std::size_t bytes, int n_threads) {
+  constexpr std::size_t kPiece = std::size_t{16} << 20;
+  parallel_for((bytes + kPiece - 1) / kPiece, n_threads, [&](std::size_t t) {
+    const std::size_t lo = t * kPiece, n = std::min(bytes, lo + kPiece) - lo;
+    std::memcpy(static_cast<uint8_t*>(dst) + lo, static_cast<const uint8_t*>(src) + lo, n);
+  });
 }
 
 }  // namespace df11

@@ -34,37 +34,34 @@ class Error : public std::runtime_error {
 // report, whatever the threads' timing (tasks start in order, so every lower one has run).
 void parallel_for(std::size_t n_tasks, int n_threads, const std::function<void(std::size_t)>& fn);
 
-// Large host buffers filled by one thread's first touch. Fresh memory costs a page fault and a
-// cleared page per 4 KB on the touching thread; where the kernel offers transparent huge pages on
-// request (its `madvise` mode, as on Debian), asking for them makes that one fault per 2 MB.
-// advise_huge_pages asks for the whole pages inside [p, p + bytes) (nothing for fewer than
-// kHugeAdviceBytes, or where the kernel refuses: a hint, never an error). reserve_huge reserves n
-// elements of an empty vector and advises them before anything touches them: call it before the
-// resize or fill. A hint to give where it was measured to pay: a synthetic unit's words, on this
-// project's 2-core machine, went from ~4.0 to ~2.0 s for two Nemo layers, embedding and head;
-// the encoder's outputs, advised too, took ~1 s longer to encode (huge pages are not free where
-// memory is fragmented: the kernel compacts it first), so they are prefaulted instead (below:
-// ~5.2 -> ~4.0 s of encoding for the same units on 2 cores; more cores, more gain).
+// Large host buffers that one thread would touch first (a vector's value-initialisation). Fresh
+// memory costs a page fault and a cleared page per 4 KB on the touching thread.
+// - prefault maps [p, p + bytes) in, writable, on up to n_threads threads (MADV_POPULATE_WRITE,
+//   pieces of 32 MB), so that the cores share that cost. It touches no object (the kernel fills
+//   page tables), so it may run over a vector's reserved capacity.
+// - advise_huge_pages asks for transparent huge pages (where the kernel offers them on request,
+//   its `madvise` mode, as on Debian): one fault per 2 MB. Not free where memory is fragmented
+//   (the kernel compacts it first), so a caller asks where it was measured to pay.
+// Both are hints on whole pages, never errors: nothing for fewer than kHugeAdviceBytes or where
+// the kernel lacks them (MADV_POPULATE_WRITE: Linux 5.14).
+// reserve_prefaulted reserves n elements of an empty vector and maps them in before anything
+// touches them: call it before the resize or fill. Measured on this project's 2-core machine
+// (two Nemo layers, embedding and head): the encoder's outputs ~5.2 -> ~4.0 s of encoding
+// (huge pages made it ~1 s slower instead); a synthetic unit's words ~4.0 -> ~2.0 s with
+// Pages::huge.
 inline constexpr std::size_t kHugeAdviceBytes = std::size_t{8} << 20;
 void advise_huge_pages(const void* p, std::size_t bytes);
-template <class T, class A>
-void reserve_huge(std::vector<T, A>& v, std::size_t n) {
-  const bool fresh = v.capacity() == 0;
-  v.reserve(n);
-  if (fresh) advise_huge_pages(v.data(), n * sizeof(T));
-}
-// Maps [p, p + bytes) in, writable, on up to n_threads threads (MADV_POPULATE_WRITE, pieces of
-// 32 MB): the page faults and page clearing of a first touch, done by all cores instead of by
-// the one thread that will then fill the memory (a vector's value-initialisation). Touches no
-// object (the kernel fills page tables), so it may run over a vector's reserved capacity. A hint:
-// nothing for fewer than kHugeAdviceBytes or where the kernel lacks it (before Linux 5.14).
 void prefault(void* p, std::size_t bytes, int n_threads);
-// Reserves n elements of an empty vector and maps them in on all cores (prefault).
+enum class Pages { normal, huge };
 template <class T, class A>
-void reserve_prefaulted(std::vector<T, A>& v, std::size_t n, int n_threads) {
+void reserve_prefaulted(std::vector<T, A>& v, std::size_t n, int n_threads, Pages pages = Pages::normal) {
   const bool fresh = v.capacity() == 0;
   v.reserve(n);
-  if (fresh) prefault(v.data(), n * sizeof(T), n_threads);
+  if (!fresh) return;
+  if (pages == Pages::huge) advise_huge_pages(v.data(), n * sizeof(T));
+  prefault(v.data(), n * sizeof(T), n_threads);
 }
+// Copies bytes from src to dst (not overlapping) on up to n_threads threads, in 16 MB pieces.
+void parallel_copy(void* dst, const void* src, std::size_t bytes, int n_threads);
 
 }  // namespace df11

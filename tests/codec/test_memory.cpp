@@ -57,8 +57,8 @@ TEST_CASE("prefault maps a reserved buffer in on all threads; the hints keep its
   v.resize(kBytes, 7);
   for (std::size_t i = 0; i < kBytes; i += 4093) REQUIRE(v[i] == 7);
 
-  // reserve_prefaulted and reserve_huge on empty vectors: the elements after resize are the
-  // vector's own (value-initialised), and small or null ranges are left alone.
+  // reserve_prefaulted on empty vectors, with and without huge pages: the elements after resize
+  // are the vector's own (value-initialised), and small or null ranges are left alone.
   std::vector<uint16_t> w;
   df11::reserve_prefaulted(w, kBytes / 2, 0);
   CHECK(w.capacity() >= kBytes / 2);
@@ -66,7 +66,7 @@ TEST_CASE("prefault maps a reserved buffer in on all threads; the hints keep its
   CHECK(w.front() == 0);
   CHECK(w.back() == 0);
   std::vector<uint32_t> h;
-  df11::reserve_huge(h, kBytes / 4);
+  df11::reserve_prefaulted(h, kBytes / 4, 2, df11::Pages::huge);
   h.assign(kBytes / 4, 5u);
   CHECK(h[kBytes / 8] == 5u);
   df11::prefault(nullptr, kBytes, 2);
@@ -75,4 +75,14 @@ TEST_CASE("prefault maps a reserved buffer in on all threads; the hints keep its
   df11::prefault(small, sizeof small, 2);
   df11::advise_huge_pages(small, sizeof small);
   CHECK(small[0] == 1);
+}
+
+TEST_CASE("parallel_copy copies every byte, a last partial piece included", "[codec][memory]") {
+  const std::size_t n = (std::size_t{40} << 20) + 12345;  // 16 MB pieces: two whole, one partial
+  std::vector<uint8_t> src(n), dst(n, 0);
+  for (std::size_t i = 0; i < n; ++i) src[i] = static_cast<uint8_t>(i * 2654435761u >> 13);
+  df11::parallel_copy(dst.data(), src.data(), n, 2);
+  CHECK(dst == src);
+  df11::parallel_copy(dst.data(), src.data(), 0, 2);  // nothing to copy
+  CHECK(dst == src);
 }
