@@ -881,6 +881,34 @@ EncodedUnit Df11Checkpoint::load(const UnitSpec& unit) const {
   return e;
 }
 
+std::filesystem::path Df11Checkpoint::stream_file(const UnitSpec& unit) const {
+  return shards_.at(unit.name + ".encoded_exponent").file->path();
+}
+
+EncodedUnit Df11Checkpoint::load_checked(const UnitSpec& unit, int n_threads) const {
+  EncodedUnit e = load(unit);
+  try {
+    check_stream(e, n_threads);
+  } catch (const Error& err) {
+    throw Error(fmt::format("{}: {}", stream_file(unit).string(), err.what()));
+  }
+  return e;
+}
+
+std::vector<uint16_t> Df11Checkpoint::decode(const UnitSpec& unit, int n_threads) const {
+  const EncodedUnit e = load(unit);
+  release(unit);
+  return decode(unit, e, n_threads);
+}
+
+std::vector<uint16_t> Df11Checkpoint::decode(const UnitSpec& unit, const EncodedUnit& loaded, int n_threads) const {
+  try {
+    return decode_cpu(loaded, n_threads);
+  } catch (const Error& err) {
+    throw Error(fmt::format("{}: {}", stream_file(unit).string(), err.what()));
+  }
+}
+
 void Df11Checkpoint::release(const UnitSpec& unit) const {
   for (const std::string_view suffix : kDf11Suffixes)
     shards_.release(fmt::format("{}.{}", unit.name, suffix));
@@ -1360,17 +1388,7 @@ void decompress(const fs::path& in, const fs::path& out, const DecompressOptions
       continue;
     }
     const UnitSpec& unit = contents.units[item.index];
-    std::vector<uint16_t> words;
-    {
-      const EncodedUnit encoded = ck.load(unit);
-      ck.release(unit);
-      try {
-        words = decode_cpu(encoded, o.threads);
-      } catch (const Error& e) {
-        throw Error(fmt::format("{}: {}", ck.shards().at(unit.name + ".luts").file->path().string(),
-                                e.what()));
-      }
-    }
+    const std::vector<uint16_t> words = ck.decode(unit, o.threads);
     uint64_t offset = 0;
     for (const TensorSpec& t : unit.tensors) {
       const uint64_t n = element_count(t.shape);

@@ -247,6 +247,18 @@ class Df11Checkpoint {
   // dtypes, ranks, sizes and split_positions against the shapes, then validate_encoded().
   [[nodiscard]] EncodedUnit load(const UnitSpec& unit) const;
   void release(const UnitSpec& unit) const;
+  // The file that holds the unit's encoded exponents: what an error found while decoding the unit
+  // names (load's own errors already name it).
+  [[nodiscard]] std::filesystem::path stream_file(const UnitSpec& unit) const;
+  // load, then check_stream: every code of the stream walked and checked as decode_cpu does,
+  // for a reader that hands the unit to a decoder without those checks (a GPU kernel). A
+  // corrupt stream is an error naming this file and the unit.
+  [[nodiscard]] EncodedUnit load_checked(const UnitSpec& unit, int n_threads = 0) const;
+  // load, release, decode_cpu: the unit's BF16 words (its tensors end to end), errors naming the
+  // file.
+  [[nodiscard]] std::vector<uint16_t> decode(const UnitSpec& unit, int n_threads = 0) const;
+  // decode_cpu of `loaded` (the unit as load returned it), errors naming the file.
+  [[nodiscard]] std::vector<uint16_t> decode(const UnitSpec& unit, const EncodedUnit& loaded, int n_threads) const;
 
  private:
   ModelConfig config_;

@@ -103,7 +103,7 @@ int run_checkpoint_stats(const StatsArgs& a) {
     for (const ckpt::UnitSpec& u : ck.contents().units) {
       const EncodedUnit e = ck.load(u);
       ck.release(u);
-      const std::vector<uint16_t> words = decode_cpu(e, a.threads);  // the histogram needs the exponents
+      const std::vector<uint16_t> words = ck.decode(u, e, a.threads);  // the histogram needs the exponents
       std::vector<std::pair<std::string, std::span<const uint16_t>>> parts;
       uint64_t offset = 0;
       for (const ckpt::TensorSpec& t : u.tensors) {

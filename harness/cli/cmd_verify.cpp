@@ -70,9 +70,7 @@ void compare_df11(const ckpt::HfCheckpoint& ref, const std::string& dir, int thr
     std::vector<uint16_t> words;
     std::string failure;
     try {
-      const EncodedUnit encoded = ck.load(unit);
-      ck.release(unit);
-      words = decode_cpu(encoded, threads);
+      words = ck.decode(unit, threads);
     } catch (const Error& e) {
       failure = fmt::format("unit {} does not decode: {}", unit.name, e.what());
     }

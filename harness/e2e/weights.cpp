@@ -382,7 +382,8 @@ class Df11Source final : public WeightSource {
 
   UnitFeed load(int unit) const override {
     const ckpt::UnitSpec& spec = *units_.at(static_cast<std::size_t>(unit));
-    EncodedUnit e = ckpt_.load(spec);
+    // Checked here: a GPU decoder reads the stream as it is and would turn damage into garbage.
+    EncodedUnit e = ckpt_.load_checked(spec, threads_);
     ckpt_.release(spec);
     UnitMap map = map_unit(shape_, unit, spec.name, e.tensor_names, e.tensor_shapes);
     return UnitFeed(unit, std::move(map), std::move(e), threads_);

@@ -188,7 +188,7 @@ MaterializedUnit read_checkpoint_unit(const UnitSpec& spec, const Experiment& e,
     const auto ck = ckpt::Df11Checkpoint::open(dir);
     const ckpt::UnitSpec& us = find_checkpoint_unit(ck.contents(), spec, dir.string(), where);
     EncodedUnit enc = ck.load(us);
-    const std::vector<uint16_t> flat = decode_cpu(enc, threads);
+    const std::vector<uint16_t> flat = ck.decode(us, enc, threads);  // checks the stream, names the file
     std::size_t off = 0;
     for (std::size_t i = 0; i < enc.tensor_names.size(); ++i) {
       Bf16Tensor t;

@@ -88,7 +88,10 @@ void advise_huge_pages(const void* p, std::size_t bytes) {
 }
 
 void prefault(void* p, std::size_t bytes, int n_threads) {
-  const auto [first, last] = hinted_pages(p, bytes);
+  // Plain copies, not a structured binding: the lambda below captures them (clang 14, the fuzz
+  // preset's compiler, cannot capture bindings).
+  const auto range = hinted_pages(p, bytes);
+  const uintptr_t first = range.first, last = range.second;
 #if defined(__linux__) && defined(MADV_POPULATE_WRITE)
   if (last <= first) return;
   constexpr uintptr_t kPiece = uintptr_t{32} << 20;

@@ -496,13 +496,13 @@ void validate_encoded(const EncodedUnit& u) {
   }
 }
 
-void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads, CpuDecodePath path,
-                CpuDecodeStats* stats) {
+namespace {
+
+// decode_cpu, or with out == nullptr check_stream: the same walk and checks, no BF16 written.
+void decode_or_check(const EncodedUnit& u, uint16_t* out, int n_threads, CpuDecodePath path,
+                     CpuDecodeStats* stats) {
   validate_encoded(u);
   const std::string ctx = fmt::format("unit {}", u.name);
-  if (out.size() != u.n_elements) {
-    throw Error(fmt::format("{}: output holds {} elements, the unit has {}", ctx, out.size(), u.n_elements));
-  }
   if (u.n_elements == 0) return;
   const SymbolLookup lk(u, ctx);
   const std::vector<MultiEntry> multi = build_multi_table(lk);
@@ -582,7 +582,7 @@ void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads, Cp
     if (last_block ? count < expected : count != expected) {
       throw Error(fmt::format("{}: block {} decoded {} elements, output_positions say {}", ctx, b, count, expected));
     }
-    merge_bf16(exps.data(), u.sign_mantissa.data() + base, expected, out.data() + base);
+    if (out) merge_bf16(exps.data(), u.sign_mantissa.data() + base, expected, out + base);
   };
 
   // Interleaved lanes (LaneDecoder) for a block that ends before the unit's last element and
@@ -617,8 +617,8 @@ void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads, Cp
     for (uint64_t k : counts) sum += k;
     if (sum != expected) return false;
     uint64_t at = base;
-    for (int j = 0; j < kLanes; ++j) {
-      merge_bf16(exps.data() + j * lane_cap, u.sign_mantissa.data() + at, counts[j], out.data() + at);
+    for (int j = 0; j < kLanes && out; ++j) {
+      merge_bf16(exps.data() + j * lane_cap, u.sign_mantissa.data() + at, counts[j], out + at);
       at += counts[j];
     }
     return true;
@@ -645,6 +645,20 @@ void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads, Cp
       stats->serial_blocks += b_end - task * blocks_per_task - n_lane;
     }
   });
+}
+
+}  // namespace
+
+void decode_cpu(const EncodedUnit& u, std::span<uint16_t> out, int n_threads, CpuDecodePath path,
+                CpuDecodeStats* stats) {
+  if (out.size() != u.n_elements) {
+    throw Error(fmt::format("unit {}: output holds {} elements, the unit has {}", u.name, out.size(), u.n_elements));
+  }
+  decode_or_check(u, out.data(), n_threads, path, stats);
+}
+
+void check_stream(const EncodedUnit& u, int n_threads, CpuDecodePath path, CpuDecodeStats* stats) {
+  decode_or_check(u, nullptr, n_threads, path, stats);
 }
 
 std::vector<uint16_t> decode_cpu(const EncodedUnit& u, int n_threads, CpuDecodePath path) {

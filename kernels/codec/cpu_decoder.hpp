@@ -41,6 +41,13 @@ void decode_cpu(const EncodedUnit& unit, std::span<uint16_t> out, int n_threads 
 [[nodiscard]] std::vector<uint16_t> decode_cpu(const EncodedUnit& unit, int n_threads = 0,
                                                CpuDecodePath path = CpuDecodePath::lanes);
 
+// decode_cpu's validation and every check of its walk, without writing the BF16 words: for a
+// unit from a file that a decoder without these checks (the GPU kernels) will read, so that a
+// corrupt stream is an error naming the unit at load, not garbage weights. Throws what
+// decode_cpu throws for the same unit.
+void check_stream(const EncodedUnit& unit, int n_threads = 0, CpuDecodePath path = CpuDecodePath::lanes,
+                  CpuDecodeStats* stats = nullptr);
+
 // Oracle for tests: decodes the stream serially from bit 0, symbol by symbol, with the plain
 // table lookup of the layout (no partition, no multi-symbol tables).
 [[nodiscard]] std::vector<uint16_t> decode_reference(const EncodedUnit& unit);

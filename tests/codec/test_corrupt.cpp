@@ -20,20 +20,34 @@ void set_position(EncodedUnit& e, uint64_t i, uint32_t v) {
   for (int k = 0; k < 4; ++k) e.output_positions[4 * i + k] = static_cast<uint8_t>(v >> (8 * k));
 }
 
-// Either an error naming the unit, or (only where the damage is provably harmless) the exact
-// original: never anything else.
-void require_error(const EncodedUnit& e) {
-  REQUIRE_THROWS_WITH(decode_cpu(e, 1), Catch::Contains("unit " + e.name));
-}
-
-// Decodes into out; the error message, or empty when the decode succeeded.
-std::string decode_error(const EncodedUnit& e, std::vector<uint16_t>& out) {
+// check_stream's verdict on e: its error message, or empty when it passed.
+std::string check_error(const EncodedUnit& e, CpuDecodePath path = CpuDecodePath::lanes) {
   try {
-    out = decode_cpu(e, 1);
+    check_stream(e, 1, path);
   } catch (const Error& err) {
     return err.what();
   }
   return {};
+}
+
+// Decodes into out; the error message, or empty when the decode succeeded. check_stream (the
+// same walk without output) must say exactly the same.
+std::string decode_error(const EncodedUnit& e, std::vector<uint16_t>& out) {
+  std::string error;
+  try {
+    out = decode_cpu(e, 1);
+  } catch (const Error& err) {
+    error = err.what();
+  }
+  REQUIRE(check_error(e) == error);
+  return error;
+}
+
+// Either an error naming the unit, or (only where the damage is provably harmless) the exact
+// original: never anything else. check_stream gives the same error.
+void require_error(const EncodedUnit& e) {
+  std::vector<uint16_t> out;
+  REQUIRE_THAT(decode_error(e, out), Catch::Contains("unit " + e.name));
 }
 
 }  // namespace
@@ -235,5 +249,20 @@ TEST_CASE("bad thread counts are caught", "[codec][corrupt]") {
     EncodedUnit plain = encode(unit_of(data, "k").view(), Layout::canonical(16, 128, 8, PositionScheme::block));
     plain.thread_counts = good.thread_counts;
     REQUIRE_THROWS_WITH(decode_cpu(plain, 1), Catch::Contains("thread_counts has"));
+  }
+}
+
+TEST_CASE("check_stream passes every intact unit, at edge sizes, on both paths", "[codec][corrupt]") {
+  for (const Layout& l : {Layout::df11(), Layout::canonical(16, 256, 16, PositionScheme::thread),
+                          Layout::canonical(12, 128, 8, PositionScheme::count)}) {
+    for (const std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{31}, std::size_t{4097},
+                                std::size_t{100000}}) {
+      const auto data = random_weights(n, 17, 120, 0.6);
+      const EncodedUnit good = encode(unit_of(data, "ok").view(), l);
+      INFO(l.name() << " n " << n);
+      REQUIRE(check_error(good, CpuDecodePath::lanes).empty());
+      REQUIRE(check_error(good, CpuDecodePath::serial).empty());
+      REQUIRE(decode_cpu(good, 1) == data);
+    }
   }
 }

@@ -22,6 +22,7 @@
 
 namespace fs = std::filesystem;
 using Catch::Contains;
+using Catch::StartsWith;
 using nlohmann::json;
 using namespace df11;
 using namespace df11::ckpt;
@@ -519,6 +520,27 @@ TEST_CASE("broken DF11 directories fail naming the file and the tensor", "[check
     });
     CHECK_THROWS_WITH(decompress(tmp / "df11", out, {}),
                       Contains(layer0.string()) && Contains("model.layers.0"));
+  }
+  SECTION("a damaged stream that passes validation: found by load_checked and decode, not load") {
+    rewrite([](Entry& e) {
+      if (e.name == "model.layers.0.encoded_exponent") {
+        for (std::size_t k = 0; k < 3; ++k) e.bytes[e.bytes.size() / 3 + k] ^= std::byte{0x5A};
+      }
+      return true;
+    });
+    const Df11Checkpoint ck = Df11Checkpoint::open(tmp / "df11");
+    const UnitSpec& unit = ck.contents().units[2];
+    REQUIRE(unit.name == "model.layers.0");
+    CHECK(ck.stream_file(unit) == layer0);
+    // The metadata is intact: only walking the codes can tell.
+    const EncodedUnit loaded = ck.load(unit);
+    CHECK_THROWS_WITH(ck.load_checked(unit, 1),
+                      StartsWith(layer0.string() + ": unit model.layers.0: "));
+    CHECK_THROWS_WITH(ck.decode(unit, 1), StartsWith(layer0.string() + ": unit model.layers.0: "));
+    CHECK_THROWS_WITH(ck.decode(unit, loaded, 1), StartsWith(layer0.string() + ": unit model.layers.0: "));
+    CHECK_THROWS_WITH(decompress(tmp / "df11", out, {}), StartsWith(layer0.string() + ": unit model.layers.0: "));
+    // Another unit is unaffected.
+    CHECK_NOTHROW(ck.load_checked(ck.contents().units[3], 1));
   }
   SECTION("a config.json without dfloat11_config, or of an unknown version") {
     json config = json::parse(read_text(tmp / "df11" / "config.json"));

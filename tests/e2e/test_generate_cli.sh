@@ -187,6 +187,35 @@ for r in rows:
     assert r["peak_device_bytes"] >= r["weight_bytes"], r
 PY
 fi
+# A DF11 directory whose stream is damaged where no metadata can tell (three bytes inside layer 0's
+# encoded exponents): an error naming the file and the unit at load, before any token, for every
+# weight form (a GPU decoder would read the stream unchecked), never garbage tokens.
+ckdir=$(mktemp -d)
+if "$df11" synth --arch tiny "$ckdir/bf16" >/dev/null 2>&1 && "$df11" compress "$ckdir/bf16" "$ckdir/df11" >/dev/null 2>&1; then
+  python3 - "$ckdir/df11/model_layers_0.safetensors" <<'PY' || fail "could not damage the stream"
+import json, struct, sys
+path = sys.argv[1]
+data = bytearray(open(path, "rb").read())
+n = struct.unpack("<Q", data[:8])[0]
+lo, hi = json.loads(data[8:8 + n])["model.layers.0.encoded_exponent"]["data_offsets"]
+at = 8 + n + lo + (hi - lo) // 3
+for k in range(3):
+    data[at + k] ^= 0x5A
+open(path, "wb").write(data)
+PY
+  for w in df11 bf16; do
+    expect_error "$ckdir/df11/model_layers_0.safetensors: unit model.layers.0: " --model "$ckdir/df11" --prompt-ids 1,2 \
+      --max-new-tokens 2 --weights "$w" --backend cpu
+  done
+  expect_error "$ckdir/df11/model_layers_0.safetensors: unit model.layers.0: " --model "$ckdir/df11" --prompt-ids 1,2 \
+    --max-new-tokens 2 --weights df11 --variant multi12n.gap5-fix64.exp-smem-v16.t256.b8.persist --backend cpu
+  out=$("$df11" generate --model "$ckdir/df11" --prompt-ids 1,2 --max-new-tokens 2 --weights df11 --backend cpu 2>/dev/null)
+  [[ -z $out || $out != *"row 0"* ]] || fail "tokens printed from a damaged checkpoint: $out"
+else
+  fail "df11 synth/compress of the tiny model failed"
+fi
+rm -rf "$ckdir"
+
 # Where the weights were generated is part of the model's description; the host's by default on the CPU.
 out=$("$df11" generate --synthetic tiny --prompt-ids 1,2 --max-new-tokens 2 --backend cpu --synthesize-on host 2>&1) ||
   fail "generate --synthesize-on host exited $?: $out"
