@@ -3,7 +3,8 @@
 // exponents, or with codes as long as the layout allows), encodes them (so every input starts
 // from a valid unit), then applies the input's edits to the stored arrays. Promises checked:
 //  - validate_encoded, decode_cpu and each variant refuse only with df11::Error naming the unit;
-//  - decode_cpu's two paths (lanes, serial) agree: the same words or both refuse;
+//  - decode_cpu's two paths (lanes, serial) agree: the same words or both refuse; check_stream
+//    (no output) refuses exactly when decode_cpu does, with the same message;
 //  - no variant reads or writes outside its buffers (ASan in the replay and libFuzzer builds),
 //    and none hangs, whatever the stream, gaps or positions say, once validation let it run
 //    (this is what keeps a kernel from faulting on a damaged file);
@@ -95,12 +96,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The CPU decoder: the reference for every variant when it accepts the unit.
   std::vector<uint16_t> ref(enc.n_elements, 0);
   bool cpu_ok = true;
+  std::string cpu_error;
   try {
     decode_cpu(enc, ref, 1);
   } catch (const Error& e) {
     fuzz::refused("decode_cpu", e.what());
     check_error(e, "decode_cpu");
     cpu_ok = false;
+    cpu_error = e.what();
+  }
+  // check_stream (the walk without output, what a file's unit passes before a GPU decoder gets
+  // it) must give decode_cpu's verdict, word for word.
+  {
+    std::string check_err;
+    try {
+      check_stream(enc, 1);
+    } catch (const Error& e) {
+      check_err = e.what();
+    }
+    if (check_err != cpu_error)
+      fuzz::finding("check_stream says '" + check_err + "', decode_cpu '" + cpu_error + "'");
   }
   if (cpu_ok) fuzz::refused("none", "decoded");
   if (!edited && (!cpu_ok || ref != words)) fuzz::finding("an undamaged unit did not decode to its words");
