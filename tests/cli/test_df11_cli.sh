@@ -120,8 +120,11 @@ printf '\x55' | dd of="changed/$shard" bs=1 seek=$((size - 2)) conv=notrunc stat
 if "$df11" verify changed df11 >"$scratch/last.out" 2>&1; then fail "verify missed a changed weight"; fi
 grep -q "MISMATCH" "$scratch/last.out" || fail "verify did not report the mismatch"
 
-# OUT exists: refused without --force, replaced with it.
+# OUT exists: refused without --force (and left as it was), replaced with it.
+before=$(cd df11 && find . -type f | sort | xargs sha256sum)
 expect_error /nonexistent/none "df11" "already exists" "--force" -- compress src df11
+[[ $(cd df11 && find . -type f | sort | xargs sha256sum) == "$before" ]] || fail "a refused compress changed df11/"
+ls -d df11.tmp-* >/dev/null 2>&1 && fail "a refused compress left a temporary directory"
 ok compress src df11 --force
 
 # ---- corrupted inputs ---------------------------------------------------------------------------

@@ -59,7 +59,6 @@ TEST_CASE("every flipped gap bit of a real chunk is caught", "[codec][corrupt]")
     REQUIRE(decode_cpu(good, 1) == data);
     const uint64_t n_chunks = good.n_chunks();
     REQUIRE(n_chunks > 100);
-    int flips = 0;
     for (uint64_t c = 0; c < n_chunks; ++c) {
       for (int b = 0; b < l.gap_bits; ++b) {
         EncodedUnit bad = good;
@@ -80,10 +79,8 @@ TEST_CASE("every flipped gap bit of a real chunk is caught", "[codec][corrupt]")
         } else {
           require_error(bad);
         }
-        ++flips;
       }
     }
-    REQUIRE(flips == static_cast<int>(n_chunks) * l.gap_bits);
   }
 }
 

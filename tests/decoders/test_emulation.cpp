@@ -459,3 +459,26 @@ TEST_CASE("official-ptx is not supported without a PTX file", "[decoders]") {
   REQUIRE_FALSE(st.ok);
   REQUIRE_THAT(st.reason, Catch::Contains("--official-ptx"));
 }
+
+TEST_CASE("every variant but official-ptx accepts the units the GPU test decodes", "[emulation]") {
+  // test_gpu's check_unit fails a variant that refuses one of these (it cannot run here).
+  dec::Registry reg;
+  dec::register_all(reg);
+  const std::vector<Unit> units = {test::unit_of(test::random_weights(1, 1), "one"),
+                                   test::unit_of(test::random_weights(7, 2), "seven"),
+                                   test::unit_of(test::random_weights(40001, 3, 120, 0.8), "rand-small"),
+                                   test::unit_of(test::random_weights(300001, 3, 120, 0.8), "rand"),
+                                   synth::make_nemo_layer(1, 3, 0.02, 0)};
+  for (const Unit& u : units) {
+    std::map<std::string, EncodedUnit> encoded;
+    for (const auto& d : reg.all()) {
+      if (d->name() == "official-ptx") continue;
+      const Layout l = d->layout();
+      auto it = encoded.find(l.name());
+      if (it == encoded.end()) it = encoded.emplace(l.name(), encode(u.view(), l, 0)).first;
+      const dec::Status st = d->can_implement(it->second);
+      INFO(d->name() << " on " << u.name << ": " << st.reason);
+      CHECK(st.ok);
+    }
+  }
+}

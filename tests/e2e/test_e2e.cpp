@@ -743,7 +743,14 @@ TEST_CASE("prompt helpers and option parsing", "[e2e]") {
   CHECK_THROWS_AS(parse_ids("-1"), Error);
   const auto rows = batch_prompts({0, 1023}, 3, 1024);
   CHECK(rows[2] == std::vector<int32_t>{2, 1});
-  CHECK(random_prompt(5, 100, 1) == random_prompt(5, 100, 1));
+  {
+    // A seed's prompt: its length, ids inside the vocabulary, the same again, another seed's differs.
+    const auto p = random_prompt(64, 100, 1);
+    CHECK(p.size() == 64);
+    CHECK(std::all_of(p.begin(), p.end(), [](int32_t id) { return id >= 0 && id < 100; }));
+    CHECK(p == random_prompt(64, 100, 1));
+    CHECK(p != random_prompt(64, 100, 2));
+  }
   CHECK(parse_weights("cpu-offload") == WeightsKind::cpu_offload);
   CHECK_THROWS_AS(parse_weights("fp8"), Error);
   CHECK(resolve_backend("cpu") == Backend::cpu);
@@ -829,10 +836,7 @@ TEST_CASE("tekken: ids equal mistral_common's on the full Mistral-Nemo tokenizer
           "[.tekken-full]") {
   const char* file = std::getenv("DF11_TEKKEN_FILE");
   const char* cases = std::getenv("DF11_TEKKEN_CASES");
-  if (!file || !cases) {
-    WARN("set DF11_TEKKEN_FILE and DF11_TEKKEN_CASES");
-    return;
-  }
+  if (!file || !cases) FAIL("set DF11_TEKKEN_FILE and DF11_TEKKEN_CASES (this test runs only when asked for)");
   const TekkenTokenizer tok = TekkenTokenizer::load(file);
   CHECK(tok.vocab_size() == 131072);
   check_tekken_cases(tok, cases);

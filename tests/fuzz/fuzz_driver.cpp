@@ -106,10 +106,21 @@ int main(int argc, char** argv) {
     }
   }
   if (self_test >= 0) {
+    if (seeds.empty()) {
+      std::cerr << "--self-test: the target has no seeds\n";
+      return 1;
+    }
     std::mt19937_64 rng(seed);
-    for (const Bytes& s : seeds) {
+    for (std::size_t k = 0; k < seeds.size(); ++k) {
+      const Bytes& s = seeds[k];
+      const long before = df11::fuzz::accepted_count();
       run(s);
       ++n_run;
+      if (df11::fuzz::accepted_count() == before) {
+        std::cerr << "--self-test: seed " << k << " is refused (DF11_FUZZ_VERBOSE=1 says why); its mutations would "
+                  << "test only the refusal\n";
+        return 1;
+      }
       for (long m = 0; m < self_test; ++m) {
         run(mutate(s, seeds, rng));
         ++n_run;

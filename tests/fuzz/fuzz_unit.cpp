@@ -78,6 +78,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     check_error(e, "encode");
     return 0;
   }
+  // Encoded: every input from here on reaches the decoders (damaged ones to test their refusals).
+  fuzz::accepted("encoded");
   // Edits: field, offset, then xor a byte, or (xor 0) truncate or extend the field there.
   bool edited = false;
   while (r.left() >= 6) {

@@ -16,7 +16,7 @@ fail() {
 }
 
 "$py" "$src/tests/gate/make_fake_results.py" "$scratch/out/sweep" --layers 1 || exit 1
-"$py" - "$scratch/out" <<'PY'
+"$py" - "$scratch/out" <<'PY' || exit 1
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 rows = [json.loads(l) for l in (out / "sweep/results.jsonl").read_text().splitlines() if l.strip()]
@@ -145,7 +145,7 @@ printf 'e2e generation         ok                 200s\n' >"$scratch/call2/summa
 mkdir -p "$scratch/call2/profile"
 cp "$src/tests/gate/data/ncu_raw.csv" "$scratch/call2/profile/0.csv"
 "$py" "$src/scripts/device_profile.py" --parse "$src/tests/gate/data/ncu_raw.csv" --method decode:x |
-  grep '^{' >"$scratch/call2/profile.jsonl"
+  grep '^{' >"$scratch/call2/profile.jsonl" || fail "device_profile.py --parse gave no rows for call 2's fixture"
 "$py" "$src/scripts/device_report.py" "$scratch/call1" "$scratch/call2" --reports "$scratch/reports2" \
   >"$scratch/log2" 2>&1 || { cat "$scratch/log2"; fail "device_report.py on two folders exited non-zero"; }
 readme2=$scratch/reports2/2026-11-27_h100-80gb-hbm3_device_check/README.md
@@ -170,8 +170,10 @@ grep -qF "No kernel was profiled" "$readme" || fail "a report without a profile 
 [[ -d $scratch/reports2/2026-11-27_h100-80gb-hbm3_nemo_layer ]] || fail "two folders: no nemo_layer run directory"
 # The official row takes 5x the time of the slowest fake variant: the fastest is >= 3x faster.
 grep -E '^\| 4 \| best variant >= 3x official-ptx \| [0-9.]+x .*\| PASS' "$readme" >/dev/null || fail "official ratio verdict"
-if "$py" "$src/scripts/device_report.py" "$scratch/out" --reports "$reports" >/dev/null 2>&1; then
+if err=$("$py" "$src/scripts/device_report.py" "$scratch/out" --reports "$reports" 2>&1 >/dev/null); then
   fail "an existing report was overwritten without --force"
+elif ! grep -q "use --force" <<<"$err"; then
+  fail "a second report into the same directory failed for another reason: $err"
 fi
 if ((failures)); then
   echo "$failures failure(s)"

@@ -227,13 +227,16 @@ TEST_CASE("a wrong bit makes a case incorrect, naming the element", "[sweep][e2e
   backend.corrupt_kind = "decode";
   const SweepReport r2 = run_sweep(e, backend, registry(), options_for(dir2));
   CHECK(r2.incorrect == 1);
+  bool seen_decode = false;
   for (const json& row : read_rows(dir2 / "results.jsonl")) {
     if (row["case"]["method"] == "decode") {
+      seen_decode = true;
       CHECK(row["disposition"] == "incorrect");
       CHECK_THAT(row["reason"].get<std::string>(),
                  Catch::Contains("element 5") && Catch::Contains("self_attn.q_proj element 5"));
     }
   }
+  CHECK(seen_decode);
   fs::remove_all(dir);
   fs::remove_all(dir2);
 }
@@ -313,13 +316,16 @@ TEST_CASE("a method with other GEMMs passes against the same GEMMs on BF16 weigh
   const fs::path dir2 = fresh_dir("regemm_bad");
   const SweepReport r2 = run_sweep(e, backend, registry(), options_for(dir2));
   CHECK(r2.incorrect == 1);
+  bool seen = false;
   for (const json& row : read_rows(dir2 / "results.jsonl")) {
     if (key_of(row) != "df11:cpu@2") continue;
+    seen = true;
     CHECK(row["disposition"] == "incorrect");
     CHECK(row["verified_against"].is_null());
     CHECK_THAT(row["reason"].get<std::string>(),
                Catch::Contains("from bf16 at element 5") && Catch::Contains("same GEMMs at element 5"));
   }
+  CHECK(seen);
   fs::remove_all(dir);
   fs::remove_all(dir2);
 }
