@@ -20,6 +20,7 @@
 
 #include "codec/bf16.hpp"
 #include "codec/cpu_decoder.hpp"
+#include "datasets/json_io.hpp"
 #include "codec/encoder.hpp"
 #include "datasets/synthetic.hpp"
 
@@ -45,27 +46,19 @@ std::string errno_text(int err) {
   return std::system_category().message(err);
 }
 
-json read_json_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open: {}", path.string(), errno_text(errno)));
-  std::stringstream text;
-  text << in.rdbuf();
-  try {
-    return json::parse(text.str());
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
-  }
-}
-
-// A positive integer field; `fallback` (when > 0) stands in for a missing or null one.
-int64_t positive_int(const json& j, const char* key, const std::string& where, int64_t fallback) {
+// A positive integer field of at most `max`; `fallback` (when > 0) stands in for a missing or
+// null one.
+int64_t positive_int(const json& j, const char* key, const std::string& where, int64_t fallback, int64_t max) {
   const auto it = j.find(key);
   if (it == j.end() || it->is_null()) {
-    if (fallback > 0) return fallback;
+    if (fallback > 0 && fallback <= max) return fallback;
+    if (fallback > 0) throw Error(fmt::format("{}: '{}' is missing, and its default {} is over {}", where, key, fallback, max));
     throw Error(fmt::format("{}: '{}' is missing", where, key));
   }
-  if (!it->is_number_integer() || it->get<int64_t>() <= 0) {
-    throw Error(fmt::format("{}: '{}' must be a positive integer, got {}", where, key, it->dump()));
+  if (!it->is_number_integer() || (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(max)) ||
+      it->get<int64_t>() <= 0 || it->get<int64_t>() > max) {
+    throw Error(fmt::format("{}: '{}' must be a positive integer of at most {}, got {}", where, key, max,
+                            brief(*it)));
   }
   return it->get<int64_t>();
 }
@@ -74,7 +67,7 @@ double number_or(const json& j, const char* key, const std::string& where, doubl
   const auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
   if (!it->is_number()) {
-    throw Error(fmt::format("{}: '{}' must be a number, got {}", where, key, it->dump()));
+    throw Error(fmt::format("{}: '{}' must be a number, got {}", where, key, brief(*it)));
   }
   return it->get<double>();
 }
@@ -144,13 +137,15 @@ ModelConfig parse_config(const json& j, const std::string& where) {
   config.json = j;
   if (!j.contains("hidden_size")) return config;  // a bare module: no architecture
   Architecture a;
-  a.hidden_size = positive_int(j, "hidden_size", where, 0);
-  a.intermediate_size = positive_int(j, "intermediate_size", where, 0);
-  a.num_hidden_layers = positive_int(j, "num_hidden_layers", where, 0);
-  a.num_attention_heads = positive_int(j, "num_attention_heads", where, 0);
-  a.num_key_value_heads = positive_int(j, "num_key_value_heads", where, a.num_attention_heads);
-  a.head_dim = positive_int(j, "head_dim", where, a.hidden_size / a.num_attention_heads);
-  a.vocab_size = positive_int(j, "vocab_size", where, 0);
+  // Bounds far above any real model's (Mistral-Nemo: 5120, 14336, 40, 32, 8, 128, 131072) that
+  // keep every size computed from them (a matrix's elements, a layer count as an int) in range.
+  a.hidden_size = positive_int(j, "hidden_size", where, 0, int64_t{1} << 20);
+  a.intermediate_size = positive_int(j, "intermediate_size", where, 0, int64_t{1} << 22);
+  a.num_hidden_layers = positive_int(j, "num_hidden_layers", where, 0, 4096);
+  a.num_attention_heads = positive_int(j, "num_attention_heads", where, 0, 4096);
+  a.num_key_value_heads = positive_int(j, "num_key_value_heads", where, a.num_attention_heads, 4096);
+  a.head_dim = positive_int(j, "head_dim", where, a.hidden_size / a.num_attention_heads, 65536);
+  a.vocab_size = positive_int(j, "vocab_size", where, 0, int64_t{1} << 26);
   a.rope_theta = number_or(j, "rope_theta", where, a.rope_theta);
   if (!j.contains("rope_theta") && j.contains("rope_parameters") &&
       j["rope_parameters"].is_object()) {
@@ -161,7 +156,7 @@ ModelConfig parse_config(const json& j, const std::string& where) {
   if (const auto it = j.find("tie_word_embeddings"); it != j.end() && !it->is_null()) {
     if (!it->is_boolean()) {
       throw Error(fmt::format("{}: 'tie_word_embeddings' must be true or false, got {}", where,
-                              it->dump()));
+                              brief(*it)));
     }
     a.tie_word_embeddings = it->get<bool>();
   }
@@ -282,14 +277,14 @@ PatternDict PatternDict::from_json(const json& j, const std::string& where) {
   for (const auto& [regex, subs] : j.items()) {
     if (!subs.is_array()) {
       throw Error(fmt::format("{}: pattern '{}' must map to an array of submodule names, got {}",
-                              where, regex, subs.dump()));
+                              where, regex, brief(subs)));
     }
     PatternRule rule{regex, {}};
     for (const json& sub : subs) {
       if (!sub.is_string() || sub.get<std::string>().empty()) {
         throw Error(
             fmt::format("{}: pattern '{}': submodule names must be non-empty strings, got {}",
-                        where, regex, sub.dump()));
+                        where, regex, brief(sub)));
       }
       rule.submodules.push_back(sub.get<std::string>());
     }
@@ -314,9 +309,9 @@ PatternDict PatternDict::from_argument(const std::string& arg) {
   } else {
     where = fmt::format("--pattern '{}'", arg);
     try {
-      j = json::parse(arg);
-    } catch (const json::exception& e) {
-      throw Error(fmt::format("{}: neither an existing file nor valid JSON: {}", where, e.what()));
+      j = parse_json(arg, where);
+    } catch (const Error& e) {
+      throw Error(fmt::format("neither an existing file nor valid JSON: {}", e.what()));
     }
   }
   // Also accept a whole config.json or its dfloat11_config.
@@ -492,7 +487,7 @@ ShardSet ShardSet::open(const fs::path& dir, bool all_files) {
     for (const auto& [tensor, file] : index["weight_map"].items()) {
       if (!file.is_string()) {
         throw Error(fmt::format("{}: tensor '{}' maps to {}, not to a file name", where, tensor,
-                                file.dump()));
+                                brief(file)));
       }
       const std::string name = file.get<std::string>();
       if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
@@ -681,14 +676,14 @@ Df11Config parse_df11_config(const json& j, const std::string& where) {
       if (!v.is_number_integer() || v.get<int64_t>() != 512) {
         throw Error(
             fmt::format("{}: dfloat11_config.threads_per_block {} is not the supported [512]",
-                        where, tpb->dump()));
+                        where, brief(*tpb)));
       }
     }
   }
   const auto bpt = j.find("bytes_per_thread");
   if (bpt != j.end() && (!bpt->is_number_integer() || bpt->get<int64_t>() != 8)) {
     throw Error(fmt::format("{}: dfloat11_config.bytes_per_thread {} is not the supported 8", where,
-                            bpt->dump()));
+                            brief(*bpt)));
   }
   const auto pd = j.find("pattern_dict");
   if (pd == j.end()) throw Error(fmt::format("{}: dfloat11_config.pattern_dict is missing", where));
@@ -790,6 +785,14 @@ Df11Checkpoint Df11Checkpoint::open(const fs::path& dir) {
     }
     UnitSpec unit{u, {}};
     const auto n = static_cast<int64_t>(sm.info->n_elements());
+    for (std::size_t i = 0; i < splits.size(); ++i) {
+      const int64_t lo = i == 0 ? 0 : splits[i - 1];
+      if (splits[i] < lo || splits[i] > n) {
+        throw Error(fmt::format("{}: tensor '{}': entry {} is {}, outside [{}, {}] (the previous entry and the unit's "
+                                "{} elements)",
+                                sp.file->path().string(), sp.info->name, i, splits[i], lo, n, n));
+      }
+    }
     for (std::size_t i = 0; i < weights.size(); ++i) {
       std::optional<std::vector<int64_t>> shape;
       if (ck.config_.arch) shape = architecture_shape(*ck.config_.arch, weights[i]);
@@ -1085,6 +1088,12 @@ Df11DirWriter::Df11DirWriter(const OutputDir& out, const Contents& contents,
                                     {"pattern_dict", patterns.to_json()}};
   std::map<std::string, std::string, std::less<>> files;  // file -> unit
   for (const UnitSpec& u : contents.units) {
+    // The name becomes a file name in OUT: nothing that could leave it or end it early.
+    if (u.name.empty() || u.name.find_first_of(std::string_view("/\\\0", 3)) != std::string::npos) {
+      throw Error(fmt::format("{}: unit '{}' cannot name a file in it (a unit name is not empty and holds no '/', "
+                              "'\\' or NUL)",
+                              out.out().string(), u.name));
+    }
     const std::string file = df11_unit_file_name(u.name);
     if (file == kSingleName) {
       throw Error(
@@ -1099,6 +1108,15 @@ Df11DirWriter::Df11DirWriter(const OutputDir& out, const Contents& contents,
   }
   // An uncompressed tensor goes with the innermost unit whose module contains it, as officially.
   for (const TensorSpec& t : contents.copied) {
+    // A reader takes NAME.luts (any of the six suffixes) for part of a unit NAME.
+    for (const std::string_view suffix : kDf11Suffixes) {
+      if (t.name.size() > suffix.size() && t.name.ends_with(suffix) && t.name[t.name.size() - suffix.size() - 1] == '.') {
+        throw Error(fmt::format("{}: tensor '{}' (uncompressed, from {}) ends in '.{}', which a DF11 reader takes for "
+                                "part of a unit '{}': the output could not be read back",
+                                out.out().string(), t.name, t.file, suffix,
+                                t.name.substr(0, t.name.size() - suffix.size() - 1)));
+      }
+    }
     std::string_view owner;
     for (std::size_t dot = t.name.find('.'); dot != std::string::npos;
          dot = t.name.find('.', dot + 1)) {

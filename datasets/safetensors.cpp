@@ -21,6 +21,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "datasets/json_io.hpp"
+
 namespace df11::st {
 namespace {
 
@@ -61,6 +63,8 @@ const DTypeRow& row_of(DType dtype) {
 // Same limit as the reference implementation: anything larger is a corrupt length field rather
 // than a real header, and refusing it early avoids parsing garbage.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+// Longest tensor name accepted (real ones are under 100 bytes).
+constexpr std::size_t kMaxNameBytes = 1024;
 constexpr uint64_t kLengthFieldBytes = 8;
 
 std::string errno_text(int err) {
@@ -132,6 +136,11 @@ class FdCloser {
 // Parses and checks one header entry. `where` is the file path used to prefix messages.
 TensorInfo parse_entry(const std::string& where, const std::string& name, const json& entry,
                        uint64_t data_size) {
+  if (name.size() > kMaxNameBytes) {
+    // Names are matched against pattern_dict regexes, and std::regex recurses once per character.
+    throw Error(fmt::format("{}: a tensor name of {} bytes (starting '{}'); names may have at most {}", where,
+                            name.size(), name.substr(0, 60), kMaxNameBytes));
+  }
   const std::string who = fmt::format("{}: tensor '{}'", where, name);
   if (!entry.is_object()) {
     throw Error(fmt::format("{}: entry must be a JSON object, got {}", who, entry.type_name()));
@@ -156,14 +165,14 @@ TensorInfo parse_entry(const std::string& where, const std::string& name, const 
   for (const json& dim : *shape_it) {
     if (dim.is_number_integer() && !dim.is_number_unsigned() && dim.get<int64_t>() < 0) {
       throw Error(fmt::format("{}: negative dimension {} in shape {}", who, dim.get<int64_t>(),
-                              shape_it->dump()));
+                              brief(*shape_it)));
     }
     const std::optional<uint64_t> value = as_u64(dim);
     if (!value)
-      throw Error(fmt::format("{}: shape {} is not an array of integers", who, shape_it->dump()));
+      throw Error(fmt::format("{}: shape {} is not an array of integers", who, brief(*shape_it)));
     if (*value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
       throw Error(
-          fmt::format("{}: dimension {} in shape {} is too large", who, *value, shape_it->dump()));
+          fmt::format("{}: dimension {} in shape {} is too large", who, *value, brief(*shape_it)));
     }
     info.shape.push_back(static_cast<int64_t>(*value));
   }
@@ -173,7 +182,7 @@ TensorInfo parse_entry(const std::string& where, const std::string& name, const 
       !as_u64((*offsets_it)[0]) || !as_u64((*offsets_it)[1])) {
     throw Error(
         fmt::format("{}: 'data_offsets' must be an array of two non-negative integers, got {}", who,
-                    offsets_it == entry.end() ? "nothing" : offsets_it->dump()));
+                    offsets_it == entry.end() ? "nothing" : brief(*offsets_it)));
   }
   info.begin = *as_u64((*offsets_it)[0]);
   info.end = *as_u64((*offsets_it)[1]);
@@ -408,7 +417,9 @@ File File::open(const std::filesystem::path& path) {
   File file;
   file.path_ = path;
 
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO would otherwise block the open until a writer came (the S_ISREG check
+  // below refuses it).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw Error(fmt::format("{}: cannot open: {}", where, errno_text(errno)));
   const FdCloser closer(fd);
   struct stat st {};
@@ -453,12 +464,7 @@ File File::open(const std::filesystem::path& path) {
     return true;
   };
   const auto* text = reinterpret_cast<const char*>(base + kLengthFieldBytes);
-  json header;
-  try {
-    header = json::parse(text, text + header_size, on_event);
-  } catch (const json::exception& e) {
-    throw Error(fmt::format("{}: header is not valid JSON: {}", where, e.what()));
-  }
+  const json header = parse_json(std::string_view(text, header_size), where + ": header", on_event);
   if (!header.is_object()) {
     throw Error(fmt::format("{}: header must be a JSON object, got {}", where, header.type_name()));
   }

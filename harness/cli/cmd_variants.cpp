@@ -20,6 +20,7 @@
 
 #include "cli/commands.hpp"
 #include "codec/common.hpp"
+#include "datasets/json_io.hpp"
 #include "codec/encoder.hpp"
 #include "common/variant_decoder.hpp"
 #include "datasets/synthetic.hpp"
@@ -45,12 +46,7 @@ nlohmann::json read_report(const std::string& arg, const char* name, std::filesy
     used.clear();
     return nlohmann::json::object();
   }
-  std::ifstream in(used);
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    throw Error(fmt::format("{}: not valid JSON: {}", used.string(), e.what()));
-  }
+  return read_json_file(used);
 }
 
 // The demangled name ptxas reports for a variant's kernel instance.

@@ -3,12 +3,14 @@
 
 #include <algorithm>
 #include <climits>
+#include <limits>
 #include <fstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "codec/common.hpp"
+#include "datasets/json_io.hpp"
 
 namespace df11::e2e {
 namespace {
@@ -197,19 +199,20 @@ const char* tokenizer_unicode_version() {
 
 TekkenTokenizer TekkenTokenizer::load(const std::filesystem::path& file) {
   const std::string where = file.string();
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(fmt::format("{}: cannot open the tokenizer file", where));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: not JSON: {}", where, e.what()));
-  }
+  const nlohmann::json j = read_json_file(file);
   if (!j.is_object() || !j.contains("config") || !j.contains("vocab") || !j["vocab"].is_array()) {
     throw Error(
         fmt::format("{}: not a Tekken tokenizer (needs \"config\" and a \"vocab\" list)", where));
   }
   const auto& cfg = j["config"];
+  // An integer field in [lo, hi] (get<int32_t>() would wrap a larger one and truncate a fraction).
+  const auto int_in = [&](const nlohmann::json& v, const std::string& what, int64_t lo, int64_t hi) {
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi)) ||
+        v.get<int64_t>() < lo || v.get<int64_t>() > hi) {
+      throw Error(fmt::format("{}: {} must be an integer in [{}, {}], got {}", where, what, lo, hi, brief(v)));
+    }
+    return v.get<int64_t>();
+  };
   try {
     const std::string pattern = cfg.at("pattern").get<std::string>();
     if (pattern != kTekkenPattern) {
@@ -217,8 +220,9 @@ TekkenTokenizer TekkenTokenizer::load(const std::filesystem::path& file) {
           "{}: the pre-tokenizer pattern is not the Tekken pattern this tool implements", where));
     }
     TekkenTokenizer t;
-    t.num_special_ = cfg.at("default_num_special_tokens").get<int32_t>();
-    const auto vocab_size = cfg.at("default_vocab_size").get<int64_t>();
+    t.num_special_ = static_cast<int32_t>(int_in(cfg.at("default_num_special_tokens"), "default_num_special_tokens", 0,
+                                                 int64_t{1} << 20));
+    const int64_t vocab_size = int_in(cfg.at("default_vocab_size"), "default_vocab_size", 1, int64_t{1} << 26);
     const int64_t n_inner = vocab_size - t.num_special_;
     const auto& vocab = j["vocab"];
     if (t.num_special_ < 0 || n_inner <= 0 || n_inner > static_cast<int64_t>(vocab.size())) {
@@ -230,8 +234,7 @@ TekkenTokenizer TekkenTokenizer::load(const std::filesystem::path& file) {
     t.tokens_.resize(static_cast<std::size_t>(n_inner));
     std::vector<bool> seen(t.tokens_.size(), false);
     for (const auto& e : vocab) {
-      const auto rank = e.at("rank").get<int64_t>();
-      if (rank < 0) throw Error(fmt::format("{}: negative rank {}", where, rank));
+      const int64_t rank = int_in(e.at("rank"), "a vocab entry's rank", 0, std::numeric_limits<int32_t>::max());
       if (rank >= n_inner) continue;
       auto& slot = t.tokens_[static_cast<std::size_t>(rank)];
       if (seen[static_cast<std::size_t>(rank)])
@@ -255,8 +258,12 @@ TekkenTokenizer TekkenTokenizer::load(const std::filesystem::path& file) {
     if (j.contains("special_tokens") && j["special_tokens"].is_array()) {
       for (const auto& s : j["special_tokens"]) {
         const auto name = s.at("token_str").get<std::string>();
-        if (name == "<s>") t.bos_ = s.at("rank").get<int32_t>();
-        if (name == "</s>") t.eos_ = s.at("rank").get<int32_t>();
+        // Special tokens take the ranks below default_num_special_tokens.
+        if (name == "<s>" || name == "</s>") {
+          const auto rank = static_cast<int32_t>(
+              int_in(s.at("rank"), fmt::format("the rank of {}", name), 0, std::max(0, t.num_special_ - 1)));
+          (name == "<s>" ? t.bos_ : t.eos_) = rank;
+        }
       }
     }
     return t;

@@ -13,6 +13,7 @@
 #include "codec/common.hpp"
 #include "codec/cpu_decoder.hpp"
 #include "codec/encoder.hpp"
+#include "datasets/json_io.hpp"
 #include "datasets/synthetic.hpp"
 
 namespace df11::e2e {
@@ -328,7 +329,7 @@ ModelShape checked_shape(const ckpt::ModelConfig& config, const std::filesystem:
     throw Error(fmt::format("{}: biases are not implemented", where));
   if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
     throw Error(fmt::format("{}: hidden_act {} is not implemented (silu is)", where,
-                            j["hidden_act"].dump()));
+                            brief(j["hidden_act"])));
   }
   // sliding_window is accepted: attention is full causal, which equals it below the window.
   return shape_of(*config.arch, where);

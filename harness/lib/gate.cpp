@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "codec/common.hpp"
+#include "datasets/json_io.hpp"
 
 namespace df11::gate {
 namespace {
@@ -45,7 +46,7 @@ std::string string_field(const LineContext& at, const json& obj, const char* par
                          const char* name) {
   const json& v = member(at, obj, parent, name);
   if (!v.is_string())
-    at.fail(fmt::format("field {} must be a string, got {}", field_name(parent, name), v.dump()));
+    at.fail(fmt::format("field {} must be a string, got {}", field_name(parent, name), brief(v)));
   return v.get<std::string>();
 }
 
@@ -59,7 +60,7 @@ const json& object_field(const LineContext& at, const json& obj, const char* par
 double seconds_field(const LineContext& at, const json& summary, const char* name) {
   const json& v = member(at, summary, "summary", name);
   if (!v.is_number())
-    at.fail(fmt::format("field summary.{} must be a number, got {}", name, v.dump()));
+    at.fail(fmt::format("field summary.{} must be a number, got {}", name, brief(v)));
   const double s = v.get<double>();
   // A zero or negative time cannot come from a measurement, and would make ratios meaningless.
   if (!std::isfinite(s) || s <= 0.0)
@@ -70,8 +71,8 @@ double seconds_field(const LineContext& at, const json& summary, const char* nam
 ResultRow parse_row(const LineContext& at, const std::string& text) {
   json j;
   try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
+    j = parse_json(text, "the line");  // nesting-limited: the messages below print values
+  } catch (const Error& e) {
     at.fail(fmt::format("malformed JSON ({})", e.what()));
   }
   if (!j.is_object()) at.fail("a results line must be a JSON object");
@@ -79,7 +80,7 @@ ResultRow parse_row(const LineContext& at, const std::string& text) {
   if (!version.is_number_integer() || version.get<int64_t>() != kSchemaVersion) {
     at.fail(fmt::format(
         "schema_version {} is not supported (this gate reads version {}; see docs/RESULTS.md)",
-        version.dump(), kSchemaVersion));
+        brief(version), kSchemaVersion));
   }
 
   ResultRow row;
@@ -96,18 +97,18 @@ ResultRow parse_row(const LineContext& at, const std::string& text) {
   if (variant.is_string()) {
     row.key.variant = variant.get<std::string>();
   } else if (!variant.is_null()) {
-    at.fail(fmt::format("field case.variant must be a string or null, got {}", variant.dump()));
+    at.fail(fmt::format("field case.variant must be a string or null, got {}", brief(variant)));
   }
   // case.chunk_bytes came within schema 1: a file without it has no sliced cases to tell apart.
   if (const auto it = c.find("chunk_bytes"); it != c.end() && !it->is_null()) {
     if (!it->is_number_unsigned()) {
-      at.fail(fmt::format("field case.chunk_bytes must be an integer >= 0 or null, got {}", it->dump()));
+      at.fail(fmt::format("field case.chunk_bytes must be an integer >= 0 or null, got {}", brief(*it)));
     }
     row.key.chunk_bytes = it->get<uint64_t>();
   }
   const json& batch = member(at, c, "case", "batch");
   if (!batch.is_number_integer() || batch.get<int64_t>() < 0) {
-    at.fail(fmt::format("field case.batch must be an integer >= 0, got {}", batch.dump()));
+    at.fail(fmt::format("field case.batch must be an integer >= 0, got {}", brief(batch)));
   }
   row.key.batch = batch.get<int64_t>();
 
@@ -176,8 +177,8 @@ const char* to_string(Verdict v) {
 
 std::string to_string(const CaseKey& k) {
   return fmt::format("{} {} {}{}{} b={}", k.experiment, k.unit, k.method,
-                     k.variant ? "[" + *k.variant + "]" : "",
-                     k.chunk_bytes ? "@" + std::to_string(*k.chunk_bytes) + "B" : "", k.batch);
+                     k.variant ? fmt::format("[{}]", *k.variant) : std::string(),
+                     k.chunk_bytes ? fmt::format("@{}B", *k.chunk_bytes) : std::string(), k.batch);
 }
 
 std::string to_string(const Device& d) {

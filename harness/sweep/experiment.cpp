@@ -350,6 +350,16 @@ UnitSpec parse_unit(const toml::table& t, const std::string& origin, const std::
       }
       u.matrices.push_back({std::move(name), {out, in}});
     }
+    // DF11 positions are 32-bit: a unit holds at most 2^32-1 weights (each dimension is bounded,
+    // their products are not).
+    uint64_t total = 0;
+    for (const auto& m : u.matrices) {
+      total += static_cast<uint64_t>(m.second.first) * static_cast<uint64_t>(m.second.second);  // each <= 2^62
+      if (total > 0xFFFFFFFFull)
+        r.fail("matrices", fmt::format("the unit's matrices hold more than 2^32-1 weights (through '{}': {}); a "
+                                       "unit holds at most 2^32-1",
+                                       m.first, total));
+    }
   } else if (kind == "checkpoint") {
     u.kind = UnitSpec::Kind::checkpoint;
     u.path = nonempty_string(r, "path");

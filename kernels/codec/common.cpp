@@ -10,6 +10,11 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "codec/unit.hpp"
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #include <unistd.h>
@@ -116,6 +121,10 @@ void parallel_copy(void* dst, const void* src, std::size_t bytes, int n_threads)
     const std::size_t lo = t * kPiece, n = std::min(bytes, lo + kPiece) - lo;
     std::memcpy(static_cast<uint8_t*>(dst) + lo, static_cast<const uint8_t*>(src) + lo, n);
   });
+}
+
+void throw_bad_shape(const std::vector<int64_t>& shape) {
+  throw Error(fmt::format("shape [{}]: a negative dimension or more than 2^63 elements", fmt::join(shape, ",")));
 }
 
 }  // namespace df11

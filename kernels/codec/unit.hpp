@@ -9,9 +9,16 @@
 
 namespace df11 {
 
+// The product of a shape's dimensions. Shapes come from files and configs: a negative dimension
+// or a product past 2^63 is an error (naming the shape only: readers check their shapes first
+// and name the file), never a wrapped count.
+[[noreturn]] void throw_bad_shape(const std::vector<int64_t>& shape);  // codec/common.cpp
 [[nodiscard]] inline uint64_t element_count(const std::vector<int64_t>& shape) {
   uint64_t n = 1;
-  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  for (int64_t d : shape) {
+    if (d < 0 || __builtin_mul_overflow(n, static_cast<uint64_t>(d), &n) || n > (uint64_t{1} << 63))
+      throw_bad_shape(shape);
+  }
   return n;
 }
 

@@ -284,3 +284,15 @@ TEST_CASE("parallel_for rethrows the lowest-numbered failing task's exception, w
                     "task 60");
   for (std::size_t t = 0; t < 60; ++t) CHECK(ran[t].load() == 1);
 }
+
+TEST_CASE("element_count multiplies a shape, refusing negative dimensions and overflow", "[codec]") {
+  CHECK(df11::element_count({}) == 1);
+  CHECK(df11::element_count({0, 7}) == 0);
+  CHECK(df11::element_count({5120, 14336}) == uint64_t{73400320});
+  CHECK(df11::element_count({int64_t{1} << 31, int64_t{1} << 32}) == uint64_t{1} << 63);
+  CHECK_THROWS_WITH(df11::element_count({3, -1}), Catch::Contains("shape [3,-1]"));
+  // 2^32 x 2^32 wraps to 0 in 64 bits; 1310720 x 14073748835533 wrapped to 262144 once.
+  CHECK_THROWS_AS(df11::element_count({int64_t{1} << 32, int64_t{1} << 32}), df11::Error);
+  CHECK_THROWS_AS(df11::element_count({int64_t{1} << 32, int64_t{1} << 31, 2}), df11::Error);
+  CHECK_THROWS_AS(df11::element_count({1310720, 14073748835533}), df11::Error);
+}

@@ -1,12 +1,14 @@
 // Tests of checkpoint directories: config.json, unit discovery, pattern overrides, the DF11 and
 // HF writers and readers (round trips bit-exact, official fixtures decoded bit-exact), and the
 // errors a broken directory must raise, each naming its file and tensor.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string>
@@ -433,6 +435,40 @@ TEST_CASE("broken directories fail naming the file and the tensor", "[checkpoint
     fs::resize_file(bf16 / shard, fs::file_size(bf16 / shard) - 100);
     CHECK_THROWS_WITH(compress(bf16, out, {}), Contains(shard) && Contains("truncated"));
   }
+  SECTION("config.json nested too deep, with an absurd layer count, or a FIFO") {
+    const fs::path config = bf16 / "config.json";
+    const std::string good = read_text(config);
+    write_text(config, R"({"hidden_size": )" + std::string(100000, '[') + std::string(100000, ']') + "}");
+    CHECK_THROWS_WITH(compress(bf16, out, {}), Contains(config.string()) && Contains("nested deeper than 64"));
+    json j = json::parse(good);
+    j["num_hidden_layers"] = uint64_t{1} << 32;
+    write_text(config, j.dump());
+    CHECK_THROWS_WITH(compress(bf16, out, {}), Contains(config.string()) && Contains("num_hidden_layers") &&
+                                                   Contains("at most 4096") && Contains("4294967296"));
+    j["num_hidden_layers"] = 2.5;
+    write_text(config, j.dump());
+    CHECK_THROWS_WITH(compress(bf16, out, {}), Contains(config.string()) && Contains("num_hidden_layers"));
+    fs::remove(config);
+    REQUIRE(::mkfifo(config.c_str(), 0600) == 0);
+    CHECK_THROWS_WITH(compress(bf16, out, {}), Contains(config.string()) && Contains("not a regular file"));
+  }
+  SECTION("a unit name that cannot be a file name; an uncompressed tensor named like a DF11 part") {
+    // One more shard, listed in the index: tensors "a/b.weight" and "extra.luts".
+    std::vector<std::byte> four(8, std::byte{0x3F});
+    st::Writer w;
+    w.add("a/b.weight", st::DType::BF16, {4}, four);
+    w.add("extra.luts", st::DType::BF16, {4}, four);
+    w.write(bf16 / "extra.safetensors");
+    json j = index_json;
+    j["weight_map"]["a/b.weight"] = "extra.safetensors";
+    j["weight_map"]["extra.luts"] = "extra.safetensors";
+    write_text(index, j.dump(2));
+    CompressOptions o;
+    o.patterns = PatternDict::from_argument(R"({"a/b": []})");
+    CHECK_THROWS_WITH(compress(bf16, out, o), Contains("unit 'a/b' cannot name a file"));
+    CHECK_THROWS_WITH(compress(bf16, out, {}), Contains("'extra.luts'") && Contains("extra.safetensors") &&
+                                                   Contains("could not be read back"));
+  }
   SECTION("an existing output needs --force") {
     fs::create_directory(out);
     write_text(out / "keep", "x");
@@ -494,6 +530,17 @@ TEST_CASE("broken DF11 directories fail naming the file and the tensor", "[check
                           Contains("model.layers.0.self_attn.q_proj.weight"));
     CHECK_THROWS_WITH(decompress(tmp / "df11", out, {}),
                       Contains("model.layers.0.split_positions"));
+  }
+  SECTION("split_positions out of order or past the unit (a bare module's shapes come from them)") {
+    for (const int64_t v : {std::numeric_limits<int64_t>::max(), int64_t{-1}}) {
+      rewrite([v](Entry& e) {
+        if (e.name == "model.layers.0.split_positions") std::memcpy(e.bytes.data() + 8, &v, 8);
+        return true;
+      });
+      CHECK_THROWS_WITH(Df11Checkpoint::open(tmp / "df11"),
+                        Contains(layer0.string()) && Contains("model.layers.0.split_positions") &&
+                            Contains("entry 1 is " + std::to_string(v)) && Contains("outside"));
+    }
   }
   SECTION("a unit missing one of its tensors") {
     rewrite([](Entry& e) { return e.name != "model.layers.0.gaps"; });

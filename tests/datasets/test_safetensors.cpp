@@ -13,6 +13,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include "tests/temp_dir.hpp"
 
 #include "datasets/safetensors.hpp"
@@ -340,6 +342,21 @@ TEST_CASE("corrupt files are rejected with a precise df11::Error", "[safetensors
   SECTION("invalid UTF-8 in the header") {
     write_raw(path, "{\"x\xff\":{}}", 0);
     CHECK_THAT(open_error(path), Contains("bad.safetensors") && Contains("not valid JSON"));
+  }
+  SECTION("a header nested 100000 deep (a 200 KB file): refused at the parse, not a stack overflow later") {
+    const std::string deep = std::string(100000, '[') + "1" + std::string(100000, ']');
+    write_raw(path, R"({"x.weight":{"dtype":"BF16","shape":)" + deep + R"(,"data_offsets":[0,2]}})", 2);
+    CHECK_THAT(open_error(path), Contains("bad.safetensors") && Contains("nested deeper than 64 levels"));
+  }
+  SECTION("a tensor name of 200000 bytes") {
+    write_raw(path, R"({"model.layers.)" + std::string(200000, '1') + R"(.x.weight":{"dtype":"BF16","shape":[1],)"
+                    R"("data_offsets":[0,2]}})", 2);
+    CHECK_THAT(open_error(path), Contains("bad.safetensors") && Contains("names may have at most 1024"));
+  }
+  SECTION("a FIFO, not a file: refused without waiting for a writer") {
+    fs::remove(path);
+    REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+    CHECK_THAT(open_error(path), Contains("bad.safetensors") && Contains("not a regular file"));
   }
   SECTION("header is JSON but not an object") {
     write_raw(path, "[1,2,3]", 0);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <functional>
 #include <bit>
 #include <cmath>
 #include <cstdlib>
@@ -816,6 +817,44 @@ TEST_CASE("tekken: ids equal mistral_common's on the fixture tokenizer", "[e2e][
   const auto pieces = tok.split("Hi there 42!\n");
   CHECK(std::vector<std::string>(pieces.begin(), pieces.end()) ==
         std::vector<std::string>{"Hi", " there", " ", "4", "2", "!\n"});
+}
+
+TEST_CASE("tekken: integers out of range, fractions and special ranks past the specials are refused", "[e2e][tokenizer]") {
+  TempDir tmp;
+  const fs::path dir = fs::path(__FILE__).parent_path() / "data";
+  std::ifstream in(dir / "tekken_small.json");
+  const auto good = nlohmann::json::parse(in);
+  const fs::path file = tmp.path / "t.json";
+  const auto refused = [&](const std::function<void(nlohmann::json&)>& edit, const std::string& needle) {
+    auto j = good;
+    edit(j);
+    std::ofstream(file) << j.dump();
+    INFO(needle);
+    CHECK_THROWS_WITH(TekkenTokenizer::load(file), Catch::Contains(file.string()) && Catch::Contains(needle));
+  };
+  // (get<int32_t>() read 2^32 + 1000 as 1000 and 1000.9 as 1000.)
+  refused([](auto& j) { j["config"]["default_num_special_tokens"] = (uint64_t{1} << 32) + 1000; },
+          "default_num_special_tokens must be an integer in [0, 1048576], got 4294968296");
+  refused([](auto& j) { j["config"]["default_num_special_tokens"] = 1000.9; }, "got 1000.9");
+  refused([](auto& j) { j["config"]["default_vocab_size"] = -4; }, "default_vocab_size must be an integer");
+  refused([](auto& j) { j["vocab"][5]["rank"] = "5"; }, "a vocab entry's rank must be an integer");
+  // (the fixture lists no special tokens; a real file lists them as these)
+  const auto bos_at = [](nlohmann::json rank) {
+    return [rank](nlohmann::json& j) {
+      j["special_tokens"] = nlohmann::json::array({{{"rank", rank}, {"token_str", "<s>"}, {"is_control", true}}});
+    };
+  };
+  refused(bos_at((uint64_t{1} << 32) + 1), "the rank of <s> must be an integer in [0, 999], got 4294967297");
+  refused(bos_at(-5), "the rank of <s> must be an integer in [0, 999], got -5");
+  refused(bos_at(1000), "the rank of <s> must be an integer in [0, 999], got 1000");
+  {
+    auto j = good;
+    bos_at(7)(j);
+    std::ofstream(file) << j.dump();
+    CHECK(TekkenTokenizer::load(file).bos_id() == 7);
+  }
+  std::ofstream(file) << "{\"config\": " << std::string(100000, '[') << std::string(100000, ']') << "}";
+  CHECK_THROWS_WITH(TekkenTokenizer::load(file), Catch::Contains("nested deeper than 64"));
 }
 
 TEST_CASE("tekken: a file with another pattern is refused", "[e2e][tokenizer]") {

@@ -203,6 +203,9 @@ TEST_CASE("the parser names file and line for bad input", "[gate]") {
   };
   const std::string good = fake_row({}).dump() + "\n";
   check_error(good + "{\"schema_version\": 1,", "x.jsonl:2: malformed JSON");
+  // A value nested 100000 deep where a field's error message would print it: refused at the parse.
+  check_error(good + "{\"schema_version\": " + std::string(100000, '[') + std::string(100000, ']') + "}",
+              "x.jsonl:2: malformed JSON (the line: JSON nested deeper than 64 levels)");
   json v0 = fake_row({});
   v0["schema_version"] = 0;
   check_error(good + "\n" + v0.dump() + "\n", "x.jsonl:3: schema_version 0 is not supported");

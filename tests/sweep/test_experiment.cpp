@@ -234,6 +234,17 @@ TEST_CASE("impossible values are errors naming the key", "[sweep][experiment]") 
                       "\"custom\"\nname = \"c\"\n"
                       "matrices = [{name = \"a\", out = 0, in = 2}]\n"),
              Catch::Contains("'units[0].matrices[0].out'"));
+  // Each dimension within 2^31, their product past a unit's 2^32-1 weights (ran as not_run, with a
+  // library's message and no key, before).
+  CHECK_THAT(error_of("schema_version = 1\nbatches = [1]\nmethods = [\"bf16\"]\n[[units]]\nkind = "
+                      "\"custom\"\nname = \"c\"\n"
+                      "matrices = [{name = \"a\", out = 65536, in = 65535}, {name = \"b\", out = 1, in = 65536}]\n"),
+             Catch::Contains("exp.toml") && Catch::Contains("'units[0].matrices'") &&
+                 Catch::Contains("through 'b'") && Catch::Contains("at most 2^32-1"));
+  CHECK_THAT(error_of("schema_version = 1\nbatches = [1]\nmethods = [\"bf16\"]\n[[units]]\nkind = "
+                      "\"custom\"\nname = \"c\"\n"
+                      "matrices = [{name = \"a\", out = 2147483648, in = 2147483648}]\n"),
+             Catch::Contains("'units[0].matrices'") && Catch::Contains("through 'a'"));
   CHECK_THAT(error_of("schema_version = 1\nbatches = [1]\nmethods = [\"bf16\"]\n[[units]]\nkind = "
                       "\"checkpoint\"\npath = \"x\"\n"),
              Catch::Contains("'units[0].unit'") && Catch::Contains("required"));

@@ -1,0 +1,35 @@
+// JSON from files this project did not write (config.json, safetensors headers, tekken.json,
+// results lines): parsed with a nesting limit, read only from regular files. nlohmann's parser
+// is iterative, but dump(), comparisons and some conversions recurse once per level, so a
+// 100 000-deep array in a header (a 200 KB file) would overflow the stack at the first error
+// message that prints it; and opening a FIFO for reading blocks until a writer comes.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace df11 {
+
+// Deeper than any file this project reads needs (config.json's rope_scaling is 2 levels).
+inline constexpr int kMaxJsonDepth = 64;
+
+// Parses `text`; `where` (a file) starts every error: "WHERE: not valid JSON: ..." or "WHERE: JSON
+// nested deeper than 64 levels". `also` (optional) sees every parser event after the depth check,
+// as nlohmann's parser_callback_t does (return false to drop a value).
+[[nodiscard]] nlohmann::json parse_json(std::string_view text, const std::string& where,
+                                        const nlohmann::json::parser_callback_t& also = nullptr);
+
+// The whole of a regular file (a FIFO, device or directory is an error naming the path, found
+// without blocking).
+[[nodiscard]] std::string read_regular_file(const std::filesystem::path& path);
+
+// A value for an error message: its JSON text, cut to `max` characters ("..." after the cut).
+[[nodiscard]] std::string brief(const nlohmann::json& value, std::size_t max = 80);
+
+// read_regular_file + parse_json.
+[[nodiscard]] nlohmann::json read_json_file(const std::filesystem::path& path);
+
+}  // namespace df11
