@@ -161,7 +161,8 @@ class ShardSet {
 
   // Throws df11::Error naming the file (and tensor) for a broken index, a missing shard, a
   // tensor the index names but its shard lacks (or the reverse), a tensor in two files, or any
-  // safetensors defect.
+  // safetensors defect. all_files (a DF11 directory): every *.safetensors in dir, an index
+  // ignored; else the index's shards, or model.safetensors alone, or every *.safetensors.
   [[nodiscard]] static ShardSet open(const std::filesystem::path& dir, bool all_files);
 
   [[nodiscard]] const std::filesystem::path& dir() const { return dir_; }

@@ -1,8 +1,9 @@
-// Helpers shared by the checkpoint subcommands: the progress line, Ctrl-C handling, sizes.
+// Helpers shared by the subcommands: the progress line, Ctrl-C handling, sizes, option checks.
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -84,6 +85,26 @@ uint64_t directory_bytes(const std::string& dir) {
     if (e.is_regular_file(ec)) total += e.file_size(ec);
   }
   return total;
+}
+
+CLI::Option* add_threads(CLI::App& cmd, int& threads, const std::string& help) {
+  return cmd.add_option("--threads", threads, help)
+      ->check(CLI::Range(0, kMaxThreads).description(fmt::format("INT in [0 - {}]", kMaxThreads)));
+}
+
+const CLI::Validator& unsigned_64() {
+  static const CLI::Validator v(
+      [](const std::string& text) -> std::string {
+        uint64_t value = 0;
+        const char* end = text.data() + text.size();
+        const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+        if (text.empty() || ptr != end || ec != std::errc()) {
+          return fmt::format("'{}' is not an integer in [0, 18446744073709551615]", text);
+        }
+        return {};
+      },
+      "UINT64");
+  return v;
 }
 
 }  // namespace df11::cli

@@ -53,7 +53,7 @@ void add_compress(CLI::App& app) {
   cmd->add_option("--pattern", args->pattern,
                   "pattern_dict overriding the architecture's units: a JSON file or JSON text, "
                   "{\"regex\": [\"submodule\", ...]}");
-  cmd->add_option("--threads", args->threads, "Worker threads (0 = all cores)");
+  add_threads(*cmd, args->threads);
   cmd->add_flag("--force", args->force, "Replace OUT if it exists");
   cmd->add_flag("--fsync", args->fsync, "fsync every file before OUT appears");
   cmd->callback([args] { exit_code() = run_compress(*args); });

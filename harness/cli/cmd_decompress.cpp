@@ -44,7 +44,7 @@ void add_decompress(CLI::App& app) {
   cmd->add_option("OUT", args->out, "BF16 output directory (created atomically)")->required();
   cmd->add_option("--shard-mb", args->shard_mb, "Largest shard in MB (1e6 bytes)")
       ->capture_default_str();
-  cmd->add_option("--threads", args->threads, "Worker threads (0 = all cores)");
+  add_threads(*cmd, args->threads);
   cmd->add_flag("--force", args->force, "Replace OUT if it exists");
   cmd->add_flag("--fsync", args->fsync, "fsync every file before OUT appears");
   cmd->callback([args] { exit_code() = run_decompress(*args); });

@@ -24,6 +24,11 @@
 namespace df11::cli {
 namespace {
 
+// Bounds of a run: the CUDA model's grids take at most 65535 rows; a row's positions (prompt and
+// new tokens) at most 2^20, the order of Mistral-Nemo's context (the KV cache is sized for them).
+constexpr int kMaxBatch = 65535;
+constexpr int64_t kMaxPositions = int64_t{1} << 20;
+
 struct GenerateArgs {
   std::string model_dir;
   std::string synthetic;
@@ -77,6 +82,13 @@ nlohmann::json timing_json(const e2e::Timing& t) {
           {"setup_steps_s", t.setup_s}};
 }
 
+// What a run that ran out of host memory says (instead of std::bad_alloc).
+std::string out_of_memory(const GenerateArgs& a) {
+  return fmt::format("generate: out of host memory for this run (--batch {}, --max-new-tokens {}): the weights, KV "
+                     "cache and logits do not fit; a smaller --batch, --max-new-tokens or prompt needs less",
+                     a.batch, a.max_new);
+}
+
 // The checks of one run's options (the model's are run_generate's).
 void check_run_args(const GenerateArgs& a) {
   const int n_prompt_sources = (!a.prompt_ids.empty()) + (a.prompt_len > 0) + (!a.prompt.empty());
@@ -86,7 +98,21 @@ void check_run_args(const GenerateArgs& a) {
     throw Error("generate: --prompt TEXT needs --tokenizer tekken.json");
   if (a.max_new <= 0)
     throw Error(fmt::format("--max-new-tokens must be positive, got {}", a.max_new));
-  if (a.batch <= 0) throw Error(fmt::format("--batch must be positive, got {}", a.batch));
+  if (a.batch <= 0 || a.batch > kMaxBatch)
+    throw Error(fmt::format("--batch must be in [1, {}], got {}", kMaxBatch, a.batch));
+  if (a.prompt_len < 0) throw Error(fmt::format("--prompt-len must be 0 or more, got {}", a.prompt_len));
+  // Positions of a row: the prompt's and the new tokens' (a --prompt's length is known once
+  // tokenized: run_generate checks it again).
+  const int64_t listed_ids =
+      a.prompt_ids.empty() ? 0 : std::count(a.prompt_ids.begin(), a.prompt_ids.end(), ',') + 1;
+  const int64_t known_prompt = std::max<int64_t>(a.prompt_len, listed_ids);
+  if (known_prompt + a.max_new > kMaxPositions) {
+    throw Error(fmt::format("--max-new-tokens {} and a prompt of {} tokens: a row holds at most {} positions",
+                            a.max_new, known_prompt, kMaxPositions));
+  }
+  if (a.fused_max_rows < 0 || a.fused_max_rows > dec::kFusedMaxBatch) {
+    throw Error(fmt::format("--fused-max-rows must be in [0, {}], got {}", dec::kFusedMaxBatch, a.fused_max_rows));
+  }
 
   const e2e::Backend backend = e2e::resolve_backend(a.backend);
   const e2e::WeightsKind weights = e2e::parse_weights(a.weights);
@@ -172,6 +198,10 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   // BF16 with --fused-gemv: the variant's layout gives the fused kernels' partition.
   req.variant = weights == e2e::WeightsKind::df11 || a.fused_gemv ? a.variant : "";
   req.batch = a.batch;
+  if (static_cast<int64_t>(prompt.size()) + a.max_new > kMaxPositions) {
+    throw Error(fmt::format("--max-new-tokens {} and a prompt of {} tokens: a row holds at most {} positions",
+                            a.max_new, prompt.size(), kMaxPositions));
+  }
   req.max_positions = static_cast<int>(prompt.size()) + a.max_new;
   req.threads = a.threads;
   req.chunk_bytes = a.chunk_bytes;  // --check's partner slices the same way (same GEMMs)
@@ -387,7 +417,7 @@ void parse_run_line(const std::string& line, GenerateArgs& r) {
   app.add_option("--prompt-ids", r.prompt_ids);
   app.add_option("--max-new-tokens", r.max_new);
   app.add_flag("--check", r.check);
-  app.add_option("--chunk-bytes", r.chunk_bytes);
+  app.add_option("--chunk-bytes", r.chunk_bytes)->check(unsigned_64());
   app.add_flag("--fused-gemv", r.fused_gemv);
   app.add_option("--fused-max-rows", r.fused_max_rows);
   app.add_flag("--overlap", r.overlap);
@@ -424,6 +454,9 @@ int run_generate(const GenerateArgs& a) {
   if (a.synthesize_on != "auto" && a.synthetic.empty())
     throw Error("generate: --synthesize-on applies to --synthetic only");
   if (a.layers < 0 || a.vocab < 0) throw Error("generate: --layers and --vocab must be positive");
+  // The bounds a config.json's sizes have (datasets/checkpoint.cpp), and df11 synth's.
+  if (a.layers > 4096) throw Error(fmt::format("generate: --layers {} is more than 4096", a.layers));
+  if (a.vocab > (int64_t{1} << 26)) throw Error(fmt::format("generate: --vocab {} is more than 2^26", a.vocab));
   std::vector<std::pair<std::string, GenerateArgs>> runs;  // a --runs line and its options
   if (!a.runs_file.empty()) {
     std::ifstream in(a.runs_file);
@@ -461,7 +494,13 @@ int run_generate(const GenerateArgs& a) {
   }
   std::optional<e2e::TekkenTokenizer> tok;
   if (!a.tokenizer.empty()) tok = e2e::TekkenTokenizer::load(a.tokenizer);
-  if (runs.empty()) return run_one(a, *source, nullptr, tok, t_setup, "");
+  if (runs.empty()) {
+    try {
+      return run_one(a, *source, nullptr, tok, t_setup, "");
+    } catch (const std::bad_alloc&) {
+      throw Error(out_of_memory(a));
+    }
+  }
 
   // Several runs: the units are loaded (synthesized, read) once and kept with every form a run
   // asked for; a failing run is reported and the next one goes on.
@@ -470,7 +509,12 @@ int run_generate(const GenerateArgs& a) {
   for (const auto& [line, r] : runs) {
     try {
       check_run_args(r);
-      const int rc = run_one(r, *source, &cache, tok, std::chrono::steady_clock::now(), line);
+      int rc = 0;
+      try {
+        rc = run_one(r, *source, &cache, tok, std::chrono::steady_clock::now(), line);
+      } catch (const std::bad_alloc&) {
+        throw Error(out_of_memory(r));
+      }
       failed_checks += rc == 2;
     } catch (const std::exception& e) {
       ++failed_runs;
@@ -532,16 +576,18 @@ void add_generate(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the synthetic weights and of --prompt-len")
+      ->check(unsigned_64())
       ->capture_default_str();
   cmd->add_flag(
       "--check", a->check,
       "Run BF16 and DF11 side by side; exit 2 at the first step whose logits differ in any bit");
   cmd->add_flag("--json", a->json, "Print one JSON object (for benchmark scripts) instead of text");
-  cmd->add_option("--threads", a->threads, "CPU threads (0 = all cores)");
+  add_threads(*cmd, a->threads, "CPU threads (0 = all cores)");
   cmd->add_option("--chunk-bytes", a->chunk_bytes,
                   "CUDA: run every block GEMM in row slices of about N bytes of weights, each decoded "
                   "(or copied) just before its GEMM while it is in L2 (e.g. 25000000 on an H100); "
-                  "--check's partner slices the same way");
+                  "--check's partner slices the same way")
+      ->check(unsigned_64());
   cmd->add_option("--slice-l2", a->slice_l2,
                   "CUDA, with --chunk-bytes and without --overlap: 'persisting' holds the slices in the persisting "
                   "L2 (an access-policy window over the reused buffer's first --chunk-bytes, where the device has "

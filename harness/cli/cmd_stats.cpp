@@ -27,6 +27,8 @@ struct StatsArgs {
   std::string layout = "df11";
   int threads = 0;
   bool json = false;
+  bool layer_given = false;     // --layer or --fraction on the command line (with a PATH: an error)
+  bool fraction_given = false;
 };
 
 Unit synthetic_unit(const StatsArgs& a) {
@@ -223,6 +225,8 @@ int run_checkpoint_stats(const StatsArgs& a) {
 int run_stats(const StatsArgs& a) {
   if (!a.path.empty()) {
     if (!a.synthetic.empty()) throw Error("stats: give either a checkpoint PATH or --synthetic, not both");
+    if (a.layer_given || a.fraction_given)
+      throw Error("stats: --layer and --fraction choose a --synthetic unit; with a PATH every unit is read");
     return run_checkpoint_stats(a);
   }
   if (a.synthetic.empty()) throw Error("stats: give a checkpoint PATH or --synthetic NAME");
@@ -262,11 +266,14 @@ void add_stats(CLI::App& app) {
                  "A DF11 checkpoint directory, or a BF16 one (compressed in memory with --layout)");
   st->add_option("--pattern", args->pattern, "pattern_dict for a BF16 PATH (JSON file or text)");
   st->add_option("--synthetic", args->synthetic, "Synthetic unit: nemo-layer, nemo-lm-head or nemo-embed");
-  st->add_option("--layer", args->layer, "Layer index of a synthetic nemo-layer");
-  st->add_option("--seed", args->seed, "Seed of the synthetic generator");
-  st->add_option("--fraction", args->fraction, "Keep this fraction of each matrix's rows (0, 1]");
+  st->add_option("--layer", args->layer, "Layer index of a synthetic nemo-layer")
+      ->check(CLI::Range(0, 39).description("INT in [0 - 39] (Mistral-Nemo's 40 layers)"))
+      ->each([args](const std::string&) { args->layer_given = true; });
+  st->add_option("--seed", args->seed, "Seed of the synthetic generator")->check(unsigned_64());
+  st->add_option("--fraction", args->fraction, "Keep this fraction of each matrix's rows (0, 1]")
+      ->each([args](const std::string&) { args->fraction_given = true; });
   st->add_option("--layout", args->layout, "df11 (official), canonical[:L] (ours), or a full layout name (chain32.t512.b8.g5.pcount)");
-  st->add_option("--threads", args->threads, "Worker threads (0 = all cores)");
+  add_threads(*st, args->threads);
   st->add_flag("--json", args->json, "Print one JSON object");
   st->callback([args] { exit_code() = run_stats(*args); });
 }

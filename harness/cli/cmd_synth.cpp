@@ -58,11 +58,11 @@ void add_synth(CLI::App& app) {
   cmd->add_option("--layers", args->layers,
                   "Number of decoder layers (default: the architecture's)");
   cmd->add_option("--vocab", args->vocab, "Vocabulary size (default: the architecture's)");
-  cmd->add_option("--seed", args->seed, "Seed of the generator");
+  cmd->add_option("--seed", args->seed, "Seed of the generator")->check(unsigned_64());
   cmd->add_option("--shard-mb", args->shard_mb,
                   "Largest shard in MB (1e6 bytes); more data is split into shards")
       ->capture_default_str();
-  cmd->add_option("--threads", args->threads, "Worker threads (0 = all cores)");
+  add_threads(*cmd, args->threads);
   cmd->add_flag("--force", args->force, "Replace OUT if it exists");
   cmd->add_flag("--fsync", args->fsync, "fsync every file before OUT appears");
   cmd->callback([args] { exit_code() = run_synth(*args); });

@@ -160,7 +160,7 @@ void add_verify(CLI::App& app) {
   cmd->add_option("DF11_DIR", args->other,
                   "The DF11 directory to check (or another BF16 directory)")
       ->required();
-  cmd->add_option("--threads", args->threads, "Worker threads (0 = all cores)");
+  add_threads(*cmd, args->threads);
   cmd->add_flag("--quiet", args->quiet, "Print only the failing tensors and the verdict");
   cmd->callback([args] { exit_code() = run_verify(*args); });
 }

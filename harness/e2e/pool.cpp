@@ -6,7 +6,14 @@
 namespace df11::e2e {
 
 Pool::Pool(int n_threads) : n_(resolve_threads(n_threads)) {
-  for (int w = 1; w < n_; ++w) threads_.emplace_back([this, w] { work(w); });
+  // Where the system refuses a thread (a limit on threads or address space), the pool is the
+  // workers that started (size() says how many, with the caller's).
+  try {
+    threads_.reserve(static_cast<std::size_t>(n_ - 1));
+    for (int w = 1; w < n_; ++w) threads_.emplace_back([this, w] { work(w); });
+  } catch (const std::exception&) {  // std::system_error, std::bad_alloc
+    n_ = static_cast<int>(threads_.size()) + 1;
+  }
 }
 
 Pool::~Pool() {

@@ -59,8 +59,13 @@ void parallel_for(std::size_t n_tasks, int n_threads, const std::function<void(s
     }
   };
   std::vector<std::thread> pool;
-  pool.reserve(workers - 1);
-  for (std::size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  // Where the system refuses a thread (a limit on threads or address space), the ones that
+  // started, and this one, do all the tasks: they take them one by one.
+  try {
+    pool.reserve(workers - 1);
+    for (std::size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  } catch (const std::exception&) {  // std::system_error, std::bad_alloc
+  }
   work();
   for (auto& th : pool) th.join();
   if (first_error) std::rethrow_exception(first_error);

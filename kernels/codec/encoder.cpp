@@ -189,6 +189,13 @@ EncodedUnit encode(const UnitView& unit, const Layout& layout, int n_threads) {
     throw Error(fmt::format("unit {}: {} elements; positions are 32-bit, so a unit holds at most 2^32-1",
                             unit.name, n));
   }
+  // The official kernel takes n_elements and n_bytes as int: a DF11-layout unit past 2^31-1
+  // elements would be written but not decoded by it (one Llama-3.1-405B layer has ~3.2e9 weights).
+  if (layout.is_df11() && n > 0x7FFFFFFFull) {
+    throw Error(fmt::format("unit {}: {} elements; the official DF11 kernel counts them in an int, so a DF11 "
+                            "unit holds at most 2^31-1 (a pattern_dict with smaller units splits it)",
+                            unit.name, n));
+  }
   for (const auto& t : unit.tensors) {
     if (element_count(t.shape) != t.data.size()) {
       throw Error(fmt::format("unit {}: tensor {}: shape holds {} elements but {} were given", unit.name, t.name,
@@ -264,6 +271,11 @@ EncodedUnit encode(const UnitView& unit, const Layout& layout, int n_threads) {
   }
   const uint64_t total_bits = task_start_bit[n_tasks];
   const uint64_t n_bytes = (total_bits + 7) / 8;
+  if (layout.is_df11() && n_bytes > 0x7FFFFFFFull) {
+    throw Error(fmt::format("unit {}: {} bytes of encoded exponents; the official DF11 kernel counts them in an int "
+                            "(at most 2^31-1)",
+                            unit.name, n_bytes));
+  }
   const uint64_t chunk_bits = static_cast<uint64_t>(layout.chunk_bits());
   const int chunk_shift = std::countr_zero(chunk_bits);
   const uint64_t n_chunks = (n_bytes * 8 + chunk_bits - 1) / chunk_bits;

@@ -37,7 +37,9 @@ struct Layout {
   int gap_bits = 5;              // bits per packed gap (DF11: 5)
   PositionScheme positions = PositionScheme::block;
 
-  // The official DFloat11 layout, byte for byte.
+  // The official DFloat11 layout: its tensors, chained tables, 5-bit gaps and block positions,
+  // read by the official kernel. (Which prefix code fills them is the encoder's choice: ours is
+  // length-limited and optimal, the official tool's is dahuffman's with an EOF symbol.)
   [[nodiscard]] static Layout df11();
   // Our default layout: canonical code of at most 16 bits (flat tables fit), all exponents.
   [[nodiscard]] static Layout canonical(int max_code_length = 16, int threads_per_block = 512,

@@ -96,6 +96,23 @@ ok stats df11 --json
 grep -q '"exponent_entropy_bits"' "$scratch/last.out" || fail "stats --json lacks the entropy"
 ok stats src
 grep -q "model.layers.0.self_attn.q_proj.weight" "$scratch/last.out" || fail "stats lacks per-tensor rows"
+# Options out of range are refused naming the option: --threads (0 .. 4096), a seed that is not
+# an unsigned 64-bit integer (CLI11 read -1 as 2^64-1), a layer outside Nemo's 40, --layer or
+# --fraction with a PATH (they were ignored).
+expect_error "$scratch/none" "--threads: Value 5000 not in range 0 to 4096" -- stats --synthetic nemo-layer --threads 5000
+expect_error "$scratch/none" "--threads: Value -7 not in range" -- compress src "$scratch/none" --threads -7
+expect_error "$scratch/none" "--seed: '-1' is not an integer" -- synth --arch tiny "$scratch/none" --seed -1
+expect_error "$scratch/none" "--seed: '99999999999999999999' is not an integer" -- synth --arch tiny "$scratch/none" \
+  --seed 99999999999999999999
+expect_error "$scratch/none" "--layer: Value 40 not in range 0 to 39" -- stats --synthetic nemo-layer --layer 40
+expect_error "$scratch/none" "--layer and --fraction choose a --synthetic unit" -- stats src --fraction 0.5
+# Threads the system refuses (here an address-space limit: 3000 stacks of 8 MB do not fit in 4 GB)
+# leave the work to those that started: no abort.
+if ! (ulimit -v 4000000 2>/dev/null; "$df11" stats --synthetic nemo-layer --fraction 0.05 --threads 3000) \
+  >"$scratch/last.out" 2>&1; then
+  fail "stats with threads the system refuses: $(tail -3 "$scratch/last.out")"
+fi
+grep -q "bit-exact" "$scratch/last.out" || fail "stats with refused threads did not round-trip: $(cat "$scratch/last.out")"
 # A full layout name: DF11's tables with a count byte per thread; a malformed name is refused.
 ok stats --synthetic nemo-layer --fraction 0.002 --layout chain32.t256.b16.g5.pcount
 grep -q "chain32.t256.b16.g5.pcount" "$scratch/last.out" || fail "stats does not name the count layout"

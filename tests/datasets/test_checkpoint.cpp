@@ -279,6 +279,19 @@ TEST_CASE("a DF11 directory is written, read back and decoded bit-exactly", "[ch
   }
 }
 
+TEST_CASE("a DF11 directory is every safetensors file in it, whatever an index lists", "[checkpoint]") {
+  // save_pretrained writes an index for the uncompressed tensors it shards; the official loader
+  // reads every *.safetensors file regardless.
+  TempDir tmp;
+  synthesize(tmp / "bf16", tiny_options());
+  compress(tmp / "bf16", tmp / "df11", {});
+  write_text(tmp / "df11" / "model.safetensors.index.json",
+             R"({"metadata": {}, "weight_map": {"model.norm.weight": "model.safetensors"}})");
+  const Df11Checkpoint ck = Df11Checkpoint::open(tmp / "df11");
+  CHECK(ck.contents().units.size() == 4);
+  require_same_model(tmp / "bf16", tmp / "df11");
+}
+
 TEST_CASE("official fixtures decode bit-exactly", "[checkpoint]") {
   // Made by the official Python encoder (datasets/fixtures/official/README.md): per-unit files
   // and the single-file layout, versions 0.5.0 and 0.2.0, codes through all four tables.
@@ -589,12 +602,24 @@ TEST_CASE("broken DF11 directories fail naming the file and the tensor", "[check
     // Another unit is unaffected.
     CHECK_NOTHROW(ck.load_checked(ck.contents().units[3], 1));
   }
-  SECTION("a config.json without dfloat11_config, or of an unknown version") {
+  SECTION("a config.json without dfloat11_config, or with a version that is not a string") {
     json config = json::parse(read_text(tmp / "df11" / "config.json"));
-    config["dfloat11_config"]["version"] = "9.0";
+    // Any version string, or none, reads (the official loaders never look at it).
+    for (const json& v : {json("9.0"), json("0.4.0"), json()}) {
+      if (v.is_null()) {
+        config["dfloat11_config"].erase("version");
+      } else {
+        config["dfloat11_config"]["version"] = v;
+      }
+      write_text(tmp / "df11" / "config.json", config.dump());
+      const Df11Checkpoint ck = Df11Checkpoint::open(tmp / "df11");
+      CHECK(ck.df11().version == (v.is_null() ? "" : v.get<std::string>()));
+      CHECK_NOTHROW(ck.decode(ck.contents().units[2], 1));
+    }
+    config["dfloat11_config"]["version"] = 5;
     write_text(tmp / "df11" / "config.json", config.dump());
     CHECK_THROWS_WITH(Df11Checkpoint::open(tmp / "df11"),
-                      Contains("config.json") && Contains("9.0"));
+                      Contains("config.json") && Contains("version must be a string"));
     config.erase("dfloat11_config");
     write_text(tmp / "df11" / "config.json", config.dump());
     CHECK_THROWS_WITH(Df11Checkpoint::open(tmp / "df11"), Contains("no dfloat11_config"));
