@@ -719,7 +719,7 @@ void check_df11_tensor(const ShardSet::Ref& ref, std::initializer_list<st::DType
 
 }  // namespace
 
-Df11Checkpoint Df11Checkpoint::open(const fs::path& dir) {
+Df11Checkpoint Df11Checkpoint::open(const fs::path& dir, const std::optional<fs::path>& architecture) {
   Df11Checkpoint ck;
   ck.config_ = read_config(dir, true);
   const std::string config_path = (dir / kConfigName).string();
@@ -727,6 +727,18 @@ Df11Checkpoint Df11Checkpoint::open(const fs::path& dir) {
     throw Error(fmt::format("{}: no dfloat11_config: not a DF11 checkpoint", config_path));
   }
   ck.df11_ = parse_df11_config(ck.config_.json["dfloat11_config"], config_path);
+  if (architecture) {
+    std::error_code ec;
+    const fs::path file = fs::is_directory(*architecture, ec) ? *architecture / kConfigName : *architecture;
+    ModelConfig given = parse_config(read_json_file(file), file.string());
+    if (!given.arch) {
+      throw Error(fmt::format("{}: no architecture (hidden_size, num_hidden_layers, ...) to take the shapes from",
+                              file.string()));
+    }
+    given.json.erase("dfloat11_config");
+    given.json["dfloat11_config"] = ck.config_.json["dfloat11_config"];
+    ck.config_ = std::move(given);
+  }
   ck.shards_ = ShardSet::open(dir, true);
   const ShardSet& shards = ck.shards_;
 
@@ -1381,15 +1393,16 @@ void compress(const fs::path& in, const fs::path& out, const CompressOptions& o,
 
 void decompress(const fs::path& in, const fs::path& out, const DecompressOptions& o,
                 const ProgressFn& progress) {
-  const Df11Checkpoint ck = Df11Checkpoint::open(in);
+  const Df11Checkpoint ck = Df11Checkpoint::open(in, o.architecture);
   const Contents& contents = ck.contents();
   for (const UnitSpec& u : contents.units) {
     for (const TensorSpec& t : u.tensors) {
       if (!ck.shape_known(t.name)) {
         throw Error(fmt::format(
             "{}: the shape of tensor '{}' (unit '{}') cannot be derived: {} describes no "
-            "architecture that defines it",
-            in.string(), t.name, u.name, (in / kConfigName).string()));
+            "architecture that defines it (--config CONFIG.json gives one)",
+            in.string(), t.name, u.name,
+            o.architecture ? o.architecture->string() : (in / kConfigName).string()));
       }
     }
   }

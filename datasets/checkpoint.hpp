@@ -233,7 +233,12 @@ class Df11Checkpoint {
   // a .luts, .encoded_exponent or .sign_mantissa tensor). Each unit's weight names follow from the
   // pattern_dict and their shapes from the architecture; without an architecture (a bare module)
   // the shapes are 1-D element counts. Throws df11::Error naming the file and tensor.
-  [[nodiscard]] static Df11Checkpoint open(const std::filesystem::path& dir);
+  // architecture: a config.json (or a directory holding one) whose architecture gives the units'
+  // shapes instead of dir's config.json (the official single-file layout's holds only
+  // dfloat11_config, so its weights' shapes are otherwise unknown); config() is then that file's
+  // with dir's dfloat11_config.
+  [[nodiscard]] static Df11Checkpoint open(const std::filesystem::path& dir,
+                                           const std::optional<std::filesystem::path>& architecture = {});
 
   [[nodiscard]] const std::filesystem::path& dir() const { return shards_.dir(); }
   [[nodiscard]] const ModelConfig& config() const { return config_; }
@@ -397,6 +402,8 @@ struct DecompressOptions {
   uint64_t shard_bytes = kDefaultShardBytes;
   int threads = 0;
   WriteOptions write;
+  // Shapes (and the output's config.json) from this config.json or directory (Df11Checkpoint::open).
+  std::optional<std::filesystem::path> architecture;
 };
 
 // DF11 directory -> BF16 Hugging Face directory with bit-identical tensors.

@@ -13,6 +13,7 @@ struct DecompressArgs {
   int threads = 0;
   bool force = false;
   bool fsync = false;
+  std::string config;  // shapes from this config.json (or directory)
 };
 
 int run_decompress(const DecompressArgs& a) {
@@ -20,6 +21,7 @@ int run_decompress(const DecompressArgs& a) {
   o.shard_bytes = shard_bytes_of_mb(a.shard_mb);
   o.threads = a.threads;
   o.write = {a.force, a.fsync};
+  if (!a.config.empty()) o.architecture = a.config;
   install_interrupt_handler();
   ProgressBar bar("decompress");
   ckpt::Progress last;
@@ -44,6 +46,10 @@ void add_decompress(CLI::App& app) {
   cmd->add_option("OUT", args->out, "BF16 output directory (created atomically)")->required();
   cmd->add_option("--shard-mb", args->shard_mb, "Largest shard in MB (1e6 bytes)")
       ->capture_default_str();
+  cmd->add_option("--config", args->config,
+                  "A config.json (or a directory with one) whose architecture gives the weights' shapes and "
+                  "the output's config.json: for a DF11 directory whose config.json holds only dfloat11_config "
+                  "(the official single-file layout)");
   add_threads(*cmd, args->threads);
   cmd->add_flag("--force", args->force, "Replace OUT if it exists");
   cmd->add_flag("--fsync", args->fsync, "fsync every file before OUT appears");

@@ -292,6 +292,33 @@ TEST_CASE("a DF11 directory is every safetensors file in it, whatever an index l
   require_same_model(tmp / "bf16", tmp / "df11");
 }
 
+TEST_CASE("the official single-file layout decompresses with shapes from a given config.json", "[checkpoint]") {
+  // Its config.json holds only dfloat11_config: the weights' shapes come from elsewhere.
+  TempDir tmp;
+  const fs::path fixture = kFixtures / "tiny_mistral";
+  CHECK_THROWS_WITH(decompress(fixture / "df11_single_file", tmp / "out", {}),
+                    Contains("cannot be derived") && Contains("--config"));
+  CHECK(nothing_written(tmp / "out"));
+  DecompressOptions o;
+  o.architecture = fixture / "bf16";  // a directory, or its config.json
+  decompress(fixture / "df11_single_file", tmp / "out", o);
+  const HfCheckpoint ref = HfCheckpoint::open(fixture / "bf16"), got = HfCheckpoint::open(tmp / "out");
+  REQUIRE(got.shards().tensors().size() == ref.shards().tensors().size());
+  for (const TensorSpec& t : ref.shards().tensors()) {
+    INFO(t.name);
+    const auto& a = ref.shards().at(t.name);
+    const auto* b = got.shards().find(t.name);
+    REQUIRE(b != nullptr);
+    CHECK(b->info->shape == a.info->shape);
+    const auto x = ref.shards().bytes(a), y = got.shards().bytes(*b);
+    CHECK(std::equal(x.begin(), x.end(), y.begin(), y.end()));
+  }
+  CHECK(json::parse(read_text(tmp / "out" / "config.json")) == json::parse(read_text(fixture / "bf16" / "config.json")));
+  // A config.json without an architecture gives nothing to derive shapes from.
+  o.architecture = fixture / "df11_single_file" / "config.json";
+  CHECK_THROWS_WITH(decompress(fixture / "df11_single_file", tmp / "out2", o), Contains("no architecture"));
+}
+
 TEST_CASE("official fixtures decode bit-exactly", "[checkpoint]") {
   // Made by the official Python encoder (datasets/fixtures/official/README.md): per-unit files
   // and the single-file layout, versions 0.5.0 and 0.2.0, codes through all four tables.
