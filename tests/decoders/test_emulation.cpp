@@ -15,6 +15,7 @@
 #include "datasets/synthetic.hpp"
 #include "decoder.hpp"
 #include "common/host_image.hpp"
+#include "common/variant_decoder.hpp"
 #include "gap_decode/gap_decode.cuh"
 #include "helpers.hpp"
 
@@ -479,6 +480,40 @@ TEST_CASE("every variant but official-ptx accepts the units the GPU test decodes
       const dec::Status st = d->can_implement(it->second);
       INFO(d->name() << " on " << u.name << ": " << st.reason);
       CHECK(st.ok);
+    }
+  }
+}
+
+TEST_CASE("every layout has variants whose image a damaged stream passes (the GPU test launches them)",
+          "[emulation]") {
+  // test_gpu's check_damaged: the same damage, the same generator; upload is prepare_image and a
+  // copy, and the GPU test requires some launch per layout.
+  dec::Registry reg;
+  dec::register_all(reg);
+  for (const bool small : {true, false}) {
+    const auto words = random_weights(small ? 12001 : 40001, 8, 120, 0.8);
+    std::mt19937_64 rng(17);
+    for (const Layout& l : reg.layouts()) {
+      const EncodedUnit good = encode(unit_of(words, "dmg").view(), l, 0);
+      int accepted = 0;
+      for (int trial = 0; trial < 3; ++trial) {
+        EncodedUnit bad = good;
+        for (int k = 0; k < 16; ++k)
+          bad.encoded_exponent[rng() % bad.encoded_exponent.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+        if (trial > 0) bad.gaps[rng() % bad.gaps.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+        for (const auto& d : reg.all()) {
+          if (!(d->layout() == l) || !d->can_implement(bad).ok || d->name() == "official-ptx") continue;
+          const auto* v = dynamic_cast<const dec::VariantDecoder*>(d.get());
+          REQUIRE(v != nullptr);
+          try {
+            (void)dec::prepare_image(v->spec(), bad);
+            ++accepted;
+          } catch (const Error&) {
+          }
+        }
+      }
+      INFO(l.name() << (small ? " (small)" : ""));
+      CHECK(accepted > 0);
     }
   }
 }
