@@ -20,8 +20,8 @@
 
 #include "codec/bf16.hpp"
 #include "codec/cpu_decoder.hpp"
-#include "datasets/json_io.hpp"
 #include "codec/encoder.hpp"
+#include "datasets/json_io.hpp"
 #include "datasets/synthetic.hpp"
 
 namespace df11::ckpt {
@@ -137,15 +137,13 @@ ModelConfig parse_config(const json& j, const std::string& where) {
   config.json = j;
   if (!j.contains("hidden_size")) return config;  // a bare module: no architecture
   Architecture a;
-  // Bounds far above any real model's (Mistral-Nemo: 5120, 14336, 40, 32, 8, 128, 131072) that
-  // keep every size computed from them (a matrix's elements, a layer count as an int) in range.
-  a.hidden_size = positive_int(j, "hidden_size", where, 0, int64_t{1} << 20);
-  a.intermediate_size = positive_int(j, "intermediate_size", where, 0, int64_t{1} << 22);
-  a.num_hidden_layers = positive_int(j, "num_hidden_layers", where, 0, 4096);
-  a.num_attention_heads = positive_int(j, "num_attention_heads", where, 0, 4096);
-  a.num_key_value_heads = positive_int(j, "num_key_value_heads", where, a.num_attention_heads, 4096);
-  a.head_dim = positive_int(j, "head_dim", where, a.hidden_size / a.num_attention_heads, 65536);
-  a.vocab_size = positive_int(j, "vocab_size", where, 0, int64_t{1} << 26);
+  a.hidden_size = positive_int(j, "hidden_size", where, 0, kMaxHidden);
+  a.intermediate_size = positive_int(j, "intermediate_size", where, 0, kMaxIntermediate);
+  a.num_hidden_layers = positive_int(j, "num_hidden_layers", where, 0, kMaxLayers);
+  a.num_attention_heads = positive_int(j, "num_attention_heads", where, 0, kMaxHeads);
+  a.num_key_value_heads = positive_int(j, "num_key_value_heads", where, a.num_attention_heads, kMaxHeads);
+  a.head_dim = positive_int(j, "head_dim", where, a.hidden_size / a.num_attention_heads, kMaxHeadDim);
+  a.vocab_size = positive_int(j, "vocab_size", where, 0, kMaxVocab);
   a.rope_theta = number_or(j, "rope_theta", where, a.rope_theta);
   if (!j.contains("rope_theta") && j.contains("rope_parameters") &&
       j["rope_parameters"].is_object()) {

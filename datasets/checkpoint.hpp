@@ -28,6 +28,17 @@ namespace df11::ckpt {
 
 // ---- config.json ----------------------------------------------------------------------------
 
+// Bounds of a config.json's sizes (parse_config), far above any real model's (Mistral-Nemo: 5120,
+// 14336, 40 layers, 32 / 8 heads of 128, vocab 131072), that keep every size computed from them
+// (a matrix's elements, a layer count as an int) in range. Tools that take the same sizes as
+// options (generate --layers, --vocab) bound them the same way.
+inline constexpr int64_t kMaxHidden = int64_t{1} << 20;
+inline constexpr int64_t kMaxIntermediate = int64_t{1} << 22;
+inline constexpr int64_t kMaxLayers = 4096;
+inline constexpr int64_t kMaxHeads = 4096;
+inline constexpr int64_t kMaxHeadDim = 65536;
+inline constexpr int64_t kMaxVocab = int64_t{1} << 26;
+
 // The Mistral/Llama architecture fields of a config.json.
 struct Architecture {
   int64_t hidden_size = 0;

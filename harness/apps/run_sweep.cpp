@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
                  "decode.ptx of the dfloat11 wheel, for the official-ptx variant");
   app.add_option("--threads", threads,
                  "CPU threads for generation, encoding and the cpu backend (0: all cores)")
-      ->check(CLI::Range(0, 4096).description("INT in [0 - 4096]"));
+      ->check(CLI::Range(0, df11::kMaxThreads).description(fmt::format("INT in [0 - {}]", df11::kMaxThreads)));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -82,11 +82,12 @@ nlohmann::json timing_json(const e2e::Timing& t) {
           {"setup_steps_s", t.setup_s}};
 }
 
-// What a run that ran out of host memory says (instead of std::bad_alloc).
-std::string out_of_memory(const GenerateArgs& a) {
-  return fmt::format("generate: out of host memory for this run (--batch {}, --max-new-tokens {}): the weights, KV "
-                     "cache and logits do not fit; a smaller --batch, --max-new-tokens or prompt needs less",
-                     a.batch, a.max_new);
+// A row's positions: its prompt's tokens and the new ones, counted in 64 bits.
+void check_positions(int64_t prompt_tokens, int max_new) {
+  if (prompt_tokens + max_new > kMaxPositions) {
+    throw Error(fmt::format("--max-new-tokens {} and a prompt of {} tokens: a row holds at most {} positions",
+                            max_new, prompt_tokens, kMaxPositions));
+  }
 }
 
 // The checks of one run's options (the model's are run_generate's).
@@ -101,15 +102,10 @@ void check_run_args(const GenerateArgs& a) {
   if (a.batch <= 0 || a.batch > kMaxBatch)
     throw Error(fmt::format("--batch must be in [1, {}], got {}", kMaxBatch, a.batch));
   if (a.prompt_len < 0) throw Error(fmt::format("--prompt-len must be 0 or more, got {}", a.prompt_len));
-  // Positions of a row: the prompt's and the new tokens' (a --prompt's length is known once
-  // tokenized: run_generate checks it again).
+  // Before the model loads; a --prompt's length is known once tokenized (run_one checks again).
   const int64_t listed_ids =
       a.prompt_ids.empty() ? 0 : std::count(a.prompt_ids.begin(), a.prompt_ids.end(), ',') + 1;
-  const int64_t known_prompt = std::max<int64_t>(a.prompt_len, listed_ids);
-  if (known_prompt + a.max_new > kMaxPositions) {
-    throw Error(fmt::format("--max-new-tokens {} and a prompt of {} tokens: a row holds at most {} positions",
-                            a.max_new, known_prompt, kMaxPositions));
-  }
+  check_positions(std::max<int64_t>(a.prompt_len, listed_ids), a.max_new);
   if (a.fused_max_rows < 0 || a.fused_max_rows > dec::kFusedMaxBatch) {
     throw Error(fmt::format("--fused-max-rows must be in [0, {}], got {}", dec::kFusedMaxBatch, a.fused_max_rows));
   }
@@ -175,9 +171,9 @@ nlohmann::json kernel_times_json(const e2e::TracedSteps& t, double timed_step_s)
 
 // One run: builds its models (from `cache` when given, else loading the source unit by unit),
 // generates, prints the result (text, or one JSON line). Returns 2 when --check failed.
-int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCache* cache,
-            const std::optional<e2e::TekkenTokenizer>& tok, std::chrono::steady_clock::time_point t_setup,
-            const std::string& run_spec) {
+int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCache* cache,
+                  const std::optional<e2e::TekkenTokenizer>& tok, std::chrono::steady_clock::time_point t_setup,
+                  const std::string& run_spec) {
   const e2e::Backend backend = e2e::resolve_backend(a.backend);
   const e2e::WeightsKind weights = e2e::parse_weights(a.weights);
   const e2e::ModelShape& shape = source.shape();
@@ -198,10 +194,7 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   // BF16 with --fused-gemv: the variant's layout gives the fused kernels' partition.
   req.variant = weights == e2e::WeightsKind::df11 || a.fused_gemv ? a.variant : "";
   req.batch = a.batch;
-  if (static_cast<int64_t>(prompt.size()) + a.max_new > kMaxPositions) {
-    throw Error(fmt::format("--max-new-tokens {} and a prompt of {} tokens: a row holds at most {} positions",
-                            a.max_new, prompt.size(), kMaxPositions));
-  }
+  check_positions(static_cast<int64_t>(prompt.size()), a.max_new);
   req.max_positions = static_cast<int>(prompt.size()) + a.max_new;
   req.threads = a.threads;
   req.chunk_bytes = a.chunk_bytes;  // --check's partner slices the same way (same GEMMs)
@@ -407,6 +400,21 @@ int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCac
   return 0;
 }
 
+// One run (generate_once); running out of host memory names the options that sized it instead of
+// saying std::bad_alloc.
+int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCache* cache,
+            const std::optional<e2e::TekkenTokenizer>& tok, std::chrono::steady_clock::time_point t_setup,
+            const std::string& run_spec) {
+  try {
+    return generate_once(a, source, cache, tok, t_setup, run_spec);
+  } catch (const std::bad_alloc&) {
+    throw Error(fmt::format("generate: out of host memory for this run (--batch {}, --max-new-tokens {}): the "
+                            "weights, KV cache and logits do not fit; a smaller --batch, --max-new-tokens or prompt "
+                            "needs less",
+                            a.batch, a.max_new));
+  }
+}
+
 // The options a line of --runs may set (each line starts from the command line's values).
 void parse_run_line(const std::string& line, GenerateArgs& r) {
   CLI::App app("a run of df11 generate --runs");
@@ -454,9 +462,10 @@ int run_generate(const GenerateArgs& a) {
   if (a.synthesize_on != "auto" && a.synthetic.empty())
     throw Error("generate: --synthesize-on applies to --synthetic only");
   if (a.layers < 0 || a.vocab < 0) throw Error("generate: --layers and --vocab must be positive");
-  // The bounds a config.json's sizes have (datasets/checkpoint.cpp), and df11 synth's.
-  if (a.layers > 4096) throw Error(fmt::format("generate: --layers {} is more than 4096", a.layers));
-  if (a.vocab > (int64_t{1} << 26)) throw Error(fmt::format("generate: --vocab {} is more than 2^26", a.vocab));
+  // The bounds a config.json's sizes have (and so df11 synth's).
+  if (a.layers > ckpt::kMaxLayers)
+    throw Error(fmt::format("generate: --layers {} is more than {}", a.layers, ckpt::kMaxLayers));
+  if (a.vocab > ckpt::kMaxVocab) throw Error(fmt::format("generate: --vocab {} is more than 2^26", a.vocab));
   std::vector<std::pair<std::string, GenerateArgs>> runs;  // a --runs line and its options
   if (!a.runs_file.empty()) {
     std::ifstream in(a.runs_file);
@@ -494,13 +503,7 @@ int run_generate(const GenerateArgs& a) {
   }
   std::optional<e2e::TekkenTokenizer> tok;
   if (!a.tokenizer.empty()) tok = e2e::TekkenTokenizer::load(a.tokenizer);
-  if (runs.empty()) {
-    try {
-      return run_one(a, *source, nullptr, tok, t_setup, "");
-    } catch (const std::bad_alloc&) {
-      throw Error(out_of_memory(a));
-    }
-  }
+  if (runs.empty()) return run_one(a, *source, nullptr, tok, t_setup, "");
 
   // Several runs: the units are loaded (synthesized, read) once and kept with every form a run
   // asked for; a failing run is reported and the next one goes on.
@@ -509,12 +512,7 @@ int run_generate(const GenerateArgs& a) {
   for (const auto& [line, r] : runs) {
     try {
       check_run_args(r);
-      int rc = 0;
-      try {
-        rc = run_one(r, *source, &cache, tok, std::chrono::steady_clock::now(), line);
-      } catch (const std::bad_alloc&) {
-        throw Error(out_of_memory(r));
-      }
+      const int rc = run_one(r, *source, &cache, tok, std::chrono::steady_clock::now(), line);
       failed_checks += rc == 2;
     } catch (const std::exception& e) {
       ++failed_runs;

@@ -27,8 +27,7 @@ struct StatsArgs {
   std::string layout = "df11";
   int threads = 0;
   bool json = false;
-  bool layer_given = false;     // --layer or --fraction on the command line (with a PATH: an error)
-  bool fraction_given = false;
+  bool unit_options = false;  // --layer or --fraction given (they choose a --synthetic unit)
 };
 
 Unit synthetic_unit(const StatsArgs& a) {
@@ -225,7 +224,7 @@ int run_checkpoint_stats(const StatsArgs& a) {
 int run_stats(const StatsArgs& a) {
   if (!a.path.empty()) {
     if (!a.synthetic.empty()) throw Error("stats: give either a checkpoint PATH or --synthetic, not both");
-    if (a.layer_given || a.fraction_given)
+    if (a.unit_options)
       throw Error("stats: --layer and --fraction choose a --synthetic unit; with a PATH every unit is read");
     return run_checkpoint_stats(a);
   }
@@ -266,16 +265,17 @@ void add_stats(CLI::App& app) {
                  "A DF11 checkpoint directory, or a BF16 one (compressed in memory with --layout)");
   st->add_option("--pattern", args->pattern, "pattern_dict for a BF16 PATH (JSON file or text)");
   st->add_option("--synthetic", args->synthetic, "Synthetic unit: nemo-layer, nemo-lm-head or nemo-embed");
-  st->add_option("--layer", args->layer, "Layer index of a synthetic nemo-layer")
-      ->check(CLI::Range(0, 39).description("INT in [0 - 39] (Mistral-Nemo's 40 layers)"))
-      ->each([args](const std::string&) { args->layer_given = true; });
+  auto* layer = st->add_option("--layer", args->layer, "Layer index of a synthetic nemo-layer")
+                    ->check(CLI::Range(0, 39).description("INT in [0 - 39] (Mistral-Nemo's 40 layers)"));
   st->add_option("--seed", args->seed, "Seed of the synthetic generator")->check(unsigned_64());
-  st->add_option("--fraction", args->fraction, "Keep this fraction of each matrix's rows (0, 1]")
-      ->each([args](const std::string&) { args->fraction_given = true; });
+  auto* fraction = st->add_option("--fraction", args->fraction, "Keep this fraction of each matrix's rows (0, 1]");
   st->add_option("--layout", args->layout, "df11 (official), canonical[:L] (ours), or a full layout name (chain32.t512.b8.g5.pcount)");
   add_threads(*st, args->threads);
   st->add_flag("--json", args->json, "Print one JSON object");
-  st->callback([args] { exit_code() = run_stats(*args); });
+  st->callback([args, layer, fraction] {
+    args->unit_options = layer->count() + fraction->count() > 0;
+    exit_code() = run_stats(*args);
+  });
 }
 
 }  // namespace df11::cli

@@ -27,9 +27,7 @@ void add_generate(CLI::App& app);  // cmd_generate.cpp (harness/e2e)
 
 // ---- shared by the subcommands (cmd_common.cpp) ----
 
-// --threads: 0 (all cores) up to kMaxThreads (more would only exhaust the system's threads or
-// address space; the thread pools also run with fewer where the system refuses some).
-inline constexpr int kMaxThreads = 4096;
+// --threads: 0 (all cores) up to kMaxThreads (codec/common.hpp).
 CLI::Option* add_threads(CLI::App& cmd, int& threads, const std::string& help = "Worker threads (0 = all cores)");
 // For an unsigned 64-bit option: digits only, at most 2^64-1 (CLI11 itself reads "-1" as 2^64-1
 // and clamps larger values).

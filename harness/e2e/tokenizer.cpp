@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "codec/common.hpp"
+#include "datasets/checkpoint.hpp"
 #include "datasets/json_io.hpp"
 
 namespace df11::e2e {
@@ -222,7 +223,7 @@ TekkenTokenizer TekkenTokenizer::load(const std::filesystem::path& file) {
     TekkenTokenizer t;
     t.num_special_ = static_cast<int32_t>(int_in(cfg.at("default_num_special_tokens"), "default_num_special_tokens", 0,
                                                  int64_t{1} << 20));
-    const int64_t vocab_size = int_in(cfg.at("default_vocab_size"), "default_vocab_size", 1, int64_t{1} << 26);
+    const int64_t vocab_size = int_in(cfg.at("default_vocab_size"), "default_vocab_size", 1, ckpt::kMaxVocab);
     const int64_t n_inner = vocab_size - t.num_special_;
     const auto& vocab = j["vocab"];
     if (t.num_special_ < 0 || n_inner <= 0 || n_inner > static_cast<int64_t>(vocab.size())) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "codec/bf16.hpp"
+#include "codec/layout.hpp"
 #include "codec/unit.hpp"
 
 namespace df11::test {
@@ -83,6 +84,21 @@ inline std::vector<uint16_t> fibonacci_words(int n_terms, int first, uint64_t se
   std::mt19937_64 rng(seed);
   std::shuffle(data.begin(), data.end(), rng);
   return data;
+}
+
+// Three damaged copies of `good`, as test_gpu's check_damaged launches them (and test_emulation
+// checks that uploads take some): 16 stream bytes changed in each, and from the second on one
+// gap byte too. Draws from rng in a fixed order, so a sequence of calls is reproducible.
+inline std::vector<EncodedUnit> damaged_units(const EncodedUnit& good, std::mt19937_64& rng) {
+  std::vector<EncodedUnit> out;
+  for (int trial = 0; trial < 3; ++trial) {
+    EncodedUnit bad = good;
+    for (int k = 0; k < 16; ++k)
+      bad.encoded_exponent[rng() % bad.encoded_exponent.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+    if (trial > 0) bad.gaps[rng() % bad.gaps.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+    out.push_back(std::move(bad));
+  }
+  return out;
 }
 
 }  // namespace df11::test

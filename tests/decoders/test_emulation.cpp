@@ -486,8 +486,8 @@ TEST_CASE("every variant but official-ptx accepts the units the GPU test decodes
 
 TEST_CASE("every layout has variants whose image a damaged stream passes (the GPU test launches them)",
           "[emulation]") {
-  // test_gpu's check_damaged: the same damage, the same generator; upload is prepare_image and a
-  // copy, and the GPU test requires some launch per layout.
+  // test_gpu's check_damaged: the same units (test::damaged_units, the same generator); upload is
+  // prepare_image and a copy, and the GPU test requires some launch per layout.
   dec::Registry reg;
   dec::register_all(reg);
   for (const bool small : {true, false}) {
@@ -496,11 +496,7 @@ TEST_CASE("every layout has variants whose image a damaged stream passes (the GP
     for (const Layout& l : reg.layouts()) {
       const EncodedUnit good = encode(unit_of(words, "dmg").view(), l, 0);
       int accepted = 0;
-      for (int trial = 0; trial < 3; ++trial) {
-        EncodedUnit bad = good;
-        for (int k = 0; k < 16; ++k)
-          bad.encoded_exponent[rng() % bad.encoded_exponent.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
-        if (trial > 0) bad.gaps[rng() % bad.gaps.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+      for (const EncodedUnit& bad : df11::test::damaged_units(good, rng)) {
         for (const auto& d : reg.all()) {
           if (!(d->layout() == l) || !d->can_implement(bad).ok || d->name() == "official-ptx") continue;
           const auto* v = dynamic_cast<const dec::VariantDecoder*>(d.get());

@@ -282,10 +282,9 @@ void check_damaged(const dec::Registry& reg, bool small) {
   for (const Layout& l : reg.layouts()) {
     const EncodedUnit good = encode(test::unit_of(words, "dmg").view(), l, 0);
     int launched = 0;  // damaged units some variant of the layout ran on (upload may refuse some)
-    for (int trial = 0; trial < 3; ++trial) {
-      EncodedUnit bad = good;
-      for (int k = 0; k < 16; ++k) bad.encoded_exponent[rng() % bad.encoded_exponent.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
-      if (trial > 0) bad.gaps[rng() % bad.gaps.size()] ^= static_cast<uint8_t>(1 + rng() % 255);
+    const std::vector<EncodedUnit> damaged = test::damaged_units(good, rng);
+    for (std::size_t trial = 0; trial < damaged.size(); ++trial) {
+      const EncodedUnit& bad = damaged[trial];
       for (const auto& d : reg.all()) {
         if (!(d->layout() == l) || !d->can_implement(bad).ok || d->name() == "official-ptx") continue;
         const std::string what = d->name() + " on damaged " + l.name() + " #" + std::to_string(trial);
