@@ -145,10 +145,16 @@ ModelConfig parse_config(const json& j, const std::string& where) {
   a.head_dim = positive_int(j, "head_dim", where, a.hidden_size / a.num_attention_heads, kMaxHeadDim);
   a.vocab_size = positive_int(j, "vocab_size", where, 0, kMaxVocab);
   a.rope_theta = number_or(j, "rope_theta", where, a.rope_theta);
-  if (!j.contains("rope_theta") && j.contains("rope_parameters") &&
-      j["rope_parameters"].is_object()) {
-    a.rope_theta =
+  // transformers 5 keeps it in rope_parameters (and reads it from there when both are given).
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object() &&
+      j["rope_parameters"].contains("rope_theta")) {
+    const double nested =
         number_or(j["rope_parameters"], "rope_theta", where + ": rope_parameters", a.rope_theta);
+    if (j.contains("rope_theta") && !j["rope_theta"].is_null() && nested != a.rope_theta) {
+      throw Error(fmt::format("{}: rope_theta {:g} and rope_parameters.rope_theta {:g} disagree", where,
+                              a.rope_theta, nested));
+    }
+    a.rope_theta = nested;
   }
   a.rms_norm_eps = number_or(j, "rms_norm_eps", where, a.rms_norm_eps);
   if (const auto it = j.find("tie_word_embeddings"); it != j.end() && !it->is_null()) {

@@ -27,6 +27,10 @@ struct ModelShape {
   int64_t vocab;
   double rope_theta;
   double rms_norm_eps;
+  // The attention window of config.json's sliding_window (a query sees the last W positions);
+  // 0: none. The forward pass attends to every earlier position, which equals the window only
+  // while a row's positions stay within it (e2e's models refuse longer runs).
+  int64_t sliding_window = 0;
 };
 
 [[nodiscard]] constexpr ModelShape nemo_shape() {

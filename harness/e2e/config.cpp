@@ -45,9 +45,10 @@ void validate(const ModelShape& s, const std::string& where) {
 std::string describe(const ModelShape& s) {
   return fmt::format(
       "{} layer{}, hidden {}, intermediate {}, heads {}/{} x {}, vocab {}, rope_theta {:g}, eps "
-      "{:g}",
+      "{:g}{}",
       s.n_layers, s.n_layers == 1 ? "" : "s", s.hidden, s.intermediate, s.n_heads, s.n_kv_heads,
-      s.head_dim, s.vocab, s.rope_theta, s.rms_norm_eps);
+      s.head_dim, s.vocab, s.rope_theta, s.rms_norm_eps,
+      s.sliding_window > 0 ? fmt::format(", sliding window {}", s.sliding_window) : "");
 }
 
 uint64_t n_matrix_parameters(const ModelShape& s) {

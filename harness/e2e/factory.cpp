@@ -46,6 +46,13 @@ std::vector<std::unique_ptr<ModelBuilder>> make_builders(const WeightSource& sou
       throw Error(fmt::format("model: batch ({}) and positions ({}) must be positive", r.batch,
                               r.max_positions));
     }
+    // A row of max_positions runs positions 0 .. max_positions - 2 (the last token is not fed back).
+    if (s.sliding_window > 0 && r.max_positions - 1 > s.sliding_window) {
+      throw Error(fmt::format("{}: config.json's sliding_window is {}: attention here is full causal, which equals "
+                              "the window only while a row's positions stay within it, and this run's rows reach {} "
+                              "positions (prompt + --max-new-tokens - 1)",
+                              source.description(), s.sliding_window, r.max_positions - 1));
+    }
     if (r.backend == Backend::cpu) {
       if (r.chunk_bytes != 0) throw Error("model: chunked GEMMs (--chunk-bytes) are a CUDA method");
       if (r.fused_gemv) throw Error("model: the fused decode + GEMV kernels (--fused-gemv) are a CUDA method");

@@ -271,8 +271,10 @@ std::vector<uint16_t> read_norm(const ckpt::ShardSet& shards, const std::string&
   return out;
 }
 
-// Unit specs of a checkpoint indexed like the model's units.
-std::vector<const ckpt::UnitSpec*> index_units(const ModelShape& s, const ckpt::Contents& contents,
+// Unit specs of a checkpoint indexed like the model's units. tied (config.json's
+// tie_word_embeddings): the output projection is the embedding matrix, as HF ties them (a stored
+// lm_head is not used); untied, the checkpoint must hold an lm_head.
+std::vector<const ckpt::UnitSpec*> index_units(const ModelShape& s, const ckpt::Contents& contents, bool tied,
                                                const std::string& where) {
   std::vector<const ckpt::UnitSpec*> by_unit(static_cast<std::size_t>(n_units(s)), nullptr);
   for (const auto& u : contents.units) {
@@ -289,19 +291,34 @@ std::vector<const ckpt::UnitSpec*> index_units(const ModelShape& s, const ckpt::
       throw Error(fmt::format("{}: unit '{}' is not part of the Mistral model", where, u.name));
     by_unit[static_cast<std::size_t>(idx)] = &u;
   }
-  // Tied embeddings: the output projection is the embedding matrix.
-  if (!by_unit[static_cast<std::size_t>(lm_head_unit(s))])
-    by_unit[static_cast<std::size_t>(lm_head_unit(s))] =
-        by_unit[static_cast<std::size_t>(embed_unit(s))];
+  if (tied) by_unit[static_cast<std::size_t>(lm_head_unit(s))] = by_unit[static_cast<std::size_t>(embed_unit(s))];
   for (int i = 0; i < n_units(s); ++i) {
     if (!by_unit[static_cast<std::size_t>(i)]) {
-      throw Error(fmt::format("{}: no unit {}", where,
+      throw Error(fmt::format("{}: no unit {}{}", where,
                               i < s.n_layers       ? layer_name(i)
                               : i == embed_unit(s) ? "model.embed_tokens"
-                                                   : "lm_head"));
+                                                   : "lm_head",
+                              i == lm_head_unit(s) ? " (config.json's tie_word_embeddings is false)" : ""));
     }
   }
   return by_unit;
+}
+
+// Every tensor of the checkpoint (as a BF16 checkpoint stores it) must be one the forward pass
+// reads: a bias or another model's tensor would otherwise be dropped without a word. Rotary
+// inv_freq buffers, which some checkpoints carry, are what rope_theta gives.
+void check_tensors(const ckpt::Architecture& a, const ckpt::Contents& contents, const std::string& where) {
+  std::vector<std::string> known = ckpt::architecture_tensors(a);
+  known.emplace_back("lm_head.weight");  // stored though tied: HF's tie replaces it
+  std::sort(known.begin(), known.end());
+  for (const ckpt::TensorSpec& t : contents.bf16_tensors()) {
+    if (t.name.ends_with(".rotary_emb.inv_freq")) continue;
+    if (!std::binary_search(known.begin(), known.end(), t.name)) {
+      throw Error(fmt::format("{}: tensor '{}' is not one the Mistral forward pass reads (biases and other "
+                              "architectures are not implemented)",
+                              t.file.empty() ? where : t.file, t.name));
+    }
+  }
 }
 
 Norms read_norms(const ModelShape& s, const ckpt::ShardSet& shards) {
@@ -324,15 +341,48 @@ ModelShape checked_shape(const ckpt::ModelConfig& config, const std::filesystem:
   auto set = [&](const char* key) {
     return j.contains(key) && !j[key].is_null() && j[key] != false;
   };
+  std::string model_type = "mistral";  // HF needs one; a hand-written config without it reads as Mistral
+  if (const auto it = j.find("model_type"); it != j.end() && !it->is_null()) {
+    if (!it->is_string() || (*it != "mistral" && *it != "llama")) {
+      throw Error(fmt::format("{}: model_type {} is not implemented (mistral and llama are)", where, brief(*it)));
+    }
+    model_type = it->get<std::string>();
+  }
   if (set("rope_scaling")) throw Error(fmt::format("{}: rope_scaling is not implemented", where));
+  // transformers 5 writes rope settings as rope_parameters (rope_scaling is its alias there).
+  if (const auto it = j.find("rope_parameters"); it != j.end() && it->is_object()) {
+    for (const char* key : {"rope_type", "type"}) {
+      if (const auto t = it->find(key); t != it->end() && !t->is_null() && *t != "default") {
+        throw Error(fmt::format("{}: rope_parameters.{} {} is not implemented (default is)", where, key, brief(*t)));
+      }
+    }
+  }
+  for (const nlohmann::json* o : {&j, j.contains("rope_parameters") ? &j["rope_parameters"] : nullptr}) {
+    if (o == nullptr || !o->is_object()) continue;
+    if (const auto f = o->find("partial_rotary_factor"); f != o->end() && !f->is_null() && *f != 1 && *f != 1.0) {
+      throw Error(fmt::format("{}: partial_rotary_factor {} is not implemented (rotary embeddings rotate whole heads)",
+                              where, brief(*f)));
+    }
+  }
   if (set("attention_bias") || set("mlp_bias"))
     throw Error(fmt::format("{}: biases are not implemented", where));
   if (j.contains("hidden_act") && j["hidden_act"] != "silu") {
     throw Error(fmt::format("{}: hidden_act {} is not implemented (silu is)", where,
                             brief(j["hidden_act"])));
   }
-  // sliding_window is accepted: attention is full causal, which equals it below the window.
-  return shape_of(*config.arch, where);
+  ModelShape s = shape_of(*config.arch, where);
+  // sliding_window: HF's Mistral default when the key is absent is 4096 (Llama has none); null
+  // is none. Attention here is full causal, equal to the window while a row stays inside it
+  // (the models refuse longer rows).
+  if (const auto it = j.find("sliding_window"); it == j.end()) {
+    s.sliding_window = model_type == "mistral" ? 4096 : 0;
+  } else if (!it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 1) {
+      throw Error(fmt::format("{}: sliding_window must be a positive integer or null, got {}", where, brief(*it)));
+    }
+    s.sliding_window = it->get<int64_t>();
+  }
+  return s;
 }
 
 class HfSource final : public WeightSource {
@@ -341,7 +391,8 @@ class HfSource final : public WeightSource {
       : ckpt_(ckpt::HfCheckpoint::open(dir)), threads_(threads) {
     shape_ = checked_shape(ckpt_.config(), dir);
     contents_ = ckpt_.contents(ckpt::PatternDict::mistral());
-    units_ = index_units(shape_, contents_, dir.string());
+    check_tensors(*ckpt_.config().arch, contents_, dir.string());
+    units_ = index_units(shape_, contents_, ckpt_.config().arch->tie_word_embeddings, dir.string());
     norms_ = read_norms(shape_, ckpt_.shards());
     description_ = fmt::format("HF checkpoint {}", dir.string());
   }
@@ -376,7 +427,8 @@ class Df11Source final : public WeightSource {
   Df11Source(const std::filesystem::path& dir, int threads)
       : ckpt_(ckpt::Df11Checkpoint::open(dir)), threads_(threads) {
     shape_ = checked_shape(ckpt_.config(), dir);
-    units_ = index_units(shape_, ckpt_.contents(), dir.string());
+    check_tensors(*ckpt_.config().arch, ckpt_.contents(), dir.string());
+    units_ = index_units(shape_, ckpt_.contents(), ckpt_.config().arch->tie_word_embeddings, dir.string());
     norms_ = read_norms(shape_, ckpt_.shards());
     description_ = fmt::format("DF11 checkpoint {}", dir.string());
   }

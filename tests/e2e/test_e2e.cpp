@@ -19,6 +19,7 @@
 #include "codec/bf16.hpp"
 #include "codec/cpu_decoder.hpp"
 #include "datasets/checkpoint.hpp"
+#include "datasets/safetensors.hpp"
 #include "datasets/synthetic.hpp"
 #include "e2e/cpu_model.hpp"
 #include "e2e/factory.hpp"
@@ -699,6 +700,135 @@ TEST_CASE("checkpoint directories: df11 synth, compress, and the official encode
     std::ofstream(scaled / "config.json") << cfg.dump();
     CHECK_THROWS_WITH(open_checkpoint(scaled, 1),
                       Catch::Contains("rope_scaling is not implemented"));
+  }
+}
+
+namespace {
+
+// A copy of `from` whose config.json `edit` changed.
+fs::path edited_copy(const fs::path& from, const fs::path& to, const std::function<void(nlohmann::json&)>& edit) {
+  fs::create_directories(to);
+  fs::copy(from, to, fs::copy_options::recursive);
+  std::ifstream in(to / "config.json");
+  auto cfg = nlohmann::json::parse(in);
+  in.close();
+  edit(cfg);
+  std::ofstream(to / "config.json") << cfg.dump();
+  return to;
+}
+
+// `dir`/model.safetensors rewritten with its tensors, less `drop`, plus `extra` (BF16 zeros).
+void rewrite_shard(const fs::path& dir, const std::string& drop, const std::string& extra, int64_t extra_n) {
+  std::vector<std::pair<st::TensorInfo, std::vector<std::byte>>> kept;
+  {
+    const st::File f = st::File::open(dir / "model.safetensors");
+    for (const auto& t : f.tensors()) {
+      if (t.name == drop) continue;
+      const auto b = f.bytes(t);
+      kept.emplace_back(t, std::vector<std::byte>(b.begin(), b.end()));
+    }
+  }
+  st::Writer w;
+  for (auto& [t, bytes] : kept) w.add_owned(t.name, t.dtype, t.shape, std::move(bytes));
+  if (!extra.empty())
+    w.add_owned(extra, st::DType::BF16, {extra_n}, std::vector<std::byte>(static_cast<std::size_t>(2 * extra_n)));
+  w.write(dir / "model.safetensors");
+}
+
+}  // namespace
+
+TEST_CASE("checkpoints: what the forward pass does not implement is refused; windows and ties as HF reads them",
+          "[e2e]") {
+  TempDir tmp;
+  const fs::path hf = kFixtures / "tiny_mistral" / "bf16", df = kFixtures / "tiny_mistral" / "df11";
+  int n = 0;
+  const auto copy = [&](const fs::path& from, const std::function<void(nlohmann::json&)>& edit) {
+    return edited_copy(from, tmp.path / ("c" + std::to_string(n++)), edit);
+  };
+  // Another architecture, scaled or partial rotary embeddings (transformers 5 spells them
+  // rope_parameters), and two rope_thetas that disagree.
+  CHECK_THROWS_WITH(open_checkpoint(copy(hf, [](auto& c) { c["model_type"] = "qwen2"; }), 1),
+                    Catch::Contains("model_type \"qwen2\" is not implemented"));
+  CHECK_THROWS_WITH(open_checkpoint(copy(hf,
+                                         [](auto& c) {
+                                           c.erase("rope_theta");
+                                           c["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4.0},
+                                                                   {"rope_theta", 1e6}};
+                                         }),
+                                    1),
+                    Catch::Contains("rope_parameters.rope_type \"yarn\" is not implemented"));
+  CHECK_THROWS_WITH(open_checkpoint(copy(hf, [](auto& c) { c["partial_rotary_factor"] = 0.5; }), 1),
+                    Catch::Contains("partial_rotary_factor 0.5 is not implemented"));
+  CHECK_THROWS_WITH(
+      open_checkpoint(copy(hf, [](auto& c) { c["rope_parameters"] = {{"rope_theta", 5e5}, {"rope_type", "default"}}; }),
+                      1),
+      Catch::Contains("rope_theta 1e+06 and rope_parameters.rope_theta 500000 disagree"));
+  // transformers 5's own spelling of plain rope reads.
+  CHECK(open_checkpoint(copy(hf,
+                             [](auto& c) {
+                               c.erase("rope_theta");
+                               c["rope_parameters"] = {{"rope_theta", 5e5}, {"rope_type", "default"}};
+                             }),
+                        1)
+            ->shape()
+            .rope_theta == 5e5);
+
+  // A bias (or any tensor the pass does not read) is refused, in HF and DF11 directories alike.
+  {
+    const fs::path biased = copy(hf, [](auto&) {});
+    rewrite_shard(biased, "", "model.layers.0.self_attn.q_proj.bias", 64);
+    CHECK_THROWS_WITH(open_checkpoint(biased, 1),
+                      Catch::Contains("model.safetensors: tensor 'model.layers.0.self_attn.q_proj.bias' is not one "
+                                      "the Mistral forward pass reads"));
+    const fs::path dbiased = copy(df, [](auto&) {});
+    st::Writer w;
+    w.add_owned("model.layers.0.mlp.down_proj.bias", st::DType::BF16, {64}, std::vector<std::byte>(128));
+    w.write(dbiased / "extra.safetensors");
+    CHECK_THROWS_WITH(open_checkpoint(dbiased, 1),
+                      Catch::Contains("extra.safetensors: tensor 'model.layers.0.mlp.down_proj.bias' is not one"));
+  }
+
+  // sliding_window: null is none (the fixture's); absent is HF Mistral's default of 4096, and
+  // Llama's none; a window refuses rows that run past it.
+  CHECK(open_checkpoint(hf, 1)->shape().sliding_window == 0);
+  CHECK(open_checkpoint(copy(hf, [](auto& c) { c.erase("sliding_window"); }), 1)->shape().sliding_window == 4096);
+  CHECK(open_checkpoint(kFixtures / "tiny_llama_v020" / "bf16", 1)->shape().sliding_window == 0);
+  CHECK_THROWS_WITH(open_checkpoint(copy(hf, [](auto& c) { c["sliding_window"] = 0; }), 1),
+                    Catch::Contains("sliding_window must be a positive integer or null, got 0"));
+  {
+    const auto windowed = open_checkpoint(copy(df, [](auto& c) { c["sliding_window"] = 6; }), 1);
+    const auto plain = open_checkpoint(df, 1);
+    const int64_t V = plain->shape().vocab;
+    // 7 positions: rows run positions 0..6, one past the window of 6.
+    CHECK_THROWS_WITH(build_models(*windowed, {ModelRequest{Backend::cpu, WeightsKind::df11, "", 1, 8, 1}}),
+                      Catch::Contains("config.json's sliding_window is 6") && Catch::Contains("reach 7 positions"));
+    // Within it (a prompt of 3 and 4 new tokens: positions 0..5), the window changes nothing.
+    auto in = build_models(*windowed, {ModelRequest{Backend::cpu, WeightsKind::df11, "", 1, 7, 1}});
+    auto ref = build_models(*plain, {ModelRequest{Backend::cpu, WeightsKind::df11, "", 1, 7, 1}});
+    const auto r = generate(*in[0], batch_prompts(prompt_of(3, V), 1, V), 4, ref[0].get());
+    CHECK_FALSE(r.mismatch);
+    CHECK(r.steps_checked == 4);
+  }
+
+  // tie_word_embeddings: the output projection is embed_tokens (a stored lm_head is replaced, as
+  // HF's tie does); untied, an lm_head must be there.
+  {
+    const fs::path tied = copy(hf, [](auto& c) { c["tie_word_embeddings"] = true; });
+    const fs::path tied_stored = copy(hf, [](auto& c) { c["tie_word_embeddings"] = true; });
+    rewrite_shard(tied, "lm_head.weight", "", 0);
+    for (const fs::path& dir : {tied, tied_stored}) {
+      const auto src = open_checkpoint(dir, 1);
+      const ModelShape& s = src->shape();
+      UnitFeed head = src->load(lm_head_unit(s)), embed = src->load(embed_unit(s));
+      CHECK(head.name() == "model.embed_tokens");
+      CHECK(*head.shared_bf16() == *embed.shared_bf16());
+    }
+    const auto untied = open_checkpoint(hf, 1);
+    CHECK(untied->load(lm_head_unit(untied->shape())).name() == "lm_head");
+    const fs::path headless = copy(df, [](auto&) {});
+    fs::remove(headless / "lm_head.safetensors");
+    CHECK_THROWS_WITH(open_checkpoint(headless, 1),
+                      Catch::Contains("no unit lm_head (config.json's tie_word_embeddings is false)"));
   }
 }
 
