@@ -93,11 +93,29 @@ int main(int argc, char** argv) {
       throw df11::Error(fmt::format("{}: already exists; choose another --out",
                                     (run_dir / "results.jsonl").string()));
     }
+    const bool made_dir = !fs::exists(run_dir);
     fs::create_directories(run_dir);
+    // The copy is always this run's experiment (a failed earlier run into the same directory may
+    // have left another), and goes again if the run fails before results.jsonl exists.
     const fs::path copy = run_dir / fs::path(experiment_path).filename();
-    if (!fs::exists(copy)) {
-      std::ofstream(copy, std::ios::binary) << e.source_text;
+    {
+      const fs::path tmp = run_dir / (copy.filename().string() + ".tmp");
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out << e.source_text;
+      out.close();
+      if (!out) throw df11::Error(fmt::format("{}: cannot write the experiment's copy", tmp.string()));
+      fs::rename(tmp, copy);
     }
+    struct Unstarted {  // removes the copy (and a directory made for it) if no results file appeared
+      fs::path copy, dir, results;
+      bool made_dir;
+      ~Unstarted() {
+        std::error_code ec;
+        if (fs::exists(results, ec)) return;
+        fs::remove(copy, ec);
+        if (made_dir) fs::remove(dir, ec);  // only if empty
+      }
+    } unstarted{copy, run_dir, run_dir / "results.jsonl", made_dir};
 
     df11::sweep::SweepOptions options;
     options.results_path = run_dir / "results.jsonl";

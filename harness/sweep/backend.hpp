@@ -14,6 +14,7 @@
 #include "codec/layout.hpp"
 #include "codec/unit.hpp"
 #include "decoder.hpp"
+#include "lib/kernel_trace.hpp"
 #include "sweep/experiment.hpp"
 
 namespace df11::sweep {
@@ -44,6 +45,14 @@ struct MethodCase {
   }
 };
 
+// What a traced run of the method lacks for its split into decode, GEMM and copy time: "" when
+// the trace holds every kind of work the method does (decoders for the df11 kinds and decode,
+// GEMMs or fused kernels for every method with GEMMs, copies for copy and the offload methods),
+// else what is missing. A trace without them (a kernel named outside classify_kernel's rules, a
+// tracer that dropped records) would report zero seconds as measured; the CUDA backend leaves
+// such a run out of the split instead.
+[[nodiscard]] std::string trace_shortfall(const MethodCase& m, const trace::Summary& k);
+
 // A batch-0 method's output compared with the unit's weights where both are
 // (Backend::run_and_compare_with_weights).
 struct WeightsComparison {
@@ -59,6 +68,7 @@ struct Samples {
   std::vector<double> decode_s, gemm_s, copy_s;  // per-sample kernel time where measured
   uint64_t bytes = 0;                        // bytes the case must move (see docs/RESULTS.md)
   std::optional<bool> cuda_graph;            // cuda: samples replayed a CUDA graph (else eager); cpu: none
+  std::string stopped_by;                    // why the samples stopped (stop_reason)
 };
 
 class Backend {

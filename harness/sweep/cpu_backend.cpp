@@ -234,17 +234,13 @@ class CpuBackend final : public Backend {
     s.bytes = bytes_moved(m, batch);
     Phases ph;
     for (int i = 0; i < meas.warmup && !interrupt_requested(); ++i) (void)run_once(m, batch, ph);
-    const bool flush =
-        meas.l2_policy != "none";  // rotate: same as flush (no buffer copies on the CPU)
-    const auto t_start = Clock::now();
-    double sampled = 0;
+    const bool flush = meas.l2_policy == "flush";
     while (!interrupt_requested()) {
       if (flush) flush_caches();
       const auto t0 = Clock::now();
       (void)run_once(m, batch, ph);
       const double t = seconds_since(t0);
       s.total_s.push_back(t);
-      sampled += t;
       if (m.kind == "df11") {
         s.decode_s.push_back(ph.decode_s);
         s.gemm_s.push_back(ph.gemm_s);
@@ -255,14 +251,10 @@ class CpuBackend final : public Backend {
       } else if (m.kind == "copy") {
         s.copy_s.push_back(t);
       }
-      const int n = static_cast<int>(s.total_s.size());
-      if (n >= meas.max_samples) break;
-      // The time cap wins over min_samples: a slow case stops with fewer samples instead of
-      // blowing the run's budget.
-      if (seconds_since(t_start) >= meas.max_time_s) break;
-      if (n >= meas.min_samples && sampled >= meas.min_time_s &&
-          relative_iqr(s.total_s) <= meas.noise_target)
+      if (const auto why = stop_reason(meas, s.total_s)) {
+        s.stopped_by = *why;
         break;
+      }
     }
     return s;
   }
@@ -293,7 +285,8 @@ class CpuBackend final : public Backend {
     for (const auto& t : unit_->tensors) {
       io += 2 * static_cast<uint64_t>(batch) * static_cast<uint64_t>(t.shape[0] + t.shape[1]);
     }
-    return (m.kind == "df11" ? enc_->stored_bytes() : bf16) + io;
+    // df11: the encoded weights read, the BF16 decode written and read back (as on CUDA).
+    return (m.kind == "df11" ? enc_->stored_bytes() + 2 * bf16 : bf16) + io;
   }
 
   // X_m [batch, in_m] for every matrix: BF16 values (held as float, exactly) drawn from the

@@ -30,6 +30,7 @@
 #include "sweep/lt_gemm.hpp"
 #include "sweep/results.hpp"
 #include "sweep/slices.hpp"
+#include "sweep/sweep.hpp"
 
 namespace df11::sweep {
 namespace {
@@ -240,6 +241,17 @@ class CudaBackend final : public Backend {
       if (m.kind != "df11" && m.kind != "decode" && m.variant->name() == "official-ptx") {
         return dec::Status::no("the official kernel decodes whole units only");
       }
+      if (m.sliced()) {
+        // Sizes of the experiment that give one plan (0 and the device's default, or sizes raised
+        // to a slice's minimum of kSliceRows rows of the widest matrix) would be rows of one case.
+        const SlicePlan& p = plan_of(m);
+        if (const SlicePlan& r = runner_of(m); &r != &p) {
+          return dec::Status::no(fmt::format(
+              "chunk_bytes {} slices this unit as chunk_bytes {} does ({} B; a slice holds at least {} rows of the "
+              "widest matrix), which runs them",
+              m.chunk_bytes, r.requested, 2 * slice_elems(m, p), kSliceRows));
+        }
+      }
       return dec::Status::yes();
     }
     return dec::Status::no("unknown method " + m.kind);
@@ -385,15 +397,15 @@ class CudaBackend final : public Backend {
     s.bytes = bytes_moved(m, batch);
     s.cuda_graph = graph.get() != nullptr;
     cuda::Event e0, e1;
-    double spent = 0;
     auto flush_l2 = [&](int i) {
       if (meas.l2_policy == "flush") {
         NvtxRange f("l2 flush");
         CUDA_CHECK(cudaMemsetAsync(flush_.get(), i & 0xFF, flush_.bytes(), stream_.get()));
       }
     };
-    // Timed samples, CUPTI off (its tracing adds time to every kernel).
-    for (int i = 0; i < meas.max_samples; ++i) {
+    // Timed samples, CUPTI off (its tracing adds time to every kernel). Ctrl-C ends them (the
+    // sweep writes the case as interrupted).
+    for (int i = 0; i < meas.max_samples && !interrupt_requested(); ++i) {
       flush_l2(i);
       CUDA_CHECK(cudaEventRecord(e0.get(), stream_.get()));
       go();
@@ -402,10 +414,10 @@ class CudaBackend final : public Backend {
       float ms = 0;
       CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
       s.total_s.push_back(ms * 1e-3);
-      spent += ms * 1e-3;
-      const int n = i + 1;
-      if (spent >= meas.max_time_s) break;
-      if (n >= meas.min_samples && spent >= meas.min_time_s && relative_iqr(s.total_s) <= meas.noise_target) break;
+      if (const auto why = stop_reason(meas, s.total_s)) {
+        s.stopped_by = *why;
+        break;
+      }
     }
     // The split into decode, GEMM and copy kernel time: a few more runs, traced.
     if (cupti_.available()) {
@@ -420,6 +432,12 @@ class CudaBackend final : public Backend {
         CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
         CUDA_CHECK(cudaStreamSynchronize(copy_stream_.get()));
         const trace::Summary k = cupti_.stop();
+        if (const std::string gap = trace_shortfall(m, k); !gap.empty()) {
+          // Zero seconds of a kind the method runs would read as measured: no split at all.
+          fmt::print(stderr, "\ncuda backend: {}: decode/GEMM/copy split left out\n", gap);
+          s.decode_s.clear(), s.gemm_s.clear(), s.copy_s.clear();
+          break;
+        }
         s.decode_s.push_back(k.decode_s());
         s.gemm_s.push_back(k.gemm_s());
         s.copy_s.push_back(k.copy_s());
@@ -643,7 +661,7 @@ class CudaBackend final : public Backend {
   [[nodiscard]] std::unique_ptr<cuda::L2Window> slice_window(const MethodCase& m) const {
     if (!slice_l2_ || !m.sliced()) return nullptr;
     const SlicePlan& p = plan_of(m);
-    const uint64_t bytes = 2 * (m.kind == "df11-pipelined" ? 2 * p.pipe_half : p.chunk_elems);
+    const uint64_t bytes = 2 * slice_elems(m, p);
     auto w = std::make_unique<cuda::L2Window>(slice_buf_.get(), bytes,
                                               std::vector<cudaStream_t>{stream_.get(), copy_stream_.get()});
     if (!w->plan().on()) {
@@ -687,8 +705,33 @@ class CudaBackend final : public Backend {
   [[nodiscard]] uint64_t resolved_chunk(uint64_t requested) const {
     return requested ? requested : default_chunk_;
   }
+  // What a slice of the case's plan holds in L2 (bytes): df11-chunked's slice, df11-pipelined's
+  // two halves; the requested size unless a slice's minimum of kSliceRows rows raised it. Before
+  // a unit is loaded (no plans), the requested size resolved.
+  [[nodiscard]] static uint64_t slice_elems(const MethodCase& m, const SlicePlan& p) {
+    return m.kind == "df11-pipelined" ? 2 * p.pipe_half : p.chunk_elems;
+  }
+  // Of the experiment's sizes that give this case's slices, the one that runs them: the size
+  // asked for in exactly those bytes, else the first.
+  [[nodiscard]] const SlicePlan& runner_of(const MethodCase& m) const {
+    const uint64_t e = slice_elems(m, plan_of(m));
+    const SlicePlan* first = nullptr;
+    for (const SlicePlan& q : plans_) {
+      if (slice_elems(m, q) != e) continue;
+      if (q.requested == 2 * e) return q;
+      if (first == nullptr) first = &q;
+    }
+    return *first;
+  }
+  // case.chunk_bytes: the bytes a slice holds, for the size that runs them; a size whose slices
+  // another runs (not_supported) keeps its value as asked (0: the default), so that no two rows
+  // share a case key (chunk_bytes are distinct in an experiment).
   [[nodiscard]] std::optional<uint64_t> slice_bytes(const MethodCase& m) const override {
     if (!m.sliced()) return std::nullopt;
+    for (const SlicePlan& p : plans_) {
+      if (p.requested != m.chunk_bytes) continue;
+      return &runner_of(m) == &p ? 2 * slice_elems(m, p) : m.chunk_bytes;
+    }
     return resolved_chunk(m.chunk_bytes);
   }
   // The slice plan of a df11-chunked / df11-pipelined case (made in load_unit).

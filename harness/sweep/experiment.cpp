@@ -275,8 +275,10 @@ Measurement parse_measurement(const toml::table& t, const std::string& origin,
     m.noise_target = *v;
   }
   if (auto v = r.string("l2_policy")) {
-    if (*v != "flush" && *v != "rotate" && *v != "none") {
-      r.fail("l2_policy", fmt::format("unknown l2_policy '{}' (flush, rotate, none)", *v));
+    if (*v == "rotate") {
+      r.fail("l2_policy", "l2_policy 'rotate' (buffers rotated between samples) is not implemented: use flush or none");
+    } else if (*v != "flush" && *v != "none") {
+      r.fail("l2_policy", fmt::format("unknown l2_policy '{}' (flush, none)", *v));
     }
     m.l2_policy = *v;
   }

@@ -24,9 +24,9 @@ struct Measurement {
   int min_samples = 10;
   int max_samples = 200;
   double min_time_s = 0.2;      // keep sampling at least this long (sum of samples)
-  double max_time_s = 5.0;      // and at most this long per case
+  double max_time_s = 5.0;      // and at most this long (sum of samples; wins over min_samples)
   double noise_target = 0.01;   // stop early once (q3 - q1) / median <= this (after min_*)
-  std::string l2_policy = "flush";  // flush (memset an L2-sized buffer) | rotate | none
+  std::string l2_policy = "flush";  // flush (memset a buffer larger than the caches) | none
 };
 
 // Settings that replace the common ones on one backend (the CPU cannot run a 4096-token GEMM

@@ -49,6 +49,16 @@ double relative_iqr(const std::vector<double>& v) {
   return s.median > 0 ? (s.q3 - s.q1) / s.median : 0.0;
 }
 
+std::optional<std::string> stop_reason(const Measurement& m, const std::vector<double>& samples_s) {
+  const auto n = static_cast<int>(samples_s.size());
+  if (n >= m.max_samples) return "max_samples";
+  double sum = 0;
+  for (const double t : samples_s) sum += t;
+  if (sum >= m.max_time_s) return "max_time";
+  if (n >= m.min_samples && sum >= m.min_time_s && relative_iqr(samples_s) <= m.noise_target) return "converged";
+  return std::nullopt;
+}
+
 Summary summarize(const Samples& s) {
   if (s.total_s.empty()) throw Error("a passed case needs at least one sample");
   const Spread sp = spread(s.total_s);
@@ -64,6 +74,7 @@ Summary summarize(const Samples& s) {
   out.bytes = s.bytes;
   if (s.bytes > 0 && sp.median > 0) out.gbps = static_cast<double>(s.bytes) / sp.median / 1e9;
   out.cuda_graph = s.cuda_graph;
+  out.stopped_by = s.stopped_by;
   return out;
 }
 
@@ -153,7 +164,8 @@ Line summary_json(const Summary& s) {
               {"copy_s", optional_number(s.copy_s)},
               {"bytes", s.bytes},
               {"gbps", optional_number(s.gbps)},
-              {"cuda_graph", s.cuda_graph ? Line(*s.cuda_graph) : Line()}};
+              {"cuda_graph", s.cuda_graph ? Line(*s.cuda_graph) : Line()},
+              {"stopped_by", s.stopped_by.empty() ? Line() : Line(s.stopped_by)}};
 }
 
 Line result_line(const Line& meta, const Line& device, const CaseInfo& c, Disposition d,

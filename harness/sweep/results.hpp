@@ -30,6 +30,13 @@ struct Spread {
 [[nodiscard]] Spread spread(std::vector<double> values);
 // (q3 - q1) / median: the noise measure of the adaptive stop; 0 for fewer than 2 values.
 [[nodiscard]] double relative_iqr(const std::vector<double>& values);
+// The stop rule of a case's timed samples, the same on every backend: after the latest of
+// `samples_s`, why sampling stops, or nullopt to take another. "max_samples"; "max_time" (the
+// sum of samples reached max_time_s: a slow case stops then, before min_samples if need be,
+// rather than blow the run's budget); "converged" (min_samples and min_time_s, the sum of
+// samples, reached and the relative IQR within noise_target). Results carry it as
+// summary.stopped_by.
+[[nodiscard]] std::optional<std::string> stop_reason(const Measurement& m, const std::vector<double>& samples_s);
 
 // ---- one line ----------------------------------------------------------------------------------
 
@@ -40,6 +47,7 @@ struct Summary {
   uint64_t bytes = 0;
   std::optional<double> gbps;  // bytes / median_s / 1e9; null when bytes is 0
   std::optional<bool> cuda_graph;  // cuda: samples replayed a CUDA graph (false: eager); cpu: null
+  std::string stopped_by;          // stop_reason's, or "" where the backend gave none
 };
 // Throws df11::Error when there is no sample.
 [[nodiscard]] Summary summarize(const Samples& s);

@@ -13,6 +13,7 @@
 #include <map>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "codec/common.hpp"
 #include "codec/cpu_decoder.hpp"
@@ -62,6 +63,20 @@ void clear_interrupt() noexcept {
 }
 
 // ---- methods and layouts -----------------------------------------------------------------------
+
+std::string trace_shortfall(const MethodCase& m, const trace::Summary& k) {
+  using trace::Kind;
+  std::vector<std::string> missing;
+  const bool decodes = m.kind == "df11" || m.kind == "df11-rev" || m.kind == "df11-overlap" ||
+                       m.kind == "df11-chunked" || m.kind == "df11-pipelined" || m.kind == "decode";
+  if (decodes && k.records(Kind::decode) == 0) missing.emplace_back("decoder kernels");
+  if (m.kind == "df11-fused" && k.records(Kind::fused) == 0) missing.emplace_back("fused decode + GEMV kernels");
+  if (m.needs_gemm() && m.kind != "df11-fused" && k.records(Kind::gemm) == 0) missing.emplace_back("GEMM kernels");
+  if ((m.kind == "copy" || m.kind == "cpu-offload" || m.kind == "cpu-offload-sync") && k.records(Kind::copy) == 0)
+    missing.emplace_back("copies");
+  if (missing.empty()) return "";
+  return fmt::format("the kernel trace of {} holds no {}", m.label(), fmt::join(missing, " and no "));
+}
 
 namespace {
 

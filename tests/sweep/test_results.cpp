@@ -76,6 +76,24 @@ TEST_CASE("device objects are put in the documented key order", "[sweep][results
   CHECK(d["cpu_cores"] == 2);
 }
 
+TEST_CASE("stop_reason: one stop rule for every backend, times as sums of samples", "[sweep][results]") {
+  Measurement m;
+  m.min_samples = 3;
+  m.max_samples = 6;
+  m.min_time_s = 0.5;
+  m.max_time_s = 2.0;
+  m.noise_target = 0.1;
+  CHECK_FALSE(stop_reason(m, {0.2, 0.2}));             // fewer than min_samples
+  CHECK_FALSE(stop_reason(m, {0.1, 0.1, 0.1}));        // min_samples, but 0.3 s < min_time_s
+  CHECK(stop_reason(m, {0.2, 0.2, 0.2}) == "converged");  // 0.6 s, IQR 0
+  CHECK_FALSE(stop_reason(m, {0.1, 0.3, 0.2, 0.1}));   // 0.7 s but noisy (IQR/median 0.67)
+  CHECK(stop_reason(m, {0.01, 0.02, 0.03, 0.04, 0.05, 0.06}) == "max_samples");
+  // The time cap wins over min_samples: one slow sample ends a case.
+  CHECK(stop_reason(m, {2.5}) == "max_time");
+  CHECK(stop_reason(m, {1.0, 1.0}) == "max_time");
+  CHECK_FALSE(stop_reason(m, {1.0, 0.9}));
+}
+
 TEST_CASE("result lines follow schema v1 and parse back", "[sweep][results]") {
   const fs::path dir = fs::temp_directory_path() / "df11_test_results_schema";
   fs::remove_all(dir);
@@ -95,6 +113,7 @@ TEST_CASE("result lines follow schema v1 and parse back", "[sweep][results]") {
   s.total_s = {0.5, 0.25};
   s.gemm_s = {0.5, 0.25};
   s.bytes = 100;
+  s.stopped_by = "converged";
   {
     ResultsWriter w(file);
     w.write(result_line(meta, device, CaseInfo{"exp", "u", "bf16", std::nullopt, 4, 7},
@@ -136,6 +155,7 @@ TEST_CASE("result lines follow schema v1 and parse back", "[sweep][results]") {
   CHECK(rows[0]["summary"]["median_s"] == Approx(0.375));
   CHECK(rows[0]["summary"]["gemm_s"] == Approx(0.375));
   CHECK(rows[0]["summary"]["decode_s"].is_null());
+  CHECK(rows[0]["summary"]["stopped_by"] == "converged");
   CHECK(rows[1]["case"]["variant"] == "cpu");
   CHECK(rows[1]["summary"].is_null());
   CHECK(rows[1]["reason"] == "differs");

@@ -199,6 +199,18 @@ TEST_CASE("quick_smoke runs end to end on the cpu backend", "[sweep][e2e]") {
     if (m == "copy") CHECK(s["copy_s"].is_number());
     CHECK(s["gbps"].is_number());
   }
+  // Bytes as docs/RESULTS.md defines them, the same on both backends: df11 reads its encoding
+  // (decode's input), writes and reads back the BF16 (decode's output, then bf16's weights), and
+  // the same activations as bf16.
+  std::map<std::string, uint64_t> bytes;
+  for (const json& row : rows)
+    if (row["disposition"] == "passed") bytes[key_of(row)] = row["summary"]["bytes"].get<uint64_t>();
+  REQUIRE(bytes.contains("decode:cpu@0"));
+  for (int b : e.batches) {
+    INFO("batch " << b);
+    const std::string at = "@" + std::to_string(b);
+    CHECK(bytes.at("df11:cpu" + at) == bytes.at("decode:cpu@0") + bytes.at("bf16" + at));
+  }
   fs::remove_all(dir);
 }
 
@@ -743,5 +755,44 @@ TEST_CASE("chunked slices cover every row once and fill their budget across matr
     const auto plan = plan_slices(mats, 1 << 20, q, align);
     REQUIRE(plan.size() == 1);
     CHECK(plan[0].parts[0].matrix == 1);
+  }
+}
+
+TEST_CASE("trace_shortfall: a traced run must hold every kind of work its method does", "[sweep][trace]") {
+  using df11::trace::Kind;
+  using df11::trace::Record;
+  const auto trace_of = [](std::vector<Kind> kinds) {
+    std::vector<Record> r;
+    uint64_t t = 0;
+    for (Kind k : kinds) r.push_back(Record{k, t, t + 10}), t += 10;
+    return df11::trace::summarize(r);
+  };
+  const auto method = [](std::string kind) {
+    MethodCase m;
+    m.kind = std::move(kind);
+    if (m.kind.starts_with("df11") || m.kind == "decode") m.variant_name = "v";
+    return m;
+  };
+  const auto decode_gemm = trace_of({Kind::decode, Kind::gemm});
+  for (const char* k : {"df11", "df11-rev", "df11-overlap", "df11-chunked", "df11-pipelined"}) {
+    INFO(k);
+    CHECK(trace_shortfall(method(k), decode_gemm).empty());
+    // The 2026-11-28 .dyn rows: decoders classified as GEMMs, so a decode time of 0 reported as measured.
+    CHECK_THAT(trace_shortfall(method(k), trace_of({Kind::gemm, Kind::gemm})),
+               Catch::Contains("holds no decoder kernels"));
+    CHECK_THAT(trace_shortfall(method(k), trace_of({Kind::decode})), Catch::Contains("holds no GEMM kernels"));
+  }
+  CHECK(trace_shortfall(method("decode"), trace_of({Kind::decode})).empty());
+  CHECK(trace_shortfall(method("decode"), trace_of({})) == "the kernel trace of decode:v holds no decoder kernels");
+  CHECK(trace_shortfall(method("df11-fused"), trace_of({Kind::fused})).empty());
+  CHECK_THAT(trace_shortfall(method("df11-fused"), trace_of({Kind::gemm})), Catch::Contains("no fused decode + GEMV"));
+  CHECK(trace_shortfall(method("bf16"), trace_of({Kind::gemm})).empty());
+  CHECK_THAT(trace_shortfall(method("bf16"), trace_of({})), Catch::Contains("bf16 holds no GEMM kernels"));
+  CHECK(trace_shortfall(method("copy"), trace_of({Kind::copy})).empty());
+  CHECK_THAT(trace_shortfall(method("copy"), trace_of({Kind::gemm})), Catch::Contains("holds no copies"));
+  for (const char* k : {"cpu-offload", "cpu-offload-sync"}) {
+    INFO(k);
+    CHECK(trace_shortfall(method(k), trace_of({Kind::copy, Kind::gemm})).empty());
+    CHECK_THAT(trace_shortfall(method(k), trace_of({})), Catch::Contains("no GEMM kernels and no copies"));
   }
 }

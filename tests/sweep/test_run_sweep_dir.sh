@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# run_sweep's run directory: the experiment's copy there is always this run's, a run that fails
+# before any result leaves neither copy nor directory, and a finished run's directory is never
+# reused. Usage: RUN_SWEEP EXPERIMENT SCRATCH
+set -euo pipefail
+bin=$1
+experiment=$2
+scratch=$3
+rm -rf "$scratch"
+mkdir -p "$scratch"
+fail() { echo "FAIL: $*"; exit 1; }
+
+# An experiment that parses but fails when it runs (its checkpoint unit's directory is missing).
+bad="$scratch/exp.toml"
+cp "$experiment" "$bad"
+printf '\n[[units]]\nkind = "checkpoint"\npath = "%s/nowhere"\nunit = "model.layers.0"\n' "$scratch" >>"$bad"
+rc=0
+"$bin" "$bad" --quick --backend cpu --out "$scratch/run" >"$scratch/out1" 2>"$scratch/err1" || rc=$?
+[ "$rc" -eq 1 ] || fail "a run with a missing checkpoint exited $rc (expected 1): $(cat "$scratch/err1")"
+grep -q "nowhere" "$scratch/err1" || fail "the error does not name the missing checkpoint: $(cat "$scratch/err1")"
+[ ! -e "$scratch/run" ] || fail "the failed run left $(ls -A "$scratch/run")"
+
+# Into a directory that exists, a failed run leaves what was there and nothing of its own.
+mkdir -p "$scratch/kept"
+touch "$scratch/kept/mine"
+"$bin" "$bad" --quick --backend cpu --out "$scratch/kept" >/dev/null 2>&1 && fail "the bad run succeeded"
+[ "$(ls -A "$scratch/kept")" = "mine" ] || fail "the failed run left $(ls -A "$scratch/kept") in an existing directory"
+
+# The corrected experiment, under the same name and into the same directory: its copy is what ran.
+cp "$experiment" "$bad"
+"$bin" "$bad" --quick --backend cpu --out "$scratch/kept" >"$scratch/out2" 2>"$scratch/err2" ||
+  fail "the corrected run failed: $(cat "$scratch/err2")"
+cmp -s "$bad" "$scratch/kept/exp.toml" || fail "the run directory's copy is not the experiment that ran"
+[ -s "$scratch/kept/results.jsonl" ] || fail "no results"
+ls "$scratch/kept" | grep -q '\.tmp$' && fail "a temporary copy was left: $(ls "$scratch/kept")"
+
+# A finished run's directory is refused, and its copy stays as it was.
+printf '\n# edited\n' >>"$bad"
+rc=0
+"$bin" "$bad" --quick --backend cpu --out "$scratch/kept" >/dev/null 2>"$scratch/err3" || rc=$?
+[ "$rc" -eq 1 ] || fail "a rerun into a finished run's directory exited $rc"
+grep -q "already exists" "$scratch/err3" || fail "no 'already exists': $(cat "$scratch/err3")"
+cmp -s "$experiment" "$scratch/kept/exp.toml" || fail "the refused rerun changed the finished run's copy"
+echo "ok: run directories hold the experiment that ran, and nothing of a failed run"
