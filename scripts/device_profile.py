@@ -18,8 +18,9 @@ passes on DF11's layout, and one pass on the count layout of multi12.gap5-cnt.*.
 
 Each METHOD runs once, under ncu, as a one-method experiment of one sample (DIR/profile/<i>.toml,
 CUPTI and CUDA graphs off so the launches are plain), and only its first decode launches are
-profiled (the verification run's). ncu leaves the clocks alone (--clock-control none,
-../shared METHOD.md) and flushes the caches before each replay pass. Out:
+profiled (the verification run's). ncu leaves the clocks alone (--clock-control none: the
+device tool's METHOD.md, in the session's tool library, says to leave the card's settings as
+found) and flushes the caches before each replay pass. Out:
   DIR/profile_raw.tar.gz             the raw pages <i>.csv (every collected metric) and the
                                      experiments <i>.toml; the ncu reports and run directories
                                      stay in --work (a device call returns at most 8 files, so

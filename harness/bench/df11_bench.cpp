@@ -2,8 +2,8 @@
 // (4096 x 5120 BF16), single-threaded and on all cores; items_per_second counts weights.
 // BM_memcpy of the same BF16 bytes is the yardstick. BM_cpu_gemm / BM_cpu_df11_gemm: the sweep's
 // cpu backend (bf16 and df11:cpu methods) on the same q_proj at a few batch sizes. CUDA builds
-// add gpu_decode/<variant>, gpu_copy and gpu_gemm/<batch> (gpu_bench.cpp; they skip without a
-// device). Not a test: targets live in the issues.
+// add gpu_decode/<variant>, gpu_copy, gpu_gemm/<batch> and gpu_fused_gemv/<batch>/<source>
+// (gpu_bench.cpp; they skip without a device). Not a test: targets live in the issues.
 #include <benchmark/benchmark.h>
 
 #include <cstring>

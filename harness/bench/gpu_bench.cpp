@@ -3,7 +3,7 @@
 // device-to-device copy of the same bytes (the bandwidth yardstick), cuBLASLt GEMMs on the
 // same matrix at a few batch sizes (sweep::LtGemm, as run_sweep runs them), and the fused
 // decode + GEMV (gpu_fused_gemv/<batch>/<0: DF11, 1: the same kernels on BF16, 2: the count
-// layout, one decode pass>). Manual time: one
+// layout, one decode pass, 3: DF11's layout over fix64's 2048-element units>). Manual time: one
 // CUDA event pair per iteration around the work, after an L2 flush outside the pair. Each
 // decoder is checked bit for bit once before it is timed. Without a device every benchmark
 // skips with the reason. bytes_per_second counts encoded bytes read + BF16 bytes written

@@ -31,6 +31,7 @@ constexpr int64_t kMaxPositions = int64_t{1} << 20;
 
 struct GenerateArgs {
   std::string model_dir;
+  std::string config;  // --model's architecture, for the official single-file DF11 layout
   std::string synthetic;
   int64_t layers = 0;  // synthetic only: 0 = the config's
   int64_t vocab = 0;
@@ -460,6 +461,9 @@ int run_generate(const GenerateArgs& a) {
     throw Error("generate: give exactly one of --model DIR and --synthetic");
   if ((a.layers || a.vocab) && a.synthetic.empty())
     throw Error("generate: --layers and --vocab apply to --synthetic only");
+  if (!a.config.empty() && a.model_dir.empty())
+    throw Error("generate: --config gives a --model DIR its architecture (a DF11 directory whose config.json holds "
+                "only dfloat11_config)");
   if (a.synthesize_on != "auto" && a.synthetic.empty())
     throw Error("generate: --synthesize-on applies to --synthetic only");
   if (a.layers < 0 || a.vocab < 0) throw Error("generate: --layers and --vocab must be positive");
@@ -500,7 +504,8 @@ int run_generate(const GenerateArgs& a) {
     source = e2e::synthetic_source(shape, a.seed, a.threads, a.synthetic,
                                    on_gpu ? e2e::cuda_synthesis() : e2e::SynthesisPlace{});
   } else {
-    source = e2e::open_checkpoint(a.model_dir, a.threads);
+    source = e2e::open_checkpoint(a.model_dir, a.threads,
+                                  a.config.empty() ? std::nullopt : std::optional<std::filesystem::path>(a.config));
   }
   std::optional<e2e::TekkenTokenizer> tok;
   if (!a.tokenizer.empty()) tok = e2e::TekkenTokenizer::load(a.tokenizer);
@@ -539,6 +544,9 @@ void add_generate(CLI::App& app) {
                                  "CPU-offloaded weights (--check: BF16 and DF11 bit for bit)");
   auto* model =
       cmd->add_option("--model", a->model_dir, "Checkpoint directory: Hugging Face BF16 or DF11");
+  cmd->add_option("--config", a->config,
+                  "With --model: a config.json (or a directory with one) whose architecture the model takes, for a "
+                  "DF11 directory whose config.json holds only dfloat11_config (the official single-file layout)");
   auto* synth = cmd->add_option("--synthetic", a->synthetic,
                                 "Synthetic weights of a named config: tiny or nemo")
                     ->check(CLI::IsMember({"tiny", "nemo"}));

@@ -10,15 +10,17 @@
 # kernels added), so a run costs its tokens, and its uploads only where the run before it used
 # other weights ("weights_reused" in its JSON; "setup_s" is then small). The first three runs check
 # DF11 against BF16 bit for bit.
-# E2E_VARIANT names the DF11 decoder variant of every DF11 run (default: df11 generate's own,
-# kDefaultCudaVariant); scripts/device_check.sh sets it to the fastest variant of the official
-# layout its decode step measured. The --fused-gemv runs (fused decode + GEMV at batch <= 16) take
+# E2E_VARIANT names the DF11 decoder variant of the DF11 runs (default: df11 generate's own,
+# kDefaultCudaVariant), but for the whole-matrix --overlap runs, which take E2E_OVERLAP_VARIANT
+# (default: E2E_VARIANT), and the count-layout runs at the end (below); scripts/device_check.sh
+# sets it to the fastest variant of the official layout its decode step measured. The --fused-gemv runs (fused decode + GEMV at batch <= 16) take
 # it only when it is a multi12.gap5 or multi12n.gap5 variant of the official layout, or a fix64
 # one (multi12n/multi12ng/multi11w: the fused kernels then run fix64's lanes over its 2048-element units),
-# since the fused kernels read that decoder's image; else df11 generate's kDefaultFusedVariant. The last run (no target: the
-# issue's targets are for DF11's own layout) decodes whole blocks with E2E_CNT_VARIANT (default
-# multi12.gap5-cnt.exp-smem-v16.t256.b16.persist): DF11's tables with a count byte per thread,
-# one decode pass (the device check picks the fastest it measured).
+# since the fused kernels read that decoder's image; else df11 generate's kDefaultFusedVariant. The last
+# runs (no target: the issue's targets are for DF11's own layout) use E2E_CNT_VARIANT (default
+# multi12.gap5-cnt.exp-smem-v16.t256.b16.persist: DF11's tables with a count byte per thread, one
+# decode pass; the device check picks the fastest it measured): whole blocks, whole matrices
+# overlapped, and its fused kernels with their check.
 # E2E_SOURCE_ARGS / E2E_BACKEND: another model or a small dry run elsewhere (default
 # "--synthetic nemo" and cuda; e.g. "--synthetic tiny" and cpu, or "--model DIR").
 # Usage: bench_generate.sh DF11_BINARY OUT.jsonl [NEW_TOKENS] [PROMPT_LEN]

@@ -333,8 +333,8 @@ Norms read_norms(const ModelShape& s, const ckpt::ShardSet& shards) {
   return n;
 }
 
-ModelShape checked_shape(const ckpt::ModelConfig& config, const std::filesystem::path& dir) {
-  const std::string where = (dir / "config.json").string();
+// where: the config.json the architecture came from.
+ModelShape checked_shape(const ckpt::ModelConfig& config, const std::string& where) {
   if (!config.arch) throw Error(fmt::format("{}: no model architecture (hidden_size, ...)", where));
   // Variants of the architecture this forward pass does not implement are refused, not run wrong.
   const nlohmann::json& j = config.json;
@@ -389,7 +389,7 @@ class HfSource final : public WeightSource {
  public:
   HfSource(const std::filesystem::path& dir, int threads)
       : ckpt_(ckpt::HfCheckpoint::open(dir)), threads_(threads) {
-    shape_ = checked_shape(ckpt_.config(), dir);
+    shape_ = checked_shape(ckpt_.config(), (dir / "config.json").string());
     contents_ = ckpt_.contents(ckpt::PatternDict::mistral());
     check_tensors(*ckpt_.config().arch, contents_, dir.string());
     units_ = index_units(shape_, contents_, ckpt_.config().arch->tie_word_embeddings, dir.string());
@@ -424,9 +424,13 @@ class HfSource final : public WeightSource {
 
 class Df11Source final : public WeightSource {
  public:
-  Df11Source(const std::filesystem::path& dir, int threads)
-      : ckpt_(ckpt::Df11Checkpoint::open(dir)), threads_(threads) {
-    shape_ = checked_shape(ckpt_.config(), dir);
+  Df11Source(const std::filesystem::path& dir, int threads, const std::optional<std::filesystem::path>& config)
+      : ckpt_(ckpt::Df11Checkpoint::open(dir, config)), threads_(threads) {
+    std::error_code ec;
+    const std::filesystem::path from = !config                                 ? dir / "config.json"
+                                       : std::filesystem::is_directory(*config, ec) ? *config / "config.json"
+                                                                                  : *config;
+    shape_ = checked_shape(ckpt_.config(), from.string());
     check_tensors(*ckpt_.config().arch, ckpt_.contents(), dir.string());
     units_ = index_units(shape_, ckpt_.contents(), ckpt_.config().arch->tie_word_embeddings, dir.string());
     norms_ = read_norms(shape_, ckpt_.shards());
@@ -455,10 +459,16 @@ std::unique_ptr<WeightSource> synthetic_source(const ModelShape& shape, uint64_t
   return std::make_unique<SyntheticSource>(shape, seed, threads, name, std::move(where));
 }
 
-std::unique_ptr<WeightSource> open_checkpoint(const std::filesystem::path& dir, int threads) {
+std::unique_ptr<WeightSource> open_checkpoint(const std::filesystem::path& dir, int threads,
+                                              const std::optional<std::filesystem::path>& config) {
   if (!std::filesystem::is_directory(dir))
     throw Error(fmt::format("{}: not a directory", dir.string()));
-  if (ckpt::is_df11_dir(dir)) return std::make_unique<Df11Source>(dir, threads);
+  if (ckpt::is_df11_dir(dir)) return std::make_unique<Df11Source>(dir, threads, config);
+  if (config) {
+    throw Error(fmt::format("{}: a BF16 checkpoint has its own config.json; --config is for a DF11 directory whose "
+                            "config.json holds only dfloat11_config",
+                            dir.string()));
+  }
   return std::make_unique<HfSource>(dir, threads);
 }
 

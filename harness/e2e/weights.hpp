@@ -182,9 +182,13 @@ struct SynthesisPlace {
                                                              const std::string& name = "",
                                                              SynthesisPlace where = {});
 // A Hugging Face BF16 directory or a DF11 directory (official or ours), told apart by
-// config.json's dfloat11_config.
+// config.json's dfloat11_config. config: for a DF11 directory whose config.json holds only
+// dfloat11_config (the official single-file layout), a config.json (or a directory holding one)
+// whose architecture the model takes (Df11Checkpoint::open's `architecture`); refused for a
+// BF16 directory, which has its own.
 [[nodiscard]] std::unique_ptr<WeightSource> open_checkpoint(const std::filesystem::path& dir,
-                                                            int threads = 0);
+                                                            int threads = 0,
+                                                            const std::optional<std::filesystem::path>& config = {});
 
 // The norm weights `df11 synth` writes for tensor `name` (deterministic in seed and name).
 void synthetic_norm(std::vector<uint16_t>& out, uint64_t seed, const std::string& name);

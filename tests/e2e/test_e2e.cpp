@@ -830,6 +830,28 @@ TEST_CASE("checkpoints: what the forward pass does not implement is refused; win
     CHECK_THROWS_WITH(open_checkpoint(headless, 1),
                       Catch::Contains("no unit lm_head (config.json's tie_word_embeddings is false)"));
   }
+
+  // The official single-file layout: config.json holds only dfloat11_config, so the architecture
+  // comes from --config (a file or a directory holding one), and runs the same model.
+  {
+    const fs::path single = copy(df, [](auto& c) { c = nlohmann::json{{"dfloat11_config", c["dfloat11_config"]}}; });
+    CHECK_THROWS_WITH(open_checkpoint(single, 1), Catch::Contains("no model architecture"));
+    const auto given = open_checkpoint(single, 1, hf / "config.json");
+    const auto dir_given = open_checkpoint(single, 1, hf);
+    const auto plain = open_checkpoint(df, 1);
+    CHECK(given->shape().hidden == plain->shape().hidden);
+    CHECK(dir_given->shape().n_layers == plain->shape().n_layers);
+    const int64_t V = plain->shape().vocab;
+    auto a = build_models(*given, {ModelRequest{Backend::cpu, WeightsKind::df11, "", 2, 10, 1}});
+    auto b = build_models(*plain, {ModelRequest{Backend::cpu, WeightsKind::bf16, "", 2, 10, 1}});
+    const auto r = generate(*a[0], batch_prompts(prompt_of(4, V), 2, V), 6, b[0].get());
+    CHECK_FALSE(r.mismatch);
+    CHECK(r.steps_checked == 6);
+    // What --config says is checked as config.json would be, naming the file.
+    const fs::path qwen = copy(hf, [](auto& c) { c["model_type"] = "qwen2"; });
+    CHECK_THROWS_WITH(open_checkpoint(single, 1, qwen), Catch::Contains((qwen / "config.json").string() + ": model_type"));
+    CHECK_THROWS_WITH(open_checkpoint(hf, 1, hf / "config.json"), Catch::Contains("a BF16 checkpoint has its own"));
+  }
 }
 
 TEST_CASE("overlapped whole matrices: the reused buffer's halves hold a block's largest GEMM whole", "[e2e]") {

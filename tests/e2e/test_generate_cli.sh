@@ -150,6 +150,8 @@ expect_error "outside the model's vocabulary" --synthetic tiny --prompt-ids 1,50
 expect_error "not a non-negative integer" --synthetic tiny --prompt-ids 1,x --backend cpu
 expect_error "no decoder variant 'nope'" --synthetic tiny --prompt-ids 1 --weights df11 --variant nope --backend cpu
 expect_error "not a directory" --model /nonexistent --prompt-ids 1 --backend cpu
+expect_error "--config gives a --model DIR its architecture" --synthetic tiny --prompt-ids 1 --config /nonexistent \
+  --backend cpu
 expect_error "chunked GEMMs (--chunk-bytes) are a CUDA method" --synthetic tiny --prompt-ids 1 --chunk-bytes 4096 \
   --backend cpu
 expect_error "run on the CUDA backend only" --synthetic tiny --prompt-ids 1 --fused-gemv --backend cpu
