@@ -176,19 +176,48 @@ std::string base64_decode(std::string_view in, const std::string& where) {
   return out;
 }
 
-// Appends s with every invalid UTF-8 sequence replaced by U+FFFD.
+// Appends s with each maximal subpart of an ill-formed UTF-8 sequence replaced by one U+FFFD (the
+// Unicode standard's recommended practice, which Python's errors="replace" follows, and so
+// mistral-common's decode): "\x80\x80" gives two, "\xE0\x80\x80" three (E0 takes only A0..BF
+// next), a truncated "\xE2\x82" one.
 void append_sanitized(std::string& out, std::string_view s) {
+  const auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
   std::size_t i = 0;
   while (i < s.size()) {
-    std::size_t j = i + 1;
-    while (j < s.size() && (static_cast<unsigned char>(s[j]) & 0xC0) == 0x80 && j - i < 4) ++j;
-    try {
-      (void)decode_utf8(s.substr(i, j - i));
-      out.append(s.substr(i, j - i));
-    } catch (const Error&) {
+    const unsigned b = byte(i);
+    if (b < 0x80) {
+      out.push_back(static_cast<char>(b));
+      ++i;
+      continue;
+    }
+    // The sequence's length and the range its second byte must fall in (Unicode Table 3-7).
+    std::size_t len = 0;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF) {
+      len = 2;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      len = 3;
+      if (b == 0xE0) lo = 0xA0;
+      if (b == 0xED) hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      len = 4;
+      if (b == 0xF0) lo = 0x90;
+      if (b == 0xF4) hi = 0x8F;
+    }
+    std::size_t k = 1;  // bytes of the sequence that are well formed so far
+    if (len != 0) {
+      while (k < len && i + k < s.size()) {
+        const unsigned c = byte(i + k);
+        if (k == 1 ? (c < lo || c > hi) : (c & 0xC0) != 0x80) break;
+        ++k;
+      }
+    }
+    if (len != 0 && k == len) {
+      out.append(s.substr(i, len));
+    } else {
       out.append("\xEF\xBF\xBD");
     }
-    i = j;
+    i += k;
   }
 }
 

@@ -543,38 +543,48 @@ TEST_CASE("tiny: the model agrees with a double-precision scalar forward pass", 
   // down) and the model 2 blocks + lm_head, ~9 stages, with RMSNorm keeping magnitudes near 1:
   // ~4e-4 in the worst case, typically sqrt(K) times less. So max |logit error| < 1e-3 * max
   // |logit|.
-  const auto src = synthetic_source(named_config("tiny"), 0, kThreads, "tiny");
-  const RefModel ref = load_ref(*src);
-  const int batch = 2, steps = 4;
-  const auto prompts = batch_prompts(prompt_of(6, 1024), batch, 1024);
-  auto models =
-      build_models(*src, {ModelRequest{Backend::cpu, WeightsKind::df11, "", batch, 16, kThreads}});
-  std::vector<std::vector<int32_t>> tokens;
-  const auto logits = step_logits(*models[0], prompts, steps, &tokens);
-  double worst = 0;
-  for (int s = 0; s < steps; ++s) {
-    for (int b = 0; b < batch; ++b) {
-      std::vector<int32_t> seq = prompts[static_cast<std::size_t>(b)];
-      for (int p = 0; p < s; ++p)
-        seq.push_back(tokens[static_cast<std::size_t>(p)][static_cast<std::size_t>(b)]);
-      const auto want = ref_forward(ref, seq);
-      const std::span<const float> got(
-          logits[static_cast<std::size_t>(s)].data() + static_cast<std::size_t>(b) * 1024, 1024);
-      const double e = relative_error(got, want);
-      worst = std::max(worst, e);
-      INFO("step " << s << " row " << b << " relative error " << e);
-      CHECK(e < 1e-3);
-      // Greedy choice agrees unless the reference's top two are closer than the tolerance.
-      const auto top = std::max_element(want.begin(), want.end()) - want.begin();
-      const double top_v = want[static_cast<std::size_t>(top)];
-      double second = -1e300;
-      for (std::size_t i = 0; i < want.size(); ++i)
-        if (static_cast<int64_t>(i) != top) second = std::max(second, want[i]);
-      if (top_v - second > 2e-3 * std::abs(top_v))
-        CHECK(tokens[static_cast<std::size_t>(s)][static_cast<std::size_t>(b)] == top);
+  // Two shapes: tiny, and heads whose head_dim is not hidden / heads (as Mistral-Nemo's 128 is
+  // not 5120 / 32): 4 query heads of 48 over a hidden size of 128, so q_proj is 192 x 128.
+  ModelShape wide = named_config("tiny");
+  wide.hidden = 128, wide.intermediate = 320, wide.n_heads = 4, wide.n_kv_heads = 2, wide.head_dim = 48,
+  wide.vocab = 512;
+  for (const auto& [name, shape] : {std::pair{"tiny", named_config("tiny")}, std::pair{"head_dim 48", wide}}) {
+    INFO(name);
+    const auto src = synthetic_source(shape, 0, kThreads, name);
+    const RefModel ref = load_ref(*src);
+    const int batch = 2, steps = 4;
+    const auto V = static_cast<std::size_t>(shape.vocab);
+    const auto prompts = batch_prompts(prompt_of(6, shape.vocab), batch, shape.vocab);
+    auto models =
+        build_models(*src, {ModelRequest{Backend::cpu, WeightsKind::df11, "", batch, 16, kThreads}});
+    std::vector<std::vector<int32_t>> tokens;
+    const auto logits = step_logits(*models[0], prompts, steps, &tokens);
+    double worst = 0;
+    for (int s = 0; s < steps; ++s) {
+      for (int b = 0; b < batch; ++b) {
+        std::vector<int32_t> seq = prompts[static_cast<std::size_t>(b)];
+        for (int p = 0; p < s; ++p)
+          seq.push_back(tokens[static_cast<std::size_t>(p)][static_cast<std::size_t>(b)]);
+        const auto want = ref_forward(ref, seq);
+        REQUIRE(want.size() == V);
+        const std::span<const float> got(logits[static_cast<std::size_t>(s)].data() + static_cast<std::size_t>(b) * V,
+                                         V);
+        const double e = relative_error(got, want);
+        worst = std::max(worst, e);
+        INFO("step " << s << " row " << b << " relative error " << e);
+        CHECK(e < 1e-3);
+        // Greedy choice agrees unless the reference's top two are closer than the tolerance.
+        const auto top = std::max_element(want.begin(), want.end()) - want.begin();
+        const double top_v = want[static_cast<std::size_t>(top)];
+        double second = -1e300;
+        for (std::size_t i = 0; i < want.size(); ++i)
+          if (static_cast<int64_t>(i) != top) second = std::max(second, want[i]);
+        if (top_v - second > 2e-3 * std::abs(top_v))
+          CHECK(tokens[static_cast<std::size_t>(s)][static_cast<std::size_t>(b)] == top);
+      }
     }
+    WARN(name << " model vs double reference: max relative logit error " << worst);
   }
-  WARN("tiny model vs double reference: max relative logit error " << worst);
 }
 
 TEST_CASE("tiny: logits with the KV cache equal a fresh forward over the whole prefix", "[e2e]") {
@@ -965,6 +975,23 @@ TEST_CASE("tekken: ids equal mistral_common's on the fixture tokenizer", "[e2e][
   CHECK_THROWS_WITH(tok.encode("bad \xC3(", false), Catch::Contains("not valid UTF-8"));
   CHECK_THROWS_WITH(tok.decode(std::vector<int32_t>{4000}),
                     Catch::Contains("outside the vocabulary"));
+  // Bytes that are not UTF-8 decode as Python's errors="replace" does: one U+FFFD per maximal
+  // subpart of an ill-formed sequence (ranks 0..255 are the single bytes).
+  const auto bytes = [&](std::initializer_list<int> bs) {
+    std::vector<int32_t> byte_ids;
+    for (const int b : bs) byte_ids.push_back(tok.num_special() + b);
+    return tok.decode(byte_ids);
+  };
+  const std::string R = "\xEF\xBF\xBD";
+  REQUIRE(bytes({0x41, 0xC3, 0xA9}) == "A\xC3\xA9");
+  CHECK(bytes({0x80, 0x80}) == R + R);
+  CHECK(bytes({0xE0, 0x80, 0x80}) == R + R + R);  // E0 takes A0..BF next
+  CHECK(bytes({0xED, 0xA0, 0x80}) == R + R + R);  // a surrogate
+  CHECK(bytes({0xF4, 0x90, 0x80, 0x80}) == R + R + R + R);  // past U+10FFFF
+  CHECK(bytes({0xC0, 0xAF}) == R + R);  // overlong
+  CHECK(bytes({0x41, 0xE2, 0x82}) == "A" + R);  // truncated: one
+  CHECK(bytes({0x41, 0xF0, 0x9F, 0x98, 0x42}) == "A" + R + "B");
+  CHECK(bytes({0xE2, 0x82, 0xAC, 0xF0, 0x9F, 0x98, 0x80}) == "\xE2\x82\xAC\xF0\x9F\x98\x80");
   // Pieces of the pre-tokenizer: words keep their leading space, digits stand alone.
   const auto pieces = tok.split("Hi there 42!\n");
   CHECK(std::vector<std::string>(pieces.begin(), pieces.end()) ==
