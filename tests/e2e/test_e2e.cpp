@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -992,6 +993,36 @@ TEST_CASE("tekken: ids equal mistral_common's on the fixture tokenizer", "[e2e][
   CHECK(bytes({0x41, 0xE2, 0x82}) == "A" + R);  // truncated: one
   CHECK(bytes({0x41, 0xF0, 0x9F, 0x98, 0x42}) == "A" + R + "B");
   CHECK(bytes({0xE2, 0x82, 0xAC, 0xF0, 0x9F, 0x98, 0x80}) == "\xE2\x82\xAC\xF0\x9F\x98\x80");
+  // Any bytes decode to valid UTF-8 (encode refuses anything else), which encodes back to itself;
+  // bytes that were valid come out unchanged.
+  std::mt19937 rng(11);
+  const int alphabet[] = {0x41, 0x80, 0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xDF, 0xE0, 0xED, 0xEF, 0xF0, 0xF4, 0xF5, 0xFF};
+  int valid_inputs = 0;
+  for (int n = 0; n < 3000; ++n) {
+    std::vector<int32_t> byte_ids(rng() % 9);
+    std::string raw;
+    for (auto& id : byte_ids) {
+      const int b = alphabet[rng() % std::size(alphabet)];
+      id = tok.num_special() + b;
+      raw.push_back(static_cast<char>(b));
+    }
+    const std::string text = tok.decode(byte_ids);
+    INFO("case " << n);
+    std::vector<int32_t> again;
+    REQUIRE_NOTHROW(again = tok.encode(text, false));
+    CHECK(tok.decode(again) == text);
+    bool raw_valid = true;
+    try {
+      (void)tok.encode(raw, false);
+    } catch (const Error&) {
+      raw_valid = false;
+    }
+    if (raw_valid) {
+      ++valid_inputs;
+      CHECK(text == raw);
+    }
+  }
+  CHECK(valid_inputs > 100);
   // Pieces of the pre-tokenizer: words keep their leading space, digits stand alone.
   const auto pieces = tok.split("Hi there 42!\n");
   CHECK(std::vector<std::string>(pieces.begin(), pieces.end()) ==
