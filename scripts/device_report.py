@@ -116,7 +116,7 @@ def decode_targets(t, rows, bench_copy=None):
         o = official[0]["summary"]["gbps"]
         t.add(4, "best variant >= 3x official-ptx",
               f"{ratio:.2f}x ({fastest['case']['variant']} {median(fastest) * 1e6:.0f} us vs {median(official[0]) * 1e6:.0f} us;"
-              f" {gbps:.0f} vs {o:.0f} GB/s)", ratio >= 3.0)
+              f" {fastest['summary']['gbps']:.0f} vs {o:.0f} GB/s)", ratio >= 3.0)
     else:
         t.add(4, "best variant >= 3x official-ptx", f"best {name} {gbps:.0f} GB/s", None,
               "no official-ptx row (run with OFFICIAL_PTX=decode.ptx)")
@@ -129,17 +129,46 @@ def decode_targets(t, rows, bench_copy=None):
         if bench_copy is not None and bench_copy > c:
             c, src = bench_copy, "df11_bench gpu_copy"
         t.add(4, "best variant >= 60% of the copy bound",
-              f"{gbps / c * 100:.0f}% ({gbps:.0f} of {c:.0f} GB/s, {src})", gbps / c >= 0.6)
+              f"{gbps / c * 100:.0f}% ({name} {gbps:.0f} of {c:.0f} GB/s, {src})", gbps / c >= 0.6)
     else:
         t.add(4, "best variant >= 60% of the copy bound", f"{gbps:.0f} GB/s", None, "no passed copy row")
 
 
-def sweep_targets(t, rows, unit="model.layers.1"):
-    ok_rows = [r for r in passed(rows) if r["case"]["unit"] == unit]
+def timing_mismatch(r):
+    """A row written not_run because an output checked while timing (a CUDA graph's replay)
+    differed: incorrect, though run_sweep before 2026-11-29 wrote it as not run."""
+    return r.get("disposition") == "not_run" and "differs" in (r.get("reason") or "")
+
+
+def experiment_batches(run_dir, backend="cuda"):
+    """The batch sizes the run's experiment (its copy in the run directory) asks of a backend, or
+    None without one."""
+    import tomllib
+    for f in sorted(pathlib.Path(run_dir).glob("*.toml")) if run_dir else []:
+        try:
+            e = tomllib.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        batches = e.get(backend, {}).get("batches", e.get("batches"))
+        if isinstance(batches, list):
+            return sorted(b for b in batches if isinstance(b, int))
+    return None
+
+
+def sweep_targets(t, rows, unit="model.layers.1", batches=None):
+    """batches: the experiment's batch sizes (experiment_batches), so that batches the run never
+    reached (a run killed without writing their rows) count as not measured."""
+    unit_rows = [r for r in rows if r.get("case", {}).get("unit") == unit]
+    ok_rows = passed(unit_rows)
     by = {}
     for r in ok_rows:
         by.setdefault((r["case"]["method"], r["case"]["batch"]), []).append(r)
-    bf16 = {b: median(rs[0]) for (m, b), rs in by.items() if m == "bf16"}
+    bf16_row = {b: rs[0] for (m, b), rs in by.items() if m == "bf16"}
+    bf16 = {b: median(r) for b, r in bf16_row.items()}
+
+    def unrun(methods, batch):  # rows of these methods at this batch that were not measured
+        return [r for r in unit_rows if r["case"]["method"] in methods and r["case"]["batch"] == batch and
+                r.get("disposition") == "not_run"]
 
     def best(method, batch):
         rs = by.get((method, batch), [])
@@ -163,6 +192,17 @@ def sweep_targets(t, rows, unit="model.layers.1"):
         name = b["case"]["variant"] if b["case"]["method"] == method else f"{b['case']['method']}:{b['case']['variant']}"
         if b["case"].get("chunk_bytes") is not None:
             name += f", {b['case']['chunk_bytes']} B slices"
+        graphs = (b["summary"].get("cuda_graph"), bf16_row[batch]["summary"].get("cuda_graph"))
+        if graphs[0] != graphs[1]:  # a graph replay against eager launches: not the same protocol
+            t.add(5, label, f"{ratio:.2f}x ({name})", None,
+                  f"{method} {'graphed' if graphs[0] else 'eager'} against bf16 {'graphed' if graphs[1] else 'eager'} "
+                  f"(a capture failed: see run_sweep's stderr)")
+            continue
+        missing = unrun(family, batch)
+        if ratio > limit and missing:  # a faster row may be among those the run did not reach
+            t.add(5, label, f"{ratio:.2f}x ({name})", None,
+                  f"{len(missing)} {method} row(s) at batch {batch} not run ({missing[0].get('reason', '')[:80]})")
+            continue
         t.add(5, label, f"{ratio:.2f}x ({name})", ratio <= limit)
     for batch in (1, 2048, 4096):  # no target of their own: decode hidden under the GEMMs
         for kind in ("df11-rev", "df11-overlap", "df11-pipelined"):
@@ -175,20 +215,36 @@ def sweep_targets(t, rows, unit="model.layers.1"):
             t.info(f"df11-fused / bf16 at batch {batch}",
                    f"{median(f) / bf16[batch]:.2f}x ({f['case'].get('variant') or 'two-pass, DF11 layout'})",
                    f"verified against {f.get('verified_against')}")
-    # Every df11 method faster than cpu-offload at every batch size.
+    # Every df11 method faster than cpu-offload at every batch size: every df11 row the unit has
+    # (but those not supported there, like df11-fused past batch 16) must be measured, and
+    # cpu-offload at its batch.
+    df11_kinds = ("df11", "df11-rev", "df11-overlap", "df11-chunked", "df11-pipelined", "df11-fused")
     offload = {b: median(rs[0]) for (m, b), rs in by.items() if m == "cpu-offload"}
-    df11_rows = [r for r in ok_rows
-                 if r["case"]["method"] in ("df11", "df11-rev", "df11-overlap", "df11-chunked", "df11-pipelined",
-                                            "df11-fused")]
+    considered = [r for r in unit_rows
+                  if r["case"]["method"] in df11_kinds and r.get("disposition") != "not_supported"]
+    df11_rows = [r for r in passed(considered)]
+    label = "every df11 method faster than cpu-offload"
     if not offload or not df11_rows:
-        t.add(5, "every df11 method faster than cpu-offload", "-", None, "no passed df11 or cpu-offload rows")
+        t.add(5, label, "-", None, "no passed df11 or cpu-offload rows")
     else:
         slower = [r for r in df11_rows if r["case"]["batch"] in offload and median(r) >= offload[r["case"]["batch"]]]
         compared = sum(1 for r in df11_rows if r["case"]["batch"] in offload)
-        t.add(5, "every df11 method faster than cpu-offload", f"{compared - len(slower)} of {compared} rows faster",
-              not slower and compared > 0,
-              "; ".join(f"{r['case']['method']}:{r['case']['variant']}@{r['case']['batch']}" for r in slower[:5]))
-    incorrect = [r for r in rows if r.get("disposition") == "incorrect"]
+        unmeasured = [r for r in considered if r.get("disposition") != "passed"]
+        no_offload = sorted(({r["case"]["batch"] for r in considered} | set(batches or ())) - set(offload))
+        value = f"{compared - len(slower)} of {compared} rows faster"
+        if slower:
+            t.add(5, label, value, False,
+                  "; ".join(f"{r['case']['method']}:{r['case']['variant']}@{r['case']['batch']}" for r in slower[:5]))
+        elif unmeasured or no_offload or compared == 0:
+            why = []
+            if no_offload:
+                why.append(f"no passed cpu-offload row at batch {', '.join(str(b) for b in no_offload)}")
+            if unmeasured:
+                why.append(f"{len(unmeasured)} df11 row(s) not passed")
+            t.add(5, label, value, None, "; ".join(why) or "nothing compared")
+        else:
+            t.add(5, label, value, True)
+    incorrect = [r for r in rows if r.get("disposition") == "incorrect" or timing_mismatch(r)]
     t.add(5, "every verified method bit-identical", f"{len(incorrect)} incorrect row(s)",
           (not incorrect) if rows else None, incorrect[0].get("reason", "")[:160] if incorrect else "")
 
@@ -199,6 +255,7 @@ def is_count_layout(r):  # a run whose decoder reads a count layout (DF11's tabl
 
 
 def e2e_targets(t, runs):
+    runs_all = runs
     every = [r for r in runs if "decode_tokens_per_s" in r]
     # The targets are for DF11's own layout; count-layout runs only get an info row. They compare
     # eager runs with eager BF16: runs with --graphs (decode steps replayed as a CUDA graph) get
@@ -227,13 +284,19 @@ def e2e_targets(t, runs):
         return ", ".join(x for x in ("chunked" if r.get("chunk_bytes") else "whole blocks",
                                      "overlapped" if r.get("overlap") else "", held, desc) if x)
 
-    checks = [r for r in ok if r.get("check") != "not_run"]
+    # Every --check run counts, whatever its layout or graphs; a --check run that failed before it
+    # compared (an error line) is named, and when none finished the target is not measured.
+    checks = [r for r in every if r.get("check", "not_run") != "not_run"]
+    errored = [r for r in runs_all if "error" in r and "--check" in str(r.get("run", ""))]
+    label = "identical tokens, bit-identical logits (--check)"
+    note = "; ".join(f"`{r.get('run', '?')}` failed: {str(r['error'])[:80]}" for r in errored[:3])
     if checks:
         failed = [r for r in checks if r.get("check") != "passed"]
-        t.add(7, "identical tokens, bit-identical logits (--check)",
-              f"{len(checks) - len(failed)} of {len(checks)} checks passed", not failed)
+        t.add(7, label, f"{len(checks) - len(failed)} of {len(checks)} checks passed"
+              + (f", {len(errored)} --check run(s) failed before comparing" if errored else ""),
+              False if failed else (None if errored else True), note)
     else:
-        t.add(7, "identical tokens, bit-identical logits (--check)", "-", None, "no --check run finished")
+        t.add(7, label, "-", None, note or "no --check run finished")
     prompt_lens = sorted({r.get("prompt_len") for r in ok if r.get("prompt_len") is not None})
     short = prompt_lens[0] if prompt_lens else None
     b16, d11, off = find("bf16", 1, short), find("df11", 1, short), find("cpu-offload", 1, short)
@@ -519,8 +582,12 @@ def main():
 
     t = Targets()
     decode_targets(t, decode, bench_copy_gbps(check_dir / "gpu_bench.json"))
-    sweep_targets(t, sweep)
+    sweep_targets(t, sweep, batches=experiment_batches(runs["sweep"] / "sweep" if runs["sweep"] else None))
     e2e_targets(t, e2e)
+    log = joined("device_check.log", False)
+    if "early launch refused" in log:  # gap_decode falls back to serial launches, once per kernel
+        t.info("early slice decodes (programmatic dependent launch)", "refused at run time",
+               "rows and runs labelled early ran serially after the refusal: see device_check.log")
     summary = joined("summary.txt") or "(no summary.txt)"
     sha = (any_row or {}).get("meta", {}).get("git_sha", "unknown")
     readme = [f"# Device check: {device_name}, {date}", "",

@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
     fmt::print("run directory: {}\n", run_dir.string());
     if (r.interrupted) {
       fmt::print(stderr,
-                 "run_sweep: interrupted by SIGINT; {} holds the {} lines written (valid JSONL)\n",
+                 "run_sweep: interrupted (SIGINT or SIGTERM); {} holds the {} lines written (valid JSONL)\n",
                  options.results_path.string(), r.lines);
       return 130;
     }

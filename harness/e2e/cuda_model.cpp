@@ -405,27 +405,12 @@ class Bf16DeviceProvider final : public DeviceProvider {
   Layout fused_layout_;
 };
 
-const dec::Decoder* pick_decoder(const dec::Registry& reg, const std::string& variant) {
-  if (!variant.empty()) {
-    const dec::Decoder* d = reg.find(variant);
-    if (!d) throw Error(fmt::format("no decoder variant '{}' (see `df11 variants`)", variant));
-    if (d->name() == "official-ptx") {
-      throw Error("official-ptx decodes whole units only; the model decodes embedding rows and lm_head slices");
-    }
-    return d;
-  }
-  if (const dec::Decoder* d = reg.find(kDefaultCudaVariant)) return d;
-  for (const auto& d : reg.all())
-    if (d->layout() == Layout::df11()) return d.get();
-  throw Error("no registered decoder reads the DF11 layout");
-}
-
 // The fused decode of the DF11 decoder `variant` (empty: the fused default); its layout is the
 // decoder's.
 dec::FusedDecode fused_decode_of(const std::string& variant) {
   dec::Registry reg;
   dec::register_all(reg);
-  const dec::Decoder* d = pick_decoder(reg, variant.empty() ? std::string(kDefaultFusedVariant) : variant);
+  const dec::Decoder* d = pick_cuda_decoder(reg, variant.empty() ? std::string(kDefaultFusedVariant) : variant);
   const std::optional<dec::FusedDecode> decode = dec::fused_decode_for(*d);
   if (!decode) {
     throw Error(fmt::format("--fused-gemv with decoder {}: the fused kernels read layouts {} and {} (and fix64 "
@@ -469,7 +454,7 @@ class Df11DeviceProvider final : public ReusedBufferProvider {
   // variant: as df11_variant gives it ("" picks kDefaultCudaVariant).
   explicit Df11DeviceProvider(const std::string& variant) {
     dec::register_all(registry_);
-    decoder_ = pick_decoder(registry_, variant);
+    decoder_ = pick_cuda_decoder(registry_, variant);
     set_fused_decode(dec::fused_decode_for(*decoder_));  // the fused kernels follow the decoder (fix64: its units)
   }
   void add(UnitFeed& feed, cudaStream_t s) override {
@@ -1078,7 +1063,7 @@ bool fused_kernels(const ModelRequest& r) {
 struct WeightsKey {
   uint64_t source = 0;  // FeedCache::id()
   WeightsKind kind = WeightsKind::bf16;
-  // df11: the variant its decoder is picked by (df11_variant); bf16 with fused kernels: the
+  // df11: the name of its decoder (cuda_df11_decoder_name); bf16 with fused kernels: the
   // name of the layout whose partition they follow; else empty.
   std::string variant;
   bool fused = false;  // fused kernels built (fused_kernels)
@@ -1087,7 +1072,7 @@ struct WeightsKey {
 
 WeightsKey weights_key(const ModelRequest& r, uint64_t source) {
   WeightsKey k{source, r.weights, "", fused_kernels(r)};
-  if (r.weights == WeightsKind::df11) k.variant = df11_variant(r);
+  if (r.weights == WeightsKind::df11) k.variant = cuda_df11_decoder_name(r);  // "" and the default: one key
   if (r.weights == WeightsKind::bf16 && r.fused_gemv) {
     // Checked even where no kernel is built (batch > 16), as the provider's construction does,
     // so that a reused provider does not let a bad --variant through.

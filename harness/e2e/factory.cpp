@@ -33,6 +33,28 @@ class CpuBuilder final : public ModelBuilder {
 
 }  // namespace
 
+const dec::Decoder* pick_cuda_decoder(const dec::Registry& reg, const std::string& variant) {
+  if (!variant.empty()) {
+    const dec::Decoder* d = reg.find(variant);
+    if (!d) throw Error(fmt::format("no decoder variant '{}' (see `df11 variants`)", variant));
+    if (d->name() == "official-ptx") {
+      throw Error("official-ptx decodes whole units only; the model decodes embedding rows and lm_head slices");
+    }
+    return d;
+  }
+  if (const dec::Decoder* d = reg.find(kDefaultCudaVariant)) return d;
+  for (const auto& d : reg.all())
+    if (d->layout() == Layout::df11()) return d.get();
+  throw Error("no registered decoder reads the DF11 layout");
+}
+
+std::string cuda_df11_decoder_name(const ModelRequest& r) {
+  dec::Registry reg;
+  dec::register_all(reg);
+  return pick_cuda_decoder(reg, r.variant.empty() && r.fused_gemv ? std::string(kDefaultFusedVariant) : r.variant)
+      ->name();
+}
+
 namespace {
 
 // feed_cache: FeedCache::id() when the units come from one, else 0.

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "decoder.hpp"
 #include "e2e/model.hpp"
 #include "e2e/weights.hpp"
 
@@ -79,6 +80,16 @@ struct ModelRequest {
   // says why).
   bool graphs = false;
 };
+
+// The DF11 decoder a CUDA model's DF11 weights use: `variant`, or where empty the default
+// (kDefaultCudaVariant, else the first variant of DF11's layout); official-ptx and unknown names
+// refused.
+[[nodiscard]] const dec::Decoder* pick_cuda_decoder(const dec::Registry& reg, const std::string& variant);
+// The name of the decoder a request's DF11 device weights are built with (its --variant, or the
+// default, which --fused-gemv picks by kDefaultFusedVariant): what keys the device weights a later
+// run may reuse, so that no --variant and the default's own name are one set of weights, and a
+// --fused-gemv run finds the plain run's images to add its kernels to.
+[[nodiscard]] std::string cuda_df11_decoder_name(const ModelRequest& r);
 
 // Takes the units of one model while it is built.
 class ModelBuilder {

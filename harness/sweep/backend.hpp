@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "codec/common.hpp"
 #include "codec/layout.hpp"
 #include "codec/unit.hpp"
 #include "decoder.hpp"
@@ -43,6 +44,13 @@ struct MethodCase {
     if (!variant_name.empty() || kind == "df11-fused") return Layout::df11();
     return std::nullopt;
   }
+};
+
+// Thrown by Backend::time when an output it checks while timing (a CUDA graph's replay against
+// the verified eager run) differs: the sweep writes the case as incorrect, not as not run.
+class OutputMismatch : public df11::Error {
+ public:
+  using df11::Error::Error;
 };
 
 // What a traced run of the method lacks for its split into decode, GEMM and copy time: "" when

@@ -497,7 +497,7 @@ class CudaBackend final : public Backend {
     if (replay_check_.against_weights) {  // verified on the device: the replay is compared there too
       const WeightsComparison c = compare_with_weights(m.label() + " (graph replay)");
       if (c.elements != n_ || c.differ != 0) {
-        throw Error(fmt::format("{}: the replay of its CUDA graph differs from the weights at element {} ({} of {} "
+        throw OutputMismatch(fmt::format("{}: the replay of its CUDA graph differs from the weights at element {} ({} of {} "
                                 "elements compared differ)", m.label(), c.first, c.differ, c.elements));
       }
       replay_check_ = {};
@@ -507,7 +507,7 @@ class CudaBackend final : public Backend {
     const std::vector<uint16_t>& want = replay_check_.out;
     const auto [a, b] = std::mismatch(out.begin(), out.end(), want.begin(), want.end());
     if (a != out.end() || b != want.end()) {
-      throw Error(fmt::format("{}: the replay of its CUDA graph differs from the verified run at output element {}",
+      throw OutputMismatch(fmt::format("{}: the replay of its CUDA graph differs from the verified run at output element {}",
                               m.label(), a - out.begin()));
     }
     replay_check_ = {};

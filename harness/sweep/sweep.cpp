@@ -50,6 +50,9 @@ void install_sigint_handler() {
   // SA_RESETHAND: the second Ctrl-C gets the default action, for a user who cannot wait.
   sa.sa_flags = SA_RESTART | SA_RESETHAND;
   sigaction(SIGINT, &sa, nullptr);
+  // SIGTERM too (what `timeout` sends, as the device check's time limits do): the cases left are
+  // written as not run, so a cut run says what it did not measure (timeout's KILL follows later).
+  sigaction(SIGTERM, &sa, nullptr);
 }
 
 void request_interrupt() noexcept {
@@ -635,6 +638,8 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
       Samples samples;
       try {
         samples = backend.time(m, batch, meas);
+      } catch (const OutputMismatch& err) {
+        return write(ci, Disposition::incorrect, std::nullopt, err.what());
       } catch (const std::exception& err) {
         return write(ci, Disposition::not_run, std::nullopt,
                      fmt::format("failed while timing: {}", err.what()));

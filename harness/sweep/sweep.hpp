@@ -60,8 +60,9 @@ struct MaterializedUnit {
 [[nodiscard]] SweepReport run_sweep(const Experiment& e, Backend& backend,
                                     const dec::Registry& registry, const SweepOptions& options);
 
-// Interruption (Ctrl-C): the handler only sets a flag; the sweep finishes the line it is writing,
-// records the rest as not_run and returns with interrupted set. A second SIGINT kills at once.
+// Interruption (Ctrl-C, or SIGTERM as `timeout` sends it): the handler only sets a flag; the
+// sweep finishes the line it is writing, records the rest as not_run and returns with
+// interrupted set. A second signal of the same kind kills at once.
 void install_sigint_handler();
 void request_interrupt() noexcept;
 [[nodiscard]] bool interrupt_requested() noexcept;

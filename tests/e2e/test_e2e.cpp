@@ -865,6 +865,28 @@ TEST_CASE("checkpoints: what the forward pass does not implement is refused; win
   }
 }
 
+TEST_CASE("CUDA DF11 weights are keyed by their decoder: no --variant and the default's name are one", "[e2e]") {
+  ModelRequest plain{Backend::cuda, WeightsKind::df11, "", 1, 8, 1};
+  ModelRequest fused = plain;
+  fused.fused_gemv = true;
+  ModelRequest named = plain;
+  named.variant = kDefaultCudaVariant;
+  // The fused run's weights are the plain run's images plus the fused kernels: the same key but
+  // for the kernels (a key of "" against the fused default's name made every fused run upload
+  // every unit again).
+  CHECK(cuda_df11_decoder_name(plain) == kDefaultCudaVariant);
+  CHECK(cuda_df11_decoder_name(fused) == cuda_df11_decoder_name(plain));
+  CHECK(cuda_df11_decoder_name(named) == cuda_df11_decoder_name(plain));
+  ModelRequest other = plain;
+  other.variant = "multi12.gap5-warp.exp-smem-v16.t512.b8";
+  CHECK(cuda_df11_decoder_name(other) == other.variant);
+  dec::Registry reg;
+  dec::register_all(reg);
+  CHECK_THROWS_WITH(pick_cuda_decoder(reg, "official-ptx"), Catch::Contains("whole units only") ||
+                                                                Catch::Contains("no decoder variant"));
+  CHECK_THROWS_WITH(pick_cuda_decoder(reg, "nope"), Catch::Contains("no decoder variant 'nope'"));
+}
+
 TEST_CASE("overlapped whole matrices: the reused buffer's halves hold a block's largest GEMM whole", "[e2e]") {
   // Nemo's block in the official order, q..v and gate, up adjacent (one GEMM each).
   const int64_t H = 5120, nq = 4096, nkv = 1024, I = 14336;

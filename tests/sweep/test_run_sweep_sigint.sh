@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# run_sweep under Ctrl-C: start it in the background on quick_smoke --quick, send SIGINT once the
-# first result line is out, and check that it exits 130 with a message and leaves a valid JSONL
-# file (every line complete, the interrupted cases not_run). Usage: RUN_SWEEP EXPERIMENT SCRATCH
+# run_sweep under Ctrl-C (and SIGTERM, what `timeout` sends): start it in the background on
+# quick_smoke --quick, send the signal once the first result line is out, and check that it exits
+# 130 with a message and leaves a valid JSONL file (every line complete, the interrupted cases
+# not_run). Usage: RUN_SWEEP EXPERIMENT SCRATCH
 set -euo pipefail
 bin=$1
 experiment=$2
@@ -9,16 +10,18 @@ scratch=$3
 rm -rf "$scratch"
 mkdir -p "$scratch"
 
+interrupt_with() {  # SIGNAL: one run stopped by it, checked; 0 when one attempt was
+  local sig=$1
 # A run can finish between the first line and the signal on a fast machine; try again then.
 for attempt in 1 2 3 4 5; do
-  out="$scratch/run$attempt"
-  "$bin" "$experiment" --quick --backend cpu --out "$out" >"$scratch/stdout$attempt" 2>"$scratch/stderr$attempt" &
+  out="$scratch/$sig$attempt"
+  "$bin" "$experiment" --quick --backend cpu --out "$out" >"$scratch/stdout$sig$attempt" 2>"$scratch/stderr$sig$attempt" &
   pid=$!
   for _ in $(seq 1 2000); do  # up to 20 s for the first line
     if [ -s "$out/results.jsonl" ] || ! kill -0 "$pid" 2>/dev/null; then break; fi
     sleep 0.01
   done
-  kill -INT "$pid" 2>/dev/null || true
+  kill -"$sig" "$pid" 2>/dev/null || true
   rc=0
   wait "$pid" || rc=$?
   if [ "$rc" -eq 0 ]; then
@@ -27,12 +30,12 @@ for attempt in 1 2 3 4 5; do
   fi
   if [ "$rc" -ne 130 ]; then
     echo "FAIL: run_sweep exited $rc after SIGINT (expected 130)"
-    cat "$scratch/stderr$attempt"
+    cat "$scratch/stderr$sig$attempt"
     exit 1
   fi
-  if ! grep -q "interrupted" "$scratch/stderr$attempt"; then
+  if ! grep -q "interrupted" "$scratch/stderr$sig$attempt"; then
     echo "FAIL: no message about the interruption on stderr"
-    cat "$scratch/stderr$attempt"
+    cat "$scratch/stderr$sig$attempt"
     exit 1
   fi
   /usr/bin/python3 - "$out/results.jsonl" <<'PY'
@@ -59,9 +62,13 @@ if not all("interrupted" in r["reason"] for r in not_run):
     sys.exit("FAIL: a not_run row does not say it was interrupted")
 if not any(r["disposition"] == "passed" for r in rows):
     sys.exit("FAIL: no case passed before the interrupt")
-print(f"ok: {len(rows)} complete lines, {len(not_run)} not_run after SIGINT")
+print(f"ok: {len(rows)} complete lines, {len(not_run)} not_run after the signal")
 PY
-  exit 0
+  echo "($sig)"
+  return 0
 done
-echo "FAIL: every attempt finished before SIGINT arrived"
+echo "FAIL: every attempt finished before SIG$sig arrived"
 exit 1
+}
+interrupt_with INT
+interrupt_with TERM

@@ -84,6 +84,8 @@ class TamperingBackend final : public Backend {
  public:
   std::string corrupt_kind;    // flip bit 0 of element 5 in this kind's output
   std::string interrupt_kind;  // request_interrupt() when this kind is timed
+  std::string mismatch_kind;   // time() of this kind finds its output differ (a graph replay's)
+  std::string timing_error_kind;  // time() of this kind fails otherwise
   // This kind acts as if its GEMMs rounded differently from bf16's: its output has bit 0 of
   // element 5 flipped, and its same-GEMM reference is bf16's output with element `ref_flip`
   // flipped (5: the same GEMMs agree, the case passes; another: a real difference).
@@ -141,6 +143,8 @@ class TamperingBackend final : public Backend {
   }
   [[nodiscard]] Samples time(const MethodCase& m, int batch, const Measurement& meas) override {
     if (m.kind == interrupt_kind) request_interrupt();
+    if (m.kind == mismatch_kind) throw OutputMismatch(m.label() + ": the replay of its CUDA graph differs");
+    if (m.kind == timing_error_kind) throw df11::Error(m.label() + ": out of device memory");
     return inner_->time(m, batch, meas);
   }
   void unload_unit() override { inner_->unload_unit(); }
@@ -211,6 +215,28 @@ TEST_CASE("quick_smoke runs end to end on the cpu backend", "[sweep][e2e]") {
     const std::string at = "@" + std::to_string(b);
     CHECK(bytes.at("df11:cpu" + at) == bytes.at("decode:cpu@0") + bytes.at("bf16" + at));
   }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("an output that differs while timing makes the case incorrect; other timing failures not run",
+          "[sweep][e2e]") {
+  clear_interrupt();
+  const fs::path dir = fresh_dir("mismatch");
+  Experiment e = smoke();
+  e.batches = {3};
+  TamperingBackend backend;
+  backend.mismatch_kind = "df11";
+  backend.timing_error_kind = "bf16";
+  const SweepReport r = run_sweep(e, backend, registry(), options_for(dir));
+  CHECK(r.incorrect == 1);
+  std::map<std::string, json> by;
+  for (const json& row : read_rows(dir / "results.jsonl")) by[key_of(row)] = row;
+  REQUIRE(by.contains("df11:cpu@3"));
+  CHECK(by["df11:cpu@3"]["disposition"] == "incorrect");
+  CHECK_THAT(by["df11:cpu@3"]["reason"].get<std::string>(), Catch::Contains("CUDA graph differs"));
+  CHECK(by["bf16@3"]["disposition"] == "not_run");
+  CHECK_THAT(by["bf16@3"]["reason"].get<std::string>(), Catch::Contains("failed while timing") &&
+                                                           Catch::Contains("out of device memory"));
   fs::remove_all(dir);
 }
 
