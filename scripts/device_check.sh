@@ -203,7 +203,8 @@ sanitize() {
   local small=("$BUILD/bin/test_gpu" --small)
   [ "$tool" = racecheck ] && small+=(--no-damaged)
   step "$tool (small)" 75 "$cs" --tool "$tool" --error-exitcode 3 "${small[@]}"
-  step "$tool (e2e tiny)" 60 "$cs" --tool "$tool" --error-exitcode 3 --report-api-errors no \
+  # 44 s for racecheck's 6 runs on the 2026-11-28 H200; sanitize_runs.txt has 7 now.
+  step "$tool (e2e tiny)" 90 "$cs" --tool "$tool" --error-exitcode 3 --report-api-errors no \
     "$BUILD/bin/df11" generate --synthetic tiny --backend cuda --json --runs harness/e2e/sanitize_runs.txt
 }
 step_none() { :; }  # the preflight alone
@@ -221,8 +222,17 @@ step_profile() {
   step "ncu profile" 90 /usr/bin/env python3 scripts/device_profile.py --build "$BUILD" --out "$OUT_DIR" \
     ${PROFILE_WORK:+--work "$PROFILE_WORK"} --budget $((plimit - 10)) --decode-results "$(decode_results)" \
     "${ptx_args[@]}" "${profile_methods[@]}"
-  # Its table, and why nothing was measured where so, in the summary.
-  [ -f "$OUT_DIR/profile.txt" ] && cat "$OUT_DIR/profile.txt" >>"$SUMMARY"
+  # Its table, and why nothing was measured where so, in the summary; the file itself goes (a
+  # device call brings back at most 8 files, and the summary holds it now).
+  if [ -f "$OUT_DIR/profile.txt" ]; then
+    cat "$OUT_DIR/profile.txt" >>"$SUMMARY"
+    rm -f "$OUT_DIR/profile.txt"
+  fi
+  # ncu's own output the same way, into the log.
+  if [ -f "$OUT_DIR/profile.log" ]; then
+    { echo "== profile.log (ncu's output)"; cat "$OUT_DIR/profile.log"; } >>"$LOG"
+    rm -f "$OUT_DIR/profile.log"
+  fi
   return 0
 }
 step_bench() {
@@ -280,4 +290,11 @@ if bound:
     print(f"{'copy (read + write)':44} {bound:8.1f}")
 PY
 echo "total $((SECONDS - start))s of a ${BUDGET_S}s budget; $failed step(s) failed" | tee -a "$SUMMARY"
+# The device tool brings back at most 8 files of $OUT: say so here, where the next call's STEPS
+# can still be split, rather than find files missing afterwards.
+n_out=$(find "$OUT_DIR" -type f | wc -l)
+if [ "$n_out" -gt 8 ]; then
+  echo "WARNING: $OUT_DIR holds $n_out files; a device call brings back 8: split STEPS over more calls" |
+    tee -a "$SUMMARY"
+fi
 exit $((failed > 0))

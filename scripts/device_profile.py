@@ -359,10 +359,10 @@ def profile(args):
                 break
         if NO_COUNTERS.search(text):
             say(f"profile: ncu cannot read the hardware counters here: "
-                  f"{NO_COUNTERS.search(text).group(0)}: nothing measured (see profile.log)")
+                  f"{NO_COUNTERS.search(text).group(0)}: nothing measured (see profile.log, in device_check.log)")
             return 0
         if rc != 0:
-            say(f"profile: {spec}: ncu or the run failed (rc {rc}; profile.log has its output)")
+            say(f"profile: {spec}: ncu or the run failed (rc {rc}; profile.log, in device_check.log, has its output)")
             failures += 1
             continue
         rc, raw = run([ncu, "--import", str(pdir / f"{i}.ncu-rep"), "--csv", "--page", "raw",

@@ -177,6 +177,13 @@ grep -q "^decode:lut8x4.gap5-block.smem-out.t512.b8 *gap_decode_persistent_kerne
 # What comes back from the device: the raw pages and experiments in one archive, no folder of
 # per-method files (a device call returns 8 files at most).
 [ ! -e "$scratch/p/profile" ] || fail "per-method files under the output folder"
+# What comes back is at most 8 files: the table and ncu's output are folded into the summary and
+# the log, not left as files of their own.
+[ ! -e "$scratch/p/profile.txt" ] && [ ! -e "$scratch/p/profile.log" ] ||
+  fail "profile.txt or profile.log left in the output folder: $(ls "$scratch/p")"
+grep -q "^== profile.log (ncu's output)" "$scratch/p/device_check.log" || fail "ncu's output not in device_check.log"
+[ "$(find "$scratch/p" -type f | wc -l)" -le 8 ] || fail "more than 8 files: $(ls "$scratch/p")"
+grep -q "WARNING: .* holds .* files" "$scratch/p/summary.txt" && fail "a warning about files where there are few"
 [ "$(tar -tzf "$scratch/p/profile_raw.tar.gz" | grep -c '\.csv$')" = 5 ] || fail "profile_raw.tar.gz lacks the 5 raw pages"
 mkdir -p "$scratch/p/raw" && tar -xzf "$scratch/p/profile_raw.tar.gz" -C "$scratch/p/raw"
 cmp -s "$scratch/p/raw/3.toml" "$scratch/pw/3.toml" || fail "the archive's experiment differs from the work folder's"
