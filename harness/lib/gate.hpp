@@ -40,7 +40,8 @@ namespace df11::gate {
 //    the gap exceeds a threshold), with [q1, q3] instead of [min, q3] and a default threshold
 //    of 3% instead of 0.5%, since our samples are wall/event times of whole forward passes.
 //
-// 3. Cases in only one file: NEW (candidate only) or MISSING (baseline only); not failures.
+// 3. Cases in only one file: NEW (candidate only) or MISSING (baseline only); not failures,
+//    except a candidate-only case that is `incorrect`: WORSE (fails; wrong bits are never new).
 //
 // Devices: every row of a file must name the same device (backend + name); the two files'
 // devices must be equal, or the gate refuses (unless ignore_device).

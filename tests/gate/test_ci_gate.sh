@@ -94,6 +94,12 @@ cd "$scratch/plain" || exit 1
 GIT_CEILING_DIRECTORIES=$(realpath "$scratch")
 export GIT_CEILING_DIRECTORIES
 expect 1 "20261201T000000Z_h100-80gb-hbm3_nemo_layer against" "outside git, the uncommitted run counts"
+# device_report.py names runs by date (2026-12-02_...), run_sweep by date and time: the two
+# forms order by time, not as strings (where '2026-' sorted before every '2026112...').
+fake reports/2026-11-26_h100-80gb-hbm3_nemo_layer --seed 7 --scale 1.5
+expect 1 "20261201T000000Z_h100-80gb-hbm3_nemo_layer against" "an older dash-dated run is not the newest"
+fake reports/2026-12-02_h100-80gb-hbm3_nemo_layer --seed 8
+expect 0 "2026-12-02_h100-80gb-hbm3_nemo_layer against" "a newer dash-dated run is the newest"
 rm reports/baselines/*.jsonl
 rm -f build/release/kernel_resources.json
 expect 0 "built without CUDA" "no kernel_resources.json, no baselines"

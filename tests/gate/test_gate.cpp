@@ -136,6 +136,10 @@ TEST_CASE("compare_timings follows the documented rule at its edges", "[gate]") 
         Verdict::ambiguous);  // touching counts as overlap
   CHECK(compare_timings(base, {0.95, 0.94, 0.98}, 0.03) == Verdict::fast);
   CHECK(compare_timings(base, {0.95, 0.90, 1.00}, 0.03) == Verdict::ambiguous);
+  // Exactly t, as decimals give it (1.03e-3 / 1.0e-3 - 1 is 0.03000000000000008): at most t, SAME.
+  CHECK(compare_timings({1.0e-3, 0.995e-3, 1.005e-3}, {1.03e-3, 1.025e-3, 1.035e-3}, 0.03) == Verdict::same);
+  CHECK(compare_timings({1.0e-3, 0.995e-3, 1.005e-3}, {0.97e-3, 0.965e-3, 0.975e-3}, 0.03) == Verdict::same);
+  CHECK(compare_timings({1.0e-3, 0.995e-3, 1.005e-3}, {1.031e-3, 1.026e-3, 1.036e-3}, 0.03) == Verdict::slow);
 }
 
 TEST_CASE("a different device is refused unless ignored", "[gate]") {
@@ -188,6 +192,15 @@ TEST_CASE("cases in one file only are NEW or MISSING, not failures", "[gate]") {
   CHECK(r.count(Verdict::new_case) == 1);
   CHECK(r.count(Verdict::same) == 9);
   CHECK(r.exit_code() == 0);
+  // A new case that produces wrong bits fails: lossless is never new.
+  auto wrong = cand;
+  FakeCase bad{"df11", "broken", 16};
+  bad.disposition = "incorrect";
+  wrong.push_back(fake_row(bad));
+  const GateReport w = gate(base, wrong);
+  CHECK(w.count(Verdict::worse) == 1);
+  CHECK(w.count(Verdict::new_case) == 1);
+  CHECK(w.exit_code() == 1);
 }
 
 TEST_CASE("the parser names file and line for bad input", "[gate]") {

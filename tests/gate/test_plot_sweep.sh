@@ -39,10 +39,54 @@ else
   for needle in "## nemo_layer / model.layers.1" "## nemo_layer / lm_head" "## Decode throughput" \
     "![latency_lm_head.png](latency_lm_head.png)" "| df11 flat12.gap5-warp.smem-out.t512.b8 |" \
     "**copy (bound)**" "## Rows not passed (not plotted)" "| incorrect |" "interrupted (SIGINT)" \
-    "## Unreadable lines (skipped)" "NVIDIA H100 80GB HBM3" "## Passed against their own GEMMs"; do
+    "## Lines left out (unreadable, or a case's second row)" "NVIDIA H100 80GB HBM3" "## Passed against their own GEMMs"; do
     grep -qF -- "$needle" "$report" || fail "report.md lacks '$needle'"
   done
 fi
+
+# The numbers in the latency table are the rows': every cell of the df11 and bf16 series of layer
+# 1 against a recomputation from results.jsonl (median and ratio to bf16 at the same batch).
+"$py" - "$run" <<'PY' || fail "report.md's latency cells do not match results.jsonl"
+import json, pathlib, re, sys
+run = pathlib.Path(sys.argv[1])
+rows = [json.loads(l) for l in (run / "results.jsonl").read_text().splitlines()[:-1] if l.strip()]
+ok = [r for r in rows if r.get("disposition") == "passed" and r["case"]["unit"] == "model.layers.1"
+      and r["case"]["experiment"] == "nemo_layer"]
+bf16 = {r["case"]["batch"]: r["summary"]["median_s"] for r in ok if r["case"]["method"] == "bf16"}
+report = (run / "report.md").read_text()
+section = report.split("## nemo_layer / model.layers.1", 1)[1].split("\n## ", 1)[0]
+table = [l for l in section.splitlines() if l.startswith("| ")]
+batches = [int(x) for x in re.findall(r"\| (\d+)", table[0])]
+checked = 0
+for r in ok:
+    c = r["case"]
+    if c["method"] != "df11" or c["batch"] not in bf16:
+        continue
+    line = next(l for l in table if l.startswith(f"| df11 {c['variant']} |"))
+    cell = line.split("|")[2 + batches.index(c["batch"])].strip()
+    want = f"({r['summary']['median_s'] / bf16[c['batch']]:.2f}x)"
+    if not cell.endswith(want):
+        sys.exit(f"df11 {c['variant']} at {c['batch']}: cell '{cell}', want ratio {want}")
+    checked += 1
+if checked < 10:
+    sys.exit(f"only {checked} cells checked")
+print(f"{checked} latency cells match")
+PY
+# A second row of a case (a duplicate) is left out, named, and does not change the table.
+dup=$(dirname "$run")/dup_run
+rm -rf "$dup" && mkdir -p "$dup" && cp "$run/results.jsonl" "$dup/"
+"$py" - "$dup/results.jsonl" <<'PY'
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()[:-1]
+first = next(json.loads(l) for l in lines if '"bf16"' in l and '"passed"' in l)
+first["summary"]["median_s"] *= 3
+open(sys.argv[1], "w").write("\n".join(lines + [json.dumps(first)]) + "\n")
+PY
+"$py" "$src/scripts/plot_sweep.py" "$dup" >/dev/null 2>&1 || fail "plot_sweep.py failed on a run with a duplicate row"
+grep -qF "a second row of the case of line" "$dup/report.md" || fail "a duplicate row is not named in report.md"
+diff <(grep -A30 "## nemo_layer / model.layers.1" "$run/report.md" | grep "^| df11") \
+  <(grep -A30 "## nemo_layer / model.layers.1" "$dup/report.md" | grep "^| df11") >/dev/null ||
+  fail "a duplicate bf16 row changed the df11 ratios"
 
 # A run with no readable rows still yields a report, and no figures.
 empty=$(dirname "$run")/empty_run
