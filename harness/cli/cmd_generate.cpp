@@ -514,6 +514,16 @@ int run_generate(const GenerateArgs& a) {
   // Several runs: the units are loaded (synthesized, read) once and kept with every form a run
   // asked for; a failing run is reported and the next one goes on.
   e2e::FeedCache cache(*source);
+  // CUPTI, once a run's --kernel-times has registered it, stays attached to the process: register
+  // it before the first run when any run traces, so that every run is timed in the same state
+  // (not the runs before the first trace without it and those after with it).
+  std::unique_ptr<e2e::StepTracer> attached;
+  if (std::any_of(runs.begin(), runs.end(), [](const auto& run) {
+        return run.second.kernel_times > 0 && e2e::resolve_backend(run.second.backend) == e2e::Backend::cuda;
+      })) {
+    std::string why_not;
+    attached = e2e::cuda_step_tracer(why_not);
+  }
   int failed_runs = 0, failed_checks = 0;
   for (const auto& [line, r] : runs) {
     try {
