@@ -244,6 +244,16 @@ def sweep_targets(t, rows, unit="model.layers.1", batches=None):
             t.add(5, label, value, None, "; ".join(why) or "nothing compared")
         else:
             t.add(5, label, value, True)
+    # The SM clock during the samples (NVML, summary.sm_clock_mhz, from 2026-11-29): rows whose
+    # lowest reading fell below 95% of the nominal clock ran (in part) throttled.
+    clocked = [r for r in ok_rows if isinstance(r["summary"].get("sm_clock_mhz"), dict)]
+    if clocked:
+        nominal = (clocked[0].get("device") or {}).get("sm_clock_mhz")
+        low = [r for r in clocked if nominal and r["summary"]["sm_clock_mhz"]["min"] < 0.95 * nominal]
+        lowest = min(r["summary"]["sm_clock_mhz"]["min"] for r in clocked)
+        t.info("SM clock during the samples (NVML)",
+               f"{len(low)} of {len(clocked)} rows below 95% of the nominal {nominal} MHz; lowest {lowest:.0f} MHz",
+               "; ".join(f"{r['case']['method']}:{r['case'].get('variant')}@{r['case']['batch']}" for r in low[:3]))
     incorrect = [r for r in rows if r.get("disposition") == "incorrect" or timing_mismatch(r)]
     t.add(5, "every verified method bit-identical", f"{len(incorrect)} incorrect row(s)",
           (not incorrect) if rows else None, incorrect[0].get("reason", "")[:160] if incorrect else "")

@@ -77,6 +77,7 @@ struct Samples {
   uint64_t bytes = 0;                        // bytes the case must move (see docs/RESULTS.md)
   std::optional<bool> cuda_graph;            // cuda: samples replayed a CUDA graph (else eager); cpu: none
   std::string stopped_by;                    // why the samples stopped (stop_reason)
+  std::vector<double> sm_clock_mhz;          // cuda: the SM clock after each sample (NVML), where read
 };
 
 class Backend {

@@ -27,6 +27,7 @@
 #include "fused/fused_gemv.hpp"
 #include "sweep/backend.hpp"
 #include "lib/cupti_timer.hpp"
+#include "lib/nvml_clock.hpp"
 #include "sweep/lt_gemm.hpp"
 #include "sweep/results.hpp"
 #include "sweep/slices.hpp"
@@ -93,6 +94,11 @@ class CudaBackend final : public Backend {
         slice_start_(e.slice_start == "early" ? dec::Start::early : dec::Start::serial) {
     CUDA_CHECK(cudaGetDevice(&device_));
     CUDA_CHECK(cudaGetDeviceProperties(&prop_, device_));
+    {
+      char bus_id[32] = {};
+      if (cudaDeviceGetPCIBusId(bus_id, sizeof bus_id, device_) != cudaSuccess) (void)cudaGetLastError();
+      clock_ = std::make_unique<trace::SmClock>(bus_id);
+    }
     l2_bytes_ = static_cast<uint64_t>(prop_.l2CacheSize);
     flush_ = cuda::DeviceBuffer<uint8_t>(std::max<uint64_t>(2 * l2_bytes_, 1 << 20));
     // The default slice: half the L2; held in the persisting L2 (slice_l2), no more than it can
@@ -128,7 +134,8 @@ class CudaBackend final : public Backend {
             {"name", prop_.name},
             {"sm_version", fmt::format("{}.{}", prop_.major, prop_.minor)},
             {"sm_count", prop_.multiProcessorCount},
-            {"sm_clock_mhz", clock_khz / 1000},
+            {"sm_clock_mhz", clock_khz / 1000},  // nominal; summary.sm_clock_mhz: during the samples
+            {"nvml", clock_->available() ? "on (the SM clock read after every timed sample)" : clock_->why_not()},
             {"memory_bandwidth_gbps", bw_gbps},
             {"l2_bytes", l2_bytes_},
             {"memory_bytes", prop_.totalGlobalMem},
@@ -414,6 +421,7 @@ class CudaBackend final : public Backend {
       float ms = 0;
       CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
       s.total_s.push_back(ms * 1e-3);
+      if (const auto mhz = clock_->mhz()) s.sm_clock_mhz.push_back(*mhz);
       if (const auto why = stop_reason(meas, s.total_s)) {
         s.stopped_by = *why;
         break;
@@ -940,6 +948,8 @@ class CudaBackend final : public Backend {
   };
   ReplayCheck replay_check_;
   trace::CuptiTimer cupti_;
+  // The SM clock now (NVML), read after every timed sample; made in the constructor.
+  std::unique_ptr<trace::SmClock> clock_;
   // The unit.
   std::vector<Matrix> mats_;
   uint64_t n_ = 0, seed_ = 0;

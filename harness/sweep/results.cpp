@@ -75,6 +75,10 @@ Summary summarize(const Samples& s) {
   if (s.bytes > 0 && sp.median > 0) out.gbps = static_cast<double>(s.bytes) / sp.median / 1e9;
   out.cuda_graph = s.cuda_graph;
   out.stopped_by = s.stopped_by;
+  if (!s.sm_clock_mhz.empty()) {
+    out.sm_clock_min_mhz = *std::min_element(s.sm_clock_mhz.begin(), s.sm_clock_mhz.end());
+    out.sm_clock_median_mhz = median(s.sm_clock_mhz);
+  }
   return out;
 }
 
@@ -165,7 +169,10 @@ Line summary_json(const Summary& s) {
               {"bytes", s.bytes},
               {"gbps", optional_number(s.gbps)},
               {"cuda_graph", s.cuda_graph ? Line(*s.cuda_graph) : Line()},
-              {"stopped_by", s.stopped_by.empty() ? Line() : Line(s.stopped_by)}};
+              {"stopped_by", s.stopped_by.empty() ? Line() : Line(s.stopped_by)},
+              {"sm_clock_mhz", s.sm_clock_min_mhz ? Line{{"min", *s.sm_clock_min_mhz},
+                                                         {"median", *s.sm_clock_median_mhz}}
+                                                  : Line()}};
 }
 
 Line result_line(const Line& meta, const Line& device, const CaseInfo& c, Disposition d,

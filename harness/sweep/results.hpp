@@ -48,6 +48,8 @@ struct Summary {
   std::optional<double> gbps;  // bytes / median_s / 1e9; null when bytes is 0
   std::optional<bool> cuda_graph;  // cuda: samples replayed a CUDA graph (false: eager); cpu: null
   std::string stopped_by;          // stop_reason's, or "" where the backend gave none
+  // The SM clock after the samples (MHz, NVML on cuda): lowest and median; none where not read.
+  std::optional<double> sm_clock_min_mhz, sm_clock_median_mhz;
 };
 // Throws df11::Error when there is no sample.
 [[nodiscard]] Summary summarize(const Samples& s);

@@ -90,6 +90,19 @@ mismatch = row("df11", 2, None, disposition="not_run",
 expect(verdicts(dr.sweep_targets, base() + [mismatch]), BIT, "FAIL", "replay mismatch")
 expect(verdicts(dr.sweep_targets, base() + [row("df11", 2, None, disposition="incorrect", reason="x")]), BIT,
        "FAIL", "incorrect row")
+# The SM clock during the samples, where NVML read it: an info row counting throttled rows.
+rows = base()
+for r in rows:
+    r["device"] = {"sm_clock_mhz": 1980}
+    if r["summary"]:
+        r["summary"]["sm_clock_mhz"] = {"min": 1980, "median": 1980}
+rows[1]["summary"]["sm_clock_mhz"] = {"min": 1500, "median": 1980}
+v = verdicts(dr.sweep_targets, rows)
+expect(v, "SM clock during the samples (NVML)", "info", "clock row")
+if not v["SM clock during the samples (NVML)"][1].startswith("1 of 10 rows below 95% of the nominal 1980 MHz; lowest 1500"):
+    failures.append(f"clock row: {v['SM clock during the samples (NVML)'][1]}")
+if "SM clock during the samples (NVML)" in verdicts(dr.sweep_targets, base()):
+    failures.append("a clock row without clock readings")
 # Nothing measured: every target says so.
 v = verdicts(dr.sweep_targets, [])
 for target in (B1, CH, OFF):

@@ -80,6 +80,11 @@ inline void check_line_schema(const json& j) {
     for (const char* k : {"decode_s", "gemm_s", "copy_s", "gbps"}) check_number_or_null(s, k);
     CHECK((s.at("cuda_graph").is_boolean() || s.at("cuda_graph").is_null()));
     CHECK(s.at("bytes").is_number_unsigned());
+    const json& clock = s.at("sm_clock_mhz");  // null, or the SM clock over the samples
+    if (!clock.is_null()) {
+      CHECK(clock.at("min").is_number());
+      CHECK(clock.at("min").get<double>() <= clock.at("median").get<double>());
+    }
     const json& why = s.at("stopped_by");
     CHECK((why == "converged" || why == "max_samples" || why == "max_time"));
   } else {

@@ -2,6 +2,7 @@
 // them), and the summary of a trace: per-kind sums, record counts, the busy union and the span.
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "lib/kernel_trace.hpp"
+#include "lib/nvml_clock.hpp"
 
 using namespace df11::trace;
 
@@ -118,4 +120,18 @@ TEST_CASE("kernel_trace: every kernel the decoders' sources define has its kind"
         "ENS0_5fused10GemvParamsE", [](const std::string&) { return Kind::fused; });
   check("harness/e2e/cuda_kernels.cu", 6, "_ZN4df113e2e3gpu48_GLOBAL__N__4dda825b_15_cuda_kernels_cu_467e26be", "EPKfl",
         [](const std::string& k) { return k == "attention_kernel" ? Kind::attention : Kind::forward; });
+}
+
+TEST_CASE("SmClock: the SM clock from NVML where there is one, else none and why", "[sweep][trace]") {
+  {
+    const SmClock c("0000:00:00.0");  // a bus id no GPU has: unavailable, whether or not NVML loads
+    CHECK_FALSE(c.available());
+    CHECK_FALSE(c.mhz().has_value());
+    CHECK_FALSE(c.why_not().empty());
+  }
+  ::setenv("DF11_NVML", "0", 1);
+  const SmClock off("0000:00:00.0");
+  ::unsetenv("DF11_NVML");
+  CHECK(off.why_not() == "off (DF11_NVML=0)");
+  CHECK_FALSE(off.mhz().has_value());
 }

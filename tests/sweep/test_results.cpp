@@ -114,6 +114,7 @@ TEST_CASE("result lines follow schema v1 and parse back", "[sweep][results]") {
   s.gemm_s = {0.5, 0.25};
   s.bytes = 100;
   s.stopped_by = "converged";
+  s.sm_clock_mhz = {1980, 1755, 1980};
   {
     ResultsWriter w(file);
     w.write(result_line(meta, device, CaseInfo{"exp", "u", "bf16", std::nullopt, 4, 7},
@@ -156,6 +157,7 @@ TEST_CASE("result lines follow schema v1 and parse back", "[sweep][results]") {
   CHECK(rows[0]["summary"]["gemm_s"] == Approx(0.375));
   CHECK(rows[0]["summary"]["decode_s"].is_null());
   CHECK(rows[0]["summary"]["stopped_by"] == "converged");
+  CHECK(rows[0]["summary"]["sm_clock_mhz"] == json{{"min", 1755.0}, {"median", 1980.0}});
   CHECK(rows[1]["case"]["variant"] == "cpu");
   CHECK(rows[1]["summary"].is_null());
   CHECK(rows[1]["reason"] == "differs");
