@@ -178,6 +178,9 @@ class DeviceProvider {
  public:
   virtual ~DeviceProvider() = default;
   virtual void add(UnitFeed& feed, cudaStream_t s) = 0;
+  // Sizes what the model about to take the provider needs of the reused buffer (halves: with
+  // --overlap); providers without one (resident BF16) have nothing to size.
+  virtual void size_buffer(bool /*halves*/) {}
   // Sizes the reused buffer once every unit is known: as large as the largest decoder block
   // (the official runtime's one buffer); the embedding and lm_head, bigger than a block at
   // Nemo's vocabulary, are acquired in ranges that fit (CudaModel::pass). Its two halves (of
@@ -426,8 +429,22 @@ class ReusedBufferProvider : public DeviceProvider {
  public:
   void prepare(const ModelShape& s) override {
     DeviceProvider::prepare(s);
-    // Room for the alignment shift (kAlignElements) of the whole buffer or of each half.
-    buffer_ = cuda::DeviceBuffer<uint16_t>(std::max(buffer_elements_, 2 * half_elements_) + 2 * kAlignElements);
+    size_buffer(false);
+  }
+  // The buffer as the model about to take the provider uses it: the whole buffer, and with
+  // halves (--overlap) room for both (Nemo: 587 MB where whole blocks need 545 MB), plus room
+  // for the alignment shift (kAlignElements) of the whole buffer or of each half. Cached weights
+  // serve models with and without --overlap, so each model sizes it as it takes it, and a
+  // whole-block model's peak memory holds no halves it never uses. A cached provider serves one
+  // live model at a time; the device is synchronized before the old buffer goes.
+  void size_buffer(bool halves) override {
+    const uint64_t want =
+        (halves ? std::max(buffer_elements_, 2 * half_elements_) : buffer_elements_) + 2 * kAlignElements;
+    halves_ = halves;
+    if (buffer_.get() != nullptr && buffer_.size() == want) return;
+    if (buffer_.get() != nullptr) CUDA_CHECK(cudaDeviceSynchronize());
+    buffer_.reset();  // freed before the new one: a peak never holds both
+    buffer_ = cuda::DeviceBuffer<uint16_t>(want);
   }
   uint64_t decode_buffer_bytes() const override { return buffer_.bytes(); }
   const void* reused_buffer() const override { return buffer_.get(); }
@@ -436,11 +453,13 @@ class ReusedBufferProvider : public DeviceProvider {
   // Where [lo, ...) goes: the whole buffer (half -1) and half 0 start at its base, half 1 past
   // half 0 (half_elements() + kAlignElements); then lo's alignment shift (kAlignElements above).
   [[nodiscard]] uint16_t* slot(uint64_t lo, int half) const {
+    if (half >= 0 && !halves_) throw Error("reused buffer: a half asked of a buffer sized without --overlap's halves");
     const uint64_t base = half == 1 ? half_elements() + kAlignElements : 0;
     return buffer_.get() + base + lo % kAlignElements;
   }
 
   cuda::DeviceBuffer<uint16_t> buffer_;
+  bool halves_ = false;  // sized for two halves (size_buffer)
 };
 
 // The variant a DF11 provider's decoder is picked by: --fused-gemv changes the default (even at
@@ -1190,6 +1209,7 @@ class CudaBuilder final : public ModelBuilder {
         }
       }
     }
+    provider_->size_buffer(request_.overlap);  // each model as it uses the buffer (cached ones too)
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
                                        request_.batch, request_.max_positions, request_.chunk_bytes,
                                        fused_rows(request_), request_.overlap, request_.slice_l2,
