@@ -443,6 +443,25 @@ CASE_RE = re.compile(r"\] \S+ (\S+) b=(\d+): passed, median [^;]*; verify ([\d.]
                      r"\((\d+) samples, ([\d.]+) s of them\)")
 
 
+PROFILE_LOG = "== profile.log (ncu's output)"  # device_check.sh folds ncu's output in under this
+
+
+def without_profile_log(log_text):
+    """device_check.log less the ncu output folded into it (from PROFILE_LOG to the next step's
+    header): the runs ncu profiled print progress lines and messages of their own, which are not
+    the steps' (a run of one sample under ncu is no timing, an early launch ncu refused no run's)."""
+    out, skipping = [], False
+    for line in log_text.splitlines():
+        if line.startswith(PROFILE_LOG):
+            skipping = True
+            continue
+        if skipping and (STEP_RE.match(line) or line.startswith("== call ")):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "\n".join(out)
+
+
 def device_time(log_text, e2e_rows):
     """Where the device time went, from run_sweep's progress lines in device_check.log (each
     passed case's wall time verifying and timing, and how much of the timing were samples) and
@@ -594,7 +613,7 @@ def main():
     decode_targets(t, decode, bench_copy_gbps(check_dir / "gpu_bench.json"))
     sweep_targets(t, sweep, batches=experiment_batches(runs["sweep"] / "sweep" if runs["sweep"] else None))
     e2e_targets(t, e2e)
-    log = joined("device_check.log", False)
+    log = without_profile_log(joined("device_check.log", False))
     if "early launch refused" in log:  # gap_decode falls back to serial launches, once per kernel
         t.info("early slice decodes (programmatic dependent launch)", "refused at run time",
                "rows and runs labelled early ran serially after the refusal: see device_check.log")
@@ -609,7 +628,7 @@ def main():
               "## End-to-end runs (e2e.jsonl)", "", e2e_table(e2e), "",
               "## Where an e2e decode step's time went (--kernel-times, CUPTI)", "", kernel_times_table(e2e), "",
               "## Where the device time went", "",
-              device_time(joined("device_check.log"), e2e), "",
+              device_time(without_profile_log(joined("device_check.log")), e2e), "",
               "## Hardware counters (profile.jsonl, Nsight Compute)", "",
               ("```\n" + device_profile.table(profile) + "\n```") if profile else
               "No kernel was profiled (no profile step, no ncu, or no counters: see the steps above).", "",

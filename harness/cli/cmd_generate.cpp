@@ -518,9 +518,14 @@ int run_generate(const GenerateArgs& a) {
   // it before the first run when any run traces, so that every run is timed in the same state
   // (not the runs before the first trace without it and those after with it).
   std::unique_ptr<e2e::StepTracer> attached;
-  if (std::any_of(runs.begin(), runs.end(), [](const auto& run) {
-        return run.second.kernel_times > 0 && e2e::resolve_backend(run.second.backend) == e2e::Backend::cuda;
-      })) {
+  const auto traces_on_cuda = [](const GenerateArgs& r) {
+    try {
+      return r.kernel_times > 0 && e2e::resolve_backend(r.backend) == e2e::Backend::cuda;
+    } catch (const std::exception&) {  // a run whose backend cannot be had fails as that run
+      return false;
+    }
+  };
+  if (std::any_of(runs.begin(), runs.end(), [&](const auto& run) { return traces_on_cuda(run.second); })) {
     std::string why_not;
     attached = e2e::cuda_step_tracer(why_not);
   }

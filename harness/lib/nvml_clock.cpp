@@ -62,10 +62,8 @@ SmClock::SmClock(const std::string& pci_bus_id) {
 }
 
 SmClock::~SmClock() {
-  if (lib_) {
-    reinterpret_cast<Shutdown>(shutdown_)();
-    dlclose(lib_);
-  }
+  // The library stays loaded (as NVML's own bindings leave it): only NVML is shut down.
+  if (lib_) reinterpret_cast<Shutdown>(shutdown_)();
 }
 
 std::optional<unsigned> SmClock::mhz() const {

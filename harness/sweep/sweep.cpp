@@ -51,8 +51,12 @@ void install_sigint_handler() {
   sa.sa_flags = SA_RESTART | SA_RESETHAND;
   sigaction(SIGINT, &sa, nullptr);
   // SIGTERM too (what `timeout` sends, as the device check's time limits do): the cases left are
-  // written as not run, so a cut run says what it did not measure (timeout's KILL follows later).
-  sigaction(SIGTERM, &sa, nullptr);
+  // written as not run, so a cut run says what it did not measure. Not reset by the first one:
+  // `timeout` sends it twice (to the child, then to its process group), and its -k KILL is the
+  // hard stop.
+  struct sigaction term = sa;
+  term.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &term, nullptr);
 }
 
 void request_interrupt() noexcept {

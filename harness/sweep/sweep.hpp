@@ -62,7 +62,7 @@ struct MaterializedUnit {
 
 // Interruption (Ctrl-C, or SIGTERM as `timeout` sends it): the handler only sets a flag; the
 // sweep finishes the line it is writing, records the rest as not_run and returns with
-// interrupted set. A second signal of the same kind kills at once.
+// interrupted set. A second Ctrl-C kills at once (SIGTERM stays handled: timeout sends it twice).
 void install_sigint_handler();
 void request_interrupt() noexcept;
 [[nodiscard]] bool interrupt_requested() noexcept;

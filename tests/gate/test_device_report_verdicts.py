@@ -159,6 +159,22 @@ if "fast 1000000 us vs 3000000 us; 700 vs" not in v["best variant >= 3x official
 dec[1]["summary"]["median_s"] = 2.9
 expect(verdicts(dr.decode_targets, dec), "best variant >= 3x official-ptx", "FAIL", "2.9x")
 
+# ncu's output folded into device_check.log is no step's: its progress lines and messages are left out.
+log = "\n".join([
+    "== default experiment (04:59:29, limit 238s): run_sweep y",
+    "  0:28 [14/338] model.layers.1 bf16 b=1: passed, median 168.4 us; verify 0.02 s, time 0.16 s (5 samples, 0.10 s of them)",
+    "== ncu profile (05:10:00, limit 90s): python3 scripts/device_profile.py",
+    dr.PROFILE_LOG,
+    "  0:01 [ 1/1] model.layers.1 decode:x b=0: passed, median 1.0 ms; verify 0.1 s, time 0.2 s (1 samples, 0.00 s of them)",
+    "gap_decode: early launch refused (not permitted); launching serially",
+    "== gpu micro-benchmarks (05:12:00, limit 90s): df11_bench",
+])
+kept = dr.without_profile_log(log)
+if "early launch refused" in kept or "decode:x" in kept or "gpu micro-benchmarks" not in kept or "bf16 b=1" not in kept:
+    failures.append(f"without_profile_log kept the wrong lines:\n{kept}")
+if "| ncu profile |" in dr.device_time(kept, []):
+    failures.append("ncu's profiled runs counted as a step's cases")
+
 if failures:
     print("\n".join("FAIL: " + f for f in failures))
     sys.exit(1)

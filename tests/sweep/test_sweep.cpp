@@ -2,6 +2,8 @@
 // method resolution, verification that catches a wrong bit, interruption, checkpoint units.
 #include <catch2/catch.hpp>
 
+#include <csignal>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -821,4 +823,22 @@ TEST_CASE("trace_shortfall: a traced run must hold every kind of work its method
     CHECK(trace_shortfall(method(k), trace_of({Kind::copy, Kind::gemm})).empty());
     CHECK_THAT(trace_shortfall(method(k), trace_of({})), Catch::Contains("no GEMM kernels and no copies"));
   }
+}
+
+TEST_CASE("signals: SIGTERM stays handled after the first (timeout sends two); a second Ctrl-C kills", "[sweep]") {
+  struct sigaction old_int {}, old_term {}, now {};
+  sigaction(SIGINT, nullptr, &old_int);
+  sigaction(SIGTERM, nullptr, &old_term);
+  clear_interrupt();
+  install_sigint_handler();
+  REQUIRE(std::raise(SIGTERM) == 0);
+  CHECK(interrupt_requested());
+  sigaction(SIGTERM, nullptr, &now);
+  CHECK(now.sa_handler != SIG_DFL);  // with SA_RESETHAND the second would kill the run mid-line
+  sigaction(SIGINT, nullptr, &now);
+  CHECK(now.sa_handler != SIG_DFL);
+  CHECK((now.sa_flags & SA_RESETHAND) != 0);
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+  clear_interrupt();
 }
