@@ -135,6 +135,7 @@ ModelConfig parse_config(const json& j, const std::string& where) {
   }
   ModelConfig config;
   config.json = j;
+  config.where = where;
   if (!j.contains("hidden_size")) return config;  // a bare module: no architecture
   Architecture a;
   a.hidden_size = positive_int(j, "hidden_size", where, 0, kMaxHidden);
@@ -183,7 +184,9 @@ ModelConfig read_config(const fs::path& dir, bool required) {
   const fs::path path = dir / kConfigName;
   if (!fs::exists(path)) {
     if (required) throw Error(fmt::format("{}: no {}", dir.string(), kConfigName));
-    return {};
+    ModelConfig none;
+    none.where = path.string();
+    return none;
   }
   return parse_config(read_json_file(path), path.string());
 }

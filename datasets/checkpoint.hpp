@@ -56,6 +56,7 @@ struct Architecture {
 
 struct ModelConfig {
   nlohmann::json json = nlohmann::json::object();  // the whole file; writers keep every key
+  std::string where;  // the file it came from (parse_config's `where`), for messages
   // Present when the file describes a transformer (it has hidden_size); a config.json holding
   // only a dfloat11_config, as the official tool writes for a bare module, has none.
   std::optional<Architecture> arch;

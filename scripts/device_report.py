@@ -222,7 +222,7 @@ def sweep_targets(t, rows, unit="model.layers.1", batches=None):
     offload = {b: median(rs[0]) for (m, b), rs in by.items() if m == "cpu-offload"}
     considered = [r for r in unit_rows
                   if r["case"]["method"] in df11_kinds and r.get("disposition") != "not_supported"]
-    df11_rows = [r for r in passed(considered)]
+    df11_rows = passed(considered)
     label = "every df11 method faster than cpu-offload"
     if not offload or not df11_rows:
         t.add(5, label, "-", None, "no passed df11 or cpu-offload rows")
@@ -264,9 +264,9 @@ def is_count_layout(r):  # a run whose decoder reads a count layout (DF11's tabl
     return "-cnt." in v or "-wcnt." in v
 
 
-def e2e_targets(t, runs):
-    runs_all = runs
-    every = [r for r in runs if "decode_tokens_per_s" in r]
+def e2e_targets(t, lines):
+    """lines: e2e.jsonl's objects (finished runs and error lines)."""
+    every = [r for r in lines if "decode_tokens_per_s" in r]
     # The targets are for DF11's own layout; count-layout runs only get an info row. They compare
     # eager runs with eager BF16: runs with --graphs (decode steps replayed as a CUDA graph) get
     # info rows against BF16 with --graphs.
@@ -297,7 +297,7 @@ def e2e_targets(t, runs):
     # Every --check run counts, whatever its layout or graphs; a --check run that failed before it
     # compared (an error line) is named, and when none finished the target is not measured.
     checks = [r for r in every if r.get("check", "not_run") != "not_run"]
-    errored = [r for r in runs_all if "error" in r and "--check" in str(r.get("run", ""))]
+    errored = [r for r in lines if "error" in r and "--check" in str(r.get("run", ""))]
     label = "identical tokens, bit-identical logits (--check)"
     note = "; ".join(f"`{r.get('run', '?')}` failed: {str(r['error'])[:80]}" for r in errored[:3])
     if checks:

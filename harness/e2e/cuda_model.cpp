@@ -462,15 +462,9 @@ class ReusedBufferProvider : public DeviceProvider {
   bool halves_ = false;  // sized for two halves (size_buffer)
 };
 
-// The variant a DF11 provider's decoder is picked by: --fused-gemv changes the default (even at
-// batches that never run fused), so it is part of the choice.
-std::string df11_variant(const ModelRequest& r) {
-  return r.variant.empty() && r.fused_gemv ? std::string(kDefaultFusedVariant) : r.variant;
-}
-
 class Df11DeviceProvider final : public ReusedBufferProvider {
  public:
-  // variant: as df11_variant gives it ("" picks kDefaultCudaVariant).
+  // variant: as cuda_df11_variant gives it ("" picks kDefaultCudaVariant).
   explicit Df11DeviceProvider(const std::string& variant) {
     dec::register_all(registry_);
     decoder_ = pick_cuda_decoder(registry_, variant);
@@ -1064,7 +1058,7 @@ int fused_rows(const ModelRequest& r) {
                             r.fused_max_rows, dec::kFusedMaxBatch));
   }
   if (r.fused_max_rows > 0) return r.fused_max_rows;
-  return dec::fused_default_max_rows(fused_decode_of(r.weights == WeightsKind::df11 ? df11_variant(r) : r.variant));
+  return dec::fused_default_max_rows(fused_decode_of(r.weights == WeightsKind::df11 ? cuda_df11_variant(r) : r.variant));
 }
 
 // Whether a request's provider builds the fused kernels: batches over its fused rows never run
@@ -1166,7 +1160,7 @@ class CudaBuilder final : public ModelBuilder {
                                                                       : dec::FusedDecode::two_pass);
         break;
       case WeightsKind::df11:
-        provider_ = std::make_shared<Df11DeviceProvider>(df11_variant(r));
+        provider_ = std::make_shared<Df11DeviceProvider>(cuda_df11_variant(r));
         break;
       case WeightsKind::cpu_offload:
         if (r.fused_gemv) throw Error("--fused-gemv: the fused kernels read bf16 or df11 weights, not cpu-offload");

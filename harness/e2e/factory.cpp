@@ -48,11 +48,14 @@ const dec::Decoder* pick_cuda_decoder(const dec::Registry& reg, const std::strin
   throw Error("no registered decoder reads the DF11 layout");
 }
 
+std::string cuda_df11_variant(const ModelRequest& r) {
+  return r.variant.empty() && r.fused_gemv ? std::string(kDefaultFusedVariant) : r.variant;
+}
+
 std::string cuda_df11_decoder_name(const ModelRequest& r) {
   dec::Registry reg;
   dec::register_all(reg);
-  return pick_cuda_decoder(reg, r.variant.empty() && r.fused_gemv ? std::string(kDefaultFusedVariant) : r.variant)
-      ->name();
+  return pick_cuda_decoder(reg, cuda_df11_variant(r))->name();
 }
 
 namespace {

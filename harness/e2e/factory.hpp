@@ -85,6 +85,9 @@ struct ModelRequest {
 // (kDefaultCudaVariant, else the first variant of DF11's layout); official-ptx and unknown names
 // refused.
 [[nodiscard]] const dec::Decoder* pick_cuda_decoder(const dec::Registry& reg, const std::string& variant);
+// The variant a request's DF11 decoder is picked by: --fused-gemv changes the default (even at
+// batches that never run fused), so it is part of the choice.
+[[nodiscard]] std::string cuda_df11_variant(const ModelRequest& r);
 // The name of the decoder a request's DF11 device weights are built with (its --variant, or the
 // default, which --fused-gemv picks by kDefaultFusedVariant): what keys the device weights a later
 // run may reuse, so that no --variant and the default's own name are one set of weights, and a

@@ -333,8 +333,8 @@ Norms read_norms(const ModelShape& s, const ckpt::ShardSet& shards) {
   return n;
 }
 
-// where: the config.json the architecture came from.
-ModelShape checked_shape(const ckpt::ModelConfig& config, const std::string& where) {
+ModelShape checked_shape(const ckpt::ModelConfig& config) {
+  const std::string& where = config.where;  // the config.json the architecture came from
   if (!config.arch) throw Error(fmt::format("{}: no model architecture (hidden_size, ...)", where));
   // Variants of the architecture this forward pass does not implement are refused, not run wrong.
   const nlohmann::json& j = config.json;
@@ -359,7 +359,7 @@ ModelShape checked_shape(const ckpt::ModelConfig& config, const std::string& whe
   }
   for (const nlohmann::json* o : {&j, j.contains("rope_parameters") ? &j["rope_parameters"] : nullptr}) {
     if (o == nullptr || !o->is_object()) continue;
-    if (const auto f = o->find("partial_rotary_factor"); f != o->end() && !f->is_null() && *f != 1 && *f != 1.0) {
+    if (const auto f = o->find("partial_rotary_factor"); f != o->end() && !f->is_null() && *f != 1) {
       throw Error(fmt::format("{}: partial_rotary_factor {} is not implemented (rotary embeddings rotate whole heads)",
                               where, brief(*f)));
     }
@@ -389,7 +389,7 @@ class HfSource final : public WeightSource {
  public:
   HfSource(const std::filesystem::path& dir, int threads)
       : ckpt_(ckpt::HfCheckpoint::open(dir)), threads_(threads) {
-    shape_ = checked_shape(ckpt_.config(), (dir / "config.json").string());
+    shape_ = checked_shape(ckpt_.config());
     contents_ = ckpt_.contents(ckpt::PatternDict::mistral());
     check_tensors(*ckpt_.config().arch, contents_, dir.string());
     units_ = index_units(shape_, contents_, ckpt_.config().arch->tie_word_embeddings, dir.string());
@@ -426,11 +426,7 @@ class Df11Source final : public WeightSource {
  public:
   Df11Source(const std::filesystem::path& dir, int threads, const std::optional<std::filesystem::path>& config)
       : ckpt_(ckpt::Df11Checkpoint::open(dir, config)), threads_(threads) {
-    std::error_code ec;
-    const std::filesystem::path from = !config                                 ? dir / "config.json"
-                                       : std::filesystem::is_directory(*config, ec) ? *config / "config.json"
-                                                                                  : *config;
-    shape_ = checked_shape(ckpt_.config(), from.string());
+    shape_ = checked_shape(ckpt_.config());
     check_tensors(*ckpt_.config().arch, ckpt_.contents(), dir.string());
     units_ = index_units(shape_, ckpt_.contents(), ckpt_.config().arch->tie_word_embeddings, dir.string());
     norms_ = read_norms(shape_, ckpt_.shards());

@@ -1,8 +1,9 @@
 // The SM clock a GPU runs at now, from NVML (libnvidia-ml, the driver's), opened at run time
 // (dlopen) as CUPTI is: binaries start without it, and where it cannot be loaded or initialized
-// (no driver, DF11_NVML=0) nothing is read and why_not() says why. The sweep reads it after every
-// timed sample (the first, every 16th and the last), so a row shows the clock its samples ran at (throttling included), where
-// cudaDevAttrClockRate gives only the nominal maximum. It reads; it never sets a clock.
+// (no driver, DF11_NVML=0) nothing is read and why_not() says why. The sweep reads it between
+// timed samples (after the first, every 16th and the last), so a row shows the clock its samples
+// ran at, throttling included, where cudaDevAttrClockRate gives only the nominal maximum. It
+// reads; it never sets a clock.
 #pragma once
 
 #include <optional>

@@ -35,6 +35,11 @@ struct MethodCase {
     return chunk_bytes ? base + "@" + std::to_string(chunk_bytes) + "B" : base;
   }
   [[nodiscard]] bool sliced() const { return kind == "df11-chunked" || kind == "df11-pipelined"; }
+  // Runs a decoder of its own (whole units or slices), apart from any GEMM: not df11-fused,
+  // whose decode is inside its GEMV kernels.
+  [[nodiscard]] bool decodes() const {
+    return kind == "df11" || kind == "df11-rev" || kind == "df11-overlap" || sliced() || kind == "decode";
+  }
   [[nodiscard]] bool needs_gemm() const { return kind != "copy" && kind != "decode"; }
   // The encoded layout the method reads: its decoder's (df11-fused:<variant>: that variant's,
   // which picks the fused decode); DF11 for the CPU decoder and for df11-fused; none for

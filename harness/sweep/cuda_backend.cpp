@@ -236,8 +236,7 @@ class CudaBackend final : public Backend {
       if (!e) return dec::Status::no("no encoding in layout " + m.layout()->name());
       return dec::fused_can_implement(*e, gemv_matrices(), 1, fused_decode_of(m));
     }
-    if (m.kind == "df11" || m.kind == "df11-rev" || m.kind == "df11-chunked" || m.kind == "df11-pipelined" ||
-        m.kind == "df11-overlap" || m.kind == "decode") {
+    if (m.decodes()) {
       if (m.variant == nullptr) return dec::Status::no("the cuda backend runs GPU decoder variants, not '" + m.variant_name + "'");
       const EncodedUnit* e = encoding_for(*m.variant);
       if (!e) return dec::Status::no("no encoding in layout " + m.variant->layout().name());
@@ -719,9 +718,8 @@ class CudaBackend final : public Backend {
   [[nodiscard]] uint64_t resolved_chunk(uint64_t requested) const {
     return requested ? requested : default_chunk_;
   }
-  // What a slice of the case's plan holds in L2 (bytes): df11-chunked's slice, df11-pipelined's
-  // two halves; the requested size unless a slice's minimum of kSliceRows rows raised it. Before
-  // a unit is loaded (no plans), the requested size resolved.
+  // What a slice of the case's plan holds in L2 (elements): df11-chunked's slice, df11-pipelined's
+  // two halves; the requested size unless a slice's minimum of kSliceRows rows raised it.
   [[nodiscard]] static uint64_t slice_elems(const MethodCase& m, const SlicePlan& p) {
     return m.kind == "df11-pipelined" ? 2 * p.pipe_half : p.chunk_elems;
   }
@@ -739,7 +737,8 @@ class CudaBackend final : public Backend {
   }
   // case.chunk_bytes: the bytes a slice holds, for the size that runs them; a size whose slices
   // another runs (not_supported) keeps its value as asked (0: the default), so that no two rows
-  // share a case key (chunk_bytes are distinct in an experiment).
+  // share a case key (chunk_bytes are distinct in an experiment). Before a unit is loaded (no
+  // plans), the requested size resolved.
   [[nodiscard]] std::optional<uint64_t> slice_bytes(const MethodCase& m) const override {
     if (!m.sliced()) return std::nullopt;
     for (const SlicePlan& p : plans_) {

@@ -74,9 +74,7 @@ void clear_interrupt() noexcept {
 std::string trace_shortfall(const MethodCase& m, const trace::Summary& k) {
   using trace::Kind;
   std::vector<std::string> missing;
-  const bool decodes = m.kind == "df11" || m.kind == "df11-rev" || m.kind == "df11-overlap" ||
-                       m.kind == "df11-chunked" || m.kind == "df11-pipelined" || m.kind == "decode";
-  if (decodes && k.records(Kind::decode) == 0) missing.emplace_back("decoder kernels");
+  if (m.decodes() && k.records(Kind::decode) == 0) missing.emplace_back("decoder kernels");
   if (m.kind == "df11-fused" && k.records(Kind::fused) == 0) missing.emplace_back("fused decode + GEMV kernels");
   if (m.needs_gemm() && m.kind != "df11-fused" && k.records(Kind::gemm) == 0) missing.emplace_back("GEMM kernels");
   if ((m.kind == "copy" || m.kind == "cpu-offload" || m.kind == "cpu-offload-sync") && k.records(Kind::copy) == 0)
