@@ -209,14 +209,16 @@ def table(lines):
 
 
 def parse_method(spec):
-    """'decode:V' -> ('decode:V', 0, 1 launch); 'df11-fused[:V]@B' -> (method, B, 2 launches)."""
+    """'decode:V' -> ('decode:V', 0, 1 launch); 'df11-fused[:V]@B' or 'df11-fused-mma@B' ->
+    (method, B, 2 launches)."""
     m = re.fullmatch(r"(decode:[\w.*?\[\]-]+)", spec)
     if m:
         return m.group(1), 0, 1
-    m = re.fullmatch(r"(df11-fused(?::[\w.*?\[\]-]+)?)@(\d+)", spec)
+    m = re.fullmatch(r"(df11-fused(?::[\w.*?\[\]-]+)?|df11-fused-mma)@(\d+)", spec)
     if m:
         return m.group(1), int(m.group(2)), 2
-    raise SystemExit(f"device_profile: method '{spec}': expected decode:<variant> or df11-fused[:<variant>]@<batch>")
+    raise SystemExit(f"device_profile: method '{spec}': expected decode:<variant>, df11-fused[:<variant>]@<batch> "
+                     f"or df11-fused-mma@<batch>")
 
 
 def experiment(method, batch):

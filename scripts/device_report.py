@@ -215,10 +215,15 @@ def sweep_targets(t, rows, unit="model.layers.1", batches=None):
             t.info(f"df11-fused / bf16 at batch {batch}",
                    f"{median(f) / bf16[batch]:.2f}x ({f['case'].get('variant') or 'two-pass, DF11 layout'})",
                    f"verified against {f.get('verified_against')}")
+    for batch in (1, 16, 64):  # the tensor-core fused kernel (fix64's units), batches up to 64
+        f = best("df11-fused-mma", batch)
+        if f is not None and batch in bf16:
+            t.info(f"df11-fused-mma / bf16 at batch {batch}", f"{median(f) / bf16[batch]:.2f}x",
+                   f"verified against {f.get('verified_against')}")
     # Every df11 method faster than cpu-offload at every batch size: every df11 row the unit has
-    # (but those not supported there, like df11-fused past batch 16) must be measured, and
+    # (but those not supported there, like df11-fused past batch 16 or df11-fused-mma past 64) must be measured, and
     # cpu-offload at its batch.
-    df11_kinds = ("df11", "df11-rev", "df11-overlap", "df11-chunked", "df11-pipelined", "df11-fused")
+    df11_kinds = ("df11", "df11-rev", "df11-overlap", "df11-chunked", "df11-pipelined", "df11-fused", "df11-fused-mma")
     offload = {b: median(rs[0]) for (m, b), rs in by.items() if m == "cpu-offload"}
     considered = [r for r in unit_rows
                   if r["case"]["method"] in df11_kinds and r.get("disposition") != "not_supported"]

@@ -3,7 +3,8 @@
 // device-to-device copy of the same bytes (the bandwidth yardstick), cuBLASLt GEMMs on the
 // same matrix at a few batch sizes (sweep::LtGemm, as run_sweep runs them), and the fused
 // decode + GEMV (gpu_fused_gemv/<batch>/<0: DF11, 1: the same kernels on BF16, 2: the count
-// layout, one decode pass, 3: DF11's layout over fix64's 2048-element units>). Manual time: one
+// layout, one decode pass, 3: DF11's layout over fix64's 2048-element units, 4: the same units
+// multiplied on the tensor cores (fixed_mma), 5: that kernel on the BF16 weights>). Manual time: one
 // CUDA event pair per iteration around the work, after an L2 flush outside the pair. Each
 // decoder is checked bit for bit once before it is timed. Without a device every benchmark
 // skips with the reason. bytes_per_second counts encoded bytes read + BF16 bytes written
@@ -153,7 +154,8 @@ void BM_gpu_gemm(benchmark::State& state) {
 
 // Args: batch, source (0: decode the DF11 encoding, two passes; 1: the same kernels on the BF16
 // weights, DF11's partition; 2: decode the count-layout encoding, one pass; 3: decode the DF11
-// encoding over fix64's units, the fixed decode).
+// encoding over fix64's units, the fixed decode; 4: the same units, the products on the tensor
+// cores; 5: that tensor-core kernel on the BF16 weights).
 // Fused decode + GEMV (kernels/decoders/fused) on the same matrix; verified once: decoding gives
 // the reference's bits.
 void BM_gpu_fused_gemv(benchmark::State& state) {
@@ -161,9 +163,10 @@ void BM_gpu_fused_gemv(benchmark::State& state) {
   if (!g) return;
   try {
     const int batch = static_cast<int>(state.range(0));
-    const bool from_bf16 = state.range(1) == 1;
+    const bool from_bf16 = state.range(1) == 1 || state.range(1) == 5;
     const dec::FusedDecode decode = state.range(1) == 2   ? dec::FusedDecode::one_pass
                                     : state.range(1) == 3 ? dec::FusedDecode::fixed
+                                    : state.range(1) >= 4 ? dec::FusedDecode::fixed_mma
                                                           : dec::FusedDecode::two_pass;
     const EncodedUnit& enc = g->encoding(dec::fused_spec(decode).layout());
     const std::vector<dec::GemvMatrix> mats{{0, kRows, kIn}};
@@ -193,10 +196,12 @@ void BM_gpu_fused_gemv(benchmark::State& state) {
     state.counters["TFLOP/s"] = benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
     const uint64_t weight_bytes = from_bf16 ? g->w.bytes() : enc.stored_bytes();
     state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(weight_bytes + 2 * (x.size() + dy.size())));
-    state.SetLabel(from_bf16                                 ? "BF16 weights, same kernels"
-                   : decode == dec::FusedDecode::one_pass ? "decoded from DF11 + count bytes (one pass)"
-                   : decode == dec::FusedDecode::fixed    ? "decoded from DF11 over fix64's units"
-                                                          : "decoded from DF11 (two passes)");
+    state.SetLabel(from_bf16 ? (decode == dec::FusedDecode::fixed_mma ? "BF16 weights, tensor-core kernel"
+                                                                       : "BF16 weights, same kernels")
+                   : decode == dec::FusedDecode::one_pass  ? "decoded from DF11 + count bytes (one pass)"
+                   : decode == dec::FusedDecode::fixed     ? "decoded from DF11 over fix64's units"
+                   : decode == dec::FusedDecode::fixed_mma ? "decoded from DF11 over fix64's units, tensor cores"
+                                                           : "decoded from DF11 (two passes)");
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
   }
@@ -221,6 +226,7 @@ void register_gpu_benchmarks() {
   benchmark::RegisterBenchmark("gpu_copy", BM_gpu_copy)->UseManualTime()->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("gpu_fused_gemv", BM_gpu_fused_gemv)
       ->ArgsProduct({{1, 4, 16}, {0, 1, 2, 3}})
+      ->ArgsProduct({{1, 4, 16, 64}, {4, 5}})  // the tensor-core kernel takes batches up to 64
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
   benchmark::RegisterBenchmark("gpu_gemm", BM_gpu_gemm)

@@ -24,7 +24,7 @@ namespace df11::sweep {
 // registry, or on the cpu backend the CPU decoder (variant_name "cpu", variant null).
 struct MethodCase {
   std::string kind;  // bf16 | cpu-offload | cpu-offload-sync | copy | df11 | df11-rev | df11-overlap | df11-chunked |
-                    // df11-pipelined | df11-fused | decode
+                    // df11-pipelined | df11-fused | df11-fused-mma | decode
   const dec::Decoder* variant = nullptr;
   std::string variant_name;  // empty for kinds without a decoder
   // df11-chunked / df11-pipelined: one of the experiment's chunk_bytes (0: the backend's default
@@ -35,18 +35,21 @@ struct MethodCase {
     return chunk_bytes ? base + "@" + std::to_string(chunk_bytes) + "B" : base;
   }
   [[nodiscard]] bool sliced() const { return kind == "df11-chunked" || kind == "df11-pipelined"; }
-  // Runs a decoder of its own (whole units or slices), apart from any GEMM: not df11-fused,
-  // whose decode is inside its GEMV kernels.
+  // The fused decode + GEMM kernels: df11-fused (FMAs, batches up to 16) and df11-fused-mma (the
+  // tensor cores over fix64's units, batches up to 64).
+  [[nodiscard]] bool fused() const { return kind == "df11-fused" || kind == "df11-fused-mma"; }
+  // Runs a decoder of its own (whole units or slices), apart from any GEMM: not the fused
+  // methods, whose decode is inside their kernels.
   [[nodiscard]] bool decodes() const {
     return kind == "df11" || kind == "df11-rev" || kind == "df11-overlap" || sliced() || kind == "decode";
   }
   [[nodiscard]] bool needs_gemm() const { return kind != "copy" && kind != "decode"; }
   // The encoded layout the method reads: its decoder's (df11-fused:<variant>: that variant's,
-  // which picks the fused decode); DF11 for the CPU decoder and for df11-fused; none for
-  // methods on BF16 weights.
+  // which picks the fused decode); DF11 for the CPU decoder and for df11-fused and
+  // df11-fused-mma; none for methods on BF16 weights.
   [[nodiscard]] std::optional<Layout> layout() const {
     if (variant) return variant->layout();
-    if (!variant_name.empty() || kind == "df11-fused") return Layout::df11();
+    if (!variant_name.empty() || fused()) return Layout::df11();
     return std::nullopt;
   }
 };
@@ -99,7 +102,7 @@ class Backend {
   [[nodiscard]] virtual std::optional<uint64_t> slice_bytes(const MethodCase&) const { return std::nullopt; }
   // Whether the method can run here (e.g. offload on the CPU: no); reason when not.
   [[nodiscard]] virtual dec::Status supports(const MethodCase& m) const = 0;
-  // Whether the method runs at this batch size (e.g. df11-fused: batches up to 16).
+  // Whether the method runs at this batch size (e.g. df11-fused: batches up to 16, df11-fused-mma 64).
   [[nodiscard]] virtual dec::Status supports_batch(const MethodCase& m, int batch) const {
     (void)m;
     (void)batch;

@@ -204,8 +204,8 @@ class CpuBackend final : public Backend {
     if (m.kind == "df11-rev") {
       return dec::Status::no("df11-rev orders a GPU decoder's units for the GPU's L2; not on the cpu backend");
     }
-    if (m.kind == "df11-fused") {
-      return dec::Status::no("df11-fused is a GPU kernel (fused decode + GEMV); not on the cpu backend");
+    if (m.fused()) {
+      return dec::Status::no(m.kind + " is a GPU kernel (fused decode + GEMM); not on the cpu backend");
     }
     if (m.kind == "df11" || m.kind == "decode") {
       if (m.variant != nullptr || m.variant_name != "cpu") {

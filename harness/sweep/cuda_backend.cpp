@@ -231,7 +231,7 @@ class CudaBackend final : public Backend {
     if (m.kind == "bf16" || m.kind == "copy" || m.kind == "cpu-offload" || m.kind == "cpu-offload-sync") {
       return dec::Status::yes();
     }
-    if (m.kind == "df11-fused") {  // fused_can_implement names the layouts the kernels read
+    if (m.fused()) {  // fused_can_implement names the layouts (and for fixed_mma the shapes) the kernels take
       const EncodedUnit* e = encoding_in(*m.layout());
       if (!e) return dec::Status::no("no encoding in layout " + m.layout()->name());
       return dec::fused_can_implement(*e, gemv_matrices(), 1, fused_decode_of(m));
@@ -265,8 +265,13 @@ class CudaBackend final : public Backend {
   }
 
   [[nodiscard]] dec::Status supports_batch(const MethodCase& m, int batch) const override {
-    if (m.kind == "df11-fused" && batch > dec::kFusedMaxBatch) {
-      return dec::Status::no(fmt::format("df11-fused runs batches 1..{} (a GEMV kernel)", dec::kFusedMaxBatch));
+    if (m.fused()) {
+      const std::optional<dec::FusedDecode> d = fused_decode_of(m);
+      const int most = d ? dec::fused_max_batch(*d) : dec::kFusedMaxBatch;
+      if (batch > most) {
+        return dec::Status::no(fmt::format("{} runs batches 1..{} ({})", m.kind, most,
+                                           m.kind == "df11-fused" ? "a GEMV kernel" : "16 rows of X an MMA, a loop of them"));
+      }
     }
     return dec::Status::yes();
   }
@@ -360,10 +365,10 @@ class CudaBackend final : public Backend {
   // (split-K, other tiles) for a slice than for the whole matrix, which round differently. Their
   // reference is the same slices read straight from the resident BF16 weights.
   [[nodiscard]] std::optional<std::vector<uint16_t>> same_gemm_reference(const MethodCase& m, int batch) override {
-    if (m.kind == "df11-fused") {  // the fused kernels reading the resident BF16 weights
+    if (m.fused()) {  // the fused kernels reading the resident BF16 weights
       prepare_batch(batch);
       poison();
-      NvtxRange r("same-gemm reference df11-fused");
+      NvtxRange r("same-gemm reference " + m.kind);
       fused(m).run(x_ptrs(), y_ptrs(), batch_, stream_.get(), w_.get());
       CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
       std::vector<uint16_t> ref = collect_outputs(batch);
@@ -480,9 +485,9 @@ class CudaBackend final : public Backend {
   // run has them (cuda::capture_graph).
   void capture(const MethodCase& m, cuda::GraphExec& g, const cuda::L2Window* window) {
     if (!graphed(m)) return;
-    // Uploads (and their syncs) stay out of the capture; df11-fused reads its own image.
-    if (m.variant && m.kind != "df11-fused") (void)image_for(*m.variant);
-    if (m.kind == "df11-fused") (void)fused(m);
+    // Uploads (and their syncs) stay out of the capture; the fused methods read their own images.
+    if (m.variant && !m.fused()) (void)image_for(*m.variant);
+    if (m.fused()) (void)fused(m);
     NvtxRange r("capture " + m.label());
     const std::string why = cuda::capture_graph(stream_.get(), [&] { run(m); }, window, g);
     if (why.empty()) {
@@ -534,7 +539,7 @@ class CudaBackend final : public Backend {
   // Traced runs per case for the decode/GEMM/copy split (after the untraced timed samples).
   static constexpr int kSplitSamples = 5;
 
-  // The unit's encoding in a layout (the one a decoder reads; DF11 for df11-fused), if made.
+  // The unit's encoding in a layout (the one a decoder reads; DF11 for the fused methods), if made.
   const EncodedUnit* encoding_in(const Layout& l) const {
     if (!encodings_) return nullptr;
     for (const auto& e : *encodings_)
@@ -557,7 +562,7 @@ class CudaBackend final : public Backend {
           double ref = 0;
           if (!dec::fused_output_close(host_w_.data() + m.offset + static_cast<uint64_t>(r * m.in),
                                        host_x_[i].data() + b * m.in, m.in, got, &ref)) {
-            throw Error(fmt::format("df11-fused: {} row {} batch row {}: the fused kernels give {}, a double dot product {}",
+            throw Error(fmt::format("fused kernels: {} row {} batch row {}: they give {}, a double dot product {}",
                                     m.name, r, b, bf16_to_float(got), ref));
           }
         }
@@ -572,22 +577,23 @@ class CudaBackend final : public Backend {
     return out;
   }
 
-  // The fused decode of a df11-fused method: its variant's (a fix64 variant: fix64's units), else
-  // its layout's (two-pass on DF11's, one-pass on the count layout).
+  // The fused decode of a fused method: df11-fused-mma's tensor-core one; df11-fused's variant's (a
+  // fix64 variant: fix64's units), else its layout's (two-pass on DF11's, one-pass on the count layout).
   static std::optional<dec::FusedDecode> fused_decode_of(const MethodCase& m) {
+    if (m.kind == "df11-fused-mma") return dec::FusedDecode::fixed_mma;
     return m.variant != nullptr ? dec::fused_decode_for(*m.variant) : dec::fused_decode_for(*m.layout());
   }
   // The unit's fused decode + GEMV kernels and plan for the method's decode, made on first use.
   const dec::FusedGemvDevice& fused(const MethodCase& m) {
     const Layout l = *m.layout();
     const std::optional<dec::FusedDecode> d = fused_decode_of(m);
-    if (!d) throw Error("df11-fused: the fused kernels do not read layout " + l.name());
-    auto& slot = fused_[static_cast<std::size_t>(*d)];
+    if (!d) throw Error(m.kind + ": the fused kernels do not read layout " + l.name());
+    auto& slot = fused_.at(static_cast<std::size_t>(*d));
     if (!slot) {
       const EncodedUnit* e = encoding_in(l);
-      if (!e) throw Error("df11-fused: no encoding in layout " + l.name());
+      if (!e) throw Error(m.kind + ": no encoding in layout " + l.name());
       NvtxRange r("upload " + m.label());
-      slot = std::make_unique<dec::FusedGemvDevice>(*e, gemv_matrices(), dec::kFusedMaxBatch, stream_.get(),
+      slot = std::make_unique<dec::FusedGemvDevice>(*e, gemv_matrices(), dec::fused_max_batch(*d), stream_.get(),
                                                     dec::FusedGemvDevice::Source::own_image, nullptr, d);
     }
     return *slot;
@@ -866,8 +872,8 @@ class CudaBackend final : public Backend {
         NvtxRange r("gemms");
         gemms_from(decode_buf_.get());
       }
-    } else if (mc.kind == "df11-fused") {
-      NvtxRange r("df11-fused");
+    } else if (mc.fused()) {
+      NvtxRange r(mc.kind);
       fused(mc).run(x_ptrs(), y_ptrs(), batch_, s);
     } else if (mc.kind == "df11-chunked") {
       // Decode a slice of rows small enough to stay in L2, multiply it while it is there, next.
@@ -916,7 +922,7 @@ class CudaBackend final : public Backend {
     if (m.kind == "decode") return enc + bf16;
     if (m.kind == "df11" || m.kind == "df11-rev" || m.kind == "df11-overlap") return enc + 2 * bf16 + act;  // read encoded, write BF16, read it back
     if (m.sliced()) return enc + act;  // slices stay in L2
-    if (m.kind == "df11-fused") {                          // encoded weights only
+    if (m.fused()) {                                       // encoded weights only
       const EncodedUnit* d = encoding_in(*m.layout());
       return (d ? d->stored_bytes() : 0) + act;
     }
@@ -964,7 +970,7 @@ class CudaBackend final : public Backend {
   cuda::DeviceBuffer<uint16_t> w_, decode_buf_, matrix_buf_, slice_buf_, double_buf_[2];
   const std::vector<EncodedUnit>* encodings_ = nullptr;
   std::map<const dec::Decoder*, std::unique_ptr<dec::DeviceImage>> images_;
-  std::array<std::unique_ptr<dec::FusedGemvDevice>, 4> fused_;  // per dec::FusedDecode
+  std::array<std::unique_ptr<dec::FusedGemvDevice>, dec::kFusedDecodes> fused_;  // per dec::FusedDecode
   int batch_ = -1;
   std::vector<cuda::DeviceBuffer<uint16_t>> x_, y_;
   std::vector<std::vector<uint16_t>> host_x_;  // the activations, for the fused check

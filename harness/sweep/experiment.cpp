@@ -189,7 +189,7 @@ std::vector<int> parse_batches(Reader& r, std::string_view key, const toml::arra
 // Kinds of methods that take a decoder glob, those that must not, and df11-fused, which may
 // (df11-fused: DF11's layout; df11-fused:<glob>: the layouts of the matching variants).
 constexpr std::string_view kGlobKinds[] = {"df11", "df11-rev", "df11-overlap", "df11-chunked", "df11-pipelined", "decode"};
-constexpr std::string_view kPlainKinds[] = {"bf16", "cpu-offload", "cpu-offload-sync", "copy"};
+constexpr std::string_view kPlainKinds[] = {"bf16", "cpu-offload", "cpu-offload-sync", "copy", "df11-fused-mma"};
 constexpr std::string_view kOptionalGlobKind = "df11-fused";
 
 void check_method(Reader& r, const toml::node& n, const std::string& item, const std::string& m) {
@@ -204,7 +204,7 @@ void check_method(Reader& r, const toml::node& n, const std::string& item, const
     r.fail_at(
         n, item,
         fmt::format("unknown method kind '{}' in '{}' (bf16, cpu-offload, cpu-offload-sync, copy, "
-                    "df11-fused[:<glob>], df11:<glob>, df11-rev:<glob>, df11-overlap:<glob>, df11-chunked:<glob>, "
+                    "df11-fused[:<glob>], df11-fused-mma, df11:<glob>, df11-rev:<glob>, df11-overlap:<glob>, df11-chunked:<glob>, "
                     "df11-pipelined:<glob>, "
                     "decode:<glob>)",
                     kind, m));

@@ -75,8 +75,8 @@ std::string trace_shortfall(const MethodCase& m, const trace::Summary& k) {
   using trace::Kind;
   std::vector<std::string> missing;
   if (m.decodes() && k.records(Kind::decode) == 0) missing.emplace_back("decoder kernels");
-  if (m.kind == "df11-fused" && k.records(Kind::fused) == 0) missing.emplace_back("fused decode + GEMV kernels");
-  if (m.needs_gemm() && m.kind != "df11-fused" && k.records(Kind::gemm) == 0) missing.emplace_back("GEMM kernels");
+  if (m.fused() && k.records(Kind::fused) == 0) missing.emplace_back("fused decode + GEMM kernels");
+  if (m.needs_gemm() && !m.fused() && k.records(Kind::gemm) == 0) missing.emplace_back("GEMM kernels");
   if ((m.kind == "copy" || m.kind == "cpu-offload" || m.kind == "cpu-offload-sync") && k.records(Kind::copy) == 0)
     missing.emplace_back("copies");
   if (missing.empty()) return "";

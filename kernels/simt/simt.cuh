@@ -7,10 +7,12 @@
 #pragma once
 
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
+#include "codec/bf16.hpp"
 #include "codec/common.hpp"
 #if !defined(__CUDA_ARCH__)
 #include "simt/simt_host.hpp"
@@ -140,6 +142,56 @@ DF11_HD T warp_shfl(T v, unsigned src_lane) {
   return __shfl_sync(0xFFFFFFFFu, v, src_lane);
 #else
   return from_bits<T>(shfl_idx(0xFFFFFFFFu, to_bits(v), src_lane));
+#endif
+}
+
+// D += A B for one warp's 16 x 8 x 16 BF16 tile with float accumulators (mma.sync.aligned
+// .m16n8k16.row.col.f32.bf16.bf16.f32, sm_80 and later), fragments as PTX lays them out: with
+// g = lane / 4 and t = lane % 4, register r of A holds A[g + 8 (r % 2)][2 t + 8 (r / 2) + {0, 1}]
+// (low half first), register r of B holds B[2 t + 8 r + {0, 1}][g], accumulator r is
+// D[g + 8 (r / 2)][2 t + r % 2]. All 32 lanes take part. On the host each output is its C plus
+// the 16 products in k order, one rounding per product (a BF16 product is exact in float, so an
+// FMA adds it with one rounding); the tensor cores' order and rounding inside an instruction
+// differ, so a host result equals a device one only within float rounding, while two runs on the
+// same side give the same bits for the same operands.
+DF11_HD void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__)
+#if __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  __trap();  // no tensor-core BF16 MMA before sm_80 (the kernels that call this are sm_80+ only)
+#endif
+#else
+  const unsigned lane = thread_idx().x % 32u, g = lane / 4u, t = lane % 4u;
+  // Every lane's fragments in one exchange: A's registers 0-1 and 2-3, B's 0-1, a word each.
+  const uint64_t mine[3] = {a[0] | static_cast<uint64_t>(a[1]) << 32, a[2] | static_cast<uint64_t>(a[3]) << 32,
+                            b[0] | static_cast<uint64_t>(b[1]) << 32};
+  uint64_t all[32 * 3];
+  warp_all_gather(mine, 3, all);
+  auto reg = [&all](unsigned from, unsigned r) {  // register r (A: 0-3, B: 4-5) of lane `from`
+    return static_cast<uint32_t>(all[from * 3 + r / 2] >> (32 * (r % 2)));
+  };
+  auto half = [](uint32_t v, unsigned h) { return bf16_to_float(static_cast<uint16_t>(v >> (16 * h))); };
+  // Row g and g + 8 of A live in lanes 4 g .. 4 g + 3, columns 2 t and 2 t + 1 of B in lanes
+  // 8 t .. 8 t + 7: register r of lane 4 g + q holds k = 2 q + 8 (r / 2) + {0, 1} (A), 2 q + 8 r + {0, 1} (B).
+  float ar[2][16], bc[2][16];
+  for (unsigned q = 0; q < 4; ++q) {
+    for (unsigned h = 0; h < 2; ++h) {
+      for (unsigned r = 0; r < 4; ++r) ar[r % 2][2 * q + 8 * (r / 2) + h] = half(reg(4 * g + q, r), h);
+      for (unsigned c = 0; c < 2; ++c) {
+        for (unsigned r = 0; r < 2; ++r) bc[c][2 * q + 8 * r + h] = half(reg(4 * (2 * t + c) + q, 4 + r), h);
+      }
+    }
+  }
+  for (unsigned r = 0; r < 4; ++r) {
+    float acc = d[r];
+    for (unsigned k = 0; k < 16; ++k) acc = std::fma(ar[r / 2][k], bc[r % 2][k], acc);
+    d[r] = acc;
+  }
 #endif
 }
 

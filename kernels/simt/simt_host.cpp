@@ -74,7 +74,7 @@ struct Launch {
   const std::function<void(uint8_t*)>* body = nullptr;
   Barrier start{"the start of a block"}, block_bar{"__syncthreads"};
   std::vector<std::unique_ptr<Barrier>> warp_bar;
-  std::vector<uint64_t> slots;  // one exchange word per thread
+  std::vector<uint64_t> slots;  // kSlotWords exchange words per thread
   std::vector<const char*> warp_op;  // per thread: the warp operation it is in (shuffles, syncwarp)
   uint64_t current_block = 0;
   std::atomic<bool> aborted{false};
@@ -282,10 +282,14 @@ void check_same_warp_op(const Launch& l, unsigned warp, unsigned lanes, const ch
   }
 }
 
-uint64_t exchange(uint32_t mask, uint64_t v, unsigned src_of_lane(unsigned, unsigned), unsigned arg, const char* what) {
+// A warp exchange: every lane of the calling thread's warp (mask: all of them) puts n words into
+// its slots; after the warp's barrier, read(launch, warp, lanes) reads any lane's; a second
+// barrier before anyone may overwrite them.
+template <class Read>
+void warp_exchange(uint32_t mask, const uint64_t* v, unsigned n, const char* what, Read&& read) {
   ThreadCtx& c = ctx(what);
   Launch& l = *c.launch;
-  const unsigned warp = c.linear / 32, lane = c.linear % 32, lanes = lanes_of_warp(l, warp);
+  const unsigned warp = c.linear / 32, lanes = lanes_of_warp(l, warp);
   const uint32_t present = lanes == 32 ? 0xFFFFFFFFu : ((1u << lanes) - 1u);
   if ((mask & present) != present) {
     throw Error(fmt::format("simt::{}: mask {:#x} leaves out lanes of the warp (partial-mask shuffles are not emulated)",
@@ -294,13 +298,20 @@ uint64_t exchange(uint32_t mask, uint64_t v, unsigned src_of_lane(unsigned, unsi
   if (l.warp_bar[warp]->expected() != lanes) {
     throw Error(fmt::format("simt::{}: a lane of warp {} has exited; its value is undefined", what, warp));
   }
-  l.slots[c.linear] = v;
+  std::copy(v, v + n, l.slots.begin() + static_cast<std::ptrdiff_t>(c.linear) * kSlotWords);
   l.warp_op[c.linear] = what;
   l.warp_bar[warp]->arrive_and_wait(l);
   check_same_warp_op(l, warp, lanes, what);
-  const unsigned src = src_of_lane(lane, arg);
-  const uint64_t r = src < lanes ? l.slots[warp * 32 + src] : v;
+  read(l, warp, lanes);
   l.warp_bar[warp]->arrive_and_wait(l);  // nobody overwrites a slot before all have read
+}
+
+uint64_t exchange(uint32_t mask, uint64_t v, unsigned src_of_lane(unsigned, unsigned), unsigned arg, const char* what) {
+  uint64_t r = v;
+  warp_exchange(mask, &v, 1, what, [&](const Launch& l, unsigned warp, unsigned lanes) {
+    const unsigned src = src_of_lane(tl_ctx->linear % 32, arg);
+    if (src < lanes) r = l.slots[(warp * 32 + src) * kSlotWords];
+  });
   return r;
 }
 
@@ -323,7 +334,7 @@ void launch(Dim3 grid, Dim3 block, std::size_t smem_bytes, const std::function<v
   l.body = &body;
   l.start.reset(l.n_threads);
   for (unsigned w = 0; w < l.n_warps; ++w) l.warp_bar.push_back(std::make_unique<Barrier>("shuffle"));
-  l.slots.assign(l.n_threads, 0);
+  l.slots.assign(static_cast<std::size_t>(l.n_threads) * kSlotWords, 0);
   l.warp_op.assign(l.n_threads, nullptr);
   Pool::get().run(l);
   if (l.error) std::rethrow_exception(l.error);
@@ -369,6 +380,16 @@ uint64_t shfl_xor(uint32_t mask, uint64_t v, unsigned lane_mask) {
 
 uint64_t shfl_idx(uint32_t mask, uint64_t v, unsigned src_lane) {
   return exchange(mask, v, [](unsigned, unsigned src) { return src & 31u; }, src_lane, "shfl_idx");  // as CUDA: % 32
+}
+
+void warp_all_gather(const uint64_t* mine, unsigned n, uint64_t* all) {
+  if (n > kSlotWords) throw Error(fmt::format("simt::warp_all_gather: {} words a lane (at most {})", n, kSlotWords));
+  warp_exchange(0xFFFFFFFFu, mine, n, "warp_all_gather", [&](const Launch& l, unsigned warp, unsigned lanes) {
+    if (lanes != 32) throw Error("simt::warp_all_gather: a partial warp");
+    for (unsigned i = 0; i < 32; ++i) {
+      std::copy_n(l.slots.begin() + static_cast<std::ptrdiff_t>(warp * 32 + i) * kSlotWords, n, all + i * n);
+    }
+  });
 }
 
 }  // namespace df11::simt

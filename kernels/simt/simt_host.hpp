@@ -52,5 +52,10 @@ void syncwarp();
 [[nodiscard]] uint64_t shfl_xor(uint32_t mask, uint64_t v, unsigned lane_mask);
 // shfl_idx: the value of lane src_lane (its own when that lane is past the end of a partial warp).
 [[nodiscard]] uint64_t shfl_idx(uint32_t mask, uint64_t v, unsigned src_lane);
+// Host-only (warp-level operations the device does in hardware, such as the tensor cores' MMA,
+// emulated in one exchange instead of a shuffle per word): every lane of a whole warp gives n
+// words (n <= kSlotWords), and every lane gets all of them, lane i's at all[i * n].
+inline constexpr unsigned kSlotWords = 4;
+void warp_all_gather(const uint64_t* mine, unsigned n, uint64_t* all);
 
 }  // namespace df11::simt

@@ -175,6 +175,90 @@ TEST_CASE("simt (fused hint twins): fix64 units without hints or with late hints
   check_case(shortrows, 1, df11, dec::FusedDecode::fixed_late);
 }
 
+// The tensor-core MMA as the kernels call it (simt::mma_bf16_16816), on the host executor: the
+// fragments laid out as the PTX ISA documents them for mma.m16n8k16 (.bf16, row.col), D = A B + C
+// exactly (small integers: every order of the sums gives the same floats). A lane that read its
+// operands from the wrong places gives the wrong D.
+TEST_CASE("simt: the 16x8x16 BF16 tensor-core step (mma), fragments as PTX lays them out", "[decoders][simt][fused]") {
+  float A[16][16], B[16][8], C[16][8];
+  for (int i = 0; i < 16; ++i) {
+    for (int k = 0; k < 16; ++k) A[i][k] = static_cast<float>((i * 7 + k * 3) % 11 - 5);
+  }
+  for (int k = 0; k < 16; ++k) {
+    for (int n = 0; n < 8; ++n) B[k][n] = static_cast<float>((k * 5 + n * 13) % 9 - 4);
+  }
+  for (int i = 0; i < 16; ++i) {
+    for (int n = 0; n < 8; ++n) C[i][n] = static_cast<float>(i * 8 + n);
+  }
+  auto pack = [](float lo, float hi) {
+    return static_cast<uint32_t>(float_to_bf16(lo)) | (static_cast<uint32_t>(float_to_bf16(hi)) << 16);
+  };
+  float D[16][8] = {};
+  simt::launch({1}, {32}, 0, [&](uint8_t*) {
+    const unsigned lane = simt::tid_x(), g = lane / 4, t = lane % 4;
+    uint32_t a[4], b[2];
+    for (unsigned r = 0; r < 4; ++r) {
+      const unsigned row = g + 8 * (r % 2), k = 2 * t + 8 * (r / 2);
+      a[r] = pack(A[row][k], A[row][k + 1]);
+    }
+    for (unsigned r = 0; r < 2; ++r) b[r] = pack(B[2 * t + 8 * r][g], B[2 * t + 8 * r + 1][g]);
+    float d[4];
+    for (unsigned r = 0; r < 4; ++r) d[r] = C[g + 8 * (r / 2)][2 * t + r % 2];
+    simt::mma_bf16_16816(d, a, b);
+    for (unsigned r = 0; r < 4; ++r) D[g + 8 * (r / 2)][2 * t + r % 2] = d[r];
+  });
+  for (int i = 0; i < 16; ++i) {
+    for (int n = 0; n < 8; ++n) {
+      float want = C[i][n];
+      for (int k = 0; k < 16; ++k) want += A[i][k] * B[k][n];
+      INFO("D[" << i << "][" << n << "]");
+      CHECK(D[i][n] == want);
+    }
+  }
+}
+
+// fixed_mma: fix64's units decoded by 16 warps, the products on the tensor cores (the host
+// executor's MMA). Rows of 2048 (a unit a row), 2560 (units cross row ends: 16 units at the same
+// columns every 4 rows) and 6144 (three units a row); batches 1, 5, 16 (one MMA's rows), 17 and 64
+// (several).
+TEST_CASE("simt (fused mma): tensor-core products of fix64 units equal their BF16 reference", "[decoders][simt][fused]") {
+  const Layout df11 = Layout::df11();
+  const Case c = make_case({{32, 2048}, {64, 2560}, {16, 6144}}, 12);
+  const EncodedUnit enc = encode(c.unit.view(), df11, 1);
+  REQUIRE(dec::fused_can_implement(enc, c.mats, 64, dec::FusedDecode::fixed_mma).ok);
+  CHECK_FALSE(dec::fused_can_implement(enc, c.mats, 65, dec::FusedDecode::fixed_mma).ok);
+  CHECK_FALSE(dec::fused_can_implement(enc, c.mats, 17, dec::FusedDecode::fixed).ok);  // the GEMV kernels: 16
+  for (int batch : {1, 5, 16, 17, 64}) check_case(c, batch, df11, dec::FusedDecode::fixed_mma);
+}
+
+TEST_CASE("fused mma: the shapes the tensor-core kernel tiles, and the rest refused with the reason",
+          "[decoders][fused]") {
+  const Layout df11 = Layout::df11();
+  auto reason = [&](const std::vector<std::pair<int64_t, int64_t>>& shapes) {
+    const Case c = make_case(shapes, 13);
+    return dec::fused_can_implement(encode(c.unit.view(), df11, 1), c.mats, 1, dec::FusedDecode::fixed_mma);
+  };
+  CHECK(reason({{16, 2048}, {32, 5120}, {16, 4096}, {16, 14336}}).ok);  // Nemo's row lengths
+  CHECK_THAT(reason({{16, 1024}}).reason, Catch::Contains("rows of 1024 elements") && Catch::Contains("at least 2048"));
+  CHECK_THAT(reason({{16, 2100}}).reason, Catch::Contains("multiple of 128"));
+  CHECK_THAT(reason({{16, 5120}}).reason, Catch::Contains("16 rows") && Catch::Contains("groups of 32"));
+  CHECK_THAT(reason({{8, 2048}}).reason, Catch::Contains("groups of 16"));
+  CHECK_THAT(reason({{16, 2048}, {16, 2176}}).reason, Catch::Contains("matrix 1 has 16 rows") &&
+                                                         Catch::Contains("groups of 256"));
+  for (const auto d : {dec::FusedDecode::two_pass, dec::FusedDecode::one_pass, dec::FusedDecode::fixed,
+                       dec::FusedDecode::fixed_nh, dec::FusedDecode::fixed_late, dec::FusedDecode::fixed_wide,
+                       dec::FusedDecode::fixed_mma}) {
+    CHECK(dec::fused_decode_named(dec::fused_decode_name(d)) == d);
+  }
+  CHECK_FALSE(dec::fused_decode_named("mma").has_value());
+  // Never picked by a decoder's name: fixed's variant stays fixed.
+  dec::Registry reg;
+  dec::register_all(reg);
+  const dec::Decoder* fix = reg.find("multi12ng.gap5-fix64.exp-smem-v16.t512.b8.persist");
+  REQUIRE(fix != nullptr);
+  CHECK(dec::fused_decode_for(*fix) == dec::FusedDecode::fixed);
+}
+
 TEST_CASE("fused: the layouts the kernels read, and the rest refused by name", "[decoders][fused]") {
   {
     dec::Registry reg;

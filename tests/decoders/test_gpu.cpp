@@ -350,6 +350,20 @@ int main(int argc, char** argv) {
                                       dec::FusedDecode::fixed_wide}) {
       for (const int batch : {1, 5, 16}) check_fused(layer, batch, fd);
     }
+    // The tensor-core kernel (fixed_mma): whole tiles of Nemo's row lengths (5120: units cross
+    // row ends), batches up to 64; its double-reference check is what shows the fragments' layout.
+    {
+      Unit mma;
+      mma.name = "nemo-rows-mma";
+      const int64_t k = small ? 1 : 2;
+      const std::vector<std::pair<int64_t, int64_t>> shapes{{32 * k, 5120}, {16 * k, 4096}, {16 * k, 14336}};
+      for (std::size_t i = 0; i < shapes.size(); ++i) {
+        const auto [out, in] = shapes[i];
+        mma.tensors.push_back({"m" + std::to_string(i), {out, in},
+                               test::random_weights(static_cast<std::size_t>(out * in), 40 + i, 120, 0.8)});
+      }
+      for (const int batch : {1, 5, 16, 17, 64}) check_fused(mma, batch, dec::FusedDecode::fixed_mma);
+    }
     check_compare(small);
     if (damaged) check_damaged(reg, small);
     // Malformed metadata is refused by upload, before any launch.

@@ -77,6 +77,43 @@ TEST_CASE("simt: warp shuffles, whole and partial last warps", "[decoders][simt]
   }
 }
 
+TEST_CASE("simt: warp_all_gather gives every lane every lane's words, warp by warp; whole warps only",
+          "[decoders][simt]") {
+  constexpr unsigned kN = 64;  // two warps, three rounds each: a slot reused before a lane has read it would show
+  std::vector<uint64_t> sum(kN * 3, 0);
+  simt::launch({1}, {kN}, 0, [&](uint8_t*) {
+    const unsigned t = simt::tid_x();
+    for (unsigned round = 0; round < 3; ++round) {
+      const uint64_t mine[3] = {t * 1000ull + round, t * 7ull + 1, ~static_cast<uint64_t>(t + round)};
+      uint64_t all[32 * 3];
+      simt::warp_all_gather(mine, 3, all);
+      uint64_t s = 0;
+      for (unsigned i = 0; i < 32; ++i) {
+        const uint64_t lane_t = (t / 32) * 32 + i;
+        s += (all[i * 3] == lane_t * 1000 + round) + (all[i * 3 + 1] == lane_t * 7 + 1) +
+             (all[i * 3 + 2] == ~(lane_t + round));
+      }
+      sum[t * 3 + round] = s;
+    }
+  });
+  for (unsigned i = 0; i < sum.size(); ++i) {
+    INFO("thread " << i / 3 << " round " << i % 3);
+    CHECK(sum[i] == 96);  // all 32 lanes' three words, each right
+  }
+  CHECK_THROWS_WITH(simt::launch({1}, {48}, 0, [](uint8_t*) {
+                      const uint64_t w = 1;
+                      uint64_t all[32];
+                      simt::warp_all_gather(&w, 1, all);
+                    }),
+                    Catch::Contains("a partial warp"));
+  CHECK_THROWS_WITH(simt::launch({1}, {32}, 0, [](uint8_t*) {
+                      const uint64_t w[5] = {};
+                      uint64_t all[32 * 5];
+                      simt::warp_all_gather(w, 5, all);
+                    }),
+                    Catch::Contains("at most 4"));
+}
+
 TEST_CASE("simt: atomic_add hands each caller its own value, across threads and blocks", "[decoders][simt]") {
   uint32_t counter = 5;
   std::vector<uint32_t> got(3 * 64);

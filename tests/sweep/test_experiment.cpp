@@ -214,6 +214,8 @@ TEST_CASE("impossible values are errors naming the key", "[sweep][experiment]") 
   CHECK_THAT(error_of(methods("[\"bf16:x\"]")), Catch::Contains("takes no decoder glob"));
   CHECK(error_of(methods("[\"df11-fused\", \"df11-fused:multi12.gap5-cnt*\"]")).empty());  // the glob is optional
   CHECK_THAT(error_of(methods("[\"df11-fused:\"]")), Catch::Contains("empty decoder glob"));
+  CHECK(error_of(methods("[\"df11-fused-mma\"]")).empty());
+  CHECK_THAT(error_of(methods("[\"df11-fused-mma:fix*\"]")), Catch::Contains("takes no decoder glob"));
   CHECK_THAT(error_of(methods("[]")), Catch::Contains("'methods'"));
   CHECK_THAT(error_of(kMinimal + "[measurement]\nl2_policy = \"cold\"\n"),
              Catch::Contains("'measurement.l2_policy'") && Catch::Contains("cold"));

@@ -465,6 +465,17 @@ TEST_CASE("methods resolve over the backend's decoders; a glob matching nothing 
   REQUIRE(fused_cpu.size() == 3);
   CHECK(fused_cpu[1].variant == nullptr);
   CHECK(fused_cpu[1].kind == "df11-fused");
+  // df11-fused-mma: no glob, DF11's layout (the tensor-core kernel over fix64's units); one case on
+  // either backend, a fused method that decodes inside its kernel.
+  e.methods = {"df11-fused-mma"};
+  for (const char* backend : {"cuda", "cpu"}) {
+    const auto mma = resolve_methods(e, backend, registry());
+    REQUIRE(mma.size() == 1);
+    CHECK(mma[0].label() == "df11-fused-mma");
+    CHECK(mma[0].layout() == df11::Layout::df11());
+    CHECK(mma[0].fused());
+    CHECK_FALSE(mma[0].decodes());
+  }
 }
 
 TEST_CASE("checkpoint units come from BF16 and DF11 directories", "[sweep][e2e]") {
@@ -511,11 +522,12 @@ TEST_CASE("checkpoint units come from BF16 and DF11 directories", "[sweep][e2e]"
   fs::remove_all(dir);
 }
 
-TEST_CASE("the GPU-only slice and stream methods are not_supported on the cpu backend, with the reason", "[sweep][e2e]") {
+TEST_CASE("the GPU-only slice, stream and fused methods are not_supported on the cpu backend, with the reason", "[sweep][e2e]") {
   clear_interrupt();
   Experiment e = smoke();
   e.batches = {1};
-  e.methods = {"bf16", "df11-chunked:cpu", "df11-pipelined:cpu", "df11-overlap:cpu", "df11-rev:cpu"};
+  e.methods = {"bf16", "df11-chunked:cpu", "df11-pipelined:cpu", "df11-overlap:cpu", "df11-rev:cpu", "df11-fused",
+               "df11-fused-mma"};
   auto backend = make_cpu_backend(2);
   const fs::path dir = fresh_dir("slice_methods");
   (void)run_sweep(e, *backend, registry(), options_for(dir));
@@ -531,6 +543,11 @@ TEST_CASE("the GPU-only slice and stream methods are not_supported on the cpu ba
   CHECK_THAT(rows.at("df11-overlap:cpu@1")["reason"].get<std::string>(), Catch::Contains("second CUDA stream"));
   CHECK(rows.at("df11-rev:cpu@1")["disposition"] == "not_supported");
   CHECK_THAT(rows.at("df11-rev:cpu@1")["reason"].get<std::string>(), Catch::Contains("GPU decoder's units"));
+  for (const char* k : {"df11-fused@1", "df11-fused-mma@1"}) {
+    INFO(k);
+    CHECK(rows.at(k)["disposition"] == "not_supported");
+    CHECK_THAT(rows.at(k)["reason"].get<std::string>(), Catch::Contains("is a GPU kernel"));
+  }
   fs::remove_all(dir);
 }
 
@@ -812,8 +829,11 @@ TEST_CASE("trace_shortfall: a traced run must hold every kind of work its method
   }
   CHECK(trace_shortfall(method("decode"), trace_of({Kind::decode})).empty());
   CHECK(trace_shortfall(method("decode"), trace_of({})) == "the kernel trace of decode:v holds no decoder kernels");
-  CHECK(trace_shortfall(method("df11-fused"), trace_of({Kind::fused})).empty());
-  CHECK_THAT(trace_shortfall(method("df11-fused"), trace_of({Kind::gemm})), Catch::Contains("no fused decode + GEMV"));
+  for (const char* k : {"df11-fused", "df11-fused-mma"}) {
+    INFO(k);
+    CHECK(trace_shortfall(method(k), trace_of({Kind::fused})).empty());
+    CHECK_THAT(trace_shortfall(method(k), trace_of({Kind::gemm})), Catch::Contains("no fused decode + GEMM"));
+  }
   CHECK(trace_shortfall(method("bf16"), trace_of({Kind::gemm})).empty());
   CHECK_THAT(trace_shortfall(method("bf16"), trace_of({})), Catch::Contains("bf16 holds no GEMM kernels"));
   CHECK(trace_shortfall(method("copy"), trace_of({Kind::copy})).empty());

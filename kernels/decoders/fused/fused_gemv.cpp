@@ -40,8 +40,32 @@ VariantSpec fused_spec(FusedDecode d) {
       return fused::Shape<FusedDecode::fixed_late>::spec;
     case FusedDecode::fixed_wide:
       return fused::Shape<FusedDecode::fixed_wide>::spec;
+    case FusedDecode::fixed_mma:
+      return fused::Shape<FusedDecode::fixed_mma>::spec;
   }
   return fused::Shape<FusedDecode::fixed>::spec;
+}
+
+namespace {
+constexpr std::pair<FusedDecode, const char*> kDecodeNames[] = {
+    {FusedDecode::two_pass, "two_pass"},     {FusedDecode::one_pass, "one_pass"},
+    {FusedDecode::fixed, "fixed"},           {FusedDecode::fixed_nh, "fixed_nh"},
+    {FusedDecode::fixed_late, "fixed_late"}, {FusedDecode::fixed_wide, "fixed_wide"},
+    {FusedDecode::fixed_mma, "fixed_mma"}};
+}  // namespace
+
+std::optional<FusedDecode> fused_decode_named(std::string_view name) {
+  for (const auto& [d, n] : kDecodeNames) {
+    if (name == n) return d;
+  }
+  return std::nullopt;
+}
+
+const char* fused_decode_name(FusedDecode d) {
+  for (const auto& [e, n] : kDecodeNames) {
+    if (e == d) return n;
+  }
+  return "?";
 }
 
 std::optional<FusedDecode> fused_decode_for(const Decoder& decoder) {
@@ -77,8 +101,9 @@ Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix
                                          : fused_spec(FusedDecode::two_pass).layout().name() + " or " +
                                                fused_spec(FusedDecode::one_pass).layout().name()));
   }
-  if (batch < 1 || batch > kFusedMaxBatch) {
-    return Status::no(fmt::format("the fused kernels take batches 1..{}, not {}", kFusedMaxBatch, batch));
+  const int max_batch = fused_max_batch(decode ? *decode : FusedDecode::two_pass);
+  if (batch < 1 || batch > max_batch) {
+    return Status::no(fmt::format("the fused kernels take batches 1..{}, not {}", max_batch, batch));
   }
   if (mats.empty() || mats.size() > static_cast<std::size_t>(fused::kMaxMatrices)) {
     return Status::no(fmt::format("unit {}: {} matrices (1..{})", unit.name, mats.size(), fused::kMaxMatrices));
@@ -95,6 +120,24 @@ Status fused_can_implement(const EncodedUnit& unit, const std::vector<GemvMatrix
   }
   if (at != unit.n_elements) {
     return Status::no(fmt::format("unit {}: the matrices hold {} elements, the unit {}", unit.name, at, unit.n_elements));
+  }
+  if (decode == FusedDecode::fixed_mma) {
+    // Tiles of 16 units at the same columns of 16 rows (fused_gemv.cuh, gemv_mma_tiles). Matrices
+    // of whole groups hold whole tiles, so the next matrix starts at a unit too.
+    for (std::size_t i = 0; i < mats.size(); ++i) {
+      const GemvMatrix& m = mats[i];
+      if (m.in % 128 != 0 || m.in < static_cast<int64_t>(kFixedUnit)) {
+        return Status::no(fmt::format("unit {}: matrix {} has rows of {} elements (the tensor-core kernel needs a "
+                                      "multiple of 128, at least {})", unit.name, i, m.in, kFixedUnit));
+      }
+      // The units' columns repeat every kFixedUnit du / in rows (du: mma_unit_step).
+      const int64_t group =
+          static_cast<int64_t>(fused::kMmaRows) * static_cast<int64_t>(kFixedUnit) * fused::mma_unit_step(m.in) / m.in;
+      if (m.out % group != 0) {
+        return Status::no(fmt::format("unit {}: matrix {} has {} rows (the tensor-core kernel takes rows in groups of "
+                                      "{}: 16 units at the same columns)", unit.name, i, m.out, group));
+      }
+    }
   }
   return Status::yes();
 }
@@ -210,8 +253,10 @@ void fused_gemv_simt_as(const EncodedUnit& unit, const FusedPlan& plan, const Ge
   std::vector<float> partials(std::max<uint64_t>(plan.n_pairs(), 1) * static_cast<uint64_t>(run.batch), -1e30f);
   g.partials = run.partials != nullptr ? run.partials : partials.data();
   fused::choose_vector_paths(g, p.sign_mantissa);
+  if constexpr (D == FusedDecode::fixed_mma) fused::check_mma_inputs(g);
   if (b1 > b0) {
-    fused::with_batch_size(run.batch, [&](auto b) {
+    // fixed_mma: one kernel for every batch (16 rows of X an instruction, a loop over them).
+    fused::with_batch_size(D == FusedDecode::fixed_mma ? fused::kMaxBatch : run.batch, [&](auto b) {
       constexpr int kB = decltype(b)::value;
       const unsigned bytes = fused::smem_bytes<D, kB>(sl);
       const std::size_t smem_size = bytes + kHostSmemGuard;
@@ -223,7 +268,8 @@ void fused_gemv_simt_as(const EncodedUnit& unit, const FusedPlan& plan, const Ge
       };
       const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(b1 - b0, kSimtPersistentGrid));
       const bool ref = fused::ref_kernel<D>(g);  // as the device launch: the fixed decode's reference apart
-      simt::launch({grid}, {static_cast<unsigned>(kSpec.threads_per_block)}, smem_size,
+      simt::launch({D == FusedDecode::fixed_mma ? static_cast<unsigned>(std::min<uint64_t>(fused::mma_tiles(g), kSimtPersistentGrid)) : grid},
+                   {static_cast<unsigned>(kSpec.threads_per_block)}, smem_size,
                    [&](uint8_t* smem) {
                      if (ref) {
                        fused::gemv_blocks<D, kB, true>(p, sl, smem, g);

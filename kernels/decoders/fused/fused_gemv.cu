@@ -17,9 +17,12 @@ namespace {
 // one-pass (t256) kernel, which shared memory holds to six on sm_90.
 // The fixed decode's kernel at batch 1 fits 32 (4 blocks of 512 an SM: every thread slot): its
 // BF16 reference is a kernel of its own and its unit walk counts in 32 bits.
+// fixed_mma (one kernel for every batch): 64, two blocks of 512 an SM (at 40, three blocks, ptxas
+// spilled 30-90 bytes however the MMA loop was written; not measured on a GPU).
 template <FusedDecode D, int B, bool kRef>
 inline constexpr int kFusedMinBlocks =
-    65536 / (fused::kThreads<D> * (B == 1 ? (is_fixed(D) && !kRef ? 32 : 40) : 64));
+    65536 / (fused::kThreads<D> *
+             (D == FusedDecode::fixed_mma ? 64 : B == 1 ? (is_fixed(D) && !kRef ? 32 : 40) : 64));
 template <FusedDecode D, int B, bool kRef>
 __global__ void __launch_bounds__(fused::kThreads<D>, (kFusedMinBlocks<D, B, kRef>))
     fused_gemv_kernel(const __grid_constant__ LaunchParams p, const SmemLayout sl, const __grid_constant__ fused::GemvParams g) {
@@ -47,9 +50,10 @@ void launch_kernel(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
   const uint64_t resident_grid = resident.get(kernel, kThreads, smem);
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
-  // The fixed decode's blocks of work are warp units: kWarps of them a CUDA block.
+  // The fixed decode's blocks of work are warp units: kWarps of them a CUDA block; fixed_mma's
+  // are tiles of kWarps units.
   const uint64_t per = is_fixed(D) ? static_cast<uint64_t>(fused::kWarps<D>) : 1;
-  const uint64_t want = (b1 - b0 + per - 1) / per;
+  const uint64_t want = D == FusedDecode::fixed_mma ? fused::mma_tiles(g) : (b1 - b0 + per - 1) / per;
   const uint64_t grid = want < resident_grid ? want : resident_grid;
   kernel<<<static_cast<unsigned>(grid), kThreads, smem, s>>>(p, sl, g);
   CUDA_CHECK(cudaGetLastError());
@@ -62,7 +66,9 @@ void launch_blocks(LaunchParams p, const SmemLayout& sl, const fused::GemvParams
                    cudaStream_t s) {
   if constexpr (is_fixed(D)) {
     if (fused::ref_kernel<D>(g)) {
-      launch_kernel<FusedDecode::fixed, B, true>(p, sl, g, b0, b1, s);
+      // (fixed_mma's reference: its own tensor-core products on the BF16 weights.)
+      constexpr FusedDecode kRefDecode = D == FusedDecode::fixed_mma ? D : FusedDecode::fixed;
+      launch_kernel<kRefDecode, B, true>(p, sl, g, b0, b1, s);
       return;
     }
   }
@@ -88,9 +94,10 @@ FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<Gemv
                                  Stream stream, Source source, const DeviceImage* shared,
                                  std::optional<FusedDecode> decode)
     : impl_(std::make_unique<Impl>()) {
-  if (max_batch < 0 || max_batch > kFusedMaxBatch) {
+  const int batch_limit = fused_max_batch(decode ? *decode : FusedDecode::two_pass);
+  if (max_batch < 0 || max_batch > batch_limit) {
     throw Error("fused gemv: unit " + unit.name + ": max_batch " + std::to_string(max_batch) + " (0.." +
-                std::to_string(kFusedMaxBatch) + ")");
+                std::to_string(batch_limit) + ")");
   }
   if (const Status st = fused_can_implement(unit, mats, std::max(max_batch, 1), decode); !st.ok) throw Error(st.reason);
   if ((source == Source::shared_image) != (shared != nullptr)) {
@@ -207,14 +214,18 @@ void FusedGemvDevice::run(const GemvRun& r, Stream stream) const {
     sl = smem_layout(spec, d.n_rows, d.max_block_elements);
   }
   fused::choose_vector_paths(g, p.sign_mantissa);
+  if (d.plan.decode == FusedDecode::fixed_mma) fused::check_mma_inputs(g);
   // Not a structured binding: the lambda below captures them (clang 14 cannot).
   const std::pair<uint64_t, uint64_t> blocks = fused::run_blocks(d.plan, g);
   const uint64_t b0 = blocks.first, b1 = blocks.second;
   if (b1 > b0) {
     fused::with_decode(d.plan.decode, [&](auto dc) {
-      fused::with_batch_size(r.batch, [&](auto b) {
-        launch_blocks<decltype(dc)::value, decltype(b)::value>(p, sl, g, b0, b1, stream);
-      });
+      constexpr FusedDecode kD = decltype(dc)::value;
+      if constexpr (kD == FusedDecode::fixed_mma) {
+        launch_blocks<kD, fused::kMaxBatch>(p, sl, g, b0, b1, stream);  // one kernel for every batch
+      } else {
+        fused::with_batch_size(r.batch, [&](auto b) { launch_blocks<kD, decltype(b)::value>(p, sl, g, b0, b1, stream); });
+      }
     });
   }
   const uint64_t n_out = g.row_count * static_cast<uint64_t>(r.batch);

@@ -60,6 +60,10 @@ template <>
 struct Shape<FusedDecode::fixed_wide> {
   static constexpr VariantSpec spec{TableKind::multi_lut_w, Partition::fixed_out, Staging::exp_smem, 512, 8, false};
 };
+template <>
+struct Shape<FusedDecode::fixed_mma> {  // fixed's decode; the products on the tensor cores
+  static constexpr VariantSpec spec = Shape<FusedDecode::fixed>::spec;
+};
 template <FusedDecode D>
 inline constexpr int kThreads = Shape<D>::spec.threads_per_block;
 template <FusedDecode D>
@@ -78,6 +82,8 @@ void with_decode(FusedDecode d, F&& f) {
     f(std::integral_constant<FusedDecode, FusedDecode::fixed_nh>{});
   } else if (d == FusedDecode::fixed_wide) {
     f(std::integral_constant<FusedDecode, FusedDecode::fixed_wide>{});
+  } else if (d == FusedDecode::fixed_mma) {
+    f(std::integral_constant<FusedDecode, FusedDecode::fixed_mma>{});
   } else {
     f(std::integral_constant<FusedDecode, FusedDecode::fixed_late>{});
   }
@@ -116,8 +122,9 @@ inline GemvParams gemv_params(const FusedPlan& plan, const GemvRun& run) {
     throw Error("fused gemv: " + std::to_string(n) + " matrices, " + std::to_string(run.x.size()) + " inputs and " +
                 std::to_string(run.y.size()) + " outputs given");
   }
-  if (run.batch < 1 || run.batch > kMaxBatch) {
-    throw Error("fused gemv: batch " + std::to_string(run.batch) + " (1.." + std::to_string(kMaxBatch) + ")");
+  if (run.batch < 1 || run.batch > fused_max_batch(plan.decode)) {
+    throw Error("fused gemv: batch " + std::to_string(run.batch) + " (1.." +
+                std::to_string(fused_max_batch(plan.decode)) + ")");
   }
   GemvParams g;
   g.n_mats = static_cast<int>(n);
@@ -229,8 +236,11 @@ DF11_HD float fma4(float w0, float w1, float w2, float w3, uint64_t xv, float ac
 // row and warp); none for the fixed decode, whose warps write their partials themselves.
 inline constexpr unsigned kSegments = 4;
 DF11_HD unsigned reduce_offset(const SmemLayout& sl) { return align_up(sl.total); }
+// fixed_mma: each warp's 16 x 16 accumulators of a tile (16 rows of X by the tile's 16 units).
+inline constexpr unsigned kMmaRows = 16;  // rows of X an instruction takes; units a tile
 template <FusedDecode D, int B>
 DF11_HD unsigned smem_bytes(const SmemLayout& sl) {
+  if constexpr (D == FusedDecode::fixed_mma) return reduce_offset(sl) + kWarps<D> * kMmaRows * kMmaRows * 4;
   return reduce_offset(sl) + (is_fixed(D) ? 0u : kSegments * B * kWarps<D> * 4);
 }
 
@@ -535,6 +545,192 @@ DF11_HD void gemv_fixed_units_as(const LaunchParams& p, const SmemLayout& sl, ui
   }
 }
 
+// ---- fixed_mma: fix64's units decoded by a CUDA block's 16 warps, the products on the tensor cores ----
+// A matrix whose first element starts a unit, with rows of `in` elements (a multiple of 128, at
+// least kFixedUnit): its units repeat their columns every P = kFixedUnit / gcd(in, kFixedUnit)
+// rows, so units u, u + du, ..., u + 15 du (du = P in / kFixedUnit units) lie at the same columns
+// of 16 rows P apart: a tile. Each group of 16 P rows holds du tiles (fused_can_implement: rows
+// in whole groups). A unit that reaches its row's end goes on at column 0 of the next row, at
+// the same element of the unit for all 16, a multiple of 128 (a warp's columns never straddle).
+
+// du for rows of `in` elements (in >> the power of two gcd(in, kFixedUnit) has).
+DF11_HD uint32_t mma_unit_step(int64_t in) {
+  uint32_t v = static_cast<uint32_t>(in);
+  for (unsigned sh = 0; sh < 11 && (v & 1u) == 0; ++sh) v >>= 1;
+  static_assert(kFixedUnit == 2048, "2^11 elements a unit");
+  return v;
+}
+DF11_HD uint64_t mma_tiles_of(const GemvParams& g, int m) {
+  return static_cast<uint64_t>(g.out[m]) * static_cast<uint64_t>(g.in[m]) / (kFixedUnit * kMmaRows);
+}
+// The run's tiles: its matrices' in order.
+DF11_HD uint64_t mma_tiles(const GemvParams& g) {
+  uint64_t n = 0;
+  for (int m = 0; m < g.n_mats; ++m) n += g.x[m] != nullptr ? mma_tiles_of(g, m) : 0;
+  return n;
+}
+// Tile T of the run (T < mma_tiles(g)): its first unit; m its matrix, du the step to its next units.
+DF11_HD uint32_t mma_tile_unit(const GemvParams& g, uint64_t T, int& m, uint32_t& du) {
+  for (m = 0;; ++m) {
+    if (g.x[m] == nullptr) continue;
+    const uint64_t n = mma_tiles_of(g, m);
+    if (T < n) break;
+    T -= n;
+  }
+  du = mma_unit_step(g.in[m]);
+  return static_cast<uint32_t>(g.offset[m] / kFixedUnit + (T / du) * kMmaRows * du + T % du);
+}
+
+// Eight BF16 words at a 16-aligned address (one 16-byte load on the device), as merge8 gives them.
+DF11_HD Words8 load_words8(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  const ulonglong2 v = *reinterpret_cast<const ulonglong2*>(p);
+  return {v.x, v.y};
+#else
+  return {load8(p), load8(p + 8)};
+#endif
+}
+
+// Kernel 1 of fixed_mma, persistent over the run's tiles: warp w decodes unit w of the tile into its
+// rows (fixed's decode and L2 hints: the warp's unit of the block's next tile), one barrier; then
+// for each 16 rows of X, warp w multiplies columns [128 w, 128 w + 128) of the 16 units by X on the
+// tensor cores (16 x 8 x 16 instructions: the 16 units by 8 rows of X, per 16 columns), puts its 16 x 16
+// sums into shared memory, one barrier, and a thread per (unit, row of X) adds the warps' sums in
+// warp order, the warps past the row's end apart: the partials of the unit's one or two (unit, row)
+// pairs; one barrier before the sums (or, after the last rows of X, the rows) are reused. Within
+// 16 columns an instruction takes, lane (g, t) holds elements 8 t + 4 h .. 8 t + 4 h + 3 of 32 in
+// instruction h (a permutation of k, the same for X and the weights): an 8-byte load each of
+// exponents and sign/mantissa per unit, a 16-byte load of X per row, for two instructions. kRef: the BF16 weights (g.weights) instead of
+// decoding, the same instructions in the same order: bit for bit the decoded run's sums.
+template <bool kRef>
+DF11_HD void gemv_mma_tiles(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
+  constexpr FusedDecode D = FusedDecode::fixed_mma;
+  constexpr VariantSpec kSpec = Shape<D>::spec;
+  constexpr unsigned kW = kWarps<D>;
+  static_assert(kW == kMmaRows, "a warp decodes one unit of a tile and multiplies 1/16 of its columns");
+  constexpr unsigned kCols = static_cast<unsigned>(kFixedUnit) / kW;  // a warp's columns of each unit
+  static_assert(kCols % 32 == 0, "whole 32-column steps");
+  const unsigned t = simt::tid_x(), lane = t & 31u, warp = t >> 5, gid = lane >> 2, tig = lane & 3u;
+  if constexpr (!kRef) {
+    load_tables(kSpec, p, smem, sl, t, kSpec.threads_per_block);
+    simt::sync_block();
+  }
+  const auto table = make_table<kSpec.table>(p, smem, sl);
+  float* red = reinterpret_cast<float*>(smem + reduce_offset(sl));
+  const uint64_t n_tiles = mma_tiles(g);
+  const unsigned batch = static_cast<unsigned>(g.batch);
+  const unsigned kw = warp * kCols;  // the warp's first element of each unit
+  for (uint64_t T = simt::bid_x(); T < n_tiles; T += simt::gdim_x()) {
+    int m = 0;
+    uint32_t du = 0;
+    const uint32_t u0 = mma_tile_unit(g, T, m, du);
+    if constexpr (!kRef) {
+      const uint64_t nt_ = T + simt::gdim_x();
+      const bool has_next = nt_ < n_tiles;
+      int nm = 0;
+      uint32_t ndu = 0;
+      const uint32_t nu = has_next ? mma_tile_unit(g, nt_, nm, ndu) + warp * ndu : 0u;
+      fixed_unit_decode_hinted<kSpec.staging>(p, table, smem + sl.exps + warp * sl.exps_stride, u0 + warp * du, nu,
+                                              has_next, lane);
+    }
+    simt::sync_block();  // every unit's exponents are in
+    const uint32_t in = static_cast<uint32_t>(g.in[m]);
+    const uint32_t cross = in - g.block_k0[u0];  // the units' elements before their rows end
+    const uint32_t col = kw < cross ? g.block_k0[u0] + kw : kw - cross;  // the warp's first column
+    // This lane's bases (at the warp's first column of each unit, and the lane's eight columns of
+    // 32): unit gid's exponents in its warp's rows and its sign/mantissa bytes (or BF16 weights),
+    // unit gid + 8's a fixed step on; X at the warp's first column.
+    const uint64_t lane_e = static_cast<uint64_t>(u0 + gid * du) * kFixedUnit + kw + 8u * tig;
+    const uint32_t unit8 = 8u * du * static_cast<uint32_t>(kFixedUnit);  // elements from unit j to j + 8
+    const uint8_t* eb = smem + sl.exps + gid * sl.exps_stride + fixed_exp_at(kw) + 8u * tig;
+    const uint8_t* wb = kRef ? reinterpret_cast<const uint8_t*>(g.weights + lane_e) : p.sign_mantissa + lane_e;
+    const uint8_t* xb = reinterpret_cast<const uint8_t*>(g.x[m] + col + 8u * tig);
+    for (unsigned mt = 0; mt < batch; mt += kMmaRows) {
+      // D^T = W X^T: the 16 units are the instruction's rows (A, from the decode: its registers
+      // are the merges' own, no moves), 8 rows of X its columns (B: two registers of one 8-byte
+      // half of a 16-byte load of one row); rows mt .. mt + 7 of X, then (a second instruction
+      // on the same A) mt + 8 .. mt + 15 where the batch has them.
+      float d[2][4] = {};
+      const bool two = mt + 8 < batch;
+      const bool has0 = mt + gid < batch, has8 = mt + 8 + gid < batch;  // the rows of X this lane loads
+      const uint8_t* x0 = xb + 2ull * (mt + gid) * in;
+      // One 32-column step at a time (unrolled, the steps' loads held more registers than the
+      // 64 the kernel has); in it the lane's eight columns in one load each of exponents and
+      // sign/mantissa per unit (8 bytes; the BF16 weights: 16) and of X per row (16 bytes), for
+      // two or four instructions.
+#if defined(__CUDA_ARCH__)
+#pragma unroll 1
+#endif
+      for (unsigned q = 0; q < kCols / 32; ++q) {
+        const unsigned c = 32u * q;  // of the warp's columns, beyond the lane's 8 t
+        // fixed_exp_at(kw + c + 8 t) - fixed_exp_at(kw) - 8 t: kw a multiple of 64, c + 8 t < 128.
+        const unsigned ec = (q >> 1) * VariantSpec::kFixedStride + 32u * (q & 1u);
+        Words8 wg, w8;  // units gid and gid + 8: the lane's eight columns
+        if constexpr (kRef) {
+          wg = load_words8(wb + 2u * c);
+          w8 = load_words8(wb + 2ull * (unit8 + c));
+        } else {
+          wg = merge8(load8(eb + ec), load8(wb + c));
+          w8 = merge8(load8(eb + 8u * sl.exps_stride + ec), load8(wb + unit8 + c));
+        }
+        const Words8 xa = has0 ? load_words8(x0 + 2u * c) : Words8{0, 0};
+        const Words8 xc = has8 ? load_words8(x0 + 16ull * in + 2u * c) : Words8{0, 0};
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+        for (unsigned h = 0; h < 2; ++h) {  // columns 0-3 of the lane's eight, then 4-7
+          const uint64_t ag = h == 0 ? wg.lo : wg.hi, a8 = h == 0 ? w8.lo : w8.hi;
+          const uint32_t a[4] = {static_cast<uint32_t>(ag), static_cast<uint32_t>(a8), static_cast<uint32_t>(ag >> 32),
+                                 static_cast<uint32_t>(a8 >> 32)};
+          const uint64_t xv = h == 0 ? xa.lo : xa.hi;
+          const uint32_t b[2] = {static_cast<uint32_t>(xv), static_cast<uint32_t>(xv >> 32)};
+          simt::mma_bf16_16816(d[0], a, b);
+          if (two) {  // (uniform: every lane of the block has the same batch)
+            const uint64_t xw = h == 0 ? xc.lo : xc.hi;
+            const uint32_t b8[2] = {static_cast<uint32_t>(xw), static_cast<uint32_t>(xw >> 32)};
+            simt::mma_bf16_16816(d[1], a, b8);
+          }
+        }
+      }
+      // Accumulator r of instruction i: unit gid + 8 (r / 2), row 8 i + 2 t + r % 2 of X (from mt).
+      for (unsigned i = 0; i < 2; ++i) {
+        for (unsigned r = 0; r < 4; ++r) {
+          red[(warp * kMmaRows + 8u * i + 2u * tig + (r & 1u)) * kMmaRows + gid + 8u * (r / 2)] = d[i][r];
+        }
+      }
+      simt::sync_block();
+      if (t < kMmaRows * kMmaRows) {
+        const unsigned j = t / kMmaRows, xr = t % kMmaRows, b = mt + xr;
+        if (b < batch) {
+          float s0 = 0.0f, s1 = 0.0f;
+          for (unsigned w = 0; w < kW; ++w) {
+            const float v = red[(w * kMmaRows + xr) * kMmaRows + j];
+            if (w * kCols < cross) {
+              s0 += v;
+            } else {
+              s1 += v;
+            }
+          }
+          const uint64_t pair = g.pair_base[u0 + j * du];
+          g.partials[pair * batch + b] = s0;
+          if (cross < kFixedUnit) g.partials[(pair + 1) * batch + b] = s1;  // the next row's pair
+        }
+      }
+      simt::sync_block();  // the sums (and after the last rows of X the units' rows) are free
+    }
+  }
+}
+
+// The inputs fixed_mma needs besides the plan's tiles: each run matrix's X 16-byte aligned (its
+// rows are multiples of 128 elements). Throws df11::Error.
+inline void check_mma_inputs(const GemvParams& g) {
+  for (int m = 0; m < g.n_mats; ++m) {
+    if (g.x[m] != nullptr && (reinterpret_cast<uintptr_t>(g.x[m]) & 15u) != 0) {
+      throw Error("fused gemv (tensor cores): X of matrix " + std::to_string(m) + " must be 16-byte aligned");
+    }
+  }
+}
+
 // Kernel 1. kRef (the fixed decode only): the BF16 reference, a kernel of its own (ref_kernel);
 // the other decodes test g.weights as they go.
 template <FusedDecode D>
@@ -543,7 +739,9 @@ DF11_HD bool ref_kernel(const GemvParams& g) {
 }
 template <FusedDecode D, int B, bool kRef = false>
 DF11_HD void gemv_blocks(const LaunchParams& p, const SmemLayout& sl, uint8_t* smem, const GemvParams& g) {
-  if constexpr (is_fixed(D)) {
+  if constexpr (D == FusedDecode::fixed_mma) {
+    gemv_mma_tiles<kRef>(p, sl, smem, g);
+  } else if constexpr (is_fixed(D)) {
     gemv_fixed_units_as<D, B, kRef>(p, sl, smem, g);
   } else {
     if (g.weights == nullptr) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -59,11 +60,19 @@ struct GemvRun {
 //             a fix64 exp-smem-late variant): hints a GEMV ahead of their use, not a whole unit.
 //   fixed_wide: fixed over the wide root (named by the multi11w fix64 variant): up to five codes
 //             a lookup instead of three.
-enum class FusedDecode { two_pass, one_pass, fixed, fixed_nh, fixed_late, fixed_wide };
+//   fixed_mma: fixed's decode (its spec, tables and hints), the products on the tensor cores
+//             (mma.sync m16n8k16, BF16 in, float sums; sm_80 and later) instead of FMAs: a CUDA
+//             block's 16 warps decode 16 units that lie at the same column of 16 rows, then
+//             multiply the 16 x 2048 tile by X, each warp 128 of its columns, for batches up to
+//             kFusedMmaMaxBatch (16 rows of X an instruction). Never picked by a decoder's name
+//             (fused_decode_for): asked for by name (fused_decode_named). Its matrices must tile
+//             into such groups (fused_can_implement says which do not).
+enum class FusedDecode { two_pass, one_pass, fixed, fixed_nh, fixed_late, fixed_wide, fixed_mma };
+inline constexpr std::size_t kFusedDecodes = static_cast<std::size_t>(FusedDecode::fixed_mma) + 1;  // how many
 // The decodes over fix64's units.
 [[nodiscard]] constexpr bool is_fixed(FusedDecode d) {
   return d == FusedDecode::fixed || d == FusedDecode::fixed_nh || d == FusedDecode::fixed_late ||
-         d == FusedDecode::fixed_wide;
+         d == FusedDecode::fixed_wide || d == FusedDecode::fixed_mma;
 }
 // The decoder spec of each (its layout() is what the unit must be in).
 [[nodiscard]] VariantSpec fused_spec(FusedDecode d);
@@ -91,6 +100,15 @@ struct FusedPlan {
 };
 
 inline constexpr int kFusedMaxBatch = 16;
+inline constexpr int kFusedMmaMaxBatch = 64;
+// The largest batch a fused decode's kernels take.
+[[nodiscard]] constexpr int fused_max_batch(FusedDecode d) {
+  return d == FusedDecode::fixed_mma ? kFusedMmaMaxBatch : kFusedMaxBatch;
+}
+// The fused decode of a name: two_pass, one_pass, fixed, fixed_nh, fixed_late, fixed_wide,
+// fixed_mma (none for another name); and the name of one.
+[[nodiscard]] std::optional<FusedDecode> fused_decode_named(std::string_view name);
+[[nodiscard]] const char* fused_decode_name(FusedDecode d);
 
 // The most rows a pass should run through the fused kernels of this decode rather than decode
 // whole blocks and run cuBLAS: where they stopped being faster on the H200 (2026-11-28,
@@ -98,8 +116,10 @@ inline constexpr int kFusedMaxBatch = 16;
 // ~500-505 for every batch up to 16). fixed: 315, 411, 468 at batch 1, 2, 4, then 826 at 8 (a
 // unit is decoded again for every 4 rows); one_pass: 463 at 1, 564 at 2; two_pass: 788 at 1
 // (its own decoder's decode-then-GEMM 798). e2e's default (ModelRequest::fused_max_rows).
+// fixed_mma: not measured yet; its cost should barely grow with the batch up to 16 (one
+// instruction takes 16 rows of X), so it is offered for every batch e2e's passes take.
 [[nodiscard]] constexpr int fused_default_max_rows(FusedDecode d) {
-  return is_fixed(d) ? 4 : 1;
+  return d == FusedDecode::fixed_mma ? kFusedMaxBatch : is_fixed(d) ? 4 : 1;
 }
 
 // Whether the fused kernels can run this unit at this batch: a layout of fused_decode_for, at
