@@ -278,14 +278,15 @@ def e2e_targets(t, lines):
     graphed = [r for r in every if r.get("graphs") and not is_count_layout(r)]
     ok = [r for r in every if not is_count_layout(r) and not r.get("graphs")]
 
-    def runs(weights, batch, prompt_len=None, chunked=False, fused=False, overlap=None):
+    def runs(weights, batch, prompt_len=None, chunked=False, fused=False, overlap=None, mma=False):
         return [r for r in ok if r.get("weights") == weights and r.get("batch") == batch and
                 bool(r.get("chunk_bytes")) == chunked and bool(r.get("fused_gemv")) == fused and
+                bool(r.get("fused_mma")) == mma and
                 (overlap is None or bool(r.get("overlap")) == overlap) and
                 r.get("check", "not_run") == "not_run" and (prompt_len is None or r.get("prompt_len") == prompt_len)]
 
-    def find(weights, batch, prompt_len=None, chunked=False, fused=False, overlap=False):
-        found = runs(weights, batch, prompt_len, chunked, fused, overlap)
+    def find(weights, batch, prompt_len=None, chunked=False, fused=False, overlap=False, mma=False):
+        found = runs(weights, batch, prompt_len, chunked, fused, overlap, mma)
         return found[0] if found else None
 
     def fastest(found, key):  # the best of several methods that a target allows
@@ -349,18 +350,23 @@ def e2e_targets(t, lines):
             t.info(f"DF11 fused decode+GEMV decode tokens/s / BF16 at batch {batch}",
                    f"{fd['decode_tokens_per_s'] / fb['decode_tokens_per_s']:.2f}x",
                    f"peak device {fd['peak_device_bytes'] / 1e9:.2f} GB")
+        fm = find("df11", batch, short, fused=True, mma=True)  # --fused-mma: the tensor-core kernel
+        if fb and fm:
+            t.info(f"DF11 fused decode+MMA (tensor cores) decode tokens/s / BF16 at batch {batch}",
+                   f"{fm['decode_tokens_per_s'] / fb['decode_tokens_per_s']:.2f}x",
+                   f"peak device {fm['peak_device_bytes'] / 1e9:.2f} GB")
     for r in (r for r in every if is_count_layout(r) and r.get("batch") == 1 and not r.get("chunk_bytes") and
               r.get("check", "not_run") == "not_run" and r.get("prompt_len") == short):
         if b16:
             mem = (f", peak device {r['peak_device_bytes'] / b16['peak_device_bytes'] * 100:.1f}% of BF16"
                    if b16.get("peak_device_bytes") else "")
-            how = "fused decode+GEMV" if r.get("fused_gemv") else method(r)
+            how = fused_how(r) or method(r)
             t.info(f"DF11 tables + count bytes ({r['variant']}), {how}: decode tokens/s / BF16 at batch 1",
                    f"{r['decode_tokens_per_s'] / b16['decode_tokens_per_s']:.2f}x", f"one decode pass{mem}")
     g16 = next((r for r in graphed if r.get("weights") == "bf16" and r.get("batch") == 1 and
                 r.get("prompt_len") == short), None)
     for r in (r for r in graphed if r.get("weights") == "df11" and r.get("batch") == 1 and r.get("prompt_len") == short):
-        how = "fused decode+GEMV" if r.get("fused_gemv") else method(r)
+        how = fused_how(r) or method(r)
         replayed = "replayed as a CUDA graph" in str(r.get("method", ""))
         note = ("" if replayed else "steps NOT replayed (see its method), ") + (
             f"BF16 with graphs {g16['decode_tokens_per_s']:.1f} tok/s" if g16 else "no BF16 --graphs run")
@@ -399,11 +405,19 @@ def e2e_table(runs):
     for r in ok:
         weights = r["weights"] + (f" ({r['variant']})" if r.get("variant") else "")
         out.append(f"| {weights} | {r.get('chunk_bytes') or '-'} | {'yes' if r.get('overlap') else '-'} | "
-                   f"{'yes' if r.get('fused_gemv') else '-'} | {'yes' if r.get('graphs') else '-'} | "
+                   f"{('MMA' if r.get('fused_mma') else 'yes') if r.get('fused_gemv') else '-'} | "
+                   f"{'yes' if r.get('graphs') else '-'} | "
                    f"{r['batch']} | {r['prompt_len']} | {r['new_tokens']} | "
                    f"{r['prefill_tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.2f} | "
                    f"{r['peak_device_bytes'] / 1e9:.2f} | {r['check']} |")
     return "\n".join(out) + failures
+
+
+def fused_how(r):
+    """How a --fused-gemv e2e run multiplied ("" for the others): the GEMV kernels or (--fused-mma) the tensor cores."""
+    if not r.get("fused_gemv"):
+        return ""
+    return "fused decode+MMA" if r.get("fused_mma") else "fused decode+GEMV"
 
 
 KINDS = ("decode", "gemm", "fused", "attention", "forward", "copy")  # trace::Kind (harness/lib/kernel_trace.hpp)
@@ -426,7 +440,7 @@ def kernel_times_table(runs):
     for r in traced:
         k = r["kernel_times"]
         step, busy = k.get("timed_step_s", 0) * 1e3, k.get("busy_s", 0) * 1e3
-        how = ", ".join(x for x in ("fused GEMV" if r.get("fused_gemv") else "",
+        how = ", ".join(x for x in (("fused MMA" if r.get("fused_mma") else "fused GEMV") if r.get("fused_gemv") else "",
                                     "CUDA graph" if r.get("graphs") else "",
                                     f"chunked {r['chunk_bytes']} B" if r.get("chunk_bytes") else "",
                                     "overlapped" if r.get("overlap") else "") if x) or "whole blocks"
@@ -508,7 +522,8 @@ def device_time(log_text, e2e_rows):
                 f"({sum(1 for r in setups if r.get('weights_reused'))} reused their weights). The largest:"]
         for r in sorted(setups, key=lambda r: -r["setup_s"])[:5]:
             what = r.get("method") or r.get("weights", "?")
-            flags = ", ".join(f for f, on in (("fused GEMV", r.get("fused_gemv")), ("overlap", r.get("overlap")),
+            flags = ", ".join(f for f, on in (("fused MMA" if r.get("fused_mma") else "fused GEMV", r.get("fused_gemv")),
+                                              ("overlap", r.get("overlap")),
                                               ("check", r.get("check") not in (None, "not_run"))) if on)
             parts = ""
             if isinstance(r.get("setup_host_bits_s"), (int, float)):  # df11 generate's split of setup_s

@@ -51,6 +51,7 @@ struct GenerateArgs {
   uint64_t chunk_bytes = 0;
   bool fused_gemv = false;
   int fused_max_rows = 0;  // with --fused-gemv; 0: the fused decode's default
+  bool fused_mma = false;  // with --fused-gemv: the tensor-core kernel
   bool overlap = false;
   std::string slice_l2 = "persisting";  // with --chunk-bytes: persisting | normal
   std::string slice_start = "early";     // with --chunk-bytes: early | serial
@@ -136,6 +137,9 @@ void check_run_args(const GenerateArgs& a) {
   if (a.fused_max_rows != 0 && !a.fused_gemv) {
     throw Error("--fused-max-rows sets the passes that --fused-gemv runs fused: it needs --fused-gemv");
   }
+  if (a.fused_mma && !a.fused_gemv) {
+    throw Error("--fused-mma says which fused kernels --fused-gemv runs (the tensor-core one): it needs --fused-gemv");
+  }
   if (a.overlap && backend != e2e::Backend::cuda) {
     throw Error("--overlap decodes (or copies) weights on a second CUDA stream beside the GEMMs: it needs --backend cuda");
   }
@@ -201,6 +205,7 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
   req.chunk_bytes = a.chunk_bytes;  // --check's partner slices the same way (same GEMMs)
   req.fused_gemv = a.fused_gemv;    // and runs the same fused kernels (on BF16 words, or decoding)
   req.fused_max_rows = a.fused_max_rows;  // on passes of the same rows
+  req.fused_mma = a.fused_mma;            // with the same kernel
   req.overlap = a.overlap;          // and overlaps its slices the same way
   req.slice_l2 = a.slice_l2 == "persisting";  // (caching only: the partner's slices are resident BF16 or its own)
   req.descending_decode = a.decode_order == "descending";  // (the same bits either way)
@@ -297,6 +302,7 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
         {"chunk_bytes", a.chunk_bytes},
         {"fused_gemv", a.fused_gemv},
         {"fused_max_rows", a.fused_max_rows},  // as asked (0: the fused decode's default; "method" says which)
+        {"fused_mma", a.fused_mma},
         {"overlap", a.overlap},
         {"slice_l2", a.slice_l2},  // as asked; "method" says whether a window was set
         {"slice_start", a.slice_start},  // as asked; "method" says how the slices' decodes started
@@ -430,6 +436,7 @@ void parse_run_line(const std::string& line, GenerateArgs& r) {
   app.add_option("--chunk-bytes", r.chunk_bytes)->check(unsigned_64());
   app.add_flag("--fused-gemv", r.fused_gemv);
   app.add_option("--fused-max-rows", r.fused_max_rows);
+  app.add_flag("--fused-mma", r.fused_mma);
   app.add_flag("--overlap", r.overlap);
   app.add_option("--slice-l2", r.slice_l2)->check(CLI::IsMember({"persisting", "normal"}));
   app.add_option("--slice-start", r.slice_start)->check(CLI::IsMember({"early", "serial"}));
@@ -441,7 +448,7 @@ void parse_run_line(const std::string& line, GenerateArgs& r) {
   } catch (const CLI::ParseError& e) {
     throw Error(fmt::format("--runs: line '{}': {} (a line takes --weights, --variant, --batch, --prompt-len, "
                             "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --slice-start, --overlap, "
-                            "--fused-gemv, --fused-max-rows, --decode-order, --kernel-times, --graphs)",
+                            "--fused-gemv, --fused-max-rows, --fused-mma, --decode-order, --kernel-times, --graphs)",
                             line, e.what()));
   }
   // A line's prompt replaces the command line's.
@@ -635,7 +642,7 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--runs", a->runs_file,
                   "A file of runs, one per line, each the options --weights, --variant, --batch, --prompt-len, "
                   "--prompt-ids, --max-new-tokens, --check, --chunk-bytes, --slice-l2, --slice-start, --overlap, --fused-gemv, "
-                  "--fused-max-rows, --decode-order, --kernel-times, --graphs on top of the "
+                  "--fused-max-rows, --fused-mma, --decode-order, --kernel-times, --graphs on top of the "
                   "command "
                   "line's ('#' comments): the model is loaded once and kept in host memory for all of them, and on "
                   "CUDA a run's device weights serve the next runs with the same weights, decoder and fused kernels "
@@ -666,6 +673,12 @@ void add_generate(CLI::App& app) {
                               "fix64 variant, else 1)",
                               dec::kFusedMaxBatch))
       ->check(CLI::Range(0, dec::kFusedMaxBatch));
+  cmd->add_flag("--fused-mma", a->fused_mma,
+                "With --fused-gemv: the fused passes multiply on the tensor cores (fix64's units decoded as the "
+                "fixed fused kernel does, 16 units at the same columns of 16 rows a CUDA block; its default "
+                "passes: up to 16 rows); needs a fix64 decoder whose fused decode is the fixed one (the default "
+                "is) and rows that tile (a multiple of 128 elements, at least 2048); --check's partner runs the "
+                "same kernel on BF16 words");
   cmd->callback([a] { exit_code() = run_generate(*a); });
 }
 

@@ -238,6 +238,7 @@ class DeviceProvider {
 
   // ---- the fused decode + GEMV kernels (ModelRequest::fused_gemv) ----
   [[nodiscard]] bool fused() const { return fused_on_; }
+  [[nodiscard]] bool fused_mma() const { return fused_on_ && fused_decode_ == dec::FusedDecode::fixed_mma; }
   // The unit's fused kernels (decoder blocks and the lm_head), and where matrix `slice` of the
   // unit's map is in their plan.
   [[nodiscard]] const dec::FusedGemvDevice& fused_device(int unit) const {
@@ -260,9 +261,11 @@ class DeviceProvider {
   // embed_unit; the model gathers its rows, no GEMV). Or, on DF11 weights built without them (a
   // --fused-gemv run after runs of the same decoder): then add_fused_only for every unit, and
   // prepare_fused.
-  void enable_fused(int embed_unit) {
+  // mma: the tensor-core kernel over the decoder's fix64 units (fused_decode_of checked it).
+  void enable_fused(int embed_unit, bool mma = false) {
     fused_on_ = true;
     embed_unit_ = embed_unit;
+    if (mma) fused_decode_ = dec::FusedDecode::fixed_mma;
   }
   // The unit's fused kernels alone, on weights built without them: DF11, whose kernels read the
   // provider's own images.
@@ -409,8 +412,8 @@ class Bf16DeviceProvider final : public DeviceProvider {
 };
 
 // The fused decode of the DF11 decoder `variant` (empty: the fused default); its layout is the
-// decoder's.
-dec::FusedDecode fused_decode_of(const std::string& variant) {
+// decoder's. mma (--fused-mma): the tensor-core kernel, over a decoder whose fused decode is fixed.
+dec::FusedDecode fused_decode_of(const std::string& variant, bool mma = false) {
   dec::Registry reg;
   dec::register_all(reg);
   const dec::Decoder* d = pick_cuda_decoder(reg, variant.empty() ? std::string(kDefaultFusedVariant) : variant);
@@ -420,6 +423,14 @@ dec::FusedDecode fused_decode_of(const std::string& variant) {
                             "variants' DF11 units), not {}",
                             d->name(), dec::fused_spec(dec::FusedDecode::two_pass).layout().name(),
                             dec::fused_spec(dec::FusedDecode::one_pass).layout().name(), d->layout().name()));
+  }
+  if (mma) {
+    if (*decode != dec::FusedDecode::fixed) {
+      throw Error(fmt::format("--fused-mma with decoder {}: the tensor-core kernel decodes fix64's units as the fixed "
+                              "fused decode does (a multi12n or multi12ng fix64 exp-smem variant, e.g. {})",
+                              d->name(), kDefaultFusedVariant));
+    }
+    return dec::FusedDecode::fixed_mma;
   }
   return *decode;
 }
@@ -699,7 +710,8 @@ class CudaModel final : public Model {
                 ? (provider_->honors_order() ? std::string(", blocks decoded last unit first")
                                              : std::string(", blocks decoded in the decoder's own order (it has no other)"))
                 : std::string()) +
-           (provider_->fused() ? fmt::format(", fused decode+GEMV up to {} rows", fused_rows_)
+           (provider_->fused() ? fmt::format(", fused decode+{} up to {} rows", provider_->fused_mma() ? "MMA" : "GEMV",
+                                             fused_rows_)
             : fused_rows_ > 0  ? fmt::format(", no fused decode+GEMV at batch {} (> {})", batch_, fused_rows_)
                                : std::string()) +
            graphs_note();
@@ -1058,7 +1070,8 @@ int fused_rows(const ModelRequest& r) {
                             r.fused_max_rows, dec::kFusedMaxBatch));
   }
   if (r.fused_max_rows > 0) return r.fused_max_rows;
-  return dec::fused_default_max_rows(fused_decode_of(r.weights == WeightsKind::df11 ? cuda_df11_variant(r) : r.variant));
+  return dec::fused_default_max_rows(
+      fused_decode_of(r.weights == WeightsKind::df11 ? cuda_df11_variant(r) : r.variant, r.fused_mma));
 }
 
 // Whether a request's provider builds the fused kernels: batches over its fused rows never run
@@ -1080,18 +1093,19 @@ struct WeightsKey {
   // name of the layout whose partition they follow; else empty.
   std::string variant;
   bool fused = false;  // fused kernels built (fused_kernels)
+  bool mma = false;    // and they are the tensor-core ones (--fused-mma)
   bool operator==(const WeightsKey&) const = default;
 };
 
 WeightsKey weights_key(const ModelRequest& r, uint64_t source) {
-  WeightsKey k{source, r.weights, "", fused_kernels(r)};
+  WeightsKey k{source, r.weights, "", fused_kernels(r), fused_kernels(r) && r.fused_mma};
   if (r.weights == WeightsKind::df11) k.variant = cuda_df11_decoder_name(r);  // "" and the default: one key
   if (r.weights == WeightsKind::bf16 && r.fused_gemv) {
     // Checked even where no kernel is built (batch > 16), as the provider's construction does,
     // so that a reused provider does not let a bad --variant through.
-    const dec::FusedDecode d = fused_decode_of(r.variant);
+    const dec::FusedDecode d = fused_decode_of(r.variant, r.fused_mma);
     // The fused decode's decoder spec: its layout and the partition the kernels follow (the
-    // layout's blocks, or fix64's units), one name per decode.
+    // layout's blocks, or fix64's units), one name per decode but fixed and fixed_mma (mma above).
     if (k.fused) k.variant = dec::fused_spec(d).name();
   }
   return k;
@@ -1115,6 +1129,7 @@ std::optional<WeightsKey> extendable_key(const WeightsKey& k) {
   if (!k.fused || k.kind != WeightsKind::df11) return std::nullopt;
   WeightsKey plain = k;
   plain.fused = false;
+  plain.mma = false;
   return plain;
 }
 
@@ -1148,7 +1163,7 @@ class CudaBuilder final : public ModelBuilder {
         provider_ = cached_weights(*plain);
         extending_ = provider_ != nullptr;
         if (extending_) {
-          provider_->enable_fused(embed_unit(s));
+          provider_->enable_fused(embed_unit(s), r.fused_mma);
           return;
         }
       }
@@ -1156,7 +1171,7 @@ class CudaBuilder final : public ModelBuilder {
     switch (r.weights) {
       case WeightsKind::bf16:
         // With --fused-gemv, the partition of the DF11 decoder it is checked against (--variant).
-        provider_ = std::make_shared<Bf16DeviceProvider>(r.fused_gemv ? fused_decode_of(r.variant)
+        provider_ = std::make_shared<Bf16DeviceProvider>(r.fused_gemv ? fused_decode_of(r.variant, r.fused_mma)
                                                                       : dec::FusedDecode::two_pass);
         break;
       case WeightsKind::df11:
@@ -1167,7 +1182,7 @@ class CudaBuilder final : public ModelBuilder {
         provider_ = std::make_shared<OffloadProvider>();
         break;
     }
-    if (fused_kernels(r)) provider_->enable_fused(embed_unit(s));
+    if (fused_kernels(r)) provider_->enable_fused(embed_unit(s), r.fused_mma);
   }
   CudaBuilder(const CudaBuilder&) = delete;
   CudaBuilder& operator=(const CudaBuilder&) = delete;

@@ -53,6 +53,11 @@ struct ModelRequest {
   // decode of the variant stops paying (dec::fused_default_max_rows: 4 for fix64's units, else
   // 1). A model and its --check partner get the same, so the same arithmetic.
   int fused_max_rows = 0;
+  // With fused_gemv: the fused passes multiply on the tensor cores (dec::FusedDecode::fixed_mma:
+  // fix64's units decoded as the fixed fused kernel decodes them, 16 units at the same columns
+  // of 16 rows a CUDA block), for a fix64 decoder whose fused decode is `fixed`; the --check
+  // partner runs the same kernel on its BF16 words. Shapes that do not tile are refused.
+  bool fused_mma = false;
   // CUDA only: each block matrix (with chunk_bytes, each slice) is acquired on a second stream
   // of the lowest priority into one of two halves of the reused buffer while the previous one's
   // GEMM runs on the model's stream, of the highest priority (decode or copy overlapped with

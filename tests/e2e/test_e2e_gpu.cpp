@@ -405,8 +405,34 @@ void run() {
     check_pair(*nm[0], *nm[1], np, 8, "nemo 1 layer");
     check_pair(*nm[3], *nm[2], np, 8, "nemo 1 layer overlapped chunked df11 vs chunked bf16");
     check_pair(*nm[4], *nm[1], np, 8, "nemo 1 layer overlapped whole-matrix df11 vs whole-block bf16");
+    // The tensor-core fused kernel (--fused-mma; Nemo's rows tile, tiny's do not): DF11 decoded in
+    // it against BF16 read by it, bit for bit; against cuBLAS within rounding over the prefill (64
+    // rows: cuBLAS) and 8 fused decode steps fed the same tokens.
+    ModelRequest mma = request(Backend::cuda, WeightsKind::df11, 2, 40);
+    mma.fused_gemv = true;
+    mma.fused_mma = true;
+    ModelRequest mma_bf16 = mma;
+    mma_bf16.weights = WeightsKind::bf16;
+    auto mm = build_models(*ns, {mma, mma_bf16});
+    expect(mm[0]->describe().find("fused decode+MMA up to 16 rows") != std::string::npos,
+           "nemo 1 layer --fused-mma: the model says so: " + mm[0]->describe());
+    check_pair(*mm[0], *mm[1], np, 8, "nemo 1 layer fused MMA df11 vs fused MMA bf16");
+    const double e = forced_logit_error(*mm[1], *nm[1], np, 8);
+    expect(e < 2e-2, fmt::format("nemo 1 layer fused MMA vs cuBLAS bf16 logits over prefill + 8 steps, relative "
+                                 "error {:.2e} (< 2e-2)", e));
   } catch (const std::exception& e) {
     expect(false, std::string("nemo 1 layer: ") + e.what());
+  }
+  // On tiny's rows (256 elements) the tensor-core kernel has no tiles: refused with the shape.
+  try {
+    ModelRequest r = request(Backend::cuda, WeightsKind::df11, 1, 8);
+    r.fused_gemv = true;
+    r.fused_mma = true;
+    (void)build_models(*src, {r});
+    expect(false, "--fused-mma on tiny's 256-element rows is refused");
+  } catch (const Error& e) {
+    expect(std::string(e.what()).find("multiple of 128, at least 2048") != std::string::npos,
+           std::string("--fused-mma on tiny is refused with the shape: ") + e.what());
   }
 
   // The official encoder's DF11 directory against its BF16 source.

@@ -173,6 +173,9 @@ expect_error "--graphs replays a decode step's kernels as one CUDA graph" --synt
 expect_error "--kernel-times must be 0 or more" --synthetic tiny --prompt-ids 1 --kernel-times -1 --backend cpu
 expect_error "it needs --fused-gemv" --synthetic tiny --prompt-ids 1 --fused-max-rows 4 --backend cpu
 expect_error "--fused-max-rows" --synthetic tiny --prompt-ids 1 --fused-gemv --fused-max-rows 17 --backend cpu
+expect_error "--fused-mma says which fused kernels --fused-gemv runs" --synthetic tiny --prompt-ids 1 --fused-mma \
+  --backend cpu
+expect_error "run on the CUDA backend only" --synthetic tiny --prompt-ids 1 --fused-gemv --fused-mma --backend cpu
 expect_error "not a Tekken tokenizer" --synthetic tiny --tokenizer "$data/tekken_small_cases.json" --prompt x \
   --backend cpu
 expect_error "--synthesize-on applies to --synthetic only" --model /nonexistent --prompt-ids 1 --synthesize-on host \

@@ -145,6 +145,22 @@ err = {"run": "--weights df11 --check --overlap --batch 1", "error": "out of mem
 expect(verdicts(dr.e2e_targets, e2e(extra=[err])), CHK, "not measured", "a --check run errored")
 expect(verdicts(dr.e2e_targets, [err]), CHK, "not measured", "no check finished")
 
+# --fused-mma runs (the tensor-core kernel) get rows of their own: not read as the GEMV kernels',
+# whose row stays the GEMV run's; and neither moves a target.
+fused = [run("df11", tps=50.0, fused_gemv=True), run("df11", tps=60.0, fused_gemv=True, fused_mma=True),
+         run("bf16", batch=8, tps=800.0), run("df11", batch=8, tps=400.0, fused_gemv=True, fused_mma=True)]
+v = verdicts(dr.e2e_targets, e2e(extra=fused))
+for target, want in (("DF11 fused decode+GEMV decode tokens/s / BF16 at batch 1", "0.50x"),
+                     ("DF11 fused decode+MMA (tensor cores) decode tokens/s / BF16 at batch 1", "0.60x"),
+                     ("DF11 fused decode+MMA (tensor cores) decode tokens/s / BF16 at batch 8", "0.50x")):
+    got = v.get(target)
+    if got is None or got[0] != "info" or got[1] != want:
+        failures.append(f"fused e2e rows: '{target}' is {got}, expected info {want}")
+if "DF11 fused decode+GEMV decode tokens/s / BF16 at batch 8" in v:
+    failures.append("fused e2e rows: an MMA run read as the GEMV kernels' at batch 8")
+for target in (MEM, DEC, CHD, PRE, OFF7):
+    expect(v, target, "PASS", "fused runs beside the targets' runs")
+
 # Issue 4: the official kernel 3x slower exactly passes; its row's text names the fastest's own GB/s.
 dec = [row("decode", 0, 1.0, variant="fast"), row("decode", 0, 3.0, variant="official-ptx"),
        row("copy", 0, 0.5, variant=None)]
