@@ -251,6 +251,15 @@ TEST_CASE("fused mma: the shapes the tensor-core kernel tiles, and the rest refu
     CHECK(dec::fused_decode_named(dec::fused_decode_name(d)) == d);
   }
   CHECK_FALSE(dec::fused_decode_named("mma").has_value());
+  // Its warps' rows 32 bytes further apart than fixed's (bank conflicts), the rows last, nothing else moved.
+  const dec::SmemLayout fl = dec::fused::fused_smem_layout(dec::FusedDecode::fixed, 2, 2048, 16);
+  const dec::SmemLayout ml = dec::fused::fused_smem_layout(dec::FusedDecode::fixed_mma, 2, 2048, 16);
+  CHECK(fl.exps_stride == 2304);
+  CHECK(ml.exps_stride == 2304 + dec::fused::kMmaRowPad);
+  CHECK(ml.exps == fl.exps);
+  CHECK(ml.table == fl.table);
+  CHECK(ml.total == fl.total + 16 * dec::fused::kMmaRowPad);
+  CHECK(ml.exps_stride % 8 == 0);  // the MMA step's 8-byte exponent loads
   // Never picked by a decoder's name: fixed's variant stays fixed.
   dec::Registry reg;
   dec::register_all(reg);

@@ -359,7 +359,9 @@ int main(int argc, char** argv) {
       const std::vector<std::pair<int64_t, int64_t>> shapes{{32 * k, 5120}, {16 * k, 4096}, {16 * k, 14336}};
       for (std::size_t i = 0; i < shapes.size(); ++i) {
         const auto [out, in] = shapes[i];
-        mma.tensors.push_back({"m" + std::to_string(i), {out, in},
+        std::string name = "m";  // (not "m" + to_string: GCC 12's -Wrestrict false positive)
+        name += std::to_string(i);
+        mma.tensors.push_back({std::move(name), {out, in},
                                test::random_weights(static_cast<std::size_t>(out * in), 40 + i, 120, 0.8)});
       }
       for (const int batch : {1, 5, 16, 17, 64}) check_fused(mma, batch, dec::FusedDecode::fixed_mma);

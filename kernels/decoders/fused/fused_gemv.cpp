@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 #include <fmt/format.h>
 
@@ -52,6 +53,7 @@ constexpr std::pair<FusedDecode, const char*> kDecodeNames[] = {
     {FusedDecode::fixed, "fixed"},           {FusedDecode::fixed_nh, "fixed_nh"},
     {FusedDecode::fixed_late, "fixed_late"}, {FusedDecode::fixed_wide, "fixed_wide"},
     {FusedDecode::fixed_mma, "fixed_mma"}};
+static_assert(std::size(kDecodeNames) == kFusedDecodes, "a name for every FusedDecode; kFusedDecodes counts them");
 }  // namespace
 
 std::optional<FusedDecode> fused_decode_named(std::string_view name) {
@@ -244,7 +246,7 @@ void fused_gemv_simt_as(const EncodedUnit& unit, const FusedPlan& plan, const Ge
   p.block_begin = static_cast<uint32_t>(b0);
   p.block_count = static_cast<uint32_t>(b1 - b0);
   // Guard bands around every region, the block reduction's included (common/smem_guard.hpp).
-  const SmemLayout sl = smem_layout(kSpec, img.n_rows, img.max_block_elements, kHostSmemGuard);
+  const SmemLayout sl = fused::fused_smem_layout(D, img.n_rows, img.max_block_elements, kHostSmemGuard);
   g.pair_base = plan.pair_base.data();
   g.block_k0 = plan.block_k0.data();
   g.row_ptr = plan.row_ptr.data();

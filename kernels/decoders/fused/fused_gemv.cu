@@ -104,6 +104,16 @@ FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<Gemv
     throw Error("fused gemv: unit " + unit.name + ": a shared image is given exactly with Source::shared_image");
   }
   impl_->plan = plan_fused(unit, mats, decode);
+  if (impl_->plan.decode == FusedDecode::fixed_mma) {  // mma.sync with BF16 operands: sm_80 and later
+    int dev = 0, major = 0, minor = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    if (major < 8) {
+      throw Error("fused gemv: unit " + unit.name + ": the tensor-core kernel needs sm_80 or later, the device is sm_" +
+                  std::to_string(major) + std::to_string(minor));
+    }
+  }
   impl_->max_batch = max_batch;
   impl_->n_elements = unit.n_elements;
   const std::string who = "fused gemv: unit " + unit.name + ": the shared image ";
@@ -201,17 +211,16 @@ void FusedGemvDevice::run(const GemvRun& r, Stream stream) const {
   g.partials = r.partials != nullptr ? r.partials : d.partials.get();
   LaunchParams p{};
   SmemLayout sl;
-  const VariantSpec spec = fused_spec(d.plan.decode);
   if (d.image != nullptr) {
     const HostImage& h = d.image->host();
     p = d.image->params(nullptr, 0, h.n_elements);
-    sl = smem_layout(spec, h.n_rows, h.max_block_elements);
+    sl = fused::fused_smem_layout(d.plan.decode, h.n_rows, h.max_block_elements);
   } else {
     if (r.weights == nullptr) throw Error("fused gemv: this device holds no DF11 image: its runs read BF16 weights");
     p.positions = d.positions.get();
     p.n_elements = d.n_elements;
     p.max_block_elements = d.max_block_elements;
-    sl = smem_layout(spec, d.n_rows, d.max_block_elements);
+    sl = fused::fused_smem_layout(d.plan.decode, d.n_rows, d.max_block_elements);
   }
   fused::choose_vector_paths(g, p.sign_mantissa);
   if (d.plan.decode == FusedDecode::fixed_mma) fused::check_mma_inputs(g);

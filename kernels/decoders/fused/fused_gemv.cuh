@@ -231,6 +231,25 @@ DF11_HD float fma4(float w0, float w1, float w2, float w3, uint64_t xv, float ac
   return fma_rn(w3, pair_hi_float(xv >> 32), acc);
 }
 
+// The shared-memory layout of kernel 1's decode: the decoder's (smem_layout), but for fixed_mma
+// each warp's rows 32 bytes further apart (kMmaRowPad): its MMA step reads 32 bytes of each of 4
+// units a half-warp, at the decoder's stride (2304 bytes, a multiple of 128) all on the same 8
+// banks, 4 ways conflicted; 2336 puts them on 4 disjoint sets. The rows are the layout's last
+// region (checked), so nothing moves but its end.
+inline constexpr unsigned kMmaRowPad = 32;
+inline SmemLayout fused_smem_layout(FusedDecode d, int n_rows, unsigned max_block_elements, unsigned guard = 0) {
+  const VariantSpec spec = fused_spec(d);
+  SmemLayout l = smem_layout(spec, n_rows, max_block_elements, guard);
+  if (d != FusedDecode::fixed_mma) return l;
+  if (l.total != align_up(l.exps + l.exps_bytes + guard)) {
+    throw Error("fused gemv (tensor cores): the warps' rows are not the last region of the decoder's shared memory");
+  }
+  l.exps_stride += kMmaRowPad;
+  l.exps_bytes = static_cast<unsigned>(spec.threads_per_block / 32) * l.exps_stride;
+  l.total = align_up(l.exps + l.exps_bytes + guard);
+  return l;
+}
+
 // Shared memory of kernel 1 at compiled batch B: the decoder's layout, then the block
 // reduction's buffer: for each of up to kSegments row segments, B x kWarps floats (one per batch
 // row and warp); none for the fixed decode, whose warps write their partials themselves.

@@ -68,7 +68,8 @@ struct GemvRun {
 //             (fused_decode_for): asked for by name (fused_decode_named). Its matrices must tile
 //             into such groups (fused_can_implement says which do not).
 enum class FusedDecode { two_pass, one_pass, fixed, fixed_nh, fixed_late, fixed_wide, fixed_mma };
-inline constexpr std::size_t kFusedDecodes = static_cast<std::size_t>(FusedDecode::fixed_mma) + 1;  // how many
+// How many (fixed_mma the last: fused_gemv.cpp checks its names count this many).
+inline constexpr std::size_t kFusedDecodes = static_cast<std::size_t>(FusedDecode::fixed_mma) + 1;
 // The decodes over fix64's units.
 [[nodiscard]] constexpr bool is_fixed(FusedDecode d) {
   return d == FusedDecode::fixed || d == FusedDecode::fixed_nh || d == FusedDecode::fixed_late ||
