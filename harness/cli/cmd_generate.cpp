@@ -108,8 +108,11 @@ void check_run_args(const GenerateArgs& a) {
   const int64_t listed_ids =
       a.prompt_ids.empty() ? 0 : std::count(a.prompt_ids.begin(), a.prompt_ids.end(), ',') + 1;
   check_positions(std::max<int64_t>(a.prompt_len, listed_ids), a.max_new);
-  if (a.fused_max_rows < 0 || a.fused_max_rows > dec::kFusedMaxBatch) {
-    throw Error(fmt::format("--fused-max-rows must be in [0, {}], got {}", dec::kFusedMaxBatch, a.fused_max_rows));
+  // (the GEMV kernels take 16 rows, the tensor-core one 64)
+  if (const int most = a.fused_mma ? dec::kFusedMmaMaxBatch : dec::kFusedMaxBatch;
+      a.fused_max_rows < 0 || a.fused_max_rows > most) {
+    throw Error(fmt::format("--fused-max-rows must be in [0, {}]{}, got {}", most, a.fused_mma ? " with --fused-mma" : "",
+                            a.fused_max_rows));
   }
 
   const e2e::Backend backend = e2e::resolve_backend(a.backend);
@@ -668,15 +671,15 @@ void add_generate(CLI::App& app) {
                             "the same kernels on BF16 words",
                             e2e::kDefaultFusedVariant));
   cmd->add_option("--fused-max-rows", a->fused_max_rows,
-                  fmt::format("With --fused-gemv: the most rows a pass runs fused, 1..{}; 0 (default): where the "
-                              "variant's fused decode stopped beating decode-then-GEMM on the H200 (4 rows for a "
-                              "fix64 variant, else 1)",
-                              dec::kFusedMaxBatch))
-      ->check(CLI::Range(0, dec::kFusedMaxBatch));
+                  fmt::format("With --fused-gemv: the most rows a pass runs fused, 1..{} (with --fused-mma 1..{}); "
+                              "0 (default): where the variant's fused decode stopped beating decode-then-GEMM on the "
+                              "H200 (4 rows for a fix64 variant, else 1; --fused-mma: 16)",
+                              dec::kFusedMaxBatch, dec::kFusedMmaMaxBatch))
+      ->check(CLI::Range(0, dec::kFusedMmaMaxBatch));
   cmd->add_flag("--fused-mma", a->fused_mma,
                 "With --fused-gemv: the fused passes multiply on the tensor cores (fix64's units decoded as the "
-                "fixed fused kernel does, 16 units at the same columns of 16 rows a CUDA block; its default "
-                "passes: up to 16 rows); needs a fix64 decoder whose fused decode is the fixed one (the default "
+                "fixed fused kernel does, 16 units at the same columns of 16 rows a CUDA block; passes of up "
+                "to 16 rows by default, --fused-max-rows up to 64); needs a fix64 decoder whose fused decode is the fixed one (the default "
                 "is) and rows that tile (a multiple of 128 elements, at least 2048); --check's partner runs the "
                 "same kernel on BF16 words");
   cmd->callback([a] { exit_code() = run_generate(*a); });

@@ -101,7 +101,8 @@ trap 'rm -f "$runs"' EXIT
 #   are added to those runs' cached DF11 images instead of every unit being uploaded again (on
 #   the 2026-11-28 H200 run, where they followed the BF16 runs, that took 27.8 s of setup_s);
 #   then the tensor-core fused kernel (--fused-mma, not yet measured) at batch 1 and 8 (passes of
-#   up to 16 rows: its cost should barely grow with the rows) and its check at batch 8;
+#   up to 16 rows: its cost should barely grow with the rows), its check at batch 8, and batch 64
+#   in passes of 64 rows;
 # - BF16 (generated again in place on the device, in a second): batch 1, the 2048-token prefill,
 #   batch 8 and 64;
 # - CPU offload: batch 1 (issue 7's 10x target), then the other three (all 24.5 GB over PCIe per
@@ -145,6 +146,7 @@ cat >"$runs" <<RUNS
 --weights df11 $fv --fused-gemv --fused-mma --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights df11 $fv --fused-gemv --fused-mma --check --batch 8 --prompt-len $plen --max-new-tokens 4
 --weights df11 $fv --fused-gemv --fused-mma --batch 8 --prompt-len $plen --max-new-tokens $new
+--weights df11 $fv --fused-gemv --fused-mma --fused-max-rows 64 --batch 64 --prompt-len $plen --max-new-tokens $new
 $ov_early
 --weights bf16 --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights bf16 --graphs --batch 1 --prompt-len $plen --max-new-tokens $new $kt

@@ -276,7 +276,7 @@ class DeviceProvider {
   void prepare_fused() {
     uint64_t floats = 0;
     for (const auto& d : fused_)
-      if (d) floats = std::max(floats, d->partials_floats(dec::kFusedMaxBatch));
+      if (d) floats = std::max(floats, d->partials_floats(dec::fused_max_batch(d->plan().decode)));
     if (floats > 0) partials_ = cuda::DeviceBuffer<float>(floats);
   }
 
@@ -1065,13 +1065,14 @@ class CudaModel final : public Model {
 // fused_max_rows, else where its variant's fused decode stops paying.
 int fused_rows(const ModelRequest& r) {
   if (!r.fused_gemv) return 0;
-  if (r.fused_max_rows < 0 || r.fused_max_rows > dec::kFusedMaxBatch) {
+  const dec::FusedDecode d =
+      fused_decode_of(r.weights == WeightsKind::df11 ? cuda_df11_variant(r) : r.variant, r.fused_mma);
+  if (r.fused_max_rows < 0 || r.fused_max_rows > dec::fused_max_batch(d)) {
     throw Error(fmt::format("--fused-max-rows {}: the fused kernels take passes of 1..{} rows (0: the decode's default)",
-                            r.fused_max_rows, dec::kFusedMaxBatch));
+                            r.fused_max_rows, dec::fused_max_batch(d)));
   }
   if (r.fused_max_rows > 0) return r.fused_max_rows;
-  return dec::fused_default_max_rows(
-      fused_decode_of(r.weights == WeightsKind::df11 ? cuda_df11_variant(r) : r.variant, r.fused_mma));
+  return dec::fused_default_max_rows(d);
 }
 
 // Whether a request's provider builds the fused kernels: batches over its fused rows never run
@@ -1085,7 +1086,7 @@ bool fused_kernels(const ModelRequest& r) {
 // the fused kernels with the partition they follow. Nothing else of a request reaches the
 // provider: batch (beyond `fused`), max_positions, chunk_bytes and overlap are the model's (its
 // KV cache, activations, slicing and second stream); the reused buffer and the fused partials
-// are sized by the shape and kFusedMaxBatch alone.
+// are sized by the shape and the fused decode's largest batch alone.
 struct WeightsKey {
   uint64_t source = 0;  // FeedCache::id()
   WeightsKind kind = WeightsKind::bf16;

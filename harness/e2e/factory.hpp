@@ -49,7 +49,7 @@ struct ModelRequest {
   // reading the resident BF16 words, the same sums in the same order, so the two stay
   // bit-identical). Larger passes decode (or read) and run cuBLAS as without it.
   bool fused_gemv = false;
-  // With fused_gemv: passes of at most this many rows run fused (1..16); 0: where the fused
+  // With fused_gemv: passes of at most this many rows run fused (1..16; with fused_mma 1..64); 0: where the fused
   // decode of the variant stops paying (dec::fused_default_max_rows: 4 for fix64's units, else
   // 1). A model and its --check partner get the same, so the same arithmetic.
   int fused_max_rows = 0;

@@ -420,6 +420,18 @@ void run() {
     const double e = forced_logit_error(*mm[1], *nm[1], np, 8);
     expect(e < 2e-2, fmt::format("nemo 1 layer fused MMA vs cuBLAS bf16 logits over prefill + 8 steps, relative "
                                  "error {:.2e} (< 2e-2)", e));
+    // Passes of 20 rows (past the GEMV kernels' 16: two MMAs of X rows, one of them partial).
+    ModelRequest mma20 = request(Backend::cuda, WeightsKind::df11, 20, 40);
+    mma20.fused_gemv = true;
+    mma20.fused_mma = true;
+    mma20.fused_max_rows = dec::kFusedMmaMaxBatch;
+    ModelRequest mma20_bf16 = mma20;
+    mma20_bf16.weights = WeightsKind::bf16;
+    auto m20 = build_models(*ns, {mma20, mma20_bf16});
+    expect(m20[0]->describe().find("fused decode+MMA up to 64 rows") != std::string::npos,
+           "nemo 1 layer --fused-mma --fused-max-rows 64: the model says so: " + m20[0]->describe());
+    check_pair(*m20[0], *m20[1], batch_prompts(random_prompt(32, nemo1.vocab, 5), 20, nemo1.vocab), 4,
+               "nemo 1 layer fused MMA df11 vs fused MMA bf16, batch 20");
   } catch (const std::exception& e) {
     expect(false, std::string("nemo 1 layer: ") + e.what());
   }

@@ -176,6 +176,10 @@ expect_error "--fused-max-rows" --synthetic tiny --prompt-ids 1 --fused-gemv --f
 expect_error "--fused-mma says which fused kernels --fused-gemv runs" --synthetic tiny --prompt-ids 1 --fused-mma \
   --backend cpu
 expect_error "run on the CUDA backend only" --synthetic tiny --prompt-ids 1 --fused-gemv --fused-mma --backend cpu
+expect_error "--fused-max-rows must be in [0, 16], got 17" --synthetic tiny --prompt-ids 1 --fused-gemv \
+  --fused-max-rows 17 --backend cpu
+expect_error "--fused-max-rows: Value 65 not in range 0 to 64" --synthetic tiny --prompt-ids 1 \
+  --fused-gemv --fused-mma --fused-max-rows 65 --backend cpu
 expect_error "not a Tekken tokenizer" --synthetic tiny --tokenizer "$data/tekken_small_cases.json" --prompt x \
   --backend cpu
 expect_error "--synthesize-on applies to --synthetic only" --model /nonexistent --prompt-ids 1 --synthesize-on host \
