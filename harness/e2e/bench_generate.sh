@@ -39,6 +39,12 @@ case "${E2E_VARIANT:-}" in
   # (exp-smem, -nh, -late) and only for exp-smem of the wide root (fused_decode_for; test_fused).
   multi12n.gap5-fix64.* | multi12ng.gap5-fix64.* | multi11w.gap5-fix64.exp-smem-v16.*) fv=$v ;;
 esac
+# The tensor-core fused kernel (--fused-mma) runs the fixed decode only: E2E_VARIANT where its
+# fused decode is fixed (the 2^12 root's exp-smem fix64 variants), else the default decoder.
+mv=""
+case "${E2E_VARIANT:-}" in
+  multi12n.gap5-fix64.exp-smem-v16.* | multi12ng.gap5-fix64.exp-smem-v16.*) mv=$v ;;
+esac
 # The whole-matrix --overlap runs (decode on a second stream beside the GEMMs): E2E_OVERLAP_VARIANT,
 # else E2E_VARIANT's .dyn twin where one is registered (a persistent decoder's late CUDA blocks
 # owe a whole share and end a GEMM later; a dyn one's take less), else E2E_VARIANT.
@@ -100,9 +106,6 @@ trap 'rm -f "$runs"' EXIT
 #   to 16). Right after the runs above: where fv is v (a fix64 E2E_VARIANT), the fused kernels
 #   are added to those runs' cached DF11 images instead of every unit being uploaded again (on
 #   the 2026-11-28 H200 run, where they followed the BF16 runs, that took 27.8 s of setup_s);
-#   then the tensor-core fused kernel (--fused-mma, not yet measured) at batch 1 and 8 (passes of
-#   up to 16 rows: its cost should barely grow with the rows), its check at batch 8, and batch 64
-#   in passes of 64 rows;
 # - BF16 (generated again in place on the device, in a second): batch 1, the 2048-token prefill,
 #   batch 8 and 64;
 # - CPU offload: batch 1 (issue 7's 10x target), then the other three (all 24.5 GB over PCIe per
@@ -111,10 +114,17 @@ trap 'rm -f "$runs"' EXIT
 #   group set up its 24.5 GB again: 12.4 s of setup_s);
 # - with the overlap decoder (ov, above) batch 1 with --overlap alone (each matrix decoded whole
 #   on the second stream while the last matrix's GEMM runs), checked and timed. No issue sets a
-#   target for it: where ov is E2E_VARIANT, right after the fused runs (its images are cached);
+#   target for it: where ov is E2E_VARIANT, right before the fused runs (its images are cached
+#   until the fused runs extend them, which keeps them as fused weights: a plain run after them
+#   uploads them again);
 #   where it is another variant (the .dyn twin), whose images are uploaded once more (~28 s of
 #   setup_s on the H200), here, after every run a target needs (it used to come before the BF16
 #   runs, which a cut budget then lost first);
+# - the tensor-core fused kernel (--fused-mma, not yet measured; mv: E2E_VARIANT where its fused
+#   decode is the fixed one, else the default decoder) at batch 1 and 8 (passes of up to 16 rows:
+#   its cost should barely grow with the rows), its check at batch 8, and batch 64 in passes of
+#   64 rows. After every run a target needs: cached fused GEMV weights cannot take the MMA kernels,
+#   so its first run uploads the DF11 images once more (~28 s on the H200);
 # - last (no targets either): whole blocks at batch 1 with a count-layout decoder
 #   (E2E_CNT_VARIANT), the same with whole matrices overlapped, and the fused kernels on the
 #   t256.b16 count layout (one decode pass) at batch 1 and their check.
@@ -140,14 +150,10 @@ cat >"$runs" <<RUNS
 --weights df11 $v --chunk-bytes $chunk --overlap --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights df11 $v --batch 8 --prompt-len $plen --max-new-tokens $new
 --weights df11 $v --batch 64 --prompt-len $plen --max-new-tokens $new $kt
+$ov_early
 --weights df11 $fv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights df11 $fv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
 --weights df11 $fv --fused-gemv --graphs --batch 1 --prompt-len $plen --max-new-tokens $new $kt
---weights df11 $fv --fused-gemv --fused-mma --batch 1 --prompt-len $plen --max-new-tokens $new $kt
---weights df11 $fv --fused-gemv --fused-mma --check --batch 8 --prompt-len $plen --max-new-tokens 4
---weights df11 $fv --fused-gemv --fused-mma --batch 8 --prompt-len $plen --max-new-tokens $new
---weights df11 $fv --fused-gemv --fused-mma --fused-max-rows 64 --batch 64 --prompt-len $plen --max-new-tokens $new
-$ov_early
 --weights bf16 --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights bf16 --graphs --batch 1 --prompt-len $plen --max-new-tokens $new $kt
 --weights bf16 --batch 1 --prompt-len 2048 --max-new-tokens 2
@@ -157,6 +163,10 @@ $ov_early
 --weights cpu-offload --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights cpu-offload --batch 8 --prompt-len $plen --max-new-tokens 4
 --weights cpu-offload --batch 64 --prompt-len $plen --max-new-tokens 4
+--weights df11 $mv --fused-gemv --fused-mma --batch 1 --prompt-len $plen --max-new-tokens $new $kt
+--weights df11 $mv --fused-gemv --fused-mma --check --batch 8 --prompt-len $plen --max-new-tokens 4
+--weights df11 $mv --fused-gemv --fused-mma --batch 8 --prompt-len $plen --max-new-tokens $new
+--weights df11 $mv --fused-gemv --fused-mma --fused-max-rows 64 --batch 64 --prompt-len $plen --max-new-tokens $new
 $ov_late
 --weights df11 --variant $cv --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 --variant $cv --overlap --batch 1 --prompt-len $plen --max-new-tokens $new

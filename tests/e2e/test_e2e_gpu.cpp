@@ -343,7 +343,8 @@ void run() {
       // The variants whose image the fused kernels read: multi12 on DF11's layout (two passes) or
       // on the t256.b16 count layout (one pass), and the fix64 ones (their units). The BF16
       // partner follows the same partition.
-      const bool fix64 = d->name().find(".gap5-fix64.") != std::string::npos;
+      // (The wide root's late and nh stagings have no fused decode: refused, below.)
+      const bool fix64 = d->name().find(".gap5-fix64.") != std::string::npos && dec::fused_decode_for(*d);
       if (!fix64 && (d->name().rfind("multi12.gap5", 0) != 0 || !dec::fused_decode_for(d->layout()))) continue;
       ++fused_variants;
       auto vm = build_models(*src, {fused(WeightsKind::df11, 2, d->name()), fused(WeightsKind::bf16, 2, d->name())});
@@ -362,6 +363,8 @@ void run() {
            "fused with a flat12 decoder is refused, naming the multi12 variants");
     expect(refused("multi12.gap5-cnt.exp-smem-v16.t512.b8.persist", "chain32.t256.b16.g5.pcount"),
            "fused with a t512.b8 count-layout decoder is refused, naming the layouts the kernels read");
+    expect(refused("multi11w.gap5-fix64.exp-smem-late-v16.t512.b8.persist", "--fused-gemv with decoder"),
+           "fused with the wide root's late staging (no fused decode) is refused by name");
   } catch (const std::exception& e) {
     expect(false, std::string("tiny fused: ") + e.what());
   }
