@@ -111,8 +111,8 @@ void check_run_args(const GenerateArgs& a) {
   // (the GEMV kernels take 16 rows, the tensor-core one 64)
   if (const int most = a.fused_mma ? dec::kFusedMmaMaxBatch : dec::kFusedMaxBatch;
       a.fused_max_rows < 0 || a.fused_max_rows > most) {
-    throw Error(fmt::format("--fused-max-rows must be in [0, {}]{}, got {}", most, a.fused_mma ? " with --fused-mma" : "",
-                            a.fused_max_rows));
+    throw Error(fmt::format("--fused-max-rows must be in [0, {}]{}, got {}", most,
+                            a.fused_mma ? " with --fused-mma" : " (with --fused-mma: up to 64)", a.fused_max_rows));
   }
 
   const e2e::Backend backend = e2e::resolve_backend(a.backend);
@@ -679,9 +679,10 @@ void add_generate(CLI::App& app) {
   cmd->add_flag("--fused-mma", a->fused_mma,
                 "With --fused-gemv: the fused passes multiply on the tensor cores (fix64's units decoded as the "
                 "fixed fused kernel does, 16 units at the same columns of 16 rows a CUDA block; passes of up "
-                "to 16 rows by default, --fused-max-rows up to 64); needs a fix64 decoder whose fused decode is the fixed one (the default "
-                "is) and rows that tile (a multiple of 128 elements, at least 2048); --check's partner runs the "
-                "same kernel on BF16 words");
+                "to 16 rows by default, --fused-max-rows up to 64); needs a fix64 decoder whose fused decode is "
+                "the fixed one (the default is) and matrices that tile: rows of a multiple of 128 elements, at "
+                "least 2048, in groups of 16 units at the same columns (Nemo's do, tiny's do not); --check's "
+                "partner runs the same kernel on BF16 words");
   cmd->callback([a] { exit_code() = run_generate(*a); });
 }
 

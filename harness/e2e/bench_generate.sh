@@ -120,14 +120,15 @@ trap 'rm -f "$runs"' EXIT
 #   where it is another variant (the .dyn twin), whose images are uploaded once more (~28 s of
 #   setup_s on the H200), here, after every run a target needs (it used to come before the BF16
 #   runs, which a cut budget then lost first);
-# - the tensor-core fused kernel (--fused-mma, not yet measured; mv: E2E_VARIANT where its fused
-#   decode is the fixed one, else the default decoder) at batch 1 and 8 (passes of up to 16 rows:
-#   its cost should barely grow with the rows), its check at batch 8, and batch 64 in passes of
-#   64 rows. After every run a target needs: cached fused GEMV weights cannot take the MMA kernels,
-#   so its first run uploads the DF11 images once more (~28 s on the H200);
-# - last (no targets either): whole blocks at batch 1 with a count-layout decoder
+# - then (no targets either): whole blocks at batch 1 with a count-layout decoder
 #   (E2E_CNT_VARIANT), the same with whole matrices overlapped, and the fused kernels on the
-#   t256.b16 count layout (one decode pass) at batch 1 and their check.
+#   t256.b16 count layout (one decode pass) at batch 1 and their check;
+# - last, the tensor-core fused kernel (--fused-mma, never run on a GPU before: a fault in it
+#   would leave the process's CUDA context unusable, so nothing comes after it; mv: E2E_VARIANT
+#   where its fused decode is the fixed one, else the default decoder) at batch 1 and 8 (passes
+#   of up to 16 rows: its cost should barely grow with the rows), its check at batch 8 (which
+#   counts for issue 7's --check target like every check), and batch 64 in passes of 64 rows. Its
+#   first run uploads the DF11 images once more (~28 s on the H200: the runs before it dropped them).
 # With --graphs (a decode step's layers and head replayed as one CUDA graph: no launch gaps) the
 # batch-1 runs of BF16 and of DF11 whole blocks, chunked and fused, each next to its eager twin
 # (same weights): no target reads them (the targets compare eager runs with eager BF16); the
@@ -163,15 +164,15 @@ $ov_early
 --weights cpu-offload --batch 1 --prompt-len 2048 --max-new-tokens 2
 --weights cpu-offload --batch 8 --prompt-len $plen --max-new-tokens 4
 --weights cpu-offload --batch 64 --prompt-len $plen --max-new-tokens 4
---weights df11 $mv --fused-gemv --fused-mma --batch 1 --prompt-len $plen --max-new-tokens $new $kt
---weights df11 $mv --fused-gemv --fused-mma --check --batch 8 --prompt-len $plen --max-new-tokens 4
---weights df11 $mv --fused-gemv --fused-mma --batch 8 --prompt-len $plen --max-new-tokens $new
---weights df11 $mv --fused-gemv --fused-mma --fused-max-rows 64 --batch 64 --prompt-len $plen --max-new-tokens $new
 $ov_late
 --weights df11 --variant $cv --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 --variant $cv --overlap --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 --variant $fcv --fused-gemv --batch 1 --prompt-len $plen --max-new-tokens $new
 --weights df11 --variant $fcv --fused-gemv --check --batch 1 --prompt-len $plen --max-new-tokens 4
+--weights df11 $mv --fused-gemv --fused-mma --batch 1 --prompt-len $plen --max-new-tokens $new $kt
+--weights df11 $mv --fused-gemv --fused-mma --check --batch 8 --prompt-len $plen --max-new-tokens 4
+--weights df11 $mv --fused-gemv --fused-mma --batch 8 --prompt-len $plen --max-new-tokens $new
+--weights df11 $mv --fused-gemv --fused-mma --fused-max-rows 64 --batch 64 --prompt-len $plen --max-new-tokens $new
 RUNS
 sed -i 's/  */ /g; s/ $//' "$runs"  # an empty $v or $kt leaves spaces; the run names in the results read better without
 # shellcheck disable=SC2086  # E2E_SOURCE_ARGS is a list of words

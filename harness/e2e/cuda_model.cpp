@@ -579,7 +579,7 @@ class CudaModel final : public Model {
   // (weights_reused: it came from there, built by an earlier model).
   CudaModel(const ModelShape& s, const Norms& norms, std::shared_ptr<DeviceProvider> provider,
             std::unique_ptr<cuda::Stream> stream, int batch, int max_positions, uint64_t chunk_bytes,
-            int fused_rows, bool overlap, bool slice_l2, bool descending_decode, bool early_slices,
+            int fused_rows, bool fused_mma, bool overlap, bool slice_l2, bool descending_decode, bool early_slices,
             bool graphs, bool weights_reused)
       : s_(s),
         provider_(std::move(provider)),
@@ -589,6 +589,7 @@ class CudaModel final : public Model {
         max_positions_(max_positions),
         chunk_bytes_(chunk_bytes),
         fused_rows_(fused_rows),
+        fused_mma_(fused_mma),
         block_order_(descending_decode ? dec::Order::descending : dec::Order::ascending),
         slice_start_(early_slices ? dec::Start::early : dec::Start::serial),
         weights_reused_(weights_reused),
@@ -712,7 +713,8 @@ class CudaModel final : public Model {
                 : std::string()) +
            (provider_->fused() ? fmt::format(", fused decode+{} up to {} rows", provider_->fused_mma() ? "MMA" : "GEMV",
                                              fused_rows_)
-            : fused_rows_ > 0  ? fmt::format(", no fused decode+GEMV at batch {} (> {})", batch_, fused_rows_)
+            : fused_rows_ > 0  ? fmt::format(", no fused decode+{} at batch {} (> {})", fused_mma_ ? "MMA" : "GEMV",
+                                             batch_, fused_rows_)
                                : std::string()) +
            graphs_note();
   }
@@ -1026,6 +1028,7 @@ class CudaModel final : public Model {
   int batch_, max_positions_, position_ = 0, rows_cap_ = 0;
   uint64_t chunk_bytes_ = 0;
   int fused_rows_ = 0;  // --fused-gemv: passes of at most this many rows run fused; 0: not asked
+  bool fused_mma_ = false;  // --fused-mma: those passes on the tensor-core kernel
   dec::Order block_order_ = dec::Order::ascending;  // a whole block's decode (ModelRequest::descending_decode)
   dec::Start slice_start_ = dec::Start::early;       // a chunked slice's decode (ModelRequest::early_slices)
   bool weights_reused_ = false;
@@ -1222,7 +1225,8 @@ class CudaBuilder final : public ModelBuilder {
     provider_->size_buffer(request_.overlap);  // each model as it uses the buffer (cached ones too)
     return std::make_unique<CudaModel>(s_, norms_, std::move(provider_), std::move(stream_),
                                        request_.batch, request_.max_positions, request_.chunk_bytes,
-                                       fused_rows(request_), request_.overlap, request_.slice_l2,
+                                       fused_rows(request_), request_.fused_gemv && request_.fused_mma,
+                                       request_.overlap, request_.slice_l2,
                                        request_.descending_decode, request_.early_slices, request_.graphs,
                                        reused_ || extending_);
   }

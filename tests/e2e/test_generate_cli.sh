@@ -88,6 +88,10 @@ expect_runs_error() {
   fi
 }
 expect_runs_error "line '--wieghts df11'"
+# A line's --fused-mma is checked as the command line's would be (CLI11's range is not there).
+printf -- '--weights df11 --fused-gemv --fused-mma --fused-max-rows 65\n--fused-mma\n' >"$runs"
+expect_runs_error "--fused-max-rows must be in [0, 64] with --fused-mma, got 65"
+expect_runs_error "--fused-mma says which fused kernels --fused-gemv runs"
 : >"$runs"
 expect_runs_error "holds no run"
 rm -f "$runs"
@@ -176,7 +180,7 @@ expect_error "--fused-max-rows" --synthetic tiny --prompt-ids 1 --fused-gemv --f
 expect_error "--fused-mma says which fused kernels --fused-gemv runs" --synthetic tiny --prompt-ids 1 --fused-mma \
   --backend cpu
 expect_error "run on the CUDA backend only" --synthetic tiny --prompt-ids 1 --fused-gemv --fused-mma --backend cpu
-expect_error "--fused-max-rows must be in [0, 16], got 17" --synthetic tiny --prompt-ids 1 --fused-gemv \
+expect_error "--fused-max-rows must be in [0, 16] (with --fused-mma: up to 64), got 17" --synthetic tiny --prompt-ids 1 --fused-gemv \
   --fused-max-rows 17 --backend cpu
 expect_error "--fused-max-rows: Value 65 not in range 0 to 64" --synthetic tiny --prompt-ids 1 \
   --fused-gemv --fused-mma --fused-max-rows 65 --backend cpu

@@ -146,10 +146,17 @@ expect(verdicts(dr.e2e_targets, e2e(extra=[err])), CHK, "not measured", "a --che
 expect(verdicts(dr.e2e_targets, [err]), CHK, "not measured", "no check finished")
 
 # --fused-mma runs (the tensor-core kernel) get rows of their own: not read as the GEMV kernels',
-# whose row stays the GEMV run's; and neither moves a target.
+# whose row stays the GEMV run's; and neither moves a target but --check (below). Listed first and
+# faster than the targets' runs, so that a target that took them would show another value.
 fused = [run("df11", tps=50.0, fused_gemv=True), run("df11", tps=60.0, fused_gemv=True, fused_mma=True),
+         run("df11", tps=60.0, peak=5e9, fused_gemv=True, fused_mma=True, chunk_bytes=25000000),
+         run("df11", prompt=2048, prefill=1500.0, fused_gemv=True, fused_mma=True),
          run("bf16", batch=8, tps=800.0), run("df11", batch=8, tps=400.0, fused_gemv=True, fused_mma=True)]
-v = verdicts(dr.e2e_targets, e2e(extra=fused))
+v = verdicts(dr.e2e_targets, fused + e2e())
+plain = verdicts(dr.e2e_targets, e2e())
+for target in (MEM, DEC, CHD, PRE, OFF7):
+    if v.get(target) != plain.get(target):
+        failures.append(f"fused e2e rows moved '{target}': {v.get(target)} against {plain.get(target)}")
 for target, want in (("DF11 fused decode+GEMV decode tokens/s / BF16 at batch 1", "0.50x"),
                      ("DF11 fused decode+MMA (tensor cores) decode tokens/s / BF16 at batch 1", "0.60x"),
                      ("DF11 fused decode+MMA (tensor cores) decode tokens/s / BF16 at batch 8", "0.50x")):
@@ -158,8 +165,10 @@ for target, want in (("DF11 fused decode+GEMV decode tokens/s / BF16 at batch 1"
         failures.append(f"fused e2e rows: '{target}' is {got}, expected info {want}")
 if "DF11 fused decode+GEMV decode tokens/s / BF16 at batch 8" in v:
     failures.append("fused e2e rows: an MMA run read as the GEMV kernels' at batch 8")
-for target in (MEM, DEC, CHD, PRE, OFF7):
-    expect(v, target, "PASS", "fused runs beside the targets' runs")
+# A --check of the tensor-core kernel is a DF11 against BF16 check like any other (the same kernel
+# on both sides): it counts, a failed one fails the target.
+mma_check = run("df11", batch=8, check="failed", fused_gemv=True, fused_mma=True)
+expect(verdicts(dr.e2e_targets, e2e(extra=[mma_check])), CHK, "FAIL", "a --fused-mma check failed")
 
 # Issue 4: the official kernel 3x slower exactly passes; its row's text names the fastest's own GB/s.
 dec = [row("decode", 0, 1.0, variant="fast"), row("decode", 0, 3.0, variant="official-ptx"),
