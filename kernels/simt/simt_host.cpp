@@ -283,7 +283,7 @@ void check_same_warp_op(const Launch& l, unsigned warp, unsigned lanes, const ch
 }
 
 // A warp exchange: every lane of the calling thread's warp (mask: all of them) puts n words into
-// its slots; after the warp's barrier, read(launch, warp, lanes) reads any lane's; a second
+// its slots; after the warp's barrier, read(launch, warp, lane, lanes) reads any lane's; a second
 // barrier before anyone may overwrite them.
 template <class Read>
 void warp_exchange(uint32_t mask, const uint64_t* v, unsigned n, const char* what, Read&& read) {
@@ -302,14 +302,14 @@ void warp_exchange(uint32_t mask, const uint64_t* v, unsigned n, const char* wha
   l.warp_op[c.linear] = what;
   l.warp_bar[warp]->arrive_and_wait(l);
   check_same_warp_op(l, warp, lanes, what);
-  read(l, warp, lanes);
+  read(l, warp, c.linear % 32, lanes);
   l.warp_bar[warp]->arrive_and_wait(l);  // nobody overwrites a slot before all have read
 }
 
 uint64_t exchange(uint32_t mask, uint64_t v, unsigned src_of_lane(unsigned, unsigned), unsigned arg, const char* what) {
   uint64_t r = v;
-  warp_exchange(mask, &v, 1, what, [&](const Launch& l, unsigned warp, unsigned lanes) {
-    const unsigned src = src_of_lane(tl_ctx->linear % 32, arg);
+  warp_exchange(mask, &v, 1, what, [&](const Launch& l, unsigned warp, unsigned lane, unsigned lanes) {
+    const unsigned src = src_of_lane(lane, arg);
     if (src < lanes) r = l.slots[(warp * 32 + src) * kSlotWords];
   });
   return r;
@@ -384,7 +384,7 @@ uint64_t shfl_idx(uint32_t mask, uint64_t v, unsigned src_lane) {
 
 void warp_all_gather(const uint64_t* mine, unsigned n, uint64_t* all) {
   if (n > kSlotWords) throw Error(fmt::format("simt::warp_all_gather: {} words a lane (at most {})", n, kSlotWords));
-  warp_exchange(0xFFFFFFFFu, mine, n, "warp_all_gather", [&](const Launch& l, unsigned warp, unsigned lanes) {
+  warp_exchange(0xFFFFFFFFu, mine, n, "warp_all_gather", [&](const Launch& l, unsigned warp, unsigned, unsigned lanes) {
     if (lanes != 32) throw Error("simt::warp_all_gather: a partial warp");
     for (unsigned i = 0; i < 32; ++i) {
       std::copy_n(l.slots.begin() + static_cast<std::ptrdiff_t>(warp * 32 + i) * kSlotWords, n, all + i * n);

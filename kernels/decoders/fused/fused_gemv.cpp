@@ -268,10 +268,11 @@ void fused_gemv_simt_as(const EncodedUnit& unit, const FusedPlan& plan, const Ge
       opt.after_block = [&](const uint8_t* smem, uint64_t blk) {
         check_smem_guards("fused gemv (SIMT)", smem, outside, blk, opt.smem_poison);
       };
-      const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(b1 - b0, kSimtPersistentGrid));
+      // (fixed_mma's blocks of work are its tiles)
+      const uint64_t work = D == FusedDecode::fixed_mma ? fused::mma_tiles(g) : b1 - b0;
+      const unsigned grid = static_cast<unsigned>(std::min<uint64_t>(work, kSimtPersistentGrid));
       const bool ref = fused::ref_kernel<D>(g);  // as the device launch: the fixed decode's reference apart
-      simt::launch({D == FusedDecode::fixed_mma ? static_cast<unsigned>(std::min<uint64_t>(fused::mma_tiles(g), kSimtPersistentGrid)) : grid},
-                   {static_cast<unsigned>(kSpec.threads_per_block)}, smem_size,
+      simt::launch({grid}, {static_cast<unsigned>(kSpec.threads_per_block)}, smem_size,
                    [&](uint8_t* smem) {
                      if (ref) {
                        fused::gemv_blocks<D, kB, true>(p, sl, smem, g);

@@ -740,11 +740,12 @@ DF11_HD void gemv_mma_tiles(const LaunchParams& p, const SmemLayout& sl, uint8_t
   }
 }
 
-// The inputs fixed_mma needs besides the plan's tiles: each run matrix's X 16-byte aligned (its
-// rows are multiples of 128 elements). Throws df11::Error.
+// The inputs fixed_mma needs besides the plan's tiles: each run matrix on the 8-wide path, i.e.
+// (its offsets and rows being whole units and multiples of 128) X 16-byte aligned. After
+// choose_vector_paths. Throws df11::Error.
 inline void check_mma_inputs(const GemvParams& g) {
   for (int m = 0; m < g.n_mats; ++m) {
-    if (g.x[m] != nullptr && (reinterpret_cast<uintptr_t>(g.x[m]) & 15u) != 0) {
+    if (g.x[m] != nullptr && !g.vec[m]) {
       throw Error("fused gemv (tensor cores): X of matrix " + std::to_string(m) + " must be 16-byte aligned");
     }
   }

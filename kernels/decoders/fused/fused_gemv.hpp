@@ -65,8 +65,9 @@ struct GemvRun {
 //             block's 16 warps decode 16 units that lie at the same column of 16 rows, then
 //             multiply the 16 x 2048 tile by X, each warp 128 of its columns, for batches up to
 //             kFusedMmaMaxBatch (16 rows of X an instruction). Never picked by a decoder's name
-//             (fused_decode_for): asked for by name (fused_decode_named). Its matrices must tile
-//             into such groups (fused_can_implement says which do not).
+//             (fused_decode_for): asked for explicitly (the sweep's df11-fused-mma, e2e's
+//             --fused-mma). Its matrices must tile into such groups (fused_can_implement says
+//             which do not).
 enum class FusedDecode { two_pass, one_pass, fixed, fixed_nh, fixed_late, fixed_wide, fixed_mma };
 // How many (fixed_mma the last: fused_gemv.cpp checks its names count this many).
 inline constexpr std::size_t kFusedDecodes = static_cast<std::size_t>(FusedDecode::fixed_mma) + 1;
