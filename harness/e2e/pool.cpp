@@ -6,13 +6,22 @@
 namespace df11::e2e {
 
 Pool::Pool(int n_threads) : n_(resolve_threads(n_threads)) {
-  // Where the system refuses a thread (a limit on threads or address space), the pool is the
-  // workers that started (size() says how many, with the caller's).
+  // Where the system refuses a thread (a limit on threads or address space), the pool keeps half
+  // of the workers that started (size() says how many, with the caller's) and ends the rest: the
+  // refusal means the limit is reached, and a pool holding all of it (each stack is 8 MB of
+  // address space) leaves the run none for its own buffers.
   try {
     threads_.reserve(static_cast<std::size_t>(n_ - 1));
     for (int w = 1; w < n_; ++w) threads_.emplace_back([this, w] { work(w); });
   } catch (const std::exception&) {  // std::system_error, std::bad_alloc
-    n_ = static_cast<int>(threads_.size()) + 1;
+    const std::size_t keep = threads_.size() / 2;
+    {
+      std::lock_guard lock(mutex_);
+      n_ = static_cast<int>(keep) + 1;  // workers numbered n_ and above return
+    }
+    wake_.notify_all();
+    for (std::size_t i = keep; i < threads_.size(); ++i) threads_[i].join();
+    threads_.resize(keep);
   }
 }
 
@@ -49,8 +58,8 @@ void Pool::work(int worker) {
   for (;;) {
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
+      wake_.wait(lock, [&] { return stop_ || worker >= n_ || generation_ != seen; });
+      if (stop_ || worker >= n_) return;
       seen = generation_;
       ++busy_;
     }

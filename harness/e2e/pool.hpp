@@ -14,7 +14,8 @@ namespace df11::e2e {
 
 class Pool {
  public:
-  // n_threads = 0: all cores. The calling thread works too, so n - 1 threads are started.
+  // n_threads = 0: all cores. The calling thread works too, so n - 1 threads are started; where
+  // the system refuses one, half of those that started stay (size() says how many).
   explicit Pool(int n_threads);
   Pool(const Pool&) = delete;
   Pool& operator=(const Pool&) = delete;

@@ -41,9 +41,18 @@ void parallel_for(std::size_t n_tasks, int n_threads, const std::function<void(s
   std::exception_ptr first_error;  // of the lowest-numbered task that threw
   std::size_t first_error_task = n_tasks;
   std::mutex error_mutex;
-  auto work = [&] {
+  std::atomic<std::size_t> active{workers};  // workers numbered `active` and above return
+  // The threads wait until all have been started (0) and those past `active` have ended (1):
+  // then (2) they take tasks.
+  std::atomic<int> phase{0};
+  auto work = [&](std::size_t worker) {
+    for (int p = phase.load(); p != 2; p = phase.load()) {
+      if (p == 1 && worker >= active.load()) return;
+      phase.wait(p);
+    }
     for (;;) {
-      if (failed.load(std::memory_order_relaxed)) return;
+      if (failed.load(std::memory_order_relaxed) || worker >= active.load(std::memory_order_relaxed))
+        return;
       const std::size_t t = next.fetch_add(1, std::memory_order_relaxed);
       if (t >= n_tasks) return;
       try {
@@ -59,14 +68,24 @@ void parallel_for(std::size_t n_tasks, int n_threads, const std::function<void(s
     }
   };
   std::vector<std::thread> pool;
-  // Where the system refuses a thread (a limit on threads or address space), the ones that
-  // started, and this one, do all the tasks: they take them one by one.
+  // Where the system refuses a thread (a limit on threads or address space), half of the ones
+  // that started, and this one, do all the tasks: they take them one by one. The others end
+  // before taking one, giving their stacks back: the limit is reached, and the tasks need room
+  // for their own buffers (no task starts before that, or tasks would meet the limit too).
   try {
     pool.reserve(workers - 1);
-    for (std::size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+    for (std::size_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
   } catch (const std::exception&) {  // std::system_error, std::bad_alloc
+    const std::size_t keep = pool.size() / 2;
+    active = keep + 1;
+    phase = 1;
+    phase.notify_all();
+    for (std::size_t i = keep; i < pool.size(); ++i) pool[i].join();
+    pool.resize(keep);
   }
-  work();
+  phase = 2;
+  phase.notify_all();
+  work(0);
   for (auto& th : pool) th.join();
   if (first_error) std::rethrow_exception(first_error);
 }

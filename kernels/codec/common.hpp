@@ -27,7 +27,8 @@ class Error : public std::runtime_error {
 // Number of worker threads to use when the caller says 0 ("all"): the hardware concurrency.
 [[nodiscard]] int resolve_threads(int n_threads);
 // The most threads a --threads option asks for (more would only exhaust the system's threads
-// or address space; parallel_for also runs with fewer where the system refuses some).
+// or address space; parallel_for and e2e's Pool run with fewer where the system refuses some:
+// half of those that started, so that the run keeps room under the limit that refused them).
 inline constexpr int kMaxThreads = 4096;
 
 // Runs fn(task) for task in [0, n_tasks) on up to n_threads threads (0 = all cores). Tasks are
