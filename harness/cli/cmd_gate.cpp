@@ -30,7 +30,8 @@ void add_gate(CLI::App& app) {
   auto args = std::make_shared<GateArgs>();
   auto* g = app.add_subcommand("gate",
                                "Compare a candidate results.jsonl with a baseline: "
-                               "SAME/FAST/SLOW/AMBIGUOUS per case (noise-aware), "
+                               "SAME/FAST/SLOW/AMBIGUOUS per case (noise-aware; SLOW-HOST for the "
+                               "host-bound offload methods, which does not fail), "
                                "BETTER/WORSE on disposition changes, NEW/MISSING. Exit 1 on SLOW "
                                "or WORSE, 2 when the devices differ");
   g->add_option("BASELINE", args->baseline,
@@ -41,6 +42,9 @@ void add_gate(CLI::App& app) {
                 "Relative change of the median that counts, in [0, 1] (default 0.03 = 3%)");
   g->add_flag("--ignore-device", args->options.ignore_device,
               "Compare even when the two files come from different devices");
+  g->add_flag("--gate-host-bound", args->options.gate_host_bound,
+              "A slower cpu-offload or cpu-offload-sync case is SLOW (fails), not SLOW-HOST: "
+              "for two runs on one machine, whose host did not change");
   g->callback([args] { exit_code() = run_gate_command(*args); });
 }
 

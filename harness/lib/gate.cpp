@@ -171,6 +171,8 @@ const char* to_string(Verdict v) {
       return "NEW";
     case Verdict::missing:
       return "MISSING";
+    case Verdict::slow_host:
+      return "SLOW-HOST";
   }
   return "?";
 }
@@ -221,6 +223,11 @@ ResultFile load_results(const std::string& path) {
   return parse_results(in, path);
 }
 
+bool host_bound(const std::string& method) {
+  return std::find(kHostBoundMethods.begin(), kHostBoundMethods.end(), method) !=
+         kHostBoundMethods.end();
+}
+
 Verdict compare_timings(const Timing& baseline, const Timing& candidate, double threshold) {
   const double change = (candidate.median_s - baseline.median_s) / baseline.median_s;
   // "At most t": a change of exactly t in decimal (1.03 against 1.0 at t = 0.03) comes out a few
@@ -269,6 +276,8 @@ GateReport run_gate(const ResultFile& baseline, const ResultFile& candidate,
         c.change = (c.candidate->timing->median_s - c.baseline->timing->median_s) /
                    c.baseline->timing->median_s;
         c.verdict = compare_timings(*c.baseline->timing, *c.candidate->timing, options.threshold);
+        if (c.verdict == Verdict::slow && !options.gate_host_bound && host_bound(key.method))
+          c.verdict = Verdict::slow_host;
       } else if (b == Disposition::passed) {
         c.verdict = Verdict::worse;
       } else if (d == Disposition::passed) {
@@ -292,10 +301,8 @@ std::string summary_line(const GateReport& report) {
     counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", report.counts[v],
                           to_string(static_cast<Verdict>(v)));
   }
-  const int matched = static_cast<int>(report.rows.size()) - report.count(Verdict::new_case) -
-                      report.count(Verdict::missing);
   return fmt::format("gate: {} ({} cases, {} matched: {}; threshold {:.1f}%)",
-                     report.failed() ? "FAIL" : "PASS", report.rows.size(), matched, counts,
+                     report.failed() ? "FAIL" : "PASS", report.rows.size(), report.matched(), counts,
                      report.options.threshold * 100.0);
 }
 
@@ -331,10 +338,8 @@ void print_report(std::ostream& out, const GateReport& report) {
     out << fmt::format("{:<{}}  {:>{}}  {:>{}}  {:>{}}  {}\n", row[0], width[0], row[1], width[1],
                        row[2], width[2], row[3], width[3], row[4]);
   }
-  const int matched = static_cast<int>(report.rows.size()) - report.count(Verdict::new_case) -
-                      report.count(Verdict::missing);
-  if (matched == 0)
-    out << "warning: no case of the candidate matches the baseline; nothing was compared\n";
+  if (report.matched() == 0)
+    out << "FAIL: no case of the candidate matches the baseline; nothing was compared\n";
   out << summary_line(report) << "\n";
 }
 

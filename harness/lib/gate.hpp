@@ -8,6 +8,7 @@
 #include <iosfwd>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lib/disposition.hpp"
@@ -40,20 +41,32 @@ namespace df11::gate {
 //    the gap exceeds a threshold), with [q1, q3] instead of [min, q3] and a default threshold
 //    of 3% instead of 0.5%, since our samples are wall/event times of whole forward passes.
 //
+//    Host-bound methods (kHostBoundMethods: the offload baselines, whose time is the host's
+//    PCIe link and memory) that would be SLOW are SLOW-HOST instead, which does not fail: a
+//    device name does not fix the host it is lent with (two H200 runs a day apart: cpu-offload
+//    +4.9% and cpu-offload-sync +9.6% and -16% with disjoint quartiles, every kernel-bound
+//    case within 1%). GateOptions::gate_host_bound (--gate-host-bound) makes them SLOW again.
+//
 // 3. Cases in only one file: NEW (candidate only) or MISSING (baseline only); not failures,
 //    except a candidate-only case that is `incorrect`: WORSE (fails; wrong bits are never new).
 //
 // Devices: every row of a file must name the same device (backend + name); the two files'
 // devices must be equal, or the gate refuses (unless ignore_device).
 //
-// Exit code (GateReport::exit_code): 1 if any SLOW or WORSE, 2 if refused, else 0. Malformed
+// Exit code (GateReport::exit_code): 1 if any SLOW or WORSE or no case is in both files
+// (nothing was compared), 2 if refused, else 0. Malformed
 // input throws df11::Error naming the file and line (the CLI prints it and exits 1).
 
 using df11::Disposition;
 using df11::parse_disposition;
 using df11::to_string;
-enum class Verdict { same, fast, slow, ambiguous, better, worse, new_case, missing };
-inline constexpr std::size_t verdict_count = 8;
+enum class Verdict { same, fast, slow, ambiguous, better, worse, new_case, missing, slow_host };
+inline constexpr std::size_t verdict_count = 9;
+
+// Methods whose timings are the host's more than the device's (rule step 2).
+inline constexpr std::array<std::string_view, 2> kHostBoundMethods{"cpu-offload",
+                                                                   "cpu-offload-sync"};
+[[nodiscard]] bool host_bound(const std::string& method);
 
 [[nodiscard]] const char* to_string(Verdict v);  // upper case, as printed: "SLOW", "NEW", ...
 
@@ -120,6 +133,7 @@ struct Comparison {
 struct GateOptions {
   double threshold = 0.03;  // relative, 0.03 = 3%
   bool ignore_device = false;
+  bool gate_host_bound = false;  // SLOW, not SLOW-HOST, for kHostBoundMethods
 };
 
 struct GateReport {
@@ -133,8 +147,14 @@ struct GateReport {
   std::array<int, verdict_count> counts{};
 
   [[nodiscard]] int count(Verdict v) const { return counts[static_cast<std::size_t>(v)]; }
+  // Cases in both files (whatever their verdict).
+  [[nodiscard]] int matched() const {
+    return static_cast<int>(rows.size()) - count(Verdict::new_case) - count(Verdict::missing);
+  }
+  // A SLOW or WORSE case, or no case in both files: a gate that compared nothing cannot have
+  // found a regression, so it does not pass (a renamed experiment or method, a wrong file).
   [[nodiscard]] bool failed() const {
-    return count(Verdict::slow) > 0 || count(Verdict::worse) > 0;
+    return count(Verdict::slow) > 0 || count(Verdict::worse) > 0 || matched() == 0;
   }
   [[nodiscard]] int exit_code() const { return refusal ? 2 : failed() ? 1 : 0; }
 };

@@ -203,6 +203,60 @@ TEST_CASE("cases in one file only are NEW or MISSING, not failures", "[gate]") {
   CHECK(w.exit_code() == 1);
 }
 
+TEST_CASE("a candidate with no case of the baseline fails: nothing was compared", "[gate]") {
+  auto base = fake_run(1.0, 0.01);
+  std::vector<json> cand;
+  for (json row : base) {
+    row["case"]["experiment"] = "renamed";
+    cand.push_back(row);
+  }
+  const GateReport r = gate(base, cand);
+  CHECK(r.matched() == 0);
+  CHECK(r.count(Verdict::new_case) == static_cast<int>(cand.size()));
+  CHECK(r.count(Verdict::missing) == static_cast<int>(base.size()));
+  CHECK(r.exit_code() == 1);
+  std::ostringstream out;
+  print_report(out, r);
+  CHECK_THAT(out.str(), Catch::Contains("nothing was compared"));
+  CHECK_THAT(out.str(), Catch::Contains("gate: FAIL"));
+  // One case in both files is a comparison: the rest are NEW and MISSING, which pass.
+  cand.push_back(base.front());
+  CHECK(gate(base, cand).matched() == 1);
+  CHECK(gate(base, cand).exit_code() == 0);
+}
+
+TEST_CASE("the host-bound offload methods are SLOW-HOST, which does not fail, unless gated", "[gate]") {
+  auto base = fake_run(1.0, 0.01);
+  auto cand = base;
+  for (const std::string method : {"cpu-offload", "cpu-offload-sync", "copy"}) {
+    base.push_back(fake_row({method, "", 1, "passed", 1e-2, 0.01}));
+    cand.push_back(fake_row({method, "", 1, "passed", 1.1e-2, 0.01}));
+  }
+  const GateReport r = gate(base, cand);
+  CHECK(r.count(Verdict::slow_host) == 2);
+  CHECK(r.count(Verdict::slow) == 1);  // copy is the device's own
+  for (const Comparison& c : r.rows) {
+    if (c.verdict == Verdict::slow_host) CHECK(host_bound(c.key.method));
+  }
+  CHECK(r.exit_code() == 1);
+  std::ostringstream out;
+  print_report(out, r);
+  CHECK_THAT(out.str(), Catch::Contains("SLOW-HOST"));
+  // Without the device-bound slower case the gate passes; gated, the host-bound ones fail.
+  base.pop_back();
+  cand.pop_back();
+  CHECK(gate(base, cand).exit_code() == 0);
+  CHECK(gate(base, cand).count(Verdict::slow_host) == 2);
+  GateOptions o;
+  o.gate_host_bound = true;
+  const GateReport g = gate(base, cand, o);
+  CHECK(g.count(Verdict::slow) == 2);
+  CHECK(g.count(Verdict::slow_host) == 0);
+  CHECK(g.exit_code() == 1);
+  // Faster is FAST for them as for any method.
+  CHECK(gate(cand, base).count(Verdict::fast) == 2);
+}
+
 TEST_CASE("the parser names file and line for bad input", "[gate]") {
   const auto check_error = [](const std::string& text, const std::string& needle) {
     std::istringstream in(text);
