@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <filesystem>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -60,7 +63,60 @@ struct GenerateArgs {
   bool graphs = false;     // CUDA: decode steps replayed as a CUDA graph
   std::string runs_file;  // --runs: one run's options per line, one model load for all
   std::string synthesize_on = "auto";  // synthetic only: host, cuda, or auto (the backend's)
+  bool stop_at_eos = false;  // rows end at an EOS: the tokenizer's, else the config's
+  std::string eos_ids;       // --eos-id: the stop ids (implies --stop-at-eos)
+  std::vector<int32_t> stop_ids;  // resolved from the two above (run_generate)
 };
+
+// The ids a config.json's "eos_token_id" names (a number or a list of numbers; absent: none).
+std::vector<int32_t> config_eos_ids(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) return {};
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: not JSON ({})", file.string(), e.what()));
+  }
+  const auto it = j.find("eos_token_id");
+  if (it == j.end() || it->is_null()) return {};
+  std::vector<int32_t> ids;
+  const auto add = [&](const nlohmann::json& v) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX) {
+      throw Error(fmt::format("{}: eos_token_id: {} is not a token id", file.string(), v.dump()));
+    }
+    ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+  };
+  if (it->is_array()) {
+    for (const auto& v : *it) add(v);
+  } else {
+    add(*it);
+  }
+  return ids;
+}
+
+// The stop ids of --eos-id / --stop-at-eos: the listed ids; else the tokenizer's EOS; else the
+// model's config.json (--config's where given: a DF11 directory's own holds only dfloat11_config);
+// else, for --synthetic (Mistral's configs), 2, the id `df11 synth` writes.
+std::vector<int32_t> resolve_stop_ids(const GenerateArgs& a, const std::optional<e2e::TekkenTokenizer>& tok) {
+  if (!a.eos_ids.empty()) {
+    try {
+      return e2e::parse_ids(a.eos_ids);
+    } catch (const Error&) {
+      throw Error(fmt::format("--eos-id: '{}' is not a list of token ids (e.g. 2 or 2,32768)", a.eos_ids));
+    }
+  }
+  if (!a.stop_at_eos) return {};
+  if (tok) return {tok->eos_id()};
+  if (!a.synthetic.empty()) return {2};
+  std::filesystem::path file = a.config.empty() ? std::filesystem::path(a.model_dir) : std::filesystem::path(a.config);
+  if (std::filesystem::is_directory(file)) file /= "config.json";
+  std::vector<int32_t> ids = config_eos_ids(file);
+  if (ids.empty()) {
+    throw Error(fmt::format("--stop-at-eos: {} names no eos_token_id; give --eos-id or --tokenizer", file.string()));
+  }
+  return ids;
+}
 
 // The model --check runs beside the selected one: BF16 against DF11 either way round; the
 // CPU-offloaded model is BF16 too, so it is checked against DF11.
@@ -79,6 +135,7 @@ nlohmann::json timing_json(const e2e::Timing& t) {
           {"decode_tokens", t.decode_tokens},
           {"decode_s", t.decode_s},
           {"decode_tokens_per_s", t.decode_tokens_per_s()},
+          {"decode_steps", t.decode_steps},
           // Decode steps left out of the two above: they also captured the --graphs step graph.
           {"setup_steps", t.setup_steps},
           {"setup_steps_s", t.setup_s}};
@@ -195,6 +252,11 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
           fmt::format("prompt token {} is outside the model's vocabulary [0, {})", t, shape.vocab));
   }
   const auto prompts = e2e::batch_prompts(prompt, a.batch, shape.vocab, a.prompt.empty());
+  for (const int32_t t : a.stop_ids) {
+    if (t >= shape.vocab)
+      throw Error(fmt::format("stop id {} (--eos-id, --stop-at-eos) is outside the model's vocabulary [0, {})", t,
+                              shape.vocab));
+  }
 
   e2e::ModelRequest req;
   req.backend = backend;
@@ -249,7 +311,7 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
 
   e2e::Model& model = *models[0];
   e2e::Model* reference = a.check ? models[1].get() : nullptr;
-  const e2e::GenerationResult res = e2e::generate(model, prompts, a.max_new, reference);
+  const e2e::GenerationResult res = e2e::generate(model, prompts, a.max_new, reference, a.stop_ids);
   const e2e::MemoryStats mem = model.memory();
   const uint64_t rss = e2e::peak_rss_bytes();
   const uint64_t device_peak = backend == e2e::Backend::cuda ? e2e::cuda_peak_memory() : 0;
@@ -271,15 +333,16 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
     }
     if (traced) {
       for (std::size_t b = 0; b < res.tokens.size(); ++b) {
+        // (a row that stopped at an EOS kept fewer tokens than the traced steps make)
         const auto& got = traced->tokens[b];
-        if (!std::equal(got.begin(), got.end(), res.tokens[b].begin())) {
+        const std::size_t n = std::min(got.size(), res.tokens[b].size());
+        if (!std::equal(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(n), res.tokens[b].begin())) {
           throw Error(fmt::format("--kernel-times: the traced steps gave other tokens than the generation (row {})", b));
         }
       }
     }
   }
-  const double timed_step_s =
-      res.timing.decode_tokens > 0 ? res.timing.decode_s * a.batch / static_cast<double>(res.timing.decode_tokens) : 0;
+  const double timed_step_s = res.timing.decode_steps > 0 ? res.timing.decode_s / res.timing.decode_steps : 0;
 
   if (a.json) {
     nlohmann::json j = {
@@ -331,6 +394,9 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
         {"kv_cache_bytes", mem.kv_cache_bytes},
         {"check", check_state},
         {"tokens", res.tokens},
+        {"stop_ids", a.stop_ids},             // --eos-id / --stop-at-eos ([]: none)
+        {"rows_stopped", res.rows_stopped},   // rows that generated one (their tokens end with it)
+        {"steps", res.steps},                 // forward passes: the prefill and the decode steps
     };
     if (traced) {
       j["kernel_times"] = kernel_times_json(*traced, timed_step_s);
@@ -362,6 +428,10 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
                backend == e2e::Backend::cuda ? e2e::cuda_device_name() : "the CPU", a.batch,
                prompt.size(), a.max_new);
     if (tok) fmt::print("prompt: {} tokens: {}\n", prompt.size(), fmt::join(prompt, " "));
+    if (!a.stop_ids.empty()) {
+      fmt::print("stop ids {}: {} of {} rows stopped; {} forward passes\n", fmt::join(a.stop_ids, ","),
+                 res.rows_stopped, a.batch, res.steps);
+    }
     for (std::size_t b = 0; b < res.tokens.size(); ++b) {
       fmt::print("row {}: {}\n", b, fmt::join(res.tokens[b], " "));
       if (tok) fmt::print("row {} text: {}\n", b, tok->decode(res.tokens[b]));
@@ -519,7 +589,13 @@ int run_generate(const GenerateArgs& a) {
   }
   std::optional<e2e::TekkenTokenizer> tok;
   if (!a.tokenizer.empty()) tok = e2e::TekkenTokenizer::load(a.tokenizer);
-  if (runs.empty()) return run_one(a, *source, nullptr, tok, t_setup, "");
+  const std::vector<int32_t> stop_ids = resolve_stop_ids(a, tok);
+  if (runs.empty()) {
+    GenerateArgs one = a;
+    one.stop_ids = stop_ids;
+    return run_one(one, *source, nullptr, tok, t_setup, "");
+  }
+  for (auto& run : runs) run.second.stop_ids = stop_ids;
 
   // Several runs: the units are loaded (synthesized, read) once and kept with every form a run
   // asked for; a failing run is reported and the next one goes on.
@@ -592,6 +668,11 @@ void add_generate(CLI::App& app) {
   cmd->add_option("--prompt", a->prompt, "Prompt text (needs --tokenizer); BOS is prepended");
   cmd->add_option("--max-new-tokens", a->max_new, "Tokens to generate per row")
       ->capture_default_str();
+  cmd->add_flag("--stop-at-eos", a->stop_at_eos,
+                "A row ends at its first EOS (the --tokenizer's, else the checkpoint's config.json eos_token_id, "
+                "else 2 for --synthetic), generation when every row has; the batch still runs whole, so the "
+                "other rows' bits do not change; decode tokens/s counts the rows still going");
+  cmd->add_option("--eos-id", a->eos_ids, "Stop ids, comma separated (e.g. 2): --stop-at-eos with these ids");
   cmd->add_option("--weights", a->weights,
                   "How the weights are held: bf16, df11 or cpu-offload (CUDA only)")
       ->check(CLI::IsMember({"bf16", "df11", "cpu-offload"}))

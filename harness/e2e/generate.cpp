@@ -3,6 +3,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <bit>
 #include <charconv>
 #include <chrono>
@@ -114,13 +115,14 @@ void account(Timing& t, bool prefill, bool setup, double seconds, int64_t tokens
   } else {
     t.decode_s += seconds;
     t.decode_tokens += tokens;
+    ++t.decode_steps;
   }
 }
 
 }  // namespace
 
 GenerationResult generate(Model& model, const std::vector<std::vector<int32_t>>& prompts,
-                          int max_new, Model* reference) {
+                          int max_new, Model* reference, const std::vector<int32_t>& stop_ids) {
   const int B = model.batch();
   if (prompts.size() != static_cast<std::size_t>(B)) {
     throw Error(fmt::format("generate: {} prompts for a batch of {}", prompts.size(), B));
@@ -152,8 +154,12 @@ GenerationResult generate(Model& model, const std::vector<std::vector<int32_t>>&
   int n_new = static_cast<int>(L);
   std::vector<float> la, lb;
   std::vector<int32_t> next, next_ref;
+  std::vector<char> done(static_cast<std::size_t>(B), 0);
   for (int step = 0; step < max_new; ++step) {
     const bool prefill = step == 0;
+    // Tokens this step makes: the prompts' positions in the prefill, then one a row still going.
+    const int64_t made = prefill ? int64_t{B} * n_new : B - res.rows_stopped;
+    ++res.steps;
     // Each model is timed alone (forward + reading its result), so a check costs no speed.
     auto t0 = std::chrono::steady_clock::now();
     model.forward(feed, n_new);
@@ -163,14 +169,13 @@ GenerationResult generate(Model& model, const std::vector<std::vector<int32_t>>&
     } else {
       model.argmax(next);
     }
-    account(res.timing, prefill, model.last_forward_was_setup(), seconds_since(t0), int64_t{B} * n_new);
+    account(res.timing, prefill, model.last_forward_was_setup(), seconds_since(t0), made);
 
     if (reference) {
       t0 = std::chrono::steady_clock::now();
       reference->forward(feed, n_new);
       reference->logits(lb);
-      account(*res.reference_timing, prefill, reference->last_forward_was_setup(), seconds_since(t0),
-              int64_t{B} * n_new);
+      account(*res.reference_timing, prefill, reference->last_forward_was_setup(), seconds_since(t0), made);
       res.mismatch = compare_logits(la, lb, B, V, step);
       if (res.mismatch) return res;
       argmax_rows(lb, B, V, next_ref);
@@ -179,8 +184,18 @@ GenerationResult generate(Model& model, const std::vector<std::vector<int32_t>>&
       }
       ++res.steps_checked;
     }
-    for (int b = 0; b < B; ++b)
-      res.tokens[static_cast<std::size_t>(b)].push_back(next[static_cast<std::size_t>(b)]);
+    for (std::size_t b = 0; b < static_cast<std::size_t>(B); ++b) {
+      if (done[b]) {
+        next[b] = res.tokens[b].back();  // a done row is fed its stop id again
+        continue;
+      }
+      res.tokens[b].push_back(next[b]);
+      if (std::find(stop_ids.begin(), stop_ids.end(), next[b]) != stop_ids.end()) {
+        done[b] = 1;
+        ++res.rows_stopped;
+      }
+    }
+    if (res.rows_stopped == B) break;
     feed = next;
     n_new = 1;
     if (step + 1 == max_new) break;  // the last token is not fed back

@@ -43,7 +43,10 @@ struct Mismatch {
 
 struct Timing {
   int64_t prefill_tokens = 0;  // batch x prompt length
-  int64_t decode_tokens = 0;   // batch x (new tokens - 1 - setup_steps): the first comes from the prefill
+  // Tokens of the timed decode steps: batch x (new tokens - 1 - setup_steps), the first token
+  // coming from the prefill; with stop ids, only the rows not yet stopped count.
+  int64_t decode_tokens = 0;
+  int decode_steps = 0;  // the timed decode steps
   double prefill_s = 0, decode_s = 0;
   // Decode steps that also built something once (Model::last_forward_was_setup: a --graphs
   // capture), left out of decode_tokens and decode_s, and their time.
@@ -58,7 +61,10 @@ struct Timing {
 };
 
 struct GenerationResult {
-  std::vector<std::vector<int32_t>> tokens;  // [batch][generated]
+  // [batch][generated]; a row that generated a stop id ends with it.
+  std::vector<std::vector<int32_t>> tokens;
+  int rows_stopped = 0;  // rows that generated a stop id
+  int steps = 0;         // forward passes run: the prefill and the decode steps
   Timing timing;                             // of the model
   std::optional<Timing> reference_timing;    // of the reference, when checking
   bool checked = false;
@@ -69,9 +75,13 @@ struct GenerationResult {
 // Greedy decoding (argmax, ties to the lowest index) of max_new tokens per row after the prompts
 // (all of one length). With a reference model, both run the same tokens and every step's logits
 // must match bit for bit; generation stops at the first mismatch. Both models are reset first.
+// A row that generates one of stop_ids (an EOS) is done: its later tokens are not kept, and
+// generation ends when every row is done. The batch still runs whole (a done row is fed its
+// last token again and its logits are still checked), so the other rows' bits do not change.
 [[nodiscard]] GenerationResult generate(Model& model,
                                         const std::vector<std::vector<int32_t>>& prompts,
-                                        int max_new, Model* reference = nullptr);
+                                        int max_new, Model* reference = nullptr,
+                                        const std::vector<int32_t>& stop_ids = {});
 
 // Device time of decode steps (`df11 generate --kernel-times`): what a tracer (CUPTI on CUDA)
 // records between begin() and end(), by kind of kernel (trace::Summary).

@@ -257,6 +257,51 @@ TEST_CASE("tiny: BF16 and DF11 give bit-identical logits and tokens over 16 step
   CHECK_FALSE(plain.checked);
 }
 
+TEST_CASE("generate: rows end at a stop id, the others' tokens and bits unchanged, the check still run",
+          "[e2e]") {
+  const int batch = 4, L = 5, steps = 14;
+  const auto prompts = batch_prompts(prompt_of(L, 1024), batch, 1024);
+  auto models = tiny_models({WeightsKind::df11, WeightsKind::bf16}, batch, L + steps);
+  const GenerationResult full = generate(*models[0], prompts, steps);
+  REQUIRE(full.rows_stopped == 0);
+  REQUIRE(full.steps == steps);
+  // Stop ids: row 0's 3rd token and row 2's 6th (unless an earlier token of a row is one too).
+  const std::vector<int32_t> stops{full.tokens[0][2], full.tokens[2][5]};
+  const GenerationResult res = generate(*models[0], prompts, steps, models[1].get(), stops);
+  INFO((res.mismatch ? res.mismatch->describe("df11", "bf16") : ""));
+  REQUIRE_FALSE(res.mismatch);
+  int stopped = 0, longest = 0;
+  int64_t decode_tokens = 0;
+  for (int b = 0; b < batch; ++b) {
+    const auto& row = res.tokens[static_cast<std::size_t>(b)];
+    const auto& all = full.tokens[static_cast<std::size_t>(b)];
+    // The full run's tokens up to and with the first stop id, or all of them.
+    const auto first = std::find_first_of(all.begin(), all.end(), stops.begin(), stops.end());
+    const std::size_t expect = first == all.end() ? all.size() : static_cast<std::size_t>(first - all.begin()) + 1;
+    CHECK(row == std::vector<int32_t>(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(expect)));
+    stopped += first != all.end();
+    longest = std::max(longest, static_cast<int>(row.size()));
+    decode_tokens += static_cast<int64_t>(row.size()) - 1;  // the first comes from the prefill
+  }
+  CHECK(stopped >= 2);
+  CHECK(res.rows_stopped == stopped);
+  // Generation ends with the last row's stop (or at steps); decode tokens count rows still going.
+  CHECK(res.steps == (stopped == batch ? longest : steps));
+  CHECK(res.steps_checked == res.steps);
+  CHECK(res.timing.decode_tokens == decode_tokens);
+  CHECK(res.timing.decode_steps == res.steps - 1);
+  CHECK(res.reference_timing->decode_tokens == decode_tokens);
+
+  // Every row stopping ends generation at once: the prefill's own tokens as stop ids.
+  std::vector<int32_t> firsts;
+  for (const auto& row : full.tokens) firsts.push_back(row[0]);
+  const GenerationResult at_once = generate(*models[0], prompts, steps, nullptr, firsts);
+  CHECK(at_once.steps == 1);
+  CHECK(at_once.rows_stopped == batch);
+  CHECK(at_once.timing.decode_tokens == 0);
+  for (const auto& row : at_once.tokens) CHECK(row.size() == 1);
+}
+
 // A model that says its n-th forward built something once (as a --graphs capture step does).
 class SetupAtForward final : public Model {
  public:

@@ -221,6 +221,54 @@ for r in rows:
     assert r["peak_device_bytes"] >= r["weight_bytes"], r
 PY
 fi
+# Stop ids: a row ends at its first (its tokens a prefix of the full run's), --check still
+# passes, the JSON says how many rows stopped; --stop-at-eos reads a checkpoint's config.json.
+full=$("$df11" generate --synthetic tiny --prompt-len 4 --max-new-tokens 10 --batch 2 --backend cpu --json 2>/dev/null)
+stop=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["tokens"][0][3])' "$full")
+out=$("$df11" generate --synthetic tiny --prompt-len 4 --max-new-tokens 10 --batch 2 --backend cpu --json --check \
+  --eos-id "$stop" 2>/dev/null) || fail "generate --eos-id exited $?: $out"
+python3 - "$full" "$out" "$stop" <<'PY' || fail "--eos-id: $out"
+import json, sys
+full, got, stop = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+assert got["check"] == "passed" and got["stop_ids"] == [stop], got
+for f, g in zip(full["tokens"], got["tokens"]):
+    n = f.index(stop) + 1 if stop in f else len(f)
+    assert g == f[:n], (f, g)
+assert got["rows_stopped"] == sum(stop in f for f in full["tokens"]) >= 1, got
+assert got["timing"]["decode_tokens"] == sum(len(g) - 1 for g in got["tokens"]), got
+PY
+out=$("$df11" generate --synthetic tiny --prompt-len 4 --max-new-tokens 3 --backend cpu --stop-at-eos 2>&1) ||
+  fail "generate --stop-at-eos exited $?: $out"
+grep -q "^stop ids 2: " <<<"$out" || fail "--stop-at-eos on --synthetic: no 'stop ids 2' in: $out"
+expect_error "--eos-id: 'x' is not a list of token ids" --synthetic tiny --prompt-len 4 --eos-id x --backend cpu
+expect_error "stop id 5000 (--eos-id, --stop-at-eos) is outside the model's vocabulary [0, 1024)" --synthetic tiny \
+  --prompt-len 4 --eos-id 5000 --backend cpu
+eosdir=$(mktemp -d)
+if "$df11" synth --arch tiny "$eosdir/m" >/dev/null 2>&1; then
+  out=$("$df11" generate --model "$eosdir/m" --prompt-ids 1,2 --max-new-tokens 2 --backend cpu --stop-at-eos 2>&1) ||
+    fail "--stop-at-eos with a checkpoint exited $?: $out"
+  grep -q "^stop ids 2: " <<<"$out" || fail "--stop-at-eos did not read config.json's eos_token_id: $out"
+  python3 - "$eosdir/m/config.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+j["eos_token_id"] = [2, 7]
+json.dump(j, open(sys.argv[1], "w"))
+PY
+  out=$("$df11" generate --model "$eosdir/m" --prompt-ids 1,2 --max-new-tokens 2 --backend cpu --stop-at-eos 2>&1)
+  grep -q "^stop ids 2,7: " <<<"$out" || fail "--stop-at-eos with a list of eos ids: $out"
+  python3 - "$eosdir/m/config.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+del j["eos_token_id"]
+json.dump(j, open(sys.argv[1], "w"))
+PY
+  expect_error "config.json names no eos_token_id; give --eos-id or --tokenizer" --model "$eosdir/m" --prompt-ids 1,2 \
+    --max-new-tokens 2 --backend cpu --stop-at-eos
+else
+  fail "df11 synth of the tiny model failed"
+fi
+rm -rf "$eosdir"
+
 # A DF11 directory whose stream is damaged where no metadata can tell (three bytes inside layer 0's
 # encoded exponents): an error naming the file and the unit at load, before any token, for every
 # weight form (a GPU decoder would read the stream unchecked), never garbage tokens.
