@@ -282,6 +282,7 @@ class CudaBackend final : public Backend {
   }
 
   [[nodiscard]] std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) override {
+    NvtxRange r("verify " + m.label() + " batch " + std::to_string(batch));
     run_poisoned(m, batch);
     std::vector<uint16_t> out = method_output(m, batch);
     // time() replays the method's captured graph once against this output.
@@ -295,6 +296,7 @@ class CudaBackend final : public Backend {
   // DF11_VERIFY_ON_HOST=1 reads the output back instead (run_for_output).
   [[nodiscard]] std::optional<WeightsComparison> run_and_compare_with_weights(const MethodCase& m) override {
     if (m.needs_gemm() || verify_on_host_) return std::nullopt;
+    NvtxRange r("verify " + m.label() + " against the weights");
     run_poisoned(m, 0);
     const WeightsComparison c = compare_with_weights(m.label());
     // time() replays the method's captured graph once, and compares that with the weights too.
