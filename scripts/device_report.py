@@ -440,7 +440,7 @@ def kernel_times_table(runs):
            "|---|---|---|---|---|---|" + "---|" * len(KINDS) + "---|---|"]
     for r in traced:
         k = r["kernel_times"]
-        step, busy = k.get("timed_step_s", 0) * 1e3, k.get("busy_s", 0) * 1e3
+        step, busy = (k.get("timed_step_s") or 0) * 1e3, (k.get("busy_s") or 0) * 1e3  # null: none timed
         how = ", ".join(x for x in (("fused MMA" if r.get("fused_mma") else "fused GEMV") if r.get("fused_gemv") else "",
                                     "CUDA graph" if r.get("graphs") else "",
                                     f"chunked {r['chunk_bytes']} B" if r.get("chunk_bytes") else "",

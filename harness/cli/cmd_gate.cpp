@@ -33,7 +33,7 @@ void add_gate(CLI::App& app) {
                                "SAME/FAST/SLOW/AMBIGUOUS per case (noise-aware; SLOW-HOST for the "
                                "host-bound offload methods, which does not fail), "
                                "BETTER/WORSE on disposition changes, NEW/MISSING. Exit 1 on SLOW "
-                               "or WORSE, 2 when the devices differ");
+                               "or WORSE or when no case is in both files, 2 when the devices differ");
   g->add_option("BASELINE", args->baseline,
                 "Baseline results.jsonl (e.g. reports/baselines/<device>.jsonl)")
       ->required();

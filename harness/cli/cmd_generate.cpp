@@ -65,13 +65,14 @@ struct GenerateArgs {
   std::string synthesize_on = "auto";  // synthetic only: host, cuda, or auto (the backend's)
   bool stop_at_eos = false;  // rows end at an EOS: the tokenizer's, else the config's
   std::string eos_ids;       // --eos-id: the stop ids (implies --stop-at-eos)
+  bool eos_ids_given = false;  // --eos-id was on the command line (an empty list is refused)
   std::vector<int32_t> stop_ids;  // resolved from the two above (run_generate)
 };
 
 // The ids a config.json's "eos_token_id" names (a number or a list of numbers; absent: none).
 std::vector<int32_t> config_eos_ids(const std::filesystem::path& file) {
   std::ifstream in(file);
-  if (!in) return {};
+  if (!in) throw Error(fmt::format("--stop-at-eos: cannot read {} (its eos_token_id); give --eos-id", file.string()));
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
@@ -97,9 +98,10 @@ std::vector<int32_t> config_eos_ids(const std::filesystem::path& file) {
 
 // The stop ids of --eos-id / --stop-at-eos: the listed ids; else the tokenizer's EOS; else the
 // model's config.json (--config's where given: a DF11 directory's own holds only dfloat11_config);
-// else, for --synthetic (Mistral's configs), 2, the id `df11 synth` writes.
+// else, for --synthetic (Mistral's configs), 2, the id `df11 synth` writes. Resolved before the
+// weights load, so that a bad id or config fails at once.
 std::vector<int32_t> resolve_stop_ids(const GenerateArgs& a, const std::optional<e2e::TekkenTokenizer>& tok) {
-  if (!a.eos_ids.empty()) {
+  if (a.eos_ids_given) {
     try {
       return e2e::parse_ids(a.eos_ids);
     } catch (const Error&) {
@@ -109,6 +111,8 @@ std::vector<int32_t> resolve_stop_ids(const GenerateArgs& a, const std::optional
   if (!a.stop_at_eos) return {};
   if (tok) return {tok->eos_id()};
   if (!a.synthetic.empty()) return {2};
+  if (a.config.empty() && !std::filesystem::is_directory(a.model_dir))
+    throw Error(fmt::format("{}: not a directory", a.model_dir));
   std::filesystem::path file = a.config.empty() ? std::filesystem::path(a.model_dir) : std::filesystem::path(a.config);
   if (std::filesystem::is_directory(file)) file /= "config.json";
   std::vector<int32_t> ids = config_eos_ids(file);
@@ -227,7 +231,8 @@ nlohmann::json kernel_times_json(const e2e::TracedSteps& t, double timed_step_s)
     counts[trace::to_string(kind)] = static_cast<double>(t.device.records(kind)) / n;
   }
   return {{"steps", t.steps},
-          {"timed_step_s", timed_step_s},  // the untraced generation's decode step
+          // the untraced generation's decode step (null: it timed none, every row having stopped)
+          {"timed_step_s", timed_step_s > 0 ? nlohmann::json(timed_step_s) : nlohmann::json()},
           {"traced_step_s", t.wall_s / n},
           {"busy_s", t.device.busy_s / n},  // the device busy with any kernel or copy
           {"kernel_s", kinds},
@@ -454,9 +459,11 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
       const trace::Summary& d = traced->device;
       const double n = traced->steps;
       auto ms = [&](double s) { return s / n * 1e3; };
-      fmt::print("kernel time per decode step ({} steps traced): device busy {:.3f} ms of {:.3f} ms untraced "
+      fmt::print("kernel time per decode step ({} steps traced): device busy {:.3f} ms of {} untraced "
                  "({:.3f} ms traced); ",
-                 traced->steps, ms(d.busy_s), timed_step_s * 1e3, ms(traced->wall_s));
+                 traced->steps, ms(d.busy_s),
+                 timed_step_s > 0 ? fmt::format("{:.3f} ms", timed_step_s * 1e3) : std::string("none timed"),
+                 ms(traced->wall_s));
       for (int k = 0; k < trace::kKinds; ++k) {
         const auto kind = static_cast<trace::Kind>(k);
         fmt::print("{} {:.3f} ms{}", trace::to_string(kind), ms(d.of(kind)), k + 1 < trace::kKinds ? ", " : "; ");
@@ -568,6 +575,10 @@ int run_generate(const GenerateArgs& a) {
     check_run_args(a);
   }
 
+  std::optional<e2e::TekkenTokenizer> tok;
+  if (!a.tokenizer.empty()) tok = e2e::TekkenTokenizer::load(a.tokenizer);
+  const std::vector<int32_t> stop_ids = resolve_stop_ids(a, tok);
+
   std::unique_ptr<e2e::WeightSource> source;
   if (!a.synthetic.empty()) {
     e2e::ModelShape shape = e2e::named_config(a.synthetic);
@@ -587,9 +598,6 @@ int run_generate(const GenerateArgs& a) {
     source = e2e::open_checkpoint(a.model_dir, a.threads,
                                   a.config.empty() ? std::nullopt : std::optional<std::filesystem::path>(a.config));
   }
-  std::optional<e2e::TekkenTokenizer> tok;
-  if (!a.tokenizer.empty()) tok = e2e::TekkenTokenizer::load(a.tokenizer);
-  const std::vector<int32_t> stop_ids = resolve_stop_ids(a, tok);
   if (runs.empty()) {
     GenerateArgs one = a;
     one.stop_ids = stop_ids;
@@ -764,7 +772,10 @@ void add_generate(CLI::App& app) {
                 "the fixed one (the default is) and matrices that tile: rows of a multiple of 128 elements, at "
                 "least 2048, in groups of 16 units at the same columns (Nemo's do, tiny's do not); --check's "
                 "partner runs the same kernel on BF16 words");
-  cmd->callback([a] { exit_code() = run_generate(*a); });
+  cmd->callback([a, cmd] {
+    a->eos_ids_given = cmd->count("--eos-id") > 0;
+    exit_code() = run_generate(*a);
+  });
 }
 
 }  // namespace df11::cli

@@ -241,6 +241,7 @@ out=$("$df11" generate --synthetic tiny --prompt-len 4 --max-new-tokens 3 --back
   fail "generate --stop-at-eos exited $?: $out"
 grep -q "^stop ids 2: " <<<"$out" || fail "--stop-at-eos on --synthetic: no 'stop ids 2' in: $out"
 expect_error "--eos-id: 'x' is not a list of token ids" --synthetic tiny --prompt-len 4 --eos-id x --backend cpu
+expect_error "--eos-id: '' is not a list of token ids" --synthetic tiny --prompt-len 4 --eos-id "" --backend cpu
 expect_error "stop id 5000 (--eos-id, --stop-at-eos) is outside the model's vocabulary [0, 1024)" --synthetic tiny \
   --prompt-len 4 --eos-id 5000 --backend cpu
 eosdir=$(mktemp -d)
@@ -264,6 +265,9 @@ json.dump(j, open(sys.argv[1], "w"))
 PY
   expect_error "config.json names no eos_token_id; give --eos-id or --tokenizer" --model "$eosdir/m" --prompt-ids 1,2 \
     --max-new-tokens 2 --backend cpu --stop-at-eos
+  rm "$eosdir/m/config.json"
+  expect_error "--stop-at-eos: cannot read $eosdir/m/config.json (its eos_token_id); give --eos-id" --model "$eosdir/m" \
+    --prompt-ids 1,2 --max-new-tokens 2 --backend cpu --stop-at-eos
 else
   fail "df11 synth of the tiny model failed"
 fi

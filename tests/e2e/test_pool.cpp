@@ -48,6 +48,7 @@ constexpr long long kHeadroom = 2LL << 30;
 int under_address_limit(const std::function<int()>& body) {
   const pid_t pid = ::fork();
   if (pid == 0) {
+    ::alarm(120);  // a pool that hangs ends the child (SIGALRM), not the test run
     if (::mallopt(M_ARENA_MAX, 4) != 1) ::_exit(89);
     const long long now = address_space_bytes();
     if (now <= 0) ::_exit(90);
@@ -100,8 +101,10 @@ TEST_CASE("parallel_for: threads the system refuses leave the tasks room to allo
     std::atomic<int> done{0}, big{0};
     df11::parallel_for(4096, 4096, [&](std::size_t task) {
       if (task == 4095) big = can_map(size_t{256} << 20) ? 1 : 0;  // after the threads started
-      std::string scratch(size_t{1} << 20, 'x');
-      // Tasks that take a while: the threads all start (the system refuses some) before they end.
+      // Every task maps a buffer as it starts: one that started while the threads were still
+      // being made (the address space nearly all stacks) would find no room.
+      std::string scratch(size_t{4} << 20, 'x');
+      // Tasks that take a while, so that many hold their buffers at once.
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       done += scratch[4321] == 'x' ? 1 : 0;
     });
