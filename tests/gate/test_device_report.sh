@@ -63,6 +63,10 @@ e2e = [dict(run("df11", 8, 128, 100.0, 42e9, "passed"), setup_s=59.6, method="cu
                                       "copy": 0}}),
        run("cpu-offload", 1, 128, 2.0, 1.5e9),
        run("bf16", 1, 2048, 1.0, 26e9, prefill=9000.0),
+       # --fused-gemv over its fused rows: decode-then-GEMM, so no fused info row at batch 8
+       dict(run("df11", 8, 128, 300.0, 18e9), fused_gemv=True,
+            method="cuda df11 (x), no fused decode+GEMV at batch 8 (> 4)"),
+       run("bf16", 8, 128, 800.0, 25e9),
        # every row stopped at an EOS before a decode step was timed: timed_step_s is null
        dict(run("bf16", 64, 128, 500.0, 27e9),
             kernel_times={"steps": 2, "timed_step_s": None, "traced_step_s": 0.03, "busy_s": 0.02,
@@ -134,9 +138,12 @@ for needle in "| 4 | best variant >= 3x official-ptx |" "| 4 | best variant >= 6
   "| - | With CUDA graphs: DF11 whole blocks decode tokens/s / BF16 at batch 1 | 0.50x | info | BF16 with graphs 140.0 tok/s |" \
   "| - | CUDA graphs: BF16 decode tokens/s with / without at batch 1 | 1.27x | info |" "| df11 | - | - | - | yes | 1 | 128 |" \
   "| df11 | whole blocks | 1 | 25.000 | 20.000 | 5.000 (20%) | 12.000 | 7.000 | 0.000 | 0.500 | 0.500 | 0.000 | 444 | 625 (idle 125) |" \
-  "| bf16 | - | 64 | 0.000 | 20.000 | - | 0.000 | 20.000 | 0.000 | 0.000 | 0.000 | 0.000 | 280 | - |"; do
+  "| bf16 | - | 64 | 0.000 | 20.000 | - | 0.000 | 20.000 | 0.000 | 0.000 | 0.000 | 0.000 | 280 | - |" \
+  "| df11 | - | - | not run | - | 8 | 128 |"; do
   grep -qF -- "$needle" "$readme" || fail "README.md lacks '$needle'"
 done
+grep -qF "DF11 fused decode+GEMV decode tokens/s / BF16 at batch 8" "$readme" &&
+  fail "a --fused-gemv run over its fused rows got a fused info row"
 grep -E '^\| 5 \| best df11-chunked <= 2.0x bf16 at batch 1 \| [0-9.]+x \(df11-pipelined:' "$readme" >/dev/null ||
   fail "the chunked target does not take the faster pipelined row"
 grep -E '^\| 5 \| best df11 <= 2.9x bf16 at batch 1 \| [0-9.]+x \(df11-rev:' "$readme" >/dev/null ||
