@@ -4,12 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <filesystem>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <utility>
 
@@ -19,6 +19,7 @@
 
 #include "cli/commands.hpp"
 #include "codec/common.hpp"
+#include "datasets/json_io.hpp"
 #include "e2e/factory.hpp"
 #include "e2e/generate.hpp"
 #include "e2e/tokenizer.hpp"
@@ -66,25 +67,19 @@ struct GenerateArgs {
   bool stop_at_eos = false;  // rows end at an EOS: the tokenizer's, else the config's
   std::string eos_ids;       // --eos-id: the stop ids (implies --stop-at-eos)
   bool eos_ids_given = false;  // --eos-id was on the command line (an empty list is refused)
-  std::vector<int32_t> stop_ids;  // resolved from the two above (run_generate)
 };
 
 // The ids a config.json's "eos_token_id" names (a number or a list of numbers; absent: none).
 std::vector<int32_t> config_eos_ids(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  if (!in) throw Error(fmt::format("--stop-at-eos: cannot read {} (its eos_token_id); give --eos-id", file.string()));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("{}: not JSON ({})", file.string(), e.what()));
-  }
+  if (!std::filesystem::exists(file))
+    throw Error(fmt::format("--stop-at-eos: cannot read {} (its eos_token_id); give --eos-id", file.string()));
+  const nlohmann::json j = read_json_file(file);
   const auto it = j.find("eos_token_id");
   if (it == j.end() || it->is_null()) return {};
   std::vector<int32_t> ids;
   const auto add = [&](const nlohmann::json& v) {
-    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX) {
-      throw Error(fmt::format("{}: eos_token_id: {} is not a token id", file.string(), v.dump()));
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      throw Error(fmt::format("{}: eos_token_id: {} is not a token id", file.string(), brief(v)));
     }
     ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
   };
@@ -242,8 +237,8 @@ nlohmann::json kernel_times_json(const e2e::TracedSteps& t, double timed_step_s)
 // One run: builds its models (from `cache` when given, else loading the source unit by unit),
 // generates, prints the result (text, or one JSON line). Returns 2 when --check failed.
 int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCache* cache,
-                  const std::optional<e2e::TekkenTokenizer>& tok, std::chrono::steady_clock::time_point t_setup,
-                  const std::string& run_spec) {
+                  const std::optional<e2e::TekkenTokenizer>& tok, const std::vector<int32_t>& stop_ids,
+                  std::chrono::steady_clock::time_point t_setup, const std::string& run_spec) {
   const e2e::Backend backend = e2e::resolve_backend(a.backend);
   const e2e::WeightsKind weights = e2e::parse_weights(a.weights);
   const e2e::ModelShape& shape = source.shape();
@@ -257,7 +252,7 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
           fmt::format("prompt token {} is outside the model's vocabulary [0, {})", t, shape.vocab));
   }
   const auto prompts = e2e::batch_prompts(prompt, a.batch, shape.vocab, a.prompt.empty());
-  for (const int32_t t : a.stop_ids) {
+  for (const int32_t t : stop_ids) {
     if (t >= shape.vocab)
       throw Error(fmt::format("stop id {} (--eos-id, --stop-at-eos) is outside the model's vocabulary [0, {})", t,
                               shape.vocab));
@@ -316,7 +311,7 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
 
   e2e::Model& model = *models[0];
   e2e::Model* reference = a.check ? models[1].get() : nullptr;
-  const e2e::GenerationResult res = e2e::generate(model, prompts, a.max_new, reference, a.stop_ids);
+  const e2e::GenerationResult res = e2e::generate(model, prompts, a.max_new, reference, stop_ids);
   const e2e::MemoryStats mem = model.memory();
   const uint64_t rss = e2e::peak_rss_bytes();
   const uint64_t device_peak = backend == e2e::Backend::cuda ? e2e::cuda_peak_memory() : 0;
@@ -399,7 +394,7 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
         {"kv_cache_bytes", mem.kv_cache_bytes},
         {"check", check_state},
         {"tokens", res.tokens},
-        {"stop_ids", a.stop_ids},             // --eos-id / --stop-at-eos ([]: none)
+        {"stop_ids", stop_ids},             // --eos-id / --stop-at-eos ([]: none)
         {"rows_stopped", res.rows_stopped},   // rows that generated one (their tokens end with it)
         {"steps", res.steps},                 // forward passes: the prefill and the decode steps
     };
@@ -433,8 +428,8 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
                backend == e2e::Backend::cuda ? e2e::cuda_device_name() : "the CPU", a.batch,
                prompt.size(), a.max_new);
     if (tok) fmt::print("prompt: {} tokens: {}\n", prompt.size(), fmt::join(prompt, " "));
-    if (!a.stop_ids.empty()) {
-      fmt::print("stop ids {}: {} of {} rows stopped; {} forward passes\n", fmt::join(a.stop_ids, ","),
+    if (!stop_ids.empty()) {
+      fmt::print("stop ids {}: {} of {} rows stopped; {} forward passes\n", fmt::join(stop_ids, ","),
                  res.rows_stopped, a.batch, res.steps);
     }
     for (std::size_t b = 0; b < res.tokens.size(); ++b) {
@@ -491,10 +486,10 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
 // One run (generate_once); running out of host memory names the options that sized it instead of
 // saying std::bad_alloc.
 int run_one(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCache* cache,
-            const std::optional<e2e::TekkenTokenizer>& tok, std::chrono::steady_clock::time_point t_setup,
-            const std::string& run_spec) {
+            const std::optional<e2e::TekkenTokenizer>& tok, const std::vector<int32_t>& stop_ids,
+            std::chrono::steady_clock::time_point t_setup, const std::string& run_spec) {
   try {
-    return generate_once(a, source, cache, tok, t_setup, run_spec);
+    return generate_once(a, source, cache, tok, stop_ids, t_setup, run_spec);
   } catch (const std::bad_alloc&) {
     throw Error(fmt::format("generate: out of host memory for this run (--batch {}, --max-new-tokens {}): the "
                             "weights, KV cache and logits do not fit; a smaller --batch, --max-new-tokens or prompt "
@@ -598,12 +593,7 @@ int run_generate(const GenerateArgs& a) {
     source = e2e::open_checkpoint(a.model_dir, a.threads,
                                   a.config.empty() ? std::nullopt : std::optional<std::filesystem::path>(a.config));
   }
-  if (runs.empty()) {
-    GenerateArgs one = a;
-    one.stop_ids = stop_ids;
-    return run_one(one, *source, nullptr, tok, t_setup, "");
-  }
-  for (auto& run : runs) run.second.stop_ids = stop_ids;
+  if (runs.empty()) return run_one(a, *source, nullptr, tok, stop_ids, t_setup, "");
 
   // Several runs: the units are loaded (synthesized, read) once and kept with every form a run
   // asked for; a failing run is reported and the next one goes on.
@@ -627,7 +617,7 @@ int run_generate(const GenerateArgs& a) {
   for (const auto& [line, r] : runs) {
     try {
       check_run_args(r);
-      const int rc = run_one(r, *source, &cache, tok, std::chrono::steady_clock::now(), line);
+      const int rc = run_one(r, *source, &cache, tok, stop_ids, std::chrono::steady_clock::now(), line);
       failed_checks += rc == 2;
     } catch (const std::exception& e) {
       ++failed_runs;

@@ -414,9 +414,8 @@ class Bf16DeviceProvider final : public DeviceProvider {
 // The fused decode of the DF11 decoder `variant` (empty: the fused default); its layout is the
 // decoder's. mma (--fused-mma): the tensor-core kernel, over a decoder whose fused decode is fixed.
 dec::FusedDecode fused_decode_of(const std::string& variant, bool mma = false) {
-  dec::Registry reg;
-  dec::register_all(reg);
-  const dec::Decoder* d = pick_cuda_decoder(reg, variant.empty() ? std::string(kDefaultFusedVariant) : variant);
+  const dec::Decoder* d =
+      pick_cuda_decoder(dec::all_decoders(), variant.empty() ? std::string(kDefaultFusedVariant) : variant);
   const std::optional<dec::FusedDecode> decode = dec::fused_decode_for(*d);
   if (!decode) {
     throw Error(fmt::format("--fused-gemv with decoder {}: the fused kernels read layouts {} and {} (and fix64 "
@@ -1102,7 +1101,8 @@ struct WeightsKey {
 };
 
 WeightsKey weights_key(const ModelRequest& r, uint64_t source) {
-  WeightsKey k{source, r.weights, "", fused_kernels(r), fused_kernels(r) && r.fused_mma};
+  const bool fused = fused_kernels(r);
+  WeightsKey k{source, r.weights, "", fused, fused && r.fused_mma};
   if (r.weights == WeightsKind::df11) k.variant = cuda_df11_decoder_name(r);  // "" and the default: one key
   if (r.weights == WeightsKind::bf16 && r.fused_gemv) {
     // Checked even where no kernel is built (batch > 16), as the provider's construction does,

@@ -53,9 +53,7 @@ std::string cuda_df11_variant(const ModelRequest& r) {
 }
 
 std::string cuda_df11_decoder_name(const ModelRequest& r) {
-  dec::Registry reg;
-  dec::register_all(reg);
-  return pick_cuda_decoder(reg, cuda_df11_variant(r))->name();
+  return pick_cuda_decoder(dec::all_decoders(), cuda_df11_variant(r))->name();
 }
 
 namespace {

@@ -232,14 +232,15 @@ class CudaBackend final : public Backend {
       return dec::Status::yes();
     }
     if (m.fused()) {  // fused_can_implement names the layouts (and for fixed_mma the shapes) the kernels take
-      if (!fused_decode_of(m)) {  // (a variant of the layout without a fused decode of its own)
+      const std::optional<dec::FusedDecode> decode = fused_decode_of(m);
+      if (!decode) {  // (a variant of the layout without a fused decode of its own)
         return dec::Status::no(fmt::format("{} has no fused decode (the fused kernels read fix64's units for the "
                                            "2^12 root's stagings and the wide root's exp-smem only)",
                                            m.variant ? m.variant->name() : m.layout()->name()));
       }
       const EncodedUnit* e = encoding_in(*m.layout());
       if (!e) return dec::Status::no("no encoding in layout " + m.layout()->name());
-      return dec::fused_can_implement(*e, gemv_matrices(), 1, fused_decode_of(m));
+      return dec::fused_can_implement(*e, gemv_matrices(), 1, decode);
     }
     if (m.decodes()) {
       if (m.variant == nullptr) return dec::Status::no("the cuda backend runs GPU decoder variants, not '" + m.variant_name + "'");

@@ -51,8 +51,7 @@ void parallel_for(std::size_t n_tasks, int n_threads, const std::function<void(s
       phase.wait(p);
     }
     for (;;) {
-      if (failed.load(std::memory_order_relaxed) || worker >= active.load(std::memory_order_relaxed))
-        return;
+      if (failed.load(std::memory_order_relaxed)) return;
       const std::size_t t = next.fetch_add(1, std::memory_order_relaxed);
       if (t >= n_tasks) return;
       try {
