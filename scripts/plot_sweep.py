@@ -5,7 +5,8 @@ schema 1) and writes into RUN_DIR, per (experiment, unit):
   overhead_<unit>.png   latency / bf16 latency at the same batch vs batch, line at 1.0
   decode_<unit>.png     decoder throughput (GB/s, `decode` rows) against the `copy` bound
   breakdown_<unit>.png  decode vs GEMM time per batch (stacked), df11 methods, when measured
-and report.md with the figures and tables of the numbers. Rows that did not pass are listed in
+and report.md with the figures and tables of the numbers (latency and ratio to bf16, time over bf16
+and its spread across batches, decode vs GEMM time, decoder throughput). Rows that did not pass are listed in
 the report, never plotted; unreadable lines (a run killed mid-write) are listed and skipped.
 Runs under Debian's /usr/bin/python3 (python3-matplotlib, python3-numpy; see scripts/setup).
 
@@ -293,6 +294,35 @@ def ratios(table):
     return out
 
 
+def extra_times(table):
+    """{series: {batch: median - bf16 median}} for every non-bf16 series with a bf16 partner: the
+    time a method adds to a forward pass of the unit, which the DFloat11 model card says is
+    constant per pass (so its ratio fades as the GEMMs grow)."""
+    bf16 = table.get(("bf16", ""), {})
+    out = {}
+    for s, by_batch in table.items():
+        if s == ("bf16", ""):
+            continue
+        d = {b: row["summary"]["median_s"] - bf16[b]["summary"]["median_s"] for b, row in by_batch.items() if b in bf16}
+        if d:
+            out[s] = d
+    return out
+
+
+def fmt_signed_s(s):
+    return "-" + fmt_s(-s) if s < 0 else fmt_s(s)
+
+
+def spread(values):
+    """(max - min) / median of a series' extra times, as a percentage; None under two batches or
+    when the median is not positive."""
+    if len(values) < 2:
+        return None
+    v = sorted(values)
+    med = v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+    return (v[-1] - v[0]) / med * 100 if med > 0 else None
+
+
 def plot_overhead(run, key, ratio):
     fig, ax = new_figure()
     batches = sorted({b for s in ratio.values() for b in s})
@@ -491,6 +521,17 @@ def write_report(run, sections, decode_sections, elapsed_note):
                 rows.append(cells)
             out += ["Median latency (ratio to bf16):", "",
                     md_table(["method \\ batch"] + [str(b) for b in batches], rows), ""]
+            extra = extra_times(table)
+            if extra:
+                rows = []
+                for s, by_batch in extra.items():
+                    sp = spread(list(by_batch.values()))
+                    rows.append([series_label(s)] + [fmt_signed_s(by_batch[b]) if b in by_batch else "-" for b in batches]
+                                + [f"{sp:.0f}%" if sp is not None else "-"])
+                out += ["Time over bf16 (median minus bf16's median at the same batch). The DFloat11 model "
+                        "card says DF11's cost is constant per forward pass; spread is (max - min) / median "
+                        "of a row's times, small where it is:", "",
+                        md_table(["method \\ batch"] + [str(b) for b in batches] + ["spread"], rows), ""]
         if sec["breakdown"]:
             rows = []
             for s, by_batch in sec["breakdown"].items():

@@ -39,7 +39,8 @@ else
   for needle in "## nemo_layer / model.layers.1" "## nemo_layer / lm_head" "## Decode throughput" \
     "![latency_lm_head.png](latency_lm_head.png)" "| df11 flat12.gap5-warp.smem-out.t512.b8 |" \
     "**copy (bound)**" "## Rows not passed (not plotted)" "| incorrect |" "interrupted (SIGINT)" \
-    "## Lines left out (unreadable, or a case's second row)" "NVIDIA H100 80GB HBM3" "## Passed against their own GEMMs"; do
+    "## Lines left out (unreadable, or a case's second row)" "NVIDIA H100 80GB HBM3" "## Passed against their own GEMMs" \
+    "Time over bf16 (median minus bf16's median at the same batch)" "| spread |"; do
     grep -qF -- "$needle" "$report" || fail "report.md lacks '$needle'"
   done
 fi
@@ -71,6 +72,24 @@ for r in ok:
 if checked < 10:
     sys.exit(f"only {checked} cells checked")
 print(f"{checked} latency cells match")
+# The time-over-bf16 table: each df11 cell is the median minus bf16's at that batch.
+over = section.split("Time over bf16", 1)[1].split("\n\n", 2)[1]
+over = [l for l in over.splitlines() if l.startswith("| ")]
+scale = {"µs": 1e-6, "ms": 1e-3, "s": 1.0}
+checked = 0
+for r in ok:
+    c = r["case"]
+    if c["method"] != "df11" or c["batch"] not in bf16:
+        continue
+    line = next(l for l in over if l.startswith(f"| df11 {c['variant']} |"))
+    value, unit = line.split("|")[2 + batches.index(c["batch"])].split()
+    got, want = float(value) * scale[unit], r["summary"]["median_s"] - bf16[c["batch"]]
+    if abs(got - want) > 1e-3 * abs(want) + 1e-7:
+        sys.exit(f"time over bf16 of df11 {c['variant']} at {c['batch']}: {got}, want {want}")
+    checked += 1
+if checked < 10:
+    sys.exit(f"only {checked} time-over cells checked")
+print(f"{checked} time-over-bf16 cells match")
 PY
 # A second row of a case (a duplicate) is left out, named, and does not change the table.
 dup=$(dirname "$run")/dup_run
