@@ -171,11 +171,12 @@ step_e2e() {
       tee -a "$SUMMARY"
   fi
   # The whole-matrix --overlap runs: the decoder of this call's fastest df11-overlap row at batch 1
-  # (the default experiment's), unless E2E_OVERLAP_VARIANT says otherwise; without those rows
+  # of DF11's own layout (the default experiment's; a count-layout run would be information only
+  # in device_report), unless E2E_OVERLAP_VARIANT says otherwise; without those rows
   # bench_generate's own choice (E2E_VARIANT's .dyn twin).
   if [ -z "${E2E_OVERLAP_VARIANT:-}" ] && [ -f "$OUT_DIR/sweep/results.jsonl" ]; then
     E2E_OVERLAP_VARIANT=$(/usr/bin/env python3 scripts/device_profile.py --fastest "$OUT_DIR/sweep/results.jsonl" \
-      --fastest-method df11-overlap --batch 1)
+      --fastest-method df11-overlap --batch 1 --match '.*\.gap5-(block|warp|fix64)\..*')
     [ -n "$E2E_OVERLAP_VARIANT" ] && echo "e2e overlap variant: $E2E_OVERLAP_VARIANT (fastest df11-overlap at batch 1)" |
       tee -a "$SUMMARY"
   fi

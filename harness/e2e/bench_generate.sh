@@ -34,7 +34,7 @@ v=""
 [ -n "${E2E_VARIANT:-}" ] && v="--variant $E2E_VARIANT" && echo "+ DF11 runs use variant $E2E_VARIANT" >&2
 fv=""
 case "${E2E_VARIANT:-}" in
-  multi12.gap5-warp.* | multi12.gap5-block.* | multi12n.gap5-warp.* | multi12n.gap5-block.*) fv=$v ;;
+  multi12.gap5-warp.* | multi12n.gap5-warp.*) fv=$v ;;
   # The fused kernels over fix64's units: a fused decode exists for each staging of the 2^12 root
   # (exp-smem, -nh, -late) and only for exp-smem of the wide root (fused_decode_for; test_fused).
   multi12n.gap5-fix64.* | multi12ng.gap5-fix64.* | multi11w.gap5-fix64.exp-smem-v16.*) fv=$v ;;
