@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <map>
 #include <future>
 #include <set>
 #include <sstream>
@@ -89,16 +91,23 @@ bool all_digits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-// "model.layers.N.<rest>" -> (N, rest); nullopt for other names.
+// "model.layers.N.<rest>" -> (N, rest); nullopt for other names. An N of more than 9 digits is
+// past any model's layers: INT64_MAX, so that every check against num_hidden_layers refuses it.
 std::optional<std::pair<int64_t, std::string_view>> layer_of(std::string_view name) {
   constexpr std::string_view kPrefix = "model.layers.";
   if (name.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
   const std::string_view tail = name.substr(kPrefix.size());
   const std::size_t dot = tail.find('.');
   const std::string_view number = tail.substr(0, dot);
-  if (!all_digits(number) || number.size() > 9) return std::nullopt;
-  return std::pair{std::stoll(std::string(number)),
+  if (!all_digits(number)) return std::nullopt;
+  return std::pair{number.size() > 9 ? std::numeric_limits<int64_t>::max() : std::stoll(std::string(number)),
                    dot == std::string_view::npos ? std::string_view{} : tail.substr(dot + 1)};
+}
+
+// The N of "model.layers.N..." as written, for messages (layer_of saturates long ones).
+std::string_view layer_text(std::string_view name) {
+  const std::string_view tail = name.substr(std::string_view("model.layers.").size());
+  return tail.substr(0, tail.find('.'));
 }
 
 // The bytes of a BF16 tensor as uint16 words: in place when aligned, else copied into `copy`.
@@ -541,8 +550,14 @@ ShardSet ShardSet::open(const fs::path& dir, bool all_files) {
   } else {
     for (const fs::directory_entry& e : fs::directory_iterator(dir)) {
       const std::string name = e.path().filename().string();
-      if (e.path().extension() == ".safetensors" && name[0] != '.' && e.is_regular_file())
-        paths.push_back(e.path());
+      if (e.path().extension() != ".safetensors" || name[0] == '.') continue;
+      // A shard that is a dangling link or a directory is refused, not passed over: the
+      // checkpoint would otherwise read as complete without its tensors.
+      if (!e.is_regular_file(ec)) {
+        throw Error(fmt::format("{}: not a regular file{}", e.path().string(),
+                                e.is_symlink(ec) && !fs::exists(e.path(), ec) ? " (a dangling link)" : ""));
+      }
+      paths.push_back(e.path());
     }
     std::sort(paths.begin(), paths.end());
   }
@@ -617,7 +632,7 @@ Contents HfCheckpoint::contents(const PatternDict& patterns) const {
       if (const auto layer = layer_of(t.name); layer && layer->first >= a.num_hidden_layers) {
         throw Error(
             fmt::format("{}: tensor '{}' belongs to layer {}, but {} has num_hidden_layers {}",
-                        t.file, t.name, layer->first, config_path, a.num_hidden_layers));
+                        t.file, t.name, layer_text(t.name), config_path, a.num_hidden_layers));
       }
       if (const auto shape = architecture_shape(a, t.name); shape && *shape != t.shape) {
         throw Error(fmt::format("{}: tensor '{}' has shape {}, but {} implies {}", t.file, t.name,
@@ -832,7 +847,55 @@ Df11Checkpoint Df11Checkpoint::open(const fs::path& dir, const std::optional<fs:
   for (TensorSpec& t : shards.tensors()) {
     if (!unit_tensors.contains(t.name)) ck.contents_.copied.push_back(std::move(t));
   }
+  ck.check_contents();
   return ck;
+}
+
+// Every weight once (a unit's or an uncompressed tensor's), and, with an architecture, every
+// tensor it requires there with its shape and none past its layers: a directory missing a shard
+// or a unit would otherwise decompress into a checkpoint that reads as complete.
+void Df11Checkpoint::check_contents() const {
+  const std::string config_path = (dir() / kConfigName).string();
+  std::map<std::string, const UnitSpec*, std::less<>> weight_unit;
+  for (const UnitSpec& u : contents_.units) {
+    for (const TensorSpec& t : u.tensors) {
+      if (const auto [it, fresh] = weight_unit.emplace(t.name, &u); !fresh) {
+        throw Error(fmt::format("{}: weight '{}' belongs to DF11 units '{}' and '{}' (pattern_dict of {})",
+                                dir().string(), t.name, it->second->name, u.name, config_path));
+      }
+    }
+  }
+  for (const TensorSpec& t : contents_.copied) {
+    if (const auto it = weight_unit.find(t.name); it != weight_unit.end()) {
+      throw Error(fmt::format("{}: tensor '{}' is stored uncompressed, but is also a weight of DF11 unit '{}'",
+                              t.file, t.name, it->second->name));
+    }
+  }
+  if (!config_.arch) return;
+  const Architecture& a = *config_.arch;
+  for (const std::string& name : architecture_tensors(a)) {
+    if (!weight_unit.contains(name) && shards_.find(name) == nullptr) {
+      throw Error(fmt::format("{}: tensor '{}', which {} requires (num_hidden_layers {}), is in no DF11 unit "
+                              "and no safetensors file",
+                              dir().string(), name, config_path, a.num_hidden_layers));
+    }
+  }
+  auto check = [&](const TensorSpec& t, const std::string& what) {
+    if (const auto layer = layer_of(t.name); layer && layer->first >= a.num_hidden_layers) {
+      throw Error(fmt::format("{}: {} '{}' belongs to layer {}, but {} has num_hidden_layers {}", t.file, what,
+                              t.name, layer_text(t.name), config_path, a.num_hidden_layers));
+    }
+  };
+  for (const UnitSpec& u : contents_.units) {
+    for (const TensorSpec& t : u.tensors) check(t, fmt::format("weight of DF11 unit '{}'", u.name));
+  }
+  for (const TensorSpec& t : contents_.copied) {
+    check(t, "tensor");
+    if (const auto shape = architecture_shape(a, t.name); shape && *shape != t.shape) {
+      throw Error(fmt::format("{}: tensor '{}' has shape {}, but {} implies {}", t.file, t.name,
+                              shape_text(t.shape), config_path, shape_text(*shape)));
+    }
+  }
 }
 
 EncodedUnit Df11Checkpoint::load(const UnitSpec& unit) const {
@@ -1246,10 +1309,19 @@ class Tracker {
   Progress p_;
 };
 
+// OUT may be neither IN nor a directory holding it: --force replaces OUT as a whole, so IN would
+// go with it (and with it what the new OUT was made from).
 void refuse_same_dir(const fs::path& in, const fs::path& out) {
   std::error_code ec;
   if (fs::exists(out, ec) && fs::equivalent(in, out, ec)) {
     throw Error(fmt::format("{}: the output directory is the input directory", out.string()));
+  }
+  const fs::path in_full = fs::weakly_canonical(fs::absolute(in, ec), ec);
+  const fs::path out_full = fs::weakly_canonical(fs::absolute(out, ec), ec);
+  if (ec) return;
+  const auto [o, i] = std::mismatch(out_full.begin(), out_full.end(), in_full.begin(), in_full.end());
+  if (o == out_full.end() || (std::next(o) == out_full.end() && o->empty())) {
+    throw Error(fmt::format("{}: the output directory holds the input directory {}", out.string(), in.string()));
   }
 }
 

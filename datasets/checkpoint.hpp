@@ -279,6 +279,10 @@ class Df11Checkpoint {
   [[nodiscard]] std::vector<uint16_t> decode(const UnitSpec& unit, const EncodedUnit& loaded, int n_threads) const;
 
  private:
+  // Refuses a weight in two units or both in a unit and uncompressed, and (with an architecture)
+  // a required tensor missing, an uncompressed one of another shape, or one past the layers.
+  void check_contents() const;
+
   ModelConfig config_;
   Df11Config df11_;
   ShardSet shards_;

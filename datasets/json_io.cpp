@@ -30,7 +30,7 @@ nlohmann::json parse_json(std::string_view text, const std::string& where,
   }
 }
 
-std::string read_regular_file(const std::filesystem::path& path) {
+std::string read_regular_file(const std::filesystem::path& path, std::uintmax_t max_bytes) {
   const std::string where = path.string();
   // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
@@ -42,6 +42,10 @@ std::string read_regular_file(const std::filesystem::path& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw Error(fmt::format("{}: cannot stat: {}", where, std::system_category().message(errno)));
   if (!S_ISREG(st.st_mode)) throw Error(fmt::format("{}: not a regular file", where));
+  if (static_cast<std::uintmax_t>(st.st_size) > max_bytes) {
+    throw Error(fmt::format("{}: {} bytes, more than the {} MiB this file may have", where,
+                            static_cast<std::uintmax_t>(st.st_size), max_bytes >> 20));
+  }
   std::string text(static_cast<std::size_t>(st.st_size), '\0');
   std::size_t got = 0;
   while (got < text.size()) {

@@ -5,6 +5,7 @@
 // message that prints it; and opening a FIFO for reading blocks until a writer comes.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <string_view>
@@ -22,9 +23,14 @@ inline constexpr int kMaxJsonDepth = 64;
 [[nodiscard]] nlohmann::json parse_json(std::string_view text, const std::string& where,
                                         const nlohmann::json::parser_callback_t& also = nullptr);
 
+// Larger than any text file this project reads (a Tekken tokenizer ~15 MB, a 1000-shard index
+// ~1 MB): a larger one is refused by name before anything is allocated.
+inline constexpr std::uintmax_t kMaxTextFileBytes = std::uintmax_t{256} << 20;
+
 // The whole of a regular file (a FIFO, device or directory is an error naming the path, found
-// without blocking).
-[[nodiscard]] std::string read_regular_file(const std::filesystem::path& path);
+// without blocking; so is a file over max_bytes).
+[[nodiscard]] std::string read_regular_file(const std::filesystem::path& path,
+                                            std::uintmax_t max_bytes = kMaxTextFileBytes);
 
 // A value for an error message: its JSON text, cut to `max` characters ("..." after the cut).
 [[nodiscard]] std::string brief(const nlohmann::json& value, std::size_t max = 80);

@@ -421,7 +421,12 @@ void validate_encoded(const EncodedUnit& u) {
     for (std::size_t k = 0; k < u.tensor_shapes.size(); ++k) {
       for (int64_t d : u.tensor_shapes[k])
         if (d < 0) bad(fmt::format("tensor {} has a negative dimension", u.tensor_names[k]));
-      sum += element_count(u.tensor_shapes[k]);
+      const uint64_t count = element_count(u.tensor_shapes[k]);
+      // Each count is under 2^63 and n under 2^32: a sum past n is wrong however it goes on.
+      if (count > n - std::min(sum, n)) {
+        bad(fmt::format("tensor shapes hold more than the unit's {} elements (at tensor {})", n, u.tensor_names[k]));
+      }
+      sum += count;
       if (k + 1 < u.tensor_shapes.size()) expect.push_back(static_cast<int64_t>(sum));
     }
     if (sum != n) bad(fmt::format("tensor shapes hold {} elements, the unit has {}", sum, n));

@@ -237,7 +237,18 @@ EncodedUnit encode(const UnitView& unit, const Layout& layout, int n_threads) {
     }
   }
 
-  const HuffmanCode code = build_code(hist, layout.max_code_length);
+  HuffmanCode code = build_code(hist, layout.max_code_length);
+  // DF11's tables hold 16 sub-tables, one per distinct leading byte (per level) of the codes longer
+  // than 8 bits: the optimal code of a unit with a long, flat tail of rare exponents may need
+  // more. Then the code is rebuilt under a shorter length limit, down to 8 bits (the root table
+  // alone, always enough for the < 240 symbols DF11 can hold): the cheapest limit that fits, not
+  // a refusal. Units of trained weights need a few sub-tables and keep their optimal code.
+  if (layout.tables == TableScheme::df11_chained) {
+    for (int limit = std::min(layout.max_code_length, 32) - 1; limit >= 8 && df11_subtables(code) > kDf11MaxRows - 2;
+         --limit) {
+      code = build_code(hist, limit);
+    }
+  }
 
   EncodedUnit enc;
   enc.name = unit.name;

@@ -8,9 +8,12 @@
 
 namespace df11 {
 
-std::vector<uint8_t> build_df11_luts(const HuffmanCode& code) {
-  // Sub-tables are keyed by (prefix length in bytes, prefix value); std::map orders them by
-  // depth, then value, which fixes the row numbering.
+namespace {
+
+// The decode tables of `code`, keyed by (prefix length in bytes, prefix value): the root and one
+// sub-table per distinct whole-byte prefix of a longer code. std::map orders them by depth, then
+// value, which fixes the row numbering.
+std::map<std::pair<int, uint32_t>, int> df11_rows(const HuffmanCode& code) {
   std::map<std::pair<int, uint32_t>, int> rows;
   rows[{0, 0}] = 0;
   for (int s = 0; s < 256; ++s) {
@@ -22,6 +25,15 @@ std::vector<uint8_t> build_df11_luts(const HuffmanCode& code) {
     const int n_prefix_bytes = (len - 1) / 8;
     for (int d = 1; d <= n_prefix_bytes; ++d) rows.emplace(std::make_pair(d, code.code[s] >> (len - 8 * d)), 0);
   }
+  return rows;
+}
+
+}  // namespace
+
+int df11_subtables(const HuffmanCode& code) { return static_cast<int>(df11_rows(code).size()) - 1; }
+
+std::vector<uint8_t> build_df11_luts(const HuffmanCode& code) {
+  std::map<std::pair<int, uint32_t>, int> rows = df11_rows(code);
   {
     int next = 0;
     for (auto& [key, row] : rows) row = next++;
@@ -79,6 +91,11 @@ void validate_df11_luts(std::span<const uint8_t> luts, std::string_view context)
   if (n_rows < 2 || n_rows > kDf11MaxRows) bad(fmt::format("{} rows; expected 2..{}", n_rows, kDf11MaxRows));
   const int n_tables = n_rows - 1;
   const uint8_t* length_row = luts.data() + static_cast<std::size_t>(n_tables) * 256;
+  // Values >= 240 are pointers, never symbols: their lengths are 0, so that a pointer read by the
+  // fourth lookup (below) decodes as an invalid code, not as an exponent >= 240.
+  for (int v = kDf11PointerBase; v < 256; ++v) {
+    if (length_row[v] != 0) bad(fmt::format("the length row gives pointer value {} length {} (must be 0)", v, length_row[v]));
+  }
   // Rows reachable at each depth (a row may be reachable at several: a cycle must still end
   // at depth 3, where a pointer would send the kernel past 32 bits).
   std::vector<int> frontier{0};
@@ -114,6 +131,7 @@ void validate_df11_luts(std::span<const uint8_t> luts, std::string_view context)
 
 CodeLengths df11_length_row(std::span<const uint8_t> luts) {
   CodeLengths l{};
+  if (luts.size() < 256) throw Error(fmt::format("DF11 luts of {} bytes: no length row", luts.size()));
   const std::size_t base = luts.size() - 256;
   for (int s = 0; s < 256; ++s) l[s] = luts[base + s];
   return l;

@@ -23,6 +23,10 @@ inline constexpr int kDf11MaxRows = 18;  // root + 16 sub-tables + the length ro
 // Throws df11::Error for symbols >= 240 or when more than 16 sub-tables would be needed.
 [[nodiscard]] std::vector<uint8_t> build_df11_luts(const HuffmanCode& code);
 
+// How many sub-tables (rows after the root) build_df11_luts would need for `code`; the format
+// allows 16. Throws as build_df11_luts does for symbols >= 240.
+[[nodiscard]] int df11_subtables(const HuffmanCode& code);
+
 // The official kernel's lookup: up to four byte-indexed table reads on the next 32 stream bits
 // (MSB-first in `window`); the code length then comes from the last row. `n_rows` counts all
 // rows (decode tables + length row).

@@ -11,9 +11,16 @@ namespace df11 {
 
 // The product of a shape's dimensions. Shapes come from files and configs: a negative dimension
 // or a product past 2^63 is an error (naming the shape only: readers check their shapes first
-// and name the file), never a wrapped count.
+// and name the file), never a wrapped count. A zero dimension empties the tensor whatever the
+// others are ([2^40, 2^40, 0] is empty, as the safetensors reader takes it).
 [[noreturn]] void throw_bad_shape(const std::vector<int64_t>& shape);  // codec/common.cpp
 [[nodiscard]] inline uint64_t element_count(const std::vector<int64_t>& shape) {
+  bool empty = false;
+  for (int64_t d : shape) {
+    if (d < 0) throw_bad_shape(shape);
+    empty |= d == 0;
+  }
+  if (empty) return 0;
   uint64_t n = 1;
   for (int64_t d : shape) {
     if (d < 0 || __builtin_mul_overflow(n, static_cast<uint64_t>(d), &n) || n > (uint64_t{1} << 63))

@@ -3,6 +3,8 @@
 // AddressSanitizer and UBSan by scripts/test.
 #include <catch2/catch.hpp>
 
+#include <limits>
+
 #include <random>
 
 #include "codec/cpu_decoder.hpp"
@@ -82,6 +84,23 @@ TEST_CASE("every flipped gap bit of a real chunk is caught", "[codec][corrupt]")
       }
     }
   }
+}
+
+TEST_CASE("tensor shapes whose counts overflow 64 bits together are caught", "[codec][corrupt]") {
+  // Each shape is under 2^63 elements; the two together wrap to 0, what an empty unit holds.
+  EncodedUnit empty = encode(unit_of({}, "e").view(), Layout::df11());
+  REQUIRE_NOTHROW(validate_encoded(empty));
+  empty.tensor_names = {"a", "b"};
+  empty.tensor_shapes = {{int64_t{1} << 62, 2}, {int64_t{1} << 62, 2}};
+  empty.split_positions = {std::numeric_limits<int64_t>::min()};
+  REQUIRE_THROWS_WITH(validate_encoded(empty), Catch::Contains("more than the unit's 0 elements"));
+  // And a unit of 5 elements with a third tensor that makes the sum wrap back to 5.
+  EncodedUnit five = encode(unit_of({1, 2, 3, 4, 5}, "f").view(), Layout::df11());
+  five.tensor_names = {"a", "b", "c"};
+  five.tensor_shapes = {{int64_t{1} << 62, 2}, {int64_t{1} << 62, 2}, {5}};
+  five.split_positions = {std::numeric_limits<int64_t>::min(), 0};
+  REQUIRE_THROWS_WITH(validate_encoded(five), Catch::Contains("more than the unit's 5 elements") &&
+                                                  Catch::Contains("tensor a"));
 }
 
 TEST_CASE("truncated or padded streams are caught", "[codec][corrupt]") {

@@ -14,6 +14,8 @@
 #include "codec/common.hpp"
 #include "codec/cpu_decoder.hpp"
 #include "codec/encoder.hpp"
+#include "codec/huffman.hpp"
+#include "codec/tables.hpp"
 #include "helpers.hpp"
 
 using namespace df11;
@@ -295,4 +297,40 @@ TEST_CASE("element_count multiplies a shape, refusing negative dimensions and ov
   CHECK_THROWS_AS(df11::element_count({int64_t{1} << 32, int64_t{1} << 32}), df11::Error);
   CHECK_THROWS_AS(df11::element_count({int64_t{1} << 32, int64_t{1} << 31, 2}), df11::Error);
   CHECK_THROWS_AS(df11::element_count({1310720, 14073748835533}), df11::Error);
+  // A zero dimension empties any shape, as in a safetensors header ([2^32, 2^32, 0] is valid there).
+  CHECK(df11::element_count({int64_t{1} << 32, int64_t{1} << 32, 0}) == 0);
+  CHECK_THROWS_WITH(df11::element_count({0, -2}), Catch::Contains("shape [0,-2]"));
+}
+
+TEST_CASE("DF11: a code that would need more than 16 sub-tables is rebuilt under a shorter limit", "[codec]") {
+  // Every BF16 pattern with an exponent below 240 once (a flat tail over 239 exponents), and as
+  // many zeros: the optimal code gives zero 1-2 bits and the rest 8-9, whose leading bytes need
+  // ~111 sub-tables. Under a length limit of 8 the root table alone holds the code.
+  std::vector<uint16_t> words;
+  for (uint32_t w = 0; w < 65536; ++w) {
+    if (((w >> 7) & 0xFF) < 240) words.push_back(static_cast<uint16_t>(w));
+  }
+  words.resize(2 * words.size(), 0);
+  const Unit u = unit_of(words, "flat_tail");
+  const Histogram hist = exponent_histogram(u.view());
+  REQUIRE(df11_subtables(build_code(hist, 32)) > 16);
+  const EncodedUnit e = encode(u.view(), Layout::df11());
+  REQUIRE(e.luts.size() <= std::size_t{kDf11MaxRows} * 256);
+  REQUIRE_NOTHROW(validate_encoded(e));
+  std::vector<uint16_t> back(words.size(), 0xFFFF);
+  decode_cpu(e, back, 2);
+  REQUIRE(back == words);
+  // The cheapest limit that fits: one more bit would need too many sub-tables.
+  const CodeLengths got = df11_length_row(e.luts);
+  const int limit = *std::max_element(got.begin(), got.end());
+  CHECK(limit < 32);
+  CHECK(df11_subtables(build_code(hist, limit + 1)) > 16);
+
+  // A unit of trained-like weights keeps its optimal code (limit 32).
+  const auto normal = random_weights(200000, 3, 120, 0.7);
+  const EncodedUnit n = encode(unit_of(normal, "normal").view(), Layout::df11());
+  const Unit nu = unit_of(normal, "normal");
+  const HuffmanCode best = build_code(exponent_histogram(nu.view()), 32);
+  const CodeLengths kept = df11_length_row(n.luts);
+  CHECK(std::equal(kept.begin(), kept.end(), best.length.begin()));
 }

@@ -109,6 +109,15 @@ TEST_CASE("DF11 table validation catches unsafe tables", "[codec][tables]") {
     REQUIRE(hit.symbol >= 240);
     REQUIRE(hit.length == 0);
   }
+  SECTION("a pointer value with a length: a fourth lookup's pointer would decode as an exponent >= 240") {
+    std::vector<uint8_t> bad = good;
+    bad[static_cast<std::size_t>(n_rows - 1) * 256 + 0xF0] = 29;
+    REQUIRE_THROWS_WITH(validate_df11_luts(bad, "unit x"),
+                        Catch::Contains("unit x") && Catch::Contains("pointer value 240 length 29"));
+  }
+  SECTION("no length row at all") {
+    REQUIRE_THROWS_WITH(df11_length_row(std::vector<uint8_t>(100)), Catch::Contains("no length row"));
+  }
   SECTION("a pointer out of range in a row the walk follows") {
     std::vector<uint8_t> bad = good;
     for (int r = 0; r < n_rows - 1; ++r) bad[r * 256 + 255] = 255;

@@ -509,6 +509,48 @@ TEST_CASE("broken directories fail naming the file and the tensor", "[checkpoint
     CHECK_THROWS_WITH(compress(bf16, out, {}), Contains("'extra.luts'") && Contains("extra.safetensors") &&
                                                    Contains("could not be read back"));
   }
+  SECTION("a layer index too long to be a number") {
+    // Every tensor of layer 1 again as layer 9999999999, in a shard of its own, listed.
+    const HfCheckpoint ck = HfCheckpoint::open(bf16);
+    st::Writer w;
+    json j = index_json;
+    for (const TensorSpec& t : ck.shards().tensors()) {
+      if (t.name.rfind("model.layers.1.", 0) != 0) continue;
+      const std::string name = "model.layers.9999999999." + t.name.substr(15);
+      const auto b = ck.shards().bytes(ck.shards().at(t.name));
+      w.add_owned(name, t.dtype, t.shape, std::vector<std::byte>(b.begin(), b.end()));
+      j["weight_map"][name] = "far.safetensors";
+    }
+    w.write(bf16 / "far.safetensors");
+    write_text(index, j.dump(2));
+    CHECK_THROWS_WITH(compress(bf16, out, {}), Contains("far.safetensors") && Contains("model.layers.9999999999.") &&
+                                                   Contains("belongs to layer 9999999999") &&
+                                                   Contains("num_hidden_layers 2"));
+  }
+  SECTION("an output directory that holds the input is refused, even with --force") {
+    const fs::path outer = tmp / "outer";
+    fs::create_directory(outer);
+    fs::rename(bf16, outer / "bf16");
+    CompressOptions o;
+    o.write.force = true;
+    for (const fs::path& target : {outer, outer / ".", fs::path(tmp / "outer" / "bf16" / "..")}) {
+      CHECK_THROWS_WITH(compress(outer / "bf16", target, o), Contains("holds the input directory"));
+      CHECK(fs::exists(outer / "bf16" / "config.json"));
+    }
+    // A sibling is fine.
+    compress(outer / "bf16", outer / "df11", o);
+    CHECK(fs::exists(outer / "df11" / "config.json"));
+    CHECK_THROWS_WITH(decompress(outer / "df11", outer, {.write = {.force = true}}),
+                      Contains("holds the input directory"));
+    CHECK(fs::exists(outer / "df11" / "config.json"));
+    CHECK(fs::exists(outer / "bf16" / "config.json"));
+    fs::rename(outer / "bf16", bf16);
+  }
+  SECTION("a config.json too large to read") {
+    fs::resize_file(bf16 / "config.json", (uintmax_t{1} << 30));  // sparse: no disk used
+    CHECK_THROWS_WITH(compress(bf16, out, {}),
+                      Contains((bf16 / "config.json").string()) && Contains("more than the 256 MiB"));
+  }
   SECTION("an existing output needs --force") {
     fs::create_directory(out);
     write_text(out / "keep", "x");
@@ -539,10 +581,11 @@ TEST_CASE("broken DF11 directories fail naming the file and the tensor", "[check
     std::vector<int64_t> shape;
     std::vector<std::byte> bytes;
   };
-  const auto rewrite = [&](const std::function<bool(Entry&)>& edit) {
-    std::vector<Entry> tensors;
+  const auto rewrite_file = [&](const fs::path& file, const std::function<bool(Entry&)>& edit,
+                                const std::vector<Entry>& more = {}) {
+    std::vector<Entry> tensors = more;
     {
-      const st::File f = st::File::open(layer0);
+      const st::File f = st::File::open(file);
       for (const st::TensorInfo& t : f.tensors()) {
         const auto b = f.bytes(t);
         Entry e{t.name, t.dtype, t.shape, std::vector<std::byte>(b.begin(), b.end())};
@@ -551,8 +594,10 @@ TEST_CASE("broken DF11 directories fail naming the file and the tensor", "[check
     }
     st::Writer w;
     for (Entry& e : tensors) w.add_owned(e.name, e.dtype, e.shape, std::move(e.bytes));
-    w.write(layer0);
+    w.write(file);
   };
+  const auto rewrite = [&](const std::function<bool(Entry&)>& edit) { rewrite_file(layer0, edit); };
+  const auto keep = [](Entry&) { return true; };
 
   SECTION("split_positions that contradict the shapes") {
     rewrite([](Entry& e) {
@@ -628,6 +673,54 @@ TEST_CASE("broken DF11 directories fail naming the file and the tensor", "[check
     CHECK_THROWS_WITH(decompress(tmp / "df11", out, {}), StartsWith(layer0.string() + ": unit model.layers.0: "));
     // Another unit is unaffected.
     CHECK_NOTHROW(ck.load_checked(ck.contents().units[3], 1));
+  }
+  SECTION("a unit's file missing, or a dangling link in its place: the checkpoint is incomplete") {
+    const fs::path layer1 = tmp / "df11" / "model_layers_1.safetensors";
+    fs::remove(layer1);
+    CHECK_THROWS_WITH(Df11Checkpoint::open(tmp / "df11"),
+                      Contains("model.layers.1.") && Contains("is in no DF11 unit and no safetensors file") &&
+                          Contains((tmp / "df11" / "config.json").string()));
+    CHECK_THROWS_WITH(decompress(tmp / "df11", out, {}), Contains("model.layers.1."));
+    fs::create_symlink(tmp / "nowhere.safetensors", layer1);
+    CHECK_THROWS_WITH(Df11Checkpoint::open(tmp / "df11"),
+                      Contains(layer1.string()) && Contains("not a regular file (a dangling link)"));
+  }
+  SECTION("an uncompressed tensor that is also a unit's weight, of another shape, or past the layers") {
+    const std::string q = "model.layers.0.self_attn.q_proj.weight";
+    rewrite_file(layer0, keep, {Entry{q, st::DType::BF16, {4}, std::vector<std::byte>(8)}});
+    CHECK_THROWS_WITH(Df11Checkpoint::open(tmp / "df11"),
+                      Contains(layer0.string()) && Contains("'" + q + "' is stored uncompressed") &&
+                          Contains("DF11 unit 'model.layers.0'"));
+    rewrite([&](Entry& e) { return e.name != q; });
+    CHECK_NOTHROW(Df11Checkpoint::open(tmp / "df11"));
+
+    const fs::path plain = tmp / "df11" / "model.safetensors";
+    const std::string norm = "model.norm.weight";
+    rewrite_file(plain, [&](Entry& e) {
+      if (e.name == norm) {
+        e.dtype = st::DType::F32;
+        e.shape = {7};
+        e.bytes.resize(28);
+      }
+      return true;
+    });
+    CHECK_THROWS_WITH(Df11Checkpoint::open(tmp / "df11"),
+                      Contains(plain.string()) && Contains(norm) && Contains("[7]") && Contains("[256]"));
+    CHECK_THROWS_WITH(decompress(tmp / "df11", out, {}), Contains(norm));
+    rewrite_file(plain, [&](Entry& e) {
+      if (e.name == norm) {
+        e.dtype = st::DType::BF16;
+        e.shape = {256};
+        e.bytes.resize(512);
+      }
+      return true;
+    });
+    CHECK_NOTHROW(Df11Checkpoint::open(tmp / "df11"));
+
+    const std::string far = "model.layers.9999999999.input_layernorm.weight";
+    rewrite_file(plain, keep, {Entry{far, st::DType::BF16, {256}, std::vector<std::byte>(512)}});
+    CHECK_THROWS_WITH(Df11Checkpoint::open(tmp / "df11"),
+                      Contains(plain.string()) && Contains(far) && Contains("belongs to layer 9999999999"));
   }
   SECTION("a config.json without dfloat11_config, or with a version that is not a string") {
     json config = json::parse(read_text(tmp / "df11" / "config.json"));
