@@ -305,10 +305,11 @@ PatternDict PatternDict::from_json(const json& j, const std::string& where) {
       rule.submodules.push_back(sub.get<std::string>());
     }
     try {
-      dict.regexes_.emplace_back(regex, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      throw Error(fmt::format("{}: pattern '{}' is not a valid regular expression: {}", where,
-                              regex, e.what()));
+      dict.regexes_.emplace_back(regex);
+    } catch (const Error& e) {
+      throw Error(fmt::format("{}: pattern '{}' is not a valid regular expression (Python's syntax, the part "
+                              "module names need): {}",
+                              where, regex, e.what()));
     }
     dict.rules_.push_back(std::move(rule));
   }
@@ -339,7 +340,7 @@ PatternDict PatternDict::from_argument(const std::string& arg) {
 std::vector<const PatternRule*> PatternDict::matches(std::string_view module) const {
   std::vector<const PatternRule*> found;
   for (std::size_t i = 0; i < rules_.size(); ++i) {
-    if (std::regex_match(module.begin(), module.end(), regexes_[i])) found.push_back(&rules_[i]);
+    if (regexes_[i].full_match(module)) found.push_back(&rules_[i]);
   }
   return found;
 }

@@ -10,7 +10,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <set>
 #include <span>
 #include <string>
@@ -22,6 +21,7 @@
 #include "codec/layout.hpp"
 #include "codec/unit.hpp"
 #include "datasets/nemo.hpp"
+#include "datasets/regex.hpp"
 #include "datasets/safetensors.hpp"
 
 namespace df11::ckpt {
@@ -112,7 +112,7 @@ class PatternDict {
 
  private:
   std::vector<PatternRule> rules_;
-  std::vector<std::regex> regexes_;
+  std::vector<LinearRegex> regexes_;  // rules_[i]'s, matched whole in linear time
 };
 
 // ---- what a checkpoint holds ----------------------------------------------------------------

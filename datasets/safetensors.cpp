@@ -137,7 +137,8 @@ class FdCloser {
 TensorInfo parse_entry(const std::string& where, const std::string& name, const json& entry,
                        uint64_t data_size) {
   if (name.size() > kMaxNameBytes) {
-    // Names are matched against pattern_dict regexes, and std::regex recurses once per character.
+    // Names go into error messages and are matched against pattern_dict regexes (in time linear
+    // in the name, datasets/regex.hpp): a bound far above any real name.
     throw Error(fmt::format("{}: a tensor name of {} bytes (starting '{}'); names may have at most {}", where,
                             name.size(), name.substr(0, 60), kMaxNameBytes));
   }
