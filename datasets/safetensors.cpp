@@ -228,7 +228,10 @@ std::map<std::string, std::string> parse_metadata(const std::string& where, cons
 
 // Zero-length ranges hold no bytes and so cannot collide; the reference writer even places them
 // at the same offset as their neighbour.
-void check_overlaps(const std::string& where, const std::vector<TensorInfo>& sorted) {
+// The non-empty tensors (sorted by begin) must tile the data: no overlap, no gap, nothing after
+// the last, as the reference loader requires (its InvalidOffset, MetadataIncompleteBuffer); a
+// gap or a tail is what a damaged header or a file spliced from two would show.
+void check_layout(const std::string& where, const std::vector<TensorInfo>& sorted, uint64_t data_size) {
   const TensorInfo* furthest = nullptr;  // the non-empty tensor seen so far that ends last
   for (const TensorInfo& t : sorted) {
     if (t.begin == t.end) continue;
@@ -238,7 +241,18 @@ void check_overlaps(const std::string& where, const std::vector<TensorInfo>& sor
                               furthest->name, furthest->begin, furthest->end, t.name, t.begin,
                               t.end));
     }
-    if (furthest == nullptr || t.end > furthest->end) furthest = &t;
+    const uint64_t expected = furthest == nullptr ? 0 : furthest->end;
+    if (t.begin != expected) {
+      throw Error(fmt::format("{}: tensor '{}' starts at byte {} of the data, but {} ends at {}: the data has a gap",
+                              where, t.name, t.begin,
+                              furthest == nullptr ? std::string("nothing") : "'" + furthest->name + "'", expected));
+    }
+    furthest = &t;
+  }
+  const uint64_t end = furthest == nullptr ? 0 : furthest->end;
+  if (end != data_size) {
+    throw Error(fmt::format("{}: the data has {} bytes after the last tensor{}", where, data_size - end,
+                            furthest == nullptr ? "" : " ('" + furthest->name + "')"));
   }
 }
 
@@ -454,23 +468,44 @@ File File::open(const std::filesystem::path& path) {
   file.data_size_ = size - kLengthFieldBytes - header_size;
 
   // nlohmann keeps the last of duplicate keys; a duplicated tensor name would silently hide a
-  // tensor (and its byte range from the overlap check), so top-level duplicates are caught here.
-  std::set<std::string, std::less<>> seen;
-  std::string duplicate;
+  // tensor (and its byte range from the overlap check), and a duplicated field of an entry
+  // ("dtype" twice) would pick one of two, so duplicates are caught here: tensor names, and the
+  // keys of each entry.
+  std::set<std::string, std::less<>> seen, entry_keys;
+  std::string duplicate, current, duplicate_field;
   const json::parser_callback_t on_event = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (depth == 1 && event == json::parse_event_t::key && duplicate.empty()) {
+    if (event == json::parse_event_t::key) {
       const auto& key = parsed.get_ref<const std::string&>();
-      if (!seen.insert(key).second) duplicate = key;
+      if (depth == 1) {
+        if (!seen.insert(key).second && duplicate.empty()) duplicate = key;
+        current = key;
+        entry_keys.clear();
+      } else if (depth == 2 && !entry_keys.insert(key).second && duplicate_field.empty()) {
+        duplicate_field = fmt::format("tensor '{}': key '{}'", current, key);
+      }
     }
     return true;
   };
   const auto* text = reinterpret_cast<const char*>(base + kLengthFieldBytes);
+  // nlohmann's parser takes a NUL byte for the end of its input, so whatever follows one would
+  // pass unread; JSON text has none (a string holds it as \u0000). Nor a byte-order mark, which
+  // the reference loader refuses.
+  if (const void* nul = std::memchr(text, 0, static_cast<std::size_t>(header_size)); nul != nullptr) {
+    throw Error(fmt::format("{}: header: a NUL byte at offset {} (JSON text has none)", where,
+                            static_cast<const char*>(nul) - text));
+  }
+  if (header_size >= 3 && std::string_view(text, 3) == "\xEF\xBB\xBF") {
+    throw Error(fmt::format("{}: header: starts with a UTF-8 byte-order mark", where));
+  }
   const json header = parse_json(std::string_view(text, header_size), where + ": header", on_event);
   if (!header.is_object()) {
     throw Error(fmt::format("{}: header must be a JSON object, got {}", where, header.type_name()));
   }
   if (!duplicate.empty()) {
     throw Error(fmt::format("{}: tensor '{}' appears twice in the header", where, duplicate));
+  }
+  if (!duplicate_field.empty()) {
+    throw Error(fmt::format("{}: {} appears twice in its header entry", where, duplicate_field));
   }
 
   file.tensors_.reserve(header.size());
@@ -485,7 +520,7 @@ File File::open(const std::filesystem::path& path) {
             [](const TensorInfo& a, const TensorInfo& b) {
               return std::tie(a.begin, a.end, a.name) < std::tie(b.begin, b.end, b.name);
             });
-  check_overlaps(where, file.tensors_);
+  check_layout(where, file.tensors_, file.data_size_);
   for (std::size_t i = 0; i < file.tensors_.size(); ++i)
     file.index_.emplace(file.tensors_[i].name, i);
   return file;

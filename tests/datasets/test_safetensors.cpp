@@ -283,13 +283,13 @@ TEST_CASE("empty writer and hand-made valid files", "[safetensors]") {
     write_raw(dir / "bare.safetensors", "{}", 0);
     CHECK(File::open(dir / "bare.safetensors").tensors().empty());
   }
-  SECTION("trailing-space padding, zero-length tensors sharing offsets, a gap before data") {
+  SECTION("trailing-space padding, zero-length tensors sharing offsets, entries in any order") {
     write_raw(dir / "pad.safetensors",
               R"({"__metadata__":{"k":"v"},"z":{"dtype":"F32","shape":[2,0],"data_offsets":[4,4]},)"
               R"("x":{"dtype":"BF16","shape":[2],"data_offsets":[4,8]},)"
               R"("y":{"dtype":"I32","shape":[],"data_offsets":[0,4]}})"
               "      ",
-              12);
+              8);
     const File file = File::open(dir / "pad.safetensors");
     REQUIRE(file.tensors().size() == 3);
     CHECK(file.tensors()[0].name == "y");
@@ -442,6 +442,33 @@ TEST_CASE("corrupt files are rejected with a precise df11::Error", "[safetensors
     write_raw(path, "{" + ok_x + "," + ok_x + "}", 40);
     CHECK_THAT(open_error(path),
                Contains("bad.safetensors") && Contains("'x.weight'") && Contains("twice"));
+  }
+  SECTION("a key twice in one entry (nlohmann keeps the last: one of two dtypes)") {
+    write_raw(path, R"({"x.weight":{"dtype":"BF16","shape":[4,5],"dtype":"F16","data_offsets":[0,40]}})", 40);
+    CHECK_THAT(open_error(path), Contains("bad.safetensors") && Contains("tensor 'x.weight': key 'dtype'") &&
+                                     Contains("twice in its header entry"));
+    // The same key in two entries is fine.
+    write_raw(path, "{" + ok_x + R"(,"y":{"dtype":"U8","shape":[1],"data_offsets":[40,41]}})", 41);
+    CHECK(File::open(path).tensors().size() == 2);
+  }
+  SECTION("a gap between tensors, or bytes after the last (the reference loader refuses both)") {
+    write_raw(path, "{" + ok_x + R"(,"y":{"dtype":"U8","shape":[1],"data_offsets":[44,45]}})", 45);
+    CHECK_THAT(open_error(path), Contains("bad.safetensors") && Contains("tensor 'y' starts at byte 44") &&
+                                     Contains("'x.weight' ends at 40") && Contains("gap"));
+    write_raw(path, R"({"y":{"dtype":"U8","shape":[1],"data_offsets":[3,4]}})", 4);
+    CHECK_THAT(open_error(path), Contains("tensor 'y' starts at byte 3") && Contains("nothing ends at 0"));
+    write_raw(path, "{" + ok_x + "}", 48);
+    CHECK_THAT(open_error(path), Contains("bad.safetensors") && Contains("8 bytes after the last tensor ('x.weight')"));
+    write_raw(path, "{}", 1);
+    CHECK_THAT(open_error(path), Contains("1 bytes after the last tensor"));
+  }
+  SECTION("a NUL byte in the header hides what follows it from the JSON parser") {
+    write_raw(path, "{" + ok_x + "}" + std::string(1, '\0') + R"({"garbage": [1,2,3 not json)", 40);
+    CHECK_THAT(open_error(path), Contains("bad.safetensors") && Contains("a NUL byte at offset"));
+  }
+  SECTION("a UTF-8 byte-order mark before the header") {
+    write_raw(path, "\xEF\xBB\xBF{" + ok_x + "}", 40);
+    CHECK_THAT(open_error(path), Contains("bad.safetensors") && Contains("byte-order mark"));
   }
   SECTION("__metadata__ not an object of strings") {
     write_raw(path, R"({"__metadata__":{"a":"b","n":3},)" + ok_x + "}", 40);
