@@ -63,6 +63,7 @@ struct GenerateArgs {
   int kernel_times = 0;    // CUDA: decode steps traced after the timed generation (0: none)
   bool graphs = false;     // CUDA: decode steps replayed as a CUDA graph
   std::string runs_file;  // --runs: one run's options per line, one model load for all
+  bool dry_run = false;   // --dry-run: every run checked, its decoders named; nothing loaded or run
   std::string synthesize_on = "auto";  // synthetic only: host, cuda, or auto (the backend's)
   bool stop_at_eos = false;  // rows end at an EOS: the tokenizer's, else the config's
   std::string eos_ids;       // --eos-id: the stop ids (implies --stop-at-eos)
@@ -148,8 +149,14 @@ void check_positions(int64_t prompt_tokens, int max_new) {
   }
 }
 
+// A --backend by name; need_device false (--dry-run): cuda without asking for a device.
+e2e::Backend backend_named(const std::string& name, bool need_device) {
+  if (!need_device && name == "cuda") return e2e::Backend::cuda;
+  return e2e::resolve_backend(name);
+}
+
 // The checks of one run's options (the model's are run_generate's).
-void check_run_args(const GenerateArgs& a) {
+void check_run_args(const GenerateArgs& a, bool need_device = true) {
   const int n_prompt_sources = (!a.prompt_ids.empty()) + (a.prompt_len > 0) + (!a.prompt.empty());
   if (n_prompt_sources != 1)
     throw Error("generate: give exactly one of --prompt-ids, --prompt-len and --prompt");
@@ -171,7 +178,7 @@ void check_run_args(const GenerateArgs& a) {
                             a.fused_mma ? " with --fused-mma" : " (with --fused-mma: up to 64)", a.fused_max_rows));
   }
 
-  const e2e::Backend backend = e2e::resolve_backend(a.backend);
+  const e2e::Backend backend = backend_named(a.backend, need_device);
   const e2e::WeightsKind weights = e2e::parse_weights(a.weights);
   if (!a.variant.empty() && weights != e2e::WeightsKind::df11 && !a.check && !a.fused_gemv) {
     throw Error("--variant selects the DF11 decoder: it needs --weights df11 (or --check, or --fused-gemv)");
@@ -234,6 +241,52 @@ nlohmann::json kernel_times_json(const e2e::TracedSteps& t, double timed_step_s)
           {"records", counts}};
 }
 
+// The models a run builds: its own, and with --check its partner.
+std::vector<e2e::ModelRequest> requests_of(const GenerateArgs& a, e2e::Backend backend, e2e::WeightsKind weights,
+                                           int max_positions) {
+  e2e::ModelRequest req;
+  req.backend = backend;
+  req.weights = weights;
+  // BF16 with --fused-gemv: the variant's layout gives the fused kernels' partition.
+  req.variant = weights == e2e::WeightsKind::df11 || a.fused_gemv ? a.variant : "";
+  req.batch = a.batch;
+  req.max_positions = max_positions;
+  req.threads = a.threads;
+  req.chunk_bytes = a.chunk_bytes;  // --check's partner slices the same way (same GEMMs)
+  req.fused_gemv = a.fused_gemv;    // and runs the same fused kernels (on BF16 words, or decoding)
+  req.fused_max_rows = a.fused_max_rows;  // on passes of the same rows
+  req.fused_mma = a.fused_mma;            // with the same kernel
+  req.overlap = a.overlap;          // and overlaps its slices the same way
+  req.slice_l2 = a.slice_l2 == "persisting";  // (caching only: the partner's slices are resident BF16 or its own)
+  req.descending_decode = a.decode_order == "descending";  // (the same bits either way)
+  req.early_slices = a.slice_start == "early";             // (the same bits either way)
+  req.graphs = a.graphs;                                   // (the same kernels, so the same bits)
+  std::vector<e2e::ModelRequest> requests{req};
+  if (a.check) {
+    e2e::ModelRequest ref = req;
+    ref.weights = check_partner(weights);
+    ref.variant = ref.weights == e2e::WeightsKind::df11 || a.fused_gemv ? a.variant : "";
+    // Whole matrices overlapped (no --chunk-bytes) run the whole-block path's very GEMMs: the
+    // partner runs whole blocks on one stream, so every such check tests that claim too.
+    if (a.overlap && a.chunk_bytes == 0) ref.overlap = false;
+    requests.push_back(ref);
+  }
+  return requests;
+}
+
+// --dry-run: one run's options checked as its backend would check them (cuda without a device)
+// and the decoders its models would use named; nothing loaded. Throws what the run would.
+std::string dry_run(const GenerateArgs& r) {
+  check_run_args(r, /*need_device=*/false);
+  const e2e::Backend backend = backend_named(r.backend, false);
+  const e2e::WeightsKind weights = e2e::parse_weights(r.weights);
+  std::string what = fmt::format("{} {}", r.backend == "auto" ? e2e::to_string(backend) : r.backend, r.weights);
+  for (const e2e::ModelRequest& req : requests_of(r, backend, weights, r.prompt_len + r.max_new)) {
+    if (const std::string d = e2e::request_decoders(req); !d.empty()) what += "; " + d;
+  }
+  return what;
+}
+
 // One run: builds its models (from `cache` when given, else loading the source unit by unit),
 // generates, prints the result (text, or one JSON line). Returns 2 when --check failed.
 int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::FeedCache* cache,
@@ -258,34 +311,9 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
                               shape.vocab));
   }
 
-  e2e::ModelRequest req;
-  req.backend = backend;
-  req.weights = weights;
-  // BF16 with --fused-gemv: the variant's layout gives the fused kernels' partition.
-  req.variant = weights == e2e::WeightsKind::df11 || a.fused_gemv ? a.variant : "";
-  req.batch = a.batch;
   check_positions(static_cast<int64_t>(prompt.size()), a.max_new);
-  req.max_positions = static_cast<int>(prompt.size()) + a.max_new;
-  req.threads = a.threads;
-  req.chunk_bytes = a.chunk_bytes;  // --check's partner slices the same way (same GEMMs)
-  req.fused_gemv = a.fused_gemv;    // and runs the same fused kernels (on BF16 words, or decoding)
-  req.fused_max_rows = a.fused_max_rows;  // on passes of the same rows
-  req.fused_mma = a.fused_mma;            // with the same kernel
-  req.overlap = a.overlap;          // and overlaps its slices the same way
-  req.slice_l2 = a.slice_l2 == "persisting";  // (caching only: the partner's slices are resident BF16 or its own)
-  req.descending_decode = a.decode_order == "descending";  // (the same bits either way)
-  req.early_slices = a.slice_start == "early";             // (the same bits either way)
-  req.graphs = a.graphs;                                   // (the same kernels, so the same bits)
-  std::vector<e2e::ModelRequest> requests{req};
-  if (a.check) {
-    e2e::ModelRequest ref = req;
-    ref.weights = check_partner(weights);
-    ref.variant = ref.weights == e2e::WeightsKind::df11 || a.fused_gemv ? a.variant : "";
-    // Whole matrices overlapped (no --chunk-bytes) run the whole-block path's very GEMMs: the
-    // partner runs whole blocks on one stream, so every such check tests that claim too.
-    if (a.overlap && a.chunk_bytes == 0) ref.overlap = false;
-    requests.push_back(ref);
-  }
+  const std::vector<e2e::ModelRequest> requests =
+      requests_of(a, backend, weights, static_cast<int>(prompt.size()) + a.max_new);
   const bool tty = !a.json && ::isatty(2) == 1;  // a progress line only for a person watching
   const e2e::BuildProgress progress = [&](int done, int total, const std::string& name) {
     if (tty) fmt::print(stderr, "\rgenerate: loading {}/{} units ({})\033[K", done, total, name);
@@ -566,8 +594,32 @@ int run_generate(const GenerateArgs& a) {
       runs.emplace_back(line, std::move(r));
     }
     if (runs.empty()) throw Error(fmt::format("--runs: {} holds no run", a.runs_file));
-  } else {
+  } else if (!a.dry_run) {
     check_run_args(a);
+  }
+  if (a.dry_run) {
+    if (runs.empty()) runs.emplace_back("", a);
+    int refused = 0;
+    for (const auto& [line, r] : runs) {
+      const std::string name = line.empty() ? "(the command line)" : line;
+      try {
+        const std::string what = dry_run(r);
+        if (a.json) {
+          fmt::print("{}\n", nlohmann::json{{"schema", "df11.generate/1"}, {"run", line}, {"dry_run", what}}.dump());
+        } else {
+          fmt::print("ok      {}: {}\n", name, what);
+        }
+      } catch (const std::exception& e) {
+        ++refused;
+        if (a.json) {
+          fmt::print("{}\n", nlohmann::json{{"schema", "df11.generate/1"}, {"run", line}, {"error", e.what()}}.dump());
+        } else {
+          fmt::print("REFUSED {}: {}\n", name, e.what());
+        }
+      }
+    }
+    if (refused > 0) fmt::print(stderr, "df11: {} of {} runs would be refused\n", refused, runs.size());
+    return refused > 0 ? 1 : 0;
   }
 
   std::optional<e2e::TekkenTokenizer> tok;
@@ -729,6 +781,10 @@ void add_generate(CLI::App& app) {
                   "line's ('#' comments): the model is loaded once and kept in host memory for all of them, and on "
                   "CUDA a run's device weights serve the next runs with the same weights, decoder and fused kernels "
                   "(with --json one line per run, or an error line)");
+  cmd->add_flag("--dry-run", a->dry_run,
+                "Check every run (each --runs line, or the command line) as its --backend would, --backend cuda "
+                "without a device, and name the decoders its models would use; nothing is loaded or generated. "
+                "Exit 1 when any run would be refused (scripts check a GPU run's lines this way before the GPU)");
   cmd->add_option("--kernel-times", a->kernel_times,
                   "CUDA: after the timed generation, run its first N decode steps again traced (CUPTI activity "
                   "records of every kernel and copy) and print where a step's device time went: decoders, GEMMs, "

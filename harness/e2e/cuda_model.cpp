@@ -411,29 +411,6 @@ class Bf16DeviceProvider final : public DeviceProvider {
   Layout fused_layout_;
 };
 
-// The fused decode of the DF11 decoder `variant` (empty: the fused default); its layout is the
-// decoder's. mma (--fused-mma): the tensor-core kernel, over a decoder whose fused decode is fixed.
-dec::FusedDecode fused_decode_of(const std::string& variant, bool mma = false) {
-  const dec::Decoder* d =
-      pick_cuda_decoder(dec::all_decoders(), variant.empty() ? std::string(kDefaultFusedVariant) : variant);
-  const std::optional<dec::FusedDecode> decode = dec::fused_decode_for(*d);
-  if (!decode) {
-    throw Error(fmt::format("--fused-gemv with decoder {}: the fused kernels read layouts {} and {} (and fix64 "
-                            "variants' DF11 units), not {}",
-                            d->name(), dec::fused_spec(dec::FusedDecode::two_pass).layout().name(),
-                            dec::fused_spec(dec::FusedDecode::one_pass).layout().name(), d->layout().name()));
-  }
-  if (mma) {
-    if (*decode != dec::FusedDecode::fixed) {
-      throw Error(fmt::format("--fused-mma with decoder {}: the tensor-core kernel decodes fix64's units as the fixed "
-                              "fused decode does (a multi12n or multi12ng fix64 exp-smem variant, e.g. {})",
-                              d->name(), kDefaultFusedVariant));
-    }
-    return dec::FusedDecode::fixed_mma;
-  }
-  return *decode;
-}
-
 // A provider that brings ranges of units into one reused device buffer (decoded or copied).
 class ReusedBufferProvider : public DeviceProvider {
  public:

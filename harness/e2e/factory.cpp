@@ -56,6 +56,45 @@ std::string cuda_df11_decoder_name(const ModelRequest& r) {
   return pick_cuda_decoder(dec::all_decoders(), cuda_df11_variant(r))->name();
 }
 
+dec::FusedDecode fused_decode_of(const std::string& variant, bool mma) {
+  const dec::Decoder* d =
+      pick_cuda_decoder(dec::all_decoders(), variant.empty() ? std::string(kDefaultFusedVariant) : variant);
+  const std::optional<dec::FusedDecode> decode = dec::fused_decode_for(*d);
+  if (!decode) {
+    throw Error(fmt::format("--fused-gemv with decoder {}: the fused kernels read layouts {} and {} (and fix64 "
+                            "variants' DF11 units), not {}",
+                            d->name(), dec::fused_spec(dec::FusedDecode::two_pass).layout().name(),
+                            dec::fused_spec(dec::FusedDecode::one_pass).layout().name(), d->layout().name()));
+  }
+  if (mma) {
+    if (*decode != dec::FusedDecode::fixed) {
+      throw Error(fmt::format("--fused-mma with decoder {}: the tensor-core kernel decodes fix64's units as the fixed "
+                              "fused decode does (a multi12n or multi12ng fix64 exp-smem variant, e.g. {})",
+                              d->name(), kDefaultFusedVariant));
+    }
+    return dec::FusedDecode::fixed_mma;
+  }
+  return *decode;
+}
+
+std::string request_decoders(const ModelRequest& r) {
+  std::string what;
+  if (r.backend == Backend::cuda) {
+    if (r.weights == WeightsKind::df11) what = "decoder " + cuda_df11_decoder_name(r);
+    if (r.fused_gemv) {
+      const dec::FusedDecode f = fused_decode_of(r.weights == WeightsKind::df11 ? cuda_df11_variant(r) : r.variant,
+                                                 r.fused_mma);
+      what += (what.empty() ? "" : ", ") + std::string("fused ") + std::string(dec::fused_decode_name(f));
+    }
+  } else if (r.weights == WeightsKind::df11) {
+    if (!r.variant.empty() && dec::all_decoders().find(r.variant) == nullptr) {
+      throw Error(fmt::format("no decoder variant '{}' (see `df11 variants`)", r.variant));
+    }
+    what = r.variant.empty() ? "decode_cpu" : "decoder " + r.variant + " (host emulation)";
+  }
+  return what;
+}
+
 namespace {
 
 // feed_cache: FeedCache::id() when the units come from one, else 0.

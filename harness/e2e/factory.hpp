@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "decoder.hpp"
+#include "fused/fused_gemv.hpp"
 #include "e2e/model.hpp"
 #include "e2e/weights.hpp"
 
@@ -98,6 +99,15 @@ struct ModelRequest {
 // run may reuse, so that no --variant and the default's own name are one set of weights, and a
 // --fused-gemv run finds the plain run's images to add its kernels to.
 [[nodiscard]] std::string cuda_df11_decoder_name(const ModelRequest& r);
+// The fused decode of the DF11 decoder `variant` (empty: kDefaultFusedVariant); mma
+// (--fused-mma): the tensor-core kernel, over a decoder whose fused decode is the fixed one.
+// Throws naming the decoder where the fused kernels cannot read its layout.
+[[nodiscard]] dec::FusedDecode fused_decode_of(const std::string& variant, bool mma = false);
+// What decodes a request's weights, as a building model would pick it ("decoder NAME", "fused
+// NAME", "decode_cpu"; empty for resident BF16 or offload): `df11 generate --dry-run` names it
+// without a device or any weights. Throws where the build would (unknown variant, a fused decode
+// the variant has not).
+[[nodiscard]] std::string request_decoders(const ModelRequest& r);
 
 // Takes the units of one model while it is built.
 class ModelBuilder {
