@@ -130,6 +130,11 @@ int main(int argc, char** argv) {
     const df11::sweep::SweepReport r = df11::sweep::run_sweep(e, *backend, registry, options);
     fmt::print("{} cases: {} passed, {} incorrect, {} not supported, {} not run\n", r.lines,
                r.passed, r.incorrect, r.not_supported, r.not_run);
+    if (const uint64_t refused = df11::dec::early_launches_refused(); refused > 0) {
+      fmt::print("warning: {} early slice-decode launch{} refused and ran serially, although device.slice_start "
+                 "says early (see stderr)\n",
+                 refused, refused == 1 ? " was" : "es were");
+    }
     fmt::print("results: {}\n", options.results_path.string());
     fmt::print("run directory: {}\n", run_dir.string());
     if (r.interrupted) {

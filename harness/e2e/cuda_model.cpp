@@ -710,8 +710,13 @@ class CudaModel final : public Model {
   [[nodiscard]] std::string slice_start_note() const {
     if (slice_start_ == dec::Start::serial) return ", slice decodes started after the kernel before them";
     if (!provider_->honors_start()) return ", slice decodes started serially (the decoder cannot start early)";
-    return dec::device_starts_early() ? ", slice decodes started early (programmatic dependent launch)"
-                                      : ", slice decodes started serially (early needs sm_90)";
+    if (!dec::device_starts_early()) return ", slice decodes started serially (early needs sm_90)";
+    if (const uint64_t n = dec::early_launches_refused(); n > 0) {
+      return fmt::format(", slice decodes asked to start early, but {} early launch{} refused in this process "
+                         "(those decoders' launches ran serially from then on)",
+                         n, n == 1 ? " was" : "es were");
+    }
+    return ", slice decodes started early (programmatic dependent launch)";
   }
 
   void forward(std::span<const int32_t> tokens, int n_new) override {

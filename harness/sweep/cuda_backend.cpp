@@ -725,7 +725,8 @@ class CudaBackend final : public Backend {
     if (!dec::device_starts_early()) {
       return fmt::format("serial (early needs sm_90, this is sm_{}{})", prop_.major, prop_.minor);
     }
-    return "early (programmatic dependent launch after each slice's GEMMs)";
+    return "early (programmatic dependent launch after each slice's GEMMs; a refused one is said on stderr and "
+           "in the run's last line, and that decoder's slices then start serially)";
   }
 
   // A requested slice size (an entry of the experiment's chunk_bytes) in bytes: 0 is the default.

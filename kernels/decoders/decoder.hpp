@@ -122,5 +122,9 @@ void register_all(Registry& registry);
 // Whether the current CUDA device starts Start::early launches early (sm_90 and later); false in
 // builds without CUDA.
 [[nodiscard]] bool device_starts_early();
+// How many Start::early launches this process has had refused (each then ran serially, and that
+// kernel's later launches on that thread too): a report that says "early" is wrong when this grew
+// during its run. 0 in builds without CUDA.
+[[nodiscard]] uint64_t early_launches_refused();
 
 }  // namespace df11::dec

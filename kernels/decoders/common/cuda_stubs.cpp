@@ -28,6 +28,7 @@ DeviceComparison compare_on_device(const uint16_t*, const uint16_t*, uint64_t, S
   no_cuda("compare_on_device");
 }
 bool device_starts_early() { return false; }
+uint64_t early_launches_refused() { return 0; }
 
 struct FusedGemvDevice::Impl {};
 FusedGemvDevice::FusedGemvDevice(const EncodedUnit&, const std::vector<GemvMatrix>&, int, Stream, Source,

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 
 #include "common/cuda_util.hpp"
@@ -16,6 +17,8 @@
 
 namespace df11::dec {
 namespace {
+
+std::atomic<uint64_t> g_early_refused{0};  // early_launches_refused()
 
 // An early launch (Start::early) may run beside the kernel before it on its stream, which may
 // still read the output buffer: the fix64 kernels decode a unit before they wait for it (in
@@ -126,6 +129,7 @@ void launch_kernel(const GapDeviceImage& img, uint16_t* out, uint64_t lo, uint64
     (void)cudaGetLastError();
     std::fprintf(stderr, "gap_decode: early launch refused (%s); launching serially\n", cudaGetErrorString(e));
     refused = true;
+    g_early_refused.fetch_add(1, std::memory_order_relaxed);
   }
   kernel<<<static_cast<unsigned>(grid), TPB, sl.total, stream>>>(p, sl);
   CUDA_CHECK(cudaGetLastError());
@@ -169,6 +173,8 @@ void Decoder::launch(const DeviceImage&, uint16_t*, uint64_t, uint64_t, Stream, 
 }
 
 bool built_with_cuda() { return true; }
+
+uint64_t early_launches_refused() { return g_early_refused.load(std::memory_order_relaxed); }
 
 // Programmatic dependent launch: sm_90 and later; asked once per device.
 bool device_starts_early() {
