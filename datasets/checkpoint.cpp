@@ -3,6 +3,7 @@
 #include "datasets/checkpoint.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -118,6 +119,17 @@ std::span<const uint16_t> bf16_words(std::span<const std::byte> raw, std::vector
   copy.resize(raw.size() / 2);
   std::memcpy(copy.data(), raw.data(), raw.size());
   return copy;
+}
+
+// The marker file of an unfinished output directory (OutputDir), and this host's name for it.
+constexpr const char* kIncompleteMarker = ".df11-incomplete";
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "unknown-host";
+  for (char& c : name) {
+    if (c == ' ' || c == '\n') c = '_';
+  }
+  return name;
 }
 
 void fsync_path(const fs::path& path, bool directory) {
@@ -1023,15 +1035,47 @@ OutputDir::OutputDir(fs::path out, const WriteOptions& options) : options_(optio
   fs::path parent = out_.parent_path();
   if (parent.empty()) parent = ".";
   if (!fs::is_directory(parent, ec)) {
-    throw Error(
-        fmt::format("{}: the parent directory {} does not exist", out_.string(), parent.string()));
+    throw Error(fmt::format("{}: the parent directory {} {}", out_.string(), parent.string(),
+                            fs::exists(parent, ec) ? "is not a directory" : "does not exist"));
   }
+  remove_stale_temporaries(parent);
   tmp_ = out_;
   tmp_ += fmt::format(".tmp-{}", ::getpid());
   fs::remove_all(tmp_, ec);  // a leftover of an earlier process with our pid
   if (!fs::create_directory(tmp_, ec) || ec) {
     throw Error(fmt::format("{}: cannot create the temporary directory {}: {}", out_.string(),
                             tmp_.string(), ec ? ec.message() : "it exists"));
+  }
+  // Who is writing it: a later writer of the same OUT removes it if this process dies (killed
+  // outright: a second Ctrl-C, SIGKILL) before it can.
+  std::ofstream(tmp_ / kIncompleteMarker) << host_name() << ' ' << ::getpid() << '\n';
+}
+
+// OUT.tmp-PID directories beside OUT left by a process of this host that no longer runs (its
+// marker says which): removed, and said on stderr. Another host's, or a live process's, stay.
+void OutputDir::remove_stale_temporaries(const fs::path& parent) const {
+  std::error_code ec;
+  const std::string prefix = out_.filename().string() + ".tmp-";
+  for (const fs::directory_entry& e : fs::directory_iterator(parent, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0 || !all_digits(std::string_view(name).substr(prefix.size())) ||
+        !e.is_directory(ec) || e.is_symlink(ec)) {
+      continue;
+    }
+    std::ifstream marker(e.path() / kIncompleteMarker);
+    std::string host;
+    long long pid = 0;
+    if (!(marker >> host >> pid) || host != host_name() || pid <= 0 ||
+        std::to_string(pid) != name.substr(prefix.size())) {
+      continue;
+    }
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to ask)
+    std::error_code removed;
+    fs::remove_all(e.path(), removed);
+    if (!removed) {
+      fmt::print(stderr, "note: removed {}, left unfinished by process {}, which no longer runs\n",
+                 e.path().string(), pid);
+    }
   }
 }
 
@@ -1069,6 +1113,10 @@ void OutputDir::copy_side_files(const fs::path& dir) const {
 void OutputDir::commit() {
   if (committed_) throw Error(fmt::format("{}: committed twice", out_.string()));
   std::error_code ec;
+  if (!fs::remove(tmp_ / kIncompleteMarker, ec) || ec) {
+    throw Error(fmt::format("{}: cannot remove {}: {}", out_.string(), (tmp_ / kIncompleteMarker).string(),
+                            ec ? ec.message() : "it is gone"));
+  }
   if (options_.sync) {
     for (const fs::directory_entry& e : fs::directory_iterator(tmp_)) {
       if (e.is_regular_file()) fsync_path(e.path(), false);

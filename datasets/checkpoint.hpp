@@ -320,6 +320,8 @@ class OutputDir {
   void commit();
 
  private:
+  void remove_stale_temporaries(const std::filesystem::path& parent) const;
+
   std::filesystem::path out_;
   std::filesystem::path tmp_;
   WriteOptions options_;

@@ -27,10 +27,18 @@ extern "C" void on_signal(int sig) {
 void install_interrupt_handler() {
   struct sigaction sa {};
   sa.sa_handler = on_signal;
-  sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C kills at once
   sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
+  // SIGTERM and SIGHUP stay handled: `timeout` sends SIGTERM twice (to the child and to its
+  // group), and a second one must not kill the process before it removes its unfinished output.
   sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+  // A second Ctrl-C kills at once (a person asking twice); the unfinished OUT.tmp-PID it leaves
+  // is removed by the next run writing the same OUT (OutputDir).
+  sa.sa_flags = SA_RESETHAND;
+  sigaction(SIGINT, &sa, nullptr);
+  // Past a file-size limit (ulimit -f) a write fails with EFBIG, which the writers report and
+  // clean up after, instead of the signal killing the process mid-write.
+  signal(SIGXFSZ, SIG_IGN);
 }
 
 ProgressBar::ProgressBar(std::string verb)

@@ -35,7 +35,7 @@ CLI::Option* add_threads(CLI::App& cmd, int& threads, const std::string& help = 
 
 // A progress line on stderr, redrawn in place when stderr is a terminal (silent otherwise):
 // units done, gigabytes of BF16 done, MB/s and weights/s. Also where Ctrl-C is noticed: after
-// install_interrupt_handler(), update() throws df11::Error once SIGINT or SIGTERM arrived, so
+// install_interrupt_handler(), update() throws df11::Error once SIGINT, SIGTERM or SIGHUP arrived, so
 // the half-written output directory is removed on the way out.
 class ProgressBar {
  public:
@@ -53,6 +53,9 @@ class ProgressBar {
   bool drawn_ = false;
 };
 
+// SIGINT, SIGTERM and SIGHUP make the next ProgressBar::update throw (a second Ctrl-C kills at
+// once; SIGTERM and SIGHUP stay handled); SIGXFSZ is ignored, so a write past `ulimit -f` fails
+// and is cleaned up after like any failed write.
 void install_interrupt_handler();
 // --shard-mb (decimal megabytes, as Hugging Face's "5GB") to bytes; throws df11::Error unless > 0.
 [[nodiscard]] uint64_t shard_bytes_of_mb(double mb);

@@ -270,6 +270,44 @@ expect_error out "no_such.json" -- variants --sass no_such.json
 printf 'not json' >bad.json
 expect_error out "bad.json" "not valid JSON" -- variants --resources bad.json
 
+# Signals and limits. An interrupted write leaves no output and no OUT.tmp-*, also when the signal
+# comes twice (timeout sends SIGTERM to the child and to its group); a write past `ulimit -f`
+# fails with a message, not SIGXFSZ; an OUT.tmp-PID that a killed process of this host left is
+# removed by the next writer of OUT, while a live process's or an unmarked one stays.
+ok synth big --arch tiny --layers 12 --vocab 65536 --seed 1
+for sig in TERM HUP INT; do
+  "$df11" compress --threads 1 big sigout >/dev/null 2>sig.err &
+  pid=$!
+  # Once its temporary directory is there, its handler is too (installed before the write starts).
+  for _ in $(seq 1000); do
+    compgen -G "sigout.tmp-*" >/dev/null && break
+    sleep 0.01
+  done
+  kill -"$sig" "$pid"
+  [[ $sig == INT ]] || { sleep 0.005; kill -"$sig" "$pid"; }  # a second Ctrl-C kills at once, by design
+  wait "$pid"
+  rc=$?
+  grep -q "interrupted by signal" sig.err || fail "SIG$sig: compress was not interrupted (rc $rc): $(cat sig.err)"
+  ((rc != 0)) || fail "SIG$sig: compress exited 0"
+  [[ ! -e sigout ]] && ! compgen -G "sigout.tmp-*" >/dev/null || fail "SIG$sig: left $(ls -d sigout* 2>/dev/null)"
+done
+(ulimit -f 1000; "$df11" compress big fsz >/dev/null 2>fsz.err)
+rc=$?
+((rc == 1)) && grep -q "File too large" fsz.err || fail "compress past ulimit -f: rc $rc, $(cat fsz.err)"
+[[ ! -e fsz ]] && ! compgen -G "fsz.tmp-*" >/dev/null || fail "compress past ulimit -f left $(ls -d fsz* 2>/dev/null)"
+sh -c 'exit 0' &
+dead=$!
+wait "$dead"
+mkdir "stale.tmp-$dead" "stale.tmp-$$" "stale.tmp-1$dead"
+echo "$(uname -n) $dead" >"stale.tmp-$dead/.df11-incomplete"
+echo "$(uname -n) $$" >"stale.tmp-$$/.df11-incomplete"  # this shell: alive
+ok compress big stale
+grep -q "removed ./stale.tmp-$dead, left unfinished by process $dead" last.err || fail "no note of the stale directory: $(cat last.err)"
+[[ ! -e stale.tmp-$dead ]] || fail "stale.tmp-$dead (a dead process's) was not removed"
+[[ -d stale.tmp-$$ && -d stale.tmp-1$dead ]] || fail "a live process's or an unmarked temporary directory was removed"
+[[ ! -e stale/.df11-incomplete && -f stale/config.json ]] || fail "the finished output holds the marker, or no config.json"
+rm -rf big stale stale.tmp-* sig.err fsz.err
+
 if ((failures > 0)); then
   echo "$failures check(s) failed"
   exit 1
