@@ -93,11 +93,26 @@ int main(int argc, char** argv) {
       throw df11::Error(fmt::format("{}: already exists; choose another --out",
                                     (run_dir / "results.jsonl").string()));
     }
+    std::error_code ec;
+    if (fs::exists(run_dir, ec) && !fs::is_directory(run_dir, ec)) {
+      throw df11::Error(fmt::format("{}: exists and is not a directory; choose another --out", run_dir.string()));
+    }
     const bool made_dir = !fs::exists(run_dir);
-    fs::create_directories(run_dir);
+    fs::create_directories(run_dir, ec);
+    if (ec) throw df11::Error(fmt::format("{}: cannot create the run directory: {}", run_dir.string(), ec.message()));
     // The copy is always this run's experiment (a failed earlier run into the same directory may
-    // have left another), and goes again if the run fails before results.jsonl exists.
+    // have left another), and goes again if the run fails before results.jsonl exists. A file of
+    // that name with other contents is not replaced: it may be the user's.
     const fs::path copy = run_dir / fs::path(experiment_path).filename();
+    if (fs::exists(copy, ec)) {
+      std::ifstream in(copy, std::ios::binary);
+      const std::string there((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (!fs::is_regular_file(copy, ec) || there != e.source_text) {
+        throw df11::Error(fmt::format("{}: exists and is not this experiment; the run directory's copy would replace "
+                                      "it: choose another --out",
+                                      copy.string()));
+      }
+    }
     {
       const fs::path tmp = run_dir / (copy.filename().string() + ".tmp");
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);

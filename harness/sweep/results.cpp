@@ -213,12 +213,20 @@ void ResultsWriter::write(const Line& line) {
     const ssize_t n = ::write(fd_, text.data() + done, text.size() - done);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw Error(fmt::format("{}: write failed: {}", path_.string(), std::strerror(errno)));
+      const int err = errno;
+      // A full disk or a file-size limit may have taken part of the line: cut the file back to
+      // its whole lines, so that it stays valid JSONL.
+      const bool cut = ::ftruncate(fd_, static_cast<off_t>(bytes_)) == 0;
+      throw Error(fmt::format("{}: write failed: {}; {}", path_.string(), std::strerror(err),
+                              cut ? fmt::format("the file keeps its {} whole lines", lines_)
+                                  : fmt::format("its last line may be cut short (truncating failed: {})",
+                                                std::strerror(errno))));
     }
     done += static_cast<std::size_t>(n);
   }
   // fdatasync is not needed for validity (the kernel has the whole line); it would only slow runs.
   ++lines_;
+  bytes_ += text.size();
 }
 
 }  // namespace df11::sweep

@@ -89,7 +89,8 @@ using Line = nlohmann::ordered_json;
 
 // Appends lines to a results file that it creates (refusing to replace an existing one). Each
 // line goes out in one write(2) call (no user-space buffer to lose), so a run stopped at any
-// point between lines leaves a valid JSONL file.
+// point between lines leaves a valid JSONL file; a write that fails part-way (a full disk, a
+// file-size limit) is cut back off before the error is thrown.
 class ResultsWriter {
  public:
   explicit ResultsWriter(const std::filesystem::path& path);
@@ -105,6 +106,7 @@ class ResultsWriter {
   std::filesystem::path path_;
   int fd_ = -1;
   std::size_t lines_ = 0;
+  uint64_t bytes_ = 0;  // the file's length: its whole lines
 };
 
 }  // namespace df11::sweep

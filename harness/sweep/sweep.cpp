@@ -29,12 +29,12 @@ namespace df11::sweep {
 
 namespace {
 
-std::atomic<bool> g_interrupted{false};
-static_assert(std::atomic<bool>::is_always_lock_free,
-              "the SIGINT flag must be safe to set from a handler");
+std::atomic<int> g_interrupted{0};  // the signal that asked (SIGINT for request_interrupt); 0: none
+static_assert(std::atomic<int>::is_always_lock_free,
+              "the interrupt flag must be safe to set from a handler");
 
-extern "C" void on_sigint(int) {
-  g_interrupted.store(true, std::memory_order_relaxed);
+extern "C" void on_sigint(int sig) {
+  g_interrupted.store(sig, std::memory_order_relaxed);
   static const char msg[] =
       "\nrun_sweep: interrupted; finishing the current case's line (Ctrl-C again kills at once)\n";
   // write(2) is async-signal-safe; the result is irrelevant (nothing to do if stderr is gone).
@@ -57,16 +57,27 @@ void install_sigint_handler() {
   struct sigaction term = sa;
   term.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &term, nullptr);
+  sigaction(SIGHUP, &term, nullptr);
+  // Past a file-size limit (ulimit -f) a write fails with EFBIG: the results file is cut back to
+  // its last whole line and the run ends with that error, instead of SIGXFSZ killing it mid-line.
+  signal(SIGXFSZ, SIG_IGN);
 }
 
 void request_interrupt() noexcept {
-  g_interrupted.store(true, std::memory_order_relaxed);
+  g_interrupted.store(SIGINT, std::memory_order_relaxed);
 }
 bool interrupt_requested() noexcept {
-  return g_interrupted.load(std::memory_order_relaxed);
+  return g_interrupted.load(std::memory_order_relaxed) != 0;
 }
 void clear_interrupt() noexcept {
-  g_interrupted.store(false, std::memory_order_relaxed);
+  g_interrupted.store(0, std::memory_order_relaxed);
+}
+std::string interrupt_signal_name() {
+  switch (g_interrupted.load(std::memory_order_relaxed)) {
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    default: return "SIGINT";
+  }
 }
 
 // ---- methods and layouts -----------------------------------------------------------------------
@@ -516,12 +527,12 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
       }
     }
   };
-  const std::string interrupted_reason = "interrupted (SIGINT) before this case ran";
+  const auto interrupted_reason = [] { return fmt::format("interrupted ({}) before this case ran", interrupt_signal_name()); };
 
   for (const UnitSpec& spec : e.units) {
     const std::string uname = unit_name(spec);
     if (interrupt_requested()) {
-      skip_rest(uname, 0, 0, 0, interrupted_reason);
+      skip_rest(uname, 0, 0, 0, interrupted_reason());
       continue;
     }
 
@@ -585,7 +596,7 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
       const CaseInfo ci = case_info(uname, m, batch);
       progress.begin(case_label(uname, m, batch));
       if (interrupt_requested())
-        return write(ci, Disposition::not_run, std::nullopt, interrupted_reason);
+        return write(ci, Disposition::not_run, std::nullopt, interrupted_reason());
       if (const dec::Status st = unit_status(m); !st.ok) {
         return write(ci, Disposition::not_supported, std::nullopt, st.reason);
       }
@@ -636,7 +647,7 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
       out = {};
       const auto t_time = Clock::now();
       if (interrupt_requested())
-        return write(ci, Disposition::not_run, std::nullopt, interrupted_reason);
+        return write(ci, Disposition::not_run, std::nullopt, interrupted_reason());
       Samples samples;
       try {
         samples = backend.time(m, batch, meas);
@@ -648,7 +659,7 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
       }
       if (interrupt_requested()) {
         return write(ci, Disposition::not_run, std::nullopt,
-                     "interrupted (SIGINT) while timing this case");
+                     fmt::format("interrupted ({}) while timing this case", interrupt_signal_name()));
       }
       if (samples.total_s.empty())
         return write(ci, Disposition::not_run, std::nullopt, "no sample was taken");
@@ -672,7 +683,7 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
       run_case(*zero_methods[zi], 0, &weights, weight_names, "the unit's BF16 weights", "weights", "");
     }
     if (interrupt_requested()) {
-      skip_rest(uname, zi, 0, 0, interrupted_reason);
+      skip_rest(uname, zi, 0, 0, interrupted_reason());
       backend.unload_unit();
       continue;
     }
@@ -701,7 +712,7 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
       const std::vector<std::span<const uint16_t>> ref_pieces{std::span<const uint16_t>(ref)};
       for (std::size_t i = 0; i < gemm_methods.size(); ++i) {
         if (interrupt_requested()) {
-          skip_rest(uname, zero_methods.size(), b, i, interrupted_reason);
+          skip_rest(uname, zero_methods.size(), b, i, interrupted_reason());
           stopped = true;
           break;
         }

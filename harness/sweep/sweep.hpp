@@ -67,5 +67,7 @@ void install_sigint_handler();
 void request_interrupt() noexcept;
 [[nodiscard]] bool interrupt_requested() noexcept;
 void clear_interrupt() noexcept;
+// The signal that interrupted the run, for reasons ("SIGINT", "SIGTERM", "SIGHUP").
+[[nodiscard]] std::string interrupt_signal_name();
 
 }  // namespace df11::sweep

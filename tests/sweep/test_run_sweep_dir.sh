@@ -41,4 +41,32 @@ rc=0
 [ "$rc" -eq 1 ] || fail "a rerun into a finished run's directory exited $rc"
 grep -q "already exists" "$scratch/err3" || fail "no 'already exists': $(cat "$scratch/err3")"
 cmp -s "$experiment" "$scratch/kept/exp.toml" || fail "the refused rerun changed the finished run's copy"
+# A file of the experiment's name in --out that is not this experiment is the user's: refused.
+mkdir -p "$scratch/user"
+echo "MY NOTES" >"$scratch/user/$(basename "$experiment")"
+rc=0
+"$bin" "$experiment" --quick --backend cpu --out "$scratch/user" >/dev/null 2>"$scratch/err4" || rc=$?
+[ "$rc" -eq 1 ] && grep -q "exists and is not this experiment" "$scratch/err4" ||
+  fail "a user's file of the experiment's name: rc $rc, $(cat "$scratch/err4")"
+[ "$(cat "$scratch/user/$(basename "$experiment")")" = "MY NOTES" ] || fail "the user's file was replaced"
+[ ! -e "$scratch/user/results.jsonl" ] || fail "the refused run wrote results"
+
+# --out naming a file.
+touch "$scratch/afile"
+rc=0
+"$bin" "$experiment" --quick --backend cpu --out "$scratch/afile" >/dev/null 2>"$scratch/err5" || rc=$?
+[ "$rc" -eq 1 ] && grep -q "afile: exists and is not a directory" "$scratch/err5" ||
+  fail "--out naming a file: rc $rc, $(cat "$scratch/err5")"
+
+# Past a file-size limit (ulimit -f, in KiB): an error, and the results file cut back to whole lines.
+rc=0
+(ulimit -f 8; "$bin" "$experiment" --quick --backend cpu --out "$scratch/small" >/dev/null 2>"$scratch/err6") || rc=$?
+[ "$rc" -eq 1 ] && grep -q "write failed: File too large; the file keeps its" "$scratch/err6" ||
+  fail "past ulimit -f: rc $rc, $(tail -c 300 "$scratch/err6")"
+/usr/bin/python3 - "$scratch/small/results.jsonl" <<'PY' || fail "past ulimit -f: results.jsonl is not whole lines"
+import json, sys
+text = open(sys.argv[1], encoding="utf-8").read()
+assert text and text.endswith("\n"), "empty, or a cut last line"
+assert all(json.loads(l)["schema_version"] == 1 for l in text.splitlines())
+PY
 echo "ok: run directories hold the experiment that ran, and nothing of a failed run"

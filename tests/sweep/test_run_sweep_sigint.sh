@@ -41,9 +41,9 @@ for attempt in 1 2 3 4 5; do
     cat "$scratch/stderr$sig$attempt"
     exit 1
   fi
-  /usr/bin/python3 - "$out/results.jsonl" <<'PY'
+  /usr/bin/python3 - "$out/results.jsonl" "SIG$sig" <<'PY'
 import json, sys
-path = sys.argv[1]
+path, signame = sys.argv[1], sys.argv[2]
 with open(path, encoding="utf-8") as f:
     text = f.read()
 if not text.endswith("\n"):
@@ -61,8 +61,9 @@ for r in rows:
 not_run = [r for r in rows if r["disposition"] == "not_run"]
 if not not_run:
     sys.exit("FAIL: no case is marked not_run after the interrupt")
-if not all("interrupted" in r["reason"] for r in not_run):
-    sys.exit("FAIL: a not_run row does not say it was interrupted")
+if not all(f"interrupted ({signame})" in r["reason"] for r in not_run):
+    sys.exit(f"FAIL: a not_run row does not say it was interrupted by {signame}: "
+             f"{[r['reason'] for r in not_run][:3]}")
 if not any(r["disposition"] == "passed" for r in rows):
     sys.exit("FAIL: no case passed before the interrupt")
 print(f"ok: {len(rows)} complete lines, {len(not_run)} not_run after the signal")
