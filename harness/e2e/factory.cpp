@@ -77,7 +77,19 @@ dec::FusedDecode fused_decode_of(const std::string& variant, bool mma) {
   return *decode;
 }
 
+void check_backend_methods(const ModelRequest& r) {
+  if (r.backend != Backend::cpu) return;
+  if (r.chunk_bytes != 0) throw Error("model: chunked GEMMs (--chunk-bytes) are a CUDA method");
+  if (r.fused_gemv) throw Error("model: the fused decode + GEMV kernels (--fused-gemv) are a CUDA method");
+  if (r.overlap) throw Error("model: overlapped decodes (--overlap) are a CUDA method");
+  if (r.graphs) throw Error("model: CUDA graphs (--graphs) are a CUDA method");
+  if (r.weights == WeightsKind::cpu_offload) {
+    throw Error("--weights cpu-offload copies host weights to the GPU per block: it needs --backend cuda");
+  }
+}
+
 std::string request_decoders(const ModelRequest& r) {
+  check_backend_methods(r);
   std::string what;
   if (r.backend == Backend::cuda) {
     if (r.weights == WeightsKind::df11) what = "decoder " + cuda_df11_decoder_name(r);
@@ -115,11 +127,8 @@ std::vector<std::unique_ptr<ModelBuilder>> make_builders(const WeightSource& sou
                               "positions (prompt + --max-new-tokens - 1)",
                               source.description(), s.sliding_window, r.max_positions - 1));
     }
+    check_backend_methods(r);
     if (r.backend == Backend::cpu) {
-      if (r.chunk_bytes != 0) throw Error("model: chunked GEMMs (--chunk-bytes) are a CUDA method");
-      if (r.fused_gemv) throw Error("model: the fused decode + GEMV kernels (--fused-gemv) are a CUDA method");
-      if (r.overlap) throw Error("model: overlapped decodes (--overlap) are a CUDA method");
-      if (r.graphs) throw Error("model: CUDA graphs (--graphs) are a CUDA method");
       builders.push_back(std::make_unique<CpuBuilder>(s, source.norms(), r));
     } else {
       builders.push_back(make_cuda_builder(s, source.norms(), r, feed_cache));

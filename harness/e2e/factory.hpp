@@ -108,6 +108,9 @@ struct ModelRequest {
 // without a device or any weights. Throws where the build would (unknown variant, a fused decode
 // the variant has not).
 [[nodiscard]] std::string request_decoders(const ModelRequest& r);
+// Refuses, on the cpu backend, what only the CUDA models do (--chunk-bytes, --fused-gemv,
+// --overlap, --graphs, cpu-offload weights); the model builders and --dry-run both ask it.
+void check_backend_methods(const ModelRequest& r);
 
 // Takes the units of one model while it is built.
 class ModelBuilder {

@@ -68,6 +68,19 @@ E2E_VARIANT=no.such.variant bash "$src/harness/e2e/bench_generate.sh" "$work/df1
 grep -q "no decoder variant 'no.such.variant'" "$work/out.jsonl" ||
   fail "an unknown E2E_VARIANT was not named in the dry run's errors"
 
+# What the cpu backend refuses is refused by the dry run too.
+for args in "--weights cpu-offload" "--chunk-bytes 1000" "--weights df11 --variant no.such.variant"; do
+  # shellcheck disable=SC2086  # a list of words
+  if "$df11" generate --synthetic tiny --backend cpu --prompt-len 4 --max-new-tokens 2 --dry-run $args \
+    >"$work/cpu.out" 2>&1; then
+    fail "--backend cpu $args passed its dry run: $(cat "$work/cpu.out")"
+  fi
+  grep -q "^REFUSED (the command line)" "$work/cpu.out" || fail "--backend cpu $args: no REFUSED line: $(cat "$work/cpu.out")"
+done
+"$df11" generate --synthetic tiny --backend cpu --prompt-len 4 --max-new-tokens 2 --dry-run >"$work/cpu.out" 2>&1 ||
+  fail "a plain cpu run did not pass its dry run: $(cat "$work/cpu.out")"
+grep -q "^ok      (the command line): cpu df11; decode_cpu" "$work/cpu.out" || fail "cpu dry run: $(cat "$work/cpu.out")"
+
 # The sanitizer runs (tiny config, CUDA).
 if ! "$df11" generate --synthetic tiny --backend cuda --json --dry-run \
   --runs "$src/harness/e2e/sanitize_runs.txt" >"$work/san.jsonl" 2>"$work/log"; then
