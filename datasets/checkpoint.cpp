@@ -773,6 +773,9 @@ Df11Checkpoint Df11Checkpoint::open(const fs::path& dir, const std::optional<fs:
     given.json.erase("dfloat11_config");
     given.json["dfloat11_config"] = ck.config_.json["dfloat11_config"];
     ck.config_ = std::move(given);
+    ck.architecture_file_ = file;
+  } else {
+    ck.architecture_file_ = dir / kConfigName;
   }
   ck.shards_ = ShardSet::open(dir, true);
   const ShardSet& shards = ck.shards_;
@@ -868,13 +871,13 @@ Df11Checkpoint Df11Checkpoint::open(const fs::path& dir, const std::optional<fs:
 // tensor it requires there with its shape and none past its layers: a directory missing a shard
 // or a unit would otherwise decompress into a checkpoint that reads as complete.
 void Df11Checkpoint::check_contents() const {
-  const std::string config_path = (dir() / kConfigName).string();
+  const std::string config_path = architecture_file_.string();  // where the architecture came from
   std::map<std::string, const UnitSpec*, std::less<>> weight_unit;
   for (const UnitSpec& u : contents_.units) {
     for (const TensorSpec& t : u.tensors) {
       if (const auto [it, fresh] = weight_unit.emplace(t.name, &u); !fresh) {
         throw Error(fmt::format("{}: weight '{}' belongs to DF11 units '{}' and '{}' (pattern_dict of {})",
-                                dir().string(), t.name, it->second->name, u.name, config_path));
+                                dir().string(), t.name, it->second->name, u.name, (dir() / kConfigName).string()));
       }
     }
   }

@@ -284,6 +284,7 @@ class Df11Checkpoint {
   void check_contents() const;
 
   ModelConfig config_;
+  std::filesystem::path architecture_file_;  // the config.json the architecture came from
   Df11Config df11_;
   ShardSet shards_;
   Contents contents_;

@@ -317,6 +317,14 @@ TEST_CASE("the official single-file layout decompresses with shapes from a given
   // A config.json without an architecture gives nothing to derive shapes from.
   o.architecture = fixture / "df11_single_file" / "config.json";
   CHECK_THROWS_WITH(decompress(fixture / "df11_single_file", tmp / "out2", o), Contains("no architecture"));
+  // One whose architecture has more layers than the directory holds: the error names that file.
+  json big = json::parse(read_text(fixture / "bf16" / "config.json"));
+  big["num_hidden_layers"] = big["num_hidden_layers"].get<int>() + 3;
+  write_text(tmp / "big.json", big.dump());
+  o.architecture = tmp / "big.json";
+  CHECK_THROWS_WITH(decompress(fixture / "df11_single_file", tmp / "out3", o),
+                    Contains("which " + (tmp / "big.json").string() + " requires") && Contains("is in no DF11 unit"));
+  CHECK(nothing_written(tmp / "out3"));
 }
 
 TEST_CASE("official fixtures decode bit-exactly", "[checkpoint]") {
