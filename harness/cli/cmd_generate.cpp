@@ -241,6 +241,20 @@ nlohmann::json kernel_times_json(const e2e::TracedSteps& t, double timed_step_s)
           {"records", counts}};
 }
 
+// A row's text: ids past the tokenizer's vocabulary (a model whose embedding rows outnumber its
+// tokenizer's ids, as padded vocabularies do) read "[id N]", between the decoded runs of the rest.
+std::string decode_text(const e2e::TekkenTokenizer& tok, const std::vector<int32_t>& row) {
+  std::string text;
+  std::size_t from = 0;
+  for (std::size_t i = 0; i <= row.size(); ++i) {
+    if (i < row.size() && row[i] < tok.vocab_size()) continue;
+    text += tok.decode(std::span<const int32_t>(row).subspan(from, i - from));
+    if (i < row.size()) text += fmt::format("[id {}]", row[i]);
+    from = i + 1;
+  }
+  return text;
+}
+
 // The models a run builds: its own, and with --check its partner.
 std::vector<e2e::ModelRequest> requests_of(const GenerateArgs& a, e2e::Backend backend, e2e::WeightsKind weights,
                                            int max_positions) {
@@ -303,6 +317,10 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
     if (t >= shape.vocab)
       throw Error(
           fmt::format("prompt token {} is outside the model's vocabulary [0, {})", t, shape.vocab));
+  }
+  if (tok && shape.vocab > tok->vocab_size()) {
+    fmt::print(stderr, "note: the model's vocabulary ({}) is larger than the tokenizer's ({}): ids past it print as "
+               "[id N]\n", shape.vocab, tok->vocab_size());
   }
   const auto prompts = e2e::batch_prompts(prompt, a.batch, shape.vocab, a.prompt.empty());
   for (const int32_t t : stop_ids) {
@@ -433,7 +451,7 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
     }
     if (tok) {
       std::vector<std::string> texts;
-      for (const auto& row : res.tokens) texts.push_back(tok->decode(row));
+      for (const auto& row : res.tokens) texts.push_back(decode_text(*tok, row));
       j["text"] = texts;
     }
     if (a.check) {
@@ -462,7 +480,7 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
     }
     for (std::size_t b = 0; b < res.tokens.size(); ++b) {
       fmt::print("row {}: {}\n", b, fmt::join(res.tokens[b], " "));
-      if (tok) fmt::print("row {} text: {}\n", b, tok->decode(res.tokens[b]));
+      if (tok) fmt::print("row {} text: {}\n", b, decode_text(*tok, res.tokens[b]));
     }
     fmt::print("prefill: {} tokens in {:.4f} s = {:.1f} tokens/s\n", res.timing.prefill_tokens,
                res.timing.prefill_s, res.timing.prefill_tokens_per_s());

@@ -114,6 +114,12 @@ out=$("$df11" generate --synthetic tiny --vocab 4000 --tokenizer "$data/tekken_s
   --max-new-tokens 3 --backend cpu 2>&1) || fail "generate --prompt exited $?: $out"
 grep -qE "^prompt: [0-9]+ tokens: 1 " <<<"$out" || fail "prompt line: $out"
 grep -q "^row 0 text: " <<<"$out" || fail "no decoded text: $out"
+# A model vocabulary larger than the tokenizer's (padded): ids past it print as [id N], said up
+# front, and the run succeeds (it used to fail after generating, at the text).
+out=$("$df11" generate --synthetic tiny --vocab 8000 --tokenizer "$data/tekken_small.json" --prompt-ids 7000,7500 \
+  --max-new-tokens 6 --backend cpu 2>&1) || fail "generate with a larger model vocabulary exited $?: $out"
+grep -q "^note: the model's vocabulary (8000) is larger than the tokenizer's (4000)" <<<"$out" || fail "no note: $out"
+grep -qE "^row 0 text: .*\[id [4-7][0-9]{3}\]" <<<"$out" || fail "no [id N] for an id past the tokenizer: $out"
 
 # expect_error "needle" ARGS...: df11 generate ARGS must exit non-zero with needle on stderr.
 expect_error() {
