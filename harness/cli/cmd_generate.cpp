@@ -157,16 +157,16 @@ e2e::Backend backend_named(const std::string& name, bool need_device) {
 
 // The checks of one run's options (the model's are run_generate's).
 void check_run_args(const GenerateArgs& a, bool need_device = true) {
+  if (a.prompt_len < 0) throw Error(fmt::format("--prompt-len must be 0 or more, got {}", a.prompt_len));
   const int n_prompt_sources = (!a.prompt_ids.empty()) + (a.prompt_len > 0) + (!a.prompt.empty());
   if (n_prompt_sources != 1)
-    throw Error("generate: give exactly one of --prompt-ids, --prompt-len and --prompt");
+    throw Error("generate: give exactly one of --prompt-ids, --prompt-len (> 0) and --prompt (not empty)");
   if (!a.prompt.empty() && a.tokenizer.empty())
     throw Error("generate: --prompt TEXT needs --tokenizer tekken.json");
   if (a.max_new <= 0)
     throw Error(fmt::format("--max-new-tokens must be positive, got {}", a.max_new));
   if (a.batch <= 0 || a.batch > kMaxBatch)
     throw Error(fmt::format("--batch must be in [1, {}], got {}", kMaxBatch, a.batch));
-  if (a.prompt_len < 0) throw Error(fmt::format("--prompt-len must be 0 or more, got {}", a.prompt_len));
   // Before the model loads; a --prompt's length is known once tokenized (run_one checks again).
   const int64_t listed_ids =
       a.prompt_ids.empty() ? 0 : std::count(a.prompt_ids.begin(), a.prompt_ids.end(), ',') + 1;
@@ -594,11 +594,7 @@ int run_generate(const GenerateArgs& a) {
                 "only dfloat11_config)");
   if (a.synthesize_on != "auto" && a.synthetic.empty())
     throw Error("generate: --synthesize-on applies to --synthetic only");
-  if (a.layers < 0 || a.vocab < 0) throw Error("generate: --layers and --vocab must be positive");
-  // The bounds a config.json's sizes have (and so df11 synth's).
-  if (a.layers > ckpt::kMaxLayers)
-    throw Error(fmt::format("generate: --layers {} is more than {}", a.layers, ckpt::kMaxLayers));
-  if (a.vocab > ckpt::kMaxVocab) throw Error(fmt::format("generate: --vocab {} is more than 2^26", a.vocab));
+  // (--layers and --vocab are range-checked where they are parsed: 1 .. the bounds a config.json's sizes have)
   std::vector<std::pair<std::string, GenerateArgs>> runs;  // a --runs line and its options
   if (!a.runs_file.empty()) {
     std::ifstream in(a.runs_file);
@@ -721,8 +717,10 @@ void add_generate(CLI::App& app) {
                     ->check(CLI::IsMember({"tiny", "nemo"}));
   model->excludes(synth);
   cmd->add_option("--layers", a->layers,
-                  "Synthetic only: number of decoder layers (default: the config's)");
-  cmd->add_option("--vocab", a->vocab, "Synthetic only: vocabulary size (default: the config's)");
+                  "Synthetic only: number of decoder layers (default: the config's)")
+      ->check(CLI::Range(int64_t{1}, int64_t{ckpt::kMaxLayers}));
+  cmd->add_option("--vocab", a->vocab, "Synthetic only: vocabulary size (default: the config's)")
+      ->check(CLI::Range(int64_t{1}, int64_t{ckpt::kMaxVocab}));
   cmd->add_option("--synthesize-on", a->synthesize_on,
                   "Synthetic only: where the weights are generated, host or cuda (the same bits either way); "
                   "auto: cuda when the backend is cuda")

@@ -28,6 +28,8 @@ struct StatsArgs {
   int threads = 0;
   bool json = false;
   bool unit_options = false;  // --layer or --fraction given (they choose a --synthetic unit)
+  bool layer_given = false;   // --layer given
+  bool layout_given = false;  // --layout given (a DF11 PATH has its own)
 };
 
 Unit synthetic_unit(const StatsArgs& a) {
@@ -99,6 +101,11 @@ int run_checkpoint_stats(const StatsArgs& a) {
   std::vector<ckpt::TensorSpec> copied;
   std::string kind;
   if (ckpt::is_df11_dir(a.path)) {
+    if (a.layout_given || !a.pattern.empty()) {
+      throw Error(fmt::format("stats: {} is a DF11 directory: its units keep their own layout and pattern_dict "
+                              "(--layout and --pattern are for a BF16 PATH)",
+                              a.path));
+    }
     kind = "df11";
     const ckpt::Df11Checkpoint ck = ckpt::Df11Checkpoint::open(a.path);
     for (const ckpt::UnitSpec& u : ck.contents().units) {
@@ -229,6 +236,10 @@ int run_stats(const StatsArgs& a) {
     return run_checkpoint_stats(a);
   }
   if (a.synthetic.empty()) throw Error("stats: give a checkpoint PATH or --synthetic NAME");
+  if (!a.pattern.empty()) throw Error("stats: --pattern is a BF16 PATH's pattern_dict, not a --synthetic unit's");
+  if (a.layer_given && a.synthetic != "nemo-layer") {
+    throw Error(fmt::format("stats: --layer chooses a nemo-layer; --synthetic {} has none", a.synthetic));
+  }
   if (!(a.fraction > 0.0 && a.fraction <= 1.0)) throw Error("stats: --fraction must be in (0, 1]");
   const Layout layout = parse_layout(a.layout);
   const Unit unit = synthetic_unit(a);
@@ -269,11 +280,14 @@ void add_stats(CLI::App& app) {
                     ->check(CLI::Range(0, 39).description("INT in [0 - 39] (Mistral-Nemo's 40 layers)"));
   st->add_option("--seed", args->seed, "Seed of the synthetic generator")->check(unsigned_64());
   auto* fraction = st->add_option("--fraction", args->fraction, "Keep this fraction of each matrix's rows (0, 1]");
-  st->add_option("--layout", args->layout, "df11 (official), canonical[:L] (ours), or a full layout name (chain32.t512.b8.g5.pcount)");
+  auto* layout = st->add_option("--layout", args->layout,
+                                 "df11 (official), canonical[:L] (ours), or a full layout name (chain32.t512.b8.g5.pcount)");
   add_threads(*st, args->threads);
   st->add_flag("--json", args->json, "Print one JSON object");
-  st->callback([args, layer, fraction] {
+  st->callback([args, layer, fraction, layout] {
     args->unit_options = layer->count() + fraction->count() > 0;
+    args->layer_given = layer->count() > 0;
+    args->layout_given = layout->count() > 0;
     exit_code() = run_stats(*args);
   });
 }

@@ -22,7 +22,6 @@ struct SynthArgs {
 int run_synth(const SynthArgs& a) {
   ckpt::SynthOptions o;
   o.shape = ckpt::shape_of_arch(a.arch);
-  if (a.layers < 0 || a.vocab < 0) throw Error("synth: --layers and --vocab must be positive");
   if (a.layers > 0) o.shape.n_layers = a.layers;
   if (a.vocab > 0) o.shape.vocab = a.vocab;
   o.seed = a.seed;
@@ -56,8 +55,9 @@ void add_synth(CLI::App& app) {
   cmd->add_option("--arch", args->arch, "mistral-nemo (the real shapes) or tiny (the test model)")
       ->check(CLI::IsMember({"mistral-nemo", "tiny"}));
   cmd->add_option("--layers", args->layers,
-                  "Number of decoder layers (default: the architecture's)");
-  cmd->add_option("--vocab", args->vocab, "Vocabulary size (default: the architecture's)");
+                  "Number of decoder layers (default: the architecture's)")
+      ->check(CLI::Range(int64_t{1}, int64_t{ckpt::kMaxLayers}));
+  cmd->add_option("--vocab", args->vocab, "Vocabulary size (default: the architecture's)")->check(CLI::Range(int64_t{1}, int64_t{ckpt::kMaxVocab}));
   cmd->add_option("--seed", args->seed, "Seed of the generator")->check(unsigned_64());
   cmd->add_option("--shard-mb", args->shard_mb,
                   "Largest shard in MB (1e6 bytes); more data is split into shards")

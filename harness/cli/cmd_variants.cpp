@@ -46,7 +46,16 @@ nlohmann::json read_report(const std::string& arg, const char* name, std::filesy
     used.clear();
     return nlohmann::json::object();
   }
-  return read_json_file(used);
+  nlohmann::json doc = read_json_file(used);
+  // What scripts/kernel_resources.py and kernel_sass.py write: {"kernels": [{...}, ...]}.
+  const bool kernels_ok = doc.is_object() && doc.contains("kernels") && doc["kernels"].is_array() &&
+                          std::all_of(doc["kernels"].begin(), doc["kernels"].end(),
+                                      [](const nlohmann::json& k) { return k.is_object(); });
+  if (!kernels_ok) {
+    throw Error(fmt::format("{}: not a {} (an object whose \"kernels\" is an array of objects), got {}", used.string(),
+                            name, brief(doc)));
+  }
+  return doc;
 }
 
 // The demangled name ptxas reports for a variant's kernel instance.
@@ -297,9 +306,12 @@ void add_variants(CLI::App& app) {
   cmd->add_flag("--lanes", *with_lanes,
                 "Also each variant's decode loop on a synthetic Nemo layer 1, by the host emulation: iterations per "
                 "code, and the lane slots per code a GPU warp spends waiting for its slowest lane (no GPU needed)");
-  cmd->add_option("--fraction", *fraction,
-                  "--occupancy, --lanes: the fraction of the layer's rows to encode (default 0.05)");
-  cmd->callback([json, resources, sass, with_occupancy, fraction, with_lanes] {
+  auto* fraction_opt = cmd->add_option("--fraction", *fraction,
+                                       "--occupancy, --lanes: the fraction of the layer's rows to encode (default 0.05)");
+  cmd->callback([json, resources, sass, with_occupancy, fraction, with_lanes, fraction_opt] {
+    if (fraction_opt->count() > 0 && !*with_occupancy && !*with_lanes) {
+      throw Error("variants: --fraction sets the layer --occupancy and --lanes encode: it needs one of them");
+    }
     exit_code() = run_variants(*json, *resources, *sass, *with_occupancy, *fraction, *with_lanes);
   });
 }

@@ -39,8 +39,9 @@ std::vector<int32_t> random_prompt(int length, int64_t vocab, uint64_t seed) {
 
 std::vector<int32_t> parse_ids(const std::string& text) {
   std::vector<int32_t> ids;
-  std::size_t i = 0;
-  while (i < text.size()) {
+  if (text.find_first_not_of(' ') == std::string::npos) throw Error("--prompt-ids: no token ids");
+  // Every comma separates two ids: "1,2," and "1,,2" are refused by their empty item.
+  for (std::size_t i = 0; i <= text.size();) {
     std::size_t j = text.find(',', i);
     if (j == std::string::npos) j = text.size();
     std::string_view item(text.data() + i, j - i);
@@ -55,7 +56,6 @@ std::vector<int32_t> parse_ids(const std::string& text) {
     ids.push_back(v);
     i = j + 1;
   }
-  if (ids.empty()) throw Error("--prompt-ids: no token ids");
   return ids;
 }
 

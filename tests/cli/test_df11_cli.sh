@@ -96,6 +96,8 @@ ok stats df11 --json
 grep -q '"exponent_entropy_bits"' "$scratch/last.out" || fail "stats --json lacks the entropy"
 ok stats src
 grep -q "model.layers.0.self_attn.q_proj.weight" "$scratch/last.out" || fail "stats lacks per-tensor rows"
+expect_error "$scratch/none" "is a DF11 directory: its units keep their own layout" -- stats df11 --layout canonical
+expect_error "$scratch/none" "is a DF11 directory" -- stats df11 --pattern '{"lm_head": []}' 
 # Options out of range are refused naming the option: --threads (0 .. 4096), a seed that is not
 # an unsigned 64-bit integer (CLI11 read -1 as 2^64-1), a layer outside Nemo's 40, --layer or
 # --fraction with a PATH (they were ignored).
@@ -105,6 +107,10 @@ expect_error "$scratch/none" "--seed: '-1' is not an integer" -- synth --arch ti
 expect_error "$scratch/none" "--seed: '99999999999999999999' is not an integer" -- synth --arch tiny "$scratch/none" \
   --seed 99999999999999999999
 expect_error "$scratch/none" "--layer: Value 40 not in range 0 to 39" -- stats --synthetic nemo-layer --layer 40
+expect_error "$scratch/none" "--layer chooses a nemo-layer; --synthetic nemo-lm-head has none" -- \
+  stats --synthetic nemo-lm-head --layer 3
+expect_error "$scratch/none" "--layers: Value 0 not in range 1 to 4096" -- synth --arch tiny "$scratch/none" --layers 0
+expect_error "$scratch/none" "--vocab: Value 0 not in range 1 to 67108864" -- synth --arch tiny "$scratch/none" --vocab 0
 expect_error "$scratch/none" "--layer and --fraction choose a --synthetic unit" -- stats src --fraction 0.5
 # Threads the system refuses (here an address-space limit: 3000 stacks of 8 MB do not fit in 4 GB)
 # leave the work to those that started: no abort.
@@ -266,6 +272,11 @@ assert not v["multi12.gap5-warp.exp-smem-v16.t512.b8"]["occupancy"]["sm_90"]["re
 assert "occupancy" not in v["official-ptx"]
 PY
 expect_error out "fraction" -- variants --occupancy --fraction 0
+expect_error out "--fraction sets the layer --occupancy and --lanes encode" -- variants --fraction 0.1
+printf '[]' >empty_list.json
+expect_error out "empty_list.json: not a kernel_resources.json" -- variants --resources empty_list.json
+printf '{"kernels": 5}' >kernels5.json
+expect_error out "kernels5.json: not a kernel_sass.json" -- variants --sass kernels5.json
 expect_error out "no_such.json" -- variants --sass no_such.json
 printf 'not json' >bad.json
 expect_error out "bad.json" "not valid JSON" -- variants --resources bad.json

@@ -972,6 +972,9 @@ TEST_CASE("overlapped whole matrices: the reused buffer's halves hold a block's 
 TEST_CASE("prompt helpers and option parsing", "[e2e]") {
   CHECK(parse_ids("1,2, 3") == std::vector<int32_t>{1, 2, 3});
   CHECK_THROWS_AS(parse_ids("1,,2"), Error);
+  CHECK_THROWS_WITH(parse_ids("1,2,"), Catch::Contains("'' is not a non-negative integer"));
+  CHECK_THROWS_WITH(parse_ids(" "), Catch::Contains("no token ids"));
+  CHECK(parse_ids("7") == std::vector<int32_t>{7});
   CHECK_THROWS_AS(parse_ids("x"), Error);
   CHECK_THROWS_AS(parse_ids("-1"), Error);
   const auto rows = batch_prompts({0, 1023}, 3, 1024);

@@ -133,14 +133,16 @@ expect_error() {
   fi
 }
 expect_error "exactly one of --prompt-ids" --synthetic tiny --max-new-tokens 2
+expect_error "--prompt-len must be 0 or more, got -3" --synthetic tiny --prompt-len -3 --backend cpu
+expect_error "--prompt-ids: '' is not a non-negative integer" --synthetic tiny --prompt-ids 1,2, --backend cpu
 # Sizes past what a run can hold are refused naming the option (they ended in std::bad_alloc, a
 # wrapped position count, or a run over every layer first); memory that runs out anyway says so.
 expect_error "--batch must be in [1, 65535], got 100000" --synthetic tiny --prompt-len 4 --batch 100000 --backend cpu
 expect_error "--max-new-tokens 2147483647 and a prompt of 4 tokens: a row holds at most 1048576 positions" \
   --synthetic tiny --prompt-len 4 --max-new-tokens 2147483647 --backend cpu
 expect_error "--prompt-len must be 0 or more, got -4" --synthetic tiny --prompt-ids 1,2 --prompt-len -4 --backend cpu
-expect_error "--layers 5000 is more than 4096" --synthetic tiny --prompt-len 4 --layers 5000 --backend cpu
-expect_error "--vocab 100000000 is more than 2^26" --synthetic tiny --prompt-len 4 --vocab 100000000 --backend cpu
+expect_error "--layers: Value 5000 not in range 1 to 4096" --synthetic tiny --prompt-len 4 --layers 5000 --backend cpu
+expect_error "--vocab: Value 100000000 not in range 1 to 67108864" --synthetic tiny --prompt-len 4 --vocab 100000000 --backend cpu
 expect_error "--threads: Value 5000 not in range 0 to 4096" --synthetic tiny --prompt-len 4 --threads 5000 --backend cpu
 expect_error "--seed: '-3' is not an integer" --synthetic tiny --prompt-len 4 --seed -3 --backend cpu
 if err=$( (ulimit -v 4000000 2>/dev/null; "$df11" generate --synthetic tiny --prompt-len 4 --batch 60000 --max-new-tokens 1000 \
