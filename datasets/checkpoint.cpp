@@ -1090,11 +1090,24 @@ OutputDir::~OutputDir() {
 }
 
 void OutputDir::write_json(const std::string& name, const json& j) const {
+  // write(2) itself, so that a failure says why (a full disk, a file-size limit), which an
+  // ofstream's failbit does not.
   const fs::path path = tmp_ / name;
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << j.dump(2) << "\n";
-  out.close();
-  if (!out) throw Error(fmt::format("{}: cannot write", path.string()));
+  const std::string text = j.dump(2) + "\n";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(fmt::format("{}: cannot create: {}", path.string(), errno_text(errno)));
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      ::close(fd);
+      throw Error(fmt::format("{}: cannot write: {}", path.string(), errno_text(err)));
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::close(fd) != 0) throw Error(fmt::format("{}: cannot write: {}", path.string(), errno_text(errno)));
 }
 
 void OutputDir::copy_side_files(const fs::path& dir) const {
