@@ -704,25 +704,21 @@ TEST_CASE("broken DF11 directories fail naming the file and the tensor", "[check
 
     const fs::path plain = tmp / "df11" / "model.safetensors";
     const std::string norm = "model.norm.weight";
-    rewrite_file(plain, [&](Entry& e) {
-      if (e.name == norm) {
-        e.dtype = st::DType::F32;
-        e.shape = {7};
-        e.bytes.resize(28);
-      }
-      return true;
-    });
+    const auto set_norm = [&](st::DType dtype, int64_t n, std::size_t bytes) {
+      rewrite_file(plain, [&](Entry& e) {
+        if (e.name == norm) {
+          e.dtype = dtype;
+          e.shape = {n};
+          e.bytes.resize(bytes);
+        }
+        return true;
+      });
+    };
+    set_norm(st::DType::F32, 7, 28);
     CHECK_THROWS_WITH(Df11Checkpoint::open(tmp / "df11"),
                       Contains(plain.string()) && Contains(norm) && Contains("[7]") && Contains("[256]"));
     CHECK_THROWS_WITH(decompress(tmp / "df11", out, {}), Contains(norm));
-    rewrite_file(plain, [&](Entry& e) {
-      if (e.name == norm) {
-        e.dtype = st::DType::BF16;
-        e.shape = {256};
-        e.bytes.resize(512);
-      }
-      return true;
-    });
+    set_norm(st::DType::BF16, 256, 512);
     CHECK_NOTHROW(Df11Checkpoint::open(tmp / "df11"));
 
     const std::string far = "model.layers.9999999999.input_layernorm.weight";
