@@ -15,10 +15,20 @@ struct GateArgs {
   gate::GateOptions options;
 };
 
+// Exit 3: a file could not be read or an option is bad, so that a CI log tells a broken input
+// from a regression (1).
+constexpr int kBadInput = 3;
+
 int run_gate_command(const GateArgs& a) {
-  const gate::ResultFile baseline = gate::load_results(a.baseline);
-  const gate::ResultFile candidate = gate::load_results(a.candidate);
-  const gate::GateReport report = gate::run_gate(baseline, candidate, a.options);
+  gate::GateReport report;
+  try {
+    const gate::ResultFile baseline = gate::load_results(a.baseline);
+    const gate::ResultFile candidate = gate::load_results(a.candidate);
+    report = gate::run_gate(baseline, candidate, a.options);
+  } catch (const Error& e) {
+    std::cerr << "df11: error: " << e.what() << "\n";
+    return kBadInput;
+  }
   // A refusal goes to stderr with the summary, so a CI log shows why nothing was compared.
   gate::print_report(report.refusal ? std::cerr : std::cout, report);
   return report.exit_code();
@@ -33,7 +43,8 @@ void add_gate(CLI::App& app) {
                                "SAME/FAST/SLOW/AMBIGUOUS per case (noise-aware; SLOW-HOST for the "
                                "host-bound offload methods, which does not fail), "
                                "BETTER/WORSE on disposition changes, NEW/MISSING. Exit 1 on SLOW "
-                               "or WORSE or when no case is in both files, 2 when the devices differ");
+                               "or WORSE or when no case is in both files, 2 when the devices differ, 3 when a file cannot be "
+                               "read or an option is bad");
   g->add_option("BASELINE", args->baseline,
                 "Baseline results.jsonl (e.g. reports/baselines/<device>.jsonl)")
       ->required();

@@ -55,7 +55,7 @@ namespace df11::gate {
 //
 // Exit code (GateReport::exit_code): 1 if any SLOW or WORSE or no case is in both files
 // (nothing was compared), 2 if refused, else 0. Malformed
-// input throws df11::Error naming the file and line (the CLI prints it and exits 1).
+// input throws df11::Error naming the file and line (the CLI prints it and exits 3).
 
 using df11::Disposition;
 using df11::parse_disposition;

@@ -38,10 +38,10 @@ expect 0 "SAME" "$b" "$data/candidate_slow.jsonl" --threshold 0.2
 expect 1 "WORSE (passed -> incorrect): mismatch at element 17" "$b" "$data/candidate_worse.jsonl"
 expect 2 "refusing to compare results of different devices" "$b" "$data/candidate_h200.jsonl"
 expect 0 "warning: devices differ" "$b" "$data/candidate_h200.jsonl" --ignore-device
-expect 1 "malformed.jsonl:2: malformed JSON" "$b" "$data/malformed.jsonl"
-expect 1 "schema_v0.jsonl:2: schema_version 0 is not supported" "$data/schema_v0.jsonl" "$b"
-expect 1 "nonexistent.jsonl: cannot open" "$b" "$data/nonexistent.jsonl"
-expect 1 "threshold must be in [0, 1]" "$b" "$b" --threshold 3
+expect 3 "malformed.jsonl:2: malformed JSON" "$b" "$data/malformed.jsonl"
+expect 3 "schema_v0.jsonl:2: schema_version 0 is not supported" "$data/schema_v0.jsonl" "$b"
+expect 3 "nonexistent.jsonl: cannot open" "$b" "$data/nonexistent.jsonl"
+expect 3 "threshold must be in [0, 1]" "$b" "$b" --threshold 3
 
 if ((failures)); then
   echo "$failures failure(s)"
