@@ -64,6 +64,7 @@ struct GenerateArgs {
   bool graphs = false;     // CUDA: decode steps replayed as a CUDA graph
   std::string runs_file;  // --runs: one run's options per line, one model load for all
   bool dry_run = false;   // --dry-run: every run checked, its decoders named; nothing loaded or run
+  std::string dump_logits;  // --dump-logits FILE: every step's logits, JSON lines
   std::string synthesize_on = "auto";  // synthetic only: host, cuda, or auto (the backend's)
   bool stop_at_eos = false;  // rows end at an EOS: the tokenizer's, else the config's
   std::string eos_ids;       // --eos-id: the stop ids (implies --stop-at-eos)
@@ -255,6 +256,54 @@ std::string decode_text(const e2e::TekkenTokenizer& tok, const std::vector<int32
   return text;
 }
 
+// --dump-logits FILE: one JSON line a step, {"step": s, "rows": [[logit, ...], ...]} (each row's
+// last position; step 0 is the prefill), floats to 9 significant digits (float32 exactly). Written
+// to FILE.tmp-PID and renamed when generation ends, so FILE is never a partial dump.
+class LogitsDump {
+ public:
+  LogitsDump(std::filesystem::path path, int rows, int64_t vocab)
+      : path_(std::move(path)), tmp_(path_.string() + fmt::format(".tmp-{}", ::getpid())), rows_(rows), vocab_(vocab) {
+    out_.open(tmp_, std::ios::binary | std::ios::trunc);
+    if (!out_) throw Error(fmt::format("--dump-logits {}: cannot create {}", path_.string(), tmp_.string()));
+  }
+  LogitsDump(const LogitsDump&) = delete;
+  LogitsDump& operator=(const LogitsDump&) = delete;
+  ~LogitsDump() {
+    if (!done_) {
+      std::error_code ec;
+      std::filesystem::remove(tmp_, ec);
+    }
+  }
+  void write(int step, std::span<const float> logits) {
+    std::string line = fmt::format("{{\"step\": {}, \"rows\": [", step);
+    for (int r = 0; r < rows_; ++r) {
+      line += r ? "], [" : "[";
+      const auto row = logits.subspan(static_cast<std::size_t>(r * vocab_), static_cast<std::size_t>(vocab_));
+      for (std::size_t i = 0; i < row.size(); ++i) {
+        if (i) line += ", ";
+        line += fmt::format("{:.9g}", row[i]);
+      }
+    }
+    line += "]]}\n";
+    out_ << line;
+  }
+  void finish() {
+    out_.close();
+    if (!out_) throw Error(fmt::format("--dump-logits {}: writing {} failed", path_.string(), tmp_.string()));
+    std::error_code ec;
+    std::filesystem::rename(tmp_, path_, ec);
+    if (ec) throw Error(fmt::format("--dump-logits {}: {}", path_.string(), ec.message()));
+    done_ = true;
+  }
+
+ private:
+  std::filesystem::path path_, tmp_;
+  std::ofstream out_;
+  int rows_;
+  int64_t vocab_;
+  bool done_ = false;
+};
+
 // The models a run builds: its own, and with --check its partner.
 std::vector<e2e::ModelRequest> requests_of(const GenerateArgs& a, e2e::Backend backend, e2e::WeightsKind weights,
                                            int max_positions) {
@@ -357,7 +406,13 @@ int generate_once(const GenerateArgs& a, const e2e::WeightSource& source, e2e::F
 
   e2e::Model& model = *models[0];
   e2e::Model* reference = a.check ? models[1].get() : nullptr;
-  const e2e::GenerationResult res = e2e::generate(model, prompts, a.max_new, reference, stop_ids);
+  std::optional<LogitsDump> dump;
+  if (!a.dump_logits.empty()) dump.emplace(a.dump_logits, static_cast<int>(prompts.size()), shape.vocab);
+  const e2e::GenerationResult res =
+      e2e::generate(model, prompts, a.max_new, reference, stop_ids,
+                    dump ? e2e::LogitsSink([&](int step, std::span<const float> l) { dump->write(step, l); })
+                         : e2e::LogitsSink());
+  if (dump) dump->finish();
   const e2e::MemoryStats mem = model.memory();
   const uint64_t rss = e2e::peak_rss_bytes();
   const uint64_t device_peak = backend == e2e::Backend::cuda ? e2e::cuda_peak_memory() : 0;
@@ -608,6 +663,7 @@ int run_generate(const GenerateArgs& a) {
       runs.emplace_back(line, std::move(r));
     }
     if (runs.empty()) throw Error(fmt::format("--runs: {} holds no run", a.runs_file));
+    if (!a.dump_logits.empty()) throw Error("--dump-logits writes one run's logits: not with --runs");
   } else if (!a.dry_run) {
     check_run_args(a);
   }
@@ -797,6 +853,10 @@ void add_generate(CLI::App& app) {
                   "line's ('#' comments): the model is loaded once and kept in host memory for all of them, and on "
                   "CUDA a run's device weights serve the next runs with the same weights, decoder and fused kernels "
                   "(with --json one line per run, or an error line)");
+  cmd->add_option("--dump-logits", a->dump_logits,
+                  "Write every step's logits to FILE: one JSON line a step, {\"step\", \"rows\": [[...], ...]} "
+                  "(each row's last position; step 0 the prefill; float32 values exactly), for comparing the "
+                  "forward pass with another implementation (tests/e2e/reference_mistral.py); not with --runs");
   cmd->add_flag("--dry-run", a->dry_run,
                 "Check every run (each --runs line, or the command line) as its --backend would, --backend cuda "
                 "without a device, and name the decoders its models would use; nothing is loaded or generated. "

@@ -122,7 +122,8 @@ void account(Timing& t, bool prefill, bool setup, double seconds, int64_t tokens
 }  // namespace
 
 GenerationResult generate(Model& model, const std::vector<std::vector<int32_t>>& prompts,
-                          int max_new, Model* reference, const std::vector<int32_t>& stop_ids) {
+                          int max_new, Model* reference, const std::vector<int32_t>& stop_ids,
+                          const LogitsSink& on_logits) {
   const int B = model.batch();
   if (prompts.size() != static_cast<std::size_t>(B)) {
     throw Error(fmt::format("generate: {} prompts for a batch of {}", prompts.size(), B));
@@ -163,13 +164,14 @@ GenerationResult generate(Model& model, const std::vector<std::vector<int32_t>>&
     // Each model is timed alone (forward + reading its result), so a check costs no speed.
     auto t0 = std::chrono::steady_clock::now();
     model.forward(feed, n_new);
-    if (reference) {
+    if (reference || on_logits) {
       model.logits(la);
       argmax_rows(la, B, V, next);
     } else {
       model.argmax(next);
     }
     account(res.timing, prefill, model.last_forward_was_setup(), seconds_since(t0), made);
+    if (on_logits) on_logits(step, la);
 
     if (reference) {
       t0 = std::chrono::steady_clock::now();

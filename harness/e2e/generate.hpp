@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -78,10 +79,14 @@ struct GenerationResult {
 // A row that generates one of stop_ids (an EOS) is done: its later tokens are not kept, and
 // generation ends when every row is done. The batch still runs whole (a done row is fed its
 // last token again and its logits are still checked), so the other rows' bits do not change.
+// on_logits (optional) sees every step's logits: the last position of each row, batch x vocab,
+// row-major (the model's logits are then read back every step, which the timing includes).
+using LogitsSink = std::function<void(int step, std::span<const float> logits)>;
 [[nodiscard]] GenerationResult generate(Model& model,
                                         const std::vector<std::vector<int32_t>>& prompts,
                                         int max_new, Model* reference = nullptr,
-                                        const std::vector<int32_t>& stop_ids = {});
+                                        const std::vector<int32_t>& stop_ids = {},
+                                        const LogitsSink& on_logits = nullptr);
 
 // Device time of decode steps (`df11 generate --kernel-times`): what a tracer (CUPTI on CUDA)
 // records between begin() and end(), by kind of kernel (trace::Summary).

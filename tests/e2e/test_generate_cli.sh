@@ -94,6 +94,13 @@ expect_runs_error "--fused-max-rows must be in [0, 64] with --fused-mma, got 65"
 expect_runs_error "--fused-mma says which fused kernels --fused-gemv runs"
 : >"$runs"
 expect_runs_error "holds no run"
+printf -- '--weights bf16\n' >"$runs"
+if err=$("$df11" generate --synthetic tiny --prompt-len 4 --backend cpu --runs "$runs" --dump-logits "$runs.l" 2>&1); then
+  fail "--dump-logits with --runs succeeded"
+else
+  grep -qF -- "--dump-logits writes one run's logits: not with --runs" <<<"$err" || fail "--dump-logits --runs: $err"
+fi
+[[ ! -e $runs.l ]] && ! compgen -G "$runs.l.tmp-*" >/dev/null || fail "--dump-logits left a file behind a refusal"
 rm -f "$runs"
 
 # The device check's compute-sanitizer runs (harness/e2e/sanitize_runs.txt) parse: on the cpu
