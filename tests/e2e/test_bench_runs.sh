@@ -10,13 +10,8 @@
 set -uo pipefail
 src=${1:?usage: test_bench_runs.sh SOURCE_DIR DF11_BINARY}
 df11=${2:?usage: test_bench_runs.sh SOURCE_DIR DF11_BINARY}
-work=$(mktemp -d "${TMPDIR:-/tmp}/df11_bench_runs.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-failures=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
+# shellcheck source=script_lib.sh
+. "$src/tests/e2e/script_lib.sh" bench_runs
 
 cat >"$work/df11" <<EOF
 #!/bin/sh

@@ -12,13 +12,8 @@ src=${1:?usage: test_reference_forward.sh SOURCE_DIR DF11_BINARY}
 df11=${2:?usage: test_reference_forward.sh SOURCE_DIR DF11_BINARY}
 ref="$src/tests/e2e/reference_mistral.py"
 py=/usr/bin/python3  # Debian's, with python3-numpy (scripts/setup)
-work=$(mktemp -d "${TMPDIR:-/tmp}/df11_reference.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-failures=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
+# shellcheck source=script_lib.sh
+. "$src/tests/e2e/script_lib.sh" reference
 
 # check NAME PROMPT_IDS BATCH: BF16 logits against the reference, then DF11's against BF16's.
 check() {
