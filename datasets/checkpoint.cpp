@@ -1129,9 +1129,10 @@ void OutputDir::copy_side_files(const fs::path& dir) const {
 void OutputDir::commit() {
   if (committed_) throw Error(fmt::format("{}: committed twice", out_.string()));
   std::error_code ec;
-  if (!fs::remove(tmp_ / kIncompleteMarker, ec) || ec) {
+  // (absent when it could not be written: the output is whole all the same)
+  if (fs::remove(tmp_ / kIncompleteMarker, ec); ec) {
     throw Error(fmt::format("{}: cannot remove {}: {}", out_.string(), (tmp_ / kIncompleteMarker).string(),
-                            ec ? ec.message() : "it is gone"));
+                            ec.message()));
   }
   if (options_.sync) {
     for (const fs::directory_entry& e : fs::directory_iterator(tmp_)) {

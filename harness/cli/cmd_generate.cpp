@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <limits>
@@ -281,7 +282,10 @@ class LogitsDump {
       const auto row = logits.subspan(static_cast<std::size_t>(r * vocab_), static_cast<std::size_t>(vocab_));
       for (std::size_t i = 0; i < row.size(); ++i) {
         if (i) line += ", ";
-        line += fmt::format("{:.9g}", row[i]);
+        // (not finite: the tokens Python's json reads, where JSON has none)
+        line += std::isfinite(row[i]) ? fmt::format("{:.9g}", row[i])
+                : std::isnan(row[i])  ? std::string("NaN")
+                                      : std::string(row[i] > 0 ? "Infinity" : "-Infinity");
       }
     }
     line += "]]}\n";
