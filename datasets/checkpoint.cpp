@@ -123,13 +123,19 @@ std::span<const uint16_t> bf16_words(std::span<const std::byte> raw, std::vector
 
 // The marker file of an unfinished output directory (OutputDir), and this host's name for it.
 constexpr const char* kIncompleteMarker = ".df11-incomplete";
+// This host's name and PID namespace ("host/pid:[inode]"): containers may share a host name and
+// an output volume while each has its own PIDs, and a PID is only asked about in its namespace.
 std::string host_name() {
   char name[256] = {};
-  if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "unknown-host";
-  for (char& c : name) {
+  if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') std::strcpy(name, "unknown-host");
+  std::error_code ec;
+  std::string ns = fs::read_symlink("/proc/self/ns/pid", ec).string();
+  if (ec || ns.empty()) ns = "unknown-ns";
+  std::string id = std::string(name) + "/" + ns;
+  for (char& c : id) {
     if (c == ' ' || c == '\n') c = '_';
   }
-  return name;
+  return id;
 }
 
 void fsync_path(const fs::path& path, bool directory) {
@@ -1054,8 +1060,9 @@ OutputDir::OutputDir(fs::path out, const WriteOptions& options) : options_(optio
   std::ofstream(tmp_ / kIncompleteMarker) << host_name() << ' ' << ::getpid() << '\n';
 }
 
-// OUT.tmp-PID directories beside OUT left by a process of this host that no longer runs (its
-// marker says which): removed, and said on stderr. Another host's, or a live process's, stay.
+// OUT.tmp-PID directories beside OUT left by a process of this host and PID namespace that no
+// longer runs (its marker says which): removed, and said on stderr. Another host's or namespace's,
+// or a live process's, stay.
 void OutputDir::remove_stale_temporaries(const fs::path& parent) const {
   std::error_code ec;
   const std::string prefix = out_.filename().string() + ".tmp-";

@@ -3,6 +3,7 @@
 // states one byte at a time (see regex.hpp).
 #include "datasets/regex.hpp"
 
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -206,6 +207,10 @@ class Parser {
           } else if (p_.substr(i_, 3) == "?P<") {
             const std::size_t end = p_.find('>', i_);
             if (end == std::string_view::npos) fail("an unterminated group name");
+            const std::string_view name = p_.substr(i_ + 3, end - i_ - 3);
+            const bool ident = !name.empty() && !(name[0] >= '0' && name[0] <= '9') &&
+                               std::all_of(name.begin(), name.end(), [](char ch) { return is_alnum(ch) || ch == '_'; });
+            if (!ident) fail(fmt::format("bad character in group name '{}'", name));
             i_ = end + 1;
           } else {
             fail("'(?' groups other than (?:...) and (?P<name>...) are not supported");
@@ -224,6 +229,12 @@ class Parser {
       case '*':
       case '+':
       case '?': fail("nothing to repeat");
+      case '{': {
+        int min = 0, max = 0;
+        if (braces(min, max)) fail("nothing to repeat");  // a quantifier with nothing before it
+        ++i_;
+        return set_node(single('{'));
+      }
       default: ++i_; return set_node(single(static_cast<unsigned char>(c)));
     }
   }
@@ -301,9 +312,14 @@ class RegexBuilder {
     return static_cast<int>(r_.states_.size()) - 1;
   }
 
-  // Lays `n` out ending in state `next`; returns where it starts.
+  // Lays `n` out ending in state `next`; returns where it starts. The calls are bounded as well
+  // as the states: a repeat of a part that adds no state ("((a{0}){1000}){1000}") adds no state
+  // however often it is laid out, and would otherwise take unbounded time.
   int emit(const Node& n, int next) {
     using S = LinearRegex::State;
+    if (++calls_ > kMaxCalls) {
+      throw Error(fmt::format("the pattern's repeats take more than {} steps to lay out (repeats too large)", kMaxCalls));
+    }
     switch (n.kind) {
       case Node::kEmpty: return next;
       case Node::kSet: {
@@ -341,7 +357,9 @@ class RegexBuilder {
   }
 
  private:
+  static constexpr uint64_t kMaxCalls = 1'000'000;
   LinearRegex& r_;
+  uint64_t calls_ = 0;
 };
 
 LinearRegex::LinearRegex(std::string_view pattern) {

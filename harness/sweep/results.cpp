@@ -211,12 +211,13 @@ void ResultsWriter::write(const Line& line) {
   std::size_t done = 0;
   while (done < text.size()) {
     const ssize_t n = ::write(fd_, text.data() + done, text.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      const int err = n < 0 ? errno : EIO;
       // A full disk or a file-size limit may have taken part of the line: cut the file back to
-      // its whole lines, so that it stays valid JSONL.
-      const bool cut = ::ftruncate(fd_, static_cast<off_t>(bytes_)) == 0;
+      // its whole lines, so that it stays valid JSONL (and the offset with it, for a later line).
+      const bool cut = ::ftruncate(fd_, static_cast<off_t>(bytes_)) == 0 &&
+                       ::lseek(fd_, static_cast<off_t>(bytes_), SEEK_SET) == static_cast<off_t>(bytes_);
       throw Error(fmt::format("{}: write failed: {}; {}", path_.string(), std::strerror(err),
                               cut ? fmt::format("the file keeps its {} whole lines", lines_)
                                   : fmt::format("its last line may be cut short (truncating failed: {})",

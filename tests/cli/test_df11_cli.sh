@@ -309,13 +309,19 @@ rc=$?
 sh -c 'exit 0' &
 dead=$!
 wait "$dead"
-mkdir "stale.tmp-$dead" "stale.tmp-$$" "stale.tmp-1$dead"
-echo "$(uname -n) $dead" >"stale.tmp-$dead/.df11-incomplete"
-echo "$(uname -n) $$" >"stale.tmp-$$/.df11-incomplete"  # this shell: alive
+sh -c 'exit 0' &
+dead2=$!
+wait "$dead2"
+mkdir "stale.tmp-$dead" "stale.tmp-$$" "stale.tmp-1$dead" "stale.tmp-$dead2"
+me="$(uname -n)/$(readlink /proc/self/ns/pid)"  # host and PID namespace, as the marker has them
+echo "$me $dead" >"stale.tmp-$dead/.df11-incomplete"
+echo "$me $$" >"stale.tmp-$$/.df11-incomplete"  # this shell: alive
+echo "$(uname -n)/pid:[1] $dead2" >"stale.tmp-$dead2/.df11-incomplete"  # another PID namespace's
 ok compress big stale
 grep -q "removed ./stale.tmp-$dead, left unfinished by process $dead" last.err || fail "no note of the stale directory: $(cat last.err)"
 [[ ! -e stale.tmp-$dead ]] || fail "stale.tmp-$dead (a dead process's) was not removed"
-[[ -d stale.tmp-$$ && -d stale.tmp-1$dead ]] || fail "a live process's or an unmarked temporary directory was removed"
+[[ -d stale.tmp-$$ && -d stale.tmp-1$dead && -d stale.tmp-$dead2 ]] ||
+  fail "a live process's, an unmarked or another PID namespace's temporary directory was removed"
 [[ ! -e stale/.df11-incomplete && -f stale/config.json ]] || fail "the finished output holds the marker, or no config.json"
 rm -rf big stale stale.tmp-* sig.err fsz.err
 

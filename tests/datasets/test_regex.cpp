@@ -199,4 +199,14 @@ TEST_CASE("regex: what the syntax does not hold is refused with what and where",
   // A back-reference number too long for an int (std::regex's compiler overflowed on it).
   CHECK_THROWS_WITH(LinearRegex("a\\5555555555555555555"), Catch::Contains("back-references"));
   CHECK_NOTHROW(LinearRegex(std::string(1024, 'a')));
+  // Repeats of parts that add no state cost no states but would cost time without bound.
+  CHECK_THROWS_WITH(LinearRegex("((((a{0}){1000}){1000}){1000}){1000}"), Catch::Contains("take more than"));
+  CHECK_NOTHROW(LinearRegex("((){100}){100}"));
+  // As Python: a quantifier with nothing before it, and a group name that is not an identifier.
+  CHECK_THROWS_WITH(LinearRegex("{1}a"), Catch::Contains("nothing to repeat at position"));
+  CHECK_THROWS_WITH(LinearRegex("a|{2,3}"), Catch::Contains("nothing to repeat"));
+  CHECK(LinearRegex("{a}").full_match("{a}"));
+  CHECK_THROWS_WITH(LinearRegex("(?P<a)b>x)"), Catch::Contains("bad character in group name 'a)b'"));
+  CHECK_THROWS_WITH(LinearRegex("(?P<>x)"), Catch::Contains("bad character in group name"));
+  CHECK(LinearRegex("(?P<unit_1>x)y").full_match("xy"));
 }
