@@ -121,11 +121,11 @@ std::span<const uint16_t> bf16_words(std::span<const std::byte> raw, std::vector
   return copy;
 }
 
-// The marker file of an unfinished output directory (OutputDir), and this host's name for it.
+// The marker file of an unfinished output directory (OutputDir), and who its writer is.
 constexpr const char* kIncompleteMarker = ".df11-incomplete";
 // This host's name and PID namespace ("host/pid:[inode]"): containers may share a host name and
 // an output volume while each has its own PIDs, and a PID is only asked about in its namespace.
-std::string host_name() {
+std::string writer_identity() {
   char name[256] = {};
   if (::gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') std::strcpy(name, "unknown-host");
   std::error_code ec;
@@ -1057,7 +1057,7 @@ OutputDir::OutputDir(fs::path out, const WriteOptions& options) : options_(optio
   }
   // Who is writing it: a later writer of the same OUT removes it if this process dies (killed
   // outright: a second Ctrl-C, SIGKILL) before it can.
-  std::ofstream(tmp_ / kIncompleteMarker) << host_name() << ' ' << ::getpid() << '\n';
+  std::ofstream(tmp_ / kIncompleteMarker) << writer_identity() << ' ' << ::getpid() << '\n';
 }
 
 // OUT.tmp-PID directories beside OUT left by a process of this host and PID namespace that no
@@ -1066,6 +1066,7 @@ OutputDir::OutputDir(fs::path out, const WriteOptions& options) : options_(optio
 void OutputDir::remove_stale_temporaries(const fs::path& parent) const {
   std::error_code ec;
   const std::string prefix = out_.filename().string() + ".tmp-";
+  const std::string me = writer_identity();
   for (const fs::directory_entry& e : fs::directory_iterator(parent, ec)) {
     const std::string name = e.path().filename().string();
     if (name.rfind(prefix, 0) != 0 || !all_digits(std::string_view(name).substr(prefix.size())) ||
@@ -1073,9 +1074,9 @@ void OutputDir::remove_stale_temporaries(const fs::path& parent) const {
       continue;
     }
     std::ifstream marker(e.path() / kIncompleteMarker);
-    std::string host;
+    std::string writer;
     long long pid = 0;
-    if (!(marker >> host >> pid) || host != host_name() || pid <= 0 ||
+    if (!(marker >> writer >> pid) || writer != me || pid <= 0 ||
         std::to_string(pid) != name.substr(prefix.size())) {
       continue;
     }

@@ -106,7 +106,7 @@ class Parser {
         x = std::min<long long>(x * 10 + (p_[j] - '0'), 1'000'000'000);
         ++j;
       }
-      v = static_cast<int>(std::min<long long>(x, 1'000'000'000));
+      v = static_cast<int>(x);  // (clamped as it was read)
       return j > from;
     };
     int lo = 0, hi = -1;

@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include "codec/common.hpp"
+#include "datasets/json_io.hpp"
 #include "decoder.hpp"
 #include "official_ptx/official_ptx.hpp"
 #include "sweep/backend.hpp"
@@ -105,9 +106,7 @@ int main(int argc, char** argv) {
     // that name with other contents is not replaced: it may be the user's.
     const fs::path copy = run_dir / fs::path(experiment_path).filename();
     if (fs::exists(copy, ec)) {
-      std::ifstream in(copy, std::ios::binary);
-      const std::string there((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (!fs::is_regular_file(copy, ec) || there != e.source_text) {
+      if (!fs::is_regular_file(copy, ec) || df11::read_regular_file(copy) != e.source_text) {
         throw df11::Error(fmt::format("{}: exists and is not this experiment; the run directory's copy would replace "
                                       "it: choose another --out",
                                       copy.string()));
