@@ -1,6 +1,7 @@
 // run_sweep: runs one experiment (experiments/*.toml) on the cuda or cpu backend into a run
 // directory: results.jsonl (docs/RESULTS.md) and a copy of the experiment file.
 #include <chrono>
+#include <csignal>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -152,10 +153,12 @@ int main(int argc, char** argv) {
     fmt::print("results: {}\n", options.results_path.string());
     fmt::print("run directory: {}\n", run_dir.string());
     if (r.interrupted) {
-      fmt::print(stderr,
-                 "run_sweep: interrupted (SIGINT or SIGTERM); {} holds the {} lines written (valid JSONL)\n",
-                 options.results_path.string(), r.lines);
-      return 130;
+      // 128 + the signal, as a shell reports a process the signal ended (130 for Ctrl-C, 143 for
+      // SIGTERM, 129 for SIGHUP).
+      const int sig = df11::sweep::interrupt_signal();
+      fmt::print(stderr, "run_sweep: interrupted ({}); {} holds the {} lines written (valid JSONL)\n",
+                 df11::sweep::interrupt_signal_name(), options.results_path.string(), r.lines);
+      return 128 + (sig != 0 ? sig : SIGINT);
     }
     return r.incorrect ? 1 : 0;
   } catch (const std::exception& err) {

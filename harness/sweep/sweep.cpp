@@ -72,8 +72,12 @@ bool interrupt_requested() noexcept {
 void clear_interrupt() noexcept {
   g_interrupted.store(0, std::memory_order_relaxed);
 }
+int interrupt_signal() noexcept {
+  const int sig = g_interrupted.load(std::memory_order_relaxed);
+  return sig == 0 ? 0 : (sig == SIGTERM || sig == SIGHUP ? sig : SIGINT);
+}
 std::string interrupt_signal_name() {
-  switch (g_interrupted.load(std::memory_order_relaxed)) {
+  switch (interrupt_signal()) {
     case SIGTERM: return "SIGTERM";
     case SIGHUP: return "SIGHUP";
     default: return "SIGINT";

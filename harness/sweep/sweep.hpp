@@ -69,5 +69,7 @@ void request_interrupt() noexcept;
 void clear_interrupt() noexcept;
 // The signal that interrupted the run, for reasons ("SIGINT", "SIGTERM", "SIGHUP").
 [[nodiscard]] std::string interrupt_signal_name();
+// The signal that requested the interrupt (SIGINT, SIGTERM or SIGHUP), 0 when none did.
+[[nodiscard]] int interrupt_signal() noexcept;
 
 }  // namespace df11::sweep

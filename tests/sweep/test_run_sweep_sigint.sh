@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # run_sweep under Ctrl-C (and SIGTERM, what `timeout` sends): start it in the background on
 # quick_smoke --quick, send the signal once the first result line is out, and check that it exits
-# 130 with a message and leaves a valid JSONL file (every line complete, the interrupted cases
-# not_run). Usage: RUN_SWEEP EXPERIMENT SCRATCH
+# 128 + the signal (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP, as a shell reports a process the signal
+# ended) with a message naming it and leaves a valid JSONL file (every line complete, the
+# interrupted cases not_run). Usage: RUN_SWEEP EXPERIMENT SCRATCH
 set -euo pipefail
 bin=$1
 experiment=$2
@@ -11,7 +12,7 @@ rm -rf "$scratch"
 mkdir -p "$scratch"
 
 interrupt_with() {  # SIGNAL: one run stopped by it, checked; 0 when one attempt was
-  local sig=$1
+  local sig=$1 want=$2
 # A run can finish between the first line and the signal on a fast machine; try again then.
 for attempt in 1 2 3 4 5; do
   out="$scratch/$sig$attempt"
@@ -28,16 +29,16 @@ for attempt in 1 2 3 4 5; do
   rc=0
   wait "$pid" || rc=$?
   if [ "$rc" -eq 0 ]; then
-    echo "attempt $attempt: the run finished before SIGINT arrived; again"
+    echo "attempt $attempt: the run finished before SIG$sig arrived; again"
     continue
   fi
-  if [ "$rc" -ne 130 ]; then
-    echo "FAIL: run_sweep exited $rc after SIGINT (expected 130)"
+  if [ "$rc" -ne "$want" ]; then
+    echo "FAIL: run_sweep exited $rc after SIG$sig (expected $want)"
     cat "$scratch/stderr$sig$attempt"
     exit 1
   fi
-  if ! grep -q "interrupted" "$scratch/stderr$sig$attempt"; then
-    echo "FAIL: no message about the interruption on stderr"
+  if ! grep -q "interrupted (SIG$sig)" "$scratch/stderr$sig$attempt"; then
+    echo "FAIL: no message naming SIG$sig on stderr"
     cat "$scratch/stderr$sig$attempt"
     exit 1
   fi
@@ -74,5 +75,6 @@ done
 echo "FAIL: every attempt finished before SIG$sig arrived"
 exit 1
 }
-interrupt_with INT
-interrupt_with TERM
+interrupt_with INT 130
+interrupt_with TERM 143
+interrupt_with HUP 129
