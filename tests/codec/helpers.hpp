@@ -56,6 +56,20 @@ inline std::vector<uint16_t> random_weights(std::size_t n, uint64_t seed, int ce
   return v;
 }
 
+// Every BF16 pattern a layout can hold (all 65536, or the 61440 with exponent < 240 where
+// `all_exponents` is false), each once, among `trained` words of random_weights (a trained-like
+// histogram, so the rare exponents get long, length-limited codes), shuffled with `seed`
+// (Fisher-Yates on mt19937_64: the same words on every platform).
+inline std::vector<uint16_t> every_pattern_among_trained(bool all_exponents, std::size_t trained, uint64_t seed) {
+  std::vector<uint16_t> v = random_weights(trained, seed, 120, 0.6);
+  for (uint32_t w = 0; w < 65536; ++w) {
+    if (all_exponents || exponent_of(static_cast<uint16_t>(w)) < 240) v.push_back(static_cast<uint16_t>(w));
+  }
+  std::mt19937_64 rng(seed ^ 0x9E3779B97F4A7C15ull);
+  for (std::size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng() % i]);
+  return v;
+}
+
 // Uniformly random BF16 words whose exponent is one of `exponents` (equal frequency).
 inline std::vector<uint16_t> words_with_exponents(std::size_t n, uint64_t seed, const std::vector<int>& exponents) {
   std::mt19937_64 rng(seed);

@@ -153,7 +153,7 @@ TEST_CASE("with a loose limit package-merge is as good as plain Huffman", "[code
   }
 }
 
-TEST_CASE("Fibonacci histograms force length limiting; limit respected, never worse than the official loop",
+TEST_CASE("Fibonacci histograms force length limiting, limit respected, never worse than the official loop",
           "[codec][huffman]") {
   // Fibonacci counts make the plain Huffman tree a chain: depth n-1.
   Histogram h{};

@@ -31,7 +31,7 @@ long resident_pages(const void* p, std::size_t bytes) {
 
 }  // namespace
 
-TEST_CASE("prefault maps a reserved buffer in on all threads; the hints keep its contents", "[codec][memory]") {
+TEST_CASE("prefault maps a reserved buffer in on all threads, the hints keep its contents", "[codec][memory]") {
   constexpr std::size_t kBytes = std::size_t{64} << 20;
   std::vector<uint8_t> v;
   v.reserve(kBytes);  // fresh memory from mmap: nothing resident yet

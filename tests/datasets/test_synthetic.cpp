@@ -170,7 +170,7 @@ TEST_CASE("the synthetic bits are pinned: reports and checkpoints made earlier s
   CHECK(h == 0x8cad1df5b14db40fULL);
 }
 
-TEST_CASE("draw_element gives any element of a fill on its own; a unit's plan lists its matrices, and a filler sees each recipe", "[synthetic]") {
+TEST_CASE("draw_element gives any element of a fill on its own, a unit's plan lists its matrices, and a filler sees each recipe", "[synthetic]") {
   namespace synth = df11::synth;
   const std::size_t n = 3 * synth::kBlockElements + 17;
   std::vector<uint16_t> filled(n);

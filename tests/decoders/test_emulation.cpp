@@ -17,6 +17,7 @@
 #include "common/host_image.hpp"
 #include "common/variant_decoder.hpp"
 #include "gap_decode/gap_decode.cuh"
+#include "gpu_ranges.hpp"
 #include "helpers.hpp"
 
 using namespace df11;
@@ -108,6 +109,39 @@ TEST_CASE("emulation is bit-exact on random weights at edge sizes", "[decoders]"
   for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{1000}, std::size_t{123457}}) {
     check_all_variants(unit_of(random_weights(n, 50 + n, 120, 0.6), "rand" + std::to_string(n)), false);
   }
+}
+
+TEST_CASE("emulation decodes every BF16 pattern its variant's layout can hold", "[decoders]") {
+  // All 65536 words (Inf, NaN, subnormals, |x| >= 2^113) where the layout holds every exponent,
+  // the 61440 with exponent < 240 in DF11's; among trained-like words, so that the rare
+  // exponents take the longest codes. Whole unit and a range that cuts blocks at both ends.
+  std::map<bool, Unit> units;
+  for (const bool all : {false, true}) {
+    units[all] = unit_of(df11::test::every_pattern_among_trained(all, 100000, 4242 + all), all ? "every" : "holdable");
+  }
+  std::map<std::string, EncodedUnit> encoded;
+  std::set<bool> seen;
+  for (const auto& d : registry().all()) {
+    const Layout l = d->layout();
+    const Unit& u = units.at(l.all_exponents());
+    seen.insert(l.all_exponents());
+    auto it = encoded.find(l.name());
+    if (it == encoded.end()) it = encoded.emplace(l.name(), encode(u.view(), l, 2)).first;
+    const EncodedUnit& enc = it->second;
+    const std::vector<uint16_t>& expect = u.tensors[0].data;
+    const uint64_t n = expect.size();
+    INFO(d->name() << " on " << u.name << " (" << n << " elements)");
+    if (d->name() != "official-ptx") REQUIRE(d->can_implement(enc).ok);  // test_gpu decodes these units too
+    std::vector<uint16_t> out(n, 0xFFFF);
+    d->decode_host(enc, out);
+    REQUIRE(df11::test::word_diff(out, expect) == "");
+    if (d->name() == "official-ptx") continue;
+    const uint64_t lo = n / 7 + 5, hi = n - n / 11;
+    std::vector<uint16_t> part(hi - lo, 0xFFFF);
+    d->decode_host(enc, part, lo, hi);
+    REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + static_cast<std::ptrdiff_t>(lo)));
+  }
+  REQUIRE(seen.size() == 2);  // variants of both kinds of layout were decoded
 }
 
 TEST_CASE("emulation is bit-exact at sizes around thread and block boundaries", "[decoders]") {
@@ -469,6 +503,7 @@ TEST_CASE("every variant but official-ptx accepts the units the GPU test decodes
                                    test::unit_of(test::random_weights(7, 2), "seven"),
                                    test::unit_of(test::random_weights(40001, 3, 120, 0.8), "rand-small"),
                                    test::unit_of(test::random_weights(300001, 3, 120, 0.8), "rand"),
+                                   test::unit_of(test::every_pattern_among_trained(false, 100000, 4242), "holdable"),
                                    synth::make_nemo_layer(1, 3, 0.02, 0)};
   for (const Unit& u : units) {
     std::map<std::string, EncodedUnit> encoded;
@@ -480,6 +515,40 @@ TEST_CASE("every variant but official-ptx accepts the units the GPU test decodes
       const dec::Status st = d->can_implement(it->second);
       INFO(d->name() << " on " << u.name << ": " << st.reason);
       CHECK(st.ok);
+    }
+  }
+}
+
+TEST_CASE("the ranges the GPU test decodes are valid and decode right on the host, on every unit it uses",
+          "[emulation]") {
+  // test_gpu's check_variant launches each of gpu_test_ranges; a reversed or out-of-bounds range
+  // there would fail every variant on a lent GPU (it did once: [3, 1) on a unit of one element).
+  const std::vector<Unit> units = {test::unit_of(test::random_weights(1, 1), "one"),
+                                   test::unit_of(test::random_weights(7, 2), "seven"),
+                                   test::unit_of(test::random_weights(40001, 3, 120, 0.8), "rand-small"),
+                                   test::unit_of(test::every_pattern_among_trained(false, 100000, 4242), "holdable"),
+                                   synth::make_nemo_layer(1, 3, 0.002, 0)};
+  const dec::Decoder* d = registry().find("multi12n.gap5-fix64.exp-smem-v16.t512.b8.persist");
+  REQUIRE(d != nullptr);
+  for (const Unit& u : units) {
+    const std::vector<uint16_t> expect = flatten(u);
+    std::vector<uint64_t> sizes;
+    for (const auto& t : u.tensors) sizes.push_back(t.data.size());
+    const auto ranges = test::gpu_test_ranges(expect.size(), sizes);
+    REQUIRE(ranges.size() >= 1 + u.tensors.size());  // the whole unit and every tensor at least
+    if (expect.size() >= 1000) REQUIRE(ranges.size() == 5 + u.tensors.size());
+    const EncodedUnit enc = encode(u.view(), d->layout(), 0);
+    for (const test::DecodeRange& r : ranges) {
+      INFO(u.name << ": " << r.what << " [" << r.lo << ", " << r.hi << ")");
+      REQUIRE(r.lo < r.hi);
+      REQUIRE(r.hi <= expect.size());
+      std::vector<uint16_t> part(r.hi - r.lo, 0xFFFF);
+      if (r.order == dec::Order::ascending) {
+        d->decode_host(enc, part, r.lo, r.hi);
+      } else {
+        d->decode_simt(enc, part, r.lo, r.hi, r.order);
+      }
+      REQUIRE(std::equal(part.begin(), part.end(), expect.begin() + static_cast<std::ptrdiff_t>(r.lo)));
     }
   }
 }

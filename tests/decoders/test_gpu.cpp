@@ -9,10 +9,13 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <stdexcept>
+#include <string>
 
 #include "codec/bf16.hpp"
 #include "codec/encoder.hpp"
 #include "common/compare.hpp"
+#include "gpu_ranges.hpp"
 #include "common/cuda_util.hpp"
 #include "datasets/synthetic.hpp"
 #include "decoder.hpp"
@@ -35,6 +38,7 @@ void expect(bool ok, const std::string& what) {
 
 std::vector<uint16_t> run_on_device(const dec::Decoder& d, const EncodedUnit& enc, uint64_t lo, uint64_t hi,
                                     dec::Order order = dec::Order::ascending) {
+  if (lo > hi) throw std::logic_error("test_gpu: range [" + std::to_string(lo) + ", " + std::to_string(hi) + ") is reversed");
   cuda::Stream s;
   auto img = d.upload(enc, s.get());
   cuda::DeviceBuffer<uint16_t> out(std::max<uint64_t>(hi - lo, 1));
@@ -133,33 +137,18 @@ void check_fused(const Unit& u, int batch, dec::FusedDecode decode) {
   }
 }
 
-// One variant on one unit: the whole unit, ranges that cut blocks, each tensor.
+// One variant on one unit: the whole unit in both orders, ranges that cut blocks, each tensor
+// (gpu_ranges.hpp; test_emulation decodes the same list on the host). official-ptx decodes
+// whole units only, in its own order.
 void check_variant(const dec::Decoder& d, const EncodedUnit& enc, const Unit& u,
                    const std::vector<uint16_t>& expect_all) {
-  const auto got = run_on_device(d, enc, 0, expect_all.size());
-  expect(got == expect_all, d.name() + " on " + u.name + ": whole unit");
-  if (d.name() == "official-ptx") return;
-  // Its units in descending order (dec::Order): the same bits, whole and over a range.
-  const uint64_t n = expect_all.size();
-  expect(run_on_device(d, enc, 0, n, dec::Order::descending) == expect_all,
-         d.name() + " on " + u.name + ": whole unit, descending");
-  const auto desc = run_on_device(d, enc, n / 5 + 3, n - n / 7, dec::Order::descending);
-  expect(std::equal(desc.begin(), desc.end(), expect_all.begin() + static_cast<std::ptrdiff_t>(n / 5 + 3)),
-         d.name() + " on " + u.name + ": a range, descending");
-  // Ranges that cut blocks: one not 8-aligned (scalar stores), one 8-aligned (vector stores).
-  for (const auto& [a, b] : {std::pair<uint64_t, uint64_t>{n / 3 + 1, n / 3 + 1 + n / 4}, {n - n / 5 / 8 * 8, n}}) {
-    if (a >= b || b > n) continue;
-    const auto part = run_on_device(d, enc, a, b);
-    expect(std::equal(part.begin(), part.end(), expect_all.begin() + static_cast<std::ptrdiff_t>(a)),
-           d.name() + " on " + u.name + ": range [" + std::to_string(a) + ", " + std::to_string(b) + ")");
-  }
-  uint64_t lo = 0;
-  for (const auto& t : u.tensors) {
-    const uint64_t hi = lo + t.data.size();
-    const auto part = run_on_device(d, enc, lo, hi);
-    expect(std::equal(part.begin(), part.end(), expect_all.begin() + static_cast<std::ptrdiff_t>(lo)),
-           d.name() + " on " + u.name + ": tensor " + t.name);
-    lo = hi;
+  std::vector<uint64_t> sizes;
+  for (const auto& t : u.tensors) sizes.push_back(t.data.size());
+  for (const test::DecodeRange& r : test::gpu_test_ranges(expect_all.size(), sizes)) {
+    const auto part = run_on_device(d, enc, r.lo, r.hi, r.order);
+    expect(std::equal(part.begin(), part.end(), expect_all.begin() + static_cast<std::ptrdiff_t>(r.lo)),
+           d.name() + " on " + u.name + ": " + r.what + " [" + std::to_string(r.lo) + ", " + std::to_string(r.hi) + ")");
+    if (d.name() == "official-ptx") return;
   }
 }
 
@@ -197,12 +186,14 @@ void check_dyn_relaunch(const dec::Registry& reg, const Unit& u) {
   }
 }
 
-void check_unit(const dec::Registry& reg, const Unit& u) {
+// (all_exponent_layouts_only: the variants whose layout holds exponents >= 240, for a unit that has them.)
+void check_unit(const dec::Registry& reg, const Unit& u, bool all_exponent_layouts_only = false) {
   std::vector<uint16_t> expect_all;
   for (const auto& t : u.tensors) expect_all.insert(expect_all.end(), t.data.begin(), t.data.end());
   std::map<std::string, EncodedUnit> encoded;
   for (const auto& d : reg.all()) {
     const Layout l = d->layout();
+    if (all_exponent_layouts_only && !l.all_exponents()) continue;
     auto it = encoded.find(l.name());
     if (it == encoded.end()) it = encoded.emplace(l.name(), encode(u.view(), l, 0)).first;
     if (const dec::Status st = d->can_implement(it->second); !st.ok) {
@@ -339,6 +330,10 @@ int main(int argc, char** argv) {
   try {
     check_unit(reg, test::unit_of(test::random_weights(1, 1), "one"));
     check_unit(reg, test::unit_of(test::random_weights(7, 2), "seven"));
+    // Every BF16 pattern a layout can hold (the 61440 with exponent < 240 for all; all 65536,
+    // Inf and NaN too, for the layouts that hold them), among trained-like words.
+    check_unit(reg, test::unit_of(test::every_pattern_among_trained(false, 100000, 4242), "holdable"));
+    check_unit(reg, test::unit_of(test::every_pattern_among_trained(true, 100000, 4243), "every"), true);
     check_unit(reg, test::unit_of(test::random_weights(small ? 40001 : 300001, 3, 120, 0.8), "rand"));
     if (!small) check_unit(reg, synth::make_nemo_layer(1, 3, 0.02, 0));
     check_dyn_relaunch(reg, test::unit_of(test::random_weights(small ? 60001 : 600001, 5, 120, 0.8), "rand-dyn"));

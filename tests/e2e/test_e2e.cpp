@@ -471,7 +471,7 @@ TEST_CASE("a feed cache loads every unit once for many builds, which match build
   for (const auto& l : logits) CHECK(l == want);  // the same BF16 words, however they were kept
 }
 
-TEST_CASE("feed caches have ids of their own; CPU models never reuse device weights", "[e2e]") {
+TEST_CASE("feed caches have ids of their own, CPU models never reuse device weights", "[e2e]") {
   const auto src = synthetic_source(named_config("tiny"), 0, kThreads, "tiny");
   FeedCache a(*src), b(*src);
   CHECK(a.id() != 0);  // 0 tells make_cuda_builder the units come from no FeedCache
@@ -485,7 +485,7 @@ TEST_CASE("feed caches have ids of their own; CPU models never reuse device weig
   }
 }
 
-TEST_CASE("synthetic units: bits made on request, by the host or a filler; a filler's source offers its plans", "[e2e]") {
+TEST_CASE("synthetic units: bits made on request, by the host or a filler, a filler's source offers its plans", "[e2e]") {
   const ModelShape tiny = named_config("tiny");
   const auto host = synthetic_source(tiny, 7, kThreads, "tiny");
   int fills = 0;
@@ -793,7 +793,7 @@ void rewrite_shard(const fs::path& dir, const std::string& drop, const std::stri
 
 }  // namespace
 
-TEST_CASE("checkpoints: what the forward pass does not implement is refused; windows and ties as HF reads them",
+TEST_CASE("checkpoints: what the forward pass does not implement is refused, windows and ties as HF reads them",
           "[e2e]") {
   TempDir tmp;
   const fs::path hf = kFixtures / "tiny_mistral" / "bf16", df = kFixtures / "tiny_mistral" / "df11";

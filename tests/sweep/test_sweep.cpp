@@ -220,7 +220,7 @@ TEST_CASE("quick_smoke runs end to end on the cpu backend", "[sweep][e2e]") {
   fs::remove_all(dir);
 }
 
-TEST_CASE("an output that differs while timing makes the case incorrect; other timing failures not run",
+TEST_CASE("an output that differs while timing makes the case incorrect, other timing failures not run",
           "[sweep][e2e]") {
   clear_interrupt();
   const fs::path dir = fresh_dir("mismatch");
@@ -413,7 +413,7 @@ TEST_CASE("an interrupt stops the sweep between lines and marks the rest not_run
   fs::remove_all(dir);
 }
 
-TEST_CASE("methods resolve over the backend's decoders; a glob matching nothing is an error",
+TEST_CASE("methods resolve over the backend's decoders, a glob matching nothing is an error",
           "[sweep]") {
   Experiment e = smoke();
   const auto cpu = resolve_methods(e, "cpu", registry());
@@ -845,7 +845,7 @@ TEST_CASE("trace_shortfall: a traced run must hold every kind of work its method
   }
 }
 
-TEST_CASE("signals: SIGTERM stays handled after the first (timeout sends two); a second Ctrl-C kills", "[sweep]") {
+TEST_CASE("signals: SIGTERM stays handled after the first (timeout sends two), a second Ctrl-C kills", "[sweep]") {
   struct sigaction old_int {}, old_term {}, now {};
   sigaction(SIGINT, nullptr, &old_int);
   sigaction(SIGTERM, nullptr, &old_term);
