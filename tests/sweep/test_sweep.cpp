@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/temp_dir.hpp"
 #include "codec/common.hpp"
 #include "common/l2_window.hpp"
 #include "decoder.hpp"
@@ -35,8 +36,11 @@ namespace {
 
 const fs::path kRoot = fs::path(__FILE__).parent_path() / "../..";
 
+// Under one directory of this process (its PID and a random part: suites running at once on
+// one host do not share it), removed when the process exits.
 fs::path fresh_dir(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("df11_test_sweep_" + name);
+  static const df11::test::TempDir root("df11_test_sweep");
+  const fs::path p = root / name;
   fs::remove_all(p);
   fs::create_directories(p);
   return p;
