@@ -102,18 +102,21 @@ int main(int argc, char** argv) {
     const bool made_dir = !fs::exists(run_dir);
     fs::create_directories(run_dir, ec);
     if (ec) throw df11::Error(fmt::format("{}: cannot create the run directory: {}", run_dir.string(), ec.message()));
-    // The copy is always this run's experiment (a failed earlier run into the same directory may
-    // have left another), and goes again if the run fails before results.jsonl exists. A file of
-    // that name with other contents is not replaced: it may be the user's.
+    // The copy is always this run's experiment, and goes again if the run fails before
+    // results.jsonl exists. A file of that name with other contents is not replaced: it may be
+    // the user's. One with the same contents is left as it is and never removed: it may be the
+    // experiment itself (--out its own directory) or a copy the user keeps.
     const fs::path copy = run_dir / fs::path(experiment_path).filename();
+    bool copy_was_there = false;
     if (fs::exists(copy, ec)) {
       if (!fs::is_regular_file(copy, ec) || df11::read_regular_file(copy) != e.source_text) {
         throw df11::Error(fmt::format("{}: exists and is not this experiment; the run directory's copy would replace "
                                       "it: choose another --out",
                                       copy.string()));
       }
+      copy_was_there = true;
     }
-    {
+    if (!copy_was_there) {
       const fs::path tmp = run_dir / (copy.filename().string() + ".tmp");
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
       out << e.source_text;
@@ -121,16 +124,16 @@ int main(int argc, char** argv) {
       if (!out) throw df11::Error(fmt::format("{}: cannot write the experiment's copy", tmp.string()));
       fs::rename(tmp, copy);
     }
-    struct Unstarted {  // removes the copy (and a directory made for it) if no results file appeared
+    struct Unstarted {  // removes the copy it wrote (and a directory made for it) if no results file appeared
       fs::path copy, dir, results;
-      bool made_dir;
+      bool made_dir, wrote_copy;
       ~Unstarted() {
         std::error_code ec;
         if (fs::exists(results, ec)) return;
-        fs::remove(copy, ec);
+        if (wrote_copy) fs::remove(copy, ec);
         if (made_dir) fs::remove(dir, ec);  // only if empty
       }
-    } unstarted{copy, run_dir, run_dir / "results.jsonl", made_dir};
+    } unstarted{copy, run_dir, run_dir / "results.jsonl", made_dir, !copy_was_there};
 
     df11::sweep::SweepOptions options;
     options.results_path = run_dir / "results.jsonl";

@@ -26,6 +26,20 @@ touch "$scratch/kept/mine"
 "$bin" "$bad" --quick --backend cpu --out "$scratch/kept" >/dev/null 2>&1 && fail "the bad run succeeded"
 [ "$(ls -A "$scratch/kept")" = "mine" ] || fail "the failed run left $(ls -A "$scratch/kept") in an existing directory"
 
+# --out the experiment's own directory, and a run that fails: the experiment stays (it is the
+# "copy" the run found there, so not the run's to remove); likewise an identical copy the user
+# keeps in the run directory.
+mkdir -p "$scratch/own"
+cp "$bad" "$scratch/own/exp.toml"
+ln "$scratch/own/exp.toml" "$scratch/own/link.toml"
+(cd "$scratch/own" && "$bin" exp.toml --quick --backend cpu --out . >/dev/null 2>&1) && fail "the bad run succeeded"
+cmp -s "$bad" "$scratch/own/exp.toml" || fail "a failed run with --out the experiment's directory removed the experiment"
+[ "$scratch/own/exp.toml" -ef "$scratch/own/link.toml" ] || fail "the experiment was replaced (its hard link broke)"
+mkdir -p "$scratch/keepcopy"
+cp "$bad" "$scratch/keepcopy/exp.toml"
+"$bin" "$bad" --quick --backend cpu --out "$scratch/keepcopy" >/dev/null 2>&1 && fail "the bad run succeeded"
+cmp -s "$bad" "$scratch/keepcopy/exp.toml" || fail "a failed run removed an identical copy that was there before it"
+
 # The corrected experiment, under the same name and into the same directory: its copy is what ran.
 cp "$experiment" "$bad"
 "$bin" "$bad" --quick --backend cpu --out "$scratch/kept" >"$scratch/out2" 2>"$scratch/err2" ||
