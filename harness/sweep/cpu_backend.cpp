@@ -235,6 +235,7 @@ class CpuBackend final : public Backend {
     Phases ph;
     for (int i = 0; i < meas.warmup && !interrupt_requested(); ++i) (void)run_once(m, batch, ph);
     const bool flush = meas.l2_policy == "flush";
+    StopRule stop(meas);
     while (!interrupt_requested()) {
       if (flush) flush_caches();
       const auto t0 = Clock::now();
@@ -251,7 +252,7 @@ class CpuBackend final : public Backend {
       } else if (m.kind == "copy") {
         s.copy_s.push_back(t);
       }
-      if (const auto why = stop_reason(meas, s.total_s)) {
+      if (const auto why = stop.add(t)) {
         s.stopped_by = *why;
         break;
       }

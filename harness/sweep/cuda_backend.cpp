@@ -425,6 +425,7 @@ class CudaBackend final : public Backend {
     };
     // Timed samples, CUPTI off (its tracing adds time to every kernel). Ctrl-C ends them (the
     // sweep writes the case as interrupted).
+    StopRule stop(meas);
     for (int i = 0; i < meas.max_samples && !interrupt_requested(); ++i) {
       flush_l2(i);
       CUDA_CHECK(cudaEventRecord(e0.get(), stream_.get()));
@@ -434,7 +435,7 @@ class CudaBackend final : public Backend {
       float ms = 0;
       CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
       s.total_s.push_back(ms * 1e-3);
-      const auto why = stop_reason(meas, s.total_s);
+      const auto why = stop.add(s.total_s.back());
       // The SM clock after the first sample, every 16th and the last (an NVML read costs host
       // time between samples, never inside an event pair).
       if (i % 16 == 0 || why) {

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <limits>
 
 #include <fmt/format.h>
 
@@ -43,20 +44,44 @@ Spread spread(std::vector<double> v) {
   return Spread{v.front(), quantile(v, 0.25), quantile(v, 0.5), quantile(v, 0.75), v.back()};
 }
 
-double relative_iqr(const std::vector<double>& v) {
-  if (v.size() < 2) return 0.0;
-  const Spread s = spread(v);
-  return s.median > 0 ? (s.q3 - s.q1) / s.median : 0.0;
+namespace {
+// The q quantile of v (numpy's linear interpolation) by selection; reorders v.
+double select_quantile(std::vector<double>& v, double q) {
+  const double pos = q * static_cast<double>(v.size() - 1);
+  const auto lo = static_cast<std::size_t>(std::floor(pos));
+  const auto at = v.begin() + static_cast<std::ptrdiff_t>(lo);
+  std::nth_element(v.begin(), at, v.end());
+  const double a = *at;
+  if (lo + 1 >= v.size()) return a;
+  const double b = *std::min_element(at + 1, v.end());  // the next order statistic
+  return a + (b - a) * (pos - static_cast<double>(lo));
+}
+}  // namespace
+
+double relative_iqr(std::vector<double> v) {
+  if (v.size() < 2) return std::numeric_limits<double>::infinity();
+  const double q1 = select_quantile(v, 0.25), med = select_quantile(v, 0.5), q3 = select_quantile(v, 0.75);
+  return med > 0 ? (q3 - q1) / med : std::numeric_limits<double>::infinity();
+}
+
+std::optional<std::string> StopRule::add(double sample_s) {
+  samples_.push_back(sample_s);
+  sum_ += sample_s;
+  const std::size_t n = samples_.size();
+  if (n >= static_cast<std::size_t>(m_.max_samples)) return "max_samples";
+  if (sum_ >= m_.max_time_s) return "max_time";
+  if (n < static_cast<std::size_t>(m_.min_samples) || sum_ < m_.min_time_s || n < next_check_) return std::nullopt;
+  next_check_ = n + std::max<std::size_t>(1, n / 64);
+  if (relative_iqr(samples_) <= m_.noise_target) return "converged";
+  return std::nullopt;
 }
 
 std::optional<std::string> stop_reason(const Measurement& m, const std::vector<double>& samples_s) {
-  const auto n = static_cast<int>(samples_s.size());
-  if (n >= m.max_samples) return "max_samples";
-  double sum = 0;
-  for (const double t : samples_s) sum += t;
-  if (sum >= m.max_time_s) return "max_time";
-  if (n >= m.min_samples && sum >= m.min_time_s && relative_iqr(samples_s) <= m.noise_target) return "converged";
-  return std::nullopt;
+  if (samples_s.empty()) return std::nullopt;
+  StopRule rule(m);
+  std::optional<std::string> why;
+  for (const double t : samples_s) why = rule.add(t);
+  return why;
 }
 
 Summary summarize(const Samples& s) {

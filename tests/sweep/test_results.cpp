@@ -1,6 +1,8 @@
 // Results: the statistics helpers and the JSON Lines schema v1 (docs/RESULTS.md), written by
 // ResultsWriter and parsed back.
 #include <catch2/catch.hpp>
+#include <random>
+#include <cmath>
 
 #include <filesystem>
 #include <fstream>
@@ -35,7 +37,8 @@ TEST_CASE("quantiles interpolate linearly between ranks", "[sweep][stats]") {
   CHECK(s.q3 == 40);
   CHECK(s.max == 50);
   CHECK(relative_iqr({10, 30, 20, 40, 50}) == Approx(20.0 / 30.0));
-  CHECK(relative_iqr({3}) == 0.0);
+  CHECK(std::isinf(relative_iqr({3})));  // one sample shows no noise
+  CHECK(std::isinf(relative_iqr({0, 0, 0})));
   CHECK_THROWS_AS(median({}), df11::Error);
   CHECK_THROWS_AS(quantile({1.0}, 1.5), df11::Error);
 }
@@ -92,6 +95,61 @@ TEST_CASE("stop_reason: one stop rule for every backend, times as sums of sample
   CHECK(stop_reason(m, {2.5}) == "max_time");
   CHECK(stop_reason(m, {1.0, 1.0}) == "max_time");
   CHECK_FALSE(stop_reason(m, {1.0, 0.9}));
+}
+
+TEST_CASE("relative_iqr by selection equals the sorted quartiles' ratio", "[sweep][stats]") {
+  std::mt19937_64 rng(17);
+  std::uniform_real_distribution<double> u(0.5, 3.0);
+  for (const std::size_t n : {2, 3, 4, 5, 8, 13, 64, 101, 1000, 1001}) {
+    std::vector<double> v(n);
+    for (auto& x : v) x = u(rng);
+    if (n > 10) v[3] = v[7];  // ties
+    const Spread s = spread(v);
+    INFO("n = " << n);
+    CHECK(relative_iqr(v) == Approx((s.q3 - s.q1) / s.median).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("StopRule: one sample never converges, and many samples stop soon after they converge",
+          "[sweep][results]") {
+  Measurement m;
+  m.min_samples = 1;
+  m.max_samples = 1000000;
+  m.min_time_s = 0;
+  m.max_time_s = 1e9;
+  m.noise_target = 0.1;
+  CHECK_FALSE(stop_reason(m, {0.3}));  // min_samples 1 does not make one sample converged
+  CHECK(stop_reason(m, {0.3, 0.3}) == "converged");
+  // 3000 noisy samples (1 and 2 alternating), then 1.5 for ever: with noise_target 0 the case
+  // converges once the quartiles are both 1.5. The rule measures the noise at spaced counts past
+  // 64, so it stops at the first converged count or within its 1/64th after.
+  m.noise_target = 0;
+  std::vector<double> all;
+  for (int i = 0; i < 3000; ++i) all.push_back(i % 2 ? 2.0 : 1.0);
+  std::size_t first = 0;
+  for (std::size_t n = 3000; first == 0; ++n) {
+    all.push_back(1.5);
+    const Spread s = spread(all);
+    if (s.q3 - s.q1 == 0) first = all.size();
+  }
+  StopRule rule(m);
+  std::size_t stopped = 0;
+  for (std::size_t i = 0; stopped == 0; ++i) {
+    const auto why = rule.add(i < 3000 ? (i % 2 ? 2.0 : 1.0) : 1.5);
+    if (why) {
+      CHECK(*why == "converged");
+      stopped = i + 1;
+    }
+  }
+  INFO("first converged at " << first << ", stopped at " << stopped);
+  CHECK(stopped >= first);
+  CHECK(stopped <= first + first / 64 + 1);
+  // max_samples and max_time still end it at once.
+  Measurement cap = m;
+  cap.max_samples = 5;
+  StopRule r5(cap);
+  for (int i = 0; i < 4; ++i) CHECK_FALSE(r5.add(i % 2 ? 2.0 : 1.0));
+  CHECK(r5.add(1.0) == "max_samples");
 }
 
 TEST_CASE("result lines follow schema v1 and parse back", "[sweep][results]") {
