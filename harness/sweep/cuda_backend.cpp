@@ -194,8 +194,9 @@ class CudaBackend final : public Backend {
     for (const uint64_t requested : chunk_sizes_) {
       SlicePlan p;
       p.requested = requested;
-      p.chunk_elems = std::max<uint64_t>(resolved_chunk(requested) / 2, min_slice);
-      p.pipe_half = std::max<uint64_t>(p.chunk_elems / 2 / 128 * 128, min_slice);
+      const SliceBudgets b = slice_budgets(resolved_chunk(requested), min_slice, n_);
+      p.chunk_elems = b.chunk_elems;
+      p.pipe_half = b.pipe_half;
       p.chunk = plan_slices(shapes, p.chunk_elems, kSliceRows, kSliceAlign);
       p.pipe = plan_slices(shapes, p.pipe_half, kSliceRows, kSliceAlign);
       slice_buf = std::max({slice_buf, p.chunk_elems, 2 * p.pipe_half});
@@ -261,7 +262,7 @@ class CudaBackend final : public Backend {
         if (const SlicePlan& r = runner_of(m); &r != &p) {
           return dec::Status::no(fmt::format(
               "chunk_bytes {} slices this unit as chunk_bytes {} does ({} B; a slice holds at least {} rows of the "
-              "widest matrix), which runs them",
+              "widest matrix and at most the whole unit), which runs them",
               m.chunk_bytes, r.requested, 2 * slice_elems(m, p), kSliceRows));
         }
       }

@@ -83,6 +83,24 @@ struct Slice {
   return out;
 }
 
+// The budgets (elements) of the slices for a slice size of `bytes`: df11-chunked's slice holds
+// bytes / 2 elements, df11-pipelined's half of that in whole 128 elements (two halves in flight,
+// the same L2 footprint); each at least `min_slice` (a multiple of 128) and at most the unit
+// (`unit_elems` rounded up to 128): a larger size plans the unit as that does, and the slice
+// buffer, sized from the budgets, is never larger than the unit. (chunk_bytes may ask for any
+// size: 200 GB asked for a buffer of that size, whose failed allocation made every method of the
+// unit not_run, bf16 too.)
+struct SliceBudgets {
+  uint64_t chunk_elems = 0, pipe_half = 0;
+};
+[[nodiscard]] inline SliceBudgets slice_budgets(uint64_t bytes, uint64_t min_slice, uint64_t unit_elems) {
+  const uint64_t cap = std::max((unit_elems + 127) / 128 * 128, min_slice);
+  SliceBudgets b;
+  b.chunk_elems = std::min(std::max(bytes / 2, min_slice), cap);
+  b.pipe_half = std::min(std::max(b.chunk_elems / 2 / 128 * 128, min_slice), cap);
+  return b;
+}
+
 // The most elements any slice of the plan holds (the buffer it needs).
 [[nodiscard]] inline uint64_t largest_slice(std::span<const Slice> slices) {
   uint64_t n = 0;

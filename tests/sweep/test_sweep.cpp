@@ -219,7 +219,10 @@ TEST_CASE("quick_smoke runs end to end on the cpu backend", "[sweep][e2e]") {
   for (int b : e.batches) {
     INFO("batch " << b);
     const std::string at = "@" + std::to_string(b);
-    CHECK(bytes.at("df11:cpu" + at) == bytes.at("decode:cpu@0") + bytes.at("bf16" + at));
+    std::string df11_key = "df11:cpu", bf16_key = "bf16";  // (not "..." + at: GCC 12's -Wrestrict false positive)
+    df11_key += at;
+    bf16_key += at;
+    CHECK(bytes.at(df11_key) == bytes.at("decode:cpu@0") + bytes.at(bf16_key));
   }
   fs::remove_all(dir);
 }
@@ -721,6 +724,27 @@ void check_plan(const std::vector<SliceMatrix>& mats, const std::vector<Slice>& 
 }
 
 }  // namespace
+
+TEST_CASE("slice budgets: bytes / 2 elements, raised to the minimum, never past the unit", "[sweep][slices]") {
+  using df11::sweep::slice_budgets;
+  const uint64_t min_slice = 128 * 5120, unit = df11::synth::nemo_layer_elements;
+  // The default (30 MiB): 15 Mi elements a slice, half that (in whole 128) a pipelined half.
+  const auto d = slice_budgets(30ull << 20, min_slice, unit);
+  CHECK(d.chunk_elems == (15ull << 20));
+  CHECK(d.pipe_half == (15ull << 20) / 2 / 128 * 128);
+  // Under the minimum: raised.
+  CHECK(slice_budgets(1000, min_slice, unit).chunk_elems == min_slice);
+  CHECK(slice_budgets(1000, min_slice, unit).pipe_half == min_slice);
+  // Past the unit (chunk_bytes asked 200 GB): the unit, rounded up to 128; two such sizes plan alike.
+  const uint64_t cap = (unit + 127) / 128 * 128;
+  const auto huge = slice_budgets(200'000'000'000ull, min_slice, unit);
+  CHECK(huge.chunk_elems == cap);
+  CHECK(huge.pipe_half == cap / 2 / 128 * 128);
+  CHECK(slice_budgets(2 * unit * 2, min_slice, unit).chunk_elems == cap);
+  CHECK(std::max(huge.chunk_elems, 2 * huge.pipe_half) <= cap);  // the slice buffer
+  // A unit smaller than the minimum: the minimum (a slice holds that many rows anyway).
+  CHECK(slice_budgets(200'000'000'000ull, min_slice, 1000).chunk_elems == min_slice);
+}
 
 TEST_CASE("chunked slices cover every row once and fill their budget across matrices", "[sweep][slices]") {
   constexpr int64_t q = 128;
