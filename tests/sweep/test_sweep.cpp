@@ -218,10 +218,10 @@ TEST_CASE("quick_smoke runs end to end on the cpu backend", "[sweep][e2e]") {
   REQUIRE(bytes.contains("decode:cpu@0"));
   for (int b : e.batches) {
     INFO("batch " << b);
-    const std::string at = "@" + std::to_string(b);
-    std::string df11_key = "df11:cpu", bf16_key = "bf16";  // (not "..." + at: GCC 12's -Wrestrict false positive)
-    df11_key += at;
-    bf16_key += at;
+    // (Appended, not "..." + std::to_string(b): GCC 12's -Wrestrict false positive.)
+    std::string df11_key = "df11:cpu@", bf16_key = "bf16@";
+    df11_key += std::to_string(b);
+    bf16_key += std::to_string(b);
     CHECK(bytes.at(df11_key) == bytes.at("decode:cpu@0") + bytes.at(bf16_key));
   }
   fs::remove_all(dir);
