@@ -504,6 +504,17 @@ Experiment parse_experiment_text(const std::string& text, const std::string& ori
   const toml::array& ua = *units->as_array();
   for (std::size_t i = 0; i < ua.size(); ++i) {
     e.units.push_back(parse_unit(*ua.get(i)->as_table(), origin, fmt::format("units[{}]", i)));
+    // Rows are keyed by the unit's name: a unit twice would give rows of one key, which the
+    // gate refuses (and a reader could not tell apart).
+    const std::string name = unit_name(e.units.back());
+    for (std::size_t j = 0; j < i; ++j) {
+      if (unit_name(e.units[j]) == name) {
+        r.fail_at(*ua.get(i), fmt::format("units[{}]", i),
+                  fmt::format("names unit '{}', as units[{}] does: each unit once (results are keyed by the unit's "
+                              "name)",
+                              name, j));
+      }
+    }
   }
   if (const toml::table* t = r.table("cpu"))
     e.cpu = parse_override(*t, origin, "cpu", e.measurement);
@@ -511,6 +522,19 @@ Experiment parse_experiment_text(const std::string& text, const std::string& ori
     e.cuda = parse_override(*t, origin, "cuda", e.measurement);
   r.finish();
   return e;
+}
+
+std::string unit_name(const UnitSpec& spec) {
+  switch (spec.kind) {
+    case UnitSpec::Kind::nemo_layer:
+      return "model.layers." + std::to_string(spec.layer);
+    case UnitSpec::Kind::nemo_lm_head:
+      return "lm_head";
+    case UnitSpec::Kind::custom:
+    case UnitSpec::Kind::checkpoint:
+      return spec.name;
+  }
+  return spec.name;
 }
 
 Experiment parse_experiment_file(const std::string& path) {

@@ -19,6 +19,9 @@ struct UnitSpec {
   std::string path;              // checkpoint directory (HF BF16 or DF11)
 };
 
+// The name a unit will have in the results (case.unit), without generating or reading it.
+[[nodiscard]] std::string unit_name(const UnitSpec& spec);
+
 struct Measurement {
   int warmup = 3;               // untimed runs before the samples
   int min_samples = 10;

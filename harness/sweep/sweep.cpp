@@ -175,19 +175,6 @@ std::vector<Layout> layouts_needed(const std::vector<MethodCase>& methods) {
 
 // ---- units -------------------------------------------------------------------------------------
 
-std::string unit_name(const UnitSpec& spec) {
-  switch (spec.kind) {
-    case UnitSpec::Kind::nemo_layer:
-      return "model.layers." + std::to_string(spec.layer);
-    case UnitSpec::Kind::nemo_lm_head:
-      return "lm_head";
-    case UnitSpec::Kind::custom:
-    case UnitSpec::Kind::checkpoint:
-      return spec.name;
-  }
-  return spec.name;
-}
-
 namespace {
 
 int64_t kept_rows(int64_t rows, double fraction) {

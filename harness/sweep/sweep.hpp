@@ -47,8 +47,6 @@ struct MaterializedUnit {
   std::optional<EncodedUnit> df11;
 };
 
-// The name a unit will have in the results, without generating or reading it.
-[[nodiscard]] std::string unit_name(const UnitSpec& spec);
 // Generates (synthetic kinds, keeping ceil(rows * row_fraction) rows of each matrix) or reads
 // (checkpoint: a BF16 or DF11 directory, relative paths from the experiment file's folder;
 // row_fraction keeps the first rows of each 2-D tensor) a unit.

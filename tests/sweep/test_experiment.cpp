@@ -93,7 +93,7 @@ matrices = [{name = "a", out = 3, in = 5}, {name = "b", out = 7, in = 1}]
 [[units]]
 kind = "checkpoint"
 path = "../ckpt"
-unit = "model.layers.0"
+unit = "model.layers.1"
 [cuda]
 batches = [4096]
 )",
@@ -125,7 +125,7 @@ batches = [4096]
   CHECK(e.units[2].matrices[1].second == std::pair<int64_t, int64_t>{7, 1});
   CHECK(e.units[3].kind == UnitSpec::Kind::checkpoint);
   CHECK(e.units[3].path == "../ckpt");
-  CHECK(e.units[3].name == "model.layers.0");
+  CHECK(e.units[3].name == "model.layers.1");
   CHECK(e.batches_for("cuda") == std::vector<int>{4096});
   CHECK(e.batches_for("cpu") == std::vector<int>{8, 1});
 }
@@ -390,4 +390,32 @@ TEST_CASE("the shipped experiments parse and describe themselves", "[sweep][expe
   CHECK(d.methods_for("cpu") == std::vector<std::string>{"bf16", "df11:cpu", "decode:cpu", "copy"});
   CHECK(d.batches_for("cpu") == std::vector<int>{1, 4, 16, 64});
   CHECK(d.row_fraction_for("cpu") < 1.0);
+}
+
+TEST_CASE("a unit named twice is refused, naming both entries", "[sweep][experiment]") {
+  // Two layers of one index, two custom units of one name, a custom unit named like a Nemo layer:
+  // results are keyed by the unit's name, and the gate refuses a file with a key twice.
+  const std::string two_layers = kMinimal + "[[units]]\nkind = \"nemo_layer\"\n";
+  CHECK_THAT(error_of(two_layers), Catch::Contains("exp.toml") && Catch::Contains("units[1]") &&
+                                       Catch::Contains("'model.layers.1'") && Catch::Contains("as units[0] does"));
+  const std::string custom = R"(
+schema_version = 1
+batches = [1]
+methods = ["bf16"]
+[[units]]
+kind = "nemo_layer"
+layer = 3
+[[units]]
+kind = "custom"
+name = "mine"
+matrices = [{name = "a", out = 4, in = 8}]
+[[units]]
+kind = "custom"
+name = "model.layers.3"
+matrices = [{name = "a", out = 4, in = 8}]
+)";
+  CHECK_THAT(error_of(custom), Catch::Contains("units[2]") && Catch::Contains("'model.layers.3'") &&
+                                   Catch::Contains("as units[0] does"));
+  // Different layers, and a custom unit of another name: fine.
+  CHECK(error_of(kMinimal + "[[units]]\nkind = \"nemo_layer\"\nlayer = 2\n") == "");
 }

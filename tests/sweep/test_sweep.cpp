@@ -489,18 +489,22 @@ TEST_CASE("checkpoint units come from BF16 and DF11 directories", "[sweep][e2e]"
   clear_interrupt();
   const fs::path fixtures = fs::absolute(kRoot / "datasets/fixtures/official/tiny_mistral");
   const fs::path dir = fresh_dir("checkpoint");
-  const Experiment e = parse_experiment_text(
-      "schema_version = 1\nname = \"ckpt\"\nbatches = [2]\nmethods = [\"bf16\", \"df11:*\", "
-      "\"decode:*\"]\n"
-      "[measurement]\nwarmup = 0\nmin_samples = 1\nmax_samples = 2\nmin_time_s = 0\nmax_time_s = "
-      "0.05\n"
-      "l2_policy = \"none\"\n"
-      "[[units]]\nkind = \"checkpoint\"\npath = \"bf16\"\nunit = \"model.layers.0\"\n"
-      "[[units]]\nkind = \"checkpoint\"\npath = \"df11\"\nunit = \"model.layers.0\"\n",
-      (fixtures / "virtual.toml").string());  // relative paths resolve from the file's folder
+  // One experiment a directory: the same unit twice in one would give rows of one key.
+  const auto experiment_on = [&](const std::string& path) {
+    return parse_experiment_text(
+        "schema_version = 1\nname = \"ckpt\"\nbatches = [2]\nmethods = [\"bf16\", \"df11:*\", "
+        "\"decode:*\"]\n"
+        "[measurement]\nwarmup = 0\nmin_samples = 1\nmax_samples = 2\nmin_time_s = 0\nmax_time_s = "
+        "0.05\n"
+        "l2_policy = \"none\"\n"
+        "[[units]]\nkind = \"checkpoint\"\npath = \"" + path + "\"\nunit = \"model.layers.0\"\n",
+        (fixtures / "virtual.toml").string());  // relative paths resolve from the file's folder
+  };
+  const Experiment e_hf = experiment_on("bf16");
+  const Experiment e = experiment_on("df11");
 
-  const MaterializedUnit hf = materialize_unit(e.units[0], e, 1.0, 2);
-  const MaterializedUnit d = materialize_unit(e.units[1], e, 1.0, 2);
+  const MaterializedUnit hf = materialize_unit(e_hf.units[0], e_hf, 1.0, 2);
+  const MaterializedUnit d = materialize_unit(e.units[0], e, 1.0, 2);
   REQUIRE(hf.unit.tensors.size() == 7);
   REQUIRE(d.unit.tensors.size() == 7);
   CHECK_FALSE(hf.df11);
@@ -509,14 +513,17 @@ TEST_CASE("checkpoint units come from BF16 and DF11 directories", "[sweep][e2e]"
     CHECK(hf.unit.tensors[i].data == d.unit.tensors[i].data);
     CHECK(hf.unit.tensors[i].shape == d.unit.tensors[i].shape);
   }
-  const MaterializedUnit half = materialize_unit(e.units[1], e, 0.5, 2);
+  const MaterializedUnit half = materialize_unit(e.units[0], e, 0.5, 2);
   CHECK_FALSE(half.df11);  // sliced: re-encoded by the sweep
   CHECK(half.unit.tensors[0].shape[0] == (hf.unit.tensors[0].shape[0] + 1) / 2);
 
   auto backend = make_cpu_backend(2);
-  const SweepReport r = run_sweep(e, *backend, registry(), options_for(dir));
-  CHECK(r.passed == 6);  // per unit: decode, bf16, df11
-  CHECK(r.incorrect + r.not_run + r.not_supported == 0);
+  for (const Experiment* x : {&e_hf, &e}) {
+    fs::create_directories(dir / x->units[0].path);
+    const SweepReport r = run_sweep(*x, *backend, registry(), options_for(dir / x->units[0].path));
+    CHECK(r.passed == 3);  // decode, bf16, df11
+    CHECK(r.incorrect + r.not_run + r.not_supported == 0);
+  }
 
   Experiment missing = e;
   missing.units[0].name = "model.layers.9";
