@@ -1,8 +1,10 @@
 // `df11`: the user tool. Each subcommand is registered from harness/cli/cmd_*.cpp.
 #include <cstdio>
 #include <exception>
+#include <string_view>
 
 #include <CLI/CLI.hpp>
+
 #include <fmt/format.h>
 
 #include "cli/commands.hpp"
@@ -29,7 +31,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int rc = app.exit(e);
+    // `df11 gate` exits 3 on a bad option, as on an unreadable file, so that CI tells a broken
+    // call from a regression (1) or a refusal (2); CLI11's own codes (106, 109, ...) otherwise.
+    if (rc != 0 && argc > 1 && std::string_view(argv[1]) == "gate") return 3;
+    return rc;
   } catch (const std::exception& e) {
     fmt::print(stderr, "df11: error: {}\n", e.what());
     return 1;

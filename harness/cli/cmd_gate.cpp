@@ -42,9 +42,10 @@ void add_gate(CLI::App& app) {
                                "Compare a candidate results.jsonl with a baseline: "
                                "SAME/FAST/SLOW/AMBIGUOUS per case (noise-aware; SLOW-HOST for the "
                                "host-bound offload methods, which does not fail), "
-                               "BETTER/WORSE on disposition changes, NEW/MISSING. Exit 1 on SLOW "
-                               "or WORSE or when no case is in both files, 2 when the devices differ, 3 when a file cannot be "
-                               "read or an option is bad");
+                               "BETTER/WORSE on disposition changes (an incorrect case is always WORSE), PROTOCOL when one "
+                               "file replayed graphs and the other did not, NEW/MISSING. Exit 1 on SLOW, WORSE, PROTOCOL, "
+                               "MISSING (unless --allow-missing) or when no case is in both files, 2 when the devices "
+                               "differ, 3 when a file cannot be read or an option is bad");
   g->add_option("BASELINE", args->baseline,
                 "Baseline results.jsonl (e.g. reports/baselines/<device>.jsonl)")
       ->required();
@@ -53,6 +54,8 @@ void add_gate(CLI::App& app) {
                 "Relative change of the median that counts, in [0, 1] (default 0.03 = 3%)");
   g->add_flag("--ignore-device", args->options.ignore_device,
               "Compare even when the two files come from different devices");
+  g->add_flag("--allow-missing", args->options.allow_missing,
+              "Cases of the baseline missing from the candidate do not fail (a deliberate subset)");
   g->add_flag("--gate-host-bound", args->options.gate_host_bound,
               "A slower cpu-offload or cpu-offload-sync case is SLOW (fails), not SLOW-HOST: "
               "for two runs on one machine, whose host did not change");

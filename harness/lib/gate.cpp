@@ -134,6 +134,7 @@ ResultRow parse_row(const LineContext& at, const std::string& text) {
                           t.median_s, t.q3_s));
     }
     row.timing = t;
+    if (const auto g = summary.find("cuda_graph"); g != summary.end() && g->is_boolean()) row.cuda_graph = g->get<bool>();
   }
   return row;
 }
@@ -173,6 +174,8 @@ const char* to_string(Verdict v) {
       return "MISSING";
     case Verdict::slow_host:
       return "SLOW-HOST";
+    case Verdict::protocol:
+      return "PROTOCOL";
   }
   return "?";
 }
@@ -275,16 +278,21 @@ GateReport run_gate(const ResultFile& baseline, const ResultFile& candidate,
       if (b == Disposition::passed && d == Disposition::passed) {
         c.change = (c.candidate->timing->median_s - c.baseline->timing->median_s) /
                    c.baseline->timing->median_s;
-        c.verdict = compare_timings(*c.baseline->timing, *c.candidate->timing, options.threshold);
-        if (c.verdict == Verdict::slow && !options.gate_host_bound && host_bound(key.method))
-          c.verdict = Verdict::slow_host;
+        const auto& gb = c.baseline->cuda_graph;
+        const auto& gc = c.candidate->cuda_graph;
+        if (gb && gc && *gb != *gc) {
+          c.verdict = Verdict::protocol;  // graph replays against eager launches: not comparable
+        } else {
+          c.verdict = compare_timings(*c.baseline->timing, *c.candidate->timing, options.threshold);
+          if (c.verdict == Verdict::slow && !options.gate_host_bound && host_bound(key.method))
+            c.verdict = Verdict::slow_host;
+        }
       } else if (b == Disposition::passed) {
         c.verdict = Verdict::worse;
       } else if (d == Disposition::passed) {
         c.verdict = Verdict::better;
       } else {
-        c.verdict = d == Disposition::incorrect && b != Disposition::incorrect ? Verdict::worse
-                                                                               : Verdict::same;
+        c.verdict = d == Disposition::incorrect ? Verdict::worse : Verdict::same;
       }
     }
     ++report.counts[static_cast<std::size_t>(c.verdict)];
@@ -322,10 +330,15 @@ void print_report(std::ostream& out, const GateReport& report) {
   for (const Comparison& c : report.rows) {
     std::string verdict = to_string(c.verdict);
     // A failing disposition change says which way it went; a reason helps without the JSON.
-    if (c.verdict == Verdict::worse || c.verdict == Verdict::better) {
-      verdict += fmt::format(" ({} -> {})", to_string(c.baseline->disposition),
+    if ((c.verdict == Verdict::worse || c.verdict == Verdict::better) && c.candidate) {
+      verdict += fmt::format(" ({} -> {})", c.baseline ? to_string(c.baseline->disposition) : "new",
                              to_string(c.candidate->disposition));
-      if (c.candidate && !c.candidate->reason.empty()) verdict += ": " + c.candidate->reason;
+      if (!c.candidate->reason.empty()) verdict += ": " + c.candidate->reason;
+    }
+    if (c.verdict == Verdict::protocol && c.baseline && c.candidate && c.baseline->cuda_graph &&
+        c.candidate->cuda_graph) {
+      verdict += fmt::format(" (cuda_graph {} -> {}: times not comparable)", *c.baseline->cuda_graph,
+                             *c.candidate->cuda_graph);
     }
     table.push_back({to_string(c.key), median_cell(c.baseline), median_cell(c.candidate),
                      c.change ? fmt::format("{:+.1f}%", *c.change * 100.0) : "-", verdict});
@@ -340,6 +353,14 @@ void print_report(std::ostream& out, const GateReport& report) {
   }
   if (report.matched() == 0)
     out << "FAIL: no case of the candidate matches the baseline; nothing was compared\n";
+  if (const int missing = report.count(Verdict::missing); missing > 0) {
+    out << (report.options.allow_missing
+                ? fmt::format("note: {} case(s) of the baseline are missing from the candidate (--allow-missing)\n",
+                              missing)
+                : fmt::format("FAIL: {} case(s) of the baseline are missing from the candidate (a run cut short, or "
+                              "keys that changed: promote a new baseline, or pass --allow-missing)\n",
+                              missing));
+  }
   out << summary_line(report) << "\n";
 }
 

@@ -22,8 +22,9 @@ namespace df11::gate {
 // 1. Dispositions first (timings exist only on `passed` rows):
 //    - baseline passed, candidate anything else                      -> WORSE   (fails)
 //    - baseline not passed, candidate passed                         -> BETTER
-//    - neither passed: candidate `incorrect` and baseline not        -> WORSE   (fails: a variant
-//      that was skipped or not run now produces wrong bits)
+//    - neither passed: candidate `incorrect`                         -> WORSE   (fails: wrong
+//      bits fail whatever the baseline said, even `incorrect` there too: a baseline promoted
+//      with them must not make them pass)
 //    - neither passed, otherwise                                     -> SAME    (nothing to time)
 //
 // 2. Both passed: with medians mb (baseline), mc (candidate), quartile intervals [q1b, q3b] and
@@ -41,27 +42,35 @@ namespace df11::gate {
 //    the gap exceeds a threshold), with [q1, q3] instead of [min, q3] and a default threshold
 //    of 3% instead of 0.5%, since our samples are wall/event times of whole forward passes.
 //
+//    Timed differently (summary.cuda_graph true in one file and false in the other, e.g. a
+//    capture that failed and fell back to eager launches) -> PROTOCOL (fails): the medians are
+//    not comparable, and the change of protocol is itself a change to look at.
+//
 //    Host-bound methods (kHostBoundMethods: the offload baselines, whose time is the host's
 //    PCIe link and memory) that would be SLOW are SLOW-HOST instead, which does not fail: a
 //    device name does not fix the host it is lent with (two H200 runs a day apart: cpu-offload
 //    +4.9% and cpu-offload-sync +9.6% and -16% with disjoint quartiles, every kernel-bound
 //    case within 1%). GateOptions::gate_host_bound (--gate-host-bound) makes them SLOW again.
 //
-// 3. Cases in only one file: NEW (candidate only) or MISSING (baseline only); not failures,
+// 3. Cases in only one file: NEW (candidate only) or MISSING (baseline only). NEW does not fail,
 //    except a candidate-only case that is `incorrect`: WORSE (fails; wrong bits are never new).
+//    MISSING fails unless GateOptions::allow_missing (--allow-missing): a candidate that lost
+//    cases (a run cut short, a key that changed, such as chunk_bytes on the sliced methods) would
+//    otherwise pass having compared only what it kept, while the same cases written as not_run
+//    fail as WORSE.
 //
 // Devices: every row of a file must name the same device (backend + name); the two files'
 // devices must be equal, or the gate refuses (unless ignore_device).
 //
-// Exit code (GateReport::exit_code): 1 if any SLOW or WORSE or no case is in both files
-// (nothing was compared), 2 if refused, else 0. Malformed
+// Exit code (GateReport::exit_code): 1 if any SLOW, WORSE or PROTOCOL, a MISSING case (unless
+// allowed), or no case is in both files (nothing was compared), 2 if refused, else 0. Malformed
 // input throws df11::Error naming the file and line (the CLI prints it and exits 3).
 
 using df11::Disposition;
 using df11::parse_disposition;
 using df11::to_string;
-enum class Verdict { same, fast, slow, ambiguous, better, worse, new_case, missing, slow_host };
-inline constexpr std::size_t verdict_count = 9;
+enum class Verdict { same, fast, slow, ambiguous, better, worse, new_case, missing, slow_host, protocol };
+inline constexpr std::size_t verdict_count = 10;
 
 // Methods whose timings are the host's more than the device's (rule step 2).
 inline constexpr std::array<std::string_view, 2> kHostBoundMethods{"cpu-offload",
@@ -102,6 +111,7 @@ struct ResultRow {
   Disposition disposition = Disposition::passed;
   std::string reason;
   std::optional<Timing> timing;  // present exactly when disposition is passed
+  std::optional<bool> cuda_graph;  // summary.cuda_graph where the row says (cuda backend, passed)
   int line = 0;                  // 1-based line in its file, for messages
 };
 
@@ -134,6 +144,7 @@ struct GateOptions {
   double threshold = 0.03;  // relative, 0.03 = 3%
   bool ignore_device = false;
   bool gate_host_bound = false;  // SLOW, not SLOW-HOST, for kHostBoundMethods
+  bool allow_missing = false;    // MISSING cases do not fail
 };
 
 struct GateReport {
@@ -147,14 +158,19 @@ struct GateReport {
   std::array<int, verdict_count> counts{};
 
   [[nodiscard]] int count(Verdict v) const { return counts[static_cast<std::size_t>(v)]; }
-  // Cases in both files (whatever their verdict).
+  // Cases in both files (whatever their verdict; a candidate-only incorrect case is WORSE but
+  // not matched).
   [[nodiscard]] int matched() const {
-    return static_cast<int>(rows.size()) - count(Verdict::new_case) - count(Verdict::missing);
+    int n = 0;
+    for (const auto& c : rows) n += c.baseline && c.candidate;
+    return n;
   }
-  // A SLOW or WORSE case, or no case in both files: a gate that compared nothing cannot have
-  // found a regression, so it does not pass (a renamed experiment or method, a wrong file).
+  // A SLOW, WORSE or PROTOCOL case, a MISSING one (unless allowed), or no case in both files: a
+  // gate that compared nothing cannot have found a regression, so it does not pass (a renamed
+  // experiment or method, a wrong file).
   [[nodiscard]] bool failed() const {
-    return count(Verdict::slow) > 0 || count(Verdict::worse) > 0 || matched() == 0;
+    return count(Verdict::slow) > 0 || count(Verdict::worse) > 0 || count(Verdict::protocol) > 0 ||
+           (count(Verdict::missing) > 0 && !options.allow_missing) || matched() == 0;
   }
   [[nodiscard]] int exit_code() const { return refusal ? 2 : failed() ? 1 : 0; }
 };

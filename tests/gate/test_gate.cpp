@@ -171,18 +171,26 @@ TEST_CASE("disposition changes: passed -> incorrect is WORSE, -> passed is BETTE
   CHECK(out.str().find("WORSE (passed -> incorrect): made up") != std::string::npos);
 }
 
-TEST_CASE("neither passed: only a turn to incorrect is WORSE", "[gate]") {
+TEST_CASE("neither passed: an incorrect candidate is WORSE, whatever the baseline said", "[gate]") {
   const std::vector<json> base{fake_row({"df11", "a", 1, "not_supported"}),
-                               fake_row({"df11", "b", 1, "incorrect"})};
+                               fake_row({"df11", "b", 1, "not_run"})};
   const std::vector<json> same{fake_row({"df11", "a", 1, "not_run"}),
-                               fake_row({"df11", "b", 1, "incorrect"})};
+                               fake_row({"df11", "b", 1, "not_supported"})};
   CHECK(gate(base, same).exit_code() == 0);
   const std::vector<json> worse{fake_row({"df11", "a", 1, "incorrect"}),
-                                fake_row({"df11", "b", 1, "incorrect"})};
+                                fake_row({"df11", "b", 1, "not_run"})};
   CHECK(gate(base, worse).count(Verdict::worse) == 1);
+  // Wrong bits in the baseline too (promoted with them) do not make them pass.
+  const std::vector<json> both_wrong_base{fake_row({"df11", "b", 1, "incorrect"})};
+  const GateReport r = gate(both_wrong_base, both_wrong_base);
+  CHECK(r.count(Verdict::worse) == 1);
+  CHECK(r.exit_code() == 1);
+  std::ostringstream out;
+  print_report(out, r);
+  CHECK_THAT(out.str(), Catch::Contains("WORSE (incorrect -> incorrect)"));
 }
 
-TEST_CASE("cases in one file only are NEW or MISSING, not failures", "[gate]") {
+TEST_CASE("cases in one file only: NEW passes, MISSING fails unless allowed", "[gate]") {
   auto base = fake_run(1.0, 0.01);
   auto cand = base;
   base.push_back(fake_row({"df11", "gone", 16}));
@@ -191,16 +199,57 @@ TEST_CASE("cases in one file only are NEW or MISSING, not failures", "[gate]") {
   CHECK(r.count(Verdict::missing) == 1);
   CHECK(r.count(Verdict::new_case) == 1);
   CHECK(r.count(Verdict::same) == 9);
-  CHECK(r.exit_code() == 0);
-  // A new case that produces wrong bits fails: lossless is never new.
-  auto wrong = cand;
+  CHECK(r.matched() == 9);
+  // A candidate that lost a case of the baseline fails (a run cut short, a key that changed),
+  // as the same case written as not_run would (WORSE); --allow-missing lets a subset pass.
+  CHECK(r.exit_code() == 1);
+  std::ostringstream out;
+  print_report(out, r);
+  CHECK_THAT(out.str(), Catch::Contains("FAIL: 1 case(s) of the baseline are missing") &&
+                            Catch::Contains("--allow-missing") && Catch::Contains("gate: FAIL"));
+  GateOptions allow;
+  allow.allow_missing = true;
+  const GateReport a = gate(base, cand, allow);
+  CHECK(a.exit_code() == 0);
+  std::ostringstream out_a;
+  print_report(out_a, a);
+  CHECK_THAT(out_a.str(), Catch::Contains("note: 1 case(s)") && Catch::Contains("gate: PASS"));
+  // Only NEW cases: a pass.
+  auto more = base;
+  more.push_back(fake_row({"df11", "fresh", 16}));
+  CHECK(gate(base, more).exit_code() == 0);
+  // A new case that produces wrong bits fails: lossless is never new. It is not a match, and its
+  // row says it is new (no baseline to read).
+  auto wrong = more;
   FakeCase bad{"df11", "broken", 16};
   bad.disposition = "incorrect";
   wrong.push_back(fake_row(bad));
   const GateReport w = gate(base, wrong);
   CHECK(w.count(Verdict::worse) == 1);
   CHECK(w.count(Verdict::new_case) == 1);
+  CHECK(w.matched() == 10);
   CHECK(w.exit_code() == 1);
+  std::ostringstream out_w;
+  print_report(out_w, w);
+  CHECK_THAT(out_w.str(), Catch::Contains("WORSE (new -> incorrect)"));
+}
+
+TEST_CASE("a case timed from graphs in one file and eagerly in the other is PROTOCOL, which fails", "[gate]") {
+  auto base = fake_run(1.0, 0.01);
+  for (auto& row : base) row["summary"]["cuda_graph"] = true;
+  auto cand = base;
+  cand[0]["summary"]["cuda_graph"] = false;  // a capture that failed: eager launches
+  const GateReport r = gate(base, cand);
+  CHECK(r.count(Verdict::protocol) == 1);
+  CHECK(r.exit_code() == 1);
+  std::ostringstream out;
+  print_report(out, r);
+  CHECK_THAT(out.str(), Catch::Contains("PROTOCOL (cuda_graph true -> false"));
+  // null (cpu rows, or rows that predate the field) on either side: compared as before.
+  cand[0]["summary"]["cuda_graph"] = nullptr;
+  CHECK(gate(base, cand).exit_code() == 0);
+  cand[0]["summary"].erase("cuda_graph");
+  CHECK(gate(base, cand).exit_code() == 0);
 }
 
 TEST_CASE("a candidate with no case of the baseline fails: nothing was compared", "[gate]") {
@@ -210,7 +259,9 @@ TEST_CASE("a candidate with no case of the baseline fails: nothing was compared"
     row["case"]["experiment"] = "renamed";
     cand.push_back(row);
   }
-  const GateReport r = gate(base, cand);
+  GateOptions allow;
+  allow.allow_missing = true;  // so that only "nothing was compared" fails it
+  const GateReport r = gate(base, cand, allow);
   CHECK(r.matched() == 0);
   CHECK(r.count(Verdict::new_case) == static_cast<int>(cand.size()));
   CHECK(r.count(Verdict::missing) == static_cast<int>(base.size()));
@@ -219,10 +270,10 @@ TEST_CASE("a candidate with no case of the baseline fails: nothing was compared"
   print_report(out, r);
   CHECK_THAT(out.str(), Catch::Contains("nothing was compared"));
   CHECK_THAT(out.str(), Catch::Contains("gate: FAIL"));
-  // One case in both files is a comparison: the rest are NEW and MISSING, which pass.
+  // One case in both files is a comparison: the rest are NEW and MISSING (allowed), which pass.
   cand.push_back(base.front());
-  CHECK(gate(base, cand).matched() == 1);
-  CHECK(gate(base, cand).exit_code() == 0);
+  CHECK(gate(base, cand, allow).matched() == 1);
+  CHECK(gate(base, cand, allow).exit_code() == 0);
 }
 
 TEST_CASE("the host-bound offload methods are SLOW-HOST, which does not fail, unless gated", "[gate]") {

@@ -30,6 +30,8 @@ expect() {
 }
 
 b=$data/baseline.jsonl
+TMPDIR_GATE=$(mktemp -d)
+trap 'rm -rf "$TMPDIR_GATE"' EXIT
 expect 0 "gate: PASS (5 cases, 5 matched: 5 SAME; threshold 3.0%)" "$b" "$b"
 expect 0 "+1.0%" "$b" "$data/candidate_same.jsonl"
 expect 1 "SLOW" "$b" "$data/candidate_slow.jsonl"
@@ -42,6 +44,15 @@ expect 3 "malformed.jsonl:2: malformed JSON" "$b" "$data/malformed.jsonl"
 expect 3 "schema_v0.jsonl:2: schema_version 0 is not supported" "$data/schema_v0.jsonl" "$b"
 expect 3 "nonexistent.jsonl: cannot open" "$b" "$data/nonexistent.jsonl"
 expect 3 "threshold must be in [0, 1]" "$b" "$b" --threshold 3
+# A bad option or a missing argument exits 3 as well (not CLI11's own codes).
+expect 3 "" "$b" "$b" --no-such-option
+expect 3 "" "$b"
+expect 3 "" "$b" "$b" --threshold abc
+expect 0 "--allow-missing" --help
+# A candidate missing a baseline case fails unless allowed.
+head -n 4 "$b" >"$TMPDIR_GATE/four.jsonl"
+expect 1 "FAIL: 1 case(s) of the baseline are missing" "$b" "$TMPDIR_GATE/four.jsonl"
+expect 0 "gate: PASS" "$b" "$TMPDIR_GATE/four.jsonl" --allow-missing
 
 if ((failures)); then
   echo "$failures failure(s)"
