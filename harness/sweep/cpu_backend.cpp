@@ -224,7 +224,11 @@ class CpuBackend final : public Backend {
   [[nodiscard]] std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) override {
     require(m, batch);
     Phases ph;
+    // The output buffers are poisoned first (as on cuda): they still hold the last run's output,
+    // often bf16's reference itself, which an element the method failed to write would match.
+    poison_ = true;
     const std::span<const uint16_t> out = run_once(m, batch, ph);
+    poison_ = false;
     return {out.begin(), out.end()};
   }
 
@@ -326,7 +330,7 @@ class CpuBackend final : public Backend {
     const std::size_t nb = static_cast<std::size_t>(batch);
     std::size_t out_total = 0;
     for (const auto& t : unit_->tensors) out_total += nb * static_cast<std::size_t>(t.shape[0]);
-    out_.resize(out_total);
+    sized(out_, out_total);
     for (auto& y : ybuf_) y.resize(nb * kRowsPerTask);
     std::atomic<std::size_t> next{0};
     parallel_for(wbuf_.size(), static_cast<int>(wbuf_.size()), [&](std::size_t worker) {
@@ -354,6 +358,12 @@ class CpuBackend final : public Backend {
     });
   }
 
+  // An output buffer of n words; all 0xFFFF (a NaN no method writes here) while poison_.
+  void sized(std::vector<uint16_t>& v, std::size_t n) const {
+    v.resize(n);
+    if (poison_) std::fill(v.begin(), v.end(), uint16_t{0xFFFF});
+  }
+
   std::span<const uint16_t> tensor_slice(const std::vector<uint16_t>& flat, std::size_t m) const {
     std::size_t off = 0;
     for (std::size_t i = 0; i < m; ++i) off += unit_->tensors[i].data.size();
@@ -367,7 +377,7 @@ class CpuBackend final : public Backend {
       return out_;
     }
     if (m.kind == "copy") {
-      copied_.resize(n_elements_);
+      sized(copied_, n_elements_);
       std::size_t off = 0;
       for (const auto& t : unit_->tensors) {
         constexpr std::size_t kChunk = std::size_t{1} << 20;
@@ -381,7 +391,7 @@ class CpuBackend final : public Backend {
       return copied_;
     }
     // df11 and decode
-    decoded_.resize(n_elements_);
+    sized(decoded_, n_elements_);
     const auto t0 = Clock::now();
     decode_cpu(*enc_, decoded_, threads_);
     ph.decode_s = seconds_since(t0);
@@ -421,6 +431,7 @@ class CpuBackend final : public Backend {
   std::vector<std::size_t> out_offset_;  // first output row of each matrix (times batch: element)
   std::vector<std::vector<float>> wbuf_, ybuf_;  // per worker: converted W rows, Y block
   std::vector<uint16_t> decoded_, copied_, out_;
+  bool poison_ = false;  // run_for_output: outputs start as 0xFFFF (sized)
   std::vector<unsigned char> flush_;
   unsigned flush_round_ = 0;
 };

@@ -687,6 +687,13 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
       std::vector<uint16_t> ref;
       std::string no_reference;
       bool have_ref = false;
+      // Interrupted during the last batch's cases: stop before this batch's reference (a whole
+      // forward pass, tens of seconds on the cpu at large batches, during which `timeout -k`
+      // could kill the run before it writes the rest as not_run).
+      if (!gemm_methods.empty() && interrupt_requested()) {
+        skip_rest(uname, zero_methods.size(), b, 0, interrupted_reason());
+        break;
+      }
       if (!gemm_methods.empty()) {
         if (const dec::Status st = backend.supports(bf16); !st.ok) {
           no_reference = fmt::format("no bf16 reference to verify against: {}", st.reason);

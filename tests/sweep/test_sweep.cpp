@@ -103,6 +103,7 @@ class TamperingBackend final : public Backend {
   // compare_short reports one element fewer compared than the unit has.
   bool compare_in_place = false, compare_flip = false, compare_short = false;
   int outputs_read_at_zero = 0;  // run_for_output calls at batch 0
+  int references_after_interrupt = 0;  // bf16 run_for_output calls with the interrupt already requested
 
   [[nodiscard]] std::string kind() const override { return inner_->kind(); }
   [[nodiscard]] json device_info() const override { return inner_->device_info(); }
@@ -117,6 +118,7 @@ class TamperingBackend final : public Backend {
   }
   [[nodiscard]] std::vector<uint16_t> run_for_output(const MethodCase& m, int batch) override {
     if (batch == 0) ++outputs_read_at_zero;
+    if (m.kind == "bf16" && interrupt_requested()) ++references_after_interrupt;
     auto out = inner_->run_for_output(m, batch);
     if ((m.kind == corrupt_kind || m.kind == regemm_kind) && out.size() > 5) out[5] ^= 1;
     return out;
@@ -403,6 +405,9 @@ TEST_CASE("an interrupt stops the sweep between lines and marks the rest not_run
   const SweepReport r = run_sweep(e, backend, registry(), options_for(dir));
   clear_interrupt();
   CHECK(r.interrupted);
+  // df11 is batch 1's last GEMM method: the sweep stops before batch 2's bf16 reference (a whole
+  // forward pass) rather than after it.
+  CHECK(backend.references_after_interrupt == 0);
   const auto rows = read_rows(dir / "results.jsonl");
   // Every planned case has one line, the interrupted ones not_run with the reason.
   REQUIRE(rows.size() == 2 + 3 * e.batches.size());
