@@ -9,7 +9,7 @@ make one report: a run directory (sweep/, decode/) and gpu_bench.json come from 
 that has one; e2e.jsonl and profile.jsonl rows, summary.txt, device_check.log and profile.log
 are joined in the order given, and ncu's raw CSV pages (profile_raw.tar.gz) are copied to profile/.
 
-Writes, with SLUG the device slug of scripts/promote_baseline ("h100-80gb-hbm3"):
+Writes, with SLUG the device slug of scripts/promote_baseline ("h100-80gb-hbm3", "cpu"):
   reports/<date>_<SLUG>_nemo_layer/          the default experiment (sweep/), with plots
   reports/<date>_<SLUG>_decode_throughput/   the decoders alone (decode/), with plots
   reports/<date>_<SLUG>_device_check/        summary.txt, device_check.log, e2e.jsonl,
@@ -21,10 +21,14 @@ Writes, with SLUG the device slug of scripts/promote_baseline ("h100-80gb-hbm3")
                                              with the measured value and PASS / FAIL / not
                                              measured.
 Run directories stay separate so that scripts/ci_gate finds each by its dated name. Nothing
-is invented: a target whose rows are missing says "not measured" and why.
+is invented: a target whose rows are missing says "not measured" and why, and so does every
+target on rows of another backend than cuda (the targets are a GPU's).
 """
 import argparse
+import importlib.machinery
+import importlib.util
 import json
+import math
 import pathlib
 import re
 import shutil
@@ -38,11 +42,27 @@ sys.path.insert(0, str(HERE))
 import device_profile  # noqa: E402  (its table of profile.jsonl rows)
 
 
-def slug_of(device_name):
-    s = device_name.lower()
-    if s.startswith("nvidia "):
-        s = s[len("nvidia "):]
-    return re.sub(r"[^a-z0-9]+", "-", s).strip("-") or "unknown"
+def load_promote_baseline():
+    """scripts/promote_baseline as a module (a script without .py, so no plain import): its device
+    slug names the report directories, which scripts/ci_gate matches to baselines by that slug."""
+    loader = importlib.machinery.SourceFileLoader("promote_baseline", str(HERE / "promote_baseline"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+def slug_of(device):
+    """The device slug of a results row's device ({"backend", "name"}): promote_baseline's, so
+    that a cpu run's directories are <date>_cpu_..., as run_sweep's and the baselines' are."""
+    return load_promote_baseline().device_slug(device) or "unknown"
+
+
+def backend_of(r):
+    """The backend a row ran on: results rows' device.backend; e2e.jsonl lines' backend (lines
+    from before generate wrote it say "cpu" as their device there)."""
+    if isinstance(r.get("device"), dict):
+        return r["device"].get("backend")
+    return r.get("backend") or ("cpu" if r.get("device") == "cpu" else "cuda" if r.get("device") else None)
 
 
 def read_jsonl(path):
@@ -71,9 +91,19 @@ def median(r):
 class Targets:
     def __init__(self):
         self.rows = []
+        self.not_gpu = None  # the backend of the rows judged now, where it is not cuda (judging)
+
+    def judging(self, rows):
+        """Before a group of targets: the backends of the rows they read. The targets are a GPU's: on
+        rows of another backend (the cpu backend's ratios, 11x at batch 1) no verdict is given."""
+        others = sorted({str(b) for b in map(backend_of, rows) if b and b != "cuda"})
+        self.not_gpu = ", ".join(others) or None
 
     def add(self, issue, target, value, ok, note=""):
         verdict = "not measured" if ok is None else ("PASS" if ok else "FAIL")
+        if self.not_gpu:
+            verdict = "not measured"
+            note = f"backend {self.not_gpu}: the targets are a GPU's" + (f"; {note}" if note else "")
         self.rows.append((issue, target, value, verdict, note))
 
     def info(self, what, value, note=""):  # a measured figure no issue sets a target for
@@ -99,6 +129,7 @@ def bench_copy_gbps(path):
 
 
 def decode_targets(t, rows, bench_copy=None):
+    t.judging(rows)
     decodes = [r for r in passed(rows) if r["case"]["method"] == "decode"]
     copies = [r for r in passed(rows) if r["case"]["method"] == "copy"]
     ours = [r for r in decodes if r["case"]["variant"] != "official-ptx"]
@@ -155,9 +186,12 @@ def experiment_batches(run_dir, backend="cuda"):
     return None
 
 
-def sweep_targets(t, rows, unit="model.layers.1", batches=None):
+def sweep_targets(t, rows, unit="model.layers.1", batches=None, decode_rows=()):
     """batches: the experiment's batch sizes (experiment_batches), so that batches the run never
-    reached (a run killed without writing their rows) count as not measured."""
+    reached (a run killed without writing their rows) count as not measured. decode_rows: the
+    decode run's rows (results.jsonl of decode/), whose incorrect rows fail the bit-identical
+    target as the sweep's do (issue 4's targets read its passed rows only)."""
+    t.judging(rows)
     unit_rows = [r for r in rows if r.get("case", {}).get("unit") == unit]
     ok_rows = passed(unit_rows)
     by = {}
@@ -174,6 +208,9 @@ def sweep_targets(t, rows, unit="model.layers.1", batches=None):
         rs = by.get((method, batch), [])
         return min(rs, key=median) if rs else None
 
+    def graph_mode(r):
+        return r["summary"].get("cuda_graph")
+
     # df11-pipelined is df11-chunked with two slices in flight: it counts for the chunked target;
     # df11-overlap is df11 (whole matrices decoded to memory, read back by bf16's GEMMs) with the
     # next matrix decoding on a second stream beside the GEMM, and df11-rev is df11 with the
@@ -183,16 +220,19 @@ def sweep_targets(t, rows, unit="model.layers.1", batches=None):
                                  ("df11-chunked", 1, 2.0)]:
         label = f"best {method} <= {limit}x bf16 at batch {batch}"
         family = families[method]
-        found = [b for b in (best(m, batch) for m in family) if b is not None]
-        b = min(found, key=median) if found else None
-        if b is None or batch not in bf16:
+        found = [r for m in family for r in by.get((m, batch), [])]
+        if not found or batch not in bf16:
             t.add(5, label, "-", None, f"no passed {method} or bf16 row at batch {batch} for {unit}")
             continue
+        # The best among the rows timed as bf16 was (graph replays or eager launches): a faster row
+        # of the other kind (its capture failed) is no comparison, and must not hide one that is.
+        same = [r for r in found if graph_mode(r) == graph_mode(bf16_row[batch])]
+        b = min(same or found, key=median)
         ratio = median(b) / bf16[batch]
         name = b["case"]["variant"] if b["case"]["method"] == method else f"{b['case']['method']}:{b['case']['variant']}"
         if b["case"].get("chunk_bytes") is not None:
             name += f", {b['case']['chunk_bytes']} B slices"
-        graphs = (b["summary"].get("cuda_graph"), bf16_row[batch]["summary"].get("cuda_graph"))
+        graphs = (graph_mode(b), graph_mode(bf16_row[batch]))
         if graphs[0] != graphs[1]:  # a graph replay against eager launches: not the same protocol
             t.add(5, label, f"{ratio:.2f}x ({name})", None,
                   f"{method} {'graphed' if graphs[0] else 'eager'} against bf16 {'graphed' if graphs[1] else 'eager'} "
@@ -259,9 +299,32 @@ def sweep_targets(t, rows, unit="model.layers.1", batches=None):
         t.info("SM clock during the samples (NVML)",
                f"{len(low)} of {len(clocked)} rows below 95% of the nominal {nominal} MHz; lowest {lowest:.0f} MHz",
                "; ".join(f"{r['case']['method']}:{r['case'].get('variant')}@{r['case']['batch']}" for r in low[:3]))
-    incorrect = [r for r in rows if r.get("disposition") == "incorrect" or timing_mismatch(r)]
-    t.add(5, "every verified method bit-identical", f"{len(incorrect)} incorrect row(s)",
-          (not incorrect) if rows else None, incorrect[0].get("reason", "")[:160] if incorrect else "")
+    bit_identical_target(t, rows, decode_rows)
+
+
+def bit_identical_target(t, rows, decode_rows=()):
+    """Issue 5's "every verified method bit-identical" over the sweep's rows and the decode run's:
+    FAIL on an incorrect row of either; PASS only where some row passed (verified), so that a run
+    whose rows were all not run is not measured rather than "0 incorrect"."""
+    t.judging(list(rows) + list(decode_rows))
+
+    def wrong(rs):
+        return [r for r in rs if r.get("disposition") == "incorrect" or timing_mismatch(r)]
+
+    incorrect, decode_incorrect = wrong(rows), wrong(decode_rows)
+    every = list(rows) + list(decode_rows)
+    unrun = [r for r in every if r.get("disposition") == "not_run" and not timing_mismatch(r)]
+    value = (f"{len(incorrect) + len(decode_incorrect)} incorrect row(s)"
+             + (f" ({len(decode_incorrect)} of the decode run)" if decode_incorrect else "")
+             + (f", {len(unrun)} not run" if unrun else ""))
+    first = (incorrect + decode_incorrect)[:1]
+    if first:
+        t.add(5, "every verified method bit-identical", value, False, first[0].get("reason", "")[:160])
+    elif not passed(every):
+        t.add(5, "every verified method bit-identical", value, None,
+              f"no row passed ({len(unrun)} not run)" if unrun else "no row passed")
+    else:
+        t.add(5, "every verified method bit-identical", value, True)
 
 
 def is_count_layout(r):  # a run whose decoder reads a count layout (DF11's tables + count bytes)
@@ -269,9 +332,40 @@ def is_count_layout(r):  # a run whose decoder reads a count layout (DF11's tabl
     return "-cnt." in v or "-wcnt." in v
 
 
+def measured(x):
+    """A rate or a size that was measured: a finite number > 0. generate writes 0 tokens/s where it
+    timed no decode step (decode_s 0), and a NaN reaches JSON as null (or NaN from other writers):
+    a ratio of either is no measurement."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def ratio_of(a, b, key):
+    """a[key] / b[key] where both runs exist and measured it, else None."""
+    if a is None or b is None or not measured(a.get(key)) or not measured(b.get(key)):
+        return None
+    return a[key] / b[key]
+
+
+def why_not(key, **named):
+    """The note of a ratio that is not measured: which of the named runs lacks a measured key."""
+    return "; ".join(f"the {name} run's {key} is {r.get(key)!r}" for name, r in named.items()
+                     if r is not None and not measured(r.get(key))) or f"no run with a measured {key}"
+
+
+def times(x):  # an info row's ratio, or "-" where it is not measured
+    return f"{x:.2f}x" if x is not None else "-"
+
+
+def peak_gb(r):
+    v = r.get("peak_device_bytes")
+    return f"{v / 1e9:.2f} GB" if measured(v) else "not recorded"
+
+
 def e2e_targets(t, lines):
     """lines: e2e.jsonl's objects (finished runs and error lines)."""
     every = [r for r in lines if "decode_tokens_per_s" in r]
+    t.judging(every)
+    tps = "decode_tokens_per_s"
     # The targets are for DF11's own layout; count-layout runs only get an info row. They compare
     # eager runs with eager BF16: runs with --graphs (decode steps replayed as a CUDA graph) get
     # info rows against BF16 with --graphs.
@@ -291,7 +385,8 @@ def e2e_targets(t, lines):
         found = runs(weights, batch, prompt_len, chunked, fused, overlap, mma)
         return found[0] if found else None
 
-    def fastest(found, key):  # the best of several methods that a target allows
+    def fastest(found, key):  # the best of several methods that a target allows, among those measured
+        found = [r for r in found if measured(r.get(key))]
         return max(found, key=lambda r: r[key]) if found else None
 
     def method(r):
@@ -315,83 +410,103 @@ def e2e_targets(t, lines):
               False if failed else (None if errored else True), note)
     else:
         t.add(7, label, "-", None, note or "no --check run finished")
-    prompt_lens = sorted({r.get("prompt_len") for r in ok if r.get("prompt_len") is not None})
-    short = prompt_lens[0] if prompt_lens else None
+    # The prompt length of the batch-1 comparisons: the shortest at which a bf16 run and a df11 run
+    # (whole blocks or sliced) both finished, so that one run at another length (a bf16 run of 64
+    # tokens beside the pairs at 128) does not leave the targets without their pairs.
+    prompt_lens = sorted({r.get("prompt_len") for r in ok if isinstance(r.get("prompt_len"), int)})
+    paired = [p for p in prompt_lens
+              if find("bf16", 1, p) and (runs("df11", 1, p) or runs("df11", 1, p, chunked=True))]
+    short = (paired or prompt_lens or [None])[0]
     b16, d11, off = find("bf16", 1, short), find("df11", 1, short), find("cpu-offload", 1, short)
     if b16 and d11:
-        peak = d11["peak_device_bytes"] / b16["peak_device_bytes"] if b16["peak_device_bytes"] else None
-        t.add(7, "DF11 peak device memory <= 72% of BF16", f"{peak * 100:.1f}%" if peak else "-",
-              peak <= 0.72 if peak else None)
+        peak = ratio_of(d11, b16, "peak_device_bytes")
+        t.add(7, "DF11 peak device memory <= 72% of BF16", f"{peak * 100:.1f}%" if peak is not None else "-",
+              peak <= 0.72 if peak is not None else None,
+              "" if peak is not None else why_not("peak_device_bytes", bf16=b16, df11=d11))
         # Whole matrices decoded to memory either way: one launch per block before it runs (its
         # units ascending, or with --decode-order descending), or (--overlap) one per matrix on a
         # second stream while the previous matrix's GEMM runs, in the same buffer. The fastest
         # counts; the report names it and gives the first whole-block run's ratio.
-        whole = d11["decode_tokens_per_s"] / b16["decode_tokens_per_s"]
-        best_run = fastest(runs("df11", 1, short, overlap=None), "decode_tokens_per_s")
-        ratio = best_run["decode_tokens_per_s"] / b16["decode_tokens_per_s"]
-        value = (f"{ratio:.2f}x" if best_run is d11 else
-                 f"{ratio:.2f}x ({method(best_run)}, {best_run.get('variant') or 'default decoder'}; "
-                 f"whole blocks {whole:.2f}x)")
-        t.add(7, "DF11 decode tokens/s >= 0.35x BF16 at batch 1", value, ratio >= 0.35)
+        best_run = fastest(runs("df11", 1, short, overlap=None), tps)
+        ratio = ratio_of(best_run, b16, tps)
+        if ratio is None:
+            t.add(7, "DF11 decode tokens/s >= 0.35x BF16 at batch 1", "-", None,
+                  why_not(tps, bf16=b16, df11=best_run or d11))
+        else:
+            whole = ratio_of(d11, b16, tps)
+            value = (f"{ratio:.2f}x" if best_run is d11 else
+                     f"{ratio:.2f}x ({method(best_run)}, {best_run.get('variant') or 'default decoder'}; "
+                     f"whole blocks {times(whole)})")
+            t.add(7, "DF11 decode tokens/s >= 0.35x BF16 at batch 1", value, ratio >= 0.35)
     else:
         t.add(7, "DF11 peak device memory <= 72% of BF16", "-", None, "no bf16 and df11 runs at batch 1")
         t.add(7, "DF11 decode tokens/s >= 0.35x BF16 at batch 1", "-", None, "no bf16 and df11 runs at batch 1")
-    dch = fastest(runs("df11", 1, short, chunked=True), "decode_tokens_per_s")
-    if b16 and dch:
-        ratio = dch["decode_tokens_per_s"] / b16["decode_tokens_per_s"]
+    sliced = runs("df11", 1, short, chunked=True)
+    dch = fastest(sliced, tps)
+    ratio = ratio_of(dch, b16, tps)
+    if ratio is not None:
         t.add(7, "DF11 chunked decode tokens/s >= 0.5x BF16 at batch 1", f"{ratio:.2f}x "
               f"({dch['chunk_bytes']} B slices{', overlapped' if dch.get('overlap') else ''}"
               f"{', held in L2' if 'persisting L2' in str(dch.get('method', '')) else ''}"
               f"{', decodes started early' if 'started early' in str(dch.get('method', '')) else ''})", ratio >= 0.5)
     else:
         t.add(7, "DF11 chunked decode tokens/s >= 0.5x BF16 at batch 1", "-", None,
-              "no bf16 and chunked df11 runs at batch 1")
+              why_not(tps, bf16=b16, df11=sliced[0]) if b16 and sliced else "no bf16 and chunked df11 runs at batch 1")
     for batch in (1, 8):  # fused decode + GEMV: no issue sets a target; against plain BF16 (cuBLAS)
         fb, fd = find("bf16", batch, short), find("df11", batch, short, fused=True)
         if fb and fd:
             t.info(f"DF11 fused decode+GEMV decode tokens/s / BF16 at batch {batch}",
-                   f"{fd['decode_tokens_per_s'] / fb['decode_tokens_per_s']:.2f}x",
-                   f"peak device {fd['peak_device_bytes'] / 1e9:.2f} GB")
+                   times(ratio_of(fd, fb, tps)), f"peak device {peak_gb(fd)}")
     for batch in (1, 8, 64):  # --fused-mma: the tensor-core kernel (passes of up to 64 rows)
         fb, fm = find("bf16", batch, short), find("df11", batch, short, fused=True, mma=True)
         if fb and fm:
             t.info(f"DF11 fused decode+MMA (tensor cores) decode tokens/s / BF16 at batch {batch}",
-                   f"{fm['decode_tokens_per_s'] / fb['decode_tokens_per_s']:.2f}x",
-                   f"peak device {fm['peak_device_bytes'] / 1e9:.2f} GB")
+                   times(ratio_of(fm, fb, tps)), f"peak device {peak_gb(fm)}")
     for r in (r for r in every if is_count_layout(r) and r.get("batch") == 1 and not r.get("chunk_bytes") and
               r.get("check", "not_run") == "not_run" and r.get("prompt_len") == short):
         if b16:
-            mem = (f", peak device {r['peak_device_bytes'] / b16['peak_device_bytes'] * 100:.1f}% of BF16"
-                   if b16.get("peak_device_bytes") else "")
+            mem = ratio_of(r, b16, "peak_device_bytes")
+            mem = f", peak device {mem * 100:.1f}% of BF16" if mem is not None else ""
             how = fused_how(r) or method(r)
             t.info(f"DF11 tables + count bytes ({r['variant']}), {how}: decode tokens/s / BF16 at batch 1",
-                   f"{r['decode_tokens_per_s'] / b16['decode_tokens_per_s']:.2f}x", f"one decode pass{mem}")
+                   times(ratio_of(r, b16, tps)), f"one decode pass{mem}")
     g16 = next((r for r in graphed if r.get("weights") == "bf16" and r.get("batch") == 1 and
                 r.get("prompt_len") == short), None)
     for r in (r for r in graphed if r.get("weights") == "df11" and r.get("batch") == 1 and r.get("prompt_len") == short):
         how = fused_how(r) or method(r)
         replayed = "replayed as a CUDA graph" in str(r.get("method", ""))
-        note = ("" if replayed else "steps NOT replayed (see its method), ") + (
-            f"BF16 with graphs {g16['decode_tokens_per_s']:.1f} tok/s" if g16 else "no BF16 --graphs run")
         if g16:
+            rate = g16.get(tps)
+            note = ("" if replayed else "steps NOT replayed (see its method), ") + (
+                f"BF16 with graphs {rate:.1f} tok/s" if measured(rate) else f"BF16 with graphs: {tps} {rate!r}")
             t.info(f"With CUDA graphs: DF11 {how} decode tokens/s / BF16 at batch 1",
-                   f"{r['decode_tokens_per_s'] / g16['decode_tokens_per_s']:.2f}x", note)
+                   times(ratio_of(r, g16, tps)), note)
     if g16 and b16:
-        t.info("CUDA graphs: BF16 decode tokens/s with / without at batch 1",
-               f"{g16['decode_tokens_per_s'] / b16['decode_tokens_per_s']:.2f}x",
+        t.info("CUDA graphs: BF16 decode tokens/s with / without at batch 1", times(ratio_of(g16, b16, tps)),
                "" if "replayed as a CUDA graph" in str(g16.get("method", "")) else "steps NOT replayed (see its method)")
     p16 = find("bf16", 1, 2048)
-    p11 = fastest(runs("df11", 1, 2048) + runs("df11", 1, 2048, chunked=True), "prefill_tokens_per_s")
-    if p16 and p11:
-        ratio = p11["prefill_tokens_per_s"] / p16["prefill_tokens_per_s"]
+    prefills = runs("df11", 1, 2048) + runs("df11", 1, 2048, chunked=True)
+    p11 = fastest(prefills, "prefill_tokens_per_s")
+    ratio = ratio_of(p11, p16, "prefill_tokens_per_s")
+    if ratio is not None:
         t.add(7, "prefill of 2048 tokens >= 0.8x BF16", f"{ratio:.2f}x ({method(p11)})", ratio >= 0.8)
+    elif p16 and prefills:
+        t.add(7, "prefill of 2048 tokens >= 0.8x BF16", "-", None,
+              why_not("prefill_tokens_per_s", bf16=p16, df11=p11 or prefills[0]))
     else:
         t.add(7, "prefill of 2048 tokens >= 0.8x BF16", "-", None, "no 2048-token bf16 and df11 runs")
-    if d11 and off:
-        ratio = d11["decode_tokens_per_s"] / off["decode_tokens_per_s"]
+    ratio = ratio_of(d11, off, tps)
+    if ratio is not None:
         t.add(7, "DF11 >= 10x cpu-offload tokens/s at batch 1", f"{ratio:.1f}x", ratio >= 10)
+    elif d11 and off:
+        t.add(7, "DF11 >= 10x cpu-offload tokens/s at batch 1", "-", None,
+              why_not(tps, df11=d11, **{"cpu-offload": off}))
     else:
         t.add(7, "DF11 >= 10x cpu-offload tokens/s at batch 1", "-", None, "no df11 and cpu-offload runs at batch 1")
+
+
+def cell(x, spec, scale=1.0):  # a number of e2e.jsonl in the table, "-" where a run has none
+    return format(x / scale, spec) if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"
 
 
 def e2e_table(runs):
@@ -406,13 +521,13 @@ def e2e_table(runs):
            "decode tok/s | peak device GB | check |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in ok:
-        weights = r["weights"] + (f" ({r['variant']})" if r.get("variant") else "")
+        weights = str(r.get("weights", "?")) + (f" ({r['variant']})" if r.get("variant") else "")
         out.append(f"| {weights} | {r.get('chunk_bytes') or '-'} | {'yes' if r.get('overlap') else '-'} | "
                    f"{('MMA' if r.get('fused_mma') else 'yes') if fused_ran(r) else 'not run' if r.get('fused_gemv') else '-'} | "
                    f"{'yes' if r.get('graphs') else '-'} | "
-                   f"{r['batch']} | {r['prompt_len']} | {r['new_tokens']} | "
-                   f"{r['prefill_tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.2f} | "
-                   f"{r['peak_device_bytes'] / 1e9:.2f} | {r['check']} |")
+                   f"{r.get('batch', '-')} | {r.get('prompt_len', '-')} | {r.get('new_tokens', '-')} | "
+                   f"{cell(r.get('prefill_tokens_per_s'), '.1f')} | {cell(r.get('decode_tokens_per_s'), '.2f')} | "
+                   f"{cell(r.get('peak_device_bytes'), '.2f', 1e9)} | {r.get('check', '-')} |")
     return "\n".join(out) + failures
 
 
@@ -582,18 +697,20 @@ def main():
     sweep = read_jsonl(runs["sweep"] / "sweep" / "results.jsonl") if runs["sweep"] else []
     decode = read_jsonl(runs["decode"] / "decode" / "results.jsonl") if runs["decode"] else []
     e2e = [r for d in a.device_out for r in read_jsonl(d / "e2e.jsonl")]
-    any_row = next((r for r in sweep + decode if "device" in r), None)
+    any_row = next((r for r in sweep + decode if isinstance(r.get("device"), dict)), None)
     if any_row is not None:
         device_name = any_row["device"].get("name") or "unknown"
+        backend = any_row["device"].get("backend") or "cuda"
         start = any_row.get("meta", {}).get("start_time", "")
     else:
-        device_name = next((r.get("device") for r in e2e if r.get("device")), "unknown")
+        line = next((r for r in e2e if r.get("device")), {})
+        device_name, backend = line.get("device", "unknown"), backend_of(line) or "cuda"
         start = ""
     device_name = re.sub(r" \(sm_.*$", "", device_name)  # the e2e form carries SMs and memory
     date = a.date or (start[:10] if re.match(r"\d{4}-\d{2}-\d{2}", start) else None)
     if not date:
         sys.exit("device_report: no start_time in the results; give --date YYYY-MM-DD")
-    slug = slug_of(device_name)
+    slug = slug_of({"backend": backend, "name": device_name})
     a.reports.mkdir(parents=True, exist_ok=True)
 
     written = []
@@ -643,7 +760,8 @@ def main():
 
     t = Targets()
     decode_targets(t, decode, bench_copy_gbps(check_dir / "gpu_bench.json"))
-    sweep_targets(t, sweep, batches=experiment_batches(runs["sweep"] / "sweep" if runs["sweep"] else None))
+    sweep_targets(t, sweep, batches=experiment_batches(runs["sweep"] / "sweep" if runs["sweep"] else None, backend),
+                  decode_rows=decode)
     e2e_targets(t, e2e)
     log = without_profile_log(joined("device_check.log", False))
     if "early launch refused" in log:  # gap_decode falls back to serial launches, once per kernel

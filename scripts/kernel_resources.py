@@ -77,9 +77,25 @@ def check(doc, baseline):
                        f"{k['spill_load_bytes']} B loads")
     if baseline is not None:
         # Keyed by the demangled name: a mangled name carries a per-file hash for kernels in an
-        # anonymous namespace, which a move of the file would change.
+        # anonymous namespace, which a move of the file would change. So two kernels of one name
+        # and architecture (a function of one name in the anonymous namespaces of two .cu files)
+        # cannot be told apart: a failure, and neither is compared (one's registers would be
+        # compared with the other's).
+        twice = set()
+        for what, d in (("the results", doc), ("the baseline", baseline)):
+            objects = {}
+            for k in d["kernels"]:
+                objects.setdefault((k["name"], k["arch"]), []).append(k.get("object", "?"))
+            for (name, arch), objs in objects.items():
+                if len(objs) > 1:
+                    bad.append(f"{name} [{arch}]: {len(objs)} kernels of this name in {what} (objects "
+                               f"{', '.join(objs)}): they cannot be matched with the baseline by name; "
+                               f"give them distinct names")
+                    twice.add((name, arch))
         base = {(k["name"], k["arch"]): k for k in baseline["kernels"]}
         for k in doc["kernels"]:
+            if (k["name"], k["arch"]) in twice:
+                continue
             b = base.get((k["name"], k["arch"]))
             if b is None:
                 continue  # a new kernel has no baseline yet

@@ -172,12 +172,31 @@ def collect(build_dir, tools):
     return {"schema_version": 1, "kernels": kernels}
 
 
+def duplicate_names(doc):
+    """{name: [objects]} of the kernel names that occur more than once in doc."""
+    objects = {}
+    for k in doc["kernels"]:
+        objects.setdefault(k["name"], []).append(k.get("object", "?"))
+    return {name: objs for name, objs in objects.items() if len(objs) > 1}
+
+
 def check(doc, baseline):
     """(failures, improvements) against the baseline, kernels keyed by demangled name (a mangled
-    name carries a per-file hash for kernels in an anonymous namespace)."""
+    name carries a per-file hash for kernels in an anonymous namespace). A name twice in either
+    (a function of one name in the anonymous namespaces of two .cu files) is a failure and its
+    kernels are not compared: matched by name, one's loops would be compared with the other's,
+    and a loop that grew could read as shorter."""
     bad, better = [], []
+    twice = {}
+    for what, d in (("the results", doc), ("the baseline", baseline)):
+        for name, objs in duplicate_names(d).items():
+            bad.append(f"{name}: {len(objs)} kernels of this name in {what} (objects {', '.join(objs)}): they cannot "
+                       f"be matched with the baseline by name; give them distinct names")
+            twice[name] = objs
     base = {k["name"]: k for k in baseline["kernels"]}
     for k in doc["kernels"]:
+        if k["name"] in twice:
+            continue
         b = base.get(k["name"])
         if b is None:
             continue  # a new kernel has no baseline yet

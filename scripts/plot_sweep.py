@@ -152,6 +152,13 @@ def md_escape(text):
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def palette(n):
+    """The colours of n variants and methods: tab10's, or past 9 tab20's (repeated past 18), less
+    their greys (tab10's 8th, tab20's 15th and 16th): grey is the offload baselines' (Style.FIXED),
+    and the H200 run of 2026-11-28 drew df11-fused in tab20's grey beside them."""
+    return [c for c in plt.get_cmap("tab10" if n <= 9 else "tab20").colors if not (c[0] == c[1] == c[2])]
+
+
 class Style:
     """One colour per decoder variant (shared by df11, df11-overlap, df11-chunked and
     df11-pipelined, which differ by line style), fixed greys for the baselines, so a variant
@@ -162,9 +169,9 @@ class Style:
     def __init__(self, rows):
         variants = sorted({r["case"].get("variant") or "" for r in rows} - {""})
         others = sorted({r["case"]["method"] for r in rows} - set(LATENCY_ORDER) - set(NOT_LATENCY))
-        cmap = plt.get_cmap("tab10" if len(variants) + len(others) <= 10 else "tab20")
-        self.variant_color = {v: cmap(i % cmap.N) for i, v in enumerate(variants)}
-        self.method_color = {m: cmap((len(variants) + i) % cmap.N) for i, m in enumerate(others)}
+        colors = palette(len(variants) + len(others))
+        self.variant_color = {v: colors[i % len(colors)] for i, v in enumerate(variants)}
+        self.method_color = {m: colors[(len(variants) + i) % len(colors)] for i, m in enumerate(others)}
 
     def color(self, s):
         method, variant = s
@@ -371,7 +378,18 @@ def plot_decode(run, key, decodes, copy):
     values = [gbps(r) for r in decodes]
     x = np.arange(len(decodes))
     med = np.array([v[0] for v in values])
+    # Whiskers from the GB/s at the q3 and q1 times. A row whose quartiles do not bracket its
+    # median (q3 < median or q1 > median: a writer's error, or rounding) would give a negative
+    # whisker, which matplotlib refuses: clipped to none, and said.
     err = np.array([[v[0] - v[1] for v in values], [v[2] - v[0] for v in values]])
+    for r, lo, hi in zip(decodes, *err):
+        if lo < 0 or hi < 0:
+            s = r["summary"]
+            print(f"plot_sweep: {run.dir / 'results.jsonl'}:{r['_line']}: warning: decode "
+                  f"{r['case'].get('variant') or '(default)'} of {key[1]}: q1 {s['q1_s']:g} s, "
+                  f"median {s['median_s']:g} s, q3 {s['q3_s']:g} s do not bracket the median; its error bar "
+                  f"is clipped to the median", file=sys.stderr)
+    err = np.clip(err, 0, None)
     colors = [run.style.color(("decode", r["case"].get("variant") or "")) for r in decodes]
     ax.bar(x, med, yerr=err, capsize=4, color=colors, width=0.6, label="decode (median, q1-q3)")
     for xi, m in zip(x, med):
@@ -567,7 +585,9 @@ def write_report(run, sections, decode_sections, elapsed_note):
         out += [md_table(["unit", "method", "variant", "batch", "difference from bf16"], rows, "lllrl"), ""]
 
     out += ["## Rows not passed (not plotted)", ""]
-    if run.not_passed:
+    if not run.rows:
+        out += ["None: results.jsonl has no readable row.", ""]
+    elif run.not_passed:
         rows = [[r["case"]["experiment"], r["case"]["unit"], r["case"]["method"], series_of(r)[1] or "-",
                  str(r["case"]["batch"]), r["disposition"], r.get("reason") or ""] for r in run.not_passed]
         out += [md_table(["experiment", "unit", "method", "variant", "batch", "disposition", "reason"], rows, "llllrll"), ""]

@@ -2,7 +2,8 @@
 # scripts/device_report.py on a fake device-check output folder (fake sweep rows from
 # make_fake_results.py, the decode rows of the same, crafted e2e rows): the three report
 # directories appear, the README's target table has a verdict for every target of issues 4, 5
-# and 7, and "not measured" where the rows are missing; an existing report is not overwritten.
+# and 7, and "not measured" where the rows are missing; an existing report is not overwritten; a
+# run of the cpu backend gets directories named "cpu" and no verdict.
 # Usage: test_device_report.sh SOURCE_DIR SCRATCH_DIR
 set -uo pipefail
 src=${1:?usage: test_device_report.sh SOURCE_DIR SCRATCH_DIR}
@@ -15,7 +16,7 @@ fail() {
   failures=$((failures + 1))
 }
 
-"$py" "$src/tests/gate/make_fake_results.py" "$scratch/out/sweep" --layers 1 || exit 1
+"$py" "$src/tests/gate/make_fake_results.py" "$scratch/out/sweep" --layers 1 --incorrect || exit 1
 "$py" - "$scratch/out" <<'PY' || exit 1
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
@@ -27,6 +28,11 @@ for k in ("median_s", "min_s", "q1_s", "q3_s"):
     off["summary"][k] *= 5.0  # the official kernel five times slower than that variant
 off["summary"]["gbps"] /= 5.0
 dec.append(off)
+# An incorrect decoder of the decode run: the bit-identical target counts it beside the sweep's.
+bad = json.loads(json.dumps(off))
+bad["case"]["variant"], bad["disposition"], bad["summary"] = "wrong", "incorrect", None
+bad["reason"] = "decoded unit differs from the weights at element 9 (fake)"
+dec.append(bad)
 (out / "decode/results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dec))
 def faster_copy(method, as_method, factor):
     """The fastest passed `method` row at batch 1 of layer 1, renamed `as_method`, its times x factor."""
@@ -139,7 +145,8 @@ for needle in "| 4 | best variant >= 3x official-ptx |" "| 4 | best variant >= 6
   "| - | CUDA graphs: BF16 decode tokens/s with / without at batch 1 | 1.27x | info |" "| df11 | - | - | - | yes | 1 | 128 |" \
   "| df11 | whole blocks | 1 | 25.000 | 20.000 | 5.000 (20%) | 12.000 | 7.000 | 0.000 | 0.500 | 0.500 | 0.000 | 444 | 625 (idle 125) |" \
   "| bf16 | - | 64 | 0.000 | 20.000 | - | 0.000 | 20.000 | 0.000 | 0.000 | 0.000 | 0.000 | 280 | - |" \
-  "| df11 | - | - | not run | - | 8 | 128 |"; do
+  "| df11 | - | - | not run | - | 8 | 128 |" \
+  "| 5 | every verified method bit-identical | 2 incorrect row(s) (1 of the decode run), 1 not run | FAIL |"; do
   grep -qF -- "$needle" "$readme" || fail "README.md lacks '$needle'"
 done
 grep -qF "DF11 fused decode+GEMV decode tokens/s / BF16 at batch 8" "$readme" &&
@@ -187,6 +194,31 @@ if err=$("$py" "$src/scripts/device_report.py" "$scratch/out" --reports "$report
 elif ! grep -q "use --force" <<<"$err"; then
   fail "a second report into the same directory failed for another reason: $err"
 fi
+# A run of the cpu backend: its directories are named by promote_baseline's slug ("cpu", as
+# run_sweep's and the baselines' are), no GPU target is judged on its rows, and the batches the
+# experiment asks of it are its [cpu] table's, not [cuda]'s.
+mkdir -p "$scratch/cpu_out/sweep"
+"$py" - "$scratch/out/sweep/results.jsonl" "$scratch/cpu_out/sweep/results.jsonl" <<'PY' || exit 1
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+with open(sys.argv[2], "w") as f:
+    for r in rows:
+        if r["case"]["batch"] in (0, 1, 4, 16, 64):  # the [cpu] table's batches
+            r["device"] = dict(r["device"], backend="cpu", name="AMD EPYC 7B13")
+            f.write(json.dumps(r) + "\n")
+PY
+cp "$src/experiments/nemo_layer.toml" "$scratch/cpu_out/sweep/"
+"$py" "$src/scripts/device_report.py" "$scratch/cpu_out" --reports "$scratch/cpu_reports" >"$scratch/cpu_log" 2>&1 ||
+  { cat "$scratch/cpu_log"; fail "device_report.py on a cpu run exited non-zero"; }
+[[ -d $scratch/cpu_reports/2026-11-27_cpu_device_check && -d $scratch/cpu_reports/2026-11-27_cpu_nemo_layer ]] ||
+  fail "a cpu run's report directories are not named <date>_cpu_*: $(ls "$scratch/cpu_reports")"
+cpu_readme=$scratch/cpu_reports/2026-11-27_cpu_device_check/README.md
+judged=$(grep -E '^\| [457] \|' "$cpu_readme" | grep -vF "| not measured |")
+[[ -z $judged ]] || fail "targets judged on a cpu run: $judged"
+grep -qE '^\| 5 \| best df11 <= 2\.9x bf16 at batch 1 \| [0-9.]+x .*\| not measured \| backend cpu' "$cpu_readme" ||
+  fail "the cpu run's batch-1 target does not say its backend: $(grep 'at batch 1 |' "$cpu_readme")"
+grep -F "| every df11 method faster than cpu-offload |" "$cpu_readme" | grep -qF "no passed cpu-offload row at batch" &&
+  fail "the cpu run was read against the [cuda] table's batches"
 if ((failures)); then
   echo "$failures failure(s)"
   exit 1

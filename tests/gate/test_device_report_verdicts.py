@@ -3,7 +3,9 @@
 'not measured' each where they belong, thresholds inclusive as the issues state them (a ratio
 that equals the limit passes), and the cases a review found read wrong (cpu-offload missing at a
 batch, a graph replay that differed, checks of other layouts, eager against graphed rows, FAILs
-of a run that did not reach every row). Usage: test_device_report_verdicts.py SOURCE_DIR"""
+of a run that did not reach every row, nothing verified, the decode run's incorrect rows, a faster
+eager row beside a graphed one, rows of the cpu backend, e2e rates of 0 or NaN, a missing
+peak_device_bytes, a lone run at another prompt length). Usage: test_device_report_verdicts.py SOURCE_DIR"""
 import sys
 import pathlib
 
@@ -13,9 +15,13 @@ import device_report as dr  # noqa: E402
 failures = []
 
 
-def verdicts(fill, *args):
+def verdicts(fill, *args, **kw):
     t = dr.Targets()
-    fill(t, *args)
+    try:
+        fill(t, *args, **kw)
+    except Exception as e:  # a crash is a failure of the case, not the end of the others
+        failures.append(f"{fill.__name__} raised {type(e).__name__}: {e}")
+        return {}
     return {r[1]: (r[3], r[2], r[4]) for r in t.rows}
 
 
@@ -90,6 +96,44 @@ mismatch = row("df11", 2, None, disposition="not_run",
 expect(verdicts(dr.sweep_targets, base() + [mismatch]), BIT, "FAIL", "replay mismatch")
 expect(verdicts(dr.sweep_targets, base() + [row("df11", 2, None, disposition="incorrect", reason="x")]), BIT,
        "FAIL", "incorrect row")
+# Nothing verified is not "0 incorrect": a sweep whose every row was not run is not measured, and
+# says how many were not run.
+unrun = [row(m, 1, None, disposition="not_run", reason="interrupted (SIGTERM)") for m in ("bf16", "df11")]
+v = verdicts(dr.sweep_targets, unrun)
+expect(v, BIT, "not measured", "every row not run")
+if v.get(BIT) and "2 not run" not in v[BIT][1]:
+    failures.append(f"the bit-identical row does not count the rows not run: {v[BIT]}")
+expect(verdicts(dr.sweep_targets, base() + unrun), BIT, "PASS", "some rows passed, some not run")
+# The decode run's incorrect rows (its own results.jsonl) fail the target as the sweep's do.
+bad_decode = [row("decode", 0, 1.0, variant="fast"), row("decode", 0, None, variant="bad", disposition="incorrect",
+                                                         reason="decoded unit differs at element 7")]
+v = verdicts(dr.sweep_targets, base(), decode_rows=bad_decode)
+expect(v, BIT, "FAIL", "an incorrect row of the decode run")
+if v.get(BIT) and "(1 of the decode run)" not in v[BIT][1]:
+    failures.append(f"the bit-identical row does not say the incorrect row is the decode run's: {v[BIT]}")
+expect(verdicts(dr.sweep_targets, [], decode_rows=bad_decode), BIT, "FAIL", "the decode run's incorrect row alone")
+# The best row is the best of those timed as bf16 was: an eager df11 row (its capture failed) faster
+# than the graphed ones neither counts nor hides the graphed row that passes.
+v = verdicts(dr.sweep_targets, base() + [row("df11-rev", 1, 20.0, graph=False)])
+expect(v, B1, "PASS", "a faster eager row beside a graphed row at the limit")
+if v.get(B1) and v[B1][1] != "2.90x (v)":
+    failures.append(f"the batch-1 target did not take the graphed row: {v[B1]}")
+# Rows of the cpu backend: ratios of a CPU say nothing of a GPU's targets; none is judged.
+cpu_rows = base()
+for r in cpu_rows:
+    r["device"] = {"backend": "cpu", "name": "AMD EPYC"}
+v = verdicts(dr.sweep_targets, cpu_rows)
+for target in (B1, B2048, B4096, CH, OFF, BIT):
+    expect(v, target, "not measured", "cpu backend")
+    if v.get(target) and not v[target][2].startswith("backend cpu"):
+        failures.append(f"cpu backend: '{target}' does not name the backend: {v[target]}")
+expect(verdicts(dr.decode_targets, [dict(r, device={"backend": "cpu"}) for r in
+                                    (row("decode", 0, 1.0), row("decode", 0, 3.0, variant="official-ptx"))]),
+       "best variant >= 3x official-ptx", "not measured", "cpu backend, decode rows")
+# ... and the cuda rows judged after them are judged again.
+expect(verdicts(lambda t: (dr.sweep_targets(t, cpu_rows), dr.sweep_targets(t, base()))), B1, "PASS",
+       "cuda rows after cpu rows")
+
 # The SM clock during the samples, where NVML read it: an info row counting throttled rows.
 rows = base()
 for r in rows:
@@ -144,6 +188,42 @@ expect(verdicts(dr.e2e_targets, e2e(extra=[run("df11", check="failed", graphs=Tr
 err = {"run": "--weights df11 --check --overlap --batch 1", "error": "out of memory"}
 expect(verdicts(dr.e2e_targets, e2e(extra=[err])), CHK, "not measured", "a --check run errored")
 expect(verdicts(dr.e2e_targets, [err]), CHK, "not measured", "no check finished")
+
+# generate writes 0 tokens/s where it timed no decode step, NaN arrives as null (nlohmann) or NaN,
+# a run may lack peak_device_bytes: none is a measurement, none crashes the report.
+for bad in (0.0, None, float("nan")):
+    rows = e2e()
+    rows[0]["decode_tokens_per_s"] = bad  # bf16 at batch 1
+    v = verdicts(dr.e2e_targets, rows)
+    for target in (DEC, CHD):
+        expect(v, target, "not measured", f"bf16 decode_tokens_per_s {bad}")
+    expect(v, MEM, "PASS", f"bf16 decode_tokens_per_s {bad}: memory still measured")
+    v = verdicts(dr.e2e_targets, e2e(df11=bad, chunked=bad))
+    for target in (DEC, CHD, OFF7):
+        expect(v, target, "not measured", f"df11 decode_tokens_per_s {bad}")
+expect(verdicts(dr.e2e_targets, e2e(prefill=0.0)), PRE, "not measured", "df11 prefill_tokens_per_s 0")
+rows = e2e()
+del rows[1]["peak_device_bytes"]
+v = verdicts(dr.e2e_targets, rows)
+expect(v, MEM, "not measured", "no peak_device_bytes")
+expect(v, DEC, "PASS", "no peak_device_bytes: the rate still measured")
+rows = e2e(extra=[run("df11", tps=50.0, fused_gemv=True, peak=None)])
+if verdicts(dr.e2e_targets, rows).get("DF11 fused decode+GEMV decode tokens/s / BF16 at batch 1", ("",))[0] != "info":
+    failures.append("a fused run without peak_device_bytes lost its info row")
+try:
+    if "| df11 | - | - | yes |" not in dr.e2e_table(rows + [{"weights": "bf16", "decode_tokens_per_s": 0}]):
+        failures.append("e2e_table does not list runs that lack fields")
+except (KeyError, TypeError) as e:
+    failures.append(f"e2e_table on runs that lack fields raised {type(e).__name__}: {e}")
+# The batch-1 pairs at the shortest prompt that has one: a lone bf16 run at 64 tokens (listed first)
+# does not leave the targets without their runs at 128.
+v = verdicts(dr.e2e_targets, [run("bf16", prompt=64, tps=1000.0)] + e2e())
+for target in (MEM, DEC, CHD, OFF7):
+    expect(v, target, "PASS", "a lone bf16 run at another prompt length")
+# e2e lines of the cpu backend: not judged.
+v = verdicts(dr.e2e_targets, [dict(r, backend="cpu", device="cpu") for r in e2e()])
+for target in (MEM, DEC, CHK, CHD, PRE, OFF7):
+    expect(v, target, "not measured", "cpu e2e runs")
 
 # --fused-mma runs (the tensor-core kernel) get rows of their own: not read as the GEMV kernels',
 # whose row stays the GEMV run's; and neither moves a target but --check (below). Listed first and

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs scripts/plot_sweep.py on a fake run (tests/gate/make_fake_results.py, ending with a
 # half-written line) and checks that every expected figure and report.md exist, are non-empty
-# PNGs / markdown, and that rows that did not pass are listed but not plotted.
+# PNGs / markdown, and that rows that did not pass are listed but not plotted; then a run with no
+# rows, decode rows whose quartiles do not bracket the median, and the variants' colours.
 # Usage: test_plot_sweep.sh SOURCE_DIR SCRATCH_DIR
 set -uo pipefail
 
@@ -11,7 +12,7 @@ py=/usr/bin/python3  # Debian's interpreter has matplotlib (scripts/setup)
 rm -rf "$run"
 mkdir -p "$run"
 
-"$py" "$src/tests/gate/make_fake_results.py" "$run" --partial || exit 1
+"$py" "$src/tests/gate/make_fake_results.py" "$run" --partial --incorrect || exit 1
 "$py" "$src/scripts/plot_sweep.py" "$run" || { echo "FAIL: plot_sweep.py exited non-zero"; exit 1; }
 
 failures=0
@@ -104,6 +105,45 @@ empty=$(dirname "$run")/empty_run
 rm -rf "$empty" && mkdir -p "$empty" && echo '{"schema_version": 1, "case":' >"$empty/results.jsonl"
 "$py" "$src/scripts/plot_sweep.py" "$empty" || fail "plot_sweep.py failed on a run with no readable rows"
 [[ -s $empty/report.md ]] || fail "no report.md for a run with no readable rows"
+grep -qF "every row passed" "$empty/report.md" && fail "a run with no readable rows says every row passed"
+grep -qF "None: results.jsonl has no readable row." "$empty/report.md" || fail "a run with no rows does not say so"
+
+# Decode rows whose quartiles do not bracket the median (q3 below it, q1 above it): the figure is
+# drawn, their whiskers clipped, and each is named in a warning.
+skew=$(dirname "$run")/skew_run
+rm -rf "$skew" && mkdir -p "$skew"
+"$py" - "$run/results.jsonl" "$skew/results.jsonl" <<'PY' || exit 1
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]).read().splitlines()[:-1] if l.strip()]
+decodes = [r for r in rows if r["case"]["method"] == "decode" and r["disposition"] == "passed"]
+decodes[0]["summary"]["q3_s"] = decodes[0]["summary"]["median_s"] * 0.9
+decodes[1]["summary"]["q1_s"] = decodes[1]["summary"]["median_s"] * 1.1
+open(sys.argv[2], "w").write("".join(json.dumps(r) + "\n" for r in rows))
+PY
+"$py" "$src/scripts/plot_sweep.py" "$skew" >/dev/null 2>"$skew/stderr" ||
+  fail "plot_sweep.py failed on quartiles that do not bracket the median: $(tail -2 "$skew/stderr")"
+(($(grep -c "do not bracket the median; its error bar is clipped" "$skew/stderr") == 2)) ||
+  fail "the rows with quartiles outside the median are not warned of: $(cat "$skew/stderr")"
+[[ -s $skew/decode_model.layers.1.png ]] || fail "no decode figure for the rows with skewed quartiles"
+
+# The variants' colours: no grey (the offload baselines' colour; tab10 and tab20 hold greys) and,
+# up to 18 variants, no two alike.
+"$py" - "$src/scripts" <<'PY' || fail "the variants' colours"
+import sys
+sys.path.insert(0, sys.argv[1])
+import plot_sweep
+for n in (3, 9, 10, 16, 18):
+    rows = [{"case": {"method": "df11", "variant": f"v{i:02d}"}} for i in range(n)]
+    rows.append({"case": {"method": "df11-fused", "variant": None}})  # a method of its own colour
+    style = plot_sweep.Style(rows)
+    colors = [style.color(("df11", f"v{i:02d}")) for i in range(n)] + [style.color(("df11-fused", ""))]
+    grey = [c for c in colors if c[0] == c[1] == c[2]]
+    if grey:
+        sys.exit(f"{n} variants: {len(grey)} grey colour(s)")
+    if n < 18 and len(set(colors)) != len(colors):
+        sys.exit(f"{n} variants and a method: {len(colors) - len(set(colors))} colour(s) used twice")
+print("variant colours: no grey, no two alike")
+PY
 
 if ((failures)); then
   echo "$failures failure(s)"

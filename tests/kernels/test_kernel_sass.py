@@ -2,12 +2,14 @@
 """scripts/kernel_sass.py on made-up SASS (no cuobjdump needed): the loops, their nesting and
 barriers, their shortest and longest iterations (predicated instructions counted, an inner
 loop's back edge not taken), the kernel's closing branch to itself not a loop; the check fails
-on a longer iteration and on a changed loop structure and lists shorter ones."""
+on a longer iteration and on a changed loop structure and lists shorter ones. Both checks,
+kernel_sass.py's and kernel_resources.py's, fail on two kernels of one name."""
 import copy
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+import kernel_resources  # noqa: E402
 import kernel_sass  # noqa: E402
 
 
@@ -89,6 +91,36 @@ def main():
     assert len(bad) == 1 and "3 loops in the baseline, 2 now" in bad[0], bad
     new_kernel = {"kernels": doc["kernels"] + [{"name": "other()", "loops": []}]}
     assert kernel_sass.check(new_kernel, doc) == ([], [])  # no baseline for it yet
+
+    # Two kernels of one demangled name (an anonymous-namespace function in two .cu files): matched
+    # by name, the first's loop that grew would be compared with the second's shorter baseline and
+    # read as shorter. Either file holding a name twice is a failure, and neither is compared.
+    def anon(obj, cycles):
+        return {"name": "(anonymous namespace)::decode()", "object": obj,
+                "loops": [{"head": "0x20", "min_cycle": cycles, "max_cycle": cycles}]}
+    twice = {"kernels": [anon("a.cu.o", 6), anon("b.cu.o", 10)]}  # a.cu's loop grew from 5
+    base = {"kernels": [anon("a.cu.o", 5), anon("b.cu.o", 10)]}  # by name, a.cu's 6 against b.cu's 10
+    bad, better = kernel_sass.check(twice, base)
+    assert not better, better
+    assert len(bad) == 2 and all("(anonymous namespace)::decode(): 2 kernels of this name" in b for b in bad), bad
+    assert "in the results (objects a.cu.o, b.cu.o)" in bad[0] and "in the baseline" in bad[1], bad
+    once = {"kernels": [anon("a.cu.o", 5)]}
+    bad, _ = kernel_sass.check(once, base)
+    assert len(bad) == 1 and "in the baseline" in bad[0], bad
+    bad, _ = kernel_sass.check(twice, once)
+    assert len(bad) == 1 and "in the results" in bad[0], bad
+
+    # kernel_resources.py's check keys kernels by (demangled name, arch) alike.
+    def resources(obj, registers, arch="sm_90"):
+        return {"name": "(anonymous namespace)::decode()", "arch": arch, "object": obj, "registers": registers,
+                "static_smem_bytes": 0, "spill_store_bytes": 0, "spill_load_bytes": 0}
+    base = {"kernels": [resources("a.cu.o", 32), resources("b.cu.o", 64)]}
+    bad = kernel_resources.check({"kernels": [resources("a.cu.o", 48), resources("b.cu.o", 64)]}, base)
+    assert len(bad) == 2, bad
+    assert all("(anonymous namespace)::decode() [sm_90]: 2 kernels of this name" in b for b in bad), bad
+    # One kernel built for two architectures is two entries, not a duplicate.
+    two_archs = {"kernels": [resources("a.cu.o", 32), resources("a.cu.o", 40, "sm_80")]}
+    assert kernel_resources.check(two_archs, two_archs) == [], kernel_resources.check(two_archs, two_archs)
 
     warp = kernel_sass.loops(kernel_sass.parse_sass(WARP)["_Z4warpv"])
     # IADD3, BRA.DIV (not taken), SHFL, @P0 BRA; the slow path's branch back in is no loop.
