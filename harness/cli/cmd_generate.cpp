@@ -719,6 +719,20 @@ int run_generate(const GenerateArgs& a) {
     source = e2e::open_checkpoint(a.model_dir, a.threads,
                                   a.config.empty() ? std::nullopt : std::optional<std::filesystem::path>(a.config));
   }
+  // A --check on the cpu backend with DF11's own decoder (no --variant) tests decode_cpu, which
+  // also made the BF16 words of a DF11 directory's units: those come from the serial reference
+  // decoder instead, or the check would pass whatever decode_cpu gave.
+  const auto checks_decode_cpu = [](const GenerateArgs& r) {
+    try {
+      return r.check && r.variant.empty() && e2e::resolve_backend(r.backend) == e2e::Backend::cpu;
+    } catch (const std::exception&) {  // a run whose backend cannot be had fails as that run
+      return false;
+    }
+  };
+  if (runs.empty() ? checks_decode_cpu(a)
+                   : std::any_of(runs.begin(), runs.end(), [&](const auto& run) { return checks_decode_cpu(run.second); })) {
+    source->set_reference_decode(true);
+  }
   if (runs.empty()) return run_one(a, *source, nullptr, tok, stop_ids, t_setup, "");
 
   // Several runs: the units are loaded (synthesized, read) once and kept with every form a run

@@ -166,7 +166,8 @@ std::shared_ptr<const std::vector<uint16_t>> UnitFeed::shared_bf16() {
     flat_ = std::make_shared<const std::vector<uint16_t>>(std::move(flat));
     unit_bf16_->tensors.clear();  // keep names only: the flat copy is the data now
   } else {
-    flat_ = std::make_shared<const std::vector<uint16_t>>(decode_cpu(*encoded_.front(), threads_));
+    flat_ = std::make_shared<const std::vector<uint16_t>>(reference_decode_ ? decode_reference(*encoded_.front())
+                                                                            : decode_cpu(*encoded_.front(), threads_));
   }
   return flat_;
 }
@@ -439,10 +440,13 @@ class Df11Source final : public WeightSource {
     EncodedUnit e = ckpt_.load_checked(spec, threads_);
     ckpt_.release(spec);
     UnitMap map = map_unit(shape_, unit, spec.name, e.tensor_names, e.tensor_shapes);
-    return UnitFeed(unit, std::move(map), std::move(e), threads_);
+    UnitFeed feed(unit, std::move(map), std::move(e), threads_);
+    feed.set_reference_decode(reference_decode_);
+    return feed;
   }
 
  private:
+  [[nodiscard]] bool encoded_only() const override { return true; }
   ckpt::Df11Checkpoint ckpt_;
   std::vector<const ckpt::UnitSpec*> units_;
   int threads_;

@@ -135,6 +135,11 @@ class UnitFeed {
   [[nodiscard]] const synth::UnitPlan* synthetic_plan() const {
     return plan_ && device_fillable_ ? &*plan_ : nullptr;
   }
+  // A unit that arrived encoded only: its BF16 words (bf16()) by decode_reference, the serial
+  // oracle, instead of decode_cpu (~30 against ~900 M words/s on this VM's 2 cores). For a
+  // --check on the cpu backend, where the DF11 model under test decodes with decode_cpu itself:
+  // a partner made by the same decoder would agree with it whatever it decoded.
+  void set_reference_decode(bool on) { reference_decode_ = on; }
 
  private:
   int unit_;
@@ -146,6 +151,7 @@ class UnitFeed {
   bool device_fillable_ = false;
   std::shared_ptr<const std::vector<uint16_t>> flat_;
   std::vector<std::shared_ptr<const EncodedUnit>> encoded_;  // one per layout asked for
+  bool reference_decode_ = false;
 };
 
 class WeightSource {
@@ -157,8 +163,17 @@ class WeightSource {
   [[nodiscard]] const std::string& description() const { return description_; }
   // Loads one unit (see n_units). Throws df11::Error naming the file and tensor.
   [[nodiscard]] virtual UnitFeed load(int unit) const = 0;
+  // Units that arrive encoded (a DF11 directory) make their BF16 words with decode_reference
+  // (UnitFeed::set_reference_decode); said in the description. Other sources have BF16 words
+  // of their own and ignore it.
+  void set_reference_decode(bool on) {
+    if (on && !reference_decode_ && encoded_only()) description_ += " (BF16 words by the serial reference decoder)";
+    reference_decode_ = on;
+  }
 
  protected:
+  [[nodiscard]] virtual bool encoded_only() const { return false; }
+  bool reference_decode_ = false;
   ModelShape shape_{};
   Norms norms_;
   std::string description_;

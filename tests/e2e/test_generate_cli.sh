@@ -293,6 +293,17 @@ rm -rf "$eosdir"
 # weight form (a GPU decoder would read the stream unchecked), never garbage tokens.
 ckdir=$(mktemp -d)
 if "$df11" synth --arch tiny "$ckdir/bf16" >/dev/null 2>&1 && "$df11" compress "$ckdir/bf16" "$ckdir/df11" >/dev/null 2>&1; then
+  # --check on the cpu backend with decode_cpu under test: the BF16 partner's words come from the
+  # serial reference decoder (the same decoder on both sides would agree whatever it gave); with
+  # a --variant (its host emulation under test) or without --check, from decode_cpu.
+  out=$("$df11" generate --model "$ckdir/df11" --prompt-ids 1,2 --max-new-tokens 2 --weights df11 --backend cpu --check 2>&1)
+  [[ $out == *"(BF16 words by the serial reference decoder)"* && $out == *"check: passed"* ]] ||
+    fail "a cpu --check of a DF11 directory does not take its BF16 words from the reference decoder: $out"
+  for extra in "" "--check --variant multi12n.gap5-fix64.exp-smem-v16.t256.b8.persist"; do
+    # shellcheck disable=SC2086
+    out=$("$df11" generate --model "$ckdir/df11" --prompt-ids 1,2 --max-new-tokens 2 --weights df11 --backend cpu $extra 2>&1)
+    [[ $out == *"row 0"* && $out != *"reference decoder"* ]] || fail "generate $extra: $out"
+  done
   python3 - "$ckdir/df11/model_layers_0.safetensors" <<'PY' || fail "could not damage the stream"
 import json, struct, sys
 path = sys.argv[1]
