@@ -169,7 +169,12 @@ ModelConfig parse_config(const json& j, const std::string& where) {
   a.intermediate_size = positive_int(j, "intermediate_size", where, 0, kMaxIntermediate);
   a.num_hidden_layers = positive_int(j, "num_hidden_layers", where, 0, kMaxLayers);
   a.num_attention_heads = positive_int(j, "num_attention_heads", where, 0, kMaxHeads);
-  a.num_key_value_heads = positive_int(j, "num_key_value_heads", where, a.num_attention_heads, kMaxHeads);
+  // Missing: transformers' MistralConfig defaults to 8 KV heads (an explicit null there, and
+  // every other model type here, means one per query head, as Llama's).
+  const bool mistral = j.contains("model_type") && j["model_type"] == "mistral";
+  a.num_key_value_heads = positive_int(j, "num_key_value_heads", where,
+                                       mistral && !j.contains("num_key_value_heads") ? 8 : a.num_attention_heads,
+                                       kMaxHeads);
   a.head_dim = positive_int(j, "head_dim", where, a.hidden_size / a.num_attention_heads, kMaxHeadDim);
   a.vocab_size = positive_int(j, "vocab_size", where, 0, kMaxVocab);
   a.rope_theta = number_or(j, "rope_theta", where, a.rope_theta);

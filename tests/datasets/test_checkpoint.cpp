@@ -150,8 +150,19 @@ TEST_CASE("config.json is parsed into the architecture", "[checkpoint]") {
               {"tie_word_embeddings", true}};
     const ModelConfig d = parse_config(j, "x/config.json");
     CHECK(d.arch->head_dim == 64);            // hidden / heads
-    CHECK(d.arch->num_key_value_heads == 4);  // = heads
+    CHECK(d.arch->num_key_value_heads == 4);  // = heads (no model_type)
     CHECK(d.arch->rope_theta == 500000.0);
+    // transformers' MistralConfig: 8 KV heads when the key is missing, = heads when null.
+    json m = j;
+    m["num_attention_heads"] = 16;
+    m["hidden_size"] = 1024;
+    m["model_type"] = "mistral";
+    CHECK(parse_config(m, "m/config.json").arch->num_key_value_heads == 8);
+    m["num_key_value_heads"] = nullptr;
+    CHECK(parse_config(m, "m/config.json").arch->num_key_value_heads == 16);
+    m["model_type"] = "llama";
+    m.erase("num_key_value_heads");
+    CHECK(parse_config(m, "m/config.json").arch->num_key_value_heads == 16);
     CHECK(d.arch->torch_dtype == "bfloat16");
     CHECK(d.arch->tie_word_embeddings);
     const auto names = architecture_tensors(*d.arch);

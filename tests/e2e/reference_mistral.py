@@ -108,7 +108,9 @@ class Mistral:
             if name.endswith(".safetensors"):
                 self.w.update(read_safetensors(os.path.join(model_dir, name)))
         self.heads = c["num_attention_heads"]
-        self.kv_heads = c.get("num_key_value_heads") or self.heads
+        # transformers' MistralConfig: 8 when the key is missing, one per query head when null.
+        default_kv = 8 if c.get("model_type") == "mistral" and "num_key_value_heads" not in c else self.heads
+        self.kv_heads = c.get("num_key_value_heads") or default_kv
         self.d = c.get("head_dim") or c["hidden_size"] // self.heads
         self.layers = c["num_hidden_layers"]
         self.eps = c["rms_norm_eps"]
