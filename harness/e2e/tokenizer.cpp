@@ -356,17 +356,24 @@ std::vector<int32_t> TekkenTokenizer::encode(std::string_view text, bool bos) co
 }
 
 std::string TekkenTokenizer::decode(std::span<const int32_t> ids) const {
-  std::string bytes;
+  // Control tokens carry no text, and they end a run of text tokens: each run's bytes are made
+  // valid UTF-8 on their own (as mistral_common decodes a group of non-special tokens at a
+  // time), so bytes of one character split by a control token are two invalid pieces, not one
+  // character.
+  std::string out, run;
   for (const int32_t id : ids) {
-    if (id < num_special_) continue;  // control tokens carry no text
+    if (id < num_special_) {
+      append_sanitized(out, run);
+      run.clear();
+      continue;
+    }
     const auto r = static_cast<std::size_t>(id - num_special_);
     if (r >= tokens_.size())
       throw Error(
           fmt::format("tokenizer: id {} is outside the vocabulary of {}", id, vocab_size()));
-    bytes += tokens_[r];
+    run += tokens_[r];
   }
-  std::string out;
-  append_sanitized(out, bytes);
+  append_sanitized(out, run);
   return out;
 }
 

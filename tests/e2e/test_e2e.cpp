@@ -1065,6 +1065,11 @@ TEST_CASE("tekken: ids equal mistral_common's on the fixture tokenizer", "[e2e][
   CHECK(bytes({0x41, 0xE2, 0x82}) == "A" + R);  // truncated: one
   CHECK(bytes({0x41, 0xF0, 0x9F, 0x98, 0x42}) == "A" + R + "B");
   CHECK(bytes({0xE2, 0x82, 0xAC, 0xF0, 0x9F, 0x98, 0x80}) == "\xE2\x82\xAC\xF0\x9F\x98\x80");
+  // A control token ends a run of text tokens, each run decoded on its own (mistral_common
+  // decodes the groups between special tokens apart): a character split by one is two bad pieces.
+  const int32_t s = tok.num_special();
+  CHECK(tok.decode(std::vector<int32_t>{s + 0xE2, 2, s + 0x82, s + 0xAC}) == R + R + R);  // E2 | 82 | AC
+  CHECK(tok.decode(std::vector<int32_t>{s + 0xE2, s + 0x82, s + 0xAC, 2, s + 0x41}) == "\xE2\x82\xAC" "A");
   // Any bytes decode to valid UTF-8 (encode refuses anything else), which encodes back to itself;
   // bytes that were valid come out unchanged.
   std::mt19937 rng(11);
