@@ -17,7 +17,10 @@ namespace {
 
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// Rows of W per GEMM task: fixed, so the split (and every float sum) is the same on any machine.
+// Rows of W per GEMM task: fixed, so the split is the same for any thread count and every
+// output is the same bits whatever --threads says. (Not across machines: Eigen sizes its GEMM
+// blocks from the cache sizes it detects, which can change the order of a long sum when a GEMM
+// has several rows, the prefill's.)
 constexpr int64_t kTileRows = 64;
 
 inline float bf16f(uint16_t w) {
