@@ -135,8 +135,12 @@ std::vector<MethodCase> resolve_methods(const Experiment& e, const std::string& 
     const std::string kind = s.substr(0, colon), glob = s.substr(colon + 1);
     std::size_t matched = 0;
     if (backend_kind == "cpu" && kind == "df11-fused") {
-      add(MethodCase{kind, nullptr, glob});  // a GPU kernel: the cpu backend says not_supported
-      ++matched;
+      // GPU kernels: the cpu backend says not_supported, one row per variant the glob names on
+      // the cuda backend (the same case keys; not the glob itself, which two globs could share).
+      for (const dec::Decoder* d : registry.select(glob)) {
+        add(MethodCase{kind, nullptr, d->name()});
+        ++matched;
+      }
     } else if (backend_kind == "cpu") {
       // The CPU backend's one decoder; GPU variants are designs for the cuda backend.
       if (dec::glob_match(glob, "cpu")) {
@@ -151,7 +155,7 @@ std::vector<MethodCase> resolve_methods(const Experiment& e, const std::string& 
     }
     if (matched == 0) {
       std::string names;
-      if (backend_kind == "cpu") {
+      if (backend_kind == "cpu" && kind != "df11-fused") {
         names = "cpu";
       } else {
         for (const auto& d : registry.all()) names += (names.empty() ? "" : ", ") + d->name();

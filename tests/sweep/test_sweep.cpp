@@ -473,6 +473,19 @@ TEST_CASE("methods resolve over the backend's decoders, a glob matching nothing 
   CHECK(fused[1].label() == "df11-fused:multi12.gap5-cnt.exp-smem-v16.t256.b16.persist");
   CHECK(fused[1].layout() == df11::dec::fused_spec(df11::dec::FusedDecode::one_pass).layout());
   CHECK(layouts_needed(fused).size() == 2);
+  {
+    // On the cpu backend a df11-fused glob gives a row per variant it names on cuda (refused
+    // there), never the glob itself; a glob naming none is an error, as for other methods.
+    Experiment g = e;
+    g.methods = {"df11-fused:multi12n.gap5-fix64.*"};
+    const auto on_cuda = resolve_methods(g, "cuda", registry());
+    const auto on_cpu = resolve_methods(g, "cpu", registry());
+    REQUIRE(on_cuda.size() >= 2);
+    REQUIRE(on_cpu.size() == on_cuda.size());
+    for (std::size_t i = 0; i < on_cpu.size(); ++i) CHECK(on_cpu[i].label() == on_cuda[i].label());
+    g.methods = {"df11-fused:no-such*"};
+    CHECK_THROWS_WITH(resolve_methods(g, "cpu", registry()), Catch::Contains("matches no decoder variant"));
+  }
   const auto fused_cpu = resolve_methods(e, "cpu", registry());
   REQUIRE(fused_cpu.size() == 3);
   CHECK(fused_cpu[1].variant == nullptr);
