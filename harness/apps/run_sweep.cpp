@@ -153,6 +153,7 @@ int main(int argc, char** argv) {
                  "says early (see stderr)\n",
                  refused, refused == 1 ? " was" : "es were");
     }
+    for (const std::string& d : r.departures) fmt::print("warning: {}\n", d);
     fmt::print("results: {}\n", options.results_path.string());
     fmt::print("run directory: {}\n", run_dir.string());
     if (r.interrupted) {

@@ -133,6 +133,11 @@ class Backend {
   // Warm-up + adaptive sampling under the measurement settings (L2 policy, limits).
   [[nodiscard]] virtual Samples time(const MethodCase& m, int batch, const Measurement& meas) = 0;
   virtual void unload_unit() = 0;
+  // After the run: where the device did not do what the results' device object says it would
+  // (written before the first case), one line each, e.g. a persisting L2 window refused at run
+  // time while device.slice_l2 says persisting. The sweep's report carries them; run_sweep prints
+  // them as warnings in its last lines.
+  [[nodiscard]] virtual std::vector<std::string> departures() const { return {}; }
 };
 
 [[nodiscard]] std::unique_ptr<Backend> make_cpu_backend(int n_threads);

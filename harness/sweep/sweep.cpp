@@ -731,6 +731,7 @@ SweepReport run_sweep(const Experiment& e, Backend& backend, const dec::Registry
   progress.finish();
   report.lines = writer.lines_written();
   report.interrupted = interrupt_requested();
+  report.departures = backend.departures();
   return report;
 }
 

@@ -28,6 +28,7 @@ struct SweepReport {
   std::size_t passed = 0, incorrect = 0, not_supported = 0, not_run = 0;
   std::size_t lines = 0;
   bool interrupted = false;
+  std::vector<std::string> departures;  // Backend::departures() after the run
 };
 
 // The methods of the experiment on a backend, globs expanded: over the registry's variant names

@@ -156,6 +156,8 @@ class TamperingBackend final : public Backend {
     return inner_->time(m, batch, meas);
   }
   void unload_unit() override { inner_->unload_unit(); }
+  [[nodiscard]] std::vector<std::string> departures() const override { return departures_said; }
+  std::vector<std::string> departures_said;
 
  private:
   std::unique_ptr<Backend> inner_ = make_cpu_backend(2);
@@ -408,6 +410,12 @@ TEST_CASE("an interrupt stops the sweep between lines and marks the rest not_run
   // df11 is batch 1's last GEMM method: the sweep stops before batch 2's bf16 reference (a whole
   // forward pass) rather than after it.
   CHECK(backend.references_after_interrupt == 0);
+  CHECK(r.departures.empty());
+  // What a backend says it did not do as its device object promised reaches the report.
+  TamperingBackend departing;
+  departing.departures_said = {"the window was refused"};
+  const SweepReport d = run_sweep(smoke(), departing, registry(), options_for(fresh_dir("departures")));
+  CHECK(d.departures == std::vector<std::string>{"the window was refused"});
   const auto rows = read_rows(dir / "results.jsonl");
   // Every planned case has one line, the interrupted ones not_run with the reason.
   REQUIRE(rows.size() == 2 + 3 * e.batches.size());
