@@ -487,8 +487,9 @@ class CudaBackend final : public Backend {
         // bf16 has no decode and no copy time, df11 no copy time; those stay null, as on the cpu
         // backend and in docs/RESULTS.md, not 0.
         using trace::Kind;
+        // (gemm_s: every kernel but decoders and copies, a fused method's kernels too.)
         if (k.records(Kind::decode) > 0) s.decode_s.push_back(k.decode_s());
-        if (k.records(Kind::gemm) > 0) s.gemm_s.push_back(k.gemm_s());
+        if (k.kernels() > k.records(Kind::decode)) s.gemm_s.push_back(k.gemm_s());
         if (k.records(Kind::copy) > 0) s.copy_s.push_back(k.copy_s());
       }
     }
