@@ -183,7 +183,7 @@ step_e2e() {
   export E2E_VARIANT="${E2E_VARIANT:-}"
   export E2E_CNT_VARIANT="${E2E_CNT_VARIANT:-}"
   export E2E_OVERLAP_VARIANT="${E2E_OVERLAP_VARIANT:-}"
-  # 240 s by default (the last run took 213 s for 27 runs; there are 34 now, so the last ones may
+  # 240 s by default (the last run took 213 s for 27 runs; there are 38 now, so the last ones may
   # be cut: each run's line is written as it ends); E2E_LIMIT_S gives it more where the call's
   # budget allows.
   step "e2e generation" "${E2E_LIMIT_S:-240}" harness/e2e/bench_generate.sh "$BUILD/bin/df11" "$OUT_DIR/e2e.jsonl"
