@@ -7,6 +7,8 @@
 
 #include "e2e/cpu_model.hpp"
 #include "e2e/host_provider.hpp"
+#include "common/variant_decoder.hpp"
+#include "fused/fused_gemv.hpp"
 
 namespace df11::e2e {
 namespace {
@@ -65,6 +67,13 @@ dec::FusedDecode fused_decode_of(const std::string& variant, bool mma) {
                             "variants' DF11 units), not {}",
                             d->name(), dec::fused_spec(dec::FusedDecode::two_pass).layout().name(),
                             dec::fused_spec(dec::FusedDecode::one_pass).layout().name(), d->layout().name()));
+  }
+  // The DF11 model's fused kernels read its decoder's image: one they cannot read is refused
+  // here, so that --dry-run says so too (not first when the model is built).
+  if (const auto* v = dynamic_cast<const dec::VariantDecoder*>(d); v != nullptr && !mma) {
+    if (const dec::Status st = dec::fused_can_share_image(v->spec(), *decode); !st.ok) {
+      throw Error(fmt::format("--fused-gemv with decoder {}: {}", d->name(), st.reason));
+    }
   }
   if (mma) {
     if (*decode != dec::FusedDecode::fixed) {

@@ -87,6 +87,25 @@ std::optional<FusedDecode> fused_decode_for(const Decoder& decoder) {
   return fused_decode_for(decoder.layout());
 }
 
+Status fused_can_share_image(const VariantSpec& spec, FusedDecode decode) {
+  const Layout want = fused_spec(decode).layout();
+  if (is_fixed(decode)) {
+    const bool wide = decode == FusedDecode::fixed_wide;
+    if (spec.partition != Partition::fixed_out || !spec.has_multi_root() || spec.wide_root() != wide ||
+        !(spec.layout() == want)) {
+      return Status::no(spec.name() + "'s image: the fixed fused decode needs " +
+                        (wide ? "the multi11w" : "a multi12n or multi12ng") + " fix64 variant's image of layout " +
+                        want.name());
+    }
+  } else if (!spec.has_multi_root() || !spec.has_flat_root() || spec.partition == Partition::fixed_out ||
+             !(spec.layout() == want)) {
+    return Status::no(spec.name() + "'s image: the fused kernels need the multi-symbol and flat tables, gaps and "
+                      "positions of layout " + want.name() +
+                      " (a multi12 or multi12n variant of the unit's layout; not multi12ng, not fix64)");
+  }
+  return Status::yes();
+}
+
 std::optional<FusedDecode> fused_decode_for(const Layout& layout) {
   for (const FusedDecode d : {FusedDecode::two_pass, FusedDecode::one_pass}) {
     if (layout == fused_spec(d).layout()) return d;

@@ -121,25 +121,10 @@ FusedGemvDevice::FusedGemvDevice(const EncodedUnit& unit, const std::vector<Gemv
     case Source::shared_image: {
       const auto* gap = dynamic_cast<const GapDeviceImage*>(shared);
       if (gap == nullptr) throw Error(who + "is not a gap-decode variant's");
-      const Layout want = fused_spec(impl_->plan.decode).layout();
-      if (is_fixed(impl_->plan.decode)) {
-        // The fixed decode reads a fix64 image's multi root (the global chained tables for
-        // single codes), start bits and word stream.
-        // fixed_wide reads a wide root (multi11w), the others a 2^12 one.
-        const bool wide = impl_->plan.decode == FusedDecode::fixed_wide;
-        if (gap->spec().partition != Partition::fixed_out || !gap->spec().has_multi_root() ||
-            gap->spec().wide_root() != wide || !(gap->spec().layout() == want)) {
-          throw Error(who + "is " + gap->spec().name() + "'s: the fixed fused decode needs " +
-                      (wide ? "the multi11w" : "a multi12n or multi12ng") + " fix64 variant's image of layout " +
-                      want.name());
-        }
-      } else if (!gap->spec().has_multi_root() || !gap->spec().has_flat_root() ||
-                 gap->spec().partition == Partition::fixed_out || !(gap->spec().layout() == want)) {
-        // The other fused kernels read the image's multi and flat roots, gaps and positions.
-        throw Error(who + "is " + gap->spec().name() + "'s: the fused kernels need the multi-symbol and flat tables, "
-                    "gaps and positions of layout " + want.name() +
-                    " (a multi12 or multi12n variant of the unit's layout; not multi12ng, not fix64)");
-      }
+      // The fixed decode reads a fix64 image's multi root (the global chained tables for single
+      // codes; wide for fixed_wide), start bits and word stream; the others the image's multi
+      // and flat roots, gaps and positions.
+      if (const Status st = fused_can_share_image(gap->spec(), impl_->plan.decode); !st.ok) throw Error(who + "is " + st.reason);
       const HostImage& h = gap->host();
       // (A fix64 image's n_blocks counts its units, as the fixed decode's plan does.)
       if (h.n_blocks != impl_->plan.n_blocks() || h.n_elements != unit.n_elements ||

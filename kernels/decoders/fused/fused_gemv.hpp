@@ -84,6 +84,14 @@ inline constexpr std::size_t kFusedDecodes = static_cast<std::size_t>(FusedDecod
 // by its layout.
 [[nodiscard]] std::optional<FusedDecode> fused_decode_for(const Decoder& decoder);
 
+// Whether the fused kernels of `decode` can read the device image of a variant of `spec`
+// (FusedGemvDevice's Source::shared_image, as e2e's DF11 model uses them): the fixed decodes a
+// fix64 variant's multi root (the wide one for fixed_wide) and start bits, the others a
+// non-fix64 variant's multi and flat roots, gaps and positions; both in fused_spec(decode)'s
+// layout. A variant whose layout fused_decode_for maps to a fused decode may still fail this
+// (lut8x4 has no multi root, multi12ng no flat one): said before a model is built.
+[[nodiscard]] Status fused_can_share_image(const VariantSpec& spec, FusedDecode decode);
+
 // Which (block, row) pairs the unit's blocks of work (DF11 blocks; the fixed decode: fix64's
 // units) produce and which pairs make each output row.
 struct FusedPlan {
