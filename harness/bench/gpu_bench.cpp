@@ -39,6 +39,11 @@ constexpr int64_t kRows = 14336, kIn = 5120;
 struct Gpu {
   Unit unit = synth::make_matrix_unit("gate_proj", "mlp.gate_proj", "mlp.gate_proj", kRows, kIn, 1, 0);
   std::map<std::string, EncodedUnit> encodings;  // by layout name
+  // The last decoder's image, uploaded and verified once: Google Benchmark calls a benchmark ~4
+  // times while it sizes the iteration count, and an upload (the host image of 73 M weights) and
+  // a 147 MB read-back each time cost about as long as the timing.
+  const dec::Decoder* image_of = nullptr;
+  std::unique_ptr<dec::DeviceImage> image;
   cuda::Stream stream;
   cuda::Event e0, e1;
   cuda::DeviceBuffer<uint16_t> w, out;
@@ -92,17 +97,23 @@ void run_decode(benchmark::State& state, const dec::Decoder* d) {
       state.SkipWithError(st.reason.c_str());
       return;
     }
-    const auto image = d->upload(enc, g->stream.get());
     const uint64_t n = enc.n_elements;
-    CUDA_CHECK(cudaMemsetAsync(g->out.get(), 0xFF, n * 2, g->stream.get()));
-    d->launch(*image, g->out.get(), 0, n, g->stream.get());
-    std::vector<uint16_t> host(n);
-    CUDA_CHECK(cudaMemcpyAsync(host.data(), g->out.get(), n * 2, cudaMemcpyDeviceToHost, g->stream.get()));
-    CUDA_CHECK(cudaStreamSynchronize(g->stream.get()));
-    if (host != g->unit.tensors[0].data) {
-      state.SkipWithError("decoded output differs from the weights");
-      return;
+    if (g->image_of != d) {
+      g->image.reset();
+      g->image_of = nullptr;
+      g->image = d->upload(enc, g->stream.get());
+      CUDA_CHECK(cudaMemsetAsync(g->out.get(), 0xFF, n * 2, g->stream.get()));
+      d->launch(*g->image, g->out.get(), 0, n, g->stream.get());
+      std::vector<uint16_t> host(n);
+      CUDA_CHECK(cudaMemcpyAsync(host.data(), g->out.get(), n * 2, cudaMemcpyDeviceToHost, g->stream.get()));
+      CUDA_CHECK(cudaStreamSynchronize(g->stream.get()));
+      if (host != g->unit.tensors[0].data) {
+        state.SkipWithError("decoded output differs from the weights");
+        return;
+      }
+      g->image_of = d;  // uploaded and verified
     }
+    const dec::DeviceImage* image = g->image.get();
     for (auto _ : state) state.SetIterationTime(g->timed([&] { d->launch(*image, g->out.get(), 0, n, g->stream.get()); }));
     state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(enc.stored_bytes() + 2 * n));
     state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(n));

@@ -17,9 +17,10 @@ struct DecodeRange {
   std::string what;
 };
 
-// The whole unit in both orders, a range in descending order and two ascending ones that cut
-// blocks (one not 8-aligned: scalar stores; one 8-aligned: vector stores), then each tensor of
-// `tensor_sizes` alone. Only non-empty ranges inside [0, n): small units have fewer.
+// The whole unit in both orders, two ranges in descending order (one from an odd start, one from
+// an 8-aligned one) and two ascending ones that cut blocks (one not 8-aligned: scalar stores;
+// one from an 8-aligned start: vector stores), then each tensor of `tensor_sizes` alone. Only
+// non-empty ranges inside [0, n): small units have fewer.
 inline std::vector<DecodeRange> gpu_test_ranges(uint64_t n, const std::vector<uint64_t>& tensor_sizes) {
   std::vector<DecodeRange> r;
   const auto add = [&](uint64_t lo, uint64_t hi, dec::Order order, std::string what) {
@@ -28,8 +29,9 @@ inline std::vector<DecodeRange> gpu_test_ranges(uint64_t n, const std::vector<ui
   add(0, n, dec::Order::ascending, "whole unit");
   add(0, n, dec::Order::descending, "whole unit, descending");
   add(n / 5 + 3, n - n / 7, dec::Order::descending, "a range, descending");
+  add((n / 3) & ~uint64_t{7}, n - n / 9, dec::Order::descending, "a range from an 8-aligned start, descending");
   add(n / 3 + 1, n / 3 + 1 + n / 4, dec::Order::ascending, "a range, not 8-aligned");
-  add(n - n / 5 / 8 * 8, n, dec::Order::ascending, "a range, 8-aligned");
+  add((n - n / 5) & ~uint64_t{7}, n, dec::Order::ascending, "a range from an 8-aligned start");
   uint64_t lo = 0;
   for (std::size_t i = 0; i < tensor_sizes.size(); ++i) {
     add(lo, lo + tensor_sizes[i], dec::Order::ascending, "tensor " + std::to_string(i));

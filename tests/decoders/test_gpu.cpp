@@ -152,11 +152,11 @@ void check_variant(const dec::Decoder& d, const EncodedUnit& enc, const Unit& u,
   }
 }
 
-// The dyn schedule's counters: one image launched again and again (more launches than it has
-// counter words, so every word is reused), on ranges of different DF11 block counts, each output
+// The dyn schedule's counters: one image launched again and again (150 launches, more than its
+// 64 counter words, so every word is reused; 20 under --small, for the sanitizers), on ranges of different DF11 block counts, each output
 // poisoned and checked. A launch that left its word anywhere but 0 would make a later launch
 // of that word skip DF11 blocks (no memset goes before a launch).
-void check_dyn_relaunch(const dec::Registry& reg, const Unit& u) {
+void check_dyn_relaunch(const dec::Registry& reg, const Unit& u, int launches) {
   std::vector<uint16_t> expect_all;
   for (const auto& t : u.tensors) expect_all.insert(expect_all.end(), t.data.begin(), t.data.end());
   const uint64_t n = expect_all.size();
@@ -167,7 +167,7 @@ void check_dyn_relaunch(const dec::Registry& reg, const Unit& u) {
       auto img = d->upload(enc, s.get());
       cuda::DeviceBuffer<uint16_t> out(n);
       int bad = 0;
-      for (int i = 0; i < 150; ++i) {
+      for (int i = 0; i < launches; ++i) {
         const uint64_t lo = i % 3 == 0 ? 0 : (n / 7) * static_cast<uint64_t>(i % 5), hi = i % 2 == 0 ? n : n - n / 9;
         if (lo >= hi) continue;
         CUDA_CHECK(cudaMemsetAsync(out.get(), 0xFF, out.bytes(), s.get()));
@@ -178,7 +178,8 @@ void check_dyn_relaunch(const dec::Registry& reg, const Unit& u) {
         CUDA_CHECK(cudaStreamSynchronize(s.get()));
         bad += !std::equal(got.begin(), got.end(), expect_all.begin() + static_cast<std::ptrdiff_t>(lo));
       }
-      expect(bad == 0, d->name() + " on " + u.name + ": " + std::to_string(bad) + " of 150 launches of one image wrong");
+      expect(bad == 0, d->name() + " on " + u.name + ": " + std::to_string(bad) + " of " + std::to_string(launches) +
+                           " launches of one image wrong");
     } catch (const std::exception& e) {
       expect(false, d->name() + " relaunched: " + e.what());
       CUDA_CHECK(cudaDeviceSynchronize());
@@ -331,12 +332,15 @@ int main(int argc, char** argv) {
     check_unit(reg, test::unit_of(test::random_weights(1, 1), "one"));
     check_unit(reg, test::unit_of(test::random_weights(7, 2), "seven"));
     // Every BF16 pattern a layout can hold (the 61440 with exponent < 240 for all; all 65536,
-    // Inf and NaN too, for the layouts that hold them), among trained-like words.
-    check_unit(reg, test::unit_of(test::every_pattern_among_trained(false, 100000, 4242), "holdable"));
-    check_unit(reg, test::unit_of(test::every_pattern_among_trained(true, 100000, 4243), "every"), true);
+    // Inf and NaN too, for the layouts that hold them), among trained-like words. Under --small
+    // (the sanitizers, ~100x slower) only the layouts that hold every exponent, on the patterns
+    // alone: their tables' paths for exponents >= 240 are what the other units never reach.
+    if (!small) check_unit(reg, test::unit_of(test::every_pattern_among_trained(false, 100000, 4242), "holdable"));
+    check_unit(reg, test::unit_of(test::every_pattern_among_trained(true, small ? 0 : 100000, 4243), "every"), true);
     check_unit(reg, test::unit_of(test::random_weights(small ? 40001 : 300001, 3, 120, 0.8), "rand"));
     if (!small) check_unit(reg, synth::make_nemo_layer(1, 3, 0.02, 0));
-    check_dyn_relaunch(reg, test::unit_of(test::random_weights(small ? 60001 : 600001, 5, 120, 0.8), "rand-dyn"));
+    check_dyn_relaunch(reg, test::unit_of(test::random_weights(small ? 60001 : 600001, 5, 120, 0.8), "rand-dyn"),
+                       small ? 20 : 150);
     // Fused decode + GEMV: a few matrices of a Nemo layer's shapes (rows of 5120, 4096 and
     // 14336), at batch 1, 5 and 16.
     const Unit layer = synth::make_nemo_layer(1, 3, small ? 0.002 : 0.01, 0);
