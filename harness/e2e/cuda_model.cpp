@@ -1050,7 +1050,8 @@ class CudaModel final : public Model {
 int fused_rows(const ModelRequest& r) {
   if (!r.fused_gemv) return 0;
   const dec::FusedDecode d =
-      fused_decode_of(r.weights == WeightsKind::df11 ? cuda_df11_variant(r) : r.variant, r.fused_mma);
+      fused_decode_of(r.weights == WeightsKind::df11 ? cuda_df11_variant(r) : r.variant, r.fused_mma,
+                      r.weights == WeightsKind::df11);
   if (r.fused_max_rows < 0 || r.fused_max_rows > dec::fused_max_batch(d)) {
     throw Error(fmt::format("--fused-max-rows {}: the fused kernels take passes of 1..{} rows (0: the decode's default)",
                             r.fused_max_rows, dec::fused_max_batch(d)));

@@ -58,7 +58,7 @@ std::string cuda_df11_decoder_name(const ModelRequest& r) {
   return pick_cuda_decoder(dec::all_decoders(), cuda_df11_variant(r))->name();
 }
 
-dec::FusedDecode fused_decode_of(const std::string& variant, bool mma) {
+dec::FusedDecode fused_decode_of(const std::string& variant, bool mma, bool shares_image) {
   const dec::Decoder* d =
       pick_cuda_decoder(dec::all_decoders(), variant.empty() ? std::string(kDefaultFusedVariant) : variant);
   const std::optional<dec::FusedDecode> decode = dec::fused_decode_for(*d);
@@ -70,7 +70,7 @@ dec::FusedDecode fused_decode_of(const std::string& variant, bool mma) {
   }
   // The DF11 model's fused kernels read its decoder's image: one they cannot read is refused
   // here, so that --dry-run says so too (not first when the model is built).
-  if (const auto* v = dynamic_cast<const dec::VariantDecoder*>(d); v != nullptr && !mma) {
+  if (const auto* v = dynamic_cast<const dec::VariantDecoder*>(d); v != nullptr && shares_image && !mma) {
     if (const dec::Status st = dec::fused_can_share_image(v->spec(), *decode); !st.ok) {
       throw Error(fmt::format("--fused-gemv with decoder {}: {}", d->name(), st.reason));
     }
@@ -104,7 +104,7 @@ std::string request_decoders(const ModelRequest& r) {
     if (r.weights == WeightsKind::df11) what = "decoder " + cuda_df11_decoder_name(r);
     if (r.fused_gemv) {
       const dec::FusedDecode f = fused_decode_of(r.weights == WeightsKind::df11 ? cuda_df11_variant(r) : r.variant,
-                                                 r.fused_mma);
+                                                 r.fused_mma, r.weights == WeightsKind::df11);
       what += (what.empty() ? "" : ", ") + std::string("fused ") + std::string(dec::fused_decode_name(f));
     }
   } else if (r.weights == WeightsKind::df11) {

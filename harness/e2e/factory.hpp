@@ -101,8 +101,11 @@ struct ModelRequest {
 [[nodiscard]] std::string cuda_df11_decoder_name(const ModelRequest& r);
 // The fused decode of the DF11 decoder `variant` (empty: kDefaultFusedVariant); mma
 // (--fused-mma): the tensor-core kernel, over a decoder whose fused decode is the fixed one.
-// Throws naming the decoder where the fused kernels cannot read its layout.
-[[nodiscard]] dec::FusedDecode fused_decode_of(const std::string& variant, bool mma = false);
+// Throws naming the decoder where the fused kernels cannot read its layout, and, with
+// shares_image (a DF11 model: its fused kernels read the decoder's device image), where they
+// cannot read that image (dec::fused_can_share_image). A BF16 model's fused kernels make their
+// own from the BF16 words and take the variant's layout and partition only.
+[[nodiscard]] dec::FusedDecode fused_decode_of(const std::string& variant, bool mma = false, bool shares_image = false);
 // What decodes a request's weights, as a building model would pick it ("decoder NAME", "fused
 // NAME", "decode_cpu"; empty for resident BF16 or offload): `df11 generate --dry-run` names it
 // without a device or any weights. Throws where the build would (unknown variant, a fused decode

@@ -13,6 +13,7 @@
 #include "codec/bf16.hpp"
 #include "codec/encoder.hpp"
 #include "fused/fused_gemv.cuh"
+#include "common/variant_decoder.hpp"
 #include "decoder.hpp"
 #include "fused/fused_gemv.hpp"
 #include "helpers.hpp"
@@ -266,6 +267,46 @@ TEST_CASE("fused mma: the shapes the tensor-core kernel tiles, and the rest refu
   const dec::Decoder* fix = reg.find("multi12ng.gap5-fix64.exp-smem-v16.t512.b8.persist");
   REQUIRE(fix != nullptr);
   CHECK(dec::fused_decode_for(*fix) == dec::FusedDecode::fixed);
+}
+
+TEST_CASE("fused: which decoders' device images the fused kernels can read (e2e's DF11 models share them)",
+          "[decoders][fused]") {
+  dec::Registry reg;
+  dec::register_all(reg);
+  const auto shares = [&](const char* name) {
+    const auto* v = dynamic_cast<const dec::VariantDecoder*>(reg.find(name));
+    REQUIRE(v != nullptr);
+    const std::optional<dec::FusedDecode> d = dec::fused_decode_for(*v);
+    REQUIRE(d.has_value());
+    return dec::fused_can_share_image(v->spec(), *d);
+  };
+  // Multi and flat roots, gaps and positions (two-pass, one-pass), or a fix64 image (fixed).
+  CHECK(shares("multi12.gap5-cnt.exp-smem-v16.t256.b16.persist").ok);
+  CHECK(shares("multi12n.gap5-warp.exp-smem-v16.t512.b8").ok);
+  CHECK(shares("multi12n.gap5-fix64.exp-smem-v16.t512.b8.persist").ok);
+  CHECK(shares("multi12ng.gap5-fix64.exp-smem-v16.t512.b8.persist").ok);
+  CHECK(shares("multi11w.gap5-fix64.exp-smem-v16.t512.b8.persist").ok);
+  // Layouts the fused decodes read, images they cannot: no multi root, no flat root.
+  const dec::Status lut = shares("lut8x4.gap5-block.smem-out.t512.b8");
+  CHECK_FALSE(lut.ok);
+  CHECK_THAT(lut.reason, Catch::Contains("lut8x4.gap5-block.smem-out.t512.b8") && Catch::Contains("multi-symbol and flat"));
+  CHECK_FALSE(shares("multi12ng.gap5-cnt.exp-smem-reg-v16.t256.b16.persist").ok);
+  // Every registered decoder with a fused decode is one or the other, and the kernels' own fused
+  // specs can share their images.
+  int can = 0, cannot = 0;
+  for (const auto& d : reg.all()) {
+    const auto* v = dynamic_cast<const dec::VariantDecoder*>(d.get());
+    if (v == nullptr) continue;
+    const std::optional<dec::FusedDecode> f = dec::fused_decode_for(*v);
+    if (!f) continue;
+    (dec::fused_can_share_image(v->spec(), *f).ok ? can : cannot) += 1;
+  }
+  CHECK(can >= 5);
+  CHECK(cannot >= 2);
+  for (const dec::FusedDecode f : {dec::FusedDecode::two_pass, dec::FusedDecode::one_pass, dec::FusedDecode::fixed,
+                                   dec::FusedDecode::fixed_nh, dec::FusedDecode::fixed_late, dec::FusedDecode::fixed_wide}) {
+    CHECK(dec::fused_can_share_image(dec::fused_spec(f), f).ok);
+  }
 }
 
 TEST_CASE("fused: the layouts the kernels read, and the rest refused by name", "[decoders][fused]") {

@@ -328,6 +328,17 @@ else
 fi
 rm -rf "$ckdir"
 
+# --dry-run refuses --fused-gemv for a DF11 model whose decoder's image the fused kernels cannot
+# read (they share it: lut8x4 has no multi root), not first when the model is built on a GPU; a
+# BF16 model's fused kernels make their own and take the same variant.
+out=$("$df11" generate --synthetic nemo --dry-run --backend cuda --weights df11 --fused-gemv \
+  --variant lut8x4.gap5-block.smem-out.t512.b8 --prompt-ids 1 --max-new-tokens 2 2>&1) &&
+  fail "dry run of a DF11 --fused-gemv on lut8x4 passed: $out"
+[[ $out == *"REFUSED"*"multi-symbol and flat tables"* ]] || fail "dry run of a DF11 --fused-gemv on lut8x4: $out"
+out=$("$df11" generate --synthetic nemo --dry-run --backend cuda --weights bf16 --fused-gemv \
+  --variant lut8x4.gap5-block.smem-out.t512.b8 --prompt-ids 1 --max-new-tokens 2 2>&1) ||
+  fail "dry run of a BF16 --fused-gemv on lut8x4 refused: $out"
+
 # Where the weights were generated is part of the model's description; the host's by default on the CPU.
 out=$("$df11" generate --synthetic tiny --prompt-ids 1,2 --max-new-tokens 2 --backend cpu --synthesize-on host 2>&1) ||
   fail "generate --synthesize-on host exited $?: $out"
