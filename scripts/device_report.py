@@ -99,11 +99,16 @@ class Targets:
         others = sorted({str(b) for b in map(backend_of, rows) if b and b != "cuda"})
         self.not_gpu = ", ".join(others) or None
 
-    def add(self, issue, target, value, ok, note=""):
+    def add(self, issue, target, value, ok, note="", wrong_bits=False):
+        """wrong_bits: a bit-identity target, whose FAIL (an incorrect row, a failed --check) stands
+        on any backend: wrong bits are wrong anywhere, and the gate and promote_baseline refuse them
+        on cpu rows too. Its PASS on another backend is still no GPU's."""
         verdict = "not measured" if ok is None else ("PASS" if ok else "FAIL")
-        if self.not_gpu:
+        if self.not_gpu and not (wrong_bits and ok is False):
             verdict = "not measured"
             note = f"backend {self.not_gpu}: the targets are a GPU's" + (f"; {note}" if note else "")
+        elif self.not_gpu:
+            note = f"backend {self.not_gpu}" + (f"; {note}" if note else "")
         self.rows.append((issue, target, value, verdict, note))
 
     def info(self, what, value, note=""):  # a measured figure no issue sets a target for
@@ -319,7 +324,7 @@ def bit_identical_target(t, rows, decode_rows=()):
              + (f", {len(unrun)} not run" if unrun else ""))
     first = (incorrect + decode_incorrect)[:1]
     if first:
-        t.add(5, "every verified method bit-identical", value, False, first[0].get("reason", "")[:160])
+        t.add(5, "every verified method bit-identical", value, False, first[0].get("reason", "")[:160], wrong_bits=True)
     elif not passed(every):
         t.add(5, "every verified method bit-identical", value, None,
               f"no row passed ({len(unrun)} not run)" if unrun else "no row passed")
@@ -407,7 +412,7 @@ def e2e_targets(t, lines):
         failed = [r for r in checks if r.get("check") != "passed"]
         t.add(7, label, f"{len(checks) - len(failed)} of {len(checks)} checks passed"
               + (f", {len(errored)} --check run(s) failed before comparing" if errored else ""),
-              False if failed else (None if errored else True), note)
+              False if failed else (None if errored else True), note, wrong_bits=True)
     else:
         t.add(7, label, "-", None, note or "no --check run finished")
     # The prompt length of the batch-1 comparisons: the shortest at which a bf16 run and a df11 run

@@ -127,6 +127,12 @@ for target in (B1, B2048, B4096, CH, OFF, BIT):
     expect(v, target, "not measured", "cpu backend")
     if v.get(target) and not v[target][2].startswith("backend cpu"):
         failures.append(f"cpu backend: '{target}' does not name the backend: {v[target]}")
+# ... but wrong bits are wrong on any backend: an incorrect cpu row fails bit-identity.
+wrong_cpu = cpu_rows + [dict(row("df11", 2, 0, disposition="incorrect", reason="element 5 differs"),
+                             device={"backend": "cpu", "name": "AMD EPYC"})]
+v = verdicts(dr.sweep_targets, wrong_cpu)
+expect(v, BIT, "FAIL", "an incorrect cpu row")
+expect(v, B1, "not measured", "cpu backend, beside an incorrect row")
 expect(verdicts(dr.decode_targets, [dict(r, device={"backend": "cpu"}) for r in
                                     (row("decode", 0, 1.0), row("decode", 0, 3.0, variant="official-ptx"))]),
        "best variant >= 3x official-ptx", "not measured", "cpu backend, decode rows")
