@@ -226,9 +226,12 @@ class CpuBackend final : public Backend {
     Phases ph;
     // The output buffers are poisoned first (as on cuda): they still hold the last run's output,
     // often bf16's reference itself, which an element the method failed to write would match.
-    poison_ = true;
+    struct Poisoning {  // off again however run_once ends (a throw would leave every timed run filling)
+      bool& on;
+      explicit Poisoning(bool& b) : on(b) { on = true; }
+      ~Poisoning() { on = false; }
+    } poisoning(poison_);
     const std::span<const uint16_t> out = run_once(m, batch, ph);
-    poison_ = false;
     return {out.begin(), out.end()};
   }
 

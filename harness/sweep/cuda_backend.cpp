@@ -212,7 +212,7 @@ class CudaBackend final : public Backend {
 
   [[nodiscard]] std::vector<std::string> departures() const override {
     std::vector<std::string> out;
-    if (slice_l2_refused_ && slice_l2_) {
+    if (!slice_l2_why_.empty()) {
       out.push_back(fmt::format("the persisting L2 window over the slice buffer was refused at run time ({}): "
                                 "df11-chunked/df11-pipelined slices ran in normal L2 although device.slice_l2 "
                                 "says persisting",
@@ -717,7 +717,13 @@ class CudaBackend final : public Backend {
     if (!w->plan().on()) {
       if (!slice_l2_refused_) fmt::print(stderr, "\ncuda backend: slices not held in L2: {}\n", w->plan().why_not);
       slice_l2_refused_ = true;
-      slice_l2_why_ = w->plan().why_not;
+      // A departure from device.slice_l2 only where the device's plan had the window on (a
+      // driver call refused it); where the plan was off, device.slice_l2 says so already.
+      if (cuda::plan_l2_window(bytes, static_cast<uint64_t>(prop_.persistingL2CacheMaxSize),
+                               static_cast<uint64_t>(prop_.accessPolicyMaxWindowSize))
+              .on()) {
+        slice_l2_why_ = w->plan().why_not;
+      }
       return nullptr;
     }
     return w;
@@ -982,7 +988,7 @@ class CudaBackend final : public Backend {
   bool slice_l2_ = true;  // the experiment's slice_l2: "persisting"
   dec::Start slice_start_ = dec::Start::early;  // the experiment's slice_start
   mutable bool slice_l2_refused_ = false;  // said once: the device gave no window
-  mutable std::string slice_l2_why_;
+  mutable std::string slice_l2_why_;  // a window the plan had on and the driver refused
   std::vector<SlicePlan> plans_;  // one per entry of chunk_sizes_, for the loaded unit
   // The verified run time() replays its graph against (verify_replay): the case, and its output,
   // or (batch-0 methods verified on the device) that it equals the weights.
