@@ -79,13 +79,20 @@ TEST_CASE("device objects are put in the documented key order", "[sweep][results
   CHECK(d["cpu_cores"] == 2);
 }
 
-TEST_CASE("stop_reason: one stop rule for every backend, times as sums of samples", "[sweep][results]") {
+namespace {
+Measurement measurement(int min_samples, int max_samples, double min_time_s, double max_time_s, double noise_target) {
   Measurement m;
-  m.min_samples = 3;
-  m.max_samples = 6;
-  m.min_time_s = 0.5;
-  m.max_time_s = 2.0;
-  m.noise_target = 0.1;
+  m.min_samples = min_samples;
+  m.max_samples = max_samples;
+  m.min_time_s = min_time_s;
+  m.max_time_s = max_time_s;
+  m.noise_target = noise_target;
+  return m;
+}
+}  // namespace
+
+TEST_CASE("stop_reason: one stop rule for every backend, times as sums of samples", "[sweep][results]") {
+  const Measurement m = measurement(3, 6, 0.5, 2.0, 0.1);
   CHECK_FALSE(stop_reason(m, {0.2, 0.2}));             // fewer than min_samples
   CHECK_FALSE(stop_reason(m, {0.1, 0.1, 0.1}));        // min_samples, but 0.3 s < min_time_s
   CHECK(stop_reason(m, {0.2, 0.2, 0.2}) == "converged");  // 0.6 s, IQR 0
@@ -112,12 +119,7 @@ TEST_CASE("relative_iqr by selection equals the sorted quartiles' ratio", "[swee
 
 TEST_CASE("StopRule: one sample never converges, and many samples stop soon after they converge",
           "[sweep][results]") {
-  Measurement m;
-  m.min_samples = 1;
-  m.max_samples = 1000000;
-  m.min_time_s = 0;
-  m.max_time_s = 1e9;
-  m.noise_target = 0.1;
+  Measurement m = measurement(1, 1000000, 0, 1e9, 0.1);
   CHECK_FALSE(stop_reason(m, {0.3}));  // min_samples 1 does not make one sample converged
   CHECK(stop_reason(m, {0.3, 0.3}) == "converged");
   // 3000 noisy samples (1 and 2 alternating), then 1.5 for ever: with noise_target 0 the case
