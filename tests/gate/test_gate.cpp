@@ -82,6 +82,13 @@ GateReport gate(const std::vector<json>& base, const std::vector<json>& cand, Ga
   return run_gate(file_of(base, "base.jsonl"), file_of(cand, "cand.jsonl"), o);
 }
 
+// The report as print_report writes it.
+std::string printed(const GateReport& r) {
+  std::ostringstream out;
+  print_report(out, r);
+  return out.str();
+}
+
 }  // namespace
 
 TEST_CASE("identical results are all SAME and pass", "[gate]") {
@@ -185,9 +192,7 @@ TEST_CASE("neither passed: an incorrect candidate is WORSE, whatever the baselin
   const GateReport r = gate(both_wrong_base, both_wrong_base);
   CHECK(r.count(Verdict::worse) == 1);
   CHECK(r.exit_code() == 1);
-  std::ostringstream out;
-  print_report(out, r);
-  CHECK_THAT(out.str(), Catch::Contains("WORSE (incorrect -> incorrect)"));
+  CHECK_THAT(printed(r), Catch::Contains("WORSE (incorrect -> incorrect)"));
 }
 
 TEST_CASE("cases in one file only: NEW passes, MISSING fails unless allowed", "[gate]") {
@@ -203,17 +208,13 @@ TEST_CASE("cases in one file only: NEW passes, MISSING fails unless allowed", "[
   // A candidate that lost a case of the baseline fails (a run cut short, a key that changed),
   // as the same case written as not_run would (WORSE); --allow-missing lets a subset pass.
   CHECK(r.exit_code() == 1);
-  std::ostringstream out;
-  print_report(out, r);
-  CHECK_THAT(out.str(), Catch::Contains("FAIL: 1 case(s) of the baseline are missing") &&
+  CHECK_THAT(printed(r), Catch::Contains("FAIL: 1 case(s) of the baseline are missing") &&
                             Catch::Contains("--allow-missing") && Catch::Contains("gate: FAIL"));
   GateOptions allow;
   allow.allow_missing = true;
   const GateReport a = gate(base, cand, allow);
   CHECK(a.exit_code() == 0);
-  std::ostringstream out_a;
-  print_report(out_a, a);
-  CHECK_THAT(out_a.str(), Catch::Contains("note: 1 case(s)") && Catch::Contains("gate: PASS"));
+  CHECK_THAT(printed(a), Catch::Contains("note: 1 case(s)") && Catch::Contains("gate: PASS"));
   // Only NEW cases: a pass.
   auto more = base;
   more.push_back(fake_row({"df11", "fresh", 16}));
@@ -229,9 +230,7 @@ TEST_CASE("cases in one file only: NEW passes, MISSING fails unless allowed", "[
   CHECK(w.count(Verdict::new_case) == 1);
   CHECK(w.matched() == 10);
   CHECK(w.exit_code() == 1);
-  std::ostringstream out_w;
-  print_report(out_w, w);
-  CHECK_THAT(out_w.str(), Catch::Contains("WORSE (new -> incorrect)"));
+  CHECK_THAT(printed(w), Catch::Contains("WORSE (new -> incorrect)"));
 }
 
 TEST_CASE("a case timed from graphs in one file and eagerly in the other is PROTOCOL, which fails", "[gate]") {
@@ -242,9 +241,7 @@ TEST_CASE("a case timed from graphs in one file and eagerly in the other is PROT
   const GateReport r = gate(base, cand);
   CHECK(r.count(Verdict::protocol) == 1);
   CHECK(r.exit_code() == 1);
-  std::ostringstream out;
-  print_report(out, r);
-  CHECK_THAT(out.str(), Catch::Contains("PROTOCOL (cuda_graph true -> false"));
+  CHECK_THAT(printed(r), Catch::Contains("PROTOCOL (cuda_graph true -> false"));
   // null (cpu rows, or rows that predate the field) on either side: compared as before.
   cand[0]["summary"]["cuda_graph"] = nullptr;
   CHECK(gate(base, cand).exit_code() == 0);
@@ -266,10 +263,8 @@ TEST_CASE("a candidate with no case of the baseline fails: nothing was compared"
   CHECK(r.count(Verdict::new_case) == static_cast<int>(cand.size()));
   CHECK(r.count(Verdict::missing) == static_cast<int>(base.size()));
   CHECK(r.exit_code() == 1);
-  std::ostringstream out;
-  print_report(out, r);
-  CHECK_THAT(out.str(), Catch::Contains("nothing was compared"));
-  CHECK_THAT(out.str(), Catch::Contains("gate: FAIL"));
+  CHECK_THAT(printed(r), Catch::Contains("nothing was compared"));
+  CHECK_THAT(printed(r), Catch::Contains("gate: FAIL"));
   // One case in both files is a comparison: the rest are NEW and MISSING (allowed), which pass.
   cand.push_back(base.front());
   CHECK(gate(base, cand, allow).matched() == 1);
@@ -290,9 +285,7 @@ TEST_CASE("the host-bound offload methods are SLOW-HOST, which does not fail, un
     if (c.verdict == Verdict::slow_host) CHECK(host_bound(c.key.method));
   }
   CHECK(r.exit_code() == 1);
-  std::ostringstream out;
-  print_report(out, r);
-  CHECK_THAT(out.str(), Catch::Contains("SLOW-HOST"));
+  CHECK_THAT(printed(r), Catch::Contains("SLOW-HOST"));
   // Without the device-bound slower case the gate passes; gated, the host-bound ones fail.
   base.pop_back();
   cand.pop_back();
