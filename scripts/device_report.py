@@ -205,9 +205,21 @@ def sweep_targets(t, rows, unit="model.layers.1", batches=None, decode_rows=()):
     bf16_row = {b: rs[0] for (m, b), rs in by.items() if m == "bf16"}
     bf16 = {b: median(r) for b, r in bf16_row.items()}
 
-    def unrun(methods, batch):  # rows of these methods at this batch that were not measured
-        return [r for r in unit_rows if r["case"]["method"] in methods and r["case"]["batch"] == batch and
-                r.get("disposition") == "not_run"]
+    def key(r):
+        c = r["case"]
+        return c["method"], c.get("variant"), c.get("chunk_bytes")
+
+    def unrun(methods, batch):
+        """Cases of these methods at this batch that were not measured: rows not_run, and cases the
+        file has at other batches but not at this one (a run killed before it wrote them, as
+        SIGKILL leaves it; SIGTERM writes them not_run)."""
+        here = [r for r in unit_rows if r["case"]["method"] in methods and r["case"]["batch"] == batch]
+        seen_here = {key(r) for r in here}
+        absent = {key(r) for r in unit_rows if r["case"]["method"] in methods and r["case"]["batch"] not in (0, batch)
+                  and key(r) not in seen_here}
+        return ([r for r in here if r.get("disposition") == "not_run"] +
+                [{"case": {"method": m, "variant": v}, "reason": f"no row of {m}:{v} at batch {batch} (a run cut short?)"}
+                 for m, v, _c in sorted(absent, key=str)])
 
     def best(method, batch):
         rs = by.get((method, batch), [])

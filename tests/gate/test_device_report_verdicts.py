@@ -118,6 +118,16 @@ v = verdicts(dr.sweep_targets, base() + [row("df11-rev", 1, 20.0, graph=False)])
 expect(v, B1, "PASS", "a faster eager row beside a graphed row at the limit")
 if v.get(B1) and v[B1][1] != "2.90x (v)":
     failures.append(f"the batch-1 target did not take the graphed row: {v[B1]}")
+# A run killed (SIGKILL) before it wrote every row of a batch: a variant measured at other batches
+# but absent at 4096 may be the faster one, so a FAIL there is not measured; a PASS stands.
+cut = [r for r in base(df11_b1=29.5) if not (r["case"]["method"] == "df11" and r["case"]["batch"] == 4096)]
+cut += [row("df11", 4096, 125.0, variant="slow"), row("df11", 1, 29.5, variant="slow")]
+v = verdicts(dr.sweep_targets, cut)
+expect(v, B4096, "not measured", "a variant's row at 4096 never written")
+if v.get(B4096) and "no row of df11:v at batch 4096" not in v[B4096][2]:
+    failures.append(f"the absent row is not named: {v[B4096]}")
+expect(v, B1, "FAIL", "every variant's row at batch 1 written")
+
 # Rows of the cpu backend: ratios of a CPU say nothing of a GPU's targets; none is judged.
 cpu_rows = base()
 for r in cpu_rows:
