@@ -1109,16 +1109,9 @@ void OutputDir::write_json(const std::string& name, const json& j) const {
   const std::string text = j.dump(2) + "\n";
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(fmt::format("{}: cannot create: {}", path.string(), errno_text(errno)));
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : EIO;
-      ::close(fd);
-      throw Error(fmt::format("{}: cannot write: {}", path.string(), errno_text(err)));
-    }
-    done += static_cast<std::size_t>(n);
+  if (const int err = write_fully(fd, text.data(), text.size()); err != 0) {
+    ::close(fd);
+    throw Error(fmt::format("{}: cannot write: {}", path.string(), errno_text(err)));
   }
   if (::close(fd) != 0) throw Error(fmt::format("{}: cannot write: {}", path.string(), errno_text(errno)));
 }

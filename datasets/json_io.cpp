@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <system_error>
 
@@ -67,6 +68,24 @@ std::string brief(const nlohmann::json& value, std::size_t max) {
 
 nlohmann::json read_json_file(const std::filesystem::path& path) {
   return parse_json(read_regular_file(path), path.string());
+}
+
+int write_fully(int fd, const void* data, std::size_t size, std::size_t* written) {
+  constexpr std::size_t kPiece = std::size_t{1} << 30;
+  const auto* p = static_cast<const char*>(data);
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::write(fd, p + done, std::min(size - done, kPiece));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      if (written) *written = done;
+      return err;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (written) *written = done;
+  return 0;
 }
 
 }  // namespace df11

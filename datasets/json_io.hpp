@@ -32,6 +32,13 @@ inline constexpr std::uintmax_t kMaxTextFileBytes = std::uintmax_t{256} << 20;
 [[nodiscard]] std::string read_regular_file(const std::filesystem::path& path,
                                             std::uintmax_t max_bytes = kMaxTextFileBytes);
 
+// Writes all `size` bytes at `data` to `fd` with write(2), EINTR retried, in pieces of at most
+// 1 GiB: 0, or the errno of the write that failed (EIO for one that wrote nothing). `written`
+// (optional) counts the bytes that went out either way. The one write loop of the project's
+// writers (safetensors files, OutputDir's JSON, run_sweep's results lines), so that each can say
+// why a write failed (a full disk, a file-size limit), which an ofstream's failbit does not.
+[[nodiscard]] int write_fully(int fd, const void* data, std::size_t size, std::size_t* written = nullptr);
+
 // A value for an error message: its JSON text, cut to `max` characters ("..." after the cut).
 [[nodiscard]] std::string brief(const nlohmann::json& value, std::size_t max = 80);
 

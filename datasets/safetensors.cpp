@@ -259,18 +259,12 @@ void check_layout(const std::string& where, const std::vector<TensorInfo>& sorte
 // Writes all of [data, data+size) or throws; write(2) may stop early and caps each call at ~2 GiB.
 void write_all(int fd, const std::byte* data, uint64_t size, const std::string& where,
                const std::filesystem::path& tmp, uint64_t& written) {
-  constexpr uint64_t kChunk = uint64_t{1} << 30;
-  while (size > 0) {
-    const ssize_t n = ::write(fd, data, static_cast<std::size_t>(std::min(size, kChunk)));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string reason = n < 0 ? errno_text(errno) : "write returned 0";
-      throw Error(fmt::format("{}: writing temporary file {} failed after {} bytes: {}", where,
-                              tmp.string(), written, reason));
-    }
-    data += n;
-    size -= static_cast<uint64_t>(n);
-    written += static_cast<uint64_t>(n);
+  std::size_t done = 0;
+  const int err = write_fully(fd, data, static_cast<std::size_t>(size), &done);
+  written += done;
+  if (err != 0) {
+    throw Error(fmt::format("{}: writing temporary file {} failed after {} bytes: {}", where, tmp.string(), written,
+                            errno_text(err)));
   }
 }
 

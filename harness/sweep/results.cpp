@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "codec/common.hpp"
+#include "datasets/json_io.hpp"
 #include "sweep/build_info.hpp"
 
 #if defined(DF11_HAVE_CUDA) && DF11_HAVE_CUDA
@@ -233,22 +234,15 @@ ResultsWriter::~ResultsWriter() {
 void ResultsWriter::write(const Line& line) {
   // error_handler replace: a stray invalid UTF-8 byte (an odd tensor name) must not lose a line.
   const std::string text = line.dump(-1, ' ', false, Line::error_handler_t::replace) + "\n";
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd_, text.data() + done, text.size() - done);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR) continue;
-      const int err = n < 0 ? errno : EIO;
-      // A full disk or a file-size limit may have taken part of the line: cut the file back to
-      // its whole lines, so that it stays valid JSONL (and the offset with it, for a later line).
-      const bool cut = ::ftruncate(fd_, static_cast<off_t>(bytes_)) == 0 &&
-                       ::lseek(fd_, static_cast<off_t>(bytes_), SEEK_SET) == static_cast<off_t>(bytes_);
-      throw Error(fmt::format("{}: write failed: {}; {}", path_.string(), std::strerror(err),
-                              cut ? fmt::format("the file keeps its {} whole lines", lines_)
-                                  : fmt::format("its last line may be cut short (truncating failed: {})",
-                                                std::strerror(errno))));
-    }
-    done += static_cast<std::size_t>(n);
+  if (const int err = write_fully(fd_, text.data(), text.size()); err != 0) {
+    // A full disk or a file-size limit may have taken part of the line: cut the file back to
+    // its whole lines, so that it stays valid JSONL (and the offset with it, for a later line).
+    const bool cut = ::ftruncate(fd_, static_cast<off_t>(bytes_)) == 0 &&
+                     ::lseek(fd_, static_cast<off_t>(bytes_), SEEK_SET) == static_cast<off_t>(bytes_);
+    throw Error(fmt::format("{}: write failed: {}; {}", path_.string(), std::strerror(err),
+                            cut ? fmt::format("the file keeps its {} whole lines", lines_)
+                                : fmt::format("its last line may be cut short (truncating failed: {})",
+                                              std::strerror(errno))));
   }
   // fdatasync is not needed for validity (the kernel has the whole line); it would only slow runs.
   ++lines_;
