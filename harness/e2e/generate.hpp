@@ -80,7 +80,7 @@ struct GenerationResult {
 // generation ends when every row is done. The batch still runs whole (a done row is fed its
 // last token again and its logits are still checked), so the other rows' bits do not change.
 // on_logits (optional) sees every step's logits: the last position of each row, batch x vocab,
-// row-major (the model's logits are then read back every step, which the timing includes).
+// row-major (read back after the step's timing, which is forward + argmax either way).
 using LogitsSink = std::function<void(int step, std::span<const float> logits)>;
 [[nodiscard]] GenerationResult generate(Model& model,
                                         const std::vector<std::vector<int32_t>>& prompts,

@@ -445,8 +445,13 @@ class Df11Source final : public WeightSource {
     return feed;
   }
 
+  void set_reference_decode(bool on) override {
+    if (on && !reference_decode_) description_ += " (BF16 words by the serial reference decoder)";
+    reference_decode_ = on;
+  }
+
  private:
-  [[nodiscard]] bool encoded_only() const override { return true; }
+  bool reference_decode_ = false;
   ckpt::Df11Checkpoint ckpt_;
   std::vector<const ckpt::UnitSpec*> units_;
   int threads_;

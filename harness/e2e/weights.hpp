@@ -164,16 +164,11 @@ class WeightSource {
   // Loads one unit (see n_units). Throws df11::Error naming the file and tensor.
   [[nodiscard]] virtual UnitFeed load(int unit) const = 0;
   // Units that arrive encoded (a DF11 directory) make their BF16 words with decode_reference
-  // (UnitFeed::set_reference_decode); said in the description. Other sources have BF16 words
-  // of their own and ignore it.
-  void set_reference_decode(bool on) {
-    if (on && !reference_decode_ && encoded_only()) description_ += " (BF16 words by the serial reference decoder)";
-    reference_decode_ = on;
-  }
+  // (UnitFeed::set_reference_decode), said in the description. Sources with BF16 words of their
+  // own keep this no-op.
+  virtual void set_reference_decode(bool /*on*/) {}
 
  protected:
-  [[nodiscard]] virtual bool encoded_only() const { return false; }
-  bool reference_decode_ = false;
   ModelShape shape_{};
   Norms norms_;
   std::string description_;

@@ -259,7 +259,7 @@ class CpuBackend final : public Backend {
       } else if (m.kind == "copy") {
         s.copy_s.push_back(t);
       }
-      if (const auto why = stop.add(t)) {
+      if (const auto why = stop.after(s.total_s)) {
         s.stopped_by = *why;
         break;
       }

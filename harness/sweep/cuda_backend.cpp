@@ -447,7 +447,7 @@ class CudaBackend final : public Backend {
       float ms = 0;
       CUDA_CHECK(cudaEventElapsedTime(&ms, e0.get(), e1.get()));
       s.total_s.push_back(ms * 1e-3);
-      const auto why = stop.add(s.total_s.back());
+      const auto why = stop.after(s.total_s);
       // The SM clock after the first sample, every 16th and the last (an NVML read costs host
       // time between samples, never inside an event pair).
       if (i % 16 == 0 || why) {

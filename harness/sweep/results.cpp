@@ -65,15 +65,14 @@ double relative_iqr(std::vector<double> v) {
   return med > 0 ? (q3 - q1) / med : std::numeric_limits<double>::infinity();
 }
 
-std::optional<std::string> StopRule::add(double sample_s) {
-  samples_.push_back(sample_s);
-  sum_ += sample_s;
-  const std::size_t n = samples_.size();
+std::optional<std::string> StopRule::after(const std::vector<double>& samples_s) {
+  sum_ += samples_s.back();
+  const std::size_t n = samples_s.size();
   if (n >= static_cast<std::size_t>(m_.max_samples)) return "max_samples";
   if (sum_ >= m_.max_time_s) return "max_time";
   if (n < static_cast<std::size_t>(m_.min_samples) || sum_ < m_.min_time_s || n < next_check_) return std::nullopt;
   next_check_ = n + std::max<std::size_t>(1, n / 64);
-  if (relative_iqr(samples_) <= m_.noise_target) return "converged";
+  if (relative_iqr(samples_s) <= m_.noise_target) return "converged";
   return std::nullopt;
 }
 
@@ -81,7 +80,11 @@ std::optional<std::string> stop_reason(const Measurement& m, const std::vector<d
   if (samples_s.empty()) return std::nullopt;
   StopRule rule(m);
   std::optional<std::string> why;
-  for (const double t : samples_s) why = rule.add(t);
+  std::vector<double> so_far;
+  for (const double t : samples_s) {
+    so_far.push_back(t);
+    why = rule.after(so_far);
+  }
   return why;
 }
 

@@ -33,8 +33,8 @@ struct Spread {
 // O(n): selection, not a sort.
 [[nodiscard]] double relative_iqr(std::vector<double> values);
 
-// The stop rule of a case's timed samples, the same on every backend: after each sample (add),
-// why sampling stops, or nullopt to take another. "max_samples"; "max_time" (the sum of samples
+// The stop rule of a case's timed samples, the same on every backend: after each sample is
+// appended to the case's samples (`after(samples)`, the latest last), why sampling stops, or nullopt to take another. "max_samples"; "max_time" (the sum of samples
 // reached max_time_s: a slow case stops then, before min_samples if need be, rather than blow
 // the run's budget); "converged" (min_samples and min_time_s, the sum of samples, reached and
 // the relative IQR within noise_target). Results carry it as summary.stopped_by.
@@ -46,16 +46,16 @@ struct Spread {
 class StopRule {
  public:
   explicit StopRule(const Measurement& m) : m_(m) {}
-  [[nodiscard]] std::optional<std::string> add(double sample_s);
+  // samples_s: every sample so far, one more than at the last call (the rule keeps their sum).
+  [[nodiscard]] std::optional<std::string> after(const std::vector<double>& samples_s);
 
  private:
   Measurement m_;
-  std::vector<double> samples_;
   double sum_ = 0;
   std::size_t next_check_ = 0;
 };
 // The rule over a whole list of samples at once (the last one just taken), for tests: what
-// StopRule::add says for the last of them.
+// StopRule::after says for the last of them.
 [[nodiscard]] std::optional<std::string> stop_reason(const Measurement& m, const std::vector<double>& samples_s);
 
 // ---- one line ----------------------------------------------------------------------------------

@@ -136,8 +136,10 @@ TEST_CASE("StopRule: one sample never converges, and many samples stop soon afte
   }
   StopRule rule(m);
   std::size_t stopped = 0;
+  std::vector<double> taken;
   for (std::size_t i = 0; stopped == 0; ++i) {
-    const auto why = rule.add(i < 3000 ? (i % 2 ? 2.0 : 1.0) : 1.5);
+    taken.push_back(i < 3000 ? (i % 2 ? 2.0 : 1.0) : 1.5);
+    const auto why = rule.after(taken);
     if (why) {
       CHECK(*why == "converged");
       stopped = i + 1;
@@ -150,8 +152,13 @@ TEST_CASE("StopRule: one sample never converges, and many samples stop soon afte
   Measurement cap = m;
   cap.max_samples = 5;
   StopRule r5(cap);
-  for (int i = 0; i < 4; ++i) CHECK_FALSE(r5.add(i % 2 ? 2.0 : 1.0));
-  CHECK(r5.add(1.0) == "max_samples");
+  std::vector<double> five;
+  for (int i = 0; i < 4; ++i) {
+    five.push_back(i % 2 ? 2.0 : 1.0);
+    CHECK_FALSE(r5.after(five));
+  }
+  five.push_back(1.0);
+  CHECK(r5.after(five) == "max_samples");
 }
 
 TEST_CASE("result lines follow schema v1 and parse back", "[sweep][results]") {
